@@ -1,0 +1,210 @@
+"""Coalesce concurrent single-item requests into batch calls, without adding latency when idle.
+
+Sits between the asyncio webhook handlers and the blocking Transit client: many concurrent
+``encrypt``/``decrypt``/``hmac`` calls become one ``batch_input`` call.
+
+Policy ("send at once when nothing is in flight; while a batch is in flight, queue, and send the
+queue as the next batch"):
+
+* A ``submit`` that finds a free slot (fewer than ``max_in_flight`` batches in flight) starts a
+  batch task at once. No timer, no sleep. The task takes its batch from the queue when it first
+  runs, i.e. on the next event-loop iteration. That iteration is the cost of running the send in
+  its own task anyway (it must be a task, so that cancelling one caller never cancels the batch),
+  so items submitted in the same tick coalesce for free. An extra ``asyncio.sleep(0)`` would only
+  add an iteration of latency to every idle request; under load the in-flight queue coalesces.
+* While every slot is busy, items queue; each finished batch sends the next ``max_batch`` queued
+  items (FIFO). ``max_batch`` must be set safely below the server's per-call limit (Transit here:
+  about 249 items with plaintext+context).
+* One result per item, in order. A result that is an exception is raised to that item's caller
+  only. If ``send_batch`` raises, every caller of that batch gets that exception; later batches
+  are unaffected. A wrong number of results fails the whole batch with ``CoalescerError``.
+* A cancelled caller leaves the queue if its item is not sent yet; if it was, its result is
+  dropped. Callers never share a cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeAlias, TypeVar
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
+BatchSender: TypeAlias = Callable[[Sequence[ItemT]], Awaitable[Sequence[ResultT | BaseException]]]
+BatchObserver: TypeAlias = Callable[[int, float], None]  # (batch size, seconds in send_batch)
+
+_log = logging.getLogger(__name__)
+
+
+class CoalescerError(Exception):
+    """The coalescer itself failed (e.g. the batch sender broke its contract)."""
+
+
+class CoalescerClosed(CoalescerError):
+    """``submit`` was called after ``aclose``."""
+
+
+@dataclass(frozen=True, slots=True)
+class CoalescerStats:
+    """A snapshot. Counters only grow; ``queued``/``in_flight`` are gauges."""
+
+    batches_sent: int
+    items_sent: int
+    max_batch_seen: int
+    batches_failed: int  # send_batch raised, or returned the wrong number of results
+    queued: int
+    in_flight: int
+
+
+class _Entry(Generic[ItemT, ResultT]):
+    # A class, not a tuple: deque.remove() must match by identity, never by comparing items.
+    __slots__ = ("future", "item")
+
+    def __init__(self, item: ItemT, future: asyncio.Future[ResultT]) -> None:
+        self.item = item
+        self.future = future
+
+
+class Coalescer(Generic[ItemT, ResultT]):
+    def __init__(
+        self,
+        send_batch: BatchSender[ItemT, ResultT],
+        *,
+        max_batch: int,
+        max_in_flight: int = 1,
+        name: str = "",
+        on_batch: BatchObserver | None = None,
+    ) -> None:
+        if max_batch < 1 or max_in_flight < 1:
+            raise ValueError("max_batch and max_in_flight must be >= 1")
+        self._send_batch = send_batch
+        self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
+        self._name = name or "coalescer"
+        self._on_batch = on_batch
+        self._queue: collections.deque[_Entry[ItemT, ResultT]] = collections.deque()
+        self._in_flight = 0  # batch tasks started and not finished (slots in use)
+        self._starter: asyncio.Task[None] | None = None  # batch task not yet run: still filling
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._batches_sent = 0
+        self._items_sent = 0
+        self._max_batch_seen = 0
+        self._batches_failed = 0
+
+    @property
+    def stats(self) -> CoalescerStats:
+        return CoalescerStats(
+            batches_sent=self._batches_sent,
+            items_sent=self._items_sent,
+            max_batch_seen=self._max_batch_seen,
+            batches_failed=self._batches_failed,
+            queued=len(self._queue),
+            in_flight=self._in_flight,
+        )
+
+    async def submit(self, item: ItemT) -> ResultT:
+        """Send ``item`` in the next possible batch; return its result or raise its exception."""
+        if self._closed:
+            raise CoalescerClosed(f"{self._name} is closed")
+        entry: _Entry[ItemT, ResultT] = _Entry(item, asyncio.get_running_loop().create_future())
+        self._queue.append(entry)
+        self._kick()
+        try:
+            return await entry.future
+        except asyncio.CancelledError:
+            # Not sent yet: leave the queue. Already sent: the batch task sees the future is
+            # done (cancelled) and drops the result; the other callers are untouched.
+            with contextlib.suppress(ValueError):
+                self._queue.remove(entry)
+            raise
+
+    async def aclose(self) -> None:
+        """Refuse new items, send everything queued, wait for every batch to finish."""
+        self._closed = True
+        while self._queue or self._tasks:
+            self._kick()  # normally a no-op; guarantees progress if a batch task was cancelled
+            await asyncio.wait(set(self._tasks))
+
+    def _kick(self) -> None:
+        # At most one batch task waits to start: everything queued until it runs is its batch.
+        if self._starter is not None or self._in_flight >= self._max_in_flight or not self._queue:
+            return
+        self._in_flight += 1
+        task = asyncio.get_running_loop().create_task(self._run_batch(), name=f"{self._name}-batch")
+        self._starter = task
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._starter is task:  # cancelled before its first step: the body never ran
+            self._starter = None
+            self._in_flight -= 1
+        # Observe every outcome, so nothing is reported as "never retrieved".
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            _log.error("%s: batch task failed: %r", self._name, exc)
+
+    async def _run_batch(self) -> None:
+        self._starter = None
+        batch: list[_Entry[ItemT, ResultT]] = []
+        while self._queue and len(batch) < self._max_batch:
+            entry = self._queue.popleft()
+            # Skip a caller cancelled in this same tick (its except-block has not run yet).
+            if not entry.future.done():
+                batch.append(entry)
+        self._kick()  # leftovers may use another free slot right away (max_in_flight > 1)
+        try:
+            if batch:
+                await self._send(batch)
+        finally:
+            # Only reached with pending futures if this task was cancelled (loop shutdown):
+            # never leave a caller waiting forever.
+            for entry in batch:
+                entry.future.cancel()
+            self._in_flight -= 1
+        self._kick()
+
+    async def _send(self, batch: list[_Entry[ItemT, ResultT]]) -> None:
+        outcomes: Sequence[ResultT | BaseException]
+        started = time.perf_counter()
+        try:
+            outcomes = await self._send_batch([entry.item for entry in batch])
+        except Exception as exc:
+            # Vault down mid-batch: every caller of this batch gets this exception (one shared
+            # instance; Python 3.11 futures re-raise it with its own traceback each time).
+            outcomes = [exc] * len(batch)
+            self._batches_failed += 1
+        else:
+            if len(outcomes) != len(batch):
+                error = CoalescerError(
+                    f"{self._name}: send_batch returned {len(outcomes)} results "
+                    f"for {len(batch)} items"
+                )
+                outcomes = [error] * len(batch)
+                self._batches_failed += 1
+        elapsed = time.perf_counter() - started
+        self._batches_sent += 1
+        self._items_sent += len(batch)
+        self._max_batch_seen = max(self._max_batch_seen, len(batch))
+
+        for entry, outcome in zip(batch, outcomes, strict=True):
+            if entry.future.done():  # the caller was cancelled after its item was sent
+                continue
+            if isinstance(outcome, BaseException):
+                entry.future.set_exception(outcome)
+            else:
+                entry.future.set_result(outcome)
+
+        if self._on_batch is not None:
+            try:
+                self._on_batch(len(batch), elapsed)
+            except Exception:
+                # A metrics bug must not break request handling.
+                _log.exception("%s: on_batch callback failed", self._name)
