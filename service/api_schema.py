@@ -1,0 +1,106 @@
+"""The backend's request schema, enforced by hand, and its OpenAPI document.
+
+Error messages name the field and the rule; they never echo a submitted value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+_CALL_SID = r"^CA[0-9a-f]{32}$"
+_CIPHERTEXT = r"^vault:v[1-9][0-9]{0,8}:[A-Za-z0-9+/]+={0,2}$"
+_MAX_CIPHERTEXT = 512
+
+FIELDS: dict[str, str] = {"call_sid": _CALL_SID, "card_last4": _CIPHERTEXT, "pin": _CIPHERTEXT}
+
+
+class SchemaError(Exception):
+    def __init__(self, problems: list[dict[str, str]]) -> None:
+        super().__init__("invalid request")
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class LookupRequest:
+    call_sid: str
+    card_last4: str
+    pin: str
+
+
+def parse_lookup(body: bytes) -> LookupRequest:
+    try:
+        data: Any = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise SchemaError([{"loc": "body", "msg": "not valid JSON"}]) from None
+    if not isinstance(data, dict):
+        raise SchemaError([{"loc": "body", "msg": "expected a JSON object"}])
+    problems = [{"loc": f"body.{name}", "msg": "unexpected field"}
+                for name in data if name not in FIELDS][:10]
+    for name, pattern in FIELDS.items():
+        value = data.get(name)
+        if value is None:
+            problems.append({"loc": f"body.{name}", "msg": "required"})
+        elif not isinstance(value, str):
+            problems.append({"loc": f"body.{name}", "msg": "must be a string"})
+        elif len(value) > _MAX_CIPHERTEXT or not re.fullmatch(pattern, value):
+            problems.append({"loc": f"body.{name}", "msg": f"must match {pattern}"})
+    if problems:
+        raise SchemaError(problems)
+    return LookupRequest(data["call_sid"], data["card_last4"], data["pin"])
+
+
+_ERROR = {"type": "object", "properties": {"detail": {}}, "required": ["detail"]}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "ivr-vault backend", "version": "1"},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "LookupRequest": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": list(FIELDS),
+                "properties": {
+                    name: {"type": "string", "pattern": pattern,
+                           "maxLength": _MAX_CIPHERTEXT}
+                    for name, pattern in FIELDS.items()
+                },
+            },
+            "Account": {
+                "type": "object",
+                "required": ["account", "balance"],
+                "properties": {"account": {"type": "string"}, "balance": {"type": "string"}},
+            },
+            "Error": _ERROR,
+        },
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/v1/lookup": {
+            "post": {
+                "summary": "Find the account for a call's card and PIN ciphertexts",
+                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                                "schema": {"type": "string", "maxLength": 200}}],
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/LookupRequest"}}}},
+                "responses": {
+                    "200": {"description": "found", "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/Account"}}}},
+                    **{code: {"description": text, "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/Error"}}}}
+                       for code, text in (("404", "unknown card or wrong PIN"),
+                                          ("415", "not JSON"),
+                                          ("422", "malformed or undecryptable"),
+                                          ("423", "locked after repeated wrong PINs"),
+                                          ("503", "Vault unavailable"))},
+                    "401": {"description": "missing or wrong bearer token"},
+                    "413": {"description": "body too large"},
+                },
+            }
+        }
+    },
+}

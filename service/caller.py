@@ -1,0 +1,97 @@
+"""``ivr-vault call``: play Twilio against a running webhook.
+
+A new CallSid per call, each request signed as Twilio signs it, each ``<Gather action>``
+followed, every sentence the caller hears printed. The entries to type are consumed one
+per ``<Gather>``; when they run out the caller stays silent (an empty ``Digits``), as a
+caller who does not answer would.
+"""
+
+from __future__ import annotations
+
+import secrets
+import xml.etree.ElementTree as ET  # noqa: S405 - parses our own webhook's TwiML
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urljoin
+
+import httpx
+
+from .signature import compute_signature
+
+MAX_STEPS = 20
+
+
+def new_call_sid() -> str:
+    return "CA" + secrets.token_hex(16)
+
+
+@dataclass
+class CallResult:
+    heard: list[str] = field(default_factory=list)
+    completed: bool = False
+    statuses: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Caller:
+    """Plays one call. ``client`` is injectable so tests can add hostile headers."""
+
+    base_url: str
+    auth_token: str
+    client: httpx.Client
+    say: Callable[[str], None] = print
+    account_sid: str = field(default_factory=lambda: "AC" + secrets.token_hex(16))
+
+    def post(self, url: str, params: dict[str, str],
+             headers: dict[str, str] | None = None) -> httpx.Response:
+        signature = compute_signature(self.auth_token, url, list(params.items()))
+        return self.client.post(url, data=params,
+                                headers={"X-Twilio-Signature": signature, **(headers or {})})
+
+    def play(self, entries: Sequence[str], *, call_sid: str | None = None) -> CallResult:
+        call_sid = call_sid or new_call_sid()
+        pending = list(entries)
+        base = {"CallSid": call_sid, "AccountSid": self.account_sid, "From": "+15005550006",
+                "To": "+15005550001", "CallStatus": "in-progress", "Direction": "inbound",
+                "ApiVersion": "2010-04-01"}
+        url = self.base_url.rstrip("/") + "/voice"
+        params = dict(base)
+        result = CallResult()
+        for _ in range(MAX_STEPS):
+            response = self.post(url, params)
+            result.statuses.append(response.status_code)
+            if response.status_code != 200:
+                self.say(f"[webhook answered HTTP {response.status_code}]")
+                return result
+            next_step = self._perform(response.text, result)
+            if next_step is None:
+                result.completed = True
+                return result
+            action, is_gather = next_step
+            url = urljoin(url, action)
+            params = dict(base)
+            if is_gather:
+                params["Digits"] = pending.pop(0) if pending else ""
+        self.say("[too many steps; giving up]")
+        return result
+
+    def _perform(self, document: str, result: CallResult) -> tuple[str, bool] | None:
+        """Speak the document; the next (action, is_gather), or None when the call ends."""
+        root = ET.fromstring(document)  # noqa: S314
+        for verb in root:
+            if verb.tag == "Say":
+                self._hear(verb.text or "", result)
+            elif verb.tag == "Gather":
+                for inner in verb:
+                    if inner.tag == "Say":
+                        self._hear(inner.text or "", result)
+                return verb.attrib.get("action", ""), True
+            elif verb.tag == "Redirect":
+                return verb.text or "", False
+            elif verb.tag == "Hangup":
+                return None
+        return None
+
+    def _hear(self, text: str, result: CallResult) -> None:
+        result.heard.append(text)
+        self.say(text)

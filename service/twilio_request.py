@@ -1,0 +1,108 @@
+"""Turning an HTTP request into a verified Twilio webhook, or refusing it.
+
+Everything here runs before any caller data is trusted: content type, form parsing,
+repeated parameters, the public URL, and the signature (constant time).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+
+from .settings import Settings
+from .signature import is_valid_signature, public_url
+
+CALL_SID = re.compile(r"^CA[0-9a-f]{32}$")
+_MAX_FIELDS = 64
+
+
+@dataclass(frozen=True)
+class TwilioForm:
+    """The verified parameters of one webhook. ``duplicated`` names parameters that were
+    sent more than once: Twilio never does, so those are treated as invalid input."""
+
+    params: dict[str, str]
+    query: dict[str, str]
+    duplicated: frozenset[str]
+    idempotency_token: str | None
+
+    @property
+    def call_sid(self) -> str | None:
+        sid = self.params.get("CallSid", "")
+        return sid if CALL_SID.fullmatch(sid) and "CallSid" not in self.duplicated else None
+
+    def digits(self) -> str | None:
+        """Exactly four ASCII digits, or None. Other scripts' digits are refused, not
+        normalised: a caller's keypad only sends 0-9."""
+        if "Digits" in self.duplicated:
+            return None
+        value = self.params.get("Digits", "")
+        if len(value) == 4 and value.isascii() and value.isdigit():
+            return value
+        return None
+
+
+class Refused(Exception):
+    """The request is not a genuine Twilio webhook; answer ``status`` with an empty body."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _parse_pairs(raw: bytes) -> list[tuple[str, str]]:
+    try:
+        text = raw.decode("ascii") if raw.isascii() else raw.decode("utf-8")
+        return parse_qsl(text, keep_blank_values=True, strict_parsing=False,
+                         max_num_fields=_MAX_FIELDS, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise Refused(400, "malformed form") from None
+
+
+def _single(pairs: list[tuple[str, str]]) -> tuple[dict[str, str], frozenset[str]]:
+    seen: dict[str, str] = {}
+    dup: set[str] = set()
+    for name, value in pairs:
+        if name in seen:
+            dup.add(name)
+        seen[name] = value
+    return seen, frozenset(dup)
+
+
+async def verified_form(request: Request, settings: Settings) -> TwilioForm:
+    """Parse and verify; raises :class:`Refused` for anything Twilio would not send."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise Refused(415, "content type")
+    body = await request.body()
+    pairs = _parse_pairs(body)
+    raw_query = request.scope.get("query_string", b"")
+    query_pairs = _parse_pairs(raw_query)
+
+    url = public_url(
+        public_base_url=settings.public_base_url,
+        trusted_proxies=settings.trusted_proxies,
+        client_host=request.client.host if request.client else None,
+        scheme=request.url.scheme,
+        host_header=request.headers.get("host"),
+        forwarded_proto=request.headers.get("x-forwarded-proto"),
+        forwarded_host=request.headers.get("x-forwarded-host"),
+        path=request.url.path,
+        query_string=raw_query.decode("latin-1"),
+    )
+    token = settings.twilio_auth_token
+    signature = request.headers.get("x-twilio-signature", "")
+    if url is None or token is None or not is_valid_signature(token.reveal(), url, pairs,
+                                                             signature):
+        raise Refused(403, "signature")
+
+    params, duplicated = _single(pairs)
+    query, query_dup = _single(query_pairs)
+    idem = request.headers.get("i-twilio-idempotency-token")
+    if idem is not None and not re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", idem):
+        idem = None
+    return TwilioForm(params, query, duplicated | {f"?{q}" for q in query_dup}, idem)

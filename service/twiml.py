@@ -1,0 +1,59 @@
+"""TwiML documents the caller hears. Pure functions: text in, XML string out.
+
+The prompts are worded as in the Twilio tutorial this service replaces.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from twilio.twiml.voice_response import VoiceResponse
+
+ASK_CARD = "Please enter last 4 digits of your payment card number."
+ASK_PIN = "Please enter your unique 4 digit identification number"
+NOT_FOUND = "We were not able to locate you in our system. Goodbye."
+RETRY = "Sorry, that was not 4 digits."
+TOO_MANY_TRIES = "Sorry, we could not get your entry. Please call again later. Goodbye."
+TRY_LATER = ("We are sorry, we cannot complete your request right now. "
+             "Please call again later. Goodbye.")
+CALL_AGAIN = "We are sorry, your session has expired. Please call again. Goodbye."
+LOCKED = NOT_FOUND  # a locked card hears the generic message: no oracle for guessers
+
+GATHER_DIGITS = 4
+GATHER_TIMEOUT_S = 10
+
+
+def action_url(path: str, **query: str | int) -> str:
+    """A relative action URL; Twilio resolves it against the URL it just called, so the
+    same TwiML works behind any proxy or hostname."""
+    return path + ("?" + urlencode(query) if query else "")
+
+
+def gather(prompt: str, action: str, *, preface: str | None = None) -> str:
+    """Ask for 4 keypad digits. An empty result (timeout) still posts to ``action``, so
+    the re-prompt logic lives in one place."""
+    response = VoiceResponse()
+    g = response.gather(
+        input="dtmf",
+        num_digits=GATHER_DIGITS,
+        timeout=GATHER_TIMEOUT_S,
+        action=action,
+        method="POST",
+        action_on_empty_result=True,
+    )
+    if preface:
+        g.say(preface)
+    g.say(prompt)
+    return str(response)
+
+
+def say_and_hang_up(text: str) -> str:
+    response = VoiceResponse()
+    response.say(text)
+    response.hangup()
+    return str(response)
+
+
+def account_found(account: str, balance: str) -> str:
+    return say_and_hang_up(
+        f"Thank you. Your account number is {account} and your balance is {balance}")

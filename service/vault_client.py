@@ -1,0 +1,260 @@
+"""A blocking Vault client: hvac wrapped, with AppRole login, token renewal and one error tree.
+
+hvac is synchronous; this module never touches the event loop. :mod:`service.transit`
+runs it in a thread pool. Every call has a timeout, every foreign exception (hvac,
+requests) is translated here into :mod:`service.errors`, and the token is renewed before
+it expires and replaced by a fresh login when renewal is refused.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import hvac
+import hvac.exceptions
+import requests
+import requests.adapters
+import structlog
+
+from .errors import (
+    VaultAuthError,
+    VaultError,
+    VaultNotFound,
+    VaultPermissionDenied,
+    VaultRequestError,
+    VaultTimeout,
+    VaultUnavailable,
+)
+from .settings import Secret, Settings
+
+log = structlog.get_logger("ivr.vault")
+
+JSON = dict[str, Any]
+
+# Renew when less than this share of the token's TTL is left, so a renewal that is slow or
+# refused still leaves time to log in again before the token dies.
+_RENEW_AT_FRACTION = 1 / 3
+
+
+@dataclass(frozen=True)
+class AppRoleCredentials:
+    role_id: Secret
+    secret_id: Secret
+
+
+@dataclass
+class TokenState:
+    """What we know of the token in use. Times are ``time.monotonic()``."""
+
+    token: Secret
+    issued_at: float
+    ttl: float  # 0: does not expire (a root or periodic-less token)
+    renewable: bool
+
+    def remaining(self, now: float) -> float:
+        return float("inf") if self.ttl == 0 else self.ttl - (now - self.issued_at)
+
+
+@contextmanager
+def translate_errors(operation: str) -> Iterator[None]:
+    """Turn hvac and requests exceptions into ours. The message names the operation and
+    the status; it never includes a request or response body (they may hold plaintext)."""
+    try:
+        yield
+    except hvac.exceptions.Forbidden:
+        raise VaultPermissionDenied(f"{operation}: permission denied") from None
+    except (hvac.exceptions.VaultDown, hvac.exceptions.InternalServerError,
+            hvac.exceptions.BadGateway):
+        raise VaultUnavailable(f"{operation}: Vault is sealed or failing") from None
+    except hvac.exceptions.InvalidRequest as exc:
+        error = VaultRequestError(f"{operation}: Vault refused the request")
+        error.response_json = getattr(exc, "json", None)  # type: ignore[attr-defined]
+        raise error from None
+    except hvac.exceptions.InvalidPath:
+        raise VaultNotFound(f"{operation}: not found") from None
+    except hvac.exceptions.RateLimitExceeded:
+        raise VaultUnavailable(f"{operation}: Vault rate limit exceeded") from None
+    except hvac.exceptions.VaultError as exc:
+        raise VaultError(f"{operation}: Vault error ({type(exc).__name__})") from None
+    except requests.exceptions.Timeout:
+        raise VaultTimeout(f"{operation}: no answer from Vault in time") from None
+    except requests.exceptions.RequestException:
+        raise VaultUnavailable(f"{operation}: cannot reach Vault") from None
+
+
+class VaultClient:
+    """Blocking, thread-safe Vault access for one identity.
+
+    ``credentials`` is an AppRole (services) or a fixed token (operator CLI, bootstrap).
+    ``clock`` is injectable so that renewal logic can be tested without sleeping.
+    """
+
+    def __init__(
+        self,
+        addr: str,
+        credentials: AppRoleCredentials | Secret,
+        *,
+        timeout: float,
+        verify: str | bool = True,
+        pool_size: int = 32,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        session = requests.Session()
+        # A pool as large as the thread pool that uses it, so concurrent batches keep
+        # their keep-alive connections instead of opening new ones.
+        adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=pool_size)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        self._hvac = hvac.Client(url=addr, timeout=timeout, verify=verify, session=session)
+        self._credentials = credentials
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state: TokenState | None = None
+        self.logins = 0
+        self.renewals = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, pool_size: int = 32) -> VaultClient:
+        creds: AppRoleCredentials | Secret
+        if settings.vault_role_id and settings.vault_secret_id:
+            creds = AppRoleCredentials(settings.vault_role_id, settings.vault_secret_id)
+        elif settings.vault_token:
+            creds = settings.vault_token
+        else:
+            raise VaultAuthError("no Vault credentials: set VAULT_ROLE_ID and VAULT_SECRET_ID")
+        verify: str | bool = settings.vault_cacert or True
+        return cls(settings.vault_addr, creds, timeout=settings.vault_timeout, verify=verify,
+                   pool_size=pool_size)
+
+    # -- authentication ---------------------------------------------------------------
+
+    def _login(self) -> TokenState:
+        now = self._clock()
+        if isinstance(self._credentials, Secret):
+            self._hvac.token = self._credentials.reveal()
+            with translate_errors("token lookup"):
+                data = self._hvac.auth.token.lookup_self()["data"]
+            state = TokenState(self._credentials, now, float(data.get("ttl") or 0),
+                               bool(data.get("renewable")))
+        else:
+            try:
+                with translate_errors("approle login"):
+                    auth = self._hvac.auth.approle.login(
+                        role_id=self._credentials.role_id.reveal(),
+                        secret_id=self._credentials.secret_id.reveal(),
+                        use_token=False,
+                    )["auth"]
+            except (VaultPermissionDenied, VaultRequestError):
+                raise VaultAuthError("approle login: role-id or secret-id refused") from None
+            state = TokenState(Secret(auth["client_token"]), now,
+                               float(auth["lease_duration"]), bool(auth["renewable"]))
+            self._hvac.token = state.token.reveal()
+        self.logins += 1
+        log.info("vault login", ttl_s=state.ttl, renewable=state.renewable)
+        return state
+
+    def _renew(self, state: TokenState) -> TokenState:
+        now = self._clock()
+        with translate_errors("token renew"):
+            auth = self._hvac.auth.token.renew_self()["auth"]
+        renewed = TokenState(state.token, now, float(auth["lease_duration"]),
+                             bool(auth["renewable"]))
+        self.renewals += 1
+        return renewed
+
+    def _token_state(self) -> TokenState:
+        with self._lock:
+            state = self._state
+            now = self._clock()
+            if state is None or state.remaining(now) <= 0.5:
+                state = self._login()
+            elif state.ttl and state.remaining(now) < state.ttl * _RENEW_AT_FRACTION:
+                state = self._refresh(state)
+            self._state = state
+            return state
+
+    def _refresh(self, state: TokenState) -> TokenState:
+        """Renew; if renewal is refused, or the max TTL cuts it short, log in again."""
+        if state.renewable and not isinstance(self._credentials, Secret):
+            try:
+                renewed = self._renew(state)
+            except VaultError as exc:
+                log.warning("vault token renewal refused; logging in again", kind=exc.kind)
+            else:
+                # At the role's max TTL Vault "renews" for less than we asked: a fresh login
+                # is the only way to get a full TTL back.
+                if renewed.ttl >= state.ttl * _RENEW_AT_FRACTION:
+                    return renewed
+        if isinstance(self._credentials, Secret):
+            return state
+        return self._login()
+
+    def invalidate_token(self) -> None:
+        with self._lock:
+            self._state = None
+
+    def ensure_login(self) -> None:
+        self._token_state()
+
+    # -- requests -------------------------------------------------------------------
+
+    def request(self, method: str, path: str, operation: str,
+                payload: Mapping[str, Any] | None = None) -> JSON:
+        """One Vault API call with a valid token. A 403 right after the token expired on
+        the server (clock skew, revocation) gets one fresh login and one retry; a second
+        403 is a real denial and is raised."""
+        for attempt in (1, 2):
+            self._token_state()
+            try:
+                with translate_errors(operation):
+                    response = self._hvac.adapter.request(method, f"/v1/{path}", json=payload)
+            except VaultPermissionDenied:
+                if attempt == 2 or isinstance(self._credentials, Secret):
+                    raise
+                self.invalidate_token()
+                continue
+            if isinstance(response, dict):
+                return response
+            if response.status_code == 204 or not response.content:
+                return {}
+            body: JSON = response.json()
+            return body
+        raise AssertionError("unreachable")
+
+    def read(self, path: str, operation: str) -> JSON:
+        return self.request("GET", path, operation)
+
+    def write(self, path: str, operation: str, payload: Mapping[str, Any] | None = None) -> JSON:
+        return self.request("POST", path, operation, payload or {})
+
+    def revoke_self(self) -> None:
+        """Best effort on shutdown: a token nobody holds any more should not stay valid."""
+        with self._lock:
+            state, self._state = self._state, None
+        if state is None or isinstance(self._credentials, Secret):
+            return
+        try:
+            with translate_errors("token revoke"):
+                self._hvac.auth.token.revoke_self()
+        except VaultError as exc:
+            log.warning("vault token revoke failed", kind=exc.kind)
+
+    def health(self) -> JSON:
+        """Unauthenticated: sealed/standby/initialised state."""
+        with translate_errors("health"):
+            response = self._hvac.adapter.request(
+                "GET", "/v1/sys/health", raise_exception=False,
+                params={"standbyok": "true", "perfstandbyok": "true"})
+        status = response.status_code
+        if status in (200, 429, 473):
+            result: JSON = response.json()
+            return result
+        raise VaultUnavailable(f"health: Vault answered {status}")
+
+    def close(self) -> None:
+        self._hvac.adapter.close()
