@@ -118,9 +118,19 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
     return run_dev(settings, os.environ, state_dir=DEV_DIR)
 
 
+# Command groups that live in their own modules: each exposes
+# ``register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None`` and sets
+# ``func`` (a :data:`Command`) on its parsers.
+REGISTRARS: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
     parser = argparse.ArgumentParser(prog="ivr-vault", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    for module in REGISTRARS:
+        importlib.import_module(module, __package__).register(sub)
 
     p = sub.add_parser("dev", help="start a dev Vault, bootstrap it, run backend and webhook")
     p.set_defaults(func=_dev)
