@@ -1,0 +1,288 @@
+"""The digit scrubber: the last processor before any log line is rendered.
+
+Everything a log record carries is rewritten so that no character a human could read as a
+digit survives, except under a short allow-list of keys whose values are validated first.
+The scrubber fails closed: if anything goes wrong the record is replaced by a fixed event.
+
+Why ``\\d`` is not enough: Python's ``re`` ``\\d`` matches only the Unicode category Nd
+(decimal digits). A caller's digits can also arrive, or be echoed back by a library, as
+characters outside Nd that still read as digits: circled ``⓵``/``①``, dingbat ``❶``,
+Ethiopic ``፩``, superscript ``²``, parenthesised ``⑴``, vulgar fractions ``½`` (its NFKC form
+is ``1``, FRACTION SLASH, ``2``).
+We therefore mask a character when it is a digit, decimal or numeric itself, or when its NFKC
+form contains one. ``isnumeric`` also catches CJK and Roman numerals; masking them is the price
+of failing closed.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import hashlib
+import math
+import re
+import unicodedata
+from collections.abc import Callable, Mapping, MutableMapping
+from decimal import Decimal
+from fractions import Fraction
+from types import MappingProxyType
+from typing import Any, Final, TypeAlias
+
+from structlog.typing import WrappedLogger
+
+__all__ = [
+    "ALLOWED_FIELDS",
+    "FAILURE_EVENT",
+    "MASK",
+    "REDACTED",
+    "SENSITIVE_STEMS",
+    "TRUNCATED",
+    "EventDict",
+    "Scrubbed",
+    "Scrubber",
+    "Validator",
+    "ciphertext_fields",
+    "fingerprint",
+    "is_digit_like",
+    "is_sensitive_key",
+    "mask_digits",
+    "normalise_key",
+]
+
+EventDict: TypeAlias = MutableMapping[str, Any]
+"""structlog's event dictionary, as processors receive and return it."""
+
+Validator: TypeAlias = Callable[[object], bool]
+"""Decides whether a value under an allow-listed key may be logged verbatim."""
+
+Scrubbed: TypeAlias = "str | int | float | bool | dict[str, Scrubbed] | list[Scrubbed] | None"
+"""What the scrubber returns: only JSON-native types, so renderers never call ``repr``."""
+
+MASK: Final = "*"
+REDACTED: Final = "*REDACTED*"
+TRUNCATED: Final = "*TRUNCATED*"
+_CONTROL: Final = "?"
+
+FAILURE_EVENT: Final[Mapping[str, str]] = MappingProxyType(
+    {"event": "log scrubber failure", "level": "error"}
+)
+
+# Matched as substrings of the normalised key, so ``card_last4``, ``cardLast4`` and
+# ``X-Twilio-Signature`` are all caught. This also redacts innocent keys such as ``format``
+# or ``mapping``; a redacted harmless value costs nothing, a missed PIN costs everything.
+SENSITIVE_STEMS: Final[frozenset[str]] = frozenset(
+    {
+        "digit", "pin", "card", "last4", "cvv", "cvc", "speech", "plaintext",
+        "body", "form", "query", "token", "secret", "auth", "password", "passwd",
+        "credential", "cookie", "header", "signature", "apikey", "privatekey",
+    }
+)  # fmt: skip
+
+_CALL_SID: Final = re.compile(r"CA[0-9a-f]{32}")
+# The exact shape TimeStamper(fmt="iso", utc=True) produces; nothing else passes.
+_TIMESTAMP: Final = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{6})?Z"
+)
+_LOGGER_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_CT_FP: Final = re.compile(r"[a-p]{10}")
+_LEVELS: Final = frozenset({"debug", "info", "warning", "warn", "error", "critical", "exception"})
+_VAULT_VERSION: Final = re.compile(r"vault:v([1-9][0-9]{0,2}):")
+_FP_ALPHABET: Final = "abcdefghijklmnop"
+
+
+def _is_http_status(value: object) -> bool:
+    return type(value) is int and 100 <= value <= 599
+
+
+def _is_key_version(value: object) -> bool:
+    # Below 1000 (monthly rotation lasts 80 years): a four-digit "version" is shaped like a PIN.
+    return type(value) is int and 0 < value < 1_000
+
+
+def _is_duration(value: object) -> bool:
+    return type(value) in (int, float) and math.isfinite(value) and value >= 0  # type: ignore[arg-type,operator]
+
+
+def _matches(pattern: re.Pattern[str], *, max_len: int = 128) -> Validator:
+    # ``type(...) is str`` rather than isinstance: a str subclass can override __str__/__iter__.
+    def check(value: object) -> bool:
+        return type(value) is str and len(value) <= max_len and pattern.fullmatch(value) is not None
+
+    return check
+
+
+# Read-only: widening the allow-list must be a code change, not a runtime assignment.
+ALLOWED_FIELDS: Final[Mapping[str, Validator]] = MappingProxyType(
+    {
+        "call_sid": _matches(_CALL_SID),
+        "status_code": _is_http_status,
+        "status": _is_http_status,
+        "key_version": _is_key_version,
+        "duration_ms": _is_duration,
+        "ct_fp": _matches(_CT_FP),
+        "timestamp": _matches(_TIMESTAMP),
+        "level": lambda v: type(v) is str and v in _LEVELS,
+        "logger": _matches(_LOGGER_NAME),
+    }
+)
+
+# Digits become MASK; C0 controls (except tab and newline) and DEL become "?" so that neither a
+# terminal nor a JSON escape (``\u001b``) puts characters into the raw line that we did not choose.
+_ASCII_TABLE: Final[Mapping[int, str]] = {
+    **{c: _CONTROL for c in range(32) if chr(c) not in "\t\n"},
+    127: _CONTROL,
+    **{ord(d): MASK for d in "0123456789"},
+}
+
+
+@functools.lru_cache(maxsize=8192)
+def is_digit_like(ch: str) -> bool:
+    """True if *ch* (one character) reads as a digit, itself or after NFKC."""
+    if ch.isdigit() or ch.isdecimal() or ch.isnumeric():
+        return True
+    return any(c.isdigit() or c.isnumeric() for c in unicodedata.normalize("NFKC", ch))
+
+
+def _mask_char(ch: str) -> str:
+    if is_digit_like(ch):
+        return MASK
+    # Lone surrogates (Cs) cannot be encoded to UTF-8 and would make the handler fail.
+    if unicodedata.category(ch) in ("Cc", "Cs") and ch not in "\t\n":
+        return _CONTROL
+    return ch
+
+
+def mask_digits(text: str) -> str:
+    """Replace every digit-like character in *text* with ``*`` (and control chars with ``?``)."""
+    if text.isascii():
+        return text.translate(_ASCII_TABLE)
+    return "".join(_mask_char(ch) for ch in text)
+
+
+def normalise_key(key: str) -> str:
+    """NFKC, case-fold and drop non-alphanumerics: ``Card-Last4`` -> ``cardlast4``."""
+    return "".join(ch for ch in unicodedata.normalize("NFKC", key).casefold() if ch.isalnum())
+
+
+def is_sensitive_key(key: str, stems: frozenset[str] = SENSITIVE_STEMS) -> bool:
+    """True if the normalised *key* contains any of *stems*."""
+    norm = normalise_key(key)
+    return any(stem in norm for stem in stems)
+
+
+def fingerprint(ciphertext: str) -> str:
+    """A short, digit-free, non-reversible fingerprint of a ciphertext (10 letters a-p).
+
+    Hex would contain digits, which the scrubber masks; letters survive and are validated by
+    the ``ct_fp`` allow-list entry instead.
+    """
+    digest = hashlib.sha256(ciphertext.encode("utf-8", "surrogatepass")).digest()
+    return "".join(_FP_ALPHABET[b >> 4] + _FP_ALPHABET[b & 0x0F] for b in digest[:5])
+
+
+def ciphertext_fields(ciphertext: str) -> dict[str, object]:
+    """Log fields describing a Transit ciphertext: ``ct_fp`` and, if parseable, ``key_version``."""
+    fields: dict[str, object] = {"ct_fp": fingerprint(ciphertext)}
+    match = _VAULT_VERSION.match(ciphertext)
+    if match:
+        fields["key_version"] = int(match.group(1))
+    return fields
+
+
+def _number_text(value: int | float | complex | Decimal | Fraction) -> str:
+    try:
+        return str(value)
+    except ValueError:  # int too large for str() (sys.int_info.str_digits_check_threshold)
+        return TRUNCATED
+
+
+class Scrubber:
+    """structlog processor that rewrites an event dict so that no caller digit survives.
+
+    Place it after every processor that renders (``format_exc_info``, ``StackInfoRenderer``,
+    ``PositionalArgumentsFormatter``) and immediately before the final renderer.
+    """
+
+    def __init__(
+        self,
+        *,
+        allowed: Mapping[str, Validator] = ALLOWED_FIELDS,
+        sensitive_stems: frozenset[str] = SENSITIVE_STEMS,
+        max_depth: int = 8,
+        max_items: int = 256,
+        max_chars: int = 16_384,
+    ) -> None:
+        self._allowed = dict(allowed)
+        self._stems = frozenset(sensitive_stems)
+        self._max_depth = max_depth
+        self._max_items = max_items
+        self._max_chars = max_chars
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        try:
+            if not isinstance(event_dict, Mapping):
+                raise TypeError("scrubber needs an event dict; is a renderer placed before it?")
+            return self.scrub_mapping(event_dict, 0)
+        except Exception:
+            # Fail closed: never fall back to the unscrubbed record, nor to its exception.
+            return dict(FAILURE_EVENT)
+
+    def scrub_text(self, text: str) -> str:
+        """Mask *text*, cutting it to ``max_chars`` (masking is per character, so order is moot)."""
+        text = str.__str__(text)
+        if len(text) > self._max_chars:
+            return mask_digits(text[: self._max_chars]) + TRUNCATED
+        return mask_digits(text)
+
+    def scrub_mapping(self, mapping: Mapping[Any, Any], depth: int) -> dict[str, Scrubbed]:
+        """Scrub keys and values of *mapping*; allow-listed keys keep a value that validates."""
+        out: dict[str, Scrubbed] = {}
+        for index, (key, value) in enumerate(mapping.items()):
+            if index >= self._max_items:
+                out[TRUNCATED] = TRUNCATED
+                break
+            raw_key = str.__str__(key) if isinstance(key, str) else repr(key)
+            if raw_key in self._allowed:
+                new_value: Scrubbed = value if self._allowed[raw_key](value) else REDACTED
+            elif is_sensitive_key(raw_key, self._stems):
+                new_value = REDACTED
+            else:
+                new_value = self.scrub_value(value, depth + 1)
+            new_key = self.scrub_text(raw_key)
+            # Masking can merge keys ("a1", "a2" -> "a*"); keep both values rather than lose one.
+            while new_key in out:
+                new_key += "_"
+            out[new_key] = new_value
+        return out
+
+    def scrub_value(self, value: object, depth: int = 0) -> Scrubbed:  # noqa: PLR0911
+        """Return a JSON-native, digit-free rendering of any *value*."""
+        if depth > self._max_depth:
+            return TRUNCATED
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            return self.scrub_text(value)
+        if isinstance(value, bytes | bytearray | memoryview):
+            raw = bytes(value[: self._max_chars * 4])
+            return self.scrub_text(raw.decode("utf-8", errors="replace"))
+        if isinstance(value, int | float | complex | Decimal | Fraction):
+            return mask_digits(_number_text(value))
+        if isinstance(value, BaseException):
+            return self.scrub_text(f"{type(value).__name__}: {value}")
+        if isinstance(value, Mapping):
+            return self.scrub_mapping(value, depth)
+        if isinstance(value, list | tuple | collections.deque):
+            return self._scrub_items(value, depth)
+        if isinstance(value, set | frozenset):
+            return sorted(self._scrub_items(value, depth), key=repr)
+        return self.scrub_text(repr(value))
+
+    def _scrub_items(self, items: Any, depth: int) -> list[Scrubbed]:
+        out: list[Scrubbed] = []
+        for index, item in enumerate(items):
+            if index >= self._max_items:
+                out.append(TRUNCATED)
+                break
+            out.append(self.scrub_value(item, depth + 1))
+        return out

@@ -1,0 +1,326 @@
+"""The scrubber processor on its own: masking, allow-list, redaction, fail-closed, fingerprints."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, find, given, settings
+from hypothesis import strategies as st
+
+from service.scrubbing import (
+    ALLOWED_FIELDS,
+    FAILURE_EVENT,
+    REDACTED,
+    TRUNCATED,
+    Scrubber,
+    ciphertext_fields,
+    fingerprint,
+    is_digit_like,
+    is_sensitive_key,
+    mask_digits,
+    normalise_key,
+)
+
+# --- what "a digit" means to these tests, independent of the implementation -----------------
+
+DIGIT_ALPHABETS: dict[str, str] = {
+    "ascii": "0123456789",
+    "arabic_indic": "".join(map(chr, range(0x0660, 0x066A))),
+    "extended_arabic_indic": "".join(map(chr, range(0x06F0, 0x06FA))),
+    "fullwidth": "".join(map(chr, range(0xFF10, 0xFF1A))),
+    "devanagari": "".join(map(chr, range(0x0966, 0x0970))),
+    "superscript": "⁰¹²³⁴⁵⁶⁷⁸⁹",
+    "circled": "".join(map(chr, range(0x2460, 0x2474))) + "⓪",
+    "double_circled": "".join(map(chr, range(0x24F5, 0x24FF))),
+    "dingbat_negative_circled": "".join(map(chr, range(0x2776, 0x2780))),
+    "math_bold": "".join(map(chr, range(0x1D7CE, 0x1D7D8))),
+    "ethiopic": "".join(map(chr, range(0x1369, 0x1372))),
+}
+ALL_DIGITS = "".join(DIGIT_ALPHABETS.values())
+SEPARATORS = [" ", "-", ".", "\u00a0", "\u200b", "*", "#", "", ",", "/"]
+
+
+def reads_as_digit(ch: str) -> bool:
+    return ch.isdigit() or any(c.isdigit() for c in unicodedata.normalize("NFKC", ch))
+
+
+def has_digit(text: str) -> bool:
+    return any(reads_as_digit(c) for c in text) or any(
+        c.isdigit() for c in unicodedata.normalize("NFKC", text)
+    )
+
+
+def assert_no_digits(value: object, allowed: Mapping[str, Callable[[object], bool]]) -> None:
+    """Walk JSON-like output; only a validated value under an allow-listed key may hold digits."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            assert not has_digit(key), key
+            if key in allowed and allowed[key](item):
+                continue
+            assert_no_digits(item, allowed)
+    elif isinstance(value, list):
+        for item in value:
+            assert_no_digits(item, allowed)
+    elif isinstance(value, str):
+        assert not has_digit(value), value
+    else:
+        assert value is None or isinstance(value, bool), repr(value)
+
+
+digit_chars = st.sampled_from(ALL_DIGITS)
+digit_runs = st.lists(
+    st.tuples(digit_chars, st.sampled_from(SEPARATORS)), min_size=1, max_size=12
+).map(lambda pairs: "".join(d + s for d, s in pairs))
+digit_text = st.one_of(
+    digit_runs,
+    st.tuples(st.text(max_size=10), digit_runs, st.text(max_size=10)).map("".join),
+)
+scalars = st.one_of(
+    digit_text,
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.decimals(allow_nan=False),
+    st.fractions(),
+    st.complex_numbers(allow_nan=False),
+    digit_text.map(lambda s: s.encode("utf-8")),
+    st.binary(max_size=20),
+    st.booleans(),
+    st.none(),
+)
+nested = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.lists(inner, max_size=4).map(tuple),
+        st.dictionaries(digit_text, inner, max_size=4),
+        st.frozensets(st.one_of(digit_text, st.integers()), max_size=4),
+    ),
+    max_leaves=12,
+)
+
+
+def scrub(event: dict[Any, Any]) -> dict[str, Any]:
+    return dict(Scrubber()(None, "info", event))
+
+
+# --- masking -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(DIGIT_ALPHABETS))
+def test_every_alphabet_is_masked(name: str) -> None:
+    digits = DIGIT_ALPHABETS[name]
+    assert mask_digits(digits) == "*" * len(digits)
+    assert all(is_digit_like(c) for c in digits)
+
+
+def test_numeric_but_not_decimal_characters_are_masked() -> None:
+    # ½ is numeric, not a digit, but its NFKC form has 1 and 2 in it; Roman numerals fail closed.
+    assert mask_digits("½ ⅓ ⑴ ⒈ ㉑ Ⅳ 一") == "* * * * * * *"
+
+
+def test_letters_and_separators_survive() -> None:
+    text = "Card: abc-DEF é ß ☎ \u00a0\u200b*#"
+    assert mask_digits(text) == text
+
+
+def test_control_characters_and_lone_surrogates_are_neutralised() -> None:
+    assert mask_digits("a\x1b[31mb\x00c\td\n") == "a?[**mb?c\td\n"
+    assert mask_digits("x\udc80y\x85é") == "x?y?é"
+
+
+@given(st.text())
+@settings(max_examples=500)
+def test_mask_digits_leaves_no_digit_and_keeps_length(text: str) -> None:
+    masked = mask_digits(text)
+    assert len(masked) == len(text)
+    assert not has_digit(masked)
+
+
+def test_a_backslash_d_scrubber_leaks() -> None:
+    """The naive ``re.sub(r"\\d", ...)`` scrubber fails the same property: Hypothesis shows it."""
+
+    def naive(text: str) -> str:
+        return re.sub(r"\d", "*", text)
+
+    leak = find(digit_text, lambda s: has_digit(naive(s)), settings=settings(max_examples=2000))
+    assert has_digit(naive(leak))
+    assert not has_digit(mask_digits(leak))
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "Digits", "digits", "pin", "PIN", "card", "cardLast4", "card_last4", "last4",
+        "SpeechResult", "UnstableSpeechResult", "plaintext", "body", "form", "query",
+        "query_string", "token", "secret", "secret_id", "auth", "Authorization",
+        "password", "X-Twilio-Signature", "\uff50\uff49\uff4e", "P.I.N", "Card Last 4",
+    ],
+)  # fmt: skip
+def test_sensitive_keys_are_redacted_whatever_the_value(key: str) -> None:
+    assert is_sensitive_key(key)
+    for value in ("1234", 1234, b"1234", {"x": "y"}, None, "no digits"):
+        assert scrub({key: value})[mask_digits(key)] == REDACTED
+
+
+def test_normalise_key() -> None:
+    assert normalise_key("Card-Last_\uff14") == "cardlast4"
+    assert normalise_key("\uff33peech\uff32esult") == "speechresult"
+
+
+def test_sensitive_keys_nested_and_ciphertext_is_not_redacted() -> None:
+    out = scrub(
+        {"request": {"form": {"Digits": "1"}, "meta": [{"pin": "4321"}]}, "ciphertext": "v"}
+    )
+    assert out["request"] == {"form": REDACTED, "meta": [{"pin": REDACTED}]}
+    assert out["ciphertext"] == "v"  # ciphertexts are fingerprinted by their callers instead
+
+
+def test_digits_in_keys_are_masked_without_losing_entries() -> None:
+    out = scrub({"a1": "x", "a2": "y", 3: "z"})
+    assert out == {"a*": "x", "a*_": "y", "*": "z"}
+
+
+# --- allow-list ------------------------------------------------------------------------------
+
+GOOD_SID = "CA" + "0123456789abcdef" * 2
+
+
+def test_allow_listed_fields_keep_valid_values() -> None:
+    event = {
+        "call_sid": GOOD_SID, "status_code": 404, "status": 200, "key_version": 3,
+        "duration_ms": 12.5, "ct_fp": "abcdefghij", "level": "info", "logger": "urllib3.pool",
+        "timestamp": "2024-05-06T07:08:09.123456Z",
+    }  # fmt: skip
+    assert scrub(event) == event
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("call_sid", "CA" + "1234" * 7),  # wrong length
+        ("call_sid", "CA" + "0123456789ABCDEF" * 2),  # upper-case hex
+        ("call_sid", GOOD_SID + "\n"),
+        ("call_sid", "CA" + "\u0660" * 32),
+        ("status_code", "4321"),
+        ("status_code", 4321),
+        ("status_code", True),
+        ("status", 99),
+        ("key_version", 4321),
+        ("key_version", 0),
+        ("key_version", "2"),
+        ("key_version", True),
+        ("duration_ms", float("nan")),
+        ("duration_ms", -1),
+        ("duration_ms", "12"),
+        ("duration_ms", Decimal("1234")),
+        ("ct_fp", "abcdefghi1"),
+        ("ct_fp", "abcdefghijk"),
+        ("timestamp", "1234"),
+        ("timestamp", "2024-05-06T07:08:09+01:00"),
+        ("level", "4321"),
+        ("logger", "pin.1234"),
+    ],
+)
+def test_allow_listed_fields_with_bad_values_are_redacted(key: str, value: object) -> None:
+    assert scrub({key: value})[key] == REDACTED
+
+
+# --- every other kind of value ---------------------------------------------------------------
+
+
+class Custom:
+    def __repr__(self) -> str:
+        return "Custom(pin=4321, card=①②③④)"
+
+
+def test_values_of_every_type_are_rendered_digit_free() -> None:
+    out = scrub(
+        {
+            "int": 1234, "float": 12.34, "dec": Decimal("12.34"), "frac": Fraction(1, 3),
+            "cplx": 1 + 2j, "bytes": b"\xff\xfe1234", "bytearray": bytearray(b"12"),
+            "mem": memoryview(b"34"), "exc": ValueError("pin 4321"), "obj": Custom(),
+            "set": {1, 22}, "bool": True, "none": None, "huge": 10**5000,
+        }
+    )  # fmt: skip
+    assert out["int"] == "****"
+    assert out["float"] == "**.**"
+    assert out["frac"] == "*/*"
+    assert out["bytes"] == "\ufffd\ufffd****"
+    assert out["exc"] == "ValueError: pin ****"
+    assert out["obj"] == "Custom(pin=****, card=****)"
+    assert out["set"] == ["*", "**"]
+    assert out["bool"] is True and out["none"] is None
+    assert out["huge"] == TRUNCATED
+    assert_no_digits(out, ALLOWED_FIELDS)
+
+
+def test_depth_cycles_length_and_width_are_bounded() -> None:
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    scrubber = Scrubber(max_depth=3, max_items=3, max_chars=5)
+    out = scrubber(None, "info", {"c": cycle, "s": "12345678", "l": [1, 2, 3, 4], "x": 1})
+    assert out["c"] == [[[TRUNCATED]]]
+    assert out["s"] == "*****" + TRUNCATED
+    assert out["l"] == ["*", "*", "*", TRUNCATED]
+    assert out[TRUNCATED] == TRUNCATED and "x" not in out
+
+
+@given(
+    st.dictionaries(
+        st.one_of(digit_text, st.sampled_from(sorted(ALLOWED_FIELDS))), nested, max_size=6
+    )
+)
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@example({"call_sid": "CA" + "1" * 31, "status_code": "4321", "key_version": 4321})
+def test_no_digit_survives_the_scrubber(event: dict[str, Any]) -> None:
+    out = scrub(event)
+    assert_no_digits(out, ALLOWED_FIELDS)
+
+
+# --- fail closed -----------------------------------------------------------------------------
+
+
+class ExplodingRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("pin 4321")
+
+
+def test_unrenderable_value_gives_the_fixed_failure_event() -> None:
+    out = scrub({"event": "card 1234", "thing": ExplodingRepr()})
+    assert out == dict(FAILURE_EVENT)
+
+
+def test_misplaced_scrubber_gives_the_fixed_failure_event() -> None:
+    # e.g. a renderer placed before the scrubber hands it a str
+    out = Scrubber()(None, "info", '{"Digits": "1234"}')  # type: ignore[arg-type]
+    assert out == dict(FAILURE_EVENT)
+    out["level"] = "changed"  # each failure gets a fresh dict; the constant stays intact
+    assert FAILURE_EVENT["level"] == "error"
+
+
+# --- ciphertext fingerprints -----------------------------------------------------------------
+
+
+@given(st.text())
+def test_fingerprint_is_digit_free_and_survives_the_scrubber(ciphertext: str) -> None:
+    fp = fingerprint(ciphertext)
+    assert re.fullmatch(r"[a-p]{10}", fp)
+    assert scrub({"ct_fp": fp})["ct_fp"] == fp
+
+
+def test_ciphertext_fields() -> None:
+    ct = "vault:v2:c2VjcmV0IDEyMzQ="
+    fields = ciphertext_fields(ct)
+    assert fields == {"ct_fp": fingerprint(ct), "key_version": 2}
+    assert scrub(dict(fields)) == fields
+    assert fingerprint(ct) != fingerprint("vault:v2:c2VjcmV0IDEyMzU=")
+    assert ciphertext_fields("not a ciphertext 1234").keys() == {"ct_fp"}
