@@ -36,7 +36,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         from .webhook import create_webhook_app as factory
         host, port = settings.webhook_host, settings.webhook_port
     else:
-        from .backend import create_backend_app as factory  # type: ignore[assignment]
+        from .backend import create_backend_app as factory
         host, port = settings.backend_host, settings.backend_port
     uvicorn.run(
         factory(settings),
@@ -93,10 +93,7 @@ def _call(args: argparse.Namespace, settings: Settings) -> int:
 
 def _read_secret_digits(label: str) -> str:
     """From a prompt on a terminal, else one line of stdin; never from argv."""
-    if sys.stdin.isatty():
-        value = getpass.getpass(f"{label}: ")
-    else:
-        value = sys.stdin.readline().strip()
+    value = getpass.getpass(f"{label}: ") if sys.stdin.isatty() else sys.stdin.readline().strip()
     if not (len(value) == 4 and value.isascii() and value.isdigit()):
         raise ConfigError(f"{label}: expected exactly 4 digits")
     return value
@@ -168,8 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_environ()
-        configure_logging(fmt="console" if args.command == "dev" else settings.log_format,
-                          level=settings.log_level)
+        console = args.command == "dev" or settings.log_format == "console"
+        configure_logging(fmt="console" if console else "json", level=settings.log_level)
         func: Command = args.func
         return func(args, settings)
     except ConfigError as exc:

@@ -255,7 +255,7 @@ class Scrubber:
             out[new_key] = new_value
         return out
 
-    def scrub_value(self, value: object, depth: int = 0) -> Scrubbed:  # noqa: PLR0911
+    def scrub_value(self, value: object, depth: int = 0) -> Scrubbed:
         """Return a JSON-native, digit-free rendering of any *value*."""
         if depth > self._max_depth:
             return TRUNCATED

@@ -132,10 +132,10 @@ class _Reader:
             if not value:
                 raise ConfigError(f"{file_var}: the file is empty")
             return value
-        value = self._environ.get(name)
-        if value is None:
+        from_env = self._environ.get(name)
+        if from_env is None:
             return spec.default
-        return value.strip()
+        return from_env.strip()
 
     def text(self, name: str) -> str:
         value = self.raw(name)

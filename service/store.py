@@ -146,7 +146,7 @@ class Store:
                        (account_id, now))
             (count,) = db.execute("SELECT COUNT(*) FROM pin_failures WHERE account_id=?",
                                   (account_id,)).fetchone()
-            locked = count >= threshold
+            locked = bool(count >= threshold)
             if locked:
                 db.execute("INSERT OR REPLACE INTO locks(account_id, until) VALUES (?, ?)",
                            (account_id, now + duration))
