@@ -156,8 +156,8 @@ async def lookup_endpoint(request: Request) -> Response:
                                     time.time(), IDEMPOTENCY_TTL_S)
         if remembered is not None:
             annotate(outcome="replayed")
-            status, body = remembered
-            return JSONResponse(json.loads(body), status_code=status)
+            status, saved = remembered
+            return JSONResponse(json.loads(saved), status_code=status)
     try:
         status, body = await lookup(state, parsed)
     except VaultError as exc:

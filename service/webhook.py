@@ -130,7 +130,8 @@ async def pin(state: WebhookState, form: TwilioForm) -> str:
     return twiml.say_and_hang_up(twiml.TRY_LATER)
 
 
-def _route(handler: Handler, *, needs_call: bool = True) -> Callable[[Request], Awaitable[Response]]:
+def _route(handler: Handler, *, needs_call: bool = True,
+           ) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         state: WebhookState = request.app.state.webhook
         try:
