@@ -1,0 +1,174 @@
+"""The whole call flow end to end: real OpenBao, real backend and webhook processes.
+
+Calls are played by :class:`service.caller.Caller` and by the real CLI
+(``python -m service call``), exactly as a developer would with ``make run`` up.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET  # noqa: S405 - our own webhook's TwiML
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from service import twiml
+from service.bootstrap import RoleCredentials
+from service.caller import Caller, new_call_sid
+from service.devstack import DevVault
+from tests.conftest import Stack, make_stack, role_client
+
+FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
+
+
+@pytest.fixture(scope="module")
+def own_stack(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Wrong PINs count towards a lockout: keep them out of the session stack's store."""
+    running = make_stack(dev_vault, credentials, tmp_path_factory.mktemp("e2e"))
+    yield running
+    running.stop()
+
+
+def play(stack: Stack, entries: list[str], **kwargs: str) -> tuple[list[str], bool]:
+    heard: list[str] = []
+    with httpx.Client(timeout=10) as client:
+        result = Caller(stack.webhook.url, stack.twilio_token, client, say=heard.append
+                        ).play(entries, **kwargs)
+    assert set(result.statuses) == {200}
+    return heard, result.completed
+
+
+def cli_call(stack: Stack, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(cwd),
+           "TWILIO_AUTH_TOKEN": stack.twilio_token}
+    return subprocess.run(
+        [sys.executable, "-m", "service", "call", *args, "--url", stack.webhook.url],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_happy_path_through_caller(stack: Stack) -> None:
+    heard, completed = play(stack, ["1234", "4321"])
+    assert completed
+    assert heard == [twiml.ASK_CARD, twiml.ASK_PIN, FOUND]
+
+
+def test_wrong_pin_through_caller(own_stack: Stack) -> None:
+    heard, completed = play(own_stack, ["1234", "0000"])
+    assert completed
+    assert heard == [twiml.ASK_CARD, twiml.ASK_PIN, twiml.NOT_FOUND]
+
+
+def test_unknown_card_hears_the_same_goodbye(own_stack: Stack) -> None:
+    heard, _ = play(own_stack, ["9999", "4321"])
+    assert heard[-1] == twiml.NOT_FOUND
+
+
+def test_cli_call_happy_path_and_wrong_pin(own_stack: Stack, tmp_path: Path) -> None:
+    ok = cli_call(own_stack, tmp_path, "--card", "1234", "--pin", "4321")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines() == [twiml.ASK_CARD, twiml.ASK_PIN, FOUND]
+
+    wrong = cli_call(own_stack, tmp_path, "--card", "1234", "--pin", "0000")
+    assert wrong.returncode == 0, wrong.stderr
+    assert wrong.stdout.splitlines()[-1] == \
+        "We were not able to locate you in our system. Goodbye."
+    # The digits typed never show up in what the CLI prints.
+    assert "0000" not in wrong.stdout + wrong.stderr
+
+
+def test_cli_call_with_a_wrong_auth_token_is_refused(own_stack: Stack, tmp_path: Path) -> None:
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
+           "TWILIO_AUTH_TOKEN": "not-the-token"}
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "call", "--card", "1234", "--pin", "4321",
+         "--url", own_stack.webhook.url],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert "[webhook answered HTTP 403]" in done.stdout
+    assert "AC12345678" not in done.stdout
+
+
+# -- ciphertexts are bound to their call and their field ------------------------------
+
+def card_ciphertext(stack: Stack, client: httpx.Client, call_sid: str) -> str:
+    """What the webhook puts in the PIN step's action URL for this call's card entry."""
+    caller = Caller(stack.webhook.url, stack.twilio_token, client)
+    response = caller.post(stack.webhook.url + "/voice/card",
+                           {"CallSid": call_sid, "Digits": "1234"})
+    assert response.status_code == 200
+    gather = ET.fromstring(response.text).find("Gather")  # noqa: S314
+    assert gather is not None
+    ciphertext = parse_qs(urlsplit(gather.attrib["action"]).query)["card"][0]
+    assert ciphertext.startswith("vault:v")
+    return ciphertext
+
+
+def pin_step(stack: Stack, client: httpx.Client, call_sid: str, card_ct: str,
+             ) -> list[str]:
+    caller = Caller(stack.webhook.url, stack.twilio_token, client)
+    url = stack.webhook.url + "/voice/pin?" + str(httpx.QueryParams({"card": card_ct}))
+    response = caller.post(url, {"CallSid": call_sid, "Digits": "4321"})
+    assert response.status_code == 200
+    return [say.text or "" for say in ET.fromstring(response.text).iter("Say")]  # noqa: S314
+
+
+def lookup(stack: Stack, client: httpx.Client, body: dict[str, str]) -> httpx.Response:
+    return client.post(stack.backend.url + "/v1/lookup", json=body,
+                       headers={"Authorization": f"Bearer {stack.backend_token}"})
+
+
+def webhook_encrypt(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
+                    call_sid: str, field: str, digits: str) -> str:
+    """Encrypt as the webhook does, with the webhook's own AppRole."""
+    vault = role_client(dev_vault, credentials["ivr-webhook"])
+    try:
+        context = base64.b64encode(f"{call_sid}:{field}".encode()).decode()
+        plaintext = base64.b64encode(digits.encode()).decode()
+        answer = vault.write("transit/encrypt/ivr-dtmf", "encrypt",
+                             {"plaintext": plaintext, "context": context})
+    finally:
+        vault.close()
+    ciphertext: str = answer["data"]["ciphertext"]
+    return ciphertext
+
+
+def test_card_ciphertext_of_one_call_is_rejected_in_another(
+        stack: Stack, credentials: dict[str, RoleCredentials]) -> None:
+    call_a, call_b = new_call_sid(), new_call_sid()
+    with httpx.Client(timeout=10) as client:
+        card_ct = card_ciphertext(stack, client, call_a)
+        # Control: in its own call the same ciphertext finds the account.
+        assert pin_step(stack, client, call_a, card_ct) == [FOUND]
+        # Replayed into another call: a calm goodbye, no account, no 5xx.
+        assert pin_step(stack, client, call_b, card_ct) == [twiml.CALL_AGAIN]
+
+        pin_b = webhook_encrypt(stack.vault, credentials, call_b, "pin", "4321")
+        assert lookup(stack, client, {"call_sid": call_b, "card_last4": card_ct,
+                                      "pin": pin_b}).status_code == 422
+
+
+def test_card_and_pin_ciphertexts_cannot_be_swapped(
+        stack: Stack, credentials: dict[str, RoleCredentials]) -> None:
+    call = new_call_sid()
+    card_ct = webhook_encrypt(stack.vault, credentials, call, "card_last4", "1234")
+    pin_ct = webhook_encrypt(stack.vault, credentials, call, "pin", "4321")
+    with httpx.Client(timeout=10) as client:
+        good = lookup(stack, client, {"call_sid": call, "card_last4": card_ct, "pin": pin_ct})
+        assert good.status_code == 200
+        assert good.json() == {"account": "AC12345678", "balance": "12.55"}
+        swapped = lookup(stack, client, {"call_sid": call, "card_last4": pin_ct,
+                                         "pin": card_ct})
+        assert swapped.status_code == 422
+        assert "4321" not in swapped.text and "1234" not in swapped.text
+        # The card slot demands the card context, whatever the PIN slot holds.
+        both_pins = lookup(stack, client, {"call_sid": call, "card_last4": pin_ct,
+                                           "pin": pin_ct})
+        assert both_pins.status_code == 422
+
