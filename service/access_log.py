@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, Final, TypeAlias
 
 import structlog
@@ -61,9 +61,14 @@ def _route_template(scope: Scope) -> str | None:
 class AccessLogMiddleware:
     """ASGI middleware writing one line per HTTP request once the response is done."""
 
-    def __init__(self, app: ASGIApp, *, logger_name: str = "ivr.access") -> None:
+    def __init__(self, app: ASGIApp, *, logger_name: str = "ivr.access",
+                 on_complete: Callable[[str | None, int, Mapping[str, object]], None]
+                 | None = None) -> None:
         self.app = app
         self._logger_name = logger_name
+        # Called once per request with (route template or None, status, annotations):
+        # the metrics count requests from the very facts the access line shows.
+        self._on_complete = on_complete
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") != "http":
@@ -118,6 +123,8 @@ class AccessLogMiddleware:
             duration_ms=duration_ms,
             **extra,
         )
+        if self._on_complete is not None:
+            self._on_complete(_route_template(scope), status_code, annotations)
         logger = structlog.get_logger(self._logger_name)
         if status_code >= 500:
             logger.error("request", **line)

@@ -6,12 +6,16 @@ or value ever carries caller data, a CallSid or a ciphertext.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# Outcomes are words our handlers choose; anything else (or nothing) becomes a status class.
+_OUTCOME = re.compile(r"[a-z][a-z_]{0,39}")
 
 
 @dataclass
@@ -43,6 +47,15 @@ class Metrics:
                                registry=r)
         self.lockouts = Counter("ivr_lockouts_total", "Cards locked after repeated wrong PINs",
                                 registry=r)
+
+    def count_request(self, route: str | None, status: int,
+                      annotations: Mapping[str, object]) -> None:
+        """AccessLogMiddleware's ``on_complete``. A path that matched no route is counted as
+        ``unmatched``: raw paths are client-chosen and would make labels unbounded."""
+        outcome = annotations.get("outcome")
+        if not (isinstance(outcome, str) and _OUTCOME.fullmatch(outcome)):
+            outcome = "ok" if status < 400 else f"http_{status // 100}xx"
+        self.requests.labels(route or "unmatched", outcome).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
