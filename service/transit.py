@@ -56,6 +56,12 @@ class _DecryptItem:
     context: bytes
 
 
+def _hmac_value(result: dict[str, Any]) -> str:
+    if "error" in result or "hmac" not in result:
+        raise VaultRequestError("hmac: Transit refused an item")
+    return str(result["hmac"])
+
+
 class ItemFailed(IvrVaultError):
     """One batch item was refused by Transit (bad ciphertext, wrong context...)."""
 
@@ -88,6 +94,11 @@ class Transit:
         self._decrypts: Coalescer[tuple[_DecryptItem, ...], list[bytes]] = Coalescer(
             self._send_decrypts, max_batch=max_batch // 2, max_in_flight=max_in_flight,
             name="decrypt")
+        # A lookup's card and PIN inputs travel as one group, like decrypts. Only calls at
+        # the latest key version coalesce: key_version is per call, not per item.
+        self._hmacs: Coalescer[tuple[bytes, ...], list[str]] = Coalescer(
+            self._send_hmacs, max_batch=max_batch // 2, max_in_flight=max_in_flight,
+            name="hmac")
 
     # -- public API ---------------------------------------------------------------------
 
@@ -105,16 +116,17 @@ class Transit:
 
     async def hmac(self, inputs: Sequence[bytes], *, key_version: int | None = None,
                    ) -> list[str]:
-        payload: dict[str, Any] = {"batch_input": [{"input": b64(i)} for i in inputs]}
-        if key_version is not None:
-            payload["key_version"] = key_version
+        """HMAC several inputs with the lookup key. At the latest version (the common
+        case) concurrent calls share one Transit call; an explicit older ``key_version``
+        (verifier migration, rare) goes on its own."""
+        if not inputs:
+            return []
+        if key_version is None:
+            return await self._hmacs.submit(tuple(inputs))
+        payload: dict[str, Any] = {"batch_input": [{"input": b64(i)} for i in inputs],
+                                   "key_version": key_version}
         results = await self._call("hmac", f"hmac/{self._lookup_key}", payload, len(inputs))
-        out = []
-        for result in results:
-            if "error" in result or "hmac" not in result:
-                raise VaultRequestError("hmac: Transit refused an item")
-            out.append(str(result["hmac"]))
-        return out
+        return [_hmac_value(result) for result in results]
 
     async def read_key(self, name: str) -> dict[str, Any]:
         response = await self._run(self.vault.read, f"{self._mount}/keys/{name}", "read key")
@@ -124,6 +136,7 @@ class Transit:
     async def aclose(self) -> None:
         await self._encrypts.aclose()
         await self._decrypts.aclose()
+        await self._hmacs.aclose()
 
     # -- batch senders ------------------------------------------------------------------
 
@@ -154,9 +167,30 @@ class Transit:
             chunk = results[position:position + len(group)]
             position += len(group)
             try:
+                # A refused item still carries "plaintext": "" next to its "error": an empty
+                # plaintext is never a result.
+                if any("error" in r for r in chunk):
+                    raise ValueError("item refused")
                 out.append([base64.b64decode(r["plaintext"], validate=True) for r in chunk])
             except (KeyError, ValueError, TypeError):
                 out.append(DecryptionError())
+        return out
+
+    async def _send_hmacs(self, groups: Sequence[tuple[bytes, ...]],
+                          ) -> list[list[str] | BaseException]:
+        flat = [data for group in groups for data in group]
+        payload = {"batch_input": [{"input": b64(data)} for data in flat]}
+        results = await self._call("hmac", f"hmac/{self._lookup_key}", payload, len(flat),
+                                   per_item_errors=True)
+        out: list[list[str] | BaseException] = []
+        position = 0
+        for group in groups:
+            chunk = results[position:position + len(group)]
+            position += len(group)
+            try:
+                out.append([_hmac_value(result) for result in chunk])
+            except VaultRequestError as exc:
+                out.append(exc)
         return out
 
     # -- plumbing -----------------------------------------------------------------------
