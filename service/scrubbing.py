@@ -33,7 +33,9 @@ from structlog.typing import WrappedLogger
 __all__ = [
     "ALLOWED_FIELDS",
     "FAILURE_EVENT",
+    "KNOWN_ROUTES",
     "MASK",
+    "MASK_ON_MISMATCH",
     "REDACTED",
     "SENSITIVE_STEMS",
     "TRUNCATED",
@@ -94,6 +96,27 @@ def _is_http_status(value: object) -> bool:
     return type(value) is int and 100 <= value <= 599
 
 
+# The route templates this service serves (webhook and backend). An access line's ``path`` or
+# ``route`` that equals one is logged verbatim, so ``/v1/lookup`` stays readable; anything else
+# (scanners, typos, a digit typed into a URL) is digit-masked like any other value.
+# tests/test_log_leaks.py checks that every route of both apps is listed here.
+KNOWN_ROUTES: Final[frozenset[str]] = frozenset(
+    {
+        "/voice", "/voice/card", "/voice/pin", "/v1/lookup", "/openapi.json",
+        "/healthz", "/readyz", "/metrics",
+    }
+)  # fmt: skip
+
+
+def _is_known_route(value: object) -> bool:
+    return type(value) is str and value in KNOWN_ROUTES
+
+
+def _is_attempt(value: object) -> bool:
+    # Retry counters are one or two digits (the webhook refuses longer ones); never PIN-shaped.
+    return type(value) is int and 0 < value < 100
+
+
 def _is_key_version(value: object) -> bool:
     # Below 1000 (monthly rotation lasts 80 years): a four-digit "version" is shaped like a PIN.
     return type(value) is int and 0 < value < 1_000
@@ -117,6 +140,10 @@ ALLOWED_FIELDS: Final[Mapping[str, Validator]] = MappingProxyType(
         "call_sid": _matches(_CALL_SID),
         "status_code": _is_http_status,
         "status": _is_http_status,
+        "backend_status": _is_http_status,
+        "attempt": _is_attempt,
+        "route": _is_known_route,
+        "path": _is_known_route,
         "key_version": _is_key_version,
         "duration_ms": _is_duration,
         "ct_fp": _matches(_CT_FP),
@@ -125,6 +152,10 @@ ALLOWED_FIELDS: Final[Mapping[str, Validator]] = MappingProxyType(
         "logger": _matches(_LOGGER_NAME),
     }
 )
+
+# Allow-listed keys whose non-matching values are digit-masked rather than redacted: an unknown
+# path is still worth reading ("/nowhere/**"), and masking is what an unlisted key gets anyway.
+MASK_ON_MISMATCH: Final[frozenset[str]] = frozenset({"route", "path"})
 
 # Digits become MASK; C0 controls (except tab and newline) and DEL become "?" so that neither a
 # terminal nor a JSON escape (``\u001b``) puts characters into the raw line that we did not choose.
@@ -243,7 +274,12 @@ class Scrubber:
                 break
             raw_key = str.__str__(key) if isinstance(key, str) else repr(key)
             if raw_key in self._allowed:
-                new_value: Scrubbed = value if self._allowed[raw_key](value) else REDACTED
+                if self._allowed[raw_key](value):
+                    new_value: Scrubbed = value
+                elif raw_key in MASK_ON_MISMATCH:
+                    new_value = self.scrub_value(value, depth + 1)
+                else:
+                    new_value = REDACTED
             elif is_sensitive_key(raw_key, self._stems):
                 new_value = REDACTED
             else:
