@@ -1,0 +1,157 @@
+"""Least privilege as a matrix, on a real Vault (DESIGN §2).
+
+Every identity (logged in with its own AppRole, exactly as the services do) tries every
+operation; each cell is either allowed (the call succeeds) or refused with 403. Nothing
+is inferred from the policy text: the server decides. The Vault is private to this module
+because the allowed cells rotate and reconfigure keys.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from service.bootstrap import RoleCredentials, bootstrap, issue_credentials
+from service.devstack import DevVault
+from service.errors import VaultPermissionDenied
+from service.settings import Secret
+from service.vault_client import AppRoleCredentials, VaultClient
+
+CONTEXT = base64.b64encode(b"CA0123456789abcdef0123456789abcdef:card_last4").decode()
+PLAINTEXT = base64.b64encode(b"1234").decode()
+
+
+@dataclass
+class Lab:
+    vault: DevVault
+    root: VaultClient
+    clients: dict[str, VaultClient]
+    ciphertext: str
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    vault = DevVault.start(Path(tmp_path_factory.mktemp("matrix-vault")))
+    root = VaultClient(vault.addr, vault.root_token, timeout=10)
+    clients: dict[str, VaultClient] = {}
+    try:
+        bootstrap(root)
+        creds: dict[str, RoleCredentials] = issue_credentials(
+            root, ("ivr-webhook", "ivr-backend", "ivr-keyadmin"))
+        for role, c in creds.items():
+            clients[role] = VaultClient(
+                vault.addr, AppRoleCredentials(Secret(c.role_id), Secret(c.secret_id)),
+                timeout=5)
+        made = root.write("transit/encrypt/ivr-dtmf", "encrypt",
+                          {"plaintext": PLAINTEXT, "context": CONTEXT})
+        yield Lab(vault, root, clients, made["data"]["ciphertext"])
+    finally:
+        for client in clients.values():
+            client.close()
+        root.close()
+        vault.stop()
+
+
+Operation = Callable[[VaultClient, Lab], object]
+
+OPERATIONS: dict[str, Operation] = {
+    "encrypt": lambda c, lab: c.write("transit/encrypt/ivr-dtmf", "op",
+                                      {"plaintext": PLAINTEXT, "context": CONTEXT}),
+    "decrypt": lambda c, lab: c.write("transit/decrypt/ivr-dtmf", "op",
+                                      {"ciphertext": lab.ciphertext, "context": CONTEXT}),
+    "hmac": lambda c, lab: c.write("transit/hmac/ivr-lookup", "op", {"input": PLAINTEXT}),
+    "rewrap": lambda c, lab: c.write("transit/rewrap/ivr-dtmf", "op",
+                                     {"ciphertext": lab.ciphertext, "context": CONTEXT}),
+    "rotate": lambda c, lab: c.write("transit/keys/ivr-dtmf/rotate", "op"),
+    "read key": lambda c, lab: c.read("transit/keys/ivr-dtmf", "op"),
+    "config (allowed setting)": lambda c, lab: c.write(
+        "transit/keys/ivr-dtmf/config", "op", {"auto_rotate_period": "720h"}),
+    "export": lambda c, lab: c.read("transit/export/encryption-key/ivr-dtmf", "op"),
+    "export latest": lambda c, lab: c.read("transit/export/encryption-key/ivr-dtmf/latest",
+                                           "op"),
+    "export hmac key": lambda c, lab: c.read("transit/export/hmac-key/ivr-lookup", "op"),
+    "backup": lambda c, lab: c.read("transit/backup/ivr-dtmf", "op"),
+    "config exportable=true": lambda c, lab: c.write(
+        "transit/keys/ivr-dtmf/config", "op", {"exportable": True}),
+    "config allow_plaintext_backup=true": lambda c, lab: c.write(
+        "transit/keys/ivr-dtmf/config", "op", {"allow_plaintext_backup": True}),
+    "config deletion_allowed=true": lambda c, lab: c.write(
+        "transit/keys/ivr-dtmf/config", "op", {"deletion_allowed": True}),
+    "delete": lambda c, lab: c.request("DELETE", "transit/keys/ivr-dtmf", "op"),
+    "trim": lambda c, lab: c.write("transit/keys/ivr-dtmf/trim", "op",
+                                   {"min_available_version": 1}),
+    "sys/audit-hash": lambda c, lab: c.write("sys/audit-hash/file", "op",
+                                             {"input": "1234"}),
+    "tune transit mount": lambda c, lab: c.write("sys/mounts/transit/tune", "op",
+                                                 {"default_lease_ttl": "1h"}),
+    "create exportable key": lambda c, lab: c.write(
+        "transit/keys/ivr-stolen", "op", {"type": "aes256-gcm96", "exportable": True}),
+    "rewrite own policy": lambda c, lab: c.write(
+        "sys/policies/acl/ivr-keyadmin", "op", {"policy": 'path "*" { capabilities = ["sudo"] }'}),
+}
+
+# DESIGN §2: who may do what. Every other cell must be a 403.
+ALLOWED: dict[str, set[str]] = {
+    "ivr-webhook": {"encrypt"},
+    "ivr-backend": {"decrypt", "hmac"},
+    "ivr-keyadmin": {"rewrap", "rotate", "read key", "config (allowed setting)"},
+}
+
+# The same table, as the README shows it: read it top to bottom to check it against §2.
+CELLS = [(role, op) for role in ALLOWED for op in OPERATIONS]
+
+
+@pytest.mark.parametrize(("role", "operation"), CELLS, ids=[f"{r}:{o}" for r, o in CELLS])
+def test_policy_matrix(lab: Lab, role: str, operation: str) -> None:
+    client = lab.clients[role]
+    run = OPERATIONS[operation]
+    if operation in ALLOWED[role]:
+        answer = run(client, lab)
+        assert isinstance(answer, dict)
+    else:
+        with pytest.raises(VaultPermissionDenied):
+            run(client, lab)
+
+
+def test_the_allowed_cells_really_did_something(lab: Lab) -> None:
+    """Guard against a matrix that passes because nothing works: the key-admin's rotate
+    moved the key on, and its rewrap produced a ciphertext at the newest version."""
+    admin = lab.clients["ivr-keyadmin"]
+    admin.write("transit/keys/ivr-dtmf/rotate", "rotate")
+    key = admin.read("transit/keys/ivr-dtmf", "read key")["data"]
+    assert key["latest_version"] >= 2
+    assert key["exportable"] is False and key["deletion_allowed"] is False
+    assert key["allow_plaintext_backup"] is False
+    rewrapped = admin.write("transit/rewrap/ivr-dtmf", "rewrap",
+                            {"ciphertext": lab.ciphertext, "context": CONTEXT})
+    assert rewrapped["data"]["ciphertext"].startswith(f"vault:v{key['latest_version']}:")
+    # Key-admin never sees plaintext: the rewrap answer carries none, and the backend can
+    # still decrypt the rewrapped value.
+    assert "plaintext" not in rewrapped["data"]
+    plain = lab.clients["ivr-backend"].write(
+        "transit/decrypt/ivr-dtmf", "decrypt",
+        {"ciphertext": rewrapped["data"]["ciphertext"], "context": CONTEXT})
+    assert base64.b64decode(plain["data"]["plaintext"]) == b"1234"
+
+
+@pytest.mark.parametrize("key", ["ivr-dtmf", "ivr-lookup", "ivr-legacy", "anything"])
+def test_key_admin_can_never_decrypt_or_export(lab: Lab, key: str) -> None:
+    admin = lab.clients["ivr-keyadmin"]
+    attempts: list[Callable[[], object]] = [
+        lambda: admin.write(f"transit/decrypt/{key}", "decrypt",
+                            {"ciphertext": lab.ciphertext, "context": CONTEXT}),
+        lambda: admin.write(f"transit/datakey/plaintext/{key}", "datakey", {"context": CONTEXT}),
+        lambda: admin.write(f"transit/keys/{key}/config", "config", {"exportable": True}),
+        lambda: admin.write(f"transit/keys/{key}/config", "config",
+                            {"allow_plaintext_backup": True}),
+        *[(lambda kind=kind: admin.read(f"transit/export/{kind}/{key}", "export"))
+          for kind in ("encryption-key", "signing-key", "hmac-key", "public-key")],
+        lambda: admin.read(f"transit/backup/{key}", "backup"),
+    ]
+    for attempt in attempts:
+        with pytest.raises(VaultPermissionDenied):
+            attempt()
