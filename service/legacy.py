@@ -183,12 +183,14 @@ def convert_ciphertext(line: str, *, version: int = 1) -> str:
 def import_params() -> dict[str, Any]:
     """Parameters (besides ``ciphertext``) for importing a tutorial key into Transit:
     a plain (not derived) ``aes256-gcm96`` key, so converted ciphertexts decrypt without a
-    context; never exportable; rotatable so it can be rotated away from the legacy material."""
+    context; rotatable so it can be rotated away from the legacy material.
+
+    ``exportable`` and ``allow_plaintext_backup`` are deliberately absent: their defaults are
+    false, and policies/ivr-keyadmin.hcl denies both parameters on import whatever their
+    value, so sending them (even as false) would make the key-admin's import a 403."""
     return {
         "type": IMPORT_KEY_TYPE,
         "hash_function": IMPORT_HASH_FUNCTION,
-        "exportable": False,
-        "allow_plaintext_backup": False,
         "allow_rotation": True,
         "derived": False,
     }

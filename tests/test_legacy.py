@@ -322,12 +322,15 @@ def test_import_params() -> None:
     params = import_params()
     assert params["type"] == "aes256-gcm96"
     assert params["hash_function"] == "SHA256"
-    assert params["exportable"] is False
+    # Omitted, not false: the key-admin policy denies these parameters whatever their value
+    # (the defaults are false; test_imported_key_is_not_derived_not_exportable checks them).
+    assert "exportable" not in params
+    assert "allow_plaintext_backup" not in params
     assert params["allow_rotation"] is True
     assert params["derived"] is False
     assert "ciphertext" not in params
     params["exportable"] = True  # a fresh dict each call: callers cannot poison the default
-    assert import_params()["exportable"] is False
+    assert "exportable" not in import_params()
 
 
 class _Untouchable:

@@ -1,0 +1,196 @@
+"""Key lifecycle as the operator sees it: who the operator is, what each key looks like, and
+which versions may be retired.
+
+Operator commands run as the key-admin identity (policies/ivr-keyadmin.hcl): rotate,
+configure, rewrap and read key metadata, never decrypt or export. Nothing here ever handles
+a plaintext.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, IvrVaultError, VaultNotFound
+from .sealed import SealedStore
+from .settings import Secret, Settings
+from .store import Store
+from .vault_client import AppRoleCredentials, VaultClient
+
+DEV_KEYADMIN_DIR = Path(".dev") / "ivr-keyadmin"
+LEGACY_KEY = "ivr-legacy"
+
+
+class RetireRefused(IvrVaultError):
+    """Retiring would break a live call or stored data. The message says which and why."""
+
+
+def operator_vault(settings: Settings, *, dev_dir: Path = DEV_KEYADMIN_DIR) -> VaultClient:
+    """The key-admin identity: VAULT_ROLE_ID/VAULT_SECRET_ID (or ``*_FILE``); else the
+    credentials ``make run`` wrote into ``.dev/ivr-keyadmin``; else VAULT_TOKEN. The
+    AppRole comes first so that a root token left in the shell by ``source .dev/vault.env``
+    is not what rotates keys when the narrower identity is at hand."""
+    creds: AppRoleCredentials | Secret
+    if settings.vault_role_id and settings.vault_secret_id:
+        creds = AppRoleCredentials(settings.vault_role_id, settings.vault_secret_id)
+    elif (dev_dir / "role_id").is_file() and (dev_dir / "secret_id").is_file():
+        creds = AppRoleCredentials(
+            Secret((dev_dir / "role_id").read_text(encoding="utf-8").strip()),
+            Secret((dev_dir / "secret_id").read_text(encoding="utf-8").strip()))
+    elif settings.vault_token:
+        creds = settings.vault_token
+    else:
+        raise ConfigError("VAULT_ROLE_ID/VAULT_SECRET_ID: not set (nor *_FILE, nor "
+                          f"{dev_dir}/, nor VAULT_TOKEN): no key-admin identity")
+    return VaultClient(settings.vault_addr, creds, timeout=max(settings.vault_timeout, 10),
+                       verify=settings.vault_cacert or True, pool_size=2)
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _created(value: Any) -> float:
+    """Version creation time: an int of seconds for symmetric/HMAC keys; an RFC 3339 string
+    inside a dict for asymmetric ones."""
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, dict) and isinstance(value.get("creation_time"), str):
+        text = value["creation_time"]
+        return datetime.fromisoformat(text[:26].rstrip("Z") + "+00:00").timestamp()
+    raise ValueError("unknown key version format")
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    name: str
+    latest_version: int
+    min_decryption_version: int
+    min_encryption_version: int
+    auto_rotate_period: int  # seconds, 0 = off
+    # version -> unix time; None where Vault does not say (OpenBao omits ``keys`` for HMAC
+    # keys)
+    created: dict[int, float | None]
+    stored_records: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_vault(cls, name: str, data: dict[str, Any],
+                   stored: dict[int, int]) -> KeyStatus:
+        latest = int(data["latest_version"])
+        known = {int(v): _created(t) for v, t in (data.get("keys") or {}).items()}
+        created = {v: known.get(v) for v in range(1, latest + 1)}
+        return cls(name, latest, int(data["min_decryption_version"]),
+                   int(data.get("min_encryption_version") or 0),
+                   int(data.get("auto_rotate_period") or 0), created, stored)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "latest_version": self.latest_version,
+            "min_decryption_version": self.min_decryption_version,
+            "min_encryption_version": self.min_encryption_version,
+            "auto_rotate_period": self.auto_rotate_period,
+            "versions": {str(v): {"created": None if t is None else iso(t),
+                                  "retired": v < self.min_decryption_version}
+                         for v, t in sorted(self.created.items())},
+            "stored_records": {str(v): n for v, n in sorted(self.stored_records.items())},
+        }
+
+
+def read_key(vault: VaultClient, settings: Settings, name: str) -> dict[str, Any]:
+    data: dict[str, Any] = vault.read(f"{settings.transit_mount}/keys/{name}", "read key")["data"]
+    return data
+
+
+def stored_counts(settings: Settings, name: str) -> dict[int, int]:
+    """How many stored records use each version of ``name``: account verifiers for the
+    lookup key, sealed records for any other key. A missing store file holds nothing (and
+    is not created just to be counted)."""
+    path = Path(settings.store_path)
+    if not path.exists():
+        return {}
+    if name == settings.lookup_key:
+        return Store(path).version_counts()
+    return SealedStore(path).version_counts(name)
+
+
+def key_names(settings: Settings) -> list[str]:
+    names = [settings.dtmf_key, settings.lookup_key, LEGACY_KEY]
+    if Path(settings.store_path).exists():
+        names += SealedStore(settings.store_path).key_names()
+    return list(dict.fromkeys(names))
+
+
+def status(vault: VaultClient, settings: Settings) -> dict[str, KeyStatus]:
+    """Every key the service uses; optional ones (the legacy key) only when they exist."""
+    result = {}
+    for name in key_names(settings):
+        try:
+            data = read_key(vault, settings, name)
+        except VaultNotFound:
+            if name in (settings.dtmf_key, settings.lookup_key):
+                raise
+            continue
+        result[name] = KeyStatus.from_vault(name, data, stored_counts(settings, name))
+    return result
+
+
+def rotate(vault: VaultClient, settings: Settings, name: str) -> int:
+    """Rotate ``name``; the new latest version. Encryption moves to it at once; older
+    versions keep decrypting until retired, so no call in flight notices."""
+    vault.write(f"{settings.transit_mount}/keys/{name}/rotate", "rotate key")
+    return int(read_key(vault, settings, name)["latest_version"])
+
+
+def retirable_floor(key: KeyStatus, older_than: float, now: float) -> int:
+    """The highest ``min_decryption_version`` allowed: version v may go once v+1 has
+    existed for ``older_than``, because from then on nothing new was encrypted with v
+    and every call that could hold a v ciphertext has ended. Never past the latest.
+
+    A version without a creation time (an HMAC key's) passes the age test: no call
+    carries an HMAC, so only the stored-data check can hold it back."""
+    floor = key.min_decryption_version
+    while floor < key.latest_version:
+        created = key.created.get(floor + 1)
+        # Vault's creation times have whole-second resolution: round up, never retire early.
+        if created is not None and created + 1 > now - older_than:
+            break
+        floor += 1
+    return floor
+
+
+@dataclass(frozen=True)
+class RetirePlan:
+    key: str
+    current: int
+    target: int
+
+    @property
+    def changes(self) -> bool:
+        return self.target > self.current
+
+
+def plan_retirement(key: KeyStatus, older_than: float, call_max_age: float, *,
+                    verifiers: bool = False, now: float | None = None) -> RetirePlan:
+    """``verifiers``: the key makes HMAC verifiers, which cannot be rewrapped."""
+    if older_than < call_max_age:
+        raise RetireRefused(
+            f"--older-than {older_than:g}s is shorter than CALL_MAX_AGE ({call_max_age:g}s): "
+            "a call in progress could still hold a ciphertext of that version")
+    target = retirable_floor(key, older_than, time.time() if now is None else now)
+    in_use = {v: n for v, n in key.stored_records.items() if v < target and n}
+    if in_use:
+        versions = ", ".join(f"v{v} ({n} records)" for v, n in sorted(in_use.items()))
+        remedy = ("verifiers move to the latest version at each account's next successful "
+                  "lookup" if verifiers else
+                  "run `ivr-vault keys rewrap` first")
+        raise RetireRefused(f"{key.name}: not retiring, stored data still uses {versions}; "
+                            f"{remedy}")
+    return RetirePlan(key.name, key.min_decryption_version, target)
+
+
+def apply_retirement(vault: VaultClient, settings: Settings, plan: RetirePlan) -> None:
+    vault.write(f"{settings.transit_mount}/keys/{plan.key}/config", "configure key",
+                {"min_decryption_version": plan.target})

@@ -1,0 +1,96 @@
+"""``keys rewrap``: move every stored ciphertext to its key's latest version.
+
+Transit ``rewrap`` decrypts and re-encrypts inside Vault; the key-admin identity that runs it
+never sees a plaintext and needs no decrypt permission. Work goes in batches below the
+listener's per-call limit, and each batch is committed on its own, so an interrupted run
+loses at most one batch of work and a rerun selects only the rows still behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import VaultRequestError
+from .keys import read_key
+from .sealed import SealedRecord, SealedStore
+from .settings import Settings
+from .transit import MAX_BATCH, ciphertext_version
+from .vault_client import VaultClient
+
+DEFAULT_BATCH = 100
+
+Progress = Callable[[int, int], None]  # (rows done, rows to do)
+
+
+@dataclass
+class RewrapResult:
+    key: str
+    latest: int
+    rewrapped: int = 0
+    batches: int = 0
+    failed: list[int] = field(default_factory=list)  # record ids Transit refused
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def _batch_results(vault: VaultClient, path: str, payload: dict[str, Any],
+                   size: int) -> list[dict[str, Any]]:
+    """Per-item results. Transit fails the whole call (400) if one item fails, but still
+    returns every item's result; only a 400 without them is an error of the call."""
+    try:
+        response = vault.write(path, "transit rewrap", payload)
+        results = (response.get("data") or {}).get("batch_results")
+    except VaultRequestError as exc:
+        body = getattr(exc, "response_json", None) or {}
+        results = (body.get("data") or {}).get("batch_results")
+        if results is None:
+            raise
+    if not isinstance(results, list) or len(results) != size:
+        raise VaultRequestError("transit rewrap: unexpected batch result shape")
+    return results
+
+
+def _item(record: SealedRecord) -> dict[str, str]:
+    item = {"ciphertext": record.ciphertext}
+    if record.context:
+        item["context"] = record.context
+    return item
+
+
+def rewrap_key(vault: VaultClient, settings: Settings, store: SealedStore, key: str, *,
+               batch_size: int = DEFAULT_BATCH, progress: Progress | None = None,
+               ) -> RewrapResult:
+    """Rewrap every row of ``key`` whose version is below the key's latest (read once at
+    the start and pinned, so a rotation during the run does not move the goal)."""
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise ValueError(f"batch size must be between 1 and {MAX_BATCH}")
+    latest = int(read_key(vault, settings, key)["latest_version"])
+    result = RewrapResult(key, latest)
+    total = store.count_below(key, latest)
+    if progress:
+        progress(0, total)
+    after_id = 0
+    done = 0
+    while rows := store.behind(key, latest, after_id=after_id, limit=batch_size):
+        after_id = rows[-1].id
+        payload = {"batch_input": [_item(r) for r in rows], "key_version": latest}
+        results = _batch_results(vault, f"{settings.transit_mount}/rewrap/{key}", payload,
+                                 len(rows))
+        updates = []
+        for record, item in zip(rows, results, strict=True):
+            new = str(item.get("ciphertext", ""))
+            if item.get("error") or ciphertext_version(new) != latest:
+                # A retired or damaged ciphertext: leave the row, report its id.
+                result.failed.append(record.id)
+            else:
+                updates.append((record.id, record.ciphertext, new))
+        result.rewrapped += store.replace(updates)
+        result.batches += 1
+        done += len(rows)
+        if progress:
+            progress(done, total)
+    return result
