@@ -85,6 +85,10 @@ def translate_errors(operation: str) -> Iterator[None]:
         raise VaultTimeout(f"{operation}: no answer from Vault in time") from None
     except requests.exceptions.RequestException:
         raise VaultUnavailable(f"{operation}: cannot reach Vault") from None
+    except (KeyError, TypeError, ValueError):
+        # A 200 that is not Vault's JSON (a proxy's error page, a truncated body): the
+        # answer cannot be trusted, and must not escape as a foreign exception.
+        raise VaultError(f"{operation}: unexpected answer from Vault") from None
 
 
 class VaultClient:
@@ -139,8 +143,8 @@ class VaultClient:
             self._hvac.token = self._credentials.reveal()
             with translate_errors("token lookup"):
                 data = self._hvac.auth.token.lookup_self()["data"]
-            state = TokenState(self._credentials, now, float(data.get("ttl") or 0),
-                               bool(data.get("renewable")))
+                state = TokenState(self._credentials, now, float(data.get("ttl") or 0),
+                                   bool(data.get("renewable")))
         else:
             try:
                 with translate_errors("approle login"):
@@ -149,10 +153,10 @@ class VaultClient:
                         secret_id=self._credentials.secret_id.reveal(),
                         use_token=False,
                     )["auth"]
+                    state = TokenState(Secret(auth["client_token"]), now,
+                                       float(auth["lease_duration"]), bool(auth["renewable"]))
             except (VaultPermissionDenied, VaultRequestError):
                 raise VaultAuthError("approle login: role-id or secret-id refused") from None
-            state = TokenState(Secret(auth["client_token"]), now,
-                               float(auth["lease_duration"]), bool(auth["renewable"]))
             self._hvac.token = state.token.reveal()
         self.logins += 1
         log.info("vault login", ttl_s=state.ttl, renewable=state.renewable)
@@ -162,8 +166,8 @@ class VaultClient:
         now = self._clock()
         with translate_errors("token renew"):
             auth = self._hvac.auth.token.renew_self()["auth"]
-        renewed = TokenState(state.token, now, float(auth["lease_duration"]),
-                             bool(auth["renewable"]))
+            renewed = TokenState(state.token, now, float(auth["lease_duration"]),
+                                 bool(auth["renewable"]))
         self.renewals += 1
         return renewed
 
@@ -220,10 +224,13 @@ class VaultClient:
                 continue
             if isinstance(response, dict):
                 return response
-            if response.status_code == 204 or not response.content:
-                return {}
-            body: JSON = response.json()
-            return body
+            with translate_errors(operation):
+                if response.status_code == 204 or not response.content:
+                    return {}
+                body: JSON = response.json()
+                if not isinstance(body, dict):
+                    raise TypeError("not a JSON object")
+                return body
         raise AssertionError("unreachable")
 
     def read(self, path: str, operation: str) -> JSON:
@@ -250,10 +257,13 @@ class VaultClient:
             response = self._hvac.adapter.request(
                 "GET", "/v1/sys/health", raise_exception=False,
                 params={"standbyok": "true", "perfstandbyok": "true"})
-        status = response.status_code
-        if status in (200, 429, 473):
-            result: JSON = response.json()
-            return result
+            # hvac's JSON adapter hands back a 200 already parsed, any other status raw.
+            if isinstance(response, dict):
+                return response
+            status = response.status_code
+            if status in (429, 473):
+                result: JSON = response.json()
+                return result
         raise VaultUnavailable(f"health: Vault answered {status}")
 
     def close(self) -> None:

@@ -1,0 +1,280 @@
+"""VaultClient against the real OpenBao: AppRole login, renewal of a short-TTL token,
+re-login when renewal is refused, and every failure translated into service.errors."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from service.bootstrap import Layout
+from service.devstack import DevVault, free_port
+from service.errors import (
+    IvrVaultError,
+    VaultAuthError,
+    VaultError,
+    VaultPermissionDenied,
+    VaultTimeout,
+    VaultUnavailable,
+)
+from service.settings import Secret
+from service.vault_client import AppRoleCredentials, VaultClient
+
+TTL_S = 3
+CONTEXT = base64.b64encode(b"CA00000000000000000000000000000000:pin").decode()
+
+
+def short_role(admin: VaultClient, name: str, *, ttl: str, max_ttl: str,
+               ) -> AppRoleCredentials:
+    """A throw-away AppRole with the webhook's policy and a very short token TTL."""
+    admin.write(f"auth/approle/role/{name}", "write role", {
+        "token_policies": ["ivr-webhook"], "token_no_default_policy": True,
+        "token_ttl": ttl, "token_max_ttl": max_ttl, "token_type": "service"})
+    role_id = admin.read(f"auth/approle/role/{name}/role-id", "role-id")["data"]["role_id"]
+    secret_id = admin.write(f"auth/approle/role/{name}/secret-id", "secret-id"
+                            )["data"]["secret_id"]
+    return AppRoleCredentials(Secret(role_id), Secret(secret_id))
+
+
+def encrypt(client: VaultClient) -> str:
+    answer = client.write("transit/encrypt/ivr-dtmf", "encrypt",
+                          {"plaintext": base64.b64encode(b"4321").decode(), "context": CONTEXT})
+    ciphertext: str = answer["data"]["ciphertext"]
+    return ciphertext
+
+
+def keep_calling(client: VaultClient, seconds: float) -> int:
+    """Encrypt every 0.2 s for ``seconds``; every call must succeed."""
+    calls = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert encrypt(client).startswith("vault:v")
+        calls += 1
+        time.sleep(0.2)
+    return calls
+
+
+def current_token(client: VaultClient) -> str:
+    token: str = client._hvac.token  # the token, to revoke it from outside
+    return token
+
+
+@pytest.fixture(autouse=True)
+def _bootstrapped(layout: Layout) -> None:
+    """The AppRole mount and the ivr-webhook policy the short roles use."""
+
+
+@pytest.fixture
+def client_factory(dev_vault: DevVault) -> Iterator[Callable[[AppRoleCredentials], VaultClient]]:
+    made: list[VaultClient] = []
+
+    def make(creds: AppRoleCredentials) -> VaultClient:
+        client = VaultClient(dev_vault.addr, creds, timeout=5)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+def test_short_ttl_token_is_renewed_not_replaced(admin: VaultClient, client_factory: Callable[
+        [AppRoleCredentials], VaultClient]) -> None:
+    client = client_factory(short_role(admin, "test-renew", ttl=f"{TTL_S}s", max_ttl="1h"))
+    client.ensure_login()
+    first = current_token(client)
+    keep_calling(client, TTL_S * 2.2)  # well past one TTL
+    assert client.logins == 1
+    assert client.renewals >= 2
+    assert current_token(client) == first
+    # Vault agrees the token is alive and was renewed: its TTL is still within bounds.
+    ttl = admin.write("auth/token/lookup", "lookup", {"token": first})["data"]["ttl"]
+    assert 0 < ttl <= TTL_S
+
+
+def test_refused_renewal_leads_to_a_fresh_login(admin: VaultClient, client_factory: Callable[
+        [AppRoleCredentials], VaultClient]) -> None:
+    client = client_factory(short_role(admin, "test-relogin", ttl=f"{TTL_S}s", max_ttl="1h"))
+    encrypt(client)
+    revoked = current_token(client)
+    admin.write("auth/token/revoke", "revoke", {"token": revoked})
+    # Into the renewal window: the client tries to renew the dead token, is refused,
+    # and logs in again; the caller of encrypt() notices nothing.
+    time.sleep(TTL_S * 0.75)
+    renewals = client.renewals
+    assert encrypt(client).startswith("vault:v")
+    assert client.logins == 2
+    assert client.renewals == renewals
+    assert current_token(client) != revoked
+    keep_calling(client, 1.0)
+    assert client.logins == 2
+
+
+def test_revoked_token_mid_ttl_gets_one_relogin(admin: VaultClient, client_factory: Callable[
+        [AppRoleCredentials], VaultClient]) -> None:
+    client = client_factory(short_role(admin, "test-revoked", ttl="1h", max_ttl="2h"))
+    encrypt(client)
+    admin.write("auth/token/revoke", "revoke", {"token": current_token(client)})
+    assert encrypt(client).startswith("vault:v")
+    assert client.logins == 2
+
+
+def test_max_ttl_reached_leads_to_a_fresh_login(admin: VaultClient, client_factory: Callable[
+        [AppRoleCredentials], VaultClient]) -> None:
+    client = client_factory(short_role(admin, "test-maxttl", ttl="2s", max_ttl="3s"))
+    keep_calling(client, 4.5)
+    assert client.logins >= 2
+
+
+def test_wrong_secret_id_is_an_auth_error(dev_vault: DevVault, admin: VaultClient,
+                                          client_factory: Callable[[AppRoleCredentials],
+                                                                   VaultClient]) -> None:
+    good = short_role(admin, "test-wrong-secret", ttl="1h", max_ttl="1h")
+    client = client_factory(AppRoleCredentials(good.role_id, Secret("not-the-secret-id")))
+    with pytest.raises(VaultAuthError) as caught:
+        client.ensure_login()
+    assert "not-the-secret-id" not in str(caught.value)
+
+
+def test_a_real_denial_is_raised_after_one_relogin(admin: VaultClient, client_factory: Callable[
+        [AppRoleCredentials], VaultClient]) -> None:
+    client = client_factory(short_role(admin, "test-denied", ttl="1h", max_ttl="1h"))
+    with pytest.raises(VaultPermissionDenied):
+        client.read("transit/keys/ivr-dtmf", "read key")
+    assert client.logins == 2  # one retry with a fresh token, not a loop
+
+
+# -- failures translated at the boundary ----------------------------------------------
+
+def test_unreachable_vault_is_unavailable() -> None:
+    client = VaultClient(f"http://127.0.0.1:{free_port()}", Secret("t"), timeout=2)
+    with pytest.raises(VaultUnavailable) as caught:
+        client.read("sys/mounts", "list mounts")
+    assert not isinstance(caught.value, VaultTimeout)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """Accepts connections and never answers: a hung Vault."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+@pytest.mark.parametrize("credentials", ["token", "approle"])
+def test_hung_vault_times_out_within_the_timeout(silent_server: int, credentials: str) -> None:
+    creds: AppRoleCredentials | Secret = (
+        Secret("t") if credentials == "token" else AppRoleCredentials(Secret("r"), Secret("s")))
+    client = VaultClient(f"http://127.0.0.1:{silent_server}", creds, timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(VaultTimeout):
+        client.write("transit/encrypt/ivr-dtmf", "encrypt", {})
+    assert time.monotonic() - started < 2.0
+    with pytest.raises(VaultTimeout):
+        client.health()
+
+
+def test_paused_dev_vault_times_out(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Our own Vault, SIGSTOPped: the session Vault is never paused."""
+    vault = DevVault.start(tmp_path_factory.mktemp("paused-vault"))
+    try:
+        client = VaultClient(vault.addr, vault.root_token, timeout=0.5)
+        assert client.health()["initialized"] is True
+        vault.pause()
+        started = time.monotonic()
+        with pytest.raises(VaultTimeout):
+            client.read("sys/mounts", "list mounts")
+        assert time.monotonic() - started < 2.0
+        vault.resume()
+        assert "transit/" not in client.read("sys/mounts", "list mounts")["data"]
+    finally:
+        vault.resume()
+        vault.stop()
+
+
+class _Broken(http.server.BaseHTTPRequestHandler):
+    """A server that answers like no Vault should."""
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        status, body, ctype = {
+            "/v1/garbage": (200, b"<html>proxy error page</html>", "text/html"),
+            "/v1/teapot": (418, b"short and stout", "text/plain"),
+            "/v1/sealed": (503, b'{"errors":["Vault is sealed"]}', "application/json"),
+            "/v1/auth/approle/login": (200, b'{"data": {}}', "application/json"),
+            "/v1/auth/token/lookup-self": (200, b'{"data": {"ttl": 0}}', "application/json"),
+            "/v1/sys/health": (200, b"not json", "text/plain"),
+        }.get(self.path.split("?")[0], (500, b"internal", "text/plain"))
+        if self.path.startswith("/v1/reset"):
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = _answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def broken_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Broken)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.mark.parametrize(("path", "expected"), [
+    ("garbage", VaultError),
+    ("teapot", VaultError),
+    ("sealed", VaultUnavailable),
+    ("failing", VaultUnavailable),
+    ("reset", VaultUnavailable),
+])
+def test_odd_answers_become_our_errors(broken_server: str, path: str,
+                                       expected: type[VaultError]) -> None:
+    client = VaultClient(broken_server, Secret("t"), timeout=2)
+    with pytest.raises(expected) as caught:
+        client.write(path, "probe", {"plaintext": "MTIzNA=="})
+    assert isinstance(caught.value, IvrVaultError)
+    assert "MTIzNA" not in str(caught.value)
+
+
+def test_odd_login_and_health_answers_become_our_errors(broken_server: str) -> None:
+    client = VaultClient(broken_server, AppRoleCredentials(Secret("r"), Secret("s")), timeout=2)
+    with pytest.raises(VaultError):
+        client.ensure_login()
+    with pytest.raises(VaultError):
+        client.health()
