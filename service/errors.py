@@ -72,6 +72,10 @@ class InputError(IvrVaultError):
     """Input that cannot be accepted. The message describes the field, never the value."""
 
 
+class TwilioApiError(IvrVaultError):
+    """Twilio's REST API refused a request or could not be reached (operator CLI)."""
+
+
 class BackendError(IvrVaultError):
     kind = "backend"
 

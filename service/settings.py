@@ -69,6 +69,15 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("LOOKUP_KEY", "ivr-lookup", "Transit HMAC key for account verifiers."),
     SettingSpec("TWILIO_AUTH_TOKEN", None,
                 "Twilio auth token; verifies X-Twilio-Signature (webhook).", secret=True),
+    SettingSpec("TWILIO_ACCOUNT_SID", None,
+                "Twilio account SID, for `ivr-vault twilio configure-number` only."),
+    SettingSpec("TWILIO_API_KEY", None,
+                "Twilio API key SID (with TWILIO_API_SECRET), instead of the auth token, for "
+                "`ivr-vault twilio configure-number`."),
+    SettingSpec("TWILIO_API_SECRET", None,
+                "Secret of TWILIO_API_KEY (or TWILIO_API_SECRET_FILE).", secret=True),
+    SettingSpec("TWILIO_API_BASE_URL", "https://api.twilio.com",
+                "Twilio REST API base URL (an egress proxy; the tests' local recorder)."),
     SettingSpec("PUBLIC_BASE_URL", "http://127.0.0.1:8080",
                 "The URL Twilio calls, without path; signatures are checked against it. "
                 "Empty: derive from trusted X-Forwarded-* headers."),
