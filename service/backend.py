@@ -97,7 +97,8 @@ async def _find(state: BackendState, last4: str, pin: str,
     return None, "", latest
 
 
-async def lookup(state: BackendState, request: LookupRequest) -> tuple[int, dict[str, Any]]:
+async def lookup(state: BackendState, request: LookupRequest,
+                 request_key: str | None = None) -> tuple[int, dict[str, Any]]:
     settings = state.settings
     try:
         card_pt, pin_pt = await state.transit.decrypt([
@@ -121,7 +122,8 @@ async def lookup(state: BackendState, request: LookupRequest) -> tuple[int, dict
     if not hmac.compare_digest(pin_verifier.encode(), account.pin_verifier.encode()):
         locked = await state.db(lambda: state.store.record_failure(
             account.id, now, window=settings.lockout_window,
-            threshold=settings.lockout_threshold, duration=settings.lockout_duration))
+            threshold=settings.lockout_threshold, duration=settings.lockout_duration,
+            request_key=request_key))
         if locked:
             state.metrics.lockouts.inc()
             log.warning("card locked after repeated wrong PINs", lookup_version=None)
@@ -151,15 +153,16 @@ async def lookup_endpoint(request: Request) -> Response:
     key = request.headers.get("idempotency-key")
     if key is not None and (len(key) > 200 or not key.isascii()):
         return _error(422, [{"loc": "header:Idempotency-Key", "msg": "invalid"}])
-    if key:
-        remembered = await state.db(state.store.remembered, f"{parsed.call_sid}|{key}",
+    request_key = f"{parsed.call_sid}|{key}" if key else None
+    if request_key:
+        remembered = await state.db(state.store.remembered, request_key,
                                     time.time(), IDEMPOTENCY_TTL_S)
         if remembered is not None:
             annotate(outcome="replayed")
             status, saved = remembered
             return JSONResponse(json.loads(saved), status_code=status)
     try:
-        status, body = await lookup(state, parsed)
+        status, body = await lookup(state, parsed, request_key)
     except VaultError as exc:
         state.metrics.vault_errors.labels(exc.kind).inc()
         annotate(outcome="vault_unavailable", error_kind=exc.kind)
@@ -167,8 +170,8 @@ async def lookup_endpoint(request: Request) -> Response:
     outcome = {200: "found", 404: "not_found", 423: "locked", 422: "rejected"}.get(status)
     state.metrics.lookups.labels(outcome or "error").inc()
     annotate(outcome=outcome)
-    if key and status in (200, 404, 423):
-        await state.db(state.store.remember, f"{parsed.call_sid}|{key}", status,
+    if request_key and status in (200, 404, 423):
+        await state.db(state.store.remember, request_key, status,
                        json.dumps(body), time.time(), IDEMPOTENCY_TTL_S)
     return JSONResponse(body, status_code=status)
 

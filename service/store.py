@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS accounts (
 );
 CREATE TABLE IF NOT EXISTS pin_failures (
     account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    at REAL NOT NULL
+    at REAL NOT NULL,
+    request_key TEXT
 );
 CREATE INDEX IF NOT EXISTS pin_failures_by_account ON pin_failures(account_id, at);
 CREATE TABLE IF NOT EXISTS locks (
@@ -78,6 +79,13 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(pin_failures)")}
+            if "request_key" not in columns:  # a store made before retries were keyed
+                db.execute("ALTER TABLE pin_failures ADD COLUMN request_key TEXT")
+            # Two deliveries of one Twilio request (a retry racing the original) carry
+            # the same key: the second insert is ignored, so it is not a second failure.
+            db.execute("CREATE UNIQUE INDEX IF NOT EXISTS pin_failures_by_request"
+                       " ON pin_failures(request_key)")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -136,14 +144,19 @@ class Store:
         return float(row[0]) if row else None
 
     def record_failure(self, account_id: int, now: float, *, window: float, threshold: int,
-                       duration: float) -> bool:
+                       duration: float, request_key: str | None = None) -> bool:
         """Count a wrong PIN; lock the account when ``threshold`` fall within ``window``.
+        A failure whose ``request_key`` was already counted is not counted again.
         Returns True when this failure locked it."""
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             db.execute("DELETE FROM pin_failures WHERE at <= ?", (now - window,))
-            db.execute("INSERT INTO pin_failures(account_id, at) VALUES (?, ?)",
-                       (account_id, now))
+            inserted = db.execute(
+                "INSERT OR IGNORE INTO pin_failures(account_id, at, request_key)"
+                " VALUES (?, ?, ?)", (account_id, now, request_key)).rowcount
+            if not inserted:
+                db.execute("COMMIT")
+                return False
             (count,) = db.execute("SELECT COUNT(*) FROM pin_failures WHERE account_id=?",
                                   (account_id,)).fetchone()
             locked = bool(count >= threshold)
@@ -153,6 +166,12 @@ class Store:
                 db.execute("DELETE FROM pin_failures WHERE account_id=?", (account_id,))
             db.execute("COMMIT")
         return locked
+
+    def failure_count(self, account_id: int) -> int:
+        with self._connect() as db:
+            (count,) = db.execute("SELECT COUNT(*) FROM pin_failures WHERE account_id=?",
+                                  (account_id,)).fetchone()
+        return int(count)
 
     def clear_failures(self, account_id: int) -> None:
         with self._connect() as db:
