@@ -95,6 +95,7 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) 
                                    environ.get("TWILIO_AUTH_TOKEN"))
         backend_file = _secret_file(state_dir / "backend-token", environ.get("BACKEND_TOKEN"))
         store_path = state_dir / "accounts.sqlite3"
+        public_base_url, backend_url = _local_urls(settings, environ)
 
         def service_env(role: str) -> dict[str, str]:
             env = {k: v for k, v in environ.items()
@@ -108,6 +109,8 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) 
                 "STORE_PATH": str(store_path),
                 "LOG_FORMAT": environ.get("LOG_FORMAT", "console"),
                 "PYTHONUNBUFFERED": "1",
+                "PUBLIC_BASE_URL": public_base_url,
+                "BACKEND_URL": backend_url,
             })
             if role == "webhook":
                 env["TWILIO_AUTH_TOKEN_FILE"] = str(twilio_file)
@@ -126,15 +129,18 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) 
         stack.callback(webhook.stop)
         webhook.start(to_terminal=True)
         wait_http(f"{webhook.url}/readyz", timeout=15)
+        call = ".venv/bin/ivr-vault call --card 1234 --pin 4321"
+        if public_base_url != "http://127.0.0.1:8080":
+            call += f" --url {public_base_url or webhook.url}"  # call's own default is 8080
 
         print(f"""
 ivr-vault is running.
-  webhook  {webhook.url}   (Twilio voice URL: {settings.public_base_url}/voice)
+  webhook  {webhook.url}   (Twilio voice URL: {public_base_url or "<proxy's URL>"}/voice)
   backend  {backend.url}   (internal)
   vault    {vault_addr}    (source {state_dir}/vault.env to use the vault/bao CLI)
 
 Place a test call:
-  .venv/bin/ivr-vault call --card 1234 --pin 4321
+  {call}
 Ctrl-C stops everything.
 """, flush=True)
         try:
@@ -146,6 +152,17 @@ Ctrl-C stops everything.
         except KeyboardInterrupt:
             print("\nivr-vault: stopping.", flush=True)
             return 0
+
+
+def _local_urls(settings: Settings, environ: Mapping[str, str]) -> tuple[str, str]:
+    """PUBLIC_BASE_URL and BACKEND_URL, which unless set follow WEBHOOK_PORT and
+    BACKEND_PORT: signatures are checked against the former, the webhook calls the latter,
+    so a stack moved off 8080/8081 must not keep pointing there."""
+    public = (settings.public_base_url if "PUBLIC_BASE_URL" in environ
+              else f"http://127.0.0.1:{settings.webhook_port}")
+    backend = (settings.backend_url if "BACKEND_URL" in environ
+               else f"http://127.0.0.1:{settings.backend_port}")
+    return public, backend
 
 
 def _vault_port(environ: Mapping[str, str]) -> int | None:
