@@ -172,13 +172,17 @@ class RetirePlan:
         return self.target > self.current
 
 
-def plan_retirement(key: KeyStatus, older_than: float, call_max_age: float, *,
-                    verifiers: bool = False, now: float | None = None) -> RetirePlan:
-    """``verifiers``: the key makes HMAC verifiers, which cannot be rewrapped."""
+def check_window(older_than: float, call_max_age: float) -> None:
     if older_than < call_max_age:
         raise RetireRefused(
             f"--older-than {older_than:g}s is shorter than CALL_MAX_AGE ({call_max_age:g}s): "
             "a call in progress could still hold a ciphertext of that version")
+
+
+def plan_retirement(key: KeyStatus, older_than: float, call_max_age: float, *,
+                    verifiers: bool = False, now: float | None = None) -> RetirePlan:
+    """``verifiers``: the key makes HMAC verifiers, which cannot be rewrapped."""
+    check_window(older_than, call_max_age)
     target = retirable_floor(key, older_than, time.time() if now is None else now)
     in_use = {v: n for v, n in key.stored_records.items() if v < target and n}
     if in_use:

@@ -67,10 +67,11 @@ def _rotate(args: argparse.Namespace, settings: Settings) -> int:
 def _retire(args: argparse.Namespace, settings: Settings) -> int:
     older_than = parse_duration(args.older_than, name="--older-than")
     name = args.key or settings.dtmf_key
-    vault = keys.operator_vault(settings)
-    key = keys.KeyStatus.from_vault(name, keys.read_key(vault, settings, name),
-                                    keys.stored_counts(settings, name))
     try:
+        keys.check_window(older_than, settings.call_max_age)  # before any Vault call
+        vault = keys.operator_vault(settings)
+        key = keys.KeyStatus.from_vault(name, keys.read_key(vault, settings, name),
+                                        keys.stored_counts(settings, name))
         plan = keys.plan_retirement(key, older_than, settings.call_max_age,
                                     verifiers=name == settings.lookup_key)
     except keys.RetireRefused as exc:
