@@ -117,7 +117,6 @@ async def lookup(state: BackendState, request: LookupRequest,
         return 404, {"detail": "not found"}
     now = time.time()
     if await state.db(state.store.locked_until, account.id, now) is not None:
-        state.metrics.lookups.labels("locked").inc()
         return 423, {"detail": "locked"}
     if not hmac.compare_digest(pin_verifier.encode(), account.pin_verifier.encode()):
         locked = await state.db(lambda: state.store.record_failure(
