@@ -8,6 +8,7 @@ A bad setting raises :class:`ConfigError` naming the setting, never echoing its 
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -120,8 +121,8 @@ def parse_duration(text: str, *, name: str) -> float:
         value = float(raw) * factor
     except ValueError:
         raise ConfigError(f"{name}: expected a duration such as 90s, 15m or 4h") from None
-    if not value > 0:
-        raise ConfigError(f"{name}: must be positive")
+    if not 0 < value < math.inf:
+        raise ConfigError(f"{name}: must be positive and finite")
     return value
 
 
@@ -138,6 +139,8 @@ class _Reader:
                 value = path.read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise ConfigError(f"{file_var}: cannot read the file ({exc.strerror})") from None
+            except UnicodeDecodeError:
+                raise ConfigError(f"{file_var}: the file is not UTF-8 text") from None
             if not value:
                 raise ConfigError(f"{file_var}: the file is empty")
             return value

@@ -1,0 +1,143 @@
+"""Settings.from_environ: defaults, ``*_FILE`` secrets, and errors that name the setting
+without ever echoing its value."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from service.errors import ConfigError
+from service.settings import SPECS, Secret, Settings, parse_duration
+
+MARK = "S3CRET-VALUE-7731"
+
+
+def test_defaults() -> None:
+    s = Settings.from_environ({})
+    assert s.vault_addr == "http://127.0.0.1:8200"
+    assert s.public_base_url == "http://127.0.0.1:8080"
+    assert s.backend_url == "http://127.0.0.1:8081"
+    assert (s.webhook_host, s.webhook_port) == ("127.0.0.1", 8080)
+    assert (s.backend_host, s.backend_port) == ("127.0.0.1", 8081)
+    assert (s.transit_mount, s.dtmf_key, s.lookup_key) == ("transit", "ivr-dtmf", "ivr-lookup")
+    assert s.vault_timeout == 2.0 and s.backend_timeout == 2.0
+    assert s.max_attempts == 3
+    assert (s.lockout_threshold, s.lockout_window, s.lockout_duration) == (5, 900, 900)
+    assert s.call_max_age == 4 * 3600
+    assert s.trusted_proxies == ()
+    assert s.vault_role_id is s.vault_secret_id is s.twilio_auth_token is None
+    assert s.log_format == "json" and s.log_level == "INFO"
+
+
+def test_the_dataclass_defaults_match_the_spec_table() -> None:
+    """Settings() and Settings.from_environ({}) must not drift apart."""
+    fields = {name: value for name, value in vars(Settings.from_environ({})).items()
+              if name != "environ"}
+    assert fields == {name: value for name, value in vars(Settings()).items()
+                      if name != "environ"}
+    # Every field is documented (SPECS also lists settings that single commands read).
+    assert set(fields) <= {spec.name.lower() for spec in SPECS}
+
+
+def test_values_are_read_and_trimmed() -> None:
+    s = Settings.from_environ({
+        "VAULT_ADDR": " https://vault.internal:8200/ ", "WEBHOOK_PORT": "9090",
+        "TRUSTED_PROXIES": "10.0.0.0/8, ::1", "LOG_LEVEL": "debug", "LOCKOUT_WINDOW": "90s",
+        "CALL_MAX_AGE": "2h", "TRANSIT_MOUNT": "/ivr-transit/", "PUBLIC_BASE_URL": ""})
+    assert s.vault_addr == "https://vault.internal:8200"
+    assert s.webhook_port == 9090
+    assert s.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"),
+                                 ipaddress.ip_network("::1/128"))
+    assert s.log_level == "DEBUG"
+    assert s.lockout_window == 90 and s.call_max_age == 7200
+    assert s.transit_mount == "ivr-transit"
+    assert s.public_base_url == ""
+
+
+def test_secrets_from_files_win_and_stay_hidden(tmp_path: Path) -> None:
+    for name, value in (("role", "role-123"), ("secret", MARK), ("twilio", "tw-456")):
+        (tmp_path / name).write_text(f"  {value}\n")
+    s = Settings.from_environ({
+        "VAULT_ROLE_ID_FILE": str(tmp_path / "role"), "VAULT_SECRET_ID_FILE": str(tmp_path
+                                                                                   / "secret"),
+        "TWILIO_AUTH_TOKEN_FILE": str(tmp_path / "twilio"), "TWILIO_AUTH_TOKEN": "from-env",
+        "BACKEND_TOKEN": "bt-789"})
+    assert s.vault_role_id == Secret("role-123")
+    assert s.vault_secret_id is not None and s.vault_secret_id.reveal() == MARK
+    assert s.twilio_auth_token == Secret("tw-456")  # the file wins over the variable
+    assert s.backend_token == Secret("bt-789")
+    assert MARK not in repr(s) and MARK not in str(s.vault_secret_id)
+    assert s.require("webhook") is s
+
+
+def test_file_variants_exist_only_for_secrets(tmp_path: Path) -> None:
+    (tmp_path / "port").write_text("9999")
+    assert Settings.from_environ({"WEBHOOK_PORT_FILE": str(tmp_path / "port")}
+                                 ).webhook_port == 8080
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "VAULT_SECRET_ID_FILE: cannot read the file"),
+    (b"  \n", "VAULT_SECRET_ID_FILE: the file is empty"),
+    (b"\xff\xfe" + MARK.encode(), "VAULT_SECRET_ID_FILE: "),
+])
+def test_unusable_secret_files(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "secret_id"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_environ({"VAULT_SECRET_ID_FILE": str(path)})
+    assert str(caught.value).startswith(message)
+    assert MARK not in str(caught.value)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("VAULT_ADDR", f"ftp://{MARK}"), ("VAULT_ADDR", MARK),
+    ("PUBLIC_BASE_URL", f"https://user:{MARK}@example.com"),
+    ("PUBLIC_BASE_URL", f"https://example.com/?token={MARK}"),
+    ("BACKEND_URL", f"https://example.com/#{MARK}"),
+    ("VAULT_TIMEOUT", MARK), ("VAULT_TIMEOUT", "0"), ("VAULT_TIMEOUT", "nan"),
+    ("BACKEND_TIMEOUT", "60"),
+    ("WEBHOOK_PORT", MARK), ("WEBHOOK_PORT", "65536"), ("BACKEND_PORT", "-1"),
+    ("MAX_ATTEMPTS", "0"), ("MAX_BODY_BYTES", "10"), ("WEB_CONCURRENCY", "1.5"),
+    ("LOCKOUT_THRESHOLD", MARK),
+    ("TRUSTED_PROXIES", f"10.0.0.0/8,{MARK}"),
+    ("LOG_FORMAT", MARK), ("LOG_LEVEL", "trace"),
+    ("LOCKOUT_WINDOW", MARK), ("LOCKOUT_DURATION", "-5m"), ("CALL_MAX_AGE", "0"),
+    ("CALL_MAX_AGE", "inf"), ("LOCKOUT_DURATION", "nanm"),
+])
+def test_bad_values_name_the_setting_and_never_echo_it(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_environ({name: value})
+    message = str(caught.value)
+    assert message.startswith(f"{name}: ")
+    assert MARK not in message  # short values such as "0" may be part of a range
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("90", 90), ("90s", 90), ("15m", 900), ("4h", 14400), ("1d", 86400), (" 1.5H ", 5400)])
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text, name="X") == seconds
+
+
+@pytest.mark.parametrize(("role", "env", "missing"), [
+    ("backend", {}, "VAULT_ROLE_ID"),
+    ("backend", {"VAULT_ROLE_ID": "r", "VAULT_SECRET_ID": "s"}, "BACKEND_TOKEN"),
+    ("webhook", {"VAULT_ROLE_ID": "r", "VAULT_SECRET_ID": "s", "BACKEND_TOKEN": "b"},
+     "TWILIO_AUTH_TOKEN"),
+    ("webhook", {"VAULT_ROLE_ID": "r", "VAULT_SECRET_ID": "s", "BACKEND_TOKEN": "b",
+                 "TWILIO_AUTH_TOKEN": "t", "PUBLIC_BASE_URL": ""}, "PUBLIC_BASE_URL"),
+])
+def test_require_names_what_a_role_is_missing(role: str, env: dict[str, str],
+                                              missing: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{missing}: "):
+        Settings.from_environ(env).require(role)  # type: ignore[arg-type]
+
+
+def test_secret_does_not_show_itself() -> None:
+    secret = Secret(MARK)
+    assert MARK not in repr(secret) and MARK not in str(secret) and MARK not in f"{secret}"
+    assert secret.reveal() == MARK
+    assert secret == Secret(MARK) and secret != Secret("other") and secret != MARK
