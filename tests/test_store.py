@@ -1,0 +1,137 @@
+"""The SQLite account store: verifiers and their key version, failed-PIN counting and
+locks, and the idempotency memory that keeps a Twilio retry from counting twice."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from service.store import Store, card_input, pin_input, verifier_version
+
+CARD_V1 = "vault:v1:Y2FyZC12MQ=="
+PIN_V1 = "vault:v1:cGluLXYx"
+CARD_V3 = "vault:v3:Y2FyZC12Mw=="
+PIN_V3 = "vault:v3:cGluLXYz"
+WINDOW, THRESHOLD, DURATION = 900.0, 3, 600.0
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "sub" / "accounts.sqlite3")
+    s.upsert_account("AC12345678", "12.55", CARD_V1, PIN_V1)
+    return s
+
+
+def fail(store: Store, account: int, at: float) -> bool:
+    return store.record_failure(account, at, window=WINDOW, threshold=THRESHOLD,
+                                duration=DURATION)
+
+
+def account_id(store: Store, card: str = CARD_V1) -> int:
+    account = store.find_by_card(card)
+    assert account is not None
+    return account.id
+
+
+@pytest.mark.parametrize(("verifier", "version"), [
+    ("vault:v1:abc", 1), ("vault:v12:abc=", 12), ("vault:v3:", 3)])
+def test_verifier_version(verifier: str, version: int) -> None:
+    assert verifier_version(verifier) == version
+
+
+@pytest.mark.parametrize("bad", ["", "vault", "vault:vX:abc", "1234", "vault:1"])
+def test_verifier_version_refuses_what_is_not_an_hmac(bad: str) -> None:
+    with pytest.raises(ValueError, match="not a Transit HMAC"):
+        verifier_version(bad)
+
+
+def test_inputs_bind_the_pin_to_its_card() -> None:
+    assert card_input("1234") == b"card:1234"
+    assert pin_input("1234", "4321") != pin_input("5678", "4321")
+
+
+def test_find_and_upsert(store: Store) -> None:
+    account = store.find_by_card(CARD_V1)
+    assert account is not None
+    assert (account.account, account.balance, account.pin_verifier, account.lookup_version) \
+        == ("AC12345678", "12.55", PIN_V1, 1)
+    assert store.find_by_card(CARD_V3) is None
+    store.upsert_account("AC12345678", "99.00", CARD_V3, PIN_V3)  # same account, re-made
+    assert store.find_by_card(CARD_V1) is None
+    updated = store.find_by_card(CARD_V3)
+    assert updated is not None and updated.id == account.id
+    assert (updated.balance, updated.lookup_version) == ("99.00", 3)
+
+
+def test_versions_and_replacement(store: Store) -> None:
+    store.upsert_account("AC00000002", "1.00", CARD_V3, PIN_V3)
+    assert store.lookup_versions() == [3, 1]
+    assert store.version_counts() == {1: 1, 3: 1}
+    store.replace_verifiers(account_id(store), "vault:v3:bmV3LWNhcmQ=", "vault:v3:bmV3LXBpbg==")
+    assert store.lookup_versions() == [3]
+    assert store.version_counts() == {3: 2}
+
+
+def test_card_verifiers_are_unique(store: Store) -> None:
+    with pytest.raises(sqlite3.IntegrityError):
+        store.upsert_account("AC00000002", "1.00", CARD_V1, PIN_V3)
+
+
+def test_wrong_pins_lock_at_the_threshold(store: Store) -> None:
+    aid, now = account_id(store), 1_000_000.0
+    assert fail(store, aid, now) is False
+    assert fail(store, aid, now + 1) is False
+    assert store.locked_until(aid, now + 2) is None
+    assert fail(store, aid, now + 2) is True
+    assert store.locked_until(aid, now + 3) == now + 2 + DURATION
+    # The lock ends by itself; the count started over when it was set.
+    assert store.locked_until(aid, now + 2 + DURATION) is None
+    assert fail(store, aid, now + 700) is False
+
+
+def test_failures_outside_the_window_do_not_count(store: Store) -> None:
+    aid, now = account_id(store), 1_000_000.0
+    fail(store, aid, now)
+    fail(store, aid, now + 1)
+    # At now + WINDOW + 0.5 the first failure has left the window: two count, not three.
+    assert fail(store, aid, now + WINDOW + 0.5) is False
+    assert fail(store, aid, now + WINDOW + 0.7) is True
+
+
+def test_a_correct_pin_clears_the_count(store: Store) -> None:
+    aid, now = account_id(store), 1_000_000.0
+    fail(store, aid, now)
+    fail(store, aid, now + 1)
+    store.clear_failures(aid)
+    assert fail(store, aid, now + 2) is False
+
+
+def test_failures_are_per_account_and_survive_a_new_store_object(store: Store) -> None:
+    store.upsert_account("AC00000002", "1.00", CARD_V3, PIN_V3)
+    aid, other, now = account_id(store), account_id(store, CARD_V3), 1_000_000.0
+    fail(store, aid, now)
+    fail(store, aid, now + 1)
+    assert fail(store, other, now + 2) is False
+    reopened = Store(store.path)  # a backend restart does not reset the count
+    assert fail(reopened, aid, now + 3) is True
+
+
+def test_idempotency_memory(store: Store) -> None:
+    now, ttl = 1_000_000.0, 900.0
+    assert store.remembered("CA1|key", now, ttl) is None
+    store.remember("CA1|key", 404, '{"detail": "not found"}', now, ttl)
+    assert store.remembered("CA1|key", now + 10, ttl) == (404, '{"detail": "not found"}')
+    assert store.remembered("CA2|key", now + 10, ttl) is None
+    assert store.remembered("CA1|key", now + ttl, ttl) is None  # expired
+    store.remember("CA3|key", 200, "{}", now + ttl + 1, ttl)  # also sweeps the old entry
+    with sqlite3.connect(store.path) as db:
+        assert [row[0] for row in db.execute("SELECT key FROM idempotency")] == ["CA3|key"]
+
+
+def test_the_schema_has_no_place_for_digits(store: Store) -> None:
+    with sqlite3.connect(store.path) as db:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(accounts)")}
+    assert columns == {"id", "account", "balance", "card_verifier", "pin_verifier",
+                       "lookup_version"}
