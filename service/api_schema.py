@@ -37,8 +37,9 @@ def parse_lookup(body: bytes) -> LookupRequest:
         raise SchemaError([{"loc": "body", "msg": "not valid JSON"}]) from None
     if not isinstance(data, dict):
         raise SchemaError([{"loc": "body", "msg": "expected a JSON object"}])
-    problems = [{"loc": f"body.{name}", "msg": "unexpected field"}
-                for name in data if name not in FIELDS][:10]
+    # An unknown field's name is caller data too (it could be digits): not echoed.
+    problems = [{"loc": "body", "msg": f"unexpected field; allowed: {', '.join(FIELDS)}"}
+                ] if any(name not in FIELDS for name in data) else []
     for name, pattern in FIELDS.items():
         value = data.get(name)
         if value is None:
