@@ -72,11 +72,14 @@ FAILURE_EVENT: Final[Mapping[str, str]] = MappingProxyType(
 # Matched as substrings of the normalised key, so ``card_last4``, ``cardLast4`` and
 # ``X-Twilio-Signature`` are all caught. This also redacts innocent keys such as ``format``
 # or ``mapping``; a redacted harmless value costs nothing, a missed PIN costs everything.
+# ``input``/``payload``: Transit bodies carry digits as base64 (``batch_input``), which has no
+# digit left for the masker to find.
 SENSITIVE_STEMS: Final[frozenset[str]] = frozenset(
     {
         "digit", "pin", "card", "last4", "cvv", "cvc", "speech", "plaintext",
         "body", "form", "query", "token", "secret", "auth", "password", "passwd",
         "credential", "cookie", "header", "signature", "apikey", "privatekey",
+        "input", "payload",
     }
 )  # fmt: skip
 
