@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -26,8 +27,6 @@ DEV_DIR = Path(".dev")
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from .logconfig import UVICORN_LOG_KWARGS
-
     settings.require(args.role)
     if args.check:
         print(f"ivr-vault: {args.role} configuration is valid")
@@ -38,18 +37,30 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     else:
         from .backend import create_backend_app as factory
         host, port = settings.backend_host, settings.backend_port
-    uvicorn.run(
-        factory(settings),
-        host=host,
-        port=port,
-        # Forwarded headers are judged by the webhook itself against TRUSTED_PROXIES.
-        proxy_headers=False,
-        server_header=False,
-        date_header=False,
-        timeout_graceful_shutdown=10,
-        **UVICORN_LOG_KWARGS,
-    )
+    uvicorn.run(factory(settings), host=host, port=port, **uvicorn_options())
     return 0
+
+
+def uvicorn_options() -> dict[str, Any]:
+    """How every service process (and the bench baseline) runs uvicorn.
+
+    uvloop and httptools, named so that a missing extra fails loudly instead of silently
+    falling back to asyncio/h11 (measured: ~2x the throughput). One worker: on the 2-core
+    bench machine a second worker lost throughput to Vault and the backend
+    (bench/RESULTS.md); scale with replicas, which the stateless call flow allows.
+    """
+    from .logconfig import UVICORN_LOG_KWARGS
+
+    return {
+        "loop": "uvloop",
+        "http": "httptools",
+        # Forwarded headers are judged by the webhook itself against TRUSTED_PROXIES.
+        "proxy_headers": False,
+        "server_header": False,
+        "date_header": False,
+        "timeout_graceful_shutdown": 10,
+        **UVICORN_LOG_KWARGS,
+    }
 
 
 def _bootstrap(args: argparse.Namespace, settings: Settings) -> int:
@@ -109,6 +120,16 @@ def _accounts_add(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _accounts_seed_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """The tutorial's test account (card 1234, PIN 4321), for docker compose's init step."""
+    from .accounts import DEMO_ACCOUNT, DEMO_CARD, DEMO_PIN, add_account
+
+    add_account(settings, account=DEMO_ACCOUNT[0], balance=DEMO_ACCOUNT[1], last4=DEMO_CARD,
+                pin=DEMO_PIN)
+    print(f"ivr-vault: demo account {DEMO_ACCOUNT[0]} provisioned")
+    return 0
+
+
 def _dev(args: argparse.Namespace, settings: Settings) -> int:
     from .dev import run_dev
 
@@ -118,7 +139,7 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
 # Command groups that live in their own modules: each exposes
 # ``register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None`` and sets
 # ``func`` (a :data:`Command`) on its parsers.
-REGISTRARS: tuple[str, ...] = ()
+REGISTRARS: tuple[str, ...] = (".keys_cli", ".legacy_cli", ".twilio_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--account", required=True)
     p.add_argument("--balance", required=True)
     p.set_defaults(func=_accounts_add)
+    p = accounts.add_parser("seed-demo", help="provision the demo account (card 1234, PIN "
+                                              "4321) with the backend's identity")
+    p.set_defaults(func=_accounts_seed_demo)
     return parser
 
 
