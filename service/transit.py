@@ -40,7 +40,7 @@ def call_context(call_sid: str, field: str) -> bytes:
 
 def ciphertext_version(ciphertext: str) -> int | None:
     """Key version of a well-formed Transit ciphertext, or None if it is not one."""
-    match = _CIPHERTEXT.match(ciphertext)
+    match = _CIPHERTEXT.fullmatch(ciphertext)  # fullmatch: "$" would allow a trailing \n
     return int(match["version"]) if match else None
 
 
