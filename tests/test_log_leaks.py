@@ -209,3 +209,11 @@ def test_base64_of_digits_survives_masking_so_transit_bodies_are_redacted() -> N
     payload = {"batch_input": [{"input": encoded}], "payload": encoded, "plaintext": encoded}
     out = Scrubber()(None, "info", {"event": "transit", **payload})
     assert all(out[key] == REDACTED for key in payload)
+
+
+def test_route_fields_are_verbatim_only_for_known_templates() -> None:
+    out = Scrubber()(None, "info", {"route": "/v1/lookup", "path": "/v1/lookup/1234",
+                                    "backend_status": 404, "attempt": 4321})
+    assert out["route"] == "/v1/lookup"  # a known template keeps its digit
+    assert out["path"] == "/v*/lookup/****"  # anything else is masked, not dropped
+    assert out["backend_status"] == 404 and out["attempt"] == REDACTED  # PIN-shaped: no
