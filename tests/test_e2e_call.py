@@ -22,6 +22,7 @@ from service import twiml
 from service.bootstrap import RoleCredentials
 from service.caller import Caller, new_call_sid
 from service.devstack import DevVault
+from service.signature import compute_signature
 from tests.conftest import Stack, make_stack, role_client
 
 FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
@@ -172,3 +173,46 @@ def test_card_and_pin_ciphertexts_cannot_be_swapped(
                                            "pin": pin_ct})
         assert both_pins.status_code == 422
 
+
+
+def test_accounts_add_reads_digits_from_stdin_and_the_call_finds_them(own_stack: Stack,
+                                                                      tmp_path: Path) -> None:
+    """``accounts add`` with the backend's identity: digits on stdin, never argv; the store
+    gets verifiers only, and a call with those digits finds the new account."""
+    env = {**own_stack.backend.env, "HOME": str(tmp_path)}
+    added = subprocess.run(
+        [sys.executable, "-m", "service", "accounts", "add", "--account", "AC87654321",
+         "--balance", "99.10"],
+        input="8642\n1357\n", cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=60, check=False)
+    assert added.returncode == 0, added.stderr
+    assert "8642" not in added.stdout + added.stderr
+    assert b"8642" not in own_stack.store_path.read_bytes()
+    heard, _ = play(own_stack, ["8642", "1357"])
+    assert heard[-1] == ("Thank you. Your account number is AC87654321 and your balance "
+                         "is 99.10")
+    heard, _ = play(own_stack, ["8642", "4321"])
+    assert heard[-1] == twiml.NOT_FOUND
+
+
+def test_the_action_url_is_covered_by_the_signature(stack: Stack) -> None:
+    call = new_call_sid()
+    with httpx.Client(timeout=10) as client:
+        card_ct = card_ciphertext(stack, client, call)
+        params = {"CallSid": call, "Digits": "4321"}
+        signed_url = stack.webhook.url + "/voice/pin?" + str(httpx.QueryParams({"card": card_ct}))
+        signature = compute_signature(stack.twilio_token, signed_url, list(params.items()))
+        # The signature of the real URL on a URL whose ciphertext was changed: refused.
+        forged = signed_url.replace("vault%3Av", "vault%3Av9")
+        refused = client.post(forged, data=params, headers={"X-Twilio-Signature": signature})
+        assert (refused.status_code, refused.content) == (403, b"")
+        # Control: the same signature on the URL it was made for is accepted.
+        accepted = client.post(signed_url, data=params,
+                               headers={"X-Twilio-Signature": signature})
+        assert accepted.status_code == 200 and FOUND in accepted.text
+
+        # Tampered and re-signed (someone holding the auth token): only a goodbye.
+        other = new_call_sid()
+        card_ct = card_ciphertext(stack, client, other)
+        tampered = card_ct[:-4] + ("AAAA" if not card_ct.endswith("AAAA") else "BBBB")
+        assert pin_step(stack, client, other, tampered) == [twiml.CALL_AGAIN]
