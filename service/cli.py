@@ -44,10 +44,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 def uvicorn_options() -> dict[str, Any]:
     """How every service process (and the bench baseline) runs uvicorn.
 
-    uvloop and httptools, named so that a missing extra fails loudly instead of silently
-    falling back to asyncio/h11 (measured: ~2x the throughput). One worker: on the 2-core
-    bench machine a second worker lost throughput to Vault and the backend
-    (bench/RESULTS.md); scale with replicas, which the stateless call flow allows.
+    uvloop and httptools are named, not left to "auto", so that a missing extra fails
+    loudly instead of silently falling back to the slower asyncio/h11 (bench/RESULTS.md,
+    "uvicorn settings"). One worker per process: every worker would hold its own Vault
+    login, its own coalescer (halving batch sizes) and its own /metrics registry; scale
+    out with more processes or replicas instead, which the stateless call flow allows.
     """
     from .logconfig import UVICORN_LOG_KWARGS
 
