@@ -245,3 +245,17 @@ def test_dev_on_an_existing_vault_honours_twilio_auth_token(start_dev: Callable[
     assert not [argv for pid, argv in children.items() if alive(pid)]
     assert VaultClient(dev_vault.addr, dev_vault.root_token, timeout=5).health()["sealed"] \
         is False
+
+
+def test_a_killed_launcher_leaves_no_orphans(start_dev: Callable[..., DevRun]) -> None:
+    """SIGKILL cannot be caught: the children die with their parent (PR_SET_PDEATHSIG)."""
+    run = start_dev()
+    run.wait_for(READY_LINE)
+    children = descendants(run.process.pid)
+    assert len(children) >= 3  # bao, backend, webhook
+    run.process.kill()
+    run.process.wait(timeout=10)
+    deadline = time.monotonic() + 15
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [argv for pid, argv in children.items() if alive(pid)]
