@@ -1,0 +1,267 @@
+"""Outages, produced with the real processes: Vault stopped, sealed or hung; the backend
+down or hung. Every webhook request still gets calm TwiML within 3 s (Twilio waits 15),
+/readyz turns 503, and a whole call works again within seconds of the dependency's return.
+
+A dev-mode Vault keeps its data in memory and would come back empty, so this module runs
+its own OpenBao with file storage: it is initialised once, survives a restart (sealed, as
+a real one does) and keeps the services' AppRoles and tokens. Its own stack too, so the
+session fixtures are never stopped or paused.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service import twiml as texts
+from service.bootstrap import bootstrap, issue_credentials
+from service.caller import Caller, new_call_sid
+from service.devstack import DevVault, find_vault_binary, free_port, wait_http
+from service.settings import Secret
+from service.vault_client import VaultClient
+from tests.attack import base_params, gather_action, hangs_up, signed_post, spoken, twiml
+from tests.conftest import ROLES, Stack, make_stack
+
+FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
+CALM_WITHIN_S = 3.0
+RECOVER_WITHIN_S = 10.0
+
+
+@dataclass
+class PersistentVault:
+    """OpenBao with file storage, one unseal key; restartable without losing data."""
+
+    dir: Path
+    port: int
+    cluster_port: int
+    unseal_key: Secret
+    dev: DevVault  # the handle make_stack and pause()/resume() work with
+
+    @property
+    def addr(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _spawn(self) -> None:
+        config = self.dir / "server.hcl"
+        (self.dir / "raft").mkdir(exist_ok=True)
+        # OpenBao has no "file" storage; a one-node raft is its persistent local store.
+        config.write_text(
+            f'storage "raft" {{\n  path = "{self.dir / "raft"}"\n  node_id = "outages"\n'
+            f'  performance_multiplier = 1\n}}\n'
+            f'listener "tcp" {{\n  address = "127.0.0.1:{self.port}"\n  tls_disable = true\n}}\n'
+            f'api_addr = "{self.addr}"\ncluster_addr = "http://127.0.0.1:{self.cluster_port}"\n')
+        with (self.dir / "server.log").open("ab") as log:
+            self.dev.process = subprocess.Popen(
+                [find_vault_binary(), "server", f"-config={config}"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env={"PATH": "/usr/bin:/bin", "HOME": str(self.dir)})
+        wait_http(f"{self.addr}/v1/sys/health", timeout=30, process=self.dev.process,
+                  ok=(200, 501, 503))
+
+    @classmethod
+    def start(cls, directory: Path) -> PersistentVault:
+        port = free_port()
+        vault = cls(directory, port, free_port(), Secret(""), DevVault(f"http://127.0.0.1:{port}",
+                                                          Secret(""), directory, port=port))
+        vault._spawn()
+        init = httpx.put(f"{vault.addr}/v1/sys/init", timeout=30,
+                         json={"secret_shares": 1, "secret_threshold": 1}).json()
+        vault.unseal_key = Secret(init["keys_base64"][0])
+        vault.dev.root_token = Secret(init["root_token"])
+        vault.unseal()
+        return vault
+
+    def unseal(self) -> None:
+        answer = httpx.put(f"{self.addr}/v1/sys/unseal", timeout=10,
+                           json={"key": self.unseal_key.reveal()}).json()
+        assert answer["sealed"] is False
+        wait_http(f"{self.addr}/v1/sys/health", timeout=30)
+
+    def seal(self) -> None:
+        response = httpx.put(f"{self.addr}/v1/sys/seal", timeout=10,
+                             headers={"X-Vault-Token": self.dev.root_token.reveal()})
+        assert response.status_code == 204
+
+    def stop(self) -> None:
+        self.dev.stop()
+
+    def restart_and_unseal(self) -> None:
+        self._spawn()
+        self.unseal()
+
+
+@dataclass
+class Lab:
+    vault: PersistentVault
+    stack: Stack
+    client: httpx.Client
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    vault = PersistentVault.start(tmp_path_factory.mktemp("outage-vault"))
+    try:
+        root = VaultClient(vault.addr, vault.dev.root_token, timeout=10)
+        bootstrap(root)
+        credentials = issue_credentials(root, ROLES)
+        root.close()
+        stack = make_stack(vault.dev, credentials, tmp_path_factory.mktemp("outage-stack"))
+        try:
+            with httpx.Client(timeout=10) as client:
+                yield Lab(vault, stack, client)
+        finally:
+            stack.stop()
+    finally:
+        if vault.dev.process is not None and vault.dev.process.poll() is None:
+            vault.dev.process.send_signal(signal.SIGCONT)
+        vault.stop()
+
+
+def timed(func: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = func()
+    return response, time.monotonic() - started
+
+
+def pin_url(lab: Lab, call_sid: str) -> str:
+    """Take a call as far as the PIN prompt (while everything is up)."""
+    root = twiml(signed_post(lab.client, lab.stack.twilio_token,
+                             lab.stack.webhook.url + "/voice/card",
+                             [*base_params(call_sid), ("Digits", "1234")]))
+    action = gather_action(root)
+    assert action is not None
+    return lab.stack.webhook.url + action
+
+
+def assert_calm(lab: Lab, *, pin_step: tuple[str, str] | None = None,
+                card_step: bool = True, parallel: int = 6) -> None:
+    """Every caller route answers valid TwiML within the budget, even with several
+    callers at once; the ones that need the dependency end the call calmly."""
+    token = lab.stack.twilio_token
+    webhook = lab.stack.webhook.url
+
+    def voice() -> httpx.Response:
+        with httpx.Client(timeout=15) as c:
+            return signed_post(c, token, webhook + "/voice", base_params())
+
+    def card() -> httpx.Response:
+        with httpx.Client(timeout=15) as c:
+            return signed_post(c, token, webhook + "/voice/card",
+                               [*base_params(), ("Digits", "1234")])
+
+    calls: list[Callable[[], httpx.Response]] = [voice]
+    if card_step:
+        calls += [card] * parallel
+    if pin_step is not None:
+        url, call_sid = pin_step
+
+        def pin() -> httpx.Response:
+            with httpx.Client(timeout=15) as c:
+                return signed_post(c, token, url, [*base_params(call_sid), ("Digits", "4321")])
+
+        calls += [pin] * 2
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        results = list(pool.map(timed, calls))
+    for (response, took), call in zip(results, calls, strict=True):
+        assert took < CALM_WITHIN_S, (call.__name__, took)
+        root = twiml(response)
+        if call is voice:
+            assert gather_action(root) == "/voice/card"
+        else:
+            assert hangs_up(root) and spoken(root) == texts.TRY_LATER, call.__name__
+
+
+def assert_not_ready(*urls: str) -> None:
+    for url in urls:
+        response, took = timed(lambda url=url: httpx.get(f"{url}/readyz", timeout=10))
+        assert response.status_code == 503, url
+        assert took < CALM_WITHIN_S, url
+
+
+def assert_recovers(lab: Lab) -> float:
+    """Poll with whole calls until one completes; return how long it took."""
+    started = time.monotonic()
+    while True:
+        heard: list[str] = []
+        Caller(lab.stack.webhook.url, lab.stack.twilio_token, lab.client,
+               say=heard.append).play(["1234", "4321"])
+        if heard and heard[-1] == FOUND:
+            break
+        assert time.monotonic() - started < RECOVER_WITHIN_S, heard
+        time.sleep(0.2)
+    for url in (lab.stack.webhook.url, lab.stack.backend.url):
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+    return time.monotonic() - started
+
+
+def test_healthy_to_begin_with(lab: Lab) -> None:
+    assert assert_recovers(lab) < 3
+
+
+def test_vault_stopped(lab: Lab) -> None:
+    url = pin_url(lab, call_sid := new_call_sid())
+    lab.vault.stop()
+    assert_calm(lab, pin_step=(url, call_sid))
+    assert_not_ready(lab.stack.webhook.url, lab.stack.backend.url)
+    lab.vault.restart_and_unseal()
+    assert_recovers(lab)
+
+
+def test_vault_sealed(lab: Lab) -> None:
+    url = pin_url(lab, call_sid := new_call_sid())
+    lab.vault.seal()
+    assert_calm(lab, pin_step=(url, call_sid))
+    assert_not_ready(lab.stack.webhook.url, lab.stack.backend.url)
+    lab.vault.unseal()
+    assert_recovers(lab)
+
+
+def test_vault_hung(lab: Lab) -> None:
+    """SIGSTOP: the port still accepts connections, nothing ever answers."""
+    url = pin_url(lab, call_sid := new_call_sid())
+    lab.vault.dev.pause()
+    try:
+        assert_calm(lab, pin_step=(url, call_sid))
+        assert_not_ready(lab.stack.webhook.url, lab.stack.backend.url)
+        # Still calm after the first wave: nothing queued up behind the hung calls.
+        assert_calm(lab)
+    finally:
+        lab.vault.dev.resume()
+    assert_recovers(lab)
+
+
+def test_backend_down(lab: Lab) -> None:
+    url = pin_url(lab, call_sid := new_call_sid())
+    lab.stack.backend.stop()
+    try:
+        # The card step needs only Vault: it still works. The PIN step ends calmly.
+        assert_calm(lab, pin_step=(url, call_sid), card_step=False)
+        assert twiml(signed_post(lab.client, lab.stack.twilio_token,
+                                 lab.stack.webhook.url + "/voice/card",
+                                 [*base_params(), ("Digits", "1234")]))
+        assert_not_ready(lab.stack.webhook.url)
+    finally:
+        lab.stack.backend.start()
+    assert_recovers(lab)
+
+
+def test_backend_hung(lab: Lab) -> None:
+    url = pin_url(lab, call_sid := new_call_sid())
+    process = lab.stack.backend.process
+    assert process is not None
+    process.send_signal(signal.SIGSTOP)
+    try:
+        assert_calm(lab, pin_step=(url, call_sid), card_step=False)
+        assert_not_ready(lab.stack.webhook.url)
+    finally:
+        process.send_signal(signal.SIGCONT)
+    assert_recovers(lab)
+
