@@ -130,6 +130,9 @@ class DevVault:
                  f"-config={config}"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads yet at this point
+                # Its own session: Ctrl-C reaches the services, which revoke their tokens
+                # while Vault still answers; the launcher stops Vault last.
+                start_new_session=True,
             )
 
     def stop(self) -> None:
