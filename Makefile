@@ -24,7 +24,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check service tests
 	$(BIN)/mypy
 
+# The benchmark (bench/RESULTS.md). BENCH_QUICK=1: a short run (< 3 min) into bench/.work/.
+# wrk is a Debian package: installed here when missing (needs root), else say how.
 bench: $(STAMP)
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && (apt-get update -qq && apt-get install -y -qq wrk); } \
+	  || { echo "make bench: needs wrk: sudo apt-get install -y wrk" >&2; exit 1; }
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench
 
 clean:

@@ -1,0 +1,199 @@
+"""``make bench`` (``python -m bench``): measure, write RESULTS.md and chart.png, and end
+with one summary line. ``BENCH_QUICK=1``: a short run (under 3 minutes) into bench/.work/.
+
+Every point is measured several times, service and baseline interleaved (A B A B ...) so
+that drift on this shared machine hits both alike; the median run is reported.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import load, report, stack
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Plan:
+    quick: bool
+    runs: int
+    seconds: float
+    card_concurrency: tuple[int, ...]
+    call_concurrency: tuple[int, ...]
+    out_dir: Path
+
+    @classmethod
+    def from_environ(cls) -> Plan:
+        if os.environ.get("BENCH_QUICK"):
+            return cls(True, 3, 3, (32,), (16,), HERE / ".work" / "quick")
+        return cls(False, 3, 6, (1, 4, 16, 32, 64), (4, 16, 32), HERE)
+
+
+@dataclass
+class Point:
+    """The median run (by throughput) of several, and all runs for the record."""
+
+    runs: list[load.WrkResult]
+    cpu: dict[str, list[float]] = field(default_factory=dict)  # process -> CPU ms/request
+    transit: list[float] = field(default_factory=list)  # Transit HTTP calls per request
+    batch: list[float] = field(default_factory=list)  # items per Transit HTTP call
+
+    @property
+    def median(self) -> load.WrkResult:
+        return sorted(self.runs, key=lambda r: r.rps)[len(self.runs) // 2]
+
+    def med(self, attr: str) -> float:
+        return statistics.median(float(getattr(r, attr)) for r in self.runs)
+
+
+class RssSampler:
+    """Peak RSS of each process while a measurement runs."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.peak = dict.fromkeys(pids, 0.0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            for name, pid in self.pids.items():
+                self.peak[name] = max(self.peak[name], stack.rss_mb(pid))
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def measure(bench: stack.Bench, url: str, requests_file: Path, *, connections: int,
+            seconds: float, point: Point, rss: dict[str, float] | None = None) -> None:
+    """One wrk run into ``point``, with the CPU each process spent per request (ms): where
+    the time goes on a machine where wrk, Vault and the services share two cores."""
+    pids = bench.pids()
+    services = (bench.webhook.url, bench.backend.url)
+    calls_before, items_before = stack.transit_totals(*services)
+    cpu_before = {name: stack.cpu_seconds(pid) for name, pid in pids.items()}
+    with RssSampler(pids) as sampler:
+        result = load.run_wrk(url, requests_file, connections=connections, seconds=seconds)
+    calls_after, items_after = stack.transit_totals(*services)
+    point.runs.append(result)
+    point.transit.append((calls_after - calls_before) / max(result.requests, 1))
+    point.batch.append((items_after - items_before) / max(calls_after - calls_before, 1))
+    for name, pid in pids.items():
+        per_request = (stack.cpu_seconds(pid) - cpu_before[name]) * 1000 / max(result.requests, 1)
+        point.cpu.setdefault(name, []).append(per_request)
+        if rss is not None:
+            rss[name] = max(rss.get(name, 0.0), sampler.peak[name])
+
+
+# uvicorn settings compared on the baseline app (the same server code, without Vault, so
+# that only the server settings differ). The first is what service.cli.uvicorn_options uses.
+VARIANTS: dict[str, dict[str, str]] = {
+    "uvloop + httptools, 1 worker (chosen)": {},
+    "asyncio + h11, 1 worker": {"BENCH_LOOP": "asyncio", "BENCH_HTTP": "h11"},
+    "uvloop + httptools, 2 workers": {"BENCH_WORKERS": "2"},
+}
+
+
+def server_settings(bench: stack.Bench, plan: Plan, exits: ExitStack,
+                    card_file: Callable[[str, str, float, int], Path]) -> dict[str, Point]:
+    assert bench.variant_env is not None
+    urls = {}
+    for i, (name, variant) in enumerate(VARIANTS.items()):
+        if not variant:
+            urls[name] = bench.baseline_url
+            continue
+        _, urls[name] = stack.start_baseline(bench.webhook.log_dir,
+                                             bench.variant_env, exits, f"variant{i}", **variant)
+        load.run_wrk(urls[name], card_file(f"variant{i}", urls[name], 2, 4000),
+                     connections=8, seconds=2)  # warm up
+    points = {name: Point([]) for name in VARIANTS}
+    for _ in range(plan.runs):
+        for name, url in urls.items():
+            measure(bench, url, card_file("variant", url, plan.seconds, 6000),
+                    connections=report.CARD_C, seconds=plan.seconds, point=points[name])
+    for name, point in points.items():
+        log(f"server {name}: {point.med('rps'):.0f} req/s p99 {point.med('p99_ms'):.1f} ms")
+    return points
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def main() -> int:
+    plan = Plan.from_environ()
+    work = HERE / ".work"
+    started = time.monotonic()
+    load_before = os.getloadavg()[0]
+    with ExitStack() as exits:
+        log("starting dev Vault, backend, webhook and baseline on loopback")
+        bench = stack.start(work / "run", exits)
+        targets = {"vault": bench.webhook.url, "baseline": bench.baseline_url}
+
+        def card_file(name: str, url: str, seconds: float, rate: int) -> Path:
+            return load.write_requests(work / f"card-{name}.txt",
+                                       load.card_requests(int(rate * seconds) + 1000),
+                                       base_url=url, auth_token=bench.twilio_token)
+
+        def call_file(seconds: float, rate: int) -> Path:
+            sids = [load.new_call_sid() for _ in range(int(rate * seconds / 3) + 500)]
+            calls = list(zip(sids, bench.card_ciphertexts(sids), strict=True))
+            return load.write_requests(work / "calls.txt", load.call_requests(calls),
+                                       base_url=bench.webhook.url,
+                                       auth_token=bench.twilio_token)
+
+        for name, url in targets.items():  # warm up: imports, pools, Vault login
+            load.run_wrk(url, card_file(name, url, 2, 4000), connections=8, seconds=2)
+        rest = {name: stack.rss_mb(pid) for name, pid in bench.pids().items()}
+
+        card: dict[str, dict[int, Point]] = {name: {} for name in targets}
+        for c in plan.card_concurrency:
+            for _ in range(plan.runs):
+                for name, url in targets.items():
+                    measure(bench, url, card_file(name, url, plan.seconds, 6000),
+                            connections=c, seconds=plan.seconds,
+                            point=card[name].setdefault(c, Point([])))
+            log(f"card c={c}: vault {card['vault'][c].med('rps'):.0f} req/s "
+                f"p99 {card['vault'][c].med('p99_ms'):.1f} ms; baseline "
+                f"{card['baseline'][c].med('rps'):.0f} req/s "
+                f"p99 {card['baseline'][c].med('p99_ms'):.1f} ms")
+
+        server = server_settings(bench, plan, exits, card_file)
+
+        calls: dict[int, Point] = {}
+        under_load: dict[str, float] = {}
+        for c in plan.call_concurrency:
+            calls[c] = Point([])
+            for _ in range(plan.runs):
+                measure(bench, bench.webhook.url, call_file(plan.seconds, 4000),
+                        connections=c, seconds=plan.seconds, point=calls[c], rss=under_load)
+            log(f"call c={c}: {calls[c].med('rps'):.0f} req/s p50 "
+                f"{calls[c].med('p50_ms'):.1f} ms p99 {calls[c].med('p99_ms'):.1f} ms; "
+                f"transit calls/request {statistics.median(calls[c].transit):.3f}")
+
+        summary = report.Summary.build(card, calls, server, rest, under_load, plan.quick,
+                                       elapsed=time.monotonic() - started,
+                                       loadavg=(load_before, os.getloadavg()[0]))
+        report.write(summary, plan.out_dir)
+    log(f"wrote {plan.out_dir / 'RESULTS.md'} and chart.png "
+        f"in {time.monotonic() - started:.0f} s")
+    print(summary.line(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Load generation: pre-signed Twilio requests written to a file, replayed by wrk.
+
+wrk (C, epoll) is much cheaper per request than the Python server it measures; Python
+only prepares the requests beforehand, so no signing happens during a measurement.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode
+
+from service.signature import compute_signature
+
+LUA = Path(__file__).with_name("presigned.lua")
+WRK_THREADS = 2  # one per core; more threads would only steal CPU from the server
+
+
+@dataclass(frozen=True)
+class Request:
+    path: str
+    params: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    ok: int
+    bad: int
+    wrapped: bool
+    errors: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+def call_params(call_sid: str, digits: str | None = None) -> tuple[tuple[str, str], ...]:
+    params = {"CallSid": call_sid, "AccountSid": "AC" + "0" * 32, "From": "+15005550006",
+              "To": "+15005550001", "CallStatus": "in-progress", "Direction": "inbound",
+              "ApiVersion": "2010-04-01"}
+    if digits is not None:
+        params["Digits"] = digits
+    return tuple(params.items())
+
+
+def new_call_sid() -> str:
+    return "CA" + secrets.token_hex(16)
+
+
+def card_requests(count: int) -> list[Request]:
+    return [Request("/voice/card", call_params(new_call_sid(), "1234")) for _ in range(count)]
+
+
+def call_requests(calls: Sequence[tuple[str, str]]) -> list[Request]:
+    """A whole call per (CallSid, card ciphertext): /voice, /voice/card, /voice/pin. The
+    card ciphertext of the PIN step is made beforehand (it rides in the signed URL), so
+    the three steps can be pre-signed; /voice/card still encrypts afresh."""
+    out = []
+    for sid, card_ct in calls:
+        out.append(Request("/voice", call_params(sid)))
+        out.append(Request("/voice/card", call_params(sid, "1234")))
+        out.append(Request("/voice/pin?" + urlencode({"card": card_ct}),
+                           call_params(sid, "4321")))
+    return out
+
+
+def write_requests(path: Path, requests: Iterable[Request], *, base_url: str,
+                   auth_token: str) -> Path:
+    with path.open("w", encoding="ascii") as out:
+        for r in requests:
+            signature = compute_signature(auth_token, base_url + r.path, list(r.params))
+            out.write(f"{r.path}\t{urlencode(r.params)}\t{signature}\n")
+    return path
+
+
+def wrk_binary() -> str:
+    found = shutil.which("wrk")
+    if found is None:
+        raise SystemExit("bench: wrk not found; `make bench` installs it (apt-get install -y wrk)")
+    return found
+
+
+def run_wrk(url: str, requests_file: Path, *, connections: int, seconds: float) -> WrkResult:
+    threads = min(WRK_THREADS, connections)
+    command = [wrk_binary(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
+               "--timeout", "5s", "-s", str(LUA), url, "--", str(requests_file), str(threads)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True,
+                         timeout=seconds + 60).stdout
+    line = next((ln for ln in out.splitlines() if ln.startswith("BENCH_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result:\n{out}")
+    data = json.loads(line.removeprefix("BENCH_JSON "))
+    return WrkResult(requests=data["requests"], seconds=data["duration_us"] / 1e6,
+                     p50_ms=data["p50_us"] / 1e3, p90_ms=data["p90_us"] / 1e3,
+                     p99_ms=data["p99_us"] / 1e3, max_ms=data["max_us"] / 1e3,
+                     ok=data["ok"], bad=data["bad"], wrapped=bool(data["wrapped"]),
+                     errors=data["errors"])

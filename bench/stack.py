@@ -1,0 +1,158 @@
+"""The processes under test, all on loopback: a dev Vault, backend, webhook, and the
+baseline webhook (same app, in-process AES key). Started with the same code as ``make run``
+(service.devstack), stopped on exit whatever happens."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.accounts import DEMO_ACCOUNT, DEMO_CARD, DEMO_PIN, add_account
+from service.bootstrap import bootstrap, issue_credentials
+from service.devstack import DevVault, ServiceProcess, free_port, stop_process, wait_http
+from service.settings import Settings
+from service.transit import b64, call_context
+from service.vault_client import VaultClient
+
+
+@dataclass
+class Bench:
+    vault: DevVault
+    admin: VaultClient
+    backend: ServiceProcess
+    webhook: ServiceProcess
+    baseline: subprocess.Popen[bytes]
+    baseline_url: str
+    twilio_token: str
+    variant_env: Callable[[int], dict[str, str]] | None = None
+
+    def pids(self) -> dict[str, int]:
+        procs = {"vault": self.vault.process, "backend": self.backend.process,
+                 "webhook": self.webhook.process, "baseline": self.baseline}
+        return {name: p.pid for name, p in procs.items() if p is not None}
+
+    def card_ciphertexts(self, sids: list[str]) -> list[str]:
+        """Card ciphertexts for pre-signed /voice/pin steps, as the webhook would have
+        made them, in batches (the bench's own Vault calls happen before measuring)."""
+        out: list[str] = []
+        for start in range(0, len(sids), 200):
+            chunk = sids[start:start + 200]
+            response = self.admin.write("transit/encrypt/ivr-dtmf", "bench encrypt", {
+                "batch_input": [{"plaintext": b64(DEMO_CARD.encode()),
+                                 "context": b64(call_context(s, "card_last4"))} for s in chunk]})
+            out += [r["ciphertext"] for r in response["data"]["batch_results"]]
+        return out
+
+
+def transit_totals(*urls: str) -> tuple[float, float]:
+    """(HTTP calls, items) sent to Transit so far, summed over operations and services,
+    from each service's own /metrics."""
+    calls = items = 0.0
+    for url in urls:
+        text = httpx.get(f"{url}/metrics", timeout=5).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "ivr_transit_http_calls_total":
+                    calls += sample.value
+                elif sample.name == "ivr_transit_items_total":
+                    items += sample.value
+    return calls, items
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def start(workdir: Path, stack: ExitStack) -> Bench:
+    shutil.rmtree(workdir, ignore_errors=True)  # a previous run's store and logs
+    workdir.mkdir(parents=True)
+    vault = DevVault.start(workdir / "vault")
+    stack.callback(vault.stop)
+    admin = VaultClient(vault.addr, vault.root_token, timeout=10)
+    bootstrap(admin)
+    creds = issue_credentials(admin, ["ivr-webhook", "ivr-backend"])
+    for role, c in creds.items():
+        c.write(workdir / role)
+    twilio_token = secrets.token_urlsafe(24)
+    (workdir / "twilio").write_text(twilio_token)
+    (workdir / "backend-token").write_text(secrets.token_urlsafe(24))
+    backend_port, webhook_port = free_port(), free_port()
+    base = {"PATH": os.environ.get("PATH", ""), "VAULT_ADDR": vault.addr,
+            "BACKEND_TOKEN_FILE": str(workdir / "backend-token"),
+            "STORE_PATH": str(workdir / "accounts.sqlite3"), "LOG_FORMAT": "json",
+            "HOME": str(workdir)}
+
+    def env(role: str, **extra: str) -> dict[str, str]:
+        return {**base, "VAULT_ROLE_ID_FILE": str(workdir / f"ivr-{role}" / "role_id"),
+                "VAULT_SECRET_ID_FILE": str(workdir / f"ivr-{role}" / "secret_id"), **extra}
+
+    b_env = env("backend", BACKEND_PORT=str(backend_port))
+    add_account(Settings.from_environ(b_env), account=DEMO_ACCOUNT[0],
+                balance=DEMO_ACCOUNT[1], last4=DEMO_CARD, pin=DEMO_PIN)
+
+    def w_env(port: int) -> dict[str, str]:
+        return env("webhook", WEBHOOK_PORT=str(port),
+                   BACKEND_URL=f"http://127.0.0.1:{backend_port}",
+                   TWILIO_AUTH_TOKEN_FILE=str(workdir / "twilio"),
+                   PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
+
+    backend = ServiceProcess("backend", backend_port, b_env, workdir)
+    stack.callback(backend.stop)
+    backend.start()
+    webhook = ServiceProcess("webhook", webhook_port, w_env(webhook_port), workdir)
+    stack.callback(webhook.stop)
+    webhook.start()
+    baseline, baseline_url = start_baseline(workdir, w_env, stack)
+    wait_http(f"{webhook.url}/readyz", timeout=30)
+    bench = Bench(vault, admin, backend, webhook, baseline, baseline_url, twilio_token)
+    bench.variant_env = w_env
+    return bench
+
+
+def start_baseline(workdir: Path, env_for: Callable[[int], dict[str, str]], stack: ExitStack,
+                   name: str = "baseline", **variant: str,
+                   ) -> tuple[subprocess.Popen[bytes], str]:
+    """The baseline webhook as its own process; ``variant`` sets BENCH_LOOP/HTTP/WORKERS."""
+    port = free_port()
+    with (workdir / f"{name}.log").open("ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "bench.baseline"],
+                                   env={**env_for(port), **variant},
+                                   stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT,
+                                   cwd=Path(__file__).resolve().parent.parent,
+                                   start_new_session=True)
+    # Its own session: with several workers, stopping must reach the whole group.
+    stack.callback(_stop_group, process)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/healthz", timeout=30, process=process)
+    return process, url
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    stop_process(process)
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
