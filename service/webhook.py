@@ -158,6 +158,12 @@ def _route(handler: Handler, *, needs_call: bool = True,
         except IvrVaultError as exc:
             annotate(outcome="failed", error=type(exc).__name__)
             body = twiml.say_and_hang_up(twiml.TRY_LATER)
+        except Exception as exc:
+            # A bug must not become Twilio's "an application error has occurred". Only
+            # the type is logged: a traceback's locals could hold the caller's digits.
+            log.error("unexpected error in a caller route", error=type(exc).__name__)
+            annotate(outcome="failed", error=type(exc).__name__)
+            body = twiml.say_and_hang_up(twiml.TRY_LATER)
         return _twiml(body)
 
     return endpoint

@@ -299,3 +299,28 @@ def test_bad_pin_digits_reprompt_and_keep_the_card(stack: Stack, client: httpx.C
     action = gather_action(root)
     assert action is not None and spoken(root) == f"{texts.RETRY} {texts.ASK_PIN}"
     assert parse_qs(urlsplit(action).query) == {"card": [card], "attempt": ["2"]}
+
+
+def test_an_unexpected_error_still_answers_twiml() -> None:
+    """Defence in depth, in process: a handler with a bug gives the calm goodbye, not the
+    5xx that Twilio would read out as "an application error has occurred"."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from service.metrics import Metrics
+    from service.settings import Secret, Settings
+    from service.twilio_request import TwilioForm
+    from service.webhook import WebhookState, _route
+
+    async def buggy(state: WebhookState, form: TwilioForm) -> str:
+        raise RuntimeError("a bug")
+
+    settings = Settings(twilio_auth_token=Secret("tok"), public_base_url="http://testserver")
+    app = Starlette(routes=[Route("/voice/card", _route(buggy), methods=["POST"])])
+    app.state.webhook = WebhookState(settings, None, None, Metrics())  # type: ignore[arg-type]
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        response = signed_post(test_client, "tok", "http://testserver/voice/card",
+                               [*base_params(), ("Digits", "1234")])
+    root = twiml(response)
+    assert hangs_up(root) and spoken(root) == texts.TRY_LATER
