@@ -149,12 +149,12 @@ def test_rotation_under_live_traffic_drops_no_call(pv: PrivateVault, rstack: Sta
 
     failed = [r for r in results if r[2] != 200 or r[3] != FOUND]
     assert not failed, failed
-    assert len(results) >= 20, len(results)
+    assert len(results) >= 12, len(results)
     versions = pin_versions(rstack)
-    assert versions[held.call_sid] == 5
+    assert versions[held.call_sid] == 5  # the held call: card v1, PIN v5
     mixed = [sid for sid, card_v, _, _ in results if versions[sid] > card_v]
-    assert mixed, "no call straddled a rotation"
-    assert {card_v for _, card_v, _, _ in results} >= {1, 5}
+    assert mixed, "no concurrent call straddled a rotation"
+    assert len({card_v for _, card_v, _, _ in results}) >= 3  # traffic spanned rotations
 
 
 def test_lookup_verifier_is_remade_at_next_lookup_after_rotation(pv: PrivateVault,
