@@ -19,6 +19,7 @@ import shlex
 import signal
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from tests.test_dockerfile import parse_dockerfile
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT.parent / "shared" / "data" / "compose-spec.json"
+BIN = Path(sys.executable).parent  # ivr-vault and python of the venv running the tests
 SERVICES = {"vault", "vault-init", "backend", "webhook", "proxy"}
 
 Compose = dict[str, Any]
@@ -216,7 +218,7 @@ class Host:
 
     def environment(self, compose: Compose, name: str) -> dict[str, str]:
         mounts = self.mounts(compose, name)
-        env = {"PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        env = {"PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
                "HOME": str(self.tmp), "PYTHONUNBUFFERED": "1"}
         env.update({k: self.localize(str(v), mounts, name)
                     for k, v in compose["services"][name].get("environment", {}).items()})
@@ -328,7 +330,7 @@ def _redirect(request: httpx.Request, public: str, actual: str) -> None:
 def test_probe_fails_when_no_service_answers(tmp_path: Path) -> None:
     dead = str(free_port())
     result = subprocess.run(["python", "-m", "service.probe", "--ready"],
-                            env={"PATH": f"{ROOT / '.venv' / 'bin'}:/usr/bin:/bin",
+                            env={"PATH": f"{BIN}:/usr/bin:/bin",
                                  "WEBHOOK_PORT": dead, "BACKEND_PORT": dead},
                             cwd=ROOT, capture_output=True, timeout=30)
     assert result.returncode == 1
