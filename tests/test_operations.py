@@ -160,6 +160,8 @@ def test_metrics_count_calls_without_any_caller_data(ops: Ops) -> None:
         forged = client.post(f"{webhook}/voice", data={"CallSid": new_call_sid()},
                              headers={"X-Twilio-Signature": "bm90IGEgc2lnbmF0dXJl"})
         assert forged.status_code == 403
+        # A client-chosen path must not become a label (unbounded, and it could carry data).
+        assert client.get(f"{webhook}/voice-{sids[0]}-1234").status_code == 404
     after_w, after_b = _metrics(webhook), _metrics(backend)
 
     def delta(after: dict[tuple[str, tuple[tuple[str, str], ...]], float],
@@ -177,6 +179,8 @@ def test_metrics_count_calls_without_any_caller_data(ops: Ops) -> None:
     assert delta(after_w, before_w, "ivr_requests_total", route="/voice/pin",
                  outcome="locked") == 1
     assert delta(after_w, before_w, "ivr_signature_failures_total") == 1
+    assert delta(after_w, before_w, "ivr_requests_total", route="unmatched",
+                 outcome="http_4xx") == 1
     # 8 entries encrypted: the latency histogram saw every Transit call, the batch-size
     # histogram every item.
     assert delta(after_w, before_w, "ivr_transit_batch_size_sum", operation="encrypt") == 8
