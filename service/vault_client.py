@@ -81,6 +81,9 @@ def translate_errors(operation: str) -> Iterator[None]:
         raise VaultUnavailable(f"{operation}: Vault rate limit exceeded") from None
     except hvac.exceptions.VaultError as exc:
         raise VaultError(f"{operation}: Vault error ({type(exc).__name__})") from None
+    except requests.exceptions.JSONDecodeError:
+        # Before RequestException, of which it is a subclass: Vault was reached.
+        raise VaultError(f"{operation}: unexpected answer from Vault") from None
     except requests.exceptions.Timeout:
         raise VaultTimeout(f"{operation}: no answer from Vault in time") from None
     except requests.exceptions.RequestException:

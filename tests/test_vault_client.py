@@ -270,6 +270,9 @@ def test_odd_answers_become_our_errors(broken_server: str, path: str,
         client.write(path, "probe", {"plaintext": "MTIzNA=="})
     assert isinstance(caught.value, IvrVaultError)
     assert "MTIzNA" not in str(caught.value)
+    if path == "garbage":  # reached, but not Vault's answer: not "cannot reach Vault"
+        assert type(caught.value) is VaultError
+        assert "unexpected answer" in str(caught.value)
 
 
 def test_odd_login_and_health_answers_become_our_errors(broken_server: str) -> None:
