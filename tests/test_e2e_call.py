@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -216,3 +217,19 @@ def test_the_action_url_is_covered_by_the_signature(stack: Stack) -> None:
         card_ct = card_ciphertext(stack, client, other)
         tampered = card_ct[:-4] + ("AAAA" if not card_ct.endswith("AAAA") else "BBBB")
         assert pin_step(stack, client, other, tampered) == [twiml.CALL_AGAIN]
+
+
+def backend_sample(stack: Stack, client: httpx.Client, name: str) -> float:
+    text = client.get(stack.backend.url + "/metrics").text
+    match = re.search(rf'^{name}{{operation="decrypt"}} (\S+)$', text, re.M)
+    return float(match[1]) if match else 0.0
+
+
+def test_the_backend_decrypts_card_and_pin_in_one_transit_call(own_stack: Stack) -> None:
+    with httpx.Client(timeout=10) as client:
+        calls = backend_sample(own_stack, client, "ivr_transit_http_calls_total")
+        items = backend_sample(own_stack, client, "ivr_transit_items_total")
+        heard, _ = play(own_stack, ["1234", "4321"])
+        assert heard[-1] == FOUND
+        assert backend_sample(own_stack, client, "ivr_transit_http_calls_total") == calls + 1
+        assert backend_sample(own_stack, client, "ivr_transit_items_total") == items + 2
