@@ -301,6 +301,7 @@ def test_bad_pin_digits_reprompt_and_keep_the_card(stack: Stack, client: httpx.C
     assert parse_qs(urlsplit(action).query) == {"card": [card], "attempt": ["2"]}
 
 
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 def test_an_unexpected_error_still_answers_twiml() -> None:
     """Defence in depth, in process: a handler with a bug gives the calm goodbye, not the
     5xx that Twilio would read out as "an application error has occurred"."""
