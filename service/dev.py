@@ -61,16 +61,24 @@ def _lock(state_dir: Path, stack: ExitStack) -> None:
     handle.flush()
 
 
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGINT both unwind the launcher, stopping what it started."""
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    # Python leaves SIGINT ignored when it was ignored at start (a shell's `... &`): the
+    # services would still stop on Ctrl-C, and this launcher would not notice.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, 0o700)
     with ExitStack() as stack:
         _lock(state_dir, stack)
-
-        def on_term(signum: int, frame: FrameType | None) -> None:
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGTERM, on_term)
+        _stop_on_signals()
 
         if environ.get("VAULT_ADDR") and environ.get("VAULT_TOKEN"):
             vault_addr, root = settings.vault_addr, settings.vault_token

@@ -79,14 +79,17 @@ def base_env(cwd: Path, **extra: str) -> dict[str, str]:
 def start_dev(tmp_path: Path) -> Iterator[Callable[..., DevRun]]:
     runs: list[DevRun] = []
 
-    def start(**extra: str) -> DevRun:
+    def start(*, sigint_ignored: bool = False, **extra: str) -> DevRun:
         webhook_port, backend_port = free_port(), free_port()
         env = base_env(tmp_path, WEBHOOK_PORT=str(webhook_port),
                        BACKEND_PORT=str(backend_port), **extra)
         process = subprocess.Popen(
             [sys.executable, "-m", "service", "dev"], cwd=tmp_path, env=env,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, start_new_session=True)  # its own group, as in a terminal
+            text=True, start_new_session=True,  # its own group, as in a terminal
+            # As a shell's `ivr-vault dev &` starts it: SIGINT ignored, inherited.
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+            if sigint_ignored else None)
         run = DevRun(process, tmp_path, env, webhook_port)
         threading.Thread(target=run.pump, daemon=True).start()
         runs.append(run)
@@ -220,10 +223,10 @@ def test_dev_runs_the_whole_stack_and_ctrl_c_stops_it(start_dev: Callable[..., D
 def test_dev_on_an_existing_vault_honours_twilio_auth_token(start_dev: Callable[..., DevRun],
                                                             dev_vault: DevVault) -> None:
     """VAULT_ADDR + VAULT_TOKEN: no Vault of its own; TWILIO_AUTH_TOKEN from the environment
-    signs the calls. SIGINT to the launcher alone still stops both services, and leaves
-    the Vault it did not start running."""
+    signs the calls. SIGINT to the launcher alone, even one started with SIGINT ignored,
+    still stops both services, and leaves the Vault it did not start running."""
     token = "test-twilio-token-from-env"
-    run = start_dev(TWILIO_AUTH_TOKEN=token, **dev_vault.env())
+    run = start_dev(sigint_ignored=True, TWILIO_AUTH_TOKEN=token, **dev_vault.env())
     run.wait_for(READY_LINE)
     assert f"Using the Vault at {dev_vault.addr}" in run.output()
     assert not (run.state / "vault.env").exists()
