@@ -35,7 +35,7 @@ class Plan:
     def from_environ(cls) -> Plan:
         if os.environ.get("BENCH_QUICK"):
             return cls(True, 3, 3, (32,), (16,), HERE / ".work" / "quick")
-        return cls(False, 3, 6, (1, 4, 16, 32, 64), (4, 16, 32), HERE)
+        return cls(False, 5, 5, (1, 4, 16, 32, 64), (4, 16, 32), HERE)
 
 
 @dataclass
@@ -100,7 +100,8 @@ def measure(bench: stack.Bench, url: str, requests_file: Path, *, connections: i
 
 
 # uvicorn settings compared on the baseline app (the same server code, without Vault, so
-# that only the server settings differ). The first is what service.cli.uvicorn_options uses.
+# that only the server settings differ), then on the service's webhook itself. The first is
+# what service.cli.uvicorn_options uses.
 VARIANTS: dict[str, dict[str, str]] = {
     "uvloop + httptools, 1 worker (chosen)": {},
     "asyncio + h11, 1 worker": {"BENCH_LOOP": "asyncio", "BENCH_HTTP": "h11"},
@@ -120,7 +121,14 @@ def server_settings(bench: stack.Bench, plan: Plan, exits: ExitStack,
                                              bench.variant_env, exits, f"variant{i}", **variant)
         load.run_wrk(urls[name], card_file(f"variant{i}", urls[name], 2, 4000),
                      connections=8, seconds=2)  # warm up
-    points = {name: Point([]) for name in VARIANTS}
+    # The service itself with two workers (WEB_CONCURRENCY), against its one-worker self.
+    urls["Vault webhook, 1 worker (chosen)"] = bench.webhook.url
+    urls["Vault webhook, 2 workers"] = stack.start_webhook_variant(bench, exits,
+                                                                   WEB_CONCURRENCY="2")
+    load.run_wrk(urls["Vault webhook, 2 workers"],
+                 card_file("variant", urls["Vault webhook, 2 workers"], 2, 4000),
+                 connections=8, seconds=2)  # warm up
+    points = {name: Point([]) for name in urls}
     for _ in range(plan.runs):
         for name, url in urls.items():
             measure(bench, url, card_file("variant", url, plan.seconds, 6000),

@@ -156,3 +156,16 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def start_webhook_variant(bench: Bench, stack: ExitStack, **env: str) -> str:
+    """Another webhook of the service (``ivr-vault serve webhook``) with extra environment,
+    e.g. WEB_CONCURRENCY; same Vault, backend and credentials."""
+    port = free_port()
+    variant_env = {**bench.webhook.env, "WEBHOOK_PORT": str(port),
+                   "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", **env}
+    process = ServiceProcess("webhook", port, variant_env, bench.webhook.log_dir / "variant")
+    stack.callback(process.stop)
+    process.start()
+    wait_http(f"{process.url}/readyz", timeout=30)
+    return process.url

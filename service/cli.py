@@ -12,12 +12,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
 from .errors import ConfigError, IvrVaultError
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -37,8 +40,49 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     else:
         from .backend import create_backend_app as factory
         host, port = settings.backend_host, settings.backend_port
-    uvicorn.run(factory(settings), host=host, port=port, **uvicorn_options())
+    workers = _web_concurrency()
+    if workers > 1:
+        # Each worker is its own process: it builds its app (Vault login, coalescers,
+        # metrics) in its own lifespan through this module's factory.
+        uvicorn.run(f"service.cli:{args.role}_app", factory=True, workers=workers,
+                    host=host, port=port, **uvicorn_options())
+    else:
+        uvicorn.run(factory(settings), host=host, port=port, **uvicorn_options())
     return 0
+
+
+def _web_concurrency() -> int:
+    """WEB_CONCURRENCY (uvicorn's and gunicorn's convention), default 1. With more than
+    one worker, /metrics answers for the worker that serves the scrape only."""
+    raw = os.environ.get("WEB_CONCURRENCY", "1")
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 64):
+        raise ConfigError("WEB_CONCURRENCY: expected a whole number from 1 to 64")
+    return int(raw)
+
+
+def _worker_settings() -> Settings:
+    """In a uvicorn worker process: read the environment and install the log pipeline
+    (the scrubber) before anything can log, as main() does for a single process."""
+    from .logconfig import configure_logging
+
+    settings = Settings.from_environ()
+    fmt: Literal["json", "console"] = "console" if settings.log_format == "console" else "json"
+    configure_logging(fmt=fmt, level=settings.log_level)
+    return settings
+
+
+def webhook_app() -> Starlette:
+    """uvicorn factory for ``serve webhook`` with WEB_CONCURRENCY > 1."""
+    from .webhook import create_webhook_app
+
+    return create_webhook_app(_worker_settings())
+
+
+def backend_app() -> Starlette:
+    """uvicorn factory for ``serve backend`` with WEB_CONCURRENCY > 1."""
+    from .backend import create_backend_app
+
+    return create_backend_app(_worker_settings())
 
 
 def uvicorn_options() -> dict[str, Any]:

@@ -1,0 +1,49 @@
+"""``ivr-vault serve`` with WEB_CONCURRENCY: several uvicorn workers, each building its own
+app (Vault login, coalescers) in its own lifespan, each with the log pipeline installed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from service.bootstrap import RoleCredentials
+from service.caller import Caller
+from service.devstack import DevVault
+from tests.conftest import make_stack
+
+
+def test_two_workers_serve_whole_calls(dev_vault: DevVault,
+                                       credentials: dict[str, RoleCredentials],
+                                       tmp_path: Path) -> None:
+    stack = make_stack(dev_vault, credentials, tmp_path, webhook_env={"WEB_CONCURRENCY": "2"})
+    try:
+        heard: list[str] = []
+        with httpx.Client(timeout=10) as client:
+            caller = Caller(stack.webhook.url, stack.twilio_token, client, say=heard.append)
+            for _ in range(4):  # new connections: the kernel spreads them over the workers
+                assert caller.play(["1234", "4321"]).completed
+        assert sum("AC12345678" in h for h in heard) == 4
+    finally:
+        stack.stop()
+    lines = stack.webhook.stderr_path.read_text().splitlines()
+    started = [json.loads(x) for x in lines if "Started server process" in x]
+    assert len(started) == 2  # two workers, both through our JSON log pipeline
+    access = [json.loads(x) for x in lines if '"ivr.access"' in x]
+    assert any(a.get("route") == "/voice/pin" for a in access)
+    # Every line came through our JSON pipeline (with its scrubber), none from uvicorn's
+    # own handlers, which a worker would install if it skipped configure_logging.
+    assert all(json.loads(x) for x in lines if x.strip())
+
+
+def test_bad_web_concurrency_is_a_configuration_error(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "service", "serve", "webhook"],
+                            env={"WEB_CONCURRENCY": "many", "PATH": "/usr/bin:/bin",
+                                 "HOME": str(tmp_path), "VAULT_TOKEN": "x",
+                                 "TWILIO_AUTH_TOKEN": "t", "BACKEND_TOKEN": "b"},
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert "WEB_CONCURRENCY" in result.stderr
