@@ -103,9 +103,9 @@ def measure(bench: stack.Bench, url: str, requests_file: Path, *, connections: i
 # that only the server settings differ), then on the service's webhook itself. The first is
 # what service.cli.uvicorn_options uses.
 VARIANTS: dict[str, dict[str, str]] = {
-    "uvloop + httptools, 1 worker (chosen)": {},
-    "asyncio + h11, 1 worker": {"BENCH_LOOP": "asyncio", "BENCH_HTTP": "h11"},
-    "uvloop + httptools, 2 workers": {"BENCH_WORKERS": "2"},
+    report.BASE_1W: {},
+    report.BASE_H11: {"BENCH_LOOP": "asyncio", "BENCH_HTTP": "h11"},
+    report.BASE_2W: {"BENCH_WORKERS": "2"},
 }
 
 
@@ -122,11 +122,9 @@ def server_settings(bench: stack.Bench, plan: Plan, exits: ExitStack,
         load.run_wrk(urls[name], card_file(f"variant{i}", urls[name], 2, 4000),
                      connections=8, seconds=2)  # warm up
     # The service itself with two workers (WEB_CONCURRENCY), against its one-worker self.
-    urls["Vault webhook, 1 worker (chosen)"] = bench.webhook.url
-    urls["Vault webhook, 2 workers"] = stack.start_webhook_variant(bench, exits,
-                                                                   WEB_CONCURRENCY="2")
-    load.run_wrk(urls["Vault webhook, 2 workers"],
-                 card_file("variant", urls["Vault webhook, 2 workers"], 2, 4000),
+    urls[report.VAULT_1W] = bench.webhook.url
+    urls[report.VAULT_2W] = stack.start_webhook_variant(bench, exits, WEB_CONCURRENCY="2")
+    load.run_wrk(urls[report.VAULT_2W], card_file("variant", urls[report.VAULT_2W], 2, 4000),
                  connections=8, seconds=2)  # warm up
     points = {name: Point([]) for name in urls}
     for _ in range(plan.runs):

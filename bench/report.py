@@ -75,6 +75,12 @@ def _runs_ok(points: list[Point]) -> str:
 
 
 CPU_PROCS = ("webhook", "baseline", "backend", "vault")
+# Names of the server-settings variants (bench/__main__.py).
+BASE_1W = "uvloop + httptools, 1 worker (chosen)"
+BASE_H11 = "asyncio + h11, 1 worker"
+BASE_2W = "uvloop + httptools, 2 workers"
+VAULT_1W = "Vault webhook, 1 worker (chosen)"
+VAULT_2W = "Vault webhook, 2 workers"
 
 
 def _cpu_row(label: str, point: Point) -> str:
@@ -93,25 +99,46 @@ def analysis(s: Summary) -> list[str]:
     vault, base, call = s.card["vault"][CARD_C], s.card["baseline"][CARD_C], s.calls[CALL_C]
     hook_v, vault_v, hook_b = _cpu(vault, "webhook"), _cpu(vault, "vault"), _cpu(base, "baseline")
     per_call = {name: 3 * _cpu(call, name) for name in ("webhook", "backend", "vault")}
+    busy = sum(per_call.values()) * call.med("rps") / 3 / 1000
     batch = statistics.median(call.batch)
-    return [
+    srv = s.server
+    one, two = srv.get(VAULT_1W), srv.get(VAULT_2W)
+    fast, slow = srv.get(BASE_1W), srv.get(BASE_H11)
+    base_2w = srv.get(BASE_2W)
+    cores_b = hook_b * base.med("rps") / 1000
+    lines = [
         "## Why",
         "",
-        f"- **Throughput ratio {v['ratio']:.2f}.** Two cores run wrk, Vault and the webhook, so "
-        "throughput follows CPU per request. At c=32 the Vault variant spends "
-        f"{hook_v:.2f} ms in the webhook and {vault_v:.2f} ms in Vault per request; the "
-        f"baseline spends {hook_b:.2f} ms. CPU alone predicts a ratio near "
-        f"{hook_b / max(hook_v + vault_v, 1e-9):.2f}. Batching already amortises Vault to a "
-        f"fraction of a call per request ({statistics.median(vault.transit):.3f} Transit calls "
-        "per request at c=32); what is left is the thread-pool hop and the blocking "
-        "requests/hvac client (~0.6 ms CPU per Transit call, measured alone), and Vault's "
-        "own work including its audit device, which writes and HMACs every request.",
+        f"- **Throughput ratio {v['ratio']:.2f}.** With one worker the webhook is one Python "
+        f"process, i.e. at most one core: the baseline uses {cores_b:.2f} of a core at c=32 "
+        f"({hook_b:.2f} ms CPU per request). The Vault variant spends {hook_v:.2f} ms per "
+        f"request in the webhook (plus {vault_v:.2f} ms in Vault, on the other core, which "
+        "it shares with wrk). The webhook's own CPU therefore bounds the ratio near "
+        f"{hook_b / max(hook_v, 1e-9):.2f}. Batching already amortises Vault to "
+        f"{statistics.median(vault.transit):.3f} Transit calls per request at c=32; the extra "
+        "webhook CPU is the coalescer's bookkeeping per item, the thread-pool hop and the "
+        "blocking requests/hvac client per batch (~0.6 ms CPU per Transit call, measured "
+        "alone), and JSON for the batch. At c=1 there is nothing to batch and every request "
+        "pays a full Vault round trip, hence the low ratio there.",
+    ]
+    if one and two and fast and slow and base_2w:
+        lines.append(
+            f"- **uvicorn.** uvloop + httptools served {fast.med('rps') / slow.med('rps'):.2f}x "
+            "the requests of asyncio + h11 (same app, same run), so `serve` names them. Two "
+            f"workers gave the Vault-free baseline {base_2w.med('rps') / fast.med('rps'):.2f}x, "
+            f"but the service's webhook only {two.med('rps') / one.med('rps'):.2f}x "
+            f"(p99 {one.med('p99_ms'):.0f} -> {two.med('p99_ms'):.0f} ms): its second core is "
+            "Vault's. Workers also split the coalescer (smaller batches, more Vault calls) and "
+            "the /metrics registry (a scrape sees one worker). So the default stays one worker; "
+            "`WEB_CONCURRENCY=N` is there for machines with cores to spare.")
+    return [*lines,
         f"- **Whole-call latency.** One call costs ~{per_call['webhook']:.1f} ms CPU in the "
         f"webhook, ~{per_call['backend']:.1f} ms in the backend and ~{per_call['vault']:.1f} ms "
         "in Vault. The backend's share is the lookup: a decrypt and an HMAC Transit call, "
         "then five SQLite statements, each on a new connection from the thread pool, two "
-        "of them committed writes (failure reset, idempotency record). With 16 calls in "
-        "flight those queue behind each other on two cores: p50 is queueing, not work. "
+        "of them committed writes (failure reset, idempotency record). At "
+        f"{call.med('rps') / 3:.0f} calls/s that is {busy:.1f} of the 2 cores (wrk not "
+        "counted): the machine is saturated, and p50 is queueing for CPU, not work. "
         "p99 comes from SQLite's busy handler, which backs off by sleeping when writers "
         "collide (measured alone: 16 threads writing as lookups do, p99 0.9-1.8 s), and "
         f"from other work on the machine (load average {s.loadavg[1]:.1f}).",
@@ -121,9 +148,12 @@ def analysis(s: Summary) -> list[str]:
         "items per call. A call needs four Transit operations (encrypt card, encrypt PIN, "
         "decrypt, HMAC) of three kinds that cannot share a call, for three webhook "
         "requests; even 16 calls in perfect lock-step would give 4/48 = 0.083, and "
-        "unsynchronised calls rarely meet: 0.2 needs ~7 items per Transit call, i.e. a "
-        "few hundred concurrent calls, or a linger window that adds latency to everyone. "
-        "At higher concurrency the figure falls (see the card table).",
+        "unsynchronised calls rarely meet: 0.2 needs ~7 items per Transit call. More "
+        "calls in flight do not get there on this machine (see the whole-call table: the "
+        "extra calls queue for CPU in the backend, not at Vault); a linger window would, "
+        "at the price of latency for everyone. Where requests do pile up at Vault, batches "
+        "grow: `/voice/card` at c=32 needs "
+        f"{statistics.median(vault.transit):.3f} Transit calls per request.",
         "",
         "## Next steps",
         "",
