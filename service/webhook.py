@@ -188,7 +188,8 @@ def create_webhook_app(settings: Settings) -> Starlette:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
         )
         try:
-            # Log in now so a wrong secret-id stops start-up, not the first caller.
+            # Log in now so the first caller does not pay for it. If Vault is away or
+            # refuses us, /readyz says so and every request tries again.
             await asyncio.get_running_loop().run_in_executor(executor, vault.ensure_login)
         except VaultError as exc:
             log.warning("vault not ready at start-up; will retry per request", kind=exc.kind)
