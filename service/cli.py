@@ -40,24 +40,16 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     else:
         from .backend import create_backend_app as factory
         host, port = settings.backend_host, settings.backend_port
-    workers = _web_concurrency()
+    workers = settings.web_concurrency
     if workers > 1:
         # Each worker is its own process: it builds its app (Vault login, coalescers,
-        # metrics) in its own lifespan through this module's factory.
+        # metrics) in its own lifespan through this module's factory. /metrics then
+        # answers for the worker that serves the scrape only.
         uvicorn.run(f"service.cli:{args.role}_app", factory=True, workers=workers,
                     host=host, port=port, **uvicorn_options())
     else:
         uvicorn.run(factory(settings), host=host, port=port, **uvicorn_options())
     return 0
-
-
-def _web_concurrency() -> int:
-    """WEB_CONCURRENCY (uvicorn's and gunicorn's convention), default 1. With more than
-    one worker, /metrics answers for the worker that serves the scrape only."""
-    raw = os.environ.get("WEB_CONCURRENCY", "1")
-    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 64):
-        raise ConfigError("WEB_CONCURRENCY: expected a whole number from 1 to 64")
-    return int(raw)
 
 
 def _worker_settings() -> Settings:
