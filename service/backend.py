@@ -30,7 +30,7 @@ from .health import health_routes
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics
 from .settings import Settings
-from .store import Account, Store, card_input, pin_input, verifier_version
+from .store import Found, Lockout, Settlement, Store, card_input, pin_input, verifier_version
 from .transit import Transit, call_context, ciphertext_version
 from .vault_client import VaultClient
 
@@ -39,6 +39,8 @@ log = structlog.get_logger("ivr.backend")
 T = TypeVar("T")
 
 IDEMPOTENCY_TTL_S = 15 * 60
+NOT_FOUND: dict[str, Any] = {"detail": "not found"}
+LOCKED: dict[str, Any] = {"detail": "locked"}
 
 
 @dataclass
@@ -79,22 +81,36 @@ async def _verifiers(state: BackendState, last4: str, pin: str,
 
 
 async def _find(state: BackendState, last4: str, pin: str,
-                ) -> tuple[Account | None, str, tuple[str, str]]:
+                ) -> tuple[Found | None, str, tuple[str, str]]:
     """Find the account at the latest ``ivr-lookup`` version, then at older versions still
-    in the store. Returns (account, its PIN verifier at its version, latest verifiers)."""
+    in the store. Returns (account and its lock state, its PIN verifier at its version,
+    latest verifiers)."""
     latest = await _verifiers(state, last4, pin)
-    account = await state.db(state.store.find_by_card, latest[0])
-    if account is not None:
-        return account, latest[1], latest
+    found = await state.db(state.store.find, latest[0], time.time())
+    if found is not None:
+        return found, latest[1], latest
     latest_version = verifier_version(latest[0])
     for version in await state.db(state.store.lookup_versions):
         if version >= latest_version:
             continue
         older = await _verifiers(state, last4, pin, key_version=version)
-        account = await state.db(state.store.find_by_card, older[0])
-        if account is not None:
-            return account, older[1], latest
+        found = await state.db(state.store.find, older[0], time.time())
+        if found is not None:
+            return found, older[1], latest
     return None, "", latest
+
+
+async def _settle(state: BackendState, request_key: str | None, status: int,
+                  body: dict[str, Any], now: float, **writes: Any) -> bool:
+    """Write what this answer implies (and the answer itself, for a retry of the same
+    request) in one transaction on one pool hop; none when there is nothing to write.
+    Returns True when a wrong PIN locked the account."""
+    answer = (status, json.dumps(body)) if request_key else None
+    settlement = Settlement(now, request_key=request_key, answer=answer,
+                            answer_ttl=IDEMPOTENCY_TTL_S, **writes)
+    if settlement.is_empty():
+        return False
+    return await state.db(state.store.settle, settlement)
 
 
 async def lookup(state: BackendState, request: LookupRequest,
@@ -112,26 +128,31 @@ async def lookup(state: BackendState, request: LookupRequest,
     if last4 is None or pin is None:
         return 422, {"detail": "decrypted values are not 4-digit entries"}
 
-    account, pin_verifier, latest = await _find(state, last4, pin)
-    if account is None:
-        return 404, {"detail": "not found"}
+    found, pin_verifier, latest = await _find(state, last4, pin)
     now = time.time()
-    if await state.db(state.store.locked_until, account.id, now) is not None:
-        return 423, {"detail": "locked"}
+    if found is None:
+        await _settle(state, request_key, 404, NOT_FOUND, now)
+        return 404, NOT_FOUND
+    account = found.account
+    if found.locked:
+        await _settle(state, request_key, 423, LOCKED, now)
+        return 423, LOCKED
     if not hmac.compare_digest(pin_verifier.encode(), account.pin_verifier.encode()):
-        locked = await state.db(lambda: state.store.record_failure(
-            account.id, now, window=settings.lockout_window,
-            threshold=settings.lockout_threshold, duration=settings.lockout_duration,
-            request_key=request_key))
-        if locked:
+        lockout = Lockout(settings.lockout_window, settings.lockout_threshold,
+                          settings.lockout_duration)
+        if await _settle(state, request_key, 404, NOT_FOUND, now,
+                         failed_account=account.id, lockout=lockout):
             state.metrics.lockouts.inc()
             log.warning("card locked after repeated wrong PINs", lookup_version=None)
-        return 404, {"detail": "not found"}
-    await state.db(state.store.clear_failures, account.id)
+        return 404, NOT_FOUND
+    body = {"account": account.account, "balance": account.balance}
+    upgrade = None
     if account.lookup_version < verifier_version(latest[0]):
-        await state.db(state.store.replace_verifiers, account.id, *latest)
+        upgrade = (account.id, *latest)
         annotate(verifier_upgraded=True)
-    return 200, {"account": account.account, "balance": account.balance}
+    await _settle(state, request_key, 200, body, now, upgrade=upgrade,
+                  cleared_account=account.id if found.has_failures else None)
+    return 200, body
 
 
 async def lookup_endpoint(request: Request) -> Response:
@@ -169,9 +190,6 @@ async def lookup_endpoint(request: Request) -> Response:
     outcome = {200: "found", 404: "not_found", 423: "locked", 422: "rejected"}.get(status)
     state.metrics.lookups.labels(outcome or "error").inc()
     annotate(outcome=outcome)
-    if request_key and status in (200, 404, 423):
-        await state.db(state.store.remember, request_key, status,
-                       json.dumps(body), time.time(), IDEMPOTENCY_TTL_S)
     return JSONResponse(body, status_code=status)
 
 
@@ -202,6 +220,7 @@ def create_backend_app(settings: Settings) -> Starlette:
             await asyncio.get_running_loop().run_in_executor(executor, vault.revoke_self)
             executor.shutdown(wait=False, cancel_futures=True)
             vault.close()
+            store.close()
 
     async def ready() -> dict[str, bool]:
         state: BackendState = app.state.backend

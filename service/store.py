@@ -7,18 +7,21 @@ different verifiers. Verifiers carry their key version (``vault:vN:...``); after
 successful lookup. Failed-PIN counts and locks live here too, so a backend restart or a
 new call does not reset them.
 
-sqlite3 blocks; the backend calls this from a thread pool. One connection per call keeps
-it thread-safe without a lock of our own; WAL lets readers run beside the writer.
+sqlite3 blocks; the backend calls this from a thread pool. Each thread keeps one
+connection (opening one costs more than the statements a lookup runs), and a lookup
+touches the store in two calls: :meth:`Store.find` reads, :meth:`Store.settle` writes
+everything the answer implies in one transaction (bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .sqlite_local import ThreadConnections
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -50,7 +53,6 @@ CREATE TABLE IF NOT EXISTS idempotency (
 CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency(at);
 """
 
-
 _VERIFIER = re.compile(r"vault:v([1-9][0-9]{0,8}):")
 
 
@@ -81,74 +83,129 @@ class Account:
     lookup_version: int
 
 
+@dataclass(frozen=True)
+class Found:
+    """What a lookup needs to know about one card verifier, read in one statement."""
+    account: Account
+    locked: bool
+    has_failures: bool
+
+
+@dataclass(frozen=True)
+class Lockout:
+    window: float
+    threshold: int
+    duration: float
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """Everything a lookup's answer writes, applied by :meth:`Store.settle` in one
+    transaction: a wrong PIN (``failed_account``), a correct one clearing earlier failures
+    (``cleared_account``), a verifier upgrade, and the answer remembered for retries."""
+    now: float
+    request_key: str | None = None
+    answer: tuple[int, str] | None = None  # (status, JSON body) to remember
+    answer_ttl: float = 0.0
+    failed_account: int | None = None
+    lockout: Lockout | None = None
+    cleared_account: int | None = None
+    upgrade: tuple[int, str, str] | None = None  # (account id, card, PIN verifier)
+
+    def is_empty(self) -> bool:
+        return (self.answer is None or self.request_key is None) \
+            and self.failed_account is None and self.cleared_account is None \
+            and self.upgrade is None
+
+
 class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(pin_failures)")}
-            if "request_key" not in columns:  # a store made before retries were keyed
-                db.execute("ALTER TABLE pin_failures ADD COLUMN request_key TEXT")
-            # Two deliveries of one Twilio request (a retry racing the original) carry
-            # the same key: the second insert is ignored, so it is not a second failure.
-            db.execute("CREATE UNIQUE INDEX IF NOT EXISTS pin_failures_by_request"
-                       " ON pin_failures(request_key)")
+        self._db = ThreadConnections(self.path)
+        self._run = self._db.run  # work on this thread's connection, optionally a write
+        self._run(_create_schema)  # its own transactions; retried while another writes
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=5, isolation_level=None)) as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA foreign_keys=ON")
-            db.row_factory = sqlite3.Row
-            yield db
+    def close(self) -> None:
+        """Close every thread's connection (backend shutdown)."""
+        self._db.close()
+
+    # -- the lookup's two calls -------------------------------------------------------
+
+    def find(self, card_verifier: str, now: float) -> Found | None:
+        """The account with this card verifier, whether it is locked at ``now`` and
+        whether it has failed PINs on record."""
+        row = self._run(lambda db: db.execute(
+            "SELECT a.*, EXISTS(SELECT 1 FROM locks WHERE account_id=a.id AND until > ?)"
+            " AS locked, EXISTS(SELECT 1 FROM pin_failures WHERE account_id=a.id)"
+            " AS has_failures FROM accounts a WHERE a.card_verifier = ?",
+            (now, card_verifier)).fetchone())
+        if row is None:
+            return None
+        fields = dict(row)
+        locked, has_failures = bool(fields.pop("locked")), bool(fields.pop("has_failures"))
+        return Found(Account(**fields), locked, has_failures)
+
+    def settle(self, s: Settlement) -> bool:
+        """Apply a lookup's writes in one transaction. Returns True when this lookup's
+        wrong PIN locked the account."""
+        def work(db: sqlite3.Connection) -> bool:
+            locked = False
+            if s.failed_account is not None:
+                if s.lockout is None:
+                    raise ValueError("a failure needs a lockout policy")
+                locked = _record_failure(db, s.failed_account, s.now, s.lockout,
+                                         s.request_key)
+            if s.cleared_account is not None:
+                db.execute("DELETE FROM pin_failures WHERE account_id=?",
+                           (s.cleared_account,))
+            if s.upgrade is not None:
+                _replace_verifiers(db, *s.upgrade)
+            if s.answer is not None and s.request_key is not None:
+                _remember(db, s.request_key, s.answer, s.now, s.answer_ttl)
+            return locked
+        return self._run(work, write=True)
 
     # -- accounts -------------------------------------------------------------------
 
     def upsert_account(self, account: str, balance: str, card_verifier: str,
                        pin_verifier: str) -> None:
         version = verifier_version(card_verifier)
-        with self._connect() as db:
-            db.execute(
-                "INSERT INTO accounts(account, balance, card_verifier, pin_verifier,"
-                " lookup_version) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT(account) DO UPDATE SET balance=excluded.balance,"
-                " card_verifier=excluded.card_verifier, pin_verifier=excluded.pin_verifier,"
-                " lookup_version=excluded.lookup_version",
-                (account, balance, card_verifier, pin_verifier, version))
+        self._run(lambda db: db.execute(
+            "INSERT INTO accounts(account, balance, card_verifier, pin_verifier,"
+            " lookup_version) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT(account) DO UPDATE SET balance=excluded.balance,"
+            " card_verifier=excluded.card_verifier, pin_verifier=excluded.pin_verifier,"
+            " lookup_version=excluded.lookup_version",
+            (account, balance, card_verifier, pin_verifier, version)), write=True)
 
     def find_by_card(self, card_verifier: str) -> Account | None:
-        with self._connect() as db:
-            row = db.execute("SELECT * FROM accounts WHERE card_verifier = ?",
-                             (card_verifier,)).fetchone()
-        return Account(**dict(row)) if row else None
+        found = self.find(card_verifier, time.time())
+        return found.account if found else None
 
     def lookup_versions(self) -> list[int]:
         """The ``ivr-lookup`` versions that stored verifiers use, newest first."""
-        with self._connect() as db:
-            rows = db.execute("SELECT DISTINCT lookup_version FROM accounts"
-                              " ORDER BY lookup_version DESC").fetchall()
+        rows = self._run(lambda db: db.execute(
+            "SELECT DISTINCT lookup_version FROM accounts"
+            " ORDER BY lookup_version DESC").fetchall())
         return [int(r[0]) for r in rows]
 
     def version_counts(self) -> dict[int, int]:
-        with self._connect() as db:
-            rows = db.execute("SELECT lookup_version, COUNT(*) FROM accounts"
-                              " GROUP BY lookup_version").fetchall()
+        rows = self._run(lambda db: db.execute(
+            "SELECT lookup_version, COUNT(*) FROM accounts GROUP BY lookup_version"
+        ).fetchall())
         return {int(v): int(n) for v, n in rows}
 
     def replace_verifiers(self, account_id: int, card_verifier: str, pin_verifier: str) -> None:
-        with self._connect() as db:
-            db.execute("UPDATE accounts SET card_verifier=?, pin_verifier=?, lookup_version=?"
-                       " WHERE id=?",
-                       (card_verifier, pin_verifier, verifier_version(card_verifier),
-                        account_id))
+        self._run(lambda db: _replace_verifiers(db, account_id, card_verifier, pin_verifier),
+                  write=True)
 
     # -- failed PINs and locks ------------------------------------------------------
 
     def locked_until(self, account_id: int, now: float) -> float | None:
-        with self._connect() as db:
-            row = db.execute("SELECT until FROM locks WHERE account_id=? AND until > ?",
-                             (account_id, now)).fetchone()
+        row = self._run(lambda db: db.execute(
+            "SELECT until FROM locks WHERE account_id=? AND until > ?",
+            (account_id, now)).fetchone())
         return float(row[0]) if row else None
 
     def record_failure(self, account_id: int, now: float, *, window: float, threshold: int,
@@ -156,45 +213,70 @@ class Store:
         """Count a wrong PIN; lock the account when ``threshold`` fall within ``window``.
         A failure whose ``request_key`` was already counted is not counted again.
         Returns True when this failure locked it."""
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("DELETE FROM pin_failures WHERE at <= ?", (now - window,))
-            inserted = db.execute(
-                "INSERT OR IGNORE INTO pin_failures(account_id, at, request_key)"
-                " VALUES (?, ?, ?)", (account_id, now, request_key)).rowcount
-            if not inserted:
-                db.execute("COMMIT")
-                return False
-            (count,) = db.execute("SELECT COUNT(*) FROM pin_failures WHERE account_id=?",
-                                  (account_id,)).fetchone()
-            locked = bool(count >= threshold)
-            if locked:
-                db.execute("INSERT OR REPLACE INTO locks(account_id, until) VALUES (?, ?)",
-                           (account_id, now + duration))
-                db.execute("DELETE FROM pin_failures WHERE account_id=?", (account_id,))
-            db.execute("COMMIT")
-        return locked
+        return self.settle(Settlement(now, request_key=request_key, failed_account=account_id,
+                                      lockout=Lockout(window, threshold, duration)))
 
     def failure_count(self, account_id: int) -> int:
-        with self._connect() as db:
-            (count,) = db.execute("SELECT COUNT(*) FROM pin_failures WHERE account_id=?",
-                                  (account_id,)).fetchone()
+        (count,) = self._run(lambda db: db.execute(
+            "SELECT COUNT(*) FROM pin_failures WHERE account_id=?", (account_id,)).fetchone())
         return int(count)
 
     def clear_failures(self, account_id: int) -> None:
-        with self._connect() as db:
-            db.execute("DELETE FROM pin_failures WHERE account_id=?", (account_id,))
+        self.settle(Settlement(time.time(), cleared_account=account_id))
 
     # -- idempotency (Twilio retries) -------------------------------------------------
 
     def remembered(self, key: str, now: float, ttl: float) -> tuple[int, str] | None:
-        with self._connect() as db:
-            row = db.execute("SELECT status, body FROM idempotency WHERE key=? AND at > ?",
-                             (key, now - ttl)).fetchone()
+        row = self._run(lambda db: db.execute(
+            "SELECT status, body FROM idempotency WHERE key=? AND at > ?",
+            (key, now - ttl)).fetchone())
         return (int(row[0]), str(row[1])) if row else None
 
     def remember(self, key: str, status: int, body: str, now: float, ttl: float) -> None:
-        with self._connect() as db:
-            db.execute("DELETE FROM idempotency WHERE at <= ?", (now - ttl,))
-            db.execute("INSERT OR REPLACE INTO idempotency(key, status, body, at)"
-                       " VALUES (?, ?, ?, ?)", (key, status, body, now))
+        self.settle(Settlement(now, request_key=key, answer=(status, body), answer_ttl=ttl))
+
+
+# -- statements run inside a write transaction -------------------------------------------
+
+
+def _create_schema(db: sqlite3.Connection) -> None:
+    db.executescript(_SCHEMA)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(pin_failures)")}
+    if "request_key" not in columns:  # a store made before retries were keyed
+        db.execute("ALTER TABLE pin_failures ADD COLUMN request_key TEXT")
+    # Two deliveries of one Twilio request (a retry racing the original) carry
+    # the same key: the second insert is ignored, so it is not a second failure.
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS pin_failures_by_request"
+               " ON pin_failures(request_key)")
+
+
+def _record_failure(db: sqlite3.Connection, account_id: int, now: float, policy: Lockout,
+                    request_key: str | None) -> bool:
+    db.execute("DELETE FROM pin_failures WHERE at <= ?", (now - policy.window,))
+    inserted = db.execute(
+        "INSERT OR IGNORE INTO pin_failures(account_id, at, request_key) VALUES (?, ?, ?)",
+        (account_id, now, request_key)).rowcount
+    if not inserted:
+        return False
+    (count,) = db.execute("SELECT COUNT(*) FROM pin_failures WHERE account_id=?",
+                          (account_id,)).fetchone()
+    if count < policy.threshold:
+        return False
+    db.execute("INSERT OR REPLACE INTO locks(account_id, until) VALUES (?, ?)",
+               (account_id, now + policy.duration))
+    db.execute("DELETE FROM pin_failures WHERE account_id=?", (account_id,))
+    return True
+
+
+def _replace_verifiers(db: sqlite3.Connection, account_id: int, card_verifier: str,
+                       pin_verifier: str) -> None:
+    db.execute("UPDATE accounts SET card_verifier=?, pin_verifier=?, lookup_version=?"
+               " WHERE id=?",
+               (card_verifier, pin_verifier, verifier_version(card_verifier), account_id))
+
+
+def _remember(db: sqlite3.Connection, key: str, answer: tuple[int, str], now: float,
+              ttl: float) -> None:
+    db.execute("DELETE FROM idempotency WHERE at <= ?", (now - ttl,))
+    db.execute("INSERT OR REPLACE INTO idempotency(key, status, body, at) VALUES (?, ?, ?, ?)",
+               (key, *answer, now))
