@@ -236,7 +236,7 @@ class Store:
         self.settle(Settlement(now, request_key=key, answer=(status, body), answer_ttl=ttl))
 
 
-# -- statements run inside a write transaction -------------------------------------------
+# -- statements, run on one thread's connection --------------------------------------------
 
 
 def _create_schema(db: sqlite3.Connection) -> None:

@@ -4,11 +4,15 @@ locks, and the idempotency memory that keeps a Twilio retry from counting twice.
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from service.store import Store, card_input, pin_input, verifier_version
+from service import sqlite_local
+from service.store import Lockout, Settlement, Store, card_input, pin_input, verifier_version
 
 CARD_V1 = "vault:v1:Y2FyZC12MQ=="
 PIN_V1 = "vault:v1:cGluLXYx"
@@ -135,3 +139,131 @@ def test_the_schema_has_no_place_for_digits(store: Store) -> None:
         columns = {row[1] for row in db.execute("PRAGMA table_info(accounts)")}
     assert columns == {"id", "account", "balance", "card_verifier", "pin_verifier",
                        "lookup_version"}
+
+
+# -- connections, transactions and the lookup's two calls --------------------------------
+
+LOCKOUT = Lockout(WINDOW, THRESHOLD, DURATION)
+
+
+def test_each_thread_keeps_one_connection_and_close_closes_them_all(store: Store) -> None:
+    both_running = threading.Barrier(2)
+
+    def conn_of_this_thread(wait: bool = True) -> sqlite3.Connection:
+        if wait:  # so that the pool really runs two threads
+            both_running.wait(timeout=10)
+        first = store._db.connection()
+        assert store._db.connection() is first  # reused, not one per statement
+        pragmas = (first.execute("PRAGMA journal_mode").fetchone()[0],
+                   first.execute("PRAGMA synchronous").fetchone()[0],
+                   first.execute("PRAGMA busy_timeout").fetchone()[0])
+        assert pragmas == ("wal", 1, 0)  # WAL, NORMAL, SQLite's sleeping handler off
+        return first
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        others = [f.result() for f in [pool.submit(conn_of_this_thread) for _ in range(4)]]
+    mine = conn_of_this_thread(wait=False)
+    assert len({id(c) for c in [*others, mine]}) == 3  # two pool threads and this one
+    store.close()
+    for db in [*others, mine]:
+        with pytest.raises(sqlite3.ProgrammingError):
+            db.execute("SELECT 1")
+    assert store.find_by_card(CARD_V1) is not None  # a later use opens a new one
+
+
+def test_find_reads_account_lock_and_failures_at_once(store: Store) -> None:
+    aid, now = account_id(store), 1_000_000.0
+    found = store.find(CARD_V1, now)
+    assert found is not None and (found.account.id, found.locked, found.has_failures) \
+        == (aid, False, False)
+    fail(store, aid, now)
+    found = store.find(CARD_V1, now)
+    assert found is not None and (found.locked, found.has_failures) == (False, True)
+    fail(store, aid, now + 1)
+    fail(store, aid, now + 2)  # locks, and the count starts over
+    found = store.find(CARD_V1, now + 3)
+    assert found is not None and (found.locked, found.has_failures) == (True, False)
+    found = store.find(CARD_V1, now + 2 + DURATION)
+    assert found is not None and found.locked is False
+    assert store.find(CARD_V3, now) is None
+
+
+def test_settle_writes_failure_and_remembered_answer_together(store: Store) -> None:
+    aid, now = account_id(store), 1_000_000.0
+    settle = Settlement(now, request_key="CA1|k", answer=(404, '{"detail": "not found"}'),
+                        answer_ttl=900, failed_account=aid, lockout=LOCKOUT)
+    assert store.settle(settle) is False
+    assert store.failure_count(aid) == 1
+    assert store.remembered("CA1|k", now + 1, 900) == (404, '{"detail": "not found"}')
+    assert store.settle(settle) is False  # the same request again is not a second failure
+    assert store.failure_count(aid) == 1
+
+
+def test_settle_is_all_or_nothing(store: Store) -> None:
+    aid, now = account_id(store), 1_000_000.0
+    fail(store, aid, now)
+    broken = Settlement(now + 1, request_key="CA1|k", answer=(200, "{}"), answer_ttl=900,
+                        cleared_account=aid, upgrade=(aid, "not a verifier", PIN_V3))
+    with pytest.raises(ValueError, match="not a Transit HMAC"):
+        store.settle(broken)
+    assert store.failure_count(aid) == 1  # the clear was rolled back with the rest
+    assert store.remembered("CA1|k", now + 1, 900) is None
+    good = Settlement(now + 1, request_key="CA1|k", answer=(200, "{}"), answer_ttl=900,
+                      cleared_account=aid, upgrade=(aid, CARD_V3, PIN_V3))
+    assert store.settle(good) is False
+    assert store.failure_count(aid) == 0
+    assert store.version_counts() == {3: 1}
+    assert store.remembered("CA1|k", now + 2, 900) == (200, "{}")
+
+
+def test_settlement_with_nothing_to_write_is_empty() -> None:
+    assert Settlement(1.0).is_empty()
+    assert Settlement(1.0, answer=(200, "{}")).is_empty()  # no request key: not remembered
+    assert not Settlement(1.0, request_key="k", answer=(200, "{}")).is_empty()
+    assert not Settlement(1.0, cleared_account=1).is_empty()
+    assert not Settlement(1.0, failed_account=1, lockout=LOCKOUT).is_empty()
+
+
+def test_concurrent_wrong_pins_lock_exactly_at_each_threshold(store: Store) -> None:
+    """16 threads fail at once: every failure is counted once, in order, so the account
+    locks at the 3rd, 6th, 9th ... failure and no count is lost between threads."""
+    aid, now = account_id(store), 1_000_000.0
+
+    def one(i: int) -> bool:
+        return store.record_failure(aid, now, window=WINDOW, threshold=THRESHOLD,
+                                    duration=DURATION, request_key=f"CA{i}|k")
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        locked = list(pool.map(one, range(16)))
+    assert sum(locked) == 16 // THRESHOLD
+    assert store.failure_count(aid) == 16 % THRESHOLD
+
+
+def test_a_writer_in_another_process_is_waited_for(store: Store) -> None:
+    """Another connection (as `accounts add` would, from another process) holds the write
+    lock: the store waits in small steps and writes as soon as it is free."""
+    aid, hold = account_id(store), 0.3
+    other = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    threading.Timer(hold, lambda: other.execute("COMMIT")).start()
+    started = time.monotonic()
+    fail(store, aid, 1_000_000.0)
+    waited = time.monotonic() - started
+    other.close()
+    assert store.failure_count(aid) == 1
+    assert hold - 0.05 < waited < hold + 0.2
+
+
+def test_a_writer_that_never_lets_go_fails_after_the_wait(store: Store,
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    monkeypatch.setattr(sqlite_local, "BUSY_WAIT_S", 0.2)
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            fail(store, account_id(store), 1_000_000.0)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert store.failure_count(account_id(store)) == 0
