@@ -15,6 +15,12 @@ if TYPE_CHECKING:
 CARD_C, CALL_C = 32, 16
 TARGETS = {"ratio": 0.9, "card_p99": 25.0, "call_p50": 10.0, "call_p99": 40.0,
            "transit": 0.2}
+# The first round's full `make bench` (commit 61cdfcb), kept for comparison: before
+# per-thread SQLite connections, the lookup's one-transaction writes, sniffio and
+# requests' environment read once.
+PREVIOUS = {"ratio": 0.70, "card_p99": 40.9, "call_p50": 27.7, "call_p99": 140.7,
+            "transit": 0.892}
+PREVIOUS_CALL = {"rps": 458.0, "webhook": 1.47, "backend": 1.55, "vault": 0.63}
 
 
 @dataclass
@@ -100,6 +106,9 @@ def analysis(s: Summary) -> list[str]:
     hook_v, vault_v, hook_b = _cpu(vault, "webhook"), _cpu(vault, "vault"), _cpu(base, "baseline")
     per_call = {name: 3 * _cpu(call, name) for name in ("webhook", "backend", "vault")}
     busy = sum(per_call.values()) * call.med("rps") / 3 / 1000
+    per_req = sum(per_call.values()) / 3
+    needed = CALL_C / (TARGETS["call_p50"] / 1000)  # req/s for that mean latency
+    before = {name: 3 * PREVIOUS_CALL[name] for name in ("webhook", "backend", "vault")}
     batch = statistics.median(call.batch)
     srv = s.server
     one, two = srv.get(VAULT_1W), srv.get(VAULT_2W)
@@ -134,14 +143,19 @@ def analysis(s: Summary) -> list[str]:
     return [*lines,
         f"- **Whole-call latency.** One call costs ~{per_call['webhook']:.1f} ms CPU in the "
         f"webhook, ~{per_call['backend']:.1f} ms in the backend and ~{per_call['vault']:.1f} ms "
-        "in Vault. The backend's share is the lookup: a decrypt and an HMAC Transit call, "
-        "then five SQLite statements, each on a new connection from the thread pool, two "
-        "of them committed writes (failure reset, idempotency record). At "
-        f"{call.med('rps') / 3:.0f} calls/s that is {busy:.1f} of the 2 cores (wrk not "
-        "counted): the machine is saturated, and p50 is queueing for CPU, not work. "
-        "p99 comes from SQLite's busy handler, which backs off by sleeping when writers "
-        "collide (measured alone: 16 threads writing as lookups do, p99 0.9-1.8 s), and "
-        f"from other work on the machine (load average {s.loadavg[1]:.1f}).",
+        f"in Vault (first round: {before['webhook']:.1f}, {before['backend']:.1f} and "
+        f"{before['vault']:.1f} ms at {PREVIOUS_CALL['rps']:.0f} req/s). The backend now keeps "
+        "one SQLite connection per thread and touches the store twice per lookup (one read, "
+        "one write transaction, no busy-handler sleeps); in a py-spy profile under this "
+        "load SQLite is ~2 % of its CPU, the blocking requests/hvac Transit client ~40 %. "
+        f"At {call.med('rps') / 3:.0f} calls/s the three processes use {busy:.1f} of the 2 "
+        "cores, wrk the rest: the machine is saturated, so latency is queueing for CPU. "
+        f"wrk's {CALL_C} connections send back to back with no caller pause, so the mean "
+        f"latency is {CALL_C} / throughput (Little's law: {CALL_C / call.med('rps') * 1000:.1f}"
+        f" ms at {call.med('rps'):.0f} req/s); p50 ≤ {TARGETS['call_p50']:.0f} ms needs "
+        f"~{needed:.0f} req/s, i.e. ≤ {2000 / needed:.2f} ms CPU per request over all "
+        f"processes on 2 cores, against {per_req:.2f} ms now. p99 is the same queue's tail "
+        f"(load average {s.loadavg[1]:.1f} after the run).",
         f"- **Transit calls per request {v['transit']:.3f}.** The coalescer adds no latency "
         "when idle, so a batch holds what arrived while the previous one was in flight "
         f"(Little's law: arrival rate x Vault round trip). At 16 calls that is {batch:.1f} "
@@ -157,14 +171,16 @@ def analysis(s: Summary) -> list[str]:
         "",
         "## Next steps",
         "",
-        "- Backend: one SQLite connection per thread (not per statement) and the lookup's "
-        "reads and writes in one transaction on one pool hop; skip the failure reset when "
-        "there is nothing to reset. This is most of the backend's CPU and all of its tail. "
-        "(An in-process write lock alone was tried: it cut that p99 to ~0.2-0.6 s but "
-        "raised p50, so it was not adopted.)",
-        "- Transit transport: a lighter HTTP client for the hot path (one pooled urllib3 "
-        "connection per in-flight batch, no hvac adapter) would cut the fixed cost per "
-        "Transit call that dominates at small batches.",
+        "- Done this round: one SQLite connection per thread and the lookup's writes (failure "
+        "or reset, verifier upgrade, remembered answer) in one transaction, the reset only "
+        "when there is something to reset; an in-process write lock with 1 ms retries for "
+        "other processes instead of SQLite's sleeping busy handler; sniffio installed "
+        "(httpcore re-imported it, failing, on every backend request); requests' proxy and "
+        "~/.netrc environment read once, not per Transit call.",
+        "- Transit transport, now the largest cost in both services: a lighter HTTP client "
+        "for the hot path (pooled urllib3 or an async client on the event loop, no hvac "
+        "adapter, no thread-pool hop) would cut the fixed CPU per Transit call that "
+        "dominates at small batches.",
         "- Calls per request: an adaptive linger (wait up to ~1 ms only while the previous "
         "batch was larger than one item, i.e. only under load) would trade a bounded "
         "latency for fewer Vault calls; worth it only where Vault is the shared bottleneck.",
@@ -201,9 +217,12 @@ def markdown(s: Summary, chart: str) -> str:
         f"1-minute load average {s.loadavg[0]:.1f} before, {s.loadavg[1]:.1f} after "
         "(anything above ~2 means other work shared the cores).",
         "",
-        "| target | wanted | measured | |",
-        "|---|---|---|---|",
-        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
+        "| target | wanted | first round | measured | |",
+        "|---|---|---|---|---|",
+        *[f"| {a} | {b} | {p} | {c} | {d} |" for (a, b, c, d), p in zip(rows, (
+            f"{PREVIOUS['ratio']:.2f}", f"{PREVIOUS['card_p99']:.1f} ms",
+            f"{PREVIOUS['call_p50']:.1f} ms", f"{PREVIOUS['call_p99']:.1f} ms",
+            f"{PREVIOUS['transit']:.3f}"), strict=True)],
         "",
         f"Checks: {_runs_ok(all_points)}.",
         "",
@@ -262,6 +281,8 @@ def markdown(s: Summary, chart: str) -> str:
         _cpu_row(f"card c={CARD_C}, Vault", s.card["vault"][CARD_C]),
         _cpu_row(f"card c={CARD_C}, baseline", s.card["baseline"][CARD_C]),
         _cpu_row(f"whole call c={CALL_C}", s.calls[CALL_C]),
+        f"| whole call c={CALL_C}, first round | {PREVIOUS_CALL['webhook']:.2f} | - | "
+        f"{PREVIOUS_CALL['backend']:.2f} | {PREVIOUS_CALL['vault']:.2f} |",
         "",
         "## Memory (RSS, MB)",
         "",
