@@ -8,6 +8,7 @@ compares the PIN verifier in constant time. The store holds verifiers, never dig
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import json
 import time
@@ -213,6 +214,10 @@ def create_backend_app(settings: Settings) -> Starlette:
         except VaultError as exc:
             log.warning("vault not ready at start-up; will retry per request", kind=exc.kind)
         app.state.backend = BackendState(settings, transit, store, metrics, executor)
+        # Everything built so far (imports, clients) lives as long as the process: keep it
+        # out of the collector's full passes, each ~12 ms of a stalled event loop (p99).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

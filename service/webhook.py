@@ -9,6 +9,7 @@ error has occurred" to the caller.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -194,6 +195,10 @@ def create_webhook_app(settings: Settings) -> Starlette:
         except VaultError as exc:
             log.warning("vault not ready at start-up; will retry per request", kind=exc.kind)
         app.state.webhook = WebhookState(settings, transit, backend, metrics)
+        # Everything built so far (imports, clients) lives as long as the process: keep it
+        # out of the collector's full passes, each ~12 ms of a stalled event loop (p99).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
