@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 
+from .lifespan import transit_session
+from .metrics import Metrics
 from .settings import Settings
 from .store import Store, card_input, pin_input
 from .transit import Transit
@@ -22,16 +23,14 @@ async def _verifiers(transit: Transit, last4: str, pin: str) -> tuple[str, str]:
 def add_account(settings: Settings, *, account: str, balance: str, last4: str, pin: str,
                 vault: VaultClient | None = None) -> None:
     """Runs with the backend identity (HMAC with ``ivr-lookup``), or an operator token."""
-    vault = vault or VaultClient.from_settings(settings, pool_size=2)
-    with ThreadPoolExecutor(max_workers=2) as executor:
-        transit = Transit(vault, mount=settings.transit_mount, dtmf_key=settings.dtmf_key,
-                          lookup_key=settings.lookup_key, executor=executor)
 
-        async def run() -> tuple[str, str]:
-            try:
-                return await _verifiers(transit, last4, pin)
-            finally:
-                await transit.aclose()
+    async def verifiers() -> tuple[str, str]:
+        async with transit_session(settings, Metrics(), threads=2, vault=vault) as transit:
+            return await _verifiers(transit, last4, pin)
 
-        card_v, pin_v = asyncio.run(run())
-    Store(settings.store_path).upsert_account(account, balance, card_v, pin_v)
+    card_v, pin_v = asyncio.run(verifiers())
+    store = Store(settings.store_path)
+    try:
+        store.upsert_account(account, balance, card_v, pin_v)
+    finally:
+        store.close()

@@ -8,7 +8,6 @@ compares the PIN verifier in constant time. The store holds verifiers, never dig
 from __future__ import annotations
 
 import asyncio
-import gc
 import hmac
 import json
 import time
@@ -28,12 +27,12 @@ from .access_log import AccessLogMiddleware, annotate
 from .api_schema import OPENAPI, LookupRequest, SchemaError, parse_lookup
 from .errors import DecryptionError, IvrVaultError, VaultError
 from .health import health_routes
+from .lifespan import freeze_startup_heap, transit_session
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics
 from .settings import Settings
 from .store import Found, Lockout, Settlement, Store, card_input, pin_input, verifier_version
 from .transit import Transit, call_context, ciphertext_version
-from .vault_client import VaultClient
 
 log = structlog.get_logger("ivr.backend")
 
@@ -204,27 +203,15 @@ def create_backend_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        vault = VaultClient.from_settings(settings)
-        executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="vault")
-        transit = Transit(vault, mount=settings.transit_mount, dtmf_key=settings.dtmf_key,
-                          lookup_key=settings.lookup_key, executor=executor, metrics=metrics)
         store = Store(settings.store_path)
         try:
-            await asyncio.get_running_loop().run_in_executor(executor, vault.ensure_login)
-        except VaultError as exc:
-            log.warning("vault not ready at start-up; will retry per request", kind=exc.kind)
-        app.state.backend = BackendState(settings, transit, store, metrics, executor)
-        # Everything built so far (imports, clients) lives as long as the process: keep it
-        # out of the collector's full passes, each ~12 ms of a stalled event loop (p99).
-        gc.collect()
-        gc.freeze()
-        try:
-            yield
+            async with transit_session(settings, metrics) as transit:
+                # SQLite work shares the Vault client's pool: both are short blocking calls.
+                app.state.backend = BackendState(settings, transit, store, metrics,
+                                                 transit.executor)
+                freeze_startup_heap()
+                yield
         finally:
-            await transit.aclose()
-            await asyncio.get_running_loop().run_in_executor(executor, vault.revoke_self)
-            executor.shutdown(wait=False, cancel_futures=True)
-            vault.close()
             store.close()
 
     async def ready() -> dict[str, bool]:

@@ -133,6 +133,10 @@ class Transit:
         data: dict[str, Any] = response["data"]
         return data
 
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        return self._executor
+
     async def aclose(self) -> None:
         await self._encrypts.aclose()
         await self._decrypts.aclose()

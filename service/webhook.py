@@ -9,9 +9,7 @@ error has occurred" to the caller.
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -26,13 +24,13 @@ from . import twiml
 from .access_log import AccessLogMiddleware, annotate
 from .errors import IvrVaultError, VaultError
 from .health import health_routes
+from .lifespan import freeze_startup_heap, transit_session
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics
 from .scrubbing import fingerprint
 from .settings import Settings
 from .transit import Transit, call_context, ciphertext_version
 from .twilio_request import Refused, TwilioForm, verified_form
-from .vault_client import VaultClient
 
 log = structlog.get_logger("ivr.webhook")
 
@@ -176,37 +174,17 @@ def create_webhook_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        vault = VaultClient.from_settings(settings)
-        executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="vault")
-        transit = Transit(vault, mount=settings.transit_mount, dtmf_key=settings.dtmf_key,
-                          lookup_key=settings.lookup_key, executor=executor, metrics=metrics)
         token = settings.backend_token
         assert token is not None
-        backend = httpx.AsyncClient(
+        async with transit_session(settings, metrics) as transit, httpx.AsyncClient(
             base_url=settings.backend_url,
             timeout=httpx.Timeout(settings.backend_timeout),
             headers={"Authorization": f"Bearer {token.reveal()}"},
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-        )
-        try:
-            # Log in now so the first caller does not pay for it. If Vault is away or
-            # refuses us, /readyz says so and every request tries again.
-            await asyncio.get_running_loop().run_in_executor(executor, vault.ensure_login)
-        except VaultError as exc:
-            log.warning("vault not ready at start-up; will retry per request", kind=exc.kind)
-        app.state.webhook = WebhookState(settings, transit, backend, metrics)
-        # Everything built so far (imports, clients) lives as long as the process: keep it
-        # out of the collector's full passes, each ~12 ms of a stalled event loop (p99).
-        gc.collect()
-        gc.freeze()
-        try:
+        ) as backend:
+            app.state.webhook = WebhookState(settings, transit, backend, metrics)
+            freeze_startup_heap()
             yield
-        finally:
-            await transit.aclose()
-            await backend.aclose()
-            await asyncio.get_running_loop().run_in_executor(executor, vault.revoke_self)
-            executor.shutdown(wait=False, cancel_futures=True)
-            vault.close()
 
     async def ready() -> dict[str, bool]:
         state: WebhookState = app.state.webhook
