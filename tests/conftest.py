@@ -7,17 +7,23 @@ file audit device), runs the same bootstrap as ``make run``, and starts the serv
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import secrets
+import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import structlog
 
 from service.accounts import DEMO_ACCOUNT, DEMO_CARD, DEMO_PIN, add_account
 from service.bootstrap import Layout, RoleCredentials, bootstrap, issue_credentials
 from service.devstack import DevVault, ServiceProcess, free_port
+from service.logconfig import LIBRARY_LOGGERS, configure_logging
 from service.settings import Settings
 from service.vault_client import VaultClient
 
@@ -127,3 +133,38 @@ def stack(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
     running = make_stack(dev_vault, credentials, tmp_path_factory.mktemp("stack"))
     yield running
     running.stop()
+
+
+# -- the log pipeline, in-process ------------------------------------------------------
+
+LoggerState = tuple[list[logging.Handler], bool, int, bool]
+
+
+@pytest.fixture
+def pipeline() -> Iterator[io.StringIO]:
+    """configure_logging(stream=StringIO) and put every global it touches back afterwards."""
+    loggers = [logging.getLogger(n) for n in LIBRARY_LOGGERS] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    saved: dict[logging.Logger, LoggerState] = {
+        lg: (list(lg.handlers), lg.propagate, lg.level, lg.disabled) for lg in [*loggers]
+    }
+    root = logging.getLogger()
+    root_state = (list(root.handlers), root.level)
+    globals_ = (logging.lastResort, logging.raiseExceptions)
+    hooks = (sys.excepthook, threading.excepthook, sys.unraisablehook)
+    structlog_config = structlog.get_config()
+    stream = io.StringIO()
+    configure_logging(stream=stream)
+    try:
+        yield stream
+    finally:
+        logging.captureWarnings(False)
+        structlog.configure(**structlog_config)
+        sys.excepthook, threading.excepthook, sys.unraisablehook = hooks
+        logging.lastResort, logging.raiseExceptions = globals_
+        root.handlers[:] = root_state[0]
+        root.setLevel(root_state[1])
+        for lg, (handlers, propagate, level, disabled) in saved.items():
+            lg.handlers[:] = handlers
+            lg.propagate, lg.level, lg.disabled = propagate, level, disabled

@@ -5,10 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
-import sys
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -22,7 +18,6 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
 from service.access_log import AccessLogMiddleware, Message, Receive, Scope, Send, annotate
-from service.logconfig import configure_logging
 from service.scrubbing import ALLOWED_FIELDS, ciphertext_fields
 from tests.test_scrubbing import GOOD_SID, assert_no_digits
 
@@ -64,23 +59,6 @@ def make_app() -> Starlette:
     return Starlette(routes=routes, middleware=[Middleware(AccessLogMiddleware)])
 
 
-@pytest.fixture
-def pipeline() -> Iterator[io.StringIO]:
-    """The real JSON pipeline into a StringIO; the logging globals are put back afterwards."""
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level, logging.lastResort, logging.raiseExceptions)
-    hooks = (sys.excepthook, threading.excepthook, sys.unraisablehook)
-    config = structlog.get_config()
-    stream = io.StringIO()
-    configure_logging(stream=stream)
-    try:
-        yield stream
-    finally:
-        logging.captureWarnings(False)
-        structlog.configure(**config)
-        sys.excepthook, threading.excepthook, sys.unraisablehook = hooks
-        root.handlers[:], level, logging.lastResort, logging.raiseExceptions = saved
-        root.setLevel(level)
 
 
 def access_lines(stream: io.StringIO) -> list[dict[str, Any]]:

@@ -10,7 +10,6 @@ import re
 import sys
 import threading
 import warnings
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -19,41 +18,9 @@ import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.logconfig import LIBRARY_LOGGERS, UVICORN_LOG_KWARGS, configure_logging
+from service.logconfig import UVICORN_LOG_KWARGS, configure_logging
 from service.scrubbing import ALLOWED_FIELDS, REDACTED
 from tests.test_scrubbing import GOOD_SID, assert_no_digits, digit_text, has_digit, nested
-
-LoggerState = tuple[list[logging.Handler], bool, int, bool]
-
-
-@pytest.fixture
-def pipeline() -> Iterator[io.StringIO]:
-    """configure_logging(stream=StringIO) and put every global it touches back afterwards."""
-    loggers = [logging.getLogger(n) for n in LIBRARY_LOGGERS] + [
-        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
-    ]
-    saved: dict[logging.Logger, LoggerState] = {
-        lg: (list(lg.handlers), lg.propagate, lg.level, lg.disabled) for lg in [*loggers]
-    }
-    root = logging.getLogger()
-    root_state = (list(root.handlers), root.level)
-    globals_ = (logging.lastResort, logging.raiseExceptions)
-    hooks = (sys.excepthook, threading.excepthook, sys.unraisablehook)
-    structlog_config = structlog.get_config()
-    stream = io.StringIO()
-    configure_logging(stream=stream)
-    try:
-        yield stream
-    finally:
-        logging.captureWarnings(False)
-        structlog.configure(**structlog_config)
-        sys.excepthook, threading.excepthook, sys.unraisablehook = hooks
-        logging.lastResort, logging.raiseExceptions = globals_
-        root.handlers[:] = root_state[0]
-        root.setLevel(root_state[1])
-        for lg, (handlers, propagate, level, disabled) in saved.items():
-            lg.handlers[:] = handlers
-            lg.propagate, lg.level, lg.disabled = propagate, level, disabled
 
 
 def lines(stream: io.StringIO) -> list[dict[str, Any]]:
