@@ -12,7 +12,7 @@ import asyncio
 import base64
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +60,15 @@ def _hmac_value(result: dict[str, Any]) -> str:
     if "error" in result or "hmac" not in result:
         raise VaultRequestError("hmac: Transit refused an item")
     return str(result["hmac"])
+
+
+def _per_group(groups: Sequence[Sized], results: list[dict[str, Any]],
+               ) -> Iterator[list[dict[str, Any]]]:
+    """Cut one flat batch result back into the groups that were flattened into it."""
+    position = 0
+    for group in groups:
+        yield results[position:position + len(group)]
+        position += len(group)
 
 
 class ItemFailed(IvrVaultError):
@@ -166,10 +175,7 @@ class Transit:
         results = await self._call("decrypt", f"decrypt/{self._dtmf_key}", payload, len(flat),
                                    per_item_errors=True)
         out: list[list[bytes] | BaseException] = []
-        position = 0
-        for group in groups:
-            chunk = results[position:position + len(group)]
-            position += len(group)
+        for chunk in _per_group(groups, results):
             try:
                 # A refused item still carries "plaintext": "" next to its "error": an empty
                 # plaintext is never a result.
@@ -187,10 +193,7 @@ class Transit:
         results = await self._call("hmac", f"hmac/{self._lookup_key}", payload, len(flat),
                                    per_item_errors=True)
         out: list[list[str] | BaseException] = []
-        position = 0
-        for group in groups:
-            chunk = results[position:position + len(group)]
-            position += len(group)
+        for chunk in _per_group(groups, results):
             try:
                 out.append([_hmac_value(result) for result in chunk])
             except VaultRequestError as exc:
