@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by webhook and backend: access log, body limits, health, metrics."""
