@@ -49,6 +49,6 @@ USER 10001:10001
 EXPOSE 8080 8081
 # Liveness of whichever service runs here (stdlib probe: the slim base has no curl).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-m", "service.probe"]
+    CMD ["python", "-m", "service.web.probe"]
 ENTRYPOINT ["ivr-vault"]
 CMD ["serve", "webhook"]

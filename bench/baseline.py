@@ -18,8 +18,8 @@ from starlette.applications import Starlette
 
 from service.cli import uvicorn_options
 from service.settings import Settings
-from service.transit import Encrypted
-from service.webhook import create_webhook_app
+from service.vault.transit import Encrypted
+from service.webhook.app import create_webhook_app
 
 
 class LocalAesTransit:
@@ -62,7 +62,7 @@ def main() -> None:
     bench compares (BENCH_LOOP, BENCH_HTTP, BENCH_WORKERS) to choose those options."""
     import uvicorn
 
-    from service.logconfig import configure_logging
+    from service.logs.config import configure_logging
 
     settings = Settings.from_environ()
     configure_logging(fmt="json", level=settings.log_level)

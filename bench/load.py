@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
-from service.signature import compute_signature
+from service.webhook.signature import compute_signature
 
 LUA = Path(__file__).with_name("presigned.lua")
 WRK_THREADS = 2  # one per core; more threads would only steal CPU from the server

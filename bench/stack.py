@@ -1,6 +1,6 @@
 """The processes under test, all on loopback: a dev Vault, backend, webhook, and the
 baseline webhook (same app, in-process AES key). Started with the same code as ``make run``
-(service.devstack), stopped on exit whatever happens."""
+(service.devtools.devstack), stopped on exit whatever happens."""
 
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.accounts import DEMO_ACCOUNT, DEMO_CARD, DEMO_PIN, add_account
-from service.bootstrap import bootstrap, issue_credentials
-from service.devstack import DevVault, ServiceProcess, free_port, stop_process, wait_http
+from service.backend.enrolment import DEMO_ACCOUNT, DEMO_CARD, DEMO_PIN, add_account
+from service.devtools.devstack import DevVault, ServiceProcess, free_port, stop_process, wait_http
 from service.settings import Settings
-from service.transit import b64, call_context
-from service.vault_client import VaultClient
+from service.vault.bootstrap import bootstrap, issue_credentials
+from service.vault.client import VaultClient
+from service.vault.transit import b64, call_context
 
 
 @dataclass

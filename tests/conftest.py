@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 import structlog
 
-from service.accounts import DEMO_ACCOUNT, DEMO_CARD, DEMO_PIN, add_account
-from service.bootstrap import Layout, RoleCredentials, bootstrap, issue_credentials
-from service.devstack import DevVault, ServiceProcess, free_port
-from service.logconfig import LIBRARY_LOGGERS, configure_logging
+from service.backend.enrolment import DEMO_ACCOUNT, DEMO_CARD, DEMO_PIN, add_account
+from service.devtools.devstack import DevVault, ServiceProcess, free_port
+from service.logs.config import LIBRARY_LOGGERS, configure_logging
 from service.settings import Settings
-from service.vault_client import VaultClient
+from service.vault.bootstrap import Layout, RoleCredentials, bootstrap, issue_credentials
+from service.vault.client import VaultClient
 
 ROLES = ("ivr-webhook", "ivr-backend", "ivr-keyadmin")
 
@@ -54,7 +54,7 @@ def credentials(admin: VaultClient, layout: Layout) -> dict[str, RoleCredentials
 
 def role_client(dev_vault: DevVault, creds: RoleCredentials, **kwargs: object) -> VaultClient:
     from service.settings import Secret
-    from service.vault_client import AppRoleCredentials
+    from service.vault.client import AppRoleCredentials
 
     return VaultClient(dev_vault.addr,
                        AppRoleCredentials(Secret(creds.role_id), Secret(creds.secret_id)),

@@ -23,16 +23,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .access_log import AccessLogMiddleware, annotate
-from .api_schema import OPENAPI, LookupRequest, SchemaError, parse_lookup
-from .errors import DecryptionError, IvrVaultError, VaultError
-from .health import health_routes
-from .lifespan import freeze_startup_heap, transit_session
-from .limits import BodyLimitMiddleware
-from .metrics import Metrics
-from .settings import Settings
-from .store import Found, Lockout, Settlement, Store, card_input, pin_input, verifier_version
-from .transit import Transit, call_context, ciphertext_version
+from service.backend.schema import OPENAPI, LookupRequest, SchemaError, parse_lookup
+from service.errors import DecryptionError, IvrVaultError, VaultError
+from service.settings import Settings
+from service.store.accounts import (
+    Found,
+    Lockout,
+    Settlement,
+    Store,
+    card_input,
+    pin_input,
+    verifier_version,
+)
+from service.vault.session import freeze_startup_heap, transit_session
+from service.vault.transit import Transit, call_context, ciphertext_version
+from service.web.access_log import AccessLogMiddleware, annotate
+from service.web.health import health_routes
+from service.web.limits import BodyLimitMiddleware
+from service.web.metrics import Metrics
 
 log = structlog.get_logger("ivr.backend")
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from .lifespan import transit_session
-from .metrics import Metrics
-from .settings import Settings
-from .store import Store, card_input, pin_input
-from .transit import Transit
-from .vault_client import VaultClient
+from service.settings import Settings
+from service.store.accounts import Store, card_input, pin_input
+from service.vault.client import VaultClient
+from service.vault.session import transit_session
+from service.vault.transit import Transit
+from service.web.metrics import Metrics
 
 DEMO_ACCOUNT = ("AC12345678", "12.55")
 DEMO_CARD, DEMO_PIN = "1234", "4321"  # the tutorial's test account

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
-from .errors import ConfigError, IvrVaultError
-from .settings import Settings
+from service.errors import ConfigError, IvrVaultError
+from service.settings import Settings
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -35,10 +35,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"ivr-vault: {args.role} configuration is valid")
         return 0
     if args.role == "webhook":
-        from .webhook import create_webhook_app as factory
+        from service.webhook.app import create_webhook_app as factory
         host, port = settings.webhook_host, settings.webhook_port
     else:
-        from .backend import create_backend_app as factory
+        from service.backend.app import create_backend_app as factory
         host, port = settings.backend_host, settings.backend_port
     workers = settings.web_concurrency
     if workers > 1:
@@ -55,7 +55,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 def _worker_settings() -> Settings:
     """In a uvicorn worker process: read the environment and install the log pipeline
     (the scrubber) before anything can log, as main() does for a single process."""
-    from .logconfig import configure_logging
+    from service.logs.config import configure_logging
 
     settings = Settings.from_environ()
     fmt: Literal["json", "console"] = "console" if settings.log_format == "console" else "json"
@@ -65,14 +65,14 @@ def _worker_settings() -> Settings:
 
 def webhook_app() -> Starlette:
     """uvicorn factory for ``serve webhook`` with WEB_CONCURRENCY > 1."""
-    from .webhook import create_webhook_app
+    from service.webhook.app import create_webhook_app
 
     return create_webhook_app(_worker_settings())
 
 
 def backend_app() -> Starlette:
     """uvicorn factory for ``serve backend`` with WEB_CONCURRENCY > 1."""
-    from .backend import create_backend_app
+    from service.backend.app import create_backend_app
 
     return create_backend_app(_worker_settings())
 
@@ -86,7 +86,7 @@ def uvicorn_options() -> dict[str, Any]:
     login, its own coalescer (halving batch sizes) and its own /metrics registry; scale
     out with more processes or replicas instead, which the stateless call flow allows.
     """
-    from .logconfig import UVICORN_LOG_KWARGS
+    from service.logs.config import UVICORN_LOG_KWARGS
 
     return {
         "loop": "uvloop",
@@ -101,8 +101,8 @@ def uvicorn_options() -> dict[str, Any]:
 
 
 def _bootstrap(args: argparse.Namespace, settings: Settings) -> int:
-    from .bootstrap import bootstrap, issue_credentials
-    from .vault_client import VaultClient
+    from service.vault.bootstrap import bootstrap, issue_credentials
+    from service.vault.client import VaultClient
 
     if settings.vault_token is None:
         raise ConfigError("VAULT_TOKEN: not set (bootstrap needs an administrative token)")
@@ -129,7 +129,7 @@ def _auth_token(settings: Settings) -> str:
 
 
 def _call(args: argparse.Namespace, settings: Settings) -> int:
-    from .caller import Caller
+    from service.devtools.caller import Caller
 
     url = args.url or settings.public_base_url or "http://127.0.0.1:8080"
     entries = [args.card, args.pin]
@@ -148,7 +148,7 @@ def _read_secret_digits(label: str) -> str:
 
 
 def _accounts_add(args: argparse.Namespace, settings: Settings) -> int:
-    from .accounts import add_account
+    from service.backend.enrolment import add_account
 
     card = _read_secret_digits("card last 4 digits")
     pin = _read_secret_digits("PIN")
@@ -159,7 +159,7 @@ def _accounts_add(args: argparse.Namespace, settings: Settings) -> int:
 
 def _accounts_seed_demo(args: argparse.Namespace, settings: Settings) -> int:
     """The tutorial's test account (card 1234, PIN 4321), for docker compose's init step."""
-    from .accounts import DEMO_ACCOUNT, DEMO_CARD, DEMO_PIN, add_account
+    from service.backend.enrolment import DEMO_ACCOUNT, DEMO_CARD, DEMO_PIN, add_account
 
     add_account(settings, account=DEMO_ACCOUNT[0], balance=DEMO_ACCOUNT[1], last4=DEMO_CARD,
                 pin=DEMO_PIN)
@@ -168,7 +168,7 @@ def _accounts_seed_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _dev(args: argparse.Namespace, settings: Settings) -> int:
-    from .dev import run_dev
+    from service.devtools.launcher import run_dev
 
     return run_dev(settings, os.environ, state_dir=DEV_DIR)
 
@@ -176,7 +176,7 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
 # Command groups that live in their own modules: each exposes
 # ``register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None`` and sets
 # ``func`` (a :data:`Command`) on its parsers.
-REGISTRARS: tuple[str, ...] = (".keys_cli", ".legacy_cli", ".twilio_cli")
+REGISTRARS: tuple[str, ...] = ("service.cli.keys", "service.cli.legacy", "service.cli.twilio")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ivr-vault", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for module in REGISTRARS:
-        importlib.import_module(module, __package__).register(sub)
+        importlib.import_module(module).register(sub)
 
     p = sub.add_parser("dev", help="start a dev Vault, bootstrap it, run backend and webhook")
     p.set_defaults(func=_dev)
@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .logconfig import configure_logging
+    from service.logs.config import configure_logging
 
     args = build_parser().parse_args(argv)
     try:

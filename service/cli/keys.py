@@ -10,11 +10,11 @@ import json
 import sys
 from typing import Any, TextIO
 
-from . import keys
-from .rewrap import DEFAULT_BATCH, RewrapResult, rewrap_key
-from .sealed import SealedStore
-from .settings import Settings, parse_duration
-from .transit import MAX_BATCH
+from service.keys import lifecycle as keys
+from service.keys.rewrap import DEFAULT_BATCH, RewrapResult, rewrap_key
+from service.settings import Settings, parse_duration
+from service.store.sealed import SealedStore
+from service.vault.transit import MAX_BATCH
 
 BAR_WIDTH = 30
 

@@ -12,12 +12,12 @@ import getpass
 import sys
 from typing import Any
 
-from .errors import VaultNotFound
-from .keys import LEGACY_KEY, operator_vault
-from .legacy import LegacyFormatError, LegacyImportError, convert_ciphertext, import_key
-from .sealed import SealedStore
-from .settings import Settings
-from .vault_client import JSON, VaultClient
+from service.errors import VaultNotFound
+from service.keys.legacy import LegacyFormatError, LegacyImportError, convert_ciphertext, import_key
+from service.keys.lifecycle import LEGACY_KEY, operator_vault
+from service.settings import Settings
+from service.store.sealed import SealedStore
+from service.vault.client import JSON, VaultClient
 
 
 class _VaultAdapter:
@@ -44,7 +44,7 @@ def _read_key_text() -> str:
 
 
 def _import_key(args: argparse.Namespace, settings: Settings) -> int:
-    from .legacy import parse_legacy_key
+    from service.keys.legacy import parse_legacy_key
 
     try:
         key = parse_legacy_key(_read_key_text())

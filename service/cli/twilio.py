@@ -17,8 +17,8 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from .errors import ConfigError, TwilioApiError
-from .settings import Settings, _Reader
+from service.errors import ConfigError, TwilioApiError
+from service.settings import Settings, _Reader
 
 TWILIO_API = "https://api.twilio.com"
 

@@ -16,7 +16,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from .signature import compute_signature
+from service.webhook.signature import compute_signature
 
 MAX_STEPS = 20
 

@@ -1,6 +1,6 @@
 """The README's settings table, generated from :data:`service.settings.SPECS`.
 
-``python -m service.settings_table`` prints it; ``--write README.md`` replaces the part
+``python -m service.devtools.config_doc`` prints it; ``--write README.md`` replaces the part
 between the ``settings-table`` markers. tests/test_config.py fails when the README and
 SPECS disagree, so a new setting cannot go undocumented.
 """
@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .settings import SPECS, SettingSpec
+from service.settings import SPECS, SettingSpec
 
 START = "<!-- settings-table:start -->"
 END = "<!-- settings-table:end -->"

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import httpx
 
-from .bootstrap import layout_dir
-from .errors import ConfigError
-from .settings import Secret
+from service.errors import ConfigError
+from service.settings import Secret
+from service.vault.bootstrap import layout_dir
 
 _PR_SET_PDEATHSIG = 1
 

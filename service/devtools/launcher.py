@@ -20,12 +20,12 @@ from types import FrameType
 
 import structlog
 
-from .accounts import DEMO_ACCOUNT, DEMO_CARD, DEMO_PIN, add_account
-from .bootstrap import bootstrap, issue_credentials
-from .devstack import DevVault, ServiceProcess, wait_http
-from .errors import ConfigError
-from .settings import Settings
-from .vault_client import VaultClient
+from service.backend.enrolment import DEMO_ACCOUNT, DEMO_CARD, DEMO_PIN, add_account
+from service.devtools.devstack import DevVault, ServiceProcess, wait_http
+from service.errors import ConfigError
+from service.settings import Settings
+from service.vault.bootstrap import bootstrap, issue_credentials
+from service.vault.client import VaultClient
 
 log = structlog.get_logger("ivr.dev")
 

@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, IvrVaultError, VaultNotFound
-from .sealed import SealedStore
-from .settings import Secret, Settings
-from .store import Store
-from .vault_client import AppRoleCredentials, VaultClient
+from service.errors import ConfigError, IvrVaultError, VaultNotFound
+from service.settings import Secret, Settings
+from service.store.accounts import Store
+from service.store.sealed import SealedStore
+from service.vault.client import AppRoleCredentials, VaultClient
 
 DEV_KEYADMIN_DIR = Path(".dev") / "ivr-keyadmin"
 LEGACY_KEY = "ivr-legacy"

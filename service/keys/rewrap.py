@@ -12,12 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import VaultRequestError
-from .keys import read_key
-from .sealed import SealedRecord, SealedStore
-from .settings import Settings
-from .transit import MAX_BATCH, ciphertext_version
-from .vault_client import VaultClient
+from service.errors import VaultRequestError
+from service.keys.lifecycle import read_key
+from service.settings import Settings
+from service.store.sealed import SealedRecord, SealedStore
+from service.vault.client import VaultClient
+from service.vault.transit import MAX_BATCH, ciphertext_version
 
 DEFAULT_BATCH = 100
 

@@ -18,7 +18,7 @@ from typing import Any, Final, Literal, TextIO
 import structlog
 from structlog.typing import Processor
 
-from service.scrubbing import Scrubber
+from service.logs.scrubbing import Scrubber
 
 __all__ = ["LIBRARY_LOGGERS", "UVICORN_LOG_KWARGS", "configure_logging", "uvicorn_log_kwargs"]
 

@@ -18,7 +18,7 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .transit import ciphertext_version
+from service.vault.transit import ciphertext_version
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sealed_records (

@@ -16,8 +16,8 @@ from typing import Any
 
 import structlog
 
-from .errors import ConfigError, VaultNotFound
-from .vault_client import VaultClient
+from service.errors import ConfigError, VaultNotFound
+from service.vault.client import VaultClient
 
 log = structlog.get_logger("ivr.bootstrap")
 
@@ -32,7 +32,7 @@ def layout_dir() -> Path:
     configured = os.environ.get("IVR_LAYOUT_DIR")
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """A blocking Vault client: hvac wrapped, with AppRole login, token renewal and one error tree.
 
-hvac is synchronous; this module never touches the event loop. :mod:`service.transit`
+hvac is synchronous; this module never touches the event loop. :mod:`service.vault.transit`
 runs it in a thread pool. Every call has a timeout, every foreign exception (hvac,
 requests) is translated here into :mod:`service.errors`, and the token is renewed before
 it expires and replaced by a fresh login when renewal is refused.
@@ -23,7 +23,7 @@ import requests.adapters
 import requests.utils
 import structlog
 
-from .errors import (
+from service.errors import (
     VaultAuthError,
     VaultError,
     VaultNotFound,
@@ -32,7 +32,7 @@ from .errors import (
     VaultTimeout,
     VaultUnavailable,
 )
-from .settings import Secret, Settings
+from service.settings import Secret, Settings
 
 log = structlog.get_logger("ivr.vault")
 

@@ -15,11 +15,11 @@ from contextlib import asynccontextmanager
 
 import structlog
 
-from .errors import VaultError
-from .metrics import Metrics
-from .settings import Settings
-from .transit import Transit
-from .vault_client import VaultClient
+from service.errors import VaultError
+from service.settings import Settings
+from service.vault.client import VaultClient
+from service.vault.transit import Transit
+from service.web.metrics import Metrics
 
 log = structlog.get_logger("ivr.lifespan")
 

@@ -17,10 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from .coalescer import Coalescer
-from .errors import DecryptionError, IvrVaultError, VaultError, VaultRequestError
-from .metrics import Metrics
-from .vault_client import VaultClient
+from service.errors import DecryptionError, IvrVaultError, VaultError, VaultRequestError
+from service.vault.client import VaultClient
+from service.vault.coalescer import Coalescer
+from service.web.metrics import Metrics
 
 # The listener's max_request_json_strings=1000 counts keys and values: about 249 items of
 # plaintext+context. Stay well below so that a larger context never tips a batch over.

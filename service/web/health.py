@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .metrics import Metrics
+from service.web.metrics import Metrics
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 

@@ -1,4 +1,4 @@
-"""Container health probe: ``python -m service.probe [--ready]``.
+"""Container health probe: ``python -m service.web.probe [--ready]``.
 
 The slim image has no curl or wget, and one image runs either service, so the probe asks
 both ports on loopback and succeeds if the service in this container answers 200 on

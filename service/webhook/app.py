@@ -20,17 +20,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import twiml
-from .access_log import AccessLogMiddleware, annotate
-from .errors import IvrVaultError, VaultError
-from .health import health_routes
-from .lifespan import freeze_startup_heap, transit_session
-from .limits import BodyLimitMiddleware
-from .metrics import Metrics
-from .scrubbing import fingerprint
-from .settings import Settings
-from .transit import Transit, call_context, ciphertext_version
-from .twilio_request import Refused, TwilioForm, verified_form
+from service.errors import IvrVaultError, VaultError
+from service.logs.scrubbing import fingerprint
+from service.settings import Settings
+from service.vault.session import freeze_startup_heap, transit_session
+from service.vault.transit import Transit, call_context, ciphertext_version
+from service.web.access_log import AccessLogMiddleware, annotate
+from service.web.health import health_routes
+from service.web.limits import BodyLimitMiddleware
+from service.web.metrics import Metrics
+from service.webhook import twiml
+from service.webhook.twilio_request import Refused, TwilioForm, verified_form
 
 log = structlog.get_logger("ivr.webhook")
 

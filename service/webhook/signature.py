@@ -15,7 +15,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-from .settings import IPNetwork
+from service.settings import IPNetwork
 
 Params = Sequence[tuple[str, str]]
 

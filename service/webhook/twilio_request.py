@@ -12,8 +12,8 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
-from .settings import Settings
-from .signature import is_valid_signature, public_url
+from service.settings import Settings
+from service.webhook.signature import is_valid_signature, public_url
 
 CALL_SID = re.compile(r"^CA[0-9a-f]{32}$")
 _MAX_FIELDS = 64

@@ -21,7 +21,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from service.caller import new_call_sid
+from service.devtools.caller import new_call_sid
 from tests.conftest import Stack
 
 MARKER = "s3cr3tMARKER"

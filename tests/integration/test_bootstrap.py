@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from service.bootstrap import Layout, bootstrap
-from service.devstack import DevVault
+from service.devtools.devstack import DevVault
 from service.errors import ConfigError
-from service.vault_client import VaultClient
+from service.vault.bootstrap import Layout, bootstrap
+from service.vault.client import VaultClient
 
 
 def key(admin: VaultClient, name: str) -> dict[str, object]:

@@ -19,11 +19,11 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from service import twiml
-from service.bootstrap import RoleCredentials
-from service.caller import Caller, new_call_sid
-from service.devstack import DevVault
-from service.signature import compute_signature
+from service.devtools.caller import Caller, new_call_sid
+from service.devtools.devstack import DevVault
+from service.vault.bootstrap import RoleCredentials
+from service.webhook import twiml
+from service.webhook.signature import compute_signature
 from tests.conftest import Stack, make_stack, role_client
 
 FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"

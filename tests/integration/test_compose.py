@@ -30,12 +30,18 @@ import jsonschema
 import pytest
 import yaml
 
-from service.caller import Caller
 from service.cli import build_parser
-from service.devstack import ServiceProcess, find_vault_binary, free_port, stop_process, wait_http
-from tests.test_dockerfile import parse_dockerfile
+from service.devtools.caller import Caller
+from service.devtools.devstack import (
+    ServiceProcess,
+    find_vault_binary,
+    free_port,
+    stop_process,
+    wait_http,
+)
+from tests.integration.test_dockerfile import parse_dockerfile
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT.parent / "shared" / "data" / "compose-spec.json"
 BIN = Path(sys.executable).parent  # ivr-vault and python of the venv running the tests
 SERVICES = {"vault", "vault-init", "backend", "webhook", "proxy"}
@@ -121,7 +127,7 @@ def test_health_checks_and_start_order(compose: Compose) -> None:
         assert check["test"][0] in ("CMD", "CMD-SHELL") and check["interval"], name
     for name in ("backend", "webhook"):
         assert services[name]["healthcheck"]["test"] == [
-            "CMD", "python", "-m", "service.probe", "--ready"]
+            "CMD", "python", "-m", "service.web.probe", "--ready"]
 
     def conditions(name: str) -> dict[str, str]:
         return {dep: spec["condition"] for dep, spec in services[name]["depends_on"].items()}
@@ -329,7 +335,7 @@ def _redirect(request: httpx.Request, public: str, actual: str) -> None:
 
 def test_probe_fails_when_no_service_answers(tmp_path: Path) -> None:
     dead = str(free_port())
-    result = subprocess.run(["python", "-m", "service.probe", "--ready"],
+    result = subprocess.run(["python", "-m", "service.web.probe", "--ready"],
                             env={"PATH": f"{BIN}:/usr/bin:/bin",
                                  "WEBHOOK_PORT": dead, "BACKEND_PORT": dead},
                             cwd=ROOT, capture_output=True, timeout=30)

@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from service import settings_table
+from service.devtools import config_doc as settings_table
 from service.errors import ConfigError
 from service.settings import SPECS, Settings, _Reader
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SECRETS = [spec.name for spec in SPECS if spec.secret]
 
 
 def test_readme_settings_table_is_generated_from_specs() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert settings_table.replace_table(readme) == readme, (
-        "README settings table is stale: run .venv/bin/python -m service.settings_table "
+        "README settings table is stale: run .venv/bin/python -m service.devtools.config_doc "
         "--write README.md")
     table = readme.split(settings_table.START)[1].split(settings_table.END)[0]
     for spec in SPECS:

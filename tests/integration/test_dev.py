@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from service.devstack import DevVault, free_port
+from service.devtools.devstack import DevVault, free_port
 from service.settings import Secret
-from service.vault_client import VaultClient
+from service.vault.client import VaultClient
 
 READY_LINE = "Ctrl-C stops everything."
 FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"

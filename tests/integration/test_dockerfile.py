@@ -5,7 +5,7 @@ friendly), and its build stage is replayed for real: WORKDIR, COPY, ENV and RUN,
 /opt/venv mapped to a fresh virtualenv under a temp dir, so that the very pip commands of
 the image install the pinned lock and the package, and the result starts and validates.
 
-Also ``python -m tests.test_dockerfile --write-lock`` regenerates requirements.lock.
+Also ``python -m tests.integration.test_dockerfile --write-lock`` regenerates requirements.lock.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from packaging.version import Version
 
 from service.cli import build_parser
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "requirements.lock"
 UID = "10001"
 
@@ -107,7 +107,7 @@ def test_runs_as_a_fixed_non_root_user_with_a_healthcheck(
     # Nothing runs as root after the switch.
     assert "RUN" not in keywords[keywords.index("USER"):]
     (healthcheck,) = runtime.all("HEALTHCHECK")
-    assert '["python", "-m", "service.probe"]' in healthcheck
+    assert '["python", "-m", "service.web.probe"]' in healthcheck
     assert re.search(r"--timeout=\d+s", healthcheck) and re.search(r"--interval=\d+s",
                                                                     healthcheck)
     entrypoint = shlex.split(runtime.all("ENTRYPOINT")[0].strip("[]").replace(",", " "))
@@ -275,7 +275,8 @@ def test_build_stage_installs_in_a_clean_venv_and_the_result_runs(
     assert check.returncode == 0, check.stderr
     # The installed package is the one from the context, not this checkout via a path.
     where = subprocess.run([str(venv / "bin" / "python"), "-c",
-                            "import service.probe, service.twilio_cli; print(service.__file__)"],
+                            "import service.web.probe, service.cli.twilio;"
+                            " print(service.__file__)"],
                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert str(venv) in where.stdout, where.stderr
     print(f"build stage replayed in {elapsed:.0f}s")
@@ -291,4 +292,4 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--write-lock"]:
         _write_lock()
     else:
-        sys.exit("usage: python -m tests.test_dockerfile --write-lock")
+        sys.exit("usage: python -m tests.integration.test_dockerfile --write-lock")

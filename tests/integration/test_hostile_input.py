@@ -16,12 +16,12 @@ from urllib.parse import parse_qs, quote, urlsplit
 import httpx
 import pytest
 
-from service import twiml as texts
-from service.caller import Caller, new_call_sid
-from service.transit import call_context
-from service.vault_client import VaultClient
-from tests.attack import base_params, gather_action, hangs_up, signed_post, spoken, twiml
+from service.devtools.caller import Caller, new_call_sid
+from service.vault.client import VaultClient
+from service.vault.transit import call_context
+from service.webhook import twiml as texts
 from tests.conftest import Stack
+from tests.support.attack import base_params, gather_action, hangs_up, signed_post, spoken, twiml
 
 FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
 
@@ -309,10 +309,10 @@ def test_an_unexpected_error_still_answers_twiml() -> None:
     from starlette.routing import Route
     from starlette.testclient import TestClient
 
-    from service.metrics import Metrics
     from service.settings import Secret, Settings
-    from service.twilio_request import TwilioForm
-    from service.webhook import WebhookState, _route
+    from service.web.metrics import Metrics
+    from service.webhook.app import WebhookState, _route
+    from service.webhook.twilio_request import TwilioForm
 
     async def buggy(state: WebhookState, form: TwilioForm) -> str:
         raise RuntimeError("a bug")

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from service.accounts import add_account
+from service.backend.enrolment import add_account
 from service.errors import VaultPermissionDenied, VaultRequestError
-from service.keys import KeyStatus, plan_retirement, retirable_floor
+from service.keys.lifecycle import KeyStatus, plan_retirement, retirable_floor
 from service.settings import Settings
-from service.store import Store
+from service.store.accounts import Store
 from tests.conftest import role_client
-from tests.keys_support import PrivateVault, private_vault
+from tests.support.keys import PrivateVault, private_vault
 
 CONTEXT = base64.b64encode(b"CA" + b"0" * 32 + b":card_last4").decode()
 

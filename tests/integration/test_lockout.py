@@ -16,14 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service import twiml as texts
-from service.accounts import add_account
-from service.bootstrap import RoleCredentials
-from service.caller import Caller, new_call_sid
-from service.devstack import DevVault
-from service.store import Store
-from service.transit import call_context
-from service.vault_client import VaultClient
+from service.backend.enrolment import add_account
+from service.devtools.caller import Caller, new_call_sid
+from service.devtools.devstack import DevVault
+from service.store.accounts import Store
+from service.vault.bootstrap import RoleCredentials
+from service.vault.client import VaultClient
+from service.vault.transit import call_context
+from service.webhook import twiml as texts
 from tests.conftest import Stack, make_stack, role_client
 
 OTHER = ("AC87654321", "99.10", "5678", "8765")

@@ -18,17 +18,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service import twiml
-from service.backend import create_backend_app
-from service.bootstrap import bootstrap, issue_credentials
-from service.devstack import DevVault, ServiceProcess, free_port
-from service.scrubbing import KNOWN_ROUTES, REDACTED, Scrubber, mask_digits
+from service.backend.app import create_backend_app
+from service.devtools.devstack import DevVault, ServiceProcess, free_port
+from service.logs.scrubbing import KNOWN_ROUTES, REDACTED, Scrubber, mask_digits
 from service.settings import Settings
-from service.vault_client import VaultClient
-from service.webhook import create_webhook_app
+from service.vault.bootstrap import bootstrap, issue_credentials
+from service.vault.client import VaultClient
+from service.webhook import twiml
+from service.webhook.app import create_webhook_app
 from tests.conftest import ROLES, make_stack
-from tests.leak_scenario import CLI_SEEDED, SEEDED, Captured, access_lines, draw_pairs, run_scenario
-from tests.leak_search import (
+from tests.support.leak_scenario import (
+    CLI_SEEDED,
+    SEEDED,
+    Captured,
+    access_lines,
+    draw_pairs,
+    run_scenario,
+)
+from tests.support.leak_search import (
     SCRIPTS,
     audit_findings,
     base64_needles,

@@ -19,11 +19,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.bootstrap import RoleCredentials, bootstrap, issue_credentials
-from service.caller import Caller, new_call_sid
-from service.devstack import DevVault, free_port
+from service.devtools.caller import Caller, new_call_sid
+from service.devtools.devstack import DevVault, free_port
 from service.errors import VaultRequestError
-from service.vault_client import VaultClient
+from service.vault.bootstrap import RoleCredentials, bootstrap, issue_credentials
+from service.vault.client import VaultClient
 from tests.conftest import ROLES, Stack, make_stack
 
 

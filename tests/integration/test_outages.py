@@ -21,14 +21,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service import twiml as texts
-from service.bootstrap import bootstrap, issue_credentials
-from service.caller import Caller, new_call_sid
-from service.devstack import DevVault, find_vault_binary, free_port, wait_http
+from service.devtools.caller import Caller, new_call_sid
+from service.devtools.devstack import DevVault, find_vault_binary, free_port, wait_http
 from service.settings import Secret
-from service.vault_client import VaultClient
-from tests.attack import base_params, gather_action, hangs_up, signed_post, spoken, twiml
+from service.vault.bootstrap import bootstrap, issue_credentials
+from service.vault.client import VaultClient
+from service.webhook import twiml as texts
 from tests.conftest import ROLES, Stack, make_stack
+from tests.support.attack import base_params, gather_action, hangs_up, signed_post, spoken, twiml
 
 FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
 CALM_WITHIN_S = 3.0

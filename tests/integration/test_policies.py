@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.bootstrap import RoleCredentials
-from service.devstack import DevVault
+from service.devtools.devstack import DevVault
 from service.errors import VaultPermissionDenied
-from service.vault_client import VaultClient
+from service.vault.bootstrap import RoleCredentials
+from service.vault.client import VaultClient
 from tests.conftest import role_client
 
 CONTEXT = base64.b64encode(b"CA00000000000000000000000000000000:card_last4").decode()

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from service.bootstrap import RoleCredentials, bootstrap, issue_credentials
-from service.devstack import DevVault
+from service.devtools.devstack import DevVault
 from service.errors import VaultPermissionDenied
 from service.settings import Secret
-from service.vault_client import AppRoleCredentials, VaultClient
+from service.vault.bootstrap import RoleCredentials, bootstrap, issue_credentials
+from service.vault.client import AppRoleCredentials, VaultClient
 
 CONTEXT = base64.b64encode(b"CA0123456789abcdef0123456789abcdef:card_last4").decode()
 PLAINTEXT = base64.b64encode(b"1234").decode()

@@ -18,12 +18,12 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from service import twiml as texts
-from service.bootstrap import RoleCredentials
-from service.caller import new_call_sid
-from service.devstack import DevVault
-from tests.attack import base_params, gather_action, signed_post, spoken, twiml
+from service.devtools.caller import new_call_sid
+from service.devtools.devstack import DevVault
+from service.vault.bootstrap import RoleCredentials
+from service.webhook import twiml as texts
 from tests.conftest import Stack, make_stack
+from tests.support.attack import base_params, gather_action, signed_post, spoken, twiml
 
 FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
 

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.sealed import SealedStore
-from tests.keys_support import PrivateVault, private_vault
+from service.store.sealed import SealedStore
+from tests.support.keys import PrivateVault, private_vault
 
 CONTEXT = base64.b64encode(b"CA" + b"e" * 32 + b":card_last4").decode()
 

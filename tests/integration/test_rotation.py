@@ -17,15 +17,15 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 import httpx
 import pytest
 
-from service import twiml
-from service.caller import Caller, new_call_sid
-from service.devstack import ServiceProcess
-from service.scrubbing import ALLOWED_FIELDS
-from service.store import Store
-from service.transit import ciphertext_version
+from service.devtools.caller import Caller, new_call_sid
+from service.devtools.devstack import ServiceProcess
+from service.logs.scrubbing import ALLOWED_FIELDS
+from service.store.accounts import Store
+from service.vault.transit import ciphertext_version
+from service.webhook import twiml
 from tests.conftest import Stack, make_stack
-from tests.keys_support import PrivateVault, private_vault
-from tests.test_scrubbing import assert_no_digits
+from tests.support.keys import PrivateVault, private_vault
+from tests.unit.logs.test_scrubbing import assert_no_digits
 
 FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 
-from service.bootstrap import RoleCredentials
-from service.caller import Caller
-from service.devstack import DevVault
+from service.devtools.caller import Caller
+from service.devtools.devstack import DevVault
+from service.vault.bootstrap import RoleCredentials
 from tests.conftest import make_stack
 
 

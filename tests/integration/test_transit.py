@@ -12,14 +12,14 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from service.bootstrap import RoleCredentials
-from service.devstack import DevVault
+from service.devtools.devstack import DevVault
 from service.errors import DecryptionError, VaultError, VaultTimeout
-from service.metrics import Metrics
 from service.settings import Secret
-from service.store import verifier_version
-from service.transit import Transit, call_context, ciphertext_version
-from service.vault_client import VaultClient
+from service.store.accounts import verifier_version
+from service.vault.bootstrap import RoleCredentials
+from service.vault.client import VaultClient
+from service.vault.transit import Transit, call_context, ciphertext_version
+from service.web.metrics import Metrics
 from tests.conftest import role_client
 
 SID_A = "CA" + "a" * 32

@@ -19,13 +19,13 @@ from typing import TypeVar
 
 import pytest
 
-from service.bootstrap import Layout, RoleCredentials, bootstrap
-from service.coalescer import CoalescerClosed
-from service.devstack import DevVault, find_vault_binary, wait_http
+from service.devtools.devstack import DevVault, find_vault_binary, wait_http
 from service.errors import DecryptionError, VaultError
-from service.metrics import Metrics
-from service.transit import Transit, call_context
-from service.vault_client import VaultClient
+from service.vault.bootstrap import Layout, RoleCredentials, bootstrap
+from service.vault.client import VaultClient
+from service.vault.coalescer import CoalescerClosed
+from service.vault.transit import Transit, call_context
+from service.web.metrics import Metrics
 from tests.conftest import role_client
 
 T = TypeVar("T")

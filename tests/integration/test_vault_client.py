@@ -12,8 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from service.bootstrap import Layout
-from service.devstack import DevVault, free_port
+from service.devtools.devstack import DevVault, free_port
 from service.errors import (
     IvrVaultError,
     VaultAuthError,
@@ -23,7 +22,8 @@ from service.errors import (
     VaultUnavailable,
 )
 from service.settings import Secret
-from service.vault_client import AppRoleCredentials, VaultClient
+from service.vault.bootstrap import Layout
+from service.vault.client import AppRoleCredentials, VaultClient
 
 TTL_S = 3
 CONTEXT = base64.b64encode(b"CA00000000000000000000000000000000:pin").decode()

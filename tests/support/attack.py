@@ -9,8 +9,8 @@ from urllib.parse import urlencode
 
 import httpx
 
-from service.caller import new_call_sid
-from service.signature import compute_signature
+from service.devtools.caller import new_call_sid
+from service.webhook.signature import compute_signature
 
 Pairs = Sequence[tuple[str, str]]
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import hvac
 
-from service.bootstrap import RoleCredentials, bootstrap, issue_credentials
-from service.devstack import DevVault
-from service.vault_client import VaultClient
+from service.devtools.devstack import DevVault
+from service.vault.bootstrap import RoleCredentials, bootstrap, issue_credentials
+from service.vault.client import VaultClient
 
 ROLES = ("ivr-webhook", "ivr-backend", "ivr-keyadmin")
 

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import httpx
 
-from service import twiml
-from service.accounts import DEMO_CARD, DEMO_PIN, add_account
-from service.caller import Caller, new_call_sid
-from service.devstack import DevVault, ServiceProcess
+from service.backend.enrolment import DEMO_CARD, DEMO_PIN, add_account
+from service.devtools.caller import Caller, new_call_sid
+from service.devtools.devstack import DevVault, ServiceProcess
 from service.settings import Settings
+from service.webhook import twiml
 from tests.conftest import Stack
-from tests.leak_search import SCRIPTS, LeakDetector, in_script, json_lines
+from tests.support.leak_search import SCRIPTS, LeakDetector, in_script, json_lines
 
 SEEDED = ("ACLEAKPROOF", "3.75")
 CLI_SEEDED = ("ACCLISEEDED", "0.50")

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from service.scrubbing import ALLOWED_FIELDS, is_digit_like
+from service.logs.scrubbing import ALLOWED_FIELDS, is_digit_like
 
 # Digits the keypad never sends but a hostile client can: the webhook must refuse them, and
 # they must not be logged either.

@@ -1,4 +1,4 @@
-"""service.legacy: migrating the tutorial's AES-256-GCM key and ciphertexts into Transit.
+"""service.keys.legacy: migrating the tutorial's AES-256-GCM key and ciphertexts into Transit.
 
 The tutorial's format is re-implemented here independently (``cryptography``'s AESGCM), pinned
 byte for byte to vectors produced by the tutorial's own Node.js ``encrypt`` (see
@@ -31,8 +31,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from service import legacy
-from service.legacy import (
+from service.keys import legacy
+from service.keys.legacy import (
     LegacyFormatError,
     LegacyImportError,
     LegacyKey,
@@ -43,7 +43,7 @@ from service.legacy import (
     wrap_key_for_import,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 BAO = REPO / ".venv" / "bin" / "bao"
 
 # The test key published in the tutorial (reference/000_6d8fbaa8b5ff7101.txt).

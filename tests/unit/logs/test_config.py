@@ -18,9 +18,9 @@ import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.logconfig import UVICORN_LOG_KWARGS, configure_logging
-from service.scrubbing import ALLOWED_FIELDS, REDACTED
-from tests.test_scrubbing import GOOD_SID, assert_no_digits, digit_text, has_digit, nested
+from service.logs.config import UVICORN_LOG_KWARGS, configure_logging
+from service.logs.scrubbing import ALLOWED_FIELDS, REDACTED
+from tests.unit.logs.test_scrubbing import GOOD_SID, assert_no_digits, digit_text, has_digit, nested
 
 
 def lines(stream: io.StringIO) -> list[dict[str, Any]]:

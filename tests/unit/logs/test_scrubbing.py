@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, example, find, given, settings
 from hypothesis import strategies as st
 
-from service.scrubbing import (
+from service.logs.scrubbing import (
     ALLOWED_FIELDS,
     FAILURE_EVENT,
     REDACTED,

@@ -11,8 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from service import sqlite_local
-from service.store import Lockout, Settlement, Store, card_input, pin_input, verifier_version
+from service.store import sqlite as sqlite_local
+from service.store.accounts import (
+    Lockout,
+    Settlement,
+    Store,
+    card_input,
+    pin_input,
+    verifier_version,
+)
 
 CARD_V1 = "vault:v1:Y2FyZC12MQ=="
 PIN_V1 = "vault:v1:cGluLXYx"

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.coalescer import Coalescer, CoalescerClosed, CoalescerError
+from service.vault.coalescer import Coalescer, CoalescerClosed, CoalescerError
 
 T = TypeVar("T")
 
@@ -364,7 +364,7 @@ def test_on_batch_hook_and_a_broken_hook_is_harmless(caplog: pytest.LogCaptureFi
         assert await c2.submit(1) == "r1"
         await c2.aclose()
 
-    with caplog.at_level(logging.ERROR, logger="service.coalescer"):
+    with caplog.at_level(logging.ERROR, logger="service.vault.coalescer"):
         run(main)
     assert [n for n, _ in seen] == [4, 2]
     assert all(s >= 0 for _, s in seen)

@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
-from service.access_log import AccessLogMiddleware, Message, Receive, Scope, Send, annotate
-from service.scrubbing import ALLOWED_FIELDS, ciphertext_fields
-from tests.test_scrubbing import GOOD_SID, assert_no_digits
+from service.logs.scrubbing import ALLOWED_FIELDS, ciphertext_fields
+from service.web.access_log import AccessLogMiddleware, Message, Receive, Scope, Send, annotate
+from tests.unit.logs.test_scrubbing import GOOD_SID, assert_no_digits
 
 CIPHERTEXT = "vault:v2:c2VjcmV0IDEyMzQ="
 

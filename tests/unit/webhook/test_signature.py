@@ -8,7 +8,7 @@ import ipaddress
 import pytest
 from twilio.request_validator import RequestValidator
 
-from service.signature import (
+from service.webhook.signature import (
     compute_signature,
     is_trusted_proxy,
     is_valid_signature,

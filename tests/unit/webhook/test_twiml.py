@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from service import twiml
+from service.webhook import twiml
 
 TUTORIAL = {
     "card": "Please enter last 4 digits of your payment card number.",
