@@ -13,6 +13,7 @@ import functools
 import re
 import shutil
 import subprocess
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ _INLINE_LINK = re.compile(
 _REFERENCE = re.compile(r"^ {0,3}\[[^\]]+\]:\s*(<[^>]*>|\S+)")  # [label]: target
 _HTML_LINK = re.compile(r"""\b(?:href|src)\s*=\s*["']([^"']+)["']""")
 _ATX_HEADING = re.compile(r"^ {0,3}#{1,6}(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
+_SLUG_CATEGORIES = ("L", "M", "Nd", "Nl", "Pc")  # Unicode general categories a slug keeps
 
 
 @dataclass(frozen=True)
@@ -79,11 +81,14 @@ def links(path: Path) -> list[Link]:
 
 def github_slug(heading: str) -> str:
     """The anchor GitHub gives a heading: its text as rendered (links reduced to their text,
-    code spans to their content, emphasis dropped), lower-cased, every character that is not
-    a letter, digit, space, hyphen or underscore removed, and each space made a hyphen."""
+    code spans to their content, emphasis dropped), lower-cased; every character removed
+    that is not a letter, mark, decimal or letter number, connector (``_``), ASCII hyphen or
+    space; each space made a hyphen (github-slugger's rules)."""
     text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading)
     text = re.sub(r"<[^>]+>", "", text).replace("`", "").replace("*", "").strip()
-    return re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
+    kept = (c for c in text.lower()
+            if c in "- " or unicodedata.category(c).startswith(_SLUG_CATEGORIES))
+    return "".join(kept).replace(" ", "-")
 
 
 @functools.cache
@@ -188,6 +193,15 @@ def test_every_test_the_documents_name_exists() -> None:
     ("Webhook → backend", "webhook--backend"),
     ("See [the policy](../policies/x.hcl) **now**", "see-the-policy-now"),
     ("Ünïcode Überschrift", "ünïcode-überschrift"),
+    # from github-slugger's own fixtures
+    ("heading with a - dash", "heading-with-a---dash"),
+    ("exchange.bind_headers(exchange, routing [, bindCallback])",
+     "exchangebind_headersexchange-routing--bindcallback"),
+    ("I ♥ unicode", "i--unicode"),
+    ("en\u2013dash", "endash"),
+    ("apostrophe\u2019s should be trimmed", "apostrophes-should-be-trimmed"),
+    ("Привет non-latin 你好", "привет-non-latin-你好"),
+    ("a² ½ b", "a--b"),
 ])
 def test_github_slugs(heading: str, slug: str) -> None:
     assert github_slug(heading) == slug
