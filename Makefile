@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-unit lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The fast half: no Vault, no processes (tests/integration/ is marked `integration`).
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not integration" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check service tests

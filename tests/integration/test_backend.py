@@ -22,7 +22,7 @@ from schemathesis.checks import (
 )
 
 from service.devtools.caller import new_call_sid
-from tests.conftest import Stack
+from tests.support.stack import Stack
 
 MARKER = "s3cr3tMARKER"
 

@@ -24,7 +24,7 @@ from service.devtools.devstack import DevVault
 from service.vault.bootstrap import RoleCredentials
 from service.webhook import twiml
 from service.webhook.signature import compute_signature
-from tests.conftest import Stack, make_stack, role_client
+from tests.support.stack import Stack, make_stack, role_client
 
 FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
 

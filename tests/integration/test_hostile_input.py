@@ -20,8 +20,8 @@ from service.devtools.caller import Caller, new_call_sid
 from service.vault.client import VaultClient
 from service.vault.transit import call_context
 from service.webhook import twiml as texts
-from tests.conftest import Stack
 from tests.support.attack import base_params, gather_action, hangs_up, signed_post, spoken, twiml
+from tests.support.stack import Stack
 
 FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
 
@@ -299,29 +299,3 @@ def test_bad_pin_digits_reprompt_and_keep_the_card(stack: Stack, client: httpx.C
     action = gather_action(root)
     assert action is not None and spoken(root) == f"{texts.RETRY} {texts.ASK_PIN}"
     assert parse_qs(urlsplit(action).query) == {"card": [card], "attempt": ["2"]}
-
-
-@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
-def test_an_unexpected_error_still_answers_twiml() -> None:
-    """Defence in depth, in process: a handler with a bug gives the calm goodbye, not the
-    5xx that Twilio would read out as "an application error has occurred"."""
-    from starlette.applications import Starlette
-    from starlette.routing import Route
-    from starlette.testclient import TestClient
-
-    from service.settings import Secret, Settings
-    from service.web.metrics import Metrics
-    from service.webhook.app import WebhookState, _route
-    from service.webhook.twilio_request import TwilioForm
-
-    async def buggy(state: WebhookState, form: TwilioForm) -> str:
-        raise RuntimeError("a bug")
-
-    settings = Settings(twilio_auth_token=Secret("tok"), public_base_url="http://testserver")
-    app = Starlette(routes=[Route("/voice/card", _route(buggy), methods=["POST"])])
-    app.state.webhook = WebhookState(settings, None, None, Metrics())  # type: ignore[arg-type]
-    with TestClient(app, raise_server_exceptions=False) as test_client:
-        response = signed_post(test_client, "tok", "http://testserver/voice/card",
-                               [*base_params(), ("Digits", "1234")])
-    root = twiml(response)
-    assert hangs_up(root) and spoken(root) == texts.TRY_LATER

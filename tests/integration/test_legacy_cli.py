@@ -23,15 +23,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from service.errors import VaultRequestError
 from service.store.sealed import SealedStore
 from tests.support.keys import PrivateVault, private_vault
+from tests.support.tutorial import tutorial_encrypt
 
 KEY_HEX = secrets.token_hex(32)
-
-
-def tutorial_encrypt(key_hex: str, plaintext: str) -> str:
-    """The tutorial's encrypt(), written here independently of service.keys.legacy:
-    hex(nonce[12] || AES-256-GCM ciphertext || tag[16]), no associated data."""
-    nonce = os.urandom(12)
-    return (nonce + AESGCM(bytes.fromhex(key_hex)).encrypt(nonce, plaintext.encode(), None)).hex()
 
 
 @pytest.fixture(scope="module")

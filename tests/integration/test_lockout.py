@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,12 +18,11 @@ import pytest
 from service.backend.enrolment import add_account
 from service.devtools.caller import Caller, new_call_sid
 from service.devtools.devstack import DevVault
-from service.store.accounts import Store
 from service.vault.bootstrap import RoleCredentials
 from service.vault.client import VaultClient
 from service.vault.transit import call_context
 from service.webhook import twiml as texts
-from tests.conftest import Stack, make_stack, role_client
+from tests.support.stack import Stack, make_stack, role_client
 
 OTHER = ("AC87654321", "99.10", "5678", "8765")
 
@@ -91,53 +89,3 @@ def test_five_wrong_pins_lock_the_card_across_calls_and_restarts(
         Caller(private.webhook.url, private.twilio_token, client,
                say=heard.append).play(["1234", "4321"])
     assert heard[-1] == texts.NOT_FOUND == texts.LOCKED
-
-
-# -- the window and the duration, on the real SQLite store with explicit clocks ----------
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    store = Store(tmp_path / "s.sqlite3")
-    store.upsert_account("AC1", "1.00", "vault:v1:card", "vault:v1:pin")
-    return store
-
-
-def _account_id(store: Store) -> int:
-    account = store.find_by_card("vault:v1:card")
-    assert account is not None
-    return account.id
-
-
-def fail(store: Store, at: float, key: str | None = None) -> bool:
-    return store.record_failure(_account_id(store), at, window=900, threshold=5,
-                                duration=900, request_key=key)
-
-
-def test_fifth_failure_in_the_window_locks_for_the_duration(store: Store) -> None:
-    assert [fail(store, t) for t in (0, 100, 200, 300)] == [False] * 4
-    assert fail(store, 400) is True
-    account = _account_id(store)
-    assert store.locked_until(account, 401) == 1300
-    assert store.locked_until(account, 1299) == 1300
-    assert store.locked_until(account, 1300) is None
-
-
-def test_failures_outside_the_window_do_not_add_up(store: Store) -> None:
-    # One failure every 4 minutes: never 5 within 15 minutes.
-    assert not any(fail(store, t) for t in range(0, 240 * 20, 240))
-    assert store.locked_until(_account_id(store), 240 * 20) is None
-
-
-def test_a_success_clears_the_count(store: Store) -> None:
-    for t in (0, 1, 2, 3):
-        fail(store, t)
-    store.clear_failures(_account_id(store))
-    assert store.failure_count(_account_id(store)) == 0
-    assert [fail(store, t) for t in (4, 5, 6, 7)] == [False] * 4
-
-
-def test_the_same_request_is_one_failure(store: Store) -> None:
-    for _ in range(10):
-        assert fail(store, 5, key="CA1|token") is False
-    assert store.failure_count(_account_id(store)) == 1

@@ -3,7 +3,7 @@
 One scenario, run once for the module on its own dev Vault (it pauses that Vault) and its own
 backend + webhook processes: calls with random card/PIN pairs, the same kind of digits sent in
 hostile ways, a backend stopped mid-call, a hung Vault and an unreachable one, the CLI. Then
-everything is stopped and every captured byte is searched (tests/leak_search.py says how).
+everything is stopped and every captured byte is searched (tests/support/leak_search.py says how).
 """
 
 from __future__ import annotations
@@ -15,18 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from service.backend.app import create_backend_app
 from service.devtools.devstack import DevVault, ServiceProcess, free_port
-from service.logs.scrubbing import KNOWN_ROUTES, REDACTED, Scrubber, mask_digits
+from service.logs.scrubbing import KNOWN_ROUTES
 from service.settings import Settings
 from service.vault.bootstrap import bootstrap, issue_credentials
 from service.vault.client import VaultClient
 from service.webhook import twiml
 from service.webhook.app import create_webhook_app
-from tests.conftest import ROLES, make_stack
 from tests.support.leak_scenario import (
     CLI_SEEDED,
     SEEDED,
@@ -38,11 +35,11 @@ from tests.support.leak_scenario import (
 from tests.support.leak_search import (
     SCRIPTS,
     audit_findings,
-    base64_needles,
     in_script,
     service_log_findings,
     unhashed_transit_strings,
 )
+from tests.support.stack import ROLES, make_stack
 
 
 @pytest.fixture(scope="module")
@@ -199,28 +196,3 @@ def test_the_search_finds_planted_digits(captured: Captured, tmp_path: Path) -> 
 
     server = captured.server_log.read_text()
     assert detector.find(server + f"[ERROR] transit: invalid plaintext {card}\n")
-
-
-@given(prefix=st.binary(max_size=7), suffix=st.binary(max_size=7),
-       digits=st.text("0123456789", min_size=4, max_size=4))
-@settings(max_examples=200, deadline=None)
-def test_base64_needles_catch_any_alignment(prefix: bytes, suffix: bytes, digits: str) -> None:
-    whole = base64.b64encode(prefix + digits.encode() + suffix).decode()
-    assert any(needle in whole for needle in base64_needles(digits.encode()))
-
-
-def test_base64_of_digits_survives_masking_so_transit_bodies_are_redacted() -> None:
-    """Masking alone cannot hide base64: the keys that carry it are redacted whole."""
-    encoded = base64.b64encode(b"1234").decode()  # MTIzNA==
-    assert mask_digits(encoded) == encoded  # no digit in it, so the masker lets it through
-    payload = {"batch_input": [{"input": encoded}], "payload": encoded, "plaintext": encoded}
-    out = Scrubber()(None, "info", {"event": "transit", **payload})
-    assert all(out[key] == REDACTED for key in payload)
-
-
-def test_route_fields_are_verbatim_only_for_known_templates() -> None:
-    out = Scrubber()(None, "info", {"route": "/v1/lookup", "path": "/v1/lookup/1234",
-                                    "backend_status": 404, "attempt": 4321})
-    assert out["route"] == "/v1/lookup"  # a known template keeps its digit
-    assert out["path"] == "/v*/lookup/****"  # anything else is masked, not dropped
-    assert out["backend_status"] == 404 and out["attempt"] == REDACTED  # PIN-shaped: no

@@ -24,7 +24,7 @@ from service.devtools.devstack import DevVault, free_port
 from service.errors import VaultRequestError
 from service.vault.bootstrap import RoleCredentials, bootstrap, issue_credentials
 from service.vault.client import VaultClient
-from tests.conftest import ROLES, Stack, make_stack
+from tests.support.stack import ROLES, Stack, make_stack
 
 
 @dataclass

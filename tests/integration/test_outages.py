@@ -27,8 +27,8 @@ from service.settings import Secret
 from service.vault.bootstrap import bootstrap, issue_credentials
 from service.vault.client import VaultClient
 from service.webhook import twiml as texts
-from tests.conftest import ROLES, Stack, make_stack
 from tests.support.attack import base_params, gather_action, hangs_up, signed_post, spoken, twiml
+from tests.support.stack import ROLES, Stack, make_stack
 
 FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
 CALM_WITHIN_S = 3.0

@@ -1,6 +1,6 @@
 """Issue 2's policy clauses, on the real Vault with each service's own AppRole: the
 webhook may encrypt but never decrypt or read the key; the backend may decrypt but never
-encrypt. (The full identity-by-operation matrix is tests/test_policy_matrix.py.)"""
+encrypt. (The full identity-by-operation matrix is tests/integration/test_policy_matrix.py.)"""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from service.devtools.devstack import DevVault
 from service.errors import VaultPermissionDenied
 from service.vault.bootstrap import RoleCredentials
 from service.vault.client import VaultClient
-from tests.conftest import role_client
+from tests.support.stack import role_client
 
 CONTEXT = base64.b64encode(b"CA00000000000000000000000000000000:card_last4").decode()
 PLAINTEXT = base64.b64encode(b"1234").decode()

@@ -22,8 +22,8 @@ import pytest
 from service.devtools.caller import Caller
 from service.devtools.devstack import DevVault, free_port, stop_process
 from service.vault.bootstrap import RoleCredentials, layout_dir
-from tests.conftest import Stack, make_stack
 from tests.support.attack import base_params, gather_action, signed_post, spoken, twiml
+from tests.support.stack import Stack, make_stack
 
 pytestmark = pytest.mark.skipif(shutil.which("caddy") is None,
                                 reason="caddy not installed (.ci/run installs it)")

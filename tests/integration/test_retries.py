@@ -22,8 +22,8 @@ from service.devtools.caller import new_call_sid
 from service.devtools.devstack import DevVault
 from service.vault.bootstrap import RoleCredentials
 from service.webhook import twiml as texts
-from tests.conftest import Stack, make_stack
 from tests.support.attack import base_params, gather_action, signed_post, spoken, twiml
+from tests.support.stack import Stack, make_stack
 
 FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
 

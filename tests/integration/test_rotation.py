@@ -23,9 +23,9 @@ from service.logs.scrubbing import ALLOWED_FIELDS
 from service.store.accounts import Store
 from service.vault.transit import ciphertext_version
 from service.webhook import twiml
-from tests.conftest import Stack, make_stack
+from tests.support.digits import assert_no_digits
 from tests.support.keys import PrivateVault, private_vault
-from tests.unit.logs.test_scrubbing import assert_no_digits
+from tests.support.stack import Stack, make_stack
 
 FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
 

@@ -13,7 +13,7 @@ import httpx
 from service.devtools.caller import Caller
 from service.devtools.devstack import DevVault
 from service.vault.bootstrap import RoleCredentials
-from tests.conftest import make_stack
+from tests.support.stack import make_stack
 
 
 def test_two_workers_serve_whole_calls(dev_vault: DevVault,

@@ -20,7 +20,7 @@ from service.vault.bootstrap import RoleCredentials
 from service.vault.client import VaultClient
 from service.vault.transit import Transit, call_context, ciphertext_version
 from service.web.metrics import Metrics
-from tests.conftest import role_client
+from tests.support.stack import role_client
 
 SID_A = "CA" + "a" * 32
 SID_B = "CA" + "b" * 32
@@ -54,90 +54,75 @@ def counter(metrics: Metrics, name: str, **labels: str) -> float:
     return value or 0.0
 
 
-def test_context_and_version_helpers() -> None:
-    assert call_context(SID_A, "pin") == f"{SID_A}:pin".encode()
-    assert ciphertext_version("vault:v7:QUJD") == 7
-    for bad in ("", "vault:v0:QUJD", "vault:v1:", "vault:v1:QU JD", "vault:v1:QUJD\n",
-                "VAULT:v1:QUJD", "vault:v1:QUJD?x", "vault:v1234567890:QUJD"):
-        assert ciphertext_version(bad) is None, bad
-
-
-def test_round_trip_across_identities(webhook_vault: VaultClient,
-                                      backend_vault: VaultClient) -> None:
-    async def scenario() -> None:
-        async with transit_for(webhook_vault) as webhook, transit_for(backend_vault) as backend:
-            card = await webhook.encrypt(b"1234", call_context(SID_A, "card_last4"))
-            pin = await webhook.encrypt(b"4321", call_context(SID_A, "pin"))
-            assert card.key_version == ciphertext_version(card.ciphertext)
-            assert b"1234" not in card.ciphertext.encode()
-            assert await backend.decrypt([(card.ciphertext, call_context(SID_A, "card_last4")),
-                                          (pin.ciphertext, call_context(SID_A, "pin"))]) \
-                == [b"1234", b"4321"]
-            # Same digits, same call: a fresh nonce, a different ciphertext.
-            again = await webhook.encrypt(b"1234", call_context(SID_A, "card_last4"))
-            assert again.ciphertext != card.ciphertext
-            for wrong in (call_context(SID_B, "card_last4"), call_context(SID_A, "pin")):
-                with pytest.raises(DecryptionError):
-                    await backend.decrypt([(card.ciphertext, wrong)])
-            tampered = card.ciphertext[:-6] + ("AAAA" if card.ciphertext[-6:-2] != "AAAA"
-                                               else "BBBB") + card.ciphertext[-2:]
+@pytest.mark.anyio
+async def test_round_trip_across_identities(webhook_vault: VaultClient,
+                                            backend_vault: VaultClient) -> None:
+    async with transit_for(webhook_vault) as webhook, transit_for(backend_vault) as backend:
+        card = await webhook.encrypt(b"1234", call_context(SID_A, "card_last4"))
+        pin = await webhook.encrypt(b"4321", call_context(SID_A, "pin"))
+        assert card.key_version == ciphertext_version(card.ciphertext)
+        assert b"1234" not in card.ciphertext.encode()
+        assert await backend.decrypt([(card.ciphertext, call_context(SID_A, "card_last4")),
+                                      (pin.ciphertext, call_context(SID_A, "pin"))]) \
+            == [b"1234", b"4321"]
+        # Same digits, same call: a fresh nonce, a different ciphertext.
+        again = await webhook.encrypt(b"1234", call_context(SID_A, "card_last4"))
+        assert again.ciphertext != card.ciphertext
+        for wrong in (call_context(SID_B, "card_last4"), call_context(SID_A, "pin")):
             with pytest.raises(DecryptionError):
-                await backend.decrypt([(tampered, call_context(SID_A, "card_last4"))])
-
-    asyncio.run(scenario())
-
-
-def test_a_malformed_ciphertext_never_reaches_vault(backend_vault: VaultClient) -> None:
-    async def scenario() -> None:
-        metrics = Metrics()
-        async with transit_for(backend_vault, metrics) as backend:
-            with pytest.raises(DecryptionError):
-                await backend.decrypt([("not-a-ciphertext", b"ctx"),
-                                       ("vault:v1:QUJD", b"ctx")])
-        assert counter(metrics, "ivr_transit_http_calls_total", operation="decrypt") == 0
-
-    asyncio.run(scenario())
+                await backend.decrypt([(card.ciphertext, wrong)])
+        tampered = card.ciphertext[:-6] + ("AAAA" if card.ciphertext[-6:-2] != "AAAA"
+                                           else "BBBB") + card.ciphertext[-2:]
+        with pytest.raises(DecryptionError):
+            await backend.decrypt([(tampered, call_context(SID_A, "card_last4"))])
 
 
-def test_concurrent_requests_share_batches_and_fail_alone(webhook_vault: VaultClient,
-                                                          backend_vault: VaultClient) -> None:
-    async def scenario() -> None:
-        metrics = Metrics()
-        async with transit_for(webhook_vault, metrics) as webhook, \
-                transit_for(backend_vault, metrics) as backend:
-            sids = [f"CA{i:032x}" for i in range(40)]
-            encrypted = await asyncio.gather(*(
-                webhook.encrypt(f"{i:04d}".encode(), call_context(sid, "pin"))
-                for i, sid in enumerate(sids)))
-            calls = counter(metrics, "ivr_transit_http_calls_total", operation="encrypt")
-            assert 1 <= calls < 40 / 2
-            # One forged item in the same batch fails only its own caller.
-            results = await asyncio.gather(*(
-                backend.decrypt([(e.ciphertext, call_context(sid if i != 7 else SID_B, "pin"))])
-                for i, (e, sid) in enumerate(zip(encrypted, sids, strict=True))),
-                return_exceptions=True)
-            assert isinstance(results[7], DecryptionError)
-            assert [r for i, r in enumerate(results) if i != 7] == \
-                [[f"{i:04d}".encode()] for i in range(40) if i != 7]
-            assert counter(metrics, "ivr_transit_http_calls_total", operation="decrypt") < 20
-
-    asyncio.run(scenario())
+@pytest.mark.anyio
+async def test_a_malformed_ciphertext_never_reaches_vault(backend_vault: VaultClient) -> None:
+    metrics = Metrics()
+    async with transit_for(backend_vault, metrics) as backend:
+        with pytest.raises(DecryptionError):
+            await backend.decrypt([("not-a-ciphertext", b"ctx"),
+                                   ("vault:v1:QUJD", b"ctx")])
+    assert counter(metrics, "ivr_transit_http_calls_total", operation="decrypt") == 0
 
 
-def test_hmac_is_deterministic_and_versioned(backend_vault: VaultClient) -> None:
-    async def scenario() -> None:
-        async with transit_for(backend_vault) as backend:
-            first = await backend.hmac([b"card:1234", b"pin:1234:4321"])
-            assert first == await backend.hmac([b"card:1234", b"pin:1234:4321"])
-            assert first[0] != first[1]
-            assert all(v.startswith("vault:v") for v in first)
-            version = verifier_version(first[0])
-            assert await backend.hmac([b"card:1234"], key_version=version) == first[:1]
+@pytest.mark.anyio
+async def test_concurrent_requests_share_batches_and_fail_alone(
+        webhook_vault: VaultClient, backend_vault: VaultClient) -> None:
+    metrics = Metrics()
+    async with transit_for(webhook_vault, metrics) as webhook, \
+            transit_for(backend_vault, metrics) as backend:
+        sids = [f"CA{i:032x}" for i in range(40)]
+        encrypted = await asyncio.gather(*(
+            webhook.encrypt(f"{i:04d}".encode(), call_context(sid, "pin"))
+            for i, sid in enumerate(sids)))
+        calls = counter(metrics, "ivr_transit_http_calls_total", operation="encrypt")
+        assert 1 <= calls < 40 / 2
+        # One forged item in the same batch fails only its own caller.
+        results = await asyncio.gather(*(
+            backend.decrypt([(e.ciphertext, call_context(sid if i != 7 else SID_B, "pin"))])
+            for i, (e, sid) in enumerate(zip(encrypted, sids, strict=True))),
+            return_exceptions=True)
+        assert isinstance(results[7], DecryptionError)
+        assert [r for i, r in enumerate(results) if i != 7] == \
+            [[f"{i:04d}".encode()] for i in range(40) if i != 7]
+        assert counter(metrics, "ivr_transit_http_calls_total", operation="decrypt") < 20
 
-    asyncio.run(scenario())
+
+@pytest.mark.anyio
+async def test_hmac_is_deterministic_and_versioned(backend_vault: VaultClient) -> None:
+    async with transit_for(backend_vault) as backend:
+        first = await backend.hmac([b"card:1234", b"pin:1234:4321"])
+        assert first == await backend.hmac([b"card:1234", b"pin:1234:4321"])
+        assert first[0] != first[1]
+        assert all(v.startswith("vault:v") for v in first)
+        version = verifier_version(first[0])
+        assert await backend.hmac([b"card:1234"], key_version=version) == first[:1]
 
 
-def test_a_hung_vault_never_blocks_the_event_loop() -> None:
+@pytest.mark.anyio
+async def test_a_hung_vault_never_blocks_the_event_loop() -> None:
     """hvac blocks; Transit must run it in its thread pool. While the call hangs, the
     event loop keeps ticking, and the caller gets VaultTimeout, not a DecryptionError."""
     with socket.socket() as listener:
@@ -146,19 +131,15 @@ def test_a_hung_vault_never_blocks_the_event_loop() -> None:
         vault = VaultClient(f"http://127.0.0.1:{listener.getsockname()[1]}",
                             Secret("t"), timeout=0.6)
 
-        async def scenario() -> tuple[int, BaseException]:
-            ticks = 0
-            async with transit_for(vault) as transit:
-                task = asyncio.ensure_future(transit.decrypt([("vault:v1:QUJD", b"ctx")]))
-                while not task.done():
-                    ticks += 1
-                    await asyncio.sleep(0.01)
-                error = task.exception()
-                assert error is not None
-                return ticks, error
-
         started = time.monotonic()
-        ticks, error = asyncio.run(scenario())
+        ticks = 0
+        async with transit_for(vault) as transit:
+            task = asyncio.ensure_future(transit.decrypt([("vault:v1:QUJD", b"ctx")]))
+            while not task.done():
+                ticks += 1
+                await asyncio.sleep(0.01)
+            error = task.exception()
+            assert error is not None
     assert isinstance(error, VaultTimeout) and isinstance(error, VaultError)
     assert ticks >= 20
     assert time.monotonic() - started < 3

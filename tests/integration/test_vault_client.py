@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from service.devtools.devstack import DevVault, free_port
+from service.devtools.devstack import DevVault
 from service.errors import (
     IvrVaultError,
     VaultAuthError,
@@ -150,14 +150,6 @@ def test_a_real_denial_is_raised_after_one_relogin(admin: VaultClient, client_fa
 
 
 # -- failures translated at the boundary ----------------------------------------------
-
-def test_unreachable_vault_is_unavailable() -> None:
-    client = VaultClient(f"http://127.0.0.1:{free_port()}", Secret("t"), timeout=2)
-    with pytest.raises(VaultUnavailable) as caught:
-        client.read("sys/mounts", "list mounts")
-    assert not isinstance(caught.value, VaultTimeout)
-    assert caught.value.__cause__ is None and caught.value.__suppress_context__
-
 
 @pytest.fixture
 def silent_server() -> Iterator[int]:

@@ -16,8 +16,7 @@ import hvac
 from service.devtools.devstack import DevVault
 from service.vault.bootstrap import RoleCredentials, bootstrap, issue_credentials
 from service.vault.client import VaultClient
-
-ROLES = ("ivr-webhook", "ivr-backend", "ivr-keyadmin")
+from tests.support.stack import ROLES
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The scenario behind tests/test_log_leaks.py: what is typed, and how, on real processes.
+"""The scenario behind tests/integration/test_log_leaks.py: what is typed, and how, on real
+processes.
 
 Random card/PIN pairs through the real call flow (one account seeded with ``add_account``,
 one with the CLI), the same digits sent in hostile ways, and the failure paths: backend
@@ -22,8 +23,8 @@ from service.devtools.caller import Caller, new_call_sid
 from service.devtools.devstack import DevVault, ServiceProcess
 from service.settings import Settings
 from service.webhook import twiml
-from tests.conftest import Stack
 from tests.support.leak_search import SCRIPTS, LeakDetector, in_script, json_lines
+from tests.support.stack import Stack
 
 SEEDED = ("ACLEAKPROOF", "3.75")
 CLI_SEEDED = ("ACCLISEEDED", "0.50")

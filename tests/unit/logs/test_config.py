@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from service.logs.config import UVICORN_LOG_KWARGS, configure_logging
 from service.logs.scrubbing import ALLOWED_FIELDS, REDACTED
-from tests.unit.logs.test_scrubbing import GOOD_SID, assert_no_digits, digit_text, has_digit, nested
+from tests.support.digits import GOOD_SID, assert_no_digits, digit_text, has_digit, nested
 
 
 def lines(stream: io.StringIO) -> list[dict[str, Any]]:

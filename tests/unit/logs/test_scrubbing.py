@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import base64
 import re
-import unicodedata
-from collections.abc import Callable, Mapping
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -26,82 +25,13 @@ from service.logs.scrubbing import (
     mask_digits,
     normalise_key,
 )
-
-# --- what "a digit" means to these tests, independent of the implementation -----------------
-
-DIGIT_ALPHABETS: dict[str, str] = {
-    "ascii": "0123456789",
-    "arabic_indic": "".join(map(chr, range(0x0660, 0x066A))),
-    "extended_arabic_indic": "".join(map(chr, range(0x06F0, 0x06FA))),
-    "fullwidth": "".join(map(chr, range(0xFF10, 0xFF1A))),
-    "devanagari": "".join(map(chr, range(0x0966, 0x0970))),
-    "superscript": "⁰¹²³⁴⁵⁶⁷⁸⁹",
-    "circled": "".join(map(chr, range(0x2460, 0x2474))) + "⓪",
-    "double_circled": "".join(map(chr, range(0x24F5, 0x24FF))),
-    "dingbat_negative_circled": "".join(map(chr, range(0x2776, 0x2780))),
-    "math_bold": "".join(map(chr, range(0x1D7CE, 0x1D7D8))),
-    "ethiopic": "".join(map(chr, range(0x1369, 0x1372))),
-}
-ALL_DIGITS = "".join(DIGIT_ALPHABETS.values())
-SEPARATORS = [" ", "-", ".", "\u00a0", "\u200b", "*", "#", "", ",", "/"]
-
-
-def reads_as_digit(ch: str) -> bool:
-    return ch.isdigit() or any(c.isdigit() for c in unicodedata.normalize("NFKC", ch))
-
-
-def has_digit(text: str) -> bool:
-    return any(reads_as_digit(c) for c in text) or any(
-        c.isdigit() for c in unicodedata.normalize("NFKC", text)
-    )
-
-
-def assert_no_digits(value: object, allowed: Mapping[str, Callable[[object], bool]]) -> None:
-    """Walk JSON-like output; only a validated value under an allow-listed key may hold digits."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            assert not has_digit(key), key
-            if key in allowed and allowed[key](item):
-                continue
-            assert_no_digits(item, allowed)
-    elif isinstance(value, list):
-        for item in value:
-            assert_no_digits(item, allowed)
-    elif isinstance(value, str):
-        assert not has_digit(value), value
-    else:
-        assert value is None or isinstance(value, bool), repr(value)
-
-
-digit_chars = st.sampled_from(ALL_DIGITS)
-digit_runs = st.lists(
-    st.tuples(digit_chars, st.sampled_from(SEPARATORS)), min_size=1, max_size=12
-).map(lambda pairs: "".join(d + s for d, s in pairs))
-digit_text = st.one_of(
-    digit_runs,
-    st.tuples(st.text(max_size=10), digit_runs, st.text(max_size=10)).map("".join),
-)
-scalars = st.one_of(
+from tests.support.digits import (
+    DIGIT_ALPHABETS,
+    GOOD_SID,
+    assert_no_digits,
     digit_text,
-    st.integers(),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.decimals(allow_nan=False),
-    st.fractions(),
-    st.complex_numbers(allow_nan=False),
-    digit_text.map(lambda s: s.encode("utf-8")),
-    st.binary(max_size=20),
-    st.booleans(),
-    st.none(),
-)
-nested = st.recursive(
-    scalars,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=4),
-        st.lists(inner, max_size=4).map(tuple),
-        st.dictionaries(digit_text, inner, max_size=4),
-        st.frozensets(st.one_of(digit_text, st.integers()), max_size=4),
-    ),
-    max_leaves=12,
+    has_digit,
+    nested,
 )
 
 
@@ -190,9 +120,6 @@ def test_digits_in_keys_are_masked_without_losing_entries() -> None:
 
 
 # --- allow-list ------------------------------------------------------------------------------
-
-GOOD_SID = "CA" + "0123456789abcdef" * 2
-
 
 def test_allow_listed_fields_keep_valid_values() -> None:
     event = {
@@ -324,3 +251,20 @@ def test_ciphertext_fields() -> None:
     assert scrub(dict(fields)) == fields
     assert fingerprint(ct) != fingerprint("vault:v2:c2VjcmV0IDEyMzU=")
     assert ciphertext_fields("not a ciphertext 1234").keys() == {"ct_fp"}
+
+
+def test_base64_of_digits_survives_masking_so_transit_bodies_are_redacted() -> None:
+    """Masking alone cannot hide base64: the keys that carry it are redacted whole."""
+    encoded = base64.b64encode(b"1234").decode()  # MTIzNA==
+    assert mask_digits(encoded) == encoded  # no digit in it, so the masker lets it through
+    payload = {"batch_input": [{"input": encoded}], "payload": encoded, "plaintext": encoded}
+    out = Scrubber()(None, "info", {"event": "transit", **payload})
+    assert all(out[key] == REDACTED for key in payload)
+
+
+def test_route_fields_are_verbatim_only_for_known_templates() -> None:
+    out = Scrubber()(None, "info", {"route": "/v1/lookup", "path": "/v1/lookup/1234",
+                                    "backend_status": 404, "attempt": 4321})
+    assert out["route"] == "/v1/lookup"  # a known template keeps its digit
+    assert out["path"] == "/v*/lookup/****"  # anything else is masked, not dropped
+    assert out["backend_status"] == 404 and out["attempt"] == REDACTED  # PIN-shaped: no

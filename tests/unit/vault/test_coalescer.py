@@ -1,14 +1,15 @@
 """Unit tests of the coalescer's concurrency logic, with a fake batch sender (no Vault here:
 this is pure scheduling; the Transit client's own tests run against a real dev Vault).
 
-Every test drives its own event loop with ``asyncio.run``; no pytest-asyncio needed.
+Async tests run on anyio's pytest plugin, each on a fresh asyncio loop. A scheduling bug
+fails fast (the module's 30 s timeout) instead of hanging the suite.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import TypeVar
 
 import pytest
@@ -20,14 +21,7 @@ from service.vault.coalescer import Coalescer, CoalescerClosed, CoalescerError
 T = TypeVar("T")
 
 
-def run(main: Callable[[], Awaitable[T]]) -> T:
-    async def guarded() -> T:
-        # A scheduling bug should fail fast, not hang until pytest-timeout. (asyncio.timeout,
-        # not wait_for: it adds no task, so tests can assert that no task is left over.)
-        async with asyncio.timeout(30):
-            return await main()
-
-    return asyncio.run(guarded())
+pytestmark = pytest.mark.timeout(30)
 
 
 async def spin(n: int = 5) -> None:
@@ -71,131 +65,118 @@ class FakeSender:
         return [len(b) for b in self.batches]
 
 
-def test_idle_submit_goes_out_at_once_alone() -> None:
-    async def main() -> None:
-        sender = FakeSender()
-        c: Coalescer[int, str] = Coalescer(sender, max_batch=64)
-        task = asyncio.create_task(c.submit(1))
-        # Iteration 1: submit runs and starts the batch task. Iteration 2: the batch task calls
-        # send_batch. No timer, no waiting for company.
+@pytest.mark.anyio
+async def test_idle_submit_goes_out_at_once_alone() -> None:
+    sender = FakeSender()
+    c: Coalescer[int, str] = Coalescer(sender, max_batch=64)
+    task = asyncio.create_task(c.submit(1))
+    # Iteration 1: submit runs and starts the batch task. Iteration 2: the batch task calls
+    # send_batch. No timer, no waiting for company.
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert sender.batches == [[1]]
+    assert await task == "r1"
+    # Sequential idle submits never wait for each other.
+    assert [await c.submit(i) for i in (2, 3)] == ["r2", "r3"]
+    assert sender.sizes == [1, 1, 1]
+    await c.aclose()
+
+
+@pytest.mark.anyio
+async def test_same_tick_submits_coalesce_into_one_batch() -> None:
+    sender = FakeSender()
+    c: Coalescer[int, str] = Coalescer(sender, max_batch=64)
+    assert await asyncio.gather(*(c.submit(i) for i in range(10))) == [
+        f"r{i}" for i in range(10)
+    ]
+    assert sender.sizes == [10]
+    await c.aclose()
+
+
+@pytest.mark.anyio
+async def test_submits_while_in_flight_become_the_next_batch() -> None:
+    sender = FakeSender(hold=True)
+    c: Coalescer[int, str] = Coalescer(sender, max_batch=64)
+    first = asyncio.create_task(c.submit(0))
+    await spin()
+    assert sender.sizes == [1]
+    rest = [asyncio.create_task(c.submit(i)) for i in range(1, 21)]
+    await spin()
+    assert sender.sizes == [1]  # nothing else goes out while the slot is busy
+    assert c.stats.queued == 20
+    assert c.stats.in_flight == 1
+    sender.release.set()
+    assert await first == "r0"
+    assert await asyncio.gather(*rest) == [f"r{i}" for i in range(1, 21)]
+    assert sender.sizes == [1, 20]
+    assert sender.batches[1] == list(range(1, 21))
+    stats = c.stats
+    assert (stats.batches_sent, stats.items_sent, stats.max_batch_seen) == (2, 21, 20)
+    await c.aclose()
+
+
+@pytest.mark.anyio
+async def test_max_batch_cap_and_fifo_over_1000_items() -> None:
+    sender = FakeSender(delay=0.001)
+    c: Coalescer[int, str] = Coalescer(sender, max_batch=64)
+    results = await asyncio.gather(*(c.submit(i) for i in range(1000)))
+    assert results == [f"r{i}" for i in range(1000)]
+    assert max(sender.sizes) <= 64
+    assert c.stats.max_batch_seen == 64
+    assert sum(sender.sizes) == c.stats.items_sent == 1000
+    # Items go out in submission order, each exactly once.
+    assert [i for b in sender.batches for i in b] == list(range(1000))
+    await c.aclose()
+
+
+@pytest.mark.anyio
+async def test_max_in_flight_allows_parallel_batches() -> None:
+    sender = FakeSender(hold=True)
+    c: Coalescer[int, str] = Coalescer(sender, max_batch=8, max_in_flight=2)
+    a = asyncio.create_task(c.submit(0))
+    await spin()
+    b = asyncio.create_task(c.submit(1))
+    await spin()
+    rest = [asyncio.create_task(c.submit(i)) for i in range(2, 12)]
+    await spin()
+    assert sender.batches == [[0], [1]]  # two slots busy, the rest queued
+    assert c.stats.queued == 10
+    sender.release.set()
+    assert await asyncio.gather(a, b, *rest) == [f"r{i}" for i in range(12)]
+    assert sender.peak_in_flight == 2
+    assert max(sender.sizes) <= 8
+    assert [i for batch in sender.batches for i in batch] == list(range(12))
+    await c.aclose()
+
+
+@pytest.mark.anyio
+async def test_leftovers_beyond_max_batch_use_a_free_slot_at_once() -> None:
+    sender = FakeSender(hold=True)
+    c: Coalescer[int, str] = Coalescer(sender, max_batch=4, max_in_flight=2)
+    tasks = [asyncio.create_task(c.submit(i)) for i in range(10)]
+    await spin()
+    assert sender.batches == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert c.stats.queued == 2
+    sender.release.set()
+    assert await asyncio.gather(*tasks) == [f"r{i}" for i in range(10)]
+    assert sender.sizes == [4, 4, 2]
+    await c.aclose()
+
+
+@pytest.mark.anyio
+async def test_results_map_to_the_right_callers() -> None:
+    async def send(items: Sequence[str]) -> list[str]:
         await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        assert sender.batches == [[1]]
-        assert await task == "r1"
-        # Sequential idle submits never wait for each other.
-        assert [await c.submit(i) for i in (2, 3)] == ["r2", "r3"]
-        assert sender.sizes == [1, 1, 1]
-        await c.aclose()
+        return [s.upper() for s in items]
 
-    run(main)
+    c: Coalescer[str, str] = Coalescer(send, max_batch=3)
+    words = [f"word{i}" for i in range(17)]
+    assert await asyncio.gather(*(c.submit(w) for w in words)) == [w.upper() for w in words]
+    await c.aclose()
 
 
-def test_same_tick_submits_coalesce_into_one_batch() -> None:
-    async def main() -> None:
-        sender = FakeSender()
-        c: Coalescer[int, str] = Coalescer(sender, max_batch=64)
-        assert await asyncio.gather(*(c.submit(i) for i in range(10))) == [
-            f"r{i}" for i in range(10)
-        ]
-        assert sender.sizes == [10]
-        await c.aclose()
-
-    run(main)
-
-
-def test_submits_while_in_flight_become_the_next_batch() -> None:
-    async def main() -> None:
-        sender = FakeSender(hold=True)
-        c: Coalescer[int, str] = Coalescer(sender, max_batch=64)
-        first = asyncio.create_task(c.submit(0))
-        await spin()
-        assert sender.sizes == [1]
-        rest = [asyncio.create_task(c.submit(i)) for i in range(1, 21)]
-        await spin()
-        assert sender.sizes == [1]  # nothing else goes out while the slot is busy
-        assert c.stats.queued == 20
-        assert c.stats.in_flight == 1
-        sender.release.set()
-        assert await first == "r0"
-        assert await asyncio.gather(*rest) == [f"r{i}" for i in range(1, 21)]
-        assert sender.sizes == [1, 20]
-        assert sender.batches[1] == list(range(1, 21))
-        stats = c.stats
-        assert (stats.batches_sent, stats.items_sent, stats.max_batch_seen) == (2, 21, 20)
-        await c.aclose()
-
-    run(main)
-
-
-def test_max_batch_cap_and_fifo_over_1000_items() -> None:
-    async def main() -> None:
-        sender = FakeSender(delay=0.001)
-        c: Coalescer[int, str] = Coalescer(sender, max_batch=64)
-        results = await asyncio.gather(*(c.submit(i) for i in range(1000)))
-        assert results == [f"r{i}" for i in range(1000)]
-        assert max(sender.sizes) <= 64
-        assert c.stats.max_batch_seen == 64
-        assert sum(sender.sizes) == c.stats.items_sent == 1000
-        # Items go out in submission order, each exactly once.
-        assert [i for b in sender.batches for i in b] == list(range(1000))
-        await c.aclose()
-
-    run(main)
-
-
-def test_max_in_flight_allows_parallel_batches() -> None:
-    async def main() -> None:
-        sender = FakeSender(hold=True)
-        c: Coalescer[int, str] = Coalescer(sender, max_batch=8, max_in_flight=2)
-        a = asyncio.create_task(c.submit(0))
-        await spin()
-        b = asyncio.create_task(c.submit(1))
-        await spin()
-        rest = [asyncio.create_task(c.submit(i)) for i in range(2, 12)]
-        await spin()
-        assert sender.batches == [[0], [1]]  # two slots busy, the rest queued
-        assert c.stats.queued == 10
-        sender.release.set()
-        assert await asyncio.gather(a, b, *rest) == [f"r{i}" for i in range(12)]
-        assert sender.peak_in_flight == 2
-        assert max(sender.sizes) <= 8
-        assert [i for batch in sender.batches for i in batch] == list(range(12))
-        await c.aclose()
-
-    run(main)
-
-
-def test_leftovers_beyond_max_batch_use_a_free_slot_at_once() -> None:
-    async def main() -> None:
-        sender = FakeSender(hold=True)
-        c: Coalescer[int, str] = Coalescer(sender, max_batch=4, max_in_flight=2)
-        tasks = [asyncio.create_task(c.submit(i)) for i in range(10)]
-        await spin()
-        assert sender.batches == [[0, 1, 2, 3], [4, 5, 6, 7]]
-        assert c.stats.queued == 2
-        sender.release.set()
-        assert await asyncio.gather(*tasks) == [f"r{i}" for i in range(10)]
-        assert sender.sizes == [4, 4, 2]
-        await c.aclose()
-
-    run(main)
-
-
-def test_results_map_to_the_right_callers() -> None:
-    async def main() -> None:
-        async def send(items: Sequence[str]) -> list[str]:
-            await asyncio.sleep(0)
-            return [s.upper() for s in items]
-
-        c: Coalescer[str, str] = Coalescer(send, max_batch=3)
-        words = [f"word{i}" for i in range(17)]
-        assert await asyncio.gather(*(c.submit(w) for w in words)) == [w.upper() for w in words]
-        await c.aclose()
-
-    run(main)
-
-
-def test_per_item_failure_reaches_only_its_caller() -> None:
+@pytest.mark.anyio
+async def test_per_item_failure_reaches_only_its_caller() -> None:
     class Bad(Exception):
         pass
 
@@ -203,154 +184,144 @@ def test_per_item_failure_reaches_only_its_caller() -> None:
         def result(self, item: int) -> str | BaseException:
             return Bad(item) if item % 2 else f"r{item}"
 
-    async def main() -> None:
-        c: Coalescer[int, str] = Coalescer(OddFails(), max_batch=4)
-        outcomes = await asyncio.gather(*(c.submit(i) for i in range(10)), return_exceptions=True)
-        for i, outcome in enumerate(outcomes):
-            if i % 2:
-                assert isinstance(outcome, Bad)
-                assert outcome.args == (i,)
-            else:
-                assert outcome == f"r{i}"
-        assert c.stats.batches_failed == 0
-        await c.aclose()
-
-    run(main)
+    c: Coalescer[int, str] = Coalescer(OddFails(), max_batch=4)
+    outcomes = await asyncio.gather(*(c.submit(i) for i in range(10)), return_exceptions=True)
+    for i, outcome in enumerate(outcomes):
+        if i % 2:
+            assert isinstance(outcome, Bad)
+            assert outcome.args == (i,)
+        else:
+            assert outcome == f"r{i}"
+    assert c.stats.batches_failed == 0
+    await c.aclose()
 
 
-def test_send_batch_raising_fails_only_that_batch() -> None:
+@pytest.mark.anyio
+async def test_send_batch_raising_fails_only_that_batch() -> None:
     """Vault goes down mid-stream: the batch in the air fails, the next ones succeed."""
 
-    async def main() -> None:
-        calls = 0
-        release = asyncio.Event()
+    calls = 0
+    release = asyncio.Event()
 
-        async def send(items: Sequence[int]) -> list[str]:
-            nonlocal calls
-            calls += 1
-            if calls == 1:
-                await release.wait()
-            if calls == 2:
-                raise ConnectionError("vault unreachable")
-            return [f"r{i}" for i in items]
+    async def send(items: Sequence[int]) -> list[str]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await release.wait()
+        if calls == 2:
+            raise ConnectionError("vault unreachable")
+        return [f"r{i}" for i in items]
 
-        c: Coalescer[int, str] = Coalescer(send, max_batch=64)
-        first = asyncio.create_task(c.submit(0))
-        await spin()
-        doomed = [asyncio.create_task(c.submit(i)) for i in (1, 2, 3)]
-        await spin()
-        release.set()
-        assert await first == "r0"
-        outcomes = await asyncio.gather(*doomed, return_exceptions=True)
-        assert all(isinstance(o, ConnectionError) for o in outcomes)
-        assert str(outcomes[0]) == "vault unreachable"
-        # Each caller really gets it raised, and the coalescer keeps working afterwards.
-        with pytest.raises(ConnectionError):
-            await doomed[1]
-        assert list(await asyncio.gather(c.submit(4), c.submit(5))) == ["r4", "r5"]
-        assert c.stats.batches_failed == 1
-        assert c.stats.batches_sent == 3
-        await c.aclose()
-
-    run(main)
+    c: Coalescer[int, str] = Coalescer(send, max_batch=64)
+    first = asyncio.create_task(c.submit(0))
+    await spin()
+    doomed = [asyncio.create_task(c.submit(i)) for i in (1, 2, 3)]
+    await spin()
+    release.set()
+    assert await first == "r0"
+    outcomes = await asyncio.gather(*doomed, return_exceptions=True)
+    assert all(isinstance(o, ConnectionError) for o in outcomes)
+    assert str(outcomes[0]) == "vault unreachable"
+    # Each caller really gets it raised, and the coalescer keeps working afterwards.
+    with pytest.raises(ConnectionError):
+        await doomed[1]
+    assert list(await asyncio.gather(c.submit(4), c.submit(5))) == ["r4", "r5"]
+    assert c.stats.batches_failed == 1
+    assert c.stats.batches_sent == 3
+    await c.aclose()
 
 
-def test_wrong_result_count_fails_the_batch_with_coalescer_error() -> None:
-    async def main() -> None:
-        broken = True
+@pytest.mark.anyio
+async def test_wrong_result_count_fails_the_batch_with_coalescer_error() -> None:
+    broken = True
 
-        async def send(items: Sequence[int]) -> list[str]:
-            out = [f"r{i}" for i in items]
-            return out[:-1] if broken else out
+    async def send(items: Sequence[int]) -> list[str]:
+        out = [f"r{i}" for i in items]
+        return out[:-1] if broken else out
 
-        c: Coalescer[int, str] = Coalescer(send, max_batch=64, name="transit-encrypt")
-        outcomes = await asyncio.gather(*(c.submit(i) for i in range(3)), return_exceptions=True)
-        assert all(isinstance(o, CoalescerError) for o in outcomes)
-        assert "transit-encrypt" in str(outcomes[0])
-        assert "2 results for 3 items" in str(outcomes[0])
-        broken = False
-        assert await c.submit(9) == "r9"
-        assert c.stats.batches_failed == 1
-        await c.aclose()
-
-    run(main)
+    c: Coalescer[int, str] = Coalescer(send, max_batch=64, name="transit-encrypt")
+    outcomes = await asyncio.gather(*(c.submit(i) for i in range(3)), return_exceptions=True)
+    assert all(isinstance(o, CoalescerError) for o in outcomes)
+    assert "transit-encrypt" in str(outcomes[0])
+    assert "2 results for 3 items" in str(outcomes[0])
+    broken = False
+    assert await c.submit(9) == "r9"
+    assert c.stats.batches_failed == 1
+    await c.aclose()
 
 
-def test_caller_cancelled_before_send_leaves_the_queue() -> None:
-    async def main() -> None:
-        sender = FakeSender(hold=True)
-        c: Coalescer[int, str] = Coalescer(sender, max_batch=64)
-        first = asyncio.create_task(c.submit(0))
-        await spin()
-        impatient = asyncio.create_task(asyncio.wait_for(c.submit(1), timeout=0.01))
-        patient = asyncio.create_task(c.submit(2))
-        await spin()
-        assert c.stats.queued == 2
-        with pytest.raises(TimeoutError):
-            await impatient  # the held batch cannot finish before the timeout
-        assert c.stats.queued == 1
-        sender.release.set()
-        assert await first == "r0"
-        assert await patient == "r2"
-        assert sender.batches == [[0], [2]]  # item 1 was never sent
-        await c.aclose()
-
-    run(main)
+@pytest.mark.anyio
+async def test_caller_cancelled_before_send_leaves_the_queue() -> None:
+    sender = FakeSender(hold=True)
+    c: Coalescer[int, str] = Coalescer(sender, max_batch=64)
+    first = asyncio.create_task(c.submit(0))
+    await spin()
+    impatient = asyncio.create_task(asyncio.wait_for(c.submit(1), timeout=0.01))
+    patient = asyncio.create_task(c.submit(2))
+    await spin()
+    assert c.stats.queued == 2
+    with pytest.raises(TimeoutError):
+        await impatient  # the held batch cannot finish before the timeout
+    assert c.stats.queued == 1
+    sender.release.set()
+    assert await first == "r0"
+    assert await patient == "r2"
+    assert sender.batches == [[0], [2]]  # item 1 was never sent
+    await c.aclose()
 
 
-def test_caller_cancelled_after_send_does_not_disturb_the_batch() -> None:
-    async def main() -> None:
-        sender = FakeSender(hold=True)
-        c: Coalescer[int, str] = Coalescer(sender, max_batch=64)
-        gone = asyncio.create_task(c.submit(0))
-        stays = asyncio.create_task(c.submit(1))
-        await spin()
-        assert sender.batches == [[0, 1]]
-        gone.cancel()
-        await spin()
-        assert gone.cancelled()
-        assert sender.in_flight == 1  # the batch itself was not cancelled
-        sender.release.set()
-        assert await stays == "r1"
-        assert sender.completed == 1
-        assert await c.submit(2) == "r2"
-        await c.aclose()
-
-    run(main)
+@pytest.mark.anyio
+async def test_caller_cancelled_after_send_does_not_disturb_the_batch() -> None:
+    sender = FakeSender(hold=True)
+    c: Coalescer[int, str] = Coalescer(sender, max_batch=64)
+    gone = asyncio.create_task(c.submit(0))
+    stays = asyncio.create_task(c.submit(1))
+    await spin()
+    assert sender.batches == [[0, 1]]
+    gone.cancel()
+    await spin()
+    assert gone.cancelled()
+    assert sender.in_flight == 1  # the batch itself was not cancelled
+    sender.release.set()
+    assert await stays == "r1"
+    assert sender.completed == 1
+    assert await c.submit(2) == "r2"
+    await c.aclose()
 
 
-def test_aclose_flushes_queue_then_refuses_submits() -> None:
-    async def main() -> None:
-        sender = FakeSender(hold=True)
-        c: Coalescer[int, str] = Coalescer(sender, max_batch=2)
-        tasks = [asyncio.create_task(c.submit(0))]
-        await spin()
-        tasks += [asyncio.create_task(c.submit(i)) for i in range(1, 6)]
-        await spin()
-        closing = asyncio.create_task(c.aclose())
-        await spin()
-        assert not closing.done()  # waits for the held batch and the queue
-        with pytest.raises(CoalescerClosed):
-            await c.submit(99)
-        sender.release.set()
-        await closing
-        assert all(t.done() for t in tasks)
-        assert [t.result() for t in tasks] == [f"r{i}" for i in range(6)]
-        assert sender.sizes == [1, 2, 2, 1]
-        assert c.stats.queued == c.stats.in_flight == 0
-        # Every background task is finished: nothing left to be destroyed while pending.
-        assert asyncio.all_tasks() == {asyncio.current_task()}
-        with pytest.raises(CoalescerClosed):
-            await c.submit(100)
-        await c.aclose()  # idempotent
+@pytest.mark.anyio
+async def test_aclose_flushes_queue_then_refuses_submits() -> None:
+    before = asyncio.all_tasks()  # the test runner's own, running this test
+    sender = FakeSender(hold=True)
+    c: Coalescer[int, str] = Coalescer(sender, max_batch=2)
+    tasks = [asyncio.create_task(c.submit(0))]
+    await spin()
+    tasks += [asyncio.create_task(c.submit(i)) for i in range(1, 6)]
+    await spin()
+    closing = asyncio.create_task(c.aclose())
+    await spin()
+    assert not closing.done()  # waits for the held batch and the queue
+    with pytest.raises(CoalescerClosed):
+        await c.submit(99)
+    sender.release.set()
+    await closing
+    assert all(t.done() for t in tasks)
+    assert [t.result() for t in tasks] == [f"r{i}" for i in range(6)]
+    assert sender.sizes == [1, 2, 2, 1]
+    assert c.stats.queued == c.stats.in_flight == 0
+    # Every background task is finished: nothing left to be destroyed while pending.
+    assert asyncio.all_tasks() == before
+    with pytest.raises(CoalescerClosed):
+        await c.submit(100)
+    await c.aclose()  # idempotent
 
-    run(main)
 
-
-def test_on_batch_hook_and_a_broken_hook_is_harmless(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.anyio
+async def test_on_batch_hook_and_a_broken_hook_is_harmless(
+        caplog: pytest.LogCaptureFixture) -> None:
     seen: list[tuple[int, float]] = []
 
-    async def main() -> None:
+    with caplog.at_level(logging.ERROR, logger="service.vault.coalescer"):
         c: Coalescer[int, str] = Coalescer(
             FakeSender(), max_batch=4, on_batch=lambda n, s: seen.append((n, s))
         )
@@ -363,9 +334,6 @@ def test_on_batch_hook_and_a_broken_hook_is_harmless(caplog: pytest.LogCaptureFi
         c2: Coalescer[int, str] = Coalescer(FakeSender(), max_batch=4, on_batch=broken)
         assert await c2.submit(1) == "r1"
         await c2.aclose()
-
-    with caplog.at_level(logging.ERROR, logger="service.vault.coalescer"):
-        run(main)
     assert [n for n, _ in seen] == [4, 2]
     assert all(s >= 0 for _, s in seen)
     assert "on_batch callback failed" in caplog.text
@@ -379,6 +347,7 @@ def test_loop_shutdown_with_pending_callers_is_clean(caplog: pytest.LogCaptureFi
         await spin()
         # Returning now makes asyncio.run cancel the callers and the held batch task.
 
+    # Not the anyio plugin: the loop's own shutdown is what this test is about.
     with caplog.at_level(logging.DEBUG):
         asyncio.run(main())
     assert "destroyed but it is pending" not in caplog.text
@@ -395,31 +364,29 @@ def test_invalid_limits() -> None:
         Coalescer(send, max_batch=1, max_in_flight=0)
 
 
-def test_throughput_sanity_counts_batches_not_time() -> None:
+@pytest.mark.anyio
+async def test_throughput_sanity_counts_batches_not_time() -> None:
     """500 concurrent callers against a 10 ms batch call need a handful of calls, not 500."""
 
-    async def main() -> None:
-        sender = FakeSender(delay=0.010)
-        c: Coalescer[int, str] = Coalescer(sender, max_batch=64)
-        await asyncio.gather(*(c.submit(i) for i in range(500)))
-        assert c.stats.batches_sent == 8  # ceil(500 / 64), whatever the machine's speed
-        assert c.stats.items_sent == 500
+    sender = FakeSender(delay=0.010)
+    c: Coalescer[int, str] = Coalescer(sender, max_batch=64)
+    await asyncio.gather(*(c.submit(i) for i in range(500)))
+    assert c.stats.batches_sent == 8  # ceil(500 / 64), whatever the machine's speed
+    assert c.stats.items_sent == 500
 
-        # Callers trickling in one per loop iteration still share batches: the first goes
-        # alone, the rest pile up behind it. Generous bound: only counts, no clock.
-        sender2 = FakeSender(delay=0.010)
-        c2: Coalescer[int, str] = Coalescer(sender2, max_batch=64)
-        tasks = []
-        for i in range(500):
-            tasks.append(asyncio.create_task(c2.submit(i)))
-            await asyncio.sleep(0)
-        await asyncio.gather(*tasks)
-        assert sender2.sizes[0] == 1
-        assert c2.stats.batches_sent <= 500 // 10
-        await c.aclose()
-        await c2.aclose()
-
-    run(main)
+    # Callers trickling in one per loop iteration still share batches: the first goes
+    # alone, the rest pile up behind it. Generous bound: only counts, no clock.
+    sender2 = FakeSender(delay=0.010)
+    c2: Coalescer[int, str] = Coalescer(sender2, max_batch=64)
+    tasks = []
+    for i in range(500):
+        tasks.append(asyncio.create_task(c2.submit(i)))
+        await asyncio.sleep(0)
+    await asyncio.gather(*tasks)
+    assert sender2.sizes[0] == 1
+    assert c2.stats.batches_sent <= 500 // 10
+    await c.aclose()
+    await c2.aclose()
 
 
 class ItemFailed(Exception):
@@ -430,74 +397,83 @@ class BatchFailed(Exception):
     pass
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    n=st.integers(min_value=1, max_value=60),
-    max_batch=st.integers(min_value=1, max_value=10),
-    max_in_flight=st.integers(min_value=1, max_value=3),
-    data=st.data(),
-)
-def test_property_every_caller_gets_its_own_outcome(
-    n: int, max_batch: int, max_in_flight: int, data: st.DataObject
-) -> None:
-    item_fails = data.draw(st.lists(st.booleans(), min_size=n, max_size=n), label="item_fails")
-    arrival = data.draw(st.lists(st.integers(0, 3), min_size=n, max_size=n), label="arrival")
-    cancel_after = data.draw(
+Plan = tuple[int, list[bool], list[int], list[int | None], list[int], list[bool]]
+
+
+@st.composite
+def plans(draw: st.DrawFn) -> Plan:
+    """n callers and what happens to each. Drawn before the test's event loop starts: a
+    draw inside the coroutine would stop an example from within anyio's runner task."""
+    n = draw(st.integers(min_value=1, max_value=60), label="n")
+    item_fails = draw(st.lists(st.booleans(), min_size=n, max_size=n), label="item_fails")
+    arrival = draw(st.lists(st.integers(0, 3), min_size=n, max_size=n), label="arrival")
+    cancel_after = draw(
         st.lists(st.none() | st.integers(0, 6), min_size=n, max_size=n), label="cancel_after"
     )
     # Per batch call, in call order: loop iterations to take, and whether the call raises.
-    delays = data.draw(st.lists(st.integers(0, 4), min_size=n, max_size=n), label="delays")
-    batch_raises = data.draw(st.lists(st.booleans(), min_size=n, max_size=n), label="raises")
+    delays = draw(st.lists(st.integers(0, 4), min_size=n, max_size=n), label="delays")
+    batch_raises = draw(st.lists(st.booleans(), min_size=n, max_size=n), label="raises")
+    return n, item_fails, arrival, cancel_after, delays, batch_raises
 
-    async def main() -> None:
-        sent: list[int] = []
-        submitted: list[int] = []
-        calls = 0
 
-        async def send(items: Sequence[int]) -> list[str | BaseException]:
-            nonlocal calls
-            call, calls = calls, calls + 1
-            assert 1 <= len(items) <= max_batch
-            sent.extend(items)
-            await spin(delays[call])
-            if batch_raises[call]:
-                raise BatchFailed(*items)
-            return [ItemFailed(i) if item_fails[i] else f"r{i}" for i in items]
+@pytest.mark.anyio
+@settings(max_examples=200, deadline=None)
+@given(
+    plan=plans(),
+    max_batch=st.integers(min_value=1, max_value=10),
+    max_in_flight=st.integers(min_value=1, max_value=3),
+)
+async def test_property_every_caller_gets_its_own_outcome(
+    plan: Plan, max_batch: int, max_in_flight: int
+) -> None:
+    n, item_fails, arrival, cancel_after, delays, batch_raises = plan
+    before = asyncio.all_tasks()  # the test runner's own, running this example
+    sent: list[int] = []
+    submitted: list[int] = []
+    calls = 0
 
-        c: Coalescer[int, str] = Coalescer(send, max_batch=max_batch, max_in_flight=max_in_flight)
+    async def send(items: Sequence[int]) -> list[str | BaseException]:
+        nonlocal calls
+        call, calls = calls, calls + 1
+        assert 1 <= len(items) <= max_batch
+        sent.extend(items)
+        await spin(delays[call])
+        if batch_raises[call]:
+            raise BatchFailed(*items)
+        return [ItemFailed(i) if item_fails[i] else f"r{i}" for i in items]
 
-        async def caller(i: int) -> str:
-            await spin(arrival[i])
-            submitted.append(i)
-            return await c.submit(i)
+    c: Coalescer[int, str] = Coalescer(send, max_batch=max_batch, max_in_flight=max_in_flight)
 
-        tasks = [asyncio.create_task(caller(i)) for i in range(n)]
-        for step in range(7):
-            for i, t in enumerate(tasks):
-                if cancel_after[i] == step:
-                    t.cancel()
-            await asyncio.sleep(0)
-        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-        await c.aclose()
-        assert asyncio.all_tasks() == {asyncio.current_task()}
+    async def caller(i: int) -> str:
+        await spin(arrival[i])
+        submitted.append(i)
+        return await c.submit(i)
 
-        for i, outcome in enumerate(outcomes):
-            if isinstance(outcome, asyncio.CancelledError):
-                assert cancel_after[i] is not None
-                continue
-            assert i in sent
-            if isinstance(outcome, BatchFailed):
-                assert i in outcome.args  # the failure of the batch that carried i
-            elif item_fails[i]:
-                assert isinstance(outcome, ItemFailed)
-                assert outcome.args == (i,)
-            else:
-                assert outcome == f"r{i}"
-        # FIFO, no duplicates: what was sent is the submission order minus callers that
-        # left the queue before their turn.
-        assert len(sent) == len(set(sent))
-        it = iter(submitted)
-        assert all(any(s == x for x in it) for s in sent)
-        assert c.stats.items_sent == len(sent)
+    tasks = [asyncio.create_task(caller(i)) for i in range(n)]
+    for step in range(7):
+        for i, t in enumerate(tasks):
+            if cancel_after[i] == step:
+                t.cancel()
+        await asyncio.sleep(0)
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    await c.aclose()
+    assert asyncio.all_tasks() == before
 
-    run(main)
+    for i, outcome in enumerate(outcomes):
+        if isinstance(outcome, asyncio.CancelledError):
+            assert cancel_after[i] is not None
+            continue
+        assert i in sent
+        if isinstance(outcome, BatchFailed):
+            assert i in outcome.args  # the failure of the batch that carried i
+        elif item_fails[i]:
+            assert isinstance(outcome, ItemFailed)
+            assert outcome.args == (i,)
+        else:
+            assert outcome == f"r{i}"
+    # FIFO, no duplicates: what was sent is the submission order minus callers that
+    # left the queue before their turn.
+    assert len(sent) == len(set(sent))
+    it = iter(submitted)
+    assert all(any(s == x for x in it) for s in sent)
+    assert c.stats.items_sent == len(sent)

@@ -19,7 +19,7 @@ from starlette.routing import Mount, Route
 
 from service.logs.scrubbing import ALLOWED_FIELDS, ciphertext_fields
 from service.web.access_log import AccessLogMiddleware, Message, Receive, Scope, Send, annotate
-from tests.unit.logs.test_scrubbing import GOOD_SID, assert_no_digits
+from tests.support.digits import GOOD_SID, assert_no_digits
 
 CIPHERTEXT = "vault:v2:c2VjcmV0IDEyMzQ="
 
@@ -68,22 +68,20 @@ def access_lines(stream: io.StringIO) -> list[dict[str, Any]]:
     return [obj for obj in parsed if obj.get("logger") == "ivr.access"]
 
 
-def request(app: Any, method: str, url: str, **kwargs: Any) -> httpx.Response:
-    async def go() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            return await client.request(method, url, **kwargs)
-
-    return asyncio.run(go())
+async def request(app: Any, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        return await client.request(method, url, **kwargs)
 
 
-def test_one_line_per_request_without_query_or_headers(pipeline: io.StringIO) -> None:
+@pytest.mark.anyio
+async def test_one_line_per_request_without_query_or_headers(pipeline: io.StringIO) -> None:
     app = make_app()
-    response = request(
+    response = await request(
         app, "GET", "/items/1234?card=5678&Digits=9012", headers={"X-Twilio-Signature": "zebra"}
     )
     assert response.status_code == 200
-    request(app, "GET", "/sync")
+    await request(app, "GET", "/sync")
     text = pipeline.getvalue()
     assert "card=" not in text and "Digits" not in text and "zebra" not in text
     first, second = access_lines(pipeline)
@@ -100,27 +98,30 @@ def test_one_line_per_request_without_query_or_headers(pipeline: io.StringIO) ->
     assert second["status_code"] == 200 and second["method"] == "GET"
 
 
-def test_route_template_under_a_mount(pipeline: io.StringIO) -> None:
-    request(make_app(), "POST", "/voice/card/first?card=vault:v1:x")
+@pytest.mark.anyio
+async def test_route_template_under_a_mount(pipeline: io.StringIO) -> None:
+    await request(make_app(), "POST", "/voice/card/first?card=vault:v1:x")
     (line,) = access_lines(pipeline)
     assert line["path"] == "/voice/card/first" and line["route"] == "/voice/card/{step}"
 
 
-def test_unrouted_and_http_exception_statuses(pipeline: io.StringIO) -> None:
+@pytest.mark.anyio
+async def test_unrouted_and_http_exception_statuses(pipeline: io.StringIO) -> None:
     app = make_app()
-    assert request(app, "GET", "/nowhere/12").status_code == 404
-    assert request(app, "GET", "/teapot").status_code == 418
+    assert (await request(app, "GET", "/nowhere/12")).status_code == 404
+    assert (await request(app, "GET", "/teapot")).status_code == 418
     missing, teapot_line = access_lines(pipeline)
     assert missing["status_code"] == 404 and missing["route"] == "/nowhere/**"
     assert teapot_line["status_code"] == 418 and teapot_line["route"] == "/teapot"
 
 
-def test_an_exception_is_logged_as_500_and_reraised(pipeline: io.StringIO) -> None:
+@pytest.mark.anyio
+async def test_an_exception_is_logged_as_500_and_reraised(pipeline: io.StringIO) -> None:
     with (
         structlog.testing.capture_logs() as captured,
         pytest.raises(RuntimeError, match="pin 4321"),
     ):
-        request(make_app(), "POST", "/boom")
+        await request(make_app(), "POST", "/boom")
     (entry,) = [e for e in captured if e["event"] == "request"]
     assert entry["status_code"] == 500 and entry["outcome"] == "error"
     assert entry["exc_type"] == "RuntimeError" and entry["log_level"] == "error"
@@ -128,13 +129,14 @@ def test_an_exception_is_logged_as_500_and_reraised(pipeline: io.StringIO) -> No
     assert "4321" not in repr(entry)  # the type name only, never the message
 
     with pytest.raises(RuntimeError):
-        request(make_app(), "POST", "/boom")
+        await request(make_app(), "POST", "/boom")
     (line,) = access_lines(pipeline)
     assert line["status_code"] == 500 and line["exc_type"] == "RuntimeError"
     assert "exception" not in line
 
 
-def test_raw_asgi_app_cancelled_and_silent_paths(pipeline: io.StringIO) -> None:
+@pytest.mark.anyio
+async def test_raw_asgi_app_cancelled_and_silent_paths(pipeline: io.StringIO) -> None:
     async def cancelled(scope: Scope, receive: Receive, send: Send) -> None:
         raise asyncio.CancelledError
 
@@ -149,20 +151,18 @@ def test_raw_asgi_app_cancelled_and_silent_paths(pipeline: io.StringIO) -> None:
 
     scope: Scope = {"type": "http", "method": "GET", "path": "/x", "query_string": b"pin=1"}
 
-    async def go() -> None:
-        with pytest.raises(asyncio.CancelledError):
-            await AccessLogMiddleware(cancelled, logger_name="ivr.access")(scope, receive, send)
-        await AccessLogMiddleware(silent)(scope, receive, send)
-        await AccessLogMiddleware(silent)({"type": "lifespan"}, receive, send)
-
-    asyncio.run(go())
+    with pytest.raises(asyncio.CancelledError):
+        await AccessLogMiddleware(cancelled, logger_name="ivr.access")(scope, receive, send)
+    await AccessLogMiddleware(silent)(scope, receive, send)
+    await AccessLogMiddleware(silent)({"type": "lifespan"}, receive, send)
     cancelled_line, silent_line = access_lines(pipeline)
     assert cancelled_line["outcome"] == "cancelled" and cancelled_line["status_code"] == 499
     assert silent_line["outcome"] == "no response" and silent_line["status_code"] == 500
 
 
-def test_annotate_outside_a_request_is_a_no_op(pipeline: io.StringIO) -> None:
+@pytest.mark.anyio
+async def test_annotate_outside_a_request_is_a_no_op(pipeline: io.StringIO) -> None:
     annotate(outcome="nothing")
-    request(make_app(), "GET", "/sync")
+    await request(make_app(), "GET", "/sync")
     (line,) = access_lines(pipeline)
     assert line["outcome"] == "sync"

@@ -1,21 +1,16 @@
-"""docker-compose.yml, checked without a Docker engine (none runs here).
-
-The file is validated against the Compose Specification's JSON schema, its topology is
-checked (only the proxy publishes a port, health checks and start order, the root token
-never reaches a service), and then it is *replayed*: each service's own command runs as a
-local process with that service's environment (interpolated as compose would), its
-volumes and secrets mapped to temp directories shared the way compose shares them, and
-only host names and ports rewritten. The vault service's script starts a real OpenBao,
-vault-init bootstraps it, backend and webhook come up from the credentials vault-init
-left in their volumes, and a signed call hears the demo account.
+"""docker-compose.yml *replayed* without a Docker engine: each service's own command runs as
+a local process with that service's environment (interpolated as compose would), its volumes
+and secrets mapped to temp directories shared the way compose shares them, and only host
+names and ports rewritten. The vault service's script starts a real OpenBao, vault-init
+bootstraps it, backend and webhook come up from the credentials vault-init left in their
+volumes, and a signed call hears the demo account. (The file's structure and schema:
+tests/unit/deploy/test_compose.py.)
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shlex
 import signal
 import stat
 import subprocess
@@ -23,14 +18,10 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
-import jsonschema
 import pytest
-import yaml
 
-from service.cli import build_parser
 from service.devtools.caller import Caller
 from service.devtools.devstack import (
     ServiceProcess,
@@ -39,155 +30,10 @@ from service.devtools.devstack import (
     stop_process,
     wait_http,
 )
-from tests.integration.test_dockerfile import parse_dockerfile
+from tests.support.compose import Compose, load
+from tests.support.repo import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = ROOT.parent / "shared" / "data" / "compose-spec.json"
 BIN = Path(sys.executable).parent  # ivr-vault and python of the venv running the tests
-SERVICES = {"vault", "vault-init", "backend", "webhook", "proxy"}
-
-Compose = dict[str, Any]
-
-
-def interpolate(value: str, env: Mapping[str, str]) -> str:
-    """Compose interpolation: ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``,
-    ``${VAR:?message}`` and ``$$`` for a literal ``$``."""
-
-    def substitute(match: re.Match[str]) -> str:
-        if match[0] == "$$":
-            return "$"
-        name, op, arg = match["name"], match["op"], match["arg"] or ""
-        value = env.get(name)
-        if op == ":-" and not value:
-            return arg
-        if op == "-" and value is None:
-            return arg
-        if op in (":?", "?") and not value:
-            raise KeyError(f"{name}: {arg}")
-        return value or ""
-
-    return re.sub(r"\$\$|\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}", substitute,
-                  value)
-
-
-def load(env: Mapping[str, str]) -> Compose:
-    def walk(node: Any) -> Any:
-        if isinstance(node, str):
-            return interpolate(node, env)
-        if isinstance(node, list):
-            return [walk(item) for item in node]
-        if isinstance(node, dict):
-            return {key: walk(value) for key, value in node.items()}
-        return node
-
-    raw = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
-    return walk(raw)  # type: ignore[no-any-return]
-
-
-@pytest.fixture(scope="module")
-def compose() -> Compose:
-    return load({"TWILIO_AUTH_TOKEN": "from-the-operator"})
-
-
-def test_valid_against_the_compose_specification_schema() -> None:
-    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
-    raw = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
-    errors = [f"{list(e.absolute_path)}: {e.message}"
-              for e in jsonschema.Draft7Validator(schema).iter_errors(raw)]
-    assert errors == []
-
-
-def test_schema_validation_catches_a_broken_file() -> None:
-    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
-    raw = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
-    raw["services"]["backend"]["depends_on"]["vault"]["condition"] = "service_ready"
-    raw["services"]["webhook"]["healthcheck"]["interval"] = {"seconds": 10}
-    assert len(list(jsonschema.Draft7Validator(schema).iter_errors(raw))) >= 2
-
-
-def test_only_the_proxy_publishes_a_port(compose: Compose) -> None:
-    services = compose["services"]
-    assert set(services) == SERVICES
-    published = {name for name, spec in services.items() if spec.get("ports")}
-    assert published == {"proxy"}
-    assert services["proxy"]["ports"] == ["443:443"]
-    assert all("network_mode" not in spec for spec in services.values())
-    internal = compose["networks"]["internal"]
-    assert internal["internal"] is True
-    # Vault and the backend are not even on the proxy's network.
-    for name in ("vault", "vault-init", "backend"):
-        assert services[name]["networks"] == ["internal"], name
-    assert services["proxy"]["networks"] == ["edge"]
-
-
-def test_health_checks_and_start_order(compose: Compose) -> None:
-    services = compose["services"]
-    for name in ("vault", "backend", "webhook", "proxy"):
-        check = services[name]["healthcheck"]
-        assert check["test"][0] in ("CMD", "CMD-SHELL") and check["interval"], name
-    for name in ("backend", "webhook"):
-        assert services[name]["healthcheck"]["test"] == [
-            "CMD", "python", "-m", "service.web.probe", "--ready"]
-
-    def conditions(name: str) -> dict[str, str]:
-        return {dep: spec["condition"] for dep, spec in services[name]["depends_on"].items()}
-
-    assert conditions("vault-init") == {"vault": "service_healthy"}
-    assert conditions("backend") == {"vault": "service_healthy",
-                                     "vault-init": "service_completed_successfully"}
-    assert conditions("webhook") == {"vault-init": "service_completed_successfully",
-                                     "backend": "service_healthy"}
-    assert conditions("proxy") == {"webhook": "service_healthy"}
-    assert services["vault-init"]["restart"] == "no"
-
-
-def test_proxy_uses_the_shared_caddyfile_with_its_placeholders(compose: Compose) -> None:
-    proxy = compose["services"]["proxy"]
-    assert "./proxy/Caddyfile:/etc/caddy/Caddyfile:ro" in proxy["volumes"]
-    caddyfile = (ROOT / "proxy" / "Caddyfile").read_text(encoding="utf-8")
-    for name in proxy["environment"]:
-        assert "{$" + name in caddyfile, name
-    assert proxy["environment"]["WEBHOOK_UPSTREAM"] == "webhook:8080"
-    assert compose["services"]["webhook"]["environment"]["WEBHOOK_PORT"] == "8080"
-
-
-def test_the_root_token_never_reaches_a_service(compose: Compose) -> None:
-    services = compose["services"]
-
-    def volume_names(name: str) -> set[str]:
-        return {v.split(":")[0] for v in services[name].get("volumes", [])}
-
-    holders = {name for name in services if "vault-root" in volume_names(name)}
-    assert holders == {"vault", "vault-init"}
-    for name in ("backend", "webhook", "proxy"):
-        env = services[name].get("environment", {})
-        assert not {k for k in env if k.startswith(("VAULT_TOKEN", "BAO_TOKEN"))}, name
-    # Each service mounts only its own credentials, read-only.
-    assert {v for v in services["webhook"]["volumes"] if "creds" in v} == {
-        "webhook-creds:/creds/webhook:ro"}
-    assert {v for v in services["backend"]["volumes"] if "creds" in v} == {
-        "backend-creds:/creds/backend:ro"}
-    assert services["vault-init"]["environment"]["VAULT_TOKEN_FILE"] == "/vault-root/token"
-    for name in ("vault-init", "backend", "webhook"):
-        assert services[name]["read_only"] is True and services[name]["cap_drop"] == ["ALL"]
-
-
-def test_every_service_command_is_a_real_cli_command(compose: Compose) -> None:
-    _, stages = parse_dockerfile((ROOT / "Dockerfile").read_text(encoding="utf-8"))
-    entrypoint = json.loads(stages[-1].all("ENTRYPOINT")[0])
-    assert entrypoint == ["ivr-vault"]
-    parser = build_parser()
-    for name in ("backend", "webhook"):
-        args = parser.parse_args(compose["services"][name]["command"])
-        assert (args.command, args.role) == ("serve", name)
-    script = compose["services"]["vault-init"]["command"][0]
-    invocations = re.findall(r"ivr-vault ([^;|&]+)", script)
-    assert len(invocations) == 2
-    for invocation in invocations:
-        parser.parse_args(shlex.split(invocation))  # exits (fails the test) if unknown
-
-
-# -- the replay -----------------------------------------------------------------------------
 
 
 @dataclass

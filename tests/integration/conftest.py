@@ -1,0 +1,58 @@
+"""Fixtures that start real parts: one OpenBao dev server for the session (with the file
+audit device), bootstrapped as ``make run`` does, AppRole credentials, and a running
+backend + webhook pair (``python -m service serve ...`` processes).
+
+Every test collected under this directory is marked ``integration`` here, by path, so a new
+module cannot forget it: ``pytest -m "not integration"`` runs the fast tests alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.devtools.devstack import DevVault
+from service.vault.bootstrap import Layout, RoleCredentials, bootstrap, issue_credentials
+from service.vault.client import VaultClient
+from tests.support.stack import ROLES, Stack, make_stack
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in item.path.resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def dev_vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevVault]:
+    vault = DevVault.start(tmp_path_factory.mktemp("vault"))
+    yield vault
+    vault.stop()
+
+
+@pytest.fixture(scope="session")
+def admin(dev_vault: DevVault) -> VaultClient:
+    return VaultClient(dev_vault.addr, dev_vault.root_token, timeout=10)
+
+
+@pytest.fixture(scope="session")
+def layout(admin: VaultClient) -> Layout:
+    return bootstrap(admin)
+
+
+@pytest.fixture(scope="session")
+def credentials(admin: VaultClient, layout: Layout) -> dict[str, RoleCredentials]:
+    return issue_credentials(admin, ROLES)
+
+
+@pytest.fixture(scope="session")
+def stack(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = make_stack(dev_vault, credentials, tmp_path_factory.mktemp("stack"))
+    yield running
+    running.stop()

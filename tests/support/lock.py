@@ -1,0 +1,70 @@
+"""requirements.lock (the image's exact pins) against what the dev venv resolved.
+
+``python -m tests.support.lock --write-lock`` regenerates it from the installed closure.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import re
+import sys
+
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+
+from tests.support.repo import ROOT
+
+LOCK = ROOT / "requirements.lock"
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def runtime_closure() -> dict[str, str]:
+    """name -> installed version, for every package the installed ivr-vault needs at run
+    time on this platform (extras followed, markers evaluated)."""
+    environment = default_environment()
+    seen: dict[str, set[str]] = {}
+    versions: dict[str, str] = {}
+
+    def walk(text: str, extras: tuple[str, ...]) -> None:
+        req = Requirement(text)
+        if req.marker and not any(req.marker.evaluate({**environment, "extra": e})
+                                  for e in extras):
+            return
+        name = canonical(req.name)
+        if name in seen and set(req.extras) <= seen[name]:
+            return
+        seen.setdefault(name, set()).update(req.extras)
+        dist = md.distribution(req.name)
+        versions[name] = dist.version
+        for sub in dist.requires or []:
+            walk(sub, ("", *seen[name]))
+
+    for requirement in md.distribution("ivr-vault").requires or []:
+        walk(requirement, ("",))
+    return versions
+
+
+def read_lock() -> dict[str, str]:
+    pins = {}
+    for line in LOCK.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version and " " not in line, f"not an exact pin: {line}"
+            pins[canonical(name)] = version
+    return pins
+
+
+def write_lock() -> None:
+    header = [line for line in LOCK.read_text().splitlines() if line.startswith("#")]
+    pins = [f"{name}=={version}" for name, version in sorted(runtime_closure().items())]
+    LOCK.write_text("\n".join(header + pins) + "\n")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--write-lock"]:
+        write_lock()
+    else:
+        sys.exit("usage: python -m tests.support.lock --write-lock")
