@@ -1,6 +1,7 @@
 """``ivr-vault keys status|rotate|retire|rewrap``: the operator's key lifecycle commands.
 
-All run as the key-admin identity (:func:`service.keys.operator_vault`); none can decrypt.
+All run as the key-admin identity (:func:`service.keys.lifecycle.operator_vault`); none can
+decrypt.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import sys
 from typing import Any, TextIO
 
+from service.errors import RetireRefused
 from service.keys import lifecycle as keys
 from service.keys.rewrap import DEFAULT_BATCH, RewrapResult, rewrap_key
 from service.settings import Settings, parse_duration
@@ -74,7 +76,7 @@ def _retire(args: argparse.Namespace, settings: Settings) -> int:
                                         keys.stored_counts(settings, name))
         plan = keys.plan_retirement(key, older_than, settings.call_max_age,
                                     verifiers=name == settings.lookup_key)
-    except keys.RetireRefused as exc:
+    except RetireRefused as exc:
         print(f"ivr-vault: refused: {exc}", file=sys.stderr)
         return 1
     if not plan.changes:

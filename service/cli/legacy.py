@@ -12,8 +12,8 @@ import getpass
 import sys
 from typing import Any
 
-from service.errors import VaultNotFound
-from service.keys.legacy import LegacyFormatError, LegacyImportError, convert_ciphertext, import_key
+from service.errors import LegacyFormatError, LegacyImportError, VaultNotFound
+from service.keys.legacy import convert_ciphertext, import_key
 from service.keys.lifecycle import LEGACY_KEY, operator_vault
 from service.settings import Settings
 from service.store.sealed import SealedStore

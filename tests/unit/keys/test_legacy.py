@@ -31,10 +31,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from service.errors import LegacyFormatError, LegacyImportError
 from service.keys import legacy
 from service.keys.legacy import (
-    LegacyFormatError,
-    LegacyImportError,
     LegacyKey,
     convert_ciphertext,
     import_key,
