@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import closing
 from typing import Any, TextIO
 
 from service.errors import RetireRefused
@@ -121,19 +122,19 @@ def summary(result: RewrapResult) -> str:
 
 
 def _rewrap(args: argparse.Namespace, settings: Settings) -> int:
-    store = SealedStore(settings.store_path)
-    names = args.key or store.key_names()
-    if not names:
-        print("ivr-vault: no stored ciphertexts to rewrap")
-        return 0
-    vault = keys.operator_vault(settings)
-    failed = False
-    for name in names:
-        bar: Any = ProgressBar(name, sys.stderr) if sys.stderr.isatty() else None
-        result = rewrap_key(vault, settings, store, name, batch_size=args.batch_size,
-                            progress=bar)
-        print(summary(result))
-        failed = failed or not result.ok
+    with closing(SealedStore(settings.store_path)) as store:
+        names = args.key or store.key_names()
+        if not names:
+            print("ivr-vault: no stored ciphertexts to rewrap")
+            return 0
+        vault = keys.operator_vault(settings)
+        failed = False
+        for name in names:
+            bar: Any = ProgressBar(name, sys.stderr) if sys.stderr.isatty() else None
+            result = rewrap_key(vault, settings, store, name, batch_size=args.batch_size,
+                                progress=bar)
+            print(summary(result))
+            failed = failed or not result.ok
     return 1 if failed else 0
 
 

@@ -9,6 +9,7 @@ a plaintext.
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,14 +101,17 @@ def stored_counts(settings: Settings, name: str) -> dict[int, int]:
     if not path.exists():
         return {}
     if name == settings.lookup_key:
-        return Store(path).version_counts()
-    return SealedStore(path).version_counts(name)
+        with closing(Store(path)) as accounts:
+            return accounts.version_counts()
+    with closing(SealedStore(path)) as sealed:
+        return sealed.version_counts(name)
 
 
 def key_names(settings: Settings) -> list[str]:
     names = [settings.dtmf_key, settings.lookup_key, LEGACY_KEY]
     if Path(settings.store_path).exists():
-        names += SealedStore(settings.store_path).key_names()
+        with closing(SealedStore(settings.store_path)) as sealed:
+            names += sealed.key_names()
     return list(dict.fromkeys(names))
 
 
