@@ -21,7 +21,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from service.errors import ConfigError
@@ -31,6 +31,7 @@ Role = Literal["webhook", "backend", "cli"]
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
+N = TypeVar("N", int, float)
 
 
 class Secret:
@@ -118,40 +119,32 @@ class SecretText:
 
 
 @dataclass(frozen=True)
-class Number:
-    low: float
-    high: float
+class Bounded(Generic[N]):
+    """A number (``float``) or a whole number (``int``) between ``low`` and ``high``."""
+
+    kind: type[N]
+    low: N
+    high: N
+
+    @property
+    def _what(self) -> str:
+        return "whole number" if self.kind is int else "number"
+
+    def _show(self, bound: N) -> str:
+        return str(bound) if self.kind is int else f"{bound:g}"
 
     @property
     def accepts(self) -> str:
-        return f"number, {self.low:g} to {self.high:g}"
+        return f"{self._what}, {self._show(self.low)} to {self._show(self.high)}"
 
-    def __call__(self, text: str | None, name: str) -> float:
+    def __call__(self, text: str | None, name: str) -> N:
         try:
-            value = float(_required(text, name))
+            value = self.kind(_required(text, name))
         except ValueError:
-            raise ConfigError(f"{name}: expected a number") from None
+            raise ConfigError(f"{name}: expected a {self._what}") from None
         if not self.low <= value <= self.high:
-            raise ConfigError(f"{name}: must be between {self.low:g} and {self.high:g}")
-        return value
-
-
-@dataclass(frozen=True)
-class Integer:
-    low: int
-    high: int
-
-    @property
-    def accepts(self) -> str:
-        return f"whole number, {self.low} to {self.high}"
-
-    def __call__(self, text: str | None, name: str) -> int:
-        try:
-            value = int(_required(text, name))
-        except ValueError:
-            raise ConfigError(f"{name}: expected a whole number") from None
-        if not self.low <= value <= self.high:
-            raise ConfigError(f"{name}: must be between {self.low} and {self.high}")
+            raise ConfigError(f"{name}: must be between {self._show(self.low)} and "
+                              f"{self._show(self.high)}")
         return value
 
 
@@ -276,7 +269,7 @@ class Settings:
         None, "A Vault token, for operator CLI commands only; services use AppRole.",
         SecretText(), secret=True)
     vault_timeout: float = setting(
-        "2.0", "Seconds to wait for any single Vault call.", Number(0.05, 60))
+        "2.0", "Seconds to wait for any single Vault call.", Bounded(float, 0.05, 60))
     transit_mount: str = setting(
         "transit", "Mount path of the Transit engine.", Text(strip="/"))
     dtmf_key: str = setting("ivr-dtmf", "Transit key that encrypts caller entries.", Text())
@@ -306,11 +299,11 @@ class Settings:
         None, "Bearer token between webhook and backend.", SecretText(), secret=True,
         required_by=SERVICES)
     backend_timeout: float = setting(
-        "2.0", "Seconds the webhook waits for the backend.", Number(0.05, 12))
+        "2.0", "Seconds the webhook waits for the backend.", Bounded(float, 0.05, 12))
     webhook_host: str = setting("127.0.0.1", "Webhook listen address.", Text())
-    webhook_port: int = setting("8080", "Webhook listen port.", Integer(0, 65535))
+    webhook_port: int = setting("8080", "Webhook listen port.", Bounded(int, 0, 65535))
     backend_host: str = setting("127.0.0.1", "Backend listen address.", Text())
-    backend_port: int = setting("8081", "Backend listen port.", Integer(0, 65535))
+    backend_port: int = setting("8081", "Backend listen port.", Bounded(int, 0, 65535))
     store_path: str = setting(
         ".dev/accounts.sqlite3", "SQLite account store (backend, CLI).", Text())
     log_format: str = setting(
@@ -319,20 +312,20 @@ class Settings:
     log_level: str = setting(
         "INFO", "Minimum log level.", Choice(("debug", "info", "warning", "error"), upper=True))
     max_body_bytes: int = setting(
-        "16384", "Largest request body accepted (413 above).", Integer(1024, 1 << 20))
+        "16384", "Largest request body accepted (413 above).", Bounded(int, 1024, 1 << 20))
     max_attempts: int = setting(
-        "3", "Tries a caller gets for one entry before goodbye.", Integer(1, 10))
+        "3", "Tries a caller gets for one entry before goodbye.", Bounded(int, 1, 10))
     call_max_age: float = setting(
         "4h", "Longest time a call can hold a ciphertext; `keys retire` keeps newer versions.",
         Duration())
     lockout_threshold: int = setting(
-        "5", "Wrong PINs for one card before it is locked.", Integer(1, 100))
+        "5", "Wrong PINs for one card before it is locked.", Bounded(int, 1, 100))
     lockout_window: float = setting(
         "15m", "Window in which wrong PINs are counted.", Duration())
     lockout_duration: float = setting(
         "15m", "How long a locked card stays locked.", Duration())
     web_concurrency: int = setting(
-        "1", "uvicorn worker processes per service.", Integer(1, 64))
+        "1", "uvicorn worker processes per service.", Bounded(int, 1, 64))
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
