@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
 CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency(at);
 """
 
+
 def verifier_version(verifier: str) -> int:
     """``vault:v3:...`` → 3. Strict, so that something that is not a Transit HMAC is never
     stored as if it were one."""

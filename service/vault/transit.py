@@ -27,6 +27,7 @@ from service.web.metrics import Metrics
 # plaintext+context. Stay well below so that a larger context never tips a batch over.
 MAX_BATCH = 128
 
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
