@@ -101,7 +101,7 @@ def measure(bench: stack.Bench, url: str, requests_file: Path, *, connections: i
 
 # uvicorn settings compared on the baseline app (the same server code, without Vault, so
 # that only the server settings differ), then on the service's webhook itself. The first is
-# what service.cli.uvicorn_options uses.
+# what service.cli.serve.uvicorn_options uses.
 VARIANTS: dict[str, dict[str, str]] = {
     report.BASE_1W: {},
     report.BASE_H11: {"BENCH_LOOP": "asyncio", "BENCH_HTTP": "h11"},

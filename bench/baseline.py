@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from starlette.applications import Starlette
 
-from service.cli import uvicorn_options
+from service.cli.serve import uvicorn_options
 from service.settings import Settings
 from service.vault.transit import Encrypted
 from service.webhook.app import create_webhook_app

@@ -1,6 +1,6 @@
 """The service's exceptions, and nothing else.
 
-Foreign exceptions (hvac, requests, httpx, sqlite3) are translated into these at the
+Foreign exceptions (hvac, requests, httpx, sqlite3, twilio) are translated into these at the
 boundary where they arise, so callers handle one tree::
 
     IvrVaultError
@@ -8,18 +8,29 @@ boundary where they arise, so callers handle one tree::
     ├── VaultError                   anything that went wrong talking to Vault
     │   ├── VaultUnavailable         refused, reset, sealed, 5xx
     │   │   └── VaultTimeout         no answer within the timeout
-    │   ├── VaultAuthError           AppRole login refused, token expired and re-login failed
+    │   ├── VaultAuthError           AppRole login refused, no credentials, re-login failed
     │   ├── VaultPermissionDenied    403: the policy does not allow it (fail closed, no retry)
     │   ├── VaultNotFound            404: no such key, mount or role
-    │   └── VaultRequestError        400: Vault refused the request itself
+    │   └── VaultRequestError        400: Vault refused the request (or an item of a batch)
+    ├── ItemFailed                   Transit refused one item of a batch encrypt
     ├── DecryptionError              one opaque error for every failed decryption
-    ├── InputError                   caller or client input that cannot be accepted
-    └── BackendError                 the account backend could not answer
-        ├── BackendUnavailable       refused, timed out, 5xx
-        └── BackendRejected          401/422 etc.: a bug or misconfiguration, not the caller's fault
+    ├── CoalescerError               the batching machinery broke its contract
+    │   └── CoalescerClosed          work submitted after shutdown began
+    ├── WebhookRefused               not a genuine Twilio webhook (answered 4xx, empty body)
+    ├── SchemaError                  a backend request body that does not fit the schema
+    ├── RetireRefused                retiring a key version would break a call or stored data
+    ├── LegacyFormatError            the tutorial's key or ciphertext is malformed
+    ├── LegacyImportError            the tutorial key cannot be imported (name taken)
+    └── TwilioApiError               Twilio's REST API refused or could not be reached
+
+No message in this tree quotes a caller's input, a key or a secret: each says what was
+wrong with which field, setting or operation.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 
 class IvrVaultError(Exception):
@@ -57,7 +68,19 @@ class VaultNotFound(VaultError):
 
 
 class VaultRequestError(VaultError):
+    """Vault answered 400. ``response_json`` is its body when it had one: a batch call
+    that failed because one item failed still carries every item's result there."""
+
     kind = "bad_request"
+
+    def __init__(self, message: str, *,
+                 response_json: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.response_json = response_json
+
+
+class ItemFailed(IvrVaultError):
+    """One batch item was refused by Transit (bad ciphertext, wrong context...)."""
 
 
 class DecryptionError(IvrVaultError):
@@ -68,21 +91,47 @@ class DecryptionError(IvrVaultError):
         super().__init__(message)
 
 
-class InputError(IvrVaultError):
-    """Input that cannot be accepted. The message describes the field, never the value."""
+class CoalescerError(IvrVaultError):
+    """The coalescer itself failed (e.g. the batch sender broke its contract)."""
+
+
+class CoalescerClosed(CoalescerError):
+    """``submit`` was called after ``aclose``."""
+
+
+class WebhookRefused(IvrVaultError):
+    """The request is not a genuine Twilio webhook; answer ``status`` with an empty body.
+    ``reason`` is a short fixed phrase (``signature``, ``content type``), never input."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class SchemaError(IvrVaultError):
+    """A lookup request that does not fit the schema. ``problems`` name each field and
+    rule (``{"loc": "body.pin", "msg": "required"}``) and never echo a submitted value."""
+
+    def __init__(self, problems: list[dict[str, str]]) -> None:
+        super().__init__("invalid request")
+        self.problems = problems
+
+
+class RetireRefused(IvrVaultError):
+    """Retiring would break a live call or stored data. The message says which and why."""
+
+
+class LegacyFormatError(IvrVaultError):
+    """Input in the tutorial's formats (or the wrapping key) is not acceptable.
+
+    The message gives a reason that does not depend on the input; it never quotes it.
+    """
+
+
+class LegacyImportError(IvrVaultError):
+    """The import cannot go ahead (e.g. a Transit key of that name already exists)."""
 
 
 class TwilioApiError(IvrVaultError):
     """Twilio's REST API refused a request or could not be reached (operator CLI)."""
-
-
-class BackendError(IvrVaultError):
-    kind = "backend"
-
-
-class BackendUnavailable(BackendError):
-    kind = "backend_unavailable"
-
-
-class BackendRejected(BackendError):
-    kind = "backend_rejected"

@@ -1,5 +1,12 @@
 """Settings: one frozen object built from the environment, validated once at start-up.
 
+Each setting is declared once, as a field of :class:`Settings`: its default (as the
+environment would spell it), what it means, how its text is parsed and bounded, whether it
+is a secret and which services cannot start without it. That one declaration drives
+:meth:`Settings.from_environ`, the dataclass defaults, :meth:`Settings.require` and the
+generated table in ``docs/configuration.md`` (``python -m service.devtools.config_doc``).
+A setting's environment variable is its field name in upper case.
+
 Every secret may also come from ``NAME_FILE`` (a path whose content is the value), so
 that docker secrets and mounted volumes work without a secret in the environment.
 A bad setting raises :class:`ConfigError` naming the setting, never echoing its value.
@@ -7,19 +14,24 @@ A bad setting raises :class:`ConfigError` naming the setting, never echoing its 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Generic, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from service.errors import ConfigError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Role = Literal["webhook", "backend", "cli"]
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+N = TypeVar("N", int, float)
 
 
 class Secret:
@@ -45,70 +57,6 @@ class Secret:
         return hash(self._value)
 
 
-@dataclass(frozen=True)
-class SettingSpec:
-    name: str
-    default: str | None
-    meaning: str
-    secret: bool = False
-
-
-# The README's settings table is generated from, and tested against, this list.
-SPECS: tuple[SettingSpec, ...] = (
-    SettingSpec("VAULT_ADDR", "http://127.0.0.1:8200", "Vault (or OpenBao) address."),
-    SettingSpec("VAULT_CACERT", None, "CA bundle to verify Vault's TLS certificate."),
-    SettingSpec("VAULT_ROLE_ID", None, "AppRole role-id of this service.",
-                secret=True),
-    SettingSpec("VAULT_SECRET_ID", None,
-                "AppRole secret-id of this service.", secret=True),
-    SettingSpec("VAULT_TOKEN", None,
-                "A Vault token, for operator CLI commands only; services use AppRole.",
-                secret=True),
-    SettingSpec("VAULT_TIMEOUT", "2.0", "Seconds to wait for any single Vault call."),
-    SettingSpec("TRANSIT_MOUNT", "transit", "Mount path of the Transit engine."),
-    SettingSpec("DTMF_KEY", "ivr-dtmf", "Transit key that encrypts caller entries."),
-    SettingSpec("LOOKUP_KEY", "ivr-lookup", "Transit HMAC key for account verifiers."),
-    SettingSpec("TWILIO_AUTH_TOKEN", None,
-                "Twilio auth token; verifies X-Twilio-Signature (webhook).", secret=True),
-    SettingSpec("TWILIO_ACCOUNT_SID", None,
-                "Twilio account SID, for `ivr-vault twilio configure-number` only."),
-    SettingSpec("TWILIO_API_KEY", None,
-                "Twilio API key SID (with TWILIO_API_SECRET), instead of the auth token, for "
-                "`ivr-vault twilio configure-number`."),
-    SettingSpec("TWILIO_API_SECRET", None,
-                "Secret of TWILIO_API_KEY.", secret=True),
-    SettingSpec("TWILIO_API_BASE_URL", "https://api.twilio.com",
-                "Twilio REST API base URL (an egress proxy; the tests' local recorder)."),
-    SettingSpec("PUBLIC_BASE_URL", "http://127.0.0.1:8080",
-                "The URL Twilio calls, without path; signatures are checked against it. "
-                "Empty: derive from trusted X-Forwarded-* headers."),
-    SettingSpec("TRUSTED_PROXIES", "",
-                "Comma-separated addresses/CIDRs whose X-Forwarded-Proto/Host are honoured."),
-    SettingSpec("BACKEND_URL", "http://127.0.0.1:8081", "Where the webhook finds the backend."),
-    SettingSpec("BACKEND_TOKEN", None,
-                "Bearer token between webhook and backend.",
-                secret=True),
-    SettingSpec("BACKEND_TIMEOUT", "2.0", "Seconds the webhook waits for the backend."),
-    SettingSpec("WEBHOOK_HOST", "127.0.0.1", "Webhook listen address."),
-    SettingSpec("WEBHOOK_PORT", "8080", "Webhook listen port."),
-    SettingSpec("BACKEND_HOST", "127.0.0.1", "Backend listen address."),
-    SettingSpec("BACKEND_PORT", "8081", "Backend listen port."),
-    SettingSpec("STORE_PATH", ".dev/accounts.sqlite3", "SQLite account store (backend, CLI)."),
-    SettingSpec("LOG_FORMAT", "json", "`json` (one object per line) or `console`."),
-    SettingSpec("LOG_LEVEL", "INFO", "Minimum log level."),
-    SettingSpec("MAX_BODY_BYTES", "16384", "Largest request body accepted (413 above)."),
-    SettingSpec("MAX_ATTEMPTS", "3", "Tries a caller gets for one entry before goodbye."),
-    SettingSpec("CALL_MAX_AGE", "4h",
-                "Longest time a call can hold a ciphertext; `keys retire` keeps newer versions."),
-    SettingSpec("LOCKOUT_THRESHOLD", "5", "Wrong PINs for one card before it is locked."),
-    SettingSpec("LOCKOUT_WINDOW", "15m", "Window in which wrong PINs are counted."),
-    SettingSpec("LOCKOUT_DURATION", "15m", "How long a locked card stays locked."),
-    SettingSpec("WEB_CONCURRENCY", "1", "uvicorn worker processes per service."),
-)
-
-_SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
-
-
 def parse_duration(text: str, *, name: str) -> float:
     """``90``, ``90s``, ``15m``, ``4h``, ``30d`` → seconds."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -126,15 +74,161 @@ def parse_duration(text: str, *, name: str) -> float:
     return value
 
 
-class _Reader:
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
+# -- parsers: the environment's text (or None when unset and without default) → a value --
 
-    def raw(self, name: str) -> str | None:
-        spec = _SPEC_BY_NAME[name]
+
+class Parser(Protocol[T_co]):
+    @property
+    def accepts(self) -> str:
+        """What text is accepted, for the documentation table."""
+        ...
+
+    def __call__(self, text: str | None, name: str) -> T_co: ...
+
+
+def _required(text: str | None, name: str) -> str:
+    if text is None:
+        raise ConfigError(f"{name}: not set")
+    return text
+
+
+@dataclass(frozen=True)
+class Text:
+    strip: str = ""  # characters also stripped from both ends (a mount path's slashes)
+    accepts: str = "text"
+
+    def __call__(self, text: str | None, name: str) -> str:
+        value = _required(text, name)
+        return value.strip(self.strip) if self.strip else value
+
+
+@dataclass(frozen=True)
+class OptionalText:
+    accepts: str = "text"
+
+    def __call__(self, text: str | None, name: str) -> str | None:
+        return text or None
+
+
+@dataclass(frozen=True)
+class SecretText:
+    accepts: str = "text"
+
+    def __call__(self, text: str | None, name: str) -> Secret | None:
+        return Secret(text) if text else None
+
+
+@dataclass(frozen=True)
+class Bounded(Generic[N]):
+    """A number (``float``) or a whole number (``int``) between ``low`` and ``high``."""
+
+    kind: type[N]
+    low: N
+    high: N
+
+    @property
+    def _what(self) -> str:
+        return "whole number" if self.kind is int else "number"
+
+    def _show(self, bound: N) -> str:
+        return str(bound) if self.kind is int else f"{bound:g}"
+
+    @property
+    def accepts(self) -> str:
+        return f"{self._what}, {self._show(self.low)} to {self._show(self.high)}"
+
+    def __call__(self, text: str | None, name: str) -> N:
+        try:
+            value = self.kind(_required(text, name))
+        except ValueError:
+            raise ConfigError(f"{name}: expected a {self._what}") from None
+        if not self.low <= value <= self.high:
+            raise ConfigError(f"{name}: must be between {self._show(self.low)} and "
+                              f"{self._show(self.high)}")
+        return value
+
+
+@dataclass(frozen=True)
+class Duration:
+    accepts: str = "duration: `90s`, `15m`, `4h`, `1d`"
+
+    def __call__(self, text: str | None, name: str) -> float:
+        return parse_duration(_required(text, name), name=name)
+
+
+@dataclass(frozen=True)
+class Url:
+    allow_empty: bool = False
+
+    @property
+    def accepts(self) -> str:
+        return "http(s) URL" + (", or empty" if self.allow_empty else "")
+
+    def __call__(self, text: str | None, name: str) -> str:
+        value = text or ""
+        if not value and self.allow_empty:
+            return ""
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"{name}: expected an http:// or https:// URL")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ConfigError(f"{name}: must not carry a query, fragment or credentials")
+        return value.rstrip("/")
+
+
+@dataclass(frozen=True)
+class Networks:
+    accepts: str = "comma-separated addresses or CIDRs"
+
+    def __call__(self, text: str | None, name: str) -> tuple[IPNetwork, ...]:
+        result = []
+        for item in (text or "").split(","):
+            if not item.strip():
+                continue
+            try:
+                result.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError:
+                raise ConfigError(f"{name}: not an address or CIDR list") from None
+        return tuple(result)
+
+
+@dataclass(frozen=True)
+class Choice:
+    options: tuple[str, ...]
+    upper: bool = False  # the value as the program wants it (log levels)
+
+    @property
+    def accepts(self) -> str:
+        *first, last = [f"`{option}`" for option in self.options]
+        return f"{', '.join(first)} or {last}"
+
+    def __call__(self, text: str | None, name: str) -> str:
+        value = _required(text, name).lower()
+        if value not in self.options:
+            raise ConfigError(f"{name}: expected one of {', '.join(self.options)}")
+        return value.upper() if self.upper else value
+
+
+# -- the declaration ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How one setting is read; kept in its field's metadata."""
+
+    default: str | None  # as the environment would spell it; None: unset
+    meaning: str
+    parse: Parser[Any]
+    secret: bool = False
+    required_by: tuple[Role, ...] = ()
+
+    def read(self, environ: Mapping[str, str], name: str) -> Any:
+        return self.parse(self._text(environ, name), name)
+
+    def _text(self, environ: Mapping[str, str], name: str) -> str | None:
         file_var = f"{name}_FILE"
-        if spec.secret and self._environ.get(file_var):
-            path = Path(self._environ[file_var])
+        if self.secret and environ.get(file_var):
+            path = Path(environ[file_var])
             try:
                 value = path.read_text(encoding="utf-8").strip()
             except OSError as exc:
@@ -144,152 +238,118 @@ class _Reader:
             if not value:
                 raise ConfigError(f"{file_var}: the file is empty")
             return value
-        from_env = self._environ.get(name)
-        if from_env is None:
-            return spec.default
-        return from_env.strip()
+        from_env = environ.get(name)
+        return self.default if from_env is None else from_env.strip()
 
-    def text(self, name: str) -> str:
-        value = self.raw(name)
-        if value is None:
-            raise ConfigError(f"{name}: not set")
-        return value
 
-    def secret(self, name: str) -> Secret | None:
-        value = self.raw(name)
-        return Secret(value) if value else None
+def setting(default: str | None, meaning: str, parse: Parser[T], *, secret: bool = False,
+            required_by: tuple[Role, ...] = ()) -> T:
+    """A field of :class:`Settings`. Its Python default is ``default`` parsed, so that
+    ``Settings()`` and ``Settings.from_environ({})`` are the same object."""
+    spec = Spec(default, meaning, parse, secret, required_by)
+    value: T = parse(default, "default")
+    return dataclasses.field(default=value, metadata={"spec": spec})
 
-    def number(self, name: str, *, low: float, high: float) -> float:
-        try:
-            value = float(self.text(name))
-        except ValueError:
-            raise ConfigError(f"{name}: expected a number") from None
-        if not low <= value <= high:
-            raise ConfigError(f"{name}: must be between {low:g} and {high:g}")
-        return value
 
-    def integer(self, name: str, *, low: int, high: int) -> int:
-        try:
-            value = int(self.text(name))
-        except ValueError:
-            raise ConfigError(f"{name}: expected a whole number") from None
-        if not low <= value <= high:
-            raise ConfigError(f"{name}: must be between {low} and {high}")
-        return value
-
-    def url(self, name: str, *, allow_empty: bool = False) -> str:
-        value = self.raw(name) or ""
-        if not value and allow_empty:
-            return ""
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(f"{name}: expected an http:// or https:// URL")
-        if parts.query or parts.fragment or parts.username or parts.password:
-            raise ConfigError(f"{name}: must not carry a query, fragment or credentials")
-        return value.rstrip("/")
-
-    def networks(self, name: str) -> tuple[IPNetwork, ...]:
-        result = []
-        for item in (self.raw(name) or "").split(","):
-            if not item.strip():
-                continue
-            try:
-                result.append(ipaddress.ip_network(item.strip(), strict=False))
-            except ValueError:
-                raise ConfigError(f"{name}: not an address or CIDR list") from None
-        return tuple(result)
-
-    def choice(self, name: str, options: tuple[str, ...]) -> str:
-        value = self.text(name).lower()
-        if value not in options:
-            raise ConfigError(f"{name}: expected one of {', '.join(options)}")
-        return value
+SERVICES: tuple[Role, ...] = ("webhook", "backend")
 
 
 @dataclass(frozen=True)
 class Settings:
-    vault_addr: str = "http://127.0.0.1:8200"
-    vault_cacert: str | None = None
-    vault_role_id: Secret | None = None
-    vault_secret_id: Secret | None = None
-    vault_token: Secret | None = None
-    vault_timeout: float = 2.0
-    transit_mount: str = "transit"
-    dtmf_key: str = "ivr-dtmf"
-    lookup_key: str = "ivr-lookup"
-    twilio_auth_token: Secret | None = None
-    public_base_url: str = "http://127.0.0.1:8080"
-    trusted_proxies: tuple[IPNetwork, ...] = ()
-    backend_url: str = "http://127.0.0.1:8081"
-    backend_token: Secret | None = None
-    backend_timeout: float = 2.0
-    webhook_host: str = "127.0.0.1"
-    webhook_port: int = 8080
-    backend_host: str = "127.0.0.1"
-    backend_port: int = 8081
-    store_path: str = ".dev/accounts.sqlite3"
-    log_format: str = "json"
-    log_level: str = "INFO"
-    max_body_bytes: int = 16384
-    max_attempts: int = 3
-    call_max_age: float = 4 * 3600
-    lockout_threshold: int = 5
-    lockout_window: float = 900
-    lockout_duration: float = 900
-    web_concurrency: int = 1
-    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    vault_addr: str = setting("http://127.0.0.1:8200", "Vault (or OpenBao) address.", Url())
+    vault_cacert: str | None = setting(
+        None, "CA bundle to verify Vault's TLS certificate.", OptionalText(accepts="a file path"))
+    vault_role_id: Secret | None = setting(
+        None, "AppRole role-id of this service.", SecretText(), secret=True,
+        required_by=SERVICES)
+    vault_secret_id: Secret | None = setting(
+        None, "AppRole secret-id of this service.", SecretText(), secret=True,
+        required_by=SERVICES)
+    vault_token: Secret | None = setting(
+        None, "A Vault token, for operator CLI commands only; services use AppRole.",
+        SecretText(), secret=True)
+    vault_timeout: float = setting(
+        "2.0", "Seconds to wait for any single Vault call.", Bounded(float, 0.05, 60))
+    transit_mount: str = setting(
+        "transit", "Mount path of the Transit engine.", Text(strip="/"))
+    dtmf_key: str = setting("ivr-dtmf", "Transit key that encrypts caller entries.", Text())
+    lookup_key: str = setting("ivr-lookup", "Transit HMAC key for account verifiers.", Text())
+    twilio_auth_token: Secret | None = setting(
+        None, "Twilio auth token; verifies X-Twilio-Signature (webhook).", SecretText(),
+        secret=True, required_by=("webhook",))
+    twilio_account_sid: str | None = setting(
+        None, "Twilio account SID, for `ivr-vault twilio configure-number` only.", OptionalText())
+    twilio_api_key: str | None = setting(
+        None, "Twilio API key SID (with TWILIO_API_SECRET), instead of the auth token, for "
+        "`ivr-vault twilio configure-number`.", OptionalText())
+    twilio_api_secret: Secret | None = setting(
+        None, "Secret of TWILIO_API_KEY.", SecretText(), secret=True)
+    twilio_api_base_url: str = setting(
+        "https://api.twilio.com",
+        "Twilio REST API base URL (an egress proxy; the tests' local recorder).", Url())
+    public_base_url: str = setting(
+        "http://127.0.0.1:8080",
+        "The URL Twilio calls, without path; signatures are checked against it. "
+        "Empty: derive from trusted X-Forwarded-* headers.", Url(allow_empty=True))
+    trusted_proxies: tuple[IPNetwork, ...] = setting(
+        "", "Addresses/CIDRs whose X-Forwarded-Proto/Host are honoured.", Networks())
+    backend_url: str = setting(
+        "http://127.0.0.1:8081", "Where the webhook finds the backend.", Url())
+    backend_token: Secret | None = setting(
+        None, "Bearer token between webhook and backend.", SecretText(), secret=True,
+        required_by=SERVICES)
+    backend_timeout: float = setting(
+        "2.0", "Seconds the webhook waits for the backend.", Bounded(float, 0.05, 12))
+    webhook_host: str = setting("127.0.0.1", "Webhook listen address.", Text())
+    webhook_port: int = setting("8080", "Webhook listen port.", Bounded(int, 0, 65535))
+    backend_host: str = setting("127.0.0.1", "Backend listen address.", Text())
+    backend_port: int = setting("8081", "Backend listen port.", Bounded(int, 0, 65535))
+    store_path: str = setting(
+        ".dev/accounts.sqlite3", "SQLite account store (backend, CLI).", Text())
+    log_format: str = setting(
+        "json", "`json`: one object per line; `console`: for a person at a terminal.",
+        Choice(("json", "console")))
+    log_level: str = setting(
+        "INFO", "Minimum log level.", Choice(("debug", "info", "warning", "error"), upper=True))
+    max_body_bytes: int = setting(
+        "16384", "Largest request body accepted (413 above).", Bounded(int, 1024, 1 << 20))
+    max_attempts: int = setting(
+        "3", "Tries a caller gets for one entry before goodbye.", Bounded(int, 1, 10))
+    call_max_age: float = setting(
+        "4h", "Longest time a call can hold a ciphertext; `keys retire` keeps newer versions.",
+        Duration())
+    lockout_threshold: int = setting(
+        "5", "Wrong PINs for one card before it is locked.", Bounded(int, 1, 100))
+    lockout_window: float = setting(
+        "15m", "Window in which wrong PINs are counted.", Duration())
+    lockout_duration: float = setting(
+        "15m", "How long a locked card stays locked.", Duration())
+    web_concurrency: int = setting(
+        "1", "uvicorn worker processes per service.", Bounded(int, 1, 64))
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        r = _Reader(env)
-        return cls(
-            vault_addr=r.url("VAULT_ADDR"),
-            vault_cacert=r.raw("VAULT_CACERT") or None,
-            vault_role_id=r.secret("VAULT_ROLE_ID"),
-            vault_secret_id=r.secret("VAULT_SECRET_ID"),
-            vault_token=r.secret("VAULT_TOKEN"),
-            vault_timeout=r.number("VAULT_TIMEOUT", low=0.05, high=60),
-            transit_mount=r.text("TRANSIT_MOUNT").strip("/"),
-            dtmf_key=r.text("DTMF_KEY"),
-            lookup_key=r.text("LOOKUP_KEY"),
-            twilio_auth_token=r.secret("TWILIO_AUTH_TOKEN"),
-            public_base_url=r.url("PUBLIC_BASE_URL", allow_empty=True),
-            trusted_proxies=r.networks("TRUSTED_PROXIES"),
-            backend_url=r.url("BACKEND_URL"),
-            backend_token=r.secret("BACKEND_TOKEN"),
-            backend_timeout=r.number("BACKEND_TIMEOUT", low=0.05, high=12),
-            webhook_host=r.text("WEBHOOK_HOST"),
-            webhook_port=r.integer("WEBHOOK_PORT", low=0, high=65535),
-            backend_host=r.text("BACKEND_HOST"),
-            backend_port=r.integer("BACKEND_PORT", low=0, high=65535),
-            store_path=r.text("STORE_PATH"),
-            log_format=r.choice("LOG_FORMAT", ("json", "console")),
-            log_level=r.choice("LOG_LEVEL", ("debug", "info", "warning", "error")).upper(),
-            max_body_bytes=r.integer("MAX_BODY_BYTES", low=1024, high=1 << 20),
-            max_attempts=r.integer("MAX_ATTEMPTS", low=1, high=10),
-            call_max_age=parse_duration(r.text("CALL_MAX_AGE"), name="CALL_MAX_AGE"),
-            lockout_threshold=r.integer("LOCKOUT_THRESHOLD", low=1, high=100),
-            lockout_window=parse_duration(r.text("LOCKOUT_WINDOW"), name="LOCKOUT_WINDOW"),
-            lockout_duration=parse_duration(r.text("LOCKOUT_DURATION"), name="LOCKOUT_DURATION"),
-            web_concurrency=r.integer("WEB_CONCURRENCY", low=1, high=64),
-            environ=dict(env),
-        )
+        return cls(**{field.name: spec(field).read(env, env_name(field))
+                      for field in dataclasses.fields(cls)})
 
     def require(self, role: Role) -> Settings:
         """Fail start-up with one line naming what this role is missing."""
-        needs: list[tuple[str, object]] = []
-        if role in ("webhook", "backend"):
-            needs += [("VAULT_ROLE_ID", self.vault_role_id),
-                      ("VAULT_SECRET_ID", self.vault_secret_id),
-                      ("BACKEND_TOKEN", self.backend_token)]
-        if role == "webhook":
-            needs.append(("TWILIO_AUTH_TOKEN", self.twilio_auth_token))
-            if not self.public_base_url and not self.trusted_proxies:
-                raise ConfigError(
-                    "PUBLIC_BASE_URL: empty, and TRUSTED_PROXIES is empty too; "
-                    "signatures could not be checked against any URL")
-        for name, value in needs:
-            if value is None:
+        if role == "webhook" and not self.public_base_url and not self.trusted_proxies:
+            raise ConfigError(
+                "PUBLIC_BASE_URL: empty, and TRUSTED_PROXIES is empty too; "
+                "signatures could not be checked against any URL")
+        for field in dataclasses.fields(self):
+            if role in spec(field).required_by and getattr(self, field.name) is None:
+                name = env_name(field)
                 raise ConfigError(f"{name}: not set (nor {name}_FILE)")
         return self
+
+
+def spec(field: dataclasses.Field[Any]) -> Spec:
+    found: Spec = field.metadata["spec"]
+    return found
+
+
+def env_name(field: dataclasses.Field[Any]) -> str:
+    return field.name.upper()

@@ -4,31 +4,26 @@ from __future__ import annotations
 
 import asyncio
 
+from service.backend.lookup import verifiers
 from service.settings import Settings
-from service.store.accounts import Store, card_input, pin_input
+from service.store.accounts import Store
 from service.vault.client import VaultClient
 from service.vault.session import transit_session
-from service.vault.transit import Transit
 from service.web.metrics import Metrics
 
 DEMO_ACCOUNT = ("AC12345678", "12.55")
 DEMO_CARD, DEMO_PIN = "1234", "4321"  # the tutorial's test account
 
 
-async def _verifiers(transit: Transit, last4: str, pin: str) -> tuple[str, str]:
-    card_v, pin_v = await transit.hmac([card_input(last4), pin_input(last4, pin)])
-    return card_v, pin_v
-
-
 def add_account(settings: Settings, *, account: str, balance: str, last4: str, pin: str,
                 vault: VaultClient | None = None) -> None:
     """Runs with the backend identity (HMAC with ``ivr-lookup``), or an operator token."""
 
-    async def verifiers() -> tuple[str, str]:
+    async def made() -> tuple[str, str]:
         async with transit_session(settings, Metrics(), threads=2, vault=vault) as transit:
-            return await _verifiers(transit, last4, pin)
+            return await verifiers(transit, last4, pin)
 
-    card_v, pin_v = asyncio.run(verifiers())
+    card_v, pin_v = asyncio.run(made())
     store = Store(settings.store_path)
     try:
         store.upsert_account(account, balance, card_v, pin_v)

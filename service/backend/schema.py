@@ -10,17 +10,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-_CALL_SID = r"^CA[0-9a-f]{32}$"
-_CIPHERTEXT = r"^vault:v[1-9][0-9]{0,8}:[A-Za-z0-9+/]+={0,2}$"
+from service.errors import SchemaError
+from service.vault.formats import CALL_SID_PATTERN, CIPHERTEXT_PATTERN
+
 _MAX_CIPHERTEXT = 512
 
-FIELDS: dict[str, str] = {"call_sid": _CALL_SID, "card_last4": _CIPHERTEXT, "pin": _CIPHERTEXT}
-
-
-class SchemaError(Exception):
-    def __init__(self, problems: list[dict[str, str]]) -> None:
-        super().__init__("invalid request")
-        self.problems = problems
+FIELDS: dict[str, str] = {"call_sid": CALL_SID_PATTERN, "card_last4": CIPHERTEXT_PATTERN,
+                          "pin": CIPHERTEXT_PATTERN}
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """``ivr-vault keys status|rotate|retire|rewrap``: the operator's key lifecycle commands.
 
-All run as the key-admin identity (:func:`service.keys.operator_vault`); none can decrypt.
+All run as the key-admin identity (:func:`service.keys.lifecycle.operator_vault`); none can
+decrypt.
 """
 
 from __future__ import annotations
@@ -8,8 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import closing
 from typing import Any, TextIO
 
+from service.errors import RetireRefused
 from service.keys import lifecycle as keys
 from service.keys.rewrap import DEFAULT_BATCH, RewrapResult, rewrap_key
 from service.settings import Settings, parse_duration
@@ -74,7 +77,7 @@ def _retire(args: argparse.Namespace, settings: Settings) -> int:
                                         keys.stored_counts(settings, name))
         plan = keys.plan_retirement(key, older_than, settings.call_max_age,
                                     verifiers=name == settings.lookup_key)
-    except keys.RetireRefused as exc:
+    except RetireRefused as exc:
         print(f"ivr-vault: refused: {exc}", file=sys.stderr)
         return 1
     if not plan.changes:
@@ -119,19 +122,19 @@ def summary(result: RewrapResult) -> str:
 
 
 def _rewrap(args: argparse.Namespace, settings: Settings) -> int:
-    store = SealedStore(settings.store_path)
-    names = args.key or store.key_names()
-    if not names:
-        print("ivr-vault: no stored ciphertexts to rewrap")
-        return 0
-    vault = keys.operator_vault(settings)
-    failed = False
-    for name in names:
-        bar: Any = ProgressBar(name, sys.stderr) if sys.stderr.isatty() else None
-        result = rewrap_key(vault, settings, store, name, batch_size=args.batch_size,
-                            progress=bar)
-        print(summary(result))
-        failed = failed or not result.ok
+    with closing(SealedStore(settings.store_path)) as store:
+        names = args.key or store.key_names()
+        if not names:
+            print("ivr-vault: no stored ciphertexts to rewrap")
+            return 0
+        vault = keys.operator_vault(settings)
+        failed = False
+        for name in names:
+            bar: Any = ProgressBar(name, sys.stderr) if sys.stderr.isatty() else None
+            result = rewrap_key(vault, settings, store, name, batch_size=args.batch_size,
+                                progress=bar)
+            print(summary(result))
+            failed = failed or not result.ok
     return 1 if failed else 0
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from contextlib import closing
 from typing import Any
 
-from service.errors import VaultNotFound
-from service.keys.legacy import LegacyFormatError, LegacyImportError, convert_ciphertext, import_key
+from service.errors import LegacyFormatError, LegacyImportError, VaultNotFound
+from service.keys.legacy import convert_ciphertext, import_key
 from service.keys.lifecycle import LEGACY_KEY, operator_vault
 from service.settings import Settings
 from service.store.sealed import SealedStore
@@ -77,7 +78,8 @@ def _convert(args: argparse.Namespace, settings: Settings) -> int:
     for ciphertext in converted:
         print(ciphertext)
     if args.store:
-        ids = SealedStore(settings.store_path).add(args.name, converted)
+        with closing(SealedStore(settings.store_path)) as store:
+            ids = store.add(args.name, converted)
         span = f" (ids {ids[0]}-{ids[-1]})" if ids else ""
         print(f"ivr-vault: stored {len(ids)} records under {args.name}{span}", file=sys.stderr)
     return 0

@@ -18,7 +18,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from service.errors import ConfigError, TwilioApiError
-from service.settings import Settings, _Reader
+from service.settings import Settings
 
 TWILIO_API = "https://api.twilio.com"
 
@@ -38,11 +38,10 @@ class _RebasedHttpClient(TwilioHttpClient):  # type: ignore[misc]  # untyped bas
 
 
 def twilio_client(settings: Settings, *, timeout: float = 15.0) -> Client:
-    r = _Reader(settings.environ)
-    account_sid = r.raw("TWILIO_ACCOUNT_SID")
+    account_sid = settings.twilio_account_sid
     if not account_sid or not account_sid.startswith("AC"):
         raise ConfigError("TWILIO_ACCOUNT_SID: not set, or not an account SID (AC...)")
-    api_key, api_secret = r.raw("TWILIO_API_KEY"), r.secret("TWILIO_API_SECRET")
+    api_key, api_secret = settings.twilio_api_key, settings.twilio_api_secret
     if api_key and api_secret:
         username, password = api_key, api_secret.reveal()
     elif api_key:
@@ -53,9 +52,8 @@ def twilio_client(settings: Settings, *, timeout: float = 15.0) -> Client:
     else:
         raise ConfigError("TWILIO_AUTH_TOKEN: not set (nor TWILIO_AUTH_TOKEN_FILE, nor "
                           "TWILIO_API_KEY/TWILIO_API_SECRET)")
-    base_url = r.url("TWILIO_API_BASE_URL")
     return Client(username, password, account_sid,
-                  http_client=_RebasedHttpClient(base_url, timeout))
+                  http_client=_RebasedHttpClient(settings.twilio_api_base_url, timeout))
 
 
 def configure_number(client: Client, number: str, voice_url: str) -> str:

@@ -1,51 +1,72 @@
-"""The README's settings table, generated from :data:`service.settings.SPECS`.
+"""``docs/configuration.md``, generated from the declarations in :mod:`service.settings`.
 
-``python -m service.devtools.config_doc`` prints it; ``--write README.md`` replaces the part
-between the ``settings-table`` markers. tests/test_config.py fails when the README and
-SPECS disagree, so a new setting cannot go undocumented.
+``python -m service.devtools.config_doc`` prints it; ``--write`` writes it.
+tests/unit/devtools/test_config_doc.py fails when the file and the declarations disagree, so a
+new setting cannot go undocumented.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from service.settings import SPECS, SettingSpec
+from service.settings import Settings, env_name, spec
 
-START = "<!-- settings-table:start -->"
-END = "<!-- settings-table:end -->"
+PATH = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+
+INTRO = """\
+# Configuration
+
+Both services and the `ivr-vault` CLI read their settings from the environment, once, at
+start-up. A setting that is missing or invalid stops the program with one line that names
+the setting and never echoes its value. Every secret may instead come from `NAME_FILE`: a
+path whose content is the value (docker secrets, mounted volumes), which wins over `NAME`.
+Nothing secret is ever read from the command line.
+
+<!-- Generated from service/settings.py by `python -m service.devtools.config_doc --write`.
+     Edit the declarations there, not this file. -->
+"""
 
 
-def _row(spec: SettingSpec) -> str:
-    name = f"`{spec.name}`" + (f" or `{spec.name}_FILE`" if spec.secret else "")
-    default = "—" if spec.default is None else ("(empty)" if spec.default == ""
-                                                else f"`{spec.default}`")
-    meaning = spec.meaning.replace("|", "\\|")
-    return f"| {name} | {default} | {meaning}{' Secret.' if spec.secret else ''} |"
+def _row(field: dataclasses.Field[object]) -> str:
+    declared = spec(field)
+    name = env_name(field)
+    setting = f"`{name}`" + (f" or `{name}_FILE`" if declared.secret else "")
+    default = ("—" if declared.default is None
+               else "(empty)" if declared.default == "" else f"`{declared.default}`")
+    notes = [declared.meaning]
+    if declared.secret:
+        notes.append("Secret.")
+    if declared.required_by:
+        notes.append(f"Required by: {', '.join(declared.required_by)}.")
+    cells = [setting, default, declared.parse.accepts, " ".join(notes)]
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 
 
-def render() -> str:
-    lines = ["| setting | default | meaning |", "|---|---|---|"]
-    lines += [_row(spec) for spec in SPECS]
+def render_table() -> str:
+    lines = ["| setting | default | accepts | meaning |", "|---|---|---|---|"]
+    lines += [_row(field) for field in dataclasses.fields(Settings)]
     return "\n".join(lines)
 
 
-def replace_table(text: str) -> str:
-    head, start, rest = text.partition(START)
-    _, end, tail = rest.partition(END)
-    if not start or not end:
-        raise ValueError(f"markers {START} ... {END} not found")
-    return f"{head}{START}\n{render()}\n{END}{tail}"
+def render() -> str:
+    """The whole of ``docs/configuration.md``."""
+    return f"{INTRO}\n{render_table()}\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["--write"] and len(args) == 2:
-        path = Path(args[1])
-        path.write_text(replace_table(path.read_text(encoding="utf-8")), encoding="utf-8")
+    if args == ["--write"]:
+        PATH.parent.mkdir(parents=True, exist_ok=True)
+        PATH.write_text(render(), encoding="utf-8")
+        print(f"wrote {PATH}")
         return 0
-    print(render())
+    if args:
+        print("usage: python -m service.devtools.config_doc [--write]", file=sys.stderr)
+        return 2
+    print(render(), end="")
     return 0
 
 

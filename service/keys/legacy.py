@@ -27,14 +27,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
 
+from service.errors import LegacyFormatError, LegacyImportError
+
 __all__ = [
     "IMPORT_HASH_FUNCTION",
     "IMPORT_KEY_TYPE",
     "KEY_BYTES",
     "NONCE_BYTES",
     "TAG_BYTES",
-    "LegacyFormatError",
-    "LegacyImportError",
     "LegacyKey",
     "convert_ciphertext",
     "import_key",
@@ -57,17 +57,6 @@ _HEX_DIGITS: Final = frozenset("0123456789abcdefABCDEF")
 # Transit key and mount names: no slashes, no "..", nothing that could change the URL path.
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 _MOUNT_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}(/[A-Za-z0-9][A-Za-z0-9_-]{0,127})*")
-
-
-class LegacyFormatError(ValueError):
-    """Input in the tutorial's formats (or the wrapping key) is not acceptable.
-
-    The message gives a reason that does not depend on the input; it never quotes it.
-    """
-
-
-class LegacyImportError(RuntimeError):
-    """The import cannot go ahead (e.g. a Transit key of that name already exists)."""
 
 
 class LegacyKey:

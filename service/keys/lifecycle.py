@@ -9,23 +9,20 @@ a plaintext.
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from service.errors import ConfigError, IvrVaultError, VaultNotFound
-from service.settings import Secret, Settings
+from service.errors import ConfigError, RetireRefused, VaultNotFound
+from service.settings import Settings
 from service.store.accounts import Store
 from service.store.sealed import SealedStore
-from service.vault.client import AppRoleCredentials, VaultClient
+from service.vault.client import VaultClient, choose_credentials
 
 DEV_KEYADMIN_DIR = Path(".dev") / "ivr-keyadmin"
 LEGACY_KEY = "ivr-legacy"
-
-
-class RetireRefused(IvrVaultError):
-    """Retiring would break a live call or stored data. The message says which and why."""
 
 
 def operator_vault(settings: Settings, *, dev_dir: Path = DEV_KEYADMIN_DIR) -> VaultClient:
@@ -33,20 +30,12 @@ def operator_vault(settings: Settings, *, dev_dir: Path = DEV_KEYADMIN_DIR) -> V
     credentials ``make run`` wrote into ``.dev/ivr-keyadmin``; else VAULT_TOKEN. The
     AppRole comes first so that a root token left in the shell by ``source .dev/vault.env``
     is not what rotates keys when the narrower identity is at hand."""
-    creds: AppRoleCredentials | Secret
-    if settings.vault_role_id and settings.vault_secret_id:
-        creds = AppRoleCredentials(settings.vault_role_id, settings.vault_secret_id)
-    elif (dev_dir / "role_id").is_file() and (dev_dir / "secret_id").is_file():
-        creds = AppRoleCredentials(
-            Secret((dev_dir / "role_id").read_text(encoding="utf-8").strip()),
-            Secret((dev_dir / "secret_id").read_text(encoding="utf-8").strip()))
-    elif settings.vault_token:
-        creds = settings.vault_token
-    else:
+    creds = choose_credentials(settings, approle_dir=dev_dir)
+    if creds is None:
         raise ConfigError("VAULT_ROLE_ID/VAULT_SECRET_ID: not set (nor *_FILE, nor "
                           f"{dev_dir}/, nor VAULT_TOKEN): no key-admin identity")
-    return VaultClient(settings.vault_addr, creds, timeout=max(settings.vault_timeout, 10),
-                       verify=settings.vault_cacert or True, pool_size=2)
+    return VaultClient.from_settings(settings, credentials=creds, pool_size=2,
+                                     timeout=max(settings.vault_timeout, 10))
 
 
 def iso(ts: float) -> str:
@@ -112,14 +101,17 @@ def stored_counts(settings: Settings, name: str) -> dict[int, int]:
     if not path.exists():
         return {}
     if name == settings.lookup_key:
-        return Store(path).version_counts()
-    return SealedStore(path).version_counts(name)
+        with closing(Store(path)) as accounts:
+            return accounts.version_counts()
+    with closing(SealedStore(path)) as sealed:
+        return sealed.version_counts(name)
 
 
 def key_names(settings: Settings) -> list[str]:
     names = [settings.dtmf_key, settings.lookup_key, LEGACY_KEY]
     if Path(settings.store_path).exists():
-        names += SealedStore(settings.store_path).key_names()
+        with closing(SealedStore(settings.store_path)) as sealed:
+            names += sealed.key_names()
     return list(dict.fromkeys(names))
 
 

@@ -16,8 +16,10 @@ from service.errors import VaultRequestError
 from service.keys.lifecycle import read_key
 from service.settings import Settings
 from service.store.sealed import SealedRecord, SealedStore
+from service.vault.batch import BatchAnswer, batch_results
 from service.vault.client import VaultClient
-from service.vault.transit import MAX_BATCH, ciphertext_version
+from service.vault.formats import ciphertext_version
+from service.vault.transit import MAX_BATCH
 
 DEFAULT_BATCH = 100
 
@@ -37,21 +39,13 @@ class RewrapResult:
         return not self.failed
 
 
-def _batch_results(vault: VaultClient, path: str, payload: dict[str, Any],
-                   size: int) -> list[dict[str, Any]]:
-    """Per-item results. Transit fails the whole call (400) if one item fails, but still
-    returns every item's result; only a 400 without them is an error of the call."""
+def _rewrap(vault: VaultClient, path: str, payload: dict[str, Any],
+            size: int) -> list[dict[str, Any]]:
     try:
-        response = vault.write(path, "transit rewrap", payload)
-        results = (response.get("data") or {}).get("batch_results")
+        answer: BatchAnswer = vault.write(path, "transit rewrap", payload)
     except VaultRequestError as exc:
-        body = getattr(exc, "response_json", None) or {}
-        results = (body.get("data") or {}).get("batch_results")
-        if results is None:
-            raise
-    if not isinstance(results, list) or len(results) != size:
-        raise VaultRequestError("transit rewrap: unexpected batch result shape")
-    return results
+        answer = exc
+    return batch_results(answer, size, "transit rewrap")
 
 
 def _item(record: SealedRecord) -> dict[str, str]:
@@ -78,8 +72,7 @@ def rewrap_key(vault: VaultClient, settings: Settings, store: SealedStore, key: 
     while rows := store.behind(key, latest, after_id=after_id, limit=batch_size):
         after_id = rows[-1].id
         payload = {"batch_input": [_item(r) for r in rows], "key_version": latest}
-        results = _batch_results(vault, f"{settings.transit_mount}/rewrap/{key}", payload,
-                                 len(rows))
+        results = _rewrap(vault, f"{settings.transit_mount}/rewrap/{key}", payload, len(rows))
         updates = []
         for record, item in zip(rows, results, strict=True):
             new = str(item.get("ciphertext", ""))

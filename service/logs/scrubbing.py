@@ -30,6 +30,10 @@ from typing import Any, Final, TypeAlias
 
 from structlog.typing import WrappedLogger
 
+# Shapes only: this module stays pure functions and constants, importing no service code
+# that does anything.
+from service.vault.formats import CALL_SID, transit_version
+
 __all__ = [
     "ALLOWED_FIELDS",
     "FAILURE_EVENT",
@@ -83,7 +87,6 @@ SENSITIVE_STEMS: Final[frozenset[str]] = frozenset(
     }
 )  # fmt: skip
 
-_CALL_SID: Final = re.compile(r"CA[0-9a-f]{32}")
 # The exact shape TimeStamper(fmt="iso", utc=True) produces; nothing else passes.
 _TIMESTAMP: Final = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{6})?Z"
@@ -91,7 +94,6 @@ _TIMESTAMP: Final = re.compile(
 _LOGGER_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _CT_FP: Final = re.compile(r"[a-p]{10}")
 _LEVELS: Final = frozenset({"debug", "info", "warning", "warn", "error", "critical", "exception"})
-_VAULT_VERSION: Final = re.compile(r"vault:v([1-9][0-9]{0,2}):")
 _FP_ALPHABET: Final = "abcdefghijklmnop"
 
 
@@ -140,7 +142,7 @@ def _matches(pattern: re.Pattern[str], *, max_len: int = 128) -> Validator:
 # Read-only: widening the allow-list must be a code change, not a runtime assignment.
 ALLOWED_FIELDS: Final[Mapping[str, Validator]] = MappingProxyType(
     {
-        "call_sid": _matches(_CALL_SID),
+        "call_sid": _matches(CALL_SID),
         "status_code": _is_http_status,
         "status": _is_http_status,
         "backend_status": _is_http_status,
@@ -217,9 +219,9 @@ def fingerprint(ciphertext: str) -> str:
 def ciphertext_fields(ciphertext: str) -> dict[str, object]:
     """Log fields describing a Transit ciphertext: ``ct_fp`` and, if parseable, ``key_version``."""
     fields: dict[str, object] = {"ct_fp": fingerprint(ciphertext)}
-    match = _VAULT_VERSION.match(ciphertext)
-    if match:
-        fields["key_version"] = int(match.group(1))
+    version = transit_version(ciphertext)
+    if _is_key_version(version):  # a version the scrubber would redact is left out
+        fields["key_version"] = version
     return fields
 
 

@@ -15,13 +15,12 @@ everything the answer implies in one transaction (bench/RESULTS.md).
 
 from __future__ import annotations
 
-import re
 import sqlite3
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from service.store.sqlite import ThreadConnections
+from service.vault.formats import transit_version
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -48,21 +47,19 @@ CREATE TABLE IF NOT EXISTS idempotency (
     body TEXT NOT NULL,
     at REAL NOT NULL
 );
--- Every remember() first deletes expired keys: without this index that is a scan of the
+-- Every remembered answer first deletes expired keys: without this index that is a scan of the
 -- whole table, inside the write lock, on every lookup (bench/RESULTS.md).
 CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency(at);
 """
-
-_VERIFIER = re.compile(r"vault:v([1-9][0-9]{0,8}):")
 
 
 def verifier_version(verifier: str) -> int:
     """``vault:v3:...`` → 3. Strict, so that something that is not a Transit HMAC is never
     stored as if it were one."""
-    match = _VERIFIER.match(verifier)
-    if match is None:
+    version = transit_version(verifier)
+    if version is None:
         raise ValueError("not a Transit HMAC")
-    return int(match[1])
+    return version
 
 
 def card_input(last4: str) -> bytes:
@@ -179,10 +176,6 @@ class Store:
             " lookup_version=excluded.lookup_version",
             (account, balance, card_verifier, pin_verifier, version)), write=True)
 
-    def find_by_card(self, card_verifier: str) -> Account | None:
-        found = self.find(card_verifier, time.time())
-        return found.account if found else None
-
     def lookup_versions(self) -> list[int]:
         """The ``ivr-lookup`` versions that stored verifiers use, newest first."""
         rows = self._run(lambda db: db.execute(
@@ -196,34 +189,6 @@ class Store:
         ).fetchall())
         return {int(v): int(n) for v, n in rows}
 
-    def replace_verifiers(self, account_id: int, card_verifier: str, pin_verifier: str) -> None:
-        self._run(lambda db: _replace_verifiers(db, account_id, card_verifier, pin_verifier),
-                  write=True)
-
-    # -- failed PINs and locks ------------------------------------------------------
-
-    def locked_until(self, account_id: int, now: float) -> float | None:
-        row = self._run(lambda db: db.execute(
-            "SELECT until FROM locks WHERE account_id=? AND until > ?",
-            (account_id, now)).fetchone())
-        return float(row[0]) if row else None
-
-    def record_failure(self, account_id: int, now: float, *, window: float, threshold: int,
-                       duration: float, request_key: str | None = None) -> bool:
-        """Count a wrong PIN; lock the account when ``threshold`` fall within ``window``.
-        A failure whose ``request_key`` was already counted is not counted again.
-        Returns True when this failure locked it."""
-        return self.settle(Settlement(now, request_key=request_key, failed_account=account_id,
-                                      lockout=Lockout(window, threshold, duration)))
-
-    def failure_count(self, account_id: int) -> int:
-        (count,) = self._run(lambda db: db.execute(
-            "SELECT COUNT(*) FROM pin_failures WHERE account_id=?", (account_id,)).fetchone())
-        return int(count)
-
-    def clear_failures(self, account_id: int) -> None:
-        self.settle(Settlement(time.time(), cleared_account=account_id))
-
     # -- idempotency (Twilio retries) -------------------------------------------------
 
     def remembered(self, key: str, now: float, ttl: float) -> tuple[int, str] | None:
@@ -231,9 +196,6 @@ class Store:
             "SELECT status, body FROM idempotency WHERE key=? AND at > ?",
             (key, now - ttl)).fetchone())
         return (int(row[0]), str(row[1])) if row else None
-
-    def remember(self, key: str, status: int, body: str, now: float, ttl: float) -> None:
-        self.settle(Settlement(now, request_key=key, answer=(status, body), answer_ttl=ttl))
 
 
 # -- statements, run on one thread's connection --------------------------------------------

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.vault.transit import ciphertext_version
+from service.store.sqlite import ThreadConnections
+from service.vault.formats import ciphertext_version
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sealed_records (
@@ -32,7 +32,6 @@ CREATE TABLE IF NOT EXISTS sealed_records (
 );
 CREATE INDEX IF NOT EXISTS sealed_by_key_version ON sealed_records(key_name, key_version, id);
 """
-
 
 @dataclass(frozen=True)
 class SealedRecord:
@@ -51,73 +50,64 @@ def _version(ciphertext: str) -> int:
 
 
 class SealedStore:
+    """The ``sealed_records`` table, reached the way :class:`~service.store.accounts.Store`
+    reaches the same file: :class:`ThreadConnections`, one ``run`` per call, each write one
+    ``BEGIN IMMEDIATE`` transaction."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
+        self._db = ThreadConnections(self.path)
+        self._run = self._db.run
+        self._run(lambda db: db.executescript(_SCHEMA))
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=10, isolation_level=None)) as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.row_factory = sqlite3.Row
-            yield db
+    def close(self) -> None:
+        self._db.close()
 
     def add(self, key_name: str, ciphertexts: Iterable[str],
             context: str | None = None) -> list[int]:
         """Insert in one transaction: all rows or none."""
         now = time.time()
-        ids = []
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for ct in ciphertexts:
-                    cursor = db.execute(
-                        "INSERT INTO sealed_records(key_name, key_version, ciphertext, context,"
-                        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                        (key_name, _version(ct), ct, context, now, now))
-                    ids.append(int(cursor.lastrowid or 0))
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        return ids
+        rows = [(key_name, _version(ct), ct, context, now, now) for ct in ciphertexts]
+
+        def work(db: sqlite3.Connection) -> list[int]:
+            return [int(db.execute(
+                "INSERT INTO sealed_records(key_name, key_version, ciphertext, context,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)", row).lastrowid or 0)
+                for row in rows]
+        return self._run(work, write=True)
 
     def get(self, record_id: int) -> SealedRecord | None:
-        with self._connect() as db:
-            row = db.execute("SELECT id, key_name, key_version, ciphertext, context"
-                             " FROM sealed_records WHERE id=?", (record_id,)).fetchone()
+        row = self._run(lambda db: db.execute(
+            "SELECT id, key_name, key_version, ciphertext, context FROM sealed_records"
+            " WHERE id=?", (record_id,)).fetchone())
         return SealedRecord(**dict(row)) if row else None
 
     def key_names(self) -> list[str]:
-        with self._connect() as db:
-            rows = db.execute("SELECT DISTINCT key_name FROM sealed_records"
-                              " ORDER BY key_name").fetchall()
+        rows = self._run(lambda db: db.execute(
+            "SELECT DISTINCT key_name FROM sealed_records ORDER BY key_name").fetchall())
         return [str(r[0]) for r in rows]
 
     def version_counts(self, key_name: str) -> dict[int, int]:
-        with self._connect() as db:
-            rows = db.execute("SELECT key_version, COUNT(*) FROM sealed_records"
-                              " WHERE key_name=? GROUP BY key_version", (key_name,)).fetchall()
+        rows = self._run(lambda db: db.execute(
+            "SELECT key_version, COUNT(*) FROM sealed_records WHERE key_name=?"
+            " GROUP BY key_version", (key_name,)).fetchall())
         return {int(v): int(n) for v, n in rows}
 
     def count_below(self, key_name: str, version: int) -> int:
-        with self._connect() as db:
-            (count,) = db.execute("SELECT COUNT(*) FROM sealed_records"
-                                  " WHERE key_name=? AND key_version<?",
-                                  (key_name, version)).fetchone()
+        (count,) = self._run(lambda db: db.execute(
+            "SELECT COUNT(*) FROM sealed_records WHERE key_name=? AND key_version<?",
+            (key_name, version)).fetchone())
         return int(count)
 
     def behind(self, key_name: str, latest: int, *, after_id: int,
                limit: int) -> list[SealedRecord]:
         """The next ``limit`` rows (by id, after ``after_id``) whose version is below
         ``latest``. Selecting by version makes a rerun pick up exactly the unfinished rows."""
-        with self._connect() as db:
-            rows = db.execute(
-                "SELECT id, key_name, key_version, ciphertext, context FROM sealed_records"
-                " WHERE key_name=? AND key_version<? AND id>? ORDER BY id LIMIT ?",
-                (key_name, latest, after_id, limit)).fetchall()
+        rows = self._run(lambda db: db.execute(
+            "SELECT id, key_name, key_version, ciphertext, context FROM sealed_records"
+            " WHERE key_name=? AND key_version<? AND id>? ORDER BY id LIMIT ?",
+            (key_name, latest, after_id, limit)).fetchall())
         return [SealedRecord(**dict(r)) for r in rows]
 
     def replace(self, updates: Sequence[tuple[int, str, str]]) -> int:
@@ -125,18 +115,10 @@ class SealedStore:
         (id, old ciphertext, new ciphertext); a row changed meanwhile is left alone.
         Returns how many rows changed."""
         now = time.time()
-        changed = 0
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for record_id, old, new in updates:
-                    cursor = db.execute(
-                        "UPDATE sealed_records SET ciphertext=?, key_version=?, updated_at=?"
-                        " WHERE id=? AND ciphertext=?",
-                        (new, _version(new), now, record_id, old))
-                    changed += cursor.rowcount
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        return changed
+        rows = [(new, _version(new), now, record_id, old) for record_id, old, new in updates]
+
+        def work(db: sqlite3.Connection) -> int:
+            return sum(db.execute(
+                "UPDATE sealed_records SET ciphertext=?, key_version=?, updated_at=?"
+                " WHERE id=? AND ciphertext=?", row).rowcount for row in rows)
+        return self._run(work, write=True)

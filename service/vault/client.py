@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import hvac
@@ -49,6 +50,22 @@ class AppRoleCredentials:
     secret_id: Secret
 
 
+def choose_credentials(settings: Settings, *, approle_dir: Path | None = None,
+                       ) -> AppRoleCredentials | Secret | None:
+    """Who to be: VAULT_ROLE_ID/VAULT_SECRET_ID (or ``*_FILE``); else the ``role_id`` and
+    ``secret_id`` files in ``approle_dir`` when given and present; else VAULT_TOKEN; None
+    when there is nothing. The AppRole comes first, so that a broader token left in the
+    environment is not used when the narrower identity is at hand."""
+    if settings.vault_role_id and settings.vault_secret_id:
+        return AppRoleCredentials(settings.vault_role_id, settings.vault_secret_id)
+    if approle_dir is not None and all((approle_dir / name).is_file()
+                                       for name in ("role_id", "secret_id")):
+        return AppRoleCredentials(
+            Secret((approle_dir / "role_id").read_text(encoding="utf-8").strip()),
+            Secret((approle_dir / "secret_id").read_text(encoding="utf-8").strip()))
+    return settings.vault_token
+
+
 @dataclass
 class TokenState:
     """What we know of the token in use. Times are ``time.monotonic()``."""
@@ -74,9 +91,8 @@ def translate_errors(operation: str) -> Iterator[None]:
             hvac.exceptions.BadGateway):
         raise VaultUnavailable(f"{operation}: Vault is sealed or failing") from None
     except hvac.exceptions.InvalidRequest as exc:
-        error = VaultRequestError(f"{operation}: Vault refused the request")
-        error.response_json = getattr(exc, "json", None)  # type: ignore[attr-defined]
-        raise error from None
+        raise VaultRequestError(f"{operation}: Vault refused the request",
+                                response_json=getattr(exc, "json", None)) from None
     except hvac.exceptions.InvalidPath:
         raise VaultNotFound(f"{operation}: not found") from None
     except hvac.exceptions.RateLimitExceeded:
@@ -136,17 +152,17 @@ class VaultClient:
         self.renewals = 0
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, pool_size: int = 32) -> VaultClient:
-        creds: AppRoleCredentials | Secret
-        if settings.vault_role_id and settings.vault_secret_id:
-            creds = AppRoleCredentials(settings.vault_role_id, settings.vault_secret_id)
-        elif settings.vault_token:
-            creds = settings.vault_token
-        else:
+    def from_settings(cls, settings: Settings, *, pool_size: int = 32,
+                      credentials: AppRoleCredentials | Secret | None = None,
+                      timeout: float | None = None) -> VaultClient:
+        """A client for VAULT_ADDR (trusting VAULT_CACERT) as ``credentials``, by default
+        those :func:`choose_credentials` finds in the settings."""
+        creds = credentials or choose_credentials(settings)
+        if creds is None:
             raise VaultAuthError("no Vault credentials: set VAULT_ROLE_ID and VAULT_SECRET_ID")
         verify: str | bool = settings.vault_cacert or True
-        return cls(settings.vault_addr, creds, timeout=settings.vault_timeout, verify=verify,
-                   pool_size=pool_size)
+        return cls(settings.vault_addr, creds, verify=verify, pool_size=pool_size,
+                   timeout=settings.vault_timeout if timeout is None else timeout)
 
     # -- authentication ---------------------------------------------------------------
 

@@ -30,8 +30,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Generic, TypeAlias, TypeVar
+
+from service.errors import CoalescerClosed, CoalescerError
 
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
@@ -40,26 +41,6 @@ BatchSender: TypeAlias = Callable[[Sequence[ItemT]], Awaitable[Sequence[ResultT 
 BatchObserver: TypeAlias = Callable[[int, float], None]  # (batch size, seconds in send_batch)
 
 _log = logging.getLogger(__name__)
-
-
-class CoalescerError(Exception):
-    """The coalescer itself failed (e.g. the batch sender broke its contract)."""
-
-
-class CoalescerClosed(CoalescerError):
-    """``submit`` was called after ``aclose``."""
-
-
-@dataclass(frozen=True, slots=True)
-class CoalescerStats:
-    """A snapshot. Counters only grow; ``queued``/``in_flight`` are gauges."""
-
-    batches_sent: int
-    items_sent: int
-    max_batch_seen: int
-    batches_failed: int  # send_batch raised, or returned the wrong number of results
-    queued: int
-    in_flight: int
 
 
 class _Entry(Generic[ItemT, ResultT]):
@@ -93,21 +74,6 @@ class Coalescer(Generic[ItemT, ResultT]):
         self._starter: asyncio.Task[None] | None = None  # batch task not yet run: still filling
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
-        self._batches_sent = 0
-        self._items_sent = 0
-        self._max_batch_seen = 0
-        self._batches_failed = 0
-
-    @property
-    def stats(self) -> CoalescerStats:
-        return CoalescerStats(
-            batches_sent=self._batches_sent,
-            items_sent=self._items_sent,
-            max_batch_seen=self._max_batch_seen,
-            batches_failed=self._batches_failed,
-            queued=len(self._queue),
-            in_flight=self._in_flight,
-        )
 
     async def submit(self, item: ItemT) -> ResultT:
         """Send ``item`` in the next possible batch; return its result or raise its exception."""
@@ -180,7 +146,6 @@ class Coalescer(Generic[ItemT, ResultT]):
             # Vault down mid-batch: every caller of this batch gets this exception (one shared
             # instance; Python 3.11 futures re-raise it with its own traceback each time).
             outcomes = [exc] * len(batch)
-            self._batches_failed += 1
         else:
             if len(outcomes) != len(batch):
                 error = CoalescerError(
@@ -188,11 +153,7 @@ class Coalescer(Generic[ItemT, ResultT]):
                     f"for {len(batch)} items"
                 )
                 outcomes = [error] * len(batch)
-                self._batches_failed += 1
         elapsed = time.perf_counter() - started
-        self._batches_sent += 1
-        self._items_sent += len(batch)
-        self._max_batch_seen = max(self._max_batch_seen, len(batch))
 
         for entry, outcome in zip(batch, outcomes, strict=True):
             if entry.future.done():  # the caller was cancelled after its item was sent

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import structlog
 
@@ -22,6 +22,9 @@ from service.vault.transit import Transit
 from service.web.metrics import Metrics
 
 log = structlog.get_logger("ivr.lifespan")
+
+# What an app's lifespan opens to get its Transit: :func:`transit_session`, or a test's fake.
+TransitSession = Callable[[Settings, Metrics], AbstractAsyncContextManager[Transit]]
 
 
 @asynccontextmanager

@@ -10,23 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import re
 import time
 from collections.abc import Iterator, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from service.errors import DecryptionError, IvrVaultError, VaultError, VaultRequestError
+from service.errors import DecryptionError, ItemFailed, VaultError, VaultRequestError
+from service.vault.batch import BatchAnswer, batch_results
 from service.vault.client import VaultClient
 from service.vault.coalescer import Coalescer
+from service.vault.formats import ciphertext_version
 from service.web.metrics import Metrics
 
 # The listener's max_request_json_strings=1000 counts keys and values: about 249 items of
 # plaintext+context. Stay well below so that a larger context never tips a batch over.
 MAX_BATCH = 128
-
-_CIPHERTEXT = re.compile(r"^vault:v(?P<version>[1-9][0-9]{0,8}):[A-Za-z0-9+/]+={0,2}$")
 
 
 def b64(data: bytes) -> str:
@@ -36,12 +35,6 @@ def b64(data: bytes) -> str:
 def call_context(call_sid: str, field: str) -> bytes:
     """The derivation context that binds a ciphertext to one call and one field."""
     return f"{call_sid}:{field}".encode()
-
-
-def ciphertext_version(ciphertext: str) -> int | None:
-    """Key version of a well-formed Transit ciphertext, or None if it is not one."""
-    match = _CIPHERTEXT.fullmatch(ciphertext)  # fullmatch: "$" would allow a trailing \n
-    return int(match["version"]) if match else None
 
 
 @dataclass(frozen=True)
@@ -69,10 +62,6 @@ def _per_group(groups: Sequence[Sized], results: list[dict[str, Any]],
     for group in groups:
         yield results[position:position + len(group)]
         position += len(group)
-
-
-class ItemFailed(IvrVaultError):
-    """One batch item was refused by Transit (bad ciphertext, wrong context...)."""
 
 
 class Transit:
@@ -136,11 +125,6 @@ class Transit:
                                    "key_version": key_version}
         results = await self._call("hmac", f"hmac/{self._lookup_key}", payload, len(inputs))
         return [_hmac_value(result) for result in results]
-
-    async def read_key(self, name: str) -> dict[str, Any]:
-        response = await self._run(self.vault.read, f"{self._mount}/keys/{name}", "read key")
-        data: dict[str, Any] = response["data"]
-        return data
 
     @property
     def executor(self) -> ThreadPoolExecutor:
@@ -212,24 +196,20 @@ class Transit:
         self._metrics.transit_batch_size.labels(operation).observe(size)
         started = time.perf_counter()
         try:
-            response = await self._run(self.vault.write, f"{self._mount}/{path}",
-                                       f"transit {operation}", payload)
-            results = response.get("data", {}).get("batch_results")
-        except VaultRequestError as exc:
-            body = getattr(exc, "response_json", None) or {}
-            results = (body.get("data") or {}).get("batch_results") if per_item_errors else None
-            if results is None:
-                self._metrics.vault_errors.labels(exc.kind).inc()
-                raise
+            try:
+                answer: BatchAnswer = await self._run(self.vault.write, f"{self._mount}/{path}",
+                                                      f"transit {operation}", payload)
+            except VaultRequestError as exc:
+                if not per_item_errors:
+                    raise
+                answer = exc
+            return batch_results(answer, size, f"transit {operation}")
         except VaultError as exc:
             self._metrics.vault_errors.labels(exc.kind).inc()
             raise
         finally:
             self._metrics.transit_latency.labels(operation).observe(
                 time.perf_counter() - started)
-        if not isinstance(results, list) or len(results) != size:
-            raise VaultRequestError(f"transit {operation}: unexpected batch result shape")
-        return results
 
     async def _run(self, func: Any, *args: Any) -> dict[str, Any]:
         loop = asyncio.get_running_loop()

@@ -9,9 +9,10 @@ error has occurred" to the caller.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Final
 
 import httpx
 import structlog
@@ -20,22 +21,34 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service.errors import IvrVaultError, VaultError
-from service.logs.scrubbing import fingerprint
+from service.errors import IvrVaultError, VaultError, WebhookRefused
+from service.logs.scrubbing import ciphertext_fields
 from service.settings import Settings
-from service.vault.session import freeze_startup_heap, transit_session
-from service.vault.transit import Transit, call_context, ciphertext_version
+from service.vault import session
+from service.vault.formats import ciphertext_version
+from service.vault.session import TransitSession, freeze_startup_heap
+from service.vault.transit import Transit, call_context
 from service.web.access_log import AccessLogMiddleware, annotate
 from service.web.health import health_routes
 from service.web.limits import BodyLimitMiddleware
 from service.web.metrics import Metrics
 from service.webhook import twiml
-from service.webhook.twilio_request import Refused, TwilioForm, verified_form
+from service.webhook.twilio_request import TwilioForm, verified_form
 
 log = structlog.get_logger("ivr.webhook")
 
 # Twilio waits 15 s; a caller should not. Past this the caller hears a calm goodbye.
 REQUEST_BUDGET_S = 2.5
+
+# The webhook's view of the backend's answers (DESIGN §3): status → (outcome, what the
+# caller hears). A 200 is read apart, its body carries the account; any other status, and
+# no answer at all, is the backend's failure: the caller is asked to call again later.
+BACKEND_ANSWERS: Final[Mapping[int, tuple[str, str]]] = {
+    404: ("not_found", twiml.NOT_FOUND),
+    423: ("locked", twiml.NOT_FOUND),  # the caller is not told the card is locked
+    422: ("ciphertext_rejected", twiml.CALL_AGAIN),
+}
+BACKEND_FAILED: Final = ("backend_error", twiml.TRY_LATER)
 
 
 @dataclass
@@ -81,8 +94,7 @@ async def card(state: WebhookState, form: TwilioForm) -> str:
     if digits is None:
         return _retry_or_goodbye(state, form, "/voice/card", twiml.ASK_CARD)
     encrypted = await state.transit.encrypt(digits.encode(), call_context(call_sid, "card_last4"))
-    annotate(outcome="card_encrypted", key_version=encrypted.key_version,
-             ct_fp=fingerprint(encrypted.ciphertext))
+    annotate(outcome="card_encrypted", **ciphertext_fields(encrypted.ciphertext))
     return twiml.gather(twiml.ASK_PIN, twiml.action_url("/voice/pin", card=encrypted.ciphertext))
 
 
@@ -97,7 +109,7 @@ async def pin(state: WebhookState, form: TwilioForm) -> str:
     if digits is None:
         return _retry_or_goodbye(state, form, "/voice/pin", twiml.ASK_PIN, card=card_ct)
     encrypted = await state.transit.encrypt(digits.encode(), call_context(call_sid, "pin"))
-    annotate(key_version=encrypted.key_version, ct_fp=fingerprint(encrypted.ciphertext))
+    annotate(**ciphertext_fields(encrypted.ciphertext))
     idempotency_key = form.idempotency_token or f"{call_sid}:pin:{_attempt(form)}"
     try:
         response = await state.backend.post(
@@ -119,14 +131,9 @@ async def pin(state: WebhookState, form: TwilioForm) -> str:
             return twiml.say_and_hang_up(twiml.TRY_LATER)
         annotate(outcome="found")
         return twiml.account_found(account, balance)
-    if status in (404, 423):
-        annotate(outcome="locked" if status == 423 else "not_found")
-        return twiml.say_and_hang_up(twiml.NOT_FOUND)
-    if status == 422:
-        annotate(outcome="ciphertext_rejected")
-        return twiml.say_and_hang_up(twiml.CALL_AGAIN)
-    annotate(outcome="backend_error")
-    return twiml.say_and_hang_up(twiml.TRY_LATER)
+    outcome, sentence = BACKEND_ANSWERS.get(status, BACKEND_FAILED)
+    annotate(outcome=outcome)
+    return twiml.say_and_hang_up(sentence)
 
 
 def _route(handler: Handler, *, needs_call: bool = True,
@@ -135,7 +142,7 @@ def _route(handler: Handler, *, needs_call: bool = True,
         state: WebhookState = request.app.state.webhook
         try:
             form = await verified_form(request, state.settings)
-        except Refused as refused:
+        except WebhookRefused as refused:
             if refused.status == 403:
                 state.metrics.signature_failures.inc()
             annotate(outcome=f"refused_{refused.reason.replace(' ', '_')}")
@@ -168,7 +175,13 @@ def _route(handler: Handler, *, needs_call: bool = True,
     return endpoint
 
 
-def create_webhook_app(settings: Settings) -> Starlette:
+def create_webhook_app(settings: Settings, *,
+                       transit_session: TransitSession = session.transit_session,
+                       backend_transport: httpx.AsyncBaseTransport | None = None,
+                       ) -> Starlette:
+    """The webhook app. ``transit_session`` and ``backend_transport`` are the seams the
+    unit tests use (a fake Transit, an in-process backend); the defaults are the real ones:
+    Vault, and the backend over HTTP at BACKEND_URL."""
     settings.require("webhook")
     metrics = Metrics()
 
@@ -181,6 +194,7 @@ def create_webhook_app(settings: Settings) -> Starlette:
             timeout=httpx.Timeout(settings.backend_timeout),
             headers={"Authorization": f"Bearer {token.reveal()}"},
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            transport=backend_transport,
         ) as backend:
             app.state.webhook = WebhookState(settings, transit, backend, metrics)
             freeze_startup_heap()

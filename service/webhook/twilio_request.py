@@ -12,10 +12,12 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
+from service.errors import WebhookRefused
 from service.settings import Settings
+from service.vault.formats import CALL_SID, is_four_digits
+from service.web.media_type import media_type
 from service.webhook.signature import is_valid_signature, public_url
 
-CALL_SID = re.compile(r"^CA[0-9a-f]{32}$")
 _MAX_FIELDS = 64
 
 
@@ -35,23 +37,11 @@ class TwilioForm:
         return sid if CALL_SID.fullmatch(sid) and "CallSid" not in self.duplicated else None
 
     def digits(self) -> str | None:
-        """Exactly four ASCII digits, or None. Other scripts' digits are refused, not
-        normalised: a caller's keypad only sends 0-9."""
+        """The caller's entry if it is exactly four ASCII digits, else None."""
         if "Digits" in self.duplicated:
             return None
         value = self.params.get("Digits", "")
-        if len(value) == 4 and value.isascii() and value.isdigit():
-            return value
-        return None
-
-
-class Refused(Exception):
-    """The request is not a genuine Twilio webhook; answer ``status`` with an empty body."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+        return value if is_four_digits(value) else None
 
 
 def _parse_pairs(raw: bytes) -> list[tuple[str, str]]:
@@ -60,7 +50,7 @@ def _parse_pairs(raw: bytes) -> list[tuple[str, str]]:
         return parse_qsl(text, keep_blank_values=True, strict_parsing=False,
                          max_num_fields=_MAX_FIELDS, errors="strict")
     except (UnicodeDecodeError, ValueError):
-        raise Refused(400, "malformed form") from None
+        raise WebhookRefused(400, "malformed form") from None
 
 
 def _single(pairs: list[tuple[str, str]]) -> tuple[dict[str, str], frozenset[str]]:
@@ -74,10 +64,10 @@ def _single(pairs: list[tuple[str, str]]) -> tuple[dict[str, str], frozenset[str
 
 
 async def verified_form(request: Request, settings: Settings) -> TwilioForm:
-    """Parse and verify; raises :class:`Refused` for anything Twilio would not send."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/x-www-form-urlencoded":
-        raise Refused(415, "content type")
+    """Parse and verify; raises :class:`WebhookRefused` for anything Twilio would not
+    send."""
+    if media_type(request) != "application/x-www-form-urlencoded":
+        raise WebhookRefused(415, "content type")
     body = await request.body()
     pairs = _parse_pairs(body)
     raw_query = request.scope.get("query_string", b"")
@@ -98,7 +88,7 @@ async def verified_form(request: Request, settings: Settings) -> TwilioForm:
     signature = request.headers.get("x-twilio-signature", "")
     if url is None or token is None or not is_valid_signature(token.reveal(), url, pairs,
                                                              signature):
-        raise Refused(403, "signature")
+        raise WebhookRefused(403, "signature")
 
     params, duplicated = _single(pairs)
     query, query_dup = _single(query_pairs)

@@ -19,7 +19,8 @@ import pytest
 from cryptography.exceptions import InvalidTag
 
 from service.devtools.devstack import DevVault
-from service.keys.legacy import LegacyImportError, convert_ciphertext, import_key, parse_legacy_key
+from service.errors import LegacyImportError
+from service.keys.legacy import convert_ciphertext, import_key, parse_legacy_key
 from tests.support.tutorial import (
     KAT,
     TUTORIAL_ENCRYPT_JS,

@@ -10,10 +10,12 @@ import os
 import pty
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import closing
 
 import pytest
 
@@ -162,7 +164,8 @@ def test_rewrap_reports_records_transit_refuses_and_moves_the_rest(pv: PrivateVa
     other = base64.b64encode(b"CA" + b"f" * 32 + b":pin").decode()
     (bad,) = seal(pv, "ivr-dtmf", ["4444"], context=other)
     store = SealedStore(pv.store_path)
-    with store._connect() as db:  # a row whose stored context was damaged
+    with closing(sqlite3.connect(pv.store_path, isolation_level=None)) as db:
+        # a row whose stored context was damaged
         db.execute("UPDATE sealed_records SET context=? WHERE id=?", (CONTEXT, bad))
     assert pv.cli("keys", "rotate", "--key", "ivr-dtmf").returncode == 0
     latest = int(str(pv.key("ivr-dtmf")["latest_version"]))

@@ -21,7 +21,7 @@ from service.devtools.caller import Caller, new_call_sid
 from service.devtools.devstack import ServiceProcess
 from service.logs.scrubbing import ALLOWED_FIELDS
 from service.store.accounts import Store
-from service.vault.transit import ciphertext_version
+from service.vault.formats import ciphertext_version
 from service.webhook import twiml
 from tests.support.digits import assert_no_digits
 from tests.support.keys import PrivateVault, private_vault
@@ -204,7 +204,7 @@ def test_retired_ciphertext_hears_call_again_and_is_logged_without_digits(
                if line.get("call_sid") == call_sid]
     # 422 with a key_version below the key's min_decryption_version: a retired ciphertext.
     assert [(line["outcome"], line["status_code"], line["key_version"]) for line in backend] \
-        == [("rejected", 422, held_version)]
+        == [("undecryptable", 422, held_version)]
     for path in (rstack.webhook.stdout_path, rstack.webhook.stderr_path,
                  rstack.backend.stdout_path, rstack.backend.stderr_path):
         text = path.read_text()

@@ -18,7 +18,8 @@ from service.settings import Secret
 from service.store.accounts import verifier_version
 from service.vault.bootstrap import RoleCredentials
 from service.vault.client import VaultClient
-from service.vault.transit import Transit, call_context, ciphertext_version
+from service.vault.formats import ciphertext_version
+from service.vault.transit import Transit, call_context
 from service.web.metrics import Metrics
 from tests.support.stack import role_client
 

@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from service.errors import LegacyFormatError
 from service.keys import legacy
 from service.keys.legacy import (
-    LegacyFormatError,
     LegacyKey,
     convert_ciphertext,
     import_key,

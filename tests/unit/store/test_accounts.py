@@ -7,12 +7,14 @@ import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from service.store import sqlite as sqlite_local
 from service.store.accounts import (
+    Account,
     Lockout,
     Settlement,
     Store,
@@ -26,6 +28,7 @@ PIN_V1 = "vault:v1:cGluLXYx"
 CARD_V3 = "vault:v3:Y2FyZC12Mw=="
 PIN_V3 = "vault:v3:cGluLXYz"
 WINDOW, THRESHOLD, DURATION = 900.0, 3, 600.0
+LOCKOUT = Lockout(WINDOW, THRESHOLD, DURATION)
 
 
 @pytest.fixture
@@ -35,15 +38,42 @@ def store(tmp_path: Path) -> Store:
     return s
 
 
-def fail(store: Store, account: int, at: float) -> bool:
-    return store.record_failure(account, at, window=WINDOW, threshold=THRESHOLD,
-                                duration=DURATION)
+# Every write goes through Store.settle, as the lookup's do; reads through Store.find, or
+# straight from the file where a test needs a number production never asks for.
+
+
+def fail(store: Store, account: int, at: float, request_key: str | None = None) -> bool:
+    return store.settle(Settlement(at, request_key=request_key, failed_account=account,
+                                   lockout=LOCKOUT))
+
+
+def by_card(store: Store, card: str = CARD_V1) -> Account | None:
+    found = store.find(card, time.time())
+    return found.account if found else None
 
 
 def account_id(store: Store, card: str = CARD_V1) -> int:
-    account = store.find_by_card(card)
+    account = by_card(store, card)
     assert account is not None
     return account.id
+
+
+def locked(store: Store, at: float, card: str = CARD_V1) -> bool:
+    found = store.find(card, at)
+    assert found is not None
+    return found.locked
+
+
+def failure_count(store: Store, account: int) -> int:
+    with closing(sqlite3.connect(store.path)) as db:
+        (count,) = db.execute("SELECT COUNT(*) FROM pin_failures WHERE account_id=?",
+                              (account,)).fetchone()
+    return int(count)
+
+
+def remembered_keys(store: Store) -> list[str]:
+    with closing(sqlite3.connect(store.path)) as db:
+        return [row[0] for row in db.execute("SELECT key FROM idempotency")]
 
 
 @pytest.mark.parametrize(("verifier", "version"), [
@@ -64,14 +94,14 @@ def test_inputs_bind_the_pin_to_its_card() -> None:
 
 
 def test_find_and_upsert(store: Store) -> None:
-    account = store.find_by_card(CARD_V1)
+    account = by_card(store, CARD_V1)
     assert account is not None
     assert (account.account, account.balance, account.pin_verifier, account.lookup_version) \
         == ("AC12345678", "12.55", PIN_V1, 1)
-    assert store.find_by_card(CARD_V3) is None
+    assert by_card(store, CARD_V3) is None
     store.upsert_account("AC12345678", "99.00", CARD_V3, PIN_V3)  # same account, re-made
-    assert store.find_by_card(CARD_V1) is None
-    updated = store.find_by_card(CARD_V3)
+    assert by_card(store, CARD_V1) is None
+    updated = by_card(store, CARD_V3)
     assert updated is not None and updated.id == account.id
     assert (updated.balance, updated.lookup_version) == ("99.00", 3)
 
@@ -80,7 +110,8 @@ def test_versions_and_replacement(store: Store) -> None:
     store.upsert_account("AC00000002", "1.00", CARD_V3, PIN_V3)
     assert store.lookup_versions() == [3, 1]
     assert store.version_counts() == {1: 1, 3: 1}
-    store.replace_verifiers(account_id(store), "vault:v3:bmV3LWNhcmQ=", "vault:v3:bmV3LXBpbg==")
+    store.settle(Settlement(time.time(), upgrade=(account_id(store), "vault:v3:bmV3LWNhcmQ=",
+                                                  "vault:v3:bmV3LXBpbg==")))
     assert store.lookup_versions() == [3]
     assert store.version_counts() == {3: 2}
 
@@ -94,11 +125,12 @@ def test_wrong_pins_lock_at_the_threshold(store: Store) -> None:
     aid, now = account_id(store), 1_000_000.0
     assert fail(store, aid, now) is False
     assert fail(store, aid, now + 1) is False
-    assert store.locked_until(aid, now + 2) is None
+    assert locked(store, now + 2) is False
     assert fail(store, aid, now + 2) is True
-    assert store.locked_until(aid, now + 3) == now + 2 + DURATION
-    # The lock ends by itself; the count started over when it was set.
-    assert store.locked_until(aid, now + 2 + DURATION) is None
+    assert locked(store, now + 3) is True
+    # The lock ends by itself, at now + 2 + DURATION; the count started over when it was set.
+    assert locked(store, now + 2 + DURATION - 0.001) is True
+    assert locked(store, now + 2 + DURATION) is False
     assert fail(store, aid, now + 700) is False
 
 
@@ -115,7 +147,7 @@ def test_a_correct_pin_clears_the_count(store: Store) -> None:
     aid, now = account_id(store), 1_000_000.0
     fail(store, aid, now)
     fail(store, aid, now + 1)
-    store.clear_failures(aid)
+    store.settle(Settlement(now + 1.5, cleared_account=aid))
     assert fail(store, aid, now + 2) is False
 
 
@@ -132,13 +164,15 @@ def test_failures_are_per_account_and_survive_a_new_store_object(store: Store) -
 def test_idempotency_memory(store: Store) -> None:
     now, ttl = 1_000_000.0, 900.0
     assert store.remembered("CA1|key", now, ttl) is None
-    store.remember("CA1|key", 404, '{"detail": "not found"}', now, ttl)
+    store.settle(Settlement(now, request_key="CA1|key", answer=(404, '{"detail": "not found"}'),
+                            answer_ttl=ttl))
     assert store.remembered("CA1|key", now + 10, ttl) == (404, '{"detail": "not found"}')
     assert store.remembered("CA2|key", now + 10, ttl) is None
     assert store.remembered("CA1|key", now + ttl, ttl) is None  # expired
-    store.remember("CA3|key", 200, "{}", now + ttl + 1, ttl)  # also sweeps the old entry
-    with sqlite3.connect(store.path) as db:
-        assert [row[0] for row in db.execute("SELECT key FROM idempotency")] == ["CA3|key"]
+    # also sweeps the old entry
+    store.settle(Settlement(now + ttl + 1, request_key="CA3|key", answer=(200, "{}"),
+                            answer_ttl=ttl))
+    assert remembered_keys(store) == ["CA3|key"]
 
 
 def test_the_schema_has_no_place_for_digits(store: Store) -> None:
@@ -149,8 +183,6 @@ def test_the_schema_has_no_place_for_digits(store: Store) -> None:
 
 
 # -- connections, transactions and the lookup's two calls --------------------------------
-
-LOCKOUT = Lockout(WINDOW, THRESHOLD, DURATION)
 
 
 def test_each_thread_keeps_one_connection_and_close_closes_them_all(store: Store) -> None:
@@ -175,7 +207,7 @@ def test_each_thread_keeps_one_connection_and_close_closes_them_all(store: Store
     for db in [*others, mine]:
         with pytest.raises(sqlite3.ProgrammingError):
             db.execute("SELECT 1")
-    assert store.find_by_card(CARD_V1) is not None  # a later use opens a new one
+    assert by_card(store, CARD_V1) is not None  # a later use opens a new one
 
 
 def test_find_reads_account_lock_and_failures_at_once(store: Store) -> None:
@@ -200,10 +232,10 @@ def test_settle_writes_failure_and_remembered_answer_together(store: Store) -> N
     settle = Settlement(now, request_key="CA1|k", answer=(404, '{"detail": "not found"}'),
                         answer_ttl=900, failed_account=aid, lockout=LOCKOUT)
     assert store.settle(settle) is False
-    assert store.failure_count(aid) == 1
+    assert failure_count(store, aid) == 1
     assert store.remembered("CA1|k", now + 1, 900) == (404, '{"detail": "not found"}')
     assert store.settle(settle) is False  # the same request again is not a second failure
-    assert store.failure_count(aid) == 1
+    assert failure_count(store, aid) == 1
 
 
 def test_settle_is_all_or_nothing(store: Store) -> None:
@@ -213,12 +245,12 @@ def test_settle_is_all_or_nothing(store: Store) -> None:
                         cleared_account=aid, upgrade=(aid, "not a verifier", PIN_V3))
     with pytest.raises(ValueError, match="not a Transit HMAC"):
         store.settle(broken)
-    assert store.failure_count(aid) == 1  # the clear was rolled back with the rest
+    assert failure_count(store, aid) == 1  # the clear was rolled back with the rest
     assert store.remembered("CA1|k", now + 1, 900) is None
     good = Settlement(now + 1, request_key="CA1|k", answer=(200, "{}"), answer_ttl=900,
                       cleared_account=aid, upgrade=(aid, CARD_V3, PIN_V3))
     assert store.settle(good) is False
-    assert store.failure_count(aid) == 0
+    assert failure_count(store, aid) == 0
     assert store.version_counts() == {3: 1}
     assert store.remembered("CA1|k", now + 2, 900) == (200, "{}")
 
@@ -237,13 +269,12 @@ def test_concurrent_wrong_pins_lock_exactly_at_each_threshold(store: Store) -> N
     aid, now = account_id(store), 1_000_000.0
 
     def one(i: int) -> bool:
-        return store.record_failure(aid, now, window=WINDOW, threshold=THRESHOLD,
-                                    duration=DURATION, request_key=f"CA{i}|k")
+        return fail(store, aid, now, request_key=f"CA{i}|k")
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         locked = list(pool.map(one, range(16)))
     assert sum(locked) == 16 // THRESHOLD
-    assert store.failure_count(aid) == 16 % THRESHOLD
+    assert failure_count(store, aid) == 16 % THRESHOLD
 
 
 def test_a_writer_in_another_process_is_waited_for(store: Store) -> None:
@@ -257,7 +288,7 @@ def test_a_writer_in_another_process_is_waited_for(store: Store) -> None:
     fail(store, aid, 1_000_000.0)
     waited = time.monotonic() - started
     other.close()
-    assert store.failure_count(aid) == 1
+    assert failure_count(store, aid) == 1
     assert hold - 0.05 < waited < hold + 0.2
 
 
@@ -273,4 +304,4 @@ def test_a_writer_that_never_lets_go_fails_after_the_wait(store: Store,
     finally:
         other.execute("ROLLBACK")
         other.close()
-    assert store.failure_count(account_id(store)) == 0
+    assert failure_count(store, account_id(store)) == 0

@@ -3,11 +3,13 @@ lockout through the running backend: tests/integration/test_lockout.py."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from service.store.accounts import Store
+from service.store.accounts import Lockout, Settlement, Store
 
 
 @pytest.fixture
@@ -17,41 +19,55 @@ def store(tmp_path: Path) -> Store:
     return store
 
 
+# Written through Store.settle and read through Store.find, as the lookup does.
+
+
 def _account_id(store: Store) -> int:
-    account = store.find_by_card("vault:v1:card")
-    assert account is not None
-    return account.id
+    found = store.find("vault:v1:card", 0)
+    assert found is not None
+    return found.account.id
 
 
 def fail(store: Store, at: float, key: str | None = None) -> bool:
-    return store.record_failure(_account_id(store), at, window=900, threshold=5,
-                                duration=900, request_key=key)
+    return store.settle(Settlement(at, request_key=key, failed_account=_account_id(store),
+                                   lockout=Lockout(window=900, threshold=5, duration=900)))
+
+
+def locked(store: Store, at: float) -> bool:
+    found = store.find("vault:v1:card", at)
+    assert found is not None
+    return found.locked
+
+
+def failure_count(store: Store) -> int:
+    with closing(sqlite3.connect(store.path)) as db:
+        (count,) = db.execute("SELECT COUNT(*) FROM pin_failures").fetchone()
+    return int(count)
 
 
 def test_fifth_failure_in_the_window_locks_for_the_duration(store: Store) -> None:
     assert [fail(store, t) for t in (0, 100, 200, 300)] == [False] * 4
     assert fail(store, 400) is True
-    account = _account_id(store)
-    assert store.locked_until(account, 401) == 1300
-    assert store.locked_until(account, 1299) == 1300
-    assert store.locked_until(account, 1300) is None
+    assert locked(store, 401) is True
+    assert locked(store, 1299.999) is True  # locked until 400 + 900
+    assert locked(store, 1300) is False
 
 
 def test_failures_outside_the_window_do_not_add_up(store: Store) -> None:
     # One failure every 4 minutes: never 5 within 15 minutes.
     assert not any(fail(store, t) for t in range(0, 240 * 20, 240))
-    assert store.locked_until(_account_id(store), 240 * 20) is None
+    assert locked(store, 240 * 20) is False
 
 
 def test_a_success_clears_the_count(store: Store) -> None:
     for t in (0, 1, 2, 3):
         fail(store, t)
-    store.clear_failures(_account_id(store))
-    assert store.failure_count(_account_id(store)) == 0
+    store.settle(Settlement(3.5, cleared_account=_account_id(store)))
+    assert failure_count(store) == 0
     assert [fail(store, t) for t in (4, 5, 6, 7)] == [False] * 4
 
 
 def test_the_same_request_is_one_failure(store: Store) -> None:
     for _ in range(10):
         assert fail(store, 5, key="CA1|token") is False
-    assert store.failure_count(_account_id(store)) == 1
+    assert failure_count(store) == 1

@@ -1,16 +1,12 @@
-"""service.vault.transit's pure helpers: the derivation context and a ciphertext's version.
-Transit against a real Vault: tests/integration/test_transit.py."""
+"""service.vault.transit's pure helper: the derivation context. The ciphertext shape itself:
+tests/unit/vault/test_formats.py; Transit against a real Vault: tests/integration/."""
 
 from __future__ import annotations
 
-from service.vault.transit import call_context, ciphertext_version
+from service.vault.transit import call_context
 
 SID_A = "CA" + "a" * 32
 
 
-def test_context_and_version_helpers() -> None:
+def test_context_binds_call_and_field() -> None:
     assert call_context(SID_A, "pin") == f"{SID_A}:pin".encode()
-    assert ciphertext_version("vault:v7:QUJD") == 7
-    for bad in ("", "vault:v0:QUJD", "vault:v1:", "vault:v1:QU JD", "vault:v1:QUJD\n",
-                "VAULT:v1:QUJD", "vault:v1:QUJD?x", "vault:v1234567890:QUJD"):
-        assert ciphertext_version(bad) is None, bad

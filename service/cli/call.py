@@ -1,0 +1,41 @@
+"""``ivr-vault call``: play Twilio against a running webhook and print what the caller hears."""
+
+from __future__ import annotations
+
+import argparse
+
+import httpx
+
+from service.cli.dev import DEV_DIR
+from service.errors import ConfigError
+from service.settings import Settings
+
+
+def _auth_token(settings: Settings) -> str:
+    if settings.twilio_auth_token is not None:
+        return settings.twilio_auth_token.reveal()
+    path = DEV_DIR / "twilio-auth-token"
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    raise ConfigError("TWILIO_AUTH_TOKEN: not set, and no .dev/twilio-auth-token "
+                      "(is `make run` running in this directory?)")
+
+
+def _call(args: argparse.Namespace, settings: Settings) -> int:
+    from service.devtools.caller import Caller
+
+    url = args.url or settings.public_base_url or "http://127.0.0.1:8080"
+    entries = [args.card, args.pin]
+    with httpx.Client(timeout=20, verify=args.cacert or True) as client:
+        caller = Caller(url, _auth_token(settings), client)
+        result = caller.play([e for e in entries if e is not None])
+    return 0 if result.completed else 1
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("call", help="play Twilio against a running webhook")
+    p.add_argument("--card", help="keys to press at the card prompt")
+    p.add_argument("--pin", help="keys to press at the PIN prompt")
+    p.add_argument("--url", help="webhook base URL (default PUBLIC_BASE_URL)")
+    p.add_argument("--cacert", help="CA bundle for an https URL")
+    p.set_defaults(func=_call)

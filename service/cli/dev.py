@@ -1,0 +1,23 @@
+"""``ivr-vault dev`` (``make run``): a dev Vault, bootstrapped, with backend and webhook."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from service.settings import Settings
+
+# Where ``make run`` keeps its state; ``ivr-vault call`` finds the dev Twilio token here.
+DEV_DIR = Path(".dev")
+
+
+def _dev(args: argparse.Namespace, settings: Settings) -> int:
+    from service.devtools.launcher import run_dev
+
+    return run_dev(settings, os.environ, state_dir=DEV_DIR)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("dev", help="start a dev Vault, bootstrap it, run backend and webhook")
+    p.set_defaults(func=_dev)

@@ -1,0 +1,102 @@
+"""``ivr-vault serve webhook|backend``: run one service under uvicorn.
+
+:func:`uvicorn_options` is how every service process runs uvicorn; the bench's baseline
+takes its options from here too, so both are measured under the same server settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any, Literal
+
+from service.settings import Settings
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    settings.require(args.role)
+    if args.check:
+        print(f"ivr-vault: {args.role} configuration is valid")
+        return 0
+    if args.role == "webhook":
+        host, port = settings.webhook_host, settings.webhook_port
+    else:
+        host, port = settings.backend_host, settings.backend_port
+    workers = settings.web_concurrency
+    if workers > 1:
+        # Each worker is its own process: it builds its app (Vault login, coalescers,
+        # metrics) in its own lifespan through this module's factory. /metrics then
+        # answers for the worker that serves the scrape only.
+        uvicorn.run(f"{__name__}:{args.role}_app", factory=True, workers=workers,
+                    host=host, port=port, **uvicorn_options())
+    else:
+        app = _webhook(settings) if args.role == "webhook" else _backend(settings)
+        uvicorn.run(app, host=host, port=port, **uvicorn_options())
+    return 0
+
+
+def _webhook(settings: Settings) -> Starlette:
+    from service.webhook.app import create_webhook_app
+
+    return create_webhook_app(settings)
+
+
+def _backend(settings: Settings) -> Starlette:
+    from service.backend.app import create_backend_app
+
+    return create_backend_app(settings)
+
+
+def _worker_settings() -> Settings:
+    """In a uvicorn worker process: read the environment and install the log pipeline
+    (the scrubber) before anything can log, as main() does for a single process."""
+    from service.logs.config import configure_logging
+
+    settings = Settings.from_environ()
+    fmt: Literal["json", "console"] = "console" if settings.log_format == "console" else "json"
+    configure_logging(fmt=fmt, level=settings.log_level)
+    return settings
+
+
+def webhook_app() -> Starlette:
+    """uvicorn factory for ``serve webhook`` with WEB_CONCURRENCY > 1."""
+    return _webhook(_worker_settings())
+
+
+def backend_app() -> Starlette:
+    """uvicorn factory for ``serve backend`` with WEB_CONCURRENCY > 1."""
+    return _backend(_worker_settings())
+
+
+def uvicorn_options() -> dict[str, Any]:
+    """How every service process (and the bench baseline) runs uvicorn.
+
+    uvloop and httptools are named, not left to "auto", so that a missing extra fails
+    loudly instead of silently falling back to the slower asyncio/h11 (bench/RESULTS.md,
+    "uvicorn settings"). One worker per process: every worker would hold its own Vault
+    login, its own coalescer (halving batch sizes) and its own /metrics registry; scale
+    out with more processes or replicas instead, which the stateless call flow allows.
+    """
+    from service.logs.config import UVICORN_LOG_KWARGS
+
+    return {
+        "loop": "uvloop",
+        "http": "httptools",
+        # Forwarded headers are judged by the webhook itself against TRUSTED_PROXIES.
+        "proxy_headers": False,
+        "server_header": False,
+        "date_header": False,
+        "timeout_graceful_shutdown": 10,
+        **UVICORN_LOG_KWARGS,
+    }
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run one service")
+    p.add_argument("role", choices=("webhook", "backend"))
+    p.add_argument("--check", action="store_true", help="validate configuration and exit")
+    p.set_defaults(func=_serve)

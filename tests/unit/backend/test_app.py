@@ -1,0 +1,241 @@
+"""The backend's HTTP edge and the lookup decision in process: Starlette's TestClient, a fake
+Transit (tests/support/fake_transit.py) and a real SQLite store in tmp_path.
+
+What is proved here: who may ask (bearer), what may be asked (media type, schema, never
+echoing a value), which outcome each lookup reaches and the status it maps to, that the
+outcome shows on the access line and in ``ivr_lookups_total``, and that a retry gets the
+remembered answer without counting twice. Real Vault decrypts are the integration tests'
+business (tests/integration/test_backend.py, test_lockout.py, test_rotation.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import structlog
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.backend.app import ANSWERS, create_backend_app
+from service.backend.lookup import LookupOutcome
+from service.devtools.caller import new_call_sid
+from service.errors import VaultTimeout
+from service.settings import Secret, Settings
+from service.store.accounts import Store, card_input, pin_input
+from tests.support.fake_transit import FakeTransit, fake_session
+
+with warnings.catch_warnings():  # Starlette would have httpx2; the users chose httpx
+    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
+    from starlette.testclient import TestClient
+
+BEARER = "backend-bearer-for-tests"
+AUTH = {"Authorization": f"Bearer {BEARER}"}
+CARD, PIN = "1234", "4321"
+THRESHOLD = 3
+
+
+@dataclass
+class Backend:
+    client: TestClient
+    transit: FakeTransit
+
+    def ciphertexts(self, call_sid: str, card: str = CARD, pin: str = PIN,
+                    ) -> dict[str, str]:
+        return {"call_sid": call_sid,
+                "card_last4": self.transit.seal(card.encode(), f"{call_sid}:card_last4".encode()),
+                "pin": self.transit.seal(pin.encode(), f"{call_sid}:pin".encode())}
+
+    def lookup(self, body: object, *, key: str | None = None,
+               headers: dict[str, str] | None = None) -> httpx.Response:
+        extra = {"Idempotency-Key": key} if key else {}
+        return self.client.post("/v1/lookup", json=body,
+                                headers={**AUTH, **extra, **(headers or {})})
+
+    def metric(self, name: str, **labels: str) -> float:
+        for family in text_string_to_metric_families(self.client.get("/metrics").text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return 0.0
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[Backend]:
+    transit = FakeTransit()
+    settings = Settings(vault_role_id=Secret("role"), vault_secret_id=Secret("secret"),
+                        backend_token=Secret(BEARER), store_path=str(tmp_path / "s.sqlite3"),
+                        lockout_threshold=THRESHOLD)
+    card_v, pin_v = asyncio.run(transit.hmac([card_input(CARD), pin_input(CARD, PIN)]))
+    store = Store(settings.store_path)
+    store.upsert_account("AC12345678", "12.55", card_v, pin_v)
+    store.close()
+    app = create_backend_app(settings, transit_session=fake_session(transit))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield Backend(client, transit)
+
+
+def access_lines(logs: list[dict[str, Any]]) -> list[tuple[object, object]]:
+    return [(line.get("outcome"), line["status_code"]) for line in logs
+            if line.get("event") == "request" and line.get("path") == "/v1/lookup"]
+
+
+# -- who and what may ask ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong-token", f"Basic {BEARER}",
+                                           BEARER, "Bearer ", f"Bearer {BEARER}x"])
+def test_without_the_bearer_token_401(backend: Backend, authorization: str | None) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    response = backend.client.post("/v1/lookup", json=backend.ciphertexts(new_call_sid()),
+                                   headers=headers)
+    assert (response.status_code, response.content) == (401, b"")
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert backend.metric("ivr_lookups_total", outcome="found") == 0
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          "", "application/jsonx"])
+def test_anything_but_json_is_415(backend: Backend, content_type: str) -> None:
+    response = backend.client.post("/v1/lookup", content=b'{"call_sid": "x"}',
+                                   headers={**AUTH, "Content-Type": content_type})
+    assert response.status_code == 415
+
+
+def test_json_with_parameters_is_json(backend: Backend) -> None:
+    response = backend.client.post(
+        "/v1/lookup", content=httpx.Request("POST", "/", json=backend.ciphertexts(
+            new_call_sid())).content,
+        headers={**AUTH, "Content-Type": "Application/JSON; charset=utf-8"})
+    assert response.status_code == 200
+
+
+MARK = "98765"  # digits that must never come back in an answer
+
+
+@pytest.mark.parametrize("body", [
+    {"call_sid": f"CA{MARK}", "card_last4": f"vault:v1:{MARK}==", "pin": MARK},
+    {"call_sid": new_call_sid(), "card_last4": MARK, "pin": f"{MARK}:{MARK}"},
+    {"call_sid": new_call_sid(), "card_last4": int(MARK), "pin": [MARK]},
+    {"call_sid": new_call_sid(), MARK: MARK},
+    {"call_sid": new_call_sid(), "card_last4": "vault:v1:QUJD", "pin": "vault:v1:QUJD",
+     f"pin{MARK}": "x"},
+    [MARK], MARK,
+])
+def test_schema_problems_are_422_and_never_echo_a_value(backend: Backend, body: object,
+                                                       ) -> None:
+    response = backend.lookup(body)
+    assert response.status_code == 422
+    problems = response.json()["detail"]
+    assert problems and all(set(p) == {"loc", "msg"} for p in problems)
+    assert MARK not in response.text
+    assert backend.metric("ivr_requests_total", route="/v1/lookup", outcome="invalid") == 1
+
+
+def test_an_invalid_idempotency_key_is_422(backend: Backend) -> None:
+    response = backend.lookup(backend.ciphertexts(new_call_sid()), key="k" * 201)
+    assert response.status_code == 422
+    assert response.json() == {"detail": [{"loc": "header:Idempotency-Key", "msg": "invalid"}]}
+
+
+# -- the outcomes, their statuses, their access line and their metric --------------------
+
+
+def test_every_outcome_has_exactly_one_answer() -> None:
+    assert set(ANSWERS) == set(LookupOutcome)
+
+
+def test_found(backend: Backend) -> None:
+    with structlog.testing.capture_logs() as logs:
+        response = backend.lookup(backend.ciphertexts(new_call_sid()))
+    assert (response.status_code, response.json()) == (
+        200, {"account": "AC12345678", "balance": "12.55"})
+    assert access_lines(logs) == [("found", 200)]
+    assert backend.metric("ivr_lookups_total", outcome="found") == 1
+
+
+@pytest.mark.parametrize(("card", "pin"), [("5678", PIN), (CARD, "0000")])
+def test_unknown_card_or_wrong_pin_is_the_same_404(backend: Backend, card: str, pin: str,
+                                                   ) -> None:
+    with structlog.testing.capture_logs() as logs:
+        response = backend.lookup(backend.ciphertexts(new_call_sid(), card, pin))
+    assert (response.status_code, response.json()) == (404, {"detail": "not found"})
+    assert access_lines(logs) == [("not_found", 404)]
+    assert backend.metric("ivr_lookups_total", outcome="not_found") == 1
+
+
+def test_locked_after_the_threshold_of_wrong_pins(backend: Backend) -> None:
+    for _ in range(THRESHOLD):
+        assert backend.lookup(backend.ciphertexts(new_call_sid(), pin="0000")).status_code \
+            == 404
+    assert backend.metric("ivr_lockouts_total") == 1
+    with structlog.testing.capture_logs() as logs:
+        response = backend.lookup(backend.ciphertexts(new_call_sid()))  # the right PIN
+    assert (response.status_code, response.json()) == (423, {"detail": "locked"})
+    assert access_lines(logs) == [("locked", 423)]
+    assert backend.metric("ivr_lookups_total", outcome="locked") == 1
+
+
+def test_a_ciphertext_of_another_call_is_undecryptable_and_logged_as_such(backend: Backend,
+                                                                         ) -> None:
+    """The access line and ivr_lookups_total say ``undecryptable`` (it used to be
+    overwritten with ``rejected`` before it was logged)."""
+    body = {**backend.ciphertexts(new_call_sid()), "call_sid": new_call_sid()}
+    with structlog.testing.capture_logs() as logs:
+        response = backend.lookup(body)
+    assert (response.status_code, response.json()) == (
+        422, {"detail": "ciphertext could not be decrypted for this call"})
+    assert access_lines(logs) == [("undecryptable", 422)]
+    assert backend.metric("ivr_lookups_total", outcome="undecryptable") == 1
+    assert backend.metric("ivr_requests_total", route="/v1/lookup",
+                          outcome="undecryptable") == 1
+
+
+@pytest.mark.parametrize(("card", "pin"), [("12345", PIN), (CARD, "43a1"), ("", "")])
+def test_decrypted_entries_that_are_not_4_digits_are_malformed(backend: Backend, card: str,
+                                                               pin: str) -> None:
+    with structlog.testing.capture_logs() as logs:
+        response = backend.lookup(backend.ciphertexts(new_call_sid(), card, pin))
+    assert (response.status_code, response.json()) == (
+        422, {"detail": "decrypted values are not 4-digit entries"})
+    assert access_lines(logs) == [("malformed", 422)]
+    assert backend.metric("ivr_lookups_total", outcome="malformed") == 1
+
+
+def test_vault_unavailable_is_503_and_nothing_is_decided(backend: Backend) -> None:
+    backend.transit.fail_with = VaultTimeout("transit decrypt: no answer from Vault in time")
+    response = backend.lookup(backend.ciphertexts(new_call_sid()))
+    assert (response.status_code, response.json()) == (503, {"detail": "vault unavailable"})
+    assert backend.metric("ivr_vault_errors_total", kind="timeout") == 1
+    assert sum(backend.metric("ivr_lookups_total", outcome=o) for o in LookupOutcome) == 0
+
+
+# -- a retry of the same request ---------------------------------------------------------
+
+
+def test_a_replay_gets_the_remembered_answer(backend: Backend) -> None:
+    sid = new_call_sid()
+    first = backend.lookup(backend.ciphertexts(sid), key="token-1")
+    with structlog.testing.capture_logs() as logs:
+        again = backend.lookup(backend.ciphertexts(sid), key="token-1")
+    assert (again.status_code, again.json()) == (first.status_code, first.json()) == (
+        200, {"account": "AC12345678", "balance": "12.55"})
+    assert access_lines(logs) == [("replayed", 200)]
+    assert backend.metric("ivr_lookups_total", outcome="found") == 1  # decided once
+
+
+def test_a_replayed_wrong_pin_counts_once(backend: Backend) -> None:
+    """THRESHOLD - 1 distinct wrong PINs, each sent twice: no lock. Had a replay counted,
+    the card would be locked before the last distinct one."""
+    for attempt in range(THRESHOLD - 1):
+        sid = new_call_sid()
+        for _ in range(2):
+            response = backend.lookup(backend.ciphertexts(sid, pin="0000"), key=f"t{attempt}")
+            assert response.status_code == 404
+    assert backend.metric("ivr_lockouts_total") == 0
+    assert backend.lookup(backend.ciphertexts(new_call_sid())).status_code == 200

@@ -1,0 +1,229 @@
+"""The webhook's HTTP edge in process: Starlette's TestClient, a fake Transit
+(tests/support/fake_transit.py) and a scripted backend (httpx.MockTransport).
+
+What is proved here is the webhook's own logic: refusing what Twilio would not send, the
+TwiML of each step, re-prompts, what each backend answer is turned into, and that nothing
+becomes a 5xx. Vault, the real backend and uvicorn are the integration tests' business
+(tests/integration/test_call_flow.py, test_hostile_input.py).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.devtools.caller import new_call_sid
+from service.errors import VaultUnavailable
+from service.settings import Secret, Settings
+from service.webhook import twiml as texts
+from service.webhook.app import create_webhook_app
+from tests.support.attack import base_params, gather_action, hangs_up, signed_post, spoken, twiml
+from tests.support.fake_transit import FakeTransit, fake_session
+
+with warnings.catch_warnings():  # Starlette would have httpx2; the users chose httpx
+    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
+    from starlette.testclient import TestClient
+
+pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+
+TOKEN = "twilio-auth-token-for-tests"
+BEARER = "backend-bearer-for-tests"
+BASE = "http://testserver"
+SETTINGS = Settings(
+    vault_role_id=Secret("role"), vault_secret_id=Secret("secret"),
+    twilio_auth_token=Secret(TOKEN), backend_token=Secret(BEARER),
+    public_base_url=BASE, backend_url="http://backend.invalid", max_attempts=3)
+FOUND = {"account": "AC12345678", "balance": "12.55"}
+
+
+@dataclass
+class ScriptedBackend:
+    """Answers /v1/lookup with ``answer``; ``None`` means the backend is unreachable."""
+
+    answer: tuple[int, object] | None = (200, FOUND)
+    requests: list[httpx.Request] = field(default_factory=list)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if self.answer is None:
+            raise httpx.ConnectError("connection refused", request=request)
+        status, body = self.answer
+        if isinstance(body, str):
+            return httpx.Response(status, text=body)
+        return httpx.Response(status, json=body)
+
+
+@dataclass
+class Webhook:
+    client: TestClient
+    transit: FakeTransit
+    backend: ScriptedBackend
+
+    def post(self, path: str, call_sid: str | None = None, **params: str) -> httpx.Response:
+        pairs = [*base_params(call_sid), *params.items()]
+        return signed_post(self.client, TOKEN, BASE + path, pairs)
+
+    def metric(self, name: str, **labels: str) -> float:
+        text = self.client.get("/metrics").text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return 0.0
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    transit, backend = FakeTransit(), ScriptedBackend()
+    app = create_webhook_app(SETTINGS, transit_session=fake_session(transit),
+                             backend_transport=httpx.MockTransport(backend))
+    with TestClient(app, base_url=BASE, raise_server_exceptions=False) as client:
+        yield Webhook(client, transit, backend)
+    assert transit.closed  # the lifespan closed what it opened
+
+
+def query(action: str | None) -> dict[str, list[str]]:
+    assert action is not None
+    return parse_qs(urlsplit(action).query)
+
+
+# -- not a Twilio request: 403, empty body ------------------------------------------------
+
+
+def test_an_unsigned_or_missigned_request_is_403_with_an_empty_body(webhook: Webhook) -> None:
+    pairs = [*base_params(), ("Digits", "1234")]
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    answers = [
+        webhook.client.post("/voice/card", content=b"Digits=1234", headers=form),
+        webhook.client.post("/voice/card", content=b"Digits=1234",
+                            headers={**form, "X-Twilio-Signature": "bm90IGl0"}),
+        signed_post(webhook.client, "another-token", BASE + "/voice/card", pairs),
+        signed_post(webhook.client, TOKEN, BASE + "/voice/card", pairs,
+                    sign_url=BASE + "/voice/pin"),
+        signed_post(webhook.client, TOKEN, BASE + "/voice/card", pairs,
+                    sign_pairs=[*pairs[:-1], ("Digits", "9999")]),
+    ]
+    assert [(r.status_code, r.content) for r in answers] == [(403, b"")] * 5
+    assert webhook.transit.encrypted == []
+    assert webhook.metric("ivr_signature_failures_total") == 5
+
+
+def test_a_form_twilio_would_not_send_is_refused_before_the_signature(webhook: Webhook,
+                                                                      ) -> None:
+    response = webhook.client.post("/voice", json={"CallSid": new_call_sid()})
+    assert (response.status_code, response.content) == (415, b"")
+
+
+# -- the call flow's TwiML ------------------------------------------------------------------
+
+
+def test_voice_asks_for_the_card(webhook: Webhook) -> None:
+    root = twiml(webhook.post("/voice"))
+    gather = root.find("Gather")
+    assert gather is not None
+    assert (gather.attrib["action"], gather.attrib["numDigits"], gather.attrib["input"],
+            gather.attrib["method"]) == ("/voice/card", "4", "dtmf", "POST")
+    assert spoken(root) == texts.ASK_CARD
+
+
+@pytest.mark.parametrize("digits", ["", "123", "12345", "12a4", "١٢٣٤", "12 4"])
+def test_a_bad_card_entry_reprompts_then_says_goodbye(webhook: Webhook, digits: str) -> None:
+    sid = new_call_sid()
+    first = twiml(webhook.post("/voice/card", sid, Digits=digits))
+    assert spoken(first) == f"{texts.RETRY} {texts.ASK_CARD}"
+    assert gather_action(first) == "/voice/card?attempt=2"
+    second = twiml(webhook.post("/voice/card?attempt=2", sid, Digits=digits))
+    assert gather_action(second) == "/voice/card?attempt=3"
+    last = twiml(webhook.post("/voice/card?attempt=3", sid, Digits=digits))
+    assert hangs_up(last) and spoken(last) == texts.TOO_MANY_TRIES
+    assert webhook.transit.encrypted == []  # nothing that is not 4 digits is encrypted
+
+
+def test_the_card_is_encrypted_for_this_call_and_rides_in_the_pin_action(webhook: Webhook,
+                                                                         ) -> None:
+    sid = new_call_sid()
+    root = twiml(webhook.post("/voice/card", sid, Digits="1234"))
+    assert spoken(root) == texts.ASK_PIN
+    assert webhook.transit.encrypted == [(b"1234", f"{sid}:card_last4".encode())]
+    action = gather_action(root)
+    assert action is not None and action.startswith("/voice/pin?")
+    (card,) = query(action)["card"]
+    assert card == webhook.transit.seal(b"1234", f"{sid}:card_last4".encode())
+    assert "1234" not in webhook.post("/voice/card", sid, Digits="1234").text
+
+
+# -- the PIN: the backend's answer becomes a sentence --------------------------------------
+
+
+@pytest.mark.parametrize(("answer", "heard", "outcome"), [
+    ((200, FOUND), "Thank you. Your account number is AC12345678 and your balance is 12.55",
+     "found"),
+    ((404, {"detail": "not found"}), texts.NOT_FOUND, "not_found"),
+    ((423, {"detail": "locked"}), texts.NOT_FOUND, "locked"),  # no oracle for a guesser
+    ((422, {"detail": "ciphertext could not be decrypted for this call"}), texts.CALL_AGAIN,
+     "ciphertext_rejected"),
+    ((500, "Internal Server Error"), texts.TRY_LATER, "backend_error"),
+    ((503, {"detail": "vault unavailable"}), texts.TRY_LATER, "backend_error"),
+    ((401, ""), texts.TRY_LATER, "backend_error"),
+    ((200, {"account": "AC1"}), texts.TRY_LATER, "backend_bad_answer"),
+    ((200, "not json"), texts.TRY_LATER, "backend_bad_answer"),
+    (None, texts.TRY_LATER, "backend_unavailable"),
+])
+def test_the_backends_answer_is_what_the_caller_hears(
+        webhook: Webhook, answer: tuple[int, object] | None, heard: str, outcome: str) -> None:
+    webhook.backend.answer = answer
+    sid = new_call_sid()
+    card = webhook.transit.seal(b"1234", f"{sid}:card_last4".encode())
+    root = twiml(webhook.post(f"/voice/pin?card={card}", sid, Digits="4321"))
+    assert hangs_up(root) and spoken(root) == heard
+    assert webhook.metric("ivr_requests_total", route="/voice/pin", outcome=outcome) == 1
+
+    (request,) = webhook.backend.requests
+    assert request.url.path == "/v1/lookup"
+    assert request.headers["authorization"] == f"Bearer {BEARER}"
+    assert request.headers["idempotency-key"] == f"{sid}:pin:1"
+    pin = webhook.transit.seal(b"4321", f"{sid}:pin".encode())
+    assert json.loads(request.content) == {"call_sid": sid, "card_last4": card, "pin": pin}
+
+
+def test_a_pin_without_a_well_formed_card_ciphertext_ends_the_call(webhook: Webhook) -> None:
+    sid = new_call_sid()
+    root = twiml(webhook.post("/voice/pin?card=1234", sid, Digits="4321"))
+    assert hangs_up(root) and spoken(root) == texts.CALL_AGAIN
+    assert webhook.backend.requests == [] and webhook.transit.encrypted == []
+
+
+def test_a_bad_pin_entry_reprompts_and_keeps_the_card(webhook: Webhook) -> None:
+    sid = new_call_sid()
+    card = webhook.transit.seal(b"1234", f"{sid}:card_last4".encode())
+    root = twiml(webhook.post(f"/voice/pin?card={card}", sid, Digits="43"))
+    assert spoken(root) == f"{texts.RETRY} {texts.ASK_PIN}"
+    assert query(gather_action(root)) == {"card": [card], "attempt": ["2"]}
+    assert webhook.backend.requests == []
+
+
+# -- nothing becomes a 5xx ---------------------------------------------------------------
+
+
+def test_a_call_without_a_call_sid_hears_a_calm_goodbye(webhook: Webhook) -> None:
+    pairs = [("AccountSid", "AC" + "0" * 32), ("Digits", "1234")]
+    root = twiml(signed_post(webhook.client, TOKEN, BASE + "/voice/card", pairs))
+    assert hangs_up(root) and spoken(root) == texts.TRY_LATER
+
+
+@pytest.mark.parametrize("failure", [VaultUnavailable("transit encrypt: cannot reach Vault"),
+                                     RuntimeError("a bug"), KeyError("Digits")])
+def test_an_exception_becomes_calm_twiml_not_a_5xx(webhook: Webhook,
+                                                   failure: Exception) -> None:
+    webhook.transit.fail_with = failure
+    root = twiml(webhook.post("/voice/card", Digits="1234"))
+    assert hangs_up(root) and spoken(root) == texts.TRY_LATER
+    if isinstance(failure, VaultUnavailable):
+        assert webhook.metric("ivr_vault_errors_total", kind="unavailable") == 1
