@@ -126,6 +126,7 @@ class Lookup:
         elif not hmac.compare_digest(pin_verifier.encode(),
                                      found.account.pin_verifier.encode()):
             result = LookupResult(LookupOutcome.NOT_FOUND)
+            self.metrics.wrong_pins.inc()
             writes.update(failed_account=found.account.id, lockout=Lockout(
                 self.settings.lockout_window, self.settings.lockout_threshold,
                 self.settings.lockout_duration))
@@ -138,7 +139,7 @@ class Lookup:
             if found.has_failures:
                 writes.update(cleared_account=account.id)
         if await self._settle(result, answer, request_key, time.time(), writes):
-            self.metrics.lockouts.inc()
+            self.metrics.lockouts.labels("card").inc()
             log.warning("card locked after repeated wrong PINs", lookup_version=None)
         return result
 

@@ -45,8 +45,11 @@ class Metrics:
                                     registry=r)
         self.lookups = Counter("ivr_lookups_total", "Account lookups by outcome", ["outcome"],
                                registry=r)
-        self.lockouts = Counter("ivr_lockouts_total", "Cards locked after repeated wrong PINs",
-                                registry=r)
+        self.wrong_pins = Counter("ivr_wrong_pins_total",
+                                  "Wrong PINs entered for a known card", registry=r)
+        # kind: card (a temporary lock), card_hard (locked until an operator unlocks it),
+        # caller (one caller number cut off after failures across cards).
+        self.lockouts = Counter("ivr_lockouts_total", "Lockouts by kind", ["kind"], registry=r)
 
     def count_request(self, route: str | None, status: int,
                       annotations: Mapping[str, object]) -> None:

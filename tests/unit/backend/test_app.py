@@ -173,7 +173,8 @@ def test_locked_after_the_threshold_of_wrong_pins(backend: Backend) -> None:
     for _ in range(THRESHOLD):
         assert backend.lookup(backend.ciphertexts(new_call_sid(), pin="0000")).status_code \
             == 404
-    assert backend.metric("ivr_lockouts_total") == 1
+    assert backend.metric("ivr_lockouts_total", kind="card") == 1
+    assert backend.metric("ivr_wrong_pins_total") == THRESHOLD
     with structlog.testing.capture_logs() as logs:
         response = backend.lookup(backend.ciphertexts(new_call_sid()))  # the right PIN
     assert (response.status_code, response.json()) == (423, {"detail": "locked"})
@@ -237,5 +238,6 @@ def test_a_replayed_wrong_pin_counts_once(backend: Backend) -> None:
         for _ in range(2):
             response = backend.lookup(backend.ciphertexts(sid, pin="0000"), key=f"t{attempt}")
             assert response.status_code == 404
-    assert backend.metric("ivr_lockouts_total") == 0
+    assert backend.metric("ivr_lockouts_total", kind="card") == 0
+    assert backend.metric("ivr_wrong_pins_total") == THRESHOLD - 1
     assert backend.lookup(backend.ciphertexts(new_call_sid())).status_code == 200
