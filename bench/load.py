@@ -10,6 +10,7 @@ import json
 import secrets
 import shutil
 import subprocess
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +71,9 @@ def call_requests(calls: Sequence[tuple[str, str]]) -> list[Request]:
     for sid, card_ct in calls:
         out.append(Request("/voice", call_params(sid)))
         out.append(Request("/voice/card", call_params(sid, "1234")))
-        out.append(Request("/voice/pin?" + urlencode({"card": card_ct}),
+        # The PIN step carries its issue time (STEP_MAX_AGE): the time these are made.
+        out.append(Request("/voice/pin?" + urlencode({"card": card_ct,
+                                                      "issued": int(time.time())}),
                            call_params(sid, "4321")))
     return out
 

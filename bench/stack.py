@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.backend.enrolment import DEMO_ACCOUNT, DEMO_CARD, DEMO_PIN, add_account
+from service.backend.enrolment import DEMO_CARD, seed_demo
 from service.devtools.devstack import DevVault, ServiceProcess, free_port, stop_process, wait_http
 from service.settings import Settings
 from service.vault.bootstrap import bootstrap, issue_credentials
@@ -102,14 +102,16 @@ def start(workdir: Path, stack: ExitStack) -> Bench:
                 "VAULT_SECRET_ID_FILE": str(workdir / f"ivr-{role}" / "secret_id"), **extra}
 
     b_env = env("backend", BACKEND_PORT=str(backend_port))
-    add_account(Settings.from_environ(b_env), account=DEMO_ACCOUNT[0],
-                balance=DEMO_ACCOUNT[1], last4=DEMO_CARD, pin=DEMO_PIN)
+    seed_demo(Settings.from_environ(b_env))
 
     def w_env(port: int) -> dict[str, str]:
         return env("webhook", WEBHOOK_PORT=str(port),
                    BACKEND_URL=f"http://127.0.0.1:{backend_port}",
                    TWILIO_AUTH_TOKEN_FILE=str(workdir / "twilio"),
-                   PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
+                   PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+                   # The PIN steps are signed before the run starts, which may be longer
+                   # than the default STEP_MAX_AGE.
+                   STEP_MAX_AGE="4h")
 
     backend = ServiceProcess("backend", backend_port, b_env, workdir)
     stack.callback(backend.stop)

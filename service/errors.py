@@ -18,6 +18,7 @@ boundary where they arise, so callers handle one tree::
     │   └── CoalescerClosed          work submitted after shutdown began
     ├── WebhookRefused               not a genuine Twilio webhook (answered 4xx, empty body)
     ├── SchemaError                  a backend request body that does not fit the schema
+    ├── EnrolmentRefused             `accounts add` refuses a weak PIN (names the rule only)
     ├── RetireRefused                retiring a key version would break a call or stored data
     ├── LegacyFormatError            the tutorial's key or ciphertext is malformed
     ├── LegacyImportError            the tutorial key cannot be imported (name taken)
@@ -116,6 +117,11 @@ class SchemaError(IvrVaultError):
     def __init__(self, problems: list[dict[str, str]]) -> None:
         super().__init__("invalid request")
         self.problems = problems
+
+
+class EnrolmentRefused(IvrVaultError):
+    """An account cannot be enrolled as given (a weak PIN). The message names the rule that
+    refused it, never the digits."""
 
 
 class RetireRefused(IvrVaultError):

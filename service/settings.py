@@ -21,7 +21,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from types import MappingProxyType
+from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from service.errors import ConfigError
@@ -169,6 +170,10 @@ class Url:
         if not value and self.allow_empty:
             return ""
         parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a port
+        except ValueError:
+            raise ConfigError(f"{name}: the port is not a number from 0 to 65535") from None
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"{name}: expected an http:// or https:// URL")
         if parts.query or parts.fragment or parts.username or parts.password:
@@ -318,14 +323,33 @@ class Settings:
     call_max_age: float = setting(
         "4h", "Longest time a call can hold a ciphertext; `keys retire` keeps newer versions.",
         Duration())
+    step_max_age: float = setting(
+        "5m", "Oldest a PIN step's action URL may be when Twilio posts it (its issue time "
+        "is in the signed URL); older: the caller hears a goodbye, with no lookup. At most "
+        "CALL_MAX_AGE; longer than the Gather timeout (10 s).", Duration())
     lockout_threshold: int = setting(
-        "5", "Wrong PINs for one card before it is locked.", Bounded(int, 1, 100))
-    lockout_window: float = setting(
-        "15m", "Window in which wrong PINs are counted.", Duration())
+        "5", "Consecutive wrong PINs that lock a card; every further THRESHOLD wrong PINs "
+        "(no correct PIN in between) lock it again.", Bounded(int, 1, 100))
     lockout_duration: float = setting(
-        "15m", "How long a locked card stays locked.", Duration())
+        "15m", "How long the first lock lasts; the n-th lasts LOCKOUT_DURATION * 2^(n-1).",
+        Duration())
+    lockout_hard_limit: int = setting(
+        "10", "Consecutive wrong PINs after which a card stays locked until "
+        "`ivr-vault accounts unlock`. Failures are forgotten only on a correct PIN or an "
+        "unlock, never by time.", Bounded(int, 1, 1000))
+    caller_failure_limit: int = setting(
+        "10", "Failed lookups (wrong PIN, unknown card, locked card) from one caller number "
+        "within CALLER_FAILURE_WINDOW, after which that number hears the goodbye with no "
+        "lookup. Withheld numbers share one count.", Bounded(int, 1, 100_000))
+    caller_failure_window: float = setting(
+        "24h", "Sliding window of CALLER_FAILURE_LIMIT.", Duration())
     web_concurrency: int = setting(
         "1", "uvicorn worker processes per service.", Bounded(int, 1, 64))
+
+    def __post_init__(self) -> None:
+        # Settings that bound each other; each field alone was checked by its parser.
+        if self.lockout_hard_limit < self.lockout_threshold:
+            raise ConfigError("LOCKOUT_HARD_LIMIT: must not be below LOCKOUT_THRESHOLD")
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -339,11 +363,31 @@ class Settings:
             raise ConfigError(
                 "PUBLIC_BASE_URL: empty, and TRUSTED_PROXIES is empty too; "
                 "signatures could not be checked against any URL")
+        # The backend remembers a call's answers for CALL_MAX_AGE: a PIN step the webhook
+        # still accepts must never be older than that memory.
+        if role == "webhook" and self.step_max_age > self.call_max_age:
+            raise ConfigError("STEP_MAX_AGE: must not be longer than CALL_MAX_AGE")
         for field in dataclasses.fields(self):
             if role in spec(field).required_by and getattr(self, field.name) is None:
                 name = env_name(field)
                 raise ConfigError(f"{name}: not set (nor {name}_FILE)")
         return self
+
+
+# Settings that once existed and are now ignored: name → why. A service that finds one in its
+# environment says so once at start-up (``ivr-vault serve``), rather than let an operator
+# believe it still applies.
+RETIRED: Final[Mapping[str, str]] = MappingProxyType({
+    "LOCKOUT_WINDOW": "ignored: wrong PINs are forgotten only on a correct PIN or "
+                      "`ivr-vault accounts unlock`, never by time",
+})
+
+
+def retired_in(environ: Mapping[str, str]) -> list[str]:
+    """One line per retired setting found in ``environ`` (its name and why; never its
+    value)."""
+    return [f"{name}: {why}" for name, why in RETIRED.items()
+            if name in environ or f"{name}_FILE" in environ]
 
 
 def spec(field: dataclasses.Field[Any]) -> Spec:

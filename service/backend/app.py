@@ -18,7 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.backend.lookup import Lookup, LookupOutcome, LookupResult
+from service.backend.decision import LookupOutcome, LookupResult
+from service.backend.lookup import Lookup
 from service.backend.schema import OPENAPI, parse_lookup
 from service.errors import IvrVaultError, SchemaError, VaultError
 from service.settings import Settings
@@ -38,6 +39,8 @@ ANSWERS: Final[Mapping[LookupOutcome, tuple[int, str | None]]] = {
     LookupOutcome.FOUND: (200, None),
     LookupOutcome.NOT_FOUND: (404, "not found"),
     LookupOutcome.LOCKED: (423, "locked"),
+    LookupOutcome.CALLER_CUT_OFF: (429, "too many failed lookups from this caller"),
+    LookupOutcome.SECOND_LOOKUP: (409, "this call already had its lookup"),
     LookupOutcome.UNDECRYPTABLE: (422, "ciphertext could not be decrypted for this call"),
     LookupOutcome.MALFORMED: (422, "decrypted values are not 4-digit entries"),
 }
@@ -77,26 +80,33 @@ async def lookup_endpoint(request: Request) -> Response:
         return _error(422, exc.problems)
     annotate(call_sid=parsed.call_sid, key_version=ciphertext_version(parsed.card_last4))
 
-    key = request.headers.get("idempotency-key")
+    key = request.headers.get("idempotency-key") or None
     if key is not None and (len(key) > 200 or not key.isascii()):
         return _error(422, [{"loc": "header:Idempotency-Key", "msg": "invalid"}])
-    request_key = f"{parsed.call_sid}|{key}" if key else None
-    if request_key:
-        remembered = await lookup.remembered(request_key)
+    if key is not None:
+        remembered = await lookup.remembered(parsed.call_sid, key)
         if remembered is not None:
-            annotate(outcome="replayed")
-            status, saved = remembered
-            return JSONResponse(json.loads(saved), status_code=status)
+            return _replayed(remembered)
     try:
-        result = await lookup(parsed, http_answer, request_key)
+        decision = await lookup(parsed, http_answer, key)
     except VaultError as exc:
         lookup.metrics.vault_errors.labels(exc.kind).inc()
         annotate(outcome="vault_unavailable", error_kind=exc.kind)
         return _error(503, "vault unavailable")
+    if decision.replayed is not None:  # the same request, decided while this one waited
+        return _replayed(decision.replayed)
+    result = decision.result
+    assert result is not None
     lookup.metrics.lookups.labels(result.outcome.value).inc()
     annotate(outcome=result.outcome.value)
     status, body = http_answer(result)
     return JSONResponse(body, status_code=status)
+
+
+def _replayed(answer: tuple[int, str]) -> Response:
+    annotate(outcome="replayed")
+    status, saved = answer
+    return JSONResponse(json.loads(saved), status_code=status)
 
 
 async def openapi_endpoint(request: Request) -> Response:

@@ -1,41 +1,43 @@
-"""The lookup decision: decrypt, HMAC, find, compare, settle. HTTP is :mod:`.app`'s business.
+"""The lookup: decrypt, HMAC, then decide in one transaction. HTTP is :mod:`.app`'s business.
 
-Both ciphertexts of a call are decrypted in one Transit batch and HMACed with
-``ivr-lookup``; the account is found by the card verifier (at the latest key version, then
-at older versions still in the store) and the PIN verifier is compared in constant time.
-Everything the outcome implies (a wrong PIN counted, maybe a lock; earlier failures
-cleared; a verifier re-made at the latest version; the answer remembered for a retry of
-the same request) is written in one transaction, so that check, compare and record are
-one decision.
+A call's card, PIN and caller number are decrypted in one Transit batch and HMACed with
+``ivr-lookup`` in one batch, before any store work: no Vault call ever happens inside the
+transaction. :func:`~service.backend.decision.decide` then checks, compares and records in
+one ``BEGIN IMMEDIATE`` transaction (``Store.transaction``), so concurrent lookups of one
+card are decided one after the other: a burst of wrong PINs is evaluated exactly up to the
+lock. Only when the card is unknown at the latest key version and older versions are still
+stored does the lookup HMAC at those versions and decide again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from enum import StrEnum
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, TypeVar
 
 import structlog
 
+from service.backend.decision import (
+    Attempt,
+    Decision,
+    HttpAnswer,
+    LookupOutcome,
+    LookupResult,
+    Verifiers,
+    decide,
+)
+from service.backend.policy import LockKind, LockoutPolicy
 from service.backend.schema import LookupRequest
 from service.errors import DecryptionError
+from service.logs.scrubbing import fingerprint
 from service.settings import Settings
-from service.store.accounts import (
-    Found,
-    Lockout,
-    Settlement,
-    Store,
-    card_input,
-    pin_input,
-    verifier_version,
-)
-from service.vault.formats import ciphertext_version, is_four_digits
+from service.store.accounts import Store, caller_input, card_input, pin_input
+from service.store.ledger import Answer
+from service.vault.formats import caller_bucket, ciphertext_version, is_four_digits
 from service.vault.transit import Transit, call_context
 from service.web.access_log import annotate
 from service.web.metrics import Metrics
@@ -44,30 +46,9 @@ log = structlog.get_logger("ivr.backend")
 
 T = TypeVar("T")
 
-IDEMPOTENCY_TTL_S = 15 * 60
-
-
-class LookupOutcome(StrEnum):
-    """What one lookup decided. The words are the access line's ``outcome`` and the
-    ``ivr_lookups_total{outcome}`` label; :mod:`.app` maps each to its HTTP answer."""
-
-    FOUND = "found"
-    NOT_FOUND = "not_found"  # unknown card or wrong PIN: deliberately the same answer
-    LOCKED = "locked"  # too many wrong PINs for this card
-    UNDECRYPTABLE = "undecryptable"  # tampered, another call's, or a retired key version
-    MALFORMED = "malformed"  # decrypted, but not two 4-digit entries
-
-
-@dataclass(frozen=True)
-class LookupResult:
-    outcome: LookupOutcome
-    account: str | None = None  # with FOUND only
-    balance: str | None = None
-
-
-# How the HTTP edge answers a result: (status, JSON body). The lookup remembers that answer
-# in the same transaction as the result's other writes, so a retry gets the very same one.
-Answer = Callable[[LookupResult], tuple[int, dict[str, Any]]]
+# An unknown card asks for older key versions at most this often (once, unless a rotation
+# lands between two passes).
+_MAX_PASSES = 3
 
 
 async def verifiers(transit: Transit, last4: str, pin: str, *,
@@ -93,86 +74,68 @@ class Lookup:
     metrics: Metrics
     executor: ThreadPoolExecutor  # for the store's blocking SQLite calls
 
+    @property
+    def answer_ttl(self) -> float:
+        """How long a call's answers are remembered: as long as a call can last. The
+        webhook refuses a PIN step older than STEP_MAX_AGE (at most CALL_MAX_AGE), so a
+        replay can never outlive its remembered answer and come back as a fresh lookup."""
+        return self.settings.call_max_age
+
     async def db(self, func: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, func, *args)
 
-    async def remembered(self, request_key: str) -> tuple[int, str] | None:
-        """The answer already given to this request, if it is recent enough to be a retry."""
-        return await self.db(self.store.remembered, request_key, time.time(),
-                             IDEMPOTENCY_TTL_S)
+    async def remembered(self, call_sid: str, request_key: str) -> Answer | None:
+        """The answer already given to this very request, if any."""
+        return await self.db(self.store.answer, call_sid, request_key, time.time(),
+                             self.answer_ttl)
 
-    async def __call__(self, request: LookupRequest, answer: Answer,
-                       request_key: str | None = None) -> LookupResult:
+    async def __call__(self, request: LookupRequest, answer: HttpAnswer,
+                       request_key: str | None = None) -> Decision:
         """Decide. Raises :class:`~service.errors.VaultError` when Vault cannot answer:
         then nothing was decided and nothing written."""
         try:
-            card_pt, pin_pt = await self.transit.decrypt([
+            card_pt, pin_pt, caller_pt = await self.transit.decrypt([
                 (request.card_last4, call_context(request.call_sid, "card_last4")),
                 (request.pin, call_context(request.call_sid, "pin")),
+                (request.caller, call_context(request.call_sid, "caller")),
             ])
         except DecryptionError:
             annotate(card_version=ciphertext_version(request.card_last4))
-            return LookupResult(LookupOutcome.UNDECRYPTABLE)
+            return Decision(LookupResult(LookupOutcome.UNDECRYPTABLE))
         last4, pin = _entry(card_pt), _entry(pin_pt)
         if last4 is None or pin is None:
-            return LookupResult(LookupOutcome.MALFORMED)
+            return Decision(LookupResult(LookupOutcome.MALFORMED))
+        caller = caller_bucket(caller_pt.decode("utf-8", "replace"))
+        card_v, pin_v, caller_v = await self.transit.hmac(
+            [card_input(last4), pin_input(last4, pin), caller_input(caller)])
 
-        found, pin_verifier, latest = await self._find(last4, pin)
-        writes: dict[str, Any] = {}
-        if found is None:
-            result = LookupResult(LookupOutcome.NOT_FOUND)
-        elif found.locked:
-            result = LookupResult(LookupOutcome.LOCKED)
-        elif not hmac.compare_digest(pin_verifier.encode(),
-                                     found.account.pin_verifier.encode()):
-            result = LookupResult(LookupOutcome.NOT_FOUND)
+        attempt = Attempt(request.call_sid, request_key, caller_v,
+                          (Verifiers(card_v, pin_v),))
+        policy = LockoutPolicy.from_settings(self.settings)
+        for passes in range(1, _MAX_PASSES + 1):
+            decision: Decision = await self.db(self.store.transaction, partial(
+                decide, attempt=attempt, policy=policy, now=time.time(), answer=answer,
+                answer_ttl=self.answer_ttl, final=passes == _MAX_PASSES))
+            if not decision.need_versions:
+                break
+            older = [Verifiers(*await verifiers(self.transit, last4, pin, key_version=v))
+                     for v in decision.need_versions]
+            attempt = replace(attempt, candidates=(*attempt.candidates, *older))
+        self._report(decision, caller_v)
+        return decision
+
+    def _report(self, decision: Decision, caller_v: str) -> None:
+        """Metrics and log lines, once the decision has committed. Never a digit: the
+        account number is masked by the scrubber, the caller is a fingerprint of its HMAC."""
+        if decision.wrong_pin:
             self.metrics.wrong_pins.inc()
-            writes.update(failed_account=found.account.id, lockout=Lockout(
-                self.settings.lockout_window, self.settings.lockout_threshold,
-                self.settings.lockout_duration))
-        else:
-            account = found.account
-            result = LookupResult(LookupOutcome.FOUND, account.account, account.balance)
-            if account.lookup_version < verifier_version(latest[0]):
-                writes.update(upgrade=(account.id, *latest))
-                annotate(verifier_upgraded=True)
-            if found.has_failures:
-                writes.update(cleared_account=account.id)
-        if await self._settle(result, answer, request_key, time.time(), writes):
-            self.metrics.lockouts.labels("card").inc()
-            log.warning("card locked after repeated wrong PINs", lookup_version=None)
-        return result
-
-    async def _find(self, last4: str, pin: str,
-                    ) -> tuple[Found | None, str, tuple[str, str]]:
-        """Find the account at the latest ``ivr-lookup`` version, then at older versions
-        still in the store. Returns (account and its lock state, its PIN verifier at its
-        version, latest verifiers)."""
-        latest = await verifiers(self.transit, last4, pin)
-        found = await self.db(self.store.find, latest[0], time.time())
-        if found is not None:
-            return found, latest[1], latest
-        latest_version = verifier_version(latest[0])
-        for version in await self.db(self.store.lookup_versions):
-            if version >= latest_version:
-                continue
-            older = await verifiers(self.transit, last4, pin, key_version=version)
-            found = await self.db(self.store.find, older[0], time.time())
-            if found is not None:
-                return found, older[1], latest
-        return None, "", latest
-
-    async def _settle(self, result: LookupResult, answer: Answer, request_key: str | None,
-                      now: float, writes: dict[str, Any]) -> bool:
-        """Write what this result implies (and its answer, for a retry of the same
-        request) in one transaction on one pool hop; none when there is nothing to write.
-        Returns True when a wrong PIN locked the account."""
-        remembered = None
-        if request_key:
-            status, body = answer(result)
-            remembered = (status, json.dumps(body))
-        settlement = Settlement(now, request_key=request_key, answer=remembered,
-                                answer_ttl=IDEMPOTENCY_TTL_S, **writes)
-        if settlement.is_empty():
-            return False
-        return await self.db(self.store.settle, settlement)
+        if decision.upgraded:
+            annotate(verifier_upgraded=True)
+        if decision.lock is not None:
+            self.metrics.lockouts.labels(decision.lock.value).inc()
+            log.warning("card locked after consecutive wrong PINs", kind=decision.lock.value,
+                        account=decision.account)
+        if decision.caller_cut_off:
+            self.metrics.lockouts.labels(LockKind.CALLER.value).inc()
+            log.warning("caller cut off after repeated failed lookups",
+                        caller_fp=fingerprint(caller_v))

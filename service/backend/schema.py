@@ -15,8 +15,9 @@ from service.vault.formats import CALL_SID_PATTERN, CIPHERTEXT_PATTERN
 
 _MAX_CIPHERTEXT = 512
 
+# ``caller``: Twilio's ``From``, as the webhook encrypted it (context ``CallSid:caller``).
 FIELDS: dict[str, str] = {"call_sid": CALL_SID_PATTERN, "card_last4": CIPHERTEXT_PATTERN,
-                          "pin": CIPHERTEXT_PATTERN}
+                          "pin": CIPHERTEXT_PATTERN, "caller": CIPHERTEXT_PATTERN}
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class LookupRequest:
     call_sid: str
     card_last4: str
     pin: str
+    caller: str
 
 
 def parse_lookup(body: bytes) -> LookupRequest:
@@ -31,6 +33,10 @@ def parse_lookup(body: bytes) -> LookupRequest:
         data: Any = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise SchemaError([{"loc": "body", "msg": "not valid JSON"}]) from None
+    except RecursionError:
+        # json's C decoder raises this past ~1,000 nested arrays or objects (a 16 KB body
+        # holds 16,000): the request is malformed, not the server broken.
+        raise SchemaError([{"loc": "body", "msg": "nested too deeply"}]) from None
     if not isinstance(data, dict):
         raise SchemaError([{"loc": "body", "msg": "expected a JSON object"}])
     # An unknown field's name is caller data too (it could be digits): not echoed.
@@ -46,7 +52,7 @@ def parse_lookup(body: bytes) -> LookupRequest:
             problems.append({"loc": f"body.{name}", "msg": f"must match {pattern}"})
     if problems:
         raise SchemaError(problems)
-    return LookupRequest(data["call_sid"], data["card_last4"], data["pin"])
+    return LookupRequest(data["call_sid"], data["card_last4"], data["pin"], data["caller"])
 
 
 _ERROR = {"type": "object", "properties": {"detail": {}}, "required": ["detail"]}
@@ -80,6 +86,8 @@ OPENAPI: dict[str, Any] = {
         "/v1/lookup": {
             "post": {
                 "summary": "Find the account for a call's card and PIN ciphertexts",
+                "description": "One lookup per call: a retry with the same Idempotency-Key "
+                               "gets the first answer again; another key is refused (409).",
                 "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                                 "schema": {"type": "string", "maxLength": 200}}],
                 "requestBody": {"required": True, "content": {"application/json": {
@@ -90,9 +98,12 @@ OPENAPI: dict[str, Any] = {
                     **{code: {"description": text, "content": {"application/json": {
                         "schema": {"$ref": "#/components/schemas/Error"}}}}
                        for code, text in (("404", "unknown card or wrong PIN"),
+                                          ("409", "this call already had its lookup"),
                                           ("415", "not JSON"),
                                           ("422", "malformed or undecryptable"),
                                           ("423", "locked after repeated wrong PINs"),
+                                          ("429", "too many failed lookups from this "
+                                                  "caller number"),
                                           ("503", "Vault unavailable"))},
                     "401": {"description": "missing or wrong bearer token"},
                     "413": {"description": "body too large"},

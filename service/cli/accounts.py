@@ -1,6 +1,8 @@
-"""``ivr-vault accounts add|seed-demo``: provision accounts with the backend's identity.
+"""``ivr-vault accounts add|unlock|seed-demo``: provision accounts, lift locks.
 
-The card and PIN digits come from a prompt or stdin, never argv.
+The card and PIN digits come from a prompt or stdin, never argv. ``add`` refuses a weak PIN
+(``service/backend/pin_rules.py``) with one line on stderr and exit status 2, never echoing
+it. ``seed-demo`` is for development only: the demo PIN is weak by design.
 """
 
 from __future__ import annotations
@@ -8,10 +10,15 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+import time
 
-from service.errors import ConfigError
+import structlog
+
+from service.errors import ConfigError, EnrolmentRefused
 from service.settings import Settings
 from service.vault.formats import is_four_digits
+
+log = structlog.get_logger("ivr.accounts")
 
 
 def _read_secret_digits(label: str) -> str:
@@ -27,18 +34,50 @@ def _add(args: argparse.Namespace, settings: Settings) -> int:
 
     card = _read_secret_digits("card last 4 digits")
     pin = _read_secret_digits("PIN")
-    add_account(settings, account=args.account, balance=args.balance, last4=card, pin=pin)
+    try:
+        add_account(settings, account=args.account, balance=args.balance, last4=card, pin=pin)
+    except EnrolmentRefused as exc:
+        print(f"ivr-vault: {exc}", file=sys.stderr)
+        return 2
     print(f"ivr-vault: account {args.account} provisioned")
     return 0
 
 
-def _seed_demo(args: argparse.Namespace, settings: Settings) -> int:
-    """The tutorial's test account (card 1234, PIN 4321), for docker compose's init step."""
-    from service.backend.enrolment import DEMO_ACCOUNT, DEMO_CARD, DEMO_PIN, add_account
+def _unlock(args: argparse.Namespace, settings: Settings) -> int:
+    """Forget an account's wrong PINs and lift its lock, as an operator identity."""
+    from service.keys.lifecycle import operator_identity, operator_vault
+    from service.store.accounts import Store
 
-    add_account(settings, account=DEMO_ACCOUNT[0], balance=DEMO_ACCOUNT[1], last4=DEMO_CARD,
-                pin=DEMO_PIN)
-    print(f"ivr-vault: demo account {DEMO_ACCOUNT[0]} provisioned")
+    vault = operator_vault(settings)
+    try:
+        operator = operator_identity(vault)
+    finally:
+        vault.close()
+    store = Store(settings.store_path)
+    try:
+        before = store.unlock(args.account)
+    finally:
+        store.close()
+    if before is None:
+        print(f"ivr-vault: no account {args.account}", file=sys.stderr)
+        return 1
+    state = ("hard-locked" if before.hard else "locked" if before.locked(time.time())
+             else "not locked")
+    log.warning("account unlocked by an operator", account=args.account, operator=operator,
+                was=state)
+    print(f"ivr-vault: account {args.account} unlocked (was {state}; "
+          f"{before.failures} consecutive wrong PINs forgotten)")
+    return 0
+
+
+def _seed_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """The tutorial's test account (card 1234, PIN 4321): ``make run`` and the dev compose
+    only. Its PIN would be refused by ``add``; this is the one, fixed exception."""
+    from service.backend.enrolment import DEMO_ACCOUNT, seed_demo
+
+    seed_demo(settings)
+    print(f"ivr-vault: demo account {DEMO_ACCOUNT[0]} provisioned (development only: its "
+          "PIN is weak)")
     return 0
 
 
@@ -46,10 +85,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     accounts = sub.add_parser("accounts", help="account store").add_subparsers(
         dest="accounts_command", required=True)
     p = accounts.add_parser("add", help="provision an account; card and PIN from a prompt "
-                                        "or stdin, never argv")
+                                        "or stdin, never argv; weak PINs are refused")
     p.add_argument("--account", required=True)
     p.add_argument("--balance", required=True)
     p.set_defaults(func=_add)
-    p = accounts.add_parser("seed-demo", help="provision the demo account (card 1234, PIN "
-                                              "4321) with the backend's identity")
+    p = accounts.add_parser("unlock", help="forget an account's wrong PINs and lift its "
+                                           "lock; as the key-admin (operator) identity")
+    p.add_argument("--account", required=True)
+    p.set_defaults(func=_unlock)
+    p = accounts.add_parser("seed-demo", help="development only: provision the demo account "
+                                              "(card 1234, PIN 4321) with the backend's "
+                                              "identity")
     p.set_defaults(func=_seed_demo)

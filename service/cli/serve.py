@@ -7,9 +7,10 @@ takes its options from here too, so both are measured under the same server sett
 from __future__ import annotations
 
 import argparse
+import os
 from typing import TYPE_CHECKING, Any, Literal
 
-from service.settings import Settings
+from service.settings import Settings, retired_in
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -19,6 +20,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     settings.require(args.role)
+    _warn_retired()
     if args.check:
         print(f"ivr-vault: {args.role} configuration is valid")
         return 0
@@ -37,6 +39,15 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         app = _webhook(settings) if args.role == "webhook" else _backend(settings)
         uvicorn.run(app, host=host, port=port, **uvicorn_options())
     return 0
+
+
+def _warn_retired() -> None:
+    """Once per start, before any worker: a setting the operator still sets but that no
+    longer does anything."""
+    import structlog
+
+    for line in retired_in(os.environ):
+        structlog.get_logger("ivr.serve").warning("retired setting", detail=line)
 
 
 def _webhook(settings: Settings) -> Starlette:

@@ -22,6 +22,14 @@ from service.settings import Settings
 
 TWILIO_API = "https://api.twilio.com"
 
+# Twilio keeps the digits a caller types at a <Gather> in its own call logs and debugger
+# unless Voice PCI Mode is on: our encryption starts only once they reach the webhook.
+PCI_REMINDER = (
+    "ivr-vault: reminder: turn on Voice PCI Mode for this Twilio account (Console: Voice > "
+    "Settings > General) so that Twilio redacts the digits callers type from its call logs "
+    "and debugger. It cannot be turned off again for that account: give this service a "
+    "subaccount of its own. See docs/deployment.md.")
+
 
 class _RebasedHttpClient(TwilioHttpClient):  # type: ignore[misc]  # untyped base
     """Sends what twilio-python builds for api.twilio.com to another base URL (an egress
@@ -96,6 +104,7 @@ def _configure_number(args: argparse.Namespace, settings: Settings) -> int:
     url = _voice_url(args, settings)
     sid = configure_number(client, args.number, url)
     print(f"ivr-vault: {args.number} ({sid}) now sends calls to POST {url}")
+    print(PCI_REMINDER)
     return 0
 
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from service.settings import Settings, env_name, spec
+from service.settings import RETIRED, Settings, env_name, spec
 
 PATH = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -51,9 +51,17 @@ def render_table() -> str:
     return "\n".join(lines)
 
 
+def render_retired() -> str:
+    lines = ["## Retired settings", "",
+             "Set in the environment, these do nothing; a service that finds one says so "
+             "once at start-up.", ""]
+    lines += [f"- `{name}`: {why}." for name, why in RETIRED.items()]
+    return "\n".join(lines)
+
+
 def render() -> str:
     """The whole of ``docs/configuration.md``."""
-    return f"{INTRO}\n{render_table()}\n"
+    return f"{INTRO}\n{render_table()}\n\n{render_retired()}\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from types import FrameType
 
 import structlog
 
-from service.backend.enrolment import DEMO_ACCOUNT, DEMO_CARD, DEMO_PIN, add_account
+from service.backend.enrolment import seed_demo
 from service.devtools.devstack import DevVault, ServiceProcess, wait_http
 from service.errors import ConfigError
 from service.settings import Settings
@@ -125,8 +125,7 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) 
             return env
 
         backend_settings = Settings.from_environ(service_env("backend"))
-        add_account(backend_settings, account=DEMO_ACCOUNT[0], balance=DEMO_ACCOUNT[1],
-                    last4=DEMO_CARD, pin=DEMO_PIN)
+        seed_demo(backend_settings)
 
         backend = ServiceProcess("backend", settings.backend_port, service_env("backend"),
                                  state_dir)

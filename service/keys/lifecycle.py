@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from service.errors import ConfigError, RetireRefused, VaultNotFound
+from service.errors import ConfigError, RetireRefused, VaultNotFound, VaultPermissionDenied
 from service.settings import Settings
 from service.store.accounts import Store
 from service.store.sealed import SealedStore
@@ -36,6 +36,23 @@ def operator_vault(settings: Settings, *, dev_dir: Path = DEV_KEYADMIN_DIR) -> V
                           f"{dev_dir}/, nor VAULT_TOKEN): no key-admin identity")
     return VaultClient.from_settings(settings, credentials=creds, pool_size=2,
                                      timeout=max(settings.vault_timeout, 10))
+
+
+# The Vault policies that make a token an operator's (a service's identity is not one).
+OPERATOR_POLICIES = frozenset({"ivr-keyadmin", "root"})
+
+
+def operator_identity(vault: VaultClient) -> str:
+    """Who is acting, as Vault knows the token: its display name (``approle``,
+    ``userpass-alice``, ``root``) and, for an AppRole, the role. Refuses a token without an
+    operator policy, so that a service's credentials cannot stand in for an operator."""
+    data = vault.read("auth/token/lookup-self", "token lookup").get("data") or {}
+    if not OPERATOR_POLICIES & set(data.get("policies") or ()):
+        raise VaultPermissionDenied("token lookup: not an operator identity (needs the "
+                                    "ivr-keyadmin policy)")
+    name = str(data.get("display_name") or "unknown")
+    role = (data.get("meta") or {}).get("role_name")
+    return f"{name}/{role}" if role else name
 
 
 def iso(ts: float) -> str:

@@ -4,23 +4,30 @@ A card is found by ``HMAC(ivr-lookup, "card:" + last4)``; its PIN is checked aga
 ``HMAC(ivr-lookup, "pin:" + last4 + ":" + pin)``, so equal PINs on different cards have
 different verifiers. Verifiers carry their key version (``vault:vN:...``); after
 ``ivr-lookup`` rotates, a record is re-made with the latest version at its next
-successful lookup. Failed-PIN counts and locks live here too, so a backend restart or a
-new call does not reset them.
+successful lookup. A card's consecutive wrong PINs and its lock, the failed lookups of
+each caller number (by its keyed HMAC ``HMAC(ivr-lookup, "caller:" + number)``, never the
+number) and each call's remembered answers live here too, so a backend restart or a new
+call resets none of them.
 
 sqlite3 blocks; the backend calls this from a thread pool. Each thread keeps one
-connection (opening one costs more than the statements a lookup runs), and a lookup
-touches the store in two calls: :meth:`Store.find` reads, :meth:`Store.settle` writes
-everything the answer implies in one transaction (bench/RESULTS.md).
+connection (opening one costs more than the statements a lookup runs). A lookup's whole
+decision (the lock check, the PIN comparison, every write it implies) runs in one
+``BEGIN IMMEDIATE`` transaction through :meth:`Store.transaction` and a
+:class:`SqliteLedger` (the contract: ``service/store/ledger.py``).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
+from service.store.ledger import Account, Answer, CardState
 from service.store.sqlite import ThreadConnections
 from service.vault.formats import transit_version
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -31,25 +38,33 @@ CREATE TABLE IF NOT EXISTS accounts (
     pin_verifier TEXT NOT NULL,
     lookup_version INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS pin_failures (
-    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
-    at REAL NOT NULL,
-    request_key TEXT
-);
-CREATE INDEX IF NOT EXISTS pin_failures_by_account ON pin_failures(account_id, at);
-CREATE TABLE IF NOT EXISTS locks (
+-- One row per card with wrong PINs on record: forgotten only on a correct PIN or an unlock.
+CREATE TABLE IF NOT EXISTS card_lockout (
     account_id INTEGER PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
-    until REAL NOT NULL
+    failures INTEGER NOT NULL,
+    locked_until REAL NOT NULL,
+    hard INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS idempotency (
-    key TEXT PRIMARY KEY,
-    status INTEGER NOT NULL,
-    body TEXT NOT NULL,
+-- One row per failed lookup of a caller number (its keyed HMAC), for a sliding window.
+CREATE TABLE IF NOT EXISTS caller_failures (
+    caller TEXT NOT NULL,
     at REAL NOT NULL
 );
--- Every remembered answer first deletes expired keys: without this index that is a scan of the
--- whole table, inside the write lock, on every lookup (bench/RESULTS.md).
-CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency(at);
+CREATE INDEX IF NOT EXISTS caller_failures_by_caller ON caller_failures(caller, at);
+CREATE INDEX IF NOT EXISTS caller_failures_by_age ON caller_failures(at);
+-- The answers each call's lookups were given: a retry of the same request gets its answer
+-- again, and a second lookup in a call is seen as one.
+CREATE TABLE IF NOT EXISTS call_answers (
+    call_sid TEXT NOT NULL,
+    request_key TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (call_sid, request_key)
+);
+-- Every remembered answer first deletes expired ones: without this index that is a scan of
+-- the whole table, inside the write lock, on every lookup (bench/RESULTS.md).
+CREATE INDEX IF NOT EXISTS call_answers_by_age ON call_answers(at);
 """
 
 
@@ -70,49 +85,9 @@ def pin_input(last4: str, pin: str) -> bytes:
     return f"pin:{last4}:{pin}".encode()
 
 
-@dataclass(frozen=True)
-class Account:
-    id: int
-    account: str
-    balance: str
-    card_verifier: str
-    pin_verifier: str
-    lookup_version: int
-
-
-@dataclass(frozen=True)
-class Found:
-    """What a lookup needs to know about one card verifier, read in one statement."""
-    account: Account
-    locked: bool
-    has_failures: bool
-
-
-@dataclass(frozen=True)
-class Lockout:
-    window: float
-    threshold: int
-    duration: float
-
-
-@dataclass(frozen=True)
-class Settlement:
-    """Everything a lookup's answer writes, applied by :meth:`Store.settle` in one
-    transaction: a wrong PIN (``failed_account``), a correct one clearing earlier failures
-    (``cleared_account``), a verifier upgrade, and the answer remembered for retries."""
-    now: float
-    request_key: str | None = None
-    answer: tuple[int, str] | None = None  # (status, JSON body) to remember
-    answer_ttl: float = 0.0
-    failed_account: int | None = None
-    lockout: Lockout | None = None
-    cleared_account: int | None = None
-    upgrade: tuple[int, str, str] | None = None  # (account id, card, PIN verifier)
-
-    def is_empty(self) -> bool:
-        return (self.answer is None or self.request_key is None) \
-            and self.failed_account is None and self.cleared_account is None \
-            and self.upgrade is None
+def caller_input(caller: str) -> bytes:
+    """What is HMACed for a caller number's failure count (``caller_bucket``'s output)."""
+    return f"caller:{caller}".encode()
 
 
 class Store:
@@ -121,47 +96,29 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = ThreadConnections(self.path)
         self._run = self._db.run  # work on this thread's connection, optionally a write
-        self._run(_create_schema)  # its own transactions; retried while another writes
+        self._run(lambda db: db.executescript(_SCHEMA))  # retried while another writes
+        self._run(_migrate, write=True)
 
     def close(self) -> None:
         """Close every thread's connection (backend shutdown)."""
         self._db.close()
 
-    # -- the lookup's two calls -------------------------------------------------------
+    # -- the lookup ---------------------------------------------------------------------
 
-    def find(self, card_verifier: str, now: float) -> Found | None:
-        """The account with this card verifier, whether it is locked at ``now`` and
-        whether it has failed PINs on record."""
+    def transaction(self, work: Callable[[SqliteLedger], T]) -> T:
+        """Run ``work`` in one ``BEGIN IMMEDIATE`` transaction: it sees and writes the store
+        while no other decision can, in this process or another; all its writes commit
+        together, or none if it raises."""
+        return self._run(lambda db: work(SqliteLedger(db)), write=True)
+
+    def answer(self, call_sid: str, request_key: str, now: float,
+               ttl: float) -> Answer | None:
+        """The answer already given to this very request, if any (a read, outside any
+        transaction: a Twilio retry is answered without Vault)."""
         row = self._run(lambda db: db.execute(
-            "SELECT a.*, EXISTS(SELECT 1 FROM locks WHERE account_id=a.id AND until > ?)"
-            " AS locked, EXISTS(SELECT 1 FROM pin_failures WHERE account_id=a.id)"
-            " AS has_failures FROM accounts a WHERE a.card_verifier = ?",
-            (now, card_verifier)).fetchone())
-        if row is None:
-            return None
-        fields = dict(row)
-        locked, has_failures = bool(fields.pop("locked")), bool(fields.pop("has_failures"))
-        return Found(Account(**fields), locked, has_failures)
-
-    def settle(self, s: Settlement) -> bool:
-        """Apply a lookup's writes in one transaction. Returns True when this lookup's
-        wrong PIN locked the account."""
-        def work(db: sqlite3.Connection) -> bool:
-            locked = False
-            if s.failed_account is not None:
-                if s.lockout is None:
-                    raise ValueError("a failure needs a lockout policy")
-                locked = _record_failure(db, s.failed_account, s.now, s.lockout,
-                                         s.request_key)
-            if s.cleared_account is not None:
-                db.execute("DELETE FROM pin_failures WHERE account_id=?",
-                           (s.cleared_account,))
-            if s.upgrade is not None:
-                _replace_verifiers(db, *s.upgrade)
-            if s.answer is not None and s.request_key is not None:
-                _remember(db, s.request_key, s.answer, s.now, s.answer_ttl)
-            return locked
-        return self._run(work, write=True)
+            "SELECT status, body FROM call_answers WHERE call_sid=? AND request_key=?"
+            " AND at > ?", (call_sid, request_key, now - ttl)).fetchone())
+        return (int(row[0]), str(row[1])) if row else None
 
     # -- accounts -------------------------------------------------------------------
 
@@ -176,12 +133,23 @@ class Store:
             " lookup_version=excluded.lookup_version",
             (account, balance, card_verifier, pin_verifier, version)), write=True)
 
+    def unlock(self, account: str) -> CardState | None:
+        """Forget an account's wrong PINs and lift its lock (an operator's
+        ``accounts unlock``). Returns the state it had, or None when there is no such
+        account."""
+        def work(db: sqlite3.Connection) -> CardState | None:
+            row = db.execute("SELECT id FROM accounts WHERE account=?", (account,)).fetchone()
+            if row is None:
+                return None
+            ledger = SqliteLedger(db)
+            before = ledger.card_state(int(row[0]))
+            db.execute("DELETE FROM card_lockout WHERE account_id=?", (int(row[0]),))
+            return before
+        return self._run(work, write=True)
+
     def lookup_versions(self) -> list[int]:
         """The ``ivr-lookup`` versions that stored verifiers use, newest first."""
-        rows = self._run(lambda db: db.execute(
-            "SELECT DISTINCT lookup_version FROM accounts"
-            " ORDER BY lookup_version DESC").fetchall())
-        return [int(r[0]) for r in rows]
+        return self._run(lambda db: SqliteLedger(db).versions())
 
     def version_counts(self) -> dict[int, int]:
         rows = self._run(lambda db: db.execute(
@@ -189,56 +157,82 @@ class Store:
         ).fetchall())
         return {int(v): int(n) for v, n in rows}
 
-    # -- idempotency (Twilio retries) -------------------------------------------------
 
-    def remembered(self, key: str, now: float, ttl: float) -> tuple[int, str] | None:
-        row = self._run(lambda db: db.execute(
-            "SELECT status, body FROM idempotency WHERE key=? AND at > ?",
-            (key, now - ttl)).fetchone())
-        return (int(row[0]), str(row[1])) if row else None
+class SqliteLedger:
+    """:class:`~service.store.ledger.Ledger` on one connection inside ``BEGIN IMMEDIATE``:
+    the write lock is already held, so reads need no row locks. Portable SQL throughout
+    but for ``INSERT OR REPLACE`` (PostgreSQL: ``ON CONFLICT … DO UPDATE``)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def answers(self, call_sid: str) -> dict[str, Answer]:
+        rows = self._db.execute("SELECT request_key, status, body FROM call_answers"
+                                " WHERE call_sid=?", (call_sid,)).fetchall()
+        return {str(key): (int(status), str(body)) for key, status, body in rows}
+
+    def remember(self, call_sid: str, request_key: str, answer: Answer, now: float,
+                 ttl: float) -> None:
+        self._db.execute("DELETE FROM call_answers WHERE at <= ?", (now - ttl,))
+        self._db.execute("INSERT OR REPLACE INTO call_answers(call_sid, request_key, status,"
+                         " body, at) VALUES (?, ?, ?, ?, ?)",
+                         (call_sid, request_key, *answer, now))
+
+    def account(self, card_verifier: str) -> Account | None:
+        row = self._db.execute("SELECT * FROM accounts WHERE card_verifier=?",
+                               (card_verifier,)).fetchone()
+        return Account(**dict(row)) if row else None
+
+    def versions(self) -> list[int]:
+        rows = self._db.execute("SELECT DISTINCT lookup_version FROM accounts"
+                                " ORDER BY lookup_version DESC").fetchall()
+        return [int(r[0]) for r in rows]
+
+    def card_state(self, account_id: int) -> CardState:
+        row = self._db.execute("SELECT failures, locked_until, hard FROM card_lockout"
+                               " WHERE account_id=?", (account_id,)).fetchone()
+        if row is None:
+            return CardState()
+        return CardState(int(row[0]), float(row[1]), bool(row[2]))
+
+    def set_card_state(self, account_id: int, state: CardState) -> None:
+        if state == CardState():
+            self._db.execute("DELETE FROM card_lockout WHERE account_id=?", (account_id,))
+            return
+        self._db.execute("INSERT OR REPLACE INTO card_lockout(account_id, failures,"
+                         " locked_until, hard) VALUES (?, ?, ?, ?)",
+                         (account_id, state.failures, state.locked_until, int(state.hard)))
+
+    def replace_verifiers(self, account_id: int, card_verifier: str,
+                          pin_verifier: str) -> None:
+        self._db.execute("UPDATE accounts SET card_verifier=?, pin_verifier=?,"
+                         " lookup_version=? WHERE id=?",
+                         (card_verifier, pin_verifier, verifier_version(card_verifier),
+                          account_id))
+
+    def caller_failures(self, caller: str, since: float) -> int:
+        (count,) = self._db.execute("SELECT COUNT(*) FROM caller_failures"
+                                    " WHERE caller=? AND at > ?", (caller, since)).fetchone()
+        return int(count)
+
+    def add_caller_failure(self, caller: str, now: float, window: float) -> None:
+        self._db.execute("DELETE FROM caller_failures WHERE at <= ?", (now - window,))
+        self._db.execute("INSERT INTO caller_failures(caller, at) VALUES (?, ?)",
+                         (caller, now))
 
 
-# -- statements, run on one thread's connection --------------------------------------------
-
-
-def _create_schema(db: sqlite3.Connection) -> None:
-    db.executescript(_SCHEMA)
-    columns = {row[1] for row in db.execute("PRAGMA table_info(pin_failures)")}
-    if "request_key" not in columns:  # a store made before retries were keyed
-        db.execute("ALTER TABLE pin_failures ADD COLUMN request_key TEXT")
-    # Two deliveries of one Twilio request (a retry racing the original) carry
-    # the same key: the second insert is ignored, so it is not a second failure.
-    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS pin_failures_by_request"
-               " ON pin_failures(request_key)")
-
-
-def _record_failure(db: sqlite3.Connection, account_id: int, now: float, policy: Lockout,
-                    request_key: str | None) -> bool:
-    db.execute("DELETE FROM pin_failures WHERE at <= ?", (now - policy.window,))
-    inserted = db.execute(
-        "INSERT OR IGNORE INTO pin_failures(account_id, at, request_key) VALUES (?, ?, ?)",
-        (account_id, now, request_key)).rowcount
-    if not inserted:
-        return False
-    (count,) = db.execute("SELECT COUNT(*) FROM pin_failures WHERE account_id=?",
-                          (account_id,)).fetchone()
-    if count < policy.threshold:
-        return False
-    db.execute("INSERT OR REPLACE INTO locks(account_id, until) VALUES (?, ?)",
-               (account_id, now + policy.duration))
-    db.execute("DELETE FROM pin_failures WHERE account_id=?", (account_id,))
-    return True
-
-
-def _replace_verifiers(db: sqlite3.Connection, account_id: int, card_verifier: str,
-                       pin_verifier: str) -> None:
-    db.execute("UPDATE accounts SET card_verifier=?, pin_verifier=?, lookup_version=?"
-               " WHERE id=?",
-               (card_verifier, pin_verifier, verifier_version(card_verifier), account_id))
-
-
-def _remember(db: sqlite3.Connection, key: str, answer: tuple[int, str], now: float,
-              ttl: float) -> None:
-    db.execute("DELETE FROM idempotency WHERE at <= ?", (now - ttl,))
-    db.execute("INSERT OR REPLACE INTO idempotency(key, status, body, at) VALUES (?, ?, ?, ?)",
-               (key, *answer, now))
+def _migrate(db: sqlite3.Connection) -> None:
+    """A store made before issue 11 counted wrong PINs in a window (``pin_failures``,
+    ``locks``) and remembered answers by key alone (``idempotency``): carry each card's
+    count and lock over, then drop the old tables."""
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if {"pin_failures", "locks"} <= tables:  # the old schema made both
+        db.execute(
+            "INSERT OR IGNORE INTO card_lockout(account_id, failures, locked_until, hard)"
+            " SELECT a.id, (SELECT COUNT(*) FROM pin_failures f WHERE f.account_id=a.id),"
+            " COALESCE((SELECT until FROM locks l WHERE l.account_id=a.id), 0), 0"
+            " FROM accounts a WHERE a.id IN (SELECT account_id FROM pin_failures"
+            " UNION SELECT account_id FROM locks)")
+    for old in ("pin_failures", "locks", "idempotency"):
+        if old in tables:
+            db.execute(f"DROP TABLE {old}")

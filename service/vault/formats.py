@@ -41,3 +41,36 @@ def is_four_digits(entry: str) -> bool:
     """Exactly four ASCII digits. Other scripts' digits are refused, not normalised: a
     caller's keypad only sends 0-9 (``str.isdigit`` alone accepts ``١٢٣٤``)."""
     return len(entry) == 4 and entry.isascii() and entry.isdigit()
+
+
+# -- the caller's number (Twilio's ``From``) ------------------------------------------------
+
+# Every withheld, unknown or unrecognisable caller ID counts in this one bucket.
+ANONYMOUS_CALLER: Final = "anonymous"
+# The longest ``From`` taken as it is; anything longer is not a caller ID Twilio sends.
+MAX_CALLER_ID: Final = 256
+# How Twilio's ``From`` reads when the caller withholds the number: a word, or that word
+# spelled on a keypad (Twilio translated ANONYMOUS, UNAVAILABLE, RESTRICTED and BLOCKED
+# into these digit strings; changelog 2022-11-16, "Upcoming changes to withheld caller ID
+# behavior for <Dial> calls"). Compared case-insensitively.
+WITHHELD_CALLER_IDS: Final = frozenset({
+    "", "anonymous", "restricted", "unknown", "private", "unavailable", "blocked", "withheld",
+    "+266696687", "+86282452253", "+7378742833", "+2562533",
+})
+# E.164: "+", then a country code that does not start with 0, at most 15 digits in all;
+# a Twilio Client identity; a SIP URI. Printable ASCII without spaces after the prefix.
+_CALLER_ID: Final = re.compile(r"\+[1-9][0-9]{0,14}|(client|sip):[!-~]+", re.IGNORECASE)
+
+
+def caller_bucket(from_: str) -> str:
+    """The bucket a ``From`` counts failures in: the number (or client identity or SIP
+    URI) itself, or :data:`ANONYMOUS_CALLER` for a withheld, malformed or overlong one.
+    Never an error; idempotent, so the backend may apply it again to what it decrypts."""
+    text = from_.strip()
+    if len(text) > MAX_CALLER_ID or text.lower() in WITHHELD_CALLER_IDS:
+        return ANONYMOUS_CALLER
+    match = _CALLER_ID.fullmatch(text)
+    if match is None:
+        return ANONYMOUS_CALLER
+    scheme = match[1]
+    return text if scheme is None else f"{scheme.lower()}:{text[len(scheme) + 1:]}"

@@ -9,6 +9,7 @@ error has occurred" to the caller.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -45,7 +46,11 @@ REQUEST_BUDGET_S = 2.5
 # no answer at all, is the backend's failure: the caller is asked to call again later.
 BACKEND_ANSWERS: Final[Mapping[int, tuple[str, str]]] = {
     404: ("not_found", twiml.NOT_FOUND),
-    423: ("locked", twiml.NOT_FOUND),  # the caller is not told the card is locked
+    # Locked card, caller number cut off, a second lookup in one call: the caller hears what
+    # a wrong PIN hears, so that none of them is an oracle.
+    423: ("locked", twiml.NOT_FOUND),
+    429: ("caller_cut_off", twiml.NOT_FOUND),
+    409: ("second_lookup", twiml.NOT_FOUND),
     422: ("ciphertext_rejected", twiml.CALL_AGAIN),
 }
 BACKEND_FAILED: Final = ("backend_error", twiml.TRY_LATER)
@@ -76,15 +81,15 @@ async def voice(state: WebhookState, form: TwilioForm) -> str:
     return twiml.gather(twiml.ASK_CARD, twiml.action_url("/voice/card"))
 
 
-def _retry_or_goodbye(state: WebhookState, form: TwilioForm, path: str, prompt: str,
-                      **query: str) -> str:
+def _retry_or_goodbye(state: WebhookState, form: TwilioForm, prompt: str,
+                      action: Callable[[int], str]) -> str:
+    """Ask again, posting to ``action(next attempt)``; after MAX_ATTEMPTS, goodbye."""
     attempt = _attempt(form)
     if attempt >= state.settings.max_attempts:
         annotate(outcome="too_many_tries", attempt=attempt)
         return twiml.say_and_hang_up(twiml.TOO_MANY_TRIES)
     annotate(outcome="reprompted", attempt=attempt)
-    return twiml.gather(prompt, twiml.action_url(path, **query, attempt=attempt + 1),
-                        preface=twiml.RETRY)
+    return twiml.gather(prompt, action(attempt + 1), preface=twiml.RETRY)
 
 
 async def card(state: WebhookState, form: TwilioForm) -> str:
@@ -92,10 +97,17 @@ async def card(state: WebhookState, form: TwilioForm) -> str:
     assert call_sid is not None  # checked by the dispatcher
     digits = form.digits()
     if digits is None:
-        return _retry_or_goodbye(state, form, "/voice/card", twiml.ASK_CARD)
+        return _retry_or_goodbye(state, form, twiml.ASK_CARD,
+                                 lambda n: twiml.action_url("/voice/card", attempt=n))
     encrypted = await state.transit.encrypt(digits.encode(), call_context(call_sid, "card_last4"))
     annotate(outcome="card_encrypted", **ciphertext_fields(encrypted.ciphertext))
-    return twiml.gather(twiml.ASK_PIN, twiml.action_url("/voice/pin", card=encrypted.ciphertext))
+    return twiml.gather(twiml.ASK_PIN, _pin_action(encrypted.ciphertext))
+
+
+def _pin_action(card_ct: str, **query: str | int) -> str:
+    """The PIN step's action URL: the card ciphertext and the time it was issued, both
+    covered by Twilio's signature of the request that comes back."""
+    return twiml.action_url("/voice/pin", card=card_ct, issued=int(time.time()), **query)
 
 
 async def pin(state: WebhookState, form: TwilioForm) -> str:
@@ -105,17 +117,27 @@ async def pin(state: WebhookState, form: TwilioForm) -> str:
     if "?card" in form.duplicated or ciphertext_version(card_ct) is None:
         annotate(outcome="bad_card_ciphertext")
         return twiml.say_and_hang_up(twiml.CALL_AGAIN)
+    # A replay of a captured request, once older than STEP_MAX_AGE, ends here: it never
+    # reaches the backend, whose memory of the call outlasts this limit.
+    if not form.step_is_fresh(time.time(), state.settings.step_max_age):
+        annotate(outcome="step_expired")
+        return twiml.say_and_hang_up(twiml.CALL_AGAIN)
     digits = form.digits()
     if digits is None:
-        return _retry_or_goodbye(state, form, "/voice/pin", twiml.ASK_PIN, card=card_ct)
-    encrypted = await state.transit.encrypt(digits.encode(), call_context(call_sid, "pin"))
+        return _retry_or_goodbye(state, form, twiml.ASK_PIN,
+                                 lambda n: _pin_action(card_ct, attempt=n))
+    # The caller's number goes to the backend encrypted, like the entries: it is personal
+    # data, and the backend keeps only its keyed HMAC.
+    encrypted, caller = await asyncio.gather(
+        state.transit.encrypt(digits.encode(), call_context(call_sid, "pin")),
+        state.transit.encrypt(form.caller.encode(), call_context(call_sid, "caller")))
     annotate(**ciphertext_fields(encrypted.ciphertext))
-    idempotency_key = form.idempotency_token or f"{call_sid}:pin:{_attempt(form)}"
     try:
         response = await state.backend.post(
             "/v1/lookup",
-            json={"call_sid": call_sid, "card_last4": card_ct, "pin": encrypted.ciphertext},
-            headers={"Idempotency-Key": idempotency_key},
+            json={"call_sid": call_sid, "card_last4": card_ct, "pin": encrypted.ciphertext,
+                  "caller": caller.ciphertext},
+            headers={"Idempotency-Key": form.request_key},
         )
     except httpx.HTTPError as exc:
         annotate(outcome="backend_unavailable", error=type(exc).__name__)

@@ -1,9 +1,20 @@
 """X-Twilio-Signature: compute it, and check it in constant time against the public URL.
 
-Twilio signs ``base64(HMAC-SHA1(auth_token, url + name1 + value1 + name2 + value2 ...))``
-with POST parameters sorted by name. twilio-python's ``RequestValidator`` compares with
-``==`` semantics on some paths and accepts several URL spellings; we compute the few
-spellings Twilio may have used ourselves and compare each with ``hmac.compare_digest``.
+Twilio signs ``base64(HMAC-SHA1(auth_token, url + name1 + value1 + name2 + value2 ...))``.
+We accept exactly what twilio-python's ``RequestValidator.validate`` accepts for a form
+post (its code, twilio 9.x, is the reference; tests/unit/webhook/test_signature.py checks
+the two side by side on random requests):
+
+- each parameter name's values are signed sorted and de-duplicated, names in sorted order;
+- the URL is checked as spelled by ``urlparse(url).geturl()`` in two variants: with the
+  scheme's default port added when it has no port, and with any port removed (its comment:
+  Twilio's own signing "is inconsistent" about ports).
+
+Where we differ, on purpose: ``validate`` drops a port by cutting the netloc at its first
+``:``, which garbles an IPv6 literal (``[::1]:8080`` → ``[``) and a ``user:pass@`` netloc;
+we drop just the port. Twilio never signs the garbled spellings, and our URLs never carry
+credentials. ``validate`` compares with a loop of ``==``; we compare every variant with
+``hmac.compare_digest``.
 """
 
 from __future__ import annotations
@@ -12,49 +23,70 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import json
+import re
 from collections.abc import Iterable, Sequence
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlparse
 
 from service.settings import IPNetwork
 
 Params = Sequence[tuple[str, str]]
 
+_DEFAULT_PORTS = {"https": 443}  # any other scheme: 80, as RequestValidator does
+
+
+def signed_params(params: Params) -> list[tuple[str, str]]:
+    """The parameters as Twilio's signature covers them: sorted by name, then value, and
+    each (name, value) pair once."""
+    return sorted(set(params))
+
 
 def compute_signature(auth_token: str, url: str, params: Params) -> str:
     """The signature Twilio sends for a POST to ``url`` with form ``params``."""
-    payload = url + "".join(name + value for name, value in sorted(params))
+    payload = url + "".join(name + value for name, value in signed_params(params))
     digest = hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode("ascii")
 
 
 def url_variants(url: str) -> list[str]:
-    """The URL as given, and with the scheme's default port added or removed: Twilio signs
-    what it requested, and a proxy may or may not show the port."""
-    parts = urlsplit(url)
-    default_port = {"http": 80, "https": 443}.get(parts.scheme)
-    variants = [url]
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port is None and default_port:
-        variants.append(urlunsplit(parts._replace(netloc=f"{host}:{default_port}")))
-    elif parts.port == default_port:
-        variants.append(urlunsplit(parts._replace(netloc=host)))
-    return variants
+    """The two spellings of ``url`` a signature may cover: with the scheme's default port
+    added when it names none, and with any port removed. Raises ValueError for a port that
+    is not a number from 0 to 65535 (as ``urlparse(url).port`` does)."""
+    parts = urlparse(url)
+    port = parts.port
+    if port:  # falsy for 0 as in RequestValidator, which then adds a second port
+        without = parts._replace(netloc=parts.netloc.rpartition(":")[0])
+        return [parts.geturl(), without.geturl()]
+    default = _DEFAULT_PORTS.get(parts.scheme, 80)
+    return [parts._replace(netloc=f"{parts.netloc}:{default}").geturl(), parts.geturl()]
 
 
 def is_valid_signature(auth_token: str, url: str, params: Params, signature: str) -> bool:
-    """Constant-time check of ``signature`` against every spelling of ``url``. Every
+    """Constant-time check of ``signature`` against both spellings of ``url``. Every
     variant is computed and compared, so the time taken does not depend on which one
-    (if any) matched."""
+    (if any) matched. A URL whose port is not a port matches nothing."""
     if not signature or len(signature) > 128:
+        return False
+    try:
+        variants = url_variants(url)
+    except ValueError:
         return False
     given = signature.encode("utf-8", "replace")
     matched = False
-    for variant in url_variants(url):
+    for variant in variants:
         expected = compute_signature(auth_token, variant, params).encode("ascii")
         matched |= hmac.compare_digest(expected, given)
     return matched
+
+
+def request_key(signature: str, url: str, params: Params) -> str:
+    """A key for "this very request", made only of what Twilio signed: SHA-256 over the
+    signature, the URL and the signed parameters. A Twilio retry sends the same three and
+    gets the same key; any other request (another step, another entry, a replay with fresh
+    unsigned headers but the same signed content aside) cannot choose it."""
+    canonical = json.dumps([signature, url, signed_params(params)], ensure_ascii=True,
+                           separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
 def is_trusted_proxy(client_host: str | None, trusted: Iterable[IPNetwork]) -> bool:
@@ -89,10 +121,21 @@ def public_url(
         if is_trusted_proxy(client_host, trusted_proxies):
             proto = _first(forwarded_proto) or proto
             host = _first(forwarded_host) or host
-        if proto not in ("http", "https") or not host or any(c in host for c in "/?#@ \\"):
+        if proto not in ("http", "https") or not host or not _is_host(host):
             return None
         base = f"{proto}://{host}"
     return base + path + (f"?{query_string}" if query_string else "")
+
+
+# A Host (or X-Forwarded-Host) value: a name or an IPv4 address, or an IPv6 literal in
+# brackets, then an optional port of 1 to 5 digits (its range is checked apart). Anything
+# else could reshape the URL (``/``, ``?``, ``#``, ``@``) or make it unparseable.
+_HOST = re.compile(r"(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?")
+
+
+def _is_host(host: str) -> bool:
+    match = _HOST.fullmatch(host)
+    return match is not None and (match[1] is None or int(match[1]) <= 65535)
 
 
 def _first(header: str | None) -> str | None:

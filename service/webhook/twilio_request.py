@@ -6,7 +6,6 @@ repeated parameters, the public URL, and the signature (constant time).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -14,11 +13,14 @@ from starlette.requests import Request
 
 from service.errors import WebhookRefused
 from service.settings import Settings
-from service.vault.formats import CALL_SID, is_four_digits
+from service.vault.formats import ANONYMOUS_CALLER, CALL_SID, caller_bucket, is_four_digits
 from service.web.media_type import media_type
-from service.webhook.signature import is_valid_signature, public_url
+from service.webhook.signature import is_valid_signature, public_url, request_key
 
 _MAX_FIELDS = 64
+# Clocks of two webhook replicas may disagree a little: an issue time up to this far in the
+# future is still fresh.
+STEP_CLOCK_SKEW_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,9 @@ class TwilioForm:
     params: dict[str, str]
     query: dict[str, str]
     duplicated: frozenset[str]
-    idempotency_token: str | None
+    # What Twilio signed, hashed (signature.request_key): the same for Twilio's own retries,
+    # and for nothing else. The backend's Idempotency-Key; never an unsigned header.
+    request_key: str
 
     @property
     def call_sid(self) -> str | None:
@@ -42,6 +46,30 @@ class TwilioForm:
             return None
         value = self.params.get("Digits", "")
         return value if is_four_digits(value) else None
+
+    @property
+    def caller(self) -> str:
+        """The caller's bucket for failure counting (``From``, validated); a repeated
+        ``From`` is ambiguous and counts as withheld."""
+        if "From" in self.duplicated:
+            return ANONYMOUS_CALLER
+        return caller_bucket(self.params.get("From", ""))
+
+    def step_is_fresh(self, now: float, max_age: float) -> bool:
+        """Whether the step's signed issue time (``issued`` in the action URL) is at most
+        ``max_age`` old. Missing, repeated or garbled: not fresh."""
+        if "?issued" in self.duplicated:
+            return False
+        return issued_is_fresh(self.query.get("issued"), now, max_age)
+
+
+def issued_is_fresh(issued: str | None, now: float, max_age: float) -> bool:
+    """``issued``: Unix seconds as ASCII digits (at most 12). Fresh when no older than
+    ``max_age`` and no further than :data:`STEP_CLOCK_SKEW_S` in the future."""
+    if issued is None or not (issued.isascii() and issued.isdigit()) or len(issued) > 12:
+        return False
+    age = now - int(issued)
+    return -STEP_CLOCK_SKEW_S <= age <= max_age
 
 
 def _parse_pairs(raw: bytes) -> list[tuple[str, str]]:
@@ -92,7 +120,5 @@ async def verified_form(request: Request, settings: Settings) -> TwilioForm:
 
     params, duplicated = _single(pairs)
     query, query_dup = _single(query_pairs)
-    idem = request.headers.get("i-twilio-idempotency-token")
-    if idem is not None and not re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", idem):
-        idem = None
-    return TwilioForm(params, query, duplicated | {f"?{q}" for q in query_dup}, idem)
+    return TwilioForm(params, query, duplicated | {f"?{q}" for q in query_dup},
+                      request_key(signature, url, pairs))

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,14 +116,20 @@ def card_ciphertext(stack: Stack, client: httpx.Client, call_sid: str) -> str:
 def pin_step(stack: Stack, client: httpx.Client, call_sid: str, card_ct: str,
              ) -> list[str]:
     caller = Caller(stack.webhook.url, stack.twilio_token, client)
-    url = stack.webhook.url + "/voice/pin?" + str(httpx.QueryParams({"card": card_ct}))
+    url = stack.webhook.url + "/voice/pin?" + str(httpx.QueryParams(
+        {"card": card_ct, "issued": int(time.time())}))
     response = caller.post(url, {"CallSid": call_sid, "Digits": "4321"})
     assert response.status_code == 200
     return [say.text or "" for say in ET.fromstring(response.text).iter("Say")]
 
 
-def lookup(stack: Stack, client: httpx.Client, body: dict[str, str]) -> httpx.Response:
-    return client.post(stack.backend.url + "/v1/lookup", json=body,
+def lookup(stack: Stack, client: httpx.Client, body: dict[str, str],
+           credentials: dict[str, RoleCredentials]) -> httpx.Response:
+    """POST a lookup straight to the backend; the caller's number is encrypted for the
+    body's call, as the webhook would."""
+    caller = webhook_encrypt(stack.vault, credentials, body["call_sid"], "caller",
+                             "+15005550006")
+    return client.post(stack.backend.url + "/v1/lookup", json={"caller": caller, **body},
                        headers={"Authorization": f"Bearer {stack.backend_token}"})
 
 
@@ -153,7 +160,7 @@ def test_card_ciphertext_of_one_call_is_rejected_in_another(
 
         pin_b = webhook_encrypt(stack.vault, credentials, call_b, "pin", "4321")
         assert lookup(stack, client, {"call_sid": call_b, "card_last4": card_ct,
-                                      "pin": pin_b}).status_code == 422
+                                      "pin": pin_b}, credentials).status_code == 422
 
 
 def test_card_and_pin_ciphertexts_cannot_be_swapped(
@@ -162,16 +169,17 @@ def test_card_and_pin_ciphertexts_cannot_be_swapped(
     card_ct = webhook_encrypt(stack.vault, credentials, call, "card_last4", "1234")
     pin_ct = webhook_encrypt(stack.vault, credentials, call, "pin", "4321")
     with httpx.Client(timeout=10) as client:
-        good = lookup(stack, client, {"call_sid": call, "card_last4": card_ct, "pin": pin_ct})
+        good = lookup(stack, client, {"call_sid": call, "card_last4": card_ct, "pin": pin_ct},
+                      credentials)
         assert good.status_code == 200
         assert good.json() == {"account": "AC12345678", "balance": "12.55"}
         swapped = lookup(stack, client, {"call_sid": call, "card_last4": pin_ct,
-                                         "pin": card_ct})
+                                         "pin": card_ct}, credentials)
         assert swapped.status_code == 422
         assert "4321" not in swapped.text and "1234" not in swapped.text
         # The card slot demands the card context, whatever the PIN slot holds.
         both_pins = lookup(stack, client, {"call_sid": call, "card_last4": pin_ct,
-                                           "pin": pin_ct})
+                                           "pin": pin_ct}, credentials)
         assert both_pins.status_code == 422
 
 
@@ -184,16 +192,35 @@ def test_accounts_add_reads_digits_from_stdin_and_the_call_finds_them(own_stack:
     added = subprocess.run(
         [sys.executable, "-m", "service", "accounts", "add", "--account", "AC87654321",
          "--balance", "99.10"],
-        input="8642\n1357\n", cwd=tmp_path, env=env, capture_output=True, text=True,
+        input="8642\n5813\n", cwd=tmp_path, env=env, capture_output=True, text=True,
         timeout=60, check=False)
     assert added.returncode == 0, added.stderr
     assert "8642" not in added.stdout + added.stderr
     assert b"8642" not in own_stack.store_path.read_bytes()
-    heard, _ = play(own_stack, ["8642", "1357"])
+    heard, _ = play(own_stack, ["8642", "5813"])
     assert heard[-1] == ("Thank you. Your account number is AC87654321 and your balance "
                          "is 99.10")
     heard, _ = play(own_stack, ["8642", "4321"])
     assert heard[-1] == twiml.NOT_FOUND
+
+
+@pytest.mark.parametrize(("pin", "rule"), [("1357", "one of the 100 most common PINs"),
+                                           ("7777", "one digit repeated"),
+                                           ("8901", "a straight sequence of digits")])
+def test_accounts_add_refuses_a_weak_pin_in_one_line_exit_2(own_stack: Stack, tmp_path: Path,
+                                                           pin: str, rule: str) -> None:
+    env = {**own_stack.backend.env, "HOME": str(tmp_path)}
+    before = own_stack.store_path.read_bytes()
+    refused = subprocess.run(
+        [sys.executable, "-m", "service", "accounts", "add", "--account", "AC55555555",
+         "--balance", "1.00"],
+        input=f"2468\n{pin}\n", cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=60, check=False)
+    assert refused.returncode == 2
+    assert refused.stderr == f"ivr-vault: PIN refused: {rule}; choose another\n"
+    assert refused.stdout == "" and pin not in refused.stderr
+    assert b"AC55555555" not in own_stack.store_path.read_bytes()
+    assert own_stack.store_path.read_bytes() == before
 
 
 def test_the_action_url_is_covered_by_the_signature(stack: Stack) -> None:
@@ -201,7 +228,8 @@ def test_the_action_url_is_covered_by_the_signature(stack: Stack) -> None:
     with httpx.Client(timeout=10) as client:
         card_ct = card_ciphertext(stack, client, call)
         params = {"CallSid": call, "Digits": "4321"}
-        signed_url = stack.webhook.url + "/voice/pin?" + str(httpx.QueryParams({"card": card_ct}))
+        signed_url = stack.webhook.url + "/voice/pin?" + str(httpx.QueryParams(
+            {"card": card_ct, "issued": int(time.time())}))
         signature = compute_signature(stack.twilio_token, signed_url, list(params.items()))
         # The signature of the real URL on a URL whose ciphertext was changed: refused.
         forged = signed_url.replace("vault%3Av", "vault%3Av9")
@@ -225,11 +253,12 @@ def backend_sample(stack: Stack, client: httpx.Client, name: str) -> float:
     return float(match[1]) if match else 0.0
 
 
-def test_the_backend_decrypts_card_and_pin_in_one_transit_call(own_stack: Stack) -> None:
+def test_the_backend_decrypts_card_pin_and_caller_in_one_transit_call(own_stack: Stack,
+                                                                      ) -> None:
     with httpx.Client(timeout=10) as client:
         calls = backend_sample(own_stack, client, "ivr_transit_http_calls_total")
         items = backend_sample(own_stack, client, "ivr_transit_items_total")
         heard, _ = play(own_stack, ["1234", "4321"])
         assert heard[-1] == FOUND
         assert backend_sample(own_stack, client, "ivr_transit_http_calls_total") == calls + 1
-        assert backend_sample(own_stack, client, "ivr_transit_items_total") == items + 2
+        assert backend_sample(own_stack, client, "ivr_transit_items_total") == items + 3

@@ -20,7 +20,7 @@ SECRETS = [env_name(field) for field in dataclasses.fields(Settings) if spec(fie
 def test_every_default_in_the_table_is_a_valid_value() -> None:
     settings = Settings.from_environ({})
     assert settings.vault_addr == "http://127.0.0.1:8200"
-    assert settings.lockout_window == 900
+    assert (settings.lockout_duration, settings.step_max_age) == (900, 300)
 
 
 @pytest.mark.parametrize("name", SECRETS)
@@ -60,7 +60,8 @@ CASES = [
     ("webhook", {"TWILIO_AUTH_TOKEN": None}, "TWILIO_AUTH_TOKEN", ()),
     ("backend", {"VAULT_SECRET_ID_FILE": None}, "VAULT_SECRET_ID", ()),
     ("webhook", {"WEBHOOK_PORT": "80a"}, "WEBHOOK_PORT", ()),
-    ("backend", {"LOCKOUT_WINDOW": "soon"}, "LOCKOUT_WINDOW", ()),
+    ("backend", {"LOCKOUT_DURATION": "soon"}, "LOCKOUT_DURATION", ()),
+    ("webhook", {"STEP_MAX_AGE": "5h"}, "STEP_MAX_AGE", ()),
     ("webhook", {"LOG_FORMAT": "xml"}, "LOG_FORMAT", ()),
     ("webhook", {"VAULT_ADDR": "https://ops:pa55-in-url-31@vault.internal"}, "VAULT_ADDR",
      ("pa55-in-url-31",)),
@@ -103,3 +104,16 @@ def test_the_same_environment_with_nothing_wrong_passes_the_check(tmp_path: Path
                                 timeout=60)
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == f"ivr-vault: {role} configuration is valid"
+
+
+def test_a_retired_setting_is_named_once_and_start_up_goes_on(tmp_path: Path) -> None:
+    """LOCKOUT_WINDOW does nothing any more: one warning naming it (never its value)."""
+    env = {**_good_env(tmp_path), "LOCKOUT_WINDOW": "77m", "LOG_FORMAT": "json"}
+    result = subprocess.run([sys.executable, "-m", "service", "serve", "backend", "--check"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("ivr-vault: backend configuration is valid")
+    output = result.stdout + result.stderr
+    warnings = [line for line in output.splitlines() if "LOCKOUT_WINDOW" in line]
+    assert len(warnings) == 1 and "retired setting" in warnings[0], output
+    assert "ignored" in warnings[0] and "77" not in warnings[0]

@@ -11,17 +11,20 @@ import base64
 import socket
 import time
 from collections.abc import Iterator
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import httpx
 import pytest
 
 from service.devtools.caller import Caller, new_call_sid
+from service.devtools.devstack import DevVault
+from service.vault.bootstrap import RoleCredentials
 from service.vault.client import VaultClient
 from service.vault.transit import call_context
 from service.webhook import twiml as texts
+from service.webhook.signature import compute_signature
 from tests.support.attack import base_params, gather_action, hangs_up, signed_post, spoken, twiml
-from tests.support.stack import Stack
+from tests.support.stack import Stack, make_stack
 
 FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
 
@@ -236,9 +239,15 @@ def _flip(ciphertext: str) -> str:
     return f"{prefix}:{base64.b64encode(bytes(raw)).decode()}"
 
 
+def _pin_url(stack: Stack, card: str, extra_query: str = "") -> str:
+    """The PIN step's URL as the card step issues it: the card and the issue time."""
+    return _url(stack, f"/voice/pin?card={quote(card, safe='')}&issued={int(time.time())}"
+                       f"{extra_query}")
+
+
 def _pin_step(stack: Stack, client: httpx.Client, call_sid: str, card: str,
               extra_query: str = "") -> str:
-    url = _url(stack, f"/voice/pin?card={quote(card, safe='')}{extra_query}")
+    url = _pin_url(stack, card, extra_query)
     root = twiml(signed_post(client, stack.twilio_token, url,
                              [*base_params(call_sid), ("Digits", "4321")]))
     assert hangs_up(root)
@@ -293,9 +302,51 @@ def test_missing_card(stack: Stack, client: httpx.Client) -> None:
 def test_bad_pin_digits_reprompt_and_keep_the_card(stack: Stack, client: httpx.Client) -> None:
     call_sid = new_call_sid()
     card = _card_ciphertext(stack, client, call_sid)
-    url = _url(stack, f"/voice/pin?card={quote(card, safe='')}")
+    url = _pin_url(stack, card)
     root = twiml(signed_post(client, stack.twilio_token, url,
                              [*base_params(call_sid), ("Digits", "٤٣٢١")]))
     action = gather_action(root)
     assert action is not None and spoken(root) == f"{texts.RETRY} {texts.ASK_PIN}"
-    assert parse_qs(urlsplit(action).query) == {"card": [card], "attempt": ["2"]}
+    query = parse_qs(urlsplit(action).query)
+    assert (query["card"], query["attempt"]) == ([card], ["2"])
+    assert abs(int(query["issued"][0]) - time.time()) < 10
+
+
+@pytest.fixture(scope="module")
+def host_derived(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A webhook with PUBLIC_BASE_URL empty: the URL comes from a trusted proxy's headers,
+    and from the Host header for anyone else (here: the test, on 127.0.0.1)."""
+    running = make_stack(dev_vault, credentials, tmp_path_factory.mktemp("host-derived"),
+                         webhook_env={"PUBLIC_BASE_URL": "", "TRUSTED_PROXIES": "10.9.8.0/24"})
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize("host", ["x:abc", "x:99999", "x:", "x y", "x/evil", "[::1"])
+def test_a_host_header_that_is_not_a_host_is_refused_not_a_500(host_derived: Stack,
+                                                                host: str) -> None:
+    """With PUBLIC_BASE_URL empty, ``Host: x:abc`` made the signature check raise (a 500).
+    Now: 403, empty body, and the webhook keeps serving."""
+    url = host_derived.webhook.url + "/voice/card"
+    pairs = [*base_params(), ("Digits", "1234")]
+    with socket.create_connection(("127.0.0.1", host_derived.webhook.port), timeout=5) as sock:
+        body = urlencode(pairs).encode()
+        signature = compute_signature(host_derived.twilio_token, f"http://{host}/voice/card",
+                                      pairs)
+        sock.sendall(b"POST /voice/card HTTP/1.1\r\nHost: " + host.encode() +
+                     b"\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                     b"X-Twilio-Signature: " + signature.encode() +
+                     b"\r\nContent-Length: " + str(len(body)).encode() +
+                     b"\r\nConnection: close\r\n\r\n" + body)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    head, _, content = answer.partition(b"\r\n\r\n")
+    status = int(head.split()[1])
+    assert status in (400, 403), head
+    assert content == b""
+    # The Host the webhook really has is accepted, signed as Twilio would sign it.
+    with httpx.Client(timeout=10) as client:
+        root = twiml(signed_post(client, host_derived.twilio_token, url, pairs))
+    assert spoken(root) == texts.ASK_PIN

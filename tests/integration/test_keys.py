@@ -54,7 +54,7 @@ def test_status_json_reports_versions_and_stored_verifiers(pv: PrivateVault) -> 
         "VAULT_ADDR": pv.vault.addr, "STORE_PATH": str(pv.store_path),
         "VAULT_ROLE_ID": pv.credentials["ivr-backend"].role_id,
         "VAULT_SECRET_ID": pv.credentials["ivr-backend"].secret_id})
-    add_account(settings, account="AC00000001", balance="1.00", last4="1111", pin="2222")
+    add_account(settings, account="AC00000001", balance="1.00", last4="1111", pin="2719")
     before = status_json(pv)["ivr-dtmf"]["latest_version"]
     rotated = pv.cli("keys", "rotate")
     assert rotated.returncode == 0, rotated.stderr

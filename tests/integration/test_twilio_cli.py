@@ -20,6 +20,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from service.cli.twilio import PCI_REMINDER
+
 ACCOUNT = "AC" + "0" * 31 + "1"
 NUMBER_SID = "PN" + "a" * 32
 NUMBER = "+15005550006"
@@ -110,6 +112,9 @@ def test_sets_the_voice_url_with_the_auth_token_from_a_file(recorder: Recorder,
     assert result.returncode == 0, result.stderr
     assert f"{NUMBER} ({NUMBER_SID}) now sends calls to POST https://ivr.example.com/voice" \
         in result.stdout
+    # Twilio's own logs keep the typed digits unless Voice PCI Mode is on: the reminder.
+    assert result.stdout.splitlines()[-1] == PCI_REMINDER
+    assert "cannot be turned off" in PCI_REMINDER and "subaccount" in PCI_REMINDER
     assert token not in result.stdout + result.stderr
     lookup, update = recorder.requests
     assert (lookup.method, lookup.path) == (

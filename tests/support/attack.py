@@ -4,20 +4,50 @@ would, then bend one thing at a time."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
-from urllib.parse import urlencode
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from urllib.parse import urlencode, urljoin
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from twilio.request_validator import RequestValidator
 
 from service.devtools.caller import new_call_sid
 from service.webhook.signature import compute_signature
 
 Pairs = Sequence[tuple[str, str]]
 
+CALLER = "+15005550006"  # Twilio's test number, the default ``From``
+# What the caller hears when the demo account (card 1234, PIN 4321) is found.
+FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
 
-def base_params(call_sid: str | None = None) -> list[tuple[str, str]]:
+
+def base_params(call_sid: str | None = None, caller: str = CALLER) -> list[tuple[str, str]]:
     return [("CallSid", call_sid or new_call_sid()), ("AccountSid", "AC" + "0" * 32),
-            ("From", "+15005550006"), ("To", "+15005550001"), ("CallStatus", "in-progress")]
+            ("From", caller), ("To", "+15005550001"), ("CallStatus", "in-progress")]
+
+
+class MultiDict:
+    """The interface twilio-python's RequestValidator reads repeated form fields through
+    (``getall``, as Flask's and aiohttp's multidicts have): iteration yields names, repeats
+    included."""
+
+    def __init__(self, pairs: Pairs) -> None:
+        self.pairs = list(pairs)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([name for name, _ in self.pairs])
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def getall(self, name: str) -> list[str]:
+        return [value for n, value in self.pairs if n == name]
+
+
+def reference_signature(token: str, url: str, pairs: Pairs) -> str:
+    """The signature as twilio-python computes it: Twilio's own reference."""
+    return str(RequestValidator(token).compute_signature(url, MultiDict(pairs)))
 
 
 def signed_post(client: httpx.Client, token: str, url: str, pairs: Pairs, *,
@@ -52,3 +82,38 @@ def gather_action(root: ET.Element) -> str | None:
 
 def hangs_up(root: ET.Element) -> bool:
     return root.find("Hangup") is not None and root.find("Gather") is None
+
+
+# -- whole calls, as Twilio plays them ------------------------------------------------------
+
+
+def pin_url(client: httpx.Client, token: str, webhook_url: str, call_sid: str, card: str,
+            caller: str = CALLER) -> str:
+    """Enter the card; the absolute URL of the PIN step the webhook asks Twilio to post."""
+    root = twiml(signed_post(client, token, webhook_url + "/voice/card",
+                             [*base_params(call_sid, caller), ("Digits", card)]))
+    action = gather_action(root)
+    assert action is not None, spoken(root)
+    return urljoin(webhook_url + "/voice/card", action)
+
+
+def place_call(client: httpx.Client, token: str, webhook_url: str, card: str, pin: str,
+               caller: str = CALLER) -> str:
+    """A whole call from ``caller`` (a new CallSid): what the caller hears at the end."""
+    call_sid = new_call_sid()
+    url = pin_url(client, token, webhook_url, call_sid, card, caller)
+    return spoken(twiml(signed_post(client, token, url,
+                                    [*base_params(call_sid, caller), ("Digits", pin)])))
+
+
+def pin_outcomes(webhook_url: str) -> Counter[str]:
+    """The webhook's ``ivr_requests_total`` for ``/voice/pin``, by outcome: what each PIN
+    step came to (``not_found`` is a PIN compared and wrong, ``locked`` one never
+    compared, ``caller_cut_off`` no lookup at all ...)."""
+    counts: Counter[str] = Counter()
+    text = httpx.get(webhook_url + "/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "ivr_requests_total" and sample.labels["route"] == "/voice/pin":
+                counts[sample.labels["outcome"]] += int(sample.value)
+    return counts

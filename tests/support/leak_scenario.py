@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from service.backend.enrolment import DEMO_CARD, DEMO_PIN, add_account
+from service.backend.pin_rules import weakness
 from service.devtools.caller import Caller, new_call_sid
 from service.devtools.devstack import DevVault, ServiceProcess
 from service.settings import Settings
@@ -56,13 +57,15 @@ def draw_pairs(rng: random.Random, baseline: str) -> list[tuple[str, str]]:
     """Distinct random 4-digit strings that cannot be mistaken for a clock's or a port's.
 
     Years (19xx/20xx) and 0000 (the server log's "+0000 UTC") occur in Vault's own lines,
-    and so does anything already present before the first call.
+    and so does anything already present before the first call. Weak PINs are left out
+    too: enrolment would refuse them.
     """
     values: list[str] = []
     while len(values) < 2 * PAIRS:
         value = f"{rng.randrange(10_000):04d}"
         if (value in values or value in (DEMO_CARD, DEMO_PIN, "0000")
-                or value[:2] in ("19", "20") or value in baseline):
+                or value[:2] in ("19", "20") or value in baseline
+                or weakness(value) is not None):
             continue
         values.append(value)
     return list(zip(values[::2], values[1::2], strict=True))

@@ -11,7 +11,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.backend.enrolment import DEMO_ACCOUNT, DEMO_CARD, DEMO_PIN, add_account
+from service.backend.enrolment import seed_demo
 from service.devtools.devstack import DevVault, ServiceProcess, free_port
 from service.settings import Secret, Settings
 from service.vault.bootstrap import RoleCredentials
@@ -81,8 +81,7 @@ def make_stack(dev_vault: DevVault, credentials: dict[str, RoleCredentials], dir
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{webhook_port}",
         **(webhook_env or {}),
     })
-    add_account(Settings.from_environ(b_env), account=DEMO_ACCOUNT[0], balance=DEMO_ACCOUNT[1],
-                last4=DEMO_CARD, pin=DEMO_PIN)
+    seed_demo(Settings.from_environ(b_env))
     stack = Stack(directory, dev_vault, twilio_token, backend_token,
                   ServiceProcess("backend", backend_port, b_env, directory),
                   ServiceProcess("webhook", webhook_port, w_env, directory))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from service.errors import ConfigError
-from service.settings import Secret, Settings, env_name, parse_duration, spec
+from service.settings import Secret, Settings, env_name, parse_duration, retired_in, spec
 
 MARK = "S3CRET-VALUE-7731"
 
@@ -25,7 +25,9 @@ def test_defaults() -> None:
     assert (s.transit_mount, s.dtmf_key, s.lookup_key) == ("transit", "ivr-dtmf", "ivr-lookup")
     assert s.vault_timeout == 2.0 and s.backend_timeout == 2.0
     assert s.max_attempts == 3
-    assert (s.lockout_threshold, s.lockout_window, s.lockout_duration) == (5, 900, 900)
+    assert (s.lockout_threshold, s.lockout_duration, s.lockout_hard_limit) == (5, 900, 10)
+    assert (s.caller_failure_limit, s.caller_failure_window) == (10, 86_400)
+    assert s.step_max_age == 300
     assert s.call_max_age == 4 * 3600
     assert s.trusted_proxies == ()
     assert s.vault_role_id is s.vault_secret_id is s.twilio_auth_token is None
@@ -51,14 +53,14 @@ def test_the_environment_name_is_the_field_name() -> None:
 def test_values_are_read_and_trimmed() -> None:
     s = Settings.from_environ({
         "VAULT_ADDR": " https://vault.internal:8200/ ", "WEBHOOK_PORT": "9090",
-        "TRUSTED_PROXIES": "10.0.0.0/8, ::1", "LOG_LEVEL": "debug", "LOCKOUT_WINDOW": "90s",
+        "TRUSTED_PROXIES": "10.0.0.0/8, ::1", "LOG_LEVEL": "debug", "LOCKOUT_DURATION": "90s",
         "CALL_MAX_AGE": "2h", "TRANSIT_MOUNT": "/ivr-transit/", "PUBLIC_BASE_URL": ""})
     assert s.vault_addr == "https://vault.internal:8200"
     assert s.webhook_port == 9090
     assert s.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"),
                                  ipaddress.ip_network("::1/128"))
     assert s.log_level == "DEBUG"
-    assert s.lockout_window == 90 and s.call_max_age == 7200
+    assert s.lockout_duration == 90 and s.call_max_age == 7200
     assert s.transit_mount == "ivr-transit"
     assert s.public_base_url == ""
 
@@ -112,7 +114,9 @@ def test_unusable_secret_files(tmp_path: Path, content: bytes | None, message: s
     ("LOCKOUT_THRESHOLD", MARK),
     ("TRUSTED_PROXIES", f"10.0.0.0/8,{MARK}"),
     ("LOG_FORMAT", MARK), ("LOG_LEVEL", "trace"),
-    ("LOCKOUT_WINDOW", MARK), ("LOCKOUT_DURATION", "-5m"), ("CALL_MAX_AGE", "0"),
+    ("CALLER_FAILURE_WINDOW", MARK), ("LOCKOUT_DURATION", "-5m"), ("CALL_MAX_AGE", "0"),
+    ("STEP_MAX_AGE", "0"), ("LOCKOUT_HARD_LIMIT", "4"), ("CALLER_FAILURE_LIMIT", "0"),
+    ("PUBLIC_BASE_URL", "https://example.com:99999"), ("VAULT_ADDR", "http://v:port"),
     ("CALL_MAX_AGE", "inf"), ("LOCKOUT_DURATION", "nanm"),
 ])
 def test_bad_values_name_the_setting_and_never_echo_it(name: str, value: str) -> None:
@@ -148,3 +152,33 @@ def test_secret_does_not_show_itself() -> None:
     assert MARK not in repr(secret) and MARK not in str(secret) and MARK not in f"{secret}"
     assert secret.reveal() == MARK
     assert secret == Secret(MARK) and secret != Secret("other") and secret != MARK
+
+
+def test_lockout_window_is_retired_with_a_reason_not_an_error() -> None:
+    """LOCKOUT_WINDOW no longer does anything (failures are forgotten only on a correct PIN
+    or an unlock): a service that finds it set says so once at start-up, without its
+    value, and starts."""
+    env = {"LOCKOUT_WINDOW": MARK, "LOCKOUT_THRESHOLD": "7"}
+    assert Settings.from_environ(env).lockout_threshold == 7
+    (line,) = retired_in(env)
+    assert line.startswith("LOCKOUT_WINDOW: ignored") and MARK not in line
+    assert retired_in({"LOCKOUT_WINDOW_FILE": "/x"}) == [line]
+    assert retired_in({}) == []
+    assert "lockout_window" not in {f.name for f in dataclasses.fields(Settings)}
+
+
+def test_settings_that_bound_each_other() -> None:
+    with pytest.raises(ConfigError, match="LOCKOUT_HARD_LIMIT: must not be below"):
+        Settings.from_environ({"LOCKOUT_HARD_LIMIT": "3", "LOCKOUT_THRESHOLD": "5"})
+    assert Settings.from_environ({"LOCKOUT_HARD_LIMIT": "5"}).lockout_hard_limit == 5
+    # The webhook will not start with a PIN step allowed to outlive the backend's memory of
+    # a call (CALL_MAX_AGE); operator commands that read CALL_MAX_AGE alone still run.
+    webhook = {"VAULT_ROLE_ID": "r", "VAULT_SECRET_ID": "s", "BACKEND_TOKEN": "b",
+               "TWILIO_AUTH_TOKEN": "t"}
+    for env in ({"STEP_MAX_AGE": "5h"}, {"CALL_MAX_AGE": "1s"}):
+        settings = Settings.from_environ({**webhook, **env})
+        with pytest.raises(ConfigError, match="STEP_MAX_AGE: must not be longer than "
+                                              "CALL_MAX_AGE"):
+            settings.require("webhook")
+        assert settings.require("backend") is settings
+    assert Settings.from_environ({**webhook, "STEP_MAX_AGE": "4h"}).require("webhook")

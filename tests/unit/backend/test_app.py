@@ -11,8 +11,10 @@ business (tests/integration/test_backend.py, test_lockout.py, test_rotation.py).
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import warnings
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.backend.app import ANSWERS, create_backend_app
-from service.backend.lookup import LookupOutcome
+from service.backend.decision import LookupOutcome
 from service.devtools.caller import new_call_sid
 from service.errors import VaultTimeout
 from service.settings import Secret, Settings
@@ -37,7 +39,8 @@ with warnings.catch_warnings():  # Starlette would have httpx2; the users chose 
 BEARER = "backend-bearer-for-tests"
 AUTH = {"Authorization": f"Bearer {BEARER}"}
 CARD, PIN = "1234", "4321"
-THRESHOLD = 3
+CALLER = "+15005550006"
+THRESHOLD, HARD_LIMIT, CALLER_LIMIT = 3, 6, 8
 
 
 @dataclass
@@ -46,10 +49,11 @@ class Backend:
     transit: FakeTransit
 
     def ciphertexts(self, call_sid: str, card: str = CARD, pin: str = PIN,
-                    ) -> dict[str, str]:
+                    caller: str = CALLER) -> dict[str, str]:
         return {"call_sid": call_sid,
                 "card_last4": self.transit.seal(card.encode(), f"{call_sid}:card_last4".encode()),
-                "pin": self.transit.seal(pin.encode(), f"{call_sid}:pin".encode())}
+                "pin": self.transit.seal(pin.encode(), f"{call_sid}:pin".encode()),
+                "caller": self.transit.seal(caller.encode(), f"{call_sid}:caller".encode())}
 
     def lookup(self, body: object, *, key: str | None = None,
                headers: dict[str, str] | None = None) -> httpx.Response:
@@ -70,7 +74,8 @@ def backend(tmp_path: Path) -> Iterator[Backend]:
     transit = FakeTransit()
     settings = Settings(vault_role_id=Secret("role"), vault_secret_id=Secret("secret"),
                         backend_token=Secret(BEARER), store_path=str(tmp_path / "s.sqlite3"),
-                        lockout_threshold=THRESHOLD)
+                        lockout_threshold=THRESHOLD, lockout_hard_limit=HARD_LIMIT,
+                        caller_failure_limit=CALLER_LIMIT)
     card_v, pin_v = asyncio.run(transit.hmac([card_input(CARD), pin_input(CARD, PIN)]))
     store = Store(settings.store_path)
     store.upsert_account("AC12345678", "12.55", card_v, pin_v)
@@ -137,6 +142,18 @@ def test_schema_problems_are_422_and_never_echo_a_value(backend: Backend, body: 
     assert backend.metric("ivr_requests_total", route="/v1/lookup", outcome="invalid") == 1
 
 
+@pytest.mark.parametrize("depth", [1_000, 2_500])
+def test_deeply_nested_json_is_422_not_a_500(backend: Backend, depth: int) -> None:
+    """json's decoder raised RecursionError past ~1,000 levels: a 500 with a traceback.
+    Both bodies stay under MAX_BODY_BYTES (16 KB), so they reach the parser."""
+    for body in (b"[" * 3 * depth + b"]" * 3 * depth, b'{"a":' * depth + b"1" + b"}" * depth):
+        response = backend.client.post("/v1/lookup", content=body,
+                                       headers={**AUTH, "Content-Type": "application/json"})
+        assert response.status_code == 422
+        assert response.json()["detail"] in ([{"loc": "body", "msg": "nested too deeply"}],
+                                              [{"loc": "body", "msg": "expected a JSON object"}])
+
+
 def test_an_invalid_idempotency_key_is_422(backend: Backend) -> None:
     response = backend.lookup(backend.ciphertexts(new_call_sid()), key="k" * 201)
     assert response.status_code == 422
@@ -170,8 +187,9 @@ def test_unknown_card_or_wrong_pin_is_the_same_404(backend: Backend, card: str, 
 
 
 def test_locked_after_the_threshold_of_wrong_pins(backend: Backend) -> None:
-    for _ in range(THRESHOLD):
-        assert backend.lookup(backend.ciphertexts(new_call_sid(), pin="0000")).status_code \
+    for n in range(THRESHOLD):  # each from another number: the caller limit stays out of it
+        assert backend.lookup(backend.ciphertexts(new_call_sid(), pin="0000",
+                                                  caller=f"+1500555{n:04d}")).status_code \
             == 404
     assert backend.metric("ivr_lockouts_total", kind="card") == 1
     assert backend.metric("ivr_wrong_pins_total") == THRESHOLD
@@ -241,3 +259,52 @@ def test_a_replayed_wrong_pin_counts_once(backend: Backend) -> None:
     assert backend.metric("ivr_lockouts_total", kind="card") == 0
     assert backend.metric("ivr_wrong_pins_total") == THRESHOLD - 1
     assert backend.lookup(backend.ciphertexts(new_call_sid())).status_code == 200
+
+
+def test_the_hard_limit_holds_until_an_unlock(backend: Backend, tmp_path: Path) -> None:
+    def wrong(n: int) -> int:
+        return backend.lookup(backend.ciphertexts(new_call_sid(), pin="0000",
+                                                  caller=f"+1500555{n:04d}")).status_code
+
+    assert [wrong(n) for n in range(THRESHOLD)] == [404] * THRESHOLD
+    store = Store(tmp_path / "s.sqlite3")
+    try:
+        # The first lock ends; the count does not: THRESHOLD more wrong PINs lock it for good.
+        with closing(sqlite3.connect(store.path)) as db, db:
+            db.execute("UPDATE card_lockout SET locked_until = 0")
+        assert [wrong(n) for n in range(THRESHOLD, HARD_LIMIT)] == [404] * THRESHOLD
+        assert backend.metric("ivr_lockouts_total", kind="card_hard") == 1
+        assert backend.lookup(backend.ciphertexts(new_call_sid())).status_code == 423
+        store.unlock("AC12345678")
+        assert backend.lookup(backend.ciphertexts(new_call_sid())).status_code == 200
+    finally:
+        store.close()
+
+
+def test_a_caller_number_is_cut_off_after_its_limit(backend: Backend) -> None:
+    for n in range(CALLER_LIMIT):  # unknown cards: no card is locked on the way
+        assert backend.lookup(backend.ciphertexts(new_call_sid(), card=f"9{n:03d}")
+                              ).status_code == 404
+    assert backend.metric("ivr_lockouts_total", kind="caller") == 1
+    with structlog.testing.capture_logs() as logs:
+        cut = backend.lookup(backend.ciphertexts(new_call_sid()))  # the right card and PIN
+    assert (cut.status_code, cut.json()) == (
+        429, {"detail": "too many failed lookups from this caller"})
+    assert access_lines(logs) == [("caller_cut_off", 429)]
+    assert backend.lookup(backend.ciphertexts(new_call_sid(), caller="+15005550007")
+                          ).status_code == 200
+    assert backend.metric("ivr_lockouts_total", kind="card") == 0
+
+
+def test_a_second_lookup_in_one_call_is_409_and_a_failure(backend: Backend) -> None:
+    sid = new_call_sid()
+    assert backend.lookup(backend.ciphertexts(sid, pin="0000"), key="one").status_code == 404
+    with structlog.testing.capture_logs() as logs:
+        second = backend.lookup(backend.ciphertexts(sid), key="two")  # the right PIN
+    assert (second.status_code, second.json()) == (
+        409, {"detail": "this call already had its lookup"})
+    assert access_lines(logs) == [("second_lookup", 409)]
+    assert backend.metric("ivr_wrong_pins_total") == 1  # the second PIN was not compared
+    # It counted as the card's second failure: one more wrong PIN locks it.
+    assert backend.lookup(backend.ciphertexts(new_call_sid(), pin="0000")).status_code == 404
+    assert backend.metric("ivr_lockouts_total", kind="card") == 1

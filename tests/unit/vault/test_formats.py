@@ -12,8 +12,11 @@ from service.errors import VaultRequestError
 from service.logs.scrubbing import ALLOWED_FIELDS, ciphertext_fields
 from service.vault.batch import batch_results
 from service.vault.formats import (
+    ANONYMOUS_CALLER,
     CALL_SID,
     CIPHERTEXT_PATTERN,
+    MAX_CALLER_ID,
+    caller_bucket,
     ciphertext_version,
     is_four_digits,
     transit_version,
@@ -88,3 +91,42 @@ def test_a_400_without_item_results_is_raised_again() -> None:
 def test_results_of_the_wrong_shape_are_an_error(body: dict[str, object]) -> None:
     with pytest.raises(VaultRequestError, match=r"^transit x: unexpected batch result shape$"):
         batch_results(body, 2, "transit x")
+
+
+# -- the caller's number --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("given", "bucket"), [
+    ("+15005550006", "+15005550006"),
+    (" +442071838750 ", "+442071838750"),
+    ("+123456789012345", "+123456789012345"),  # 15 digits: the most E.164 allows
+    ("client:alice", "client:alice"),
+    ("Client:Alice_01", "client:Alice_01"),
+    ("sip:alice@example.com", "sip:alice@example.com"),
+    ("SIP:bob@10.0.0.1:5060;transport=tls", "sip:bob@10.0.0.1:5060;transport=tls"),
+])
+def test_a_caller_id_is_its_own_bucket(given: str, bucket: str) -> None:
+    assert caller_bucket(given) == bucket
+    assert caller_bucket(bucket) == bucket  # idempotent: the backend applies it again
+
+
+@pytest.mark.parametrize("withheld", [
+    "", "  ", "anonymous", "Anonymous", "RESTRICTED", "unknown", "Private", "unavailable",
+    "blocked", "+266696687", "+86282452253", "+7378742833", "+2562533"])
+def test_withheld_numbers_share_one_bucket(withheld: str) -> None:
+    assert caller_bucket(withheld) == ANONYMOUS_CALLER
+
+
+@pytest.mark.parametrize("odd", [
+    "+1234567890123456",  # 16 digits
+    "+0123456", "+", "15005550006", "+1 500 555 0006", "+1500555000६", "tel:+15005550006",
+    "client:", "client:al ice", "sip:", "sip:é@example.com", "+15005550006\n+1",
+    "client:" + "a" * MAX_CALLER_ID, "\x00", "'; DROP TABLE accounts; --"])
+def test_anything_else_counts_as_withheld_never_an_error(odd: str) -> None:
+    assert caller_bucket(odd) == ANONYMOUS_CALLER
+
+
+def test_a_long_caller_id_is_bounded() -> None:
+    longest = "sip:" + "a" * (MAX_CALLER_ID - 4)
+    assert caller_bucket(longest) == longest
+    assert caller_bucket(longest + "a") == ANONYMOUS_CALLER

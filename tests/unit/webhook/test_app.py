@@ -10,10 +10,11 @@ becomes a 5xx. Vault, the real backend and uvicorn are the integration tests' bu
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -24,6 +25,7 @@ from service.errors import VaultUnavailable
 from service.settings import Secret, Settings
 from service.webhook import twiml as texts
 from service.webhook.app import create_webhook_app
+from service.webhook.signature import compute_signature, request_key
 from tests.support.attack import base_params, gather_action, hangs_up, signed_post, spoken, twiml
 from tests.support.fake_transit import FakeTransit, fake_session
 
@@ -94,6 +96,11 @@ def query(action: str | None) -> dict[str, list[str]]:
     return parse_qs(urlsplit(action).query)
 
 
+def pin_path(card: str, *, age: float = 0.0, **extra: str) -> str:
+    """The PIN step's action URL as the card step issues it, ``age`` seconds ago."""
+    return "/voice/pin?" + urlencode({"card": card, "issued": int(time.time() - age), **extra})
+
+
 # -- not a Twilio request: 403, empty body ------------------------------------------------
 
 
@@ -156,6 +163,9 @@ def test_the_card_is_encrypted_for_this_call_and_rides_in_the_pin_action(webhook
     assert action is not None and action.startswith("/voice/pin?")
     (card,) = query(action)["card"]
     assert card == webhook.transit.seal(b"1234", f"{sid}:card_last4".encode())
+    # The issue time rides along, under the same signature as the card.
+    (issued,) = query(action)["issued"]
+    assert abs(int(issued) - time.time()) < 5
     assert "1234" not in webhook.post("/voice/card", sid, Digits="1234").text
 
 
@@ -167,6 +177,9 @@ def test_the_card_is_encrypted_for_this_call_and_rides_in_the_pin_action(webhook
      "found"),
     ((404, {"detail": "not found"}), texts.NOT_FOUND, "not_found"),
     ((423, {"detail": "locked"}), texts.NOT_FOUND, "locked"),  # no oracle for a guesser
+    ((429, {"detail": "too many failed lookups from this caller"}), texts.NOT_FOUND,
+     "caller_cut_off"),
+    ((409, {"detail": "this call already had its lookup"}), texts.NOT_FOUND, "second_lookup"),
     ((422, {"detail": "ciphertext could not be decrypted for this call"}), texts.CALL_AGAIN,
      "ciphertext_rejected"),
     ((500, "Internal Server Error"), texts.TRY_LATER, "backend_error"),
@@ -181,16 +194,63 @@ def test_the_backends_answer_is_what_the_caller_hears(
     webhook.backend.answer = answer
     sid = new_call_sid()
     card = webhook.transit.seal(b"1234", f"{sid}:card_last4".encode())
-    root = twiml(webhook.post(f"/voice/pin?card={card}", sid, Digits="4321"))
+    root = twiml(webhook.post(pin_path(card), sid, Digits="4321"))
     assert hangs_up(root) and spoken(root) == heard
     assert webhook.metric("ivr_requests_total", route="/voice/pin", outcome=outcome) == 1
 
     (request,) = webhook.backend.requests
     assert request.url.path == "/v1/lookup"
     assert request.headers["authorization"] == f"Bearer {BEARER}"
-    assert request.headers["idempotency-key"] == f"{sid}:pin:1"
     pin = webhook.transit.seal(b"4321", f"{sid}:pin".encode())
-    assert json.loads(request.content) == {"call_sid": sid, "card_last4": card, "pin": pin}
+    caller = webhook.transit.seal(b"+15005550006", f"{sid}:caller".encode())
+    assert json.loads(request.content) == {"call_sid": sid, "card_last4": card, "pin": pin,
+                                           "caller": caller}
+
+
+def test_the_idempotency_key_is_what_twilio_signed_never_an_unsigned_header(
+        webhook: Webhook) -> None:
+    webhook.backend.answer = (404, {"detail": "not found"})
+    sid = new_call_sid()
+    path = pin_path(webhook.transit.seal(b"1234", f"{sid}:card_last4".encode()))
+    pairs = [*base_params(sid), ("Digits", "0000")]
+    for token in ("first-token", "second-token", None):  # a replay with fresh tokens
+        headers = {"I-Twilio-Idempotency-Token": token} if token else {}
+        signed_post(webhook.client, TOKEN, BASE + path, pairs, headers=headers)
+    keys = {r.headers["idempotency-key"] for r in webhook.backend.requests}
+    signature = compute_signature(TOKEN, BASE + path, pairs)
+    assert keys == {request_key(signature, BASE + path, pairs)}
+    # Another signed request of the same call (another entry) has another key.
+    signed_post(webhook.client, TOKEN, BASE + path, [*base_params(sid), ("Digits", "1111")])
+    assert len({r.headers["idempotency-key"] for r in webhook.backend.requests}) == 2
+
+
+@pytest.mark.parametrize("issued", ["stale", "missing", "garbled", "repeated", "future"])
+def test_an_old_or_unreadable_pin_step_ends_the_call_without_a_lookup(
+        webhook: Webhook, issued: str) -> None:
+    sid = new_call_sid()
+    card = webhook.transit.seal(b"1234", f"{sid}:card_last4".encode())
+    path = {"stale": pin_path(card, age=SETTINGS.step_max_age + 5),
+            "missing": "/voice/pin?" + urlencode({"card": card}),
+            "garbled": "/voice/pin?" + urlencode({"card": card, "issued": "soon"}),
+            "repeated": pin_path(card) + f"&issued={int(time.time())}",
+            "future": pin_path(card, age=-3600)}[issued]
+    root = twiml(webhook.post(path, sid, Digits="4321"))
+    assert hangs_up(root) and spoken(root) == texts.CALL_AGAIN
+    assert webhook.metric("ivr_requests_total", route="/voice/pin",
+                          outcome="step_expired") == 1
+    assert webhook.backend.requests == [] and webhook.transit.encrypted == []
+
+
+@pytest.mark.parametrize(("sent", "bucket"), [("+442071838750", "+442071838750"),
+                                              ("Anonymous", "anonymous"),
+                                              ("not a number", "anonymous")])
+def test_the_caller_number_is_validated_then_encrypted_for_this_call(
+        webhook: Webhook, sent: str, bucket: str) -> None:
+    sid = new_call_sid()
+    card = webhook.transit.seal(b"1234", f"{sid}:card_last4".encode())
+    pairs = [(k, sent if k == "From" else v) for k, v in base_params(sid)]
+    twiml(signed_post(webhook.client, TOKEN, BASE + pin_path(card), [*pairs, ("Digits", "4321")]))
+    assert (bucket.encode(), f"{sid}:caller".encode()) in webhook.transit.encrypted
 
 
 def test_a_pin_without_a_well_formed_card_ciphertext_ends_the_call(webhook: Webhook) -> None:
@@ -203,9 +263,11 @@ def test_a_pin_without_a_well_formed_card_ciphertext_ends_the_call(webhook: Webh
 def test_a_bad_pin_entry_reprompts_and_keeps_the_card(webhook: Webhook) -> None:
     sid = new_call_sid()
     card = webhook.transit.seal(b"1234", f"{sid}:card_last4".encode())
-    root = twiml(webhook.post(f"/voice/pin?card={card}", sid, Digits="43"))
+    root = twiml(webhook.post(pin_path(card, age=60), sid, Digits="43"))
     assert spoken(root) == f"{texts.RETRY} {texts.ASK_PIN}"
-    assert query(gather_action(root)) == {"card": [card], "attempt": ["2"]}
+    again = query(gather_action(root))
+    assert (again["card"], again["attempt"]) == ([card], ["2"])
+    assert abs(int(again["issued"][0]) - time.time()) < 5  # issued afresh
     assert webhook.backend.requests == []
 
 

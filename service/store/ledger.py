@@ -1,0 +1,84 @@
+"""What a lookup's decision may read and write inside its one transaction: the contract
+between the decision (``service/backend/decision.py``, plain Python) and a store's SQL.
+
+The decision runs inside one write transaction that the store opens, passing it a
+:class:`Ledger`; everything it reads there is current and everything it writes commits
+together or not at all. No Vault call happens inside it (the lookup makes them before).
+
+- SQLite (``service/store/accounts.py``): ``BEGIN IMMEDIATE`` takes the database's one write
+  lock, so decisions are simply one after the other, across threads and processes.
+- A PostgreSQL store implements the same methods with row locks instead: ``account()``
+  as ``SELECT … FOR UPDATE`` on the account row (serialising one card's decisions), and
+  ``caller_failures()`` after locking the caller's row (``INSERT … ON CONFLICT DO NOTHING``
+  then ``SELECT … FOR UPDATE``). The decision itself does not change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Account:
+    id: int
+    account: str
+    balance: str
+    card_verifier: str
+    pin_verifier: str
+    lookup_version: int
+
+
+@dataclass(frozen=True)
+class CardState:
+    """A card's lockout state: consecutive wrong PINs, and the lock they set.
+    ``locked_until`` is a Unix time (0: none); ``hard`` holds until an operator unlocks."""
+
+    failures: int = 0
+    locked_until: float = 0.0
+    hard: bool = False
+
+    def locked(self, now: float) -> bool:
+        return self.hard or now < self.locked_until
+
+
+# (HTTP status, JSON body) of an answer given, kept for a retry of the same request.
+Answer = tuple[int, str]
+
+
+class Ledger(Protocol):
+    """One transaction's view of the store. Methods are one or two statements each."""
+
+    def answers(self, call_sid: str) -> dict[str, Answer]:
+        """The answers this call's lookups were given, by request key."""
+        ...
+
+    def remember(self, call_sid: str, request_key: str, answer: Answer, now: float,
+                 ttl: float) -> None:
+        """Keep ``answer`` for this call and key (and forget any older than ``ttl``)."""
+        ...
+
+    def account(self, card_verifier: str) -> Account | None:
+        """The account with this card verifier, locked for this transaction."""
+        ...
+
+    def versions(self) -> list[int]:
+        """The ``ivr-lookup`` versions stored verifiers use, newest first."""
+        ...
+
+    def card_state(self, account_id: int) -> CardState: ...
+
+    def set_card_state(self, account_id: int, state: CardState) -> None: ...
+
+    def replace_verifiers(self, account_id: int, card_verifier: str,
+                          pin_verifier: str) -> None:
+        """Re-made at the latest key version (after ``ivr-lookup`` rotated)."""
+        ...
+
+    def caller_failures(self, caller: str, since: float) -> int:
+        """How many failed lookups this caller (its keyed HMAC) had after ``since``."""
+        ...
+
+    def add_caller_failure(self, caller: str, now: float, window: float) -> None:
+        """Count one failed lookup (and forget any older than ``window``)."""
+        ...

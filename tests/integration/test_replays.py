@@ -1,0 +1,167 @@
+"""Replays count once, on real processes (OpenBao, uvicorn backend and webhook).
+
+- Twilio resends a webhook whose answer was slow or lost (``#rc``, ``#rt``): the same
+  signature, URL and parameters. The webhook's Idempotency-Key for the backend is made of
+  exactly those, so a retry, even one racing the original, gets the remembered answer.
+- ``I-Twilio-Idempotency-Token`` is not covered by the signature: a captured wrong-PIN
+  request replayed with fresh tokens used to count as a fresh guess each time, and locked
+  the owner out. It counts once now.
+- One lookup per CallSid: a second, differently signed PIN step in the same call is
+  refused (it sounds like a wrong PIN) and counted as a failure, its PIN never compared.
+- The PIN step's URL carries its signed issue time: a replay older than STEP_MAX_AGE hears
+  a calm goodbye without reaching the backend, whose memory of the call lasts longer.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+
+import httpx
+import pytest
+
+from service.backend.enrolment import DEMO_CARD, DEMO_PIN
+from service.devtools.caller import new_call_sid
+from service.devtools.devstack import DevVault
+from service.vault.bootstrap import RoleCredentials
+from service.webhook import twiml as texts
+from tests.support.attack import (
+    FOUND,
+    base_params,
+    pin_outcomes,
+    pin_url,
+    place_call,
+    signed_post,
+    spoken,
+    twiml,
+)
+from tests.support.stack import Stack, make_stack
+
+CARD, PIN = DEMO_CARD, DEMO_PIN
+
+
+@pytest.fixture(scope="module")
+def private(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Its own store: the tests count the demo card's failures. A short STEP_MAX_AGE, so a
+    replay can be made old within the test."""
+    running = make_stack(dev_vault, credentials, tmp_path_factory.mktemp("replays"),
+                         webhook_env={"STEP_MAX_AGE": "3s"})
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=20) as c:
+        yield c
+
+
+def card_failures(stack: Stack) -> int:
+    with closing(sqlite3.connect(stack.store_path)) as db:
+        row = db.execute("SELECT failures FROM card_lockout").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def unlock_in_store(stack: Stack) -> None:
+    """Start each test from a clean card (what `accounts unlock` does, without Vault)."""
+    with closing(sqlite3.connect(stack.store_path)) as db, db:
+        db.execute("DELETE FROM card_lockout")
+
+
+def deliver(client: httpx.Client, stack: Stack, url: str, call_sid: str, pin: str,
+            token: str | None = None) -> str:
+    """One delivery of a signed PIN step (the same bytes each time for the same
+    arguments), optionally with an ``I-Twilio-Idempotency-Token``."""
+    headers = {"I-Twilio-Idempotency-Token": token} if token else {}
+    return spoken(twiml(signed_post(client, stack.twilio_token, url,
+                                    [*base_params(call_sid), ("Digits", pin)],
+                                    headers=headers)))
+
+
+def test_a_replay_with_fresh_unsigned_tokens_counts_once(private: Stack,
+                                                         client: httpx.Client) -> None:
+    """The review's attack: one captured wrong-PIN request, replayed 8 times with a new
+    I-Twilio-Idempotency-Token each, locked the owner out. Now it is one failure."""
+    unlock_in_store(private)
+    call_sid = new_call_sid()
+    url = pin_url(client, private.twilio_token, private.webhook.url, call_sid, CARD)
+    before = pin_outcomes(private.webhook.url)
+    heard = [deliver(client, private, url, call_sid, "0000", secrets.token_hex(16))
+             for _ in range(9)]
+    assert heard == [texts.NOT_FOUND] * 9
+    assert card_failures(private) == 1
+    print(f"replays: 9 deliveries counted {card_failures(private)}")  # for the report
+    # The owner is not locked out.
+    assert place_call(client, private.twilio_token, private.webhook.url, CARD, PIN) == FOUND
+    assert pin_outcomes(private.webhook.url)["found"] - before["found"] == 1
+
+
+def test_twilio_retries_racing_the_original_count_once(private: Stack) -> None:
+    """A retry can reach the backend while the original is still being decided: the
+    decision's one transaction and the per-call memory settle it."""
+    unlock_in_store(private)
+    call_sid = new_call_sid()
+    with httpx.Client(timeout=20) as c:
+        url = pin_url(c, private.twilio_token, private.webhook.url, call_sid, CARD)
+    go = threading.Barrier(6)
+
+    def one(_: int) -> str:
+        with httpx.Client(timeout=20) as c:
+            go.wait(timeout=20)
+            return deliver(c, private, url, call_sid, "0000")
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        heard = list(pool.map(one, range(6)))
+    assert heard == [texts.NOT_FOUND] * 6
+    assert card_failures(private) == 1
+
+
+def test_a_retried_success_answers_the_same(private: Stack, client: httpx.Client) -> None:
+    unlock_in_store(private)
+    call_sid = new_call_sid()
+    url = pin_url(client, private.twilio_token, private.webhook.url, call_sid, CARD)
+    assert [deliver(client, private, url, call_sid, PIN) for _ in range(3)] == [FOUND] * 3
+
+
+def test_a_second_lookup_in_one_call_is_refused_and_counted(private: Stack,
+                                                            client: httpx.Client) -> None:
+    """A PIN step signed anew for a call that already had its lookup (not a retry: other
+    digits, so another key) is refused, even with the right PIN, and counts as a failure."""
+    unlock_in_store(private)
+    call_sid = new_call_sid()
+    url = pin_url(client, private.twilio_token, private.webhook.url, call_sid, CARD)
+    assert deliver(client, private, url, call_sid, "0000") == texts.NOT_FOUND
+    before = pin_outcomes(private.webhook.url)
+    assert deliver(client, private, url, call_sid, PIN) == texts.NOT_FOUND
+    assert deliver(client, private, url + "&attempt=2", call_sid, PIN) == texts.NOT_FOUND
+    outcomes = pin_outcomes(private.webhook.url) - before
+    assert outcomes["second_lookup"] == 2
+    assert card_failures(private) == 3
+
+
+def test_an_old_replay_ends_the_call_without_a_lookup(private: Stack,
+                                                      client: httpx.Client) -> None:
+    unlock_in_store(private)
+    call_sid = new_call_sid()
+    url = pin_url(client, private.twilio_token, private.webhook.url, call_sid, CARD)
+    assert deliver(client, private, url, call_sid, "0000") == texts.NOT_FOUND
+    lookups = backend_lookups(private)
+    time.sleep(4.2)  # past STEP_MAX_AGE=3s (issue times are whole seconds)
+    before = pin_outcomes(private.webhook.url)
+    for token in (None, secrets.token_hex(16)):
+        assert deliver(client, private, url, call_sid, "0000", token) == texts.CALL_AGAIN
+    assert (pin_outcomes(private.webhook.url) - before)["step_expired"] == 2
+    assert backend_lookups(private) == lookups  # the backend never saw them
+    assert card_failures(private) == 1
+
+
+def backend_lookups(stack: Stack) -> int:
+    text = httpx.get(stack.backend.url + "/metrics", timeout=10).text
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if line.startswith('ivr_requests_total{') and 'route="/v1/lookup"' in line)
