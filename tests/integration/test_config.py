@@ -84,16 +84,23 @@ def test_a_bad_setting_stops_start_up_with_one_line_naming_it(tmp_path: Path) ->
         running.append(subprocess.Popen(
             [sys.executable, "-m", "service", "serve", role], env=env, cwd=tmp_path,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    for process, (role, _change, named, hidden) in zip(running, CASES, strict=True):
-        stdout, stderr = process.communicate(timeout=60)
-        context = f"{role} {named}: {stderr!r}"
-        assert process.returncode == 2, context
-        assert stdout == "", context
-        lines = stderr.splitlines()
-        assert len(lines) == 1, context
-        assert lines[0].startswith(f"ivr-vault: configuration error: {named}"), context
-        for secret in (ROLE_ID, SECRET_ID, TWILIO, BACKEND, *hidden):
-            assert secret not in stderr, context
+    try:
+        for process, (role, _change, named, hidden) in zip(running, CASES, strict=True):
+            stdout, stderr = process.communicate(timeout=60)
+            context = f"{role} {named}: {stderr!r}"
+            assert process.returncode == 2, context
+            assert stdout == "", context
+            lines = stderr.splitlines()
+            assert len(lines) == 1, context
+            assert lines[0].startswith(f"ivr-vault: configuration error: {named}"), context
+            for secret in (ROLE_ID, SECRET_ID, TWILIO, BACKEND, *hidden):
+                assert secret not in stderr, context
+    finally:
+        # A case that wrongly starts serving must not outlive the test.
+        for process in running:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     assert not (tmp_path / "store.sqlite3").exists()  # stopped before touching anything
 
 
