@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from service.backend.keycheck import LookupKeys
 from service.backend.schema import LookupRequest
 from service.errors import DecryptionError
 from service.settings import Settings
@@ -92,6 +93,7 @@ class Lookup:
     store: Store
     metrics: Metrics
     executor: ThreadPoolExecutor  # for the store's blocking SQLite calls
+    keys: LookupKeys | None = None  # the ivr-lookup canaries (keycheck.py)
 
     async def db(self, func: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, func, *args)
@@ -134,6 +136,8 @@ class Lookup:
             account = found.account
             result = LookupResult(LookupOutcome.FOUND, account.account, account.balance)
             if account.lookup_version < verifier_version(latest[0]):
+                if self.keys is not None:  # the new version's canary, before its first use
+                    await self.keys.record(verifier_version(latest[0]))
                 writes.update(upgrade=(account.id, *latest))
                 annotate(verifier_upgraded=True)
             if found.has_failures:

@@ -52,6 +52,17 @@ CREATE TABLE IF NOT EXISTS idempotency (
 CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency(at);
 """
 
+# One canary per ivr-lookup version a stored verifier has used: the HMAC of a fixed label
+# (service/backend/keycheck.py), never of caller data. A Vault that cannot reproduce it
+# cannot reproduce the verifiers either.
+_CANARY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS lookup_canaries (
+    version INTEGER PRIMARY KEY,
+    hmac TEXT NOT NULL,
+    at REAL NOT NULL
+);
+"""
+
 
 def verifier_version(verifier: str) -> int:
     """``vault:v3:...`` → 3. Strict, so that something that is not a Transit HMAC is never
@@ -189,6 +200,25 @@ class Store:
         ).fetchall())
         return {int(v): int(n) for v, n in rows}
 
+    def has_account(self, account: str) -> bool:
+        row = self._run(lambda db: db.execute(
+            "SELECT 1 FROM accounts WHERE account=?", (account,)).fetchone())
+        return row is not None
+
+    # -- ivr-lookup canaries ----------------------------------------------------------
+
+    def canaries(self) -> dict[int, str]:
+        """version → the canary HMAC recorded when that version was first used."""
+        rows = self._run(lambda db: db.execute(
+            "SELECT version, hmac FROM lookup_canaries").fetchall())
+        return {int(v): str(h) for v, h in rows}
+
+    def add_canary(self, canary: str, now: float) -> None:
+        """Record a version's canary; a canary already recorded is never replaced."""
+        self._run(lambda db: db.execute(
+            "INSERT OR IGNORE INTO lookup_canaries(version, hmac, at) VALUES (?, ?, ?)",
+            (verifier_version(canary), canary, now)), write=True)
+
     # -- idempotency (Twilio retries) -------------------------------------------------
 
     def remembered(self, key: str, now: float, ttl: float) -> tuple[int, str] | None:
@@ -203,6 +233,7 @@ class Store:
 
 def _create_schema(db: sqlite3.Connection) -> None:
     db.executescript(_SCHEMA)
+    db.executescript(_CANARY_SCHEMA)
     columns = {row[1] for row in db.execute("PRAGMA table_info(pin_failures)")}
     if "request_key" not in columns:  # a store made before retries were keyed
         db.execute("ALTER TABLE pin_failures ADD COLUMN request_key TEXT")
