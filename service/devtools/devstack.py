@@ -163,8 +163,12 @@ class DevVault:
     def _spawn(self, binary: str) -> subprocess.Popen[bytes]:
         template = (layout_dir() / "vault" / "dev-server.hcl.template").read_text()
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
-        values = {"data_dir": self.data_dir.resolve(), "port": self.port,
-                  "cluster_port": self.cluster_port, "audit_log": self.audit_log.resolve()}
+        # Paths relative to state_dir (the server's working directory): OpenBao keeps the
+        # audit device's options in its data and refuses to start with other ones
+        # ("modifications to audit devices are not allowed"), so an absolute path would
+        # break a checkout that moved, or a snapshot restored into another directory.
+        values = {"data_dir": self.data_dir.name, "port": self.port,
+                  "cluster_port": self.cluster_port, "audit_log": self.audit_log.name}
         for name, value in values.items():
             template = template.replace("{" + name + "}", str(value))
         config = self.state_dir / "vault-server.hcl"
@@ -175,7 +179,7 @@ class DevVault:
         fd = os.open(self.server_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "ab") as log:
             return subprocess.Popen(
-                [binary, "server", f"-config={config}"],
+                [binary, "server", f"-config={config.name}"], cwd=self.state_dir,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads yet at this point
                 # Its own session: Ctrl-C reaches the services, which revoke their tokens
