@@ -167,7 +167,8 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) 
         if public_base_url != "http://127.0.0.1:8080":
             call += f" --url {public_base_url or webhook.url}"  # call's own default is 8080
 
-        print(f"""
+        try:  # a Ctrl-C the moment the block is printed is a clean stop too
+            print(f"""
 ivr-vault is running.
   webhook  {webhook.url}   (Twilio voice URL: {public_base_url or "<proxy's URL>"}/voice)
   backend  {backend.url}   (internal)
@@ -177,7 +178,6 @@ Place a test call:
   {call}
 Ctrl-C stops everything.
 """, flush=True)
-        try:
             while all(p.process is not None and p.process.poll() is None
                       for p in (backend, webhook)):
                 time.sleep(0.5)

@@ -6,13 +6,20 @@ naming ``ivr-lookup``, and stops instead of waiting.
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from service.devtools.devstack import DevVault
+from service.store.accounts import Store
+from service.vault.bootstrap import Layout
+from service.vault.client import VaultClient
 from tests.support.devrun import (
     FOUND,
     READY_LINE,
@@ -99,3 +106,36 @@ def test_another_vault_with_the_old_store_is_refused(start_dev: Callable[..., De
     assert took < 30
     # The Vault it was given keeps running; the services it started are gone.
     assert another_vault.process is not None and another_vault.process.poll() is None
+    # The same check from the command line.
+    checked = ivr_vault(refused, "accounts", "check-keys", **another_vault.env())
+    assert checked.returncode == 1
+    assert "ivr-lookup: this Vault cannot reproduce" in checked.stderr
+
+
+def test_check_keys_adopts_a_store_from_before_canaries(dev_vault: DevVault,
+                                                         layout: Layout,
+                                                         tmp_path: Path) -> None:
+    """Verifiers stored without a canary: refused until an operator who knows this Vault
+    made them adopts its canaries; then checked like any other."""
+    store_path = tmp_path / "old.sqlite3"
+    admin = VaultClient(dev_vault.addr, dev_vault.root_token, timeout=10)
+    card_v, pin_v = [r["hmac"] for r in admin.write("transit/hmac/ivr-lookup", "hmac", {
+        "batch_input": [{"input": "Y2FyZDoxMjM0"}, {"input": "cGluOjEyMzQ6NDMyMQ=="}]})[
+        "data"]["batch_results"]]
+    store = Store(store_path)
+    store.upsert_account("AC12345678", "12.55", card_v, pin_v)  # as before canaries
+    store.close()
+    env = {**dev_vault.env(), "STORE_PATH": str(store_path)}
+    before = cli(tmp_path, "accounts", "check-keys", **env)
+    assert before.returncode == 1
+    assert "no canary (a store made before canaries)" in before.stderr
+    assert cli(tmp_path, "accounts", "check-keys", "--adopt", **env).returncode == 0
+    after = cli(tmp_path, "accounts", "check-keys", **env)
+    assert after.returncode == 0, after.stderr
+    assert "reproduces the account store's canaries" in after.stdout
+
+
+def cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "service", *args], cwd=cwd, capture_output=True,
+                          env={"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), **env},
+                          text=True, timeout=60, check=False)
