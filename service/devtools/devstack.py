@@ -192,9 +192,18 @@ class DevVault:
             stop_process(self.process)
 
     def pause(self) -> None:
-        """SIGSTOP: the port still accepts connections but nothing answers (a hung Vault)."""
+        """SIGSTOP: the port still accepts connections but nothing answers (a hung Vault).
+        Returns once the kernel shows the process stopped: the stop is asynchronous, and
+        on a busy machine a request sent at once was seen answered before it took hold."""
         assert self.process is not None
         self.process.send_signal(signal.SIGSTOP)
+        stat = Path(f"/proc/{self.process.pid}/stat")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if stat.read_text().rsplit(")", 1)[1].split()[0] == "T":
+                    return
+            time.sleep(0.005)
 
     def resume(self) -> None:
         assert self.process is not None
