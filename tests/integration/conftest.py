@@ -1,4 +1,4 @@
-"""Fixtures that start real parts: one OpenBao dev server for the session (with the file
+"""Fixtures that start real parts: one OpenBao server for the session (with the file
 audit device), bootstrapped as ``make run`` does, AppRole credentials, and a running
 backend + webhook pair (``python -m service serve ...`` processes).
 
