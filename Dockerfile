@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # One image for both services: `serve webhook` (default) or `serve backend`, and for the
-# compose init step (`bootstrap`, `accounts seed-demo`). Build: docker build -t ivr-vault .
+# compose steps around them (`operator unseal|tls`, `bootstrap`, `accounts seed-demo`). Build: docker build -t ivr-vault .
 #
 # Stage 1 builds a virtualenv from the pinned lock; stage 2 copies only that venv onto a
 # fresh slim base, so no compiler, pip cache or build context ends up in the image.
@@ -27,7 +27,9 @@ FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 ivr \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp \
         --shell /usr/sbin/nologin ivr \
- && install -d -o 10001 -g 10001 -m 0700 /data /creds/webhook /creds/backend
+ && install -d -o 10001 -g 10001 -m 0700 /data /creds/webhook /creds/backend /vault-root /ca \
+ && install -d -o 10001 -g 10001 -m 0755 /tls \
+ && install -d -o 10001 -g 10001 -m 0750 /tls-key
 COPY --from=build /opt/venv /opt/venv
 # What bootstrap reads (IVR_LAYOUT_DIR): the key layout and the Vault policies.
 COPY vault/layout.json /app/vault/layout.json
@@ -41,9 +43,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     WEBHOOK_HOST=0.0.0.0 \
     BACKEND_HOST=0.0.0.0 \
     STORE_PATH=/data/accounts.sqlite3
-# Nothing is written outside /tmp and the volumes mounted on /data and /creds/*: run it
-# with --read-only --tmpfs /tmp. The empty directories above give fresh named volumes
-# their owner (10001), so the non-root user can write its own volume.
+# Nothing is written outside /tmp and the volumes mounted on /data, /creds/*, /vault-root
+# (dev compose's unseal step), /tls, /tls-key and /ca (the production override's vault-tls
+# step): run it with --read-only --tmpfs /tmp. The empty directories above give fresh
+# named volumes their owner (10001) and mode, so the non-root user can write its own
+# volume; /tls-key is 0750 because Vault reads the key in it through its group (group_add).
 WORKDIR /tmp
 USER 10001:10001
 EXPOSE 8080 8081

@@ -7,11 +7,13 @@ boundary where they arise, so callers handle one tree::
     ├── ConfigError                  a setting is missing or invalid (names it, never its value)
     ├── VaultError                   anything that went wrong talking to Vault
     │   ├── VaultUnavailable         refused, reset, sealed, 5xx
-    │   │   └── VaultTimeout         no answer within the timeout
+    │   │   ├── VaultTimeout         no answer within the timeout
+    │   │   └── VaultSealed          sealed or uninitialised, and the keys at hand do not open it
     │   ├── VaultAuthError           AppRole login refused, no credentials, re-login failed
     │   ├── VaultPermissionDenied    403: the policy does not allow it (fail closed, no retry)
     │   ├── VaultNotFound            404: no such key, mount or role
     │   └── VaultRequestError        400: Vault refused the request (or an item of a batch)
+    ├── LookupKeyMismatch            the store's ivr-lookup canary: this Vault cannot reproduce it
     ├── ItemFailed                   Transit refused one item of a batch encrypt
     ├── DecryptionError              one opaque error for every failed decryption
     ├── CoalescerError               the batching machinery broke its contract
@@ -56,6 +58,10 @@ class VaultTimeout(VaultUnavailable):
     kind = "timeout"
 
 
+class VaultSealed(VaultUnavailable):
+    kind = "sealed"
+
+
 class VaultAuthError(VaultError):
     kind = "auth"
 
@@ -78,6 +84,13 @@ class VaultRequestError(VaultError):
                  response_json: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.response_json = response_json
+
+
+class LookupKeyMismatch(IvrVaultError):
+    """The connected Vault cannot reproduce the account store's canary under an
+    ``ivr-lookup`` version the store's verifiers use: it is not the Vault (or not the
+    data) that made them, and every lookup would answer "not found". The message says
+    which versions, and the way out; it holds no key material."""
 
 
 class ItemFailed(IvrVaultError):

@@ -13,12 +13,14 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
+import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.backend.decision import LookupOutcome, LookupResult
+from service.backend.keycheck import LookupKeys
 from service.backend.lookup import Lookup
 from service.backend.schema import OPENAPI, parse_lookup
 from service.errors import IvrVaultError, SchemaError, VaultError
@@ -32,6 +34,8 @@ from service.web.health import health_routes
 from service.web.limits import BodyLimitMiddleware
 from service.web.media_type import media_type
 from service.web.metrics import Metrics
+
+log = structlog.get_logger("ivr.backend")
 
 # A lookup's outcome → (HTTP status, ``detail``); FOUND's body is the account instead.
 # (DESIGN §3; the webhook reads these statuses back in its own table.)
@@ -88,6 +92,11 @@ async def lookup_endpoint(request: Request) -> Response:
         if remembered is not None:
             return _replayed(remembered)
     try:
+        # A "not found" is only an answer when this Vault can reproduce the store's
+        # verifiers (keycheck.py); otherwise the caller hears "please call again later".
+        if lookup.keys is not None and not await lookup.keys.usable():
+            annotate(outcome="vault_unavailable", error_kind="lookup_key")
+            return _error(503, "vault unavailable")
         decision = await lookup(parsed, http_answer, key)
     except VaultError as exc:
         lookup.metrics.vault_errors.labels(exc.kind).inc()
@@ -127,19 +136,30 @@ def create_backend_app(settings: Settings, *,
         try:
             async with transit_session(settings, metrics) as transit:
                 # SQLite work shares the Vault client's pool: both are short blocking calls.
-                app.state.lookup = Lookup(settings, transit, store, metrics, transit.executor)
+                keys = LookupKeys(transit, store, transit.executor, settings.lookup_key)
+                try:
+                    await keys.check()  # a mismatch: one error line, and never ready
+                except VaultError as exc:
+                    log.warning("ivr-lookup canaries not checked at start-up; will check "
+                                "before the first lookup", kind=exc.kind)
+                app.state.lookup = Lookup(settings, transit, store, metrics, transit.executor,
+                                          keys=keys)
                 freeze_startup_heap()
                 yield
         finally:
             store.close()
 
     async def ready() -> dict[str, bool]:
+        """Vault answers an HMAC with the lookup key, and reproduces the store's canaries:
+        ``{"vault": true, "ivr-lookup": false}`` is a Vault that is up but not the one
+        (or not the data) that made the store's verifiers."""
         lookup: Lookup = app.state.lookup
+        assert lookup.keys is not None
         try:
-            await lookup.transit.hmac([b"readyz:probe"])
-            return {"vault": True}
+            check = await lookup.keys.check()
         except IvrVaultError:
             return {"vault": False}
+        return {"vault": True, check.key: check.ok}
 
     routes = [
         Route("/v1/lookup", lookup_endpoint, methods=["POST"]),

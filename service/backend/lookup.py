@@ -30,12 +30,19 @@ from service.backend.decision import (
     Verifiers,
     decide,
 )
+from service.backend.keycheck import LookupKeys
 from service.backend.policy import LockKind, LockoutPolicy
 from service.backend.schema import LookupRequest
 from service.errors import DecryptionError
 from service.logs.scrubbing import fingerprint
 from service.settings import Settings
-from service.store.accounts import Store, caller_input, card_input, pin_input
+from service.store.accounts import (
+    Store,
+    caller_input,
+    card_input,
+    pin_input,
+    verifier_version,
+)
 from service.store.ledger import Answer
 from service.vault.formats import caller_bucket, ciphertext_version, is_four_digits
 from service.vault.transit import Transit, call_context
@@ -73,6 +80,7 @@ class Lookup:
     store: Store
     metrics: Metrics
     executor: ThreadPoolExecutor  # for the store's blocking SQLite calls
+    keys: LookupKeys | None = None  # the ivr-lookup canaries (keycheck.py)
 
     @property
     def answer_ttl(self) -> float:
@@ -108,6 +116,11 @@ class Lookup:
         caller = caller_bucket(caller_pt.decode("utf-8", "replace"))
         card_v, pin_v, caller_v = await self.transit.hmac(
             [card_input(last4), pin_input(last4, pin), caller_input(caller)])
+        if self.keys is not None:
+            # The latest version's canary is on record before any verifier made with it
+            # can be stored (a verifier upgrade in the decision); after the first lookup
+            # at a version this costs nothing.
+            await self.keys.record(verifier_version(card_v))
 
         attempt = Attempt(request.call_sid, request_key, caller_v,
                           (Verifiers(card_v, pin_v),))

@@ -21,7 +21,8 @@ Command = Callable[[argparse.Namespace, Settings], int]
 # ``func`` (a :data:`Command`) on its parsers. Imported when the parser is built, so that a
 # command pulls in only what it runs.
 REGISTRARS: tuple[str, ...] = tuple(f"service.cli.{name}" for name in (
-    "dev", "serve", "bootstrap", "call", "accounts", "keys", "legacy", "twilio"))
+    "dev", "serve", "bootstrap", "call", "accounts", "keys", "legacy", "twilio", "backup",
+    "operator"))
 
 
 def build_parser() -> argparse.ArgumentParser:

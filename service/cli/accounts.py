@@ -73,11 +73,23 @@ def _unlock(args: argparse.Namespace, settings: Settings) -> int:
 def _seed_demo(args: argparse.Namespace, settings: Settings) -> int:
     """The tutorial's test account (card 1234, PIN 4321): ``make run`` and the dev compose
     only. Its PIN would be refused by ``add``; this is the one, fixed exception."""
-    from service.backend.enrolment import DEMO_ACCOUNT, seed_demo
+    from service.backend.enrolment import seed_demo
 
-    seed_demo(settings)
-    print(f"ivr-vault: demo account {DEMO_ACCOUNT[0]} provisioned (development only: its "
-          "PIN is weak)")
+    print(f"ivr-vault: {seed_demo(settings)}")
+    return 0
+
+
+def _check_keys(args: argparse.Namespace, settings: Settings) -> int:
+    """The backend's ivr-lookup canary check (docs/backup.md): exit 0 when this Vault
+    reproduces every canary the store needs, else 1 with the one line that says why."""
+    from service.backend.enrolment import check_store_keys
+
+    check = check_store_keys(settings, adopt=args.adopt)
+    if not check.ok:
+        print(f"ivr-vault: {check.error()}", file=sys.stderr)
+        return 1
+    print(f"ivr-vault: {settings.lookup_key}: this Vault reproduces the account store's "
+          "canaries")
     return 0
 
 
@@ -95,5 +107,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=_unlock)
     p = accounts.add_parser("seed-demo", help="development only: provision the demo account "
                                               "(card 1234, PIN 4321) with the backend's "
-                                              "identity")
+                                              "identity, unless the store has it")
     p.set_defaults(func=_seed_demo)
+    p = accounts.add_parser("check-keys", help="check that this Vault reproduces the store's "
+                                               "ivr-lookup canaries (as the backend does)")
+    p.add_argument("--adopt", action="store_true",
+                   help="record this Vault's canaries for verifier versions that have none "
+                        "(a store made before canaries); only if this Vault made them")
+    p.set_defaults(func=_check_keys)

@@ -1,8 +1,13 @@
 """``make run``: the whole service on one machine, with a local dev Vault.
 
-Starts (or reuses, with ``VAULT_ADDR``) a Vault, bootstraps it, seeds the demo account,
-starts backend and webhook as separate processes each logged in with its own AppRole,
-prints how to call it, and on Ctrl-C stops everything it started.
+Starts (or reuses, with ``VAULT_ADDR``) a Vault, bootstraps it, seeds the demo account
+unless the store has it, starts backend and webhook as separate processes each logged in
+with its own AppRole, prints how to call it, and on Ctrl-C stops everything it started.
+
+The dev Vault keeps its data in ``.dev/`` (server mode, Raft), so a second ``make run``
+finds the keys, AppRoles and accounts of the first. If the backend finds that the Vault
+cannot reproduce the store's ``ivr-lookup`` canary (another Vault, or its data lost), it
+says so in one error line and never becomes ready; ``make run`` then stops, exit 1.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
+import httpx
 import structlog
 
 from service.backend.enrolment import seed_demo
@@ -29,12 +35,27 @@ from service.vault.client import VaultClient
 
 log = structlog.get_logger("ivr.dev")
 
+READY_TIMEOUT_S = 30.0
+
 
 def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
     os.chmod(path, 0o600)
+
+
+def write_vault_env(path: Path, addr: str, token: str) -> None:
+    """``.dev/vault.env``, for ``source .dev/vault.env`` and for tools that read it.
+
+    Format: lines ``export NAME=VALUE`` (values have no spaces and no quotes), for
+    ``VAULT_ADDR``, ``VAULT_TOKEN``, ``BAO_ADDR`` and ``BAO_TOKEN``; lines starting with
+    ``#`` are comments. Mode 0600: the token is the dev Vault's root token (dev only).
+    """
+    lines = ["# DEV ONLY: the make-run Vault and its root token (source this file).\n"]
+    for prefix in ("VAULT", "BAO"):
+        lines += [f"export {prefix}_ADDR={addr}\n", f"export {prefix}_TOKEN={token}\n"]
+    _write_private(path, "".join(lines))
 
 
 def _secret_file(path: Path, from_env: str | None) -> Path:
@@ -88,13 +109,15 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) 
             dev_vault = DevVault.start(state_dir, port=_vault_port(environ))
             stack.callback(dev_vault.stop)
             vault_addr, root = dev_vault.addr, dev_vault.root_token
-            env_lines = "".join(f"export {k}={v}\n" for k, v in dev_vault.env().items())
-            _write_private(state_dir / "vault.env", env_lines)
-            print(f"Dev Vault (OpenBao) at {vault_addr}; audit log {dev_vault.audit_log}")
+            write_vault_env(state_dir / "vault.env", vault_addr, root.reveal())
+            print(f"Dev Vault (OpenBao, server mode) at {vault_addr}; data in "
+                  f"{dev_vault.data_dir}, unseal key and root token (dev only) in "
+                  f"{dev_vault.keyring.path}; audit log {dev_vault.audit_log}")
 
         admin = VaultClient(vault_addr, root, timeout=10)
         layout = bootstrap(admin)
-        creds = issue_credentials(admin, ["ivr-webhook", "ivr-backend", "ivr-keyadmin"],
+        creds = issue_credentials(admin, ["ivr-webhook", "ivr-backend", "ivr-keyadmin",
+                                          "ivr-backup"],
                                   approle_mount=layout.approle_mount)
         for role, c in creds.items():
             c.write(state_dir / role)
@@ -124,8 +147,7 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) 
                 env["TWILIO_AUTH_TOKEN_FILE"] = str(twilio_file)
             return env
 
-        backend_settings = Settings.from_environ(service_env("backend"))
-        seed_demo(backend_settings)
+        print(f"ivr-vault: {seed_demo(Settings.from_environ(service_env('backend')))}")
 
         backend = ServiceProcess("backend", settings.backend_port, service_env("backend"),
                                  state_dir)
@@ -135,12 +157,18 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) 
         backend.start(to_terminal=True)
         stack.callback(webhook.stop)
         webhook.start(to_terminal=True)
-        wait_http(f"{webhook.url}/readyz", timeout=15)
+        refused = _wait_ready(backend)
+        if refused:
+            print(f"ivr-vault: the backend is not ready: {refused} (its error line above "
+                  "says why and what to do); stopping.", file=sys.stderr, flush=True)
+            return 1
+        wait_http(f"{webhook.url}/readyz", timeout=READY_TIMEOUT_S)
         call = ".venv/bin/ivr-vault call --card 1234 --pin 4321"
         if public_base_url != "http://127.0.0.1:8080":
             call += f" --url {public_base_url or webhook.url}"  # call's own default is 8080
 
-        print(f"""
+        try:  # a Ctrl-C the moment the block is printed is a clean stop too
+            print(f"""
 ivr-vault is running.
   webhook  {webhook.url}   (Twilio voice URL: {public_base_url or "<proxy's URL>"}/voice)
   backend  {backend.url}   (internal)
@@ -150,7 +178,6 @@ Place a test call:
   {call}
 Ctrl-C stops everything.
 """, flush=True)
-        try:
             while all(p.process is not None and p.process.poll() is None
                       for p in (backend, webhook)):
                 time.sleep(0.5)
@@ -159,6 +186,29 @@ Ctrl-C stops everything.
         except KeyboardInterrupt:
             print("\nivr-vault: stopping.", flush=True)
             return 0
+
+
+def _wait_ready(backend: ServiceProcess) -> str | None:
+    """Wait for the backend's /readyz. None once it is ready; the name of the failed check
+    when it will not become ready by waiting: its ``ivr-lookup`` check (the Vault cannot
+    reproduce the store's canary). Vault being slow or away is waited for."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if backend.process is not None and backend.process.poll() is not None:
+            return f"it exited with {backend.process.returncode}"
+        try:
+            answer = httpx.get(f"{backend.url}/readyz", timeout=5)
+        except httpx.HTTPError:
+            answer = None
+        if answer is not None and answer.status_code == 200:
+            return None
+        if answer is not None and answer.status_code == 503:
+            failed = [name for name, ok in answer.json().get("checks", {}).items()
+                      if ok is False and name != "vault"]
+            if failed:
+                return ", ".join(failed)
+        time.sleep(0.1)
+    return f"no ready answer within {READY_TIMEOUT_S:.0f}s"
 
 
 def _local_urls(settings: Settings, environ: Mapping[str, str]) -> tuple[str, str]:

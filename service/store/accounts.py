@@ -67,6 +67,17 @@ CREATE TABLE IF NOT EXISTS call_answers (
 CREATE INDEX IF NOT EXISTS call_answers_by_age ON call_answers(at);
 """
 
+# One canary per ivr-lookup version a stored verifier has used: the HMAC of a fixed label
+# (service/backend/keycheck.py), never of caller data. A Vault that cannot reproduce it
+# cannot reproduce the verifiers either.
+_CANARY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS lookup_canaries (
+    version INTEGER PRIMARY KEY,
+    hmac TEXT NOT NULL,
+    at REAL NOT NULL
+);
+"""
+
 
 def verifier_version(verifier: str) -> int:
     """``vault:v3:...`` → 3. Strict, so that something that is not a Transit HMAC is never
@@ -96,7 +107,8 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = ThreadConnections(self.path)
         self._run = self._db.run  # work on this thread's connection, optionally a write
-        self._run(lambda db: db.executescript(_SCHEMA))  # retried while another writes
+        # Retried while another process writes.
+        self._run(lambda db: db.executescript(_SCHEMA + _CANARY_SCHEMA))
         self._run(_migrate, write=True)
 
     def close(self) -> None:
@@ -156,6 +168,25 @@ class Store:
             "SELECT lookup_version, COUNT(*) FROM accounts GROUP BY lookup_version"
         ).fetchall())
         return {int(v): int(n) for v, n in rows}
+
+    def has_account(self, account: str) -> bool:
+        row = self._run(lambda db: db.execute(
+            "SELECT 1 FROM accounts WHERE account=?", (account,)).fetchone())
+        return row is not None
+
+    # -- ivr-lookup canaries ----------------------------------------------------------
+
+    def canaries(self) -> dict[int, str]:
+        """version → the canary HMAC recorded when that version was first used."""
+        rows = self._run(lambda db: db.execute(
+            "SELECT version, hmac FROM lookup_canaries").fetchall())
+        return {int(v): str(h) for v, h in rows}
+
+    def add_canary(self, canary: str, now: float) -> None:
+        """Record a version's canary; a canary already recorded is never replaced."""
+        self._run(lambda db: db.execute(
+            "INSERT OR IGNORE INTO lookup_canaries(version, hmac, at) VALUES (?, ?, ?)",
+            (verifier_version(canary), canary, now)), write=True)
 
 
 class SqliteLedger:

@@ -91,3 +91,19 @@ class ThreadConnections:
                 if now >= deadline:
                     raise
             time.sleep(BUSY_STEP_S)
+
+
+def copy_database(source: Path, target: Path) -> None:
+    """A consistent copy of a live SQLite database, by SQLite's online backup API: the
+    copy is one point in time even while another process writes (a file copy taken
+    during a write, or without the ``-wal`` file, can be torn). ``target`` is replaced
+    in place, under SQLite's own locks, so an open reader never sees half of it."""
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=BUSY_WAIT_S)
+    try:
+        dst = sqlite3.connect(target, timeout=BUSY_WAIT_S)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()

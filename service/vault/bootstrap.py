@@ -1,22 +1,26 @@
 """Bootstrap a Vault for ivr-vault, idempotently: transit mount, keys, policies, AppRoles.
 
 One piece of code for ``make run``, docker compose's ``vault-init`` and the tests. It runs
-with an administrative token (the dev root token) and hands each service only its own
-AppRole credentials, written to that service's own directory.
+with an administrative token (the dev root token; in production a root token that is
+revoked right after) and hands each service only its own AppRole credentials, written to
+that service's own directory. Issuing a secret-id destroys the role's other secret-ids: a
+credential that was replaced cannot be used by whoever kept a copy.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from service.errors import ConfigError, VaultNotFound
+from service.errors import ConfigError, VaultNotFound, VaultRequestError
 from service.vault.client import VaultClient
 
 log = structlog.get_logger("ivr.bootstrap")
@@ -44,7 +48,10 @@ class Layout:
     policies: Mapping[str, str]
 
     @classmethod
-    def load(cls, root: Path | None = None) -> Layout:
+    def load(cls, root: Path | None = None, *, profile: str | None = None,
+             bound_cidrs: Sequence[str] = ()) -> Layout:
+        """The layout; with ``profile``, its role settings over the defaults, and its
+        ``bound_cidr_roles`` bound to ``bound_cidrs`` (token and secret-id use)."""
         root = root or layout_dir()
         try:
             data = json.loads((root / "vault" / "layout.json").read_text(encoding="utf-8"))
@@ -53,8 +60,22 @@ class Layout:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"IVR_LAYOUT_DIR: cannot read vault/layout.json or policies/ "
                               f"({type(exc).__name__})") from None
-        return cls(data["transit_mount"], data["keys"], data["approle_mount"], data["roles"],
-                   policies)
+        layout = cls(data["transit_mount"], data["keys"], data["approle_mount"],
+                     data["roles"], policies)
+        if profile is None:
+            if bound_cidrs:
+                raise ConfigError("--bound-cidrs: needs a --profile that names the roles")
+            return layout
+        if profile not in data.get("profiles", {}):
+            raise ConfigError(f"--profile: no profile {profile!r} in vault/layout.json")
+        chosen = data["profiles"][profile]
+        roles = {name: {**spec, **chosen.get("roles", {}).get(name, {})}
+                 for name, spec in layout.roles.items()}
+        if bound_cidrs:
+            for name in chosen.get("bound_cidr_roles", []):
+                roles[name] = {**roles[name], "token_bound_cidrs": list(bound_cidrs),
+                               "secret_id_bound_cidrs": list(bound_cidrs)}
+        return replace(layout, roles=roles)
 
 
 @dataclass(frozen=True)
@@ -125,11 +146,72 @@ def bootstrap(admin: VaultClient, layout: Layout | None = None) -> Layout:
 
 def issue_credentials(admin: VaultClient, roles: Iterable[str], *,
                       approle_mount: str = "approle") -> dict[str, RoleCredentials]:
-    """A role-id and a fresh secret-id for each named role."""
+    """A role-id and a fresh secret-id for each named role; every other secret-id of the
+    role is destroyed (by accessor: the secret-ids themselves are never listed)."""
     result = {}
     for role in roles:
-        role_id = admin.read(f"auth/{approle_mount}/role/{role}/role-id", "read role-id")
-        secret = admin.write(f"auth/{approle_mount}/role/{role}/secret-id", "issue secret-id")
-        result[role] = RoleCredentials(role, role_id["data"]["role_id"],
-                                       secret["data"]["secret_id"])
+        base = f"auth/{approle_mount}/role/{role}"
+        role_id = admin.read(f"{base}/role-id", "read role-id")["data"]["role_id"]
+        secret = admin.write(f"{base}/secret-id", "issue secret-id")["data"]
+        destroyed = 0
+        for accessor in _secret_id_accessors(admin, base):
+            if accessor != secret["secret_id_accessor"]:
+                admin.write(f"{base}/secret-id-accessor/destroy", "destroy secret-id",
+                            {"secret_id_accessor": accessor})
+                destroyed += 1
+        log.info("secret-id issued", role=role, destroyed=destroyed)
+        result[role] = RoleCredentials(role, role_id, secret["secret_id"])
     return result
+
+
+def _secret_id_accessors(admin: VaultClient, base: str) -> list[str]:
+    try:
+        listing = admin.request("LIST", f"{base}/secret-id", "list secret-id accessors")
+    except VaultNotFound:  # none issued yet
+        return []
+    return list(listing.get("data", {}).get("keys", []))
+
+
+def current_credentials(admin: VaultClient, role: str, directory: Path, *,
+                        approle_mount: str = "approle") -> RoleCredentials | None:
+    """The credentials already in ``directory``, if Vault still accepts them and their
+    secret-id has more than a third of its life left; else None (issue new ones).
+    Re-running the init step must not replace a secret-id that running services still
+    use: destroying it would lock them out at their next login."""
+    try:
+        role_id = (directory / "role_id").read_text(encoding="utf-8").strip()
+        secret_id = (directory / "secret_id").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    base = f"auth/{approle_mount}/role/{role}"
+    if not role_id or role_id != admin.read(f"{base}/role-id", "read role-id")["data"][
+            "role_id"]:
+        return None
+    try:
+        found = admin.write(f"{base}/secret-id/lookup", "look up secret-id",
+                            {"secret_id": secret_id}).get("data")
+    except (VaultNotFound, VaultRequestError):
+        return None
+    if not found:
+        return None
+    ttl = float(found.get("secret_id_ttl") or 0)
+    if ttl:
+        left = vault_timestamp(found["expiration_time"]) - time.time()
+        if left < ttl / 3:
+            return None
+    return RoleCredentials(role, role_id, secret_id)
+
+
+def vault_timestamp(rfc3339: str) -> float:
+    """Vault's timestamps carry nanoseconds and a zone; Python parses microseconds."""
+    head, _, rest = rfc3339.partition(".")
+    zone = rest.lstrip("0123456789") if rest else rfc3339[19:]
+    return datetime.fromisoformat(head[:19] + (zone.replace("Z", "+00:00") or "+00:00")
+                                  ).timestamp()
+
+
+def revoke_token(admin: VaultClient) -> None:
+    """Revoke the administrative token bootstrap ran with (production: the root token,
+    which ``bao operator generate-root`` can make again from the unseal shares)."""
+    admin.write("auth/token/revoke-self", "revoke token")
+    log.info("bootstrap token revoked")

@@ -1,4 +1,4 @@
-"""Fixtures that start real parts: one OpenBao dev server for the session (with the file
+"""Fixtures that start real parts: one OpenBao server for the session (with the file
 audit device), bootstrapped as ``make run`` does, AppRole credentials, and a running
 backend + webhook pair (``python -m service serve ...`` processes).
 
@@ -8,14 +8,16 @@ module cannot forget it: ``pytest -m "not integration"`` runs the fast tests alo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from service.devtools.devstack import DevVault
 from service.vault.bootstrap import Layout, RoleCredentials, bootstrap, issue_credentials
 from service.vault.client import VaultClient
+from tests.support.devrun import DevRun, start_dev, stop_dev
 from tests.support.stack import ROLES, Stack, make_stack
 
 HERE = Path(__file__).resolve().parent
@@ -56,3 +58,18 @@ def stack(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
     running = make_stack(dev_vault, credentials, tmp_path_factory.mktemp("stack"))
     yield running
     running.stop()
+
+
+@pytest.fixture(name="start_dev")
+def start_dev_fixture(tmp_path: Path) -> Iterator[Callable[..., DevRun]]:
+    """``make run`` in ``tmp_path`` (tests/support/devrun.py); every run started is
+    stopped at the end, even when the test failed."""
+    runs: list[DevRun] = []
+
+    def start(**kwargs: Any) -> DevRun:
+        runs.append(start_dev(tmp_path, **kwargs))
+        return runs[-1]
+
+    yield start
+    for run in runs:
+        stop_dev(run)

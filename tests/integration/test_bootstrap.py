@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from service.devtools.devstack import DevVault
-from service.errors import ConfigError
-from service.vault.bootstrap import Layout, bootstrap
-from service.vault.client import VaultClient
+from service.errors import ConfigError, VaultAuthError
+from service.settings import Secret
+from service.vault.bootstrap import Layout, RoleCredentials, bootstrap, issue_credentials
+from service.vault.client import AppRoleCredentials, VaultClient
 
 
 def key(admin: VaultClient, name: str) -> dict[str, object]:
@@ -49,23 +50,70 @@ def test_bootstrap_twice_changes_nothing(admin: VaultClient, layout: Layout) -> 
     bootstrap(admin)
     bootstrap(admin)
     assert snapshot() == before
-    assert set(layout.policies) == {"ivr-webhook", "ivr-backend", "ivr-keyadmin"}
+    assert set(layout.policies) == {"ivr-webhook", "ivr-backend", "ivr-keyadmin", "ivr-backup"}
 
 
-def test_cli_bootstrap_is_idempotent_and_writes_credentials(dev_vault: DevVault,
-                                                            tmp_path: Path) -> None:
+def throwaway_role(admin: VaultClient, name: str) -> str:
+    """A role of its own: issuing for the session's roles would destroy the secret-ids
+    the session's services log in with."""
+    admin.write(f"auth/approle/role/{name}", "write role", {
+        "token_policies": ["ivr-webhook"], "token_no_default_policy": True,
+        "secret_id_ttl": "1h"})
+    return name
+
+
+def logs_in(vault: DevVault, creds: RoleCredentials) -> bool:
+    try:
+        VaultClient(vault.addr, AppRoleCredentials(Secret(creds.role_id),
+                                                   Secret(creds.secret_id)),
+                    timeout=5).ensure_login()
+    except VaultAuthError:
+        return False
+    return True
+
+
+def test_issuing_a_secret_id_destroys_the_others(admin: VaultClient, dev_vault: DevVault,
+                                                 layout: Layout) -> None:
+    role = throwaway_role(admin, "test-issue")
+    first = issue_credentials(admin, [role])[role]
+    second = issue_credentials(admin, [role])[role]
+    assert first.secret_id != second.secret_id
+    assert not logs_in(dev_vault, first)
+    assert logs_in(dev_vault, second)
+    accessors = admin.request("LIST", f"auth/approle/role/{role}/secret-id", "list")
+    assert len(accessors["data"]["keys"]) == 1
+
+
+def test_cli_bootstrap_is_idempotent_and_keeps_valid_credentials(
+        admin: VaultClient, dev_vault: DevVault, layout: Layout, tmp_path: Path) -> None:
+    role = throwaway_role(admin, "test-cli")
     # The admin token travels by environment, never argv.
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), **dev_vault.env()}
     command = [sys.executable, "-m", "service", "bootstrap",
-               "--credentials", f"ivr-webhook={tmp_path / 'webhook'}"]
-    for _ in range(2):
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60,
-                              check=False)
+               "--credentials", f"{role}={tmp_path / 'creds'}"]
+
+    def run(*extra: str) -> tuple[str, RoleCredentials]:
+        done = subprocess.run([*command, *extra], env=env, capture_output=True, text=True,
+                              timeout=60, check=False)
         assert done.returncode == 0, done.stderr
         assert "bootstrap complete" in done.stdout
-    assert (tmp_path / "webhook" / "role_id").stat().st_mode & 0o777 == 0o600
-    assert (tmp_path / "webhook" / "secret_id").read_text().strip()
-    assert dev_vault.root_token.reveal() not in done.stdout + done.stderr
+        assert dev_vault.root_token.reveal() not in done.stdout + done.stderr
+        return done.stdout, RoleCredentials(
+            role, (tmp_path / "creds" / "role_id").read_text().strip(),
+            (tmp_path / "creds" / "secret_id").read_text().strip())
+
+    out, first = run()
+    assert "wrote" in out
+    assert (tmp_path / "creds" / "role_id").stat().st_mode & 0o777 == 0o600
+    out, again = run()  # a second `up`: services still use the first secret-id
+    assert "valid; kept" in out and again == first
+    out, rotated = run("--rotate")
+    assert "older secret-ids destroyed" in out and rotated.secret_id != first.secret_id
+    assert not logs_in(dev_vault, first) and logs_in(dev_vault, rotated)
+    # Destroyed behind its back (or expired): the next run issues a new one.
+    issue_credentials(admin, [role])
+    out, replaced = run()
+    assert "wrote" in out and logs_in(dev_vault, replaced)
 
 
 @pytest.mark.parametrize(("name", "create"), [

@@ -1,182 +1,228 @@
-"""docker-compose.yml *replayed* without a Docker engine: each service's own command runs as
-a local process with that service's environment (interpolated as compose would), its volumes
-and secrets mapped to temp directories shared the way compose shares them, and only host
-names and ports rewritten. The vault service's script starts a real OpenBao, vault-init
-bootstraps it, backend and webhook come up from the credentials vault-init left in their
-volumes, and a signed call hears the demo account. (The file's structure and schema:
+"""docker-compose.yml, and with docker-compose.prod.yml, *replayed* without a Docker engine
+(tests/support/replay.py): each service's own command as a local process, with its
+environment, volumes and secrets; a real OpenBao 2.7.2 in server mode with Raft storage.
+
+Dev: vault-unseal initialises and unseals, vault-init bootstraps, a signed call hears the
+demo account; `docker compose restart vault` (the process stopped and started: it comes
+back sealed, vault-unseal opens it, nobody reruns init) and `down` then `up` keep every
+account. Production: vault-tls makes the certificate, Vault listens with TLS and every
+service verifies it; the operator initialises with Shamir shares and unseals by hand; the
+bootstrap revokes its root token; the services' AppRoles work only from the internal
+network's addresses; no demo account. (The files' structure and schema:
 tests/unit/deploy/test_compose.py.)
 """
 
 from __future__ import annotations
 
+import json
 import os
-import re
-import signal
+import ssl
 import stat
 import subprocess
-import sys
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from service.devtools.caller import Caller
-from service.devtools.devstack import (
-    ServiceProcess,
-    find_vault_binary,
-    free_port,
-    stop_process,
-    wait_http,
-)
-from tests.support.compose import Compose, load
+from service.devtools.devstack import find_vault_binary, free_port, wait_http
+from service.settings import Secret
+from service.vault.operator_init import LISTENING, VaultServer
+from tests.support.compose import PROD, load
+from tests.support.replay import BIN, FOUND, Replay
 from tests.support.repo import ROOT
 
-BIN = Path(sys.executable).parent  # ivr-vault and python of the venv running the tests
+NOT_FOUND = "We were not able to locate you in our system. Goodbye."
 
 
-@dataclass
-class Host:
-    """Where compose's volumes, secrets and host names land in this replay."""
-
-    tmp: Path
-    ports: dict[str, int]
-    secrets: Mapping[str, str]
-
-    def mounts(self, compose: Compose, name: str) -> list[tuple[str, Path]]:
-        pairs = []
-        for volume in compose["services"][name].get("volumes", []):
-            source, target = volume.split(":")[:2]
-            host = (ROOT / source) if source.startswith(".") else self.tmp / "volumes" / source
-            if not source.startswith("."):
-                host.mkdir(parents=True, exist_ok=True)
-            pairs.append((target, host))
-        for secret in compose["services"][name].get("secrets", []):
-            path = self.tmp / "secrets" / secret
-            path.parent.mkdir(exist_ok=True)
-            path.write_text(self.secrets[compose["secrets"][secret]["environment"]])
-            pairs.append((f"/run/secrets/{secret}", path))
-        return sorted(pairs, key=lambda pair: -len(pair[0]))
-
-    def localize(self, text: str, mounts: list[tuple[str, Path]], own: str) -> str:
-        for target, host in mounts:
-            text = re.sub(rf"(?<![\w/]){re.escape(target)}(?=/|\b|$)", str(host), text)
-        for service, port in self.ports.items():
-            text = re.sub(rf"\b{service}:\d+", f"127.0.0.1:{port}", text)
-        if own in self.ports:  # a listen address inside the container
-            text = re.sub(r"0\.0\.0\.0:\d+", f"127.0.0.1:{self.ports[own]}", text)
-        return text.replace("0.0.0.0", "127.0.0.1")
-
-    def environment(self, compose: Compose, name: str) -> dict[str, str]:
-        mounts = self.mounts(compose, name)
-        env = {"PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-               "HOME": str(self.tmp), "PYTHONUNBUFFERED": "1"}
-        env.update({k: self.localize(str(v), mounts, name)
-                    for k, v in compose["services"][name].get("environment", {}).items()})
-        for key in ("WEBHOOK_PORT", "BACKEND_PORT"):
-            if key in env:
-                env[key] = str(self.ports[key.split("_")[0].lower()])
-        return env
+def ports() -> dict[str, dict[int, int]]:
+    return {"vault": {8200: free_port(), 8201: free_port()},
+            "backend": {8081: free_port()}, "webhook": {8080: free_port()}}
 
 
-@pytest.fixture(scope="module")
-def replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Compose, Host]]:
-    tmp = tmp_path_factory.mktemp("compose")
-    twilio = "twilio-" + os.urandom(8).hex()
-    compose = load({"TWILIO_AUTH_TOKEN": twilio})
-    yield compose, Host(tmp, {"vault": free_port(), "backend": free_port(),
-                              "webhook": free_port()}, {"TWILIO_AUTH_TOKEN": twilio})
+@pytest.fixture
+def replays(tmp_path: Path) -> Iterator[Callable[..., Replay]]:
+    made: list[Replay] = []
+
+    def make(files: tuple[str, ...] = ("docker-compose.yml",), **env: str) -> Replay:
+        twilio = "twilio-" + os.urandom(8).hex()
+        compose = load({"TWILIO_AUTH_TOKEN": twilio, **env}, files)
+        replay = Replay(compose, tmp_path, ports(), {"TWILIO_AUTH_TOKEN": twilio})
+        made.append(replay)
+        return replay
+
+    yield make
+    for replay in made:
+        replay.down()
 
 
-def _script(compose: Compose, host: Host, name: str) -> str:
-    service = compose["services"][name]
-    assert service["entrypoint"] == ["/bin/sh", "-ec"]
-    return host.localize(service["command"][0], host.mounts(compose, name), name)
+def wait_until(check: Callable[[], bool], *, timeout: float, what: str) -> float:
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < timeout, f"{what}: not within {timeout}s"
+        time.sleep(0.2)
+    return time.monotonic() - started
 
 
-def test_replay_vault_init_backend_webhook_and_a_call(replay: tuple[Compose, Host]) -> None:
-    compose, host = replay
-    # vault: its own script, with the image's `bao` being the one the tests use.
-    script = _script(compose, host, "vault").replace("exec bao ", f"exec {find_vault_binary()} ")
-    # Its config (a bind-mounted file) names the audit log by its container path too.
-    config = ROOT / "vault" / "compose-server.hcl"
-    assert str(config) in script
-    local_config = host.tmp / "compose-server.hcl"
-    local_config.write_text(host.localize(config.read_text(), host.mounts(compose, "vault"),
-                                          "vault"))
-    script = script.replace(str(config), str(local_config))
-    if os.geteuid() != 0:
-        script = script.replace("chown ", ": chown ")
-    log = (host.tmp / "vault.log").open("ab")
-    vault = subprocess.Popen(["/bin/sh", "-ec", script], env={"PATH": "/usr/bin:/bin",
-                             "HOME": str(host.tmp)}, stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True)
-    services: list[ServiceProcess] = []
+def secrets_in(replay: Replay, *texts: str) -> list[str]:
+    """The dev Vault's root token or unseal key, wherever they appear in ``texts``."""
+    root = (replay.volume("vault-root") / "token").read_text().strip()
+    keyring = (replay.volume("vault-root") / "vault-keys.dev-only").read_text()
+    unseal = [line.split("=", 1)[1] for line in keyring.splitlines()
+              if line.startswith("unseal_key=")]
+    return [s for s in (root, *unseal) for text in texts if s in text]
+
+
+def test_dev_up_restart_vault_and_down_up_keep_every_account(
+        replays: Callable[..., Replay]) -> None:
+    replay = replays()
+    replay.start("vault")
+    replay.start("vault-unseal")
+    wait_until(lambda: replay.healthy("vault"), timeout=60, what="vault healthy")
+
+    init = replay.run("vault-init")
+    assert init.returncode == 0, init.stderr
+    assert "demo account AC12345678 provisioned" in init.stdout
+    volumes = replay.tmp / "volumes"
+    keyring = volumes / "vault-root" / "vault-keys.dev-only"
+    assert stat.S_IMODE(keyring.stat().st_mode) == 0o600
+    assert "DEV ONLY" in keyring.read_text()
+    for role in ("webhook", "backend"):
+        files = sorted(p.name for p in (volumes / f"{role}-creds").iterdir())
+        assert files == ["backend_token", "role_id", "secret_id"], role
+        for path in (volumes / f"{role}-creds").iterdir():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+            assert not secrets_in(replay, path.read_text())
+    assert ((volumes / "webhook-creds" / "role_id").read_text()
+            != (volumes / "backend-creds" / "role_id").read_text())
+    # The audit device of compose-server.hcl is live: the bootstrap is on record.
+    assert "transit/keys/ivr-dtmf" in (volumes / "vault-logs" / "audit.log").read_text()
+
+    for name in ("backend", "webhook"):
+        replay.start(name)
+        assert replay.healthy(name), name
+    assert replay.call()[-1] == FOUND
+
+    # `docker compose restart vault`: the same data, sealed; vault-unseal opens it again
+    # and the running services carry on with their tokens. No init step reruns.
+    replay.stop("vault")
+    replay.start("vault")
+    took = wait_until(lambda: replay.healthy("vault"), timeout=30, what="unsealed again")
+    wait_until(lambda: replay.healthy("backend") and replay.healthy("webhook"), timeout=30,
+               what="services ready again")
+    assert replay.call()[-1] == FOUND
+    assert "vault unsealed" in replay.log("vault-unseal").read_text()
+    print(f"vault restart: unsealed and healthy {took:.1f} s after the start")
+
+    # `docker compose down` then `up` (volumes kept): everything starts again, init reruns.
+    secret_before = (volumes / "backend-creds" / "secret_id").read_text()
+    replay.down()
+    replay.start("vault")
+    replay.start("vault-unseal")
+    wait_until(lambda: replay.healthy("vault"), timeout=60, what="vault healthy again")
+    again = replay.run("vault-init")
+    assert again.returncode == 0, again.stderr
+    assert "demo account AC12345678 already in the store; not seeded again" in again.stdout
+    assert again.stdout.count("valid; kept") == 2
+    assert (volumes / "backend-creds" / "secret_id").read_text() == secret_before
+    for name in ("backend", "webhook"):
+        replay.start(name)
+    assert replay.call()[-1] == FOUND
+
+    # Nothing printed the root token or the unseal key: not Vault, nor a step around it.
+    logs = [replay.log(n).read_text() for n in ("vault", "vault-unseal")]
+    assert not secrets_in(replay, init.stdout + init.stderr, again.stdout + again.stderr, *logs)
+
+
+def test_prod_tls_manual_unseal_bootstrap_once_no_demo(replays: Callable[..., Replay],
+                                                       tmp_path: Path) -> None:
+    # The services' AppRoles are bound to the internal network: here one address.
+    replay = replays(PROD, IVR_INTERNAL_SUBNET="127.0.0.1/32")
+    made = replay.run("vault-tls")
+    assert made.returncode == 0, made.stderr
+    volumes = replay.tmp / "volumes"
+    assert stat.S_IMODE((volumes / "vault-tls-key" / "server.key").stat().st_mode) == 0o640
+    assert stat.S_IMODE((volumes / "vault-ca" / "ca.key").stat().st_mode) == 0o600
+    assert not (volumes / "vault-tls" / "server.key").exists()
+    assert "kept" in replay.run("vault-tls").stdout  # a second `up` keeps it
+
+    replay.start("vault")
+    vault = replay.environment("vault")
+    addr, cacert = vault["BAO_ADDR"], vault["BAO_CACERT"]
+    assert addr.startswith("https://")
+    tls = ssl.create_default_context(cafile=cacert)
+    wait_http(f"{addr}/v1/sys/health", timeout=30, ok=LISTENING, verify=cacert)
+    with pytest.raises(httpx.ConnectError):  # TLS only, and only with our CA
+        httpx.get(f"{addr}/v1/sys/health", timeout=5)
+    assert not replay.healthy("vault")  # uninitialised: unhealthy until a human acts
+
+    # The operator, in the vault container (`docker compose exec vault bao operator init`):
+    # five shares, three to unseal, printed once to the terminal.
+    init = subprocess.run([find_vault_binary(), "operator", "init", "-key-shares=5",
+                           "-key-threshold=3", "-format=json"], env=vault,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert init.returncode == 0, init.stderr
+    answer = json.loads(init.stdout)
+    shares, root = [Secret(k) for k in answer["unseal_keys_b64"]], answer["root_token"]
+    server = VaultServer(addr, verify=cacert)
     try:
-        wait_http(f"http://127.0.0.1:{host.ports['vault']}/v1/sys/health", timeout=30,
-                  process=vault)
-        root_file = host.tmp / "volumes" / "vault-root" / "token"
-        root_token = root_file.read_text().strip()
-        assert len(root_token) == 64
-
-        init = subprocess.run(["/bin/sh", "-ec", _script(compose, host, "vault-init")],
-                              env=host.environment(compose, "vault-init"), cwd=host.tmp,
-                              capture_output=True, text=True, timeout=120)
-        assert init.returncode == 0, init.stderr
-        assert "demo account AC12345678 provisioned" in init.stdout
-        volumes = host.tmp / "volumes"
-        for role in ("webhook", "backend"):
-            files = sorted(p.name for p in (volumes / f"{role}-creds").iterdir())
-            assert files == ["backend_token", "role_id", "secret_id"], role
-            for path in (volumes / f"{role}-creds").iterdir():
-                assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-                assert root_token not in path.read_text()
-        assert ((volumes / "webhook-creds" / "role_id").read_text()
-                != (volumes / "backend-creds" / "role_id").read_text())
-        assert root_token not in init.stdout + init.stderr
-
-        # The audit device of compose-server.hcl is live: the bootstrap is on record.
-        audit = (volumes / "vault-logs" / "audit.log").read_text()
-        assert "transit/keys/ivr-dtmf" in audit
-
-        for name in ("backend", "webhook"):
-            command = compose["services"][name]["command"]
-            process = ServiceProcess(name, host.ports[name], host.environment(compose, name),
-                                     host.tmp, extra_args=tuple(command[2:]))
-            services.append(process.start())
-        webhook_url = f"http://127.0.0.1:{host.ports['webhook']}"
-        for process in services:
-            # Each compose health check, run as the container would run it.
-            probe = subprocess.run(compose["services"][process.role]["healthcheck"]["test"][1:],
-                                   env=process.env, capture_output=True, timeout=30)
-            assert probe.returncode == 0, process.role
-        wait_http(f"{webhook_url}/readyz", timeout=15)
-
-        heard: list[str] = []
-        with httpx.Client(timeout=20) as client:
-            # The webhook checks signatures against PUBLIC_BASE_URL (https://localhost, the
-            # proxy); the caller signs for that URL and talks to the webhook directly.
-            public = compose["services"]["webhook"]["environment"]["PUBLIC_BASE_URL"]
-            caller = Caller(public, host.secrets["TWILIO_AUTH_TOKEN"], client, say=heard.append)
-            client.event_hooks["request"] = [lambda r: _redirect(r, public, webhook_url)]
-            assert caller.play(["1234", "4321"]).completed
-        assert heard[-1] == ("Thank you. Your account number is AC12345678 and your balance "
-                             "is 12.55")
+        assert server.try_unseal(shares[1:4])  # any three
+        server.wait_active()
     finally:
-        for process in reversed(services):
-            process.stop()
-        os.killpg(vault.pid, signal.SIGTERM)
-        stop_process(vault)  # type: ignore[arg-type]
-        log.close()
+        server.close()
+    assert replay.healthy("vault")
 
+    nothing = replay.run("vault-init")  # a plain `up` before the bootstrap
+    assert nothing.returncode == 1 and "bootstrap first" in nothing.stderr
+    boot = replay.run("vault-init", VAULT_TOKEN=root)  # `run --rm -e VAULT_TOKEN vault-init`
+    assert boot.returncode == 0, boot.stderr
+    assert "bootstrap token revoked" in boot.stdout
+    assert root not in boot.stdout + boot.stderr
+    revoked = httpx.get(f"{addr}/v1/auth/token/lookup-self", verify=tls, timeout=10,
+                        headers={"X-Vault-Token": root})
+    assert revoked.status_code == 403
+    plain = replay.run("vault-init")  # every later `up`
+    assert plain.returncode == 0 and "in place" in plain.stdout
 
-def _redirect(request: httpx.Request, public: str, actual: str) -> None:
-    """Send what was signed for the public URL to the local webhook (the proxy's job)."""
-    url = str(request.url)
-    if url.startswith(public):
-        request.url = httpx.URL(actual + url[len(public):])
-        request.headers["host"] = request.url.netloc.decode()
+    # No demo account: the operator provisions one with the backend's identity
+    # (`docker compose run --rm -T backend accounts add ...`), digits on stdin.
+    added = subprocess.run([str(BIN / "ivr-vault"), "accounts", "add", "--account",
+                            "AC12345678", "--balance", "12.55"], input="1234\n4321\n",
+                           env=replay.environment("backend"), capture_output=True, text=True,
+                           timeout=60, check=False)
+    assert added.returncode == 0, added.stderr
+
+    for name in ("backend", "webhook"):
+        replay.start(name)
+        assert replay.healthy(name), name
+    assert replay.call()[-1] == FOUND
+    assert replay.call("5678", "0000")[-1] == NOT_FOUND  # and nobody else
+
+    # The webhook's AppRole works from the bound address only.
+    creds = volumes / "webhook-creds"
+    login = {"role_id": (creds / "role_id").read_text().strip(),
+             "secret_id": (creds / "secret_id").read_text().strip()}
+    for source, status in (("127.0.0.1", 200), ("127.0.0.2", 400)):
+        with httpx.Client(transport=httpx.HTTPTransport(local_address=source,
+                                                        verify=tls)) as client:
+            assert client.post(f"{addr}/v1/auth/approle/login", json=login,
+                               timeout=10).status_code == status, source
+
+    # A restart comes back sealed and stays so until the share holders unseal it.
+    replay.stop("vault")
+    replay.start("vault")
+    wait_http(f"{addr}/v1/sys/health", timeout=30, ok=LISTENING, verify=cacert)
+    assert not replay.healthy("vault")
+    server = VaultServer(addr, verify=cacert)
+    try:
+        assert server.try_unseal([shares[0], shares[2], shares[4]])
+        server.wait_active()
+    finally:
+        server.close()
+    wait_until(lambda: replay.healthy("backend") and replay.healthy("webhook"), timeout=30,
+               what="services ready after the unseal")
+    assert replay.call()[-1] == FOUND
 
 
 def test_probe_fails_when_no_service_answers(tmp_path: Path) -> None:

@@ -87,7 +87,8 @@ def test_healthz_and_readyz_when_everything_is_up(ops: Ops) -> None:
     assert webhook.status_code == 200
     assert webhook.json() == {"status": "ready", "checks": {"vault": True, "backend": True}}
     backend = _get(f"{ops.stack.backend.url}/readyz")
-    assert (backend.status_code, backend.json()["checks"]) == (200, {"vault": True})
+    assert (backend.status_code, backend.json()["checks"]) == (200, {"vault": True,
+                                                                    "ivr-lookup": True})
 
 
 def test_readyz_is_503_while_vault_hangs_and_recovers(ops: Ops) -> None:

@@ -2,28 +2,24 @@
 down or hung. Every webhook request still gets calm TwiML within 3 s (Twilio waits 15),
 /readyz turns 503, and a whole call works again within seconds of the dependency's return.
 
-A dev-mode Vault keeps its data in memory and would come back empty, so this module runs
-its own OpenBao with file storage: it is initialised once, survives a restart (sealed, as
-a real one does) and keeps the services' AppRoles and tokens. Its own stack too, so the
-session fixtures are never stopped or paused.
+The Vault is this module's own (a DevVault: server mode, Raft storage), so the session's is
+never stopped, sealed or paused: it survives a restart (sealed, as a real one does) and
+keeps the services' AppRoles and tokens. Its own stack too.
 """
 
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
 from service.devtools.caller import Caller, new_call_sid
-from service.devtools.devstack import DevVault, find_vault_binary, free_port, wait_http
-from service.settings import Secret
+from service.devtools.devstack import DevVault
 from service.vault.bootstrap import bootstrap, issue_credentials
 from service.vault.client import VaultClient
 from service.webhook import twiml as texts
@@ -36,92 +32,29 @@ RECOVER_WITHIN_S = 10.0
 
 
 @dataclass
-class PersistentVault:
-    """OpenBao with file storage, one unseal key; restartable without losing data."""
-
-    dir: Path
-    port: int
-    cluster_port: int
-    unseal_key: Secret
-    dev: DevVault  # the handle make_stack and pause()/resume() work with
-
-    @property
-    def addr(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _spawn(self) -> None:
-        config = self.dir / "server.hcl"
-        (self.dir / "raft").mkdir(exist_ok=True)
-        # OpenBao has no "file" storage; a one-node raft is its persistent local store.
-        config.write_text(
-            f'storage "raft" {{\n  path = "{self.dir / "raft"}"\n  node_id = "outages"\n'
-            f'  performance_multiplier = 1\n}}\n'
-            f'listener "tcp" {{\n  address = "127.0.0.1:{self.port}"\n  tls_disable = true\n}}\n'
-            f'api_addr = "{self.addr}"\ncluster_addr = "http://127.0.0.1:{self.cluster_port}"\n')
-        with (self.dir / "server.log").open("ab") as log:
-            self.dev.process = subprocess.Popen(
-                [find_vault_binary(), "server", f"-config={config}"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env={"PATH": "/usr/bin:/bin", "HOME": str(self.dir)})
-        wait_http(f"{self.addr}/v1/sys/health", timeout=30, process=self.dev.process,
-                  ok=(200, 501, 503))
-
-    @classmethod
-    def start(cls, directory: Path) -> PersistentVault:
-        port = free_port()
-        vault = cls(directory, port, free_port(), Secret(""), DevVault(f"http://127.0.0.1:{port}",
-                                                          Secret(""), directory, port=port))
-        vault._spawn()
-        init = httpx.put(f"{vault.addr}/v1/sys/init", timeout=30,
-                         json={"secret_shares": 1, "secret_threshold": 1}).json()
-        vault.unseal_key = Secret(init["keys_base64"][0])
-        vault.dev.root_token = Secret(init["root_token"])
-        vault.unseal()
-        return vault
-
-    def unseal(self) -> None:
-        answer = httpx.put(f"{self.addr}/v1/sys/unseal", timeout=10,
-                           json={"key": self.unseal_key.reveal()}).json()
-        assert answer["sealed"] is False
-        wait_http(f"{self.addr}/v1/sys/health", timeout=30)
-
-    def seal(self) -> None:
-        response = httpx.put(f"{self.addr}/v1/sys/seal", timeout=10,
-                             headers={"X-Vault-Token": self.dev.root_token.reveal()})
-        assert response.status_code == 204
-
-    def stop(self) -> None:
-        self.dev.stop()
-
-    def restart_and_unseal(self) -> None:
-        self._spawn()
-        self.unseal()
-
-
-@dataclass
 class Lab:
-    vault: PersistentVault
+    vault: DevVault
     stack: Stack
     client: httpx.Client
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    vault = PersistentVault.start(tmp_path_factory.mktemp("outage-vault"))
+    vault = DevVault.start(tmp_path_factory.mktemp("outage-vault"))
     try:
-        root = VaultClient(vault.addr, vault.dev.root_token, timeout=10)
+        root = VaultClient(vault.addr, vault.root_token, timeout=10)
         bootstrap(root)
         credentials = issue_credentials(root, ROLES)
         root.close()
-        stack = make_stack(vault.dev, credentials, tmp_path_factory.mktemp("outage-stack"))
+        stack = make_stack(vault, credentials, tmp_path_factory.mktemp("outage-stack"))
         try:
             with httpx.Client(timeout=10) as client:
                 yield Lab(vault, stack, client)
         finally:
             stack.stop()
     finally:
-        if vault.dev.process is not None and vault.dev.process.poll() is None:
-            vault.dev.process.send_signal(signal.SIGCONT)
+        if vault.process is not None and vault.process.poll() is None:
+            vault.resume()
         vault.stop()
 
 
@@ -211,7 +144,7 @@ def test_vault_stopped(lab: Lab) -> None:
     lab.vault.stop()
     assert_calm(lab, pin_step=(url, call_sid))
     assert_not_ready(lab.stack.webhook.url, lab.stack.backend.url)
-    lab.vault.restart_and_unseal()
+    lab.vault.restart()  # same ports, same data: sealed, then unsealed
     assert_recovers(lab)
 
 
@@ -227,14 +160,14 @@ def test_vault_sealed(lab: Lab) -> None:
 def test_vault_hung(lab: Lab) -> None:
     """SIGSTOP: the port still accepts connections, nothing ever answers."""
     url = pin_url(lab, call_sid := new_call_sid())
-    lab.vault.dev.pause()
+    lab.vault.pause()
     try:
         assert_calm(lab, pin_step=(url, call_sid))
         assert_not_ready(lab.stack.webhook.url, lab.stack.backend.url)
         # Still calm after the first wave: nothing queued up behind the hung calls.
         assert_calm(lab)
     finally:
-        lab.vault.dev.resume()
+        lab.vault.resume()
     assert_recovers(lab)
 
 

@@ -41,7 +41,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     try:
         bootstrap(root)
         creds: dict[str, RoleCredentials] = issue_credentials(
-            root, ("ivr-webhook", "ivr-backend", "ivr-keyadmin"))
+            root, ("ivr-webhook", "ivr-backend", "ivr-keyadmin", "ivr-backup"))
         for role, c in creds.items():
             clients[role] = VaultClient(
                 vault.addr, AppRoleCredentials(Secret(c.role_id), Secret(c.secret_id)),
@@ -92,6 +92,10 @@ OPERATIONS: dict[str, Operation] = {
         "transit/keys/ivr-stolen", "op", {"type": "aes256-gcm96", "exportable": True}),
     "rewrite own policy": lambda c, lab: c.write(
         "sys/policies/acl/ivr-keyadmin", "op", {"policy": 'path "*" { capabilities = ["sudo"] }'}),
+    "raft snapshot": lambda c, lab: c.download("sys/storage/raft/snapshot", "op"),
+    # Refused before the body is looked at: no identity may force data into Vault.
+    "raft snapshot restore": lambda c, lab: c.upload("sys/storage/raft/snapshot-force", "op",
+                                                     b"not a snapshot"),
 }
 
 # DESIGN §2: who may do what. Every other cell must be a 403.
@@ -99,6 +103,7 @@ ALLOWED: dict[str, set[str]] = {
     "ivr-webhook": {"encrypt"},
     "ivr-backend": {"decrypt", "hmac"},
     "ivr-keyadmin": {"rewrap", "rotate", "read key", "config (allowed setting)"},
+    "ivr-backup": {"raft snapshot"},
 }
 
 # The same table, as the README shows it: read it top to bottom to check it against §2.
@@ -111,7 +116,7 @@ def test_policy_matrix(lab: Lab, role: str, operation: str) -> None:
     run = OPERATIONS[operation]
     if operation in ALLOWED[role]:
         answer = run(client, lab)
-        assert isinstance(answer, dict)
+        assert isinstance(answer, dict | bytes) and answer
     else:
         with pytest.raises(VaultPermissionDenied):
             run(client, lab)

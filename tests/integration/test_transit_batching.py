@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from service.devtools.devstack import DevVault, find_vault_binary, wait_http
+from service.devtools.devstack import DevVault
 from service.errors import CoalescerClosed, DecryptionError, VaultError
 from service.vault.bootstrap import Layout, RoleCredentials, bootstrap
 from service.vault.client import VaultClient
@@ -133,22 +133,12 @@ async def test_bad_ciphertext_fails_only_its_own_caller(
         assert good == [[b"4321"]] * 10
 
 
-def _restart(vault: DevVault) -> DevVault:
-    """The same address and root token again. Dev mode keeps everything in memory, so the
-    restarted server is empty until bootstrapped again."""
-    restarted = DevVault(vault.addr, vault.root_token, vault.state_dir, port=vault.port)
-    restarted.process = restarted._spawn(find_vault_binary())
-    wait_http(f"{restarted.addr}/v1/sys/health", timeout=30, process=restarted.process)
-    return restarted
-
-
 @pytest.mark.anyio
 async def test_vault_dying_mid_batch_fails_only_that_batch(tmp_path: Path) -> None:
     vault = DevVault.start(tmp_path / "vault")
     try:
         layout = bootstrap(VaultClient(vault.addr, vault.root_token, timeout=10))
-        # The root token survives a dev restart (same id), an AppRole would not: this test
-        # is about the batching client, not about identities.
+        # The root token: this test is about the batching client, not about identities.
         client = VaultClient(vault.addr, vault.root_token, timeout=5)
         with transit_for(client, layout, max_in_flight=1) as transit:
             await transit.encrypt(b"1234", b"warm:up")
@@ -166,8 +156,7 @@ async def test_vault_dying_mid_batch_fails_only_that_batch(tmp_path: Path) -> No
             assert all(isinstance(r, VaultError) for r in results), results
             assert vault_errors(transit._metrics) >= 1
             vault.process.wait()
-            vault = _restart(vault)
-            bootstrap(VaultClient(vault.addr, vault.root_token, timeout=10))
+            vault.restart()  # the same address, data and root token, unsealed again
 
             # Same Transit, same pool: the dead connections are replaced, nothing stuck.
             results = await asyncio.gather(*(

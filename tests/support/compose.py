@@ -1,9 +1,10 @@
-"""docker-compose.yml loaded as compose loads it: YAML, then variable interpolation."""
+"""docker-compose.yml (and overrides) loaded as compose loads them: YAML, the files merged
+in order, then variable interpolation."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -14,6 +15,9 @@ Compose = dict[str, Any]
 
 # The Compose Specification's JSON schema, vendored with its licence and upstream commit.
 SCHEMA = ROOT / "tests" / "data" / "compose-spec" / "compose-spec.json"
+
+DEV = ("docker-compose.yml",)
+PROD = ("docker-compose.yml", "docker-compose.prod.yml")
 
 
 def interpolate(value: str, env: Mapping[str, str]) -> str:
@@ -37,7 +41,41 @@ def interpolate(value: str, env: Mapping[str, str]) -> str:
                   value)
 
 
-def load(env: Mapping[str, str]) -> Compose:
+def _target(volume: str) -> str:
+    return volume.split(":")[1] if ":" in volume else volume
+
+
+def merge(base: Any, override: Any, path: tuple[str, ...] = ()) -> Any:
+    """Compose's merge rules, for what these files use: mappings merge key by key (an
+    override's ``environment`` value replaces the base's); ``command``, ``entrypoint``
+    and ``healthcheck.test`` are replaced whole; a service's ``volumes`` merge by mount
+    target (the override's mount wins); other sequences append what is new; scalars are
+    replaced."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = merge(base[key], value, (*path, key)) if key in base else value
+        return merged
+    if isinstance(base, list) and isinstance(override, list):
+        if path[-1:] in (("command",), ("entrypoint",)) or path[-2:] == ("healthcheck",
+                                                                          "test"):
+            return override
+        if len(path) == 3 and path[0] == "services" and path[2] == "volumes":
+            replaced = {_target(v) for v in override}
+            return [v for v in base if _target(v) not in replaced] + override
+        return base + [item for item in override if item not in base]
+    return override
+
+
+def raw(files: Sequence[str] = DEV) -> Compose:
+    """The files merged, before interpolation."""
+    merged: Compose = {}
+    for name in files:
+        merged = merge(merged, yaml.safe_load((ROOT / name).read_text(encoding="utf-8")))
+    return merged
+
+
+def load(env: Mapping[str, str], files: Sequence[str] = DEV) -> Compose:
     def walk(node: Any) -> Any:
         if isinstance(node, str):
             return interpolate(node, env)
@@ -47,5 +85,4 @@ def load(env: Mapping[str, str]) -> Compose:
             return {key: walk(value) for key, value in node.items()}
         return node
 
-    raw = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
-    return walk(raw)  # type: ignore[no-any-return]
+    return walk(raw(files))  # type: ignore[no-any-return]

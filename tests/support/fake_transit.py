@@ -7,7 +7,8 @@ testable without processes. The integration tests keep the real Transit.
 - ``encrypt`` → ``vault:v<version>:`` + base64(context ‖ ``|`` ‖ plaintext): shaped like a
   Transit ciphertext, so the apps' shape checks pass, and bound to its context: ``decrypt``
   with another context (another call, the other field) fails, as Transit's would.
-- ``hmac`` → ``vault:v<version>:`` + sha256 hex of the input: stable verifiers.
+- ``hmac`` → ``vault:v<version>:`` + sha256 hex of ``hmac_key`` and the input: stable
+  verifiers; another ``hmac_key`` plays another Vault's ``ivr-lookup``.
 - ``fail_with``: the next calls raise it (a ``VaultUnavailable``, or any exception for
   "a bug").
 """
@@ -31,8 +32,9 @@ SEPARATOR = b"|"
 
 
 class FakeTransit:
-    def __init__(self, *, version: int = 1) -> None:
+    def __init__(self, *, version: int = 1, hmac_key: bytes = b"") -> None:
         self.version = version
+        self.hmac_key = hmac_key
         self.fail_with: BaseException | None = None
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fake-transit")
         self.encrypted: list[tuple[bytes, bytes]] = []  # (plaintext, context), in order
@@ -69,7 +71,8 @@ class FakeTransit:
                    ) -> list[str]:
         self._check()
         version = key_version or self.version
-        return [f"vault:v{version}:{hashlib.sha256(data).hexdigest()}" for data in inputs]
+        return [f"vault:v{version}:{hashlib.sha256(self.hmac_key + data).hexdigest()}"
+                for data in inputs]
 
     async def aclose(self) -> None:
         self.closed = True

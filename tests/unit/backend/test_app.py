@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.backend.app import ANSWERS, create_backend_app
 from service.backend.decision import LookupOutcome
+from service.backend.keycheck import CANARY_INPUT
 from service.devtools.caller import new_call_sid
 from service.errors import VaultTimeout
 from service.settings import Secret, Settings
@@ -76,8 +77,10 @@ def backend(tmp_path: Path) -> Iterator[Backend]:
                         backend_token=Secret(BEARER), store_path=str(tmp_path / "s.sqlite3"),
                         lockout_threshold=THRESHOLD, lockout_hard_limit=HARD_LIMIT,
                         caller_failure_limit=CALLER_LIMIT)
-    card_v, pin_v = asyncio.run(transit.hmac([card_input(CARD), pin_input(CARD, PIN)]))
+    card_v, pin_v, canary = asyncio.run(transit.hmac([card_input(CARD), pin_input(CARD, PIN),
+                                                      CANARY_INPUT]))
     store = Store(settings.store_path)
+    store.add_canary(canary, 0.0)  # as enrolment records it
     store.upsert_account("AC12345678", "12.55", card_v, pin_v)
     store.close()
     app = create_backend_app(settings, transit_session=fake_session(transit))

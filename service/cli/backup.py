@@ -1,0 +1,128 @@
+"""``ivr-vault backup|restore``: Vault's Raft snapshot and the account store, as one file.
+
+The runbook is docs/backup.md. ``backup`` runs as the ``ivr-backup`` identity (a
+snapshot, nothing else); ``restore`` needs a token of the target Vault that may force a
+snapshot in (root), and afterwards the unseal keys of the Vault the backup came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from service.cli.dev import DEV_DIR
+from service.errors import ConfigError
+from service.settings import Secret, Settings
+
+if TYPE_CHECKING:
+    from service.devtools.devstack import DevVault
+    from service.vault.operator_init import VaultServer
+
+DEV_BACKUP_DIR = DEV_DIR / "ivr-backup"
+
+
+def _backup(args: argparse.Namespace, settings: Settings) -> int:
+    from service.vault.backup import write_backup
+    from service.vault.client import VaultClient, choose_credentials
+
+    creds = choose_credentials(settings, approle_dir=DEV_BACKUP_DIR)
+    if creds is None:
+        raise ConfigError("VAULT_ROLE_ID/VAULT_SECRET_ID: not set (nor *_FILE, nor "
+                          f"{DEV_BACKUP_DIR}/, nor VAULT_TOKEN): no backup identity")
+    vault = VaultClient.from_settings(settings, credentials=creds, pool_size=2,
+                                      timeout=max(settings.vault_timeout, 30))
+    out = Path(args.out)
+    manifest = write_backup(vault, Path(settings.store_path), out)
+    print(f"ivr-vault: backup written to {out} (mode 0600): the Raft snapshot of Vault "
+          f"cluster {manifest.cluster_id} and the account store {settings.store_path}. "
+          "It opens only with that Vault's unseal keys: keep them, elsewhere.")
+    return 0
+
+
+def _restore(args: argparse.Namespace, settings: Settings) -> int:
+    from service.vault.backup import read_backup, restore_snapshot, restore_store
+    from service.vault.client import VaultClient
+    from service.vault.operator_init import VaultServer
+
+    backup = read_backup(Path(args.source))  # checked whole before anything is touched
+    dev_vault = None
+    verify: str | bool = True
+    if args.dev:
+        from service.devtools.devstack import DevVault
+
+        dev_vault = DevVault.start(DEV_DIR)  # the Vault of `make run` (a new one if lost)
+        addr, token = dev_vault.addr, dev_vault.root_token
+    elif settings.vault_token is None:
+        raise ConfigError("VAULT_TOKEN: not set (restore needs a root token of the target "
+                          "Vault; with --dev, make run's own)")
+    else:
+        addr, token = settings.vault_addr, settings.vault_token
+        verify = settings.vault_cacert or True
+    try:
+        admin = VaultClient(addr, token, timeout=60, verify=verify)
+        server = VaultServer(addr, verify=verify)
+        try:
+            if restore_snapshot(admin, server, backup):
+                print("ivr-vault: Vault's data restored; it sealed itself: it now opens "
+                      "with the unseal keys of the Vault the backup came from")
+                _unseal(server, args, dev_vault)
+            else:
+                print("ivr-vault: Vault's data restored (same cluster; still unsealed)")
+        finally:
+            server.close()
+            admin.close()
+    finally:
+        if dev_vault is not None:
+            dev_vault.stop()
+    aside = restore_store(backup, Path(settings.store_path))
+    print(f"ivr-vault: account store restored to {settings.store_path}"
+          + (f" (the one it replaced is in {aside})" if aside else ""))
+    print("ivr-vault: restore complete; start (or restart) the services")
+    return 0
+
+
+def _unseal(server: VaultServer, args: argparse.Namespace, dev_vault: DevVault | None,
+            ) -> None:
+    from service.vault.operator_init import DevKeyring
+
+    if dev_vault is not None:
+        dev_vault.unseal()  # its keyring keeps the keys of every Vault made in .dev/
+        print(f"ivr-vault: unsealed with the keys kept in {dev_vault.keyring.path}")
+        return
+    if args.unseal_keys_file:
+        keyring = DevKeyring(Path(args.unseal_keys_file))
+        if not any(server.try_unseal(keys.unseal_keys) for keys in keyring.read()):
+            raise ConfigError("--unseal-keys-file: none of its keys opens this Vault")
+    elif sys.stdin.isatty():
+        needed = int(server.seal_status()["t"])
+        shares = [Secret(getpass.getpass(f"unseal key share {i + 1} of {needed}: "))
+                  for i in range(needed)]
+        if not server.try_unseal(shares):
+            raise ConfigError("unseal: these shares do not open this Vault")
+    else:
+        print("ivr-vault: unseal it now with those keys (bao operator unseal), then "
+              "start the services")
+        return
+    server.wait_active()
+    print("ivr-vault: unsealed")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("backup", help="write Vault's Raft snapshot and the account store "
+                                      "into one file (mode 0600)")
+    p.add_argument("--out", required=True, metavar="FILE")
+    p.set_defaults(func=_backup)
+    p = sub.add_parser("restore", help="bring back Vault's data and the account store from "
+                                       "a backup (docs/backup.md)")
+    p.add_argument("--from", dest="source", required=True, metavar="FILE")
+    p.add_argument("--dev", action="store_true",
+                   help="into make run's Vault in .dev/ (started for the restore; stop "
+                        "make run first)")
+    p.add_argument("--unseal-keys-file", metavar="FILE",
+                   help="after the restore, unseal with the keys in FILE (the format of "
+                        ".dev/vault-keys.dev-only; development only: production unseal "
+                        "keys are typed at the prompt)")
+    p.set_defaults(func=_restore)

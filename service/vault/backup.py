@@ -1,0 +1,156 @@
+"""Backups: Vault's Raft snapshot and the account store, together in one tarball.
+
+The two belong together: the store's verifiers can only be reproduced by the
+``ivr-lookup`` key in that Vault (service/backend/keycheck.py), so a store restored
+without its Vault, or the other way round, serves nobody. The tarball holds
+``manifest.json`` (what, when, from which cluster, each member's SHA-256),
+``vault.snap`` (``GET sys/storage/raft/snapshot``) and ``accounts.sqlite3`` (a copy by
+SQLite's backup API). It never holds an unseal key or a token: the snapshot is sealed by
+Vault's barrier and opens only with the unseal keys of the Vault it came from, which
+are kept elsewhere (docs/backup.md). Written with mode 0600 all the same: the store
+names accounts and balances.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from service.errors import ConfigError
+from service.store.sqlite import copy_database
+from service.vault.client import VaultClient
+from service.vault.operator_init import VaultServer
+
+log = structlog.get_logger("ivr.backup")
+
+FORMAT = 1
+SNAPSHOT, STORE, MANIFEST = "vault.snap", "accounts.sqlite3", "manifest.json"
+SNAPSHOT_PATH = "sys/storage/raft/snapshot"
+RESTORE_PATH = "sys/storage/raft/snapshot-force"  # also into a new cluster (disaster)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    created: float
+    cluster_id: str
+    vault_version: str
+    sha256: dict[str, str]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "created": self.created, "cluster_id": self.cluster_id,
+                "vault_version": self.vault_version, "sha256": self.sha256}
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_backup(vault: VaultClient, store_path: Path, out: Path) -> Manifest:
+    """Snapshot (needs ``read`` on sys/storage/raft/snapshot: the ivr-backup identity),
+    store copy, one tarball at ``out``, mode 0600, written whole or not at all."""
+    status = vault.read("sys/seal-status", "seal status")
+    snapshot = vault.download(SNAPSHOT_PATH, "raft snapshot")
+    with tempfile.TemporaryDirectory(prefix="ivr-backup-") as tmp:
+        copy = Path(tmp) / STORE
+        if store_path.exists():
+            copy_database(store_path, copy)
+        else:
+            raise ConfigError(f"STORE_PATH: no account store at {store_path}")
+        store = copy.read_bytes()
+    manifest = Manifest(time.time(), str(status.get("cluster_id", "")),
+                        str(status.get("version", "")),
+                        {SNAPSHOT: _digest(snapshot), STORE: _digest(store)})
+    members = {MANIFEST: json.dumps(manifest.as_json(), indent=2).encode(),
+               SNAPSHOT: snapshot, STORE: store}
+    partial = out.with_name(out.name + ".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+            for name, data in members.items():
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.mtime = len(data), 0o600, int(manifest.created)
+                tar.addfile(info, io.BytesIO(data))
+        os.chmod(partial, 0o600)
+        os.replace(partial, out)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    log.info("backup written", snapshot_bytes=len(snapshot), store_bytes=len(store))
+    return manifest
+
+
+@dataclass(frozen=True)
+class Backup:
+    manifest: Manifest
+    snapshot: bytes
+    store: bytes
+
+
+def read_backup(path: Path) -> Backup:
+    """Read and check a backup: exactly the three members, each matching its digest."""
+    try:
+        with tarfile.open(path, mode="r:gz") as tar:
+            members = {}
+            for info in tar.getmembers():
+                handle = tar.extractfile(info) if info.isfile() else None
+                if info.name not in (MANIFEST, SNAPSHOT, STORE) or handle is None:
+                    raise ConfigError(f"--from: unexpected member in the backup: {info.name}")
+                members[info.name] = handle.read()
+    except (OSError, tarfile.TarError) as exc:
+        raise ConfigError(f"--from: not a readable backup ({type(exc).__name__})") from None
+    if set(members) != {MANIFEST, SNAPSHOT, STORE}:
+        raise ConfigError("--from: the backup is incomplete")
+    raw = json.loads(members[MANIFEST])
+    if raw.get("format") != FORMAT:
+        raise ConfigError("--from: unknown backup format")
+    manifest = Manifest(float(raw["created"]), str(raw["cluster_id"]),
+                        str(raw["vault_version"]), dict(raw["sha256"]))
+    for name in (SNAPSHOT, STORE):
+        if _digest(members[name]) != manifest.sha256.get(name):
+            raise ConfigError(f"--from: {name} does not match its digest; the backup is "
+                              "damaged")
+    return Backup(manifest, members[SNAPSHOT], members[STORE])
+
+
+def restore_store(backup: Backup, store_path: Path) -> Path | None:
+    """Put the backup's store at ``store_path`` (by SQLite's backup API, so it lands in
+    one step). A store already there is first copied aside; returns where to."""
+    aside = None
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+    if store_path.exists():
+        aside = store_path.with_name(f"{store_path.name}.before-restore-{int(time.time())}")
+        copy_database(store_path, aside)
+        os.chmod(aside, 0o600)
+    with tempfile.TemporaryDirectory(prefix="ivr-restore-") as tmp:
+        source = Path(tmp) / STORE
+        source.write_bytes(backup.store)
+        copy_database(source, store_path)
+    return aside
+
+
+def restore_snapshot(admin: VaultClient, server: VaultServer, backup: Backup) -> bool:
+    """Force the snapshot into the Vault ``admin`` talks to (a token that may
+    ``snapshot-force``: root, or sudo on that path). Returns True when the Vault sealed
+    itself, as it does when the snapshot came from another cluster (a Vault rebuilt
+    after its data was lost): its data now opens only with the unseal keys of the Vault
+    the snapshot came from (measured: the new cluster's key is refused with "failed to
+    decrypt keys from storage"), and its tokens are that Vault's. Restored into its own
+    cluster, it stays unsealed."""
+    own = server.seal_status().get("cluster_id") == backup.manifest.cluster_id
+    admin.upload(RESTORE_PATH, "raft snapshot restore", backup.snapshot)
+    log.info("raft snapshot restored", same_cluster=own)
+    if own:
+        server.wait_active()
+        return False
+    server.wait_sealed()
+    return True

@@ -1,0 +1,144 @@
+"""``ivr-vault backup`` and ``restore`` with real processes: provision, back up, destroy
+Vault's data, restore, and the account is served by a real call.
+
+Two ways in: ``make run``'s own Vault (``restore --dev``: its data directory deleted, the
+launcher refusing the store, then restored), and a Vault rebuilt as a new cluster, as in
+production (``VAULT_ADDR``/``VAULT_TOKEN`` of the new one; afterwards it opens only with
+the old unseal keys, given here by ``--unseal-keys-file``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from service.devtools.devstack import DevVault
+from service.errors import VaultPermissionDenied
+from service.settings import Secret
+from service.vault.backup import RESTORE_PATH, read_backup
+from service.vault.bootstrap import bootstrap, issue_credentials
+from service.vault.client import AppRoleCredentials, VaultClient
+from tests.support.devrun import FOUND, READY_LINE, DevRun, call, ctrl_c, ivr_vault, vault_env
+from tests.support.stack import ROLES, make_stack
+
+ADDED = "Thank you. Your account number is AC55556666 and your balance is 7.00"
+
+
+def cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "service", *args], cwd=cwd,
+                          env={"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), **env},
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_make_run_backup_lose_vault_restore_served(start_dev: Callable[..., DevRun]) -> None:
+    run = start_dev()
+    run.wait_for(READY_LINE)
+    added = ivr_vault(run, "accounts", "add", "--account", "AC55556666", "--balance", "7.00",
+                      stdin="5555\n6666\n", **vault_env(run))
+    assert added.returncode == 0, added.stderr
+    # The backup identity is .dev/ivr-backup's AppRole: no token in its environment.
+    backup = run.cwd / "ivr-backup.tar.gz"
+    made = ivr_vault(run, "backup", "--out", str(backup),
+                     VAULT_ADDR=vault_env(run)["VAULT_ADDR"])
+    assert made.returncode == 0, made.stderr
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600
+    with tarfile.open(backup) as tar:
+        assert sorted(tar.getnames()) == ["accounts.sqlite3", "manifest.json", "vault.snap"]
+    content = read_backup(backup)
+    keyring = (run.state / "vault-keys.dev-only").read_text()
+    for line in keyring.splitlines():  # never an unseal key or a token inside
+        if "=" in line and not line.startswith("#"):
+            secret = line.split("=", 1)[1].encode()
+            assert secret not in content.snapshot + content.store
+    assert ctrl_c(run) == 0
+
+    shutil.rmtree(run.state / "vault-data")  # Vault's data is lost
+    refused = start_dev()
+    assert refused.process.wait(timeout=60) == 1
+    assert "ivr-vault: the backend is not ready: ivr-lookup" in refused.output()
+
+    restored = ivr_vault(run, "restore", "--from", str(backup), "--dev")
+    assert restored.returncode == 0, restored.stderr + restored.stdout
+    assert "it sealed itself" in restored.stdout
+    assert "account store restored to .dev/accounts.sqlite3" in restored.stdout
+
+    again = start_dev()
+    again.wait_for(READY_LINE)
+    assert "already in the store; not seeded again" in again.output()
+    assert call(again, "6666", card="5555").stdout.splitlines()[-1] == ADDED
+    assert call(again, "4321").stdout.splitlines()[-1] == FOUND
+    assert ctrl_c(again) == 0
+
+
+def test_restore_into_a_new_cluster_opens_with_the_old_keys(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The production path: the old Vault is gone, a new one is initialised (its own keys,
+    its own root token), the snapshot is forced in, and the Vault it becomes is the old one:
+    sealed by the old keys, with the old AppRoles, so the old credentials work again."""
+    home = tmp_path_factory.mktemp("restore")
+    old = DevVault.start(home / "old-vault")
+    try:
+        admin = VaultClient(old.addr, old.root_token, timeout=10)
+        bootstrap(admin)
+        creds = issue_credentials(admin, [*ROLES, "ivr-backup"])
+        stack = make_stack(old, creds, home / "stack", start=False)  # seeds the demo account
+        backup_role = creds["ivr-backup"]
+        backup = home / "backup.tar.gz"
+        made = cli("backup", "--out", str(backup), cwd=home, env={
+            "VAULT_ADDR": old.addr, "VAULT_ROLE_ID": backup_role.role_id,
+            "VAULT_SECRET_ID": backup_role.secret_id, "STORE_PATH": str(stack.store_path)})
+        assert made.returncode == 0, made.stderr
+        # The backup identity may take snapshots, not force one in.
+        backup_vault = VaultClient(old.addr, AppRoleCredentials(
+            Secret(backup_role.role_id), Secret(backup_role.secret_id)), timeout=10)
+        with pytest.raises(VaultPermissionDenied):
+            backup_vault.upload(RESTORE_PATH, "restore", read_backup(backup).snapshot)
+        with pytest.raises(VaultPermissionDenied):
+            backup_vault.write("transit/hmac/ivr-lookup", "hmac", {"input": "YQ=="})
+    finally:
+        old.stop()
+    shutil.rmtree(home / "old-vault" / "vault-data")  # the data is lost; its keys are not
+    for path in home.glob("stack/accounts.sqlite3*"):  # and the store with it
+        path.unlink()
+
+    new = DevVault.start(home / "new-vault", port=old.port)  # a new cluster, same address
+    try:
+        restored = cli("restore", "--from", str(backup), "--unseal-keys-file",
+                       str(old.keyring.path), cwd=home,
+                       env={**new.env(), "STORE_PATH": str(stack.store_path)})
+        assert restored.returncode == 0, restored.stderr + restored.stdout
+        assert "it sealed itself" in restored.stdout and "ivr-vault: unsealed" in restored.stdout
+        # Its own root token went with its own data; the old Vault's is back.
+        assert VaultClient(new.addr, old.root_token, timeout=5).read(
+            "auth/token/lookup-self", "lookup")["data"]
+        assert not VaultClient(new.addr, new.root_token, timeout=5).health()["sealed"]
+        # Restored into its own cluster (the same backup again): it stays unsealed.
+        same = cli("restore", "--from", str(backup), cwd=home,
+                   env={"VAULT_ADDR": new.addr, "VAULT_TOKEN": old.root_token.reveal(),
+                        "STORE_PATH": str(stack.store_path)})
+        assert same.returncode == 0, same.stderr
+        assert "same cluster; still unsealed" in same.stdout
+
+        # The old credentials log in again (their AppRoles came back with the data), the
+        # store's canary matches, and the account is served.
+        stack.backend.start()
+        stack.webhook.start()
+        try:
+            heard = subprocess.run(
+                [sys.executable, "-m", "service", "call", "--card", "1234", "--pin", "4321",
+                 "--url", stack.webhook.url], cwd=home, capture_output=True, text=True,
+                env={"PATH": os.environ.get("PATH", ""), "HOME": str(home),
+                     "TWILIO_AUTH_TOKEN": stack.twilio_token}, timeout=60, check=False)
+            assert heard.stdout.splitlines()[-1] == FOUND, heard.stdout + heard.stderr
+        finally:
+            stack.stop()
+    finally:
+        new.stop()

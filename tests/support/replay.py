@@ -1,0 +1,173 @@
+"""A compose file *replayed* without a Docker engine: each service's own command runs as a
+local process with that service's environment (interpolated as compose would), its
+volumes and secrets mapped to temp directories shared the way compose shares them, and only
+host names, addresses and ports rewritten. The OpenBao image's ``server`` command is what
+its entrypoint makes of it: ``bao server -config=/openbao/config`` (run here with the
+``bao`` the tests use, the same 2.7.2 the files pin).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from service.devtools.caller import Caller
+from service.devtools.devstack import ServiceProcess, find_vault_binary, stop_process
+from tests.support.compose import Compose
+from tests.support.repo import ROOT
+
+BIN = Path(sys.executable).parent  # ivr-vault and python of the venv running the tests
+OPENBAO_CONFIG_DIR = "/openbao/config"  # where the image's entrypoint points -config
+FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
+
+
+@dataclass
+class Replay:
+    """Where compose's volumes, secrets, addresses and ports land in this replay, and the
+    long-running services started so far."""
+
+    compose: Compose
+    tmp: Path
+    ports: Mapping[str, Mapping[int, int]]  # service → container port → local port
+    secrets: Mapping[str, str]
+    running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    def port(self, service: str) -> int:
+        return next(iter(self.ports[service].values()))
+
+    def volume(self, name: str) -> Path:
+        path = self.tmp / "volumes" / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def mounts(self, name: str) -> list[tuple[str, Path]]:
+        spec = self.compose["services"][name]
+        pairs = []
+        for volume in spec.get("volumes", []):
+            source, target = volume.split(":")[:2]
+            pairs.append((target, ROOT / source if source.startswith(".")
+                          else self.volume(source)))
+        for secret in spec.get("secrets", []):
+            path = self.tmp / "secrets" / secret
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(self.secrets[self.compose["secrets"][secret]["environment"]])
+            pairs.append((f"/run/secrets/{secret}", path))
+        return sorted(pairs, key=lambda pair: -len(pair[0]))
+
+    def localize(self, text: str, name: str) -> str:
+        for target, host in self.mounts(name):
+            text = re.sub(rf"(?<![\w/]){re.escape(target)}(?=/|\b|$)", str(host), text)
+
+        def other(match: re.Match[str]) -> str:
+            return f"127.0.0.1:{self.ports[match[1]][int(match[2])]}"
+
+        services = "|".join(re.escape(s) for s in self.ports)
+        text = re.sub(rf"\b({services}):(\d+)\b", other, text)
+        if name in self.ports:  # this container's own listen addresses
+            own = self.ports[name]
+            text = re.sub(r"\b(?:0\.0\.0\.0|127\.0\.0\.1):(\d+)\b",
+                          lambda m: f"127.0.0.1:{own.get(int(m[1]), int(m[1]))}", text)
+        return text.replace("0.0.0.0", "127.0.0.1")
+
+    def environment(self, name: str, **extra: str) -> dict[str, str]:
+        env = {"PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+               "HOME": str(self.tmp), "PYTHONUNBUFFERED": "1"}
+        env.update({k: self.localize(str(v), name)
+                    for k, v in self.compose["services"][name].get("environment", {}).items()})
+        for key in ("WEBHOOK_PORT", "BACKEND_PORT"):
+            if key in env:
+                env[key] = str(self.port(key.split("_")[0].lower()))
+        return {**env, **extra}
+
+    def log(self, name: str) -> Path:
+        return self.tmp / f"{name}.log"
+
+    # -- running services -------------------------------------------------------------------
+
+    def _argv(self, name: str) -> list[str]:
+        spec = self.compose["services"][name]
+        command = [self.localize(part, name) for part in spec["command"]]
+        if spec.get("entrypoint") == ["/bin/sh", "-ec"]:
+            return ["/bin/sh", "-ec", *command]
+        if spec["image"].startswith("openbao/"):
+            assert command == ["server"], command
+            config = self.tmp / f"{name}-config"
+            shutil.rmtree(config, ignore_errors=True)
+            config.mkdir()
+            for target, host in self.mounts(name):
+                if target.startswith(OPENBAO_CONFIG_DIR + "/"):
+                    (config / Path(target).name).write_text(
+                        self.localize(host.read_text(), name))
+            return [find_vault_binary(), "server", f"-config={config}"]
+        return [str(BIN / "ivr-vault"), *command]
+
+    def run(self, name: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        """A one-shot service (``vault-tls``, ``vault-init``), as `up` or `run` runs it."""
+        return subprocess.run(self._argv(name), env=self.environment(name, **extra),
+                              cwd=self.tmp, capture_output=True, text=True, timeout=180,
+                              check=False)
+
+    def start(self, name: str) -> None:
+        """A long-running service, in the background; its output in ``log(name)``."""
+        if name in ("backend", "webhook"):
+            command = self.compose["services"][name]["command"]
+            process = ServiceProcess(name, self.port(name), self.environment(name),
+                                     self.tmp, extra_args=tuple(command[2:]))
+            self.services[name] = process.start()
+            return
+        with self.log(name).open("ab") as log:
+            self.running[name] = subprocess.Popen(
+                self._argv(name), env=self.environment(name), cwd=self.tmp,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+
+    def stop(self, name: str) -> None:
+        if name in self.services:
+            self.services.pop(name).stop()
+        elif name in self.running:
+            stop_process(self.running.pop(name))
+
+    def down(self) -> None:
+        for name in ("webhook", "backend", "vault-unseal", "vault"):
+            with contextlib.suppress(Exception):
+                self.stop(name)
+
+    def healthy(self, name: str) -> bool:
+        """The service's compose health check, run as the container would run it."""
+        test = self.compose["services"][name]["healthcheck"]["test"]
+        argv = (["/bin/sh", "-c", self.localize(test[1], name)] if test[0] == "CMD-SHELL"
+                else [self.localize(part, name) for part in test[1:]])
+        if argv[0] == "bao":
+            argv[0] = find_vault_binary()
+        env = (self.services[name].env if name in self.services
+               else self.environment(name))
+        return subprocess.run(argv, env=dict(env), capture_output=True, timeout=30,
+                              check=False).returncode == 0
+
+    def call(self, card: str = "1234", pin: str = "4321") -> list[str]:
+        """A signed call, as Twilio places it through the proxy: signed for the public URL
+        (PUBLIC_BASE_URL), sent to the local webhook (the proxy's job)."""
+        public = self.compose["services"]["webhook"]["environment"]["PUBLIC_BASE_URL"]
+        actual = f"http://127.0.0.1:{self.port('webhook')}"
+
+        def redirect(request: httpx.Request) -> None:
+            url = str(request.url)
+            if url.startswith(public):
+                request.url = httpx.URL(actual + url[len(public):])
+                request.headers["host"] = request.url.netloc.decode()
+
+        heard: list[str] = []
+        with httpx.Client(timeout=20, event_hooks={"request": [redirect]}) as client:
+            Caller(public, self.secrets["TWILIO_AUTH_TOKEN"], client,
+                   say=heard.append).play([card, pin])
+        return heard
