@@ -42,7 +42,7 @@ def test_make_run_backup_lose_vault_restore_served(start_dev: Callable[..., DevR
     run = start_dev()
     run.wait_for(READY_LINE)
     added = ivr_vault(run, "accounts", "add", "--account", "AC55556666", "--balance", "7.00",
-                      stdin="5555\n6666\n", **vault_env(run))
+                      stdin="5555\n7351\n", **vault_env(run))
     assert added.returncode == 0, added.stderr
     # The backup identity is .dev/ivr-backup's AppRole: no token in its environment.
     backup = run.cwd / "ivr-backup.tar.gz"
@@ -73,7 +73,7 @@ def test_make_run_backup_lose_vault_restore_served(start_dev: Callable[..., DevR
     again = start_dev()
     again.wait_for(READY_LINE)
     assert "already in the store; not seeded again" in again.output()
-    assert call(again, "6666", card="5555").stdout.splitlines()[-1] == ADDED
+    assert call(again, "7351", card="5555").stdout.splitlines()[-1] == ADDED
     assert call(again, "4321").stdout.splitlines()[-1] == FOUND
     assert ctrl_c(again) == 0
 

@@ -188,7 +188,7 @@ def test_prod_tls_manual_unseal_bootstrap_once_no_demo(replays: Callable[..., Re
     # No demo account: the operator provisions one with the backend's identity
     # (`docker compose run --rm -T backend accounts add ...`), digits on stdin.
     added = subprocess.run([str(BIN / "ivr-vault"), "accounts", "add", "--account",
-                            "AC12345678", "--balance", "12.55"], input="1234\n4321\n",
+                            "AC12345678", "--balance", "12.55"], input="1234\n7351\n",
                            env=replay.environment("backend"), capture_output=True, text=True,
                            timeout=60, check=False)
     assert added.returncode == 0, added.stderr
@@ -196,7 +196,7 @@ def test_prod_tls_manual_unseal_bootstrap_once_no_demo(replays: Callable[..., Re
     for name in ("backend", "webhook"):
         replay.start(name)
         assert replay.healthy(name), name
-    assert replay.call()[-1] == FOUND
+    assert replay.call(pin="7351")[-1] == FOUND
     assert replay.call("5678", "0000")[-1] == NOT_FOUND  # and nobody else
 
     # The webhook's AppRole works from the bound address only.
@@ -222,7 +222,7 @@ def test_prod_tls_manual_unseal_bootstrap_once_no_demo(replays: Callable[..., Re
         server.close()
     wait_until(lambda: replay.healthy("backend") and replay.healthy("webhook"), timeout=30,
                what="services ready after the unseal")
-    assert replay.call()[-1] == FOUND
+    assert replay.call(pin="7351")[-1] == FOUND
 
 
 def test_probe_fails_when_no_service_answers(tmp_path: Path) -> None:
