@@ -65,6 +65,9 @@ SPECS: tuple[SettingSpec, ...] = (
                 "A Vault token, for operator CLI commands only; services use AppRole.",
                 secret=True),
     SettingSpec("VAULT_TIMEOUT", "2.0", "Seconds to wait for any single Vault call."),
+    SettingSpec("TRANSIT_LINGER", "0.001",
+                "Seconds (at most 0.001) a Transit batch waits for more items while the "
+                "previous batch carried several; 0: never wait."),
     SettingSpec("TRANSIT_MOUNT", "transit", "Mount path of the Transit engine."),
     SettingSpec("DTMF_KEY", "ivr-dtmf", "Transit key that encrypts caller entries."),
     SettingSpec("LOOKUP_KEY", "ivr-lookup", "Transit HMAC key for account verifiers."),
@@ -214,6 +217,7 @@ class Settings:
     vault_secret_id: Secret | None = None
     vault_token: Secret | None = None
     vault_timeout: float = 2.0
+    transit_linger: float = 0.001
     transit_mount: str = "transit"
     dtmf_key: str = "ivr-dtmf"
     lookup_key: str = "ivr-lookup"
@@ -250,6 +254,7 @@ class Settings:
             vault_secret_id=r.secret("VAULT_SECRET_ID"),
             vault_token=r.secret("VAULT_TOKEN"),
             vault_timeout=r.number("VAULT_TIMEOUT", low=0.05, high=60),
+            transit_linger=r.number("TRANSIT_LINGER", low=0, high=0.001),
             transit_mount=r.text("TRANSIT_MOUNT").strip("/"),
             dtmf_key=r.text("DTMF_KEY"),
             lookup_key=r.text("LOOKUP_KEY"),

@@ -7,6 +7,7 @@ Every test drives its own event loop with ``asyncio.run``; no pytest-asyncio nee
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -15,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.vault.coalescer import Coalescer, CoalescerClosed, CoalescerError
+from service.vault.coalescer import Coalescer, CoalescerClosed, CoalescerError, linger_delay
 
 T = TypeVar("T")
 
@@ -501,3 +502,147 @@ def test_property_every_caller_gets_its_own_outcome(
         assert c.stats.items_sent == len(sent)
 
     run(main)
+
+
+# -- adaptive linger, on a virtual clock -------------------------------------------------
+
+class VirtualClockLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock moves only when it would otherwise wait: a timer due in
+    1 ms fires after exactly 1 ms of loop time, at once in wall time, every run alike."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+        real_select = self._selector.select  # type: ignore[attr-defined]
+
+        def select(timeout: float | None = None) -> list[tuple[object, int]]:
+            if timeout is not None and timeout > 0:
+                self.now += timeout  # jump to the next timer instead of sleeping
+            return real_select(0)  # type: ignore[no-any-return]
+
+        self._selector.select = select  # type: ignore[attr-defined]
+
+    def time(self) -> float:
+        return self.now
+
+
+def run_virtual(main: Callable[[VirtualClockLoop], Awaitable[T]]) -> T:
+    loop = VirtualClockLoop()
+    try:
+        return loop.run_until_complete(main(loop))
+    finally:
+        loop.close()
+
+
+class TimedSender(FakeSender):
+    """Records the loop time at which each batch left."""
+
+    def __init__(self, loop: VirtualClockLoop, **kwargs: bool) -> None:
+        super().__init__(**kwargs)
+        self.loop = loop
+        self.sent_at: list[float] = []
+
+    async def __call__(self, items: Sequence[int]) -> Sequence[str | BaseException]:
+        self.sent_at.append(self.loop.time())
+        return await super().__call__(items)
+
+
+BOUND = 0.001
+
+
+def test_linger_policy() -> None:
+    assert linger_delay(0, 0, max_batch=8, bound=BOUND) == 0  # first batch: idle
+    assert linger_delay(1, 3, max_batch=8, bound=BOUND) == 0  # last batch alone: idle
+    assert linger_delay(2, 1, max_batch=8, bound=BOUND) == BOUND  # busy: wait
+    assert linger_delay(5, 8, max_batch=8, bound=BOUND) == 0  # already full: go
+    assert linger_delay(5, 1, max_batch=8, bound=0) == 0  # switched off
+    with pytest.raises(ValueError):
+        Coalescer(FakeSender(), max_batch=8, linger=0.002)  # the bound is at most 1 ms
+
+
+def test_idle_service_never_lingers() -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        sender = TimedSender(loop)
+        c: Coalescer[int, str] = Coalescer(sender, max_batch=8, linger=BOUND)
+        for i in range(3):  # one at a time, far apart: every batch carries one item
+            assert await c.submit(i) == f"r{i}"
+            await asyncio.sleep(0.5)
+        assert sender.sizes == [1, 1, 1]
+        assert sender.sent_at == [0.0, 0.5, 1.0]  # not a microsecond of waiting
+        await c.aclose()
+
+    run_virtual(main)
+
+
+def test_busy_service_lingers_up_to_the_bound_and_gathers_late_arrivals() -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        sender = TimedSender(loop)
+        c: Coalescer[int, str] = Coalescer(sender, max_batch=8, linger=BOUND)
+        assert await asyncio.gather(c.submit(0), c.submit(1)) == ["r0", "r1"]  # busy
+        start = loop.time()
+        first = asyncio.create_task(c.submit(2))
+        await asyncio.sleep(0.0004)  # arrives while the batch lingers: joins it
+        second = asyncio.create_task(c.submit(3))
+        assert await asyncio.gather(first, second) == ["r2", "r3"]
+        assert sender.batches[1] == [2, 3]
+        assert sender.sent_at[1] - start == pytest.approx(BOUND)  # waited the bound, no more
+        await c.aclose()
+
+    run_virtual(main)
+
+
+def test_linger_bound_holds_while_items_keep_arriving() -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        sender = TimedSender(loop)
+        c: Coalescer[int, str] = Coalescer(sender, max_batch=64, linger=BOUND)
+        await asyncio.gather(c.submit(-2), c.submit(-1))  # busy
+        start = loop.time()
+        tasks = []
+        for i in range(30):  # one item every 0.1 ms for 3 ms: never a quiet moment
+            tasks.append(asyncio.create_task(c.submit(i)))
+            await asyncio.sleep(0.0001)
+        await asyncio.gather(*tasks)
+        waits = [t - start for t in sender.sent_at[1:]]
+        # Each batch left at most BOUND after the batch task started: the first at the
+        # bound, the next ones at most the bound after the previous one came back.
+        assert waits[0] == pytest.approx(BOUND)
+        assert all(b - a <= BOUND + 1e-9 for a, b in itertools.pairwise([0.0, *waits]))
+        assert len(sender.batches) - 1 <= 5  # 30 items in a few batches, not 30
+        await c.aclose()
+
+    run_virtual(main)
+
+
+def test_a_full_batch_stops_lingering_at_once() -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        sender = TimedSender(loop)
+        c: Coalescer[int, str] = Coalescer(sender, max_batch=4, linger=BOUND)
+        await asyncio.gather(c.submit(-2), c.submit(-1))  # busy
+        start = loop.time()
+        first = asyncio.create_task(c.submit(0))
+        await asyncio.sleep(0.0002)
+        rest = [asyncio.create_task(c.submit(i)) for i in (1, 2, 3)]  # now 4: full
+        await asyncio.gather(first, *rest)
+        assert sender.batches[1] == [0, 1, 2, 3]
+        assert sender.sent_at[1] - start == pytest.approx(0.0002)
+        await c.aclose()
+
+    run_virtual(main)
+
+
+def test_a_caller_cancelled_while_its_batch_lingers_leaves_alone() -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        sender = TimedSender(loop)
+        c: Coalescer[int, str] = Coalescer(sender, max_batch=8, linger=BOUND)
+        await asyncio.gather(c.submit(-2), c.submit(-1))  # busy
+        doomed = asyncio.create_task(c.submit(0))
+        kept = asyncio.create_task(c.submit(1))
+        await asyncio.sleep(0.0003)
+        doomed.cancel()
+        assert await kept == "r1"
+        assert doomed.cancelled()
+        assert sender.batches[1] == [1]
+        await c.aclose()
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    run_virtual(main)
