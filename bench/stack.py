@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pty
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -21,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.backend.enrolment import DEMO_ACCOUNT, DEMO_CARD, DEMO_PIN, add_account
 from service.devtools.devstack import DevVault, ServiceProcess, free_port, stop_process, wait_http
+from service.devtools.launcher import dev_output_env
 from service.settings import Settings
 from service.vault.bootstrap import bootstrap, issue_credentials
 from service.vault.client import VaultClient
@@ -37,6 +40,7 @@ class Bench:
     baseline_url: str
     twilio_token: str
     variant_env: Callable[[int], dict[str, str]] | None = None
+    extra_pids: dict[str, int] = field(default_factory=dict)  # variants, by name
 
     def pids(self) -> dict[str, int]:
         procs = {"vault": self.vault.process, "backend": self.backend.process,
@@ -168,4 +172,32 @@ def start_webhook_variant(bench: Bench, stack: ExitStack, **env: str) -> str:
     stack.callback(process.stop)
     process.start()
     wait_http(f"{process.url}/readyz", timeout=30)
+    return process.url
+
+
+def _drain(fd: int) -> None:
+    """Read a pseudo-terminal as a terminal emulator would, until it closes."""
+    with contextlib.suppress(OSError):
+        while os.read(fd, 1 << 16):
+            pass
+
+
+def start_make_run_webhook(bench: Bench, stack: ExitStack) -> str:
+    """A webhook of the service as ``make run`` runs it (the dev launcher's output
+    environment: console log lines, unbuffered, on a terminal), on a pseudo-terminal that a
+    thread reads; same Vault, backend and credentials as the bench's own webhook."""
+    port = free_port()
+    variant_env = {**bench.webhook.env, "WEBHOOK_PORT": str(port),
+                   "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", **dev_output_env({})}
+    master, slave = pty.openpty()
+    process = ServiceProcess("webhook", port, variant_env, bench.webhook.log_dir / "make-run")
+    stack.callback(os.close, master)
+    stack.callback(process.stop)
+    try:
+        process.start(terminal_fd=slave)
+    finally:
+        os.close(slave)  # the child holds its own copy
+    threading.Thread(target=_drain, args=(master,), daemon=True).start()
+    wait_http(f"{process.url}/readyz", timeout=30)
+    bench.extra_pids["make run webhook"] = process.process.pid if process.process else 0
     return process.url

@@ -59,7 +59,7 @@ def _worker_settings() -> Settings:
 
     settings = Settings.from_environ()
     fmt: Literal["json", "console"] = "console" if settings.log_format == "console" else "json"
-    configure_logging(fmt=fmt, level=settings.log_level)
+    configure_logging(fmt=fmt, level=settings.log_level, background=True)
     return settings
 
 
@@ -227,7 +227,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_environ()
         console = args.command == "dev" or settings.log_format == "console"
-        configure_logging(fmt="console" if console else "json", level=settings.log_level)
+        # A service writes its lines from a thread, off the request path; a CLI command
+        # (and what it prints around its log lines) stays in order, synchronously.
+        configure_logging(fmt="console" if console else "json", level=settings.log_level,
+                          background=args.command == "serve")
         func: Command = args.func
         return func(args, settings)
     except ConfigError as exc:

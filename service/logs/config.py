@@ -9,11 +9,15 @@ hooks, warnings, library-installed handlers) are closed here as well.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
+import queue
+import signal
 import sys
 import threading
 import types
-from typing import Any, Final, Literal, TextIO
+from typing import Any, Final, Literal, TextIO, cast
 
 import structlog
 from structlog.typing import Processor
@@ -64,6 +68,95 @@ class _PipelineHandler(logging.StreamHandler[TextIO]):
             self.flush()
         except Exception:  # noqa: S110 (nowhere safe left to report to)
             pass
+
+
+class _BackgroundStream:
+    """What the root handler writes to in a service: finished lines (formatted and scrubbed
+    on the caller's thread, as before) go into a queue; one thread writes whatever has
+    queued up in one write and one flush. The request path no longer pays a write system
+    call per line (make run: unbuffered, to a terminal), and a burst becomes one write.
+
+    Only text crosses threads, never a record with the caller's arguments (unlike
+    QueueHandler/QueueListener, which would format in the listener's thread). ``close()``,
+    registered with atexit, writes everything queued before the interpreter exits (normal
+    exit, SystemExit, an uncaught exception, uvicorn's SIGTERM shutdown); afterwards lines
+    are written directly, so even a late atexit handler's line is not lost. SIGTERM, which
+    kills without atexit (uvicorn re-raises it after its graceful shutdown), first writes
+    what is queued. A full queue (the terminal stopped reading) makes writers wait rather
+    than grow without bound.
+    """
+
+    _STOP = object()
+
+    def __init__(self, out: TextIO, *, limit: int = 10_000) -> None:
+        self._out = out
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=limit)
+        self._direct = False
+        self._lock = threading.Lock()  # direct writes after close
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+        previous = signal.getsignal(signal.SIGTERM)
+        if threading.current_thread() is threading.main_thread() and (
+                previous in (signal.SIG_DFL, None) or _is_flush_handler(previous)):
+            signal.signal(signal.SIGTERM, self._flush_then_die)
+
+    def _flush_then_die(self, signum: int, frame: types.FrameType | None) -> None:
+        # From another thread, with a timeout: this thread may have been interrupted while
+        # holding the queue's lock, and must not wait for itself.
+        closer = threading.Thread(target=self.close, name="log-flush")
+        closer.start()
+        closer.join(timeout=5)
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)  # die as SIGTERM would have, lines written
+
+    def write(self, text: str) -> None:
+        if self._direct:
+            with self._lock:
+                self._write([text])
+        else:
+            self._queue.put(text)
+
+    def flush(self) -> None:
+        """The writer thread flushes after each batch; the handler's flush is free."""
+
+    def close(self) -> None:
+        if self._direct:
+            return
+        self._direct = True
+        self._queue.put(self._STOP)
+        self._thread.join(timeout=10)
+        with self._lock:  # anything a racing writer queued after the stop mark
+            rest = []
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    rest.append(self._queue.get_nowait())
+            self._write([t for t in rest if isinstance(t, str)])
+        atexit.unregister(self.close)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < 1000:
+                    batch.append(self._queue.get_nowait())
+            lines = [t for t in batch if isinstance(t, str)]
+            self._write(lines)
+            if len(lines) != len(batch):
+                return
+
+    def _write(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        try:
+            self._out.write("".join(lines))
+            self._out.flush()
+        except (OSError, ValueError):
+            pass  # stderr closed: nowhere left to report to
+
+
+def _is_flush_handler(handler: object) -> bool:
+    return getattr(handler, "__func__", None) is _BackgroundStream._flush_then_die
 
 
 def _shared_processors() -> list[Processor]:
@@ -157,9 +250,12 @@ def configure_logging(
     fmt: Literal["json", "console"] = "json",
     level: str = "INFO",
     stream: TextIO | None = None,
+    background: bool = False,
 ) -> None:
     """Route structlog and every stdlib logger through one scrubbing pipeline.
 
+    ``background``: write the lines from a thread (see :class:`_BackgroundStream`); the
+    services do, the CLI and tests write synchronously.
     Idempotent: a second call replaces the first configuration (tests rely on this).
     """
     if fmt not in _FAILURE_LINES:
@@ -169,12 +265,16 @@ def configure_logging(
         raise ValueError(f"unknown log level {level!r}")
     out = stream if stream is not None else sys.stderr
 
+    if background:
+        out = cast(TextIO, _BackgroundStream(out))  # write() and flush() are all it needs
     handler = _PipelineHandler(out, _FAILURE_LINES[fmt])
     handler.setFormatter(_build_formatter(fmt))
 
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        if isinstance(getattr(old, "stream", None), _BackgroundStream):
+            old.stream.close()  # type: ignore[attr-defined]  # its lines before the new ones
     root.addHandler(handler)
     root.setLevel(numeric_level)
 

@@ -4,6 +4,7 @@ Chosen by measurement (``bench/clients.py``, bench/RESULTS.md "Async HTTP client
 same Transit encrypt batches, both clients side by side in one run on uvloop, cost 0.13 ms
 of CPU per call with aiohttp against 0.58 ms with httpx.AsyncClient (and ~0.6 ms with the
 blocking hvac/requests client, before its thread-pool hop), at 2.4x the calls per second.
+(See :mod:`service.web.outbound`.)
 
 The blocking :class:`~service.vault.client.VaultClient` stays the owner of the identity:
 it logs in and renews, in a thread pool, only when that is due; this client borrows its
@@ -16,13 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 from concurrent.futures import Executor
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import requests.utils
 
 from service.errors import (
     VaultError,
@@ -33,20 +31,10 @@ from service.errors import (
     VaultUnavailable,
 )
 from service.vault.client import JSON, TokenState, VaultClient
+from service.web.outbound import client_session
 
 # hvac's status -> exception table, as translate_errors maps those exceptions.
 _UNAVAILABLE = frozenset({429, 500, 502, 503})
-
-
-def _ssl_context(verify: str | bool) -> ssl.SSLContext | bool:
-    """The trust the blocking client has: VAULT_CACERT (a file or a directory), else the
-    CA bundle requests would use (certifi, or REQUESTS_CA_BUNDLE read by VaultClient)."""
-    if verify is False:
-        return False
-    bundle = requests.utils.DEFAULT_CA_BUNDLE_PATH if verify is True else verify
-    if Path(bundle).is_dir():
-        return ssl.create_default_context(capath=bundle)
-    return ssl.create_default_context(cafile=bundle)
 
 
 def _error_for(status: int, operation: str, body: bytes) -> VaultError:
@@ -81,7 +69,6 @@ class AsyncVault:
         self._vault = vault
         self._executor = executor
         self._pool_size = pool_size
-        self._ssl = _ssl_context(vault.verify) if vault.addr.startswith("https:") else False
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # One login/renewal at a time, shared by every caller that needs it.
@@ -147,13 +134,11 @@ class AsyncVault:
                 # belong to it: leave them, so the session is not reported as unclosed.
                 self._session.detach()
             self._loop = loop
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._pool_size, ssl=self._ssl),
-                timeout=aiohttp.ClientTimeout(total=self._vault.timeout),
-                proxy=self._vault.proxy,
-                headers={"X-Vault-Request": "true", "Content-Type": "application/json"},
-                # The environment (proxies, ~/.netrc) was read once by VaultClient.
-                trust_env=False, cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False)
+            # The environment (proxies, CA bundle) as VaultClient read it, once.
+            self._session = client_session(
+                self._vault.addr, timeout=self._vault.timeout, limit=self._pool_size,
+                verify=self._vault.verify, proxy=self._vault.proxy,
+                headers={"X-Vault-Request": "true", "Content-Type": "application/json"})
         return self._session
 
     async def _post(self, path: str, operation: str, data: bytes, state: TokenState) -> JSON:

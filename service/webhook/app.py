@@ -9,11 +9,12 @@ error has occurred" to the caller.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -29,6 +30,7 @@ from service.web.access_log import AccessLogMiddleware, annotate
 from service.web.health import health_routes
 from service.web.limits import BodyLimitMiddleware
 from service.web.metrics import Metrics
+from service.web.outbound import client_session, proxy_for
 from service.webhook import twiml
 from service.webhook.twilio_request import Refused, TwilioForm, verified_form
 
@@ -42,7 +44,7 @@ REQUEST_BUDGET_S = 2.5
 class WebhookState:
     settings: Settings
     transit: Transit
-    backend: httpx.AsyncClient
+    backend: aiohttp.ClientSession  # for BACKEND_URL, with the bearer token
     metrics: Metrics
 
 
@@ -100,19 +102,19 @@ async def pin(state: WebhookState, form: TwilioForm) -> str:
     annotate(key_version=encrypted.key_version, ct_fp=fingerprint(encrypted.ciphertext))
     idempotency_key = form.idempotency_token or f"{call_sid}:pin:{_attempt(form)}"
     try:
-        response = await state.backend.post(
-            "/v1/lookup",
+        async with state.backend.post(
+            f"{state.settings.backend_url}/v1/lookup",
             json={"call_sid": call_sid, "card_last4": card_ct, "pin": encrypted.ciphertext},
             headers={"Idempotency-Key": idempotency_key},
-        )
-    except httpx.HTTPError as exc:
+        ) as response:
+            status, answer = response.status, await response.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
         annotate(outcome="backend_unavailable", error=type(exc).__name__)
         return twiml.say_and_hang_up(twiml.TRY_LATER)
-    status = response.status_code
     annotate(backend_status=status)
     if status == 200:
         try:
-            data = response.json()
+            data = json.loads(answer)
             account, balance = str(data["account"]), str(data["balance"])
         except (ValueError, KeyError, TypeError):
             annotate(outcome="backend_bad_answer")
@@ -176,11 +178,10 @@ def create_webhook_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         token = settings.backend_token
         assert token is not None
-        async with transit_session(settings, metrics) as transit, httpx.AsyncClient(
-            base_url=settings.backend_url,
-            timeout=httpx.Timeout(settings.backend_timeout),
+        async with transit_session(settings, metrics) as transit, client_session(
+            settings.backend_url, timeout=settings.backend_timeout, limit=64,
+            proxy=proxy_for(settings.backend_url),
             headers={"Authorization": f"Bearer {token.reveal()}"},
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
         ) as backend:
             app.state.webhook = WebhookState(settings, transit, backend, metrics)
             freeze_startup_heap()
@@ -195,9 +196,9 @@ def create_webhook_app(settings: Settings) -> Starlette:
         except IvrVaultError:
             pass
         try:
-            response = await state.backend.get("/healthz")
-            checks["backend"] = response.status_code == 200
-        except httpx.HTTPError:
+            async with state.backend.get(f"{settings.backend_url}/healthz") as response:
+                checks["backend"] = response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
             pass
         return checks
 
