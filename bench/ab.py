@@ -1,0 +1,175 @@
+"""A/B: the working tree's services against another revision's (or other settings), in one
+run, alternating, on one Vault. Each change of a performance round is kept only if it
+measures better here; the tables land in bench/ab/NAME.md and RESULTS.md quotes them.
+
+    python -m bench.ab NAME [--rev REV | --src DIR] [--env-a K=V ...] [--env-b K=V ...]
+
+Variant A is the working tree (with ``--env-a``), B is ``git archive REV`` of this repo,
+or the ``service`` package under DIR, or the working tree too (with ``--env-b``). Each
+variant gets its own backend and webhook; both measure the card step (c=32) and whole
+calls (c=16) with pre-signed requests, every answer checked, runs alternating A B A B ...;
+medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import load, stack
+from service.devtools.devstack import ServiceProcess, free_port, wait_http
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+@dataclass
+class Variant:
+    name: str
+    webhook: ServiceProcess
+    backend: ServiceProcess
+    card: list[load.WrkResult] = field(default_factory=list)
+    call: list[load.WrkResult] = field(default_factory=list)
+    cpu: dict[str, list[float]] = field(default_factory=dict)  # "card webhook" -> ms/request
+    transit: list[float] = field(default_factory=list)  # whole call, Transit calls/request
+
+
+def _source(rev: str, into: Path) -> Path:
+    """``git archive REV`` unpacked: that revision's service package, nothing else."""
+    into.mkdir(parents=True, exist_ok=True)
+    archive = into / "src.tar"
+    subprocess.run(["git", "-C", str(ROOT), "archive", "-o", str(archive), rev, "service"],
+                   check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def _pair(bench: stack.Bench, name: str, env: dict[str, str], src: Path | None,
+          exits: ExitStack) -> Variant:
+    # PYTHONSAFEPATH: the current directory (this tree) must not come before PYTHONPATH.
+    extra = {**env, **({"PYTHONPATH": str(src), "PYTHONSAFEPATH": "1"} if src else {})}
+    backend_port, webhook_port = free_port(), free_port()
+    b_env = {**bench.backend.env, "BACKEND_PORT": str(backend_port), **extra}
+    w_env = {**bench.webhook.env, "WEBHOOK_PORT": str(webhook_port),
+             "PUBLIC_BASE_URL": f"http://127.0.0.1:{webhook_port}",
+             "BACKEND_URL": f"http://127.0.0.1:{backend_port}", **extra}
+    log_dir = bench.webhook.log_dir / f"ab-{name}"
+    backend = ServiceProcess("backend", backend_port, b_env, log_dir)
+    webhook = ServiceProcess("webhook", webhook_port, w_env, log_dir)
+    exits.callback(backend.stop)
+    backend.start()
+    exits.callback(webhook.stop)
+    webhook.start()
+    wait_http(f"{webhook.url}/readyz", timeout=30)
+    return Variant(name, webhook, backend)
+
+
+def _measure(bench: stack.Bench, v: Variant, kind: str, requests_file: Path,
+             connections: int, seconds: int) -> None:
+    procs = {"webhook": v.webhook.process, "backend": v.backend.process,
+             "vault": bench.vault.process}
+    pids = {n: p.pid for n, p in procs.items() if p is not None}
+    before = {n: stack.cpu_seconds(p) for n, p in pids.items()}
+    calls_before, _ = stack.transit_totals(v.webhook.url, v.backend.url)
+    result = load.run_wrk(v.webhook.url, requests_file, connections=connections,
+                          seconds=seconds)
+    calls_after, _ = stack.transit_totals(v.webhook.url, v.backend.url)
+    for n, p in pids.items():
+        v.cpu.setdefault(f"{kind} {n}", []).append(
+            (stack.cpu_seconds(p) - before[n]) * 1000 / max(result.requests, 1))
+    (v.card if kind == "card" else v.call).append(result)
+    if kind == "call":
+        v.transit.append((calls_after - calls_before) / max(result.requests, 1))
+
+
+def _med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _table(name: str, variants: list[Variant], labels: dict[str, str],
+           loadavg: tuple[float, float], runs: int) -> str:
+    rows = [
+        ("card c=32 req/s", lambda v: _med([r.rps for r in v.card]), "{:.0f}"),
+        ("card c=32 p99 ms", lambda v: _med([r.p99_ms for r in v.card]), "{:.1f}"),
+        ("card c=32 webhook CPU ms/request", lambda v: _med(v.cpu["card webhook"]), "{:.3f}"),
+        ("call c=16 req/s", lambda v: _med([r.rps for r in v.call]), "{:.0f}"),
+        ("call c=16 p50 ms", lambda v: _med([r.p50_ms for r in v.call]), "{:.1f}"),
+        ("call c=16 p99 ms", lambda v: _med([r.p99_ms for r in v.call]), "{:.1f}"),
+        ("call Transit calls/request", lambda v: _med(v.transit), "{:.3f}"),
+        *[(f"call CPU ms/request, {p}", lambda v, p=p: _med(v.cpu[f"call {p}"]), "{:.3f}")
+          for p in ("webhook", "backend", "vault")],
+        ("call CPU ms/request, all", lambda v: sum(
+            _med(v.cpu[f"call {p}"]) for p in ("webhook", "backend", "vault")), "{:.3f}"),
+    ]
+    bad = sum(r.bad + r.errors for v in variants for r in (*v.card, *v.call))
+    out = [f"### A/B: {name}", "",
+           f"`python -m bench.ab {name}`: medians of {runs} alternating runs per variant; "
+           f"1-minute load average {loadavg[0]:.1f} before, {loadavg[1]:.1f} after; "
+           f"{bad} answers not as a working service would give.", "",
+           "| figure | " + " | ".join(f"{labels[v.name]}" for v in variants) + " |",
+           "|---|" + "---|" * len(variants)]
+    for label, get, fmt in rows:
+        out.append(f"| {label} | " + " | ".join(fmt.format(get(v)) for v in variants) + " |")
+    return "\n".join(out) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ab")
+    parser.add_argument("name")
+    parser.add_argument("--rev", help="git revision for variant B (default: working tree)")
+    parser.add_argument("--src", help="a directory holding variant B's service package")
+    parser.add_argument("--label-a", default="A: this tree")
+    parser.add_argument("--label-b", default="B")
+    parser.add_argument("--env-a", action="append", default=[], metavar="K=V")
+    parser.add_argument("--env-b", action="append", default=[], metavar="K=V")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=4)
+    args = parser.parse_args()
+    work = HERE / ".work" / "ab"
+    loadavg_before = os.getloadavg()[0]
+    with ExitStack() as exits:
+        bench = stack.start(work / "run", exits)
+        src = _source(args.rev, work / "rev") if args.rev else (
+            Path(args.src).resolve() if args.src else None)
+        variants = [
+            _pair(bench, "a", dict(kv.split("=", 1) for kv in args.env_a), None, exits),
+            _pair(bench, "b", dict(kv.split("=", 1) for kv in args.env_b), src, exits),
+        ]
+        labels = {"a": args.label_a, "b": args.label_b}
+        files: dict[str, tuple[Path, Path]] = {}
+        for v in variants:
+            card = load.write_requests(work / f"card-{v.name}.txt",
+                                       load.card_requests(6000 * args.seconds + 1000),
+                                       base_url=v.webhook.url, auth_token=bench.twilio_token)
+            sids = [load.new_call_sid() for _ in range(1500 * args.seconds + 500)]
+            calls = list(zip(sids, bench.card_ciphertexts(sids), strict=True))
+            call = load.write_requests(work / f"calls-{v.name}.txt", load.call_requests(calls),
+                                       base_url=v.webhook.url, auth_token=bench.twilio_token)
+            files[v.name] = (card, call)
+            load.run_wrk(v.webhook.url, card, connections=8, seconds=2)  # warm up
+        for _ in range(args.runs):
+            for v in variants:
+                _measure(bench, v, "card", files[v.name][0], 32, args.seconds)
+            for v in variants:
+                _measure(bench, v, "call", files[v.name][1], 16, args.seconds)
+        table = _table(args.name, variants, labels, (loadavg_before, os.getloadavg()[0]),
+                       args.runs)
+    out = HERE / "ab" / f"{args.name}.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(table, encoding="utf-8")
+    print(table)
+    print(f"bench.ab: wrote {out} at {time.strftime('%H:%M')}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
