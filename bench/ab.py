@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import load, stack
-from service.devtools.devstack import ServiceProcess, free_port, wait_http
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -34,8 +33,7 @@ ROOT = HERE.parent
 @dataclass
 class Variant:
     name: str
-    webhook: ServiceProcess
-    backend: ServiceProcess
+    pair: stack.Pair
     card: list[load.WrkResult] = field(default_factory=list)
     call: list[load.WrkResult] = field(default_factory=list)
     cpu: dict[str, list[float]] = field(default_factory=dict)  # "card webhook" -> ms/request
@@ -53,36 +51,25 @@ def _source(rev: str, into: Path) -> Path:
     return into
 
 
-def _pair(bench: stack.Bench, name: str, env: dict[str, str], src: Path | None,
-          exits: ExitStack) -> Variant:
-    # PYTHONSAFEPATH: the current directory (this tree) must not come before PYTHONPATH.
-    extra = {**env, **({"PYTHONPATH": str(src), "PYTHONSAFEPATH": "1"} if src else {})}
-    backend_port, webhook_port = free_port(), free_port()
-    b_env = {**bench.backend.env, "BACKEND_PORT": str(backend_port), **extra}
-    w_env = {**bench.webhook.env, "WEBHOOK_PORT": str(webhook_port),
-             "PUBLIC_BASE_URL": f"http://127.0.0.1:{webhook_port}",
-             "BACKEND_URL": f"http://127.0.0.1:{backend_port}", **extra}
-    log_dir = bench.webhook.log_dir / f"ab-{name}"
-    backend = ServiceProcess("backend", backend_port, b_env, log_dir)
-    webhook = ServiceProcess("webhook", webhook_port, w_env, log_dir)
-    exits.callback(backend.stop)
-    backend.start()
-    exits.callback(webhook.stop)
-    webhook.start()
-    wait_http(f"{webhook.url}/readyz", timeout=30)
-    return Variant(name, webhook, backend)
+def _variant(bench: stack.Bench, exits: ExitStack, name: str, env: list[str],
+             src: Path | None) -> Variant:
+    extra = dict(kv.split("=", 1) for kv in env)
+    if src is not None:
+        # PYTHONSAFEPATH: the current directory (this tree) must not come before PYTHONPATH.
+        extra.update(PYTHONPATH=str(src), PYTHONSAFEPATH="1")
+    return Variant(name, stack.start_pair(bench, exits, f"ab-{name}", extra))
 
 
 def _measure(bench: stack.Bench, v: Variant, kind: str, requests_file: Path,
              connections: int, seconds: int) -> None:
-    procs = {"webhook": v.webhook.process, "backend": v.backend.process,
-             "vault": bench.vault.process}
-    pids = {n: p.pid for n, p in procs.items() if p is not None}
+    pids = {**v.pair.pids(), **({"vault": bench.vault.process.pid}
+                                if bench.vault.process else {})}
     before = {n: stack.cpu_seconds(p) for n, p in pids.items()}
-    calls_before, _ = stack.transit_totals(v.webhook.url, v.backend.url)
-    result = load.run_wrk(v.webhook.url, requests_file, connections=connections,
+    urls = (v.pair.webhook.url, v.pair.backend.url)
+    calls_before, _ = stack.transit_totals(*urls)
+    result = load.run_wrk(v.pair.webhook.url, requests_file, connections=connections,
                           seconds=seconds)
-    calls_after, _ = stack.transit_totals(v.webhook.url, v.backend.url)
+    calls_after, _ = stack.transit_totals(*urls)
     for n, p in pids.items():
         v.cpu.setdefault(f"{kind} {n}", []).append(
             (stack.cpu_seconds(p) - before[n]) * 1000 / max(result.requests, 1))
@@ -140,22 +127,20 @@ def main() -> int:
         bench = stack.start(work / "run", exits)
         src = _source(args.rev, work / "rev") if args.rev else (
             Path(args.src).resolve() if args.src else None)
-        variants = [
-            _pair(bench, "a", dict(kv.split("=", 1) for kv in args.env_a), None, exits),
-            _pair(bench, "b", dict(kv.split("=", 1) for kv in args.env_b), src, exits),
-        ]
+        variants = [_variant(bench, exits, "a", args.env_a, None),
+                    _variant(bench, exits, "b", args.env_b, src)]
         labels = {"a": args.label_a, "b": args.label_b}
         files: dict[str, tuple[Path, Path]] = {}
         for v in variants:
             card = load.write_requests(work / f"card-{v.name}.txt",
                                        load.card_requests(6000 * args.seconds + 1000),
-                                       base_url=v.webhook.url, auth_token=bench.twilio_token)
+                                       base_url=v.pair.webhook.url, auth_token=bench.twilio_token)
             sids = [load.new_call_sid() for _ in range(1500 * args.seconds + 500)]
             calls = list(zip(sids, bench.card_ciphertexts(sids), strict=True))
             call = load.write_requests(work / f"calls-{v.name}.txt", load.call_requests(calls),
-                                       base_url=v.webhook.url, auth_token=bench.twilio_token)
+                                       base_url=v.pair.webhook.url, auth_token=bench.twilio_token)
             files[v.name] = (card, call)
-            load.run_wrk(v.webhook.url, card, connections=8, seconds=2)  # warm up
+            load.run_wrk(v.pair.webhook.url, card, connections=8, seconds=2)  # warm up
         for _ in range(args.runs):
             for v in variants:
                 _measure(bench, v, "card", files[v.name][0], 32, args.seconds)

@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -40,7 +40,6 @@ class Bench:
     baseline_url: str
     twilio_token: str
     variant_env: Callable[[int], dict[str, str]] | None = None
-    extra_pids: dict[str, int] = field(default_factory=dict)  # variants, by name
 
     def pids(self) -> dict[str, int]:
         procs = {"vault": self.vault.process, "backend": self.backend.process,
@@ -182,22 +181,49 @@ def _drain(fd: int) -> None:
             pass
 
 
-def start_make_run_webhook(bench: Bench, stack: ExitStack) -> str:
-    """A webhook of the service as ``make run`` runs it (the dev launcher's output
-    environment: console log lines, unbuffered, on a terminal), on a pseudo-terminal that a
-    thread reads; same Vault, backend and credentials as the bench's own webhook."""
-    port = free_port()
-    variant_env = {**bench.webhook.env, "WEBHOOK_PORT": str(port),
-                   "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", **dev_output_env({})}
-    master, slave = pty.openpty()
-    process = ServiceProcess("webhook", port, variant_env, bench.webhook.log_dir / "make-run")
-    stack.callback(os.close, master)
-    stack.callback(process.stop)
-    try:
-        process.start(terminal_fd=slave)
-    finally:
-        os.close(slave)  # the child holds its own copy
-    threading.Thread(target=_drain, args=(master,), daemon=True).start()
-    wait_http(f"{process.url}/readyz", timeout=30)
-    bench.extra_pids["make run webhook"] = process.process.pid if process.process else 0
-    return process.url
+@dataclass
+class Pair:
+    """Another backend + webhook of the service on the bench's Vault and credentials."""
+
+    name: str
+    backend: ServiceProcess
+    webhook: ServiceProcess
+
+    def pids(self) -> dict[str, int]:
+        return {role: p.process.pid for role, p in (("backend", self.backend),
+                                                    ("webhook", self.webhook))
+                if p.process is not None}
+
+
+def start_pair(bench: Bench, stack: ExitStack, name: str, env: dict[str, str], *,
+               terminal: bool = False) -> Pair:
+    """Backend and webhook with extra environment. ``terminal``: their output goes to a
+    pseudo-terminal that a thread reads, as under ``make run``."""
+    backend_port, webhook_port = free_port(), free_port()
+    b_env = {**bench.backend.env, "BACKEND_PORT": str(backend_port), **env}
+    w_env = {**bench.webhook.env, "WEBHOOK_PORT": str(webhook_port),
+             "PUBLIC_BASE_URL": f"http://127.0.0.1:{webhook_port}",
+             "BACKEND_URL": f"http://127.0.0.1:{backend_port}", **env}
+    log_dir = bench.webhook.log_dir / name
+    pair = Pair(name, ServiceProcess("backend", backend_port, b_env, log_dir),
+                ServiceProcess("webhook", webhook_port, w_env, log_dir))
+    for process in (pair.backend, pair.webhook):
+        stack.callback(process.stop)
+        if terminal:
+            master, slave = pty.openpty()
+            stack.callback(os.close, master)
+            try:
+                process.start(terminal_fd=slave)
+            finally:
+                os.close(slave)  # the child holds its own copy
+            threading.Thread(target=_drain, args=(master,), daemon=True).start()
+        else:
+            process.start()
+    wait_http(f"{pair.webhook.url}/readyz", timeout=30)
+    return pair
+
+
+def start_make_run_pair(bench: Bench, stack: ExitStack) -> Pair:
+    """The services as ``make run`` runs them: the dev launcher's output environment
+    (console log lines, unbuffered) on a terminal."""
+    return start_pair(bench, stack, "make-run", dev_output_env({}), terminal=True)
