@@ -48,14 +48,16 @@ _log = logging.getLogger(__name__)
 
 
 def linger_delay(previous_batch: int, queued: int, *, max_batch: int, bound: float) -> float:
-    """Seconds a batch about to leave waits for more items: ``bound`` while the previous
-    batch carried more than one item and this one is not full yet, else none.
+    """Longest a batch about to leave waits for more items: ``bound`` while the previous
+    batch carried more than one item and this one is still smaller, else none. (The wait
+    also ends as soon as the queue is as long as the previous batch.)
 
     A batch of one says callers are not meeting: waiting would only add latency. A batch of
     several says they arrive faster than Transit answers: a short wait trades at most
-    ``bound`` of latency for fewer, larger Transit calls (bench/RESULTS.md).
+    ``bound`` of latency for fewer, larger Transit calls. Once the batch is as large as the
+    last one, waiting longer only adds latency (bench/RESULTS.md).
     """
-    if bound <= 0 or previous_batch <= 1 or queued >= max_batch:
+    if bound <= 0 or previous_batch <= 1 or queued >= min(previous_batch, max_batch):
         return 0.0
     return bound
 
@@ -117,6 +119,7 @@ class Coalescer(Generic[ItemT, ResultT]):
         self._linger = linger
         self._previous_batch = 0  # size of the batch taken last
         self._wake: asyncio.Future[None] | None = None  # set while a batch task lingers
+        self._wake_at = max_batch  # queue length that ends the linger
         self._queue: collections.deque[_Entry[ItemT, ResultT]] = collections.deque()
         self._in_flight = 0  # batch tasks started and not finished (slots in use)
         self._starter: asyncio.Task[None] | None = None  # batch task not yet run: still filling
@@ -144,8 +147,8 @@ class Coalescer(Generic[ItemT, ResultT]):
             raise CoalescerClosed(f"{self._name} is closed")
         entry: _Entry[ItemT, ResultT] = _Entry(item, asyncio.get_running_loop().create_future())
         self._queue.append(entry)
-        if self._wake is not None and len(self._queue) >= self._max_batch:
-            _wake(self._wake)  # the lingering batch is full: no reason to wait on
+        if self._wake is not None and len(self._queue) >= self._wake_at:
+            _wake(self._wake)  # as large as the last one, or full: no reason to wait on
         self._kick()
         try:
             return await entry.future
@@ -210,6 +213,7 @@ class Coalescer(Generic[ItemT, ResultT]):
 
     async def _linger_for(self, delay: float) -> None:
         loop = asyncio.get_running_loop()
+        self._wake_at = min(self._previous_batch, self._max_batch)
         wake = self._wake = loop.create_future()
         # A timer and a future, not asyncio.sleep: a full queue ends the wait early.
         timer = loop.call_later(delay, _wake, wake)

@@ -553,8 +553,9 @@ BOUND = 0.001
 def test_linger_policy() -> None:
     assert linger_delay(0, 0, max_batch=8, bound=BOUND) == 0  # first batch: idle
     assert linger_delay(1, 3, max_batch=8, bound=BOUND) == 0  # last batch alone: idle
-    assert linger_delay(2, 1, max_batch=8, bound=BOUND) == BOUND  # busy: wait
-    assert linger_delay(5, 8, max_batch=8, bound=BOUND) == 0  # already full: go
+    assert linger_delay(4, 1, max_batch=8, bound=BOUND) == BOUND  # busy: wait
+    assert linger_delay(4, 4, max_batch=8, bound=BOUND) == 0  # as large as the last: go
+    assert linger_delay(20, 8, max_batch=8, bound=BOUND) == 0  # already full: go
     assert linger_delay(5, 1, max_batch=8, bound=0) == 0  # switched off
     with pytest.raises(ValueError):
         Coalescer(FakeSender(), max_batch=8, linger=0.002)  # the bound is at most 1 ms
@@ -578,14 +579,34 @@ def test_busy_service_lingers_up_to_the_bound_and_gathers_late_arrivals() -> Non
     async def main(loop: VirtualClockLoop) -> None:
         sender = TimedSender(loop)
         c: Coalescer[int, str] = Coalescer(sender, max_batch=8, linger=BOUND)
-        assert await asyncio.gather(c.submit(0), c.submit(1)) == ["r0", "r1"]  # busy
+        await asyncio.gather(*(c.submit(i) for i in range(-4, 0)))  # busy: a batch of 4
         start = loop.time()
-        first = asyncio.create_task(c.submit(2))
+        first = asyncio.create_task(c.submit(0))
         await asyncio.sleep(0.0004)  # arrives while the batch lingers: joins it
-        second = asyncio.create_task(c.submit(3))
-        assert await asyncio.gather(first, second) == ["r2", "r3"]
-        assert sender.batches[1] == [2, 3]
-        assert sender.sent_at[1] - start == pytest.approx(BOUND)  # waited the bound, no more
+        second = asyncio.create_task(c.submit(1))
+        assert await asyncio.gather(first, second) == ["r0", "r1"]
+        assert sender.batches[1] == [0, 1]
+        # Fewer than last time: it waited the whole bound, and not a moment longer.
+        assert sender.sent_at[1] - start == pytest.approx(BOUND)
+        await c.aclose()
+
+    run_virtual(main)
+
+
+def test_linger_ends_when_the_batch_is_as_large_as_the_last() -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        sender = TimedSender(loop)
+        c: Coalescer[int, str] = Coalescer(sender, max_batch=8, linger=BOUND)
+        await asyncio.gather(*(c.submit(i) for i in range(-3, 0)))  # a batch of 3
+        start = loop.time()
+        tasks = [asyncio.create_task(c.submit(0))]
+        await asyncio.sleep(0.0001)
+        tasks.append(asyncio.create_task(c.submit(1)))
+        await asyncio.sleep(0.0002)
+        tasks.append(asyncio.create_task(c.submit(2)))  # the third: as large as the last
+        await asyncio.gather(*tasks)
+        assert sender.batches[1] == [0, 1, 2]
+        assert sender.sent_at[1] - start == pytest.approx(0.0003)
         await c.aclose()
 
     run_virtual(main)
@@ -593,21 +614,24 @@ def test_busy_service_lingers_up_to_the_bound_and_gathers_late_arrivals() -> Non
 
 def test_linger_bound_holds_while_items_keep_arriving() -> None:
     async def main(loop: VirtualClockLoop) -> None:
-        sender = TimedSender(loop)
+        sender = TimedSender(loop, hold=True)
         c: Coalescer[int, str] = Coalescer(sender, max_batch=64, linger=BOUND)
-        await asyncio.gather(c.submit(-2), c.submit(-1))  # busy
+        busy = [asyncio.create_task(c.submit(i)) for i in range(-40, 0)]
+        await asyncio.sleep(0)
+        sender.release.set()
+        await asyncio.gather(*busy)  # the previous batch carried 40 items
         start = loop.time()
         tasks = []
-        for i in range(30):  # one item every 0.1 ms for 3 ms: never a quiet moment
+        for i in range(30):  # one item every 0.1 ms for 3 ms: never 40 at once
             tasks.append(asyncio.create_task(c.submit(i)))
             await asyncio.sleep(0.0001)
         await asyncio.gather(*tasks)
-        waits = [t - start for t in sender.sent_at[1:]]
-        # Each batch left at most BOUND after the batch task started: the first at the
-        # bound, the next ones at most the bound after the previous one came back.
-        assert waits[0] == pytest.approx(BOUND)
-        assert all(b - a <= BOUND + 1e-9 for a, b in itertools.pairwise([0.0, *waits]))
-        assert len(sender.batches) - 1 <= 5  # 30 items in a few batches, not 30
+        sent = [start, *sender.sent_at[1:]]
+        # The first batch task waited exactly the bound; no batch ever left later than the
+        # bound after the one before it came back (the sender answers at once).
+        assert sent[1] - start == pytest.approx(BOUND)
+        assert all(b - a <= BOUND + 1e-9 for a, b in itertools.pairwise(sent))
+        assert 2 <= len(sender.batches) - 1 <= 5  # 30 items in a few batches, not 30
         await c.aclose()
 
     run_virtual(main)
@@ -617,14 +641,14 @@ def test_a_full_batch_stops_lingering_at_once() -> None:
     async def main(loop: VirtualClockLoop) -> None:
         sender = TimedSender(loop)
         c: Coalescer[int, str] = Coalescer(sender, max_batch=4, linger=BOUND)
-        await asyncio.gather(c.submit(-2), c.submit(-1))  # busy
+        await asyncio.gather(*(c.submit(i) for i in range(-4, 0)))  # one of 4: busy
         start = loop.time()
         first = asyncio.create_task(c.submit(0))
         await asyncio.sleep(0.0002)
         rest = [asyncio.create_task(c.submit(i)) for i in (1, 2, 3)]  # now 4: full
         await asyncio.gather(first, *rest)
-        assert sender.batches[1] == [0, 1, 2, 3]
-        assert sender.sent_at[1] - start == pytest.approx(0.0002)
+        assert sender.batches[-1] == [0, 1, 2, 3]
+        assert sender.sent_at[-1] - start == pytest.approx(0.0002)
         await c.aclose()
 
     run_virtual(main)
@@ -634,7 +658,7 @@ def test_a_caller_cancelled_while_its_batch_lingers_leaves_alone() -> None:
     async def main(loop: VirtualClockLoop) -> None:
         sender = TimedSender(loop)
         c: Coalescer[int, str] = Coalescer(sender, max_batch=8, linger=BOUND)
-        await asyncio.gather(c.submit(-2), c.submit(-1))  # busy
+        await asyncio.gather(*(c.submit(i) for i in range(-4, 0)))  # busy: a batch of 4
         doomed = asyncio.create_task(c.submit(0))
         kept = asyncio.create_task(c.submit(1))
         await asyncio.sleep(0.0003)
