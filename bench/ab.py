@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import load, stack
+from service.devtools.launcher import dev_output_env
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -52,12 +53,13 @@ def _source(rev: str, into: Path) -> Path:
 
 
 def _variant(bench: stack.Bench, exits: ExitStack, name: str, env: list[str],
-             src: Path | None) -> Variant:
+             src: Path | None, *, terminal: bool) -> Variant:
     extra = dict(kv.split("=", 1) for kv in env)
     if src is not None:
         # PYTHONSAFEPATH: the current directory (this tree) must not come before PYTHONPATH.
         extra.update(PYTHONPATH=str(src), PYTHONSAFEPATH="1")
-    return Variant(name, stack.start_pair(bench, exits, f"ab-{name}", extra))
+    return Variant(name, stack.start_pair(bench, exits, f"ab-{name}", extra,
+                                          terminal=terminal))
 
 
 def _measure(bench: stack.Bench, v: Variant, kind: str, requests_file: Path,
@@ -83,7 +85,7 @@ def _med(values: list[float]) -> float:
 
 
 def _table(name: str, variants: list[Variant], labels: dict[str, str],
-           loadavg: tuple[float, float], runs: int) -> str:
+           loadavg: tuple[float, float], runs: int, make_run: bool) -> str:
     rows = [
         ("card c=32 req/s", lambda v: _med([r.rps for r in v.card]), "{:.0f}"),
         ("card c=32 p99 ms", lambda v: _med([r.p99_ms for r in v.card]), "{:.1f}"),
@@ -99,7 +101,8 @@ def _table(name: str, variants: list[Variant], labels: dict[str, str],
     ]
     bad = sum(r.bad + r.errors for v in variants for r in (*v.card, *v.call))
     out = [f"### A/B: {name}", "",
-           f"`python -m bench.ab {name}`: medians of {runs} alternating runs per variant; "
+           f"`python -m bench.ab {name}{' --make-run' if make_run else ''}`: medians of "
+           f"{runs} alternating runs per variant; "
            f"1-minute load average {loadavg[0]:.1f} before, {loadavg[1]:.1f} after; "
            f"{bad} answers not as a working service would give.", "",
            "| figure | " + " | ".join(f"{labels[v.name]}" for v in variants) + " |",
@@ -114,11 +117,14 @@ def main() -> int:
     parser.add_argument("name")
     parser.add_argument("--rev", help="git revision for variant B (default: working tree)")
     parser.add_argument("--src", help="a directory holding variant B's service package")
+    parser.add_argument("--src-a", help="variant A's service package instead of this tree")
     parser.add_argument("--label-a", default="A: this tree")
     parser.add_argument("--label-b", default="B")
     parser.add_argument("--env-a", action="append", default=[], metavar="K=V")
     parser.add_argument("--env-b", action="append", default=[], metavar="K=V")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--make-run", action="store_true",
+                        help="both variants as make run runs them (console, on a terminal)")
     parser.add_argument("--seconds", type=int, default=4)
     args = parser.parse_args()
     work = HERE / ".work" / "ab"
@@ -127,8 +133,12 @@ def main() -> int:
         bench = stack.start(work / "run", exits)
         src = _source(args.rev, work / "rev") if args.rev else (
             Path(args.src).resolve() if args.src else None)
-        variants = [_variant(bench, exits, "a", args.env_a, None),
-                    _variant(bench, exits, "b", args.env_b, src)]
+        dev = [f"{k}={v}" for k, v in dev_output_env({}).items()] if args.make_run else []
+        src_a = Path(args.src_a).resolve() if args.src_a else None
+        variants = [_variant(bench, exits, "a", [*dev, *args.env_a], src_a,
+                             terminal=args.make_run),
+                    _variant(bench, exits, "b", [*dev, *args.env_b], src,
+                             terminal=args.make_run)]
         labels = {"a": args.label_a, "b": args.label_b}
         files: dict[str, tuple[Path, Path]] = {}
         for v in variants:
@@ -147,7 +157,7 @@ def main() -> int:
             for v in variants:
                 _measure(bench, v, "call", files[v.name][1], 16, args.seconds)
         table = _table(args.name, variants, labels, (loadavg_before, os.getloadavg()[0]),
-                       args.runs)
+                       args.runs, args.make_run)
     out = HERE / "ab" / f"{args.name}.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text(table, encoding="utf-8")

@@ -14,9 +14,11 @@ queue as the next batch"):
   add an iteration of latency to every idle request; under load the in-flight queue coalesces.
 * Adaptive linger (``linger`` > 0): a batch task whose coalescer's previous batch carried more
   than one item (i.e. under load) waits up to ``linger`` seconds of loop time for company before
-  it takes its batch, and leaves at once when ``max_batch`` items are queued. After a batch of
-  one item (an idle or lightly loaded service) nothing waits: idle requests pay no latency.
-  See :func:`linger_delay`.
+  it takes its batch, and leaves as soon as the queue is as long as the previous batch. After a
+  batch of one item (an idle or lightly loaded service) nothing waits: idle requests pay no
+  latency. See :func:`linger_delay`. In the same mode a further batch starts while another is
+  in flight only once the queue is as long as the previous batch; smaller, it waits for the
+  batch in flight (A/B in bench/RESULTS.md: fewer, larger Transit calls, more throughput).
 * While every slot is busy, items queue; each finished batch sends the next ``max_batch`` queued
   items (FIFO). ``max_batch`` must be set safely below the server's per-call limit (Transit here:
   about 249 items with plaintext+context).
@@ -170,6 +172,9 @@ class Coalescer(Generic[ItemT, ResultT]):
         # At most one batch task waits to start: everything queued until it runs is its batch.
         if self._starter is not None or self._in_flight >= self._max_in_flight or not self._queue:
             return
+        if (self._linger and self._in_flight
+                and len(self._queue) < min(self._previous_batch, self._max_batch)):
+            return  # another batch in flight: a second one only once as large as the last
         self._in_flight += 1
         task = asyncio.get_running_loop().create_task(self._run_batch(), name=f"{self._name}-batch")
         self._starter = task

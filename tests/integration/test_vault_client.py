@@ -3,14 +3,18 @@ re-login when renewal is refused, and every failure translated into service.erro
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.server
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import pytest
+import uvloop
 
 from service.devtools.devstack import DevVault, free_port
 from service.errors import (
@@ -22,9 +26,11 @@ from service.errors import (
     VaultUnavailable,
 )
 from service.settings import Secret
+from service.vault.async_client import AsyncVault
 from service.vault.bootstrap import Layout
 from service.vault.client import AppRoleCredentials, VaultClient
 
+T = TypeVar("T")
 TTL_S = 3
 CONTEXT = base64.b64encode(b"CA00000000000000000000000000000000:pin").decode()
 
@@ -281,3 +287,133 @@ def test_odd_login_and_health_answers_become_our_errors(broken_server: str) -> N
         client.ensure_login()
     with pytest.raises(VaultError):
         client.health()
+
+
+# -- the event loop's client (AsyncVault): same identity, same errors --------------------
+
+def run_async(client: VaultClient, calls: Callable[[AsyncVault], Awaitable[T]]) -> T:
+    """``calls`` with an AsyncVault borrowing ``client``'s token, on uvloop as the
+    services run; closed afterwards."""
+    async def main() -> T:
+        with ThreadPoolExecutor(2) as executor:
+            aio = AsyncVault(client, executor=executor)
+            try:
+                return await calls(aio)
+            finally:
+                await aio.aclose()
+
+    return uvloop.run(main())
+
+
+async def aio_encrypt(aio: AsyncVault) -> str:
+    answer = await aio.write("transit/encrypt/ivr-dtmf", "encrypt",
+                             {"plaintext": base64.b64encode(b"4321").decode(),
+                              "context": CONTEXT})
+    ciphertext: str = answer["data"]["ciphertext"]
+    return ciphertext
+
+
+def test_async_client_shares_the_login_and_renews_off_the_loop(
+        admin: VaultClient, client_factory: Callable[[AppRoleCredentials], VaultClient]) -> None:
+    """Short-TTL token: every call succeeds on the one login, renewals happen in the
+    pool (never on the event loop, which keeps ticking every 10 ms meanwhile)."""
+    client = client_factory(short_role(admin, "test-aio-renew", ttl=f"{TTL_S}s", max_ttl="1h"))
+
+    async def calls(aio: AsyncVault) -> float:
+        longest_stall = 0.0
+        deadline = time.monotonic() + TTL_S * 2.2
+        while time.monotonic() < deadline:
+            assert (await aio_encrypt(aio)).startswith("vault:v")
+            before = time.monotonic()
+            await asyncio.sleep(0.01)
+            longest_stall = max(longest_stall, time.monotonic() - before - 0.01)
+            await asyncio.sleep(0.19)
+        return longest_stall
+
+    stall = run_async(client, calls)
+    assert client.logins == 1
+    assert client.renewals >= 2
+    assert stall < 0.2
+
+
+def test_async_client_relogs_in_once_after_a_403(
+        admin: VaultClient, client_factory: Callable[[AppRoleCredentials], VaultClient]) -> None:
+    client = client_factory(short_role(admin, "test-aio-revoked", ttl="1h", max_ttl="2h"))
+    encrypt(client)
+    admin.write("auth/token/revoke", "revoke", {"token": current_token(client)})
+    assert run_async(client, aio_encrypt).startswith("vault:v")  # 403, login, retry
+    assert client.logins == 2
+
+    async def forbidden(aio: AsyncVault) -> None:
+        await aio.write("transit/decrypt/ivr-dtmf", "decrypt", {"ciphertext": "vault:v1:QUJD"})
+
+    with pytest.raises(VaultPermissionDenied):  # the webhook's policy: no decrypt
+        run_async(client, forbidden)
+    assert client.logins == 3  # one fresh login for the real denial, not a loop
+
+
+def test_async_client_times_out_a_hung_vault_within_the_budget(silent_server: int) -> None:
+    client = VaultClient(f"http://127.0.0.1:{silent_server}", Secret("t"), timeout=0.5)
+
+    async def hung(aio: AsyncVault) -> tuple[float, int]:
+        ticks = 0
+        task = asyncio.ensure_future(aio.write("transit/encrypt/ivr-dtmf", "encrypt", {}))
+        started = time.monotonic()
+        while not task.done():
+            ticks += 1
+            await asyncio.sleep(0.01)
+        with pytest.raises(VaultTimeout):
+            task.result()
+        return time.monotonic() - started, ticks
+
+    took, ticks = run_async(client, hung)
+    assert 0.4 < took < 1.5  # VAULT_TIMEOUT bounds the whole call
+    assert ticks >= 20  # the loop kept running meanwhile
+
+
+def test_async_client_unreachable_vault_is_unavailable_not_a_timeout() -> None:
+    client = VaultClient(f"http://127.0.0.1:{free_port()}", Secret("t"), timeout=2)
+    with pytest.raises(VaultUnavailable) as caught:
+        run_async(client, aio_encrypt)
+    assert not isinstance(caught.value, VaultTimeout)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+@pytest.mark.parametrize(("path", "expected"), [
+    ("garbage", VaultError),
+    ("teapot", VaultError),
+    ("sealed", VaultUnavailable),
+    ("failing", VaultUnavailable),
+    ("reset", VaultUnavailable),
+])
+def test_async_client_odd_answers_become_the_same_errors(broken_server: str, path: str,
+                                                        expected: type[VaultError]) -> None:
+    client = VaultClient(broken_server, Secret("t"), timeout=2)
+
+    async def probe(aio: AsyncVault) -> None:
+        await aio.write(path, "probe", {"plaintext": "MTIzNA=="})
+
+    with pytest.raises(expected) as caught:
+        run_async(client, probe)
+    assert type(caught.value) is expected
+    assert "MTIzNA" not in str(caught.value)
+    with pytest.raises(expected) as blocking:  # the blocking client says the same
+        client.write(path, "probe", {"plaintext": "MTIzNA=="})
+    assert type(blocking.value) is type(caught.value)
+
+
+def test_async_client_sealed_vault_is_unavailable(tmp_path_factory: pytest.TempPathFactory,
+                                                  ) -> None:
+    """A real dev Vault, sealed: 503, VaultUnavailable, as hvac's VaultDown becomes."""
+    vault = DevVault.start(tmp_path_factory.mktemp("sealed-vault"))
+    try:
+        client = VaultClient(vault.addr, vault.root_token, timeout=2)
+        client.write("sys/mounts/transit", "mount", {"type": "transit"})
+        client.write("transit/keys/ivr-dtmf", "key", {"derived": True})
+        assert run_async(client, aio_encrypt).startswith("vault:v1:")
+        client.write("sys/seal", "seal")
+        with pytest.raises(VaultUnavailable) as caught:
+            run_async(client, aio_encrypt)
+        assert not isinstance(caught.value, VaultTimeout)
+    finally:
+        vault.stop()

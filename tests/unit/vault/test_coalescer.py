@@ -670,3 +670,39 @@ def test_a_caller_cancelled_while_its_batch_lingers_leaves_alone() -> None:
         assert asyncio.all_tasks() == {asyncio.current_task()}
 
     run_virtual(main)
+
+
+def test_under_load_a_second_batch_flies_only_once_as_large_as_the_last() -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        sender = TimedSender(loop, hold=True)
+        c: Coalescer[int, str] = Coalescer(sender, max_batch=8, max_in_flight=2, linger=BOUND)
+        first = [asyncio.create_task(c.submit(i)) for i in range(4)]
+        await spin()
+        assert sender.batches == [[0, 1, 2, 3]]  # idle: at once; now a batch of 4 flies
+        few = [asyncio.create_task(c.submit(i)) for i in (4, 5)]
+        await asyncio.sleep(0.01)  # long past the linger bound
+        assert len(sender.batches) == 1  # two items wait for the batch in flight
+        more = [asyncio.create_task(c.submit(i)) for i in (6, 7)]
+        await spin()
+        assert sender.batches[1] == [4, 5, 6, 7]  # as large as the last: the second slot
+        sender.release.set()
+        assert await asyncio.gather(*first, *few, *more) == [f"r{i}" for i in range(8)]
+        await c.aclose()
+
+    run_virtual(main)
+
+
+def test_without_linger_both_slots_are_used_at_once() -> None:
+    async def main() -> None:
+        sender = FakeSender(hold=True)
+        c: Coalescer[int, str] = Coalescer(sender, max_batch=8, max_in_flight=2)
+        first = [asyncio.create_task(c.submit(i)) for i in range(4)]
+        await spin()
+        few = [asyncio.create_task(c.submit(i)) for i in (4, 5)]
+        await spin()
+        assert sender.batches == [[0, 1, 2, 3], [4, 5]]
+        sender.release.set()
+        await asyncio.gather(*first, *few)
+        await c.aclose()
+
+    run(main)
