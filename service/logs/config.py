@@ -9,10 +9,9 @@ hooks, warnings, library-installed handlers) are closed here as well.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
-import contextlib
 import logging
-import queue
 import signal
 import sys
 import threading
@@ -70,93 +69,80 @@ class _PipelineHandler(logging.StreamHandler[TextIO]):
             pass
 
 
-class _BackgroundStream:
+class _BatchingStream:
     """What the root handler writes to in a service: finished lines (formatted and scrubbed
-    on the caller's thread, as before) go into a queue; one thread writes whatever has
-    queued up in one write and one flush. The request path no longer pays a write system
-    call per line (make run: unbuffered, to a terminal), and a burst becomes one write.
+    where they are made, as before) made on the event loop are joined and written once per
+    loop iteration, by a callback after the current ones; lines from other threads are
+    written at once, after anything pending. A burst of requests costs one write system
+    call instead of one per line (make run writes unbuffered, to a terminal).
 
-    Only text crosses threads, never a record with the caller's arguments (unlike
-    QueueHandler/QueueListener, which would format in the listener's thread). ``close()``,
-    registered with atexit, writes everything queued before the interpreter exits (normal
-    exit, SystemExit, an uncaught exception, uvicorn's SIGTERM shutdown); afterwards lines
-    are written directly, so even a late atexit handler's line is not lost. SIGTERM, which
+    A/B (bench/RESULTS.md): one write per line measured better than handing lines to a
+    writer thread (QueueHandler/QueueListener style: the wake-ups and GIL hand-offs cost
+    more than the writes saved), and worse than this. No line is lost for it: ``close()``,
+    registered with atexit, writes what is pending at any exit (normal, SystemExit, an
+    uncaught exception, a loop closed with the callback still queued), and SIGTERM, which
     kills without atexit (uvicorn re-raises it after its graceful shutdown), first writes
-    what is queued. A full queue (the terminal stopped reading) makes writers wait rather
-    than grow without bound.
+    what is pending.
     """
 
-    _STOP = object()
-
-    def __init__(self, out: TextIO, *, limit: int = 10_000) -> None:
+    def __init__(self, out: TextIO) -> None:
         self._out = out
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=limit)
-        self._direct = False
-        self._lock = threading.Lock()  # direct writes after close
-        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
-        self._thread.start()
+        self._pending: list[str] = []
+        self._scheduled = False
+        # Reentrant: the SIGTERM handler may interrupt a write() on this same thread.
+        self._lock = threading.RLock()
         atexit.register(self.close)
         previous = signal.getsignal(signal.SIGTERM)
         if threading.current_thread() is threading.main_thread() and (
                 previous in (signal.SIG_DFL, None) or _is_flush_handler(previous)):
             signal.signal(signal.SIGTERM, self._flush_then_die)
 
-    def _flush_then_die(self, signum: int, frame: types.FrameType | None) -> None:
-        # From another thread, with a timeout: this thread may have been interrupted while
-        # holding the queue's lock, and must not wait for itself.
-        closer = threading.Thread(target=self.close, name="log-flush")
-        closer.start()
-        closer.join(timeout=5)
-        signal.signal(signum, signal.SIG_DFL)
-        signal.raise_signal(signum)  # die as SIGTERM would have, lines written
-
     def write(self, text: str) -> None:
-        if self._direct:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not an event loop's thread: write through
             with self._lock:
-                self._write([text])
-        else:
-            self._queue.put(text)
+                self._pending.append(text)
+                self._drain()
+            return
+        with self._lock:
+            self._pending.append(text)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        loop.call_soon(self._flush_pending)
 
     def flush(self) -> None:
-        """The writer thread flushes after each batch; the handler's flush is free."""
+        """Lines go out with the loop's callback (or close()); the handler's flush is free."""
 
     def close(self) -> None:
-        if self._direct:
-            return
-        self._direct = True
-        self._queue.put(self._STOP)
-        self._thread.join(timeout=10)
-        with self._lock:  # anything a racing writer queued after the stop mark
-            rest = []
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    rest.append(self._queue.get_nowait())
-            self._write([t for t in rest if isinstance(t, str)])
-        atexit.unregister(self.close)
+        with self._lock:
+            self._drain()
 
-    def _run(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            with contextlib.suppress(queue.Empty):
-                while len(batch) < 1000:
-                    batch.append(self._queue.get_nowait())
-            lines = [t for t in batch if isinstance(t, str)]
-            self._write(lines)
-            if len(lines) != len(batch):
-                return
+    def _flush_pending(self) -> None:
+        with self._lock:
+            self._scheduled = False
+            self._drain()
 
-    def _write(self, lines: list[str]) -> None:
-        if not lines:
+    def _drain(self) -> None:
+        if not self._pending:
             return
+        text = "".join(self._pending)
+        self._pending.clear()
         try:
-            self._out.write("".join(lines))
+            self._out.write(text)
             self._out.flush()
         except (OSError, ValueError):
             pass  # stderr closed: nowhere left to report to
 
+    def _flush_then_die(self, signum: int, frame: types.FrameType | None) -> None:
+        self.close()
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)  # die as SIGTERM would have, lines written
+
 
 def _is_flush_handler(handler: object) -> bool:
-    return getattr(handler, "__func__", None) is _BackgroundStream._flush_then_die
+    return getattr(handler, "__func__", None) is _BatchingStream._flush_then_die
 
 
 def _shared_processors() -> list[Processor]:
@@ -282,8 +268,8 @@ def configure_logging(
 ) -> None:
     """Route structlog and every stdlib logger through one scrubbing pipeline.
 
-    ``background``: write the lines from a thread (see :class:`_BackgroundStream`); the
-    services do, the CLI and tests write synchronously.
+    ``background``: join the lines made on an event loop into one write per loop iteration
+    (see :class:`_BatchingStream`); the services do, the CLI and tests write each line.
     Idempotent: a second call replaces the first configuration (tests rely on this).
     """
     if fmt not in _FAILURE_LINES:
@@ -294,15 +280,16 @@ def configure_logging(
     out = stream if stream is not None else sys.stderr
 
     if background:
-        out = cast(TextIO, _BackgroundStream(out))  # write() and flush() are all it needs
+        out = cast(TextIO, _BatchingStream(out))  # write() and flush() are all it needs
     handler = _PipelineHandler(out, _FAILURE_LINES[fmt])
     handler.setFormatter(_build_formatter(fmt))
 
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-        if isinstance(getattr(old, "stream", None), _BackgroundStream):
+        if isinstance(getattr(old, "stream", None), _BatchingStream):
             old.stream.close()  # type: ignore[attr-defined]  # its lines before the new ones
+            atexit.unregister(old.stream.close)  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(numeric_level)
 

@@ -1,6 +1,7 @@
-"""The services write their log lines from a background thread (service.logs.config
-``background=True``). No line may be lost for it: lines written just before a normal exit,
-an uncaught exception, or SIGTERM to a running service are all in the output, in order."""
+"""The services join the log lines made on their event loop into one write per loop
+iteration (service.logs.config ``background=True``). No line may be lost for it: lines
+written just before a normal exit, an uncaught exception, or SIGTERM to a running service
+are all in the output, in order."""
 
 from __future__ import annotations
 
@@ -22,16 +23,26 @@ from tests.conftest import make_stack
 LINES = 2000
 
 SCRIPT = textwrap.dedent("""
-    import logging, sys, structlog
+    import asyncio, os, signal, sys, structlog
     from service.logs.config import configure_logging
     configure_logging(fmt=sys.argv[1], background=True)
     log = structlog.get_logger("ivr.test")
-    for i in range(%d):
-        log.info("line", n=str(i).translate(str.maketrans("0123456789", "abcdefghij")))
-    if sys.argv[2] == "raise":
-        raise RuntimeError("boom")
-    if sys.argv[2] == "exit":
-        sys.exit(3)
+
+    async def main():
+        for i in range(%d):
+            log.info("line", n=str(i).translate(str.maketrans("0123456789", "abcdefghij")))
+            if i %% 300 == 0:
+                await asyncio.sleep(0)  # some lines go out; the last ones are still pending
+        if sys.argv[2] == "raise":
+            raise RuntimeError("boom")
+        if sys.argv[2] == "exit":
+            sys.exit(3)
+        if sys.argv[2] == "sigterm":  # the default action: no atexit, no loop shutdown
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    # Not asyncio.run: its shutdown would run the loop once more and write what is
+    # pending; here the process ends with the last lines still waiting for the loop.
+    asyncio.new_event_loop().run_until_complete(main())
 """) % LINES
 
 
@@ -65,6 +76,12 @@ def test_every_line_before_sys_exit_and_an_uncaught_exception_is_in_the_output()
     assert _numbers(crashed.stderr) == [_letters(i) for i in range(LINES)]
     last = json.loads(crashed.stderr.splitlines()[-1])
     assert last["event"] == "uncaught exception" and "RuntimeError: boom" in last["exception"]
+
+
+def test_every_line_before_sigterm_is_in_the_output() -> None:
+    killed = _run("json", "sigterm")
+    assert killed.returncode == -signal.SIGTERM  # still dies of it, after writing
+    assert _numbers(killed.stderr) == [_letters(i) for i in range(LINES)]
 
 
 def test_console_lines_too() -> None:
