@@ -117,12 +117,40 @@ def _cpu(point: Point, name: str) -> float:
     return statistics.median(point.cpu.get(name, [0.0]))
 
 
+# What was decided on each A/B of this round (bench/ab/NAME.md holds the figures).
+AB_DECISIONS = {
+    "round-vs-before": "this round's services against the last commit before it",
+    "backend-client": "kept: the webhook calls the backend over aiohttp, not httpx",
+    "linger": "kept: the adaptive linger (a 1 ms timer, first version) against none",
+    "linger-until-as-large": "kept: the linger ends once the batch is as large as the last",
+    "linger-yield": "dropped: yielding loop iterations while items arrive, instead of the "
+                    "timer (card step better, whole call worse)",
+    "max-in-flight": "dropped: one batch in flight instead of two (whole call better, card "
+                     "step worse); superseded by adaptive-in-flight",
+    "adaptive-in-flight": "kept: a second batch in flight only once as large as the last",
+    "max-in-flight-4": "dropped: up to four batches in flight (card step and whole call "
+                       "throughput worse)",
+    "max-in-flight-1": "dropped: one batch in flight with the adaptive rule (card step "
+                       "worse, whole call within noise)",
+    "log-writer": "dropped: a writer thread for log lines (more CPU than one write per line)",
+    "log-writer-loop": "kept: log lines joined into one write per event-loop iteration",
+    "console-renderer": "kept: a small console renderer instead of structlog's "
+                        "ConsoleRenderer",
+    "scrubber-key-cache": "kept: the scrubber remembers which keys are sensitive",
+}
+
+
 def _ab_tables() -> list[str]:
     """The A/B runs of this round's changes (``python -m bench.ab``), quoted as written."""
     folder = Path(__file__).resolve().parent / "ab"
     out: list[str] = []
     for table in sorted(folder.glob("*.md")):
+        decision = AB_DECISIONS.get(table.stem)
         out += [table.read_text(encoding="utf-8").rstrip("\n"), ""]
+        if decision:
+            out[-2:-1] = [out[-2].replace(f"### A/B: {table.stem}\n",
+                                          f"### A/B: {table.stem}\n\n{decision.capitalize()}."
+                                          "\n", 1)]
     return out
 
 
