@@ -167,20 +167,28 @@ def analysis(s: Summary) -> list[str]:
     fast, slow = srv.get(BASE_1W), srv.get(BASE_H11)
     base_2w = srv.get(BASE_2W)
     cores_b = hook_b * base.med("rps") / 1000
+    cores_v = hook_v * vault.med("rps") / 1000
     make_run = s.card[MAKE_RUN][CARD_C]
     off = s.pairs[NO_LINGER]
     aio, hx = s.clients["aiohttp"], s.clients["httpx"]
     lines = [
         "## Why",
         "",
-        f"- **Throughput ratio {v['ratio']:.2f}.** With one worker the webhook is one Python "
-        f"process, at most one core: the baseline uses {cores_b:.2f} of a core at c=32 "
-        f"({hook_b:.2f} ms CPU per request). The Vault variant spends {hook_v:.2f} ms per "
-        f"request in the webhook (plus {vault_v:.2f} ms in Vault, on the other core, which it "
-        "shares with wrk), so the webhook's own CPU bounds the ratio near "
-        f"{hook_b / max(hook_v, 1e-9):.2f}. What the baseline does not pay: the coalescer's "
-        f"bookkeeping, JSON for the batch and the aiohttp call ({aio.median_cpu():.2f} ms CPU "
-        f"per Transit call, {statistics.median(vault.transit):.3f} calls per request here).",
+        f"- **Throughput ratio {v['ratio']:.2f}** ({_verdict('ratio', v['ratio'])}). With one "
+        "worker the webhook is one Python process, at most one core: the baseline uses "
+        f"{cores_b:.2f} of a core at c=32 ({hook_b:.2f} ms CPU per request). The Vault "
+        f"variant spends {hook_v:.2f} ms per request in the webhook, so its own CPU would bound "
+        f"the ratio near {hook_b / max(hook_v, 1e-9):.2f}; what the baseline does not pay is "
+        "the coalescer's bookkeeping, JSON and base64 for the batch and the aiohttp call "
+        f"({aio.median_cpu():.2f} ms CPU per Transit call, "
+        f"{statistics.median(vault.transit):.3f} calls per request here). But it uses only "
+        f"{cores_v:.2f} of its core: the rest of the time every connection waits for a Transit "
+        f"answer from Vault ({vault_v:.2f} ms CPU per request), which runs on the other core "
+        "with wrk and whatever else the machine runs. More batches in flight did not help "
+        "(A/B max-in-flight-4 below: smaller batches, more Vault calls, less throughput).",
+        f"- **Card p99 {v['card_p99']:.1f} ms** ({_verdict('card_p99', v['card_p99'])}): "
+        f"the baseline's p99 in the same run is {base.med('p99_ms'):.1f} ms; the difference is "
+        "the Transit round trip and the same waiting for the shared core.",
         f"- **Async HTTP client.** The same Transit encrypt batches ({BATCH_NOTE}) cost "
         f"{aio.median_cpu():.3f} ms CPU per call through aiohttp and {hx.median_cpu():.3f} ms "
         f"through httpx.AsyncClient ({aio.median_rate():.0f} against {hx.median_rate():.0f} "
@@ -198,8 +206,10 @@ def analysis(s: Summary) -> list[str]:
             "the /metrics registry (a scrape sees one worker). So the default stays one worker; "
             "`WEB_CONCURRENCY=N` is there for machines with cores to spare.")
     return [*lines,
-        f"- **Whole call, CPU {v['cpu']:.2f} ms per request.** One call (three webhook "
-        f"requests) costs ~{per_call['webhook']:.1f} ms CPU in the webhook, "
+        f"- **Whole call: CPU {v['cpu']:.2f} ms per request** ({_verdict('cpu', v['cpu'])}), "
+        f"**p50 {v['call_p50']:.1f} ms** ({_verdict('call_p50', v['call_p50'])}), **p99 "
+        f"{v['call_p99']:.1f} ms** ({_verdict('call_p99', v['call_p99'])}). One call (three "
+        f"webhook requests) costs ~{per_call['webhook']:.1f} ms CPU in the webhook, "
         f"~{per_call['backend']:.1f} ms in the backend and ~{per_call['vault']:.1f} ms in "
         f"Vault (before this round: {3 * PREVIOUS_CALL['webhook']:.1f}, "
         f"{3 * PREVIOUS_CALL['backend']:.1f} and {3 * PREVIOUS_CALL['vault']:.1f} ms). At "
@@ -210,29 +220,38 @@ def analysis(s: Summary) -> list[str]:
         f"p50 ≤ {TARGETS['call_p50']:.0f} ms needs ~{needed:.0f} req/s from the same two "
         "cores. p99 is the same queue's tail, and whatever else runs on the machine (load "
         f"average {s.loadavg[1]:.1f} after the run).",
-        f"- **Transit calls per request {v['transit']:.3f}.** A call needs four Transit "
+        f"- **Transit calls per request {v['transit']:.3f}** "
+        f"({_verdict('transit', v['transit'])}). A call needs four Transit "
         "operations (encrypt card, encrypt PIN, decrypt, HMAC) for three webhook requests. "
         "The coalescer sends at once when idle; under load a batch waits up to 1 ms "
-        "(TRANSIT_LINGER) while the previous one carried several items. Side by side in this "
+        "(TRANSIT_LINGER) while the previous one carried several items, until it is as large "
+        "as that one, and a second batch flies only once it is as large. Batches are what "
+        "queues while one is in flight, so they shrink when the processes are descheduled "
+        "for other work (compare the A/B runs below, each with its load average). Side by "
+        "side in this "
         f"run, whole calls at c={CALL_C}: {statistics.median(call.transit):.3f} Transit calls "
         f"per request with the linger, {statistics.median(off.transit):.3f} without "
         f"({call.med('rps'):.0f} against {off.med('rps'):.0f} req/s, p50 "
         f"{call.med('p50_ms'):.1f} against {off.med('p50_ms'):.1f} ms, CPU "
         f"{call_cpu(call):.2f} against {call_cpu(off):.2f} ms per request).",
-        f"- **`make run` {v['make_run']:.2f}x the bench's card step.** The services as the "
+        f"- **`make run` {v['make_run']:.2f}x the bench's card step** "
+        f"({_verdict('make_run', v['make_run'])}). The services as the "
         "dev launcher runs them (console log lines, PYTHONUNBUFFERED=1, on a terminal: here "
         "a pseudo-terminal read by a thread) served "
         f"{make_run.med('rps'):.0f} card requests/s against {vault.med('rps'):.0f}, at "
         f"{_cpu(make_run, 'webhook'):.2f} ms webhook CPU per request against {hook_v:.2f}. "
-        "Log lines are formatted and scrubbed on the request's thread and written by a "
-        "background thread, one write per burst; the console renderer is as cheap as JSON.",
+        "Log lines made on the event loop are joined into one write per loop iteration, and "
+        "the console renderer costs what JSON does (A/B log-writer-loop and "
+        "console-renderer below).",
         "",
         "## Next steps",
         "",
-        "- The access line is still ~40 us of CPU per request (LogRecord, structlog chain, "
-        "scrubber, renderer): about a sixth of the card step. A structlog-native path without "
-        "the stdlib record would halve it, if the scrubber's single-handler guarantee can be "
-        "kept.",
+        "- The access line is still a good part of the card step's CPU (LogRecord, structlog "
+        "chain, scrubber, renderer); a structlog-native path without the stdlib record would "
+        "cut it, if the single scrubbing handler is kept.",
+        "- The card step idles while every connection waits for Vault: a linger that knows "
+        "whether any request is still on its way to the coalescer (instead of waiting up to "
+        "the bound) would close part of that gap.",
         "- The backend hops to the thread pool three times per lookup for SQLite (remembered "
         "answer, find, settle); one hop would do.",
         "- Measure on a machine where load generator, Vault and services do not share two "
