@@ -80,6 +80,19 @@ def _measure(bench: stack.Bench, v: Variant, kind: str, requests_file: Path,
         v.transit.append((calls_after - calls_before) / max(result.requests, 1))
 
 
+def _card_file(bench: stack.Bench, work: Path, v: Variant, seconds: int) -> Path:
+    return load.write_requests(work / f"card-{v.name}.txt",
+                               load.card_requests(6000 * seconds + 1000),
+                               base_url=v.pair.webhook.url, auth_token=bench.twilio_token)
+
+
+def _call_file(bench: stack.Bench, work: Path, v: Variant, seconds: int) -> Path:
+    sids = [load.new_call_sid() for _ in range(1500 * seconds + 500)]
+    calls = list(zip(sids, bench.card_ciphertexts(sids), strict=True))
+    return load.write_requests(work / f"calls-{v.name}.txt", load.call_requests(calls),
+                               base_url=v.pair.webhook.url, auth_token=bench.twilio_token)
+
+
 def _med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -102,7 +115,7 @@ def _table(name: str, variants: list[Variant], labels: dict[str, str],
     bad = sum(r.bad + r.errors for v in variants for r in (*v.card, *v.call))
     out = [f"### A/B: {name}", "",
            f"`python -m bench.ab {name}{' --make-run' if make_run else ''}`: medians of "
-           f"{runs} alternating runs per variant; "
+           f"{runs} alternating runs per variant, fresh pre-signed requests for each; "
            f"1-minute load average {loadavg[0]:.1f} before, {loadavg[1]:.1f} after; "
            f"{bad} answers not as a working service would give.", "",
            "| figure | " + " | ".join(f"{labels[v.name]}" for v in variants) + " |",
@@ -140,22 +153,18 @@ def main() -> int:
                     _variant(bench, exits, "b", [*dev, *args.env_b], src,
                              terminal=args.make_run)]
         labels = {"a": args.label_a, "b": args.label_b}
-        files: dict[str, tuple[Path, Path]] = {}
-        for v in variants:
-            card = load.write_requests(work / f"card-{v.name}.txt",
-                                       load.card_requests(6000 * args.seconds + 1000),
-                                       base_url=v.pair.webhook.url, auth_token=bench.twilio_token)
-            sids = [load.new_call_sid() for _ in range(1500 * args.seconds + 500)]
-            calls = list(zip(sids, bench.card_ciphertexts(sids), strict=True))
-            call = load.write_requests(work / f"calls-{v.name}.txt", load.call_requests(calls),
-                                       base_url=v.pair.webhook.url, auth_token=bench.twilio_token)
-            files[v.name] = (card, call)
-            load.run_wrk(v.pair.webhook.url, card, connections=8, seconds=2)  # warm up
+        for v in variants:  # warm up
+            load.run_wrk(v.pair.webhook.url, _card_file(bench, work, v, 2), connections=8,
+                         seconds=2)
         for _ in range(args.runs):
+            # Fresh requests for every run, as the bench does: a replayed CallSid would be
+            # answered from the backend's remembered answers, without Transit.
             for v in variants:
-                _measure(bench, v, "card", files[v.name][0], 32, args.seconds)
+                _measure(bench, v, "card", _card_file(bench, work, v, args.seconds), 32,
+                         args.seconds)
             for v in variants:
-                _measure(bench, v, "call", files[v.name][1], 16, args.seconds)
+                _measure(bench, v, "call", _call_file(bench, work, v, args.seconds), 16,
+                         args.seconds)
         table = _table(args.name, variants, labels, (loadavg_before, os.getloadavg()[0]),
                        args.runs, args.make_run)
     out = HERE / "ab" / f"{args.name}.md"
