@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import load, report, stack
+from bench import clients, load, report, stack
 
 HERE = Path(__file__).resolve().parent
 
@@ -78,12 +78,12 @@ class RssSampler:
         self._thread.join()
 
 
-def measure(bench: stack.Bench, url: str, requests_file: Path, *, connections: int,
-            seconds: float, point: Point, rss: dict[str, float] | None = None) -> None:
+def measure(pids: dict[str, int], services: tuple[str, ...], url: str, requests_file: Path,
+            *, connections: int, seconds: float, point: Point,
+            rss: dict[str, float] | None = None) -> None:
     """One wrk run into ``point``, with the CPU each process spent per request (ms): where
-    the time goes on a machine where wrk, Vault and the services share two cores."""
-    pids = bench.pids()
-    services = (bench.webhook.url, bench.backend.url)
+    the time goes on a machine where wrk, Vault and the services share two cores.
+    ``services``: the webhook and backend URLs whose /metrics count Transit calls."""
     calls_before, items_before = stack.transit_totals(*services)
     cpu_before = {name: stack.cpu_seconds(pid) for name, pid in pids.items()}
     with RssSampler(pids) as sampler:
@@ -127,9 +127,10 @@ def server_settings(bench: stack.Bench, plan: Plan, exits: ExitStack,
     load.run_wrk(urls[report.VAULT_2W], card_file("variant", urls[report.VAULT_2W], 2, 4000),
                  connections=8, seconds=2)  # warm up
     points = {name: Point([]) for name in urls}
+    services = (bench.webhook.url, bench.backend.url)
     for _ in range(plan.runs):
         for name, url in urls.items():
-            measure(bench, url, card_file("variant", url, plan.seconds, 6000),
+            measure(bench.pids(), services, url, card_file("variant", url, plan.seconds, 6000),
                     connections=report.CARD_C, seconds=plan.seconds, point=points[name])
     for name, point in points.items():
         log(f"server {name}: {point.med('rps'):.0f} req/s p99 {point.med('p99_ms'):.1f} ms")
@@ -148,31 +149,50 @@ def main() -> int:
     with ExitStack() as exits:
         log("starting dev Vault, backend, webhook and baseline on loopback")
         bench = stack.start(work / "run", exits)
+        # The services as `make run` runs them, and with the adaptive linger off: each its
+        # own backend and webhook, measured in turn with the bench's own (A B C A B C ...).
+        make_run = stack.start_make_run_pair(bench, exits)
+        no_linger = stack.start_pair(bench, exits, "no-linger", {"TRANSIT_LINGER": "0"})
         targets = {"vault": bench.webhook.url, "baseline": bench.baseline_url}
+        vault_pid = {"vault": bench.vault.process.pid} if bench.vault.process else {}
+        own = stack.Pair("bench", bench.backend, bench.webhook)
+        pairs = {"vault": own, report.MAKE_RUN: make_run, report.NO_LINGER: no_linger}
 
         def card_file(name: str, url: str, seconds: float, rate: int) -> Path:
             return load.write_requests(work / f"card-{name}.txt",
                                        load.card_requests(int(rate * seconds) + 1000),
                                        base_url=url, auth_token=bench.twilio_token)
 
-        def call_file(seconds: float, rate: int) -> Path:
+        def call_file(name: str, url: str, seconds: float, rate: int) -> Path:
             sids = [load.new_call_sid() for _ in range(int(rate * seconds / 3) + 500)]
             calls = list(zip(sids, bench.card_ciphertexts(sids), strict=True))
-            return load.write_requests(work / "calls.txt", load.call_requests(calls),
-                                       base_url=bench.webhook.url,
-                                       auth_token=bench.twilio_token)
+            return load.write_requests(work / f"calls-{name}.txt", load.call_requests(calls),
+                                       base_url=url, auth_token=bench.twilio_token)
 
-        for name, url in targets.items():  # warm up: imports, pools, Vault login
+        log("async HTTP clients: the same Transit batches through httpx and aiohttp")
+        client_figures = clients.compare(bench.vault.addr, bench.vault.root_token.reveal(),
+                                         rounds=plan.runs)
+
+        warm = {**targets, report.MAKE_RUN: make_run.webhook.url,
+                report.NO_LINGER: no_linger.webhook.url}
+        for name, url in warm.items():  # warm up: imports, pools, Vault login
             load.run_wrk(url, card_file(name, url, 2, 4000), connections=8, seconds=2)
         rest = {name: stack.rss_mb(pid) for name, pid in bench.pids().items()}
 
-        card: dict[str, dict[int, Point]] = {name: {} for name in targets}
+        card: dict[str, dict[int, Point]] = {name: {} for name in [*targets, report.MAKE_RUN]}
         for c in plan.card_concurrency:
             for _ in range(plan.runs):
                 for name, url in targets.items():
-                    measure(bench, url, card_file(name, url, plan.seconds, 6000),
-                            connections=c, seconds=plan.seconds,
-                            point=card[name].setdefault(c, Point([])))
+                    measure(bench.pids(), (bench.webhook.url, bench.backend.url), url,
+                            card_file(name, url, plan.seconds, 6000), connections=c,
+                            seconds=plan.seconds, point=card[name].setdefault(c, Point([])))
+                if c == report.CARD_C:
+                    url = make_run.webhook.url
+                    measure({**make_run.pids(), **vault_pid},
+                            (make_run.webhook.url, make_run.backend.url), url,
+                            card_file("make-run", url, plan.seconds, 6000), connections=c,
+                            seconds=plan.seconds,
+                            point=card[report.MAKE_RUN].setdefault(c, Point([])))
             log(f"card c={c}: vault {card['vault'][c].med('rps'):.0f} req/s "
                 f"p99 {card['vault'][c].med('p99_ms'):.1f} ms; baseline "
                 f"{card['baseline'][c].med('rps'):.0f} req/s "
@@ -181,19 +201,29 @@ def main() -> int:
         server = server_settings(bench, plan, exits, card_file)
 
         calls: dict[int, Point] = {}
+        call_pairs: dict[str, Point] = {name: Point([]) for name in pairs if name != "vault"}
         under_load: dict[str, float] = {}
         for c in plan.call_concurrency:
             calls[c] = Point([])
             for _ in range(plan.runs):
-                measure(bench, bench.webhook.url, call_file(plan.seconds, 4000),
-                        connections=c, seconds=plan.seconds, point=calls[c], rss=under_load)
+                for name, pair in pairs.items():
+                    if name != "vault" and c != report.CALL_C:
+                        continue
+                    url = pair.webhook.url
+                    pids = bench.pids() if name == "vault" else {**pair.pids(), **vault_pid}
+                    measure(pids, (url, pair.backend.url), url,
+                            call_file(name, url, plan.seconds, 4000), connections=c,
+                            seconds=plan.seconds,
+                            point=calls[c] if name == "vault" else call_pairs[name],
+                            rss=under_load if name == "vault" else None)
             log(f"call c={c}: {calls[c].med('rps'):.0f} req/s p50 "
                 f"{calls[c].med('p50_ms'):.1f} ms p99 {calls[c].med('p99_ms'):.1f} ms; "
                 f"transit calls/request {statistics.median(calls[c].transit):.3f}")
 
         summary = report.Summary.build(card, calls, server, rest, under_load, plan.quick,
                                        elapsed=time.monotonic() - started,
-                                       loadavg=(load_before, os.getloadavg()[0]))
+                                       loadavg=(load_before, os.getloadavg()[0]),
+                                       pairs=call_pairs, clients=client_figures)
         report.write(summary, plan.out_dir)
     log(f"wrote {plan.out_dir / 'RESULTS.md'} and chart.png "
         f"in {time.monotonic() - started:.0f} s")

@@ -65,7 +65,7 @@ def main() -> None:
     from service.logs.config import configure_logging
 
     settings = Settings.from_environ()
-    configure_logging(fmt="json", level=settings.log_level)
+    configure_logging(fmt="json", level=settings.log_level, background=True)
     options = uvicorn_options()
     options["loop"] = os.environ.get("BENCH_LOOP", options["loop"])
     options["http"] = os.environ.get("BENCH_HTTP", options["http"])

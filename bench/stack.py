@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pty
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.backend.enrolment import DEMO_CARD, seed_demo
 from service.devtools.devstack import DevVault, ServiceProcess, free_port, stop_process, wait_http
+from service.devtools.launcher import dev_output_env
 from service.settings import Settings
 from service.vault.bootstrap import bootstrap, issue_credentials
 from service.vault.client import VaultClient
@@ -171,3 +174,58 @@ def start_webhook_variant(bench: Bench, stack: ExitStack, **env: str) -> str:
     process.start()
     wait_http(f"{process.url}/readyz", timeout=30)
     return process.url
+
+
+def _drain(fd: int) -> None:
+    """Read a pseudo-terminal as a terminal emulator would, until it closes."""
+    with contextlib.suppress(OSError):
+        while os.read(fd, 1 << 16):
+            pass
+
+
+@dataclass
+class Pair:
+    """Another backend + webhook of the service on the bench's Vault and credentials."""
+
+    name: str
+    backend: ServiceProcess
+    webhook: ServiceProcess
+
+    def pids(self) -> dict[str, int]:
+        return {role: p.process.pid for role, p in (("backend", self.backend),
+                                                    ("webhook", self.webhook))
+                if p.process is not None}
+
+
+def start_pair(bench: Bench, stack: ExitStack, name: str, env: dict[str, str], *,
+               terminal: bool = False) -> Pair:
+    """Backend and webhook with extra environment. ``terminal``: their output goes to a
+    pseudo-terminal that a thread reads, as under ``make run``."""
+    backend_port, webhook_port = free_port(), free_port()
+    b_env = {**bench.backend.env, "BACKEND_PORT": str(backend_port), **env}
+    w_env = {**bench.webhook.env, "WEBHOOK_PORT": str(webhook_port),
+             "PUBLIC_BASE_URL": f"http://127.0.0.1:{webhook_port}",
+             "BACKEND_URL": f"http://127.0.0.1:{backend_port}", **env}
+    log_dir = bench.webhook.log_dir / name
+    pair = Pair(name, ServiceProcess("backend", backend_port, b_env, log_dir),
+                ServiceProcess("webhook", webhook_port, w_env, log_dir))
+    for process in (pair.backend, pair.webhook):
+        stack.callback(process.stop)
+        if terminal:
+            master, slave = pty.openpty()
+            stack.callback(os.close, master)
+            try:
+                process.start(terminal_fd=slave)
+            finally:
+                os.close(slave)  # the child holds its own copy
+            threading.Thread(target=_drain, args=(master,), daemon=True).start()
+        else:
+            process.start()
+    wait_http(f"{pair.webhook.url}/readyz", timeout=30)
+    return pair
+
+
+def start_make_run_pair(bench: Bench, stack: ExitStack) -> Pair:
+    """The services as ``make run`` runs them: the dev launcher's output environment
+    (console log lines, unbuffered) on a terminal."""
+    return start_pair(bench, stack, "make-run", dev_output_env({}), terminal=True)

@@ -14,6 +14,7 @@ boundary where they arise, so callers handle one tree::
     │   ├── VaultNotFound            404: no such key, mount or role
     │   └── VaultRequestError        400: Vault refused the request (or an item of a batch)
     ├── LookupKeyMismatch            the store's ivr-lookup canary: this Vault cannot reproduce it
+    ├── BackendUnavailable           the webhook got no answer from the backend (refused, timed out)
     ├── ItemFailed                   Transit refused one item of a batch encrypt
     ├── DecryptionError              one opaque error for every failed decryption
     ├── CoalescerError               the batching machinery broke its contract
@@ -91,6 +92,11 @@ class LookupKeyMismatch(IvrVaultError):
     ``ivr-lookup`` version the store's verifiers use: it is not the Vault (or not the
     data) that made them, and every lookup would answer "not found". The message says
     which versions, and the way out; it holds no key material."""
+
+
+class BackendUnavailable(IvrVaultError):
+    """The webhook's call to the backend got no answer: refused, reset or timed out. The
+    message names the operation and the exception type, nothing sent or received."""
 
 
 class ItemFailed(IvrVaultError):

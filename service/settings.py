@@ -275,6 +275,9 @@ class Settings:
         SecretText(), secret=True)
     vault_timeout: float = setting(
         "2.0", "Seconds to wait for any single Vault call.", Bounded(float, 0.05, 60))
+    transit_linger: float = setting(
+        "0.001", "Seconds (at most 0.001) a Transit batch waits for more items while the "
+        "previous batch carried several; 0: never wait.", Bounded(float, 0, 0.001))
     transit_mount: str = setting(
         "transit", "Mount path of the Transit engine.", Text(strip="/"))
     dtmf_key: str = setting("ivr-dtmf", "Transit key that encrypts caller entries.", Text())

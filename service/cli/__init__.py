@@ -40,7 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_environ()
         console = args.command == "dev" or settings.log_format == "console"
-        configure_logging(fmt="console" if console else "json", level=settings.log_level)
+        # A service joins the lines of one event-loop iteration into one write, off the
+        # request path; a CLI command (and what it prints around its log lines) stays in
+        # order, one write per line.
+        configure_logging(fmt="console" if console else "json", level=settings.log_level,
+                          background=args.command == "serve")
         func: Command = args.func
         return func(args, settings)
     except ConfigError as exc:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -238,12 +239,15 @@ class ServiceProcess:
     def stderr_path(self) -> Path:
         return self.log_dir / f"{self.role}.stderr.log"
 
-    def start(self, *, wait: bool = True, to_terminal: bool = False) -> ServiceProcess:
-        """Start; output goes to the log files, or to this terminal (``make run``)."""
+    def start(self, *, wait: bool = True, to_terminal: bool = False,
+              terminal_fd: int | None = None) -> ServiceProcess:
+        """Start; output goes to the log files, or to this terminal (``make run``), or to
+        the terminal ``terminal_fd`` (the bench's pseudo-terminal)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as files:
-            stdout = stderr = None
-            if not to_terminal:
+            stdout: int | IO[bytes] | None = terminal_fd
+            stderr: int | IO[bytes] | None = terminal_fd
+            if not to_terminal and terminal_fd is None:
                 stdout = files.enter_context(self.stdout_path.open("ab"))
                 stderr = files.enter_context(self.stderr_path.open("ab"))
             self.process = subprocess.Popen(

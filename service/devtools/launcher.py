@@ -94,6 +94,12 @@ def _stop_on_signals() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def dev_output_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """How the services show their logs under ``make run``: console lines, straight to the
+    terminal. (The bench measures the services this way too: bench/RESULTS.md.)"""
+    return {"LOG_FORMAT": environ.get("LOG_FORMAT", "console"), "PYTHONUNBUFFERED": "1"}
+
+
 def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, 0o700)
@@ -138,8 +144,7 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) 
                 "VAULT_SECRET_ID_FILE": str(state_dir / f"ivr-{role}" / "secret_id"),
                 "BACKEND_TOKEN_FILE": str(backend_file),
                 "STORE_PATH": str(store_path),
-                "LOG_FORMAT": environ.get("LOG_FORMAT", "console"),
-                "PYTHONUNBUFFERED": "1",
+                **dev_output_env(environ),
                 "PUBLIC_BASE_URL": public_base_url,
                 "BACKEND_URL": backend_url,
             })

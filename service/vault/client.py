@@ -1,9 +1,11 @@
 """A blocking Vault client: hvac wrapped, with AppRole login, token renewal and one error tree.
 
-hvac is synchronous; this module never touches the event loop. :mod:`service.vault.transit`
-runs it in a thread pool. Every call has a timeout, every foreign exception (hvac,
-requests) is translated here into :mod:`service.errors`, and the token is renewed before
-it expires and replaced by a fresh login when renewal is refused.
+hvac is synchronous; this module never touches the event loop. It serves login, renewal,
+admin and the CLI; Transit's hot path goes through :mod:`service.vault.async_client`, which
+borrows this client's token (and its address, timeout, TLS and proxy settings) and calls
+it in a thread pool only to log in or renew. Every call has a timeout, every foreign
+exception (hvac, requests) is translated here into :mod:`service.errors`, and the token is
+renewed before it expires and replaced by a fresh login when renewal is refused.
 """
 
 from __future__ import annotations
@@ -142,6 +144,11 @@ class VaultClient:
         # the session's is truthy, as a new session's is): set it here, or VAULT_CACERT is
         # never used and a private CA's certificate is refused.
         session.verify = verify
+        # What the event loop's Transit client needs to behave like this one.
+        self.addr = addr.rstrip("/")
+        self.timeout = timeout
+        self.verify: str | bool = verify
+        self.proxy: str | None = requests.utils.select_proxy(addr, session.proxies)
         # A pool as large as the thread pool that uses it, so concurrent batches keep
         # their keep-alive connections instead of opening new ones.
         adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=pool_size)
@@ -230,6 +237,34 @@ class VaultClient:
         if isinstance(self._credentials, Secret):
             return state
         return self._login()
+
+    def current_token(self) -> tuple[TokenState | None, bool]:
+        """For the event loop, without blocking: never takes the lock, which a login in
+        another thread may hold for a whole round trip. Returns (a token state still valid,
+        or None: log in first; whether renewal or re-login is due)."""
+        state = self._state  # replaced whole, never mutated: one atomic read
+        if state is None:
+            return None, True
+        remaining = state.remaining(self._clock())
+        if remaining <= 0.5:
+            return None, True
+        due = (bool(state.ttl) and remaining < state.ttl * _RENEW_AT_FRACTION
+               and self.renews_by_login)
+        return state, due
+
+    @property
+    def renews_by_login(self) -> bool:
+        """AppRole: a refused or expired token is replaced by a fresh login. A fixed token
+        (operator CLI, bootstrap) cannot be replaced."""
+        return not isinstance(self._credentials, Secret)
+
+    def replace_token(self, refused: TokenState) -> None:
+        """After a 403 on the event loop's client: log in again, unless another caller has
+        already replaced that token."""
+        with self._lock:
+            if self._state is refused:
+                self._state = None
+        self._token_state()
 
     def invalidate_token(self) -> None:
         with self._lock:

@@ -1,9 +1,11 @@
-"""Asynchronous Transit: encrypt, decrypt and HMAC, batched, off the event loop.
+"""Asynchronous Transit: encrypt, decrypt and HMAC, batched, on the event loop.
 
-The blocking :class:`~service.vault_client.VaultClient` runs in a thread pool. Concurrent
-requests are coalesced into Transit ``batch_input`` calls by :class:`~service.coalescer.
-Coalescer`: an idle service sends at once, a busy one sends what queued while the
-previous batch was in flight. A failed item fails only its own caller.
+Batches go out through :class:`~service.vault.async_client.AsyncVault` (aiohttp, no thread
+hop); the blocking :class:`~service.vault.client.VaultClient` logs in and renews in the
+thread pool when that is due. Concurrent requests are coalesced into Transit
+``batch_input`` calls by :class:`~service.vault.coalescer.Coalescer`: an idle service sends
+at once, a busy one sends what queued while the previous batch was in flight.
+A failed item fails only its own caller.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.errors import DecryptionError, ItemFailed, VaultError, VaultRequestError
+from service.vault.async_client import AsyncVault
 from service.vault.batch import BatchAnswer, batch_results
 from service.vault.client import VaultClient
 from service.vault.coalescer import Coalescer
@@ -78,25 +81,27 @@ class Transit:
         metrics: Metrics | None = None,
         max_batch: int = MAX_BATCH,
         max_in_flight: int = 2,
+        linger: float = 0.0,
     ) -> None:
         self.vault = vault
         self._mount = mount
         self._dtmf_key = dtmf_key
         self._lookup_key = lookup_key
         self._executor = executor
+        self._http = AsyncVault(vault, executor=executor)
         self._metrics = metrics or Metrics()
         self._encrypts: Coalescer[tuple[bytes, bytes], Encrypted] = Coalescer(
             self._send_encrypts, max_batch=max_batch, max_in_flight=max_in_flight,
-            name="encrypt")
+            name="encrypt", linger=linger)
         # A lookup's card and PIN travel as one group so that they share one Vault call.
         self._decrypts: Coalescer[tuple[_DecryptItem, ...], list[bytes]] = Coalescer(
             self._send_decrypts, max_batch=max_batch // 2, max_in_flight=max_in_flight,
-            name="decrypt")
+            name="decrypt", linger=linger)
         # A lookup's card and PIN inputs travel as one group, like decrypts. Only calls at
         # the latest key version coalesce: key_version is per call, not per item.
         self._hmacs: Coalescer[tuple[bytes, ...], list[str]] = Coalescer(
             self._send_hmacs, max_batch=max_batch // 2, max_in_flight=max_in_flight,
-            name="hmac")
+            name="hmac", linger=linger)
 
     # -- public API ---------------------------------------------------------------------
 
@@ -134,6 +139,7 @@ class Transit:
         await self._encrypts.aclose()
         await self._decrypts.aclose()
         await self._hmacs.aclose()
+        await self._http.aclose()
 
     # -- batch senders ------------------------------------------------------------------
 
@@ -188,7 +194,7 @@ class Transit:
 
     async def _call(self, operation: str, path: str, payload: dict[str, Any], size: int, *,
                     per_item_errors: bool = False) -> list[dict[str, Any]]:
-        """One Transit batch call in the thread pool, with metrics. With
+        """One Transit batch call, with metrics. With
         ``per_item_errors``, a 400 that carries per-item results is not an error of the
         whole batch: Vault fails the call if any item fails, the others still succeeded."""
         self._metrics.transit_calls.labels(operation).inc()
@@ -197,8 +203,8 @@ class Transit:
         started = time.perf_counter()
         try:
             try:
-                answer: BatchAnswer = await self._run(self.vault.write, f"{self._mount}/{path}",
-                                                      f"transit {operation}", payload)
+                answer: BatchAnswer = await self._http.write(
+                    f"{self._mount}/{path}", f"transit {operation}", payload)
             except VaultRequestError as exc:
                 if not per_item_errors:
                     raise

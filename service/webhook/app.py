@@ -9,20 +9,20 @@ error has occurred" to the caller.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Final
 
-import httpx
 import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service.errors import IvrVaultError, VaultError, WebhookRefused
+from service.errors import BackendUnavailable, IvrVaultError, VaultError, WebhookRefused
 from service.logs.scrubbing import ciphertext_fields
 from service.settings import Settings
 from service.vault import session
@@ -34,6 +34,7 @@ from service.web.health import health_routes
 from service.web.limits import BodyLimitMiddleware
 from service.web.metrics import Metrics
 from service.webhook import twiml
+from service.webhook.backend_client import BackendClient, BackendSession, http_backend
 from service.webhook.twilio_request import TwilioForm, verified_form
 
 log = structlog.get_logger("ivr.webhook")
@@ -60,7 +61,7 @@ BACKEND_FAILED: Final = ("backend_error", twiml.TRY_LATER)
 class WebhookState:
     settings: Settings
     transit: Transit
-    backend: httpx.AsyncClient
+    backend: BackendClient
     metrics: Metrics
 
 
@@ -133,20 +134,17 @@ async def pin(state: WebhookState, form: TwilioForm) -> str:
         state.transit.encrypt(form.caller.encode(), call_context(call_sid, "caller")))
     annotate(**ciphertext_fields(encrypted.ciphertext))
     try:
-        response = await state.backend.post(
-            "/v1/lookup",
-            json={"call_sid": call_sid, "card_last4": card_ct, "pin": encrypted.ciphertext,
-                  "caller": caller.ciphertext},
-            headers={"Idempotency-Key": form.request_key},
-        )
-    except httpx.HTTPError as exc:
-        annotate(outcome="backend_unavailable", error=type(exc).__name__)
+        status, answer = await state.backend.lookup(
+            {"call_sid": call_sid, "card_last4": card_ct, "pin": encrypted.ciphertext,
+             "caller": caller.ciphertext},
+            idempotency_key=form.request_key)
+    except BackendUnavailable as exc:
+        annotate(outcome="backend_unavailable", error=str(exc))
         return twiml.say_and_hang_up(twiml.TRY_LATER)
-    status = response.status_code
     annotate(backend_status=status)
     if status == 200:
         try:
-            data = response.json()
+            data = json.loads(answer)
             account, balance = str(data["account"]), str(data["balance"])
         except (ValueError, KeyError, TypeError):
             annotate(outcome="backend_bad_answer")
@@ -199,25 +197,18 @@ def _route(handler: Handler, *, needs_call: bool = True,
 
 def create_webhook_app(settings: Settings, *,
                        transit_session: TransitSession = session.transit_session,
-                       backend_transport: httpx.AsyncBaseTransport | None = None,
+                       backend_session: BackendSession = http_backend,
                        ) -> Starlette:
-    """The webhook app. ``transit_session`` and ``backend_transport`` are the seams the
-    unit tests use (a fake Transit, an in-process backend); the defaults are the real ones:
+    """The webhook app. ``transit_session`` and ``backend_session`` are the seams the
+    unit tests use (a fake Transit, a scripted backend); the defaults are the real ones:
     Vault, and the backend over HTTP at BACKEND_URL."""
     settings.require("webhook")
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        token = settings.backend_token
-        assert token is not None
-        async with transit_session(settings, metrics) as transit, httpx.AsyncClient(
-            base_url=settings.backend_url,
-            timeout=httpx.Timeout(settings.backend_timeout),
-            headers={"Authorization": f"Bearer {token.reveal()}"},
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-            transport=backend_transport,
-        ) as backend:
+        async with transit_session(settings, metrics) as transit, \
+                backend_session(settings) as backend:
             app.state.webhook = WebhookState(settings, transit, backend, metrics)
             freeze_startup_heap()
             yield
@@ -230,11 +221,7 @@ def create_webhook_app(settings: Settings, *,
             checks["vault"] = True
         except IvrVaultError:
             pass
-        try:
-            response = await state.backend.get("/healthz")
-            checks["backend"] = response.status_code == 200
-        except httpx.HTTPError:
-            pass
+        checks["backend"] = await state.backend.healthy()
         return checks
 
     routes = [

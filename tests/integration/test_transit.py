@@ -144,3 +144,41 @@ async def test_a_hung_vault_never_blocks_the_event_loop() -> None:
     assert isinstance(error, VaultTimeout) and isinstance(error, VaultError)
     assert ticks >= 20
     assert time.monotonic() - started < 3
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.submitted = 0
+
+    def submit(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def,override]
+        self.submitted += 1
+        return super().submit(*args, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_batches_go_out_on_the_event_loop_without_a_thread_hop(
+        webhook_vault: VaultClient, backend_vault: VaultClient) -> None:
+    """After the login, encrypt, decrypt and HMAC batches never touch the thread pool:
+    the pool is for logging in and renewing (and the backend's SQLite) only."""
+    pools = {"webhook": CountingExecutor(), "backend": CountingExecutor()}
+    webhook = Transit(webhook_vault, mount="transit", dtmf_key="ivr-dtmf",
+                      lookup_key="ivr-lookup", executor=pools["webhook"])
+    backend = Transit(backend_vault, mount="transit", dtmf_key="ivr-dtmf",
+                      lookup_key="ivr-lookup", executor=pools["backend"])
+    try:
+        first = await webhook.encrypt(b"1234", call_context(SID_A, "pin"))  # logs in
+        await backend.decrypt([(first.ciphertext, call_context(SID_A, "pin"))])
+        logins = {name: pool.submitted for name, pool in pools.items()}
+        assert logins == {"webhook": 1, "backend": 1}
+        cts = await asyncio.gather(*(webhook.encrypt(b"1234", call_context(SID_A, "pin"))
+                                     for _ in range(50)))
+        await asyncio.gather(*(backend.decrypt([(c.ciphertext, call_context(SID_A, "pin"))])
+                               for c in cts))
+        await backend.hmac([b"card:1234", b"pin:1234:4321"])
+        assert {name: pool.submitted for name, pool in pools.items()} == logins
+    finally:
+        await webhook.aclose()
+        await backend.aclose()
+        for pool in pools.values():
+            pool.shutdown()

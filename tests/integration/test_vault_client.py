@@ -3,16 +3,19 @@ re-login when renewal is refused, and every failure translated into service.erro
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.server
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 
 import pytest
 
-from service.devtools.devstack import DevVault
+from service.devtools.devstack import DevVault, free_port
 from service.errors import (
     IvrVaultError,
     VaultAuthError,
@@ -22,6 +25,7 @@ from service.errors import (
     VaultUnavailable,
 )
 from service.settings import Secret
+from service.vault.async_client import AsyncVault
 from service.vault.bootstrap import Layout
 from service.vault.client import AppRoleCredentials, VaultClient
 
@@ -273,3 +277,134 @@ def test_odd_login_and_health_answers_become_our_errors(broken_server: str) -> N
         client.ensure_login()
     with pytest.raises(VaultError):
         client.health()
+
+
+# -- the event loop's client (AsyncVault): same identity, same errors --------------------
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, bool]]:
+    """uvloop, as the services run (overrides the suite's plain asyncio)."""
+    return ("asyncio", {"use_uvloop": True})
+
+
+@asynccontextmanager
+async def aio_for(client: VaultClient) -> AsyncIterator[AsyncVault]:
+    """An AsyncVault borrowing ``client``'s token; closed afterwards."""
+    with ThreadPoolExecutor(2) as executor:
+        aio = AsyncVault(client, executor=executor)
+        try:
+            yield aio
+        finally:
+            await aio.aclose()
+
+
+async def aio_encrypt(aio: AsyncVault) -> str:
+    answer = await aio.write("transit/encrypt/ivr-dtmf", "encrypt",
+                             {"plaintext": base64.b64encode(b"4321").decode(),
+                              "context": CONTEXT})
+    ciphertext: str = answer["data"]["ciphertext"]
+    return ciphertext
+
+
+@pytest.mark.anyio
+async def test_async_client_shares_the_login_and_renews_off_the_loop(
+        admin: VaultClient, client_factory: Callable[[AppRoleCredentials], VaultClient]) -> None:
+    """Short-TTL token: every call succeeds on the one login, renewals happen in the
+    pool (never on the event loop, which keeps ticking every 10 ms meanwhile)."""
+    client = client_factory(short_role(admin, "test-aio-renew", ttl=f"{TTL_S}s", max_ttl="1h"))
+
+    stall = 0.0
+    async with aio_for(client) as aio:
+        deadline = time.monotonic() + TTL_S * 2.2
+        while time.monotonic() < deadline:
+            assert (await aio_encrypt(aio)).startswith("vault:v")
+            before = time.monotonic()
+            await asyncio.sleep(0.01)
+            stall = max(stall, time.monotonic() - before - 0.01)
+            await asyncio.sleep(0.19)
+    assert client.logins == 1
+    assert client.renewals >= 2
+    assert stall < 0.2
+
+
+@pytest.mark.anyio
+async def test_async_client_relogs_in_once_after_a_403(
+        admin: VaultClient, client_factory: Callable[[AppRoleCredentials], VaultClient]) -> None:
+    client = client_factory(short_role(admin, "test-aio-revoked", ttl="1h", max_ttl="2h"))
+    encrypt(client)
+    admin.write("auth/token/revoke", "revoke", {"token": current_token(client)})
+    async with aio_for(client) as aio:
+        assert (await aio_encrypt(aio)).startswith("vault:v")  # 403, login, retry
+        assert client.logins == 2
+        with pytest.raises(VaultPermissionDenied):  # the webhook's policy: no decrypt
+            await aio.write("transit/decrypt/ivr-dtmf", "decrypt",
+                            {"ciphertext": "vault:v1:QUJD"})
+    assert client.logins == 3  # one fresh login for the real denial, not a loop
+
+
+@pytest.mark.anyio
+async def test_async_client_times_out_a_hung_vault_within_the_budget(silent_server: int,
+                                                                     ) -> None:
+    client = VaultClient(f"http://127.0.0.1:{silent_server}", Secret("t"), timeout=0.5)
+    ticks = 0
+    async with aio_for(client) as aio:
+        task = asyncio.ensure_future(aio.write("transit/encrypt/ivr-dtmf", "encrypt", {}))
+        started = time.monotonic()
+        while not task.done():
+            ticks += 1
+            await asyncio.sleep(0.01)
+        took = time.monotonic() - started
+        with pytest.raises(VaultTimeout):
+            task.result()
+    assert 0.4 < took < 1.5  # VAULT_TIMEOUT bounds the whole call
+    assert ticks >= 20  # the loop kept running meanwhile
+
+
+@pytest.mark.anyio
+async def test_async_client_unreachable_vault_is_unavailable_not_a_timeout() -> None:
+    client = VaultClient(f"http://127.0.0.1:{free_port()}", Secret("t"), timeout=2)
+    with pytest.raises(VaultUnavailable) as caught:
+        async with aio_for(client) as aio:
+            await aio_encrypt(aio)
+    assert not isinstance(caught.value, VaultTimeout)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+@pytest.mark.parametrize(("path", "expected"), [
+    ("garbage", VaultError),
+    ("teapot", VaultError),
+    ("sealed", VaultUnavailable),
+    ("failing", VaultUnavailable),
+    ("reset", VaultUnavailable),
+])
+@pytest.mark.anyio
+async def test_async_client_odd_answers_become_the_same_errors(
+        broken_server: str, path: str, expected: type[VaultError]) -> None:
+    client = VaultClient(broken_server, Secret("t"), timeout=2)
+    with pytest.raises(expected) as caught:
+        async with aio_for(client) as aio:
+            await aio.write(path, "probe", {"plaintext": "MTIzNA=="})
+    assert type(caught.value) is expected
+    assert "MTIzNA" not in str(caught.value)
+    with pytest.raises(expected) as blocking:  # the blocking client says the same
+        client.write(path, "probe", {"plaintext": "MTIzNA=="})
+    assert type(blocking.value) is type(caught.value)
+
+
+@pytest.mark.anyio
+async def test_async_client_sealed_vault_is_unavailable(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A real dev Vault, sealed: 503, VaultUnavailable, as hvac's VaultDown becomes."""
+    vault = DevVault.start(tmp_path_factory.mktemp("sealed-vault"))
+    try:
+        client = VaultClient(vault.addr, vault.root_token, timeout=2)
+        client.write("sys/mounts/transit", "mount", {"type": "transit"})
+        client.write("transit/keys/ivr-dtmf", "key", {"derived": True})
+        async with aio_for(client) as aio:
+            assert (await aio_encrypt(aio)).startswith("vault:v1:")
+            client.write("sys/seal", "seal")
+            with pytest.raises(VaultUnavailable) as caught:
+                await aio_encrypt(aio)
+        assert not isinstance(caught.value, VaultTimeout)
+    finally:
+        vault.stop()

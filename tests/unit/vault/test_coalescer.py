@@ -8,8 +8,9 @@ fails fast (the module's 30 s timeout) instead of hanging the suite.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import pytest
@@ -17,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.errors import CoalescerClosed, CoalescerError
-from service.vault.coalescer import Coalescer
+from service.vault.coalescer import Coalescer, linger_delay
 
 T = TypeVar("T")
 
@@ -470,3 +471,205 @@ async def test_property_every_caller_gets_its_own_outcome(
     assert len(sent) == len(set(sent))
     it = iter(submitted)
     assert all(any(s == x for x in it) for s in sent)
+
+
+# -- adaptive linger, on a virtual clock -------------------------------------------------
+
+class VirtualClockLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock moves only when it would otherwise wait: a timer due in
+    1 ms fires after exactly 1 ms of loop time, at once in wall time, every run alike."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+        real_select = self._selector.select  # type: ignore[attr-defined]
+
+        def select(timeout: float | None = None) -> list[tuple[object, int]]:
+            if timeout is not None and timeout > 0:
+                self.now += timeout  # jump to the next timer instead of sleeping
+            return real_select(0)  # type: ignore[no-any-return]
+
+        self._selector.select = select  # type: ignore[attr-defined]
+
+    def time(self) -> float:
+        return self.now
+
+
+def run_virtual(main: Callable[[VirtualClockLoop], Awaitable[T]]) -> T:
+    loop = VirtualClockLoop()
+    try:
+        return loop.run_until_complete(main(loop))
+    finally:
+        loop.close()
+
+
+class TimedSender(FakeSender):
+    """Records the loop time at which each batch left."""
+
+    def __init__(self, loop: VirtualClockLoop, **kwargs: bool) -> None:
+        super().__init__(**kwargs)
+        self.loop = loop
+        self.sent_at: list[float] = []
+
+    async def __call__(self, items: Sequence[int]) -> Sequence[str | BaseException]:
+        self.sent_at.append(self.loop.time())
+        return await super().__call__(items)
+
+
+BOUND = 0.001
+
+
+def test_linger_policy() -> None:
+    assert linger_delay(0, 0, max_batch=8, bound=BOUND) == 0  # first batch: idle
+    assert linger_delay(1, 3, max_batch=8, bound=BOUND) == 0  # last batch alone: idle
+    assert linger_delay(4, 1, max_batch=8, bound=BOUND) == BOUND  # busy: wait
+    assert linger_delay(4, 4, max_batch=8, bound=BOUND) == 0  # as large as the last: go
+    assert linger_delay(20, 8, max_batch=8, bound=BOUND) == 0  # already full: go
+    assert linger_delay(5, 1, max_batch=8, bound=0) == 0  # switched off
+    with pytest.raises(ValueError):
+        Coalescer(FakeSender(), max_batch=8, linger=0.002)  # the bound is at most 1 ms
+
+
+def test_idle_service_never_lingers() -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        sender = TimedSender(loop)
+        c: Coalescer[int, str] = Coalescer(sender, max_batch=8, linger=BOUND)
+        for i in range(3):  # one at a time, far apart: every batch carries one item
+            assert await c.submit(i) == f"r{i}"
+            await asyncio.sleep(0.5)
+        assert sender.sizes == [1, 1, 1]
+        assert sender.sent_at == [0.0, 0.5, 1.0]  # not a microsecond of waiting
+        await c.aclose()
+
+    run_virtual(main)
+
+
+def test_busy_service_lingers_up_to_the_bound_and_gathers_late_arrivals() -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        sender = TimedSender(loop)
+        c: Coalescer[int, str] = Coalescer(sender, max_batch=8, linger=BOUND)
+        await asyncio.gather(*(c.submit(i) for i in range(-4, 0)))  # busy: a batch of 4
+        start = loop.time()
+        first = asyncio.create_task(c.submit(0))
+        await asyncio.sleep(0.0004)  # arrives while the batch lingers: joins it
+        second = asyncio.create_task(c.submit(1))
+        assert await asyncio.gather(first, second) == ["r0", "r1"]
+        assert sender.batches[1] == [0, 1]
+        # Fewer than last time: it waited the whole bound, and not a moment longer.
+        assert sender.sent_at[1] - start == pytest.approx(BOUND)
+        await c.aclose()
+
+    run_virtual(main)
+
+
+def test_linger_ends_when_the_batch_is_as_large_as_the_last() -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        sender = TimedSender(loop)
+        c: Coalescer[int, str] = Coalescer(sender, max_batch=8, linger=BOUND)
+        await asyncio.gather(*(c.submit(i) for i in range(-3, 0)))  # a batch of 3
+        start = loop.time()
+        tasks = [asyncio.create_task(c.submit(0))]
+        await asyncio.sleep(0.0001)
+        tasks.append(asyncio.create_task(c.submit(1)))
+        await asyncio.sleep(0.0002)
+        tasks.append(asyncio.create_task(c.submit(2)))  # the third: as large as the last
+        await asyncio.gather(*tasks)
+        assert sender.batches[1] == [0, 1, 2]
+        assert sender.sent_at[1] - start == pytest.approx(0.0003)
+        await c.aclose()
+
+    run_virtual(main)
+
+
+def test_linger_bound_holds_while_items_keep_arriving() -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        sender = TimedSender(loop, hold=True)
+        c: Coalescer[int, str] = Coalescer(sender, max_batch=64, linger=BOUND)
+        busy = [asyncio.create_task(c.submit(i)) for i in range(-40, 0)]
+        await asyncio.sleep(0)
+        sender.release.set()
+        await asyncio.gather(*busy)  # the previous batch carried 40 items
+        start = loop.time()
+        tasks = []
+        for i in range(30):  # one item every 0.1 ms for 3 ms: never 40 at once
+            tasks.append(asyncio.create_task(c.submit(i)))
+            await asyncio.sleep(0.0001)
+        await asyncio.gather(*tasks)
+        sent = [start, *sender.sent_at[1:]]
+        # The first batch task waited exactly the bound; no batch ever left later than the
+        # bound after the one before it came back (the sender answers at once).
+        assert sent[1] - start == pytest.approx(BOUND)
+        assert all(b - a <= BOUND + 1e-9 for a, b in itertools.pairwise(sent))
+        assert 2 <= len(sender.batches) - 1 <= 5  # 30 items in a few batches, not 30
+        await c.aclose()
+
+    run_virtual(main)
+
+
+def test_a_full_batch_stops_lingering_at_once() -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        sender = TimedSender(loop)
+        c: Coalescer[int, str] = Coalescer(sender, max_batch=4, linger=BOUND)
+        await asyncio.gather(*(c.submit(i) for i in range(-4, 0)))  # one of 4: busy
+        start = loop.time()
+        first = asyncio.create_task(c.submit(0))
+        await asyncio.sleep(0.0002)
+        rest = [asyncio.create_task(c.submit(i)) for i in (1, 2, 3)]  # now 4: full
+        await asyncio.gather(first, *rest)
+        assert sender.batches[-1] == [0, 1, 2, 3]
+        assert sender.sent_at[-1] - start == pytest.approx(0.0002)
+        await c.aclose()
+
+    run_virtual(main)
+
+
+def test_a_caller_cancelled_while_its_batch_lingers_leaves_alone() -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        sender = TimedSender(loop)
+        c: Coalescer[int, str] = Coalescer(sender, max_batch=8, linger=BOUND)
+        await asyncio.gather(*(c.submit(i) for i in range(-4, 0)))  # busy: a batch of 4
+        doomed = asyncio.create_task(c.submit(0))
+        kept = asyncio.create_task(c.submit(1))
+        await asyncio.sleep(0.0003)
+        doomed.cancel()
+        assert await kept == "r1"
+        assert doomed.cancelled()
+        assert sender.batches[1] == [1]
+        await c.aclose()
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    run_virtual(main)
+
+
+def test_under_load_a_second_batch_flies_only_once_as_large_as_the_last() -> None:
+    async def main(loop: VirtualClockLoop) -> None:
+        sender = TimedSender(loop, hold=True)
+        c: Coalescer[int, str] = Coalescer(sender, max_batch=8, max_in_flight=2, linger=BOUND)
+        first = [asyncio.create_task(c.submit(i)) for i in range(4)]
+        await spin()
+        assert sender.batches == [[0, 1, 2, 3]]  # idle: at once; now a batch of 4 flies
+        few = [asyncio.create_task(c.submit(i)) for i in (4, 5)]
+        await asyncio.sleep(0.01)  # long past the linger bound
+        assert len(sender.batches) == 1  # two items wait for the batch in flight
+        more = [asyncio.create_task(c.submit(i)) for i in (6, 7)]
+        await spin()
+        assert sender.batches[1] == [4, 5, 6, 7]  # as large as the last: the second slot
+        sender.release.set()
+        assert await asyncio.gather(*first, *few, *more) == [f"r{i}" for i in range(8)]
+        await c.aclose()
+
+    run_virtual(main)
+
+
+@pytest.mark.anyio
+async def test_without_linger_both_slots_are_used_at_once() -> None:
+    sender = FakeSender(hold=True)
+    c: Coalescer[int, str] = Coalescer(sender, max_batch=8, max_in_flight=2)
+    first = [asyncio.create_task(c.submit(i)) for i in range(4)]
+    await spin()
+    few = [asyncio.create_task(c.submit(i)) for i in (4, 5)]
+    await spin()
+    assert sender.batches == [[0, 1, 2, 3], [4, 5]]
+    sender.release.set()
+    await asyncio.gather(*first, *few)
+    await c.aclose()

@@ -1,5 +1,5 @@
 """The webhook's HTTP edge in process: Starlette's TestClient, a fake Transit
-(tests/support/fake_transit.py) and a scripted backend (httpx.MockTransport).
+(tests/support/fake_transit.py) and a scripted backend (the ``backend_session`` seam).
 
 What is proved here is the webhook's own logic: refusing what Twilio would not send, the
 TwiML of each step, re-prompts, what each backend answer is turned into, and that nothing
@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -21,7 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.devtools.caller import new_call_sid
-from service.errors import VaultUnavailable
+from service.errors import BackendUnavailable, VaultUnavailable
 from service.settings import Secret, Settings
 from service.webhook import twiml as texts
 from service.webhook.app import create_webhook_app
@@ -45,21 +46,34 @@ SETTINGS = Settings(
 FOUND = {"account": "AC12345678", "balance": "12.55"}
 
 
+@dataclass(frozen=True)
+class LookupSent:
+    body: dict[str, str]
+    idempotency_key: str
+
+
 @dataclass
 class ScriptedBackend:
-    """Answers /v1/lookup with ``answer``; ``None`` means the backend is unreachable."""
+    """Answers lookups with ``answer``; ``None`` means the backend is unreachable. How the
+    real client speaks HTTP (URL, bearer token) is the integration tests' business."""
 
     answer: tuple[int, object] | None = (200, FOUND)
-    requests: list[httpx.Request] = field(default_factory=list)
+    requests: list[LookupSent] = field(default_factory=list)
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
+    async def lookup(self, body: Mapping[str, str], *, idempotency_key: str,
+                     ) -> tuple[int, bytes]:
+        self.requests.append(LookupSent(dict(body), idempotency_key))
         if self.answer is None:
-            raise httpx.ConnectError("connection refused", request=request)
-        status, body = self.answer
-        if isinstance(body, str):
-            return httpx.Response(status, text=body)
-        return httpx.Response(status, json=body)
+            raise BackendUnavailable("lookup: ClientConnectorError")
+        status, payload = self.answer
+        return status, (payload if isinstance(payload, str) else json.dumps(payload)).encode()
+
+    async def healthy(self) -> bool:
+        return self.answer is not None
+
+    @asynccontextmanager
+    async def session(self, settings: Settings) -> AsyncIterator[ScriptedBackend]:
+        yield self
 
 
 @dataclass
@@ -85,7 +99,7 @@ class Webhook:
 def webhook() -> Iterator[Webhook]:
     transit, backend = FakeTransit(), ScriptedBackend()
     app = create_webhook_app(SETTINGS, transit_session=fake_session(transit),
-                             backend_transport=httpx.MockTransport(backend))
+                             backend_session=backend.session)
     with TestClient(app, base_url=BASE, raise_server_exceptions=False) as client:
         yield Webhook(client, transit, backend)
     assert transit.closed  # the lifespan closed what it opened
@@ -199,12 +213,10 @@ def test_the_backends_answer_is_what_the_caller_hears(
     assert webhook.metric("ivr_requests_total", route="/voice/pin", outcome=outcome) == 1
 
     (request,) = webhook.backend.requests
-    assert request.url.path == "/v1/lookup"
-    assert request.headers["authorization"] == f"Bearer {BEARER}"
     pin = webhook.transit.seal(b"4321", f"{sid}:pin".encode())
     caller = webhook.transit.seal(b"+15005550006", f"{sid}:caller".encode())
-    assert json.loads(request.content) == {"call_sid": sid, "card_last4": card, "pin": pin,
-                                           "caller": caller}
+    assert request.body == {"call_sid": sid, "card_last4": card, "pin": pin,
+                            "caller": caller}
 
 
 def test_the_idempotency_key_is_what_twilio_signed_never_an_unsigned_header(
@@ -216,12 +228,12 @@ def test_the_idempotency_key_is_what_twilio_signed_never_an_unsigned_header(
     for token in ("first-token", "second-token", None):  # a replay with fresh tokens
         headers = {"I-Twilio-Idempotency-Token": token} if token else {}
         signed_post(webhook.client, TOKEN, BASE + path, pairs, headers=headers)
-    keys = {r.headers["idempotency-key"] for r in webhook.backend.requests}
+    keys = {r.idempotency_key for r in webhook.backend.requests}
     signature = compute_signature(TOKEN, BASE + path, pairs)
     assert keys == {request_key(signature, BASE + path, pairs)}
     # Another signed request of the same call (another entry) has another key.
     signed_post(webhook.client, TOKEN, BASE + path, [*base_params(sid), ("Digits", "1111")])
-    assert len({r.headers["idempotency-key"] for r in webhook.backend.requests}) == 2
+    assert len({r.idempotency_key for r in webhook.backend.requests}) == 2
 
 
 @pytest.mark.parametrize("issued", ["stale", "missing", "garbled", "repeated", "future"])
