@@ -82,6 +82,8 @@ def run_doctor(settings: Settings, options: Options) -> Report:
     if from_env is not None:
         sources.setdefault(from_env.role, from_env)
 
+    # Before anything opens the store: Store() creates the tables it finds missing.
+    schema = schema_status(settings)
     ciphertext: str | None = None
     keys: dict[str, KeyStatus] | None = None
     for role in IDENTITIES:
@@ -94,9 +96,9 @@ def run_doctor(settings: Settings, options: Options) -> Report:
             checks.append(row)
             ciphertext = ciphertext or made
             if role == "ivr-keyadmin" and row.ok:
-                keys = _read_keys(client, settings)
+                keys = _read_keys(client, settings, stored=schema.ok)
     checks += _key_rows(keys, settings)
-    checks += _store_rows(settings, sources.get("ivr-backend"), connect)
+    checks += _store_rows(settings, schema, sources.get("ivr-backend"), connect)
     checks.append(readyz_check("backend", options.backend_url or settings.backend_url))
     checks.append(readyz_check("webhook", options.webhook_url or local_url(
         settings.webhook_host, settings.webhook_port)))
@@ -105,16 +107,16 @@ def run_doctor(settings: Settings, options: Options) -> Report:
     return report(checks)
 
 
-def _read_keys(client: VaultClient, settings: Settings) -> dict[str, KeyStatus] | None:
+def _read_keys(client: VaultClient, settings: Settings, *,
+               stored: bool) -> dict[str, KeyStatus] | None:
     try:
-        return lifecycle.status(client, settings)
+        return lifecycle.status(client, settings, stored=stored)
     except VaultError:
         return None
 
 
-def _store_rows(settings: Settings, backend: Source | None,
+def _store_rows(settings: Settings, schema: Check, backend: Source | None,
                 connect: Callable[[AppRoleCredentials], VaultClient]) -> list[Check]:
-    schema = schema_status(settings)
     name = f"store canary ({settings.lookup_key})"
     if not schema.ok:
         return [schema, Check.failed(name, "not checked", "see the store schema row")]

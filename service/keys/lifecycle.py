@@ -131,17 +131,21 @@ def key_names(settings: Settings) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def status(vault: VaultClient, settings: Settings) -> dict[str, KeyStatus]:
-    """Every key the service uses; optional ones (the legacy key) only when they exist."""
+def status(vault: VaultClient, settings: Settings, *,
+           stored: bool = True) -> dict[str, KeyStatus]:
+    """Every key the service uses; optional ones (the legacy key) only when they exist.
+    ``stored=False``: Vault's view only, the store not opened (``ivr-vault doctor``, when
+    opening it would create the tables it found missing)."""
     result = {}
-    for name in key_names(settings):
+    for name in key_names(settings) if stored else [settings.dtmf_key, settings.lookup_key]:
         try:
             data = read_key(vault, settings, name)
         except VaultNotFound:
             if name in (settings.dtmf_key, settings.lookup_key):
                 raise
             continue
-        result[name] = KeyStatus.from_vault(name, data, stored_counts(settings, name))
+        counts = stored_counts(settings, name) if stored else {}
+        result[name] = KeyStatus.from_vault(name, data, counts)
     return result
 
 
