@@ -318,7 +318,10 @@ class Settings:
         "json", "`json`: one object per line; `console`: for a person at a terminal.",
         Choice(("json", "console")))
     log_level: str = setting(
-        "INFO", "Minimum log level.", Choice(("debug", "info", "warning", "error"), upper=True))
+        "INFO", "Minimum log level of the services (`serve`, `dev`, compose's `operator` "
+        "steps). Other commands log warnings and errors (or only what this allows), "
+        "INFO with `-v`, DEBUG with `-vv`.",
+        Choice(("debug", "info", "warning", "error"), upper=True))
     max_body_bytes: int = setting(
         "16384", "Largest request body accepted (413 above).", Bounded(int, 1024, 1 << 20))
     max_attempts: int = setting(
