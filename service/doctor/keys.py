@@ -91,7 +91,8 @@ def retirement_check(keys: Mapping[str, KeyStatus], call_max_age: float, now: fl
                             "be read")
             fixes.append(f"bao write {mount}/keys/{name}/config "
                          f"min_decryption_version={min(stranded)}, then `ivr-vault keys "
-                         "rewrap`")
+                         "rewrap` (HMAC verifiers instead move at each account's next "
+                         "lookup)")
         seen.append(f"{name} min_decryption_version {floor}")
     if problems:
         return Check.failed("key retirement", "; ".join(problems),

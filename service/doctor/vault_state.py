@@ -54,7 +54,7 @@ def node_check(client: httpx.Client, addr: str) -> Check:
     if state is None:
         return Check.failed(name, f"sys/health answered {status}, not Vault's health",
                             "VAULT_ADDR must be Vault's API address (…:8200)")
-    version = str(health.get("version") or "?")
+    version = f"version {health.get('version') or 'unknown'}"
     if state == "not initialised":
         return Check.failed(name, f"not initialised ({version})",
                             "initialise it: `bao operator init` (docs/deployment.md#production)")
