@@ -318,7 +318,10 @@ class Settings:
         "json", "`json`: one object per line; `console`: for a person at a terminal.",
         Choice(("json", "console")))
     log_level: str = setting(
-        "INFO", "Minimum log level.", Choice(("debug", "info", "warning", "error"), upper=True))
+        "INFO", "Minimum log level of the services (`serve`, `dev`, compose's `operator` "
+        "steps). Other commands log warnings and errors (or only what this allows), "
+        "INFO with `-v`, DEBUG with `-vv`.",
+        Choice(("debug", "info", "warning", "error"), upper=True))
     max_body_bytes: int = setting(
         "16384", "Largest request body accepted (413 above).", Bounded(int, 1024, 1 << 20))
     max_attempts: int = setting(
@@ -362,6 +365,16 @@ class Settings:
 
     def require(self, role: Role) -> Settings:
         """Fail start-up with one line naming what this role is missing."""
+        self.check_consistent(role)
+        for field in dataclasses.fields(self):
+            if role in spec(field).required_by and getattr(self, field.name) is None:
+                name = env_name(field)
+                raise ConfigError(f"{name}: not set (nor {name}_FILE)")
+        return self
+
+    def check_consistent(self, role: Role) -> None:
+        """The rules between settings that ``role`` depends on (``ivr-vault doctor`` checks
+        them without the role's secrets at hand)."""
         if role == "webhook" and not self.public_base_url and not self.trusted_proxies:
             raise ConfigError(
                 "PUBLIC_BASE_URL: empty, and TRUSTED_PROXIES is empty too; "
@@ -370,11 +383,6 @@ class Settings:
         # still accepts must never be older than that memory.
         if role == "webhook" and self.step_max_age > self.call_max_age:
             raise ConfigError("STEP_MAX_AGE: must not be longer than CALL_MAX_AGE")
-        for field in dataclasses.fields(self):
-            if role in spec(field).required_by and getattr(self, field.name) is None:
-                name = env_name(field)
-                raise ConfigError(f"{name}: not set (nor {name}_FILE)")
-        return self
 
 
 # Settings that once existed and are now ignored: name → why. A service that finds one in its

@@ -21,17 +21,17 @@ if TYPE_CHECKING:
     from service.devtools.devstack import DevVault
     from service.vault.operator_init import VaultServer
 
-DEV_BACKUP_DIR = DEV_DIR / "ivr-backup"
-
 
 def _backup(args: argparse.Namespace, settings: Settings) -> int:
     from service.vault.backup import write_backup
     from service.vault.client import VaultClient, choose_credentials
 
-    creds = choose_credentials(settings, approle_dir=DEV_BACKUP_DIR)
+    # In a make run directory with no VAULT_ADDR, .dev/ivr-backup/ (service/cli/devenv.py).
+    creds = choose_credentials(settings)
     if creds is None:
         raise ConfigError("VAULT_ROLE_ID/VAULT_SECRET_ID: not set (nor *_FILE, nor "
-                          f"{DEV_BACKUP_DIR}/, nor VAULT_TOKEN): no backup identity")
+                          "VAULT_TOKEN): no backup identity (in a make run directory, leave "
+                          "VAULT_ADDR unset to use .dev/ivr-backup/)")
     vault = VaultClient.from_settings(settings, credentials=creds, pool_size=2,
                                       timeout=max(settings.vault_timeout, 30))
     out = Path(args.out)
@@ -114,7 +114,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("backup", help="write Vault's Raft snapshot and the account store "
                                       "into one file (mode 0600)")
     p.add_argument("--out", required=True, metavar="FILE")
-    p.set_defaults(func=_backup)
+    p.set_defaults(func=_backup, dev_identity="ivr-backup")
     p = sub.add_parser("restore", help="bring back Vault's data and the account store from "
                                        "a backup (docs/backup.md)")
     p.add_argument("--from", dest="source", required=True, metavar="FILE")

@@ -59,4 +59,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "from (token_bound_cidrs, secret_id_bound_cidrs)")
     p.add_argument("--revoke-token", action="store_true",
                    help="revoke VAULT_TOKEN when done (production: the root token)")
-    p.set_defaults(func=_bootstrap)
+    p.set_defaults(func=_bootstrap, dev_identity="root")

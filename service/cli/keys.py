@@ -147,6 +147,7 @@ def _batch_size(text: str) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = sub.add_parser("keys", help="key lifecycle (as the key-admin identity)")
+    group.set_defaults(dev_identity="ivr-keyadmin")
     cmds = group.add_subparsers(dest="keys_command", required=True)
 
     p = cmds.add_parser("status", help="versions, retirement and stored records per key")

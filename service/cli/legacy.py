@@ -87,6 +87,7 @@ def _convert(args: argparse.Namespace, settings: Settings) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = sub.add_parser("legacy", help="migrate from the Twilio tutorial's AES_SECRET")
+    group.set_defaults(dev_identity="ivr-keyadmin")
     cmds = group.add_subparsers(dest="legacy_command", required=True)
 
     p = cmds.add_parser("import-key", help="import the tutorial key into Transit (BYOK); "

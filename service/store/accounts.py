@@ -18,11 +18,14 @@ decision (the lock check, the PIN comparison, every write it implies) runs in on
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
-from typing import TypeVar
+from typing import Final, TypeVar
 
+from service.errors import ConfigError
 from service.store.ledger import Account, Answer, CardState
 from service.store.sqlite import ThreadConnections
 from service.vault.formats import transit_version
@@ -77,6 +80,28 @@ CREATE TABLE IF NOT EXISTS lookup_canaries (
     at REAL NOT NULL
 );
 """
+
+
+# Every table the store needs, as the schemas above create them.
+TABLES: Final[frozenset[str]] = frozenset(
+    re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA + _CANARY_SCHEMA))
+
+
+def existing_tables(path: str | Path) -> frozenset[str]:
+    """The tables of the store at ``path``, read only: nothing is created, migrated or
+    written (``ivr-vault doctor``; :class:`Store` itself creates what is missing). Raises
+    :class:`~service.errors.ConfigError` naming STORE_PATH when it is not a store."""
+    target = Path(path)
+    if not target.is_file():
+        raise ConfigError("STORE_PATH: no store there")
+    try:
+        with closing(sqlite3.connect(f"{target.resolve().as_uri()}?mode=ro", uri=True,
+                                     timeout=5)) as db:
+            rows = db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+    except sqlite3.Error as exc:
+        raise ConfigError(f"STORE_PATH: not a readable SQLite store ({type(exc).__name__})"
+                          ) from None
+    return frozenset(str(row[0]) for row in rows)
 
 
 def verifier_version(verifier: str) -> int:
