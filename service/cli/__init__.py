@@ -22,7 +22,7 @@ Command = Callable[[argparse.Namespace, Settings], int]
 # command pulls in only what it runs.
 REGISTRARS: tuple[str, ...] = tuple(f"service.cli.{name}" for name in (
     "dev", "serve", "bootstrap", "call", "accounts", "keys", "legacy", "twilio", "backup",
-    "operator"))
+    "operator", "store"))
 
 
 def build_parser() -> argparse.ArgumentParser:
