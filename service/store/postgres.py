@@ -31,9 +31,15 @@ from service.settings import StoreUrl
 
 T = TypeVar("T")
 
-# How long opening the store, or a request waiting for a free connection, may take before
-# the store counts as unavailable (a lookup then answers 503, as for an unavailable Vault).
+# How long opening the store (libpq's connect_timeout) may take before it counts as
+# unavailable.
 CONNECT_TIMEOUT_S = 5.0
+# How long a request waits for a pooled connection. The pool is as large as the threads
+# that use it, so this only runs out while PostgreSQL cannot be reached: a lookup then
+# answers 503 within the webhook's 2 s BACKEND_TIMEOUT (the caller hears "try later"),
+# and /readyz says {"store": false} within its own 2 s (measured: tests/integration/
+# test_store_outage.py; with 5 s, /readyz said only that it timed out).
+WAIT_S = 1.0
 
 
 @functools.lru_cache(maxsize=512)
@@ -61,39 +67,43 @@ class PostgresDatabase:
     engine: Literal["postgresql"] = "postgresql"
 
     def __init__(self, url: StoreUrl, *, pool_size: int = 4,
-                 timeout: float = CONNECT_TIMEOUT_S) -> None:
+                 timeout: float = CONNECT_TIMEOUT_S, wait: float = WAIT_S) -> None:
         assert url.conninfo is not None
         self.url = url
         conninfo = url.conninfo.reveal()
         self._password = str(_conninfo_field(conninfo, "password") or "")
+        connect: dict[str, Any] = {"autocommit": True,
+                                   "connect_timeout": max(1, round(timeout))}
+        # One connection first: a store that cannot be reached fails here at once, with
+        # libpq's own reason in one line (the pool would retry in the background, log a
+        # warning each time, and then say only that it timed out).
+        try:
+            psycopg.connect(conninfo, **connect).close()
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"{url.display}: cannot connect "
+                                   f"({self._reason(exc)})") from None
         # check: a connection that died while idle (a PostgreSQL restart, a failover) is
         # replaced before use instead of failing the request that drew it; it costs one
         # empty round trip per use.
         self._pool = ConnectionPool(
-            conninfo, min_size=1, max_size=max(1, pool_size), open=False, timeout=timeout,
-            name="ivr-store", check=ConnectionPool.check_connection,
-            kwargs={"autocommit": True, "connect_timeout": max(1, round(timeout))})
+            conninfo, min_size=1, max_size=max(1, pool_size), open=False, timeout=wait,
+            name="ivr-store", check=ConnectionPool.check_connection, kwargs=connect)
         try:
             self._pool.open(wait=True, timeout=timeout)
         except PoolTimeout:
             self._pool.close()
-            raise StoreUnavailable(f"{url.display}: cannot connect "
-                                   f"({self._why_not(conninfo, timeout)})") from None
+            raise StoreUnavailable(f"{url.display}: no connection within {timeout:g}s"
+                                   ) from None
 
     @property
     def display(self) -> str:
         return self.url.display
 
-    def _why_not(self, conninfo: str, timeout: float) -> str:
-        """libpq's own reason, from one more attempt (the pool only says it timed out)."""
-        try:
-            psycopg.connect(conninfo, connect_timeout=max(1, round(timeout))).close()
-        except psycopg.Error as exc:
-            return self._reason(exc)
-        return f"no connection within {timeout:g}s"
-
     def _reason(self, exc: BaseException) -> str:
-        text = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
+        """libpq's first line (``… failed: Connection refused``), without the password,
+        should it ever be in there."""
+        text = next((line.strip() for line in str(exc).splitlines() if line.strip()),
+                    type(exc).__name__).removeprefix("connection failed: ")
         if self._password:
             text = text.replace(self._password, "**********")
         return text

@@ -12,12 +12,17 @@ tests/unit/store/. The same burst through real backend processes: test_guessing.
 
 from __future__ import annotations
 
+import os
+import stat
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -25,15 +30,29 @@ import pytest
 from service.backend.app import http_answer
 from service.backend.decision import Attempt, Decision, Verifiers, decide
 from service.backend.policy import LockoutPolicy
+from service.devtools.devstack import DevVault, free_port
 from service.devtools.postgres import LocalPostgres
 from service.errors import StoreConflict, StoreSchemaMismatch, StoreUnavailable
 from service.settings import Settings, StoreUrl
 from service.store.accounts import SqliteLedger, Store
 from service.store.ledger import Account, CardState
-from service.store.migrations import LATEST, TABLES, migrate_store, schema_version
+from service.store.migrations import (
+    LATEST,
+    MIGRATIONS,
+    TABLES,
+    migrate_store,
+    schema_version,
+)
 from service.store.sealed import SealedStore
 from service.store.transfer import export_to_sqlite, import_from_sqlite
-from tests.support.postgres import count_rows, pg_store_url
+from service.vault.backup import read_backup, restore_store
+from tests.support.postgres import (
+    ENGINES,
+    count_rows,
+    database_name,
+    pg_store_url,
+    url_with_password,
+)
 
 CARD_V1 = "vault:v1:Y2FyZC12MQ=="
 PIN_V1 = "vault:v1:cGluLXYx"
@@ -417,3 +436,112 @@ def test_a_pg_error_never_shows_the_password(postgres: LocalPostgres, tmp_path: 
     assert "hunter2" not in str(refused.value)
     with pytest.raises(psycopg.OperationalError):  # libpq itself agrees it is wrong
         psycopg.connect(url.conninfo.reveal()).close()  # type: ignore[union-attr]
+
+
+# -- on the command line -------------------------------------------------------------------
+
+
+def ivr_vault(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "service", *args], cwd=cwd,
+                          env={"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), **env},
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_store_migrate_once_then_nothing(engine: str, request: pytest.FixtureRequest,
+                                         tmp_path: Path) -> None:
+    """``ivr-vault store migrate``: the whole schema the first time, nothing the second.
+    On PostgreSQL the URL comes with its password from STORE_URL_FILE, which no output
+    shows."""
+    if engine == "sqlite":
+        env = {"STORE_URL": f"sqlite:///{tmp_path / 'new' / 'accounts.sqlite3'}"}
+        shown = f"sqlite:///{tmp_path / 'new' / 'accounts.sqlite3'}"
+        password = None
+    else:
+        server: LocalPostgres = request.getfixturevalue("postgres")
+        name = database_name("cli_migrate")
+        server.new_database(name)
+        (tmp_path / "store-url").write_text(url_with_password(server, name))
+        env = {"STORE_URL_FILE": str(tmp_path / "store-url")}
+        shown = f"postgresql://ivr@127.0.0.1:{server.port}/{name}"
+        password = urlsplit(url_with_password(server, name)).password
+    first = ivr_vault("store", "migrate", env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == f"ivr-vault: account store {shown}: migrated to version {LATEST} " \
+        f"({'; '.join(f'{m.version}: {m.name}' for m in MIGRATIONS)})\n"
+    again = ivr_vault("store", "migrate", env=env, cwd=tmp_path)
+    assert again.stdout == (f"ivr-vault: account store {shown}: schema at version {LATEST}, "
+                            "nothing to migrate\n")
+    if password:
+        assert password not in first.stdout + first.stderr + again.stdout + again.stderr
+
+
+def test_store_migrate_says_in_one_line_when_postgresql_is_away(tmp_path: Path) -> None:
+    """Nothing listens there: exit 1, one line naming the store, never its password."""
+    (tmp_path / "store-url").write_text(
+        f"postgresql://ivr:hunter2-not-shown@127.0.0.1:{free_port()}/ivr")
+    done = ivr_vault("store", "migrate", env={"STORE_URL_FILE": str(tmp_path / "store-url")},
+                     cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.startswith("ivr-vault: StoreUnavailable: postgresql://ivr@127.0.0.1:")
+    assert "cannot connect" in done.stderr and "Connection refused" in done.stderr
+    assert "hunter2" not in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_bootstrap_migrates_the_store_it_is_given_and_no_other(
+        dev_vault: DevVault, postgres: LocalPostgres, tmp_path: Path) -> None:
+    url = pg_store_url(postgres, "bootstrap", migrated=False)
+    assert url.conninfo is not None
+    env = {**dev_vault.env(), "STORE_URL": url.conninfo.reveal()}
+    done = ivr_vault("bootstrap", env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"ivr-vault: account store {url.display}: migrated to version {LATEST}" \
+        in done.stdout
+    Store(url).close()  # now it opens
+    plain = ivr_vault("bootstrap", env=dev_vault.env(), cwd=tmp_path)
+    assert plain.returncode == 0 and "account store" not in plain.stdout
+    assert not (tmp_path / ".dev").exists()  # no default store made where it ran
+
+
+def test_backup_and_restore_of_a_postgresql_store(
+        dev_vault: DevVault, postgres: LocalPostgres, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ivr-vault backup`` on a PostgreSQL store (Vault's snapshot beside the store as a
+    SQLite file); ``restore``'s store step puts it into a PostgreSQL store with other rows
+    (those copied aside first) and into a SQLite one."""
+    source = pg_store_url(postgres, "backup_source")
+    store = Store(source)
+    store.upsert_account("AC12345678", "12.55", CARD_V1, PIN_V1)
+    aid = account_id(store)
+    store.transaction(lambda ledger: ledger.set_card_state(aid, CardState(2)))
+    store.close()
+    assert source.conninfo is not None
+    out = tmp_path / "backup.tar.gz"
+    made = ivr_vault("backup", "--out", str(out), cwd=tmp_path,
+                     env={**dev_vault.env(), "STORE_URL": source.conninfo.reveal()})
+    assert made.returncode == 0, made.stderr
+    assert f"the account store {source.display}." in made.stdout
+    backup = read_backup(out)
+    (tmp_path / "member.sqlite3").write_bytes(backup.store)
+    member = Store(tmp_path / "member.sqlite3")
+    assert member.version_counts() == {1: 1} and state_of(member) == CardState(2)
+    member.close()
+
+    target = pg_store_url(postgres, "backup_target")
+    other = Store(target)
+    other.upsert_account("AC99999999", "0.01", CARD_V3, PIN_V3)
+    other.close()
+    monkeypatch.chdir(tmp_path)  # a PostgreSQL store's copy aside goes to the working dir
+    aside = restore_store(backup, target)
+    assert aside is not None and aside.parent == tmp_path
+    assert stat.S_IMODE(aside.stat().st_mode) == 0o600
+    kept = Store(aside)
+    assert kept.has_account("AC99999999") and not kept.has_account("AC12345678")
+    kept.close()
+    restored = Store(target)
+    assert restored.has_account("AC12345678") and not restored.has_account("AC99999999")
+    assert state_of(restored) == CardState(2)
+    restored.close()
+    assert restore_store(backup, StoreUrl.sqlite(str(tmp_path / "new" / "a.sqlite3"))) is None
+    assert state_of(Store(tmp_path / "new" / "a.sqlite3")) == CardState(2)
