@@ -1,0 +1,70 @@
+"""``LocalPostgres`` (service/devtools/postgres.py), the PostgreSQL that ``make test``
+starts and ``make run-ha`` will: TCP on loopback with SCRAM passwords as in production, a
+URL with no password in it, data kept across a restart when given a directory, removed
+with a temporary one, and no server outliving its stop."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from service.devtools.postgres import LocalPostgres
+from service.errors import ConfigError
+
+
+def test_scram_over_tcp_and_a_url_without_its_password(postgres: LocalPostgres) -> None:
+    url = postgres.url
+    assert url.startswith(f"postgresql://ivr@127.0.0.1:{postgres.port}/ivr?passfile=")
+    password = postgres.passfile.read_text().strip().rsplit(":", 1)[1]
+    assert password not in url
+    assert stat.S_IMODE(postgres.passfile.stat().st_mode) == 0o600
+    with psycopg.connect(url) as db:
+        method = db.execute("SELECT auth_method FROM pg_hba_file_rules"
+                            " WHERE type = 'host' LIMIT 1").fetchone()
+        assert method == ("scram-sha-256",)
+        assert db.execute("SELECT current_setting('listen_addresses')").fetchone() == (
+            "127.0.0.1",)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(f"postgresql://ivr:wrong@127.0.0.1:{postgres.port}/ivr").close()
+
+
+def test_a_kept_cluster_keeps_its_data_and_a_temporary_one_goes() -> None:
+    state = Path(tempfile.mkdtemp(prefix="ivr-pg-kept-"))
+    os.chmod(state, 0o711)  # the postgres user must reach it when this runs as root
+    try:
+        kept = LocalPostgres(state)
+        with psycopg.connect(kept.start(), autocommit=True) as db:
+            db.execute("CREATE TABLE kept (n INTEGER)")
+            db.execute("INSERT INTO kept VALUES (7)")
+        pid = kept.process.pid if kept.process else 0
+        kept.stop()
+        assert not Path(f"/proc/{pid}").exists()
+        again = LocalPostgres(state)  # another port, the same data and password
+        with psycopg.connect(again.start()) as db:
+            assert db.execute("SELECT n FROM kept").fetchone() == (7,)
+        again.stop()
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+    temporary = LocalPostgres()
+    temporary.start()
+    temporary.stop()
+    assert not temporary.base.exists()
+
+
+def test_a_directory_the_server_user_cannot_reach_is_refused_in_one_line(
+        tmp_path: Path) -> None:
+    """As root the server runs as the postgres user; pytest's own tmp_path (mode 0700
+    under /tmp/pytest-of-root) is out of its reach. As another user it is its own."""
+    server = LocalPostgres(tmp_path / "pg")
+    if os.geteuid() != 0:
+        server.start()
+        server.stop()
+        return
+    with pytest.raises(ConfigError, match=r"the postgres user .* cannot reach it"):
+        server.start()
