@@ -34,7 +34,7 @@ from typing import Any
 
 import psycopg
 
-from service.devtools.devstack import _die_with_parent, free_port
+from service.devtools.devstack import _die_with_parent, free_port, stop_process
 from service.errors import ConfigError
 
 USER = DATABASE = "ivr"
@@ -209,13 +209,8 @@ class LocalPostgres:
     def stop(self) -> None:
         """A fast shutdown (SIGINT: sessions are ended, not waited for); the temporary
         cluster is removed."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, grace=30, sig=signal.SIGINT)
         self.process = None
         if not self.persistent:
             with contextlib.suppress(OSError):

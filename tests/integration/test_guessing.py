@@ -50,8 +50,9 @@ from tests.support.attack import (
     spoken,
     twiml,
 )
-from tests.support.postgres import ENGINES, database_name, query, url_with_password
+from tests.support.postgres import ENGINES, database_name, url_with_password
 from tests.support.stack import Stack, make_stack
+from tests.support.store import query
 
 CARD, PIN = DEMO_CARD, DEMO_PIN
 GUESSES = ["0000", "1111", "2222", "3333", "5555", "6666", "7777", "8888", "9999", "1212",

@@ -35,7 +35,7 @@ from service.devtools.postgres import LocalPostgres
 from service.errors import StoreConflict, StoreSchemaMismatch, StoreUnavailable
 from service.settings import Settings, StoreUrl
 from service.store.accounts import SqliteLedger, Store
-from service.store.ledger import Account, CardState
+from service.store.ledger import CardState
 from service.store.migrations import (
     LATEST,
     MIGRATIONS,
@@ -46,16 +46,9 @@ from service.store.migrations import (
 from service.store.sealed import SealedStore
 from service.store.transfer import export_to_sqlite, import_from_sqlite
 from service.vault.backup import read_backup, restore_store
-from tests.support.postgres import (
-    ENGINES,
-    count_rows,
-    database_name,
-    pg_store_url,
-    url_with_password,
-)
+from tests.support.postgres import ENGINES, database_name, pg_store_url, url_with_password
+from tests.support.store import CARD_V1, PIN_V1, account_id, by_card, count_rows, state_of
 
-CARD_V1 = "vault:v1:Y2FyZC12MQ=="
-PIN_V1 = "vault:v1:cGluLXYx"
 CARD_V3 = "vault:v3:Y2FyZC12Mw=="
 PIN_V3 = "vault:v3:cGluLXYz"
 CALLER = "vault:v1:Y2FsbGVy"
@@ -67,21 +60,6 @@ def store(store_url: StoreUrl) -> Iterator[Store]:
     s.upsert_account("AC12345678", "12.55", CARD_V1, PIN_V1)
     yield s
     s.close()
-
-
-def by_card(store: Store, card: str = CARD_V1) -> Account | None:
-    return store.transaction(lambda ledger: ledger.account(card))
-
-
-def account_id(store: Store, card: str = CARD_V1) -> int:
-    account = by_card(store, card)
-    assert account is not None
-    return account.id
-
-
-def state_of(store: Store, card: str = CARD_V1) -> CardState:
-    aid = account_id(store, card)
-    return store.transaction(lambda ledger: ledger.card_state(aid))
 
 
 # -- what the store keeps ----------------------------------------------------------------

@@ -10,14 +10,12 @@ from __future__ import annotations
 import itertools
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from service.devtools.postgres import LocalPostgres
 from service.errors import ConfigError
 from service.settings import Settings, StoreUrl
-from service.store.accounts import Store
 from service.store.migrations import migrate_store
 
 ENGINES = ("sqlite", "postgresql")
@@ -57,15 +55,6 @@ def engine_store_url(engine: str, request: pytest.FixtureRequest, tmp_path: Path
         migrate_store(url)
         return url
     return pg_store_url(request.getfixturevalue("postgres"), request.node.name)
-
-
-def query(store: Store, sql: str) -> list[Any]:
-    """Rows of ``sql``, read past the store's interface (what production never asks)."""
-    return store._db.run(lambda db: list(db.execute(sql).fetchall()))
-
-
-def count_rows(store: Store, table: str) -> int:
-    return int(query(store, f"SELECT COUNT(*) FROM {table}")[0][0])
 
 
 def url_with_password(server: LocalPostgres, database: str) -> str:

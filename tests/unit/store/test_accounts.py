@@ -1,6 +1,6 @@
-"""What is SQLite's own in the account store: its schema as SQLite sees it, the upgrade of a
-store made before issue 11, one connection per thread, and waiting for a writer in another
-process. (What the store keeps and what concurrency cannot break, on both engines:
+"""What is SQLite's own in the account store: its schema as SQLite sees it, one connection
+per thread, and waiting for a writer in another process (the upgrade of older stores:
+test_migrations.py). (What the store keeps and what concurrency cannot break, on both engines:
 tests/integration/test_store_engines.py; the decision itself:
 tests/unit/backend/test_decision.py.)"""
 
@@ -10,7 +10,6 @@ import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -23,10 +22,8 @@ from service.store.accounts import (
     pin_input,
     verifier_version,
 )
-from service.store.ledger import Account, CardState
-
-CARD_V1 = "vault:v1:Y2FyZC12MQ=="
-PIN_V1 = "vault:v1:cGluLXYx"
+from service.store.ledger import CardState
+from tests.support.store import CARD_V1, PIN_V1, account_id, by_card, state_of
 
 
 @pytest.fixture
@@ -34,24 +31,6 @@ def store(tmp_path: Path) -> Store:
     s = Store(tmp_path / "sub" / "accounts.sqlite3")
     s.upsert_account("AC12345678", "12.55", CARD_V1, PIN_V1)
     return s
-
-
-# Everything a lookup does goes through Store.transaction and its ledger, as decide() does.
-
-
-def by_card(store: Store, card: str = CARD_V1) -> Account | None:
-    return store.transaction(lambda ledger: ledger.account(card))
-
-
-def account_id(store: Store, card: str = CARD_V1) -> int:
-    account = by_card(store, card)
-    assert account is not None
-    return account.id
-
-
-def state_of(store: Store, card: str = CARD_V1) -> CardState:
-    aid = account_id(store, card)
-    return store.transaction(lambda ledger: ledger.card_state(aid))
 
 
 @pytest.mark.parametrize(("verifier", "version"), [
@@ -85,36 +64,6 @@ def test_the_schema_has_no_place_for_digits(store: Store) -> None:
         "caller_failures": {"caller", "at"},  # the caller number's HMAC, never the number
         "call_answers": {"call_sid", "request_key", "status", "body", "at"},
     }
-
-
-def test_a_store_from_before_carries_counts_and_locks_over(tmp_path: Path) -> None:
-    """The tables of the windowed lockout (pin_failures, locks, idempotency) become
-    card_lockout rows and are dropped."""
-    path = tmp_path / "old.sqlite3"
-    with closing(sqlite3.connect(path)) as db, db:
-        db.executescript("""
-            CREATE TABLE accounts (id INTEGER PRIMARY KEY, account TEXT NOT NULL UNIQUE,
-                balance TEXT NOT NULL, card_verifier TEXT NOT NULL UNIQUE,
-                pin_verifier TEXT NOT NULL, lookup_version INTEGER NOT NULL);
-            CREATE TABLE pin_failures (account_id INTEGER NOT NULL, at REAL NOT NULL,
-                request_key TEXT);
-            CREATE TABLE locks (account_id INTEGER PRIMARY KEY, until REAL NOT NULL);
-            CREATE TABLE idempotency (key TEXT PRIMARY KEY, status INTEGER NOT NULL,
-                body TEXT NOT NULL, at REAL NOT NULL);
-            INSERT INTO accounts VALUES (1, 'AC1', '1.00', 'vault:v1:YQ==', 'vault:v1:Yg==', 1);
-            INSERT INTO accounts VALUES (2, 'AC2', '2.00', 'vault:v1:Yw==', 'vault:v1:ZA==', 1);
-            INSERT INTO accounts VALUES (3, 'AC3', '3.00', 'vault:v1:ZQ==', 'vault:v1:Zg==', 1);
-            INSERT INTO pin_failures VALUES (1, 10, 'a'), (1, 11, 'b'), (1, 12, NULL);
-            INSERT INTO locks VALUES (2, 5000);
-        """)
-    store = Store(path)
-    assert state_of(store, "vault:v1:YQ==") == CardState(3)
-    assert state_of(store, "vault:v1:Yw==") == CardState(0, 5000.0)
-    assert state_of(store, "vault:v1:ZQ==") == CardState()
-    with closing(sqlite3.connect(path)) as db:
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-    assert not {"pin_failures", "locks", "idempotency"} & tables
-    Store(path).close()  # opening it again changes nothing
 
 
 # -- connections and transactions ----------------------------------------------------------

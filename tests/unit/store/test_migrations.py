@@ -1,6 +1,7 @@
 """The store's versioned migrations on SQLite: a new store, a store made before versioned
-migrations (tables already there, no history), a store migrated by a newer release, and
-the statements written once for both engines. (PostgreSQL, where opening only checks:
+migrations (tables already there, no history), one made before issue 11 (its windowed
+lockout carried over), a store migrated by a newer release, and the statements written
+once for both engines. (PostgreSQL, where opening only checks:
 tests/integration/test_store_engines.py.)"""
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import pytest
 from service.errors import StoreSchemaMismatch
 from service.settings import StoreUrl
 from service.store.accounts import Store
+from service.store.ledger import CardState
 from service.store.migrations import ID_COLUMN, LATEST, MIGRATIONS, migrate_store
+from tests.support.store import OLD_ACCOUNTS, state_of
 
 
 def history(path: Path) -> list[tuple[int, str]]:
@@ -43,10 +46,7 @@ def test_a_store_from_before_versioned_migrations_is_taken_as_it_is(tmp_path: Pa
     """Issue 12's store: every table there, but no schema_migrations. Its rows stay."""
     path = tmp_path / "issue12.sqlite3"
     with closing(sqlite3.connect(path)) as db, db:
-        db.executescript("""
-            CREATE TABLE accounts (id INTEGER PRIMARY KEY, account TEXT NOT NULL UNIQUE,
-                balance TEXT NOT NULL, card_verifier TEXT NOT NULL UNIQUE,
-                pin_verifier TEXT NOT NULL, lookup_version INTEGER NOT NULL);
+        db.executescript(OLD_ACCOUNTS + """
             CREATE TABLE card_lockout (account_id INTEGER PRIMARY KEY REFERENCES
                 accounts(id) ON DELETE CASCADE, failures INTEGER NOT NULL,
                 locked_until REAL NOT NULL, hard INTEGER NOT NULL);
@@ -62,6 +62,33 @@ def test_a_store_from_before_versioned_migrations_is_taken_as_it_is(tmp_path: Pa
     finally:
         store.close()
     assert [v for v, _ in history(path)] == list(range(1, LATEST + 1))
+
+
+def test_a_store_from_before_carries_counts_and_locks_over(tmp_path: Path) -> None:
+    """The tables of the windowed lockout (pin_failures, locks, idempotency) become
+    card_lockout rows and are dropped."""
+    path = tmp_path / "old.sqlite3"
+    with closing(sqlite3.connect(path)) as db, db:
+        db.executescript(OLD_ACCOUNTS + """
+            CREATE TABLE pin_failures (account_id INTEGER NOT NULL, at REAL NOT NULL,
+                request_key TEXT);
+            CREATE TABLE locks (account_id INTEGER PRIMARY KEY, until REAL NOT NULL);
+            CREATE TABLE idempotency (key TEXT PRIMARY KEY, status INTEGER NOT NULL,
+                body TEXT NOT NULL, at REAL NOT NULL);
+            INSERT INTO accounts VALUES (1, 'AC1', '1.00', 'vault:v1:YQ==', 'vault:v1:Yg==', 1);
+            INSERT INTO accounts VALUES (2, 'AC2', '2.00', 'vault:v1:Yw==', 'vault:v1:ZA==', 1);
+            INSERT INTO accounts VALUES (3, 'AC3', '3.00', 'vault:v1:ZQ==', 'vault:v1:Zg==', 1);
+            INSERT INTO pin_failures VALUES (1, 10, 'a'), (1, 11, 'b'), (1, 12, NULL);
+            INSERT INTO locks VALUES (2, 5000);
+        """)
+    store = Store(path)
+    assert state_of(store, "vault:v1:YQ==") == CardState(3)
+    assert state_of(store, "vault:v1:Yw==") == CardState(0, 5000.0)
+    assert state_of(store, "vault:v1:ZQ==") == CardState()
+    with closing(sqlite3.connect(path)) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    assert not {"pin_failures", "locks", "idempotency"} & tables
+    Store(path).close()  # opening it again changes nothing
 
 
 def test_a_store_from_a_newer_release_is_refused_not_touched(tmp_path: Path) -> None:
