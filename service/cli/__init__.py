@@ -31,7 +31,7 @@ Command = Callable[[argparse.Namespace, Settings], int]
 # when the parser is built, so that a command pulls in only what it runs.
 REGISTRARS: tuple[str, ...] = tuple(f"service.cli.{name}" for name in (
     "dev", "serve", "bootstrap", "call", "accounts", "keys", "legacy", "twilio", "backup",
-    "operator", "doctor"))
+    "operator", "doctor", "store"))
 
 # Commands whose logs are a service's: LOG_LEVEL applies, and -v changes nothing. With
 # the services: `operator`, compose's unattended steps around Vault (`unseal --watch` runs

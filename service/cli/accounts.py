@@ -53,7 +53,7 @@ def _unlock(args: argparse.Namespace, settings: Settings) -> int:
         operator = operator_identity(vault)
     finally:
         vault.close()
-    store = Store(settings.store_path)
+    store = Store(settings.store)
     try:
         before = store.unlock(args.account)
     finally:

@@ -35,9 +35,9 @@ def _backup(args: argparse.Namespace, settings: Settings) -> int:
     vault = VaultClient.from_settings(settings, credentials=creds, pool_size=2,
                                       timeout=max(settings.vault_timeout, 30))
     out = Path(args.out)
-    manifest = write_backup(vault, Path(settings.store_path), out)
+    manifest = write_backup(vault, settings.store, out)
     print(f"ivr-vault: backup written to {out} (mode 0600): the Raft snapshot of Vault "
-          f"cluster {manifest.cluster_id} and the account store {settings.store_path}. "
+          f"cluster {manifest.cluster_id} and the account store {settings.store}. "
           "It opens only with that Vault's unseal keys: keep them, elsewhere.")
     return 0
 
@@ -77,8 +77,8 @@ def _restore(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         if dev_vault is not None:
             dev_vault.stop()
-    aside = restore_store(backup, Path(settings.store_path))
-    print(f"ivr-vault: account store restored to {settings.store_path}"
+    aside = restore_store(backup, settings.store)
+    print(f"ivr-vault: account store restored to {settings.store}"
           + (f" (the one it replaced is in {aside})" if aside else ""))
     print("ivr-vault: restore complete; start (or restart) the services")
     return 0

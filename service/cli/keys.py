@@ -122,7 +122,7 @@ def summary(result: RewrapResult) -> str:
 
 
 def _rewrap(args: argparse.Namespace, settings: Settings) -> int:
-    with closing(SealedStore(settings.store_path)) as store:
+    with closing(SealedStore(settings.store)) as store:
         names = args.key or store.key_names()
         if not names:
             print("ivr-vault: no stored ciphertexts to rewrap")

@@ -78,7 +78,7 @@ def _convert(args: argparse.Namespace, settings: Settings) -> int:
     for ciphertext in converted:
         print(ciphertext)
     if args.store:
-        with closing(SealedStore(settings.store_path)) as store:
+        with closing(SealedStore(settings.store)) as store:
             ids = store.add(args.name, converted)
         span = f" (ids {ids[0]}-{ids[-1]})" if ids else ""
         print(f"ivr-vault: stored {len(ids)} records under {args.name}{span}", file=sys.stderr)

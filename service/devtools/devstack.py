@@ -74,10 +74,13 @@ def _tls(verify: str | bool) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
 
 
-def stop_process(process: subprocess.Popen[bytes], *, grace: float = 10.0) -> None:
+def stop_process(process: subprocess.Popen[bytes], *, grace: float = 10.0,
+                 sig: int = signal.SIGTERM) -> None:
+    """``sig`` (SIGTERM; PostgreSQL's fast shutdown is SIGINT), then SIGKILL after
+    ``grace`` seconds."""
     if process.poll() is not None:
         return
-    process.terminate()
+    process.send_signal(sig)
     try:
         process.wait(timeout=grace)
     except subprocess.TimeoutExpired:

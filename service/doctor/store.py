@@ -3,40 +3,52 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 
 from service.backend.enrolment import check_store_keys
 from service.backend.keycheck import WAY_OUT
 from service.doctor.report import Check
-from service.errors import ConfigError, IvrVaultError
+from service.errors import IvrVaultError
 from service.settings import Settings
-from service.store.accounts import TABLES, existing_tables
+from service.store.database import open_database
+from service.store.migrations import LATEST, missing_tables, schema_version
 from service.vault.client import VaultClient
 
-MIGRATE_FIX = "start the backend once (it creates what is missing), or restore the store"
+MIGRATE_FIX = "`ivr-vault store migrate` (docs/deployment.md), or restore the store"
 
 
 def schema_status(settings: Settings) -> Check:
-    """The store's schema, through the store's public API, read only.
-
-    Today the store has no schema version: the row says which of its tables
-    (:data:`~service.store.accounts.TABLES`) are there. Once versioned migrations exist,
-    this is the one function to point at them: compare the store's schema version with
-    the latest migration, and make the fix ``ivr-vault store migrate``."""
+    """The store is there and at this release's schema version, with every table; read
+    only: doctor opens no store that would create or migrate what it finds missing."""
     name = "store schema"
-    where = settings.store_path
+    url = settings.store
+    if url.engine == "sqlite" and not Path(url.path).is_file():
+        return Check.failed(name, f"{url.display}: no store there",
+                            "set STORE_URL (or STORE_PATH) to the backend's store (make run: "
+                            ".dev/accounts.sqlite3), or `ivr-vault store migrate` to make one")
     try:
-        tables = existing_tables(where)
-    except ConfigError as exc:
-        return Check.failed(name, f"{where}: {exc}",
-                            "set STORE_PATH to the backend's store (make run: "
-                            ".dev/accounts.sqlite3), or start the backend to create one")
-    missing = sorted(TABLES - tables)
+        database = open_database(url, pool_size=1)
+        try:
+            version, missing = schema_version(database), missing_tables(database)
+        finally:
+            database.close()
+    except (IvrVaultError, sqlite3.Error) as exc:
+        return Check.failed(name, f"{url.display}: not reachable ({type(exc).__name__})",
+                            "see that the database is up and STORE_URL names it")
+    if version > LATEST:
+        return Check.failed(name, f"{url.display}: schema at version {version}, newer than "
+                                  f"this release knows ({LATEST})",
+                            "run the release that migrated it")
+    if version < LATEST:
+        return Check.failed(name, f"{url.display}: schema at version {version}, this "
+                                  f"release needs {LATEST}", MIGRATE_FIX)
     if missing:
-        return Check.failed(name, f"{where}: tables missing: {', '.join(missing)}",
-                            MIGRATE_FIX)
-    return Check.passed(name, f"{where}: reachable; all {len(TABLES)} tables present "
-                              "(no schema version yet)")
+        return Check.failed(name, f"{url.display}: tables missing: {', '.join(missing)}",
+                            "restore the store from its backup (docs/backup.md)")
+    return Check.passed(name, f"{url.display}: reachable; schema at version {LATEST} "
+                              "(this release's)")
 
 
 def canary_check(settings: Settings, backend: Callable[[], VaultClient]) -> Check:

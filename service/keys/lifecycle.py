@@ -109,24 +109,29 @@ def read_key(vault: VaultClient, settings: Settings, name: str) -> dict[str, Any
     return data
 
 
+def _store_exists(settings: Settings) -> bool:
+    """A missing SQLite file holds nothing (and is not created just to be counted); a
+    PostgreSQL store is always there to ask."""
+    store = settings.store
+    return store.engine == "postgresql" or Path(store.path).exists()
+
+
 def stored_counts(settings: Settings, name: str) -> dict[int, int]:
     """How many stored records use each version of ``name``: account verifiers for the
-    lookup key, sealed records for any other key. A missing store file holds nothing (and
-    is not created just to be counted)."""
-    path = Path(settings.store_path)
-    if not path.exists():
+    lookup key, sealed records for any other key."""
+    if not _store_exists(settings):
         return {}
     if name == settings.lookup_key:
-        with closing(Store(path)) as accounts:
+        with closing(Store(settings.store)) as accounts:
             return accounts.version_counts()
-    with closing(SealedStore(path)) as sealed:
+    with closing(SealedStore(settings.store)) as sealed:
         return sealed.version_counts(name)
 
 
 def key_names(settings: Settings) -> list[str]:
     names = [settings.dtmf_key, settings.lookup_key, LEGACY_KEY]
-    if Path(settings.store_path).exists():
-        with closing(SealedStore(settings.store_path)) as sealed:
+    if _store_exists(settings):
+        with closing(SealedStore(settings.store)) as sealed:
             names += sealed.key_names()
     return list(dict.fromkeys(names))
 

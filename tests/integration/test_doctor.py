@@ -22,6 +22,7 @@ from service.devtools.devstack import DevVault, free_port
 from service.doctor.report import Report
 from service.doctor.run import Options, run_doctor
 from service.settings import Settings
+from service.store.migrations import LATEST
 from service.vault.bootstrap import bootstrap, issue_credentials, layout_dir
 from service.vault.client import VaultClient
 from tests.support.stack import ROLES, Stack, make_stack
@@ -226,9 +227,20 @@ def test_store_missing_a_table(doctored: Doctored, tmp_path: Path) -> None:
     report = doctored.run(STORE_PATH=str(copy))
     assert set(failed(report)) == {"store schema", CANARY}
     assert "tables missing: caller_failures" in detail(report, "store schema")
+    assert "restore the store" in failed(report)["store schema"]
     tables = {row[0] for row in sqlite3.connect(copy).execute(
         "SELECT name FROM sqlite_master WHERE type='table'")}
     assert "caller_failures" not in tables  # doctor looked, and changed nothing
+
+
+def test_store_schema_behind_this_release(doctored: Doctored, tmp_path: Path) -> None:
+    copy = store_copy(doctored, tmp_path, lambda db: db.execute(
+        "DELETE FROM schema_migrations WHERE version = (SELECT MAX(version)"
+        " FROM schema_migrations)"))
+    report = doctored.run(STORE_PATH=str(copy))
+    assert "store schema" in failed(report)
+    assert f"needs {LATEST}" in detail(report, "store schema")
+    assert "ivr-vault store migrate" in failed(report)["store schema"]
 
 
 def test_store_canary_from_another_vault(doctored: Doctored, tmp_path: Path) -> None:
