@@ -252,13 +252,17 @@ def broken_server() -> Iterator[str]:
     thread.join()
 
 
-@pytest.mark.parametrize(("path", "expected"), [
+# What each broken_server path answers, and the error both clients must make of it.
+ODD_ANSWERS = [
     ("garbage", VaultError),
     ("teapot", VaultError),
     ("sealed", VaultUnavailable),
     ("failing", VaultUnavailable),
     ("reset", VaultUnavailable),
-])
+]
+
+
+@pytest.mark.parametrize(("path", "expected"), ODD_ANSWERS)
 def test_odd_answers_become_our_errors(broken_server: str, path: str,
                                        expected: type[VaultError]) -> None:
     client = VaultClient(broken_server, Secret("t"), timeout=2)
@@ -370,13 +374,7 @@ async def test_async_client_unreachable_vault_is_unavailable_not_a_timeout() -> 
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
 
 
-@pytest.mark.parametrize(("path", "expected"), [
-    ("garbage", VaultError),
-    ("teapot", VaultError),
-    ("sealed", VaultUnavailable),
-    ("failing", VaultUnavailable),
-    ("reset", VaultUnavailable),
-])
+@pytest.mark.parametrize(("path", "expected"), ODD_ANSWERS)
 @pytest.mark.anyio
 async def test_async_client_odd_answers_become_the_same_errors(
         broken_server: str, path: str, expected: type[VaultError]) -> None:
