@@ -108,7 +108,7 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) 
         _stop_on_signals()
 
         if environ.get("VAULT_ADDR") and environ.get("VAULT_TOKEN"):
-            vault_addr, root = settings.vault_addr, settings.vault_token
+            vault_addr, root = ",".join(settings.vault_addr), settings.vault_token
             assert root is not None
             print(f"Using the Vault at {vault_addr} (VAULT_ADDR).")
         else:
@@ -120,7 +120,7 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) 
                   f"{dev_vault.data_dir}, unseal key and root token (dev only) in "
                   f"{dev_vault.keyring.path}; audit log {dev_vault.audit_log}")
 
-        admin = VaultClient(vault_addr, root, timeout=10)
+        admin = VaultClient(vault_addr.split(","), root, timeout=10)
         layout = bootstrap(admin)
         creds = issue_credentials(admin, ["ivr-webhook", "ivr-backend", "ivr-keyadmin",
                                           "ivr-backup"],
@@ -222,7 +222,7 @@ def _local_urls(settings: Settings, environ: Mapping[str, str]) -> tuple[str, st
     so a stack moved off 8080/8081 must not keep pointing there."""
     public = (settings.public_base_url if "PUBLIC_BASE_URL" in environ
               else f"http://127.0.0.1:{settings.webhook_port}")
-    backend = (settings.backend_url if "BACKEND_URL" in environ
+    backend = (",".join(settings.backend_url) if "BACKEND_URL" in environ
                else f"http://127.0.0.1:{settings.backend_port}")
     return public, backend
 
