@@ -74,10 +74,11 @@ def _tls(verify: str | bool) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
 
 
-def stop_process(process: subprocess.Popen[bytes], *, grace: float = 10.0) -> None:
+def stop_process(process: subprocess.Popen[bytes], *, grace: float = 10.0,
+                 signum: int = signal.SIGTERM) -> None:
     if process.poll() is not None:
         return
-    process.terminate()
+    process.send_signal(signum)
     try:
         process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
@@ -246,18 +247,27 @@ class ServiceProcess:
     log_dir: Path
     process: subprocess.Popen[bytes] | None = None
     extra_args: tuple[str, ...] = field(default=())
+    name: str = ""  # one replica of several (make run-ha: "backend-2"); default: the role
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def label(self) -> str:
+        return self.name or self.role
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
     def stdout_path(self) -> Path:
-        return self.log_dir / f"{self.role}.stdout.log"
+        return self.log_dir / f"{self.label}.stdout.log"
 
     @property
     def stderr_path(self) -> Path:
-        return self.log_dir / f"{self.role}.stderr.log"
+        return self.log_dir / f"{self.label}.stderr.log"
 
     def start(self, *, wait: bool = True, to_terminal: bool = False,
               terminal_fd: int | None = None) -> ServiceProcess:
@@ -283,6 +293,7 @@ class ServiceProcess:
                 raise
         return self
 
-    def stop(self) -> None:
+    def stop(self, *, signum: int = signal.SIGTERM) -> None:
+        """SIGTERM (with SHUTDOWN_DRAIN, a drain first) or SIGINT (no drain)."""
         if self.process is not None:
-            stop_process(self.process)
+            stop_process(self.process, signum=signum)

@@ -1,0 +1,261 @@
+"""``make run-ha`` (``ivr-vault dev --ha``): the topology past one machine, on loopback.
+
+::
+
+    Caddy 127.0.0.1:WEBHOOK_PORT ──▶ webhook-1, webhook-2   (active checks on /readyz)
+    webhook-* ──▶ backend-1, backend-2                       (BACKEND_URL: both)
+    every service ──▶ vault-1, vault-2, vault-3               (VAULT_ADDR: all three)
+    backend-* ──▶ the account store, shared                   (STORE_URL)
+
+Everything is kept under ``.dev/ha/`` (the Vault cluster's data and dev-only keys, the
+store, the services' credentials, every process's log in ``.dev/ha/logs/``), so a second
+``make run-ha`` finds the first one's keys and accounts. Beside ``make run``'s files:
+``.dev/vault.env`` (``VAULT_ADDR`` with the three nodes, the root token, the store) for
+``ivr-vault accounts …`` and ``keys …``, and ``.dev/cluster.json``, every process with
+its role, name, pid and URL, rewritten whenever one changes.
+
+A process that dies is started again, as an orchestrator would: a service on its port, a
+Vault node unsealed and back in its cluster, Caddy on its port. So a rolling restart is
+``kill -TERM <pid>`` from cluster.json: the webhook turns unready, drains, exits, and
+comes back. Ctrl-C stops everything; every child also dies with this process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from service.backend.enrolment import seed_demo
+from service.devtools.devstack import ServiceProcess, free_port, wait_http
+from service.devtools.launcher import (
+    READY_TIMEOUT_S,
+    hold_lock,
+    secret_file,
+    service_environment,
+    stop_on_signals,
+    wait_backend_ready,
+    write_vault_env,
+)
+from service.devtools.proxy import DevProxy
+from service.devtools.vault_cluster import DevVaultCluster
+from service.errors import IvrVaultError
+from service.settings import Settings
+from service.vault.bootstrap import bootstrap, issue_credentials
+
+log = structlog.get_logger("ivr.dev")
+
+REPLICAS = 2
+# The webhooks' SHUTDOWN_DRAIN: Caddy checks /readyz every 0.5 s (proxy/Caddyfile.ha), so
+# 2 s leaves it four checks to take a draining webhook out before it stops accepting.
+WEBHOOK_DRAIN_S = 2.0
+_POLL_S = 0.2
+
+
+@dataclass
+class HaStack:
+    """What ``make run-ha`` runs, and how each piece is started again."""
+
+    state_dir: Path  # .dev
+    vault: DevVaultCluster
+    backends: list[ServiceProcess]
+    webhooks: list[ServiceProcess]
+    proxy: DevProxy
+    store: str  # where the store is, for a person: a path or a URL without a password
+
+    @property
+    def ha_dir(self) -> Path:
+        return self.state_dir / "ha"
+
+    def members(self) -> list[dict[str, Any]]:
+        """cluster.json's ``processes``."""
+        found: list[dict[str, Any]] = []
+        for node in self.vault.nodes:
+            found.append(_member("vault", node.node_id, node.process, node.addr))
+        for service in (*self.backends, *self.webhooks):
+            found.append(_member(service.role, service.label, service.process, service.url))
+        found.append(_member("proxy", "proxy", self.proxy.process, self.proxy.url))
+        return found
+
+    def write_cluster_json(self) -> None:
+        path = self.state_dir / "cluster.json"
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps({"processes": self.members()}, indent=2) + "\n",
+                           encoding="utf-8")
+        os.replace(partial, path)
+
+    def restart_the_dead(self) -> list[str]:
+        """Start again every process that exited; the names of those started. One that
+        fails to start is tried again at the next round."""
+        started: list[str] = []
+
+        def again(name: str, start: Callable[[], object]) -> None:
+            try:
+                start()
+            except (OSError, RuntimeError, TimeoutError, IvrVaultError) as exc:
+                print(f"ivr-vault: {name} did not start again ({exc}); trying again",
+                      file=sys.stderr, flush=True)
+                return
+            started.append(name)
+
+        for node in self.vault.nodes:
+            if not node.running:
+                again(node.node_id, partial(self.vault.restart, node))
+        for service in (*self.backends, *self.webhooks):
+            if not service.running:
+                again(service.label, service.start)
+        if not self.proxy.running:
+            again("proxy", self.proxy.launch)
+        return started
+
+
+def _member(role: str, name: str, process: Any, url: str) -> dict[str, Any]:
+    return {"role": role, "name": name, "pid": process.pid if process else None, "url": url}
+
+
+def run_ha(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) -> int:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o700)
+    ha_dir = state_dir / "ha"
+    ha_dir.mkdir(mode=0o700, exist_ok=True)
+    logs = ha_dir / "logs"
+    with ExitStack() as stack:
+        hold_lock(state_dir, stack)
+        stop_on_signals()
+        stack.callback(_forget_cluster_json, state_dir / "cluster.json")
+
+        started = time.monotonic()
+        vault = DevVaultCluster.start(ha_dir / "vault", wait_voters=False)
+        stack.callback(vault.stop)
+        vault_addr = ",".join(vault.addrs)
+        print(f"Dev Vault cluster (OpenBao, 3 nodes, Raft) at {vault_addr}; data and the "
+              f"dev-only keyring in {vault.state_dir}", flush=True)
+
+        admin = vault.admin()
+        layout = bootstrap(admin)
+        creds = issue_credentials(admin, ["ivr-webhook", "ivr-backend", "ivr-keyadmin",
+                                          "ivr-backup"], approle_mount=layout.approle_mount)
+        admin.close()
+        for role, c in creds.items():
+            c.write(ha_dir / role)
+
+        store = _start_store(ha_dir, stack)
+        write_vault_env(state_dir / "vault.env", vault_addr, vault.root_token.reveal(),
+                        store)
+
+        twilio_file = secret_file(state_dir / "twilio-auth-token",
+                                  environ.get("TWILIO_AUTH_TOKEN"))
+        backend_file = secret_file(state_dir / "backend-token", environ.get("BACKEND_TOKEN"))
+        backend_ports = [free_port() for _ in range(REPLICAS)]
+        public = f"http://127.0.0.1:{settings.webhook_port}"  # Caddy's: what Twilio signs
+
+        def service_env(role: str) -> dict[str, str]:
+            env = service_environment(
+                environ, role, vault_addr=vault_addr, approle_dir=ha_dir,
+                backend_token_file=backend_file, twilio_file=twilio_file,
+                public_base_url=public,
+                backend_url=",".join(f"http://127.0.0.1:{p}" for p in backend_ports),
+                store=store)
+            if role == "webhook":
+                env.setdefault("SHUTDOWN_DRAIN", str(WEBHOOK_DRAIN_S))
+            return env
+
+        print(f"ivr-vault: {seed_demo(Settings.from_environ(service_env('backend')))}")
+
+        backends = [_service("backend", i, port, service_env("backend"), logs)
+                    for i, port in enumerate(backend_ports, start=1)]
+        webhooks = [_service("webhook", i, free_port(), service_env("webhook"), logs)
+                    for i in range(1, REPLICAS + 1)]
+        refused = _start_services(backends, webhooks, stack)
+        if refused:
+            print(f"ivr-vault: {refused}; stopping.", file=sys.stderr, flush=True)
+            return 1
+        proxy = DevProxy.start(ha_dir / "caddy", port=settings.webhook_port,
+                               upstreams=[f"127.0.0.1:{w.port}" for w in webhooks])
+        stack.callback(proxy.stop)
+        voters = vault.wait_voters()
+        ha = HaStack(state_dir, vault, backends, webhooks, proxy,
+                     store.get("STORE_URL") or store["STORE_PATH"])
+        ha.write_cluster_json()
+        log.info("make run-ha ready", seconds=round(time.monotonic() - started, 1),
+                 voters_after_s=round(voters, 1))
+
+        return _supervise(ha)
+
+
+def _supervise(ha: HaStack) -> int:
+    """Until Ctrl-C (or SIGTERM): start again whatever dies, and say so."""
+    try:  # a Ctrl-C the moment the block is printed is a clean stop too
+        print(_banner(ha), flush=True)
+        while True:
+            time.sleep(_POLL_S)
+            restarted = ha.restart_the_dead()
+            if restarted:
+                print(f"ivr-vault: started again: {', '.join(restarted)}", flush=True)
+                ha.write_cluster_json()
+    except KeyboardInterrupt:
+        print("\nivr-vault: stopping.", flush=True)
+        return 0
+
+
+def _start_services(backends: list[ServiceProcess], webhooks: list[ServiceProcess],
+                    stack: ExitStack) -> str | None:
+    """Start them all and wait until each is ready; None, or why one will not be."""
+    for service in (*backends, *webhooks):
+        stack.callback(service.stop, signum=signal.SIGINT)  # no drain on Ctrl-C
+        service.start()
+    for backend in backends:
+        refused = wait_backend_ready(backend)
+        if refused:
+            return f"{backend.label} is not ready: {refused} (see {backend.stderr_path})"
+    for webhook in webhooks:
+        wait_http(f"{webhook.url}/readyz", timeout=READY_TIMEOUT_S)
+    return None
+
+
+def _service(role: str, index: int, port: int, env: dict[str, str],
+             logs: Path) -> ServiceProcess:
+    return ServiceProcess(role, port, {**env, f"{role.upper()}_PORT": str(port)}, logs,
+                          name=f"{role}-{index}")
+
+
+def _start_store(ha_dir: Path, stack: ExitStack) -> dict[str, str]:
+    """The store the backends share, as the settings that name it."""
+    return {"STORE_PATH": str(ha_dir / "accounts.sqlite3")}
+
+
+def _forget_cluster_json(path: Path) -> None:
+    """Once stopped, nothing in it is true any more."""
+    path.unlink(missing_ok=True)
+
+
+def _banner(ha: HaStack) -> str:
+    call = ".venv/bin/ivr-vault call --card 1234 --pin 4321"
+    if ha.proxy.port != 8080:
+        call += f" --url {ha.proxy.url}"  # call's own default is 8080
+    return f"""
+ivr-vault (HA) is running.
+  proxy     {ha.proxy.url}   (Caddy: the webhooks by their /readyz; Twilio voice URL: \
+<its https URL>/voice)
+  webhooks  {", ".join(w.url for w in ha.webhooks)}
+  backends  {", ".join(b.url for b in ha.backends)}   (internal)
+  vault     {", ".join(ha.vault.addrs)}
+  store     {ha.store}
+  every process: {ha.state_dir}/cluster.json; logs: {ha.ha_dir}/logs/; \
+source {ha.state_dir}/vault.env for the CLI
+A process that dies is started again (kill -TERM a pid from cluster.json: a rolling restart).
+
+Place a test call:
+  {call}
+Ctrl-C stops everything.
+"""
