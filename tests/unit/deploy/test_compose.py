@@ -108,7 +108,10 @@ def test_health_checks_and_start_order(compose: Compose) -> None:
 def test_proxy_uses_the_shared_caddyfile_with_its_placeholders(compose: Compose) -> None:
     proxy = compose["services"]["proxy"]
     assert "./proxy/Caddyfile:/etc/caddy/Caddyfile:ro" in proxy["volumes"]
-    caddyfile = (ROOT / "proxy" / "Caddyfile").read_text(encoding="utf-8")
+    # The Caddyfile imports edge.caddy from its own directory.
+    assert "./proxy/edge.caddy:/etc/caddy/edge.caddy:ro" in proxy["volumes"]
+    caddyfile = "".join((ROOT / "proxy" / name).read_text(encoding="utf-8")
+                        for name in ("Caddyfile", "edge.caddy"))
     for name in proxy["environment"]:
         assert "{$" + name in caddyfile, name
     assert proxy["environment"]["WEBHOOK_UPSTREAM"] == "webhook:8080"
