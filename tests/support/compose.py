@@ -18,6 +18,7 @@ SCHEMA = ROOT / "tests" / "data" / "compose-spec" / "compose-spec.json"
 
 DEV = ("docker-compose.yml",)
 PROD = ("docker-compose.yml", "docker-compose.prod.yml")
+HA = ("docker-compose.yml", "docker-compose.ha.yml")
 
 
 def interpolate(value: str, env: Mapping[str, str]) -> str:
