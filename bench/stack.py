@@ -47,16 +47,20 @@ class Bench:
         return {name: p.pid for name, p in procs.items() if p is not None}
 
     def card_ciphertexts(self, sids: list[str]) -> list[str]:
-        """Card ciphertexts for pre-signed /voice/pin steps, as the webhook would have
-        made them, in batches (the bench's own Vault calls happen before measuring)."""
-        out: list[str] = []
-        for start in range(0, len(sids), 200):
-            chunk = sids[start:start + 200]
-            response = self.admin.write("transit/encrypt/ivr-dtmf", "bench encrypt", {
-                "batch_input": [{"plaintext": b64(DEMO_CARD.encode()),
-                                 "context": b64(call_context(s, "card_last4"))} for s in chunk]})
-            out += [r["ciphertext"] for r in response["data"]["batch_results"]]
-        return out
+        return card_ciphertexts(self.admin, sids)
+
+
+def card_ciphertexts(admin: VaultClient, sids: list[str]) -> list[str]:
+    """Card ciphertexts for pre-signed /voice/pin steps, as the webhook would have made
+    them, in batches (the bench's own Vault calls happen before measuring)."""
+    out: list[str] = []
+    for start in range(0, len(sids), 200):
+        chunk = sids[start:start + 200]
+        response = admin.write("transit/encrypt/ivr-dtmf", "bench encrypt", {
+            "batch_input": [{"plaintext": b64(DEMO_CARD.encode()),
+                             "context": b64(call_context(s, "card_last4"))} for s in chunk]})
+        out += [r["ciphertext"] for r in response["data"]["batch_results"]]
+    return out
 
 
 def transit_totals(*urls: str) -> tuple[float, float]:

@@ -15,6 +15,7 @@ boundary where they arise, so callers handle one tree::
     │   └── VaultRequestError        400: Vault refused the request (or an item of a batch)
     ├── LookupKeyMismatch            the store's ivr-lookup canary: this Vault cannot reproduce it
     ├── BackendUnavailable           the webhook got no answer from the backend (refused, timed out)
+    ├── ServiceNotReady              make run-ha: a service started but will not become ready
     ├── ItemFailed                   Transit refused one item of a batch encrypt
     ├── DecryptionError              one opaque error for every failed decryption
     ├── CoalescerError               the batching machinery broke its contract
@@ -97,6 +98,11 @@ class LookupKeyMismatch(IvrVaultError):
 class BackendUnavailable(IvrVaultError):
     """The webhook's call to the backend got no answer: refused, reset or timed out. The
     message names the operation and the exception type, nothing sent or received."""
+
+
+class ServiceNotReady(IvrVaultError):
+    """A service that ``make run-ha`` started will not become ready by waiting (its
+    ``ivr-lookup`` check failed, it exited). The message names it and its log file."""
 
 
 class ItemFailed(IvrVaultError):

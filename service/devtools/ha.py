@@ -34,8 +34,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from service.backend.enrolment import seed_demo
 from service.devtools.devstack import ServiceProcess, free_port, wait_http
 from service.devtools.launcher import (
@@ -49,11 +47,9 @@ from service.devtools.launcher import (
 )
 from service.devtools.proxy import DevProxy
 from service.devtools.vault_cluster import DevVaultCluster
-from service.errors import IvrVaultError
+from service.errors import IvrVaultError, ServiceNotReady
 from service.settings import Settings
 from service.vault.bootstrap import bootstrap, issue_credentials
-
-log = structlog.get_logger("ivr.dev")
 
 REPLICAS = 2
 # The webhooks' SHUTDOWN_DRAIN: Caddy checks /readyz every 0.5 s (proxy/Caddyfile.ha), so
@@ -72,6 +68,7 @@ class HaStack:
     webhooks: list[ServiceProcess]
     proxy: DevProxy
     store: str  # where the store is, for a person: a path or a URL without a password
+    twilio_token_file: Path
 
     @property
     def ha_dir(self) -> Path:
@@ -126,71 +123,73 @@ def _member(role: str, name: str, process: Any, url: str) -> dict[str, Any]:
 def run_ha(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, 0o700)
-    ha_dir = state_dir / "ha"
-    ha_dir.mkdir(mode=0o700, exist_ok=True)
-    logs = ha_dir / "logs"
     with ExitStack() as stack:
         hold_lock(state_dir, stack)
         stop_on_signals()
-        stack.callback(_forget_cluster_json, state_dir / "cluster.json")
-
         started = time.monotonic()
-        vault = DevVaultCluster.start(ha_dir / "vault", wait_voters=False)
-        stack.callback(vault.stop)
-        vault_addr = ",".join(vault.addrs)
-        print(f"Dev Vault cluster (OpenBao, 3 nodes, Raft) at {vault_addr}; data and the "
-              f"dev-only keyring in {vault.state_dir}", flush=True)
-
-        admin = vault.admin()
-        layout = bootstrap(admin)
-        creds = issue_credentials(admin, ["ivr-webhook", "ivr-backend", "ivr-keyadmin",
-                                          "ivr-backup"], approle_mount=layout.approle_mount)
-        admin.close()
-        for role, c in creds.items():
-            c.write(ha_dir / role)
-
-        store = _start_store(ha_dir, stack)
-        write_vault_env(state_dir / "vault.env", vault_addr, vault.root_token.reveal(),
-                        store)
-
-        twilio_file = secret_file(state_dir / "twilio-auth-token",
-                                  environ.get("TWILIO_AUTH_TOKEN"))
-        backend_file = secret_file(state_dir / "backend-token", environ.get("BACKEND_TOKEN"))
-        backend_ports = [free_port() for _ in range(REPLICAS)]
-        public = f"http://127.0.0.1:{settings.webhook_port}"  # Caddy's: what Twilio signs
-
-        def service_env(role: str) -> dict[str, str]:
-            env = service_environment(
-                environ, role, vault_addr=vault_addr, approle_dir=ha_dir,
-                backend_token_file=backend_file, twilio_file=twilio_file,
-                public_base_url=public,
-                backend_url=",".join(f"http://127.0.0.1:{p}" for p in backend_ports),
-                store=store)
-            if role == "webhook":
-                env.setdefault("SHUTDOWN_DRAIN", str(WEBHOOK_DRAIN_S))
-            return env
-
-        print(f"ivr-vault: {seed_demo(Settings.from_environ(service_env('backend')))}")
-
-        backends = [_service("backend", i, port, service_env("backend"), logs)
-                    for i, port in enumerate(backend_ports, start=1)]
-        webhooks = [_service("webhook", i, free_port(), service_env("webhook"), logs)
-                    for i in range(1, REPLICAS + 1)]
-        refused = _start_services(backends, webhooks, stack)
-        if refused:
-            print(f"ivr-vault: {refused}; stopping.", file=sys.stderr, flush=True)
-            return 1
-        proxy = DevProxy.start(ha_dir / "caddy", port=settings.webhook_port,
-                               upstreams=[f"127.0.0.1:{w.port}" for w in webhooks])
-        stack.callback(proxy.stop)
-        voters = vault.wait_voters()
-        ha = HaStack(state_dir, vault, backends, webhooks, proxy,
-                     store.get("STORE_URL") or store["STORE_PATH"])
+        ha = start_ha(settings, environ, state_dir=state_dir, stack=stack)
+        stack.callback(_forget_cluster_json, state_dir / "cluster.json")
         ha.write_cluster_json()
-        log.info("make run-ha ready", seconds=round(time.monotonic() - started, 1),
-                 voters_after_s=round(voters, 1))
-
+        print(f"ivr-vault: make run-ha ready in {time.monotonic() - started:.1f} s",
+              flush=True)
         return _supervise(ha)
+
+
+def start_ha(settings: Settings, environ: Mapping[str, str], *, state_dir: Path,
+             stack: ExitStack) -> HaStack:
+    """Start the whole topology, kept in ``state_dir/ha``; every process is stopped when
+    ``stack`` closes. (The bench measures the same topology through this function.)"""
+    ha_dir = state_dir / "ha"
+    ha_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    logs = ha_dir / "logs"
+    vault = DevVaultCluster.start(ha_dir / "vault", wait_voters=False)
+    stack.callback(vault.stop)
+    vault_addr = ",".join(vault.addrs)
+    print(f"Dev Vault cluster (OpenBao, 3 nodes, Raft) at {vault_addr}; data and the "
+          f"dev-only keyring in {vault.state_dir}", flush=True)
+
+    admin = vault.admin()
+    layout = bootstrap(admin)
+    creds = issue_credentials(admin, ["ivr-webhook", "ivr-backend", "ivr-keyadmin",
+                                      "ivr-backup"], approle_mount=layout.approle_mount)
+    admin.close()
+    for role, c in creds.items():
+        c.write(ha_dir / role)
+
+    store = _start_store(ha_dir, stack)
+    write_vault_env(state_dir / "vault.env", vault_addr, vault.root_token.reveal(), store)
+
+    twilio_file = secret_file(state_dir / "twilio-auth-token",
+                              environ.get("TWILIO_AUTH_TOKEN"))
+    backend_file = secret_file(state_dir / "backend-token", environ.get("BACKEND_TOKEN"))
+    backend_ports = [free_port() for _ in range(REPLICAS)]
+    public = f"http://127.0.0.1:{settings.webhook_port}"  # Caddy's: what Twilio signs
+
+    def service_env(role: str) -> dict[str, str]:
+        env = service_environment(
+            environ, role, vault_addr=vault_addr, approle_dir=ha_dir,
+            backend_token_file=backend_file, twilio_file=twilio_file,
+            public_base_url=public,
+            backend_url=",".join(f"http://127.0.0.1:{p}" for p in backend_ports),
+            store=store)
+        if role == "webhook":
+            env.setdefault("SHUTDOWN_DRAIN", str(WEBHOOK_DRAIN_S))
+        return env
+
+    print(f"ivr-vault: {seed_demo(Settings.from_environ(service_env('backend')))}")
+
+    backends = [_service("backend", i, port, service_env("backend"), logs)
+                for i, port in enumerate(backend_ports, start=1)]
+    webhooks = [_service("webhook", i, free_port(), service_env("webhook"), logs)
+                for i in range(1, REPLICAS + 1)]
+    _start_services(backends, webhooks, stack)
+    proxy = DevProxy.start(ha_dir / "caddy", port=settings.webhook_port,
+                           upstreams=[f"127.0.0.1:{w.port}" for w in webhooks])
+    stack.callback(proxy.stop)
+    vault.wait_voters()
+    return HaStack(state_dir, vault, backends, webhooks, proxy,
+                   store.get("STORE_URL") or store["STORE_PATH"],
+                   Path(twilio_file))
 
 
 def _supervise(ha: HaStack) -> int:
@@ -209,18 +208,19 @@ def _supervise(ha: HaStack) -> int:
 
 
 def _start_services(backends: list[ServiceProcess], webhooks: list[ServiceProcess],
-                    stack: ExitStack) -> str | None:
-    """Start them all and wait until each is ready; None, or why one will not be."""
+                    stack: ExitStack) -> None:
+    """Start them all and wait until each is ready (:class:`ServiceNotReady`: one that
+    will not be, by waiting)."""
     for service in (*backends, *webhooks):
         stack.callback(service.stop, signum=signal.SIGINT)  # no drain on Ctrl-C
         service.start()
     for backend in backends:
         refused = wait_backend_ready(backend)
         if refused:
-            return f"{backend.label} is not ready: {refused} (see {backend.stderr_path})"
+            raise ServiceNotReady(f"{backend.label} is not ready: {refused} (its log: "
+                                  f"{backend.stderr_path})")
     for webhook in webhooks:
         wait_http(f"{webhook.url}/readyz", timeout=READY_TIMEOUT_S)
-    return None
 
 
 def _service(role: str, index: int, port: int, env: dict[str, str],
