@@ -15,9 +15,8 @@ import yaml
 
 from service.cli import build_parser
 from service.settings import Settings
-from tests.support.compose import HA, Compose, load, raw
+from tests.support.compose import HA, Compose, load, raw, schema_errors
 from tests.support.repo import ROOT
-from tests.unit.deploy.test_compose import schema_errors
 
 NODES = ("vault", "vault-2", "vault-3")
 BACKENDS = ("backend", "backend-2")
