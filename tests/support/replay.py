@@ -107,15 +107,38 @@ class Replay:
             for target, host in self.mounts(name):
                 if target.startswith(OPENBAO_CONFIG_DIR + "/"):
                     (config / Path(target).name).write_text(
-                        self.localize(host.read_text(), name))
+                        self.node_paths(host.read_text(), name))
             return [find_vault_binary(), "server", f"-config={config}"]
         return [str(BIN / "ivr-vault"), *command]
+
+    def cwd(self, name: str) -> Path:
+        """Where a service runs: an OpenBao node in its own directory (node_paths)."""
+        if not self.compose["services"][name].get("image", "").startswith("openbao/"):
+            return self.tmp
+        here = self.tmp / f"{name}-cwd"
+        here.mkdir(exist_ok=True)
+        return here
+
+    def node_paths(self, config: str, name: str) -> str:
+        """An OpenBao node's configuration, its volumes as paths relative to its own
+        directory (cwd), where each is a link to the volume. In containers every node of a
+        cluster reads the same text (/openbao/logs/audit.log), and OpenBao keeps the audit
+        device's options in the cluster's data: a node whose options differ refuses to
+        serve. Relative paths keep the text equal on every node, as the containers do."""
+        for target, host in self.mounts(name):
+            if target.startswith(OPENBAO_CONFIG_DIR):
+                continue
+            link = self.cwd(name) / target.strip("/").replace("/", "_")
+            if not link.is_symlink():
+                link.symlink_to(host)
+            config = re.sub(rf"(?<![\w/]){re.escape(target)}(?=/|\b|$)", link.name, config)
+        return self.localize(config, name)
 
     def run(self, name: str, **extra: str) -> subprocess.CompletedProcess[str]:
         """A one-shot service (``vault-tls``, ``vault-init``), as `up` or `run` runs it."""
         return subprocess.run(self._argv(name), env=self.environment(name, **extra),
-                              cwd=self.tmp, capture_output=True, text=True, timeout=180,
-                              check=False)
+                              cwd=self.cwd(name), capture_output=True, text=True,
+                              timeout=180, check=False)
 
     def start(self, name: str) -> None:
         """A long-running service, in the background; its output in ``log(name)``."""
@@ -127,7 +150,7 @@ class Replay:
             return
         with self.log(name).open("ab") as log:
             self.running[name] = subprocess.Popen(
-                self._argv(name), env=self.environment(name), cwd=self.tmp,
+                self._argv(name), env=self.environment(name), cwd=self.cwd(name),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
 
