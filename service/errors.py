@@ -1,7 +1,7 @@
 """The service's exceptions, and nothing else.
 
-Foreign exceptions (hvac, requests, httpx, sqlite3, twilio) are translated into these at the
-boundary where they arise, so callers handle one tree::
+Foreign exceptions (hvac, requests, httpx, sqlite3, psycopg, twilio) are translated into these
+at the boundary where they arise, so callers handle one tree::
 
     IvrVaultError
     ├── ConfigError                  a setting is missing or invalid (names it, never its value)
@@ -14,6 +14,10 @@ boundary where they arise, so callers handle one tree::
     │   ├── VaultNotFound            404: no such key, mount or role
     │   └── VaultRequestError        400: Vault refused the request (or an item of a batch)
     ├── LookupKeyMismatch            the store's ivr-lookup canary: this Vault cannot reproduce it
+    ├── StoreError                   the account store failed (named without its password)
+    │   ├── StoreUnavailable         PostgreSQL refused, unreachable, the connection lost
+    │   ├── StoreConflict            a write would break a unique key (an account with this card)
+    │   └── StoreSchemaMismatch      the schema is not this release's: run `ivr-vault store migrate`
     ├── BackendUnavailable           the webhook got no answer from the backend (refused, timed out)
     ├── ServiceNotReady              make run-ha: a service started but will not become ready
     ├── ItemFailed                   Transit refused one item of a batch encrypt
@@ -93,6 +97,27 @@ class LookupKeyMismatch(IvrVaultError):
     ``ivr-lookup`` version the store's verifiers use: it is not the Vault (or not the
     data) that made them, and every lookup would answer "not found". The message says
     which versions, and the way out; it holds no key material."""
+
+
+class StoreError(IvrVaultError):
+    """The account store failed. Messages name the store by its display URL (no password,
+    no query) and the operation, never a row's values: a unique-key error from the
+    database quotes the key, here it does not."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached or the connection was lost: nothing was decided, or
+    what was decided did not commit (a lookup answers 503, like an unavailable Vault)."""
+
+
+class StoreConflict(StoreError):
+    """A write would break a unique key (an account whose card verifier another account
+    already has)."""
+
+
+class StoreSchemaMismatch(StoreError):
+    """The store's schema version is not the one this release runs on: behind (run
+    ``ivr-vault store migrate``) or ahead (a newer release migrated it)."""
 
 
 class BackendUnavailable(IvrVaultError):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Generic, Literal, Protocol, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from service.errors import ConfigError
 
@@ -232,6 +232,67 @@ class Choice:
         return value.upper() if self.upper else value
 
 
+@dataclass(frozen=True, repr=False)
+class StoreUrl:
+    """Where the account store lives (``STORE_URL``). ``conninfo`` is the PostgreSQL URL as
+    given, which may carry a password; ``display`` is what logs and errors may show: no
+    password, no query."""
+
+    engine: Literal["sqlite", "postgresql"]
+    path: str = ""  # sqlite: the file
+    conninfo: Secret | None = None  # postgresql
+    display: str = ""
+
+    @classmethod
+    def sqlite(cls, path: str) -> StoreUrl:
+        return cls("sqlite", path=path, display=f"sqlite:///{path}")
+
+    def __repr__(self) -> str:
+        return f"StoreUrl({self.display!r})"
+
+    def __str__(self) -> str:
+        """For a person: a SQLite store's file, a PostgreSQL store's display URL."""
+        return self.path or self.display
+
+
+@dataclass(frozen=True)
+class StoreUrlText:
+    """``sqlite:///relative/path``, ``sqlite:////absolute/path`` (SQLAlchemy's spelling) or a
+    libpq URI ``postgresql://user@host:port/db?…``. A password (``user:pw@`` or
+    ``?password=``) only from ``STORE_URL_FILE``: a process's environment is seen by more
+    than the process (``docker inspect``, compose files, ``/proc/PID/environ``)."""
+
+    accepts: str = "`sqlite:///PATH` or `postgresql://USER@HOST:PORT/DB`"
+
+    def __call__(self, text: str | None, name: str) -> StoreUrl | None:
+        if not text:
+            return None
+        parts = urlsplit(text)
+        if parts.scheme == "sqlite":
+            path = parts.path[1:]
+            if parts.netloc or parts.query or parts.fragment or not path:
+                raise ConfigError(f"{name}: expected sqlite:///relative/path or "
+                                  "sqlite:////absolute/path")
+            return StoreUrl.sqlite(path)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ConfigError(f"{name}: expected a sqlite:/// or postgresql:// URL")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigError(f"{name}: the port is not a number from 0 to 65535") from None
+        if parts.fragment:
+            raise ConfigError(f"{name}: must not carry a fragment")
+        password = parts.password is not None or "password" in parse_qs(parts.query)
+        if password and not name.endswith("_FILE"):
+            raise ConfigError(f"{name}: carries a password; put the URL in the file named by "
+                              f"{name}_FILE, or the password in PGPASSFILE")
+        host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname or ""
+        where = host if port is None else f"{host}:{port}"
+        user = f"{parts.username}@" if parts.username else ""
+        return StoreUrl("postgresql", conninfo=Secret(text),
+                        display=f"postgresql://{user}{where}{parts.path}")
+
+
 # -- the declaration ----------------------------------------------------------------------
 
 
@@ -246,23 +307,25 @@ class Spec:
     required_by: tuple[Role, ...] = ()
 
     def read(self, environ: Mapping[str, str], name: str) -> Any:
-        return self.parse(self._text(environ, name), name)
-
-    def _text(self, environ: Mapping[str, str], name: str) -> str | None:
+        """The parser is told the variable its text came from (``NAME_FILE`` for a file),
+        so its errors name what the operator set."""
         file_var = f"{name}_FILE"
         if self.secret and environ.get(file_var):
-            path = Path(environ[file_var])
-            try:
-                value = path.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(f"{file_var}: cannot read the file ({exc.strerror})") from None
-            except UnicodeDecodeError:
-                raise ConfigError(f"{file_var}: the file is not UTF-8 text") from None
-            if not value:
-                raise ConfigError(f"{file_var}: the file is empty")
-            return value
+            return self.parse(_read_file(environ[file_var], file_var), file_var)
         from_env = environ.get(name)
-        return self.default if from_env is None else from_env.strip()
+        return self.parse(self.default if from_env is None else from_env.strip(), name)
+
+
+def _read_file(path: str, file_var: str) -> str:
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{file_var}: cannot read the file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{file_var}: the file is not UTF-8 text") from None
+    if not value:
+        raise ConfigError(f"{file_var}: the file is empty")
+    return value
 
 
 def setting(default: str | None, meaning: str, parse: Parser[T], *, secret: bool = False,
@@ -336,13 +399,22 @@ class Settings:
     webhook_port: int = setting("8080", "Webhook listen port.", Bounded(int, 0, 65535))
     backend_host: str = setting("127.0.0.1", "Backend listen address.", Text())
     backend_port: int = setting("8081", "Backend listen port.", Bounded(int, 0, 65535))
+    store_url: StoreUrl | None = setting(
+        None, "The account store (backend, CLI): `sqlite:///PATH`, one file on one machine, "
+        "or `postgresql://…`, one store shared by every backend replica (docs/deployment.md). "
+        "A password only in STORE_URL_FILE, or libpq's PGPASSFILE. Unset: SQLite at "
+        "STORE_PATH.", StoreUrlText(), secret=True)
     store_path: str = setting(
-        ".dev/accounts.sqlite3", "SQLite account store (backend, CLI).", Text())
+        ".dev/accounts.sqlite3", "The SQLite account store's file while STORE_URL is unset "
+        "(short for `STORE_URL=sqlite:///PATH`).", Text())
     log_format: str = setting(
         "json", "`json`: one object per line; `console`: for a person at a terminal.",
         Choice(("json", "console")))
     log_level: str = setting(
-        "INFO", "Minimum log level.", Choice(("debug", "info", "warning", "error"), upper=True))
+        "INFO", "Minimum log level of the services (`serve`, `dev`, compose's `operator` "
+        "steps). Other commands log warnings and errors (or only what this allows), "
+        "INFO with `-v`, DEBUG with `-vv`.",
+        Choice(("debug", "info", "warning", "error"), upper=True))
     max_body_bytes: int = setting(
         "16384", "Largest request body accepted (413 above).", Bounded(int, 1024, 1 << 20))
     max_attempts: int = setting(
@@ -379,6 +451,11 @@ class Settings:
         "at once. Ctrl-C never waits; not applied with WEB_CONCURRENCY above 1.",
         Bounded(float, 0, 60))
 
+    @property
+    def store(self) -> StoreUrl:
+        """The account store: STORE_URL, else the SQLite file at STORE_PATH."""
+        return self.store_url or StoreUrl.sqlite(self.store_path)
+
     def __post_init__(self) -> None:
         # Settings that bound each other; each field alone was checked by its parser.
         if self.lockout_hard_limit < self.lockout_threshold:
@@ -392,6 +469,16 @@ class Settings:
 
     def require(self, role: Role) -> Settings:
         """Fail start-up with one line naming what this role is missing."""
+        self.check_consistent(role)
+        for field in dataclasses.fields(self):
+            if role in spec(field).required_by and getattr(self, field.name) is None:
+                name = env_name(field)
+                raise ConfigError(f"{name}: not set (nor {name}_FILE)")
+        return self
+
+    def check_consistent(self, role: Role) -> None:
+        """The rules between settings that ``role`` depends on (``ivr-vault doctor`` checks
+        them without the role's secrets at hand)."""
         if role == "webhook" and not self.public_base_url and not self.trusted_proxies:
             raise ConfigError(
                 "PUBLIC_BASE_URL: empty, and TRUSTED_PROXIES is empty too; "
@@ -400,11 +487,6 @@ class Settings:
         # still accepts must never be older than that memory.
         if role == "webhook" and self.step_max_age > self.call_max_age:
             raise ConfigError("STEP_MAX_AGE: must not be longer than CALL_MAX_AGE")
-        for field in dataclasses.fields(self):
-            if role in spec(field).required_by and getattr(self, field.name) is None:
-                name = env_name(field)
-                raise ConfigError(f"{name}: not set (nor {name}_FILE)")
-        return self
 
 
 # Settings that once existed and are now ignored: name → why. A service that finds one in its

@@ -23,7 +23,13 @@ from service.backend.decision import LookupOutcome, LookupResult
 from service.backend.keycheck import LookupKeys
 from service.backend.lookup import Lookup
 from service.backend.schema import OPENAPI, parse_lookup
-from service.errors import IvrVaultError, SchemaError, VaultError
+from service.errors import (
+    IvrVaultError,
+    SchemaError,
+    StoreError,
+    StoreUnavailable,
+    VaultError,
+)
 from service.settings import Settings
 from service.store.accounts import Store
 from service.vault import session
@@ -87,11 +93,11 @@ async def lookup_endpoint(request: Request) -> Response:
     key = request.headers.get("idempotency-key") or None
     if key is not None and (len(key) > 200 or not key.isascii()):
         return _error(422, [{"loc": "header:Idempotency-Key", "msg": "invalid"}])
-    if key is not None:
-        remembered = await lookup.remembered(parsed.call_sid, key)
-        if remembered is not None:
-            return _replayed(remembered)
     try:
+        if key is not None:
+            remembered = await lookup.remembered(parsed.call_sid, key)
+            if remembered is not None:
+                return _replayed(remembered)
         # A "not found" is only an answer when this Vault can reproduce the store's
         # verifiers (keycheck.py); otherwise the caller hears "please call again later".
         if lookup.keys is not None and not await lookup.keys.usable():
@@ -102,6 +108,10 @@ async def lookup_endpoint(request: Request) -> Response:
         lookup.metrics.vault_errors.labels(exc.kind).inc()
         annotate(outcome="vault_unavailable", error_kind=exc.kind)
         return _error(503, "vault unavailable")
+    except StoreUnavailable:
+        # Nothing was decided, or it did not commit: a retry (on another replica) decides.
+        annotate(outcome="store_unavailable")
+        return _error(503, "store unavailable")
     if decision.replayed is not None:  # the same request, decided while this one waited
         return _replayed(decision.replayed)
     result = decision.result
@@ -133,10 +143,11 @@ def create_backend_app(settings: Settings, *,
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        store = Store(settings.store_path)
+        # A connection for each thread that may run store work (PostgreSQL).
+        store = Store(settings.store, pool_size=session.THREADS)
         try:
             async with transit_session(settings, metrics) as transit:
-                # SQLite work shares the Vault client's pool: both are short blocking calls.
+                # Store work shares the Vault client's pool: both are short blocking calls.
                 keys = LookupKeys(transit, store, transit.executor, settings.lookup_key)
                 try:
                     await keys.check()  # a mismatch: one error line, and never ready
@@ -158,6 +169,8 @@ def create_backend_app(settings: Settings, *,
         assert lookup.keys is not None
         try:
             check = await lookup.keys.check()
+        except StoreError:
+            return {"store": False}
         except IvrVaultError:
             return {"vault": False}
         return {"vault": True, check.key: check.ok}

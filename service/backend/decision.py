@@ -1,6 +1,6 @@
 """A lookup's decision, taken inside one store transaction: plain Python over a
-:class:`~service.store.ledger.Ledger`, so every store (SQLite today, PostgreSQL later)
-decides the same way.
+:class:`~service.store.ledger.Ledger`, so both stores (SQLite, PostgreSQL) decide the same
+way.
 
 In order, each step reading the store as it is now:
 

@@ -45,7 +45,7 @@ def seed_demo(settings: Settings, *, vault: VaultClient | None = None) -> str:
     that skips the weak-PIN rule, and only for these constants. Only when the store has
     no account of that name: a store with data in it is never written over. Returns the
     line that says which."""
-    store = Store(settings.store_path)
+    store = Store(settings.store)
     try:
         present = store.has_account(DEMO_ACCOUNT[0])
     finally:
@@ -58,7 +58,7 @@ def seed_demo(settings: Settings, *, vault: VaultClient | None = None) -> str:
 
 def _enrol(settings: Settings, account: str, balance: str, last4: str, pin: str, *,
            vault: VaultClient | None) -> None:
-    store = Store(settings.store_path)
+    store = Store(settings.store)
     try:
         async def made() -> tuple[str, str, str]:
             async with transit_session(settings, Metrics(), threads=2, vault=vault) as transit:
@@ -84,7 +84,7 @@ def check_store_keys(settings: Settings, *, adopt: bool = False,
     ``adopt``, versions stored verifiers use without a canary (a store made before
     canaries) get this Vault's: only for an operator who knows this Vault made them.
     A canary that does not match is never replaced."""
-    store = Store(settings.store_path)
+    store = Store(settings.store)
     try:
         async def checked() -> KeyCheck:
             async with transit_session(settings, Metrics(), threads=2, vault=vault) as transit:

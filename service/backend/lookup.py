@@ -3,10 +3,11 @@
 A call's card, PIN and caller number are decrypted in one Transit batch and HMACed with
 ``ivr-lookup`` in one batch, before any store work: no Vault call ever happens inside the
 transaction. :func:`~service.backend.decision.decide` then checks, compares and records in
-one ``BEGIN IMMEDIATE`` transaction (``Store.transaction``), so concurrent lookups of one
-card are decided one after the other: a burst of wrong PINs is evaluated exactly up to the
-lock. Only when the card is unknown at the latest key version and older versions are still
-stored does the lookup HMAC at those versions and decide again.
+one transaction (``Store.transaction``: SQLite's ``BEGIN IMMEDIATE``, or PostgreSQL's row
+locks), so concurrent lookups of one card are decided one after the other, on one backend
+or several: a burst of wrong PINs is evaluated exactly up to the lock. Only when the card
+is unknown at the latest key version and older versions are still stored does the lookup
+HMAC at those versions and decide again.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class Lookup:
     transit: Transit
     store: Store
     metrics: Metrics
-    executor: ThreadPoolExecutor  # for the store's blocking SQLite calls
+    executor: ThreadPoolExecutor  # for the store's blocking calls
     keys: LookupKeys | None = None  # the ivr-lookup canaries (keycheck.py)
 
     @property

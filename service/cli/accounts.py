@@ -53,7 +53,7 @@ def _unlock(args: argparse.Namespace, settings: Settings) -> int:
         operator = operator_identity(vault)
     finally:
         vault.close()
-    store = Store(settings.store_path)
+    store = Store(settings.store)
     try:
         before = store.unlock(args.account)
     finally:
@@ -100,18 +100,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                         "or stdin, never argv; weak PINs are refused")
     p.add_argument("--account", required=True)
     p.add_argument("--balance", required=True)
-    p.set_defaults(func=_add)
+    p.set_defaults(func=_add, dev_identity="ivr-backend")
     p = accounts.add_parser("unlock", help="forget an account's wrong PINs and lift its "
                                            "lock; as the key-admin (operator) identity")
     p.add_argument("--account", required=True)
-    p.set_defaults(func=_unlock)
+    p.set_defaults(func=_unlock, dev_identity="ivr-keyadmin")
     p = accounts.add_parser("seed-demo", help="development only: provision the demo account "
                                               "(card 1234, PIN 4321) with the backend's "
                                               "identity, unless the store has it")
-    p.set_defaults(func=_seed_demo)
+    p.set_defaults(func=_seed_demo, dev_identity="ivr-backend")
     p = accounts.add_parser("check-keys", help="check that this Vault reproduces the store's "
                                                "ivr-lookup canaries (as the backend does)")
     p.add_argument("--adopt", action="store_true",
                    help="record this Vault's canaries for verifier versions that have none "
                         "(a store made before canaries); only if this Vault made them")
-    p.set_defaults(func=_check_keys)
+    p.set_defaults(func=_check_keys, dev_identity="ivr-backend")

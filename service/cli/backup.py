@@ -21,23 +21,23 @@ if TYPE_CHECKING:
     from service.devtools.devstack import DevVault
     from service.vault.operator_init import VaultServer
 
-DEV_BACKUP_DIR = DEV_DIR / "ivr-backup"
-
 
 def _backup(args: argparse.Namespace, settings: Settings) -> int:
     from service.vault.backup import write_backup
     from service.vault.client import VaultClient, choose_credentials
 
-    creds = choose_credentials(settings, approle_dir=DEV_BACKUP_DIR)
+    # In a make run directory with no VAULT_ADDR, .dev/ivr-backup/ (service/cli/devenv.py).
+    creds = choose_credentials(settings)
     if creds is None:
         raise ConfigError("VAULT_ROLE_ID/VAULT_SECRET_ID: not set (nor *_FILE, nor "
-                          f"{DEV_BACKUP_DIR}/, nor VAULT_TOKEN): no backup identity")
+                          "VAULT_TOKEN): no backup identity (in a make run directory, leave "
+                          "VAULT_ADDR unset to use .dev/ivr-backup/)")
     vault = VaultClient.from_settings(settings, credentials=creds, pool_size=2,
                                       timeout=max(settings.vault_timeout, 30))
     out = Path(args.out)
-    manifest = write_backup(vault, Path(settings.store_path), out)
+    manifest = write_backup(vault, settings.store, out)
     print(f"ivr-vault: backup written to {out} (mode 0600): the Raft snapshot of Vault "
-          f"cluster {manifest.cluster_id} and the account store {settings.store_path}. "
+          f"cluster {manifest.cluster_id} and the account store {settings.store}. "
           "It opens only with that Vault's unseal keys: keep them, elsewhere.")
     return 0
 
@@ -79,8 +79,8 @@ def _restore(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         if dev_vault is not None:
             dev_vault.stop()
-    aside = restore_store(backup, Path(settings.store_path))
-    print(f"ivr-vault: account store restored to {settings.store_path}"
+    aside = restore_store(backup, settings.store)
+    print(f"ivr-vault: account store restored to {settings.store}"
           + (f" (the one it replaced is in {aside})" if aside else ""))
     print("ivr-vault: restore complete; start (or restart) the services")
     return 0
@@ -116,7 +116,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("backup", help="write Vault's Raft snapshot and the account store "
                                       "into one file (mode 0600)")
     p.add_argument("--out", required=True, metavar="FILE")
-    p.set_defaults(func=_backup)
+    p.set_defaults(func=_backup, dev_identity="ivr-backup")
     p = sub.add_parser("restore", help="bring back Vault's data and the account store from "
                                        "a backup (docs/backup.md)")
     p.add_argument("--from", dest="source", required=True, metavar="FILE")

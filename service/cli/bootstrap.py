@@ -1,12 +1,19 @@
-"""``ivr-vault bootstrap``: keys, policies and AppRoles, idempotently, with an admin token."""
+"""``ivr-vault bootstrap``: keys, policies and AppRoles, idempotently, with an admin token;
+and the account store's schema (``ivr-vault store migrate``) when STORE_URL or STORE_PATH
+is set."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from service.errors import ConfigError
 from service.settings import Settings
+
+# Bootstrap also migrates the account store when one is configured (never the default
+# file in whatever directory it runs in).
+STORE_SETTINGS = frozenset({"STORE_URL", "STORE_URL_FILE", "STORE_PATH"})
 
 
 def _bootstrap(args: argparse.Namespace, settings: Settings) -> int:
@@ -39,6 +46,10 @@ def _bootstrap(args: argparse.Namespace, settings: Settings) -> int:
     if args.revoke_token:
         revoke_token(admin)
         print("ivr-vault: bootstrap token revoked")
+    if STORE_SETTINGS & set(os.environ):
+        from service.store.migrations import migrate_store
+
+        print(f"ivr-vault: {migrate_store(settings.store)}")
     print("ivr-vault: bootstrap complete")
     return 0
 
@@ -59,4 +70,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "from (token_bound_cidrs, secret_id_bound_cidrs)")
     p.add_argument("--revoke-token", action="store_true",
                    help="revoke VAULT_TOKEN when done (production: the root token)")
-    p.set_defaults(func=_bootstrap)
+    p.set_defaults(func=_bootstrap, dev_identity="root")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import httpx
 
@@ -28,7 +29,12 @@ def _call(args: argparse.Namespace, settings: Settings) -> int:
     entries = [args.card, args.pin]
     with httpx.Client(timeout=20, verify=args.cacert or True) as client:
         caller = Caller(url, _auth_token(settings), client)
-        result = caller.play([e for e in entries if e is not None])
+        try:
+            result = caller.play([e for e in entries if e is not None])
+        except httpx.HTTPError as exc:
+            print(f"ivr-vault: call: no answer from the webhook at {url} "
+                  f"({type(exc).__name__}); is it running?", file=sys.stderr)
+            return 1
     return 0 if result.completed else 1
 
 

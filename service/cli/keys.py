@@ -122,7 +122,7 @@ def summary(result: RewrapResult) -> str:
 
 
 def _rewrap(args: argparse.Namespace, settings: Settings) -> int:
-    with closing(SealedStore(settings.store_path)) as store:
+    with closing(SealedStore(settings.store)) as store:
         names = args.key or store.key_names()
         if not names:
             print("ivr-vault: no stored ciphertexts to rewrap")
@@ -147,6 +147,7 @@ def _batch_size(text: str) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = sub.add_parser("keys", help="key lifecycle (as the key-admin identity)")
+    group.set_defaults(dev_identity="ivr-keyadmin")
     cmds = group.add_subparsers(dest="keys_command", required=True)
 
     p = cmds.add_parser("status", help="versions, retirement and stored records per key")

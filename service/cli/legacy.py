@@ -78,7 +78,7 @@ def _convert(args: argparse.Namespace, settings: Settings) -> int:
     for ciphertext in converted:
         print(ciphertext)
     if args.store:
-        with closing(SealedStore(settings.store_path)) as store:
+        with closing(SealedStore(settings.store)) as store:
             ids = store.add(args.name, converted)
         span = f" (ids {ids[0]}-{ids[-1]})" if ids else ""
         print(f"ivr-vault: stored {len(ids)} records under {args.name}{span}", file=sys.stderr)
@@ -87,6 +87,7 @@ def _convert(args: argparse.Namespace, settings: Settings) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = sub.add_parser("legacy", help="migrate from the Twilio tutorial's AES_SECRET")
+    group.set_defaults(dev_identity="ivr-keyadmin")
     cmds = group.add_subparsers(dest="legacy_command", required=True)
 
     p = cmds.add_parser("import-key", help="import the tutorial key into Transit (BYOK); "

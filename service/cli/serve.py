@@ -81,7 +81,8 @@ def _worker_settings() -> Settings:
 
     settings = Settings.from_environ()
     fmt: Literal["json", "console"] = "console" if settings.log_format == "console" else "json"
-    configure_logging(fmt=fmt, level=settings.log_level, background=True)
+    configure_logging(fmt=fmt, level=settings.log_level, background=True,
+                      listen_hosts=frozenset({settings.webhook_host, settings.backend_host}))
     return settings
 
 

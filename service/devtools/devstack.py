@@ -75,10 +75,12 @@ def _tls(verify: str | bool) -> ssl.SSLContext | bool:
 
 
 def stop_process(process: subprocess.Popen[bytes], *, grace: float = 10.0,
-                 signum: int = signal.SIGTERM) -> None:
+                 sig: int = signal.SIGTERM) -> None:
+    """``sig`` (SIGTERM; PostgreSQL's fast shutdown is SIGINT), then SIGKILL after
+    ``grace`` seconds."""
     if process.poll() is not None:
         return
-    process.send_signal(signum)
+    process.send_signal(sig)
     try:
         process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
@@ -293,7 +295,7 @@ class ServiceProcess:
                 raise
         return self
 
-    def stop(self, *, signum: int = signal.SIGTERM) -> None:
+    def stop(self, *, sig: int = signal.SIGTERM) -> None:
         """SIGTERM (with SHUTDOWN_DRAIN, a drain first) or SIGINT (no drain)."""
         if self.process is not None:
-            stop_process(self.process, signum=signum)
+            stop_process(self.process, sig=sig)

@@ -7,12 +7,13 @@
     every service ──▶ vault-1, vault-2, vault-3               (VAULT_ADDR: all three)
     backend-* ──▶ the account store, shared                   (STORE_URL)
 
-Everything is kept under ``.dev/ha/`` (the Vault cluster's data and dev-only keys, the
-store, the services' credentials, every process's log in ``.dev/ha/logs/``), so a second
-``make run-ha`` finds the first one's keys and accounts. Beside ``make run``'s files:
-``.dev/vault.env`` (``VAULT_ADDR`` with the three nodes, the root token, the store) for
-``ivr-vault accounts …`` and ``keys …``, and ``.dev/cluster.json``, every process with
-its role, name, pid and URL, rewritten whenever one changes.
+Everything is kept under ``.dev/ha/`` (the Vault cluster's data and dev-only keys,
+PostgreSQL's data and password file, every process's log in ``.dev/ha/logs/``), so a
+second ``make run-ha`` finds the first one's keys and accounts. In ``.dev/`` itself, as
+``make run`` writes them (whichever ran last owns them): ``vault.env`` (``VAULT_ADDR`` with
+the three nodes, the root token, ``STORE_URL``) and each role's AppRole credentials, for
+``ivr-vault accounts …`` and ``keys …``; and ``cluster.json``, every process with its
+role, name, pid and URL, rewritten whenever one changes.
 
 A process that dies is started again, as an orchestrator would: a service on its port, a
 Vault node unsealed and back in its cluster, Caddy on its port. So a rolling restart is
@@ -34,17 +35,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from service.backend.enrolment import seed_demo
 from service.devtools.devstack import ServiceProcess, free_port, wait_http
 from service.devtools.launcher import (
     READY_TIMEOUT_S,
     hold_lock,
+    prepare_store,
     secret_file,
     service_environment,
     stop_on_signals,
     wait_backend_ready,
     write_vault_env,
 )
+from service.devtools.postgres import LocalPostgres
 from service.devtools.proxy import DevProxy
 from service.devtools.vault_cluster import DevVaultCluster
 from service.errors import IvrVaultError, ServiceNotReady
@@ -64,11 +66,16 @@ class HaStack:
 
     state_dir: Path  # .dev
     vault: DevVaultCluster
+    postgres: LocalPostgres
     backends: list[ServiceProcess]
     webhooks: list[ServiceProcess]
     proxy: DevProxy
-    store: str  # where the store is, for a person: a path or a URL without a password
     twilio_token_file: Path
+
+    @property
+    def store(self) -> str:
+        """Where the store is, for a person: no password, no query."""
+        return f"postgresql://127.0.0.1:{self.postgres.port}/ivr"
 
     @property
     def ha_dir(self) -> Path:
@@ -79,6 +86,7 @@ class HaStack:
         found: list[dict[str, Any]] = []
         for node in self.vault.nodes:
             found.append(_member("vault", node.node_id, node.process, node.addr))
+        found.append(_member("postgres", "postgres", self.postgres.process, self.store))
         for service in (*self.backends, *self.webhooks):
             found.append(_member(service.role, service.label, service.process, service.url))
         found.append(_member("proxy", "proxy", self.proxy.process, self.proxy.url))
@@ -108,6 +116,8 @@ class HaStack:
         for node in self.vault.nodes:
             if not node.running:
                 again(node.node_id, partial(self.vault.restart, node))
+        if self.postgres.process is None or self.postgres.process.poll() is not None:
+            again("postgres", self.postgres.start)  # same port, same data
         for service in (*self.backends, *self.webhooks):
             if not service.running:
                 again(service.label, service.start)
@@ -122,7 +132,7 @@ def _member(role: str, name: str, process: Any, url: str) -> dict[str, Any]:
 
 def run_ha(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(state_dir, 0o700)
+    os.chmod(state_dir, _private_dir_mode())
     with ExitStack() as stack:
         hold_lock(state_dir, stack)
         stop_on_signals()
@@ -140,7 +150,8 @@ def start_ha(settings: Settings, environ: Mapping[str, str], *, state_dir: Path,
     """Start the whole topology, kept in ``state_dir/ha``; every process is stopped when
     ``stack`` closes. (The bench measures the same topology through this function.)"""
     ha_dir = state_dir / "ha"
-    ha_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ha_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(ha_dir, _private_dir_mode())
     logs = ha_dir / "logs"
     vault = DevVaultCluster.start(ha_dir / "vault", wait_voters=False)
     stack.callback(vault.stop)
@@ -154,9 +165,12 @@ def start_ha(settings: Settings, environ: Mapping[str, str], *, state_dir: Path,
                                       "ivr-backup"], approle_mount=layout.approle_mount)
     admin.close()
     for role, c in creds.items():
-        c.write(ha_dir / role)
+        # In .dev/ beside vault.env, as make run writes them: whichever ran last, the
+        # operator CLI finds the identities that belong to the Vault vault.env names.
+        c.write(state_dir / role)
 
-    store = _start_store(ha_dir, stack)
+    postgres = _start_store(ha_dir, stack)
+    store = {"STORE_URL": postgres.url}  # no password: it is in the passfile it names
     write_vault_env(state_dir / "vault.env", vault_addr, vault.root_token.reveal(), store)
 
     twilio_file = secret_file(state_dir / "twilio-auth-token",
@@ -167,7 +181,7 @@ def start_ha(settings: Settings, environ: Mapping[str, str], *, state_dir: Path,
 
     def service_env(role: str) -> dict[str, str]:
         env = service_environment(
-            environ, role, vault_addr=vault_addr, approle_dir=ha_dir,
+            environ, role, vault_addr=vault_addr, approle_dir=state_dir,
             backend_token_file=backend_file, twilio_file=twilio_file,
             public_base_url=public,
             backend_url=",".join(f"http://127.0.0.1:{p}" for p in backend_ports),
@@ -176,7 +190,7 @@ def start_ha(settings: Settings, environ: Mapping[str, str], *, state_dir: Path,
             env.setdefault("SHUTDOWN_DRAIN", str(WEBHOOK_DRAIN_S))
         return env
 
-    print(f"ivr-vault: {seed_demo(Settings.from_environ(service_env('backend')))}")
+    prepare_store(Settings.from_environ(service_env("backend")))  # migrate, seed
 
     backends = [_service("backend", i, port, service_env("backend"), logs)
                 for i, port in enumerate(backend_ports, start=1)]
@@ -187,9 +201,7 @@ def start_ha(settings: Settings, environ: Mapping[str, str], *, state_dir: Path,
                            upstreams=[f"127.0.0.1:{w.port}" for w in webhooks])
     stack.callback(proxy.stop)
     vault.wait_voters()
-    return HaStack(state_dir, vault, backends, webhooks, proxy,
-                   store.get("STORE_URL") or store["STORE_PATH"],
-                   Path(twilio_file))
+    return HaStack(state_dir, vault, postgres, backends, webhooks, proxy, Path(twilio_file))
 
 
 def _supervise(ha: HaStack) -> int:
@@ -212,7 +224,7 @@ def _start_services(backends: list[ServiceProcess], webhooks: list[ServiceProces
     """Start them all and wait until each is ready (:class:`ServiceNotReady`: one that
     will not be, by waiting)."""
     for service in (*backends, *webhooks):
-        stack.callback(service.stop, signum=signal.SIGINT)  # no drain on Ctrl-C
+        stack.callback(service.stop, sig=signal.SIGINT)  # no drain on Ctrl-C
         service.start()
     for backend in backends:
         refused = wait_backend_ready(backend)
@@ -223,15 +235,27 @@ def _start_services(backends: list[ServiceProcess], webhooks: list[ServiceProces
         wait_http(f"{webhook.url}/readyz", timeout=READY_TIMEOUT_S)
 
 
+def _private_dir_mode() -> int:
+    """``.dev`` and ``.dev/ha``: only ours, but run as root the PostgreSQL server runs as
+    the ``postgres`` user and must pass through them to its data: traverse, not list (what
+    is inside is 0600 or the server's own)."""
+    return 0o711 if os.geteuid() == 0 else 0o700
+
+
 def _service(role: str, index: int, port: int, env: dict[str, str],
              logs: Path) -> ServiceProcess:
     return ServiceProcess(role, port, {**env, f"{role.upper()}_PORT": str(port)}, logs,
                           name=f"{role}-{index}")
 
 
-def _start_store(ha_dir: Path, stack: ExitStack) -> dict[str, str]:
-    """The store the backends share, as the settings that name it."""
-    return {"STORE_PATH": str(ha_dir / "accounts.sqlite3")}
+def _start_store(ha_dir: Path, stack: ExitStack) -> LocalPostgres:
+    """The PostgreSQL the backends share, its data kept in ``ha_dir/postgres``: a real
+    server on loopback, TCP with a SCRAM password in a libpq password file beside it
+    (service/devtools/postgres.py). Stopped last but one, before Vault."""
+    postgres = LocalPostgres(ha_dir)
+    postgres.start()
+    stack.callback(postgres.stop)
+    return postgres
 
 
 def _forget_cluster_json(path: Path) -> None:

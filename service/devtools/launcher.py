@@ -30,6 +30,7 @@ from service.backend.enrolment import seed_demo
 from service.devtools.devstack import DevVault, ServiceProcess, wait_http
 from service.errors import ConfigError
 from service.settings import Settings
+from service.store.migrations import migrate_store
 from service.vault.bootstrap import bootstrap, issue_credentials
 from service.vault.client import VaultClient
 
@@ -146,7 +147,7 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) 
                 public_base_url=public_base_url, backend_url=backend_url,
                 store={"STORE_PATH": str(store_path)})
 
-        print(f"ivr-vault: {seed_demo(Settings.from_environ(service_env('backend')))}")
+        prepare_store(Settings.from_environ(service_env("backend")))
 
         backend = ServiceProcess("backend", settings.backend_port, service_env("backend"),
                                  state_dir)
@@ -185,6 +186,13 @@ Ctrl-C stops everything.
         except KeyboardInterrupt:
             print("\nivr-vault: stopping.", flush=True)
             return 0
+
+
+def prepare_store(settings: Settings) -> None:
+    """The store's schema, then the demo account unless the store has it. (STORE_URL, when
+    set, wins over the launcher's STORE_PATH: ``make run`` on a PostgreSQL store.)"""
+    print(f"ivr-vault: {migrate_store(settings.store)}")
+    print(f"ivr-vault: {seed_demo(settings)}")
 
 
 # Secrets and identities a service must not inherit from the launcher's environment: each

@@ -21,19 +21,18 @@ from service.store.accounts import Store
 from service.store.sealed import SealedStore
 from service.vault.client import VaultClient, choose_credentials
 
-DEV_KEYADMIN_DIR = Path(".dev") / "ivr-keyadmin"
 LEGACY_KEY = "ivr-legacy"
 
 
-def operator_vault(settings: Settings, *, dev_dir: Path = DEV_KEYADMIN_DIR) -> VaultClient:
-    """The key-admin identity: VAULT_ROLE_ID/VAULT_SECRET_ID (or ``*_FILE``); else the
-    credentials ``make run`` wrote into ``.dev/ivr-keyadmin``; else VAULT_TOKEN. The
-    AppRole comes first so that a root token left in the shell by ``source .dev/vault.env``
-    is not what rotates keys when the narrower identity is at hand."""
-    creds = choose_credentials(settings, approle_dir=dev_dir)
+def operator_vault(settings: Settings) -> VaultClient:
+    """The key-admin identity: VAULT_ROLE_ID/VAULT_SECRET_ID (or ``*_FILE``), else
+    VAULT_TOKEN. In a ``make run`` directory with no VAULT_ADDR, the command line has put
+    ``.dev/ivr-keyadmin``'s credentials there (service/cli/devenv.py)."""
+    creds = choose_credentials(settings)
     if creds is None:
         raise ConfigError("VAULT_ROLE_ID/VAULT_SECRET_ID: not set (nor *_FILE, nor "
-                          f"{dev_dir}/, nor VAULT_TOKEN): no key-admin identity")
+                          "VAULT_TOKEN): no key-admin identity (in a make run directory, "
+                          "leave VAULT_ADDR unset to use .dev/ivr-keyadmin/)")
     return VaultClient.from_settings(settings, credentials=creds, pool_size=2,
                                      timeout=max(settings.vault_timeout, 10))
 
@@ -110,39 +109,48 @@ def read_key(vault: VaultClient, settings: Settings, name: str) -> dict[str, Any
     return data
 
 
+def _store_exists(settings: Settings) -> bool:
+    """A missing SQLite file holds nothing (and is not created just to be counted); a
+    PostgreSQL store is always there to ask."""
+    store = settings.store
+    return store.engine == "postgresql" or Path(store.path).exists()
+
+
 def stored_counts(settings: Settings, name: str) -> dict[int, int]:
     """How many stored records use each version of ``name``: account verifiers for the
-    lookup key, sealed records for any other key. A missing store file holds nothing (and
-    is not created just to be counted)."""
-    path = Path(settings.store_path)
-    if not path.exists():
+    lookup key, sealed records for any other key."""
+    if not _store_exists(settings):
         return {}
     if name == settings.lookup_key:
-        with closing(Store(path)) as accounts:
+        with closing(Store(settings.store)) as accounts:
             return accounts.version_counts()
-    with closing(SealedStore(path)) as sealed:
+    with closing(SealedStore(settings.store)) as sealed:
         return sealed.version_counts(name)
 
 
 def key_names(settings: Settings) -> list[str]:
     names = [settings.dtmf_key, settings.lookup_key, LEGACY_KEY]
-    if Path(settings.store_path).exists():
-        with closing(SealedStore(settings.store_path)) as sealed:
+    if _store_exists(settings):
+        with closing(SealedStore(settings.store)) as sealed:
             names += sealed.key_names()
     return list(dict.fromkeys(names))
 
 
-def status(vault: VaultClient, settings: Settings) -> dict[str, KeyStatus]:
-    """Every key the service uses; optional ones (the legacy key) only when they exist."""
+def status(vault: VaultClient, settings: Settings, *,
+           stored: bool = True) -> dict[str, KeyStatus]:
+    """Every key the service uses; optional ones (the legacy key) only when they exist.
+    ``stored=False``: Vault's view only, the store not opened (``ivr-vault doctor``, when
+    opening it would create the tables it found missing)."""
     result = {}
-    for name in key_names(settings):
+    for name in key_names(settings) if stored else [settings.dtmf_key, settings.lookup_key]:
         try:
             data = read_key(vault, settings, name)
         except VaultNotFound:
             if name in (settings.dtmf_key, settings.lookup_key):
                 raise
             continue
-        result[name] = KeyStatus.from_vault(name, data, stored_counts(settings, name))
+        counts = stored_counts(settings, name) if stored else {}
+        result[name] = KeyStatus.from_vault(name, data, counts)
     return result
 
 

@@ -22,6 +22,7 @@ import structlog
 from structlog.typing import EventDict, Processor
 
 from service.logs.scrubbing import Scrubber
+from service.logs.templates import capture_templates
 
 __all__ = ["LIBRARY_LOGGERS", "UVICORN_LOG_KWARGS", "configure_logging", "uvicorn_log_kwargs"]
 
@@ -197,12 +198,17 @@ def _renderer(fmt: str) -> Processor:
     return console_line
 
 
-def _build_formatter(fmt: str) -> structlog.stdlib.ProcessorFormatter:
+def _build_formatter(fmt: str,
+                     listen_hosts: frozenset[str]) -> structlog.stdlib.ProcessorFormatter:
     return structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=_shared_processors(),
+        # A foreign record of a known template (uvicorn's port and PID lines) keeps its
+        # arguments for the scrubber, which shows the safe ones (logs/templates.py); any
+        # other keeps the message logging formatted, as before.
+        foreign_pre_chain=[capture_templates, *_shared_processors()],
+        pass_foreign_args=True,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            Scrubber(),  # last before the renderer
+            Scrubber(listen_hosts=listen_hosts),  # last before the renderer
             _renderer(fmt),
         ],
         keep_exc_info=False,
@@ -265,11 +271,14 @@ def configure_logging(
     level: str = "INFO",
     stream: TextIO | None = None,
     background: bool = False,
+    listen_hosts: frozenset[str] = frozenset(),
 ) -> None:
     """Route structlog and every stdlib logger through one scrubbing pipeline.
 
     ``background``: join the lines made on an event loop into one write per loop iteration
     (see :class:`_BatchingStream`); the services do, the CLI and tests write each line.
+    ``listen_hosts``: this process's configured listen addresses, which uvicorn's
+    "Uvicorn running on" line may then show (an IP literal equal to one of them).
     Idempotent: a second call replaces the first configuration (tests rely on this).
     """
     if fmt not in _FAILURE_LINES:
@@ -282,7 +291,7 @@ def configure_logging(
     if background:
         out = cast(TextIO, _BatchingStream(out))  # write() and flush() are all it needs
     handler = _PipelineHandler(out, _FAILURE_LINES[fmt])
-    handler.setFormatter(_build_formatter(fmt))
+    handler.setFormatter(_build_formatter(fmt, listen_hosts))
 
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import functools
 import hashlib
+import ipaddress
 import math
 import re
 import unicodedata
@@ -32,6 +33,7 @@ from structlog.typing import WrappedLogger
 
 # Shapes only: this module stays pure functions and constants, importing no service code
 # that does anything.
+from service.logs.templates import KNOWN_TEMPLATES, SPEC, Arg, TemplateEvent
 from service.vault.formats import CALL_SID, transit_version
 
 __all__ = [
@@ -42,7 +44,9 @@ __all__ = [
     "MASK_ON_MISMATCH",
     "REDACTED",
     "SENSITIVE_STEMS",
+    "TRANSIT_KEY_TYPES",
     "TRUNCATED",
+    "TYPED_FIELDS",
     "EventDict",
     "Scrubbed",
     "Scrubber",
@@ -139,6 +143,76 @@ def _matches(pattern: re.Pattern[str], *, max_len: int = 128) -> Validator:
     return check
 
 
+def _whole(low: int, high: int) -> Validator:
+    """An ``int`` (exactly: not a bool, not a str) from ``low`` to ``high``."""
+    def check(value: object) -> bool:
+        return type(value) is int and low <= value <= high
+
+    return check
+
+
+def _real(low: float, high: float) -> Validator:
+    """An ``int`` or ``float`` (not a bool, not a str, not a Decimal), finite, in range."""
+    def check(value: object) -> bool:
+        return (type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
+                and low <= value <= high)  # type: ignore[operator]
+
+    return check
+
+
+def _one_of(values: frozenset[str]) -> Validator:
+    def check(value: object) -> bool:
+        return type(value) is str and value in values
+
+    return check
+
+
+# Transit's key types (OpenBao 2.x, transit/keys/:name "type"): a closed set.
+TRANSIT_KEY_TYPES: Final[frozenset[str]] = frozenset({
+    "aes128-gcm96", "aes256-gcm96", "chacha20-poly1305", "xchacha20-poly1305", "ed25519",
+    "ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "rsa-2048", "rsa-3072", "rsa-4096", "hmac",
+    "aes128-cmac", "aes256-cmac", "managed_key",
+})  # fmt: skip
+
+# Linux's PID_MAX_LIMIT on 64-bit (2^22): no process ID is larger.
+PID_MAX: Final = 4_194_304
+_is_port = _whole(1, 65_535)
+_is_pid = _whole(1, PID_MAX)
+
+# Our own numeric and enumerated fields. Why none of them can carry a caller's digits: the
+# webhook takes a caller's entry as a ``str`` (4 ASCII digits, checked as text) and never
+# converts it to a number, and from there on only its ciphertext moves; every field below
+# is filled by our code from something else (Vault's answer, len(), os.getpid(), a
+# configured port), and only an ``int``/``float`` of exactly that type passes (a ``str``
+# holding the same digits, a bool, a Decimal does not: it is masked, like any value of an
+# unlisted key). The bounds keep each field to what it can mean:
+TYPED_FIELDS: Final[Mapping[str, Validator]] = MappingProxyType({
+    # A token's TTL in seconds, from Vault's login answer: 0 (never expires) to a year
+    # (Vault's own ceiling, max_lease_ttl, defaults to 32 days).
+    "ttl_s": _real(0, 366 * 86_400),
+    # How long something of ours took, in seconds (Vault's init: about 2 s): under a day.
+    "seconds": _real(0, 86_400),
+    # Counts of our own objects (keys and AppRoles bootstrapped, secret-ids destroyed at
+    # one start: a handful). Below 1000, like key_version: a four-digit count would be
+    # shaped like a PIN, and none of these gets near it.
+    "keys": _whole(0, 999),
+    "roles": _whole(0, 999),
+    "destroyed": _whole(0, 999),
+    # Sizes of files we wrote (a backup's parts), from len(): up to 1 TiB.
+    "snapshot_bytes": _whole(0, 1 << 40),
+    "store_bytes": _whole(0, 1 << 40),
+    # A listener's port (from our settings) and a process ID (os.getpid()); a four-digit
+    # value is possible, so the type is the guarantee: both are ints from our code.
+    "port": _is_port,
+    "pid": _is_pid,
+    # More spellings of a Transit key version; the same bound as key_version.
+    "card_version": _is_key_version,
+    "latest_version": _is_key_version,
+    "min_decryption_version": _is_key_version,
+    # A Transit key's type: one of a closed set of names.
+    "type": _one_of(TRANSIT_KEY_TYPES),
+})  # fmt: skip
+
 # Read-only: widening the allow-list must be a code change, not a runtime assignment.
 ALLOWED_FIELDS: Final[Mapping[str, Validator]] = MappingProxyType(
     {
@@ -155,12 +229,15 @@ ALLOWED_FIELDS: Final[Mapping[str, Validator]] = MappingProxyType(
         "timestamp": _matches(_TIMESTAMP),
         "level": lambda v: type(v) is str and v in _LEVELS,
         "logger": _matches(_LOGGER_NAME),
+        **TYPED_FIELDS,
     }
 )
 
 # Allow-listed keys whose non-matching values are digit-masked rather than redacted: an unknown
 # path is still worth reading ("/nowhere/**"), and masking is what an unlisted key gets anyway.
-MASK_ON_MISMATCH: Final[frozenset[str]] = frozenset({"route", "path"})
+# The typed fields too: their names are common words (``type``, ``keys``), and a value that
+# is not the number or name expected (a "4321" string) is treated as if the key were unlisted.
+MASK_ON_MISMATCH: Final[frozenset[str]] = frozenset({"route", "path", *TYPED_FIELDS})
 
 # Digits become MASK; C0 controls (except tab and newline) and DEL become "?" so that neither a
 # terminal nor a JSON escape (``\u001b``) puts characters into the raw line that we did not choose.
@@ -232,6 +309,14 @@ def ciphertext_fields(ciphertext: str) -> dict[str, object]:
     return fields
 
 
+def _is_ip_literal(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _number_text(value: int | float | complex | Decimal | Fraction) -> str:
     try:
         return str(value)
@@ -251,12 +336,18 @@ class Scrubber:
         *,
         allowed: Mapping[str, Validator] = ALLOWED_FIELDS,
         sensitive_stems: frozenset[str] = SENSITIVE_STEMS,
+        templates: Mapping[tuple[str, str], tuple[Arg, ...]] = KNOWN_TEMPLATES,
+        listen_hosts: frozenset[str] = frozenset(),
         max_depth: int = 8,
         max_items: int = 256,
         max_chars: int = 16_384,
     ) -> None:
         self._allowed = dict(allowed)
         self._stems = frozenset(sensitive_stems)
+        self._templates = dict(templates)
+        # Only IP literals: a name is shown masked like any other text (it rarely has a
+        # digit), and a literal always has a dot or a colon, which no keypad entry has.
+        self._listen_hosts = frozenset(h for h in listen_hosts if _is_ip_literal(h))
         self._max_depth = max_depth
         self._max_items = max_items
         self._max_chars = max_chars
@@ -318,6 +409,8 @@ class Scrubber:
             return mask_digits(_number_text(value))
         if isinstance(value, BaseException):
             return self.scrub_text(f"{type(value).__name__}: {value}")
+        if type(value) is TemplateEvent:
+            return self.render_template(value)
         if isinstance(value, Mapping):
             return self.scrub_mapping(value, depth)
         if isinstance(value, list | tuple | collections.deque):
@@ -325,6 +418,43 @@ class Scrubber:
         if isinstance(value, set | frozenset):
             return sorted(self._scrub_items(value, depth), key=repr)
         return self.scrub_text(repr(value))
+
+    def render_template(self, event: TemplateEvent) -> str:
+        """A foreign record's message, rendered one conversion at a time: an argument is
+        shown as formatted when ``(logger, msg)`` is a known template and the argument
+        passes the check of what the template says it is; everything else is masked. A
+        conversion that cannot format its argument raises (the scrubber fails closed)."""
+        kinds = self._templates.get((event.logger, event.msg))
+        if kinds is None or len(kinds) != len(event.args):
+            return self.scrub_text(event.msg % event.args)
+        pieces: list[str] = []
+        args = iter(zip(event.args, kinds, strict=True))
+        position = 0
+        for spec in SPEC.finditer(event.msg):
+            pieces.append(mask_digits(event.msg[position:spec.start()]))
+            position = spec.end()
+            if spec.group() == "%%":
+                pieces.append("%")
+                continue
+            arg, kind = next(args)
+            text = spec.group() % (arg,)
+            pieces.append(text if self._shows(kind, arg) else mask_digits(text))
+        pieces.append(mask_digits(event.msg[position:]))
+        if next(args, None) is not None:
+            raise TypeError("not all arguments converted")
+        text = "".join(pieces)
+        return text if len(text) <= self._max_chars else text[: self._max_chars] + TRUNCATED
+
+    def _shows(self, kind: Arg, value: object) -> bool:
+        if kind is Arg.PORT:
+            return _is_port(value)
+        if kind is Arg.PID:
+            return _is_pid(value)
+        if kind is Arg.SCHEME:
+            return type(value) is str and value in ("http", "https")
+        if kind is Arg.LISTEN_HOST:
+            return type(value) is str and value in self._listen_hosts
+        return False
 
     def _scrub_items(self, items: Any, depth: int) -> list[Scrubbed]:
         out: list[Scrubbed] = []

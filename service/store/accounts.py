@@ -1,4 +1,4 @@
-"""The account store: SQLite, holding HMAC verifiers and never a digit.
+"""The account store: HMAC verifiers, never a digit, on SQLite or PostgreSQL (``STORE_URL``).
 
 A card is found by ``HMAC(ivr-lookup, "card:" + last4)``; its PIN is checked against
 ``HMAC(ivr-lookup, "pin:" + last4 + ":" + pin)``, so equal PINs on different cards have
@@ -7,76 +7,28 @@ different verifiers. Verifiers carry their key version (``vault:vN:...``); after
 successful lookup. A card's consecutive wrong PINs and its lock, the failed lookups of
 each caller number (by its keyed HMAC ``HMAC(ivr-lookup, "caller:" + number)``, never the
 number) and each call's remembered answers live here too, so a backend restart or a new
-call resets none of them.
+call resets none of them, and on PostgreSQL every backend replica shares them.
 
-sqlite3 blocks; the backend calls this from a thread pool. Each thread keeps one
-connection (opening one costs more than the statements a lookup runs). A lookup's whole
+The store's calls block; the backend makes them from a thread pool. A lookup's whole
 decision (the lock check, the PIN comparison, every write it implies) runs in one
-``BEGIN IMMEDIATE`` transaction through :meth:`Store.transaction` and a
-:class:`SqliteLedger` (the contract: ``service/store/ledger.py``).
+transaction through :meth:`Store.transaction` and a ledger (the contract:
+``service/store/ledger.py``): :class:`SqliteLedger` inside SQLite's ``BEGIN IMMEDIATE``,
+:class:`PostgresLedger` with row locks. The schema is ``service/store/migrations.py``'s.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from service.settings import StoreUrl
+from service.store.database import Connection, Database, store_url
 from service.store.ledger import Account, Answer, CardState
-from service.store.sqlite import ThreadConnections
+from service.store.migrations import open_current
 from service.vault.formats import transit_version
 
 T = TypeVar("T")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS accounts (
-    id INTEGER PRIMARY KEY,
-    account TEXT NOT NULL UNIQUE,
-    balance TEXT NOT NULL,
-    card_verifier TEXT NOT NULL UNIQUE,
-    pin_verifier TEXT NOT NULL,
-    lookup_version INTEGER NOT NULL
-);
--- One row per card with wrong PINs on record: forgotten only on a correct PIN or an unlock.
-CREATE TABLE IF NOT EXISTS card_lockout (
-    account_id INTEGER PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
-    failures INTEGER NOT NULL,
-    locked_until REAL NOT NULL,
-    hard INTEGER NOT NULL
-);
--- One row per failed lookup of a caller number (its keyed HMAC), for a sliding window.
-CREATE TABLE IF NOT EXISTS caller_failures (
-    caller TEXT NOT NULL,
-    at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS caller_failures_by_caller ON caller_failures(caller, at);
-CREATE INDEX IF NOT EXISTS caller_failures_by_age ON caller_failures(at);
--- The answers each call's lookups were given: a retry of the same request gets its answer
--- again, and a second lookup in a call is seen as one.
-CREATE TABLE IF NOT EXISTS call_answers (
-    call_sid TEXT NOT NULL,
-    request_key TEXT NOT NULL,
-    status INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    at REAL NOT NULL,
-    PRIMARY KEY (call_sid, request_key)
-);
--- Every remembered answer first deletes expired ones: without this index that is a scan of
--- the whole table, inside the write lock, on every lookup (bench/RESULTS.md).
-CREATE INDEX IF NOT EXISTS call_answers_by_age ON call_answers(at);
-"""
-
-# One canary per ivr-lookup version a stored verifier has used: the HMAC of a fixed label
-# (service/backend/keycheck.py), never of caller data. A Vault that cannot reproduce it
-# cannot reproduce the verifiers either.
-_CANARY_SCHEMA = """
-CREATE TABLE IF NOT EXISTS lookup_canaries (
-    version INTEGER PRIMARY KEY,
-    hmac TEXT NOT NULL,
-    at REAL NOT NULL
-);
-"""
 
 
 def verifier_version(verifier: str) -> int:
@@ -102,26 +54,32 @@ def caller_input(caller: str) -> bytes:
 
 
 class Store:
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = ThreadConnections(self.path)
-        self._run = self._db.run  # work on this thread's connection, optionally a write
-        # Retried while another process writes.
-        self._run(lambda db: db.executescript(_SCHEMA + _CANARY_SCHEMA))
-        self._run(_migrate, write=True)
+    """The account store on either engine. Opening it prepares the schema
+    (``service/store/migrations.py``: SQLite migrates, PostgreSQL checks);
+    ``pool_size`` is how many threads may use it at once (PostgreSQL connections)."""
+
+    def __init__(self, target: StoreUrl | str | Path, *, pool_size: int = 4) -> None:
+        self.url = store_url(target)
+        self._db: Database = open_current(self.url, pool_size=pool_size)
+        self._run = self._db.run  # work on one connection, optionally one transaction
+        self._ledger = PostgresLedger if self._db.engine == "postgresql" else SqliteLedger
+
+    @property
+    def path(self) -> Path:
+        """The SQLite file (tests and tools that read it directly)."""
+        return Path(self.url.path)
 
     def close(self) -> None:
-        """Close every thread's connection (backend shutdown)."""
+        """Close every connection (backend shutdown)."""
         self._db.close()
 
     # -- the lookup ---------------------------------------------------------------------
 
     def transaction(self, work: Callable[[SqliteLedger], T]) -> T:
-        """Run ``work`` in one ``BEGIN IMMEDIATE`` transaction: it sees and writes the store
-        while no other decision can, in this process or another; all its writes commit
-        together, or none if it raises."""
-        return self._run(lambda db: work(SqliteLedger(db)), write=True)
+        """Run ``work`` in one transaction: it sees and writes the store while no other
+        decision of the same card, call or caller can, in this process or another (SQLite:
+        no other decision at all); all its writes commit together, or none if it raises."""
+        return self._run(lambda db: work(self._ledger(db)), write=True)
 
     def answer(self, call_sid: str, request_key: str, now: float,
                ttl: float) -> Answer | None:
@@ -149,19 +107,19 @@ class Store:
         """Forget an account's wrong PINs and lift its lock (an operator's
         ``accounts unlock``). Returns the state it had, or None when there is no such
         account."""
-        def work(db: sqlite3.Connection) -> CardState | None:
-            row = db.execute("SELECT id FROM accounts WHERE account=?", (account,)).fetchone()
-            if row is None:
+        def work(db: Connection) -> CardState | None:
+            ledger = self._ledger(db)
+            account_id = ledger.account_id(account)
+            if account_id is None:
                 return None
-            ledger = SqliteLedger(db)
-            before = ledger.card_state(int(row[0]))
-            db.execute("DELETE FROM card_lockout WHERE account_id=?", (int(row[0]),))
+            before = ledger.card_state(account_id)
+            db.execute("DELETE FROM card_lockout WHERE account_id=?", (account_id,))
             return before
         return self._run(work, write=True)
 
     def lookup_versions(self) -> list[int]:
         """The ``ivr-lookup`` versions that stored verifiers use, newest first."""
-        return self._run(lambda db: SqliteLedger(db).versions())
+        return self._run(lambda db: self._ledger(db).versions())
 
     def version_counts(self) -> dict[int, int]:
         rows = self._run(lambda db: db.execute(
@@ -185,16 +143,24 @@ class Store:
     def add_canary(self, canary: str, now: float) -> None:
         """Record a version's canary; a canary already recorded is never replaced."""
         self._run(lambda db: db.execute(
-            "INSERT OR IGNORE INTO lookup_canaries(version, hmac, at) VALUES (?, ?, ?)",
+            "INSERT INTO lookup_canaries(version, hmac, at) VALUES (?, ?, ?)"
+            " ON CONFLICT(version) DO NOTHING",
             (verifier_version(canary), canary, now)), write=True)
+
+
+# Statements below interpolate nothing but this module's constants (a column list, a
+# table name, ROW_LOCK): values always go in as parameters (hence the noqa: S608).
+_ACCOUNT = "id, account, balance, card_verifier, pin_verifier, lookup_version"
 
 
 class SqliteLedger:
     """:class:`~service.store.ledger.Ledger` on one connection inside ``BEGIN IMMEDIATE``:
-    the write lock is already held, so reads need no row locks. Portable SQL throughout
-    but for ``INSERT OR REPLACE`` (PostgreSQL: ``ON CONFLICT … DO UPDATE``)."""
+    the database's one write lock is already held, so reads need no row locks. The SQL is
+    both engines'; :class:`PostgresLedger` adds the locks."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    ROW_LOCK = ""  # appended to a SELECT of the row a decision goes on to write
+
+    def __init__(self, db: Connection) -> None:
         self._db = db
 
     def answers(self, call_sid: str) -> dict[str, Answer]:
@@ -204,15 +170,23 @@ class SqliteLedger:
 
     def remember(self, call_sid: str, request_key: str, answer: Answer, now: float,
                  ttl: float) -> None:
-        self._db.execute("DELETE FROM call_answers WHERE at <= ?", (now - ttl,))
-        self._db.execute("INSERT OR REPLACE INTO call_answers(call_sid, request_key, status,"
-                         " body, at) VALUES (?, ?, ?, ?, ?)",
-                         (call_sid, request_key, *answer, now))
+        self._sweep("call_answers", now - ttl)
+        self._db.execute("INSERT INTO call_answers(call_sid, request_key, status, body, at)"
+                         " VALUES (?, ?, ?, ?, ?) ON CONFLICT(call_sid, request_key)"
+                         " DO UPDATE SET status=excluded.status, body=excluded.body,"
+                         " at=excluded.at", (call_sid, request_key, *answer, now))
 
     def account(self, card_verifier: str) -> Account | None:
-        row = self._db.execute("SELECT * FROM accounts WHERE card_verifier=?",
+        row = self._db.execute(f"SELECT {_ACCOUNT} FROM accounts"  # noqa: S608
+                               f" WHERE card_verifier=?{self.ROW_LOCK}",
                                (card_verifier,)).fetchone()
-        return Account(**dict(row)) if row else None
+        return Account(*row) if row else None
+
+    def account_id(self, account: str) -> int | None:
+        """The id of the account of that name, locked like :meth:`account`."""
+        row = self._db.execute(f"SELECT id FROM accounts WHERE account=?{self.ROW_LOCK}",  # noqa: S608
+                               (account,)).fetchone()
+        return int(row[0]) if row else None
 
     def versions(self) -> list[int]:
         rows = self._db.execute("SELECT DISTINCT lookup_version FROM accounts"
@@ -230,8 +204,10 @@ class SqliteLedger:
         if state == CardState():
             self._db.execute("DELETE FROM card_lockout WHERE account_id=?", (account_id,))
             return
-        self._db.execute("INSERT OR REPLACE INTO card_lockout(account_id, failures,"
-                         " locked_until, hard) VALUES (?, ?, ?, ?)",
+        self._db.execute("INSERT INTO card_lockout(account_id, failures, locked_until, hard)"
+                         " VALUES (?, ?, ?, ?) ON CONFLICT(account_id) DO UPDATE SET"
+                         " failures=excluded.failures, locked_until=excluded.locked_until,"
+                         " hard=excluded.hard",
                          (account_id, state.failures, state.locked_until, int(state.hard)))
 
     def replace_verifiers(self, account_id: int, card_verifier: str,
@@ -247,23 +223,55 @@ class SqliteLedger:
         return int(count)
 
     def add_caller_failure(self, caller: str, now: float, window: float) -> None:
-        self._db.execute("DELETE FROM caller_failures WHERE at <= ?", (now - window,))
+        self._sweep("caller_failures", now - window)
         self._db.execute("INSERT INTO caller_failures(caller, at) VALUES (?, ?)",
                          (caller, now))
 
+    def _sweep(self, table: str, before: float) -> None:
+        """Forget ``table``'s rows from ``before`` or earlier."""
+        self._db.execute(f"DELETE FROM {table} WHERE at <= ?", (before,))  # noqa: S608
 
-def _migrate(db: sqlite3.Connection) -> None:
-    """A store made before issue 11 counted wrong PINs in a window (``pin_failures``,
-    ``locks``) and remembered answers by key alone (``idempotency``): carry each card's
-    count and lock over, then drop the old tables."""
-    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if {"pin_failures", "locks"} <= tables:  # the old schema made both
-        db.execute(
-            "INSERT OR IGNORE INTO card_lockout(account_id, failures, locked_until, hard)"
-            " SELECT a.id, (SELECT COUNT(*) FROM pin_failures f WHERE f.account_id=a.id),"
-            " COALESCE((SELECT until FROM locks l WHERE l.account_id=a.id), 0), 0"
-            " FROM accounts a WHERE a.id IN (SELECT account_id FROM pin_failures"
-            " UNION SELECT account_id FROM locks)")
-    for old in ("pin_failures", "locks", "idempotency"):
-        if old in tables:
-            db.execute(f"DROP TABLE {old}")
+
+class PostgresLedger(SqliteLedger):
+    """The same decisions on PostgreSQL, where transactions run side by side (READ
+    COMMITTED) and each takes the locks of what it decides on, always in this order, so
+    that two never wait for each other:
+
+    1. the call (:meth:`answers`): a transaction-scoped advisory lock on the CallSid,
+       since the call may have no row yet. A Twilio retry reaching another backend, or a
+       second lookup in the call, waits, then sees the first one's answer;
+    2. the caller (:meth:`caller_failures`): an advisory lock on the number's HMAC, so
+       that a caller's concurrent failures are counted one after the other;
+    3. the card (:meth:`account`): ``SELECT … FOR UPDATE`` on the account row, which
+       always exists, instead of the lockout row, which may not yet; ``unlock`` and
+       ``upsert_account`` take the same row.
+
+    Each statement at READ COMMITTED reads what committed before it started, so what is
+    read after a lock is what the previous holder wrote. The sweeps of expired rows skip
+    rows another transaction is deleting (``SKIP LOCKED``): they never wait, and never
+    make unrelated lookups wait for one another.
+
+    Why not SERIALIZABLE: a burst on one card would make every transaction but one fail
+    with a serialization error and retry (measured: docs/deployment.md); the locks make
+    them queue instead, each one decided exactly once.
+    """
+
+    ROW_LOCK = " FOR UPDATE"
+
+    def answers(self, call_sid: str) -> dict[str, Answer]:
+        self._lock("call", call_sid)
+        return super().answers(call_sid)
+
+    def caller_failures(self, caller: str, since: float) -> int:
+        self._lock("caller", caller)
+        return super().caller_failures(caller, since)
+
+    def _lock(self, kind: str, key: str) -> None:
+        # A 64-bit hash of the key: two keys that collide only wait for each other.
+        self._db.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))",
+                         (f"{kind}:{key}",))
+
+    def _sweep(self, table: str, before: float) -> None:
+        self._db.execute(f"DELETE FROM {table} WHERE ctid IN"  # noqa: S608
+                         f" (SELECT ctid FROM {table} WHERE at <= ? FOR UPDATE SKIP LOCKED)",
+                         (before,))

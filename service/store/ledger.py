@@ -5,12 +5,15 @@ The decision runs inside one write transaction that the store opens, passing it 
 :class:`Ledger`; everything it reads there is current and everything it writes commits
 together or not at all. No Vault call happens inside it (the lookup makes them before).
 
-- SQLite (``service/store/accounts.py``): ``BEGIN IMMEDIATE`` takes the database's one write
-  lock, so decisions are simply one after the other, across threads and processes.
-- A PostgreSQL store implements the same methods with row locks instead: ``account()``
-  as ``SELECT … FOR UPDATE`` on the account row (serialising one card's decisions), and
-  ``caller_failures()`` after locking the caller's row (``INSERT … ON CONFLICT DO NOTHING``
-  then ``SELECT … FOR UPDATE``). The decision itself does not change.
+- SQLite (``service/store/accounts.py``, ``SqliteLedger``): ``BEGIN IMMEDIATE`` takes the
+  database's one write lock, so decisions are simply one after the other, across threads
+  and processes.
+- PostgreSQL (``PostgresLedger``), shared by backend replicas: the same methods, each
+  taking the lock of what it reads before reading it: ``answers()`` an advisory lock on
+  the call, ``caller_failures()`` one on the caller, ``account()`` ``SELECT … FOR UPDATE``
+  on the account row (serialising one card's decisions). So the decision must read the
+  call's answers, then the caller's failures, then the account, before the card's state,
+  as :func:`~service.backend.decision.decide` does; it does not change otherwise.
 """
 
 from __future__ import annotations

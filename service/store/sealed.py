@@ -1,4 +1,4 @@
-"""Sealed records: Transit ciphertexts the service keeps at rest, in the account store's file.
+"""Sealed records: Transit ciphertexts the service keeps at rest, in the account store.
 
 Filled today by ``ivr-vault legacy convert --store`` (the tutorial's ciphertexts, re-encoded
 under the imported ``ivr-legacy`` key); any Transit key may have rows here. Each row carries
@@ -11,27 +11,16 @@ A ciphertext of a derived key only rewraps with its context, so the row keeps th
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.store.sqlite import ThreadConnections
+from service.settings import StoreUrl
+from service.store.database import Connection, store_url
+from service.store.migrations import open_current
 from service.vault.formats import ciphertext_version
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sealed_records (
-    id INTEGER PRIMARY KEY,
-    key_name TEXT NOT NULL,
-    key_version INTEGER NOT NULL,
-    ciphertext TEXT NOT NULL,
-    context TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sealed_by_key_version ON sealed_records(key_name, key_version, id);
-"""
 
 @dataclass(frozen=True)
 class SealedRecord:
@@ -51,15 +40,12 @@ def _version(ciphertext: str) -> int:
 
 class SealedStore:
     """The ``sealed_records`` table, reached the way :class:`~service.store.accounts.Store`
-    reaches the same file: :class:`ThreadConnections`, one ``run`` per call, each write one
-    ``BEGIN IMMEDIATE`` transaction."""
+    reaches the same store: one ``run`` per call, each write one transaction."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = ThreadConnections(self.path)
+    def __init__(self, target: StoreUrl | str | Path) -> None:
+        self.url = store_url(target)
+        self._db = open_current(self.url, pool_size=2)
         self._run = self._db.run
-        self._run(lambda db: db.executescript(_SCHEMA))
 
     def close(self) -> None:
         self._db.close()
@@ -70,18 +56,18 @@ class SealedStore:
         now = time.time()
         rows = [(key_name, _version(ct), ct, context, now, now) for ct in ciphertexts]
 
-        def work(db: sqlite3.Connection) -> list[int]:
+        def work(db: Connection) -> list[int]:
             return [int(db.execute(
                 "INSERT INTO sealed_records(key_name, key_version, ciphertext, context,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)", row).lastrowid or 0)
-                for row in rows]
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                row).fetchone()[0]) for row in rows]
         return self._run(work, write=True)
 
     def get(self, record_id: int) -> SealedRecord | None:
         row = self._run(lambda db: db.execute(
             "SELECT id, key_name, key_version, ciphertext, context FROM sealed_records"
             " WHERE id=?", (record_id,)).fetchone())
-        return SealedRecord(**dict(row)) if row else None
+        return SealedRecord(*row) if row else None
 
     def key_names(self) -> list[str]:
         rows = self._run(lambda db: db.execute(
@@ -108,7 +94,7 @@ class SealedStore:
             "SELECT id, key_name, key_version, ciphertext, context FROM sealed_records"
             " WHERE key_name=? AND key_version<? AND id>? ORDER BY id LIMIT ?",
             (key_name, latest, after_id, limit)).fetchall())
-        return [SealedRecord(**dict(r)) for r in rows]
+        return [SealedRecord(*r) for r in rows]
 
     def replace(self, updates: Sequence[tuple[int, str, str]]) -> int:
         """Swap in rewrapped ciphertexts, one transaction per batch. Each update is
@@ -117,7 +103,7 @@ class SealedStore:
         now = time.time()
         rows = [(new, _version(new), now, record_id, old) for record_id, old, new in updates]
 
-        def work(db: sqlite3.Connection) -> int:
+        def work(db: Connection) -> int:
             return sum(db.execute(
                 "UPDATE sealed_records SET ciphertext=?, key_version=?, updated_at=?"
                 " WHERE id=? AND ciphertext=?", row).rowcount for row in rows)

@@ -15,7 +15,9 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
+
+from service.errors import StoreConflict
 
 T = TypeVar("T")
 
@@ -24,12 +26,20 @@ BUSY_STEP_S = 0.001
 
 
 class ThreadConnections:
+    """The SQLite :class:`~service.store.database.Database`."""
+
+    engine: Literal["sqlite"] = "sqlite"
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
         self._opened: list[sqlite3.Connection] = []
         self._opened_lock = threading.Lock()
         self._write_lock = threading.Lock()
+
+    @property
+    def display(self) -> str:
+        return f"sqlite:///{self.path}"
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection, opened on first use."""
@@ -83,6 +93,9 @@ class ThreadConnections:
                             db.execute("ROLLBACK")
                         raise
                     return result
+            except sqlite3.IntegrityError as exc:
+                # "UNIQUE constraint failed: accounts.card_verifier": names, never values.
+                raise StoreConflict(f"{self.path}: {exc}") from None
             except sqlite3.OperationalError as exc:
                 if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
                     raise

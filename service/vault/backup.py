@@ -4,8 +4,10 @@ The two belong together: the store's verifiers can only be reproduced by the
 ``ivr-lookup`` key in that Vault (service/backend/keycheck.py), so a store restored
 without its Vault, or the other way round, serves nobody. The tarball holds
 ``manifest.json`` (what, when, from which cluster, each member's SHA-256),
-``vault.snap`` (``GET sys/storage/raft/snapshot``) and ``accounts.sqlite3`` (a copy by
-SQLite's backup API). It never holds an unseal key or a token: the snapshot is sealed by
+``vault.snap`` (``GET sys/storage/raft/snapshot``) and ``accounts.sqlite3``: the store as
+one SQLite file whatever its engine (a copy by SQLite's backup API, or a PostgreSQL store's
+tables read in one snapshot: ``service/store/transfer.py``), so it restores into either
+engine. It never holds an unseal key or a token: the snapshot is sealed by
 Vault's barrier and opens only with the unseal keys of the Vault it came from, which
 are kept elsewhere (docs/backup.md). Written with mode 0600 all the same: the store
 names accounts and balances.
@@ -27,7 +29,8 @@ from typing import Any
 import structlog
 
 from service.errors import ConfigError
-from service.store.sqlite import copy_database
+from service.settings import StoreUrl
+from service.store.transfer import export_to_sqlite, import_from_sqlite
 from service.vault.client import VaultClient
 from service.vault.operator_init import VaultServer
 
@@ -55,17 +58,14 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_backup(vault: VaultClient, store_path: Path, out: Path) -> Manifest:
+def write_backup(vault: VaultClient, store_url: StoreUrl, out: Path) -> Manifest:
     """Snapshot (needs ``read`` on sys/storage/raft/snapshot: the ivr-backup identity),
     store copy, one tarball at ``out``, mode 0600, written whole or not at all."""
     status = vault.read("sys/seal-status", "seal status")
     snapshot = vault.download(SNAPSHOT_PATH, "raft snapshot")
     with tempfile.TemporaryDirectory(prefix="ivr-backup-") as tmp:
         copy = Path(tmp) / STORE
-        if store_path.exists():
-            copy_database(store_path, copy)
-        else:
-            raise ConfigError(f"STORE_PATH: no account store at {store_path}")
+        export_to_sqlite(store_url, copy)
         store = copy.read_bytes()
     manifest = Manifest(time.time(), str(status.get("cluster_id", "")),
                         str(status.get("version", "")),
@@ -122,19 +122,25 @@ def read_backup(path: Path) -> Backup:
     return Backup(manifest, members[SNAPSHOT], members[STORE])
 
 
-def restore_store(backup: Backup, store_path: Path) -> Path | None:
-    """Put the backup's store at ``store_path`` (by SQLite's backup API, so it lands in
-    one step). A store already there is first copied aside; returns where to."""
-    aside = None
-    store_path.parent.mkdir(parents=True, exist_ok=True)
-    if store_path.exists():
-        aside = store_path.with_name(f"{store_path.name}.before-restore-{int(time.time())}")
-        copy_database(store_path, aside)
-        os.chmod(aside, 0o600)
+def restore_store(backup: Backup, store_url: StoreUrl) -> Path | None:
+    """Put the backup's store in place of the one at ``store_url``, in one step (SQLite's
+    backup API; one PostgreSQL transaction). The store there is first copied aside, as a
+    SQLite file (beside a SQLite store; for PostgreSQL, in the working directory);
+    returns where to."""
+    aside: Path | None = None
+    stamp = int(time.time())
+    if store_url.engine == "postgresql":
+        aside = Path(f"accounts.before-restore-{stamp}.sqlite3").resolve()
+    elif Path(store_url.path).exists():
+        where = Path(store_url.path)
+        aside = where.with_name(f"{where.name}.before-restore-{stamp}")
+    if aside is not None:
+        os.close(os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # 0600 from
+        export_to_sqlite(store_url, aside)  # the start; an existing file is never replaced
     with tempfile.TemporaryDirectory(prefix="ivr-restore-") as tmp:
         source = Path(tmp) / STORE
         source.write_bytes(backup.store)
-        copy_database(source, store_path)
+        import_from_sqlite(source, store_url)
     return aside
 
 

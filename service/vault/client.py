@@ -328,17 +328,19 @@ class VaultClient:
     # -- requests -------------------------------------------------------------------
 
     def request(self, method: str, path: str, operation: str,
-                payload: Mapping[str, Any] | None = None) -> JSON:
+                payload: Mapping[str, Any] | None = None, *,
+                retry_denied: bool = True) -> JSON:
         """One Vault API call with a valid token. A 403 right after the token expired on
         the server (clock skew, revocation) gets one fresh login and one retry; a second
-        403 is a real denial and is raised."""
+        403 is a real denial and is raised. ``retry_denied=False``: a 403 is raised at once
+        (``ivr-vault doctor``'s probes expect denials; a login may be a counted use)."""
         for attempt in (1, 2):
             self._token_state()
             try:
                 response = self._on_any_node(operation, lambda node: node.adapter.request(
                     method, f"/v1/{path}", json=payload))
             except VaultPermissionDenied:
-                if attempt == 2 or isinstance(self._credentials, Secret):
+                if attempt == 2 or isinstance(self._credentials, Secret) or not retry_denied:
                     raise
                 self.invalidate_token()
                 continue

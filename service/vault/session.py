@@ -27,8 +27,12 @@ log = structlog.get_logger("ivr.lifespan")
 TransitSession = Callable[[Settings, Metrics], AbstractAsyncContextManager[Transit]]
 
 
+# The blocking clients' threads (Vault, and the backend's store work on the same pool).
+THREADS = 16
+
+
 @asynccontextmanager
-async def transit_session(settings: Settings, metrics: Metrics, *, threads: int = 16,
+async def transit_session(settings: Settings, metrics: Metrics, *, threads: int = THREADS,
                           vault: VaultClient | None = None) -> AsyncIterator[Transit]:
     vault = vault or VaultClient.from_settings(settings, pool_size=threads)
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vault")

@@ -39,8 +39,10 @@ def health_routes(ready: ReadinessCheck, metrics: Metrics,
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
                 checks = await ready()
+            metrics.record_readiness(checks)
         except TimeoutError:
             checks = {"timeout": False}
+            metrics.record_readiness({})  # nothing confirmed
         ok = all(checks.values())
         return JSONResponse({"status": "ready" if ok else "unavailable", "checks": checks},
                             status_code=200 if ok else 503)

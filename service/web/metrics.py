@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -50,6 +50,22 @@ class Metrics:
         # kind: card (a temporary lock), card_hard (locked until an operator unlocks it),
         # caller (one caller number cut off after failures across cards).
         self.lockouts = Counter("ivr_lockouts_total", "Lockouts by kind", ["kind"], registry=r)
+        # Readiness as the last /readyz found it (compose's healthcheck and a Kubernetes
+        # readiness probe ask every few seconds): what decides traffic is what is reported,
+        # and a scrape never calls Vault. The timestamp shows when nobody asks any more.
+        self.ready = Gauge("ivr_ready", "1 when the last /readyz found this dependency "
+                           "usable, else 0", ["dependency"], registry=r)
+        self.ready_checked = Gauge("ivr_ready_checked_timestamp_seconds",
+                                   "Unix time of the last /readyz", registry=r)
+        self._dependencies: set[str] = set()
+
+    def record_readiness(self, checks: Mapping[str, bool]) -> None:
+        """What one /readyz found. A dependency seen before but not confirmed now (the
+        check timed out, or an earlier one failed first) is 0: not known to be usable."""
+        self._dependencies |= set(checks)
+        for dependency in self._dependencies:
+            self.ready.labels(dependency).set(1 if checks.get(dependency) else 0)
+        self.ready_checked.set_to_current_time()
 
     def count_request(self, route: str | None, status: int,
                       annotations: Mapping[str, object]) -> None:

@@ -1,6 +1,7 @@
 """Fixtures that start real parts: one OpenBao server for the session (with the file
-audit device), bootstrapped as ``make run`` does, AppRole credentials, and a running
-backend + webhook pair (``python -m service serve ...`` processes).
+audit device), bootstrapped as ``make run`` does, AppRole credentials, a running
+backend + webhook pair (``python -m service serve ...`` processes), and one PostgreSQL
+server for the session, started when a test first asks for it.
 
 Every test collected under this directory is marked ``integration`` here, by path, so a new
 module cannot forget it: ``pytest -m "not integration"`` runs the fast tests alone.
@@ -15,9 +16,12 @@ from typing import Any
 import pytest
 
 from service.devtools.devstack import DevVault
+from service.devtools.postgres import LocalPostgres
+from service.settings import StoreUrl
 from service.vault.bootstrap import Layout, RoleCredentials, bootstrap, issue_credentials
 from service.vault.client import VaultClient
 from tests.support.devrun import DevRun, start_dev, stop_dev
+from tests.support.postgres import ENGINES, engine_store_url, start_postgres
 from tests.support.stack import ROLES, Stack, make_stack
 
 HERE = Path(__file__).resolve().parent
@@ -73,3 +77,18 @@ def start_dev_fixture(tmp_path: Path) -> Iterator[Callable[..., DevRun]]:
     yield start
     for run in runs:
         stop_dev(run)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[LocalPostgres]:
+    """Debian's PostgreSQL, TCP and SCRAM on a free port (0.5-1.2 s to start here); a
+    missing PostgreSQL fails the tests that need it, never skips them."""
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=ENGINES)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> StoreUrl:
+    """A new, empty, migrated store on each engine in turn."""
+    return engine_store_url(request.param, request, tmp_path)

@@ -44,11 +44,12 @@ def test_make_run_backup_lose_vault_restore_served(start_dev: Callable[..., DevR
     added = ivr_vault(run, "accounts", "add", "--account", "AC55556666", "--balance", "7.00",
                       stdin="5555\n7351\n", **vault_env(run))
     assert added.returncode == 0, added.stderr
-    # The backup identity is .dev/ivr-backup's AppRole: no token in its environment.
+    # The backup identity is .dev/ivr-backup's AppRole: no token in its environment, and
+    # no VAULT_ADDR (.dev/vault.env says where make run's Vault is).
     backup = run.cwd / "ivr-backup.tar.gz"
-    made = ivr_vault(run, "backup", "--out", str(backup),
-                     VAULT_ADDR=vault_env(run)["VAULT_ADDR"])
+    made = ivr_vault(run, "backup", "--out", str(backup))
     assert made.returncode == 0, made.stderr
+    assert "as ivr-backup (.dev/ivr-backup/)" in made.stderr
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600
     with tarfile.open(backup) as tar:
         assert sorted(tar.getnames()) == ["accounts.sqlite3", "manifest.json", "vault.snap"]

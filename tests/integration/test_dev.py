@@ -9,12 +9,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from service.devtools.devstack import DevVault
+from service.devtools.postgres import LocalPostgres
 from service.settings import Secret
+from service.store.accounts import Store
+from service.store.migrations import LATEST
 from service.vault.client import VaultClient
 from tests.support.devrun import (
     FOUND,
@@ -26,6 +30,7 @@ from tests.support.devrun import (
     descendants,
     vault_env,
 )
+from tests.support.postgres import pg_store_url
 
 
 def test_dev_runs_the_whole_stack_and_ctrl_c_stops_it(start_dev: Callable[..., DevRun]) -> None:
@@ -146,3 +151,20 @@ def test_a_killed_launcher_leaves_no_orphans(start_dev: Callable[..., DevRun]) -
     while any(alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [argv for pid, argv in children.items() if alive(pid)]
+
+
+def test_dev_on_a_postgresql_store(start_dev: Callable[..., DevRun],
+                                   postgres: LocalPostgres) -> None:
+    """STORE_URL set: make run migrates that store, seeds the demo account into it, and
+    its backend serves from it; no SQLite file is made."""
+    url = pg_store_url(postgres, "make_run", migrated=False)
+    assert url.conninfo is not None
+    run = start_dev(STORE_URL=url.conninfo.reveal())
+    run.wait_for(READY_LINE)
+    out = run.output()
+    assert f"ivr-vault: account store {url.display}: migrated to version {LATEST}" in out
+    assert "demo account AC12345678 provisioned" in out
+    assert call(run, "4321").stdout.splitlines()[-1] == FOUND
+    assert not (run.state / "accounts.sqlite3").exists()
+    with closing(Store(url)) as store:
+        assert store.has_account("AC12345678")

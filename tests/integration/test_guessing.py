@@ -4,7 +4,8 @@ backend and webhook), each played through the webhook exactly as Twilio would se
 - Slow guessing: wrong PINs spread out in time still add up (no window), the fifth locks,
   the tenth locks until an operator runs ``ivr-vault accounts unlock``.
 - Burst: 40 concurrent wrong PINs on one card, on a backend of two worker processes:
-  exactly LOCKOUT_THRESHOLD are evaluated, the rest meet the lock.
+  exactly LOCKOUT_THRESHOLD are evaluated, the rest meet the lock. On either store: SQLite,
+  and PostgreSQL with each worker's own connection pool, as two replicas would have.
 - Spray: one caller number across many cards is cut off after CALLER_FAILURE_LIMIT failed
   lookups, even for the right card and PIN; other numbers are not; withheld numbers share
   one count. The store keeps only the number's keyed HMAC.
@@ -26,6 +27,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -33,6 +35,9 @@ import pytest
 from service.backend.enrolment import DEMO_CARD, DEMO_PIN
 from service.devtools.caller import new_call_sid
 from service.devtools.devstack import DevVault
+from service.settings import Settings
+from service.store.accounts import Store
+from service.store.migrations import migrate_store
 from service.vault.bootstrap import RoleCredentials
 from service.webhook import twiml as texts
 from tests.support.attack import (
@@ -45,7 +50,9 @@ from tests.support.attack import (
     spoken,
     twiml,
 )
+from tests.support.postgres import ENGINES, database_name, url_with_password
 from tests.support.stack import Stack, make_stack
+from tests.support.store import query
 
 CARD, PIN = DEMO_CARD, DEMO_PIN
 GUESSES = ["0000", "1111", "2222", "3333", "5555", "6666", "7777", "8888", "9999", "1212",
@@ -59,9 +66,10 @@ def number(n: int) -> str:
 
 
 def card_failures(stack: Stack) -> tuple[int, float, bool]:
-    with closing(sqlite3.connect(stack.store_path)) as db:
-        row = db.execute("SELECT failures, locked_until, hard FROM card_lockout").fetchone()
-    return (0, 0.0, False) if row is None else (int(row[0]), float(row[1]), bool(row[2]))
+    with closing(Store(stack.backend_settings().store)) as store:
+        rows = query(store, "SELECT failures, locked_until, hard FROM card_lockout")
+    return (0, 0.0, False) if not rows else (int(rows[0][0]), float(rows[0][1]),
+                                             bool(rows[0][2]))
 
 
 @pytest.fixture
@@ -157,13 +165,23 @@ def test_unlock_of_an_unknown_account_says_so(slow: Stack,
 # -- the burst -----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def burst(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
+@pytest.fixture(scope="module", params=ENGINES)
+def burst(request: pytest.FixtureRequest, dev_vault: DevVault,
+          credentials: dict[str, RoleCredentials],
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # Two backend processes: the decision must be atomic across processes, not only
-    # across one process's threads.
-    running = make_stack(dev_vault, credentials, tmp_path_factory.mktemp("burst"),
-                         backend_env={"WEB_CONCURRENCY": "2"})
+    # across one process's threads. On PostgreSQL each has its own connection pool, as
+    # two replicas would; the URL (with its password) comes from STORE_URL_FILE.
+    directory = tmp_path_factory.mktemp(f"burst-{request.param}")
+    env = {"WEB_CONCURRENCY": "2"}
+    if request.param == "postgresql":
+        server = request.getfixturevalue("postgres")
+        name = database_name("burst")
+        server.new_database(name)
+        (directory / "store-url").write_text(url_with_password(server, name))
+        env["STORE_URL_FILE"] = str(directory / "store-url")
+        migrate_store(Settings.from_environ(env).store)
+    running = make_stack(dev_vault, credentials, directory, backend_env=env)
     yield running
     running.stop()
 
@@ -193,6 +211,10 @@ def test_a_burst_of_40_wrong_pins_evaluates_exactly_the_threshold(burst: Stack) 
     assert (evaluated, outcomes["locked"]) == (5, attempts - 5)
     failures, locked_until, hard = card_failures(burst)
     assert (failures, hard) == (5, False) and locked_until > time.time()
+    if "STORE_URL_FILE" in burst.backend.env:  # its password never reached a log line
+        password = urlsplit(Path(burst.backend.env["STORE_URL_FILE"]).read_text()).password
+        assert password and password.encode() not in (
+            burst.backend.stdout_path.read_bytes() + burst.backend.stderr_path.read_bytes())
 
 
 # -- the spray ---------------------------------------------------------------------------

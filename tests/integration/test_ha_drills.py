@@ -1,6 +1,6 @@
 """Failure drills on ``make run-ha``'s topology, started as a developer starts it
 (``ivr-vault dev --ha`` in its own directory, on free ports): a 3-node OpenBao cluster,
-two backends, two webhooks behind Caddy, one shared store. Under a steady load of whole
+PostgreSQL, two backends, two webhooks behind Caddy. Under a steady load of whole
 signed calls through Caddy (every answer checked), one piece dies at a time:
 
 - the Vault leader, SIGKILLed: the services fail over to the other nodes, a new leader is
@@ -10,7 +10,8 @@ signed calls through Caddy (every answer checked), one piece dies at a time:
 - a webhook, SIGTERMed (a rolling restart): /readyz turns 503 at once, Caddy stops sending
   to it, it finishes what it holds and exits, the launcher starts its replacement.
 
-Not one call may fail. Then a burst of concurrent wrong PINs, spread over both webhooks
+PostgreSQL is the store (make run-ha's own, persistent under .dev/ha/). Not one call may
+fail. Then a burst of concurrent wrong PINs, spread over both webhooks
 and both backends, still locks the card after exactly LOCKOUT_THRESHOLD compared PINs.
 Each drill prints its figures (calls, failed, p50/p99 of the webhook requests sent during
 it, and the time to recover); docs/deployment.md#past-one-machine quotes them.
@@ -21,15 +22,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -135,8 +139,12 @@ def report(drill: str, figures: Figures, **recovery: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ha]:
-    run = start_dev(tmp_path_factory.mktemp("run-ha"), ha=True)
+def ha() -> Iterator[Ha]:
+    # Not under pytest's own temporary directory (mode 0700): run as root, PostgreSQL runs
+    # as the postgres user, which must pass through to its data in .dev/ha/.
+    cwd = Path(tempfile.mkdtemp(prefix="ivr-run-ha-"))
+    os.chmod(cwd, 0o711)
+    run = start_dev(cwd, ha=True)
     try:
         started = time.monotonic()
         run.wait_for(READY_LINE, timeout=240)
@@ -147,19 +155,25 @@ def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ha]:
         stop_dev(run)
         left = [pid for pid in children if alive(pid)]
         print(f"\ndrill figures: {json.dumps(FIGURES)}")
+        shutil.rmtree(cwd, ignore_errors=True)
         assert not left, f"processes left after Ctrl-C: {left}"
 
 
 def test_the_topology_and_its_files(ha: Ha) -> None:
     roles = [p["role"] for p in ha.processes()]
-    assert sorted(roles) == sorted(["vault"] * 3 + ["backend"] * 2 + ["webhook"] * 2
-                                   + ["proxy"] + (["postgres"] if "postgres" in roles else []))
+    assert sorted(roles) == sorted(["vault"] * 3 + ["postgres"] + ["backend"] * 2
+                                   + ["webhook"] * 2 + ["proxy"])
     for process in ha.processes():
         assert alive(process["pid"]), process
-        assert process["url"].startswith(("http://127.0.0.1:", "postgresql://127.0.0.1:"))
+        scheme = "postgresql" if process["role"] == "postgres" else "http"
+        assert process["url"].startswith(f"{scheme}://127.0.0.1:"), process
     env = ha.vault_env()
     assert env["VAULT_ADDR"].split(",") == [n["url"] for n in ha.role("vault")]
-    assert "STORE_URL" in env or "STORE_PATH" in env
+    # The store the backends share: PostgreSQL, its password in a file, not in the URL.
+    store = urlsplit(env["STORE_URL"])
+    assert (store.scheme, store.password) == ("postgresql", None)
+    assert store.port == urlsplit(ha.member("postgres")["url"]).port
+    assert "passfile=" in store.query
     # `ivr-vault call` as printed, unchanged but for the proxy's port.
     called = subprocess.run(
         [sys.executable, "-m", "service", "call", "--card", "1234", "--pin", "4321",
@@ -167,6 +181,13 @@ def test_the_topology_and_its_files(ha: Ha) -> None:
         capture_output=True, text=True, timeout=60, check=False)
     assert called.returncode == 0, called.stderr
     assert "Thank you. Your account number is AC12345678" in called.stdout
+    # The operator CLI in the checkout finds the cluster by itself (.dev/vault.env and the
+    # key-admin identity in .dev/), no VAULT_ADDR.
+    keys = subprocess.run([sys.executable, "-m", "service", "keys", "status", "--json"],
+                          cwd=ha.run.cwd, env=base_env(ha.run.cwd), capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert keys.returncode == 0, keys.stderr
+    assert env["VAULT_ADDR"] in keys.stderr  # it says which Vault
     # Only /voice* is proxied: the webhooks' health and metrics stay internal.
     assert status(f"{ha.proxy_url}/readyz") == 404
 
@@ -240,12 +261,13 @@ def metric(url: str, name: str, **labels: str) -> float:
 def test_a_burst_of_wrong_pins_locks_at_exactly_the_threshold(ha: Ha) -> None:
     """40 concurrent calls with wrong PINs for one card, each from its own number (so no
     caller is cut off first), through Caddy to both webhooks and both backends."""
+    # `accounts add` in the checkout, no VAULT_ADDR: the cluster, the backend's identity
+    # and the PostgreSQL store, all from .dev/.
     added = subprocess.run(
         [sys.executable, "-m", "service", "accounts", "add", "--account", "AC55500011",
          "--balance", "3.10"], input="5678\n7351\n", cwd=ha.run.cwd,
-        env=base_env(ha.run.cwd, **ha.vault_env()), capture_output=True, text=True,
-        timeout=60, check=False)
-    assert added.returncode == 0, added.stderr  # the operator CLI works on the cluster
+        env=base_env(ha.run.cwd), capture_output=True, text=True, timeout=60, check=False)
+    assert added.returncode == 0, added.stderr
     backends = [b["url"] for b in ha.role("backend")]
     wrong = {b: metric(b, "ivr_wrong_pins_total") for b in backends}
     looked = {b: metric(b, "ivr_lookups_total") for b in backends}

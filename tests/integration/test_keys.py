@@ -145,14 +145,21 @@ def test_keyadmin_identity_never_decrypts(pv: PrivateVault) -> None:
                        {"ciphertext": encrypt_v(pv, b"0000"), "context": CONTEXT})
 
 
-def test_operator_identity_falls_back_to_make_run_credentials(pv: PrivateVault,
-                                                              tmp_path: Path) -> None:
+def test_operator_identity_from_make_run_only_without_vault_addr(pv: PrivateVault,
+                                                                  tmp_path: Path) -> None:
+    """In a make run directory, .dev/ivr-keyadmin/ is the key-admin identity, and
+    .dev/vault.env says where its Vault is; with VAULT_ADDR set, .dev/ is never read (the
+    dev credentials must not be offered to another Vault)."""
     env = {k: v for k, v in pv.cli_env().items() if not k.startswith("VAULT_ROLE_ID")
            and not k.startswith("VAULT_SECRET_ID")}
+    pv.credentials["ivr-keyadmin"].write(tmp_path / ".dev" / "ivr-keyadmin")
+    (tmp_path / ".dev" / "vault.env").write_text(f"export VAULT_ADDR={pv.vault.addr}\n")
     nobody = pv.cli("keys", "status", "--json", env=env, cwd=tmp_path)
     assert nobody.returncode == 2
     assert "no key-admin identity" in nobody.stderr
-    pv.credentials["ivr-keyadmin"].write(tmp_path / ".dev" / "ivr-keyadmin")
-    found = pv.cli("keys", "status", "--json", env=env, cwd=tmp_path)
+    without_addr = {k: v for k, v in env.items() if k != "VAULT_ADDR"}
+    found = pv.cli("keys", "status", "--json", env=without_addr, cwd=tmp_path)
     assert found.returncode == 0, found.stderr
     assert "ivr-dtmf" in json.loads(found.stdout)
+    assert found.stderr == (f"ivr-vault: using the dev Vault at {pv.vault.addr} "
+                            "(.dev/vault.env), as ivr-keyadmin (.dev/ivr-keyadmin/)\n")

@@ -9,6 +9,7 @@ everything is stopped and every captured byte is searched (tests/support/leak_se
 from __future__ import annotations
 
 import base64
+import json
 import os
 import random
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ from tests.support.leak_search import (
     SCRIPTS,
     audit_findings,
     in_script,
+    json_lines,
     service_log_findings,
     unhashed_transit_strings,
 )
@@ -70,6 +72,8 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Captured]:
         cap.typed += [d for pair in cap.pairs for d in pair]
         cap.service_logs, cap.audit_log, cap.server_log = (service_logs, vault.audit_log,
                                                             vault.server_log)
+        for proc in processes:
+            cap.started(proc)
         cap.webhook_settings = Settings.from_environ(stack.webhook.env)
         cap.backend_settings = Settings.from_environ(stack.backend.env)
         try:
@@ -141,14 +145,32 @@ def test_no_typed_digit_in_service_output(captured: Captured) -> None:
     findings: list[str] = []
     for path in captured.service_logs:
         findings += service_log_findings(f"{path.parent.name}/{path.name}", path.read_text(),
-                                         detector)
+                                         detector, captured.known)
     for name, text in captured.cli_output.items():
-        if name.endswith(".stderr"):  # the CLI's log lines: the same pipeline, JSON
+        if name.endswith(".stderr"):  # the CLI's log lines (-vv): the same pipeline, JSON
             findings += service_log_findings(f"cli {name}", text, detector)
         else:  # what the CLI prints for its user: free text, no typed digits either
             findings += [f"cli {name}: {hit!r}" for hit in detector.find(text)]
     assert findings == []
     assert sum(len(p.read_text().splitlines()) for p in captured.service_logs) > 50
+
+
+def test_start_lines_show_real_ports_and_pids(captured: Captured) -> None:
+    """Readable where it is safe (issue 15): uvicorn's lines show each process's real PID
+    and port, and the CLI's log lines their TTL, while every check above still holds."""
+    events = [line for path in captured.service_logs
+              for _, _, line in json_lines(path.read_text()) if isinstance(line, dict)]
+    started = {str(e["event"]) for e in events if e.get("logger") == "uvicorn.error"}
+    pids = [value for value in captured.known if value.isdigit()]
+    shown = {value for value in pids if f"Started server process [{value}]" in started}
+    listening = {value for value in pids
+                 if f"Uvicorn running on http://127.0.0.1:{value} (Press CTRL+C to quit)"
+                 in started}
+    assert len(shown) == 4  # backend (twice: it was restarted), webhook, the no-Vault webhook
+    assert len(listening) == 3  # their three ports
+    logins = [json.loads(line) for line in captured.cli_output["accounts_add.stderr"]
+              .splitlines() if '"vault login"' in line]
+    assert logins and logins[0]["ttl_s"] == 3600.0
 
 
 def test_vault_hmacs_every_transit_string(captured: Captured) -> None:
@@ -172,12 +194,22 @@ def test_the_search_finds_planted_digits(captured: Captured, tmp_path: Path) -> 
     card, pin = captured.pairs[0]
     arabic = in_script(card, "arabic-indic")
     log = captured.service_logs[1].read_text()
-    assert service_log_findings("copy", log, detector) == []
+    known = captured.known
+    assert service_log_findings("copy", log, detector, known) == []
     for planted in (f'{{"event": "x", "note": "Digits={card}"}}',
                     f'{{"event": "x", "note": "{arabic}"}}',
                     f'{{"event": "x", "status": {card}}}',
-                    f"plain text pin {pin}"):
-        assert service_log_findings("copy", log + planted + "\n", detector), planted
+                    f'{{"event": "x", "ttl_s": "{card}"}}',
+                    f'{{"event": "x", "port": {card}}}',
+                    f"plain text pin {pin}",
+                    # a template's line, with a number that is none of this test's processes
+                    f'{{"event": "Started server process [{card}]", "logger": "uvicorn.error"}}',
+                    '{"event": "Uvicorn running on http://127.0.0.1:' + card
+                    + ' (Press CTRL+C to quit)", "logger": "uvicorn.error"}',
+                    f'{{"event": "Uvicorn running on http://{card}.0.0.1:80 (Press CTRL+C to '
+                    'quit)", "logger": "uvicorn.error"}',
+                    f'{{"event": "Started server process [{card}]", "logger": "hvac"}}'):
+        assert service_log_findings("copy", log + planted + "\n", detector, known), planted
     hidden = base64.b64encode(f"pin:{card}:{pin}".encode()).decode()
     assert detector.find(f"context {hidden.rstrip('=')} end")
     assert detector.find("x" + base64.b64encode(b"ab" + card.encode()).decode())

@@ -87,7 +87,7 @@ def replicas(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
         yield Replicas(stack, backends, webhooks)
     finally:
         for service in (*webhooks, *backends):
-            service.stop(signum=signal.SIGINT)
+            service.stop(sig=signal.SIGINT)
 
 
 def card_step(client: httpx.Client, r: Replicas, webhook: ServiceProcess, call_sid: str,

@@ -46,6 +46,13 @@ class Captured:
     server_log: Path = Path()
     webhook_settings: Settings | None = None
     backend_settings: Settings | None = None
+    # The ports, PIDs and listen address of the service processes started: the only
+    # numbers uvicorn's start lines may show.
+    known: set[str] = field(default_factory=set)
+
+    def started(self, process: ServiceProcess) -> None:
+        assert process.process is not None
+        self.known |= {str(process.port), str(process.process.pid), "127.0.0.1"}
 
     def detector(self) -> LeakDetector:
         plaintexts = [f"card:{c}".encode() for c, _ in self.pairs]
@@ -132,7 +139,8 @@ def run_scenario(cap: Captured, vault: DevVault, stack: Stack, no_vault: Service
     backend_env = dict(stack.backend.env)
     add_account(Settings.from_environ(backend_env), account=SEEDED[0], balance=SEEDED[1],
                 last4=c0, pin=p0)
-    _run_cli(cap, "accounts_add", ["accounts", "add", "--account", CLI_SEEDED[0],
+    # -vv: operator commands are quiet by default; here they say all they ever would.
+    _run_cli(cap, "accounts_add", ["-vv", "accounts", "add", "--account", CLI_SEEDED[0],
                                    "--balance", CLI_SEEDED[1]], backend_env, f"{c1}\n{p1}\n")
     with httpx.Client(timeout=15) as client:
         def play(name: str, entries: list[str], url: str = stack.webhook.url,
@@ -152,6 +160,7 @@ def run_scenario(cap: Captured, vault: DevVault, stack: Stack, no_vault: Service
         play("wrong_pin", [c0, p3])
         play("backend_stopped", [c4, p4], on_prompt={twiml.ASK_PIN: stack.backend.stop})
         stack.backend.start()
+        cap.started(stack.backend)  # a new PID
         play("vault_hung", [c5, p5], on_prompt={twiml.ASK_CARD: vault.pause})
         vault.resume()
         play("vault_unreachable", [c6], url=no_vault.url)
@@ -159,8 +168,8 @@ def run_scenario(cap: Captured, vault: DevVault, stack: Stack, no_vault: Service
         _hostile(cap, Caller(stack.webhook.url, stack.twilio_token, client), stack, client,
                  c3, p3)
     cli_env = {**stack.webhook.env, "TWILIO_AUTH_TOKEN_FILE": str(stack.dir / "twilio")}
-    _run_cli(cap, "call", ["call", "--card", c1, "--pin", p1, "--url", stack.webhook.url],
-             cli_env)
+    _run_cli(cap, "call", ["-vv", "call", "--card", c1, "--pin", p1, "--url",
+                           stack.webhook.url], cli_env)
 
 
 def access_lines(cap: Captured) -> list[dict[str, object]]:

@@ -3,8 +3,9 @@
 Three kinds of output, three levels of structure:
 
 - our services' lines are JSON objects, so they are checked structurally: a digit may appear
-  only under an allow-listed key whose value passes its validator; then the digit strings the
-  test typed, and their base64 forms, are searched for as well;
+  only under an allow-listed key whose value passes its validator, or as the checked argument
+  of a known template (uvicorn's PID and port) that is one of the test's own processes'; then
+  the digit strings the test typed, and their base64 forms, are searched for as well;
 - the Vault audit log is JSON whose request/response strings Vault HMACs: bodies are walked
   after parsing (raw text also holds UUIDs and ports whose digits are not ours);
 - the Vault server log is free text: digit strings are searched only as whole tokens, bounded
@@ -16,10 +17,11 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from service.logs.scrubbing import ALLOWED_FIELDS, is_digit_like
+from tests.support.templates import shown_arguments
 
 # Digits the keypad never sends but a hostile client can: the webhook must refuse them, and
 # they must not be logged either.
@@ -112,8 +114,31 @@ def digit_problems(value: object, where: str = "") -> Iterator[str]:
         yield f"{where}: bare number {value!r}"
 
 
-def service_log_findings(name: str, text: str, detector: LeakDetector) -> list[str]:
-    """Structural problems and typed digit strings in one of our services' outputs."""
+def template_findings(parsed: dict[str, object], where: str,
+                      known: Collection[str]) -> tuple[dict[str, object], list[str]]:
+    """A known template's line (uvicorn's PID and listener lines) may show its checked
+    arguments; each must also be one this test knows to be a port, PID or listen address
+    of a process it started. Returns the line with those arguments taken out of its event
+    (provably not a caller's digits), and the problems found."""
+    try:
+        shown = shown_arguments(parsed.get("logger"), parsed.get("event"), known)
+    except AssertionError as exc:
+        return parsed, [f"{where}: template argument fails its check: {exc}"]
+    if shown is None:
+        return parsed, []
+    problems = [f"{where}: {value!r} is no port, PID or address of this test's processes"
+                for value in shown if value not in known]
+    event = str(parsed["event"])
+    for value in shown:
+        event = event.replace(value, "", 1)
+    return {**parsed, "event": event}, problems
+
+
+def service_log_findings(name: str, text: str, detector: LeakDetector,
+                         known: Collection[str] = ()) -> list[str]:
+    """Structural problems and typed digit strings in one of our services' outputs.
+    ``known``: the ports, PIDs and listen addresses of the processes the test started,
+    which uvicorn's start lines may show."""
     findings: list[str] = []
     for number, line, parsed in json_lines(text):
         where = f"{name}:{number}"
@@ -121,6 +146,8 @@ def service_log_findings(name: str, text: str, detector: LeakDetector) -> list[s
             findings.append(f"{where}: not a JSON object line: {line[:120]!r}")
             findings += [f"{where}: {hit!r}" for hit in detector.find(line)]
             continue
+        parsed, problems = template_findings(parsed, where, known)
+        findings += problems
         if "\\u" in line:  # an escape would hide a character from the raw-text search
             findings.append(f"{where}: JSON escape in line")
         findings += list(digit_problems(parsed, where))

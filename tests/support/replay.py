@@ -3,7 +3,8 @@ local process with that service's environment (interpolated as compose would), i
 volumes and secrets mapped to temp directories shared the way compose shares them, and only
 host names, addresses and ports rewritten. The OpenBao image's ``server`` command is what
 its entrypoint makes of it: ``bao server -config=/openbao/config`` (run here with the
-``bao`` the tests use, the same 2.7.2 the files pin).
+``bao`` the tests use, the same 2.7.2 the files pin), under vault/audit-rotate.sh as
+compose runs it.
 """
 
 from __future__ import annotations
@@ -100,7 +101,10 @@ class Replay:
         if spec.get("entrypoint") == ["/bin/sh", "-ec"]:
             return ["/bin/sh", "-ec", *command]
         if spec["image"].startswith("openbao/"):
-            assert command == ["server"], command
+            # [/bin/sh, the rotation script, docker-entrypoint.sh, server]: the script runs
+            # as it is, the entrypoint's `server` as what it makes of it.
+            wrapper, command = command[:-2], command[-2:]
+            assert command == ["docker-entrypoint.sh", "server"], command
             config = self.tmp / f"{name}-config"
             shutil.rmtree(config, ignore_errors=True)
             config.mkdir()
@@ -108,7 +112,7 @@ class Replay:
                 if target.startswith(OPENBAO_CONFIG_DIR + "/"):
                     (config / Path(target).name).write_text(
                         self.node_paths(host.read_text(), name))
-            return [find_vault_binary(), "server", f"-config={config}"]
+            return [*wrapper, find_vault_binary(), "server", f"-config={config}"]
         return [str(BIN / "ivr-vault"), *command]
 
     def cwd(self, name: str) -> Path:

@@ -182,6 +182,26 @@ def test_every_test_the_documents_name_exists() -> None:
     assert not missing, "no such test function:\n" + "\n".join(missing)
 
 
+def module_map(text: str) -> dict[str, set[str]]:
+    """docs/architecture.md's module map: package directory → the modules its row names."""
+    rows = re.findall(r"^\| \[`(service/\w+)/`\]\([^)]*\) \| ([^|]*) \|", text, re.M)
+    return {package: set(re.findall(r"`(\w+)`", modules)) for package, modules in rows}
+
+
+def test_the_module_map_names_every_module_and_no_other() -> None:
+    """A newcomer reads the tree from docs/architecture.md: each subpackage has its row,
+    and each row names exactly the modules on disk (``__init__`` only where it holds code)."""
+    documented = module_map((ROOT / "docs" / "architecture.md").read_text(encoding="utf-8"))
+    on_disk = {
+        f"service/{package.name}": {
+            path.stem for path in package.glob("*.py")
+            if path.stem != "__init__" or "def " in path.read_text(encoding="utf-8")}
+        for package in sorted((ROOT / "service").iterdir())
+        if (package / "__init__.py").exists()}
+    assert len(on_disk) >= 9, on_disk
+    assert documented == on_disk
+
+
 @pytest.mark.parametrize(("heading", "slug"), [
     ("Security model", "security-model"),
     ("One caller's digits, step by step", "one-callers-digits-step-by-step"),

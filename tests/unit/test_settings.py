@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from service.errors import ConfigError
-from service.settings import Secret, Settings, env_name, parse_duration, retired_in, spec
+from service.settings import (
+    Secret,
+    Settings,
+    StoreUrl,
+    env_name,
+    parse_duration,
+    retired_in,
+    spec,
+)
 
 MARK = "S3CRET-VALUE-7731"
 
@@ -132,6 +140,11 @@ def test_unusable_secret_files(tmp_path: Path, content: bytes | None, message: s
     ("BACKEND_URL", f"http://b1:8081,,http://b2:8081?{MARK}"),
     ("BACKEND_URL", "http://b1:8081,http://b1:8081/"), ("VAULT_ADDR", "http://v:8200,"),
     ("SHUTDOWN_DRAIN", "-1"), ("SHUTDOWN_DRAIN", "61"),
+    ("STORE_URL", f"mysql://{MARK}"), ("STORE_URL", f"sqlite://{MARK}/a.db"),
+    ("STORE_URL", f"sqlite:///a.db?{MARK}"), ("STORE_URL", "sqlite:///"),
+    ("STORE_URL", f"postgresql://ivr:{MARK}@db/ivr"),
+    ("STORE_URL", f"postgresql://ivr@db/ivr?sslmode=require&password={MARK}"),
+    ("STORE_URL", f"postgresql://db:{MARK}/ivr"), ("STORE_URL", f"postgresql://db/ivr#{MARK}"),
 ])
 def test_bad_values_name_the_setting_and_never_echo_it(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as caught:
@@ -196,3 +209,46 @@ def test_settings_that_bound_each_other() -> None:
             settings.require("webhook")
         assert settings.require("backend") is settings
     assert Settings.from_environ({**webhook, "STEP_MAX_AGE": "4h"}).require("webhook")
+
+
+def test_the_store_is_sqlite_at_store_path_unless_store_url_says_otherwise() -> None:
+    assert Settings().store == StoreUrl.sqlite(".dev/accounts.sqlite3")
+    assert str(Settings().store) == ".dev/accounts.sqlite3"
+    assert Settings.from_environ({"STORE_PATH": "/data/a.sqlite3"}).store.path == \
+        "/data/a.sqlite3"
+    for url, path in (("sqlite:///rel/a.sqlite3", "rel/a.sqlite3"),
+                      ("sqlite:////abs/a.sqlite3", "/abs/a.sqlite3")):
+        store = Settings.from_environ({"STORE_URL": url, "STORE_PATH": "ignored"}).store
+        assert (store.engine, store.path) == ("sqlite", path)
+
+
+@pytest.mark.parametrize(("url", "display"), [
+    ("postgresql://ivr@db.internal:5432/ivr?sslmode=verify-full&passfile=/run/pgpass",
+     "postgresql://ivr@db.internal:5432/ivr"),
+    ("postgres://db/ivr", "postgresql://db/ivr"),
+    ("postgresql://ivr@[::1]:6432/ivr", "postgresql://ivr@[::1]:6432/ivr"),
+])
+def test_a_postgresql_store_url(url: str, display: str) -> None:
+    store = Settings.from_environ({"STORE_URL": url}).store
+    assert (store.engine, store.display, str(store)) == ("postgresql", display, display)
+    assert store.conninfo == Secret(url) and repr(store) == f"StoreUrl({display!r})"
+
+
+def test_a_password_comes_only_from_store_url_file_and_never_shows(tmp_path: Path) -> None:
+    url = f"postgresql://ivr:{MARK}@db:5432/ivr?sslmode=require"
+    (tmp_path / "url").write_text(url + "\n")
+    settings = Settings.from_environ({"STORE_URL_FILE": str(tmp_path / "url"),
+                                      "STORE_URL": "sqlite:///not-this"})
+    store = settings.store
+    assert store.conninfo is not None and store.conninfo.reveal() == url
+    assert store.display == "postgresql://ivr@db:5432/ivr"
+    for shown in (repr(settings), str(settings), repr(store), str(store), store.display):
+        assert MARK not in shown
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_environ({"STORE_URL": url})
+    assert str(caught.value) == ("STORE_URL: carries a password; put the URL in the file "
+                                 "named by STORE_URL_FILE, or the password in PGPASSFILE")
+    (tmp_path / "bad").write_text(f"mysql://{MARK}")
+    with pytest.raises(ConfigError, match=r"^STORE_URL_FILE: expected") as caught:
+        Settings.from_environ({"STORE_URL_FILE": str(tmp_path / "bad")})
+    assert MARK not in str(caught.value)

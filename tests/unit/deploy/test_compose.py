@@ -145,7 +145,7 @@ def test_every_service_command_is_a_real_cli_command(compose: Compose) -> None:
     assert (args.command, args.operator_command, args.init) == ("operator", "unseal", True)
     script = compose["services"]["vault-init"]["command"][0]
     invocations = re.findall(r"ivr-vault ([^;|&]+)", script)
-    assert len(invocations) == 2
+    assert [i.split()[0] for i in invocations] == ["store", "bootstrap", "accounts"]
     for invocation in invocations:
         parser.parse_args(shlex.split(invocation))  # exits (fails the test) if unknown
 
@@ -153,8 +153,12 @@ def test_every_service_command_is_a_real_cli_command(compose: Compose) -> None:
 def test_vault_is_a_server_with_its_data_on_a_volume(compose: Compose) -> None:
     """No dev mode (memory storage, the root token and unseal key printed to the log)."""
     vault = compose["services"]["vault"]
-    assert vault["command"] == ["server"]  # the image's entrypoint: -config=/openbao/config
-    assert "entrypoint" not in vault and "user" not in vault  # its own unprivileged user
+    # The image's entrypoint still runs `server` (-config=/openbao/config, as its own
+    # unprivileged user), under the audit log's rotation script.
+    assert vault["command"] == ["/bin/sh", "/openbao/rotate/audit-rotate.sh",
+                                "docker-entrypoint.sh", "server"]
+    assert "./vault/audit-rotate.sh:/openbao/rotate/audit-rotate.sh:ro" in vault["volumes"]
+    assert "entrypoint" not in vault and "user" not in vault
     assert "vault-data:/openbao/file" in vault["volumes"]
     config = (ROOT / "vault" / "compose-server.hcl").read_text(encoding="utf-8")
     assert 'storage "raft"' in config and 'path                   = "/openbao/file"' in config

@@ -52,7 +52,12 @@ def test_three_nodes_one_cluster(ha: Compose) -> None:
     data, ids = set(), set()
     for name in NODES:
         node = services[name]
-        assert node["image"] == services["vault"]["image"] and node["command"] == ["server"]
+        # The base file's node, as it runs: the server under the audit log's rotation.
+        assert node["image"] == services["vault"]["image"]
+        assert node["command"] == services["vault"]["command"]
+        assert node["command"][-2:] == ["docker-entrypoint.sh", "server"]
+        assert "./vault/audit-rotate.sh:/openbao/rotate/audit-rotate.sh:ro" in node["volumes"]
+        assert node["environment"]["AUDIT_LOG"] == "/openbao/logs/audit.log"
         assert "./vault/compose-ha.hcl:/openbao/config/server.hcl:ro" in node["volumes"]
         env = node["environment"]
         assert env["BAO_API_ADDR"] == f"http://{name}:8200"

@@ -21,19 +21,31 @@ from hypothesis import strategies as st
 from service.logs.config import UVICORN_LOG_KWARGS, configure_logging
 from service.logs.scrubbing import ALLOWED_FIELDS, REDACTED
 from tests.support.digits import GOOD_SID, assert_no_digits, digit_text, has_digit, nested
+from tests.support.templates import shown_arguments
 
 
-def lines(stream: io.StringIO) -> list[dict[str, Any]]:
-    """Every line must be one JSON object; returns them parsed and checked for digits."""
+def lines(stream: io.StringIO, hosts: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """Every line must be one JSON object; returns them parsed and checked for digits: only
+    under an allow-listed key with a valid value, or as a known template's checked argument
+    (tests/support/templates.py)."""
     text = stream.getvalue()
     assert text.endswith("\n") or not text
     parsed = [json.loads(line) for line in text.splitlines()]
+    shown_digits = 0
     for obj in parsed:
         assert isinstance(obj, dict)
+        shown = shown_arguments(obj.get("logger"), obj.get("event"), hosts)
+        if shown is not None:
+            event = str(obj["event"])
+            for value in shown:
+                event = event.replace(value, "", 1)
+            assert not has_digit(event), obj["event"]
+            shown_digits += sum(c.isdigit() for value in shown for c in value)
+            obj = {k: v for k, v in obj.items() if k != "event"}
         assert_no_digits(obj, ALLOWED_FIELDS)
     # The raw text too (JSON escapes such as \u0661 would hide digits from the parsed check):
     # only allow-listed values may put a digit on disk.
-    assert sum(c.isdigit() for c in text) == sum(map(_allowed_digits, parsed))
+    assert sum(c.isdigit() for c in text) == sum(map(_allowed_digits, parsed)) + shown_digits
     return parsed
 
 
@@ -131,8 +143,14 @@ def test_no_digit_survives_the_real_pipeline(
         chained_error(text)
     except RuntimeError:
         logging.getLogger().exception("%s", text)
+    # A known template with caller text where the address goes: the port shows, not it.
+    port = number if type(number) is int else 8080
+    logging.getLogger("uvicorn.error").info(
+        "Uvicorn running on %s://%s:%d (Press CTRL+C to quit)", "http", text, port)
+    structlog.get_logger("ivr.prop").info("typed", ttl_s=text, port=text, keys=value,
+                                          type=text)
     out = lines(pipeline)
-    assert len(out) == 4
+    assert len(out) == 6
 
 
 @pytest.mark.parametrize(
@@ -257,3 +275,34 @@ def test_level_filters_both_kinds_of_logger(pipeline: io.StringIO) -> None:
     logging.getLogger("hvac").info("hidden")
     structlog.get_logger().warning("shown")
     assert [o["event"] for o in lines(pipeline)] == ["shown"]
+
+
+def test_uvicorn_start_lines_show_the_real_port_and_pid(pipeline: io.StringIO) -> None:
+    """What make run's first lines say (issue 15): a real PID and port, through the real
+    logging calls uvicorn makes; the listen address only when it is the configured one."""
+    configure_logging(stream=pipeline, listen_hosts=frozenset({"127.0.0.1"}))
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.info("Started server process [%d]", 4321)
+    uvicorn_log.info("Uvicorn running on %s://%s:%d (Press CTRL+C to quit)", "http",
+                     "127.0.0.1", 18080)
+    uvicorn_log.info("Uvicorn running on %s://%s:%d (Press CTRL+C to quit)", "http",
+                     "10.0.0.9", 18080)
+    logging.getLogger("hvac").info("Started server process [%d]", 4321)
+    structlog.get_logger("ivr.vault").info("vault login", ttl_s=3600.0, renewable=True)
+    structlog.get_logger("ivr.bootstrap").info("key created", key="ivr-dtmf",
+                                               type="aes256-gcm96")
+    out = lines(pipeline, hosts=frozenset({"127.0.0.1"}))
+    assert [o["event"] for o in out[:4]] == [
+        "Started server process [4321]",
+        "Uvicorn running on http://127.0.0.1:18080 (Press CTRL+C to quit)",
+        "Uvicorn running on http://**.*.*.*:18080 (Press CTRL+C to quit)",
+        "Started server process [****]",  # another logger: not the template
+    ]
+    assert out[4]["ttl_s"] == 3600.0 and out[5]["type"] == "aes256-gcm96"
+
+
+def test_a_template_with_a_caller_string_for_a_number_writes_the_fixed_line(
+    pipeline: io.StringIO,
+) -> None:
+    logging.getLogger("uvicorn.error").info("Started server process [%d]", "4321")
+    assert lines(pipeline) == [{"event": "log handler failure", "level": "error"}]

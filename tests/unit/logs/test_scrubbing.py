@@ -15,8 +15,11 @@ from hypothesis import strategies as st
 from service.logs.scrubbing import (
     ALLOWED_FIELDS,
     FAILURE_EVENT,
+    PID_MAX,
     REDACTED,
+    TRANSIT_KEY_TYPES,
     TRUNCATED,
+    TYPED_FIELDS,
     Scrubber,
     ciphertext_fields,
     fingerprint,
@@ -25,6 +28,7 @@ from service.logs.scrubbing import (
     mask_digits,
     normalise_key,
 )
+from service.logs.templates import KNOWN_TEMPLATES, SPEC, Arg, TemplateEvent
 from tests.support.digits import (
     DIGIT_ALPHABETS,
     GOOD_SID,
@@ -268,3 +272,147 @@ def test_route_fields_are_verbatim_only_for_known_templates() -> None:
     assert out["route"] == "/v1/lookup"  # a known template keeps its digit
     assert out["path"] == "/v*/lookup/****"  # anything else is masked, not dropped
     assert out["backend_status"] == 404 and out["attempt"] == REDACTED  # PIN-shaped: no
+
+
+# --- typed fields (our own numbers and names) ----------------------------------------------
+
+
+def test_typed_fields_keep_numbers_of_their_exact_type_and_range() -> None:
+    event = {
+        "ttl_s": 3600.0, "seconds": 2.05, "keys": 2, "roles": 4, "destroyed": 0,
+        "snapshot_bytes": 17_408, "store_bytes": 4096, "port": 8080, "pid": 4321,
+        "card_version": 2, "latest_version": 7, "min_decryption_version": 1,
+        "type": "aes256-gcm96",
+    }  # fmt: skip
+    assert scrub(event) == event
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "shown"),
+    [
+        ("port", "8080", "****"),  # the same digits as a str: masked, as for any key
+        ("pid", "4321", "****"),
+        ("ttl_s", "3600", "****"),
+        ("keys", 4321, "****"),  # a count past 999 would be PIN-shaped
+        ("port", 0, "*"),
+        ("port", 65_536, "*****"),
+        ("pid", 4_194_305, "*******"),
+        ("ttl_s", -1.0, "-*.*"),
+        ("ttl_s", float("inf"), "inf"),
+        ("seconds", Decimal("2.5"), "*.*"),
+        ("keys", True, True),  # a bool is no count (and has no digit)
+        ("type", "rsa-4321", "rsa-****"),
+        ("type", "AES256-GCM96", "AES***-GCM**"),
+        ("card_version", 1234, "****"),
+    ],
+)
+def test_typed_fields_mask_anything_else(key: str, value: object, shown: object) -> None:
+    assert scrub({key: value})[key] == shown
+
+
+caller_values = st.one_of(digit_text, digit_text.map(lambda s: s.encode("utf-8")))
+
+
+@given(key=st.sampled_from(sorted(TYPED_FIELDS)), value=caller_values)
+@settings(max_examples=300)
+def test_caller_digits_under_a_typed_field_are_masked(key: str, value: str | bytes) -> None:
+    """What a caller types reaches a log as text (or bytes), never as a number: under a
+    typed field it is masked like under any other key."""
+    out = scrub({key: value})[key]
+    if TYPED_FIELDS[key](value):  # only an exact enumerated name, e.g. "aes256-gcm96"
+        assert value in TRANSIT_KEY_TYPES
+        return
+    assert isinstance(out, str) and not has_digit(out)
+
+
+# --- known foreign templates -----------------------------------------------------------------
+
+RUNNING = "Uvicorn running on %s://%s:%d (Press CTRL+C to quit)"
+RUNNING6 = "Uvicorn running on %s://[%s]:%d (Press CTRL+C to quit)"
+STARTED = "Started server process [%d]"
+
+
+def render(msg: str, *args: object, logger: str = "uvicorn.error",
+           hosts: frozenset[str] = frozenset({"127.0.0.1", "::1", "localhost"})) -> object:
+    scrubber = Scrubber(listen_hosts=hosts)
+    return scrubber(None, "info", {"event": TemplateEvent(logger, msg, args)})["event"]
+
+
+def test_every_template_has_one_kind_per_argument() -> None:
+    for (_, msg), kinds in KNOWN_TEMPLATES.items():
+        specs = [m.group() for m in SPEC.finditer(msg) if m.group() != "%%"]
+        assert len(specs) == len(kinds), msg
+
+
+def test_known_templates_show_ports_pids_and_listen_addresses() -> None:
+    assert render(STARTED, 4321) == "Started server process [4321]"
+    assert render("Finished server process [%d]", 77) == "Finished server process [77]"
+    assert render(RUNNING, "http", "127.0.0.1", 8080) == (
+        "Uvicorn running on http://127.0.0.1:8080 (Press CTRL+C to quit)")
+    assert render(RUNNING6, "https", "::1", 443) == (
+        "Uvicorn running on https://[::1]:443 (Press CTRL+C to quit)")
+
+
+@pytest.mark.parametrize(
+    ("msg", "args", "shown"),
+    [
+        (STARTED, (True,), "Started server process [*]"),  # a bool is no PID
+        (STARTED, (0,), "Started server process [*]"),
+        (STARTED, (4_194_305,), "Started server process [*******]"),
+        (RUNNING, ("http", "10.0.0.7", 8080), "Uvicorn running on http://**.*.*.*:8080 "
+                                              "(Press CTRL+C to quit)"),  # not configured
+        (RUNNING, ("http", "\u0661\u0662\u0667.\u0660.\u0660.\u0661", 70_000),
+         "Uvicorn running on http://***.*.*.*:***** (Press CTRL+C to quit)"),
+        (RUNNING, ("ftp4", "127.0.0.1", 80), "Uvicorn running on ftp*://127.0.0.1:80 "
+                                             "(Press CTRL+C to quit)"),
+    ],
+)
+def test_arguments_that_fail_their_check_are_masked(msg: str, args: tuple[object, ...],
+                                                    shown: str) -> None:
+    assert render(msg, *args) == shown
+
+
+def test_a_listen_host_must_be_an_ip_literal_that_was_configured() -> None:
+    assert Scrubber(listen_hosts=frozenset({"127.0.0.1"})).render_template(
+        TemplateEvent("uvicorn.error", RUNNING, ("http", "127.0.0.1", 1))).endswith(
+        "127.0.0.1:1 (Press CTRL+C to quit)")
+    # not configured, or configured but a name (a name shows no digit it could hide)
+    for hosts in (frozenset(), frozenset({"4321"}), frozenset({"1234.example"})):
+        text = Scrubber(listen_hosts=hosts).render_template(
+            TemplateEvent("uvicorn.error", RUNNING, ("http", "4321", 1)))
+        assert "4321" not in text
+
+
+def test_the_template_is_matched_on_logger_and_unformatted_message() -> None:
+    assert render(STARTED, 4321, logger="hvac") == "Started server process [****]"
+    assert render("Started server process [%d] ", 4321) == "Started server process [****] "
+    assert render(STARTED, 12, 34) == "log scrubber failure"  # wrong arity: fails closed
+
+
+def test_a_template_whose_argument_cannot_be_formatted_fails_closed() -> None:
+    out = Scrubber()(None, "info", {"event": TemplateEvent("uvicorn.error", STARTED,
+                                                            ("4321",))})
+    assert out == dict(FAILURE_EVENT)
+
+
+template_keys = st.sampled_from(sorted(KNOWN_TEMPLATES))
+
+
+@given(key=template_keys, data=st.data())
+@settings(max_examples=300)
+def test_caller_digits_in_template_arguments_are_masked(key: tuple[str, str],
+                                                        data: st.DataObject) -> None:
+    """Text arguments are what a caller's digits would be: none survives, whatever the
+    template. Only a checked int (a port, a PID) or the configured address shows."""
+    kinds = KNOWN_TEMPLATES[key]
+    specs = [m.group() for m in SPEC.finditer(key[1])]
+    args = tuple(data.draw(st.integers() if spec == "%d" else digit_text) for spec in specs)
+    text = render(key[1], *args, logger=key[0], hosts=frozenset({"127.0.0.1"}))
+    assert isinstance(text, str)
+    shown = [str(a) for a, kind in zip(args, kinds, strict=True)
+             if type(a) is int and kind in (Arg.PORT, Arg.PID)
+             and 1 <= a <= (65_535 if kind is Arg.PORT else PID_MAX)]
+    shown += [a for a in args if a == "127.0.0.1"]  # DTMF has no dot: never a caller's
+    for value in shown:
+        text = text.replace(value, "", 1)
+    assert not has_digit(text)

@@ -1,0 +1,137 @@
+"""PostgreSQL for the account store: psycopg 3 and a psycopg_pool connection pool.
+
+Each backend process keeps one pool, as large as its threads that run store work; every
+replica's pool talks to the same database, which is what makes lockouts, caller limits,
+remembered answers and sealed records shared across replicas. Connections are in
+autocommit, so a read is one statement and one round trip; a write opens one explicit
+transaction (``BEGIN`` … ``COMMIT``) at READ COMMITTED, and the ledger takes the row locks
+that make a lookup's decision atomic (``service/store/accounts.py``, :class:`PostgresLedger`).
+
+psycopg's and the pool's exceptions stop here: a connection that cannot be made or was
+lost becomes :class:`~service.errors.StoreUnavailable`, a unique-key violation
+:class:`~service.errors.StoreConflict`. Their messages name the store by its display URL
+and never carry the password (libpq's own messages do not quote it; a password that shows
+up anyway is cut out) nor a row's values (a unique violation's DETAIL quotes the key:
+only the constraint's name is kept).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal, TypeVar
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from service.errors import StoreConflict, StoreUnavailable
+from service.settings import StoreUrl
+
+T = TypeVar("T")
+
+# How long opening the store (libpq's connect_timeout) may take before it counts as
+# unavailable.
+CONNECT_TIMEOUT_S = 5.0
+# How long a request waits for a pooled connection. The pool is as large as the threads
+# that use it, so this only runs out while PostgreSQL cannot be reached: a lookup then
+# answers 503 within the webhook's 2 s BACKEND_TIMEOUT (the caller hears "try later"),
+# and /readyz says {"store": false} within its own 2 s (measured: tests/integration/
+# test_store_outage.py; with 5 s, /readyz said only that it timed out).
+WAIT_S = 1.0
+
+
+@functools.lru_cache(maxsize=512)
+def _placeholders(sql: str) -> str:
+    """The store's ``?`` placeholders as psycopg's ``%s`` (a literal ``%`` doubled)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class PgConnection:
+    """A pooled psycopg connection behind the store's ``?`` placeholders. ``raw`` is the
+    psycopg connection itself, for what only PostgreSQL has (``COPY``)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+        self.raw = raw
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
+        return self.raw.execute(_placeholders(sql), parameters)
+
+
+class PostgresDatabase:
+    """The PostgreSQL :class:`~service.store.database.Database`."""
+
+    engine: Literal["postgresql"] = "postgresql"
+
+    def __init__(self, url: StoreUrl, *, pool_size: int = 4,
+                 timeout: float = CONNECT_TIMEOUT_S, wait: float = WAIT_S) -> None:
+        assert url.conninfo is not None
+        self.url = url
+        conninfo = url.conninfo.reveal()
+        self._password = str(_conninfo_field(conninfo, "password") or "")
+        connect: dict[str, Any] = {"autocommit": True,
+                                   "connect_timeout": max(1, round(timeout))}
+        # One connection first: a store that cannot be reached fails here at once, with
+        # libpq's own reason in one line (the pool would retry in the background, log a
+        # warning each time, and then say only that it timed out).
+        try:
+            psycopg.connect(conninfo, **connect).close()
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"{url.display}: cannot connect "
+                                   f"({self._reason(exc)})") from None
+        # check: a connection that died while idle (a PostgreSQL restart, a failover) is
+        # replaced before use instead of failing the request that drew it; it costs one
+        # empty round trip per use.
+        self._pool = ConnectionPool(
+            conninfo, min_size=1, max_size=max(1, pool_size), open=False, timeout=wait,
+            name="ivr-store", check=ConnectionPool.check_connection, kwargs=connect)
+        try:
+            self._pool.open(wait=True, timeout=timeout)
+        except PoolTimeout:
+            self._pool.close()
+            raise StoreUnavailable(f"{url.display}: no connection within {timeout:g}s"
+                                   ) from None
+
+    @property
+    def display(self) -> str:
+        return self.url.display
+
+    def _reason(self, exc: BaseException) -> str:
+        """libpq's first line (``… failed: Connection refused``), without the password,
+        should it ever be in there."""
+        text = next((line.strip() for line in str(exc).splitlines() if line.strip()),
+                    type(exc).__name__).removeprefix("connection failed: ")
+        if self._password:
+            text = text.replace(self._password, "**********")
+        return text
+
+    def close(self) -> None:
+        self._pool.close()
+
+    @contextmanager
+    def _connection(self) -> Iterator[PgConnection]:
+        try:
+            with self._pool.connection() as raw:
+                yield PgConnection(raw)
+        except psycopg.IntegrityError as exc:
+            where = exc.diag.constraint_name or exc.diag.table_name or "a constraint"
+            raise StoreConflict(f"{self.url.display}: {where} would be violated") from None
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+            raise StoreUnavailable(f"{self.url.display}: {self._reason(exc)}") from None
+
+    def run(self, work: Callable[[PgConnection], T], *, write: bool = False) -> T:
+        with self._connection() as conn:
+            if not write:
+                return work(conn)
+            with conn.raw.transaction():
+                return work(conn)
+
+
+def _conninfo_field(conninfo: str, name: str) -> object:
+    try:
+        return conninfo_to_dict(conninfo).get(name)
+    except psycopg.ProgrammingError:  # not parseable: the pool will say so, without it
+        return None
