@@ -92,6 +92,8 @@ def _pids(ha: HaStack) -> dict[str, int]:
             found[service.label] = service.process.pid
     if ha.proxy.process is not None:
         found["proxy"] = ha.proxy.process.pid
+    if ha.postgres.process is not None:
+        found["postgres"] = ha.postgres.process.pid  # with its connections' processes
     return found
 
 
@@ -173,6 +175,8 @@ def _choose(ha: HaStack, work: Path, exits: ExitStack, figures: HaFigures, plan:
                 BALANCER: _webhook(ha, "webhook-lb", exits, BACKEND_URL=lb_url)}
     common = {n.node_id: n.process.pid for n in ha.vault.nodes if n.process}
     common.update({b.label: b.process.pid for b in ha.backends if b.process})
+    if ha.postgres.process is not None:
+        common["postgres"] = ha.postgres.process.pid
     extra: dict[str, dict[str, int]] = {CLIENT_SIDE: {}, BALANCER: {"balancer": lb_pid}}
     for name, webhook in variants.items():
         load.run_wrk(webhook.url, call_file("warm", webhook.url, 2, 3000), connections=8,

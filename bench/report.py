@@ -308,11 +308,12 @@ def ha_section(s: Summary) -> list[str]:
         "## Past one machine (`make run-ha`'s topology)",
         "",
         f"Whole calls, c={CALL_C}, pre-signed, every answer checked, through Caddy to two "
-        "webhooks, two backends, a 3-node OpenBao cluster and the shared store, started by "
+        "webhooks, two backends, a 3-node OpenBao cluster and PostgreSQL, started by "
         "make run-ha's own code (`bench/ha.py`); median of "
-        f"{runs} runs, beside the single-node stack's figures from this same run. CPU is "
-        f"summed over every process of each ({ha.processes} in the HA topology, Caddy "
-        "included); a call is three webhook requests.",
+        f"{runs} runs, beside the single-node stack's figures from this same run (its store "
+        "is SQLite, in the backend's own process). CPU is summed over every process of each "
+        f"({ha.processes} in the HA topology, Caddy and PostgreSQL with its connections' "
+        "processes included); a call is three webhook requests.",
         "",
         "| topology | calls/s | webhook req/s | p50 ms | p99 ms "
         "| CPU ms/request, all processes | CPU ms/call | Transit calls/request |",
@@ -321,11 +322,13 @@ def ha_section(s: Summary) -> list[str]:
         row("make run-ha: 3 Vault nodes, 2 backends, 2 webhooks, Caddy", ha.topology,
             _all_cpu(ha.topology)),
         "",
-        f"Where the HA topology's CPU goes, ms per webhook request: {where}. The proxy is "
-        "a hop the single stack does not have, and each webhook and backend batches only "
-        "the calls it serves: smaller Transit batches, more Transit calls per request (the "
-        "last column). Vault's CPU sits on the active node: the services stay on the node "
-        "that last answered, and a standby would only forward to it.",
+        f"Where the HA topology's CPU goes, ms per webhook request: {where}. What the "
+        "single stack does not pay: the proxy's hop; a lookup's decision on PostgreSQL, "
+        "locks, reads and writes over TCP to other processes, where SQLite's runs in the "
+        "backend itself; and each webhook and backend batching only the calls it serves: "
+        "smaller Transit batches, more Transit calls per request (the last column). Vault's "
+        "CPU sits on the active node: the services stay on the node that last answered, and "
+        "a standby would only forward to it.",
     ]
     if ha.choice:
         out += [
@@ -455,7 +458,6 @@ def markdown(s: Summary, chart: str) -> str:
                    f"{point.med('p90_ms'):.1f} | {point.med('p99_ms'):.1f} | "
                    f"{statistics.median(point.transit):.3f} | "
                    f"{statistics.median(point.batch):.1f} |")
-    out += ha_section(s)
     make_run, vault = s.card[MAKE_RUN][CARD_C], s.card["vault"][CARD_C]
     out += [
         "",
@@ -463,6 +465,7 @@ def markdown(s: Summary, chart: str) -> str:
         "console log lines, PYTHONUNBUFFERED=1, on a pseudo-terminal read by a thread). "
         f"`{NO_LINGER}`: the adaptive linger off. Both are their own backend and webhook, "
         "measured in turn with the bench's own.",
+        *ha_section(s),
         "",
         f"## `make run`'s configuration (`POST /voice/card`, c={CARD_C})",
         "",
