@@ -33,7 +33,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check service tests
 	$(BIN)/mypy
 
-# The benchmark (bench/RESULTS.md). BENCH_QUICK=1: a short run (< 3 min) into bench/.work/.
+# The benchmark (bench/RESULTS.md). BENCH_QUICK=1: a short run (~4 min) into bench/.work/;
+# BENCH_HA=0: without make run-ha's topology.
 # wrk is a Debian package: installed here when missing (needs root), else say how.
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \

@@ -1,5 +1,5 @@
 """``make bench`` (``python -m bench``): measure, write RESULTS.md and chart.png, and end
-with one summary line. ``BENCH_QUICK=1``: a short run (under 3 minutes) into bench/.work/.
+with one summary line. ``BENCH_QUICK=1``: a short run (about 4 minutes) into bench/.work/.
 ``BENCH_HA=0``: without the section on make run-ha's topology (bench/ha.py).
 
 Every point is measured several times, service and baseline interleaved (A B A B ...) so

@@ -51,7 +51,7 @@ from tests.support.devrun import (
     start_dev,
     stop_dev,
 )
-from tests.support.load import CallLoad, Figures
+from tests.support.load import CallLoad, Failure, Figures
 
 pytestmark = [
     pytest.mark.skipif(subprocess.run(["which", "caddy"], capture_output=True,
@@ -213,40 +213,40 @@ def test_sigkill_the_vault_leader(ha: Ha) -> None:
     assert figures.calls >= 20
 
 
-def test_sigkill_a_backend(ha: Ha) -> None:
-    victim = ha.member("backend-1")
+def replica_drill(ha: Ha, name: str, sig: signal.Signals, *,
+                  unready_first: bool = False) -> tuple[Figures, list[Failure]]:
+    """Under load, ``sig`` to one replica; the load goes on until the launcher's
+    replacement is ready, and AFTER_S more. With ``unready_first``: its /readyz must turn
+    503 at once (the drain), while it still serves."""
+    victim = ha.member(name)
+    recovery: dict[str, float] = {}
     with CallLoad(ha.proxy_url, ha.twilio_token) as load:
         time.sleep(WARM_S)
         started = load.mark()
-        os.kill(victim["pid"], signal.SIGKILL)
-        wait_until(replaced(ha, "backend-1", victim["pid"]), what="backend-1 started again",
+        os.kill(victim["pid"], sig)
+        if unready_first:
+            recovery["unready_after"] = wait_until(
+                lambda: status(f"{victim['url']}/readyz") != 200, what=f"{name} unready",
+                since=started, timeout=5)
+        wait_until(replaced(ha, name, victim["pid"]), what=f"{name} started again",
                    since=started)
-        ready = wait_until(lambda: ha.ready("backend-1"), what="backend-1 ready",
-                           since=started)
+        recovery["replacement_ready_after"] = wait_until(
+            lambda: ha.ready(name), what=f"{name} ready", since=started)
         time.sleep(AFTER_S)
         figures = load.figures(started)
-    report("backend SIGKILL", figures, backend_ready_again_after=ready)
-    assert figures.failed == 0, load.failures[:5]
+    report(f"{ha.member(name)['role']} {sig.name}", figures, **recovery)
+    return figures, load.failures
+
+
+def test_sigkill_a_backend(ha: Ha) -> None:
+    figures, failures = replica_drill(ha, "backend-1", signal.SIGKILL)
+    assert figures.failed == 0, failures[:5]
     assert figures.calls >= 20
 
 
 def test_sigterm_a_webhook_is_a_rolling_restart(ha: Ha) -> None:
-    victim = ha.member("webhook-1")
-    with CallLoad(ha.proxy_url, ha.twilio_token) as load:
-        time.sleep(WARM_S)
-        started = load.mark()
-        os.kill(victim["pid"], signal.SIGTERM)
-        # Unready at once, while it still serves: Caddy takes it out before it closes.
-        unready = wait_until(lambda: status(f"{victim['url']}/readyz") != 200,
-                             what="webhook-1 unready", since=started, timeout=5)
-        wait_until(replaced(ha, "webhook-1", victim["pid"]), what="webhook-1 replaced",
-                   since=started)
-        ready = wait_until(lambda: ha.ready("webhook-1"), what="webhook-1 ready",
-                           since=started)
-        time.sleep(AFTER_S)
-        figures = load.figures(started)
-    report("webhook SIGTERM", figures, unready_after=unready, replacement_ready_after=ready)
-    assert figures.failed == 0, load.failures[:5]
+    figures, failures = replica_drill(ha, "webhook-1", signal.SIGTERM, unready_first=True)
+    assert figures.failed == 0, failures[:5]
     assert figures.calls >= 20
 
 
