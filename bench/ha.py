@@ -40,7 +40,7 @@ CLIENT_SIDE = "client-side failover (BACKEND_URL: both backends)"
 BALANCER = "Caddy in front of the backends (BACKEND_URL: the balancer)"
 KILL_AFTER_S = 2.0
 
-# The balancer, configured as proxy/Caddyfile.ha balances the webhooks: round robin, a
+# The balancer, configured as proxy/Caddyfile.ha balances the webhooks: least_conn, a
 # request that cannot reach a backend tried on the other for up to 2 s, a failed backend
 # out for 5 s. (No lb_retry_match for POST: Caddy 2.6 retries it with an empty body.)
 BALANCER_CADDYFILE = """\
@@ -49,7 +49,7 @@ BALANCER_CADDYFILE = """\
 }
 http://127.0.0.1:{$PORT} {
 	reverse_proxy {$UPSTREAMS} {
-		lb_policy round_robin
+		lb_policy least_conn
 		lb_try_duration 2s
 		lb_try_interval 50ms
 		fail_duration 5s

@@ -338,7 +338,7 @@ def ha_section(s: Summary) -> list[str]:
             "Each variant is its own webhook on the topology's backends and Vault, called "
             "directly, runs alternating; then each carries the same load while one backend "
             "is SIGKILLed 2 s in (a wrk run; its failures are not in the checks above). "
-            "The balancer is Caddy, round robin, a request that cannot reach a backend "
+            "The balancer is Caddy, least_conn, a request that cannot reach a backend "
             "tried on the other for up to 2 s.",
             "",
             "| between webhook and backends | req/s | p50 ms | p99 ms "
