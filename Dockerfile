@@ -28,6 +28,7 @@ RUN groupadd --system --gid 10001 ivr \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp \
         --shell /usr/sbin/nologin ivr \
  && install -d -o 10001 -g 10001 -m 0700 /data /creds/webhook /creds/backend /vault-root /ca \
+    /db-secret \
  && install -d -o 10001 -g 10001 -m 0755 /tls \
  && install -d -o 10001 -g 10001 -m 0750 /tls-key
 COPY --from=build /opt/venv /opt/venv
@@ -45,7 +46,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     STORE_PATH=/data/accounts.sqlite3
 # Nothing is written outside /tmp and the volumes mounted on /data, /creds/*, /vault-root
 # (dev compose's unseal step), /tls, /tls-key and /ca (the production override's vault-tls
-# step): run it with --read-only --tmpfs /tmp. The empty directories above give fresh
+# step), /db-secret (the HA override's database password): run it with --read-only
+# --tmpfs /tmp. The empty directories above give fresh
 # named volumes their owner (10001) and mode, so the non-root user can write its own
 # volume; /tls-key is 0750 because Vault reads the key in it through its group (group_add).
 WORKDIR /tmp

@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit lint bench clean
+.PHONY: run run-ha test test-unit lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/ivr-vault dev
+
+# Past one machine, on loopback: 3 OpenBao nodes (Raft), 2 backends, 2 webhooks behind Caddy
+# on 127.0.0.1:8080, a shared store. Needs caddy (and PostgreSQL's server binaries).
+run-ha: $(STAMP)
+	$(BIN)/ivr-vault dev --ha
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
@@ -28,7 +33,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check service tests
 	$(BIN)/mypy
 
-# The benchmark (bench/RESULTS.md). BENCH_QUICK=1: a short run (< 3 min) into bench/.work/.
+# The benchmark (bench/RESULTS.md). BENCH_QUICK=1: a short run (~4 min) into bench/.work/;
+# BENCH_HA=0: without make run-ha's topology.
 # wrk is a Debian package: installed here when missing (needs root), else say how.
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \

@@ -1,5 +1,6 @@
 """``make bench`` (``python -m bench``): measure, write RESULTS.md and chart.png, and end
-with one summary line. ``BENCH_QUICK=1``: a short run (under 3 minutes) into bench/.work/.
+with one summary line. ``BENCH_QUICK=1``: a short run (about 4 minutes) into bench/.work/.
+``BENCH_HA=0``: without the section on make run-ha's topology (bench/ha.py).
 
 Every point is measured several times, service and baseline interleaved (A B A B ...) so
 that drift on this shared machine hits both alike; the median run is reported.
@@ -8,6 +9,7 @@ that drift on this shared machine hits both alike; the median run is reported.
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import sys
 import threading
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import clients, load, report, stack
+from bench import ha as bench_ha
 
 HERE = Path(__file__).resolve().parent
 
@@ -30,12 +33,14 @@ class Plan:
     card_concurrency: tuple[int, ...]
     call_concurrency: tuple[int, ...]
     out_dir: Path
+    ha: bool = True
 
     @classmethod
     def from_environ(cls) -> Plan:
+        ha = os.environ.get("BENCH_HA", "1") != "0"
         if os.environ.get("BENCH_QUICK"):
-            return cls(True, 3, 3, (32,), (16,), HERE / ".work" / "quick")
-        return cls(False, 5, 5, (1, 4, 16, 32, 64), (4, 16, 32), HERE)
+            return cls(True, 3, 3, (32,), (16,), HERE / ".work" / "quick", ha)
+        return cls(False, 5, 5, (1, 4, 16, 32, 64), (4, 16, 32), HERE, ha)
 
 
 @dataclass
@@ -220,10 +225,16 @@ def main() -> int:
                 f"{calls[c].med('p50_ms'):.1f} ms p99 {calls[c].med('p99_ms'):.1f} ms; "
                 f"transit calls/request {statistics.median(calls[c].transit):.3f}")
 
+        ha_figures = None
+        if plan.ha:
+            shutil.rmtree(work / "ha", ignore_errors=True)  # a previous run's cluster
+            ha_figures = bench_ha.measure(plan, work / "ha", exits, measure, Point)
+
         summary = report.Summary.build(card, calls, server, rest, under_load, plan.quick,
                                        elapsed=time.monotonic() - started,
                                        loadavg=(load_before, os.getloadavg()[0]),
-                                       pairs=call_pairs, clients=client_figures)
+                                       pairs=call_pairs, clients=client_figures,
+                                       ha=ha_figures)
         report.write(summary, plan.out_dir)
     log(f"wrote {plan.out_dir / 'RESULTS.md'} and chart.png "
         f"in {time.monotonic() - started:.0f} s")

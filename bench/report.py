@@ -14,6 +14,7 @@ from bench import clients
 if TYPE_CHECKING:
     from bench.__main__ import Point
     from bench.clients import ClientFigures
+    from bench.ha import HaFigures
 
 CARD_C, CALL_C = 32, 16
 MAKE_RUN = "make run"  # the services as the dev launcher runs them
@@ -42,15 +43,16 @@ class Summary:
     loadavg: tuple[float, float]
     pairs: dict[str, Point]  # whole calls c=16 on the make-run and no-linger pairs
     clients: dict[str, ClientFigures]
+    ha: HaFigures | None = None  # make run-ha's topology (bench/ha.py)
 
     @classmethod
     def build(cls, card: dict[str, dict[int, Point]], calls: dict[int, Point],
               server: dict[str, Point], rss_rest: dict[str, float],
               rss_load: dict[str, float], quick: bool, *, elapsed: float,
               loadavg: tuple[float, float], pairs: dict[str, Point],
-              clients: dict[str, ClientFigures]) -> Summary:
+              clients: dict[str, ClientFigures], ha: HaFigures | None = None) -> Summary:
         return cls(card, calls, server, rss_rest, rss_load, quick, elapsed, loadavg, pairs,
-                   clients)
+                   clients, ha)
 
     @property
     def values(self) -> dict[str, float]:
@@ -281,10 +283,108 @@ def analysis(s: Summary) -> list[str]:
     ]
 
 
+def _all_cpu(point: Point) -> float:
+    """CPU per request over every process measured with ``point``."""
+    return sum(statistics.median(runs) for runs in point.cpu.values())
+
+
+def ha_section(s: Summary) -> list[str]:
+    """make run-ha's topology beside the single-node stack, and the webhook-to-backend
+    choice it rests on (bench/ha.py)."""
+    if s.ha is None:
+        return []
+    ha, one = s.ha, s.calls[CALL_C]
+    runs = len(ha.topology.runs)
+
+    def row(label: str, point: Point, cpu: float) -> str:
+        return (f"| {label} | {point.med('rps') / 3:.0f} | {point.med('rps'):.0f} | "
+                f"{point.med('p50_ms'):.1f} | {point.med('p99_ms'):.1f} | {cpu:.2f} | "
+                f"{3 * cpu:.2f} | {statistics.median(point.transit):.3f} |")
+
+    where = ", ".join(f"{name} {statistics.median(ms):.2f}"
+                      for name, ms in sorted(ha.topology.cpu.items()))
+    out = [
+        "",
+        "## Past one machine (`make run-ha`'s topology)",
+        "",
+        f"Whole calls, c={CALL_C}, pre-signed, every answer checked, through Caddy to two "
+        "webhooks, two backends, a 3-node OpenBao cluster and PostgreSQL, started by "
+        "make run-ha's own code (`bench/ha.py`); median of "
+        f"{runs} runs, beside the single-node stack's figures from this same run (its store "
+        "is SQLite, in the backend's own process). CPU is summed over every process of each "
+        f"({ha.processes} in the HA topology, Caddy and PostgreSQL with its connections' "
+        "processes included); a call is three webhook requests.",
+        "",
+        "| topology | calls/s | webhook req/s | p50 ms | p99 ms "
+        "| CPU ms/request, all processes | CPU ms/call | Transit calls/request |",
+        "|---|---|---|---|---|---|---|---|",
+        row("one of each (the bench's stack above)", one, call_cpu(one)),
+        row("make run-ha: 3 Vault nodes, 2 backends, 2 webhooks, Caddy", ha.topology,
+            _all_cpu(ha.topology)),
+        "",
+        f"Where the HA topology's CPU goes, ms per webhook request: {where}. What the "
+        "single stack does not pay: the proxy's hop; a lookup's decision on PostgreSQL, "
+        "locks, reads and writes over TCP to other processes, where SQLite's runs in the "
+        "backend itself; and each webhook and backend batching only the calls it serves: "
+        "smaller Transit batches, more Transit calls per request (the last column). Vault's "
+        "CPU sits on the active node: the services stay on the node that last answered, and "
+        "a standby would only forward to it.",
+    ]
+    if ha.choice:
+        out += [
+            "",
+            "### Between the webhook and its backends: client-side failover or a balancer",
+            "",
+            "Each variant is its own webhook on the topology's backends and Vault, called "
+            "directly, runs alternating; then each carries the same load while one backend "
+            "is SIGKILLed 2 s in (a wrk run; its failures are not in the checks above). "
+            "The balancer is Caddy, least_conn, a request that cannot reach a backend "
+            "tried on the other for up to 2 s.",
+            "",
+            "| between webhook and backends | req/s | p50 ms | p99 ms "
+            "| CPU ms/request, all | of which the balancer "
+            "| SIGKILL run: requests | not answered as a working service | max ms |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, point in ha.choice.items():
+            kill = ha.kills[name].result
+            lb = statistics.median(point.cpu["balancer"]) if "balancer" in point.cpu else 0
+            out.append(f"| {name} | {point.med('rps'):.0f} | {point.med('p50_ms'):.1f} | "
+                       f"{point.med('p99_ms'):.1f} | {_all_cpu(point):.2f} | {lb:.2f} | "
+                       f"{kill.requests} | {ha.kills[name].failed} | {kill.max_ms:.0f} |")
+        out += ["", _choice_verdict(ha)]
+    return out
+
+
+def _choice_verdict(ha: HaFigures) -> str:
+    """Which one the service uses, and why, from this run's figures."""
+    from bench.ha import BALANCER, CLIENT_SIDE
+
+    client, lb = ha.choice[CLIENT_SIDE], ha.choice[BALANCER]
+    lost_client, lost_lb = ha.kills[CLIENT_SIDE].failed, ha.kills[BALANCER].failed
+    if lost_client > lost_lb or lost_client:
+        return (f"**This run does not support the choice** of client-side failover "
+                f"(`service/web/failover.py`): under the SIGKILL it lost {lost_client} "
+                f"answers, the balancer {lost_lb}. Look at the webhook logs of the run.")
+    return (
+        f"Chosen: client-side failover (`service/web/failover.py`). Under the SIGKILL it "
+        f"lost {lost_client} answers, the balancer {lost_lb}: a lookup in flight on the "
+        "killed backend reaches the webhook through the balancer as a 502, which the "
+        "webhook cannot tell from a backend's own failure, while the webhook's own client "
+        "sees the reset and sends the lookup to the other backend with the same "
+        "Idempotency-Key. In steady state the balancer is a hop of its own: "
+        f"{_all_cpu(lb):.2f} against {_all_cpu(client):.2f} ms CPU per request over every "
+        f"process, p99 {lb.med('p99_ms'):.1f} against {client.med('p99_ms'):.1f} ms, "
+        f"{lb.med('rps'):.0f} against {client.med('rps'):.0f} req/s (differences of a few "
+        "% are this shared machine's noise).")
+
+
 def markdown(s: Summary, chart: str) -> str:
     v = s.values
     all_points = [*s.card["vault"].values(), *s.card["baseline"].values(),
                   *s.card[MAKE_RUN].values(), *s.calls.values(), *s.pairs.values()]
+    if s.ha is not None:
+        all_points += [s.ha.topology, *s.ha.choice.values()]
     command = "BENCH_QUICK=1 make bench" if s.quick else "make bench"
     rows = [
         ("1. `POST /voice/card` throughput, c=32, Vault ÷ baseline", "≥ 0.90",
@@ -365,6 +465,7 @@ def markdown(s: Summary, chart: str) -> str:
         "console log lines, PYTHONUNBUFFERED=1, on a pseudo-terminal read by a thread). "
         f"`{NO_LINGER}`: the adaptive linger off. Both are their own backend and webhook, "
         "measured in turn with the bench's own.",
+        *ha_section(s),
         "",
         f"## `make run`'s configuration (`POST /voice/card`, c={CARD_C})",
         "",

@@ -47,16 +47,20 @@ class Bench:
         return {name: p.pid for name, p in procs.items() if p is not None}
 
     def card_ciphertexts(self, sids: list[str]) -> list[str]:
-        """Card ciphertexts for pre-signed /voice/pin steps, as the webhook would have
-        made them, in batches (the bench's own Vault calls happen before measuring)."""
-        out: list[str] = []
-        for start in range(0, len(sids), 200):
-            chunk = sids[start:start + 200]
-            response = self.admin.write("transit/encrypt/ivr-dtmf", "bench encrypt", {
-                "batch_input": [{"plaintext": b64(DEMO_CARD.encode()),
-                                 "context": b64(call_context(s, "card_last4"))} for s in chunk]})
-            out += [r["ciphertext"] for r in response["data"]["batch_results"]]
-        return out
+        return card_ciphertexts(self.admin, sids)
+
+
+def card_ciphertexts(admin: VaultClient, sids: list[str]) -> list[str]:
+    """Card ciphertexts for pre-signed /voice/pin steps, as the webhook would have made
+    them, in batches (the bench's own Vault calls happen before measuring)."""
+    out: list[str] = []
+    for start in range(0, len(sids), 200):
+        chunk = sids[start:start + 200]
+        response = admin.write("transit/encrypt/ivr-dtmf", "bench encrypt", {
+            "batch_input": [{"plaintext": b64(DEMO_CARD.encode()),
+                             "context": b64(call_context(s, "card_last4"))} for s in chunk]})
+        out += [r["ciphertext"] for r in response["data"]["batch_results"]]
+    return out
 
 
 def transit_totals(*urls: str) -> tuple[float, float]:
@@ -157,10 +161,27 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None  # gone meanwhile
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    """User + system CPU time so far of a process and of its live children: PostgreSQL
+    serves each connection in a process of its own (a child of the server), and a child's
+    time reaches its parent's only once it is reaped."""
+    fields = _stat(pid)
+    if fields is None:
+        return 0.0
+    total = int(fields[11]) + int(fields[12])
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            child = _stat(int(entry.name))
+            if child is not None and child[1] == str(pid):
+                total += int(child[11]) + int(child[12])
+    return total / _TICK
 
 
 def start_webhook_variant(bench: Bench, stack: ExitStack, **env: str) -> str:

@@ -19,6 +19,7 @@ at the boundary where they arise, so callers handle one tree::
     │   ├── StoreConflict            a write would break a unique key (an account with this card)
     │   └── StoreSchemaMismatch      the schema is not this release's: run `ivr-vault store migrate`
     ├── BackendUnavailable           the webhook got no answer from the backend (refused, timed out)
+    ├── ServiceNotReady              make run-ha: a service started but will not become ready
     ├── ItemFailed                   Transit refused one item of a batch encrypt
     ├── DecryptionError              one opaque error for every failed decryption
     ├── CoalescerError               the batching machinery broke its contract
@@ -122,6 +123,11 @@ class StoreSchemaMismatch(StoreError):
 class BackendUnavailable(IvrVaultError):
     """The webhook's call to the backend got no answer: refused, reset or timed out. The
     message names the operation and the exception type, nothing sent or received."""
+
+
+class ServiceNotReady(IvrVaultError):
+    """A service that ``make run-ha`` started will not become ready by waiting (its
+    ``ivr-lookup`` check failed, it exited). The message names it and its log file."""
 
 
 class ItemFailed(IvrVaultError):

@@ -182,6 +182,24 @@ class Url:
 
 
 @dataclass(frozen=True)
+class Urls:
+    """One or more http(s) URLs, comma-separated: the replicas of one dependency, each
+    checked as :class:`Url` checks one (service/web/failover.py uses them in turn)."""
+
+    accepts: str = "http(s) URLs, comma-separated"
+
+    def __call__(self, text: str | None, name: str) -> tuple[str, ...]:
+        items = [item.strip() for item in (text or "").split(",")]
+        if not all(items):
+            raise ConfigError(f"{name}: expected one or more http(s) URLs, comma-separated, "
+                              "none empty")
+        urls = tuple(Url()(item, name) for item in items)
+        if len(set(urls)) != len(urls):
+            raise ConfigError(f"{name}: an address is listed twice")
+        return urls
+
+
+@dataclass(frozen=True)
 class Networks:
     accepts: str = "comma-separated addresses or CIDRs"
 
@@ -324,7 +342,11 @@ SERVICES: tuple[Role, ...] = ("webhook", "backend")
 
 @dataclass(frozen=True)
 class Settings:
-    vault_addr: str = setting("http://127.0.0.1:8200", "Vault (or OpenBao) address.", Url())
+    vault_addr: tuple[str, ...] = setting(
+        "http://127.0.0.1:8200", "Vault (or OpenBao) address; several (the nodes of a "
+        "cluster), comma-separated: a request goes to the one that last worked and fails "
+        "over to the next on a refused connection, a timeout, a 5xx or a sealed node.",
+        Urls())
     vault_cacert: str | None = setting(
         None, "CA bundle to verify Vault's TLS certificate.", OptionalText(accepts="a file path"))
     vault_role_id: Secret | None = setting(
@@ -364,8 +386,10 @@ class Settings:
         "Empty: derive from trusted X-Forwarded-* headers.", Url(allow_empty=True))
     trusted_proxies: tuple[IPNetwork, ...] = setting(
         "", "Addresses/CIDRs whose X-Forwarded-Proto/Host are honoured.", Networks())
-    backend_url: str = setting(
-        "http://127.0.0.1:8081", "Where the webhook finds the backend.", Url())
+    backend_url: tuple[str, ...] = setting(
+        "http://127.0.0.1:8081", "Where the webhook finds the backend; several (replicas), "
+        "comma-separated: lookups take turns, and one that gets no answer or a 5xx is sent "
+        "to the next (its Idempotency-Key makes that safe).", Urls())
     backend_token: Secret | None = setting(
         None, "Bearer token between webhook and backend.", SecretText(), secret=True,
         required_by=SERVICES)
@@ -420,6 +444,12 @@ class Settings:
         "24h", "Sliding window of CALLER_FAILURE_LIMIT.", Duration())
     web_concurrency: int = setting(
         "1", "uvicorn worker processes per service.", Bounded(int, 1, 64))
+    shutdown_drain: float = setting(
+        "0", "Seconds a service keeps serving after SIGTERM, /readyz answering 503 "
+        "meanwhile, so that a load balancer's health checks take it out of rotation before "
+        "it stops accepting connections; then requests in flight finish. 0: stop accepting "
+        "at once. Ctrl-C never waits; not applied with WEB_CONCURRENCY above 1.",
+        Bounded(float, 0, 60))
 
     @property
     def store(self) -> StoreUrl:

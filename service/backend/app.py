@@ -36,7 +36,7 @@ from service.vault import session
 from service.vault.formats import ciphertext_version
 from service.vault.session import TransitSession, freeze_startup_heap
 from service.web.access_log import AccessLogMiddleware, annotate
-from service.web.health import health_routes
+from service.web.health import Drain, health_routes
 from service.web.limits import BodyLimitMiddleware
 from service.web.media_type import media_type
 from service.web.metrics import Metrics
@@ -134,9 +134,10 @@ async def openapi_endpoint(request: Request) -> Response:
 
 def create_backend_app(settings: Settings, *,
                        transit_session: TransitSession = session.transit_session,
-                       ) -> Starlette:
+                       drain: Drain | None = None) -> Starlette:
     """The backend app. ``transit_session`` is the seam the unit tests use for a fake
-    Transit; the default is Vault."""
+    Transit; the default is Vault. ``drain``: set by the server on SIGTERM, it turns
+    /readyz to 503."""
     settings.require("backend")
     metrics = Metrics()
 
@@ -177,7 +178,7 @@ def create_backend_app(settings: Settings, *,
     routes = [
         Route("/v1/lookup", lookup_endpoint, methods=["POST"]),
         Route("/openapi.json", openapi_endpoint, methods=["GET"]),
-        *health_routes(ready, metrics),
+        *health_routes(ready, metrics, drain),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -59,7 +59,9 @@ def _restore(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("VAULT_TOKEN: not set (restore needs a root token of the target "
                           "Vault; with --dev, make run's own)")
     else:
-        addr, token = settings.vault_addr, settings.vault_token
+        # Through the first node listed: a snapshot is the cluster's, and the node that
+        # takes it in must be the one that is unsealed with the backup's keys afterwards.
+        addr, token = settings.vault_addr[0], settings.vault_token
         verify = settings.vault_cacert or True
     try:
         admin = VaultClient(addr, token, timeout=60, verify=verify)

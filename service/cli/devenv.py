@@ -7,7 +7,9 @@ file exists, the command's environment gains ``VAULT_ADDR`` from it and, unless 
 environment names credentials of its own (``VAULT_ROLE_ID``/``VAULT_SECRET_ID``,
 ``VAULT_TOKEN``, or their ``_FILE`` forms), the command's identity from ``.dev/``: the
 key-admin AppRole for ``keys``, the backend's for ``accounts add``, the dev root token only
-for ``bootstrap``. One line on stderr says which Vault and which identity.
+for ``bootstrap``. One line on stderr says which Vault and which identity. After ``make
+run-ha``, ``VAULT_ADDR`` names its three nodes, and its store (``STORE_URL``) comes along
+unless the environment names a store of its own.
 
 With ``VAULT_ADDR`` set, ``.dev/`` is never read: the dev credentials must not be offered to
 another Vault (a secret-id sent to a server is a secret-id that server's operator holds).
@@ -37,6 +39,7 @@ class DevEnv:
     dir: Path
     addr: str
     root_token: str | None
+    store_url: str | None = None  # make run-ha's PostgreSQL (no password: a passfile)
 
     def approle_dir(self, role: str) -> Path | None:
         """``.dev/<role>/`` when it holds both credential files."""
@@ -57,7 +60,8 @@ def find_dev_env(environ: Mapping[str, str], dev_dir: Path = DEV_DIR) -> DevEnv 
     addr = values.get("VAULT_ADDR") or values.get("BAO_ADDR")
     if not addr:
         return None
-    return DevEnv(dev_dir, addr, values.get("VAULT_TOKEN") or values.get("BAO_TOKEN"))
+    return DevEnv(dev_dir, addr, values.get("VAULT_TOKEN") or values.get("BAO_TOKEN"),
+                  values.get("STORE_URL"))
 
 
 def names_credentials(environ: Mapping[str, str]) -> bool:
@@ -70,6 +74,9 @@ def dev_environment(environ: Mapping[str, str], identity: str,
     credentials, ``identity``'s from ``.dev/``; and the line that says so."""
     env = {**environ, "VAULT_ADDR": dev.addr}
     said = f"using the dev Vault at {dev.addr} ({dev.dir / 'vault.env'})"
+    if dev.store_url and not any(environ.get(name) for name in (
+            "STORE_URL", "STORE_URL_FILE", "STORE_PATH")):
+        env["STORE_URL"] = dev.store_url  # make run-ha's store goes with its Vault
     if names_credentials(environ) or identity == ANY:
         return env, said
     if identity == ROOT:

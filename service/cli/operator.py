@@ -18,13 +18,16 @@ from service.settings import Settings
 def _unseal(args: argparse.Namespace, settings: Settings) -> int:
     from service.vault.operator_init import DevKeyring, VaultServer, keep_unsealed
 
-    server = VaultServer(settings.vault_addr, verify=settings.vault_cacert or True)
+    # Every node of VAULT_ADDR: a cluster's first node is initialised, the others join.
+    servers = [VaultServer(addr, verify=settings.vault_cacert or True)
+               for addr in settings.vault_addr]
     try:
-        keep_unsealed(server, DevKeyring(Path(args.keys_file)), initialise_if_new=args.init,
+        keep_unsealed(servers, DevKeyring(Path(args.keys_file)), initialise_if_new=args.init,
                       token_file=Path(args.token_file) if args.token_file else None,
                       interval=args.watch)
     finally:
-        server.close()
+        for server in servers:
+            server.close()
     return 0
 
 
@@ -41,7 +44,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     operator = sub.add_parser("operator", help="steps around docker compose's Vault").\
         add_subparsers(dest="operator_command", required=True)
     p = operator.add_parser("unseal", help="(dev only) initialise when new and unseal "
-                                           "VAULT_ADDR with the keys in --keys-file")
+                                           "every node of VAULT_ADDR with the keys in "
+                                           "--keys-file")
     p.add_argument("--keys-file", required=True, metavar="FILE",
                    help="the dev keyring (written, mode 0600, when --init initialises)")
     p.add_argument("--init", action="store_true", help="initialise a new Vault (1 share)")

@@ -15,6 +15,8 @@ from service.settings import Settings, retired_in
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
+    from service.web.health import Drain
+
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
@@ -32,13 +34,23 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if workers > 1:
         # Each worker is its own process: it builds its app (Vault login, coalescers,
         # metrics) in its own lifespan through this module's factory. /metrics then
-        # answers for the worker that serves the scrape only.
+        # answers for the worker that serves the scrape only. uvicorn's supervisor owns
+        # the signals here: no drain (SHUTDOWN_DRAIN) before the workers stop.
         uvicorn.run(f"{__name__}:{args.role}_app", factory=True, workers=workers,
                     host=host, port=port, **uvicorn_options())
-    else:
-        app = _webhook(settings) if args.role == "webhook" else _backend(settings)
-        uvicorn.run(app, host=host, port=port, **uvicorn_options())
-    return 0
+        return 0
+    from service.web.draining import DrainingServer
+    from service.web.health import Drain
+
+    drain = Drain()
+    app = (_webhook(settings, drain) if args.role == "webhook"
+           else _backend(settings, drain))
+    server = DrainingServer(uvicorn.Config(app, host=host, port=port, **uvicorn_options()),
+                            drain, settings.shutdown_drain)
+    server.run()
+    # As uvicorn.run: a server that never started (its lifespan failed, the port was
+    # taken) exits 3.
+    return 0 if server.started else 3
 
 
 def _warn_retired() -> None:
@@ -50,16 +62,16 @@ def _warn_retired() -> None:
         structlog.get_logger("ivr.serve").warning("retired setting", detail=line)
 
 
-def _webhook(settings: Settings) -> Starlette:
+def _webhook(settings: Settings, drain: Drain | None = None) -> Starlette:
     from service.webhook.app import create_webhook_app
 
-    return create_webhook_app(settings)
+    return create_webhook_app(settings, drain=drain)
 
 
-def _backend(settings: Settings) -> Starlette:
+def _backend(settings: Settings, drain: Drain | None = None) -> Starlette:
     from service.backend.app import create_backend_app
 
-    return create_backend_app(settings)
+    return create_backend_app(settings, drain=drain)
 
 
 def _worker_settings() -> Settings:

@@ -41,6 +41,7 @@ class Caller:
     client: httpx.Client
     say: Callable[[str], None] = print
     account_sid: str = field(default_factory=lambda: "AC" + secrets.token_hex(16))
+    caller: str = "+15005550006"  # the From number (Twilio's test number)
 
     def post(self, url: str, params: dict[str, str],
              headers: dict[str, str] | None = None) -> httpx.Response:
@@ -51,7 +52,7 @@ class Caller:
     def play(self, entries: Sequence[str], *, call_sid: str | None = None) -> CallResult:
         call_sid = call_sid or new_call_sid()
         pending = list(entries)
-        base = {"CallSid": call_sid, "AccountSid": self.account_sid, "From": "+15005550006",
+        base = {"CallSid": call_sid, "AccountSid": self.account_sid, "From": self.caller,
                 "To": "+15005550001", "CallStatus": "in-progress", "Direction": "inbound",
                 "ApiVersion": "2010-04-01"}
         url = self.base_url.rstrip("/") + "/voice"

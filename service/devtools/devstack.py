@@ -106,6 +106,11 @@ class DevVault:
     process: subprocess.Popen[bytes] | None = None
     port: int = 0
     cluster_port: int = 0
+    # A node of make run-ha's cluster (service/devtools/vault_cluster.py): its Raft node
+    # id, every node's API address for retry_join, and the cluster's one keyring.
+    node_id: str = "dev"
+    peers: tuple[str, ...] = ()
+    keyring_path: Path | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -113,7 +118,7 @@ class DevVault:
 
     @property
     def keyring(self) -> DevKeyring:
-        return DevKeyring(self.state_dir / "vault-keys.dev-only")
+        return DevKeyring(self.keyring_path or self.state_dir / "vault-keys.dev-only")
 
     @property
     def audit_log(self) -> Path:
@@ -122,6 +127,10 @@ class DevVault:
     @property
     def server_log(self) -> Path:
         return self.state_dir / "vault-server.log"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     @classmethod
     def start(cls, state_dir: Path, *, port: int | None = None,
@@ -141,11 +150,19 @@ class DevVault:
         self._run(find_vault_binary())
 
     def _run(self, binary: str) -> None:
-        self.process = self._spawn(binary)
+        self.launch(binary)
+        try:
+            self.unseal()
+        except BaseException:
+            self.stop()
+            raise
+
+    def launch(self, binary: str | None = None) -> None:
+        """Start the server process and wait until it listens (sealed: see unseal)."""
+        self.process = self._spawn(binary or find_vault_binary())
         try:
             wait_http(f"{self.addr}/v1/sys/health", timeout=30, process=self.process,
                       ok=LISTENING)
-            self.unseal()
         except BaseException:
             self.stop()
             raise
@@ -171,8 +188,11 @@ class DevVault:
         # audit device's options in its data and refuses to start with other ones
         # ("modifications to audit devices are not allowed"), so an absolute path would
         # break a checkout that moved, or a snapshot restored into another directory.
+        retry_join = "".join(f'  retry_join {{\n    leader_api_addr = "{peer}"\n  }}\n'
+                             for peer in self.peers)
         values = {"data_dir": self.data_dir.name, "port": self.port,
-                  "cluster_port": self.cluster_port, "audit_log": self.audit_log.name}
+                  "cluster_port": self.cluster_port, "audit_log": self.audit_log.name,
+                  "node_id": self.node_id, "retry_join": retry_join}
         for name, value in values.items():
             template = template.replace("{" + name + "}", str(value))
         config = self.state_dir / "vault-server.hcl"
@@ -229,18 +249,27 @@ class ServiceProcess:
     log_dir: Path
     process: subprocess.Popen[bytes] | None = None
     extra_args: tuple[str, ...] = field(default=())
+    name: str = ""  # one replica of several (make run-ha: "backend-2"); default: the role
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def label(self) -> str:
+        return self.name or self.role
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
     def stdout_path(self) -> Path:
-        return self.log_dir / f"{self.role}.stdout.log"
+        return self.log_dir / f"{self.label}.stdout.log"
 
     @property
     def stderr_path(self) -> Path:
-        return self.log_dir / f"{self.role}.stderr.log"
+        return self.log_dir / f"{self.label}.stderr.log"
 
     def start(self, *, wait: bool = True, to_terminal: bool = False,
               terminal_fd: int | None = None) -> ServiceProcess:
@@ -266,6 +295,7 @@ class ServiceProcess:
                 raise
         return self
 
-    def stop(self) -> None:
+    def stop(self, *, sig: int = signal.SIGTERM) -> None:
+        """SIGTERM (with SHUTDOWN_DRAIN, a drain first) or SIGINT (no drain)."""
         if self.process is not None:
-            stop_process(self.process)
+            stop_process(self.process, sig=sig)

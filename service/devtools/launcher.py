@@ -46,20 +46,24 @@ def _write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
-def write_vault_env(path: Path, addr: str, token: str) -> None:
+def write_vault_env(path: Path, addr: str, token: str,
+                    extra: Mapping[str, str] | None = None) -> None:
     """``.dev/vault.env``, for ``source .dev/vault.env`` and for tools that read it.
 
     Format: lines ``export NAME=VALUE`` (values have no spaces and no quotes), for
-    ``VAULT_ADDR``, ``VAULT_TOKEN``, ``BAO_ADDR`` and ``BAO_TOKEN``; lines starting with
-    ``#`` are comments. Mode 0600: the token is the dev Vault's root token (dev only).
+    ``VAULT_ADDR`` (``make run-ha``: its three nodes, comma-separated), ``VAULT_TOKEN``,
+    ``BAO_ADDR`` and ``BAO_TOKEN`` (the bao CLI takes one address: the first node), then
+    ``extra`` (``make run-ha``: where the account store is); lines starting with ``#`` are
+    comments. Mode 0600: the token is the dev Vault's root token (dev only).
     """
     lines = ["# DEV ONLY: the make-run Vault and its root token (source this file).\n"]
-    for prefix in ("VAULT", "BAO"):
-        lines += [f"export {prefix}_ADDR={addr}\n", f"export {prefix}_TOKEN={token}\n"]
+    for prefix, value in (("VAULT", addr), ("BAO", addr.split(",", maxsplit=1)[0])):
+        lines += [f"export {prefix}_ADDR={value}\n", f"export {prefix}_TOKEN={token}\n"]
+    lines += [f"export {name}={value}\n" for name, value in (extra or {}).items()]
     _write_private(path, "".join(lines))
 
 
-def _secret_file(path: Path, from_env: str | None) -> Path:
+def secret_file(path: Path, from_env: str | None) -> Path:
     """Use the value from the environment when given, else keep (or make) a dev one."""
     if from_env:
         _write_private(path, from_env + "\n")
@@ -68,7 +72,8 @@ def _secret_file(path: Path, from_env: str | None) -> Path:
     return path
 
 
-def _lock(state_dir: Path, stack: ExitStack) -> None:
+def hold_lock(state_dir: Path, stack: ExitStack) -> None:
+    """One ``make run`` or ``make run-ha`` per directory, held until ``stack`` closes."""
     handle = stack.enter_context((state_dir / "run.lock").open("a+"))
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -83,7 +88,7 @@ def _lock(state_dir: Path, stack: ExitStack) -> None:
     handle.flush()
 
 
-def _stop_on_signals() -> None:
+def stop_on_signals() -> None:
     """SIGTERM and SIGINT both unwind the launcher, stopping what it started."""
 
     def on_term(signum: int, frame: FrameType | None) -> None:
@@ -105,11 +110,11 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) 
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, 0o700)
     with ExitStack() as stack:
-        _lock(state_dir, stack)
-        _stop_on_signals()
+        hold_lock(state_dir, stack)
+        stop_on_signals()
 
         if environ.get("VAULT_ADDR") and environ.get("VAULT_TOKEN"):
-            vault_addr, root = settings.vault_addr, settings.vault_token
+            vault_addr, root = ",".join(settings.vault_addr), settings.vault_token
             assert root is not None
             print(f"Using the Vault at {vault_addr} (VAULT_ADDR).")
         else:
@@ -121,7 +126,7 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) 
                   f"{dev_vault.data_dir}, unseal key and root token (dev only) in "
                   f"{dev_vault.keyring.path}; audit log {dev_vault.audit_log}")
 
-        admin = VaultClient(vault_addr, root, timeout=10)
+        admin = VaultClient(vault_addr.split(","), root, timeout=10)
         layout = bootstrap(admin)
         creds = issue_credentials(admin, ["ivr-webhook", "ivr-backend", "ivr-keyadmin",
                                           "ivr-backup"],
@@ -129,31 +134,20 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) 
         for role, c in creds.items():
             c.write(state_dir / role)
 
-        twilio_file = _secret_file(state_dir / "twilio-auth-token",
-                                   environ.get("TWILIO_AUTH_TOKEN"))
-        backend_file = _secret_file(state_dir / "backend-token", environ.get("BACKEND_TOKEN"))
+        twilio_file = secret_file(state_dir / "twilio-auth-token",
+                                  environ.get("TWILIO_AUTH_TOKEN"))
+        backend_file = secret_file(state_dir / "backend-token", environ.get("BACKEND_TOKEN"))
         store_path = state_dir / "accounts.sqlite3"
         public_base_url, backend_url = _local_urls(settings, environ)
 
         def service_env(role: str) -> dict[str, str]:
-            env = {k: v for k, v in environ.items()
-                   if k not in ("VAULT_TOKEN", "BAO_TOKEN", "TWILIO_AUTH_TOKEN",
-                                "BACKEND_TOKEN", "VAULT_ROLE_ID", "VAULT_SECRET_ID")}
-            env.update({
-                "VAULT_ADDR": vault_addr,
-                "VAULT_ROLE_ID_FILE": str(state_dir / f"ivr-{role}" / "role_id"),
-                "VAULT_SECRET_ID_FILE": str(state_dir / f"ivr-{role}" / "secret_id"),
-                "BACKEND_TOKEN_FILE": str(backend_file),
-                "STORE_PATH": str(store_path),
-                **dev_output_env(environ),
-                "PUBLIC_BASE_URL": public_base_url,
-                "BACKEND_URL": backend_url,
-            })
-            if role == "webhook":
-                env["TWILIO_AUTH_TOKEN_FILE"] = str(twilio_file)
-            return env
+            return service_environment(
+                environ, role, vault_addr=vault_addr, approle_dir=state_dir,
+                backend_token_file=backend_file, twilio_file=twilio_file,
+                public_base_url=public_base_url, backend_url=backend_url,
+                store={"STORE_PATH": str(store_path)})
 
-        _prepare_store(Settings.from_environ(service_env("backend")))
+        prepare_store(Settings.from_environ(service_env("backend")))
 
         backend = ServiceProcess("backend", settings.backend_port, service_env("backend"),
                                  state_dir)
@@ -163,7 +157,7 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) 
         backend.start(to_terminal=True)
         stack.callback(webhook.stop)
         webhook.start(to_terminal=True)
-        refused = _wait_ready(backend)
+        refused = wait_backend_ready(backend)
         if refused:
             print(f"ivr-vault: the backend is not ready: {refused} (its error line above "
                   "says why and what to do); stopping.", file=sys.stderr, flush=True)
@@ -194,14 +188,44 @@ Ctrl-C stops everything.
             return 0
 
 
-def _prepare_store(settings: Settings) -> None:
+def prepare_store(settings: Settings) -> None:
     """The store's schema, then the demo account unless the store has it. (STORE_URL, when
     set, wins over the launcher's STORE_PATH: ``make run`` on a PostgreSQL store.)"""
     print(f"ivr-vault: {migrate_store(settings.store)}")
     print(f"ivr-vault: {seed_demo(settings)}")
 
 
-def _wait_ready(backend: ServiceProcess) -> str | None:
+# Secrets and identities a service must not inherit from the launcher's environment: each
+# gets its own, from files.
+_NOT_INHERITED = ("VAULT_TOKEN", "BAO_TOKEN", "TWILIO_AUTH_TOKEN", "BACKEND_TOKEN",
+                  "VAULT_ROLE_ID", "VAULT_SECRET_ID")
+
+
+def service_environment(environ: Mapping[str, str], role: str, *, vault_addr: str,
+                        approle_dir: Path, backend_token_file: Path, twilio_file: Path,
+                        public_base_url: str, backend_url: str,
+                        store: Mapping[str, str]) -> dict[str, str]:
+    """The environment of one service process under ``make run`` or ``make run-ha``: the
+    launcher's, without its secrets, plus this role's AppRole files (under
+    ``approle_dir/ivr-ROLE``), the shared bearer token, where Vault, the store and (the
+    webhook) the backend are, and the Twilio token for the webhook."""
+    env = {k: v for k, v in environ.items() if k not in _NOT_INHERITED}
+    env.update({
+        "VAULT_ADDR": vault_addr,
+        "VAULT_ROLE_ID_FILE": str(approle_dir / f"ivr-{role}" / "role_id"),
+        "VAULT_SECRET_ID_FILE": str(approle_dir / f"ivr-{role}" / "secret_id"),
+        "BACKEND_TOKEN_FILE": str(backend_token_file),
+        **store,
+        **dev_output_env(environ),
+        "PUBLIC_BASE_URL": public_base_url,
+        "BACKEND_URL": backend_url,
+    })
+    if role == "webhook":
+        env["TWILIO_AUTH_TOKEN_FILE"] = str(twilio_file)
+    return env
+
+
+def wait_backend_ready(backend: ServiceProcess) -> str | None:
     """Wait for the backend's /readyz. None once it is ready; the name of the failed check
     when it will not become ready by waiting: its ``ivr-lookup`` check (the Vault cannot
     reproduce the store's canary). Vault being slow or away is waited for."""
@@ -230,7 +254,7 @@ def _local_urls(settings: Settings, environ: Mapping[str, str]) -> tuple[str, st
     so a stack moved off 8080/8081 must not keep pointing there."""
     public = (settings.public_base_url if "PUBLIC_BASE_URL" in environ
               else f"http://127.0.0.1:{settings.webhook_port}")
-    backend = (settings.backend_url if "BACKEND_URL" in environ
+    backend = (",".join(settings.backend_url) if "BACKEND_URL" in environ
                else f"http://127.0.0.1:{settings.backend_port}")
     return public, backend
 

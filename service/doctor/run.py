@@ -50,7 +50,7 @@ def settings_check(settings: Settings, error: ConfigError | None) -> Check:
             settings.check_consistent(role)
     except ConfigError as exc:
         return Check.failed("settings", f"inconsistent: {exc}", fix)
-    return Check.passed("settings", f"valid (VAULT_ADDR {settings.vault_addr}, "
+    return Check.passed("settings", f"valid (VAULT_ADDR {','.join(settings.vault_addr)}, "
                                     f"STORE_PATH {settings.store_path})")
 
 
@@ -99,7 +99,10 @@ def run_doctor(settings: Settings, options: Options) -> Report:
                 keys = _read_keys(client, settings, stored=schema.ok)
     checks += _key_rows(keys, settings)
     checks += _store_rows(settings, schema, sources.get("ivr-backend"), connect)
-    checks.append(readyz_check("backend", options.backend_url or settings.backend_url))
+    # Each replica BACKEND_URL names (make run-ha, the HA compose: two), or the one asked.
+    checks += [readyz_check("backend", url)
+               for url in ([options.backend_url] if options.backend_url
+                           else settings.backend_url)]
     checks.append(readyz_check("webhook", options.webhook_url or local_url(
         settings.webhook_host, settings.webhook_port)))
     checks.append(public_url_check(settings))

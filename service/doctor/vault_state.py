@@ -23,10 +23,8 @@ UNSEAL_FIX = ("unseal it: `bao operator unseal` by the share holders (make run: 
 
 
 def vault_addresses(settings: Settings) -> list[str]:
-    """Every Vault address doctor checks. VAULT_ADDR read raw, comma-separated: one
-    address today; several once a cluster's nodes are listed there (the HA round).
-    The one place to change when the settings carry the list themselves."""
-    return [a.strip().rstrip("/") for a in settings.vault_addr.split(",") if a.strip()]
+    """Every Vault address doctor checks: each node VAULT_ADDR names."""
+    return list(settings.vault_addr)
 
 
 def _verify(settings: Settings) -> ssl.SSLContext | bool:

@@ -134,24 +134,42 @@ class AsyncVault:
                 # belong to it: leave them, so the session is not reported as unclosed.
                 self._session.detach()
             self._loop = loop
-            # The environment (proxies, CA bundle) as VaultClient read it, once.
+            # The environment (CA bundle; proxies per node, below) as VaultClient read it.
             self._session = client_session(
-                self._vault.addr, timeout=self._vault.timeout, limit=self._pool_size,
-                verify=self._vault.verify, proxy=self._vault.proxy,
+                self._vault.endpoints.addresses, timeout=self._vault.timeout, limit=self._pool_size,
+                verify=self._vault.verify,
                 headers={"X-Vault-Request": "true", "Content-Type": "application/json"})
         return self._session
 
     async def _post(self, path: str, operation: str, data: bytes, state: TokenState) -> JSON:
-        url = f"{self._vault.addr}/v1/{path}"
+        """One call, on the node that last worked, failing over to the next on no answer
+        or a 5xx (a sealed node, a standby that lost its leader), each node once, as
+        VaultClient does (service/web/failover.py). A 4xx is the cluster's answer."""
         headers = {"X-Vault-Token": state.token.reveal()}
-        try:
-            async with self._client().post(url, data=data, headers=headers) as response:
-                status = response.status
-                body = await response.read()
-        except TimeoutError:  # aiohttp's own timeout errors subclass it too
-            raise VaultTimeout(f"{operation}: no answer from Vault in time") from None
-        except aiohttp.ClientError:
-            raise VaultUnavailable(f"{operation}: cannot reach Vault") from None
+        endpoints = self._vault.endpoints
+        order = endpoints.order()
+        for tried, addr in enumerate(order, start=1):
+            last = tried == len(order)
+            try:
+                async with self._client().post(f"{addr}/v1/{path}", data=data,
+                                               headers=headers,
+                                               proxy=self._vault.proxy_for(addr)) as response:
+                    status = response.status
+                    body = await response.read()
+            except TimeoutError:  # aiohttp's own timeout errors subclass it too
+                endpoints.failed(addr)
+                if last:
+                    raise VaultTimeout(f"{operation}: no answer from Vault in time") from None
+                continue
+            except aiohttp.ClientError:
+                endpoints.failed(addr)
+                if last:
+                    raise VaultUnavailable(f"{operation}: cannot reach Vault") from None
+                continue
+            if status < 500:
+                endpoints.worked(addr)
+                break
+            endpoints.failed(addr)  # the last node's 5xx is raised below
         if status >= 300:
             raise _error_for(status, operation, body)
         if status == 204 or not body:

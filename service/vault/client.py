@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import hvac
 import hvac.exceptions
@@ -36,10 +36,19 @@ from service.errors import (
     VaultUnavailable,
 )
 from service.settings import Secret, Settings
+from service.web.failover import Endpoints
 
 log = structlog.get_logger("ivr.vault")
 
 JSON = dict[str, Any]
+T = TypeVar("T")
+
+# What makes a call try the next node: no answer, or an answer only this node gives (sealed,
+# not initialised yet, a standby that lost its leader: 5xx). Never a 4xx: that is the
+# cluster's answer, which another node would repeat.
+_FAIL_OVER = (hvac.exceptions.VaultDown, hvac.exceptions.InternalServerError,
+              hvac.exceptions.BadGateway, hvac.exceptions.VaultNotInitialized,
+              requests.exceptions.ConnectionError, requests.exceptions.Timeout)
 
 # Renew when less than this share of the token's TTL is left, so a renewal that is slow or
 # refused still leaves time to log in again before the token dies.
@@ -123,7 +132,7 @@ class VaultClient:
 
     def __init__(
         self,
-        addr: str,
+        addr: str | Sequence[str],
         credentials: AppRoleCredentials | Secret,
         *,
         timeout: float,
@@ -131,11 +140,17 @@ class VaultClient:
         pool_size: int = 32,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        addrs = [a.rstrip("/") for a in ((addr,) if isinstance(addr, str) else addr)]
+        # The nodes of a cluster: a call goes to the one that last worked and fails over
+        # to the next on a refused connection, a timeout, a 5xx or a sealed node
+        # (service/web/failover.py). The token is the cluster's, valid on every node.
+        self.endpoints = Endpoints(addrs, name="vault", spread=False)
         session = requests.Session()
         # requests re-reads the proxy variables and ~/.netrc on every call (trust_env): a
         # few % of the services' CPU under load. Read the environment once, here, as
-        # requests would (proxy for this address, NO_PROXY, CA bundle when verify is True).
-        session.proxies.update(requests.utils.get_environ_proxies(addr))
+        # requests would (proxy for each address, NO_PROXY, CA bundle when verify is True).
+        self._proxies = {a: requests.utils.get_environ_proxies(a) for a in addrs}
+        self._proxy = {a: requests.utils.select_proxy(a, self._proxies[a]) for a in addrs}
         if verify is True:
             verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get(
                 "CURL_CA_BUNDLE") or True
@@ -145,22 +160,59 @@ class VaultClient:
         # never used and a private CA's certificate is refused.
         session.verify = verify
         # What the event loop's Transit client needs to behave like this one.
-        self.addr = addr.rstrip("/")
         self.timeout = timeout
         self.verify: str | bool = verify
-        self.proxy: str | None = requests.utils.select_proxy(addr, session.proxies)
         # A pool as large as the thread pool that uses it, so concurrent batches keep
-        # their keep-alive connections instead of opening new ones.
-        adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=pool_size)
+        # their keep-alive connections instead of opening new ones (per node).
+        adapter = requests.adapters.HTTPAdapter(pool_connections=max(2, len(addrs)),
+                                                pool_maxsize=pool_size)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
-        self._hvac = hvac.Client(url=addr, timeout=timeout, verify=verify, session=session)
+        # One hvac client per node over the one session: a thread never changes another
+        # thread's target address.
+        self._nodes = {a: hvac.Client(url=a, timeout=timeout, verify=verify, session=session,
+                                      proxies=self._proxies[a]) for a in addrs}
         self._credentials = credentials
         self._clock = clock
         self._lock = threading.Lock()
         self._state: TokenState | None = None
         self.logins = 0
         self.renewals = 0
+
+    @property
+    def addr(self) -> str:
+        """The node calls go to now."""
+        return self.endpoints.current
+
+    @property
+    def _hvac(self) -> hvac.Client:
+        return self._nodes[self.endpoints.current]
+
+    def proxy_for(self, addr: str) -> str | None:
+        """The proxy the environment names for ``addr`` (None when NO_PROXY covers it)."""
+        return self._proxy[addr]
+
+    def _set_token(self, token: str | None) -> None:
+        for node in self._nodes.values():
+            node.token = token
+
+    def _on_any_node(self, operation: str, call: Callable[[hvac.Client], T]) -> T:
+        """``call`` on the node that last worked; on a refused connection, a timeout, a
+        5xx, a sealed or uninitialised node, on the next (each node once). Any other answer
+        (403, 400, 404, 429) is the cluster's and is raised at once, translated."""
+        order = self.endpoints.order()
+        for tried, addr in enumerate(order, start=1):
+            with translate_errors(operation):
+                try:
+                    result = call(self._nodes[addr])
+                except _FAIL_OVER:
+                    self.endpoints.failed(addr)
+                    if tried < len(order):
+                        continue
+                    raise
+            self.endpoints.worked(addr)
+            return result
+        raise AssertionError("unreachable")
 
     @classmethod
     def from_settings(cls, settings: Settings, *, pool_size: int = 32,
@@ -180,32 +232,32 @@ class VaultClient:
     def _login(self) -> TokenState:
         now = self._clock()
         if isinstance(self._credentials, Secret):
-            self._hvac.token = self._credentials.reveal()
+            self._set_token(self._credentials.reveal())
+            data = self._on_any_node(
+                "token lookup", lambda node: node.auth.token.lookup_self()["data"])
             with translate_errors("token lookup"):
-                data = self._hvac.auth.token.lookup_self()["data"]
                 state = TokenState(self._credentials, now, float(data.get("ttl") or 0),
                                    bool(data.get("renewable")))
         else:
+            credentials = self._credentials
             try:
+                auth = self._on_any_node("approle login", lambda node: node.auth.approle.login(
+                    role_id=credentials.role_id.reveal(),
+                    secret_id=credentials.secret_id.reveal(), use_token=False)["auth"])
                 with translate_errors("approle login"):
-                    auth = self._hvac.auth.approle.login(
-                        role_id=self._credentials.role_id.reveal(),
-                        secret_id=self._credentials.secret_id.reveal(),
-                        use_token=False,
-                    )["auth"]
                     state = TokenState(Secret(auth["client_token"]), now,
                                        float(auth["lease_duration"]), bool(auth["renewable"]))
             except (VaultPermissionDenied, VaultRequestError):
                 raise VaultAuthError("approle login: role-id or secret-id refused") from None
-            self._hvac.token = state.token.reveal()
+            self._set_token(state.token.reveal())
         self.logins += 1
         log.info("vault login", ttl_s=state.ttl, renewable=state.renewable)
         return state
 
     def _renew(self, state: TokenState) -> TokenState:
         now = self._clock()
+        auth = self._on_any_node("token renew", lambda node: node.auth.token.renew_self()["auth"])
         with translate_errors("token renew"):
-            auth = self._hvac.auth.token.renew_self()["auth"]
             renewed = TokenState(state.token, now, float(auth["lease_duration"]),
                                  bool(auth["renewable"]))
         self.renewals += 1
@@ -285,8 +337,8 @@ class VaultClient:
         for attempt in (1, 2):
             self._token_state()
             try:
-                with translate_errors(operation):
-                    response = self._hvac.adapter.request(method, f"/v1/{path}", json=payload)
+                response = self._on_any_node(operation, lambda node: node.adapter.request(
+                    method, f"/v1/{path}", json=payload))
             except VaultPermissionDenied:
                 if attempt == 2 or isinstance(self._credentials, Secret) or not retry_denied:
                     raise
@@ -313,8 +365,9 @@ class VaultClient:
         """A binary answer (a Raft snapshot), whole, in memory: a snapshot of this
         service's Vault is tens of KB (17 KB measured for a fresh one)."""
         self._token_state()
+        response = self._on_any_node(operation, lambda node: node.adapter.request(
+            "GET", f"/v1/{path}"))
         with translate_errors(operation):
-            response = self._hvac.adapter.request("GET", f"/v1/{path}")
             if isinstance(response, dict):
                 raise TypeError("a JSON answer where binary data was expected")
             return bytes(response.content)
@@ -322,8 +375,8 @@ class VaultClient:
     def upload(self, path: str, operation: str, data: bytes) -> None:
         """POST a binary body (a Raft snapshot to restore)."""
         self._token_state()
-        with translate_errors(operation):
-            self._hvac.adapter.request("POST", f"/v1/{path}", data=data)
+        self._on_any_node(operation, lambda node: node.adapter.request(
+            "POST", f"/v1/{path}", data=data))
 
     def revoke_self(self) -> None:
         """Best effort on shutdown: a token nobody holds any more should not stay valid."""
@@ -332,25 +385,27 @@ class VaultClient:
         if state is None or isinstance(self._credentials, Secret):
             return
         try:
-            with translate_errors("token revoke"):
-                self._hvac.auth.token.revoke_self()
+            self._on_any_node("token revoke", lambda node: node.auth.token.revoke_self())
         except VaultError as exc:
             log.warning("vault token revoke failed", kind=exc.kind)
 
     def health(self) -> JSON:
-        """Unauthenticated: sealed/standby/initialised state."""
-        with translate_errors("health"):
-            response = self._hvac.adapter.request(
+        """Unauthenticated: sealed/standby/initialised state, from the first node that
+        answers as an unsealed one (active or standby)."""
+
+        def ask(node: hvac.Client) -> JSON:
+            response = node.adapter.request(
                 "GET", "/v1/sys/health", raise_exception=False,
                 params={"standbyok": "true", "perfstandbyok": "true"})
             # hvac's JSON adapter hands back a 200 already parsed, any other status raw.
             if isinstance(response, dict):
                 return response
-            status = response.status_code
-            if status in (429, 473):
+            if response.status_code in (429, 473):
                 result: JSON = response.json()
                 return result
-        raise VaultUnavailable(f"health: Vault answered {status}")
+            raise hvac.exceptions.VaultDown(f"health: Vault answered {response.status_code}")
+
+        return self._on_any_node("health", ask)
 
     def close(self) -> None:
-        self._hvac.adapter.close()
+        self._hvac.adapter.close()  # the one session every node's client shares

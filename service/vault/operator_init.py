@@ -200,39 +200,95 @@ class VaultServer:
         _wait_until(lambda: bool(self.seal_status()["sealed"]), timeout=timeout,
                     what="sealed")
 
+    def join(self, keys: InitKeys, *, timeout: float = ACTIVE_TIMEOUT_S) -> None:
+        """A new node of a Raft cluster (its config has ``retry_join``) is given the
+        cluster's unseal key: with it the node proves it may join, joins, and unseals
+        itself (it reports sealed until it has). It refuses the key ("not initialized")
+        until its retry_join has reached the active node: asked again until then."""
+
+        def submitted() -> bool:
+            try:
+                with translate_errors("unseal"):
+                    for key in keys.unseal_keys:
+                        self._hvac.sys.submit_unseal_key(key=key.reveal())
+            except VaultRequestError:
+                return False
+            return True
+
+        _wait_until(submitted, timeout=timeout, what="joined")
+
     def open(self, keyring: DevKeyring, *, initialise_if_new: bool,
              wait: bool = True) -> InitKeys:
-        """Make a (dev) Vault usable: initialise it when it is new (one key share: dev
-        only), unseal it with the first keyring block that opens it, and (``wait``) wait
-        until it is active. Returns that block: its root token is valid for this data."""
-        status = self.seal_status()
-        if not status["initialized"]:
-            if not initialise_if_new:
-                raise VaultSealed("Vault is not initialised yet")
-            started = time.monotonic()
-            keys = self.initialise()
-            keyring.add(keys)  # at once: these keys exist nowhere else
-            log.info("vault initialised", keyring=str(keyring.path),
-                     seconds=round(time.monotonic() - started, 2))
-            status = self.seal_status()
-        blocks = keyring.read()
-        if status["sealed"]:
-            opened = next((k for k in blocks if self.try_unseal(k.unseal_keys)), None)
+        """Make a (dev) Vault usable: :func:`open_cluster` of this one server."""
+        return open_cluster([self], keyring, initialise_if_new=initialise_if_new, wait=wait)
+
+
+def open_cluster(servers: Sequence[VaultServer], keyring: DevKeyring, *,
+                 initialise_if_new: bool, wait: bool = True) -> InitKeys:
+    """Make a (dev) Vault usable, one server or the nodes of a Raft cluster: initialise
+    the first node when none is (one key share: dev only), unseal every initialised node
+    with the first keyring block that opens it, hand a new node (``retry_join`` in its
+    config) the cluster's key so that it joins, and (``wait``) wait until a node is active
+    and every node unsealed. Returns that block: its root token is valid for this data.
+
+    Initialised nodes are unsealed before new ones join: a node joins through the leader,
+    and a cluster restarted sealed elects one only once a quorum is unsealed."""
+    statuses = [server.seal_status() for server in servers]
+    if not any(status["initialized"] for status in statuses):
+        if not initialise_if_new:
+            raise VaultSealed("Vault is not initialised yet")
+        started = time.monotonic()
+        keys = servers[0].initialise()
+        keyring.add(keys)  # at once: these keys exist nowhere else
+        log.info("vault initialised", keyring=str(keyring.path),
+                 seconds=round(time.monotonic() - started, 2))
+        statuses[0] = servers[0].seal_status()
+    blocks = keyring.read()
+    opened: InitKeys | None = None
+    for server, status in zip(servers, statuses, strict=True):
+        if status["initialized"] and status["sealed"]:
+            tried = [opened] if opened is not None else blocks
+            opened = next((k for k in tried if server.try_unseal(k.unseal_keys)), None)
             if opened is None:
                 raise VaultSealed(f"none of the unseal keys in {keyring.path} opens this "
                                   "Vault: restore the keys file that belongs to its data "
                                   "(docs/backup.md)")
-        else:
-            self.wait_active()  # a token lookup needs an active node
-            opened = next((k for k in blocks if self.accepts_token(k.root_token)), None)
-            if opened is None:
-                raise VaultSealed(f"no root token in {keyring.path} is valid for this "
-                                  "Vault")
-        if blocks[:1] != [opened]:
-            keyring.promote(opened)
-        if wait:
-            self.wait_active()
-        return opened
+    if opened is None:  # every initialised node was open already: whose token is valid?
+        active = _wait_for_active(servers)  # a token lookup needs an active node
+        opened = next((k for k in blocks if active.accepts_token(k.root_token)), None)
+        if opened is None:
+            raise VaultSealed(f"no root token in {keyring.path} is valid for this Vault")
+    joining = [s for s, status in zip(servers, statuses, strict=True)
+               if not status["initialized"]]
+    if joining:
+        _wait_for_active(servers)  # a node joins through the active one
+    for server in joining:
+        server.join(opened)
+    if blocks[:1] != [opened]:
+        keyring.promote(opened)
+    if wait:
+        _wait_for_active(servers)
+        _wait_until(lambda: not any(s.seal_status()["sealed"] for s in servers),
+                    timeout=ACTIVE_TIMEOUT_S, what="unsealed on every node")
+    return opened
+
+
+def _wait_for_active(servers: Sequence[VaultServer]) -> VaultServer:
+    """The node that is active, once one is (a node down meanwhile is no error)."""
+    found: list[VaultServer] = []
+
+    def one_active() -> bool:
+        for server in servers:
+            try:
+                if server.health_status() == 200:
+                    found.append(server)
+                    return True
+            except VaultUnavailable:
+                continue
+        return False
+
+    _wait_until(one_active, timeout=ACTIVE_TIMEOUT_S, what="active")
+    return found[0]
 
 
 def _wait_until(check: Callable[[], bool], *, timeout: float, what: str) -> None:
@@ -248,23 +304,30 @@ def _wait_until(check: Callable[[], bool], *, timeout: float, what: str) -> None
         time.sleep(_POLL_S)
 
 
-def keep_unsealed(server: VaultServer, keyring: DevKeyring, *, initialise_if_new: bool,
-                  token_file: Path | None = None, interval: float | None = None) -> None:
-    """docker compose's ``vault-unseal`` step (dev only): open the Vault, write its root
-    token to ``token_file`` for the init step, and with ``interval``, keep watching: a
-    restarted Vault comes back sealed, and is unsealed again within ``interval`` seconds
-    without a human. Never logs a key or a token."""
+def keep_unsealed(servers: Sequence[VaultServer], keyring: DevKeyring, *,
+                  initialise_if_new: bool, token_file: Path | None = None,
+                  interval: float | None = None) -> None:
+    """docker compose's ``vault-unseal`` step (dev only): open the Vault (one server or
+    the nodes of a cluster, :func:`open_cluster`), write its root token to ``token_file``
+    for the init step, and with ``interval``, keep watching: a restarted node comes back
+    sealed, and is unsealed again within ``interval`` seconds without a human. A node that
+    does not answer yet is left for a later round. Never logs a key or a token."""
     state = ""  # "open" or "failing": each change of state is logged once
     while True:
         try:
-            server.wait_listening()
-            status = server.seal_status()
-            closed = bool(status["sealed"]) or not status["initialized"]
+            if len(servers) == 1:
+                servers[0].wait_listening()
+            up = [s for s in servers if _listening(s)]
+            if not up:
+                raise VaultUnavailable("no node answers")
+            statuses = [s.seal_status() for s in up]
+            closed = any(st["sealed"] or not st["initialized"] for st in statuses)
             if closed or state != "open":
-                keys = server.open(keyring, initialise_if_new=initialise_if_new, wait=False)
+                keys = open_cluster(up, keyring, initialise_if_new=initialise_if_new,
+                                    wait=False)
                 if token_file is not None:  # before Vault turns healthy: init may read it
                     _write_token(token_file, keys.root_token)
-                server.wait_active()
+                _wait_for_active(up)
                 log.info("vault unsealed" if closed else "vault is unsealed")
             state = "open"
         except VaultError as exc:
@@ -276,6 +339,13 @@ def keep_unsealed(server: VaultServer, keyring: DevKeyring, *, initialise_if_new
                 raise VaultSealed("Vault could not be opened with the keys at hand")
             return
         time.sleep(interval)
+
+
+def _listening(server: VaultServer) -> bool:
+    try:
+        return server.health_status() in LISTENING
+    except VaultUnavailable:
+        return False
 
 
 def _write_token(path: Path, token: Secret) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
@@ -17,11 +18,24 @@ ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 READY_TIMEOUT_S = 2.0
 
 
-def health_routes(ready: ReadinessCheck, metrics: Metrics) -> list[Route]:
+@dataclass
+class Drain:
+    """Set when the service was told to stop (SIGTERM, service/cli/serve.py): ``/readyz``
+    answers 503 from then on, while requests are still served, so that a load balancer's
+    health check takes this replica out before it stops accepting connections."""
+
+    draining: bool = False
+
+
+def health_routes(ready: ReadinessCheck, metrics: Metrics,
+                  drain: Drain | None = None) -> list[Route]:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
+        if drain is not None and drain.draining:
+            return JSONResponse({"status": "draining", "checks": {"draining": False}},
+                                status_code=503)
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
                 checks = await ready()

@@ -11,7 +11,7 @@ from the environment when the session is made, not on every request.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -34,14 +34,16 @@ def ssl_context(verify: str | bool) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=bundle)
 
 
-def client_session(url: str, *, timeout: float, limit: int, headers: Mapping[str, str],
-                   verify: str | bool = True, proxy: str | None = None,
+def client_session(urls: Sequence[str], *, timeout: float, limit: int,
+                   headers: Mapping[str, str], verify: str | bool = True,
                    ) -> aiohttp.ClientSession:
-    """A session for one service at ``url``: ``timeout`` bounds every request as a whole
-    (connect, send, wait, read); no cookies, no environment lookups per request."""
-    tls = ssl_context(verify) if url.startswith("https:") else False
+    """A session for one service at ``urls`` (its replicas or nodes; each request names
+    its own proxy, :func:`proxy_for`): ``timeout`` bounds every request as a whole
+    (connect, send, wait, read); no cookies, no environment lookups per request. TLS is
+    verified as soon as one URL is https (``ssl=False`` would turn verification off)."""
+    tls = ssl_context(verify) if any(u.startswith("https:") for u in urls) else False
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=limit, ssl=tls),
         timeout=aiohttp.ClientTimeout(total=timeout),
-        proxy=proxy, headers=dict(headers), trust_env=False,
+        headers=dict(headers), trust_env=False,
         cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False)

@@ -30,7 +30,7 @@ from service.vault.formats import ciphertext_version
 from service.vault.session import TransitSession, freeze_startup_heap
 from service.vault.transit import Transit, call_context
 from service.web.access_log import AccessLogMiddleware, annotate
-from service.web.health import health_routes
+from service.web.health import Drain, health_routes
 from service.web.limits import BodyLimitMiddleware
 from service.web.metrics import Metrics
 from service.webhook import twiml
@@ -198,10 +198,11 @@ def _route(handler: Handler, *, needs_call: bool = True,
 def create_webhook_app(settings: Settings, *,
                        transit_session: TransitSession = session.transit_session,
                        backend_session: BackendSession = http_backend,
-                       ) -> Starlette:
+                       drain: Drain | None = None) -> Starlette:
     """The webhook app. ``transit_session`` and ``backend_session`` are the seams the
     unit tests use (a fake Transit, a scripted backend); the defaults are the real ones:
-    Vault, and the backend over HTTP at BACKEND_URL."""
+    Vault, and the backend over HTTP at BACKEND_URL. ``drain``: set by the server on
+    SIGTERM, it turns /readyz to 503."""
     settings.require("webhook")
     metrics = Metrics()
 
@@ -228,7 +229,7 @@ def create_webhook_app(settings: Settings, *,
         Route("/voice", _route(voice, needs_call=False), methods=["POST"]),
         Route("/voice/card", _route(card), methods=["POST"]),
         Route("/voice/pin", _route(pin), methods=["POST"]),
-        *health_routes(ready, metrics),
+        *health_routes(ready, metrics, drain),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

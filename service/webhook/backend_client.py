@@ -8,7 +8,7 @@ client"). aiohttp's exceptions are translated here, at the boundary, into
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
@@ -16,6 +16,7 @@ import aiohttp
 
 from service.errors import BackendUnavailable
 from service.settings import Settings
+from service.web.failover import Endpoints
 from service.web.outbound import client_session, proxy_for
 
 Answer = tuple[int, bytes]
@@ -39,37 +40,61 @@ BackendSession = Callable[[Settings], AbstractAsyncContextManager[BackendClient]
 
 
 class HttpBackend:
-    """The backend at ``url`` over one keep-alive aiohttp session."""
+    """The backend replicas at ``urls`` over one keep-alive aiohttp session. Lookups take
+    turns; one that gets no answer or a 5xx goes to the next replica, with the same
+    Idempotency-Key, so the second replica answers what the first decided, if it did
+    (service/web/failover.py; a 4xx is a decision and is returned as it is)."""
 
-    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+    def __init__(self, session: aiohttp.ClientSession, urls: Sequence[str]) -> None:
         self._session = session
-        self._url = url
+        self._endpoints = Endpoints(urls, name="backend", spread=True)
+        self._proxy = {url: proxy_for(url) for url in urls}
 
     async def lookup(self, body: Mapping[str, str], *, idempotency_key: str) -> Answer:
-        try:
-            async with self._session.post(f"{self._url}/v1/lookup", json=dict(body),
-                                          headers={"Idempotency-Key": idempotency_key},
-                                          ) as response:
-                return response.status, await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise BackendUnavailable(f"lookup: {type(exc).__name__}") from None
+        payload = dict(body)
+        answer: Answer | None = None
+        failure = "no replica"
+        for url in self._endpoints.order():
+            try:
+                async with self._session.post(f"{url}/v1/lookup", json=payload,
+                                              headers={"Idempotency-Key": idempotency_key},
+                                              proxy=self._proxy[url]) as response:
+                    status, raw = response.status, await response.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self._endpoints.failed(url)
+                failure = type(exc).__name__
+                continue
+            if status < 500:
+                self._endpoints.worked(url)
+                return status, raw
+            self._endpoints.failed(url)
+            answer = status, raw
+        if answer is not None:
+            return answer  # a replica's 5xx: the caller hears "please call again later"
+        raise BackendUnavailable(f"lookup: {failure}")
 
     async def healthy(self) -> bool:
-        try:
-            async with self._session.get(f"{self._url}/healthz") as response:
-                return response.status == 200
-        except (aiohttp.ClientError, TimeoutError):
-            return False
+        """Some replica answers its liveness route."""
+        for url in self._endpoints.addresses:
+            try:
+                async with self._session.get(f"{url}/healthz",
+                                             proxy=self._proxy[url]) as response:
+                    if response.status == 200:
+                        return True
+            except (aiohttp.ClientError, TimeoutError):
+                continue
+        return False
 
 
 @asynccontextmanager
 async def http_backend(settings: Settings) -> AsyncIterator[BackendClient]:
-    """The production :data:`BackendSession`: BACKEND_URL with the bearer token, every
-    request bounded by BACKEND_TIMEOUT."""
+    """The production :data:`BackendSession`: BACKEND_URL (one or more replicas) with the
+    bearer token, every request bounded by BACKEND_TIMEOUT."""
     token = settings.backend_token
     assert token is not None  # Settings.require("webhook") checked it
-    async with client_session(settings.backend_url, timeout=settings.backend_timeout,
-                              limit=64, proxy=proxy_for(settings.backend_url),
+    urls = settings.backend_url
+    async with client_session(urls, timeout=settings.backend_timeout,
+                              limit=64 * len(urls),
                               headers={"Authorization": f"Bearer {token.reveal()}"},
                               ) as session:
-        yield HttpBackend(session, settings.backend_url)
+        yield HttpBackend(session, urls)

@@ -8,8 +8,10 @@ back sealed, vault-unseal opens it, nobody reruns init) and `down` then `up` kee
 account. Production: vault-tls makes the certificate, Vault listens with TLS and every
 service verifies it; the operator initialises with Shamir shares and unseals by hand; the
 bootstrap revokes its root token; the services' AppRoles work only from the internal
-network's addresses; no demo account. (The files' structure and schema:
-tests/unit/deploy/test_compose.py.)
+network's addresses; no demo account. HA (docker-compose.ha.yml): three OpenBao nodes form
+one cluster through vault-unseal, PostgreSQL gets its password from db-secret, two backends
+share it, and a call survives the leader's and a backend's death. (The files' structure and
+schema: tests/unit/deploy/test_compose.py, test_compose_ha.py.)
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import pytest
 from service.devtools.devstack import find_vault_binary, free_port, wait_http
 from service.settings import Secret
 from service.vault.operator_init import LISTENING, VaultServer
-from tests.support.compose import PROD, load
+from tests.support.compose import HA, PROD, load
 from tests.support.replay import BIN, FOUND, Replay
 from tests.support.repo import ROOT
 
@@ -45,10 +47,11 @@ def ports() -> dict[str, dict[int, int]]:
 def replays(tmp_path: Path) -> Iterator[Callable[..., Replay]]:
     made: list[Replay] = []
 
-    def make(files: tuple[str, ...] = ("docker-compose.yml",), **env: str) -> Replay:
+    def make(files: tuple[str, ...] = ("docker-compose.yml",),
+             listen: dict[str, dict[int, int]] | None = None, **env: str) -> Replay:
         twilio = "twilio-" + os.urandom(8).hex()
         compose = load({"TWILIO_AUTH_TOKEN": twilio, **env}, files)
-        replay = Replay(compose, tmp_path, ports(), {"TWILIO_AUTH_TOKEN": twilio})
+        replay = Replay(compose, tmp_path, listen or ports(), {"TWILIO_AUTH_TOKEN": twilio})
         made.append(replay)
         return replay
 
@@ -232,3 +235,53 @@ def test_probe_fails_when_no_service_answers(tmp_path: Path) -> None:
                                  "WEBHOOK_PORT": dead, "BACKEND_PORT": dead},
                             cwd=ROOT, capture_output=True, timeout=30)
     assert result.returncode == 1
+
+
+NODES = ("vault", "vault-2", "vault-3")
+
+
+def test_ha_one_cluster_postgres_and_two_backends(replays: Callable[..., Replay]) -> None:
+    listen = {**{node: {8200: free_port(), 8201: free_port()} for node in NODES},
+              "postgres": {5432: free_port()}, "backend": {8081: free_port()},
+              "backend-2": {8081: free_port()}, "webhook": {8080: free_port()}}
+    replay = replays(HA, listen)
+    for node in NODES:
+        replay.start(node)
+    replay.start("vault-unseal")  # initialises one node, the others join with its key
+    wait_until(lambda: all(replay.healthy(n) for n in NODES), timeout=90,
+               what="three nodes unsealed")
+
+    made = replay.run("db-secret")
+    assert made.returncode == 0, made.stderr
+    secret = replay.volume("db-secret")
+    for name in ("password", "pgpass"):
+        assert stat.S_IMODE((secret / name).stat().st_mode) == 0o600, name
+    password = (secret / "password").read_text().strip()
+    assert (secret / "pgpass").read_text() == f"*:*:*:ivr:{password}\n"
+    again = replay.run("db-secret")  # a second `up` keeps the password
+    assert again.returncode == 0 and (secret / "password").read_text().strip() == password
+    replay.start("postgres")
+    wait_until(lambda: replay.healthy("postgres"), timeout=60, what="postgres healthy")
+
+    init = replay.run("vault-init")  # store migrate, bootstrap, credentials, demo account
+    assert init.returncode == 0, init.stderr
+    assert "postgresql://" in init.stdout and password not in init.stdout + init.stderr
+    for name in ("backend", "backend-2", "webhook"):
+        replay.start(name)
+        assert replay.healthy(name), name
+    assert replay.call()[-1] == FOUND
+    # Every node answers for the one cluster: the leader (200) and two standbys (429).
+    health = [httpx.get(f"http://127.0.0.1:{listen[n][8200]}/v1/sys/health",
+                        timeout=5).status_code for n in NODES]
+    assert sorted(health) == [200, 429, 429], health
+
+    # The leader dies: the services go to the other nodes; started again, it is unsealed
+    # by vault-unseal (no one reruns init) and is back in the cluster.
+    leader = NODES[health.index(200)]
+    replay.stop(leader)
+    assert [replay.call()[-1] for _ in range(3)] == [FOUND] * 3
+    replay.start(leader)
+    wait_until(lambda: replay.healthy(leader), timeout=60, what="the old leader back")
+    # A backend dies: the webhook's lookups go to the other.
+    replay.stop("backend")
+    assert [replay.call()[-1] for _ in range(3)] == [FOUND] * 3

@@ -19,7 +19,7 @@ SECRETS = [env_name(field) for field in dataclasses.fields(Settings) if spec(fie
 
 def test_every_default_in_the_table_is_a_valid_value() -> None:
     settings = Settings.from_environ({})
-    assert settings.vault_addr == "http://127.0.0.1:8200"
+    assert settings.vault_addr == ("http://127.0.0.1:8200",)
     assert (settings.lockout_duration, settings.step_max_age) == (900, 300)
 
 

@@ -3,10 +3,12 @@ in order, then variable interpolation."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jsonschema
 import yaml
 
 from tests.support.repo import ROOT
@@ -18,6 +20,7 @@ SCHEMA = ROOT / "tests" / "data" / "compose-spec" / "compose-spec.json"
 
 DEV = ("docker-compose.yml",)
 PROD = ("docker-compose.yml", "docker-compose.prod.yml")
+HA = ("docker-compose.yml", "docker-compose.ha.yml")
 
 
 def interpolate(value: str, env: Mapping[str, str]) -> str:
@@ -86,3 +89,10 @@ def load(env: Mapping[str, str], files: Sequence[str] = DEV) -> Compose:
         return node
 
     return walk(raw(files))  # type: ignore[no-any-return]
+
+
+def schema_errors(document: object) -> list[str]:
+    """Where ``document`` breaks the Compose Specification's schema (none: valid)."""
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    return [f"{list(e.absolute_path)}: {e.message}"
+            for e in jsonschema.Draft7Validator(schema).iter_errors(document)]

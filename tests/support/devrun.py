@@ -120,12 +120,14 @@ def vault_env(run: DevRun) -> dict[str, str]:
     return dict(re.findall(r"^export (\w+)=(\S+)$", text, re.M))
 
 
-def start_dev(cwd: Path, *, sigint_ignored: bool = False, **extra: str) -> DevRun:
-    """``ivr-vault dev`` in ``cwd``, its stdout drained by a thread (see :meth:`DevRun.pump`)."""
+def start_dev(cwd: Path, *, sigint_ignored: bool = False, ha: bool = False,
+              **extra: str) -> DevRun:
+    """``ivr-vault dev`` (``ha``: ``dev --ha``, make run-ha) in ``cwd``, its stdout drained
+    by a thread (see :meth:`DevRun.pump`)."""
     webhook_port, backend_port = free_port(), free_port()
     env = base_env(cwd, WEBHOOK_PORT=str(webhook_port), BACKEND_PORT=str(backend_port), **extra)
     process = subprocess.Popen(
-        [sys.executable, "-m", "service", "dev"], cwd=cwd, env=env,
+        [sys.executable, "-m", "service", "dev", *(["--ha"] if ha else [])], cwd=cwd, env=env,
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True,  # its own group, as in a terminal
         # As a shell's `ivr-vault dev &` starts it: SIGINT ignored, inherited.

@@ -4,7 +4,8 @@ volumes and secrets mapped to temp directories shared the way compose shares the
 host names, addresses and ports rewritten. The OpenBao image's ``server`` command is what
 its entrypoint makes of it: ``bao server -config=/openbao/config`` (run here with the
 ``bao`` the tests use, the same 2.7.2 the files pin), under vault/audit-rotate.sh as
-compose runs it.
+compose runs it. The official PostgreSQL image is a real PostgreSQL started by
+LocalPostgres, with the role and password its environment names.
 """
 
 from __future__ import annotations
@@ -20,9 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psycopg
+from psycopg import sql
 
 from service.devtools.caller import Caller
 from service.devtools.devstack import ServiceProcess, find_vault_binary, stop_process
+from service.devtools.postgres import DATABASE as PG_DATABASE
+from service.devtools.postgres import USER as PG_USER
+from service.devtools.postgres import LocalPostgres
 from tests.support.compose import Compose
 from tests.support.repo import ROOT
 
@@ -42,6 +48,7 @@ class Replay:
     secrets: Mapping[str, str]
     running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     services: dict[str, ServiceProcess] = field(default_factory=dict)
+    postgres: dict[str, LocalPostgres] = field(default_factory=dict)
 
     def port(self, service: str) -> int:
         return next(iter(self.ports[service].values()))
@@ -86,8 +93,9 @@ class Replay:
         env.update({k: self.localize(str(v), name)
                     for k, v in self.compose["services"][name].get("environment", {}).items()})
         for key in ("WEBHOOK_PORT", "BACKEND_PORT"):
-            if key in env:
-                env[key] = str(self.port(key.split("_")[0].lower()))
+            if key in env:  # its own port: backend-2 is a backend too
+                env[key] = str(self.port(name if name in self.ports
+                                         else key.split("_")[0].lower()))
         return {**env, **extra}
 
     def log(self, name: str) -> Path:
@@ -111,38 +119,83 @@ class Replay:
             for target, host in self.mounts(name):
                 if target.startswith(OPENBAO_CONFIG_DIR + "/"):
                     (config / Path(target).name).write_text(
-                        self.localize(host.read_text(), name))
+                        self.node_paths(host.read_text(), name))
             return [*wrapper, find_vault_binary(), "server", f"-config={config}"]
         return [str(BIN / "ivr-vault"), *command]
+
+    def cwd(self, name: str) -> Path:
+        """Where a service runs: an OpenBao node in its own directory (node_paths)."""
+        if not self.compose["services"][name].get("image", "").startswith("openbao/"):
+            return self.tmp
+        here = self.tmp / f"{name}-cwd"
+        here.mkdir(exist_ok=True)
+        return here
+
+    def node_paths(self, config: str, name: str) -> str:
+        """An OpenBao node's configuration, its volumes as paths relative to its own
+        directory (cwd), where each is a link to the volume. In containers every node of a
+        cluster reads the same text (/openbao/logs/audit.log), and OpenBao keeps the audit
+        device's options in the cluster's data: a node whose options differ refuses to
+        serve. Relative paths keep the text equal on every node, as the containers do."""
+        for target, host in self.mounts(name):
+            if target.startswith(OPENBAO_CONFIG_DIR):
+                continue
+            link = self.cwd(name) / target.strip("/").replace("/", "_")
+            if not link.is_symlink():
+                link.symlink_to(host)
+            config = re.sub(rf"(?<![\w/]){re.escape(target)}(?=/|\b|$)", link.name, config)
+        return self.localize(config, name)
 
     def run(self, name: str, **extra: str) -> subprocess.CompletedProcess[str]:
         """A one-shot service (``vault-tls``, ``vault-init``), as `up` or `run` runs it."""
         return subprocess.run(self._argv(name), env=self.environment(name, **extra),
-                              cwd=self.tmp, capture_output=True, text=True, timeout=180,
-                              check=False)
+                              cwd=self.cwd(name), capture_output=True, text=True,
+                              timeout=180, check=False)
 
     def start(self, name: str) -> None:
         """A long-running service, in the background; its output in ``log(name)``."""
-        if name in ("backend", "webhook"):
-            command = self.compose["services"][name]["command"]
-            process = ServiceProcess(name, self.port(name), self.environment(name),
-                                     self.tmp, extra_args=tuple(command[2:]))
+        spec = self.compose["services"][name]
+        command = spec.get("command", [])
+        if command[:1] == ["serve"]:  # backend, backend-2, webhook: `serve ROLE`
+            process = ServiceProcess(command[1], self.port(name), self.environment(name),
+                                     self.tmp, extra_args=tuple(command[2:]), name=name)
             self.services[name] = process.start()
+            return
+        if spec.get("image", "").startswith("postgres:"):
+            self._start_postgres(name)
             return
         with self.log(name).open("ab") as log:
             self.running[name] = subprocess.Popen(
-                self._argv(name), env=self.environment(name), cwd=self.tmp,
+                self._argv(name), env=self.environment(name), cwd=self.cwd(name),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
+
+    def _start_postgres(self, name: str) -> None:
+        """The official image's server, as its entrypoint makes it: POSTGRES_USER owning
+        POSTGRES_DB, with the password in POSTGRES_PASSWORD_FILE, on the service's port.
+        Here a real PostgreSQL from LocalPostgres (a temporary cluster the postgres user
+        can reach), its role given that password."""
+        env = self.environment(name)
+        assert (env["POSTGRES_USER"], env["POSTGRES_DB"]) == (PG_USER, PG_DATABASE)
+        password = Path(env["POSTGRES_PASSWORD_FILE"]).read_text(encoding="utf-8").strip()
+        server = LocalPostgres(port=self.port(name))
+        url = server.start()
+        self.postgres[name] = server
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                sql.Identifier(PG_USER), sql.Literal(password)))
 
     def stop(self, name: str) -> None:
         if name in self.services:
             self.services.pop(name).stop()
         elif name in self.running:
             stop_process(self.running.pop(name))
+        elif name in self.postgres:
+            self.postgres.pop(name).stop()
 
     def down(self) -> None:
-        for name in ("webhook", "backend", "vault-unseal", "vault"):
+        """Everything still running, the last started first."""
+        for name in reversed([*self.running, *self.postgres, *self.services]):
             with contextlib.suppress(Exception):
                 self.stop(name)
 
@@ -153,6 +206,8 @@ class Replay:
                 else [self.localize(part, name) for part in test[1:]])
         if argv[0] == "bao":
             argv[0] = find_vault_binary()
+        if argv[0] == "pg_isready":  # the container's default port is its own here
+            argv += ["-p", str(self.port(name))]
         env = (self.services[name].env if name in self.services
                else self.environment(name))
         return subprocess.run(argv, env=dict(env), capture_output=True, timeout=30,

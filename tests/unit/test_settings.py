@@ -25,9 +25,9 @@ MARK = "S3CRET-VALUE-7731"
 
 def test_defaults() -> None:
     s = Settings.from_environ({})
-    assert s.vault_addr == "http://127.0.0.1:8200"
+    assert s.vault_addr == ("http://127.0.0.1:8200",)
     assert s.public_base_url == "http://127.0.0.1:8080"
-    assert s.backend_url == "http://127.0.0.1:8081"
+    assert s.backend_url == ("http://127.0.0.1:8081",)
     assert (s.webhook_host, s.webhook_port) == ("127.0.0.1", 8080)
     assert (s.backend_host, s.backend_port) == ("127.0.0.1", 8081)
     assert (s.transit_mount, s.dtmf_key, s.lookup_key) == ("transit", "ivr-dtmf", "ivr-lookup")
@@ -63,7 +63,7 @@ def test_values_are_read_and_trimmed() -> None:
         "VAULT_ADDR": " https://vault.internal:8200/ ", "WEBHOOK_PORT": "9090",
         "TRUSTED_PROXIES": "10.0.0.0/8, ::1", "LOG_LEVEL": "debug", "LOCKOUT_DURATION": "90s",
         "CALL_MAX_AGE": "2h", "TRANSIT_MOUNT": "/ivr-transit/", "PUBLIC_BASE_URL": ""})
-    assert s.vault_addr == "https://vault.internal:8200"
+    assert s.vault_addr == ("https://vault.internal:8200",)
     assert s.webhook_port == 9090
     assert s.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"),
                                  ipaddress.ip_network("::1/128"))
@@ -71,6 +71,15 @@ def test_values_are_read_and_trimmed() -> None:
     assert s.lockout_duration == 90 and s.call_max_age == 7200
     assert s.transit_mount == "ivr-transit"
     assert s.public_base_url == ""
+
+
+def test_several_addresses_for_a_cluster_and_replicas() -> None:
+    s = Settings.from_environ({
+        "VAULT_ADDR": "http://127.0.0.1:8200, http://127.0.0.1:8210/,https://v3:8200",
+        "BACKEND_URL": "http://backend-1:8081,http://backend-2:8081"})
+    assert s.vault_addr == ("http://127.0.0.1:8200", "http://127.0.0.1:8210",
+                            "https://v3:8200")
+    assert s.backend_url == ("http://backend-1:8081", "http://backend-2:8081")
 
 
 def test_secrets_from_files_win_and_stay_hidden(tmp_path: Path) -> None:
@@ -126,6 +135,11 @@ def test_unusable_secret_files(tmp_path: Path, content: bytes | None, message: s
     ("STEP_MAX_AGE", "0"), ("LOCKOUT_HARD_LIMIT", "4"), ("CALLER_FAILURE_LIMIT", "0"),
     ("PUBLIC_BASE_URL", "https://example.com:99999"), ("VAULT_ADDR", "http://v:port"),
     ("CALL_MAX_AGE", "inf"), ("LOCKOUT_DURATION", "nanm"),
+    # Several addresses: every one is checked, none may be empty or listed twice.
+    ("VAULT_ADDR", f"http://127.0.0.1:8200,ftp://{MARK}"),
+    ("BACKEND_URL", f"http://b1:8081,,http://b2:8081?{MARK}"),
+    ("BACKEND_URL", "http://b1:8081,http://b1:8081/"), ("VAULT_ADDR", "http://v:8200,"),
+    ("SHUTDOWN_DRAIN", "-1"), ("SHUTDOWN_DRAIN", "61"),
     ("STORE_URL", f"mysql://{MARK}"), ("STORE_URL", f"sqlite://{MARK}/a.db"),
     ("STORE_URL", f"sqlite:///a.db?{MARK}"), ("STORE_URL", "sqlite:///"),
     ("STORE_URL", f"postgresql://ivr:{MARK}@db/ivr"),

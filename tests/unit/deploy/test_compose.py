@@ -15,12 +15,11 @@ import json
 import re
 import shlex
 
-import jsonschema
 import pytest
 import yaml
 
 from service.cli import build_parser
-from tests.support.compose import PROD, SCHEMA, Compose, load, raw
+from tests.support.compose import PROD, SCHEMA, Compose, load, raw, schema_errors
 from tests.support.dockerfile import read_dockerfile
 from tests.support.repo import ROOT
 
@@ -35,12 +34,6 @@ def compose() -> Compose:
 @pytest.fixture(scope="module")
 def prod() -> Compose:
     return load({"TWILIO_AUTH_TOKEN": "from-the-operator"}, PROD)
-
-
-def schema_errors(document: object) -> list[str]:
-    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
-    return [f"{list(e.absolute_path)}: {e.message}"
-            for e in jsonschema.Draft7Validator(schema).iter_errors(document)]
 
 
 @pytest.mark.parametrize("name", ["docker-compose.yml", "docker-compose.prod.yml"])
@@ -108,7 +101,10 @@ def test_health_checks_and_start_order(compose: Compose) -> None:
 def test_proxy_uses_the_shared_caddyfile_with_its_placeholders(compose: Compose) -> None:
     proxy = compose["services"]["proxy"]
     assert "./proxy/Caddyfile:/etc/caddy/Caddyfile:ro" in proxy["volumes"]
-    caddyfile = (ROOT / "proxy" / "Caddyfile").read_text(encoding="utf-8")
+    # The Caddyfile imports edge.caddy from its own directory.
+    assert "./proxy/edge.caddy:/etc/caddy/edge.caddy:ro" in proxy["volumes"]
+    caddyfile = "".join((ROOT / "proxy" / name).read_text(encoding="utf-8")
+                        for name in ("Caddyfile", "edge.caddy"))
     for name in proxy["environment"]:
         assert "{$" + name in caddyfile, name
     assert proxy["environment"]["WEBHOOK_UPSTREAM"] == "webhook:8080"

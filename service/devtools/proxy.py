@@ -1,0 +1,87 @@
+"""``make run-ha``'s proxy: Caddy (proxy/Caddyfile.ha) on loopback, plain HTTP, balancing
+the webhooks with active health checks on their /readyz."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from service.devtools.devstack import _die_with_parent, stop_process
+from service.errors import ConfigError
+from service.vault.bootstrap import layout_dir
+
+READY_TIMEOUT_S = 20.0
+
+
+def find_caddy() -> str:
+    found = shutil.which("caddy")
+    if found is None:
+        raise ConfigError("caddy not found: sudo apt-get install caddy (.ci/run installs it)")
+    return found
+
+
+@dataclass
+class DevProxy:
+    port: int
+    upstreams: tuple[str, ...]  # host:port of each webhook
+    home: Path
+    process: subprocess.Popen[bytes] | None = field(default=None)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "caddy.log"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @classmethod
+    def start(cls, home: Path, *, port: int, upstreams: Sequence[str]) -> DevProxy:
+        proxy = cls(port, tuple(upstreams), home)
+        proxy.launch()
+        return proxy
+
+    def launch(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.home),
+               "XDG_DATA_HOME": str(self.home / "data"),
+               "XDG_CONFIG_HOME": str(self.home / "config"),
+               "SITE_ADDRESS": self.url, "CADDY_ADMIN": "off",
+               "WEBHOOK_UPSTREAMS": "to " + " ".join(self.upstreams)}
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as log:
+            self.process = subprocess.Popen(
+                [find_caddy(), "run", "--config",
+                 str(layout_dir() / "proxy" / "Caddyfile.ha"), "--adapter", "caddyfile"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                preexec_fn=_die_with_parent)  # noqa: PLW1509 - only a prctl call
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"caddy exited with {self.process.returncode}; see "
+                                   f"{self.log_path}")
+            try:
+                # Not proxied: Caddy itself answers 404, so it is up.
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 404:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"caddy did not listen on {self.url}; see {self.log_path}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
