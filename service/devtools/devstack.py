@@ -16,7 +16,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -67,6 +67,20 @@ def wait_http(url: str, *, timeout: float, process: subprocess.Popen[bytes] | No
                 return
         time.sleep(0.05)
     raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
+
+
+def dev_server_config(*, data_dir: str, port: int, cluster_port: int, audit_log: str,
+                      node_id: str = "dev", peers: Sequence[str] = ()) -> str:
+    """vault/dev-server.hcl.template with its placeholders filled: one Raft node, or a
+    node of a cluster whose other nodes' API addresses are ``peers`` (retry_join)."""
+    retry_join = "".join(f'  retry_join {{\n    leader_api_addr = "{peer}"\n  }}\n'
+                         for peer in peers)
+    values = {"data_dir": data_dir, "port": port, "cluster_port": cluster_port,
+              "audit_log": audit_log, "node_id": node_id, "retry_join": retry_join}
+    config = (layout_dir() / "vault" / "dev-server.hcl.template").read_text()
+    for name, value in values.items():
+        config = config.replace("{" + name + "}", str(value))
+    return config
 
 
 def _tls(verify: str | bool) -> ssl.SSLContext | bool:
@@ -182,21 +196,15 @@ class DevVault:
         response.raise_for_status()
 
     def _spawn(self, binary: str) -> subprocess.Popen[bytes]:
-        template = (layout_dir() / "vault" / "dev-server.hcl.template").read_text()
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
         # Paths relative to state_dir (the server's working directory): OpenBao keeps the
         # audit device's options in its data and refuses to start with other ones
         # ("modifications to audit devices are not allowed"), so an absolute path would
         # break a checkout that moved, or a snapshot restored into another directory.
-        retry_join = "".join(f'  retry_join {{\n    leader_api_addr = "{peer}"\n  }}\n'
-                             for peer in self.peers)
-        values = {"data_dir": self.data_dir.name, "port": self.port,
-                  "cluster_port": self.cluster_port, "audit_log": self.audit_log.name,
-                  "node_id": self.node_id, "retry_join": retry_join}
-        for name, value in values.items():
-            template = template.replace("{" + name + "}", str(value))
         config = self.state_dir / "vault-server.hcl"
-        config.write_text(template)
+        config.write_text(dev_server_config(
+            data_dir=self.data_dir.name, port=self.port, cluster_port=self.cluster_port,
+            audit_log=self.audit_log.name, node_id=self.node_id, peers=self.peers))
         # HOME: the bao CLI's token helper would write ~/.vault-token for the user.
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                "HOME": str(self.state_dir.resolve())}

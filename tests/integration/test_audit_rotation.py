@@ -19,8 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.devtools.devstack import find_vault_binary, free_port
-from service.vault.bootstrap import layout_dir
+from service.devtools.devstack import dev_server_config, find_vault_binary, free_port
 from service.vault.operator_init import DevKeyring, VaultServer
 from tests.support.repo import ROOT
 
@@ -49,12 +48,9 @@ class RotatedVault:
 
 def start(directory: Path, *, max_bytes: int, keep: int) -> RotatedVault:
     port, cluster = free_port(), free_port()
-    template = (layout_dir() / "vault" / "dev-server.hcl.template").read_text()
-    for key, value in {"data_dir": "data", "port": port, "cluster_port": cluster,
-                       "audit_log": "audit.log"}.items():
-        template = template.replace("{" + key + "}", str(value))
     (directory / "data").mkdir(parents=True, mode=0o700)
-    (directory / "server.hcl").write_text(template)
+    (directory / "server.hcl").write_text(dev_server_config(
+        data_dir="data", port=port, cluster_port=cluster, audit_log="audit.log"))
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(directory),
            "AUDIT_LOG": str(directory / "audit.log"), "AUDIT_MAX_BYTES": str(max_bytes),
            "AUDIT_KEEP": str(keep), "AUDIT_CHECK_SECONDS": "0.05"}
