@@ -52,13 +52,9 @@ from tests.support.devrun import (
     stop_dev,
 )
 from tests.support.load import CallLoad, Failure, Figures
+from tests.support.tools import require
 
-pytestmark = [
-    pytest.mark.skipif(subprocess.run(["which", "caddy"], capture_output=True,
-                                      check=False).returncode != 0,
-                       reason="caddy not installed (.ci/run installs it)"),
-    pytest.mark.timeout(900),
-]
+pytestmark = pytest.mark.timeout(900)
 
 WARM_S = 3.0  # load before the failure
 AFTER_S = 3.0  # load after recovery
@@ -140,6 +136,7 @@ def report(drill: str, figures: Figures, **recovery: float) -> None:
 
 @pytest.fixture(scope="module")
 def ha() -> Iterator[Ha]:
+    require("caddy", "caddy")
     # Not under pytest's own temporary directory (mode 0700): run as root, PostgreSQL runs
     # as the postgres user, which must pass through to its data in .dev/ha/.
     cwd = Path(tempfile.mkdtemp(prefix="ivr-run-ha-"))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from cryptography.exceptions import InvalidTag
 from service.devtools.devstack import DevVault
 from service.errors import LegacyImportError
 from service.keys.legacy import convert_ciphertext, import_key, parse_legacy_key
+from tests.support.tools import require
 from tests.support.tutorial import (
     KAT,
     TUTORIAL_ENCRYPT_JS,
@@ -88,15 +88,13 @@ def test_tutorial_ciphertexts_decrypt_in_transit(bao: hvac.Client) -> None:
         assert transit_decrypt(bao, "ivr-legacy", convert_ciphertext(line)) == plaintext
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node not installed")
 def test_ciphertexts_from_the_tutorials_own_code_decrypt_in_transit(
     bao: hvac.Client, tmp_path: Path
 ) -> None:
     plaintexts = [random_pin() for _ in range(5)] + ["4321"]
     script = tmp_path / "aes.js"
     script.write_text(TUTORIAL_ENCRYPT_JS)
-    node = shutil.which("node")
-    assert node is not None
+    node = require("node", "nodejs")
     out = subprocess.run(
         [node, str(script)],
         input=json.dumps({"key": TUTORIAL_KEY_HEX, "plaintexts": plaintexts}),

@@ -10,23 +10,19 @@ import subprocess
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 
 from tests.support.promql import SYNTHETIC, exported_names, metric_names
 from tests.support.repo import ROOT
 from tests.support.stack import Stack
+from tests.support.tools import require
 
 MONITORING = ROOT / "monitoring"
-PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool missing: apt-get install prometheus (.ci/run does)")
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    assert PROMTOOL is not None
-    return subprocess.run([PROMTOOL, *args], cwd=MONITORING, capture_output=True, text=True,
-                          timeout=60, check=False)
+    return subprocess.run([require("promtool", "prometheus"), *args], cwd=MONITORING,
+                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def alert_rules() -> list[dict[str, object]]:
@@ -34,21 +30,18 @@ def alert_rules() -> list[dict[str, object]]:
     return [rule for group in groups for rule in group["rules"]]
 
 
-@needs_promtool
 def test_promtool_checks_the_rules() -> None:
     done = promtool("check", "rules", "alerts.yml")
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"SUCCESS: {len(alert_rules())} rules found" in done.stdout
 
 
-@needs_promtool
 def test_promtool_unit_tests_pass() -> None:
     done = promtool("test", "rules", "tests/alerts_test.yml")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
 
 
-@needs_promtool
 def test_promtool_test_fails_when_a_rule_changes(tmp_path: Path) -> None:
     """The unit tests are not blind: the spray threshold raised from 10 to 20 per minute
     makes them fail."""
@@ -58,9 +51,9 @@ def test_promtool_test_fails_when_a_rule_changes(tmp_path: Path) -> None:
     (work / "tests").mkdir(parents=True)
     (work / "alerts.yml").write_text(rules.replace("* 60 > 10", "* 60 > 20"))
     shutil.copy(MONITORING / "tests" / "alerts_test.yml", work / "tests")
-    assert PROMTOOL is not None
-    done = subprocess.run([PROMTOOL, "test", "rules", "tests/alerts_test.yml"], cwd=work,
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run([require("promtool", "prometheus"), "test", "rules",
+                           "tests/alerts_test.yml"], cwd=work, capture_output=True, text=True,
+                          timeout=60, check=False)
     assert done.returncode != 0
     assert "IvrWrongPinSpray" in done.stdout + done.stderr
 

@@ -8,7 +8,6 @@ Each test signs a request as Twilio would, then changes one thing and expects 40
 from __future__ import annotations
 
 import os
-import shutil
 import ssl
 import subprocess
 import time
@@ -24,9 +23,12 @@ from service.devtools.devstack import DevVault, free_port, stop_process
 from service.vault.bootstrap import RoleCredentials, layout_dir
 from tests.support.attack import base_params, gather_action, signed_post, spoken, twiml
 from tests.support.stack import Stack, make_stack
+from tests.support.tools import require
 
-pytestmark = pytest.mark.skipif(shutil.which("caddy") is None,
-                                reason="caddy not installed (.ci/run installs it)")
+
+@pytest.fixture(autouse=True, scope="module")
+def _caddy_installed() -> None:
+    require("caddy", "caddy")
 
 FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
 
