@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import shutil
 import signal
 import socket
@@ -31,11 +32,35 @@ from service.vault.operator_init import LISTENING, DevKeyring, VaultServer
 _PR_SET_PDEATHSIG = 1
 
 
+def _ephemeral_ports() -> range:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A port nothing listens on now, below the kernel's ephemeral range. A port from
+    bind(0) is an ephemeral one, which any outgoing connection may take as its source port
+    before the server meant for it binds: the tests choose a topology's ports up front
+    and start its servers seconds later, while other processes connect. (The likeliest
+    cause of a replayed PostgreSQL exiting at start in one CI run, its port chosen ~20 s
+    before; its log was gone with its directory, so that error now quotes the log.)"""
+    ephemeral = _ephemeral_ports()
+    candidates = range(max(1024, ephemeral.start - 12000), ephemeral.start)
+    for _ in range(50):
+        port = random.choice(candidates)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # all taken: any
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        found: int = sock.getsockname()[1]
+        return found
 
 
 def _die_with_parent() -> None:

@@ -183,8 +183,11 @@ class LocalPostgres:
         while True:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise RuntimeError(f"postgres exited with {self.process.returncode}; see "
-                                   f"{self.log_path}")
+                # Its last lines in the error: the temporary directory is gone by the time
+                # anyone reads a CI log.
+                last = self.log_path.read_text(errors="replace").splitlines()[-3:]
+                raise RuntimeError(f"postgres exited with {self.process.returncode}: "
+                                   + " / ".join(last))
             try:
                 psycopg.connect(self.url_for("postgres"), connect_timeout=2).close()
                 return
