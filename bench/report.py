@@ -144,6 +144,9 @@ AB_DECISIONS = {
                        "webhook CPU per card request; whole-call figures within noise)",
     "console-renderer": "kept: a small console renderer instead of structlog's "
                         "ConsoleRenderer (less webhook CPU per request)",
+    "ha-merge": "checked, not a change to keep or drop: the work past one machine "
+                "(several addresses, failover, the drain) against main before it; within "
+                "noise on both steps, so the single-node path pays nothing for it",
     "scrubber-key-cache": "kept on the in-process measurement (an access line 49 -> 41 us): "
                           "within noise here, at a load average of 6",
 }
