@@ -25,12 +25,12 @@ from tests.support.attack import base_params, gather_action, signed_post, spoken
 from tests.support.stack import Stack, make_stack
 from tests.support.tools import require
 
+FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _caddy_installed() -> None:
     require("caddy", "caddy")
-
-FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
 
 
 @dataclass
