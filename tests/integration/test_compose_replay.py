@@ -21,7 +21,6 @@ import os
 import ssl
 import stat
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from service.vault.operator_init import LISTENING, VaultServer
 from tests.support.compose import HA, PROD, load
 from tests.support.replay import BIN, FOUND, Replay
 from tests.support.repo import ROOT
+from tests.support.waiting import wait_until
 
 NOT_FOUND = "We were not able to locate you in our system. Goodbye."
 
@@ -58,14 +58,6 @@ def replays(tmp_path: Path) -> Iterator[Callable[..., Replay]]:
     yield make
     for replay in made:
         replay.down()
-
-
-def wait_until(check: Callable[[], bool], *, timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while not check():
-        assert time.monotonic() - started < timeout, f"{what}: not within {timeout}s"
-        time.sleep(0.2)
-    return time.monotonic() - started
 
 
 def secrets_in(replay: Replay, *texts: str) -> list[str]:

@@ -53,6 +53,7 @@ from tests.support.devrun import (
 )
 from tests.support.load import CallLoad, Failure, Figures
 from tests.support.tools import require
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -109,15 +110,6 @@ def status(url: str) -> int | None:
         return httpx.get(url, timeout=2).status_code
     except httpx.HTTPError:
         return None
-
-
-def wait_until(check: Callable[[], bool], *, what: str, since: float,
-               timeout: float = RECOVER_WITHIN_S) -> float:
-    """Seconds from ``since`` (the failure) until ``check`` holds."""
-    while not check():
-        assert time.monotonic() - since < timeout, f"{what}: not within {timeout}s"
-        time.sleep(0.05)
-    return time.monotonic() - since
 
 
 def replaced(ha: Ha, name: str, pid: int) -> Callable[[], bool]:
@@ -197,11 +189,13 @@ def test_sigkill_the_vault_leader(ha: Ha) -> None:
         started = load.mark()
         os.kill(leader["pid"], signal.SIGKILL)
         elected = wait_until(lambda: (ha.leader() or leader)["name"] != leader["name"],
-                             what="a new leader", since=started)
+                             what="a new leader", since=started, timeout=RECOVER_WITHIN_S)
         wait_until(replaced(ha, leader["name"], leader["pid"]),
-                   what="the killed node started again", since=started)
+                   what="the killed node started again", since=started,
+                   timeout=RECOVER_WITHIN_S)
         rejoined = wait_until(lambda: status(f"{leader['url']}/v1/sys/health") in (200, 429),
-                              what="the killed node unsealed, in the cluster", since=started)
+                              what="the killed node unsealed, in the cluster",
+                              since=started, timeout=RECOVER_WITHIN_S)
         time.sleep(AFTER_S)
         figures = load.figures(started)
     report("vault leader SIGKILL", figures, new_leader_after=elected,
@@ -226,9 +220,10 @@ def replica_drill(ha: Ha, name: str, sig: signal.Signals, *,
                 lambda: status(f"{victim['url']}/readyz") != 200, what=f"{name} unready",
                 since=started, timeout=5)
         wait_until(replaced(ha, name, victim["pid"]), what=f"{name} started again",
-                   since=started)
+                   since=started, timeout=RECOVER_WITHIN_S)
         recovery["replacement_ready_after"] = wait_until(
-            lambda: ha.ready(name), what=f"{name} ready", since=started)
+            lambda: ha.ready(name), what=f"{name} ready", since=started,
+            timeout=RECOVER_WITHIN_S)
         time.sleep(AFTER_S)
         figures = load.figures(started)
     report(f"{ha.member(name)['role']} {sig.name}", figures, **recovery)
