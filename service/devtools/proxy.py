@@ -6,14 +6,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
-from service.devtools.devstack import _die_with_parent, stop_process
+from service.devtools.devstack import _die_with_parent, stop_process, wait_http
 from service.errors import ConfigError
 from service.vault.bootstrap import layout_dir
 
@@ -66,21 +63,13 @@ class DevProxy:
                  str(layout_dir() / "proxy" / "Caddyfile.ha"), "--adapter", "caddyfile"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 preexec_fn=_die_with_parent)  # noqa: PLW1509 - only a prctl call
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"caddy exited with {self.process.returncode}; see "
-                                   f"{self.log_path}")
-            try:
-                # Not proxied: Caddy itself answers 404, so it is up.
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 404:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"caddy did not listen on {self.url}; see {self.log_path}")
-            time.sleep(0.05)
+        try:
+            # Not proxied: Caddy itself answers 404, so it is up.
+            wait_http(f"{self.url}/healthz", timeout=READY_TIMEOUT_S, process=self.process,
+                      ok=(404,))
+        except (RuntimeError, TimeoutError) as exc:
+            self.stop()
+            raise type(exc)(f"caddy: {exc}; see {self.log_path}") from None
 
     def stop(self) -> None:
         if self.process is not None:
