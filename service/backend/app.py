@@ -33,7 +33,7 @@ from service.errors import (
 from service.settings import Settings
 from service.store.accounts import Store
 from service.vault import session
-from service.vault.formats import ciphertext_version
+from service.formats import ciphertext_version
 from service.vault.session import TransitSession, freeze_startup_heap
 from service.web.access_log import AccessLogMiddleware, annotate
 from service.web.health import Drain, health_routes

@@ -45,7 +45,7 @@ from service.store.accounts import (
     verifier_version,
 )
 from service.store.ledger import Answer
-from service.vault.formats import caller_bucket, ciphertext_version, is_four_digits
+from service.formats import caller_bucket, ciphertext_version, is_four_digits
 from service.vault.transit import Transit, call_context
 from service.web.access_log import annotate
 from service.web.metrics import Metrics

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 from typing import Final
 
-from service.vault.formats import is_four_digits
+from service.formats import is_four_digits
 
 # The 100 most frequent PINs, most frequent first: the top 100 rows of SecLists'
 # Passwords/Common-Credentials/four-digit-pin-codes-sorted-by-frequency-withcount.csv

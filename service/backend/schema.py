@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.errors import SchemaError
-from service.vault.formats import CALL_SID_PATTERN, CIPHERTEXT_PATTERN
+from service.formats import CALL_SID_PATTERN, CIPHERTEXT_PATTERN
 
 _MAX_CIPHERTEXT = 512
 

@@ -16,7 +16,7 @@ import structlog
 
 from service.errors import ConfigError, EnrolmentRefused
 from service.settings import Settings
-from service.vault.formats import is_four_digits
+from service.formats import is_four_digits
 
 log = structlog.get_logger("ivr.accounts")
 

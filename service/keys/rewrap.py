@@ -18,7 +18,7 @@ from service.settings import Settings
 from service.store.sealed import SealedRecord, SealedStore
 from service.vault.batch import BatchAnswer, batch_results
 from service.vault.client import VaultClient
-from service.vault.formats import ciphertext_version
+from service.formats import ciphertext_version
 from service.vault.transit import MAX_BATCH
 
 DEFAULT_BATCH = 100

@@ -34,7 +34,7 @@ from structlog.typing import WrappedLogger
 # Shapes only: this module stays pure functions and constants, importing no service code
 # that does anything.
 from service.logs.templates import KNOWN_TEMPLATES, SPEC, Arg, TemplateEvent
-from service.vault.formats import CALL_SID, transit_version
+from service.formats import CALL_SID, transit_version
 
 __all__ = [
     "ALLOWED_FIELDS",

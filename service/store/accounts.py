@@ -26,7 +26,7 @@ from service.settings import StoreUrl
 from service.store.database import Connection, Database, store_url
 from service.store.ledger import Account, Answer, CardState
 from service.store.migrations import open_current
-from service.vault.formats import transit_version
+from service.formats import transit_version
 
 T = TypeVar("T")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from service.settings import StoreUrl
 from service.store.database import Connection, store_url
 from service.store.migrations import open_current
-from service.vault.formats import ciphertext_version
+from service.formats import ciphertext_version
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from service.errors import BackendUnavailable, IvrVaultError, VaultError, Webhoo
 from service.logs.scrubbing import ciphertext_fields
 from service.settings import Settings
 from service.vault import session
-from service.vault.formats import ciphertext_version
+from service.formats import ciphertext_version
 from service.vault.session import TransitSession, freeze_startup_heap
 from service.vault.transit import Transit, call_context
 from service.web.access_log import AccessLogMiddleware, annotate

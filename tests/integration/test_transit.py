@@ -18,7 +18,7 @@ from service.settings import Secret
 from service.store.accounts import verifier_version
 from service.vault.bootstrap import RoleCredentials
 from service.vault.client import VaultClient
-from service.vault.formats import ciphertext_version
+from service.formats import ciphertext_version
 from service.vault.transit import Transit, call_context
 from service.web.metrics import Metrics
 from tests.support.stack import role_client

@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 
 from service.errors import DecryptionError
 from service.settings import Settings
-from service.vault.formats import ciphertext_version
+from service.formats import ciphertext_version
 from service.vault.session import TransitSession
 from service.vault.transit import Encrypted
 from service.web.metrics import Metrics

@@ -1,4 +1,4 @@
-"""The shared shapes (service/vault/formats.py) and the batch-result parser
+"""The shared shapes (service/formats.py) and the batch-result parser
 (service/vault/batch.py): pure functions, no Vault."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from service.backend.schema import OPENAPI
 from service.errors import VaultRequestError
 from service.logs.scrubbing import ALLOWED_FIELDS, ciphertext_fields
 from service.vault.batch import batch_results
-from service.vault.formats import (
+from service.formats import (
     ANONYMOUS_CALLER,
     CALL_SID,
     CIPHERTEXT_PATTERN,

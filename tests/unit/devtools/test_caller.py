@@ -10,7 +10,7 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from service.devtools.caller import MAX_STEPS, Caller, new_call_sid
-from service.vault.formats import CALL_SID
+from service.formats import CALL_SID
 
 TOKEN = "caller-test-token"
 BASE = "http://ivr.test:8080"

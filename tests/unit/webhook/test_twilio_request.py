@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.vault.formats import ANONYMOUS_CALLER
+from service.formats import ANONYMOUS_CALLER
 from service.webhook.twilio_request import STEP_CLOCK_SKEW_S, TwilioForm, issued_is_fresh
 
 NOW = 1_700_000_000.0
