@@ -30,10 +30,10 @@ from service.errors import (
     StoreUnavailable,
     VaultError,
 )
+from service.formats import ciphertext_version
 from service.settings import Settings
 from service.store.accounts import Store
 from service.vault import session
-from service.formats import ciphertext_version
 from service.vault.session import TransitSession, freeze_startup_heap
 from service.web.access_log import AccessLogMiddleware, annotate
 from service.web.health import Drain, health_routes

@@ -35,6 +35,7 @@ from service.backend.keycheck import LookupKeys
 from service.backend.policy import LockKind, LockoutPolicy
 from service.backend.schema import LookupRequest
 from service.errors import DecryptionError
+from service.formats import caller_bucket, ciphertext_version, is_four_digits
 from service.logs.scrubbing import fingerprint
 from service.settings import Settings
 from service.store.accounts import (
@@ -45,7 +46,6 @@ from service.store.accounts import (
     verifier_version,
 )
 from service.store.ledger import Answer
-from service.formats import caller_bucket, ciphertext_version, is_four_digits
 from service.vault.transit import Transit, call_context
 from service.web.access_log import annotate
 from service.web.metrics import Metrics

@@ -6,7 +6,7 @@ without its Vault, or the other way round, serves nobody. The tarball holds
 ``manifest.json`` (what, when, from which cluster, each member's SHA-256),
 ``vault.snap`` (``GET sys/storage/raft/snapshot``) and ``accounts.sqlite3``: the store as
 one SQLite file whatever its engine (a copy by SQLite's backup API, or a PostgreSQL store's
-tables read in one snapshot: ``service/store/transfer.py``), so it restores into either
+tables read in one snapshot: ``service/backup/transfer.py``), so it restores into either
 engine. It never holds an unseal key or a token: the snapshot is sealed by
 Vault's barrier and opens only with the unseal keys of the Vault it came from, which
 are kept elsewhere (docs/backup.md). Written with mode 0600 all the same: the store
@@ -28,9 +28,9 @@ from typing import Any
 
 import structlog
 
+from service.backup.transfer import export_to_sqlite, import_from_sqlite
 from service.errors import ConfigError
 from service.settings import StoreUrl
-from service.store.transfer import export_to_sqlite, import_from_sqlite
 from service.vault.client import VaultClient
 from service.vault.operator_init import VaultServer
 

@@ -1,6 +1,6 @@
 """The whole store into a SQLite file and back, for either engine: what a backup holds.
 
-A backup's store member is a SQLite file whatever the engine (``service/vault/backup.py``),
+A backup's store member is a SQLite file whatever the engine (``service/backup/archive.py``),
 so a backup does not depend on the engine, the PostgreSQL version, or tools beside the
 service: both engines have one schema (``service/store/migrations.py``).
 

@@ -15,8 +15,8 @@ import time
 import structlog
 
 from service.errors import ConfigError, EnrolmentRefused
-from service.settings import Settings
 from service.formats import is_four_digits
+from service.settings import Settings
 
 log = structlog.get_logger("ivr.accounts")
 

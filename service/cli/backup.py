@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 def _backup(args: argparse.Namespace, settings: Settings) -> int:
-    from service.vault.backup import write_backup
+    from service.backup.archive import write_backup
     from service.vault.client import VaultClient, choose_credentials
 
     # In a make run directory with no VAULT_ADDR, .dev/ivr-backup/ (service/cli/devenv.py).
@@ -43,7 +43,7 @@ def _backup(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _restore(args: argparse.Namespace, settings: Settings) -> int:
-    from service.vault.backup import read_backup, restore_snapshot, restore_store
+    from service.backup.archive import read_backup, restore_snapshot, restore_store
     from service.vault.client import VaultClient
     from service.vault.operator_init import VaultServer
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.errors import VaultRequestError
+from service.formats import ciphertext_version
 from service.keys.lifecycle import read_key
 from service.settings import Settings
 from service.store.sealed import SealedRecord, SealedStore
 from service.vault.batch import BatchAnswer, batch_results
 from service.vault.client import VaultClient
-from service.formats import ciphertext_version
 from service.vault.transit import MAX_BATCH
 
 DEFAULT_BATCH = 100

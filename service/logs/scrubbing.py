@@ -31,10 +31,11 @@ from typing import Any, Final, TypeAlias
 
 from structlog.typing import WrappedLogger
 
+from service.formats import CALL_SID, transit_version
+
 # Shapes only: this module stays pure functions and constants, importing no service code
 # that does anything.
 from service.logs.templates import KNOWN_TEMPLATES, SPEC, Arg, TemplateEvent
-from service.formats import CALL_SID, transit_version
 
 __all__ = [
     "ALLOWED_FIELDS",

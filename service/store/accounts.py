@@ -22,11 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from service.formats import transit_version
 from service.settings import StoreUrl
 from service.store.database import Connection, Database, store_url
 from service.store.ledger import Account, Answer, CardState
 from service.store.migrations import open_current
-from service.formats import transit_version
 
 T = TypeVar("T")
 

@@ -16,10 +16,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.formats import ciphertext_version
 from service.settings import StoreUrl
 from service.store.database import Connection, store_url
 from service.store.migrations import open_current
-from service.formats import ciphertext_version
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.errors import DecryptionError, ItemFailed, VaultError, VaultRequestError
+from service.formats import ciphertext_version
 from service.vault.async_client import AsyncVault
 from service.vault.batch import BatchAnswer, batch_results
 from service.vault.client import VaultClient
 from service.vault.coalescer import Coalescer
-from service.formats import ciphertext_version
 from service.web.metrics import Metrics
 
 # The listener's max_request_json_strings=1000 counts keys and values: about 249 items of

@@ -23,10 +23,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.errors import BackendUnavailable, IvrVaultError, VaultError, WebhookRefused
+from service.formats import ciphertext_version
 from service.logs.scrubbing import ciphertext_fields
 from service.settings import Settings
 from service.vault import session
-from service.formats import ciphertext_version
 from service.vault.session import TransitSession, freeze_startup_heap
 from service.vault.transit import Transit, call_context
 from service.web.access_log import AccessLogMiddleware, annotate

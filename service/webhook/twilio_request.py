@@ -12,8 +12,8 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 
 from service.errors import WebhookRefused
-from service.settings import Settings
 from service.formats import ANONYMOUS_CALLER, CALL_SID, caller_bucket, is_four_digits
+from service.settings import Settings
 from service.web.media_type import media_type
 from service.webhook.signature import is_valid_signature, public_url, request_key
 

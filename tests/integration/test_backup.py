@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from service.backup.archive import RESTORE_PATH, read_backup
 from service.devtools.devstack import DevVault
 from service.errors import VaultPermissionDenied
 from service.settings import Secret
-from service.vault.backup import RESTORE_PATH, read_backup
 from service.vault.bootstrap import bootstrap, issue_credentials
 from service.vault.client import AppRoleCredentials, VaultClient
 from tests.support.devrun import FOUND, READY_LINE, DevRun, call, ctrl_c, ivr_vault, vault_env

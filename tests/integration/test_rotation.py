@@ -19,9 +19,9 @@ import pytest
 
 from service.devtools.caller import Caller, new_call_sid
 from service.devtools.devstack import ServiceProcess
+from service.formats import ciphertext_version
 from service.logs.scrubbing import ALLOWED_FIELDS
 from service.store.accounts import Store
-from service.formats import ciphertext_version
 from service.webhook import twiml
 from tests.support.digits import assert_no_digits
 from tests.support.keys import PrivateVault, private_vault

@@ -30,6 +30,8 @@ import pytest
 from service.backend.app import http_answer
 from service.backend.decision import Attempt, Decision, Verifiers, decide
 from service.backend.policy import LockoutPolicy
+from service.backup.archive import read_backup, restore_store
+from service.backup.transfer import export_to_sqlite, import_from_sqlite
 from service.devtools.devstack import DevVault, free_port
 from service.devtools.postgres import LocalPostgres
 from service.errors import StoreConflict, StoreSchemaMismatch, StoreUnavailable
@@ -44,8 +46,6 @@ from service.store.migrations import (
     schema_version,
 )
 from service.store.sealed import SealedStore
-from service.store.transfer import export_to_sqlite, import_from_sqlite
-from service.vault.backup import read_backup, restore_store
 from tests.support.postgres import ENGINES, database_name, pg_store_url, url_with_password
 from tests.support.store import CARD_V1, PIN_V1, account_id, by_card, count_rows, state_of
 

@@ -14,11 +14,11 @@ import pytest
 
 from service.devtools.devstack import DevVault
 from service.errors import DecryptionError, VaultError, VaultTimeout
+from service.formats import ciphertext_version
 from service.settings import Secret
 from service.store.accounts import verifier_version
 from service.vault.bootstrap import RoleCredentials
 from service.vault.client import VaultClient
-from service.formats import ciphertext_version
 from service.vault.transit import Transit, call_context
 from service.web.metrics import Metrics
 from tests.support.stack import role_client

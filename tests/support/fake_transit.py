@@ -22,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from service.errors import DecryptionError
-from service.settings import Settings
 from service.formats import ciphertext_version
+from service.settings import Settings
 from service.vault.session import TransitSession
 from service.vault.transit import Encrypted
 from service.web.metrics import Metrics

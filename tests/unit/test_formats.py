@@ -9,8 +9,6 @@ import pytest
 
 from service.backend.schema import OPENAPI
 from service.errors import VaultRequestError
-from service.logs.scrubbing import ALLOWED_FIELDS, ciphertext_fields
-from service.vault.batch import batch_results
 from service.formats import (
     ANONYMOUS_CALLER,
     CALL_SID,
@@ -21,6 +19,8 @@ from service.formats import (
     is_four_digits,
     transit_version,
 )
+from service.logs.scrubbing import ALLOWED_FIELDS, ciphertext_fields
+from service.vault.batch import batch_results
 
 
 def test_call_sid() -> None:
