@@ -1,5 +1,5 @@
 """service.vault.transit's pure helper: the derivation context. The ciphertext shape itself:
-tests/unit/vault/test_formats.py; Transit against a real Vault: tests/integration/."""
+tests/unit/test_formats.py; Transit against a real Vault: tests/integration/."""
 
 from __future__ import annotations
 
