@@ -3,7 +3,7 @@
 # every AUDIT_CHECK_SECONDS, when AUDIT_LOG has reached AUDIT_MAX_BYTES, renames it and
 # sends the server SIGHUP, on which OpenBao reopens the audit file (a new one at the same
 # path). Entries written between the rename and the reopen go to the renamed file through
-# the handle still open: none is lost (tests/integration/test_audit_rotation.py counts
+# the handle still open: none is lost (tests/integration/vault/test_audit_rotation.py counts
 # them). Keeps the newest AUDIT_KEEP renamed files (AUDIT_LOG.<UTC time>), deletes older.
 #
 # Not copytruncate: entries written between the copy and the truncate would be lost. Not

@@ -109,7 +109,7 @@ def _is_http_status(value: object) -> bool:
 # The route templates this service serves (webhook and backend). An access line's ``path`` or
 # ``route`` that equals one is logged verbatim, so ``/v1/lookup`` stays readable; anything else
 # (scanners, typos, a digit typed into a URL) is digit-masked like any other value.
-# tests/integration/test_log_leaks.py checks that every route of both apps is listed here.
+# tests/integration/calls/test_log_leaks.py checks that every route of both apps is listed here.
 KNOWN_ROUTES: Final[frozenset[str]] = frozenset(
     {
         "/voice", "/voice/card", "/voice/pin", "/v1/lookup", "/openapi.json",

@@ -140,7 +140,7 @@ MIGRATIONS: tuple[Migration, ...] = (
 LATEST = MIGRATIONS[-1].version
 
 # The tables of the latest schema, parents first, with their columns: what a logical
-# export or import (service/backup/transfer.py) copies. tests/integration/
+# export or import (service/backup/transfer.py) copies. tests/integration/store/
 # test_store_engines.py checks them against the schema both engines really have.
 TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("accounts", ("id", "account", "balance", "card_verifier", "pin_verifier",

@@ -37,7 +37,7 @@ CONNECT_TIMEOUT_S = 5.0
 # How long a request waits for a pooled connection. The pool is as large as the threads
 # that use it, so this only runs out while PostgreSQL cannot be reached: a lookup then
 # answers 503 within the webhook's 2 s BACKEND_TIMEOUT (the caller hears "try later"),
-# and /readyz says {"store": false} within its own 2 s (measured: tests/integration/
+# and /readyz says {"store": false} within its own 2 s (measured: tests/integration/store/
 # test_store_outage.py; with 5 s, /readyz said only that it timed out).
 WAIT_S = 1.0
 

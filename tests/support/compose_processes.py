@@ -1,4 +1,4 @@
-"""A compose file *replayed* without a Docker engine: each service's own command runs as a
+"""A compose file without a Docker engine: each service's own command runs as a
 local process with that service's environment (interpolated as compose would), its
 volumes and secrets mapped to temp directories shared the way compose shares them, and only
 host names, addresses and ports rewritten. The OpenBao image's ``server`` command is what
@@ -38,8 +38,8 @@ FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
 
 
 @dataclass
-class Replay:
-    """Where compose's volumes, secrets, addresses and ports land in this replay, and the
+class LocalCompose:
+    """Where compose's volumes, secrets, addresses and ports land in this local, and the
     long-running services started so far."""
 
     compose: Compose

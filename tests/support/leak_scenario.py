@@ -1,4 +1,4 @@
-"""The scenario behind tests/integration/test_log_leaks.py: what is typed, and how, on real
+"""The scenario behind tests/integration/calls/test_log_leaks.py: what is typed, and how, on real
 processes.
 
 Random card/PIN pairs through the real call flow (one account seeded with ``add_account``,

@@ -1,4 +1,5 @@
-"""Searching captured output for a caller's digits (used by tests/integration/test_log_leaks.py).
+"""Searching captured output for a caller's digits (used by
+tests/integration/calls/test_log_leaks.py).
 
 Three kinds of output, three levels of structure:
 

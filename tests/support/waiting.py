@@ -1,4 +1,4 @@
-"""Waiting for a condition in the tests that drive whole topologies (the compose replays,
+"""Waiting for a condition in the tests that drive whole topologies (compose as processes,
 the failure drills), and timing how long it took."""
 
 from __future__ import annotations

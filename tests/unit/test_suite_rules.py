@@ -1,6 +1,7 @@
 """The test tree's own rules, read from the source with ``ast`` so they cannot regress:
-shared helpers live in tests/support, no module imports a test module or a conftest, and a
-conftest holds fixtures and hooks only."""
+shared helpers live in tests/support, no module imports a test module or a conftest, a
+conftest holds fixtures and hooks only, and every integration test lives in one of the areas
+below (as Warehouse groups its functional tests)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,16 @@ from tests.support.repo import ROOT
 
 TESTS = ROOT / "tests"
 MODULES = sorted(p for p in TESTS.rglob("*.py") if "data" not in p.relative_to(TESTS).parts)
+
+# tests/integration/<area>/: what each area proves on real parts.
+AREAS = {
+    "vault": "the Vault client, Transit, bootstrap, policies, the audit device",
+    "store": "the account store on both engines, PostgreSQL, persistence, backups",
+    "calls": "whole calls through the webhook and the backend, hostile input, logs",
+    "keys": "key rotation, rewrap, retirement, the tutorial key import",
+    "deploy": "make run, the CLI an operator meets, compose, the image, the proxy, monitoring",
+    "ha": "replicas, outages and the failure drills past one machine",
+}
 
 
 def imported(tree: ast.Module) -> list[tuple[int, str]]:
@@ -52,7 +63,7 @@ def test_the_tree_is_scanned() -> None:
     names = {p.relative_to(TESTS).as_posix() for p in MODULES}
     assert {"conftest.py", "integration/conftest.py", "support/stack.py",
             "unit/test_suite_rules.py"} <= names
-    assert any(n.startswith("integration/test_") for n in names)
+    assert any(n.startswith("integration/vault/test_") for n in names)
 
 
 def test_no_module_imports_a_test_module_or_a_conftest() -> None:
@@ -77,3 +88,11 @@ def test_a_conftest_holds_only_fixtures_and_hooks() -> None:
                 if not (fixture or node.name.startswith("pytest_")):
                     helpers.append(f"{path.relative_to(TESTS)}: def {node.name}")
     assert helpers == [], "helpers belong in tests/support/"
+
+
+def test_every_integration_test_is_in_an_area() -> None:
+    integration = TESTS / "integration"
+    outside = [p.relative_to(TESTS).as_posix() for p in integration.rglob("test_*.py")
+               if p.parent.parent != integration or p.parent.name not in AREAS]
+    assert outside == [], f"move each into one of tests/integration/{{{','.join(AREAS)}}}/"
+    assert {p.name for p in integration.iterdir() if p.is_dir() and p.name in AREAS} == set(AREAS)

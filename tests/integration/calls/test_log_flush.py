@@ -18,6 +18,7 @@ import httpx
 
 from service.devtools.devstack import DevVault
 from service.vault.bootstrap import RoleCredentials
+from tests.support.repo import ROOT
 from tests.support.stack import make_stack
 
 LINES = 2000
@@ -48,7 +49,7 @@ SCRIPT = textwrap.dedent("""
 
 def _run(fmt: str, end: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", SCRIPT, fmt, end], capture_output=True,
-                          text=True, timeout=60, cwd=Path(__file__).resolve().parents[2],
+                          text=True, timeout=60, cwd=ROOT,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"}, check=False)
 
 

@@ -1,4 +1,4 @@
-"""The Dockerfile's build stage replayed for real (no Docker engine runs here): WORKDIR,
+"""The Dockerfile's build stage run for real (no Docker engine runs here): WORKDIR,
 COPY, ENV and RUN, with /opt/venv mapped to a fresh virtualenv under a temp dir, so that the
 very pip commands of the image install the pinned lock and the package, and the result starts
 and validates. The Dockerfile's structure is checked in tests/unit/deploy/test_dockerfile.py.
@@ -76,4 +76,4 @@ def test_build_stage_installs_in_a_clean_venv_and_the_result_runs(
                             " print(service.__file__)"],
                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert str(venv) in where.stdout, where.stderr
-    print(f"build stage replayed in {elapsed:.0f}s")
+    print(f"build stage run in {elapsed:.0f}s")

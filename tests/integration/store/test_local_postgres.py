@@ -19,6 +19,7 @@ import pytest
 
 from service.devtools.postgres import LocalPostgres
 from service.errors import ConfigError
+from tests.support.repo import ROOT
 
 
 def test_scram_over_tcp_and_a_url_without_its_password(postgres: LocalPostgres) -> None:
@@ -82,7 +83,7 @@ def test_a_killed_owner_leaves_no_server_behind(tmp_path: Path) -> None:
          "from service.devtools.postgres import LocalPostgres\n"
          "server = LocalPostgres(); server.start()\n"
          "print(server.process.pid, server.base, flush=True); time.sleep(120)"],
-        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+        stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert owner.stdout is not None
         pid, base = owner.stdout.readline().split()

@@ -5,7 +5,8 @@ What is proved here: who may ask (bearer), what may be asked (media type, schema
 echoing a value), which outcome each lookup reaches and the status it maps to, that the
 outcome shows on the access line and in ``ivr_lookups_total``, and that a retry gets the
 remembered answer without counting twice. Real Vault decrypts are the integration tests'
-business (tests/integration/test_backend.py, test_lockout.py, test_rotation.py).
+business (tests/integration/: calls/test_backend.py, calls/test_guessing.py,
+keys/test_rotation.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 clocks: what each outcome reads, compares, counts and remembers, in one transaction.
 
 Verifiers here are fixed strings shaped like Transit HMACs; Vault is the integration tests'
-business (tests/integration/test_guessing.py runs the same policy on real processes).
+business (tests/integration/calls/test_guessing.py runs the same policy on real processes).
 """
 
 from __future__ import annotations

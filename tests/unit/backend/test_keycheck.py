@@ -1,7 +1,7 @@
 """The ivr-lookup canary in process: the backend app on Starlette's TestClient with a fake
 Transit (tests/support/fake_transit.py; its ``hmac_key`` plays a Vault's ``ivr-lookup``)
 and a real SQLite store. What a real foreign Vault does to ``make run`` is
-tests/integration/test_persistence.py's business."""
+tests/integration/store/test_persistence.py's business."""
 
 from __future__ import annotations
 

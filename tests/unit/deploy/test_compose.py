@@ -3,7 +3,7 @@ runs here): valid against the Compose Specification's JSON schema (vendored unde
 tests/data/compose-spec), and their topology: only the proxy publishes a port, health
 checks and start order, the root token never reaches a service, every command is a real
 CLI command; in production no dev unseal step, no demo account, TLS to Vault, the root
-token revoked, the pinned OpenBao. tests/integration/test_compose_replay.py runs each
+token revoked, the pinned OpenBao. tests/integration/deploy/test_compose_as_processes.py runs each
 service's own command as a local process.
 """
 

@@ -3,7 +3,7 @@ engine: valid against the Compose Specification schema, and the topology of make
 three OpenBao nodes in one Raft cluster named by every service, PostgreSQL (pinned) with
 its password out of every environment, two backends the webhook fails over between,
 webhook replicas behind Caddy, and still only the proxy publishing a port.
-(tests/integration/test_compose_replay.py runs each service's own command.)"""
+(tests/integration/deploy/test_compose_as_processes.py runs each service's own command.)"""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The Dockerfile, read as text (no Docker engine runs here): multi-stage, slim base,
 non-root USER, HEALTHCHECK, read-only-rootfs friendly, a build context without local state,
-and a lock that pins every runtime dependency. tests/integration/test_docker_build.py
-replays its build stage for real.
+and a lock that pins every runtime dependency. tests/integration/deploy/test_docker_build.py
+runs its build stage for real.
 """
 
 from __future__ import annotations

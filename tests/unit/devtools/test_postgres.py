@@ -1,5 +1,5 @@
 """Finding PostgreSQL's binaries (service/devtools/postgres.py); starting it is
-tests/integration/test_local_postgres.py's business."""
+tests/integration/store/test_local_postgres.py's business."""
 
 from __future__ import annotations
 

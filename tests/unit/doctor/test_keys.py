@@ -1,5 +1,5 @@
 """Doctor's key rows on KeyStatus values (pure: a fixed clock, no Vault; the real Vault
-cases are in tests/integration/test_doctor.py)."""
+cases are in tests/integration/deploy/test_doctor.py)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 The tutorial's format is re-implemented independently (tests/support/tutorial.py), pinned
 byte for byte to vectors produced by the tutorial's own Node.js ``encrypt``; the whole path
-against a real OpenBao dev server is tests/integration/test_legacy.py.
+against a real OpenBao dev server is tests/integration/keys/test_legacy.py.
 """
 
 from __future__ import annotations

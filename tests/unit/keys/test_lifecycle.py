@@ -1,5 +1,6 @@
 """service.keys.lifecycle's decisions on their own: which versions may be retired, from
-creation times and stored verifiers. The CLI on a real OpenBao: tests/integration/test_keys.py."""
+creation times and stored verifiers. The CLI on a real OpenBao:
+tests/integration/keys/test_keys.py."""
 
 from __future__ import annotations
 

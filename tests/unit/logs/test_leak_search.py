@@ -1,4 +1,4 @@
-"""The leak search of tests/integration/test_log_leaks.py, on its own: a caller's digits are
+"""The leak search of tests/integration/calls/test_log_leaks.py, on its own: a caller's digits are
 found in base64 at any alignment."""
 
 from __future__ import annotations

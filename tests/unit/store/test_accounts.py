@@ -1,7 +1,7 @@
 """What is SQLite's own in the account store: its schema as SQLite sees it, one connection
 per thread, and waiting for a writer in another process (the upgrade of older stores:
 test_migrations.py). (What the store keeps and what concurrency cannot break, on both engines:
-tests/integration/test_store_engines.py; the decision itself:
+tests/integration/store/test_store_engines.py; the decision itself:
 tests/unit/backend/test_decision.py.)"""
 
 from __future__ import annotations

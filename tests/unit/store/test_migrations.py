@@ -2,7 +2,7 @@
 migrations (tables already there, no history), one made before issue 11 (its windowed
 lockout carried over), a store migrated by a newer release, and the statements written
 once for both engines. (PostgreSQL, where opening only checks:
-tests/integration/test_store_engines.py.)"""
+tests/integration/store/test_store_engines.py.)"""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """VaultClient without a Vault: a refused connection is translated at the boundary.
-Everything that needs a server (real OpenBao, a hung or broken one): tests/integration/
+Everything that needs a server (real OpenBao, a hung or broken one): tests/integration/vault/
 test_vault_client.py."""
 
 from __future__ import annotations

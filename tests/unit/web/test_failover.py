@@ -1,6 +1,7 @@
 """Endpoints: the order in which one request tries the addresses of a dependency. Pure
 logic, with an injected clock; the clients that use it are proved against real processes
-in tests/integration/test_failover.py and the run-ha drills."""
+in tests/integration/ha/test_replicas.py, tests/integration/vault/test_vault_client.py and
+the run-ha drills (tests/integration/ha/test_ha_drills.py)."""
 
 from __future__ import annotations
 

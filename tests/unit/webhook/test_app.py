@@ -4,7 +4,7 @@
 What is proved here is the webhook's own logic: refusing what Twilio would not send, the
 TwiML of each step, re-prompts, what each backend answer is turned into, and that nothing
 becomes a 5xx. Vault, the real backend and uvicorn are the integration tests' business
-(tests/integration/test_call_flow.py, test_hostile_input.py).
+(tests/integration/calls/test_call_flow.py, test_hostile_input.py).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The webhook app in process: a bug in a handler still answers TwiML. Hostile input against
-the running webhook: tests/integration/test_hostile_input.py."""
+the running webhook: tests/integration/calls/test_hostile_input.py."""
 
 from __future__ import annotations
 
