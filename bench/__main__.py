@@ -16,48 +16,13 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import clients, load, report, stack
 from bench import ha as bench_ha
+from bench.model import CALL_C, CARD_C, Plan, Point
 
 HERE = Path(__file__).resolve().parent
-
-
-@dataclass(frozen=True)
-class Plan:
-    quick: bool
-    runs: int
-    seconds: float
-    card_concurrency: tuple[int, ...]
-    call_concurrency: tuple[int, ...]
-    out_dir: Path
-    ha: bool = True
-
-    @classmethod
-    def from_environ(cls) -> Plan:
-        ha = os.environ.get("BENCH_HA", "1") != "0"
-        if os.environ.get("BENCH_QUICK"):
-            return cls(True, 3, 3, (32,), (16,), HERE / ".work" / "quick", ha)
-        return cls(False, 5, 5, (1, 4, 16, 32, 64), (4, 16, 32), HERE, ha)
-
-
-@dataclass
-class Point:
-    """The median run (by throughput) of several, and all runs for the record."""
-
-    runs: list[load.WrkResult]
-    cpu: dict[str, list[float]] = field(default_factory=dict)  # process -> CPU ms/request
-    transit: list[float] = field(default_factory=list)  # Transit HTTP calls per request
-    batch: list[float] = field(default_factory=list)  # items per Transit HTTP call
-
-    @property
-    def median(self) -> load.WrkResult:
-        return sorted(self.runs, key=lambda r: r.rps)[len(self.runs) // 2]
-
-    def med(self, attr: str) -> float:
-        return statistics.median(float(getattr(r, attr)) for r in self.runs)
 
 
 class RssSampler:
@@ -136,7 +101,7 @@ def server_settings(bench: stack.Bench, plan: Plan, exits: ExitStack,
     for _ in range(plan.runs):
         for name, url in urls.items():
             measure(bench.pids(), services, url, card_file("variant", url, plan.seconds, 6000),
-                    connections=report.CARD_C, seconds=plan.seconds, point=points[name])
+                    connections=CARD_C, seconds=plan.seconds, point=points[name])
     for name, point in points.items():
         log(f"server {name}: {point.med('rps'):.0f} req/s p99 {point.med('p99_ms'):.1f} ms")
     return points
@@ -191,7 +156,7 @@ def main() -> int:
                     measure(bench.pids(), (bench.webhook.url, bench.backend.url), url,
                             card_file(name, url, plan.seconds, 6000), connections=c,
                             seconds=plan.seconds, point=card[name].setdefault(c, Point([])))
-                if c == report.CARD_C:
+                if c == CARD_C:
                     url = make_run.webhook.url
                     measure({**make_run.pids(), **vault_pid},
                             (make_run.webhook.url, make_run.backend.url), url,
@@ -212,7 +177,7 @@ def main() -> int:
             calls[c] = Point([])
             for _ in range(plan.runs):
                 for name, pair in pairs.items():
-                    if name != "vault" and c != report.CALL_C:
+                    if name != "vault" and c != CALL_C:
                         continue
                     url = pair.webhook.url
                     pids = bench.pids() if name == "vault" else {**pair.pids(), **vault_pid}
@@ -228,7 +193,7 @@ def main() -> int:
         ha_figures = None
         if plan.ha:
             shutil.rmtree(work / "ha", ignore_errors=True)  # a previous run's cluster
-            ha_figures = bench_ha.measure(plan, work / "ha", exits, measure, Point)
+            ha_figures = bench_ha.measure(plan, work / "ha", exits, measure)
 
         summary = report.Summary.build(card, calls, server, rest, under_load, plan.quick,
                                        elapsed=time.monotonic() - started,

@@ -22,22 +22,16 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import httpx
 
 from bench import load, stack
-from bench.report import CALL_C
+from bench.model import BALANCER, CALL_C, CLIENT_SIDE, Plan, Point
 from service.devtools.devstack import ServiceProcess, free_port, stop_process, wait_http
 from service.devtools.ha import HaStack, start_ha
 from service.devtools.proxy import find_caddy
 from service.settings import Settings
 
-if TYPE_CHECKING:
-    from bench.__main__ import Plan, Point
-
-CLIENT_SIDE = "client-side failover (BACKEND_URL: both backends)"
-BALANCER = "Caddy in front of the backends (BACKEND_URL: the balancer)"
 KILL_AFTER_S = 2.0
 
 # The balancer, configured as proxy/Caddyfile.ha balances the webhooks: least_conn, a
@@ -131,7 +125,7 @@ def _webhook(ha: HaStack, name: str, exits: ExitStack, **env: str) -> ServicePro
 
 
 def measure(plan: Plan, work: Path, exits: ExitStack,
-            measure_point: Callable[..., None], point_type: type[Point]) -> HaFigures:
+            measure_point: Callable[..., None]) -> HaFigures:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work),
            "LOG_FORMAT": "json", "WEBHOOK_PORT": str(free_port()),
            # The PIN steps are signed before the runs, which may be longer than the
@@ -153,7 +147,7 @@ def measure(plan: Plan, work: Path, exits: ExitStack,
     services = tuple(s.url for s in (*ha.webhooks, *ha.backends))
     load.run_wrk(ha.proxy.url, call_file("warm", ha.proxy.url, 2, 3000), connections=8,
                  seconds=2)
-    figures = HaFigures(point_type([]), len(_pids(ha)))
+    figures = HaFigures(Point([]), len(_pids(ha)))
     for _ in range(plan.runs):
         measure_point(_pids(ha), services, ha.proxy.url,
                       call_file("ha", ha.proxy.url, plan.seconds, 4000),
@@ -162,13 +156,13 @@ def measure(plan: Plan, work: Path, exits: ExitStack,
          f"p50 {figures.topology.med('p50_ms'):.1f} ms p99 "
          f"{figures.topology.med('p99_ms'):.1f} ms")
 
-    _choose(ha, work, exits, figures, plan, call_file, measure_point, point_type)
+    _choose(ha, work, exits, figures, plan, call_file, measure_point)
     return figures
 
 
 def _choose(ha: HaStack, work: Path, exits: ExitStack, figures: HaFigures, plan: Plan,
             call_file: Callable[[str, str, float, int], Path],
-            measure_point: Callable[..., None], point_type: type[Point]) -> None:
+            measure_point: Callable[..., None]) -> None:
     """Client-side failover against a balancer, between the webhook and the backends."""
     lb_url, lb_pid = _balancer(work, [f"127.0.0.1:{b.port}" for b in ha.backends], exits)
     variants = {CLIENT_SIDE: _webhook(ha, "webhook-client", exits),
@@ -181,7 +175,7 @@ def _choose(ha: HaStack, work: Path, exits: ExitStack, figures: HaFigures, plan:
     for name, webhook in variants.items():
         load.run_wrk(webhook.url, call_file("warm", webhook.url, 2, 3000), connections=8,
                      seconds=2)
-        figures.choice[name] = point_type([])
+        figures.choice[name] = Point([])
     for _ in range(plan.runs):
         for name, webhook in variants.items():
             assert webhook.process is not None

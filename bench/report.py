@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench import clients
+from bench.model import BALANCER, CALL_C, CARD_C, CLIENT_SIDE, Point
 
 if TYPE_CHECKING:
-    from bench.__main__ import Point
     from bench.clients import ClientFigures
     from bench.ha import HaFigures
 
-CARD_C, CALL_C = 32, 16
 MAKE_RUN = "make run"  # the services as the dev launcher runs them
 NO_LINGER = "TRANSIT_LINGER=0"
 TARGETS = {"ratio": 0.9, "card_p99": 20.0, "call_p50": 10.0, "call_p99": 40.0,
@@ -361,8 +360,6 @@ def ha_section(s: Summary) -> list[str]:
 
 def _choice_verdict(ha: HaFigures) -> str:
     """Which one the service uses, and why, from this run's figures."""
-    from bench.ha import BALANCER, CLIENT_SIDE
-
     client, lb = ha.choice[CLIENT_SIDE], ha.choice[BALANCER]
     lost_client, lost_lb = ha.kills[CLIENT_SIDE].failed, ha.kills[BALANCER].failed
     if lost_client > lost_lb or lost_client:
