@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +100,7 @@ def _med(values: list[float]) -> float:
 
 def _table(name: str, variants: list[Variant], labels: dict[str, str],
            loadavg: tuple[float, float], runs: int, make_run: bool) -> str:
-    rows = [
+    rows: list[tuple[str, Callable[[Variant], float], str]] = [
         ("card c=32 req/s", lambda v: _med([r.rps for r in v.card]), "{:.0f}"),
         ("card c=32 p99 ms", lambda v: _med([r.p99_ms for r in v.card]), "{:.1f}"),
         ("card c=32 webhook CPU ms/request", lambda v: _med(v.cpu["card webhook"]), "{:.3f}"),

@@ -24,7 +24,7 @@ def canonical(name: str) -> str:
 def runtime_closure() -> dict[str, str]:
     """name -> installed version, for every package the installed ivr-vault needs at run
     time on this platform (extras followed, markers evaluated)."""
-    environment = default_environment()
+    environment = {k: str(v) for k, v in default_environment().items()}  # all str already
     seen: dict[str, set[str]] = {}
     versions: dict[str, str] = {}
 
