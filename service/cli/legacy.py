@@ -18,7 +18,8 @@ from service.keys.legacy import convert_ciphertext, import_key
 from service.keys.lifecycle import LEGACY_KEY, operator_vault
 from service.settings import Settings
 from service.store.sealed import SealedStore
-from service.vault.client import JSON, VaultClient
+from service.vault.base import JSON
+from service.vault.client import VaultClient
 
 
 class _VaultAdapter:

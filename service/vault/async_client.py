@@ -7,10 +7,11 @@ blocking hvac/requests client, before its thread-pool hop), at 2.4x the calls pe
 (See :mod:`service.web.outbound`.)
 
 The blocking :class:`~service.vault.client.VaultClient` stays the owner of the identity:
-it logs in and renews, in a thread pool, only when that is due; this client borrows its
-token, address, timeout, CA bundle and proxy, so both behave alike. Every foreign
-exception is translated here into :mod:`service.errors`, as ``translate_errors`` does for
-hvac: one error tree whichever client made the call.
+it logs in and renews, in a thread pool, only when that is due. This client shares its
+``target`` (nodes, timeout, CA bundle, proxies), ``endpoints`` (which node works) and
+``tokens`` (the one token), and the rules of :mod:`service.vault.base` (fail-over, the
+status -> error table, body parsing): one behaviour and one error tree whichever client
+made the call. Only sending is its own.
 """
 
 from __future__ import annotations
@@ -22,39 +23,10 @@ from typing import Any
 
 import aiohttp
 
-from service.errors import (
-    VaultError,
-    VaultNotFound,
-    VaultPermissionDenied,
-    VaultRequestError,
-    VaultTimeout,
-    VaultUnavailable,
-)
-from service.vault.client import JSON, TokenState, VaultClient
+from service.errors import VaultPermissionDenied, VaultUnavailable
+from service.vault.base import JSON, TokenState, error_for_status, fails_over, no_answer, parse_body
+from service.vault.client import VaultClient
 from service.web.outbound import client_session
-
-# hvac's status -> exception table, as translate_errors maps those exceptions.
-_UNAVAILABLE = frozenset({429, 500, 502, 503})
-
-
-def _error_for(status: int, operation: str, body: bytes) -> VaultError:
-    """A non-2xx answer as our error. Messages name the operation and status only: a body
-    may echo the request (plaintext)."""
-    if status == 403:
-        return VaultPermissionDenied(f"{operation}: permission denied")
-    if status == 400:
-        # Per-item batch results ride in a 400's body (one failed item fails the call).
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            parsed = None
-        return VaultRequestError(f"{operation}: Vault refused the request",
-                                 response_json=parsed if isinstance(parsed, dict) else None)
-    if status == 404:
-        return VaultNotFound(f"{operation}: not found")
-    if status in _UNAVAILABLE:
-        return VaultUnavailable(f"{operation}: Vault is sealed or failing ({status})")
-    return VaultError(f"{operation}: Vault error ({status})")
 
 
 class AsyncVault:
@@ -84,10 +56,10 @@ class AsyncVault:
             try:
                 return await self._post(path, operation, data, state)
             except VaultPermissionDenied:
-                if attempt == 2 or not self._vault.renews_by_login:
+                if not self._vault.tokens.retry_after_denial(state, attempt):
                     raise
                 await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._vault.replace_token, state)
+                    self._executor, self._vault.ensure_login)
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
@@ -98,7 +70,7 @@ class AsyncVault:
     # -- token ----------------------------------------------------------------------------
 
     async def _token(self) -> TokenState:
-        state, due = self._vault.current_token()
+        state, due = self._vault.tokens.peek()
         if state is not None and not due:
             return state  # the hot path: no lock, no thread
         refresh = self._refresh
@@ -111,7 +83,7 @@ class AsyncVault:
         if state is not None:
             return state  # still valid: renew in the background, answer now
         await asyncio.shield(refresh)
-        state, _ = self._vault.current_token()
+        state, _ = self._vault.tokens.peek()
         if state is None:
             raise VaultUnavailable("vault login: no valid token")
         return state
@@ -135,50 +107,38 @@ class AsyncVault:
                 self._session.detach()
             self._loop = loop
             # The environment (CA bundle; proxies per node, below) as VaultClient read it.
+            target = self._vault.target
             self._session = client_session(
-                self._vault.endpoints.addresses, timeout=self._vault.timeout, limit=self._pool_size,
-                verify=self._vault.verify,
+                target.addresses, timeout=target.timeout, limit=self._pool_size,
+                verify=target.verify,
                 headers={"X-Vault-Request": "true", "Content-Type": "application/json"})
         return self._session
 
     async def _post(self, path: str, operation: str, data: bytes, state: TokenState) -> JSON:
         """One call, on the node that last worked, failing over to the next on no answer
-        or a 5xx (a sealed node, a standby that lost its leader), each node once, as
+        or an answer that :func:`~service.vault.base.fails_over`, each node once, as
         VaultClient does (service/web/failover.py). A 4xx is the cluster's answer."""
         headers = {"X-Vault-Token": state.token.reveal()}
-        endpoints = self._vault.endpoints
+        endpoints, proxies = self._vault.endpoints, self._vault.target.proxies
         order = endpoints.order()
         for tried, addr in enumerate(order, start=1):
             last = tried == len(order)
             try:
                 async with self._client().post(f"{addr}/v1/{path}", data=data,
                                                headers=headers,
-                                               proxy=self._vault.proxy_for(addr)) as response:
+                                               proxy=proxies[addr]) as response:
                     status = response.status
                     body = await response.read()
-            except TimeoutError:  # aiohttp's own timeout errors subclass it too
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                # (aiohttp's own timeout errors subclass TimeoutError too)
                 endpoints.failed(addr)
                 if last:
-                    raise VaultTimeout(f"{operation}: no answer from Vault in time") from None
+                    raise no_answer(operation, timed_out=isinstance(exc, TimeoutError)) from None
                 continue
-            except aiohttp.ClientError:
-                endpoints.failed(addr)
-                if last:
-                    raise VaultUnavailable(f"{operation}: cannot reach Vault") from None
-                continue
-            if status < 500:
+            if not fails_over(status):
                 endpoints.worked(addr)
-                break
-            endpoints.failed(addr)  # the last node's 5xx is raised below
-        if status >= 300:
-            raise _error_for(status, operation, body)
-        if status == 204 or not body:
-            return {}
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            parsed = None
-        if not isinstance(parsed, dict):
-            # A 200 that is not Vault's JSON (a proxy's error page, a truncated body).
-            raise VaultError(f"{operation}: unexpected answer from Vault")
-        return parsed
+                return parse_body(status, body, operation)
+            endpoints.failed(addr)
+            if last:
+                raise error_for_status(status, operation, body)
+        raise AssertionError("unreachable")
