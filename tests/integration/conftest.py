@@ -22,7 +22,7 @@ from service.vault.bootstrap import Layout, RoleCredentials, bootstrap, issue_cr
 from service.vault.client import VaultClient
 from tests.support.devrun import DevRun, start_dev, stop_dev
 from tests.support.postgres import ENGINES, engine_store_url, start_postgres
-from tests.support.stack import ROLES, Stack, make_stack
+from tests.support.stack import ROLES, Stack, Stacks, make_stack
 
 HERE = Path(__file__).resolve().parent
 
@@ -62,6 +62,27 @@ def stack(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
     running = make_stack(dev_vault, credentials, tmp_path_factory.mktemp("stack"))
     yield running
     running.stop()
+
+
+@pytest.fixture
+def new_stack(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stacks]:
+    """Stacks of this test's own on the session's Vault (``new_stack("name", webhook_env=...,
+    backend_env=...)``), each stopped when the test ends."""
+    stacks = Stacks(dev_vault, credentials, tmp_path_factory.mktemp)
+    yield stacks
+    stacks.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_stack(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stacks]:
+    """Stacks of this module's own on the session's Vault, each stopped when the module
+    ends: for a module whose tests change what the session stack serves (lock cards,
+    count failures) or need other settings."""
+    stacks = Stacks(dev_vault, credentials, tmp_path_factory.mktemp)
+    yield stacks
+    stacks.stop_all()
 
 
 @pytest.fixture(name="start_dev")

@@ -19,7 +19,6 @@ Pairs = Sequence[tuple[str, str]]
 
 CALLER = "+15005550006"  # Twilio's test number, the default ``From``
 # What the caller hears when the demo account (card 1234, PIN 4321) is found.
-FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
 
 
 def base_params(call_sid: str | None = None, caller: str = CALLER) -> list[tuple[str, str]]:

@@ -34,7 +34,6 @@ from tests.support.repo import ROOT
 
 BIN = Path(sys.executable).parent  # ivr-vault and python of the venv running the tests
 OPENBAO_CONFIG_DIR = "/openbao/config"  # where the image's entrypoint points -config
-FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
 
 
 @dataclass

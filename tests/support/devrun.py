@@ -18,7 +18,6 @@ from pathlib import Path
 from service.devtools.devstack import free_port
 
 READY_LINE = "Ctrl-C stops everything."
-FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,13 +67,20 @@ class PrivateVault:
 
 
 @contextmanager
-def private_vault(directory: Path) -> Iterator[PrivateVault]:
+def private_vault(directory: Path, roles: Sequence[str] = ROLES) -> Iterator[PrivateVault]:
+    """An OpenBao of the caller's own in ``directory/vault``, bootstrapped as ``make run``
+    does, with AppRole credentials for ``roles`` (the key-admin's also written to
+    ``directory/ivr-keyadmin`` for the CLI): for a module that pauses, seals, rotates or
+    otherwise disturbs its Vault. Stopped at the end, resumed first if a test paused it."""
     vault = DevVault.start(directory / "vault")
     try:
         admin = VaultClient(vault.addr, vault.root_token, timeout=10)
         bootstrap(admin)
-        credentials = issue_credentials(admin, ROLES)
-        credentials["ivr-keyadmin"].write(directory / "ivr-keyadmin")
+        credentials = issue_credentials(admin, roles)
+        if "ivr-keyadmin" in credentials:
+            credentials["ivr-keyadmin"].write(directory / "ivr-keyadmin")
         yield PrivateVault(vault, admin, credentials, directory)
     finally:
+        if vault.process is not None and vault.process.poll() is None:
+            vault.resume()
         vault.stop()

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from service.devtools.caller import Caller
-
-FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
+from tests.support.demo import FOUND
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from service.backend.enrolment import seed_demo
 from service.devtools.devstack import DevVault, ServiceProcess, free_port
@@ -89,3 +91,25 @@ def make_stack(dev_vault: DevVault, credentials: dict[str, RoleCredentials], dir
         stack.backend.start()
         stack.webhook.start()
     return stack
+
+
+class Stacks:
+    """:func:`make_stack` as a fixture factory (tests/integration/conftest.py: ``new_stack``
+    for one test, ``module_stack`` for a module): each stack it starts, on the session's
+    Vault in a directory of its own, is stopped by :meth:`stop_all` at the fixture's end."""
+
+    def __init__(self, dev_vault: DevVault, credentials: dict[str, RoleCredentials],
+                 mkdir: Callable[[str], Path]) -> None:
+        self._vault, self._credentials, self._mkdir = dev_vault, credentials, mkdir
+        self._started: list[Stack] = []
+
+    def __call__(self, name: str, *, directory: Path | None = None, **kwargs: Any) -> Stack:
+        """``kwargs``: :func:`make_stack`'s (``webhook_env``, ``backend_env``, ``start``)."""
+        stack = make_stack(self._vault, self._credentials, directory or self._mkdir(name),
+                           **kwargs)
+        self._started.append(stack)
+        return stack
+
+    def stop_all(self) -> None:
+        while self._started:
+            self._started.pop().stop()

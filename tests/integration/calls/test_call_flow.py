@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -25,18 +24,14 @@ from service.devtools.devstack import DevVault
 from service.vault.bootstrap import RoleCredentials
 from service.webhook import twiml
 from service.webhook.signature import compute_signature
-from tests.support.stack import Stack, make_stack, role_client
-
-FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
+from tests.support.demo import ANSWER, FOUND
+from tests.support.stack import Stack, Stacks, role_client
 
 
 @pytest.fixture(scope="module")
-def own_stack(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
-              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def own_stack(module_stack: Stacks) -> Stack:
     """Wrong PINs count towards a lockout: keep them out of the session stack's store."""
-    running = make_stack(dev_vault, credentials, tmp_path_factory.mktemp("e2e"))
-    yield running
-    running.stop()
+    return module_stack("e2e")
 
 
 def play(stack: Stack, entries: list[str], **kwargs: str) -> tuple[list[str], bool]:
@@ -172,7 +167,7 @@ def test_card_and_pin_ciphertexts_cannot_be_swapped(
         good = lookup(stack, client, {"call_sid": call, "card_last4": card_ct, "pin": pin_ct},
                       credentials)
         assert good.status_code == 200
-        assert good.json() == {"account": "AC12345678", "balance": "12.55"}
+        assert good.json() == ANSWER
         swapped = lookup(stack, client, {"call_sid": call, "card_last4": pin_ct,
                                          "pin": card_ct}, credentials)
         assert swapped.status_code == 422

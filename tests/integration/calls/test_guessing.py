@@ -34,14 +34,12 @@ import pytest
 
 from service.backend.enrolment import DEMO_CARD, DEMO_PIN
 from service.devtools.caller import new_call_sid
-from service.devtools.devstack import DevVault
 from service.settings import Settings
 from service.store.accounts import Store
 from service.store.migrations import migrate_store
 from service.vault.bootstrap import RoleCredentials
 from service.webhook import twiml as texts
 from tests.support.attack import (
-    FOUND,
     base_params,
     pin_outcomes,
     pin_url,
@@ -50,8 +48,9 @@ from tests.support.attack import (
     spoken,
     twiml,
 )
+from tests.support.demo import FOUND
 from tests.support.postgres import ENGINES, database_name, url_with_password
-from tests.support.stack import Stack, make_stack
+from tests.support.stack import Stack, Stacks
 from tests.support.store import query
 
 CARD, PIN = DEMO_CARD, DEMO_PIN
@@ -82,14 +81,11 @@ def client() -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="module")
-def slow(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
-         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def slow(module_stack: Stacks) -> Stack:
     # A 1 s first lock, so the test can wait it out. LOCKOUT_WINDOW=1s is what the review
     # used to show rounds of 4 never adding up; it is ignored now (with a warning).
-    running = make_stack(dev_vault, credentials, tmp_path_factory.mktemp("slow"),
-                         backend_env={"LOCKOUT_DURATION": "1s", "LOCKOUT_WINDOW": "1s"})
-    yield running
-    running.stop()
+    return module_stack("slow",
+                        backend_env={"LOCKOUT_DURATION": "1s", "LOCKOUT_WINDOW": "1s"})
 
 
 def test_slow_guessing_adds_up_and_ends_in_a_lock_only_an_operator_lifts(
@@ -166,9 +162,8 @@ def test_unlock_of_an_unknown_account_says_so(slow: Stack,
 
 
 @pytest.fixture(scope="module", params=ENGINES)
-def burst(request: pytest.FixtureRequest, dev_vault: DevVault,
-          credentials: dict[str, RoleCredentials],
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def burst(request: pytest.FixtureRequest, module_stack: Stacks,
+          tmp_path_factory: pytest.TempPathFactory) -> Stack:
     # Two backend processes: the decision must be atomic across processes, not only
     # across one process's threads. On PostgreSQL each has its own connection pool, as
     # two replicas would; the URL (with its password) comes from STORE_URL_FILE.
@@ -181,9 +176,7 @@ def burst(request: pytest.FixtureRequest, dev_vault: DevVault,
         (directory / "store-url").write_text(url_with_password(server, name))
         env["STORE_URL_FILE"] = str(directory / "store-url")
         migrate_store(Settings.from_environ(env).store)
-    running = make_stack(dev_vault, credentials, directory, backend_env=env)
-    yield running
-    running.stop()
+    return module_stack("burst", directory=directory, backend_env=env)
 
 
 def test_a_burst_of_40_wrong_pins_evaluates_exactly_the_threshold(burst: Stack) -> None:
@@ -221,11 +214,8 @@ def test_a_burst_of_40_wrong_pins_evaluates_exactly_the_threshold(burst: Stack) 
 
 
 @pytest.fixture(scope="module")
-def spray(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = make_stack(dev_vault, credentials, tmp_path_factory.mktemp("spray"))
-    yield running
-    running.stop()
+def spray(module_stack: Stacks) -> Stack:
+    return module_stack("spray")
 
 
 SPRAYER = "+15005550199"

@@ -17,16 +17,13 @@ import httpx
 import pytest
 
 from service.devtools.caller import Caller, new_call_sid
-from service.devtools.devstack import DevVault
-from service.vault.bootstrap import RoleCredentials
 from service.vault.client import VaultClient
 from service.vault.transit import call_context
 from service.webhook import twiml as texts
 from service.webhook.signature import compute_signature
 from tests.support.attack import base_params, gather_action, hangs_up, signed_post, spoken, twiml
-from tests.support.stack import Stack, make_stack
-
-FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
+from tests.support.demo import FOUND
+from tests.support.stack import Stack, Stacks
 
 
 @pytest.fixture(scope="module")
@@ -313,14 +310,11 @@ def test_bad_pin_digits_reprompt_and_keep_the_card(stack: Stack, client: httpx.C
 
 
 @pytest.fixture(scope="module")
-def host_derived(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def host_derived(module_stack: Stacks) -> Stack:
     """A webhook with PUBLIC_BASE_URL empty: the URL comes from a trusted proxy's headers,
     and from the Host header for anyone else (here: the test, on 127.0.0.1)."""
-    running = make_stack(dev_vault, credentials, tmp_path_factory.mktemp("host-derived"),
-                         webhook_env={"PUBLIC_BASE_URL": "", "TRUSTED_PROXIES": "10.9.8.0/24"})
-    yield running
-    running.stop()
+    return module_stack("host-derived",
+                        webhook_env={"PUBLIC_BASE_URL": "", "TRUSTED_PROXIES": "10.9.8.0/24"})
 
 
 @pytest.mark.parametrize("host", ["x:abc", "x:99999", "x:", "x y", "x/evil", "[::1"])

@@ -18,13 +18,12 @@ from pathlib import Path
 import pytest
 
 from service.backend.app import create_backend_app
-from service.devtools.devstack import DevVault, ServiceProcess, free_port
+from service.devtools.devstack import ServiceProcess, free_port
 from service.logs.scrubbing import KNOWN_ROUTES
 from service.settings import Settings
-from service.vault.bootstrap import bootstrap, issue_credentials
-from service.vault.client import VaultClient
 from service.webhook import twiml
 from service.webhook.app import create_webhook_app
+from tests.support.keys import private_vault
 from tests.support.leak_scenario import (
     CLI_SEEDED,
     SEEDED,
@@ -41,55 +40,52 @@ from tests.support.leak_search import (
     service_log_findings,
     unhashed_transit_strings,
 )
-from tests.support.stack import ROLES, make_stack
+from tests.support.stack import make_stack
 
 
 @pytest.fixture(scope="module")
 def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Captured]:
     root = tmp_path_factory.mktemp("leaks")
-    vault = DevVault.start(root / "vault")
     processes: list[ServiceProcess] = []
-    try:
-        admin = VaultClient(vault.addr, vault.root_token, timeout=10)
-        bootstrap(admin)
-        stack_dir = root / "stack"
-        stack_dir.mkdir()
-        # DEBUG: every library says the most it ever will; all of it must still be clean.
-        debug = {"LOG_LEVEL": "DEBUG"}
-        stack = make_stack(vault, issue_credentials(admin, ROLES), stack_dir,
-                           webhook_env=debug, backend_env=debug)
-        processes += [stack.backend, stack.webhook]
-        # A webhook whose Vault address has nothing listening: every encrypt is refused.
-        no_vault = ServiceProcess("webhook", free_port(), {}, root / "no-vault")
-        no_vault.env = {**stack.webhook.env, "VAULT_ADDR": f"http://127.0.0.1:{free_port()}",
-                        "WEBHOOK_PORT": str(no_vault.port),
-                        "PUBLIC_BASE_URL": no_vault.url}
-        processes.append(no_vault.start())
-        service_logs = [p for proc in processes for p in (proc.stdout_path, proc.stderr_path)]
-        baseline = "".join(p.read_text() for p in [*service_logs, vault.server_log])
-        seed = int.from_bytes(os.urandom(8), "big")
-        cap = Captured(draw_pairs(random.Random(seed), baseline))
-        cap.typed += [d for pair in cap.pairs for d in pair]
-        cap.service_logs, cap.audit_log, cap.server_log = (service_logs, vault.audit_log,
-                                                            vault.server_log)
-        for proc in processes:
-            cap.started(proc)
-        cap.webhook_settings = Settings.from_environ(stack.webhook.env)
-        cap.backend_settings = Settings.from_environ(stack.backend.env)
+    with private_vault(root) as pv:
         try:
-            run_scenario(cap, vault, stack, no_vault)
+            vault = pv.vault
+            stack_dir = root / "stack"
+            stack_dir.mkdir()
+            # DEBUG: every library says the most it ever will; all of it must still be clean.
+            debug = {"LOG_LEVEL": "DEBUG"}
+            stack = make_stack(vault, pv.credentials, stack_dir,
+                               webhook_env=debug, backend_env=debug)
+            processes += [stack.backend, stack.webhook]
+            # A webhook whose Vault address has nothing listening: every encrypt is refused.
+            no_vault = ServiceProcess("webhook", free_port(), {}, root / "no-vault")
+            no_vault.env = {**stack.webhook.env, "VAULT_ADDR": f"http://127.0.0.1:{free_port()}",
+                            "WEBHOOK_PORT": str(no_vault.port),
+                            "PUBLIC_BASE_URL": no_vault.url}
+            processes.append(no_vault.start())
+            service_logs = [p for proc in processes for p in (proc.stdout_path, proc.stderr_path)]
+            baseline = "".join(p.read_text() for p in [*service_logs, vault.server_log])
+            seed = int.from_bytes(os.urandom(8), "big")
+            cap = Captured(draw_pairs(random.Random(seed), baseline))
+            cap.typed += [d for pair in cap.pairs for d in pair]
+            cap.service_logs, cap.audit_log, cap.server_log = (service_logs, vault.audit_log,
+                                                                vault.server_log)
+            for proc in processes:
+                cap.started(proc)
+            cap.webhook_settings = Settings.from_environ(stack.webhook.env)
+            cap.backend_settings = Settings.from_environ(stack.backend.env)
+            try:
+                run_scenario(cap, vault, stack, no_vault)
+            finally:
+                vault.resume()
+                for proc in processes:
+                    proc.stop()
+                vault.stop()
+            print(f"log-leak scenario seed {seed}: pairs {cap.pairs}")
+            yield cap
         finally:
-            vault.resume()
             for proc in processes:
                 proc.stop()
-            vault.stop()
-        print(f"log-leak scenario seed {seed}: pairs {cap.pairs}")
-        yield cap
-    finally:
-        for proc in processes:
-            proc.stop()
-        vault.resume()
-        vault.stop()
 
 
 def _outcomes(cap: Captured) -> dict[str, set[str]]:

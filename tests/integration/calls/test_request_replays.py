@@ -21,7 +21,6 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from pathlib import Path
 
 import httpx
 import pytest
@@ -29,11 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.backend.enrolment import DEMO_CARD, DEMO_PIN
 from service.devtools.caller import new_call_sid
-from service.devtools.devstack import DevVault
-from service.vault.bootstrap import RoleCredentials
 from service.webhook import twiml as texts
 from tests.support.attack import (
-    FOUND,
     base_params,
     pin_outcomes,
     pin_url,
@@ -42,19 +38,17 @@ from tests.support.attack import (
     spoken,
     twiml,
 )
-from tests.support.stack import Stack, make_stack
+from tests.support.demo import FOUND
+from tests.support.stack import Stack, Stacks
 
 CARD, PIN = DEMO_CARD, DEMO_PIN
 
 
 @pytest.fixture
-def private(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
-            tmp_path: Path) -> Iterator[Stack]:
+def private(new_stack: Stacks) -> Stack:
     """A stack of its own for each test: each counts the demo card's failures from zero.
     A short STEP_MAX_AGE, so that a replay can be made old within the test."""
-    running = make_stack(dev_vault, credentials, tmp_path, webhook_env={"STEP_MAX_AGE": "3s"})
-    yield running
-    running.stop()
+    return new_stack("private", webhook_env={"STEP_MAX_AGE": "3s"})
 
 
 @pytest.fixture

@@ -11,24 +11,19 @@ from pathlib import Path
 import httpx
 
 from service.devtools.caller import Caller
-from service.devtools.devstack import DevVault
-from service.vault.bootstrap import RoleCredentials
-from tests.support.stack import make_stack
+from tests.support.demo import FOUND
+from tests.support.stack import Stacks
 
 
-def test_two_workers_serve_whole_calls(dev_vault: DevVault,
-                                       credentials: dict[str, RoleCredentials],
-                                       tmp_path: Path) -> None:
-    stack = make_stack(dev_vault, credentials, tmp_path, webhook_env={"WEB_CONCURRENCY": "2"})
-    try:
-        heard: list[str] = []
-        with httpx.Client(timeout=10) as client:
-            caller = Caller(stack.webhook.url, stack.twilio_token, client, say=heard.append)
-            for _ in range(4):  # new connections: the kernel spreads them over the workers
-                assert caller.play(["1234", "4321"]).completed
-        assert sum("AC12345678" in h for h in heard) == 4
-    finally:
-        stack.stop()
+def test_two_workers_serve_whole_calls(new_stack: Stacks) -> None:
+    stack = new_stack("workers", webhook_env={"WEB_CONCURRENCY": "2"})
+    heard: list[str] = []
+    with httpx.Client(timeout=10) as client:
+        caller = Caller(stack.webhook.url, stack.twilio_token, client, say=heard.append)
+        for _ in range(4):  # new connections: the kernel spreads them over the workers
+            assert caller.play(["1234", "4321"]).completed
+    assert sum(FOUND in h for h in heard) == 4
+    stack.stop()  # its output whole
     lines = stack.webhook.stderr_path.read_text().splitlines()
     started = [json.loads(x) for x in lines if "Started server process" in x]
     assert len(started) == 2  # two workers, both through our JSON log pipeline

@@ -23,7 +23,6 @@ import pytest
 from service.devtools.caller import new_call_sid
 from service.webhook import twiml as texts
 from tests.support.attack import (
-    FOUND,
     base_params,
     gather_action,
     hangs_up,
@@ -33,6 +32,7 @@ from tests.support.attack import (
     spoken,
     twiml,
 )
+from tests.support.demo import FOUND
 from tests.support.stack import Stack
 
 

@@ -32,7 +32,8 @@ from service.devtools.devstack import find_vault_binary, free_port, wait_http
 from service.settings import Secret
 from service.vault.operator_init import LISTENING, VaultServer
 from tests.support.compose import HA, PROD, load
-from tests.support.compose_processes import BIN, FOUND, LocalCompose
+from tests.support.compose_processes import BIN, LocalCompose
+from tests.support.demo import FOUND
 from tests.support.repo import ROOT
 from tests.support.waiting import wait_until
 

@@ -20,8 +20,8 @@ from service.settings import Secret
 from service.store.accounts import Store
 from service.store.migrations import LATEST
 from service.vault.client import VaultClient
+from tests.support.demo import FOUND
 from tests.support.devrun import (
-    FOUND,
     READY_LINE,
     DevRun,
     alive,

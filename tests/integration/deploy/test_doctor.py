@@ -23,8 +23,9 @@ from service.doctor.report import Report
 from service.doctor.run import Options, run_doctor
 from service.settings import Settings
 from service.store.migrations import LATEST
-from service.vault.bootstrap import bootstrap, issue_credentials, layout_dir
+from service.vault.bootstrap import layout_dir
 from service.vault.client import VaultClient
+from tests.support.keys import private_vault
 from tests.support.stack import ROLES, Stack, make_stack
 
 IDENTITY_ROWS = {f"identity {role}" for role in ROLES}
@@ -66,20 +67,14 @@ class Doctored:
 @pytest.fixture(scope="module")
 def doctored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Doctored]:
     root = tmp_path_factory.mktemp("doctor")
-    vault = DevVault.start(root / "vault")
-    stack: Stack | None = None
-    try:
-        admin = VaultClient(vault.addr, vault.root_token, timeout=10)
-        bootstrap(admin)
-        credentials = issue_credentials(admin, ROLES)
+    with private_vault(root) as pv:
         (root / "stack").mkdir()
-        stack = make_stack(vault, credentials, root / "stack")
-        credentials["ivr-keyadmin"].write(stack.dir / "ivr-keyadmin")
-        yield Doctored(vault, admin, stack)
-    finally:
-        if stack is not None:
+        stack = make_stack(pv.vault, pv.credentials, root / "stack")
+        try:
+            pv.credentials["ivr-keyadmin"].write(stack.dir / "ivr-keyadmin")
+            yield Doctored(pv.vault, pv.admin, stack)
+        finally:
             stack.stop()
-        vault.stop()
 
 
 def failed(report: Report) -> dict[str, str]:

@@ -22,10 +22,9 @@ from service.devtools.caller import Caller
 from service.devtools.devstack import DevVault, free_port, stop_process
 from service.vault.bootstrap import RoleCredentials, layout_dir
 from tests.support.attack import base_params, gather_action, signed_post, spoken, twiml
+from tests.support.demo import FOUND
 from tests.support.stack import Stack, make_stack
 from tests.support.tools import require
-
-FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -42,6 +42,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.devtools.caller import Caller
 from service.settings import Settings
 from service.webhook import twiml as texts
+from tests.support.demo import FOUND
 from tests.support.devrun import (
     READY_LINE,
     DevRun,
@@ -169,7 +170,7 @@ def test_the_topology_and_its_files(ha: Ha) -> None:
          "--url", ha.proxy_url], cwd=ha.run.cwd, env=base_env(ha.run.cwd),
         capture_output=True, text=True, timeout=60, check=False)
     assert called.returncode == 0, called.stderr
-    assert "Thank you. Your account number is AC12345678" in called.stdout
+    assert FOUND in called.stdout
     # The operator CLI in the checkout finds the cluster by itself (.dev/vault.env and the
     # key-admin identity in .dev/), no VAULT_ADDR.
     keys = subprocess.run([sys.executable, "-m", "service", "keys", "status", "--json"],

@@ -20,13 +20,12 @@ import pytest
 
 from service.devtools.caller import Caller, new_call_sid
 from service.devtools.devstack import DevVault
-from service.vault.bootstrap import bootstrap, issue_credentials
-from service.vault.client import VaultClient
 from service.webhook import twiml as texts
 from tests.support.attack import base_params, gather_action, hangs_up, signed_post, spoken, twiml
-from tests.support.stack import ROLES, Stack, make_stack
+from tests.support.demo import FOUND
+from tests.support.keys import private_vault
+from tests.support.stack import Stack, make_stack
 
-FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
 CALM_WITHIN_S = 3.0
 RECOVER_WITHIN_S = 10.0
 
@@ -40,22 +39,13 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    vault = DevVault.start(tmp_path_factory.mktemp("outage-vault"))
-    try:
-        root = VaultClient(vault.addr, vault.root_token, timeout=10)
-        bootstrap(root)
-        credentials = issue_credentials(root, ROLES)
-        root.close()
-        stack = make_stack(vault, credentials, tmp_path_factory.mktemp("outage-stack"))
+    with private_vault(tmp_path_factory.mktemp("outage-vault")) as pv:
+        stack = make_stack(pv.vault, pv.credentials, tmp_path_factory.mktemp("outage-stack"))
         try:
             with httpx.Client(timeout=10) as client:
-                yield Lab(vault, stack, client)
+                yield Lab(pv.vault, stack, client)
         finally:
             stack.stop()
-    finally:
-        if vault.process is not None and vault.process.poll() is None:
-            vault.resume()
-        vault.stop()
 
 
 def timed(func: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:

@@ -31,13 +31,13 @@ from service.devtools.devstack import DevVault, ServiceProcess, free_port
 from service.vault.bootstrap import RoleCredentials
 from service.vault.transit import b64, call_context
 from tests.support.attack import (
-    FOUND,
     base_params,
     gather_action,
     signed_post,
     spoken,
     twiml,
 )
+from tests.support.demo import ANSWER, FOUND
 from tests.support.stack import Stack, make_stack, role_client
 
 PUBLIC = "https://ivr.example.test"  # the proxy's URL, which Twilio signs
@@ -161,8 +161,7 @@ def test_a_lookup_sent_again_to_the_other_backend_gets_the_same_answer(
                           headers={**bearer, "Idempotency-Key": "retried-request"})
                for backend in (first, second)]
     assert [a.status_code for a in answers] == [200, 200]
-    assert answers[0].json() == answers[1].json() == {"account": "AC12345678",
-                                                      "balance": "12.55"}
+    assert answers[0].json() == answers[1].json() == ANSWER
     # Another request in the same call is a second lookup, whichever backend gets it.
     other = httpx.post(f"{second.url}/v1/lookup", json=body, timeout=10,
                        headers={**bearer, "Idempotency-Key": "another-request"})

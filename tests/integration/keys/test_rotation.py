@@ -23,12 +23,11 @@ from service.formats import ciphertext_version
 from service.logs.scrubbing import ALLOWED_FIELDS
 from service.store.accounts import Store
 from service.webhook import twiml
+from tests.support.demo import FOUND
 from tests.support.digits import assert_no_digits
 from tests.support.keys import PrivateVault, private_vault
 from tests.support.leak_search import template_findings
 from tests.support.stack import Stack, make_stack
-
-FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
 
 
 @pytest.fixture(scope="module")

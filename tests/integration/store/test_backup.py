@@ -24,9 +24,10 @@ from service.backup.archive import RESTORE_PATH, read_backup
 from service.devtools.devstack import DevVault
 from service.errors import VaultPermissionDenied
 from service.settings import Secret
-from service.vault.bootstrap import bootstrap, issue_credentials
 from service.vault.client import AppRoleCredentials, VaultClient
-from tests.support.devrun import FOUND, READY_LINE, DevRun, call, ctrl_c, ivr_vault, vault_env
+from tests.support.demo import FOUND
+from tests.support.devrun import READY_LINE, DevRun, call, ctrl_c, ivr_vault, vault_env
+from tests.support.keys import private_vault
 from tests.support.stack import ROLES, make_stack
 
 ADDED = "Thank you. Your account number is AC55556666 and your balance is 7.00"
@@ -85,11 +86,8 @@ def test_restore_into_a_new_cluster_opens_with_the_old_keys(
     its own root token), the snapshot is forced in, and the Vault it becomes is the old one:
     sealed by the old keys, with the old AppRoles, so the old credentials work again."""
     home = tmp_path_factory.mktemp("restore")
-    old = DevVault.start(home / "old-vault")
-    try:
-        admin = VaultClient(old.addr, old.root_token, timeout=10)
-        bootstrap(admin)
-        creds = issue_credentials(admin, [*ROLES, "ivr-backup"])
+    with private_vault(home, [*ROLES, "ivr-backup"]) as pv:
+        old, creds = pv.vault, pv.credentials
         stack = make_stack(old, creds, home / "stack", start=False)  # seeds the demo account
         backup_role = creds["ivr-backup"]
         backup = home / "backup.tar.gz"
@@ -104,9 +102,7 @@ def test_restore_into_a_new_cluster_opens_with_the_old_keys(
             backup_vault.upload(RESTORE_PATH, "restore", read_backup(backup).snapshot)
         with pytest.raises(VaultPermissionDenied):
             backup_vault.write("transit/hmac/ivr-lookup", "hmac", {"input": "YQ=="})
-    finally:
-        old.stop()
-    shutil.rmtree(home / "old-vault" / "vault-data")  # the data is lost; its keys are not
+    shutil.rmtree(home / "vault" / "vault-data")  # the data is lost; its keys are not
     for path in home.glob("stack/accounts.sqlite3*"):  # and the store with it
         path.unlink()
 

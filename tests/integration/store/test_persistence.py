@@ -20,8 +20,8 @@ from service.devtools.devstack import DevVault
 from service.store.accounts import Store
 from service.vault.bootstrap import Layout
 from service.vault.client import VaultClient
+from tests.support.demo import FOUND
 from tests.support.devrun import (
-    FOUND,
     READY_LINE,
     DevRun,
     call,

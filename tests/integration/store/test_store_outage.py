@@ -20,14 +20,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.devtools.devstack import DevVault
 from service.devtools.postgres import LocalPostgres
 from service.settings import Settings
 from service.store.migrations import migrate_store
-from service.vault.bootstrap import RoleCredentials
 from service.webhook import twiml as texts
-from tests.support.attack import FOUND, place_call
-from tests.support.stack import Stack, make_stack
+from tests.support.attack import place_call
+from tests.support.demo import FOUND
+from tests.support.stack import Stack, Stacks
 
 CALM_WITHIN_S = 3.0
 RECOVER_WITHIN_S = 15.0
@@ -49,15 +48,10 @@ def server() -> Iterator[LocalPostgres]:
 
 
 @pytest.fixture(scope="module")
-def stack(server: LocalPostgres, dev_vault: DevVault,
-          credentials: dict[str, RoleCredentials],
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(server: LocalPostgres, module_stack: Stacks) -> Stack:
     env = {"STORE_URL": server.url}
     migrate_store(Settings.from_environ(env).store)
-    running = make_stack(dev_vault, credentials, tmp_path_factory.mktemp("store-outage"),
-                         backend_env=env)
-    yield running
-    running.stop()
+    return module_stack("store-outage", backend_env=env)
 
 
 def call(stack: Stack, client: httpx.Client) -> tuple[str, float]:

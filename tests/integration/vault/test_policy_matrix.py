@@ -11,15 +11,14 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from service.devtools.devstack import DevVault
 from service.errors import VaultPermissionDenied
 from service.settings import Secret
-from service.vault.bootstrap import RoleCredentials, bootstrap, issue_credentials
 from service.vault.client import AppRoleCredentials, VaultClient
+from tests.support.keys import private_vault
 
 CONTEXT = base64.b64encode(b"CA0123456789abcdef0123456789abcdef:card_last4").decode()
 PLAINTEXT = base64.b64encode(b"1234").decode()
@@ -35,25 +34,21 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    vault = DevVault.start(Path(tmp_path_factory.mktemp("matrix-vault")))
-    root = VaultClient(vault.addr, vault.root_token, timeout=10)
     clients: dict[str, VaultClient] = {}
-    try:
-        bootstrap(root)
-        creds: dict[str, RoleCredentials] = issue_credentials(
-            root, ("ivr-webhook", "ivr-backend", "ivr-keyadmin", "ivr-backup"))
-        for role, c in creds.items():
-            clients[role] = VaultClient(
-                vault.addr, AppRoleCredentials(Secret(c.role_id), Secret(c.secret_id)),
-                timeout=5)
-        made = root.write("transit/encrypt/ivr-dtmf", "encrypt",
-                          {"plaintext": PLAINTEXT, "context": CONTEXT})
-        yield Lab(vault, root, clients, made["data"]["ciphertext"])
-    finally:
-        for client in clients.values():
-            client.close()
-        root.close()
-        vault.stop()
+    with private_vault(tmp_path_factory.mktemp("matrix"),
+                       ("ivr-webhook", "ivr-backend", "ivr-keyadmin", "ivr-backup")) as pv:
+        try:
+            for role, c in pv.credentials.items():
+                clients[role] = VaultClient(
+                    pv.vault.addr, AppRoleCredentials(Secret(c.role_id), Secret(c.secret_id)),
+                    timeout=5)
+            made = pv.admin.write("transit/encrypt/ivr-dtmf", "encrypt",
+                                  {"plaintext": PLAINTEXT, "context": CONTEXT})
+            yield Lab(pv.vault, pv.admin, clients, made["data"]["ciphertext"])
+        finally:
+            for client in clients.values():
+                client.close()
+            pv.admin.close()
 
 
 Operation = Callable[[VaultClient, Lab], object]
