@@ -54,6 +54,8 @@ def say_and_hang_up(text: str) -> str:
     return str(response)
 
 
+FOUND = "Thank you. Your account number is {account} and your balance is {balance}"
+
+
 def account_found(account: str, balance: str) -> str:
-    return say_and_hang_up(
-        f"Thank you. Your account number is {account} and your balance is {balance}")
+    return say_and_hang_up(FOUND.format(account=account, balance=balance))
