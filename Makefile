@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run run-ha test test-unit lint bench clean
+.PHONY: run run-ha test test-unit lint docs bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test-unit: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check service tests bench
 	$(BIN)/mypy
+
+# What is derived from code: docs/configuration.md (from service/settings.py and the compose
+# files). tests/unit/devtools/test_config_doc.py fails while it is stale.
+docs: $(STAMP)
+	$(BIN)/python -m service.devtools.config_doc --write
 
 # The benchmark (bench/RESULTS.md). BENCH_QUICK=1: a short run (~4 min) into bench/.work/;
 # BENCH_HA=0: without make run-ha's topology.

@@ -1,20 +1,44 @@
-"""``docs/configuration.md``, generated from the declarations in :mod:`service.settings`.
+"""``docs/configuration.md``, generated from the declarations in :mod:`service.settings`,
+and the variables only the compose files read (found in those files; their meaning here).
 
-``python -m service.devtools.config_doc`` prints it; ``--write`` writes it.
-tests/unit/devtools/test_config_doc.py fails when the file and the declarations disagree, so a
-new setting cannot go undocumented.
+``python -m service.devtools.config_doc`` prints it; ``--write`` (or ``make docs``) writes it.
+tests/unit/devtools/test_config_doc.py fails when the file and the declarations disagree, or
+when a compose file reads a variable this table does not explain, so a new setting cannot go
+undocumented.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from service.settings import RETIRED, Settings, env_name, spec
 
-PATH = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+ROOT = Path(__file__).resolve().parents[2]
+PATH = ROOT / "docs" / "configuration.md"
+# What the compose files (and the audit rotation script they run) read that the services do
+# not: set in the shell that runs ``docker compose``, or in the service's environment there.
+COMPOSE_FILES = ("docker-compose.yml", "docker-compose.prod.yml", "docker-compose.ha.yml",
+                 "vault/audit-rotate.sh")
+COMPOSE_ONLY = {
+    "SITE_ADDRESS": "The name Caddy serves and gets a certificate for.",
+    "CADDY_TLS": "Caddy's `tls` directive: `internal` (its own CA), or an e-mail address for "
+                 "a public certificate (ACME).",
+    "HTTPS_PORT": "The host port Caddy's HTTPS is published on.",
+    "IVR_INTERNAL_SUBNET": "The internal network of the production compose file; the "
+                           "services' AppRoles accept logins from it only.",
+    "AUDIT_LOG": "The audit log the rotation script watches.",
+    "AUDIT_MAX_BYTES": "Size at which the audit log is renamed and reopened.",
+    "AUDIT_KEEP": "How many renamed audit logs are kept.",
+    "AUDIT_CHECK_SECONDS": "How often the rotation script looks at the audit log's size.",
+    "OPENBAO_IMAGE": "The OpenBao image.",
+    "CADDY_IMAGE": "The Caddy image.",
+    "POSTGRES_IMAGE": "The PostgreSQL image.",
+}
+_INTERPOLATION = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?::?-([^}]*))?\}")
 
 INTRO = """\
 # Configuration
@@ -25,8 +49,9 @@ the setting and never echoes its value. Every secret may instead come from `NAME
 path whose content is the value (docker secrets, mounted volumes), which wins over `NAME`.
 Nothing secret is ever read from the command line.
 
-<!-- Generated from service/settings.py by `python -m service.devtools.config_doc --write`.
-     Edit the declarations there, not this file. -->
+<!-- Generated from service/settings.py and the compose files by `make docs`
+     (`python -m service.devtools.config_doc --write`). Edit the declarations there, not
+     this file. -->
 """
 
 
@@ -59,9 +84,36 @@ def render_retired() -> str:
     return "\n".join(lines)
 
 
+def compose_variables(root: Path = ROOT) -> dict[str, tuple[str | None, list[str]]]:
+    """Each variable the compose files interpolate (``${NAME:-default}``): its default
+    and the files that read it."""
+    found: dict[str, tuple[str | None, list[str]]] = {}
+    for name in COMPOSE_FILES:
+        for match in _INTERPOLATION.finditer((root / name).read_text(encoding="utf-8")):
+            default, files = found.get(match[1], (None, []))
+            if name not in files:
+                files.append(name)
+            found[match[1]] = (default if default is not None else match[2], files)
+    return found
+
+
+def render_compose_only() -> str:
+    found = compose_variables()
+    lines = ["## Compose-only variables", "",
+             "Read by the compose files (and the audit rotation script they run), not by the "
+             "services.", "", "| variable | default | read by | meaning |", "|---|---|---|---|"]
+    for name, meaning in COMPOSE_ONLY.items():
+        default, files = found.get(name, (None, []))
+        shown = "—" if default is None else f"`{default}`"
+        lines.append(f"| `{name}` | {shown} | {', '.join(f'`{f}`' for f in files)} "
+                     f"| {meaning} |")
+    return "\n".join(lines)
+
+
 def render() -> str:
     """The whole of ``docs/configuration.md``."""
-    return f"{INTRO}\n{render_table()}\n\n{render_retired()}\n"
+    return (f"{INTRO}\n{render_table()}\n\n{render_compose_only()}\n\n"
+            f"{render_retired()}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,3 +41,20 @@ def test_write_then_print(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert config_doc.main([]) == 0
     assert capsys.readouterr().out == config_doc.render()
     assert config_doc.main(["--bogus"]) == 2
+
+
+def test_every_compose_only_variable_is_explained() -> None:
+    """A variable a compose file reads is a setting (the table above) or explained in the
+    compose-only table; nothing in that table is gone from the files."""
+    settings = {env_name(field) for field in dataclasses.fields(Settings)}
+    found = config_doc.compose_variables()
+    assert {"SITE_ADDRESS", "CADDY_TLS", "IVR_INTERNAL_SUBNET", "AUDIT_KEEP"} <= found.keys()
+    assert found.keys() - settings == config_doc.COMPOSE_ONLY.keys()
+    assert found["AUDIT_KEEP"] == ("10", ["vault/audit-rotate.sh"])
+    table = config_doc.render_compose_only()
+    assert "| `CADDY_TLS` | `internal` | `docker-compose.yml` |" in table
+
+
+def test_make_docs_regenerates_the_file() -> None:
+    makefile = (config_doc.ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "\ndocs: $(STAMP)\n\t$(BIN)/python -m service.devtools.config_doc --write\n" in makefile
