@@ -1,9 +1,10 @@
 """Least privilege as a matrix, on a real Vault (DESIGN §2).
 
-Every identity (logged in with its own AppRole, exactly as the services do) tries every
-operation; each cell is either allowed (the call succeeds) or refused with 403. Nothing
-is inferred from the policy text: the server decides. The Vault is private to this module
-because the allowed cells rotate and reconfigure keys.
+Every identity (logged in with its own AppRole, exactly as the services do; and again with
+its own Kubernetes service-account token, VAULT_AUTH=jwt) tries every operation; each cell
+is either allowed (the call succeeds) or refused with 403. Nothing is inferred from the
+policy text: the server decides. The Vault is private to this module (one per way of
+logging in) because the allowed cells rotate and reconfigure keys.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from service.errors import VaultPermissionDenied
 from service.settings import Secret
 from service.vault.bootstrap import RoleCredentials, bootstrap, issue_credentials
 from service.vault.client import AppRoleCredentials, VaultClient
+from service.vault.jwt_auth import JwtAuth, configure_jwt
+from service.vault.jwt_login import JwtCredentials
+from tests.support.service_account import Issuer
 
 CONTEXT = base64.b64encode(b"CA0123456789abcdef0123456789abcdef:card_last4").decode()
 PLAINTEXT = base64.b64encode(b"1234").decode()
@@ -33,19 +37,37 @@ class Lab:
     ciphertext: str
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+IDENTITIES = ("ivr-webhook", "ivr-backend", "ivr-keyadmin", "ivr-backup")
+
+
+def approle_clients(vault: DevVault, root: VaultClient, tmp: Path) -> dict[str, VaultClient]:
+    creds: dict[str, RoleCredentials] = issue_credentials(root, IDENTITIES)
+    return {role: VaultClient(vault.addr, AppRoleCredentials(Secret(c.role_id),
+                                                             Secret(c.secret_id)), timeout=5)
+            for role, c in creds.items()}
+
+
+def jwt_clients(vault: DevVault, root: VaultClient, tmp: Path) -> dict[str, VaultClient]:
+    """Each identity as a service account in namespace ``ivr``, its token in a file."""
+    issuer = Issuer.make()
+    accounts = {role: f"sa-{role}" for role in IDENTITIES}
+    layout = bootstrap(root)
+    configure_jwt(root, layout, JwtAuth("ivr-vault", "ivr", accounts,
+                                        pubkeys=(issuer.public_pem,)))
+    return {role: VaultClient(vault.addr, JwtCredentials(role, issuer.write(
+        tmp / role, "ivr", account, audience="ivr-vault")), timeout=5)
+        for role, account in accounts.items()}
+
+
+@pytest.fixture(scope="module", params=[approle_clients, jwt_clients], ids=["approle", "jwt"])
+def lab(request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     vault = DevVault.start(Path(tmp_path_factory.mktemp("matrix-vault")))
     root = VaultClient(vault.addr, vault.root_token, timeout=10)
     clients: dict[str, VaultClient] = {}
     try:
         bootstrap(root)
-        creds: dict[str, RoleCredentials] = issue_credentials(
-            root, ("ivr-webhook", "ivr-backend", "ivr-keyadmin", "ivr-backup"))
-        for role, c in creds.items():
-            clients[role] = VaultClient(
-                vault.addr, AppRoleCredentials(Secret(c.role_id), Secret(c.secret_id)),
-                timeout=5)
+        clients = request.param(vault, root, Path(tmp_path_factory.mktemp("identities")))
         made = root.write("transit/encrypt/ivr-dtmf", "encrypt",
                           {"plaintext": PLAINTEXT, "context": CONTEXT})
         yield Lab(vault, root, clients, made["data"]["ciphertext"])
