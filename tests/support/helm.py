@@ -4,6 +4,7 @@ with kubernetes-validate's bundled schemas."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
@@ -63,13 +64,19 @@ def render(values: Mapping[str, Any] | None = None, *, chart: Path = CHART,
            release: str = RELEASE, namespace: str = NAMESPACE) -> list[Obj]:
     """Every object the chart renders (hooks included, helm tests and NOTES not), after the
     values were checked against the chart's values.schema.json."""
+    texts = _render(chart, json.dumps(values or {}, sort_keys=True), release, namespace)
+    return [obj for text in texts for obj in yaml.safe_load_all(text) if obj]
+
+
+@cache
+def _render(chart: Path, values: str, release: str, namespace: str) -> tuple[str, ...]:
+    """The manifests' text, once per chart and values (each test parses its own copy)."""
     loaded = _chart(chart)
-    merged = loaded.merge_values(dict(values or {}))
+    merged = loaded.merge_values(json.loads(values))
     loaded.validate_schema(merged)
     manifests = loaded.render(merged, name=release, namespace=namespace, is_install=True)
-    return [obj for name, text in sorted(manifests.items())
-            if name.endswith((".yaml", ".yml")) and "/templates/tests/" not in name
-            for obj in yaml.safe_load_all(text) if obj]
+    return tuple(text for name, text in sorted(manifests.items())
+                 if name.endswith((".yaml", ".yml")) and "/templates/tests/" not in name)
 
 
 def render_set(name: str) -> list[Obj]:
