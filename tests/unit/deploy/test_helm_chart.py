@@ -354,3 +354,51 @@ def test_the_ingress_routes_voice_only() -> None:
     [rule] = ingress["spec"]["rules"]
     assert [(p["path"], p["pathType"]) for p in rule["http"]["paths"]] == [("/voice", "Prefix")]
     assert ingress["spec"]["tls"][0]["secretName"]
+
+
+# -- The chart and the program agree ------------------------------------------------------
+
+
+def pod_environment(objects: list[Obj], container: Obj, tmp_path: Any) -> dict[str, str]:
+    """The container's environment as Kubernetes would give it: the ConfigMaps it names
+    (envFrom), then its own env; every ``*_FILE`` pointed at a stand-in file."""
+    configs = by_kind(objects, "ConfigMap")
+    environ: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        environ.update(configs[source["configMapRef"]["name"]]["data"])
+    for item in container.get("env", []):
+        environ[item["name"]] = item["value"]
+    for name in [n for n in environ if n.endswith("_FILE")]:
+        stand_in = tmp_path / name
+        stand_in.write_text("postgresql://ivr_runtime:pw@db:5432/ivr" if name == "STORE_URL_FILE"
+                            else "stand-in-secret", encoding="utf-8")
+        environ[name] = str(stand_in)
+    return environ
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_each_pods_arguments_and_environment_are_what_the_program_accepts(
+        name: str, tmp_path: Any) -> None:
+    """Every container's args parse with the real command line, and each service's
+    environment is a configuration it starts with (Settings.require), logging in by JWT."""
+    from service.cli import build_parser
+
+    objects = render_set(name)
+    parser = build_parser()
+    for obj, pod in pod_specs(objects):
+        [c] = pod["containers"]
+        args = parser.parse_args(c["args"])
+        environ = pod_environment(objects, c, tmp_path)
+        settings = Settings.from_environ(environ)
+        if args.command == "serve":
+            settings.require(args.role)
+            assert settings.vault_auth == "jwt" and settings.vault_role_id is None
+            assert settings.vault_jwt_role == f"ivr-{args.role}"
+            if args.role == "backend":
+                assert settings.store.engine == "postgresql"
+        elif args.command == "bootstrap":
+            assert settings.vault_token is not None
+            assert args.profile == "prod" and len(args.jwt_service_account) == 2
+        else:
+            assert c["args"] == ["store", "migrate"], obj["metadata"]["name"]
+            assert settings.store.engine == "postgresql"
