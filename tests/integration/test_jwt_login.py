@@ -94,14 +94,18 @@ def test_the_settings_choose_the_token_file_and_role(lab: Lab, tmp_path: Path) -
         backend.close()
 
 
-@pytest.mark.parametrize(("why", "account", "audience", "issued", "lifetime"), [
+REFUSED = [
     ("another service account", ACCOUNTS["ivr-backend"], AUDIENCE, None, 600),
     ("another namespace's webhook", ACCOUNTS["ivr-webhook"], AUDIENCE, None, 600),
     ("the wrong audience", ACCOUNTS["ivr-webhook"], "https://kubernetes.default.svc", None,
      600),
     # Expired an hour ago: far past OpenBao's default 150 s expiration leeway + 60 s skew.
     ("expired", ACCOUNTS["ivr-webhook"], AUDIENCE, time.time() - 4200, 600),
-])
+]
+
+
+@pytest.mark.parametrize(("why", "account", "audience", "issued", "lifetime"), REFUSED,
+                         ids=[case[0] for case in REFUSED])
 def test_a_token_for_anyone_else_is_refused(lab: Lab, tmp_path: Path, why: str, account: str,
                                             audience: str, issued: float | None,
                                             lifetime: float) -> None:
