@@ -7,6 +7,9 @@ for these identities is tests/integration/test_policy_matrix.py's ``jwt`` half."
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -182,3 +185,49 @@ def test_bootstrap_is_idempotent_and_copies_the_approle_policies(lab: Lab) -> No
         for field in ("token_policies", "token_ttl", "token_max_ttl", "token_type",
                       "token_no_default_policy"):
             assert jwt_role[field] == approle[field], field
+
+
+def test_the_charts_bootstrap_args_then_a_backend_process_logs_in_by_jwt(
+        tmp_path: Path) -> None:
+    """End to end on a fresh OpenBao: `ivr-vault bootstrap` with the arguments the chart's
+    hook Job renders (its OIDC discovery flags swapped for a public key file: there is no
+    API server here), then `ivr-vault serve backend` with the Deployment's VAULT_* settings
+    and a token file: /readyz 200 is a Vault login by service account, in a real process."""
+    from service.devtools.devstack import ServiceProcess, free_port, wait_http
+    from tests.support.helm import NAMESPACE, by_kind, render
+
+    vault = DevVault.start(tmp_path / "vault")
+    issuer = Issuer.make()
+    backend: ServiceProcess | None = None
+    try:
+        objects = render({})
+        job = by_kind(objects, "Job")["ivr-vault-bootstrap"]
+        args = [a for a in job["spec"]["template"]["spec"]["containers"][0]["args"]
+                if not a.startswith(("--jwt-discovery", "--jwt-issuer"))]
+        (tmp_path / "sa.pem").write_text(issuer.public_pem, encoding="utf-8")
+        (tmp_path / "root-token").write_text(vault.root_token.reveal(), encoding="utf-8")
+        base = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
+                "VAULT_ADDR": vault.addr}
+        done = subprocess.run(
+            [sys.executable, "-m", "service", *args, f"--jwt-pubkey-file={tmp_path / 'sa.pem'}"],
+            env={**base, "VAULT_TOKEN_FILE": str(tmp_path / "root-token")},
+            capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert f"ivr-backend=system:serviceaccount:{NAMESPACE}:ivr-vault-backend" in done.stdout
+
+        deployment = by_kind(objects, "Deployment")["ivr-vault-backend"]
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e["value"] for e in container["env"] if e["name"].startswith("VAULT_")
+               and e["name"] not in ("VAULT_ADDR", "VAULT_CACERT", "VAULT_JWT_TOKEN_PATH")}
+        account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        token = issuer.write(tmp_path / "token", NAMESPACE, account, audience=AUDIENCE)
+        port = free_port()
+        backend = ServiceProcess("backend", port, {
+            **base, **env, "VAULT_JWT_TOKEN_PATH": str(token), "BACKEND_PORT": str(port),
+            "BACKEND_TOKEN": "b" * 32, "STORE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+        }, tmp_path / "logs").start()
+        wait_http(f"{backend.url}/readyz", timeout=30, process=backend.process)
+    finally:
+        if backend is not None:
+            backend.stop()
+        vault.stop()
