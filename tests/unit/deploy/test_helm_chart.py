@@ -266,7 +266,7 @@ def test_bootstrap_then_migration_as_hooks_with_their_own_database_role() -> Non
     weights = {}
     for name, job in jobs.items():
         notes = job["metadata"]["annotations"]
-        assert notes["helm.sh/hook"] == "post-install,pre-upgrade"
+        assert notes["helm.sh/hook"] == "pre-install,pre-upgrade"
         assert "hook-succeeded" in notes["helm.sh/hook-delete-policy"]
         weights[name] = int(notes["helm.sh/hook-weight"])
     assert weights["ivr-vault-bootstrap"] < weights["ivr-vault-migrate"]
