@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections import Counter
 from pathlib import PurePosixPath
 from typing import Any
@@ -402,3 +403,19 @@ def test_each_pods_arguments_and_environment_are_what_the_program_accepts(
         else:
             assert c["args"] == ["store", "migrate"], obj["metadata"]["name"]
             assert settings.store.engine == "postgresql"
+
+
+def test_the_resource_arithmetic_quotes_the_benchmark() -> None:
+    """values.yaml sizes the pods from bench/RESULTS.md's per-process CPU; when a new run
+    changes those figures, this fails until the comment (and the sizing) follow."""
+    results = (ROOT / "bench" / "RESULTS.md").read_text(encoding="utf-8")
+    comment = (CHART / "values.yaml").read_text(encoding="utf-8")
+    [line] = [x for x in results.splitlines() if x.startswith("Where the HA topology's CPU")]
+    cpu = {name: float(ms) for name, ms in re.findall(r"(\w+-\d) (\d+\.\d+)", line)}
+    for role in ("webhook", "backend"):
+        parts = [cpu[f"{role}-1"], cpu[f"{role}-2"]]
+        total = sum(parts)
+        quoted = f"{role} {parts[0]:.2f} + {parts[1]:.2f} = {total:.2f} ms per webhook request"
+        assert quoted in comment, quoted
+        calls_per_s = 250 / (3 * total)  # 250m requested, three webhook requests a call
+        assert f"250 / {3 * total:.2f} = {calls_per_s:.0f}" in comment
