@@ -305,6 +305,16 @@ class Spec:
     parse: Parser[Any]
     secret: bool = False
     required_by: tuple[Role, ...] = ()
+    # Required only while another setting has this value: (field name, value).
+    required_when: tuple[str, str] | None = None
+
+    def required_for(self, settings: Settings, role: Role) -> bool:
+        if role not in self.required_by:
+            return False
+        if self.required_when is None:
+            return True
+        name, value = self.required_when
+        return bool(getattr(settings, name) == value)
 
     def read(self, environ: Mapping[str, str], name: str) -> Any:
         """The parser is told the variable its text came from (``NAME_FILE`` for a file),
@@ -329,10 +339,11 @@ def _read_file(path: str, file_var: str) -> str:
 
 
 def setting(default: str | None, meaning: str, parse: Parser[T], *, secret: bool = False,
-            required_by: tuple[Role, ...] = ()) -> T:
+            required_by: tuple[Role, ...] = (),
+            required_when: tuple[str, str] | None = None) -> T:
     """A field of :class:`Settings`. Its Python default is ``default`` parsed, so that
     ``Settings()`` and ``Settings.from_environ({})`` are the same object."""
-    spec = Spec(default, meaning, parse, secret, required_by)
+    spec = Spec(default, meaning, parse, secret, required_by, required_when)
     value: T = parse(default, "default")
     return dataclasses.field(default=value, metadata={"spec": spec})
 
@@ -349,12 +360,27 @@ class Settings:
         Urls())
     vault_cacert: str | None = setting(
         None, "CA bundle to verify Vault's TLS certificate.", OptionalText(accepts="a file path"))
+    vault_auth: str = setting(
+        "approle", "How a service logs in to Vault: `approle` (VAULT_ROLE_ID and "
+        "VAULT_SECRET_ID; compose, `make run`) or `jwt` (its Kubernetes service-account "
+        "token, VAULT_JWT_TOKEN_PATH, as role VAULT_JWT_ROLE; docs/kubernetes.md).",
+        Choice(("approle", "jwt")))
     vault_role_id: Secret | None = setting(
         None, "AppRole role-id of this service.", SecretText(), secret=True,
-        required_by=SERVICES)
+        required_by=SERVICES, required_when=("vault_auth", "approle"))
     vault_secret_id: Secret | None = setting(
         None, "AppRole secret-id of this service.", SecretText(), secret=True,
-        required_by=SERVICES)
+        required_by=SERVICES, required_when=("vault_auth", "approle"))
+    vault_jwt_role: str | None = setting(
+        None, "The JWT auth role this service logs in as (`ivr-webhook`, `ivr-backend`); "
+        "bound to one service account by `ivr-vault bootstrap --jwt-…`.", OptionalText(),
+        required_by=SERVICES, required_when=("vault_auth", "jwt"))
+    vault_jwt_token_path: str = setting(
+        "/var/run/secrets/ivr-vault/token", "The projected, audience-bound service-account "
+        "token (VAULT_AUTH=jwt); read again at every login, as the kubelet replaces it.",
+        Text())
+    vault_jwt_mount: str = setting(
+        "jwt", "Mount path of the JWT auth method (VAULT_AUTH=jwt).", Text(strip="/"))
     vault_token: Secret | None = setting(
         None, "A Vault token, for operator CLI commands only; services use AppRole.",
         SecretText(), secret=True)
@@ -471,7 +497,7 @@ class Settings:
         """Fail start-up with one line naming what this role is missing."""
         self.check_consistent(role)
         for field in dataclasses.fields(self):
-            if role in spec(field).required_by and getattr(self, field.name) is None:
+            if spec(field).required_for(self, role) and getattr(self, field.name) is None:
                 name = env_name(field)
                 raise ConfigError(f"{name}: not set (nor {name}_FILE)")
         return self

@@ -7,9 +7,14 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.errors import ConfigError
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.vault.bootstrap import Layout
+    from service.vault.client import VaultClient
 
 # Bootstrap also migrates the account store when one is configured (never the default
 # file in whatever directory it runs in).
@@ -33,6 +38,8 @@ def _bootstrap(args: argparse.Namespace, settings: Settings) -> int:
     admin = VaultClient.from_settings(settings, credentials=settings.vault_token,
                                       timeout=max(settings.vault_timeout, 10))
     bootstrap(admin, layout)
+    if args.jwt_service_account:
+        _configure_jwt(args, admin, layout)
     targets = dict(item.split("=", 1) for item in args.credentials)
     for role, target in targets.items():
         kept = None if args.rotate else current_credentials(
@@ -54,6 +61,28 @@ def _bootstrap(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _configure_jwt(args: argparse.Namespace, admin: VaultClient, layout: Layout) -> None:
+    from service.vault.jwt_auth import JwtAuth, configure_jwt
+
+    def read(path: str, flag: str) -> str:
+        try:
+            return Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            raise ConfigError(f"{flag}: cannot read {path}") from None
+
+    accounts = dict(item.split("=", 1) for item in args.jwt_service_account)
+    auth = JwtAuth(
+        audience=args.jwt_audience, namespace=args.jwt_namespace, service_accounts=accounts,
+        pubkeys=tuple(read(path, "--jwt-pubkey-file") for path in args.jwt_pubkey_file),
+        discovery_url=args.jwt_discovery_url,
+        discovery_ca_pem=read(args.jwt_discovery_ca, "--jwt-discovery-ca")
+        if args.jwt_discovery_ca else "",
+        bound_issuer=args.jwt_issuer, mount=args.jwt_mount)
+    configure_jwt(admin, layout, auth)
+    print(f"ivr-vault: jwt auth at auth/{auth.mount}: "
+          + ", ".join(f"{role}={auth.subject(role)}" for role in accounts))
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bootstrap", help="create keys, policies and AppRoles (idempotent)")
     p.add_argument("--credentials", action="append", default=[], metavar="ROLE=DIR",
@@ -70,4 +99,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "from (token_bound_cidrs, secret_id_bound_cidrs)")
     p.add_argument("--revoke-token", action="store_true",
                    help="revoke VAULT_TOKEN when done (production: the root token)")
+    jwt = p.add_argument_group(
+        "service-account login (Kubernetes; docs/kubernetes.md)",
+        "with --jwt-service-account, configure the JWT auth method and one role per "
+        "identity, bound to one service account and one audience")
+    jwt.add_argument("--jwt-service-account", action="append", default=[],
+                     metavar="ROLE=NAME", help="ROLE (ivr-webhook) is the service account "
+                     "NAME in --jwt-namespace (repeatable)")
+    jwt.add_argument("--jwt-namespace", default="", metavar="NS")
+    jwt.add_argument("--jwt-audience", default="", metavar="AUD",
+                     help="the audience of the pods' projected tokens")
+    jwt.add_argument("--jwt-pubkey-file", action="append", default=[], metavar="PEM",
+                     help="a public key that signs service-account tokens (repeatable)")
+    jwt.add_argument("--jwt-discovery-url", default="", metavar="URL",
+                     help="instead of keys: the API server's issuer URL (OIDC discovery)")
+    jwt.add_argument("--jwt-discovery-ca", default="", metavar="FILE",
+                     help="the CA of --jwt-discovery-url")
+    jwt.add_argument("--jwt-issuer", default="", metavar="ISS",
+                     help="the tokens' issuer (bound_issuer)")
+    jwt.add_argument("--jwt-mount", default="jwt", metavar="PATH")
     p.set_defaults(func=_bootstrap, dev_identity="root")

@@ -65,7 +65,11 @@ def _row(field: dataclasses.Field[object]) -> str:
     if declared.secret:
         notes.append("Secret.")
     if declared.required_by:
-        notes.append(f"Required by: {', '.join(declared.required_by)}.")
+        when = ""
+        if declared.required_when:
+            other, value = declared.required_when
+            when = f" when {other.upper()}={value}"
+        notes.append(f"Required by: {', '.join(declared.required_by)}{when}.")
     cells = [setting, default, declared.parse.accepts, " ".join(notes)]
     return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 

@@ -98,7 +98,7 @@ class RoleCredentials:
             os.chmod(path, 0o600)
 
 
-def _ensure_mount(admin: VaultClient, path: str, kind: str, *, auth: bool) -> None:
+def ensure_mount(admin: VaultClient, path: str, kind: str, *, auth: bool) -> None:
     listing = admin.read("sys/auth" if auth else "sys/mounts", "list mounts")
     mounts = listing.get("data", listing)
     if f"{path}/" in mounts:
@@ -132,12 +132,12 @@ def _ensure_role(admin: VaultClient, mount: str, name: str, spec: Mapping[str, A
 def bootstrap(admin: VaultClient, layout: Layout | None = None) -> Layout:
     """Make Vault match the layout. Safe to run any number of times."""
     layout = layout or Layout.load()
-    _ensure_mount(admin, layout.mount, "transit", auth=False)
+    ensure_mount(admin, layout.mount, "transit", auth=False)
     for name, spec in layout.keys.items():
         _ensure_key(admin, layout.mount, name, spec)
     for name, text in layout.policies.items():
         admin.write(f"sys/policies/acl/{name}", "write policy", {"policy": text})
-    _ensure_mount(admin, layout.approle_mount, "approle", auth=True)
+    ensure_mount(admin, layout.approle_mount, "approle", auth=True)
     for name, spec in layout.roles.items():
         _ensure_role(admin, layout.approle_mount, name, spec)
     log.info("bootstrap complete", keys=len(layout.keys), roles=len(layout.roles))

@@ -49,6 +49,7 @@ from service.vault.base import (
     parse_body,
     unexpected,
 )
+from service.vault.jwt_login import JwtCredentials
 from service.web.failover import Endpoints
 
 log = structlog.get_logger("ivr.vault")
@@ -70,12 +71,19 @@ class AppRoleCredentials:
     secret_id: Secret
 
 
+Credentials = AppRoleCredentials | JwtCredentials | Secret
+
+
 def choose_credentials(settings: Settings, *, approle_dir: Path | None = None,
-                       ) -> AppRoleCredentials | Secret | None:
-    """Who to be: VAULT_ROLE_ID/VAULT_SECRET_ID (or ``*_FILE``); else the ``role_id`` and
+                       ) -> Credentials | None:
+    """Who to be: with VAULT_AUTH=jwt, the service-account token as VAULT_JWT_ROLE; else
+    VAULT_ROLE_ID/VAULT_SECRET_ID (or ``*_FILE``); else the ``role_id`` and
     ``secret_id`` files in ``approle_dir`` when given and present; else VAULT_TOKEN; None
-    when there is nothing. The AppRole comes first, so that a broader token left in the
-    environment is not used when the narrower identity is at hand."""
+    when there is nothing. The service's identity comes first, so that a broader token
+    left in the environment is not used when the narrower identity is at hand."""
+    if settings.vault_auth == "jwt" and settings.vault_jwt_role:
+        return JwtCredentials(settings.vault_jwt_role, Path(settings.vault_jwt_token_path),
+                              settings.vault_jwt_mount)
     if settings.vault_role_id and settings.vault_secret_id:
         return AppRoleCredentials(settings.vault_role_id, settings.vault_secret_id)
     if approle_dir is not None and all((approle_dir / name).is_file()
@@ -129,7 +137,7 @@ class VaultClient:
     def __init__(
         self,
         addr: str | Sequence[str],
-        credentials: AppRoleCredentials | Secret,
+        credentials: Credentials,
         *,
         timeout: float,
         verify: str | bool = True,
@@ -224,13 +232,14 @@ class VaultClient:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, pool_size: int = 32,
-                      credentials: AppRoleCredentials | Secret | None = None,
+                      credentials: Credentials | None = None,
                       timeout: float | None = None) -> VaultClient:
         """A client for VAULT_ADDR (trusting VAULT_CACERT) as ``credentials``, by default
         those :func:`choose_credentials` finds in the settings."""
         creds = credentials or choose_credentials(settings)
         if creds is None:
-            raise VaultAuthError("no Vault credentials: set VAULT_ROLE_ID and VAULT_SECRET_ID")
+            raise VaultAuthError("no Vault credentials: set VAULT_ROLE_ID and VAULT_SECRET_ID, "
+                                 "or VAULT_AUTH=jwt and VAULT_JWT_ROLE")
         verify: str | bool = settings.vault_cacert or True
         return cls(settings.vault_addr, creds, verify=verify, pool_size=pool_size,
                    timeout=settings.vault_timeout if timeout is None else timeout)
@@ -245,6 +254,20 @@ class VaultClient:
             with translate_errors("token lookup"):
                 state = TokenState(self._credentials, now, float(data["data"].get("ttl") or 0),
                                    bool(data["data"].get("renewable")))
+        elif isinstance(self._credentials, JwtCredentials):
+            jwt_credentials = self._credentials
+            try:
+                answer = self._json("jwt login", "POST", f"auth/{jwt_credentials.mount}/login",
+                                    json={"role": jwt_credentials.role,
+                                          "jwt": jwt_credentials.read_token()})
+            except (VaultPermissionDenied, VaultRequestError):
+                raise VaultAuthError("jwt login: service-account token refused for role "
+                                     f"{jwt_credentials.role}") from None
+            with translate_errors("jwt login"):
+                auth = answer["auth"]
+                state = TokenState(Secret(auth["client_token"]), now,
+                                   float(auth["lease_duration"]), bool(auth["renewable"]))
+            self._set_token(state.token.reveal())
         else:
             credentials = self._credentials
             try:

@@ -167,6 +167,10 @@ def test_parse_duration(text: str, seconds: float) -> None:
      "TWILIO_AUTH_TOKEN"),
     ("webhook", {"VAULT_ROLE_ID": "r", "VAULT_SECRET_ID": "s", "BACKEND_TOKEN": "b",
                  "TWILIO_AUTH_TOKEN": "t", "PUBLIC_BASE_URL": ""}, "PUBLIC_BASE_URL"),
+    # Service-account login: the AppRole pair is not needed, the JWT role is.
+    ("backend", {"VAULT_AUTH": "jwt", "BACKEND_TOKEN": "b"}, "VAULT_JWT_ROLE"),
+    ("backend", {"VAULT_AUTH": "approle", "VAULT_JWT_ROLE": "ivr-backend",
+                 "BACKEND_TOKEN": "b"}, "VAULT_ROLE_ID"),
 ])
 def test_require_names_what_a_role_is_missing(role: str, env: dict[str, str],
                                               missing: str) -> None:
@@ -252,3 +256,12 @@ def test_a_password_comes_only_from_store_url_file_and_never_shows(tmp_path: Pat
     with pytest.raises(ConfigError, match=r"^STORE_URL_FILE: expected") as caught:
         Settings.from_environ({"STORE_URL_FILE": str(tmp_path / "bad")})
     assert MARK not in str(caught.value)
+
+
+def test_service_account_login_needs_no_approle() -> None:
+    env = {"VAULT_AUTH": "JWT", "VAULT_JWT_ROLE": "ivr-backend", "BACKEND_TOKEN": "b"}
+    settings = Settings.from_environ(env).require("backend")
+    assert (settings.vault_auth, settings.vault_role_id) == ("jwt", None)
+    assert settings.vault_jwt_token_path == "/var/run/secrets/ivr-vault/token"
+    with pytest.raises(ConfigError, match=r"^VAULT_AUTH: expected one of approle, jwt$"):
+        Settings.from_environ({**env, "VAULT_AUTH": "kubernetes"})

@@ -1,9 +1,10 @@
-"""Least privilege as a matrix, on a real Vault (DESIGN §2).
+"""Least privilege as a matrix, on a real Vault (docs/security.md#least-privilege).
 
-Every identity (logged in with its own AppRole, exactly as the services do) tries every
-operation; each cell is either allowed (the call succeeds) or refused with 403. Nothing
-is inferred from the policy text: the server decides. The Vault is private to this module
-because the allowed cells rotate and reconfigure keys.
+Every identity (logged in with its own AppRole, exactly as the services do; and again with
+its own Kubernetes service-account token, VAULT_AUTH=jwt) tries every operation; each cell
+is either allowed (the call succeeds) or refused with 403. Nothing is inferred from the
+policy text: the server decides. The Vault is private to this module (one per way of
+logging in) because the allowed cells rotate and reconfigure keys.
 """
 
 from __future__ import annotations
@@ -11,14 +12,19 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from service.devtools.devstack import DevVault
 from service.errors import VaultPermissionDenied
 from service.settings import Secret
+from service.vault.bootstrap import bootstrap
 from service.vault.client import AppRoleCredentials, VaultClient
-from tests.support.keys import private_vault
+from service.vault.jwt_auth import JwtAuth, configure_jwt
+from service.vault.jwt_login import JwtCredentials
+from tests.support.keys import PrivateVault, private_vault
+from tests.support.service_account import Issuer
 
 CONTEXT = base64.b64encode(b"CA0123456789abcdef0123456789abcdef:card_last4").decode()
 PLAINTEXT = base64.b64encode(b"1234").decode()
@@ -32,16 +38,33 @@ class Lab:
     ciphertext: str
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+IDENTITIES = ("ivr-webhook", "ivr-backend", "ivr-keyadmin", "ivr-backup")
+
+
+def approle_clients(pv: PrivateVault, tmp: Path) -> dict[str, VaultClient]:
+    return {role: VaultClient(pv.vault.addr, AppRoleCredentials(Secret(c.role_id),
+                                                                Secret(c.secret_id)), timeout=5)
+            for role, c in pv.credentials.items()}
+
+
+def jwt_clients(pv: PrivateVault, tmp: Path) -> dict[str, VaultClient]:
+    """Each identity as a service account in namespace ``ivr``, its token in a file."""
+    issuer = Issuer.make()
+    accounts = {role: f"sa-{role}" for role in IDENTITIES}
+    configure_jwt(pv.admin, bootstrap(pv.admin), JwtAuth("ivr-vault", "ivr", accounts,
+                                                         pubkeys=(issuer.public_pem,)))
+    return {role: VaultClient(pv.vault.addr, JwtCredentials(role, issuer.write(
+        tmp / role, "ivr", account, audience="ivr-vault")), timeout=5)
+        for role, account in accounts.items()}
+
+
+@pytest.fixture(scope="module", params=[approle_clients, jwt_clients], ids=["approle", "jwt"])
+def lab(request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     clients: dict[str, VaultClient] = {}
-    with private_vault(tmp_path_factory.mktemp("matrix"),
-                       ("ivr-webhook", "ivr-backend", "ivr-keyadmin", "ivr-backup")) as pv:
+    with private_vault(tmp_path_factory.mktemp("matrix"), IDENTITIES) as pv:
         try:
-            for role, c in pv.credentials.items():
-                clients[role] = VaultClient(
-                    pv.vault.addr, AppRoleCredentials(Secret(c.role_id), Secret(c.secret_id)),
-                    timeout=5)
+            clients = request.param(pv, Path(tmp_path_factory.mktemp("identities")))
             made = pv.admin.write("transit/encrypt/ivr-dtmf", "encrypt",
                                   {"plaintext": PLAINTEXT, "context": CONTEXT})
             yield Lab(pv.vault, pv.admin, clients, made["data"]["ciphertext"])
