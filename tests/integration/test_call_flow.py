@@ -120,7 +120,7 @@ def pin_step(stack: Stack, client: httpx.Client, call_sid: str, card_ct: str,
         {"card": card_ct, "issued": int(time.time())}))
     response = caller.post(url, {"CallSid": call_sid, "Digits": "4321"})
     assert response.status_code == 200
-    return [say.text or "" for say in ET.fromstring(response.text).iter("Say")]
+    return ["".join(say.itertext()) for say in ET.fromstring(response.text).iter("Say")]
 
 
 def lookup(stack: Stack, client: httpx.Client, body: dict[str, str],
