@@ -17,7 +17,7 @@ from service.money import parse_balance
 from service.settings import Settings
 from service.webhook.locales.catalog import Catalog, check_complete
 from service.webhook.locales.registry import CATALOGS, REFERENCE
-from service.webhook.locales.voices import check_voice
+from service.webhook.locales.voices import check_catalog_voices, check_voice
 
 # The action URL's parameter that carries a menu choice (signed with the rest of the URL).
 LANG_PARAM = "lang"
@@ -73,6 +73,7 @@ class Localization:
     def from_settings(cls, settings: Settings,
                       catalogs: Mapping[str, Catalog] = CATALOGS) -> Localization:
         check_complete(catalogs, REFERENCE)
+        check_catalog_voices(catalogs)
         voices = dict(settings.locale_voices)
         for tag in voices:
             _catalog("LOCALE_VOICES", tag, catalogs)

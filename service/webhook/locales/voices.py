@@ -36,3 +36,19 @@ def check_voice(setting: str, catalog: Catalog, voice: str,
                           "would fail every <Say> in that pair")
     raise ConfigError(f"{setting}: {voice} is not a voice this service lists for "
                       f"{catalog.tag} (one of {', '.join(catalog.voices)})")
+
+
+def check_catalog_voices(catalogs: Mapping[str, Catalog]) -> None:
+    """A catalog lists only voices of its own language, as far as a name tells (Google's
+    do) and no voice twice across catalogs."""
+    seen: dict[str, str] = {}
+    for catalog in catalogs.values():
+        for voice in catalog.voices:
+            match = _GOOGLE.fullmatch(voice)
+            if match and match[1] != catalog.tag:
+                raise ConfigError(f"message catalog {catalog.tag}: {voice} speaks "
+                                  f"{match[1]}, not {catalog.tag}")
+            if voice in seen:
+                raise ConfigError(f"message catalog {catalog.tag}: {voice} is listed by "
+                                  f"{seen[voice]} too")
+            seen[voice] = catalog.tag

@@ -10,6 +10,7 @@ import pytest
 from service.errors import ConfigError
 from service.webhook.locales.catalog import Catalog, check_complete, completeness_errors
 from service.webhook.locales.registry import CATALOGS, REFERENCE
+from service.webhook.locales.voices import check_catalog_voices
 
 TUTORIAL_JA = {  # reference/000_6d8fbaa8b5ff7101.txt, 「作成する内容」, verbatim
     "ask_card": "支払いカード番号の最後の4桁を入力してください",
@@ -67,3 +68,17 @@ def test_an_extra_key_and_several_errors_are_counted() -> None:
     with pytest.raises(ConfigError) as refused:
         check_complete({**CATALOGS, "ja-JP": ja}, REFERENCE)
     assert str(refused.value) == "message catalog ja-JP: missing retry (and 1 more)"
+
+
+def test_a_catalog_lists_only_its_own_languages_voices() -> None:
+    check_catalog_voices(CATALOGS)
+    ja = CATALOGS["ja-JP"]
+    google = Catalog(ja.tag, ja.name, (*ja.voices, "Google.en-US-Standard-C"), ja.messages)
+    with pytest.raises(ConfigError) as refused:
+        check_catalog_voices({"ja-JP": google})
+    assert str(refused.value) == ("message catalog ja-JP: Google.en-US-Standard-C speaks "
+                                  "en-US, not ja-JP")
+    polly = Catalog(ja.tag, ja.name, (*ja.voices, "Polly.Joanna"), ja.messages)
+    with pytest.raises(ConfigError) as refused:
+        check_catalog_voices({**CATALOGS, "ja-JP": polly})
+    assert str(refused.value) == "message catalog ja-JP: Polly.Joanna is listed by en-US too"
