@@ -11,9 +11,11 @@ language and voice.
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,6 +196,24 @@ def test_the_language_menu_and_the_choice_carried_in_the_signed_url(
     # Chosen in the menu: every next action URL carries it. Not chosen: none does, and
     # the call goes on in the number's locale.
     assert actions == ([[lang], [lang]] if lang else [None, None])
+
+
+def test_the_menu_key_is_logged_as_the_locale_it_chose(menu: Stack) -> None:
+    before = menu.webhook.stderr_path.read_text(encoding="utf-8")
+    call(menu, ["1234", "4321"], lang="en-US")  # key 2
+    call(menu, ["1234", "4321"])  # no key
+    # The server writes the access line after the response: give it a moment.
+    deadline = time.monotonic() + 10
+    while True:
+        written = menu.webhook.stderr_path.read_text(encoding="utf-8")[len(before):]
+        lines = [json.loads(line) for line in written.splitlines() if line.startswith("{")]
+        chosen = [(line.get("outcome"), line.get("locale")) for line in lines
+                  if line.get("route") == "/voice/language"]
+        if len(chosen) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert chosen == [("language_chosen", "en-US"), ("language_default", "en-US")]
+    assert not any("Digits" in json.dumps(line) for line in lines)
 
 
 def test_a_choice_outside_the_menu_is_not_honoured(menu: Stack) -> None:

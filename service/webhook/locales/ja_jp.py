@@ -18,7 +18,7 @@ CATALOG = Catalog(
             "Google.ja-JP-Wavenet-B", "Google.ja-JP-Wavenet-C", "Google.ja-JP-Wavenet-D"),
     messages=MappingProxyType({
         "menu_option": "日本語は{digit}を押してください。",
-        "ask_account": ("{digits}桁のお客様番号を入力してください。ご登録の電話番号からおかけの"
+        "ask_account": ("{digits}桁のアカウント番号を入力してください。ご登録の電話番号からおかけの"
                         "場合は、米印を押してください。"),
         "ask_card": "支払いカード番号の最後の4桁を入力してください",
         "ask_pin": "お客様の4桁の暗証番号(PIN)を入力してください",

@@ -33,7 +33,9 @@ def test_the_identification_prompt_takes_the_digit_count() -> None:
     assert CATALOGS["en-US"].text("ask_account", digits="8") == (
         "Please enter your 8-digit account number. If you are calling from the phone "
         "registered on your account, press star.")
-    assert CATALOGS["ja-JP"].text("ask_account", digits="10").startswith("10桁のお客様番号")
+    assert CATALOGS["ja-JP"].text("ask_account", digits="10") == (
+        "10桁のアカウント番号を入力してください。ご登録の電話番号からおかけの場合は、"
+        "米印を押してください。")
 
 
 def _without(catalog: Catalog, key: str, **changed: str) -> Catalog:
