@@ -272,3 +272,18 @@ def test_the_webhook_refuses_to_start_with_a_bad_locale_setting(
                           check=False)
     assert done.returncode == 2
     assert done.stderr == f"ivr-vault: configuration error: {line}\n"
+
+
+def test_accounts_add_refuses_a_yen_balance_with_cents(numbers: Stack, tmp_path: Path) -> None:
+    """Enrolment with BALANCE_CURRENCY=JPY: 12.55 is refused in one line, exit 2, before
+    Vault or the store; 1255 is what a yen balance looks like."""
+    env = {**numbers.backend.env, "HOME": str(tmp_path)}
+    before = numbers.store_path.read_bytes()
+    refused = subprocess.run(
+        [sys.executable, "-m", "service", "accounts", "add", "--account", "AC13572468",
+         "--balance", "12.55"], input="9753\n2864\n", cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2
+    assert refused.stderr == ("ivr-vault: balance: JPY has no minor units; write a whole "
+                              "number such as 1255\n")
+    assert numbers.store_path.read_bytes() == before
