@@ -26,6 +26,7 @@ from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from service.errors import ConfigError
+from service.money import MINOR_UNITS
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Role = Literal["webhook", "backend", "cli"]
@@ -230,6 +231,50 @@ class Choice:
         if value not in self.options:
             raise ConfigError(f"{name}: expected one of {', '.join(self.options)}")
         return value.upper() if self.upper else value
+
+
+@dataclass(frozen=True)
+class Names:
+    """Comma-separated names, none repeated (an empty text: none)."""
+
+    accepts: str = "comma-separated names"
+
+    def __call__(self, text: str | None, name: str) -> tuple[str, ...]:
+        items = tuple(item.strip() for item in (text or "").split(",") if item.strip())
+        if len(set(items)) != len(items):
+            raise ConfigError(f"{name}: a name is listed twice")
+        return items
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """``KEY=VALUE`` pairs, comma-separated, each key once (an empty text: none)."""
+
+    accepts: str = "comma-separated `KEY=VALUE` pairs"
+
+    def __call__(self, text: str | None, name: str) -> tuple[tuple[str, str], ...]:
+        pairs = []
+        for item in (text or "").split(","):
+            if not item.strip():
+                continue
+            key, equals, value = (part.strip() for part in item.partition("="))
+            if not (key and equals and value):
+                raise ConfigError(f"{name}: expected KEY=VALUE pairs, comma-separated")
+            pairs.append((key, value))
+        if len({key for key, _ in pairs}) != len(pairs):
+            raise ConfigError(f"{name}: a key is listed twice")
+        return tuple(pairs)
+
+
+@dataclass(frozen=True)
+class CurrencyCode:
+    accepts: str = f"empty, or {' or '.join(f'`{code}`' for code in MINOR_UNITS)}"
+
+    def __call__(self, text: str | None, name: str) -> str:
+        code = (text or "").upper()
+        if code and code not in MINOR_UNITS:
+            raise ConfigError(f"{name}: expected one of {', '.join(MINOR_UNITS)}, or empty")
+        return code
 
 
 @dataclass(frozen=True, repr=False)
@@ -476,6 +521,24 @@ class Settings:
         "it stops accepting connections; then requests in flight finish. 0: stop accepting "
         "at once. Ctrl-C never waits; not applied with WEB_CONCURRENCY above 1.",
         Bounded(float, 0, 60))
+    locale: str = setting(
+        "en-US", "What callers hear by default: a locale with a message catalog "
+        "(`en-US`, `ja-JP`; docs/locales.md).", Text())
+    locale_by_number: tuple[tuple[str, str], ...] = setting(
+        "", "The locale of each called number (Twilio's `To`), as `+E164=LOCALE` pairs; "
+        "a number not listed hears LOCALE.", Pairs())
+    locale_voices: tuple[tuple[str, str], ...] = setting(
+        "", "The `<Say>` voice of a locale, as `LOCALE=VOICE` pairs (`ja-JP=Polly.Takumi`); "
+        "a voice of another language is refused. Unlisted: the locale's default "
+        "(en-US Polly.Joanna, ja-JP Polly.Mizuki).", Pairs())
+    language_menu: tuple[str, ...] = setting(
+        "", "Locales offered in a language menu before the first prompt, in the order of "
+        "their keys (`ja-JP,en-US`: 1 for Japanese, 2 for English); at least two, or "
+        "empty for no menu.", Names())
+    balance_currency: str = setting(
+        "", "The currency of every balance: enrolment checks a balance against its minor "
+        "units (JPY: none) and callers hear it named. Empty: a plain number, as enrolled.",
+        CurrencyCode())
 
     @property
     def store(self) -> StoreUrl:

@@ -18,6 +18,7 @@ import time
 from service.backend.keycheck import CANARY_INPUT, KeyCheck, check_keys
 from service.backend.pin_rules import weakness
 from service.errors import EnrolmentRefused
+from service.money import parse_balance
 from service.settings import Settings
 from service.store.accounts import Store, card_input, pin_input
 from service.vault.client import VaultClient
@@ -31,12 +32,17 @@ DEMO_CARD, DEMO_PIN = "1234", "4321"  # the tutorial's test account
 def add_account(settings: Settings, *, account: str, balance: str, last4: str, pin: str,
                 vault: VaultClient | None = None) -> None:
     """Runs with the backend identity (HMAC with ``ivr-lookup``), or an operator token.
-    Raises :class:`EnrolmentRefused` for a weak PIN, before anything reaches Vault, and
+    Raises :class:`EnrolmentRefused` for a weak PIN or a balance that is not an amount of
+    BALANCE_CURRENCY, before anything reaches Vault, and
     :class:`~service.errors.LookupKeyMismatch` when this Vault cannot reproduce the
     store's canaries; either way nothing is written."""
     why = weakness(pin)
     if why is not None:
         raise EnrolmentRefused(f"PIN refused: {why}; choose another")
+    try:
+        parse_balance(balance, settings.balance_currency)  # JPY: 1255, never 12.55
+    except ValueError as exc:
+        raise EnrolmentRefused(str(exc)) from None
     _enrol(settings, account, balance, last4, pin, vault=vault)
 
 

@@ -28,9 +28,10 @@ def _call(args: argparse.Namespace, settings: Settings) -> int:
     url = args.url or settings.public_base_url or "http://127.0.0.1:8080"
     entries = [args.card, args.pin]
     with httpx.Client(timeout=20, verify=args.cacert or True) as client:
-        caller = Caller(url, _auth_token(settings), client)
+        caller = Caller(url, _auth_token(settings), client, show_voice=True)
         try:
-            result = caller.play([e for e in entries if e is not None])
+            result = caller.play([e for e in entries if e is not None], to=args.to,
+                                 lang=args.lang)
         except httpx.HTTPError as exc:
             print(f"ivr-vault: call: no answer from the webhook at {url} "
                   f"({type(exc).__name__}); is it running?", file=sys.stderr)
@@ -42,6 +43,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("call", help="play Twilio against a running webhook")
     p.add_argument("--card", help="keys to press at the card prompt")
     p.add_argument("--pin", help="keys to press at the PIN prompt")
+    p.add_argument("--to", help="the number called, whose locale the caller hears "
+                                "(default: Twilio's test number +15005550001)")
+    p.add_argument("--lang", help="the language to choose in a language menu (ja-JP, en-US)")
     p.add_argument("--url", help="webhook base URL (default PUBLIC_BASE_URL)")
     p.add_argument("--cacert", help="CA bundle for an https URL")
     p.set_defaults(func=_call)

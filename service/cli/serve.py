@@ -22,6 +22,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     settings.require(args.role)
+    if args.role == "webhook":
+        from service.webhook.locales.choice import Localization
+
+        Localization.from_settings(settings)  # catalogs, locales, voices: one line if not
     _warn_retired()
     if args.check:
         print(f"ivr-vault: {args.role} configuration is valid")

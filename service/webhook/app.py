@@ -1,4 +1,5 @@
-"""The Twilio-facing webhook: /voice → /voice/card → /voice/pin.
+"""The Twilio-facing webhook: /voice → /voice/card → /voice/pin (→ /voice/language first,
+when LANGUAGE_MENU offers several locales).
 
 Each entry is encrypted by Transit the moment it arrives, with a context that binds it
 to this call and this field; from then on only ciphertext moves. A ``/voice*`` route
@@ -35,6 +36,7 @@ from service.web.limits import BodyLimitMiddleware
 from service.web.metrics import Metrics
 from service.webhook import twiml
 from service.webhook.backend_client import BackendClient, BackendSession, http_backend
+from service.webhook.locales.choice import LANG_PARAM, Locale, Localization
 from service.webhook.twilio_request import TwilioForm, verified_form
 
 log = structlog.get_logger("ivr.webhook")
@@ -42,19 +44,20 @@ log = structlog.get_logger("ivr.webhook")
 # Twilio waits 15 s; a caller should not. Past this the caller hears a calm goodbye.
 REQUEST_BUDGET_S = 2.5
 
-# The webhook's view of the backend's answers (DESIGN §3): status → (outcome, what the
-# caller hears). A 200 is read apart, its body carries the account; any other status, and
-# no answer at all, is the backend's failure: the caller is asked to call again later.
+# The webhook's view of the backend's answers (DESIGN §3): status → (outcome, the catalog
+# key of what the caller hears). A 200 is read apart, its body carries the account; any
+# other status, and no answer at all, is the backend's failure: the caller is asked to
+# call again later.
 BACKEND_ANSWERS: Final[Mapping[int, tuple[str, str]]] = {
-    404: ("not_found", twiml.NOT_FOUND),
+    404: ("not_found", "not_found"),
     # Locked card, caller number cut off, a second lookup in one call: the caller hears what
     # a wrong PIN hears, so that none of them is an oracle.
-    423: ("locked", twiml.NOT_FOUND),
-    429: ("caller_cut_off", twiml.NOT_FOUND),
-    409: ("second_lookup", twiml.NOT_FOUND),
-    422: ("ciphertext_rejected", twiml.CALL_AGAIN),
+    423: ("locked", "not_found"),
+    429: ("caller_cut_off", "not_found"),
+    409: ("second_lookup", "not_found"),
+    422: ("ciphertext_rejected", "call_again"),
 }
-BACKEND_FAILED: Final = ("backend_error", twiml.TRY_LATER)
+BACKEND_FAILED: Final = ("backend_error", "try_later")
 
 
 @dataclass
@@ -63,6 +66,7 @@ class WebhookState:
     transit: Transit
     backend: BackendClient
     metrics: Metrics
+    locales: Localization
 
 
 Handler = Callable[[WebhookState, TwilioForm], Awaitable[str]]
@@ -77,32 +81,70 @@ def _attempt(form: TwilioForm) -> int:
     return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 3 else 1
 
 
+def _locale(state: WebhookState, form: TwilioForm) -> Locale:
+    """This call's locale: the menu choice its action URL carries, else the called
+    number's, else LOCALE."""
+    lang = None if f"?{LANG_PARAM}" in form.duplicated else form.query.get(LANG_PARAM)
+    to = None if "To" in form.duplicated else form.params.get("To")
+    return state.locales.for_call(to, lang)
+
+
+def _goodbye(state: WebhookState, form: TwilioForm, key: str) -> str:
+    locale = _locale(state, form)
+    return twiml.say_and_hang_up(locale.text(key), locale.say)
+
+
+def _first_prompt(locale: Locale) -> str:
+    return twiml.gather(locale.text("ask_card"),
+                        twiml.action_url("/voice/card", **locale.query), say=locale.say)
+
+
 async def voice(state: WebhookState, form: TwilioForm) -> str:
     annotate(outcome="prompted")
-    return twiml.gather(twiml.ASK_CARD, twiml.action_url("/voice/card"))
+    menu = state.locales.menu
+    if menu:
+        return twiml.menu([(offered.text("menu_option", digit=str(key)), offered.say)
+                           for key, offered in enumerate(menu, start=1)],
+                          twiml.action_url("/voice/language"))
+    return _first_prompt(_locale(state, form))
+
+
+async def language(state: WebhookState, form: TwilioForm) -> str:
+    """The menu's answer. No key or another key: the called number's locale. The key is
+    logged only as the locale it chose (a menu choice is not secret, but no caller key
+    is ever logged as a digit)."""
+    chosen = None if "Digits" in form.duplicated else \
+        state.locales.menu_choice(form.params.get("Digits"))
+    locale = chosen or _locale(state, form)
+    annotate(outcome="language_chosen" if chosen else "language_default", locale=locale.tag)
+    return _first_prompt(locale)
 
 
 def _retry_or_goodbye(state: WebhookState, form: TwilioForm, prompt: str,
                       action: Callable[[int], str]) -> str:
     """Ask again, posting to ``action(next attempt)``; after MAX_ATTEMPTS, goodbye."""
     attempt = _attempt(form)
+    locale = _locale(state, form)
     if attempt >= state.settings.max_attempts:
         annotate(outcome="too_many_tries", attempt=attempt)
-        return twiml.say_and_hang_up(twiml.TOO_MANY_TRIES)
+        return twiml.say_and_hang_up(locale.text("too_many_tries"), locale.say)
     annotate(outcome="reprompted", attempt=attempt)
-    return twiml.gather(prompt, action(attempt + 1), preface=twiml.RETRY)
+    return twiml.gather(locale.text(prompt), action(attempt + 1), say=locale.say,
+                        preface=locale.text("retry"))
 
 
 async def card(state: WebhookState, form: TwilioForm) -> str:
     call_sid = form.call_sid
     assert call_sid is not None  # checked by the dispatcher
     digits = form.digits()
+    locale = _locale(state, form)
     if digits is None:
-        return _retry_or_goodbye(state, form, twiml.ASK_CARD,
-                                 lambda n: twiml.action_url("/voice/card", attempt=n))
+        return _retry_or_goodbye(state, form, "ask_card", lambda n: twiml.action_url(
+            "/voice/card", attempt=n, **locale.query))
     encrypted = await state.transit.encrypt(digits.encode(), call_context(call_sid, "card_last4"))
     annotate(outcome="card_encrypted", **ciphertext_fields(encrypted.ciphertext))
-    return twiml.gather(twiml.ASK_PIN, _pin_action(encrypted.ciphertext))
+    return twiml.gather(locale.text("ask_pin"),
+                        _pin_action(encrypted.ciphertext, **locale.query), say=locale.say)
 
 
 def _pin_action(card_ct: str, **query: str | int) -> str:
@@ -117,16 +159,17 @@ async def pin(state: WebhookState, form: TwilioForm) -> str:
     card_ct = form.query.get("card", "")
     if "?card" in form.duplicated or ciphertext_version(card_ct) is None:
         annotate(outcome="bad_card_ciphertext")
-        return twiml.say_and_hang_up(twiml.CALL_AGAIN)
+        return _goodbye(state, form, "call_again")
     # A replay of a captured request, once older than STEP_MAX_AGE, ends here: it never
     # reaches the backend, whose memory of the call outlasts this limit.
     if not form.step_is_fresh(time.time(), state.settings.step_max_age):
         annotate(outcome="step_expired")
-        return twiml.say_and_hang_up(twiml.CALL_AGAIN)
+        return _goodbye(state, form, "call_again")
     digits = form.digits()
+    locale = _locale(state, form)
     if digits is None:
-        return _retry_or_goodbye(state, form, twiml.ASK_PIN,
-                                 lambda n: _pin_action(card_ct, attempt=n))
+        return _retry_or_goodbye(state, form, "ask_pin",
+                                 lambda n: _pin_action(card_ct, attempt=n, **locale.query))
     # The caller's number goes to the backend encrypted, like the entries: it is personal
     # data, and the backend keeps only its keyed HMAC.
     encrypted, caller = await asyncio.gather(
@@ -140,7 +183,7 @@ async def pin(state: WebhookState, form: TwilioForm) -> str:
             idempotency_key=form.request_key)
     except BackendUnavailable as exc:
         annotate(outcome="backend_unavailable", error=str(exc))
-        return twiml.say_and_hang_up(twiml.TRY_LATER)
+        return _goodbye(state, form, "try_later")
     annotate(backend_status=status)
     if status == 200:
         try:
@@ -148,12 +191,13 @@ async def pin(state: WebhookState, form: TwilioForm) -> str:
             account, balance = str(data["account"]), str(data["balance"])
         except (ValueError, KeyError, TypeError):
             annotate(outcome="backend_bad_answer")
-            return twiml.say_and_hang_up(twiml.TRY_LATER)
+            return _goodbye(state, form, "try_later")
         annotate(outcome="found")
-        return twiml.account_found(account, balance)
-    outcome, sentence = BACKEND_ANSWERS.get(status, BACKEND_FAILED)
+        return twiml.account_found(locale.catalog.messages["found"], account,
+                                   locale.amount(balance), locale.say)
+    outcome, key = BACKEND_ANSWERS.get(status, BACKEND_FAILED)
     annotate(outcome=outcome)
-    return twiml.say_and_hang_up(sentence)
+    return _goodbye(state, form, key)
 
 
 def _route(handler: Handler, *, needs_call: bool = True,
@@ -169,27 +213,27 @@ def _route(handler: Handler, *, needs_call: bool = True,
             return Response(status_code=refused.status)
         if needs_call and form.call_sid is None:
             annotate(outcome="bad_call_sid")
-            return _twiml(twiml.say_and_hang_up(twiml.TRY_LATER))
+            return _twiml(_goodbye(state, form, "try_later"))
         annotate(call_sid=form.call_sid)
         try:
             async with asyncio.timeout(REQUEST_BUDGET_S):
                 body = await handler(state, form)
         except TimeoutError:
             annotate(outcome="timeout")
-            body = twiml.say_and_hang_up(twiml.TRY_LATER)
+            body = _goodbye(state, form, "try_later")
         except VaultError as exc:
             state.metrics.vault_errors.labels(exc.kind).inc()
             annotate(outcome="vault_unavailable", error_kind=exc.kind)
-            body = twiml.say_and_hang_up(twiml.TRY_LATER)
+            body = _goodbye(state, form, "try_later")
         except IvrVaultError as exc:
             annotate(outcome="failed", error=type(exc).__name__)
-            body = twiml.say_and_hang_up(twiml.TRY_LATER)
+            body = _goodbye(state, form, "try_later")
         except Exception as exc:
             # A bug must not become Twilio's "an application error has occurred". Only
             # the type is logged: a traceback's locals could hold the caller's digits.
             log.error("unexpected error in a caller route", error=type(exc).__name__)
             annotate(outcome="failed", error=type(exc).__name__)
-            body = twiml.say_and_hang_up(twiml.TRY_LATER)
+            body = _goodbye(state, form, "try_later")
         return _twiml(body)
 
     return endpoint
@@ -204,13 +248,14 @@ def create_webhook_app(settings: Settings, *,
     Vault, and the backend over HTTP at BACKEND_URL. ``drain``: set by the server on
     SIGTERM, it turns /readyz to 503."""
     settings.require("webhook")
+    locales = Localization.from_settings(settings)
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with transit_session(settings, metrics) as transit, \
                 backend_session(settings) as backend:
-            app.state.webhook = WebhookState(settings, transit, backend, metrics)
+            app.state.webhook = WebhookState(settings, transit, backend, metrics, locales)
             freeze_startup_heap()
             yield
 
@@ -227,6 +272,7 @@ def create_webhook_app(settings: Settings, *,
 
     routes = [
         Route("/voice", _route(voice, needs_call=False), methods=["POST"]),
+        Route("/voice/language", _route(language, needs_call=False), methods=["POST"]),
         Route("/voice/card", _route(card), methods=["POST"]),
         Route("/voice/pin", _route(pin), methods=["POST"]),
         *health_routes(ready, metrics, drain),

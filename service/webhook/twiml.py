@@ -1,23 +1,31 @@
 """TwiML documents the caller hears. Pure functions: text in, XML string out.
 
-The prompts are worded as in the Twilio tutorial this service replaces.
+The sentences come from a locale's catalog (service/webhook/locales/); every ``<Say>``
+carries that locale's ``language`` and ``voice`` (``say``: the attributes). The constants
+below are the en-US sentences, worded as in the Twilio tutorial this service replaces.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from urllib.parse import urlencode
 
 from twilio.twiml.voice_response import VoiceResponse
 
-ASK_CARD = "Please enter last 4 digits of your payment card number."
-ASK_PIN = "Please enter your unique 4 digit identification number"
-NOT_FOUND = "We were not able to locate you in our system. Goodbye."
-RETRY = "Sorry, that was not 4 digits."
-TOO_MANY_TRIES = "Sorry, we could not get your entry. Please call again later. Goodbye."
-TRY_LATER = ("We are sorry, we cannot complete your request right now. "
-             "Please call again later. Goodbye.")
-CALL_AGAIN = "We are sorry, your session has expired. Please call again. Goodbye."
+from service.webhook.locales.en_us import CATALOG as EN_US
+
+ASK_CARD = EN_US.messages["ask_card"]
+ASK_PIN = EN_US.messages["ask_pin"]
+NOT_FOUND = EN_US.messages["not_found"]
+RETRY = EN_US.messages["retry"]
+TOO_MANY_TRIES = EN_US.messages["too_many_tries"]
+TRY_LATER = EN_US.messages["try_later"]
+CALL_AGAIN = EN_US.messages["call_again"]
+FOUND = EN_US.messages["found"]  # with {account} and {balance}
 LOCKED = NOT_FOUND  # a locked card hears the generic message: no oracle for guessers
+
+# A <Say>'s attributes: {"language": "ja-JP", "voice": "Polly.Mizuki"}.
+SayAttributes = Mapping[str, str]
 
 GATHER_DIGITS = 4
 GATHER_TIMEOUT_S = 10
@@ -29,7 +37,8 @@ def action_url(path: str, **query: str | int) -> str:
     return path + ("?" + urlencode(query) if query else "")
 
 
-def gather(prompt: str, action: str, *, preface: str | None = None) -> str:
+def gather(prompt: str, action: str, *, say: SayAttributes,
+           preface: str | None = None) -> str:
     """Ask for 4 keypad digits. An empty result (timeout) still posts to ``action``, so
     the re-prompt logic lives in one place."""
     response = VoiceResponse()
@@ -42,20 +51,37 @@ def gather(prompt: str, action: str, *, preface: str | None = None) -> str:
         action_on_empty_result=True,
     )
     if preface:
-        g.say(preface)
-    g.say(prompt)
+        g.say(preface, **say)
+    g.say(prompt, **say)
     return str(response)
 
 
-def say_and_hang_up(text: str) -> str:
+def menu(options: Sequence[tuple[str, SayAttributes]], action: str) -> str:
+    """The language menu: one key, each option a ``<Say>`` in its own language. No key
+    still posts to ``action``, which then goes on in the called number's locale."""
     response = VoiceResponse()
-    response.say(text)
+    g = response.gather(input="dtmf", num_digits=1, timeout=GATHER_TIMEOUT_S, action=action,
+                        method="POST", action_on_empty_result=True)
+    for text, say in options:
+        g.say(text, **say)
+    return str(response)
+
+
+def say_and_hang_up(text: str, say: SayAttributes) -> str:
+    response = VoiceResponse()
+    response.say(text, **say)
     response.hangup()
     return str(response)
 
 
-FOUND = "Thank you. Your account number is {account} and your balance is {balance}"
-
-
-def account_found(account: str, balance: str) -> str:
-    return say_and_hang_up(FOUND.format(account=account, balance=balance))
+def account_found(sentence: str, account: str, balance: str, say: SayAttributes) -> str:
+    """``sentence``: the catalog's, with ``{account}`` and ``{balance}``. The account label
+    is read character by character (``AC12345678``: "A C 1 2 ..."), with SSML
+    ``<say-as interpret-as="characters">``, which Twilio's Polly and Google voices read."""
+    before, after = sentence.split("{account}", 1)
+    response = VoiceResponse()
+    spoken = response.say(before.format(balance=balance), **say)
+    spoken.say_as(account, interpret_as="characters")
+    spoken.append(after.format(balance=balance))
+    response.hangup()
+    return str(response)

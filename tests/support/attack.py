@@ -71,7 +71,7 @@ def twiml(response: httpx.Response) -> ET.Element:
 
 
 def spoken(root: ET.Element) -> str:
-    return " ".join(el.text or "" for el in root.iter("Say"))
+    return " ".join("".join(el.itertext()) for el in root.iter("Say"))
 
 
 def gather_action(root: ET.Element) -> str | None:

@@ -28,6 +28,10 @@ from tests.support.leak_search import SCRIPTS, LeakDetector, in_script, json_lin
 from tests.support.stack import Stack
 
 SEEDED = ("ACLEAKPROOF", "3.75")
+# The scenario's webhook offers the language menu and answers this number in Japanese
+# (test_log_leaks.py), so Japanese prompts are in the flow too.
+JA_NUMBER = "+81312345678"
+LOCALE_ENV = {"LANGUAGE_MENU": "ja-JP,en-US", "LOCALE_BY_NUMBER": f"{JA_NUMBER}=ja-JP"}
 CLI_SEEDED = ("ACCLISEEDED", "0.50")
 PAIRS = 8
 
@@ -144,7 +148,7 @@ def run_scenario(cap: Captured, vault: DevVault, stack: Stack, no_vault: Service
                                    "--balance", CLI_SEEDED[1]], backend_env, f"{c1}\n{p1}\n")
     with httpx.Client(timeout=15) as client:
         def play(name: str, entries: list[str], url: str = stack.webhook.url,
-                 on_prompt: dict[str, object] | None = None) -> None:
+                 on_prompt: dict[str, object] | None = None, **how: str) -> None:
             heard: list[str] = []
 
             def say(text: str) -> None:
@@ -152,7 +156,7 @@ def run_scenario(cap: Captured, vault: DevVault, stack: Stack, no_vault: Service
                 if on_prompt and text in on_prompt:
                     on_prompt.pop(text)()  # type: ignore[operator]
 
-            Caller(url, stack.twilio_token, client, say=say).play(entries)
+            Caller(url, stack.twilio_token, client, say=say).play(entries, **how)
             cap.heard[name] = heard
 
         play("seeded", [c0, p0])
@@ -165,6 +169,8 @@ def run_scenario(cap: Captured, vault: DevVault, stack: Stack, no_vault: Service
         vault.resume()
         play("vault_unreachable", [c6], url=no_vault.url)
         play("after_recovery", [c7, p7])
+        play("ja_chosen", [c0, p0], lang="ja-JP")  # found, in the menu's Japanese
+        play("ja_by_number", [c2, p2], to=JA_NUMBER)  # unknown, the number's Japanese
         _hostile(cap, Caller(stack.webhook.url, stack.twilio_token, client), stack, client,
                  c3, p3)
     cli_env = {**stack.webhook.env, "TWILIO_AUTH_TOKEN_FILE": str(stack.dir / "twilio")}

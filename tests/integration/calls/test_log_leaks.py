@@ -23,9 +23,11 @@ from service.logs.scrubbing import KNOWN_ROUTES
 from service.settings import Settings
 from service.webhook import twiml
 from service.webhook.app import create_webhook_app
+from service.webhook.locales.registry import CATALOGS
 from tests.support.keys import private_vault
 from tests.support.leak_scenario import (
     CLI_SEEDED,
+    LOCALE_ENV,
     SEEDED,
     Captured,
     access_lines,
@@ -55,7 +57,7 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Captured]:
             # DEBUG: every library says the most it ever will; all of it must still be clean.
             debug = {"LOG_LEVEL": "DEBUG"}
             stack = make_stack(vault, pv.credentials, stack_dir,
-                               webhook_env=debug, backend_env=debug)
+                               webhook_env={**debug, **LOCALE_ENV}, backend_env=debug)
             processes += [stack.backend, stack.webhook]
             # A webhook whose Vault address has nothing listening: every encrypt is refused.
             no_vault = ServiceProcess("webhook", free_port(), {}, root / "no-vault")
@@ -108,6 +110,9 @@ def test_the_scenario_took_every_path(captured: Captured) -> None:
     for name in [f"script_{s}" for s in SCRIPTS] + ["query_digits", "too_many_digits"]:
         assert twiml.RETRY in heard[name][0], name
     assert twiml.CALL_AGAIN in heard["plain_card_in_query"][0]
+    ja = CATALOGS["ja-JP"]
+    assert heard["ja_chosen"][-1] == ja.text("found", account=SEEDED[0], balance=SEEDED[1])
+    assert heard["ja_by_number"][-1] == ja.text("not_found")
     assert statuses == {"cli_accounts_add": 0, "cli_call": 0, "get_with_query_digits": 405,
                         "unsigned_post": 403, "bad_utf8": 400, "backend_wrong_token": 401,
                         "backend_plain_digits": 422,
@@ -115,7 +120,7 @@ def test_the_scenario_took_every_path(captured: Captured) -> None:
     outcomes = _outcomes(captured)
     assert {"found", "not_found", "backend_unavailable", "refused_signature",
             "refused_malformed_form", "bad_card_ciphertext", "reprompted", "unauthorized",
-            "invalid"} <= set(outcomes)
+            "invalid", "language_chosen", "language_default"} <= set(outcomes)
     assert {"timeout", "unavailable"} <= outcomes["vault_unavailable"]
     audit = captured.audit_log.read_text()
     for path in ("transit/encrypt/ivr-dtmf", "transit/decrypt/ivr-dtmf", "transit/hmac/ivr-lookup"):

@@ -73,7 +73,7 @@ class Call:
 
     def enter_pin(self, pin: str) -> tuple[int, str]:
         response = self.caller.post(self.pin_url, self.params(pin))
-        said = " ".join(e.text or "" for e in ET.fromstring(response.text).iter("Say"))
+        said = " ".join("".join(e.itertext()) for e in ET.fromstring(response.text).iter("Say"))
         return response.status_code, said
 
 

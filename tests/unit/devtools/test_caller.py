@@ -124,3 +124,51 @@ def test_a_document_without_gather_or_hangup_ends_the_call(
         run: Callable[..., tuple[Webhook, list[str], bool]]) -> None:
     _, heard, completed = run({"/voice": lambda f: XML.format("<Say>bye</Say>")}, [])
     assert (heard, completed) == (["bye"], True)
+
+
+JA = 'language="ja-JP" voice="Polly.Mizuki"'
+EN = 'language="en-US" voice="Polly.Joanna"'
+MENU = XML.format(f'<Gather input="dtmf" numDigits="1" action="/voice/language">'
+                  f'<Say {JA}>日本語は1を押してください。</Say>'
+                  f'<Say {EN}>For English press 2.</Say></Gather>')
+
+
+def _menu_script() -> Script:
+    return {
+        "/voice": lambda f: MENU,
+        "/voice/language": lambda f: gather(
+            "/voice/card?lang=ja-JP" if f["Digits"] == "1" else "/voice/card",
+            "card?" if f["Digits"] != "1" else "カード?"),
+        "/voice/card": lambda f: XML.format(
+            f"<Say {JA}>番号は<say-as interpret-as=\"characters\">AC12</say-as>です。</Say>"),
+    }
+
+
+@pytest.mark.parametrize(("lang", "key", "prompt"), [("ja-JP", "1", "カード?"),
+                                                      ("en-US", "2", "card?"),
+                                                      (None, "", "card?"),
+                                                      ("fr-FR", "", "card?")])
+def test_the_menu_is_answered_with_the_key_of_lang_and_takes_no_entry(
+        lang: str | None, key: str, prompt: str) -> None:
+    webhook = Webhook(_menu_script())
+    with httpx.Client(transport=httpx.MockTransport(webhook)) as client:
+        result = Caller(BASE, TOKEN, client, say=lambda _: None).play(
+            ["1234"], lang=lang, to="+81312345678")
+    assert [form.get("Digits") for _, form in webhook.requests] == [None, key, "1234"]
+    assert {form["To"] for _, form in webhook.requests} == {"+81312345678"}
+    assert result.heard[2] == prompt
+
+
+def test_a_say_is_heard_whole_with_its_language_and_voice() -> None:
+    webhook = Webhook(_menu_script())
+    printed: list[str] = []
+    with httpx.Client(transport=httpx.MockTransport(webhook)) as client:
+        result = Caller(BASE, TOKEN, client, say=printed.append, show_voice=True).play(
+            ["1234"], lang="ja-JP")
+    assert result.heard[-1] == "番号はAC12です。"  # the say-as child's text included
+    assert printed == [
+        "[language=ja-JP voice=Polly.Mizuki]", "日本語は1を押してください。",
+        "[language=en-US voice=Polly.Joanna]", "For English press 2.",
+        "[language=- voice=-]", "カード?",
+        "[language=ja-JP voice=Polly.Mizuki]", "番号はAC12です。",
+    ]

@@ -20,6 +20,7 @@ def test_an_unexpected_error_still_answers_twiml() -> None:
     from service.settings import Secret, Settings
     from service.web.metrics import Metrics
     from service.webhook.app import WebhookState, _route
+    from service.webhook.locales.choice import Localization
     from service.webhook.twilio_request import TwilioForm
 
     async def buggy(state: WebhookState, form: TwilioForm) -> str:
@@ -27,7 +28,8 @@ def test_an_unexpected_error_still_answers_twiml() -> None:
 
     settings = Settings(twilio_auth_token=Secret("tok"), public_base_url="http://testserver")
     app = Starlette(routes=[Route("/voice/card", _route(buggy), methods=["POST"])])
-    app.state.webhook = WebhookState(settings, None, None, Metrics())  # type: ignore[arg-type]
+    app.state.webhook = WebhookState(settings, None, None, Metrics(),  # type: ignore[arg-type]
+                                     Localization.from_settings(settings))
     with TestClient(app, raise_server_exceptions=False) as test_client:
         response = signed_post(test_client, "tok", "http://testserver/voice/card",
                                [*base_params(), ("Digits", "1234")])

@@ -13,6 +13,8 @@ import pytest
 
 from service.webhook import twiml
 
+SAY = {"language": "en-US", "voice": "Polly.Joanna"}
+
 TUTORIAL = {
     "card": "Please enter last 4 digits of your payment card number.",
     "pin": "Please enter your unique 4 digit identification number",
@@ -33,22 +35,42 @@ def test_prompts_are_worded_as_in_the_tutorial() -> None:
     assert TUTORIAL["pin"] == twiml.ASK_PIN
     assert TUTORIAL["not_found"] == twiml.NOT_FOUND
     assert TUTORIAL["not_found"] == twiml.LOCKED  # no oracle for someone guessing PINs
-    assert twiml.account_found("AC12345678", "12.55") == twiml.say_and_hang_up(
-        TUTORIAL["found"].format(account="AC12345678", balance="12.55"))
+    root = parse(twiml.account_found(TUTORIAL["found"], "AC12345678", "12.55", SAY))
+    assert ["".join(say.itertext()) for say in root.iter("Say")] == [
+        TUTORIAL["found"].format(account="AC12345678", balance="12.55")]
+
+
+def test_the_account_label_is_read_character_by_character() -> None:
+    document = twiml.account_found(TUTORIAL["found"], "AC12345678", "12.55", SAY)
+    assert document == (
+        '<?xml version="1.0" encoding="UTF-8"?><Response>'
+        '<Say language="en-US" voice="Polly.Joanna">Thank you. Your account number is '
+        '<say-as interpret-as="characters">AC12345678</say-as> and your balance is 12.55'
+        "</Say><Hangup /></Response>")
 
 
 def test_gather_asks_for_four_dtmf_digits() -> None:
-    root = parse(twiml.gather(twiml.ASK_CARD, twiml.action_url("/voice/card")))
+    root = parse(twiml.gather(twiml.ASK_CARD, twiml.action_url("/voice/card"), say=SAY))
     (gather,) = list(root)
     assert gather.tag == "Gather"
     assert gather.attrib == {"input": "dtmf", "numDigits": "4", "timeout": "10",
                              "action": "/voice/card", "method": "POST",
                              "actionOnEmptyResult": "true"}
-    assert [(say.tag, say.text) for say in gather] == [("Say", twiml.ASK_CARD)]
+    assert [(say.tag, say.text, say.attrib) for say in gather] == [
+        ("Say", twiml.ASK_CARD, SAY)]
+
+
+def test_en_us_is_todays_document_with_language_and_voice_added() -> None:
+    """Byte for byte what the webhook answered before locales, but for the attributes."""
+    assert twiml.gather(twiml.ASK_CARD, "/voice/card", say=SAY) == (
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Gather action="/voice/card" '
+        'actionOnEmptyResult="true" input="dtmf" method="POST" numDigits="4" timeout="10">'
+        '<Say language="en-US" voice="Polly.Joanna">Please enter last 4 digits of your '
+        "payment card number.</Say></Gather></Response>")
 
 
 def test_retry_prefaces_the_prompt() -> None:
-    root = parse(twiml.gather(twiml.ASK_PIN, "/voice/pin", preface=twiml.RETRY))
+    root = parse(twiml.gather(twiml.ASK_PIN, "/voice/pin", preface=twiml.RETRY, say=SAY))
     assert [say.text for say in root.iter("Say")] == [twiml.RETRY, twiml.ASK_PIN]
 
 
@@ -56,7 +78,7 @@ def test_ciphertext_in_the_action_url_survives_the_xml_round_trip() -> None:
     ciphertext = "vault:v12:AB+cd/EF=="
     action = twiml.action_url("/voice/pin", card=ciphertext, attempt=2)
     assert action == "/voice/pin?card=vault%3Av12%3AAB%2Bcd%2FEF%3D%3D&attempt=2"
-    gather = parse(twiml.gather(twiml.ASK_PIN, action)).find("Gather")
+    gather = parse(twiml.gather(twiml.ASK_PIN, action, say=SAY)).find("Gather")
     assert gather is not None
     query = parse_qs(urlsplit(gather.attrib["action"]).query)
     assert query == {"card": [ciphertext], "attempt": ["2"]}
@@ -66,13 +88,26 @@ def test_ciphertext_in_the_action_url_survives_the_xml_round_trip() -> None:
 @pytest.mark.parametrize("text", [twiml.NOT_FOUND, twiml.TRY_LATER, twiml.CALL_AGAIN,
                                   twiml.TOO_MANY_TRIES])
 def test_goodbyes_say_then_hang_up(text: str) -> None:
-    root = parse(twiml.say_and_hang_up(text))
+    root = parse(twiml.say_and_hang_up(text, SAY))
     assert [(verb.tag, verb.text) for verb in root] == [("Say", text), ("Hangup", None)]
+    assert root[0].attrib == SAY
 
 
 def test_text_is_escaped_not_interpreted() -> None:
-    root = parse(twiml.account_found("AC1<Hangup/>&", "1 & 2"))
+    root = parse(twiml.account_found(TUTORIAL["found"], "AC1<Hangup/>&", "1 & 2", SAY))
     (say, hangup) = list(root)
-    assert say.text == ("Thank you. Your account number is AC1<Hangup/>& "
-                        "and your balance is 1 & 2")
+    assert "".join(say.itertext()) == ("Thank you. Your account number is AC1<Hangup/>& "
+                                       "and your balance is 1 & 2")
     assert hangup.tag == "Hangup"
+
+
+def test_the_menu_speaks_each_option_in_its_own_language() -> None:
+    ja = {"language": "ja-JP", "voice": "Polly.Mizuki"}
+    root = parse(twiml.menu([("日本語は1を押してください。", ja), ("For English press 2.", SAY)],
+                            "/voice/language"))
+    (gather,) = list(root)
+    assert gather.attrib == {"input": "dtmf", "numDigits": "1", "timeout": "10",
+                             "action": "/voice/language", "method": "POST",
+                             "actionOnEmptyResult": "true"}
+    assert [(say.text, say.attrib) for say in gather] == [
+        ("日本語は1を押してください。", ja), ("For English press 2.", SAY)]
