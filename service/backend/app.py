@@ -44,7 +44,8 @@ from service.web.metrics import Metrics
 log = structlog.get_logger("ivr.backend")
 
 # A lookup's outcome → (HTTP status, ``detail``); FOUND's body is the account instead.
-# (DESIGN §3; the webhook reads these statuses back in its own table.)
+# (docs/architecture.md, steps 15-17; the webhook reads these statuses back in its own
+# table, webhook/app.py BACKEND_ANSWERS.)
 ANSWERS: Final[Mapping[LookupOutcome, tuple[int, str | None]]] = {
     LookupOutcome.FOUND: (200, None),
     LookupOutcome.NOT_FOUND: (404, "not found"),
