@@ -22,6 +22,7 @@ from starlette.routing import Route
 from service.backend.decision import LookupOutcome, LookupResult
 from service.backend.keycheck import LookupKeys
 from service.backend.lookup import Lookup
+from service.backend.policy import LockKind
 from service.backend.schema import OPENAPI, parse_lookup
 from service.errors import (
     IvrVaultError,
@@ -141,6 +142,8 @@ def create_backend_app(settings: Settings, *,
     /readyz to 503."""
     settings.require("backend")
     metrics = Metrics()
+    metrics.initialise(metrics.lookups, [outcome.value for outcome in LookupOutcome])
+    metrics.initialise(metrics.lockouts, [kind.value for kind in LockKind])
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
