@@ -126,8 +126,9 @@ class BackendUnavailable(IvrVaultError):
 
 
 class ServiceNotReady(IvrVaultError):
-    """A service that ``make run-ha`` started will not become ready by waiting (its
-    ``ivr-lookup`` check failed, it exited). The message names it and its log file."""
+    """A process that ``make run`` or ``make run-ha`` started will not become ready by
+    waiting (its ``ivr-lookup`` check failed, it exited). The message names it, its
+    address or its log file."""
 
 
 class ItemFailed(IvrVaultError):

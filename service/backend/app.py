@@ -22,6 +22,7 @@ from starlette.routing import Route
 from service.backend.decision import LookupOutcome, LookupResult
 from service.backend.keycheck import LookupKeys
 from service.backend.lookup import Lookup
+from service.backend.policy import LockKind
 from service.backend.schema import OPENAPI, parse_lookup
 from service.errors import (
     IvrVaultError,
@@ -44,7 +45,8 @@ from service.web.metrics import Metrics
 log = structlog.get_logger("ivr.backend")
 
 # A lookup's outcome → (HTTP status, ``detail``); FOUND's body is the account instead.
-# (DESIGN §3; the webhook reads these statuses back in its own table.)
+# (docs/architecture.md, steps 15-17; the webhook reads these statuses back in its own
+# table, webhook/app.py BACKEND_ANSWERS.)
 ANSWERS: Final[Mapping[LookupOutcome, tuple[int, str | None]]] = {
     LookupOutcome.FOUND: (200, None),
     LookupOutcome.NOT_FOUND: (404, "not found"),
@@ -140,6 +142,8 @@ def create_backend_app(settings: Settings, *,
     /readyz to 503."""
     settings.require("backend")
     metrics = Metrics()
+    metrics.initialise(metrics.lookups, [outcome.value for outcome in LookupOutcome])
+    metrics.initialise(metrics.lockouts, [kind.value for kind in LockKind])
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -1,10 +1,11 @@
 """The lockout policy's arithmetic: pure functions of counts and times, no store, no clock.
 
-Per card (DESIGN §3, issue 11): consecutive wrong PINs are counted until a correct PIN or an
-operator's unlock, never forgotten by time. Every ``threshold`` of them locks the card, the
-n-th lock for ``duration * 2**(n-1)``; at ``hard_limit`` the card stays locked until
-``ivr-vault accounts unlock``. While a card is locked its PIN is not compared, so a locked
-attempt says nothing and counts nothing for the card.
+Per card (docs/security.md, "PIN guessing and Twilio retries"): consecutive wrong PINs are
+counted until a correct PIN or an operator's unlock, never forgotten by time. Every
+``threshold`` of them locks the card, the n-th lock for ``duration * 2**(n-1)``; at
+``hard_limit`` the card stays locked until ``ivr-vault accounts unlock``. While a card is
+locked its PIN is not compared, so a locked attempt says nothing and counts nothing for
+the card.
 
 Per caller number: failed lookups within a sliding ``caller_window``; at ``caller_limit``
 the number is cut off (it hears the goodbye, with no lookup) until its failures age out.

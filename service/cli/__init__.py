@@ -24,6 +24,15 @@ from service.settings import Settings
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
+# What ``ivr-vault --help`` says: plain text for the person at the terminal.
+DESCRIPTION = (
+    "The ivr-vault command line (also: python -m service). Secrets never come from the "
+    "command line: card and PIN digits from a prompt or stdin, tokens and credentials "
+    "from the environment or NAME_FILE. Operator commands print warnings and errors only "
+    "(-v adds information, -vv debugging); an error is one line, 'ivr-vault: ...'. In a "
+    "'make run' directory with no VAULT_ADDR set, commands use the dev Vault there."
+)
+
 # One module per command group. Each exposes
 # ``register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None`` and sets
 # ``func`` (a :data:`Command`) on its parsers; a command that may use ``make run``'s Vault
@@ -53,7 +62,7 @@ def _add_verbose(parser: argparse.ArgumentParser, *, top: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ivr-vault", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ivr-vault", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     for module in REGISTRARS:
         importlib.import_module(module).register(sub)

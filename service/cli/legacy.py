@@ -60,7 +60,7 @@ def _import_key(args: argparse.Namespace, settings: Settings) -> int:
         print(f"ivr-vault: refused: {exc}", file=sys.stderr)
         return 1
     print(f"{args.name}: tutorial key imported as v1 (not exportable, rotatable); convert "
-          "the ciphertexts, then rotate, rewrap and retire v1 (README: Operating keys)")
+          "the ciphertexts, then rotate, rewrap and retire v1 (docs/keys.md)")
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from service.settings import Settings, retired_in
@@ -40,8 +41,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         # metrics) in its own lifespan through this module's factory. /metrics then
         # answers for the worker that serves the scrape only. uvicorn's supervisor owns
         # the signals here: no drain (SHUTDOWN_DRAIN) before the workers stop.
-        uvicorn.run(f"{__name__}:{args.role}_app", factory=True, workers=workers,
-                    host=host, port=port, **uvicorn_options())
+        factory = WORKER_FACTORIES[args.role]
+        uvicorn.run(f"{factory.__module__}:{factory.__name__}", factory=True,
+                    workers=workers, host=host, port=port, **uvicorn_options())
         return 0
     from service.web.draining import DrainingServer
     from service.web.health import Drain
@@ -100,14 +102,22 @@ def backend_app() -> Starlette:
     return _backend(_worker_settings())
 
 
+# What each worker process imports (uvicorn needs a "module:name" string to start workers).
+WORKER_FACTORIES: dict[str, Callable[[], Starlette]] = {
+    "webhook": webhook_app,
+    "backend": backend_app,
+}
+
+
 def uvicorn_options() -> dict[str, Any]:
     """How every service process (and the bench baseline) runs uvicorn.
 
     uvloop and httptools are named, not left to "auto", so that a missing extra fails
     loudly instead of silently falling back to the slower asyncio/h11 (bench/RESULTS.md,
-    "uvicorn settings"). One worker per process: every worker would hold its own Vault
-    login, its own coalescer (halving batch sizes) and its own /metrics registry; scale
-    out with more processes or replicas instead, which the stateless call flow allows.
+    "uvicorn settings"). The number of workers is not here: one by default, more with
+    WEB_CONCURRENCY, each then holding its own Vault login, its own coalescer (smaller
+    batches) and its own /metrics registry; more processes or replicas scale out too, which
+    the stateless call flow allows.
     """
     from service.logs.config import UVICORN_LOG_KWARGS
 

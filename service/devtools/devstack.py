@@ -24,7 +24,7 @@ from typing import IO
 
 import httpx
 
-from service.errors import ConfigError
+from service.errors import ConfigError, ServiceNotReady
 from service.settings import Secret
 from service.vault.bootstrap import layout_dir
 from service.vault.operator_init import LISTENING, DevKeyring, VaultServer
@@ -86,7 +86,10 @@ def wait_http(url: str, *, timeout: float, process: subprocess.Popen[bytes] | No
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
+            # Ours, not a RuntimeError: printed as it is (an address, a port, an exit
+            # status), where an unexpected error's digits would be masked.
+            raise ServiceNotReady(
+                f"process exited with {process.returncode} before {url} answered")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url, timeout=1.0, verify=_tls(verify)).status_code in ok:
                 return

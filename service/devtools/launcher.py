@@ -16,6 +16,7 @@ import fcntl
 import os
 import secrets
 import signal
+import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -106,11 +107,39 @@ def dev_output_env(environ: Mapping[str, str]) -> dict[str, str]:
     return {"LOG_FORMAT": environ.get("LOG_FORMAT", "console"), "PYTHONUNBUFFERED": "1"}
 
 
+def listeners(settings: Settings, environ: Mapping[str, str]) -> list[tuple[str, str, int]]:
+    """What ``make run`` will listen on: (the setting that moves it, host, port). The dev
+    Vault's port is free by construction unless DEV_VAULT_PORT names one."""
+    wanted = [("WEBHOOK_PORT", settings.webhook_host, settings.webhook_port),
+              ("BACKEND_PORT", settings.backend_host, settings.backend_port)]
+    vault_port = _vault_port(environ)
+    if vault_port and not (environ.get("VAULT_ADDR") and environ.get("VAULT_TOKEN")):
+        wanted.append(("DEV_VAULT_PORT", "127.0.0.1", vault_port))
+    return wanted
+
+
+def check_ports(wanted: list[tuple[str, str, int]]) -> None:
+    """Before anything starts: each port must be free, or the error names it and the
+    setting that moves it (instead of a service's bind error after the Vault started).
+    SO_REUSEADDR as uvicorn binds, so a port that only has connections closing is free."""
+    for setting, host, port in wanted:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise ConfigError(
+                    f"port {port} on {host} is taken ({exc.strerror or exc}); set "
+                    f"{setting} to another port, or stop what listens there") from None
+
+
 def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, 0o700)
     with ExitStack() as stack:
         hold_lock(state_dir, stack)
+        check_ports(listeners(settings, environ))
         stop_on_signals()
 
         if environ.get("VAULT_ADDR") and environ.get("VAULT_TOKEN"):

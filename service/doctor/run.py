@@ -50,8 +50,11 @@ def settings_check(settings: Settings, error: ConfigError | None) -> Check:
             settings.check_consistent(role)
     except ConfigError as exc:
         return Check.failed("settings", f"inconsistent: {exc}", fix)
+    # The setting that chose the store: STORE_URL (shown without its password) wins.
+    store = (f"STORE_URL {settings.store_url.display}" if settings.store_url is not None
+             else f"STORE_PATH {settings.store_path}")
     return Check.passed("settings", f"valid (VAULT_ADDR {','.join(settings.vault_addr)}, "
-                                    f"STORE_PATH {settings.store_path})")
+                                    f"{store})")
 
 
 def _key_rows(keys: Mapping[str, KeyStatus] | None, settings: Settings) -> list[Check]:

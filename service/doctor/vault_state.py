@@ -4,7 +4,6 @@ and ``sys/leader`` answer without a token, so this row needs no identity."""
 from __future__ import annotations
 
 import ssl
-from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -86,6 +85,3 @@ def vault_checks(settings: Settings) -> list[Check]:
                                  "see each node's row; a cluster needs an unsealed leader"))
     return rows
 
-
-def first_address(addresses: Sequence[str]) -> str:
-    return addresses[0] if addresses else ""

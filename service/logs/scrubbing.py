@@ -17,6 +17,7 @@ of failing closed.
 from __future__ import annotations
 
 import collections
+import errno
 import functools
 import hashlib
 import ipaddress
@@ -456,6 +457,8 @@ class Scrubber:
             return type(value) is str and value in ("http", "https")
         if kind is Arg.LISTEN_HOST:
             return type(value) is str and value in self._listen_hosts
+        if kind is Arg.ERRNO:
+            return type(value) is int and value in errno.errorcode
         return False
 
     def _scrub_items(self, items: Any, depth: int) -> list[Scrubbed]:

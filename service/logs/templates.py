@@ -39,11 +39,20 @@ class Arg(enum.Enum):
     PID = "pid"  # an int, 1 to the kernel's PID limit: os.getpid()
     SCHEME = "scheme"  # "http" or "https"
     LISTEN_HOST = "listen_host"  # equal to a configured listen address, an IP literal
+    ERRNO = "errno"  # an int the kernel names (errno.errorcode): 98, address in use
     TEXT = "text"  # anything else: masked
 
 
+# asyncio's create_server when the port is taken, as uvicorn logs it (``logger.error(exc)``,
+# uvicorn/server.py): the exception is the message, so it is read back into this template's
+# arguments (:func:`_bind_failure`) and checked like any other.
+BIND_FAILED: Final = "[Errno %d] error while attempting to bind on address ('%s', %d): %s"
+_BIND_TEXT: Final = re.compile(
+    r"error while attempting to bind on address \('([^']*)', ([0-9]{1,5})\): ([a-z ]*)")
+
 # (logger name, record.msg) → what each positional argument is. uvicorn 0.x,
-# uvicorn/server.py: the start and finish lines of a server process and its listener.
+# uvicorn/server.py: the start and finish lines of a server process and its listener, and
+# the line that says its port is taken.
 KNOWN_TEMPLATES: Final[Mapping[tuple[str, str], tuple[Arg, ...]]] = MappingProxyType({
     ("uvicorn.error", "Started server process [%d]"): (Arg.PID,),
     ("uvicorn.error", "Finished server process [%d]"): (Arg.PID,),
@@ -51,6 +60,7 @@ KNOWN_TEMPLATES: Final[Mapping[tuple[str, str], tuple[Arg, ...]]] = MappingProxy
         (Arg.SCHEME, Arg.LISTEN_HOST, Arg.PORT),
     ("uvicorn.error", "Uvicorn running on %s://[%s]:%d (Press CTRL+C to quit)"):
         (Arg.SCHEME, Arg.LISTEN_HOST, Arg.PORT),
+    ("uvicorn.error", BIND_FAILED): (Arg.ERRNO, Arg.LISTEN_HOST, Arg.PORT, Arg.TEXT),
 })
 
 # One printf conversion (what ``%`` formatting understands), or a literal ``%%``.
@@ -79,9 +89,28 @@ def capture_templates(logger: WrappedLogger, method_name: str,
     always, so that nothing formats the message a second time."""
     args = event_dict.pop("positional_args", None)
     record = event_dict.get("_record")
+    if record is not None and record.name == "uvicorn.error" and not args:
+        failure = _bind_failure(record.msg)
+        if failure is not None:
+            event_dict["event"] = TemplateEvent(record.name, BIND_FAILED, failure)
+            return event_dict
     if record is None or not isinstance(args, tuple) or not args:
         return event_dict
     msg, name = record.msg, record.name
     if type(msg) is str and type(name) is str and (name, msg) in KNOWN_TEMPLATES:
         event_dict["event"] = TemplateEvent(name, msg, args)
     return event_dict
+
+
+def _bind_failure(msg: object) -> tuple[int, str, int, str] | None:
+    """An OSError exactly as asyncio raises it for a port it cannot bind (IPv4), as the
+    template's arguments; None for anything else."""
+    if not isinstance(msg, OSError) or len(msg.args) != 2:
+        return None
+    code, text = msg.args
+    if type(code) is not int or type(text) is not str:
+        return None
+    match = _BIND_TEXT.fullmatch(text)
+    if match is None:
+        return None
+    return code, match[1], int(match[2]), match[3]

@@ -11,8 +11,8 @@ Migrations only ever get appended: a released one is never edited.
   lock :data:`MIGRATION_LOCK`; DDL is transactional in both, so a migration that fails
   leaves nothing half done.
 - Opening a SQLite store migrates it, as opening one always did: the embedded default has
-  nothing to provision, and an old ``.dev/accounts.sqlite3`` (before issue 11, before
-  versioned migrations) upgrades by itself.
+  nothing to provision, and an old ``.dev/accounts.sqlite3`` (from before lockouts counted
+  consecutive wrong PINs, before versioned migrations) upgrades by itself.
 - Opening a PostgreSQL store only checks: a backend's database role needs no DDL rights,
   and replicas starting together never race a migration. A store behind (or ahead of)
   this release is refused with one line that says what to run.
@@ -110,7 +110,7 @@ _BASELINE = (
 
 
 def _carry_over_windowed_lockout(db: Connection, engine: Engine) -> None:
-    """A SQLite store made before issue 11 counted wrong PINs in a window
+    """A SQLite store made before consecutive counting counted wrong PINs in a window
     (``pin_failures``, ``locks``) and remembered answers by key alone (``idempotency``):
     carry each card's count and lock over, then drop the old tables. PostgreSQL stores
     began after it."""
@@ -131,7 +131,7 @@ def _carry_over_windowed_lockout(db: Connection, engine: Engine) -> None:
 
 
 MIGRATIONS: tuple[Migration, ...] = (
-    # The schema of issues 11 and 12, as SQLite stores already have it (IF NOT EXISTS:
+    # The schema before versioned migrations, as SQLite stores already have it (IF NOT EXISTS:
     # a store made before versioned migrations takes this as a no-op).
     Migration(1, "accounts, lockouts, caller failures, call answers, canaries, sealed "
                  "records", _BASELINE),

@@ -44,10 +44,11 @@ log = structlog.get_logger("ivr.webhook")
 # Twilio waits 15 s; a caller should not. Past this the caller hears a calm goodbye.
 REQUEST_BUDGET_S = 2.5
 
-# The webhook's view of the backend's answers (DESIGN §3): status → (outcome, the catalog
-# key of what the caller hears). A 200 is read apart, its body carries the account; any
-# other status, and no answer at all, is the backend's failure: the caller is asked to
-# call again later.
+# The webhook's view of the backend's answers (docs/architecture.md, "One caller's digits",
+# steps 17-18): status → (outcome, the catalog
+# key of what the caller hears). A 200 is read apart, its body
+# carries the account; any other status, and no answer at all, is the backend's failure:
+# the caller is asked to call again later.
 BACKEND_ANSWERS: Final[Mapping[int, tuple[str, str]]] = {
     404: ("not_found", "not_found"),
     # Locked card, caller number cut off, a second lookup in one call: the caller hears what

@@ -123,8 +123,9 @@ def start_dev(cwd: Path, *, sigint_ignored: bool = False, ha: bool = False,
               **extra: str) -> DevRun:
     """``ivr-vault dev`` (``ha``: ``dev --ha``, make run-ha) in ``cwd``, its stdout drained
     by a thread (see :meth:`DevRun.pump`)."""
-    webhook_port, backend_port = free_port(), free_port()
-    env = base_env(cwd, WEBHOOK_PORT=str(webhook_port), BACKEND_PORT=str(backend_port), **extra)
+    ports = {"WEBHOOK_PORT": str(free_port()), "BACKEND_PORT": str(free_port())}
+    env = base_env(cwd, **{**ports, **extra})
+    webhook_port = int(env["WEBHOOK_PORT"])
     process = subprocess.Popen(
         [sys.executable, "-m", "service", "dev", *(["--ha"] if ha else [])], cwd=cwd, env=env,
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -5,6 +5,7 @@ argument (a port, a PID, a configured listen address), and nowhere else."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import re
 from collections.abc import Collection, Iterator
@@ -58,6 +59,8 @@ def _checked(values: tuple[str, ...], kinds: tuple[Arg, ...],
         elif kind is Arg.LISTEN_HOST:
             assert value in listen_hosts, value
             ipaddress.ip_address(value)
+        elif kind is Arg.ERRNO:
+            assert value.isascii() and value.isdigit() and int(value) in errno.errorcode, value
         else:
             raise AssertionError(f"a digit in a {kind.value} argument: {value!r}")
         yield value

@@ -1,5 +1,6 @@
-"""Guessing a PIN must not pay: the attacks of issue 11 on real processes (OpenBao, uvicorn
-backend and webhook), each played through the webhook exactly as Twilio would send it.
+"""Guessing a PIN must not pay: the attacks of docs/security.md ("PIN guessing") on real
+processes (OpenBao, uvicorn backend and webhook), each played through the webhook
+exactly as Twilio would send it.
 
 - Slow guessing: wrong PINs spread out in time still add up (no window), the fifth locks,
   the tenth locks until an operator runs ``ivr-vault accounts unlock``.

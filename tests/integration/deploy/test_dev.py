@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -168,3 +169,20 @@ def test_dev_on_a_postgresql_store(start_dev: Callable[..., DevRun],
     assert not (run.state / "accounts.sqlite3").exists()
     with closing(Store(url)) as store:
         assert store.has_account("AC12345678")
+
+
+@pytest.mark.parametrize("setting", ["WEBHOOK_PORT", "BACKEND_PORT", "DEV_VAULT_PORT"])
+def test_a_taken_port_stops_make_run_before_it_starts_anything(
+        start_dev: Callable[..., DevRun], setting: str) -> None:
+    """The error names the port and the setting that moves it, in one line, and nothing
+    was started: no Vault data, no process left."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        run = start_dev(**{setting: str(port)})
+        assert run.process.wait(timeout=60) == 2
+    out = run.output()
+    assert f"port {port} on 127.0.0.1 is taken" in out and f"set {setting}" in out, out
+    assert "Traceback" not in out and "*" not in out
+    assert not (run.state / "vault-data").exists()

@@ -1,4 +1,4 @@
-"""Issue 2's policy clauses, on the real Vault with each service's own AppRole: the
+"""The policies' first clauses, on the real Vault with each service's own AppRole: the
 webhook may encrypt but never decrypt or read the key; the backend may decrypt but never
 encrypt. (The full identity-by-operation matrix is
 tests/integration/vault/test_policy_matrix.py.)"""

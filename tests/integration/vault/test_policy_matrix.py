@@ -1,4 +1,4 @@
-"""Least privilege as a matrix, on a real Vault (docs/security.md#least-privilege).
+"""Least privilege as a matrix, on a real Vault (docs/security.md, "Least privilege").
 
 Every identity (logged in with its own AppRole, exactly as the services do; and again with
 its own Kubernetes service-account token, VAULT_AUTH=jwt) tries every operation; each cell
@@ -116,7 +116,7 @@ OPERATIONS: dict[str, Operation] = {
                                                      b"not a snapshot"),
 }
 
-# DESIGN §2: who may do what. Every other cell must be a 403.
+# Who may do what (docs/architecture.md, "What runs where"). Every other cell must be a 403.
 ALLOWED: dict[str, set[str]] = {
     "ivr-webhook": {"encrypt"},
     "ivr-backend": {"decrypt", "hmac"},
@@ -124,7 +124,8 @@ ALLOWED: dict[str, set[str]] = {
     "ivr-backup": {"raft snapshot"},
 }
 
-# The same table, as the README shows it: read it top to bottom to check it against §2.
+# The same table, as docs/security.md shows it: read it top to bottom to check it against
+# the one above.
 CELLS = [(role, op) for role in ALLOWED for op in OPERATIONS]
 
 

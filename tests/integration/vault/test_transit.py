@@ -1,5 +1,6 @@
-"""Transit (async, batched, in a thread pool) on the real Vault, each side with its own
-AppRole: the webhook encrypts, the backend decrypts and HMACs."""
+"""Transit (async, batched, sent on the event loop; the thread pool only logs in and renews)
+on the real Vault, each side with its own AppRole: the webhook encrypts, the backend
+decrypts and HMACs."""
 
 from __future__ import annotations
 
@@ -124,8 +125,9 @@ async def test_hmac_is_deterministic_and_versioned(backend_vault: VaultClient) -
 
 @pytest.mark.anyio
 async def test_a_hung_vault_never_blocks_the_event_loop() -> None:
-    """hvac blocks; Transit must run it in its thread pool. While the call hangs, the
-    event loop keeps ticking, and the caller gets VaultTimeout, not a DecryptionError."""
+    """The login blocks (hvac's transport) and runs in the thread pool; the batch itself is
+    sent on the loop. While the call hangs, the event loop keeps ticking, and the caller
+    gets VaultTimeout, not a DecryptionError."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)  # accepted by the kernel, never answered

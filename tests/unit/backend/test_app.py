@@ -28,10 +28,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.backend.app import ANSWERS, create_backend_app
 from service.backend.decision import LookupOutcome
 from service.backend.keycheck import CANARY_INPUT
+from service.backend.policy import LockKind
 from service.devtools.caller import new_call_sid
 from service.errors import VaultTimeout
 from service.settings import Secret, Settings
 from service.store.accounts import Store, card_input, pin_input
+from service.web.metrics import vault_error_kinds
 from tests.support.fake_transit import FakeTransit, fake_session
 
 with warnings.catch_warnings():  # Starlette would have httpx2; the users chose httpx
@@ -312,3 +314,16 @@ def test_a_second_lookup_in_one_call_is_409_and_a_failure(backend: Backend) -> N
     # It counted as the card's second failure: one more wrong PIN locks it.
     assert backend.lookup(backend.ciphertexts(new_call_sid(), pin="0000")).status_code == 404
     assert backend.metric("ivr_lockouts_total", kind="card") == 1
+
+
+def test_every_closed_label_is_exported_at_zero_from_the_start(backend: Backend) -> None:
+    """Before any lookup, each outcome, lockout kind and Vault error kind is a series at 0:
+    the alert rules and the dashboard see it on a fresh start, not "no data"."""
+    samples = {(s.name, tuple(s.labels.items())): s.value
+               for family in text_string_to_metric_families(backend.client.get("/metrics").text)
+               for s in family.samples}
+    expected = ([("ivr_lookups_total", (("outcome", o.value),)) for o in LookupOutcome]
+                + [("ivr_lockouts_total", (("kind", k.value),)) for k in LockKind]
+                + [("ivr_vault_errors_total", (("kind", k),)) for k in vault_error_kinds()])
+    assert {key: samples.get(key) for key in expected} == dict.fromkeys(expected, 0.0)
+    assert {"timeout", "sealed", "forbidden", "unavailable"} <= set(vault_error_kinds())

@@ -3,8 +3,10 @@ errors, and finding make run's Vault (service/cli/devenv.py). No Vault is contac
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -131,3 +133,22 @@ def test_every_command_that_uses_vault_says_who_it_is_there() -> None:
         "serve backend": None, "dev": None, "call": None,
     }
     assert {"serve", "dev", "operator"} == cli.SERVICE_COMMANDS
+
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from _parsers(child)
+
+
+def test_help_is_plain_text_for_users() -> None:
+    """No reStructuredText markup, no source paths: ``ivr-vault ... --help`` is read by an
+    operator, not a developer."""
+    parsers = list(_parsers(build_parser()))
+    assert len(parsers) > 20  # every command and subcommand
+    for parser in parsers:
+        text = parser.format_help()
+        for markup in ("``", ":func:", ":class:", ":mod:", "service/", ".py"):
+            assert markup not in text, (parser.prog, markup)

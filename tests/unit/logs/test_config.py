@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import io
 import json
@@ -275,6 +276,31 @@ def test_level_filters_both_kinds_of_logger(pipeline: io.StringIO) -> None:
     logging.getLogger("hvac").info("hidden")
     structlog.get_logger().warning("shown")
     assert [o["event"] for o in lines(pipeline)] == ["shown"]
+
+
+def test_a_taken_port_shows_its_address_and_port(pipeline: io.StringIO) -> None:
+    """uvicorn logs asyncio's bind error as the exception itself: its address and port
+    show when the address is a configured listen address; anything else stays masked."""
+    configure_logging(stream=pipeline, listen_hosts=frozenset({"127.0.0.1"}))
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    for host in ("127.0.0.1", "10.0.0.9"):
+        uvicorn_log.error(OSError(errno.EADDRINUSE, "error while attempting to bind on "
+                                  f"address ('{host}', 18080): address already in use"))
+    uvicorn_log.error(OSError(errno.EADDRINUSE, "error while attempting to bind on address "
+                              "('127.0.0.1', 18080): address already in use 4321"))
+    logging.getLogger("hvac").error(OSError(errno.EADDRINUSE, "error while attempting to "
+                                    "bind on address ('127.0.0.1', 18080): address in use"))
+    out = lines(pipeline, hosts=frozenset({"127.0.0.1"}))
+    assert [o["event"] for o in out] == [
+        "[Errno 98] error while attempting to bind on address ('127.0.0.1', 18080): "
+        "address already in use",
+        "[Errno 98] error while attempting to bind on address ('**.*.*.*', 18080): "
+        "address already in use",
+        "[Errno **] error while attempting to bind on address ('***.*.*.*', *****): "
+        "address already in use ****",  # not the template's shape: all masked
+        "[Errno **] error while attempting to bind on address ('***.*.*.*', *****): "
+        "address in use",  # another logger
+    ]
 
 
 def test_uvicorn_start_lines_show_the_real_port_and_pid(pipeline: io.StringIO) -> None:
