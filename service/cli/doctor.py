@@ -1,5 +1,5 @@
 """``ivr-vault doctor [--json]``: is this deployment sound? Exit 0 only when every check
-passes (reminders never fail). See service/doctor/ and docs/deployment.md#doctor."""
+passes (reminders never fail). See service/doctor/ and docs/operations.md#doctor."""
 
 from __future__ import annotations
 

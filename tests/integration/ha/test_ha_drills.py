@@ -14,7 +14,7 @@ PostgreSQL is the store (make run-ha's own, persistent under .dev/ha/). Not one 
 fail. Then a burst of concurrent wrong PINs, spread over both webhooks
 and both backends, still locks the card after exactly LOCKOUT_THRESHOLD compared PINs.
 Each drill prints its figures (calls, failed, p50/p99 of the webhook requests sent during
-it, and the time to recover); docs/deployment.md#past-one-machine quotes them.
+it, and the time to recover); docs/past-one-machine.md quotes them.
 """
 
 from __future__ import annotations
