@@ -31,6 +31,7 @@ test-unit: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check service tests bench
+	$(BIN)/ruff format --check service tests bench
 	$(BIN)/mypy
 
 # What is derived from code: docs/configuration.md (from service/settings.py and the compose

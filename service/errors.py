@@ -86,8 +86,7 @@ class VaultRequestError(VaultError):
 
     kind = "bad_request"
 
-    def __init__(self, message: str, *,
-                 response_json: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, message: str, *, response_json: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.response_json = response_json
 

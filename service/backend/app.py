@@ -134,9 +134,12 @@ async def openapi_endpoint(request: Request) -> Response:
     return JSONResponse(OPENAPI)
 
 
-def create_backend_app(settings: Settings, *,
-                       transit_session: TransitSession = session.transit_session,
-                       drain: Drain | None = None) -> Starlette:
+def create_backend_app(
+    settings: Settings,
+    *,
+    transit_session: TransitSession = session.transit_session,
+    drain: Drain | None = None,
+) -> Starlette:
     """The backend app. ``transit_session`` is the seam the unit tests use for a fake
     Transit; the default is Vault. ``drain``: set by the server on SIGTERM, it turns
     /readyz to 503."""
@@ -156,10 +159,14 @@ def create_backend_app(settings: Settings, *,
                 try:
                     await keys.check()  # a mismatch: one error line, and never ready
                 except VaultError as exc:
-                    log.warning("ivr-lookup canaries not checked at start-up; will check "
-                                "before the first lookup", kind=exc.kind)
-                app.state.lookup = Lookup(settings, transit, store, metrics, transit.executor,
-                                          keys=keys)
+                    log.warning(
+                        "ivr-lookup canaries not checked at start-up; will check "
+                        "before the first lookup",
+                        kind=exc.kind,
+                    )
+                app.state.lookup = Lookup(
+                    settings, transit, store, metrics, transit.executor, keys=keys
+                )
                 freeze_startup_heap()
                 yield
         finally:

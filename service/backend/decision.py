@@ -95,8 +95,16 @@ class Decision:
     upgraded: bool = False  # the verifiers were re-made at the latest version
 
 
-def decide(ledger: Ledger, attempt: Attempt, *, policy: LockoutPolicy, now: float,
-           answer: HttpAnswer, answer_ttl: float, final: bool = False) -> Decision:
+def decide(
+    ledger: Ledger,
+    attempt: Attempt,
+    *,
+    policy: LockoutPolicy,
+    now: float,
+    answer: HttpAnswer,
+    answer_ttl: float,
+    final: bool = False,
+) -> Decision:
     """Decide, reading and writing through ``ledger`` (one transaction). Writes nothing
     when it returns ``replayed`` or ``need_versions``; ``final`` says no other key
     versions will be offered (an unknown card is then unknown)."""
@@ -106,8 +114,14 @@ def decide(ledger: Ledger, attempt: Attempt, *, policy: LockoutPolicy, now: floa
 
     recent = ledger.caller_failures(attempt.caller, now - policy.caller_window)
     if policy.caller_cut_off(recent):
-        return _answered(ledger, attempt, Decision(LookupResult(LookupOutcome.CALLER_CUT_OFF)),
-                         now=now, answer=answer, ttl=answer_ttl)
+        return _answered(
+            ledger,
+            attempt,
+            Decision(LookupResult(LookupOutcome.CALLER_CUT_OFF)),
+            now=now,
+            answer=answer,
+            ttl=answer_ttl,
+        )
 
     found = _find(ledger, attempt.candidates)
     if found is None and not final:
@@ -124,8 +138,10 @@ def decide(ledger: Ledger, attempt: Attempt, *, policy: LockoutPolicy, now: floa
     return _answered(ledger, attempt, decision, now=now, answer=answer, ttl=answer_ttl)
 
 
-def _find(ledger: Ledger, candidates: tuple[Verifiers, ...],
-          ) -> tuple[Account, Verifiers] | None:
+def _find(
+    ledger: Ledger,
+    candidates: tuple[Verifiers, ...],
+) -> tuple[Account, Verifiers] | None:
     for verifiers in candidates:
         account = ledger.account(verifiers.card)
         if account is not None:
@@ -133,8 +149,15 @@ def _find(ledger: Ledger, candidates: tuple[Verifiers, ...],
     return None
 
 
-def _judge(ledger: Ledger, attempt: Attempt, found: tuple[Account, Verifiers] | None, *,
-           second: bool, policy: LockoutPolicy, now: float) -> Decision:
+def _judge(
+    ledger: Ledger,
+    attempt: Attempt,
+    found: tuple[Account, Verifiers] | None,
+    *,
+    second: bool,
+    policy: LockoutPolicy,
+    now: float,
+) -> Decision:
     if found is None:
         outcome = LookupOutcome.SECOND_LOOKUP if second else LookupOutcome.NOT_FOUND
         return Decision(LookupResult(outcome))
@@ -145,31 +168,48 @@ def _judge(ledger: Ledger, attempt: Attempt, found: tuple[Account, Verifiers] | 
         return Decision(LookupResult(outcome))
     if second:
         lock = _fail(ledger, account, state, policy, now)
-        return Decision(LookupResult(LookupOutcome.SECOND_LOOKUP), lock=lock,
-                        account=account.account)
+        return Decision(
+            LookupResult(LookupOutcome.SECOND_LOOKUP), lock=lock, account=account.account
+        )
     if not hmac.compare_digest(verifiers.pin.encode(), account.pin_verifier.encode()):
         lock = _fail(ledger, account, state, policy, now)
-        return Decision(LookupResult(LookupOutcome.NOT_FOUND), compared=True, wrong_pin=True,
-                        lock=lock, account=account.account)
+        return Decision(
+            LookupResult(LookupOutcome.NOT_FOUND),
+            compared=True,
+            wrong_pin=True,
+            lock=lock,
+            account=account.account,
+        )
     if state != CardState():
         ledger.set_card_state(account.id, CardState())
     latest = attempt.candidates[0]
     upgraded = account.lookup_version < latest.version
     if upgraded:
         ledger.replace_verifiers(account.id, latest.card, latest.pin)
-    return Decision(LookupResult(LookupOutcome.FOUND, account.account, account.balance),
-                    compared=True, upgraded=upgraded)
+    return Decision(
+        LookupResult(LookupOutcome.FOUND, account.account, account.balance),
+        compared=True,
+        upgraded=upgraded,
+    )
 
 
-def _fail(ledger: Ledger, account: Account, state: CardState, policy: LockoutPolicy,
-          now: float) -> LockKind | None:
+def _fail(
+    ledger: Ledger, account: Account, state: CardState, policy: LockoutPolicy, now: float
+) -> LockKind | None:
     new_state, lock = policy.after_wrong_pin(state, now)
     ledger.set_card_state(account.id, new_state)
     return lock
 
 
-def _answered(ledger: Ledger, attempt: Attempt, decision: Decision, *, now: float,
-              answer: HttpAnswer, ttl: float) -> Decision:
+def _answered(
+    ledger: Ledger,
+    attempt: Attempt,
+    decision: Decision,
+    *,
+    now: float,
+    answer: HttpAnswer,
+    ttl: float,
+) -> Decision:
     """Remember the decision's answer for this call. A request without a key is kept under
     a key of its own, so that it still marks the call as looked up."""
     assert decision.result is not None
@@ -177,4 +217,3 @@ def _answered(ledger: Ledger, attempt: Attempt, decision: Decision, *, now: floa
     key = attempt.request_key or f"unkeyed:{uuid.uuid4().hex}"
     ledger.remember(attempt.call_sid, key, (status, json.dumps(body)), now, ttl)
     return decision
-

@@ -28,8 +28,15 @@ DEMO_ACCOUNT = ("AC12345678", "12.55")
 DEMO_CARD, DEMO_PIN = "1234", "4321"  # the tutorial's test account
 
 
-def add_account(settings: Settings, *, account: str, balance: str, last4: str, pin: str,
-                vault: VaultClient | None = None) -> None:
+def add_account(
+    settings: Settings,
+    *,
+    account: str,
+    balance: str,
+    last4: str,
+    pin: str,
+    vault: VaultClient | None = None,
+) -> None:
     """Runs with the backend identity (HMAC with ``ivr-lookup``), or an operator token.
     Raises :class:`EnrolmentRefused` for a weak PIN, before anything reaches Vault, and
     :class:`~service.errors.LookupKeyMismatch` when this Vault cannot reproduce the
@@ -56,17 +63,27 @@ def seed_demo(settings: Settings, *, vault: VaultClient | None = None) -> str:
     return f"demo account {DEMO_ACCOUNT[0]} provisioned (development only: its PIN is weak)"
 
 
-def _enrol(settings: Settings, account: str, balance: str, last4: str, pin: str, *,
-           vault: VaultClient | None) -> None:
+def _enrol(
+    settings: Settings,
+    account: str,
+    balance: str,
+    last4: str,
+    pin: str,
+    *,
+    vault: VaultClient | None,
+) -> None:
     store = Store(settings.store)
     try:
+
         async def made() -> tuple[str, str, str]:
             async with transit_session(settings, Metrics(), threads=2, vault=vault) as transit:
                 # One Transit call: the verifiers and the canary at the same key version.
                 card_v, pin_v, canary = await transit.hmac(
-                    [card_input(last4), pin_input(last4, pin), CANARY_INPUT])
-                check = await check_keys(transit, settings.lookup_key, store.canaries(),
-                                         store.lookup_versions())
+                    [card_input(last4), pin_input(last4, pin), CANARY_INPUT]
+                )
+                check = await check_keys(
+                    transit, settings.lookup_key, store.canaries(), store.lookup_versions()
+                )
                 if not check.ok:
                     raise check.error()
                 return card_v, pin_v, canary
@@ -78,24 +95,28 @@ def _enrol(settings: Settings, account: str, balance: str, last4: str, pin: str,
         store.close()
 
 
-def check_store_keys(settings: Settings, *, adopt: bool = False,
-                     vault: VaultClient | None = None) -> KeyCheck:
+def check_store_keys(
+    settings: Settings, *, adopt: bool = False, vault: VaultClient | None = None
+) -> KeyCheck:
     """The backend's start-up check, on demand (``ivr-vault accounts check-keys``). With
     ``adopt``, versions stored verifiers use without a canary (a store made before
     canaries) get this Vault's: only for an operator who knows this Vault made them.
     A canary that does not match is never replaced."""
     store = Store(settings.store)
     try:
+
         async def checked() -> KeyCheck:
             async with transit_session(settings, Metrics(), threads=2, vault=vault) as transit:
-                check = await check_keys(transit, settings.lookup_key, store.canaries(),
-                                         store.lookup_versions())
+                check = await check_keys(
+                    transit, settings.lookup_key, store.canaries(), store.lookup_versions()
+                )
                 if adopt and check.unguarded and not check.mismatched:
                     for version in check.unguarded:
                         (canary,) = await transit.hmac([CANARY_INPUT], key_version=version)
                         store.add_canary(canary, time.time())
-                    check = await check_keys(transit, settings.lookup_key, store.canaries(),
-                                             store.lookup_versions())
+                    check = await check_keys(
+                        transit, settings.lookup_key, store.canaries(), store.lookup_versions()
+                    )
                 return check
 
         return asyncio.run(checked())

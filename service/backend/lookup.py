@@ -59,11 +59,13 @@ T = TypeVar("T")
 _MAX_PASSES = 3
 
 
-async def verifiers(transit: Transit, last4: str, pin: str, *,
-                    key_version: int | None = None) -> tuple[str, str]:
+async def verifiers(
+    transit: Transit, last4: str, pin: str, *, key_version: int | None = None
+) -> tuple[str, str]:
     """The card and PIN verifiers of an entry: what the store holds instead of digits."""
-    card_v, pin_v = await transit.hmac([card_input(last4), pin_input(last4, pin)],
-                                       key_version=key_version)
+    card_v, pin_v = await transit.hmac(
+        [card_input(last4), pin_input(last4, pin)], key_version=key_version
+    )
     return card_v, pin_v
 
 
@@ -95,19 +97,21 @@ class Lookup:
 
     async def remembered(self, call_sid: str, request_key: str) -> Answer | None:
         """The answer already given to this very request, if any."""
-        return await self.db(self.store.answer, call_sid, request_key, time.time(),
-                             self.answer_ttl)
+        return await self.db(self.store.answer, call_sid, request_key, time.time(), self.answer_ttl)
 
-    async def __call__(self, request: LookupRequest, answer: HttpAnswer,
-                       request_key: str | None = None) -> Decision:
+    async def __call__(
+        self, request: LookupRequest, answer: HttpAnswer, request_key: str | None = None
+    ) -> Decision:
         """Decide. Raises :class:`~service.errors.VaultError` when Vault cannot answer:
         then nothing was decided and nothing written."""
         try:
-            card_pt, pin_pt, caller_pt = await self.transit.decrypt([
-                (request.card_last4, call_context(request.call_sid, "card_last4")),
-                (request.pin, call_context(request.call_sid, "pin")),
-                (request.caller, call_context(request.call_sid, "caller")),
-            ])
+            card_pt, pin_pt, caller_pt = await self.transit.decrypt(
+                [
+                    (request.card_last4, call_context(request.call_sid, "card_last4")),
+                    (request.pin, call_context(request.call_sid, "pin")),
+                    (request.caller, call_context(request.call_sid, "caller")),
+                ]
+            )
         except DecryptionError:
             annotate(card_version=ciphertext_version(request.card_last4))
             return Decision(LookupResult(LookupOutcome.UNDECRYPTABLE))
@@ -116,24 +120,35 @@ class Lookup:
             return Decision(LookupResult(LookupOutcome.MALFORMED))
         caller = caller_bucket(caller_pt.decode("utf-8", "replace"))
         card_v, pin_v, caller_v = await self.transit.hmac(
-            [card_input(last4), pin_input(last4, pin), caller_input(caller)])
+            [card_input(last4), pin_input(last4, pin), caller_input(caller)]
+        )
         if self.keys is not None:
             # The latest version's canary is on record before any verifier made with it
             # can be stored (a verifier upgrade in the decision); after the first lookup
             # at a version this costs nothing.
             await self.keys.record(verifier_version(card_v))
 
-        attempt = Attempt(request.call_sid, request_key, caller_v,
-                          (Verifiers(card_v, pin_v),))
+        attempt = Attempt(request.call_sid, request_key, caller_v, (Verifiers(card_v, pin_v),))
         policy = LockoutPolicy.from_settings(self.settings)
         for passes in range(1, _MAX_PASSES + 1):
-            decision: Decision = await self.db(self.store.transaction, partial(
-                decide, attempt=attempt, policy=policy, now=time.time(), answer=answer,
-                answer_ttl=self.answer_ttl, final=passes == _MAX_PASSES))
+            decision: Decision = await self.db(
+                self.store.transaction,
+                partial(
+                    decide,
+                    attempt=attempt,
+                    policy=policy,
+                    now=time.time(),
+                    answer=answer,
+                    answer_ttl=self.answer_ttl,
+                    final=passes == _MAX_PASSES,
+                ),
+            )
             if not decision.need_versions:
                 break
-            older = [Verifiers(*await verifiers(self.transit, last4, pin, key_version=v))
-                     for v in decision.need_versions]
+            older = [
+                Verifiers(*await verifiers(self.transit, last4, pin, key_version=v))
+                for v in decision.need_versions
+            ]
             attempt = replace(attempt, candidates=(*attempt.candidates, *older))
         self._report(decision, caller_v)
         return decision
@@ -147,9 +162,13 @@ class Lookup:
             annotate(verifier_upgraded=True)
         if decision.lock is not None:
             self.metrics.lockouts.labels(decision.lock.value).inc()
-            log.warning("card locked after consecutive wrong PINs", kind=decision.lock.value,
-                        account=decision.account)
+            log.warning(
+                "card locked after consecutive wrong PINs",
+                kind=decision.lock.value,
+                account=decision.account,
+            )
         if decision.caller_cut_off:
             self.metrics.lockouts.labels(LockKind.CALLER.value).inc()
-            log.warning("caller cut off after repeated failed lookups",
-                        caller_fp=fingerprint(caller_v))
+            log.warning(
+                "caller cut off after repeated failed lookups", caller_fp=fingerprint(caller_v)
+            )

@@ -16,8 +16,12 @@ from service.formats import CALL_SID_PATTERN, CIPHERTEXT_PATTERN
 _MAX_CIPHERTEXT = 512
 
 # ``caller``: Twilio's ``From``, as the webhook encrypted it (context ``CallSid:caller``).
-FIELDS: dict[str, str] = {"call_sid": CALL_SID_PATTERN, "card_last4": CIPHERTEXT_PATTERN,
-                          "pin": CIPHERTEXT_PATTERN, "caller": CIPHERTEXT_PATTERN}
+FIELDS: dict[str, str] = {
+    "call_sid": CALL_SID_PATTERN,
+    "card_last4": CIPHERTEXT_PATTERN,
+    "pin": CIPHERTEXT_PATTERN,
+    "caller": CIPHERTEXT_PATTERN,
+}
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,11 @@ def parse_lookup(body: bytes) -> LookupRequest:
     if not isinstance(data, dict):
         raise SchemaError([{"loc": "body", "msg": "expected a JSON object"}])
     # An unknown field's name is caller data too (it could be digits): not echoed.
-    problems = [{"loc": "body", "msg": f"unexpected field; allowed: {', '.join(FIELDS)}"}
-                ] if any(name not in FIELDS for name in data) else []
+    problems = (
+        [{"loc": "body", "msg": f"unexpected field; allowed: {', '.join(FIELDS)}"}]
+        if any(name not in FIELDS for name in data)
+        else []
+    )
     for name, pattern in FIELDS.items():
         value = data.get(name)
         if value is None:
@@ -68,8 +75,7 @@ OPENAPI: dict[str, Any] = {
                 "additionalProperties": False,
                 "required": list(FIELDS),
                 "properties": {
-                    name: {"type": "string", "pattern": pattern,
-                           "maxLength": _MAX_CIPHERTEXT}
+                    name: {"type": "string", "pattern": pattern, "maxLength": _MAX_CIPHERTEXT}
                     for name, pattern in FIELDS.items()
                 },
             },
@@ -87,24 +93,49 @@ OPENAPI: dict[str, Any] = {
             "post": {
                 "summary": "Find the account for a call's card and PIN ciphertexts",
                 "description": "One lookup per call: a retry with the same Idempotency-Key "
-                               "gets the first answer again; another key is refused (409).",
-                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
-                                "schema": {"type": "string", "maxLength": 200}}],
-                "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/LookupRequest"}}}},
+                "gets the first answer again; another key is refused (409).",
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "maxLength": 200},
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/LookupRequest"}
+                        }
+                    },
+                },
                 "responses": {
-                    "200": {"description": "found", "content": {"application/json": {
-                        "schema": {"$ref": "#/components/schemas/Account"}}}},
-                    **{code: {"description": text, "content": {"application/json": {
-                        "schema": {"$ref": "#/components/schemas/Error"}}}}
-                       for code, text in (("404", "unknown card or wrong PIN"),
-                                          ("409", "this call already had its lookup"),
-                                          ("415", "not JSON"),
-                                          ("422", "malformed or undecryptable"),
-                                          ("423", "locked after repeated wrong PINs"),
-                                          ("429", "too many failed lookups from this "
-                                                  "caller number"),
-                                          ("503", "Vault unavailable"))},
+                    "200": {
+                        "description": "found",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Account"}}
+                        },
+                    },
+                    **{
+                        code: {
+                            "description": text,
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Error"}
+                                }
+                            },
+                        }
+                        for code, text in (
+                            ("404", "unknown card or wrong PIN"),
+                            ("409", "this call already had its lookup"),
+                            ("415", "not JSON"),
+                            ("422", "malformed or undecryptable"),
+                            ("423", "locked after repeated wrong PINs"),
+                            ("429", "too many failed lookups from this caller number"),
+                            ("503", "Vault unavailable"),
+                        )
+                    },
                     "401": {"description": "missing or wrong bearer token"},
                     "413": {"description": "body too large"},
                 },

@@ -50,8 +50,13 @@ class Manifest:
     sha256: dict[str, str]
 
     def as_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "created": self.created, "cluster_id": self.cluster_id,
-                "vault_version": self.vault_version, "sha256": self.sha256}
+        return {
+            "format": FORMAT,
+            "created": self.created,
+            "cluster_id": self.cluster_id,
+            "vault_version": self.vault_version,
+            "sha256": self.sha256,
+        }
 
 
 def _digest(data: bytes) -> str:
@@ -67,11 +72,17 @@ def write_backup(vault: VaultClient, store_url: StoreUrl, out: Path) -> Manifest
         copy = Path(tmp) / STORE
         export_to_sqlite(store_url, copy)
         store = copy.read_bytes()
-    manifest = Manifest(time.time(), str(status.get("cluster_id", "")),
-                        str(status.get("version", "")),
-                        {SNAPSHOT: _digest(snapshot), STORE: _digest(store)})
-    members = {MANIFEST: json.dumps(manifest.as_json(), indent=2).encode(),
-               SNAPSHOT: snapshot, STORE: store}
+    manifest = Manifest(
+        time.time(),
+        str(status.get("cluster_id", "")),
+        str(status.get("version", "")),
+        {SNAPSHOT: _digest(snapshot), STORE: _digest(store)},
+    )
+    members = {
+        MANIFEST: json.dumps(manifest.as_json(), indent=2).encode(),
+        SNAPSHOT: snapshot,
+        STORE: store,
+    }
     partial = out.with_name(out.name + ".partial")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -113,12 +124,15 @@ def read_backup(path: Path) -> Backup:
     raw = json.loads(members[MANIFEST])
     if raw.get("format") != FORMAT:
         raise ConfigError("--from: unknown backup format")
-    manifest = Manifest(float(raw["created"]), str(raw["cluster_id"]),
-                        str(raw["vault_version"]), dict(raw["sha256"]))
+    manifest = Manifest(
+        float(raw["created"]),
+        str(raw["cluster_id"]),
+        str(raw["vault_version"]),
+        dict(raw["sha256"]),
+    )
     for name in (SNAPSHOT, STORE):
         if _digest(members[name]) != manifest.sha256.get(name):
-            raise ConfigError(f"--from: {name} does not match its digest; the backup is "
-                              "damaged")
+            raise ConfigError(f"--from: {name} does not match its digest; the backup is damaged")
     return Backup(manifest, members[SNAPSHOT], members[STORE])
 
 

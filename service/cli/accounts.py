@@ -61,12 +61,16 @@ def _unlock(args: argparse.Namespace, settings: Settings) -> int:
     if before is None:
         print(f"ivr-vault: no account {args.account}", file=sys.stderr)
         return 1
-    state = ("hard-locked" if before.hard else "locked" if before.locked(time.time())
-             else "not locked")
-    log.warning("account unlocked by an operator", account=args.account, operator=operator,
-                was=state)
-    print(f"ivr-vault: account {args.account} unlocked (was {state}; "
-          f"{before.failures} consecutive wrong PINs forgotten)")
+    state = (
+        "hard-locked" if before.hard else "locked" if before.locked(time.time()) else "not locked"
+    )
+    log.warning(
+        "account unlocked by an operator", account=args.account, operator=operator, was=state
+    )
+    print(
+        f"ivr-vault: account {args.account} unlocked (was {state}; "
+        f"{before.failures} consecutive wrong PINs forgotten)"
+    )
     return 0
 
 
@@ -88,30 +92,45 @@ def _check_keys(args: argparse.Namespace, settings: Settings) -> int:
     if not check.ok:
         print(f"ivr-vault: {check.error()}", file=sys.stderr)
         return 1
-    print(f"ivr-vault: {settings.lookup_key}: this Vault reproduces the account store's "
-          "canaries")
+    print(f"ivr-vault: {settings.lookup_key}: this Vault reproduces the account store's canaries")
     return 0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     accounts = sub.add_parser("accounts", help="account store").add_subparsers(
-        dest="accounts_command", required=True)
-    p = accounts.add_parser("add", help="provision an account; card and PIN from a prompt "
-                                        "or stdin, never argv; weak PINs are refused")
+        dest="accounts_command", required=True
+    )
+    p = accounts.add_parser(
+        "add",
+        help="provision an account; card and PIN from a prompt "
+        "or stdin, never argv; weak PINs are refused",
+    )
     p.add_argument("--account", required=True)
     p.add_argument("--balance", required=True)
     p.set_defaults(func=_add, dev_identity="ivr-backend")
-    p = accounts.add_parser("unlock", help="forget an account's wrong PINs and lift its "
-                                           "lock; as the key-admin (operator) identity")
+    p = accounts.add_parser(
+        "unlock",
+        help="forget an account's wrong PINs and lift its "
+        "lock; as the key-admin (operator) identity",
+    )
     p.add_argument("--account", required=True)
     p.set_defaults(func=_unlock, dev_identity="ivr-keyadmin")
-    p = accounts.add_parser("seed-demo", help="development only: provision the demo account "
-                                              "(card 1234, PIN 4321) with the backend's "
-                                              "identity, unless the store has it")
+    p = accounts.add_parser(
+        "seed-demo",
+        help="development only: provision the demo account "
+        "(card 1234, PIN 4321) with the backend's "
+        "identity, unless the store has it",
+    )
     p.set_defaults(func=_seed_demo, dev_identity="ivr-backend")
-    p = accounts.add_parser("check-keys", help="check that this Vault reproduces the store's "
-                                               "ivr-lookup canaries (as the backend does)")
-    p.add_argument("--adopt", action="store_true",
-                   help="record this Vault's canaries for verifier versions that have none "
-                        "(a store made before canaries); only if this Vault made them")
+    p = accounts.add_parser(
+        "check-keys",
+        help="check that this Vault reproduces the store's "
+        "ivr-lookup canaries (as the backend does)",
+    )
+    p.add_argument(
+        "--adopt",
+        action="store_true",
+        help="record this Vault's canaries for verifier versions that have none "
+        "(a store made before canaries); only if this Vault made them",
+    )
     p.set_defaults(func=_check_keys, dev_identity="ivr-backend")

@@ -29,16 +29,21 @@ def _backup(args: argparse.Namespace, settings: Settings) -> int:
     # In a make run directory with no VAULT_ADDR, .dev/ivr-backup/ (service/cli/devenv.py).
     creds = choose_credentials(settings)
     if creds is None:
-        raise ConfigError("VAULT_ROLE_ID/VAULT_SECRET_ID: not set (nor *_FILE, nor "
-                          "VAULT_TOKEN): no backup identity (in a make run directory, leave "
-                          "VAULT_ADDR unset to use .dev/ivr-backup/)")
-    vault = VaultClient.from_settings(settings, credentials=creds, pool_size=2,
-                                      timeout=max(settings.vault_timeout, 30))
+        raise ConfigError(
+            "VAULT_ROLE_ID/VAULT_SECRET_ID: not set (nor *_FILE, nor "
+            "VAULT_TOKEN): no backup identity (in a make run directory, leave "
+            "VAULT_ADDR unset to use .dev/ivr-backup/)"
+        )
+    vault = VaultClient.from_settings(
+        settings, credentials=creds, pool_size=2, timeout=max(settings.vault_timeout, 30)
+    )
     out = Path(args.out)
     manifest = write_backup(vault, settings.store, out)
-    print(f"ivr-vault: backup written to {out} (mode 0600): the Raft snapshot of Vault "
-          f"cluster {manifest.cluster_id} and the account store {settings.store}. "
-          "It opens only with that Vault's unseal keys: keep them, elsewhere.")
+    print(
+        f"ivr-vault: backup written to {out} (mode 0600): the Raft snapshot of Vault "
+        f"cluster {manifest.cluster_id} and the account store {settings.store}. "
+        "It opens only with that Vault's unseal keys: keep them, elsewhere."
+    )
     return 0
 
 
@@ -56,8 +61,10 @@ def _restore(args: argparse.Namespace, settings: Settings) -> int:
         dev_vault = DevVault.start(DEV_DIR)  # the Vault of `make run` (a new one if lost)
         addr, token = dev_vault.addr, dev_vault.root_token
     elif settings.vault_token is None:
-        raise ConfigError("VAULT_TOKEN: not set (restore needs a root token of the target "
-                          "Vault; with --dev, make run's own)")
+        raise ConfigError(
+            "VAULT_TOKEN: not set (restore needs a root token of the target "
+            "Vault; with --dev, make run's own)"
+        )
     else:
         # Through the first node listed: a snapshot is the cluster's, and the node that
         # takes it in must be the one that is unsealed with the backup's keys afterwards.
@@ -68,8 +75,10 @@ def _restore(args: argparse.Namespace, settings: Settings) -> int:
         server = VaultServer(addr, verify=verify)
         try:
             if restore_snapshot(admin, server, backup):
-                print("ivr-vault: Vault's data restored; it sealed itself: it now opens "
-                      "with the unseal keys of the Vault the backup came from")
+                print(
+                    "ivr-vault: Vault's data restored; it sealed itself: it now opens "
+                    "with the unseal keys of the Vault the backup came from"
+                )
                 _unseal(server, args, dev_vault)
             else:
                 print("ivr-vault: Vault's data restored (same cluster; still unsealed)")
@@ -80,14 +89,19 @@ def _restore(args: argparse.Namespace, settings: Settings) -> int:
         if dev_vault is not None:
             dev_vault.stop()
     aside = restore_store(backup, settings.store)
-    print(f"ivr-vault: account store restored to {settings.store}"
-          + (f" (the one it replaced is in {aside})" if aside else ""))
+    print(
+        f"ivr-vault: account store restored to {settings.store}"
+        + (f" (the one it replaced is in {aside})" if aside else "")
+    )
     print("ivr-vault: restore complete; start (or restart) the services")
     return 0
 
 
-def _unseal(server: VaultServer, args: argparse.Namespace, dev_vault: DevVault | None,
-            ) -> None:
+def _unseal(
+    server: VaultServer,
+    args: argparse.Namespace,
+    dev_vault: DevVault | None,
+) -> None:
     from service.vault.operator_init import DevKeyring
 
     if dev_vault is not None:
@@ -100,31 +114,43 @@ def _unseal(server: VaultServer, args: argparse.Namespace, dev_vault: DevVault |
             raise ConfigError("--unseal-keys-file: none of its keys opens this Vault")
     elif sys.stdin.isatty():
         needed = int(server.seal_status()["t"])
-        shares = [Secret(getpass.getpass(f"unseal key share {i + 1} of {needed}: "))
-                  for i in range(needed)]
+        shares = [
+            Secret(getpass.getpass(f"unseal key share {i + 1} of {needed}: "))
+            for i in range(needed)
+        ]
         if not server.try_unseal(shares):
             raise ConfigError("unseal: these shares do not open this Vault")
     else:
-        print("ivr-vault: unseal it now with those keys (bao operator unseal), then "
-              "start the services")
+        print(
+            "ivr-vault: unseal it now with those keys (bao operator unseal), then "
+            "start the services"
+        )
         return
     server.wait_active()
     print("ivr-vault: unsealed")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("backup", help="write Vault's Raft snapshot and the account store "
-                                      "into one file (mode 0600)")
+    p = sub.add_parser(
+        "backup", help="write Vault's Raft snapshot and the account store into one file (mode 0600)"
+    )
     p.add_argument("--out", required=True, metavar="FILE")
     p.set_defaults(func=_backup, dev_identity="ivr-backup")
-    p = sub.add_parser("restore", help="bring back Vault's data and the account store from "
-                                       "a backup (docs/backup.md)")
+    p = sub.add_parser(
+        "restore",
+        help="bring back Vault's data and the account store from a backup (docs/backup.md)",
+    )
     p.add_argument("--from", dest="source", required=True, metavar="FILE")
-    p.add_argument("--dev", action="store_true",
-                   help="into make run's Vault in .dev/ (started for the restore; stop "
-                        "make run first)")
-    p.add_argument("--unseal-keys-file", metavar="FILE",
-                   help="after the restore, unseal with the keys in FILE (the format of "
-                        ".dev/vault-keys.dev-only; development only: production unseal "
-                        "keys are typed at the prompt)")
+    p.add_argument(
+        "--dev",
+        action="store_true",
+        help="into make run's Vault in .dev/ (started for the restore; stop make run first)",
+    )
+    p.add_argument(
+        "--unseal-keys-file",
+        metavar="FILE",
+        help="after the restore, unseal with the keys in FILE (the format of "
+        ".dev/vault-keys.dev-only; development only: production unseal "
+        "keys are typed at the prompt)",
+    )
     p.set_defaults(func=_restore)

@@ -18,8 +18,10 @@ def _auth_token(settings: Settings) -> str:
     path = DEV_DIR / "twilio-auth-token"
     if path.exists():
         return path.read_text(encoding="utf-8").strip()
-    raise ConfigError("TWILIO_AUTH_TOKEN: not set, and no .dev/twilio-auth-token "
-                      "(is `make run` running in this directory?)")
+    raise ConfigError(
+        "TWILIO_AUTH_TOKEN: not set, and no .dev/twilio-auth-token "
+        "(is `make run` running in this directory?)"
+    )
 
 
 def _call(args: argparse.Namespace, settings: Settings) -> int:
@@ -32,8 +34,11 @@ def _call(args: argparse.Namespace, settings: Settings) -> int:
         try:
             result = caller.play([e for e in entries if e is not None])
         except httpx.HTTPError as exc:
-            print(f"ivr-vault: call: no answer from the webhook at {url} "
-                  f"({type(exc).__name__}); is it running?", file=sys.stderr)
+            print(
+                f"ivr-vault: call: no answer from the webhook at {url} "
+                f"({type(exc).__name__}); is it running?",
+                file=sys.stderr,
+            )
             return 1
     return 0 if result.completed else 1
 

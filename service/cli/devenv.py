@@ -60,22 +60,25 @@ def find_dev_env(environ: Mapping[str, str], dev_dir: Path = DEV_DIR) -> DevEnv 
     addr = values.get("VAULT_ADDR") or values.get("BAO_ADDR")
     if not addr:
         return None
-    return DevEnv(dev_dir, addr, values.get("VAULT_TOKEN") or values.get("BAO_TOKEN"),
-                  values.get("STORE_URL"))
+    return DevEnv(
+        dev_dir, addr, values.get("VAULT_TOKEN") or values.get("BAO_TOKEN"), values.get("STORE_URL")
+    )
 
 
 def names_credentials(environ: Mapping[str, str]) -> bool:
     return any(environ.get(name) or environ.get(f"{name}_FILE") for name in _CREDENTIALS)
 
 
-def dev_environment(environ: Mapping[str, str], identity: str,
-                    dev: DevEnv) -> tuple[dict[str, str], str]:
+def dev_environment(
+    environ: Mapping[str, str], identity: str, dev: DevEnv
+) -> tuple[dict[str, str], str]:
     """``environ`` with the dev Vault's address and, when the environment names no
     credentials, ``identity``'s from ``.dev/``; and the line that says so."""
     env = {**environ, "VAULT_ADDR": dev.addr}
     said = f"using the dev Vault at {dev.addr} ({dev.dir / 'vault.env'})"
-    if dev.store_url and not any(environ.get(name) for name in (
-            "STORE_URL", "STORE_URL_FILE", "STORE_PATH")):
+    if dev.store_url and not any(
+        environ.get(name) for name in ("STORE_URL", "STORE_URL_FILE", "STORE_PATH")
+    ):
         env["STORE_URL"] = dev.store_url  # make run-ha's store goes with its Vault
     if names_credentials(environ) or identity == ANY:
         return env, said

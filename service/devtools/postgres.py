@@ -39,17 +39,20 @@ from service.errors import ConfigError
 
 USER = DATABASE = "ivr"
 READY_TIMEOUT_S = 30.0
-HINT = ("PostgreSQL not found (initdb, postgres): sudo apt-get install postgresql "
-        "(.ci/run installs it)")
+HINT = (
+    "PostgreSQL not found (initdb, postgres): sudo apt-get install postgresql (.ci/run installs it)"
+)
 
 
 def find_bindir() -> Path:
     """``initdb``'s directory: on PATH, else Debian's /usr/lib/postgresql/<newest>/bin."""
     on_path = shutil.which("initdb")
     candidates = [Path(on_path).resolve().parent] if on_path else []
-    candidates += sorted((Path(p).parent for p in glob("/usr/lib/postgresql/*/bin/initdb")),
-                         key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0,
-                         reverse=True)
+    candidates += sorted(
+        (Path(p).parent for p in glob("/usr/lib/postgresql/*/bin/initdb")),
+        key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0,
+        reverse=True,
+    )
     for bindir in candidates:
         if (bindir / "postgres").exists():
             return bindir
@@ -66,7 +69,7 @@ def _reachable(path: Path, uid: int, gid: int) -> bool:
     """Can that user traverse every directory above ``path``?"""
     for parent in path.resolve().parents:
         st = parent.stat()
-        bit = (0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001)
+        bit = 0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001
         if not st.st_mode & bit:
             return False
     return True
@@ -81,8 +84,11 @@ class LocalPostgres:
 
     def __init__(self, state_dir: Path | None = None, *, port: int | None = None) -> None:
         self.persistent = state_dir is not None
-        self.base = Path(state_dir) if state_dir is not None else Path(
-            tempfile.mkdtemp(prefix="ivr-postgres-"))
+        self.base = (
+            Path(state_dir)
+            if state_dir is not None
+            else Path(tempfile.mkdtemp(prefix="ivr-postgres-"))
+        )
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self._bindir = find_bindir()
@@ -114,8 +120,10 @@ class LocalPostgres:
         return self.url_for(DATABASE)
 
     def url_for(self, database: str) -> str:
-        return (f"postgresql://{USER}@127.0.0.1:{self.port}/{database}"
-                f"?passfile={self.passfile.resolve()}")
+        return (
+            f"postgresql://{USER}@127.0.0.1:{self.port}/{database}"
+            f"?passfile={self.passfile.resolve()}"
+        )
 
     def start(self) -> str:
         """initdb (the first time), then the server; returns :attr:`url` once it answers."""
@@ -124,9 +132,11 @@ class LocalPostgres:
             # The server's user may pass through (to its data), not look in.
             os.chmod(self.base, 0o711)  # noqa: S103
         if self._as and not _reachable(self.data_dir, self._uid, self._gid):
-            raise ConfigError(f"{self.data_dir}: the postgres user (PostgreSQL refuses to "
-                              "run as root) cannot reach it; choose a directory it can "
-                              "traverse, or run as a user other than root")
+            raise ConfigError(
+                f"{self.data_dir}: the postgres user (PostgreSQL refuses to "
+                "run as root) cannot reach it; choose a directory it can "
+                "traverse, or run as a user other than root"
+            )
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
         self.process = self._spawn()
@@ -149,10 +159,25 @@ class LocalPostgres:
         os.chown(pwfile, self._uid, self._gid)
         try:
             done = subprocess.run(
-                [str(self._bindir / "initdb"), "-D", str(self.data_dir), "-U", USER,
-                 "-A", "scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-locale",
-                 *([] if self.persistent else ["--no-sync"])],
-                check=False, capture_output=True, timeout=120, **self._as)
+                [
+                    str(self._bindir / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    USER,
+                    "-A",
+                    "scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                    *([] if self.persistent else ["--no-sync"]),
+                ],
+                check=False,
+                capture_output=True,
+                timeout=120,
+                **self._as,
+            )
         finally:
             pwfile.unlink()
         if done.returncode != 0:
@@ -160,23 +185,39 @@ class LocalPostgres:
         _write_private(self.passfile, f"127.0.0.1:*:*:{USER}:{password}\n")
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        options = ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-                   "-p", str(self.port)]
+        options = [
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "unix_socket_directories=",
+            "-p",
+            str(self.port),
+        ]
         if not self.persistent:
             # A throwaway cluster: commits need not reach the disk. Locks, isolation and
             # every statement behave the same.
-            options += ["-c", "fsync=off", "-c", "synchronous_commit=off",
-                        "-c", "full_page_writes=off"]
+            options += [
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]
         fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "ab") as log:
             return subprocess.Popen(
                 [str(self._bindir / "postgres"), "-D", str(self.data_dir), *options],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"},
                 # After the switch to the postgres user (Popen changes user first), so
                 # that the parent-death signal survives it.
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl call
-                start_new_session=True, **self._as)
+                start_new_session=True,
+                **self._as,
+            )
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -186,8 +227,9 @@ class LocalPostgres:
                 # Its last lines in the error: the temporary directory is gone by the time
                 # anyone reads a CI log.
                 last = self.log_path.read_text(errors="replace").splitlines()[-3:]
-                raise RuntimeError(f"postgres exited with {self.process.returncode}: "
-                                   + " / ".join(last))
+                raise RuntimeError(
+                    f"postgres exited with {self.process.returncode}: " + " / ".join(last)
+                )
             try:
                 psycopg.connect(self.url_for("postgres"), connect_timeout=2).close()
                 return
@@ -198,8 +240,7 @@ class LocalPostgres:
 
     def _create_database(self, name: str) -> None:
         with psycopg.connect(self.url_for("postgres"), autocommit=True) as db:
-            if not db.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                              (name,)).fetchone():
+            if not db.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
                 db.execute(f'CREATE DATABASE "{name}"')
 
     def new_database(self, name: str) -> str:

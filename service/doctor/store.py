@@ -25,9 +25,12 @@ def schema_status(settings: Settings) -> Check:
     name = "store schema"
     url = settings.store
     if url.engine == "sqlite" and not Path(url.path).is_file():
-        return Check.failed(name, f"{url.display}: no store there",
-                            "set STORE_URL (or STORE_PATH) to the backend's store (make run: "
-                            ".dev/accounts.sqlite3), or `ivr-vault store migrate` to make one")
+        return Check.failed(
+            name,
+            f"{url.display}: no store there",
+            "set STORE_URL (or STORE_PATH) to the backend's store (make run: "
+            ".dev/accounts.sqlite3), or `ivr-vault store migrate` to make one",
+        )
     try:
         database = open_database(url, pool_size=1)
         try:
@@ -35,20 +38,32 @@ def schema_status(settings: Settings) -> Check:
         finally:
             database.close()
     except (IvrVaultError, sqlite3.Error) as exc:
-        return Check.failed(name, f"{url.display}: not reachable ({type(exc).__name__})",
-                            "see that the database is up and STORE_URL names it")
+        return Check.failed(
+            name,
+            f"{url.display}: not reachable ({type(exc).__name__})",
+            "see that the database is up and STORE_URL names it",
+        )
     if version > LATEST:
-        return Check.failed(name, f"{url.display}: schema at version {version}, newer than "
-                                  f"this release knows ({LATEST})",
-                            "run the release that migrated it")
+        return Check.failed(
+            name,
+            f"{url.display}: schema at version {version}, newer than this release knows ({LATEST})",
+            "run the release that migrated it",
+        )
     if version < LATEST:
-        return Check.failed(name, f"{url.display}: schema at version {version}, this "
-                                  f"release needs {LATEST}", MIGRATE_FIX)
+        return Check.failed(
+            name,
+            f"{url.display}: schema at version {version}, this release needs {LATEST}",
+            MIGRATE_FIX,
+        )
     if missing:
-        return Check.failed(name, f"{url.display}: tables missing: {', '.join(missing)}",
-                            "restore the store from its backup (docs/backup.md)")
-    return Check.passed(name, f"{url.display}: reachable; schema at version {LATEST} "
-                              "(this release's)")
+        return Check.failed(
+            name,
+            f"{url.display}: tables missing: {', '.join(missing)}",
+            "restore the store from its backup (docs/backup.md)",
+        )
+    return Check.passed(
+        name, f"{url.display}: reachable; schema at version {LATEST} (this release's)"
+    )
 
 
 def canary_check(settings: Settings, backend: Callable[[], VaultClient]) -> Check:
@@ -60,11 +75,17 @@ def canary_check(settings: Settings, backend: Callable[[], VaultClient]) -> Chec
     try:
         check = check_store_keys(settings, vault=backend())
     except IvrVaultError as exc:
-        return Check.failed(name, f"could not check ({type(exc).__name__}: {exc})",
-                            "see the vault and identity ivr-backend rows")
+        return Check.failed(
+            name,
+            f"could not check ({type(exc).__name__}: {exc})",
+            "see the vault and identity ivr-backend rows",
+        )
     if not check.ok:
-        return Check.failed(name, str(check.error()).split(";")[0],
-                            f"restore Vault from the backup that matches this store: "
-                            f"{WAY_OUT} (a store made before canaries: `ivr-vault accounts "
-                            "check-keys --adopt`, only if this Vault made it)")
+        return Check.failed(
+            name,
+            str(check.error()).split(";")[0],
+            f"restore Vault from the backup that matches this store: "
+            f"{WAY_OUT} (a store made before canaries: `ivr-vault accounts "
+            "check-keys --adopt`, only if this Vault made it)",
+        )
     return Check.passed(name, "this Vault reproduces every canary the store holds")

@@ -147,6 +147,7 @@ def _matches(pattern: re.Pattern[str], *, max_len: int = 128) -> Validator:
 
 def _whole(low: int, high: int) -> Validator:
     """An ``int`` (exactly: not a bool, not a str) from ``low`` to ``high``."""
+
     def check(value: object) -> bool:
         return type(value) is int and low <= value <= high
 
@@ -155,9 +156,13 @@ def _whole(low: int, high: int) -> Validator:
 
 def _real(low: float, high: float) -> Validator:
     """An ``int`` or ``float`` (not a bool, not a str, not a Decimal), finite, in range."""
+
     def check(value: object) -> bool:
-        return (type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
-                and low <= value <= high)  # type: ignore[operator]
+        return (
+            type(value) in (int, float)
+            and math.isfinite(value)  # type: ignore[arg-type]
+            and low <= value <= high  # type: ignore[operator]
+        )
 
     return check
 
@@ -433,7 +438,7 @@ class Scrubber:
         args = iter(zip(event.args, kinds, strict=True))
         position = 0
         for spec in SPEC.finditer(event.msg):
-            pieces.append(mask_digits(event.msg[position:spec.start()]))
+            pieces.append(mask_digits(event.msg[position : spec.start()]))
             position = spec.end()
             if spec.group() == "%%":
                 pieces.append("%")

@@ -81,32 +81,41 @@ class Store:
         no other decision at all); all its writes commit together, or none if it raises."""
         return self._run(lambda db: work(self._ledger(db)), write=True)
 
-    def answer(self, call_sid: str, request_key: str, now: float,
-               ttl: float) -> Answer | None:
+    def answer(self, call_sid: str, request_key: str, now: float, ttl: float) -> Answer | None:
         """The answer already given to this very request, if any (a read, outside any
         transaction: a Twilio retry is answered without Vault)."""
-        row = self._run(lambda db: db.execute(
-            "SELECT status, body FROM call_answers WHERE call_sid=? AND request_key=?"
-            " AND at > ?", (call_sid, request_key, now - ttl)).fetchone())
+        row = self._run(
+            lambda db: db.execute(
+                "SELECT status, body FROM call_answers WHERE call_sid=? AND request_key=?"
+                " AND at > ?",
+                (call_sid, request_key, now - ttl),
+            ).fetchone()
+        )
         return (int(row[0]), str(row[1])) if row else None
 
     # -- accounts -------------------------------------------------------------------
 
-    def upsert_account(self, account: str, balance: str, card_verifier: str,
-                       pin_verifier: str) -> None:
+    def upsert_account(
+        self, account: str, balance: str, card_verifier: str, pin_verifier: str
+    ) -> None:
         version = verifier_version(card_verifier)
-        self._run(lambda db: db.execute(
-            "INSERT INTO accounts(account, balance, card_verifier, pin_verifier,"
-            " lookup_version) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT(account) DO UPDATE SET balance=excluded.balance,"
-            " card_verifier=excluded.card_verifier, pin_verifier=excluded.pin_verifier,"
-            " lookup_version=excluded.lookup_version",
-            (account, balance, card_verifier, pin_verifier, version)), write=True)
+        self._run(
+            lambda db: db.execute(
+                "INSERT INTO accounts(account, balance, card_verifier, pin_verifier,"
+                " lookup_version) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(account) DO UPDATE SET balance=excluded.balance,"
+                " card_verifier=excluded.card_verifier, pin_verifier=excluded.pin_verifier,"
+                " lookup_version=excluded.lookup_version",
+                (account, balance, card_verifier, pin_verifier, version),
+            ),
+            write=True,
+        )
 
     def unlock(self, account: str) -> CardState | None:
         """Forget an account's wrong PINs and lift its lock (an operator's
         ``accounts unlock``). Returns the state it had, or None when there is no such
         account."""
+
         def work(db: Connection) -> CardState | None:
             ledger = self._ledger(db)
             account_id = ledger.account_id(account)
@@ -115,6 +124,7 @@ class Store:
             before = ledger.card_state(account_id)
             db.execute("DELETE FROM card_lockout WHERE account_id=?", (account_id,))
             return before
+
         return self._run(work, write=True)
 
     def lookup_versions(self) -> list[int]:
@@ -122,30 +132,38 @@ class Store:
         return self._run(lambda db: self._ledger(db).versions())
 
     def version_counts(self) -> dict[int, int]:
-        rows = self._run(lambda db: db.execute(
-            "SELECT lookup_version, COUNT(*) FROM accounts GROUP BY lookup_version"
-        ).fetchall())
+        rows = self._run(
+            lambda db: db.execute(
+                "SELECT lookup_version, COUNT(*) FROM accounts GROUP BY lookup_version"
+            ).fetchall()
+        )
         return {int(v): int(n) for v, n in rows}
 
     def has_account(self, account: str) -> bool:
-        row = self._run(lambda db: db.execute(
-            "SELECT 1 FROM accounts WHERE account=?", (account,)).fetchone())
+        row = self._run(
+            lambda db: db.execute("SELECT 1 FROM accounts WHERE account=?", (account,)).fetchone()
+        )
         return row is not None
 
     # -- ivr-lookup canaries ----------------------------------------------------------
 
     def canaries(self) -> dict[int, str]:
         """version → the canary HMAC recorded when that version was first used."""
-        rows = self._run(lambda db: db.execute(
-            "SELECT version, hmac FROM lookup_canaries").fetchall())
+        rows = self._run(
+            lambda db: db.execute("SELECT version, hmac FROM lookup_canaries").fetchall()
+        )
         return {int(v): str(h) for v, h in rows}
 
     def add_canary(self, canary: str, now: float) -> None:
         """Record a version's canary; a canary already recorded is never replaced."""
-        self._run(lambda db: db.execute(
-            "INSERT INTO lookup_canaries(version, hmac, at) VALUES (?, ?, ?)"
-            " ON CONFLICT(version) DO NOTHING",
-            (verifier_version(canary), canary, now)), write=True)
+        self._run(
+            lambda db: db.execute(
+                "INSERT INTO lookup_canaries(version, hmac, at) VALUES (?, ?, ?)"
+                " ON CONFLICT(version) DO NOTHING",
+                (verifier_version(canary), canary, now),
+            ),
+            write=True,
+        )
 
 
 # Statements below interpolate nothing but this module's constants (a column list, a
@@ -164,38 +182,50 @@ class SqliteLedger:
         self._db = db
 
     def answers(self, call_sid: str) -> dict[str, Answer]:
-        rows = self._db.execute("SELECT request_key, status, body FROM call_answers"
-                                " WHERE call_sid=?", (call_sid,)).fetchall()
+        rows = self._db.execute(
+            "SELECT request_key, status, body FROM call_answers WHERE call_sid=?", (call_sid,)
+        ).fetchall()
         return {str(key): (int(status), str(body)) for key, status, body in rows}
 
-    def remember(self, call_sid: str, request_key: str, answer: Answer, now: float,
-                 ttl: float) -> None:
+    def remember(
+        self, call_sid: str, request_key: str, answer: Answer, now: float, ttl: float
+    ) -> None:
         self._sweep("call_answers", now - ttl)
-        self._db.execute("INSERT INTO call_answers(call_sid, request_key, status, body, at)"
-                         " VALUES (?, ?, ?, ?, ?) ON CONFLICT(call_sid, request_key)"
-                         " DO UPDATE SET status=excluded.status, body=excluded.body,"
-                         " at=excluded.at", (call_sid, request_key, *answer, now))
+        self._db.execute(
+            "INSERT INTO call_answers(call_sid, request_key, status, body, at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT(call_sid, request_key)"
+            " DO UPDATE SET status=excluded.status, body=excluded.body,"
+            " at=excluded.at",
+            (call_sid, request_key, *answer, now),
+        )
 
     def account(self, card_verifier: str) -> Account | None:
-        row = self._db.execute(f"SELECT {_ACCOUNT} FROM accounts"  # noqa: S608
-                               f" WHERE card_verifier=?{self.ROW_LOCK}",
-                               (card_verifier,)).fetchone()
+        row = self._db.execute(
+            f"SELECT {_ACCOUNT} FROM accounts"  # noqa: S608
+            f" WHERE card_verifier=?{self.ROW_LOCK}",
+            (card_verifier,),
+        ).fetchone()
         return Account(*row) if row else None
 
     def account_id(self, account: str) -> int | None:
         """The id of the account of that name, locked like :meth:`account`."""
-        row = self._db.execute(f"SELECT id FROM accounts WHERE account=?{self.ROW_LOCK}",  # noqa: S608
-                               (account,)).fetchone()
+        row = self._db.execute(
+            f"SELECT id FROM accounts WHERE account=?{self.ROW_LOCK}",  # noqa: S608
+            (account,),
+        ).fetchone()
         return int(row[0]) if row else None
 
     def versions(self) -> list[int]:
-        rows = self._db.execute("SELECT DISTINCT lookup_version FROM accounts"
-                                " ORDER BY lookup_version DESC").fetchall()
+        rows = self._db.execute(
+            "SELECT DISTINCT lookup_version FROM accounts ORDER BY lookup_version DESC"
+        ).fetchall()
         return [int(r[0]) for r in rows]
 
     def card_state(self, account_id: int) -> CardState:
-        row = self._db.execute("SELECT failures, locked_until, hard FROM card_lockout"
-                               " WHERE account_id=?", (account_id,)).fetchone()
+        row = self._db.execute(
+            "SELECT failures, locked_until, hard FROM card_lockout WHERE account_id=?",
+            (account_id,),
+        ).fetchone()
         if row is None:
             return CardState()
         return CardState(int(row[0]), float(row[1]), bool(row[2]))
@@ -204,28 +234,29 @@ class SqliteLedger:
         if state == CardState():
             self._db.execute("DELETE FROM card_lockout WHERE account_id=?", (account_id,))
             return
-        self._db.execute("INSERT INTO card_lockout(account_id, failures, locked_until, hard)"
-                         " VALUES (?, ?, ?, ?) ON CONFLICT(account_id) DO UPDATE SET"
-                         " failures=excluded.failures, locked_until=excluded.locked_until,"
-                         " hard=excluded.hard",
-                         (account_id, state.failures, state.locked_until, int(state.hard)))
+        self._db.execute(
+            "INSERT INTO card_lockout(account_id, failures, locked_until, hard)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT(account_id) DO UPDATE SET"
+            " failures=excluded.failures, locked_until=excluded.locked_until,"
+            " hard=excluded.hard",
+            (account_id, state.failures, state.locked_until, int(state.hard)),
+        )
 
-    def replace_verifiers(self, account_id: int, card_verifier: str,
-                          pin_verifier: str) -> None:
-        self._db.execute("UPDATE accounts SET card_verifier=?, pin_verifier=?,"
-                         " lookup_version=? WHERE id=?",
-                         (card_verifier, pin_verifier, verifier_version(card_verifier),
-                          account_id))
+    def replace_verifiers(self, account_id: int, card_verifier: str, pin_verifier: str) -> None:
+        self._db.execute(
+            "UPDATE accounts SET card_verifier=?, pin_verifier=?, lookup_version=? WHERE id=?",
+            (card_verifier, pin_verifier, verifier_version(card_verifier), account_id),
+        )
 
     def caller_failures(self, caller: str, since: float) -> int:
-        (count,) = self._db.execute("SELECT COUNT(*) FROM caller_failures"
-                                    " WHERE caller=? AND at > ?", (caller, since)).fetchone()
+        (count,) = self._db.execute(
+            "SELECT COUNT(*) FROM caller_failures WHERE caller=? AND at > ?", (caller, since)
+        ).fetchone()
         return int(count)
 
     def add_caller_failure(self, caller: str, now: float, window: float) -> None:
         self._sweep("caller_failures", now - window)
-        self._db.execute("INSERT INTO caller_failures(caller, at) VALUES (?, ?)",
-                         (caller, now))
+        self._db.execute("INSERT INTO caller_failures(caller, at) VALUES (?, ?)", (caller, now))
 
     def _sweep(self, table: str, before: float) -> None:
         """Forget ``table``'s rows from ``before`` or earlier."""
@@ -268,10 +299,11 @@ class PostgresLedger(SqliteLedger):
 
     def _lock(self, kind: str, key: str) -> None:
         # A 64-bit hash of the key: two keys that collide only wait for each other.
-        self._db.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))",
-                         (f"{kind}:{key}",))
+        self._db.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (f"{kind}:{key}",))
 
     def _sweep(self, table: str, before: float) -> None:
-        self._db.execute(f"DELETE FROM {table} WHERE ctid IN"  # noqa: S608
-                         f" (SELECT ctid FROM {table} WHERE at <= ? FOR UPDATE SKIP LOCKED)",
-                         (before,))
+        self._db.execute(
+            f"DELETE FROM {table} WHERE ctid IN"  # noqa: S608
+            f" (SELECT ctid FROM {table} WHERE at <= ? FOR UPDATE SKIP LOCKED)",
+            (before,),
+        )

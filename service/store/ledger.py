@@ -56,8 +56,9 @@ class Ledger(Protocol):
         """The answers this call's lookups were given, by request key."""
         ...
 
-    def remember(self, call_sid: str, request_key: str, answer: Answer, now: float,
-                 ttl: float) -> None:
+    def remember(
+        self, call_sid: str, request_key: str, answer: Answer, now: float, ttl: float
+    ) -> None:
         """Keep ``answer`` for this call and key (and forget any older than ``ttl``)."""
         ...
 
@@ -73,8 +74,7 @@ class Ledger(Protocol):
 
     def set_card_state(self, account_id: int, state: CardState) -> None: ...
 
-    def replace_verifiers(self, account_id: int, card_verifier: str,
-                          pin_verifier: str) -> None:
+    def replace_verifiers(self, account_id: int, card_verifier: str, pin_verifier: str) -> None:
         """Re-made at the latest key version (after ``ivr-lookup`` rotated)."""
         ...
 

@@ -104,8 +104,7 @@ _BASELINE = (
         context TEXT,
         created_at DOUBLE PRECISION NOT NULL,
         updated_at DOUBLE PRECISION NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS sealed_by_key_version ON"
-    " sealed_records(key_name, key_version, id)",
+    "CREATE INDEX IF NOT EXISTS sealed_by_key_version ON sealed_records(key_name, key_version, id)",
 )
 
 
@@ -116,15 +115,17 @@ def _carry_over_windowed_lockout(db: Connection, engine: Engine) -> None:
     began after it."""
     if engine != "sqlite":
         return
-    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master"
-                                           " WHERE type='table'").fetchall()}
+    tables = {
+        row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+    }
     if {"pin_failures", "locks"} <= tables:  # the old schema made both
         db.execute(
             "INSERT OR IGNORE INTO card_lockout(account_id, failures, locked_until, hard)"
             " SELECT a.id, (SELECT COUNT(*) FROM pin_failures f WHERE f.account_id=a.id),"
             " COALESCE((SELECT until FROM locks l WHERE l.account_id=a.id), 0), 0"
             " FROM accounts a WHERE a.id IN (SELECT account_id FROM pin_failures"
-            " UNION SELECT account_id FROM locks)")
+            " UNION SELECT account_id FROM locks)"
+        )
     for old in ("pin_failures", "locks", "idempotency"):
         if old in tables:
             db.execute(f"DROP TABLE {old}")
@@ -133,8 +134,9 @@ def _carry_over_windowed_lockout(db: Connection, engine: Engine) -> None:
 MIGRATIONS: tuple[Migration, ...] = (
     # The schema before versioned migrations, as SQLite stores already have it (IF NOT EXISTS:
     # a store made before versioned migrations takes this as a no-op).
-    Migration(1, "accounts, lockouts, caller failures, call answers, canaries, sealed "
-                 "records", _BASELINE),
+    Migration(
+        1, "accounts, lockouts, caller failures, call answers, canaries, sealed records", _BASELINE
+    ),
     Migration(2, "carry pre-issue-11 lockout counts over", step=_carry_over_windowed_lockout),
 )
 LATEST = MIGRATIONS[-1].version
@@ -143,14 +145,15 @@ LATEST = MIGRATIONS[-1].version
 # export or import (service/backup/transfer.py) copies. tests/integration/store/
 # test_store_engines.py checks them against the schema both engines really have.
 TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("accounts", ("id", "account", "balance", "card_verifier", "pin_verifier",
-                  "lookup_version")),
+    ("accounts", ("id", "account", "balance", "card_verifier", "pin_verifier", "lookup_version")),
     ("card_lockout", ("account_id", "failures", "locked_until", "hard")),
     ("caller_failures", ("caller", "at")),
     ("call_answers", ("call_sid", "request_key", "status", "body", "at")),
     ("lookup_canaries", ("version", "hmac", "at")),
-    ("sealed_records", ("id", "key_name", "key_version", "ciphertext", "context",
-                        "created_at", "updated_at")),
+    (
+        "sealed_records",
+        ("id", "key_name", "key_version", "ciphertext", "context", "created_at", "updated_at"),
+    ),
 )
 
 _HISTORY = """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -160,23 +163,26 @@ _HISTORY = """CREATE TABLE IF NOT EXISTS schema_migrations (
 
 
 def _version(db: Connection, engine: Engine) -> int:
-    exists = ("SELECT COUNT(*) FROM sqlite_master WHERE type='table'"
-              " AND name='schema_migrations'" if engine == "sqlite" else
-              "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema()"
-              " AND tablename = 'schema_migrations'")
+    exists = (
+        "SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND name='schema_migrations'"
+        if engine == "sqlite"
+        else "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema()"
+        " AND tablename = 'schema_migrations'"
+    )
     if not db.execute(exists).fetchone()[0]:
         return 0
-    (version,) = db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
-                            ).fetchone()
+    (version,) = db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()
     return int(version)
 
 
 def missing_tables(database: Database) -> list[str]:
     """The tables of the latest schema (:data:`TABLES`) this store lacks, read only
     (``ivr-vault doctor``: a store at the right version with a table dropped by hand)."""
-    listing = ("SELECT name FROM sqlite_master WHERE type='table'"
-               if database.engine == "sqlite" else
-               "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+    listing = (
+        "SELECT name FROM sqlite_master WHERE type='table'"
+        if database.engine == "sqlite"
+        else "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+    )
     present = database.run(lambda db: {str(row[0]) for row in db.execute(listing).fetchall()})
     return [name for name, _ in TABLES if name not in present]
 
@@ -199,8 +205,10 @@ def migrate(database: Database) -> list[Migration]:
         pending = [m for m in MIGRATIONS if m.version > current]
         for migration in pending:
             migration.apply(db, engine)
-            db.execute("INSERT INTO schema_migrations(version, name, applied_at)"
-                       " VALUES (?, ?, ?)", (migration.version, migration.name, time.time()))
+            db.execute(
+                "INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.name, time.time()),
+            )
         return pending
 
     return database.run(work, write=True)
@@ -218,7 +226,8 @@ def prepare(database: Database) -> None:
         return
     raise StoreSchemaMismatch(
         f"{database.display}: the account store's schema is at version {current}, this release "
-        f"needs {LATEST}: run `ivr-vault store migrate` (docs/deployment.md)")
+        f"needs {LATEST}: run `ivr-vault store migrate` (docs/deployment.md)"
+    )
 
 
 def open_current(url: StoreUrl, *, pool_size: int) -> Database:
@@ -236,7 +245,8 @@ def _refuse_newer(current: int, display: str) -> None:
     if current > LATEST:
         raise StoreSchemaMismatch(
             f"{display}: the account store's schema is at version {current}, newer than this "
-            f"release knows ({LATEST}): run the release that migrated it")
+            f"release knows ({LATEST}): run the release that migrated it"
+        )
 
 
 def migrate_store(url: StoreUrl) -> str:

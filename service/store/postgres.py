@@ -66,34 +66,44 @@ class PostgresDatabase:
 
     engine: Literal["postgresql"] = "postgresql"
 
-    def __init__(self, url: StoreUrl, *, pool_size: int = 4,
-                 timeout: float = CONNECT_TIMEOUT_S, wait: float = WAIT_S) -> None:
+    def __init__(
+        self,
+        url: StoreUrl,
+        *,
+        pool_size: int = 4,
+        timeout: float = CONNECT_TIMEOUT_S,
+        wait: float = WAIT_S,
+    ) -> None:
         assert url.conninfo is not None
         self.url = url
         conninfo = url.conninfo.reveal()
         self._password = str(_conninfo_field(conninfo, "password") or "")
-        connect: dict[str, Any] = {"autocommit": True,
-                                   "connect_timeout": max(1, round(timeout))}
+        connect: dict[str, Any] = {"autocommit": True, "connect_timeout": max(1, round(timeout))}
         # One connection first: a store that cannot be reached fails here at once, with
         # libpq's own reason in one line (the pool would retry in the background, log a
         # warning each time, and then say only that it timed out).
         try:
             psycopg.connect(conninfo, **connect).close()
         except psycopg.Error as exc:
-            raise StoreUnavailable(f"{url.display}: cannot connect "
-                                   f"({self._reason(exc)})") from None
+            raise StoreUnavailable(f"{url.display}: cannot connect ({self._reason(exc)})") from None
         # check: a connection that died while idle (a PostgreSQL restart, a failover) is
         # replaced before use instead of failing the request that drew it; it costs one
         # empty round trip per use.
         self._pool = ConnectionPool(
-            conninfo, min_size=1, max_size=max(1, pool_size), open=False, timeout=wait,
-            name="ivr-store", check=ConnectionPool.check_connection, kwargs=connect)
+            conninfo,
+            min_size=1,
+            max_size=max(1, pool_size),
+            open=False,
+            timeout=wait,
+            name="ivr-store",
+            check=ConnectionPool.check_connection,
+            kwargs=connect,
+        )
         try:
             self._pool.open(wait=True, timeout=timeout)
         except PoolTimeout:
             self._pool.close()
-            raise StoreUnavailable(f"{url.display}: no connection within {timeout:g}s"
-                                   ) from None
+            raise StoreUnavailable(f"{url.display}: no connection within {timeout:g}s") from None
 
     @property
     def display(self) -> str:
@@ -102,8 +112,9 @@ class PostgresDatabase:
     def _reason(self, exc: BaseException) -> str:
         """libpq's first line (``… failed: Connection refused``), without the password,
         should it ever be in there."""
-        text = next((line.strip() for line in str(exc).splitlines() if line.strip()),
-                    type(exc).__name__).removeprefix("connection failed: ")
+        text = next(
+            (line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__
+        ).removeprefix("connection failed: ")
         if self._password:
             text = text.replace(self._password, "**********")
         return text

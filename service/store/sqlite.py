@@ -48,8 +48,7 @@ class ThreadConnections:
             return db
         # check_same_thread=False only so that close() may close it from another thread;
         # otherwise a connection is used by the thread that opened it and no other.
-        db = sqlite3.connect(self.path, timeout=0, isolation_level=None,
-                             check_same_thread=False)
+        db = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         # WAL with synchronous=NORMAL syncs at checkpoints, not at every commit: a
         # committed transaction survives a crash of this process (it is in the WAL file),

@@ -62,8 +62,7 @@ def error_for_status(status: int, operation: str, body: bytes = b"") -> VaultErr
     if status == 400:
         # Per-item batch results ride in a 400's body (one failed item fails the call).
         parsed = _json_object(body)
-        return VaultRequestError(f"{operation}: Vault refused the request",
-                                 response_json=parsed)
+        return VaultRequestError(f"{operation}: Vault refused the request", response_json=parsed)
     if status == 404:
         return VaultNotFound(f"{operation}: not found")
     if status == 429:
@@ -142,9 +141,13 @@ class TokenKeeper:
     neither renewed nor replaced. Both do the I/O; the keeper decides when.
     """
 
-    def __init__(self, login: Callable[[], TokenState],
-                 renew: Callable[[TokenState], TokenState] | None, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        login: Callable[[], TokenState],
+        renew: Callable[[TokenState], TokenState] | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._login = login
         self._renew = renew
         self._clock = clock

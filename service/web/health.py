@@ -27,15 +27,17 @@ class Drain:
     draining: bool = False
 
 
-def health_routes(ready: ReadinessCheck, metrics: Metrics,
-                  drain: Drain | None = None) -> list[Route]:
+def health_routes(
+    ready: ReadinessCheck, metrics: Metrics, drain: Drain | None = None
+) -> list[Route]:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
         if drain is not None and drain.draining:
-            return JSONResponse({"status": "draining", "checks": {"draining": False}},
-                                status_code=503)
+            return JSONResponse(
+                {"status": "draining", "checks": {"draining": False}}, status_code=503
+            )
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
                 checks = await ready()
@@ -44,8 +46,10 @@ def health_routes(ready: ReadinessCheck, metrics: Metrics,
             checks = {"timeout": False}
             metrics.record_readiness({})  # nothing confirmed
         ok = all(checks.values())
-        return JSONResponse({"status": "ready" if ok else "unavailable", "checks": checks},
-                            status_code=200 if ok else 503)
+        return JSONResponse(
+            {"status": "ready" if ok else "unavailable", "checks": checks},
+            status_code=200 if ok else 503,
+        )
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

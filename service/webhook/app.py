@@ -83,8 +83,9 @@ async def voice(state: WebhookState, form: TwilioForm) -> str:
     return twiml.gather(twiml.ASK_CARD, twiml.action_url("/voice/card"))
 
 
-def _retry_or_goodbye(state: WebhookState, form: TwilioForm, prompt: str,
-                      action: Callable[[int], str]) -> str:
+def _retry_or_goodbye(
+    state: WebhookState, form: TwilioForm, prompt: str, action: Callable[[int], str]
+) -> str:
     """Ask again, posting to ``action(next attempt)``; after MAX_ATTEMPTS, goodbye."""
     attempt = _attempt(form)
     if attempt >= state.settings.max_attempts:
@@ -99,8 +100,9 @@ async def card(state: WebhookState, form: TwilioForm) -> str:
     assert call_sid is not None  # checked by the dispatcher
     digits = form.digits()
     if digits is None:
-        return _retry_or_goodbye(state, form, twiml.ASK_CARD,
-                                 lambda n: twiml.action_url("/voice/card", attempt=n))
+        return _retry_or_goodbye(
+            state, form, twiml.ASK_CARD, lambda n: twiml.action_url("/voice/card", attempt=n)
+        )
     encrypted = await state.transit.encrypt(digits.encode(), call_context(call_sid, "card_last4"))
     annotate(outcome="card_encrypted", **ciphertext_fields(encrypted.ciphertext))
     return twiml.gather(twiml.ASK_PIN, _pin_action(encrypted.ciphertext))
@@ -126,19 +128,26 @@ async def pin(state: WebhookState, form: TwilioForm) -> str:
         return twiml.say_and_hang_up(twiml.CALL_AGAIN)
     digits = form.digits()
     if digits is None:
-        return _retry_or_goodbye(state, form, twiml.ASK_PIN,
-                                 lambda n: _pin_action(card_ct, attempt=n))
+        return _retry_or_goodbye(
+            state, form, twiml.ASK_PIN, lambda n: _pin_action(card_ct, attempt=n)
+        )
     # The caller's number goes to the backend encrypted, like the entries: it is personal
     # data, and the backend keeps only its keyed HMAC.
     encrypted, caller = await asyncio.gather(
         state.transit.encrypt(digits.encode(), call_context(call_sid, "pin")),
-        state.transit.encrypt(form.caller.encode(), call_context(call_sid, "caller")))
+        state.transit.encrypt(form.caller.encode(), call_context(call_sid, "caller")),
+    )
     annotate(**ciphertext_fields(encrypted.ciphertext))
     try:
         status, answer = await state.backend.lookup(
-            {"call_sid": call_sid, "card_last4": card_ct, "pin": encrypted.ciphertext,
-             "caller": caller.ciphertext},
-            idempotency_key=form.request_key)
+            {
+                "call_sid": call_sid,
+                "card_last4": card_ct,
+                "pin": encrypted.ciphertext,
+                "caller": caller.ciphertext,
+            },
+            idempotency_key=form.request_key,
+        )
     except BackendUnavailable as exc:
         annotate(outcome="backend_unavailable", error=str(exc))
         return twiml.say_and_hang_up(twiml.TRY_LATER)
@@ -157,8 +166,11 @@ async def pin(state: WebhookState, form: TwilioForm) -> str:
     return twiml.say_and_hang_up(sentence)
 
 
-def _route(handler: Handler, *, needs_call: bool = True,
-           ) -> Callable[[Request], Awaitable[Response]]:
+def _route(
+    handler: Handler,
+    *,
+    needs_call: bool = True,
+) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         state: WebhookState = request.app.state.webhook
         try:
@@ -196,10 +208,13 @@ def _route(handler: Handler, *, needs_call: bool = True,
     return endpoint
 
 
-def create_webhook_app(settings: Settings, *,
-                       transit_session: TransitSession = session.transit_session,
-                       backend_session: BackendSession = http_backend,
-                       drain: Drain | None = None) -> Starlette:
+def create_webhook_app(
+    settings: Settings,
+    *,
+    transit_session: TransitSession = session.transit_session,
+    backend_session: BackendSession = http_backend,
+    drain: Drain | None = None,
+) -> Starlette:
     """The webhook app. ``transit_session`` and ``backend_session`` are the seams the
     unit tests use (a fake Transit, a scripted backend); the defaults are the real ones:
     Vault, and the backend over HTTP at BACKEND_URL. ``drain``: set by the server on
@@ -209,8 +224,10 @@ def create_webhook_app(settings: Settings, *,
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with transit_session(settings, metrics) as transit, \
-                backend_session(settings) as backend:
+        async with (
+            transit_session(settings, metrics) as transit,
+            backend_session(settings) as backend,
+        ):
             app.state.webhook = WebhookState(settings, transit, backend, metrics)
             freeze_startup_heap()
             yield

@@ -56,9 +56,12 @@ class HttpBackend:
         failure = "no replica"
         for url in self._endpoints.order():
             try:
-                async with self._session.post(f"{url}/v1/lookup", json=payload,
-                                              headers={"Idempotency-Key": idempotency_key},
-                                              proxy=self._proxy[url]) as response:
+                async with self._session.post(
+                    f"{url}/v1/lookup",
+                    json=payload,
+                    headers={"Idempotency-Key": idempotency_key},
+                    proxy=self._proxy[url],
+                ) as response:
                     status, raw = response.status, await response.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self._endpoints.failed(url)
@@ -77,8 +80,7 @@ class HttpBackend:
         """Some replica answers its liveness route."""
         for url in self._endpoints.addresses:
             try:
-                async with self._session.get(f"{url}/healthz",
-                                             proxy=self._proxy[url]) as response:
+                async with self._session.get(f"{url}/healthz", proxy=self._proxy[url]) as response:
                     if response.status == 200:
                         return True
             except (aiohttp.ClientError, TimeoutError):
@@ -93,8 +95,10 @@ async def http_backend(settings: Settings) -> AsyncIterator[BackendClient]:
     token = settings.backend_token
     assert token is not None  # Settings.require("webhook") checked it
     urls = settings.backend_url
-    async with client_session(urls, timeout=settings.backend_timeout,
-                              limit=64 * len(urls),
-                              headers={"Authorization": f"Bearer {token.reveal()}"},
-                              ) as session:
+    async with client_session(
+        urls,
+        timeout=settings.backend_timeout,
+        limit=64 * len(urls),
+        headers={"Authorization": f"Bearer {token.reveal()}"},
+    ) as session:
         yield HttpBackend(session, urls)

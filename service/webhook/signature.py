@@ -84,8 +84,9 @@ def request_key(signature: str, url: str, params: Params) -> str:
     signature, the URL and the signed parameters. A Twilio retry sends the same three and
     gets the same key; any other request (another step, another entry, a replay with fresh
     unsigned headers but the same signed content aside) cannot choose it."""
-    canonical = json.dumps([signature, url, signed_params(params)], ensure_ascii=True,
-                           separators=(",", ":"))
+    canonical = json.dumps(
+        [signature, url, signed_params(params)], ensure_ascii=True, separators=(",", ":")
+    )
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 

@@ -14,8 +14,9 @@ ASK_PIN = "Please enter your unique 4 digit identification number"
 NOT_FOUND = "We were not able to locate you in our system. Goodbye."
 RETRY = "Sorry, that was not 4 digits."
 TOO_MANY_TRIES = "Sorry, we could not get your entry. Please call again later. Goodbye."
-TRY_LATER = ("We are sorry, we cannot complete your request right now. "
-             "Please call again later. Goodbye.")
+TRY_LATER = (
+    "We are sorry, we cannot complete your request right now. Please call again later. Goodbye."
+)
 CALL_AGAIN = "We are sorry, your session has expired. Please call again. Goodbye."
 LOCKED = NOT_FOUND  # a locked card hears the generic message: no oracle for guessers
 

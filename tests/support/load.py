@@ -33,8 +33,10 @@ class Figures:
     max_ms: float
 
     def __str__(self) -> str:
-        return (f"{self.calls} calls ({self.requests} requests), {self.failed} failed, "
-                f"p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, max {self.max_ms:.0f} ms")
+        return (
+            f"{self.calls} calls ({self.requests} requests), {self.failed} failed, "
+            f"p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, max {self.max_ms:.0f} ms"
+        )
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -82,15 +84,17 @@ class CallLoad:
                 self.latencies.append((started, time.monotonic() - started))
 
         # Twilio waits 15 s for an answer; so does this caller.
-        with httpx.Client(timeout=15, event_hooks={"request": [sent],
-                                                   "response": [answered]}) as client:
+        with httpx.Client(
+            timeout=15, event_hooks={"request": [sent], "response": [answered]}
+        ) as client:
             while not self._stop.is_set():
                 heard: list[str] = []
                 started = time.monotonic()
                 error = ""
                 try:
                     Caller(self.url, self.auth_token, client, say=heard.append).play(
-                        ["1234", "4321"])
+                        ["1234", "4321"]
+                    )
                 except httpx.HTTPError as exc:
                     error = type(exc).__name__
                 with self._lock:
@@ -108,6 +112,11 @@ class CallLoad:
             calls = [t for t in self.calls if since <= t <= end]
             failed = [f for f in self.failures if since <= f.at <= end]
             took = [s * 1000 for t, s in self.latencies if since <= t <= end]
-        return Figures(len(calls), len(failed), len(took),
-                       statistics.median(took) if took else 0.0, percentile(took, 0.99),
-                       max(took, default=0.0))
+        return Figures(
+            len(calls),
+            len(failed),
+            len(took),
+            statistics.median(took) if took else 0.0,
+            percentile(took, 0.99),
+            max(took, default=0.0),
+        )

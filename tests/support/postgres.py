@@ -46,8 +46,11 @@ def pg_store_url(server: LocalPostgres, label: str, *, migrated: bool = True) ->
     return url
 
 
-def engine_store_url(engine: str, request: pytest.FixtureRequest, tmp_path: Path,
-                     ) -> StoreUrl:
+def engine_store_url(
+    engine: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+) -> StoreUrl:
     """A new, empty, migrated store on ``engine``: a SQLite file in ``tmp_path``, or a
     database of its own on the session's PostgreSQL (started only when asked for)."""
     if engine == "sqlite":

@@ -14,6 +14,8 @@ def require(command: str, package: str) -> str:
     """The path of ``command``; the test fails here when it is not installed."""
     found = shutil.which(command)
     if found is None:
-        pytest.fail(f"{command} not found: sudo apt-get install {package} "
-                    "(.ci/run installs it)", pytrace=False)
+        pytest.fail(
+            f"{command} not found: sudo apt-get install {package} (.ci/run installs it)",
+            pytrace=False,
+        )
     return found

@@ -55,8 +55,20 @@ from tests.support.stack import Stack, Stacks
 from tests.support.store import query
 
 CARD, PIN = DEMO_CARD, DEMO_PIN
-GUESSES = ["0000", "1111", "2222", "3333", "5555", "6666", "7777", "8888", "9999", "1212",
-           "2580", "1004"]
+GUESSES = [
+    "0000",
+    "1111",
+    "2222",
+    "3333",
+    "5555",
+    "6666",
+    "7777",
+    "8888",
+    "9999",
+    "1212",
+    "2580",
+    "1004",
+]
 
 
 def number(n: int) -> str:
@@ -68,8 +80,7 @@ def number(n: int) -> str:
 def card_failures(stack: Stack) -> tuple[int, float, bool]:
     with closing(Store(stack.backend_settings().store)) as store:
         rows = query(store, "SELECT failures, locked_until, hard FROM card_lockout")
-    return (0, 0.0, False) if not rows else (int(rows[0][0]), float(rows[0][1]),
-                                             bool(rows[0][2]))
+    return (0, 0.0, False) if not rows else (int(rows[0][0]), float(rows[0][1]), bool(rows[0][2]))
 
 
 @pytest.fixture
@@ -85,17 +96,18 @@ def client() -> Iterator[httpx.Client]:
 def slow(module_stack: Stacks) -> Stack:
     # A 1 s first lock, so the test can wait it out. LOCKOUT_WINDOW=1s is what the review
     # used to show rounds of 4 never adding up; it is ignored now (with a warning).
-    return module_stack("slow",
-                        backend_env={"LOCKOUT_DURATION": "1s", "LOCKOUT_WINDOW": "1s"})
+    return module_stack("slow", backend_env={"LOCKOUT_DURATION": "1s", "LOCKOUT_WINDOW": "1s"})
 
 
 def test_slow_guessing_adds_up_and_ends_in_a_lock_only_an_operator_lifts(
-        slow: Stack, client: httpx.Client, credentials: dict[str, RoleCredentials]) -> None:
+    slow: Stack, client: httpx.Client, credentials: dict[str, RoleCredentials]
+) -> None:
     calls = iter(range(1000))
 
     def call(pin: str) -> str:
-        return place_call(client, slow.twilio_token, slow.webhook.url, CARD, pin,
-                          number(next(calls)))
+        return place_call(
+            client, slow.twilio_token, slow.webhook.url, CARD, pin, number(next(calls))
+        )
 
     # A correct PIN forgets the wrong ones: 4 wrong, the right one, 4 wrong, the right one.
     for _ in range(2):
@@ -128,32 +140,50 @@ def test_slow_guessing_adds_up_and_ends_in_a_lock_only_an_operator_lifts(
 
     done = unlock(slow, credentials["ivr-keyadmin"])
     assert done.returncode == 0, done.stderr
-    assert "ivr-vault: account AC12345678 unlocked (was hard-locked; 10 consecutive wrong " \
-           "PINs forgotten)" in done.stdout
-    logged = [line for line in (done.stdout + done.stderr).splitlines()
-              if "account unlocked by an operator" in line]
+    assert (
+        "ivr-vault: account AC12345678 unlocked (was hard-locked; 10 consecutive wrong "
+        "PINs forgotten)" in done.stdout
+    )
+    logged = [
+        line
+        for line in (done.stdout + done.stderr).splitlines()
+        if "account unlocked by an operator" in line
+    ]
     assert len(logged) == 1 and "approle/ivr-keyadmin" in logged[0], done.stderr
     assert not any(c.isdigit() for c in logged[0].split("timestamp")[0]), logged[0]
     assert call(PIN) == FOUND
     assert card_failures(slow) == (0, 0.0, False)
 
 
-def unlock(stack: Stack, identity: RoleCredentials,
-           account: str = "AC12345678") -> subprocess.CompletedProcess[str]:
+def unlock(
+    stack: Stack, identity: RoleCredentials, account: str = "AC12345678"
+) -> subprocess.CompletedProcess[str]:
     """``ivr-vault accounts unlock`` with ``identity``'s AppRole, as an operator runs it."""
     directory = stack.dir / f"unlock-{identity.role}"
     identity.write(directory)
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(stack.dir),
-           "VAULT_ADDR": stack.vault.addr, "STORE_PATH": str(stack.store_path),
-           "VAULT_ROLE_ID_FILE": str(directory / "role_id"),
-           "VAULT_SECRET_ID_FILE": str(directory / "secret_id"), "LOG_FORMAT": "json"}
-    return subprocess.run([sys.executable, "-m", "service", "accounts", "unlock",
-                           "--account", account], env=env, cwd=stack.dir,
-                          capture_output=True, text=True, timeout=60, check=False)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(stack.dir),
+        "VAULT_ADDR": stack.vault.addr,
+        "STORE_PATH": str(stack.store_path),
+        "VAULT_ROLE_ID_FILE": str(directory / "role_id"),
+        "VAULT_SECRET_ID_FILE": str(directory / "secret_id"),
+        "LOG_FORMAT": "json",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "service", "accounts", "unlock", "--account", account],
+        env=env,
+        cwd=stack.dir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
-def test_unlock_of_an_unknown_account_says_so(slow: Stack,
-                                              credentials: dict[str, RoleCredentials]) -> None:
+def test_unlock_of_an_unknown_account_says_so(
+    slow: Stack, credentials: dict[str, RoleCredentials]
+) -> None:
     done = unlock(slow, credentials["ivr-keyadmin"], "AC00000000")
     assert done.returncode == 1
     assert done.stderr.splitlines()[-1] == "ivr-vault: no account AC00000000"
@@ -163,8 +193,9 @@ def test_unlock_of_an_unknown_account_says_so(slow: Stack,
 
 
 @pytest.fixture(scope="module", params=ENGINES)
-def burst(request: pytest.FixtureRequest, module_stack: Stacks,
-          tmp_path_factory: pytest.TempPathFactory) -> Stack:
+def burst(
+    request: pytest.FixtureRequest, module_stack: Stacks, tmp_path_factory: pytest.TempPathFactory
+) -> Stack:
     # Two backend processes: the decision must be atomic across processes, not only
     # across one process's threads. On PostgreSQL each has its own connection pool, as
     # two replicas would; the URL (with its password) comes from STORE_URL_FILE.
@@ -183,9 +214,14 @@ def burst(request: pytest.FixtureRequest, module_stack: Stacks,
 def test_a_burst_of_40_wrong_pins_evaluates_exactly_the_threshold(burst: Stack) -> None:
     attempts = 40
     with httpx.Client(timeout=20) as client:
-        urls = [(sid, number(n), pin_url(client, burst.twilio_token, burst.webhook.url, sid,
-                                         CARD, number(n)))
-                for n, sid in enumerate(new_call_sid() for _ in range(attempts))]
+        urls = [
+            (
+                sid,
+                number(n),
+                pin_url(client, burst.twilio_token, burst.webhook.url, sid, CARD, number(n)),
+            )
+            for n, sid in enumerate(new_call_sid() for _ in range(attempts))
+        ]
     before = pin_outcomes(burst.webhook.url)
     go = threading.Barrier(attempts)
 
@@ -208,7 +244,8 @@ def test_a_burst_of_40_wrong_pins_evaluates_exactly_the_threshold(burst: Stack) 
     if "STORE_URL_FILE" in burst.backend.env:  # its password never reached a log line
         password = urlsplit(Path(burst.backend.env["STORE_URL_FILE"]).read_text()).password
         assert password and password.encode() not in (
-            burst.backend.stdout_path.read_bytes() + burst.backend.stderr_path.read_bytes())
+            burst.backend.stdout_path.read_bytes() + burst.backend.stderr_path.read_bytes()
+        )
 
 
 # -- the spray ---------------------------------------------------------------------------
@@ -228,39 +265,64 @@ def test_a_spray_across_cards_cuts_the_number_off(spray: Stack, client: httpx.Cl
     card and PIN. Another number is served."""
     before = pin_outcomes(spray.webhook.url)
     cards = [f"{n:04d}" for n in range(5000, 5010)]
-    heard = [place_call(client, spray.twilio_token, spray.webhook.url, card, "1234", SPRAYER)
-             for card in cards]
+    heard = [
+        place_call(client, spray.twilio_token, spray.webhook.url, card, "1234", SPRAYER)
+        for card in cards
+    ]
     assert heard == [texts.NOT_FOUND] * 10
-    assert place_call(client, spray.twilio_token, spray.webhook.url, CARD, PIN,
-                      SPRAYER) == texts.NOT_FOUND
+    assert (
+        place_call(client, spray.twilio_token, spray.webhook.url, CARD, PIN, SPRAYER)
+        == texts.NOT_FOUND
+    )
     outcomes = pin_outcomes(spray.webhook.url) - before
     print(f"spray: cut off after {outcomes['not_found']}")  # the figure for the report
     assert (outcomes["not_found"], outcomes["caller_cut_off"]) == (10, 1)
-    assert place_call(client, spray.twilio_token, spray.webhook.url, CARD, PIN,
-                      "+15005550198") == FOUND
+    assert (
+        place_call(client, spray.twilio_token, spray.webhook.url, CARD, PIN, "+15005550198")
+        == FOUND
+    )
 
     # Only the number's keyed HMAC is kept: not its digits, in the store or the logs.
     with closing(sqlite3.connect(spray.store_path)) as db:
         callers = {row[0] for row in db.execute("SELECT caller FROM caller_failures")}
     assert len(callers) == 1 and next(iter(callers)).startswith("vault:v1:")
     stored = spray.store_path.read_bytes() + Path(f"{spray.store_path}-wal").read_bytes()
-    for output in (stored, spray.backend.stdout_path.read_bytes(),
-                   spray.backend.stderr_path.read_bytes(),
-                   spray.webhook.stdout_path.read_bytes()):
+    for output in (
+        stored,
+        spray.backend.stdout_path.read_bytes(),
+        spray.backend.stderr_path.read_bytes(),
+        spray.webhook.stdout_path.read_bytes(),
+    ):
         assert b"5005550199" not in output
 
 
 def test_withheld_numbers_share_one_count(spray: Stack, client: httpx.Client) -> None:
     before = pin_outcomes(spray.webhook.url)
-    withheld = ["anonymous", "Restricted", "+266696687", "", "UNKNOWN", "+7378742833",
-                "private", "+86282452253", "Anonymous", "+2562533"]
+    withheld = [
+        "anonymous",
+        "Restricted",
+        "+266696687",
+        "",
+        "UNKNOWN",
+        "+7378742833",
+        "private",
+        "+86282452253",
+        "Anonymous",
+        "+2562533",
+    ]
     for n, caller in enumerate(withheld):
-        assert place_call(client, spray.twilio_token, spray.webhook.url, f"60{n:02d}", "1234",
-                          caller) == texts.NOT_FOUND
+        assert (
+            place_call(client, spray.twilio_token, spray.webhook.url, f"60{n:02d}", "1234", caller)
+            == texts.NOT_FOUND
+        )
     for caller in ("blocked", "not-a-number"):  # withheld, or unreadable: the same count
-        assert place_call(client, spray.twilio_token, spray.webhook.url, CARD, PIN,
-                          caller) == texts.NOT_FOUND
+        assert (
+            place_call(client, spray.twilio_token, spray.webhook.url, CARD, PIN, caller)
+            == texts.NOT_FOUND
+        )
     outcomes = pin_outcomes(spray.webhook.url) - before
     assert (outcomes["not_found"], outcomes["caller_cut_off"]) == (10, 2)
-    assert place_call(client, spray.twilio_token, spray.webhook.url, CARD, PIN,
-                      "client:alice") == FOUND
+    assert (
+        place_call(client, spray.twilio_token, spray.webhook.url, CARD, PIN, "client:alice")
+        == FOUND
+    )

@@ -63,25 +63,36 @@ def card_failures(stack: Stack) -> int:
     return 0 if row is None else int(row[0])
 
 
-def deliver(client: httpx.Client, stack: Stack, url: str, call_sid: str, pin: str,
-            token: str | None = None) -> str:
+def deliver(
+    client: httpx.Client, stack: Stack, url: str, call_sid: str, pin: str, token: str | None = None
+) -> str:
     """One delivery of a signed PIN step (the same bytes each time for the same
     arguments), optionally with an ``I-Twilio-Idempotency-Token``."""
     headers = {"I-Twilio-Idempotency-Token": token} if token else {}
-    return spoken(twiml(signed_post(client, stack.twilio_token, url,
-                                    [*base_params(call_sid), ("Digits", pin)],
-                                    headers=headers)))
+    return spoken(
+        twiml(
+            signed_post(
+                client,
+                stack.twilio_token,
+                url,
+                [*base_params(call_sid), ("Digits", pin)],
+                headers=headers,
+            )
+        )
+    )
 
 
-def test_a_replay_with_fresh_unsigned_tokens_counts_once(private: Stack,
-                                                         client: httpx.Client) -> None:
+def test_a_replay_with_fresh_unsigned_tokens_counts_once(
+    private: Stack, client: httpx.Client
+) -> None:
     """The review's attack: one captured wrong-PIN request, replayed 8 times with a new
     I-Twilio-Idempotency-Token each, locked the owner out. Now it is one failure."""
     call_sid = new_call_sid()
     url = pin_url(client, private.twilio_token, private.webhook.url, call_sid, CARD)
     before = pin_outcomes(private.webhook.url)
-    heard = [deliver(client, private, url, call_sid, "0000", secrets.token_hex(16))
-             for _ in range(9)]
+    heard = [
+        deliver(client, private, url, call_sid, "0000", secrets.token_hex(16)) for _ in range(9)
+    ]
     assert heard == [texts.NOT_FOUND] * 9
     # The owner is not locked out.
     assert place_call(client, private.twilio_token, private.webhook.url, CARD, PIN) == FOUND
@@ -119,8 +130,9 @@ def test_a_retried_success_answers_the_same(private: Stack, client: httpx.Client
     assert backend_outcomes(private) == {"found": 1, "replayed": 2}
 
 
-def test_a_second_lookup_in_one_call_is_refused_and_counted(private: Stack,
-                                                            client: httpx.Client) -> None:
+def test_a_second_lookup_in_one_call_is_refused_and_counted(
+    private: Stack, client: httpx.Client
+) -> None:
     """A PIN step signed anew for a call that already had its lookup (not a retry: other
     digits, so another key) is refused, even with the right PIN, and counts as a failure."""
     call_sid = new_call_sid()
@@ -134,8 +146,7 @@ def test_a_second_lookup_in_one_call_is_refused_and_counted(private: Stack,
     assert card_failures(private) == 3
 
 
-def test_an_old_replay_ends_the_call_without_a_lookup(private: Stack,
-                                                      client: httpx.Client) -> None:
+def test_an_old_replay_ends_the_call_without_a_lookup(private: Stack, client: httpx.Client) -> None:
     call_sid = new_call_sid()
     url = pin_url(client, private.twilio_token, private.webhook.url, call_sid, CARD)
     assert deliver(client, private, url, call_sid, "0000") == texts.NOT_FOUND

@@ -12,15 +12,19 @@ from tests.support.devrun import READY_LINE, DevRun, descendants, ivr_vault, vau
 
 
 def test_make_run_then_the_operator_cli_from_another_terminal(
-        start_dev: Callable[..., DevRun]) -> None:
+    start_dev: Callable[..., DevRun],
+) -> None:
     run = start_dev()
     run.wait_for(READY_LINE)
     out = run.output()
     backend_port = run.env["BACKEND_PORT"]
 
     # The first lines: the real listeners and processes, not ***.*.*.*:****.
-    services = [pid for pid, argv in descendants(run.process.pid).items()
-                if [a for a in argv if a][-2:] in (["serve", "webhook"], ["serve", "backend"])]
+    services = [
+        pid
+        for pid, argv in descendants(run.process.pid).items()
+        if [a for a in argv if a][-2:] in (["serve", "webhook"], ["serve", "backend"])
+    ]
     assert len(services) == 2, descendants(run.process.pid)
     for pid in services:
         assert f"Started server process [{pid}]" in out
@@ -49,8 +53,9 @@ def test_make_run_then_the_operator_cli_from_another_terminal(
     assert elsewhere.stderr.startswith("ivr-vault: configuration error: VAULT_ROLE_ID")
     assert len(elsewhere.stderr.splitlines()) == 1 and "using" not in elsewhere.stderr
 
-    added = ivr_vault(run, "accounts", "add", "--account", "AC55556666", "--balance", "7.00",
-                      stdin="5555\n7351\n")
+    added = ivr_vault(
+        run, "accounts", "add", "--account", "AC55556666", "--balance", "7.00", stdin="5555\n7351\n"
+    )
     assert added.returncode == 0, added.stderr
     assert added.stderr == f"{using}, as ivr-backend (.dev/ivr-backend/)\n"
 
@@ -58,10 +63,15 @@ def test_make_run_then_the_operator_cli_from_another_terminal(
     refused = ivr_vault(run, "keys", "rotate", "--key", "ivr-nosuch")
     assert refused.returncode == 1
     assert refused.stderr.splitlines()[1:] == [
-        "ivr-vault: VaultPermissionDenied: rotate key: permission denied"]
+        "ivr-vault: VaultPermissionDenied: rotate key: permission denied"
+    ]
 
-    doctor = ivr_vault(run, "doctor", WEBHOOK_PORT=str(run.webhook_port),
-                       BACKEND_URL=f"http://127.0.0.1:{backend_port}")
+    doctor = ivr_vault(
+        run,
+        "doctor",
+        WEBHOOK_PORT=str(run.webhook_port),
+        BACKEND_URL=f"http://127.0.0.1:{backend_port}",
+    )
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     assert doctor.stdout.splitlines()[-1] == "all checks passed"
     assert "logs in (make run .dev/ivr-keyadmin/)" in doctor.stdout

@@ -73,8 +73,9 @@ class Ha:
         return self.run.state
 
     def processes(self) -> list[dict[str, Any]]:
-        processes: list[dict[str, Any]] = json.loads(
-            (self.dev / "cluster.json").read_text())["processes"]
+        processes: list[dict[str, Any]] = json.loads((self.dev / "cluster.json").read_text())[
+            "processes"
+        ]
         return processes
 
     def member(self, name: str) -> dict[str, Any]:
@@ -93,8 +94,7 @@ class Ha:
         return (self.dev / "twilio-auth-token").read_text().strip()
 
     def vault_env(self) -> dict[str, str]:
-        return dict(re.findall(r"^export (\w+)=(\S+)$", (self.dev / "vault.env").read_text(),
-                               re.M))
+        return dict(re.findall(r"^export (\w+)=(\S+)$", (self.dev / "vault.env").read_text(), re.M))
 
     def leader(self) -> dict[str, Any] | None:
         for node in self.role("vault"):
@@ -119,12 +119,19 @@ def replaced(ha: Ha, name: str, pid: int) -> Callable[[], bool]:
 
 
 def report(drill: str, figures: Figures, **recovery: float) -> None:
-    FIGURES[drill] = {"calls": figures.calls, "failed": figures.failed,
-                      "requests": figures.requests, "p50_ms": round(figures.p50_ms, 1),
-                      "p99_ms": round(figures.p99_ms, 1), "max_ms": round(figures.max_ms),
-                      **{k: round(v, 2) for k, v in recovery.items()}}
-    print(f"\ndrill {drill}: {figures}; " + ", ".join(
-        f"{k.replace('_', ' ')} {v:.2f} s" for k, v in recovery.items()))
+    FIGURES[drill] = {
+        "calls": figures.calls,
+        "failed": figures.failed,
+        "requests": figures.requests,
+        "p50_ms": round(figures.p50_ms, 1),
+        "p99_ms": round(figures.p99_ms, 1),
+        "max_ms": round(figures.max_ms),
+        **{k: round(v, 2) for k, v in recovery.items()},
+    }
+    print(
+        f"\ndrill {drill}: {figures}; "
+        + ", ".join(f"{k.replace('_', ' ')} {v:.2f} s" for k, v in recovery.items())
+    )
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +158,9 @@ def ha() -> Iterator[Ha]:
 
 def test_the_topology_and_its_files(ha: Ha) -> None:
     roles = [p["role"] for p in ha.processes()]
-    assert sorted(roles) == sorted(["vault"] * 3 + ["postgres"] + ["backend"] * 2
-                                   + ["webhook"] * 2 + ["proxy"])
+    assert sorted(roles) == sorted(
+        ["vault"] * 3 + ["postgres"] + ["backend"] * 2 + ["webhook"] * 2 + ["proxy"]
+    )
     for process in ha.processes():
         assert alive(process["pid"]), process
         scheme = "postgresql" if process["role"] == "postgres" else "http"
@@ -166,16 +174,38 @@ def test_the_topology_and_its_files(ha: Ha) -> None:
     assert "passfile=" in store.query
     # `ivr-vault call` as printed, unchanged but for the proxy's port.
     called = subprocess.run(
-        [sys.executable, "-m", "service", "call", "--card", "1234", "--pin", "4321",
-         "--url", ha.proxy_url], cwd=ha.run.cwd, env=base_env(ha.run.cwd),
-        capture_output=True, text=True, timeout=60, check=False)
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "call",
+            "--card",
+            "1234",
+            "--pin",
+            "4321",
+            "--url",
+            ha.proxy_url,
+        ],
+        cwd=ha.run.cwd,
+        env=base_env(ha.run.cwd),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert called.returncode == 0, called.stderr
     assert FOUND in called.stdout
     # The operator CLI in the checkout finds the cluster by itself (.dev/vault.env and the
     # key-admin identity in .dev/), no VAULT_ADDR.
-    keys = subprocess.run([sys.executable, "-m", "service", "keys", "status", "--json"],
-                          cwd=ha.run.cwd, env=base_env(ha.run.cwd), capture_output=True,
-                          text=True, timeout=60, check=False)
+    keys = subprocess.run(
+        [sys.executable, "-m", "service", "keys", "status", "--json"],
+        cwd=ha.run.cwd,
+        env=base_env(ha.run.cwd),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert keys.returncode == 0, keys.stderr
     assert env["VAULT_ADDR"] in keys.stderr  # it says which Vault
     # Only /voice* is proxied: the webhooks' health and metrics stay internal.
@@ -189,24 +219,39 @@ def test_sigkill_the_vault_leader(ha: Ha) -> None:
         assert leader is not None
         started = load.mark()
         os.kill(leader["pid"], signal.SIGKILL)
-        elected = wait_until(lambda: (ha.leader() or leader)["name"] != leader["name"],
-                             what="a new leader", since=started, timeout=RECOVER_WITHIN_S)
-        wait_until(replaced(ha, leader["name"], leader["pid"]),
-                   what="the killed node started again", since=started,
-                   timeout=RECOVER_WITHIN_S)
-        rejoined = wait_until(lambda: status(f"{leader['url']}/v1/sys/health") in (200, 429),
-                              what="the killed node unsealed, in the cluster",
-                              since=started, timeout=RECOVER_WITHIN_S)
+        elected = wait_until(
+            lambda: (ha.leader() or leader)["name"] != leader["name"],
+            what="a new leader",
+            since=started,
+            timeout=RECOVER_WITHIN_S,
+        )
+        wait_until(
+            replaced(ha, leader["name"], leader["pid"]),
+            what="the killed node started again",
+            since=started,
+            timeout=RECOVER_WITHIN_S,
+        )
+        rejoined = wait_until(
+            lambda: status(f"{leader['url']}/v1/sys/health") in (200, 429),
+            what="the killed node unsealed, in the cluster",
+            since=started,
+            timeout=RECOVER_WITHIN_S,
+        )
         time.sleep(AFTER_S)
         figures = load.figures(started)
-    report("vault leader SIGKILL", figures, new_leader_after=elected,
-           killed_node_back_in_the_cluster_after=rejoined)
+    report(
+        "vault leader SIGKILL",
+        figures,
+        new_leader_after=elected,
+        killed_node_back_in_the_cluster_after=rejoined,
+    )
     assert figures.failed == 0, load.failures[:5]
     assert figures.calls >= 20
 
 
-def replica_drill(ha: Ha, name: str, sig: signal.Signals, *,
-                  unready_first: bool = False) -> tuple[Figures, list[Failure]]:
+def replica_drill(
+    ha: Ha, name: str, sig: signal.Signals, *, unready_first: bool = False
+) -> tuple[Figures, list[Failure]]:
     """Under load, ``sig`` to one replica; the load goes on until the launcher's
     replacement is ready, and AFTER_S more. With ``unready_first``: its /readyz must turn
     503 at once (the drain), while it still serves."""
@@ -218,13 +263,20 @@ def replica_drill(ha: Ha, name: str, sig: signal.Signals, *,
         os.kill(victim["pid"], sig)
         if unready_first:
             recovery["unready_after"] = wait_until(
-                lambda: status(f"{victim['url']}/readyz") != 200, what=f"{name} unready",
-                since=started, timeout=5)
-        wait_until(replaced(ha, name, victim["pid"]), what=f"{name} started again",
-                   since=started, timeout=RECOVER_WITHIN_S)
+                lambda: status(f"{victim['url']}/readyz") != 200,
+                what=f"{name} unready",
+                since=started,
+                timeout=5,
+            )
+        wait_until(
+            replaced(ha, name, victim["pid"]),
+            what=f"{name} started again",
+            since=started,
+            timeout=RECOVER_WITHIN_S,
+        )
         recovery["replacement_ready_after"] = wait_until(
-            lambda: ha.ready(name), what=f"{name} ready", since=started,
-            timeout=RECOVER_WITHIN_S)
+            lambda: ha.ready(name), what=f"{name} ready", since=started, timeout=RECOVER_WITHIN_S
+        )
         time.sleep(AFTER_S)
         figures = load.figures(started)
     report(f"{ha.member(name)['role']} {sig.name}", figures, **recovery)
@@ -245,10 +297,12 @@ def test_sigterm_a_webhook_is_a_rolling_restart(ha: Ha) -> None:
 
 def metric(url: str, name: str, **labels: str) -> float:
     text = httpx.get(f"{url}/metrics", timeout=5).text
-    return sum(sample.value for family in text_string_to_metric_families(text)
-               for sample in family.samples
-               if sample.name == name and all(sample.labels.get(k) == v
-                                               for k, v in labels.items()))
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 def test_a_burst_of_wrong_pins_locks_at_exactly_the_threshold(ha: Ha) -> None:
@@ -257,9 +311,25 @@ def test_a_burst_of_wrong_pins_locks_at_exactly_the_threshold(ha: Ha) -> None:
     # `accounts add` in the checkout, no VAULT_ADDR: the cluster, the backend's identity
     # and the PostgreSQL store, all from .dev/.
     added = subprocess.run(
-        [sys.executable, "-m", "service", "accounts", "add", "--account", "AC55500011",
-         "--balance", "3.10"], input="5678\n7351\n", cwd=ha.run.cwd,
-        env=base_env(ha.run.cwd), capture_output=True, text=True, timeout=60, check=False)
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "accounts",
+            "add",
+            "--account",
+            "AC55500011",
+            "--balance",
+            "3.10",
+        ],
+        input="5678\n7351\n",
+        cwd=ha.run.cwd,
+        env=base_env(ha.run.cwd),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert added.returncode == 0, added.stderr
     backends = [b["url"] for b in ha.role("backend")]
     wrong = {b: metric(b, "ivr_wrong_pins_total") for b in backends}
@@ -269,8 +339,9 @@ def test_a_burst_of_wrong_pins_locks_at_exactly_the_threshold(ha: Ha) -> None:
     def guess(i: int) -> str:
         heard: list[str] = []
         with httpx.Client(timeout=15) as client:
-            Caller(ha.proxy_url, ha.twilio_token, client, say=heard.append,
-                   caller=f"+1555010{i:04d}").play(["5678", f"{1000 + i:04d}"])
+            Caller(
+                ha.proxy_url, ha.twilio_token, client, say=heard.append, caller=f"+1555010{i:04d}"
+            ).play(["5678", f"{1000 + i:04d}"])
         return heard[-1]
 
     with ThreadPoolExecutor(max_workers=40) as pool:
@@ -279,15 +350,22 @@ def test_a_burst_of_wrong_pins_locks_at_exactly_the_threshold(ha: Ha) -> None:
     compared = sum(metric(b, "ivr_wrong_pins_total") - wrong[b] for b in backends)
     per_backend = {b: metric(b, "ivr_lookups_total") - looked[b] for b in backends}
     locked = sum(metric(b, "ivr_lockouts_total", kind="card") - locks[b] for b in backends)
-    FIGURES["wrong PIN burst"] = {"calls": 40, "compared": compared, "locks": locked,
-                                  "lookups per backend": list(per_backend.values())}
-    print(f"\ndrill wrong PIN burst: 40 calls, {compared:.0f} PINs compared, "
-          f"{locked:.0f} lock, lookups per backend {list(per_backend.values())}")
+    FIGURES["wrong PIN burst"] = {
+        "calls": 40,
+        "compared": compared,
+        "locks": locked,
+        "lookups per backend": list(per_backend.values()),
+    }
+    print(
+        f"\ndrill wrong PIN burst: 40 calls, {compared:.0f} PINs compared, "
+        f"{locked:.0f} lock, lookups per backend {list(per_backend.values())}"
+    )
     assert compared == Settings().lockout_threshold and locked == 1
     assert all(n > 0 for n in per_backend.values()), per_backend
     # And the right PIN, now: locked (the lock holds across both backends).
     with httpx.Client(timeout=15) as client:
         last: list[str] = []
-        Caller(ha.proxy_url, ha.twilio_token, client, say=last.append,
-               caller="+15550109999").play(["5678", "7351"])
+        Caller(ha.proxy_url, ha.twilio_token, client, say=last.append, caller="+15550109999").play(
+            ["5678", "7351"]
+        )
     assert last[-1] == texts.NOT_FOUND

@@ -29,11 +29,11 @@ def test_scram_over_tcp_and_a_url_without_its_password(postgres: LocalPostgres) 
     assert password not in url
     assert stat.S_IMODE(postgres.passfile.stat().st_mode) == 0o600
     with psycopg.connect(url) as db:
-        method = db.execute("SELECT auth_method FROM pg_hba_file_rules"
-                            " WHERE type = 'host' LIMIT 1").fetchone()
+        method = db.execute(
+            "SELECT auth_method FROM pg_hba_file_rules WHERE type = 'host' LIMIT 1"
+        ).fetchone()
         assert method == ("scram-sha-256",)
-        assert db.execute("SELECT current_setting('listen_addresses')").fetchone() == (
-            "127.0.0.1",)
+        assert db.execute("SELECT current_setting('listen_addresses')").fetchone() == ("127.0.0.1",)
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(f"postgresql://ivr:wrong@127.0.0.1:{postgres.port}/ivr").close()
 
@@ -61,8 +61,7 @@ def test_a_kept_cluster_keeps_its_data_and_a_temporary_one_goes() -> None:
     assert not temporary.base.exists()
 
 
-def test_a_directory_the_server_user_cannot_reach_is_refused_in_one_line(
-        tmp_path: Path) -> None:
+def test_a_directory_the_server_user_cannot_reach_is_refused_in_one_line(tmp_path: Path) -> None:
     """As root the server runs as the postgres user; pytest's own tmp_path (mode 0700
     under /tmp/pytest-of-root) is out of its reach. As another user it is its own."""
     server = LocalPostgres(tmp_path / "pg")
@@ -79,11 +78,18 @@ def test_a_killed_owner_leaves_no_server_behind(tmp_path: Path) -> None:
     SIGTERM from the kernel (PR_SET_PDEATHSIG, set after the switch to the postgres user)
     and shuts down."""
     owner = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\n"
-         "from service.devtools.postgres import LocalPostgres\n"
-         "server = LocalPostgres(); server.start()\n"
-         "print(server.process.pid, server.base, flush=True); time.sleep(120)"],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from service.devtools.postgres import LocalPostgres\n"
+            "server = LocalPostgres(); server.start()\n"
+            "print(server.process.pid, server.base, flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     try:
         assert owner.stdout is not None
         pid, base = owner.stdout.readline().split()

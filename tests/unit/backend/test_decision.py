@@ -24,8 +24,7 @@ RIGHT = Verifiers("vault:v2:Y2FyZA==", "vault:v2:cmlnaHQ=")
 WRONG = Verifiers(RIGHT.card, "vault:v2:d3Jvbmc=")
 UNKNOWN = Verifiers("vault:v2:b3RoZXI=", "vault:v2:cGlu")
 CALLER, OTHER_CALLER = "vault:v2:Y2FsbGVyLWE=", "vault:v2:Y2FsbGVyLWI="
-POLICY = LockoutPolicy(threshold=3, duration=60, hard_limit=6, caller_limit=10,
-                       caller_window=3600)
+POLICY = LockoutPolicy(threshold=3, duration=60, hard_limit=6, caller_limit=10, caller_window=3600)
 T0 = 1_000_000.0
 TTL = 4 * 3600.0
 
@@ -53,14 +52,24 @@ def new_call() -> Calls:
     return Calls()
 
 
-def run(store: Store, verifiers: Verifiers | tuple[Verifiers, ...], at: float, *,
-        call_sid: str, key: str | None = "key", caller: str = CALLER,
-        final: bool = False, policy: LockoutPolicy = POLICY) -> Decision:
+def run(
+    store: Store,
+    verifiers: Verifiers | tuple[Verifiers, ...],
+    at: float,
+    *,
+    call_sid: str,
+    key: str | None = "key",
+    caller: str = CALLER,
+    final: bool = False,
+    policy: LockoutPolicy = POLICY,
+) -> Decision:
     candidates = verifiers if isinstance(verifiers, tuple) else (verifiers,)
     attempt = Attempt(call_sid, key, caller, candidates)
-    return store.transaction(lambda ledger: decide(
-        ledger, attempt, policy=policy, now=at, answer=http_answer, answer_ttl=TTL,
-        final=final))
+    return store.transaction(
+        lambda ledger: decide(
+            ledger, attempt, policy=policy, now=at, answer=http_answer, answer_ttl=TTL, final=final
+        )
+    )
 
 
 def outcome(decision: Decision) -> LookupOutcome:
@@ -76,8 +85,9 @@ def card_state(store: Store) -> CardState:
 
 def caller_rows(store: Store, caller: str = CALLER) -> int:
     with closing(sqlite3.connect(store.path)) as db:
-        (n,) = db.execute("SELECT COUNT(*) FROM caller_failures WHERE caller=?",
-                          (caller,)).fetchone()
+        (n,) = db.execute(
+            "SELECT COUNT(*) FROM caller_failures WHERE caller=?", (caller,)
+        ).fetchone()
     return int(n)
 
 
@@ -87,12 +97,15 @@ def test_the_right_pin_is_found_and_remembered(store: Store, new_call: Calls) ->
     assert outcome(decision) is LookupOutcome.FOUND and decision.compared
     assert decision.result is not None and decision.result.account == "AC12345678"
     assert store.answer(sid, "key", T0 + 1, TTL) == (
-        200, json.dumps({"account": "AC12345678", "balance": "12.55"}))
+        200,
+        json.dumps({"account": "AC12345678", "balance": "12.55"}),
+    )
     assert caller_rows(store) == 0
 
 
 def test_the_same_request_again_is_answered_from_memory_and_counts_nothing(
-        store: Store, new_call: Calls) -> None:
+    store: Store, new_call: Calls
+) -> None:
     sid = new_call()
     first = run(store, WRONG, T0, call_sid=sid)
     again = run(store, WRONG, T0 + 1, call_sid=sid)
@@ -101,8 +114,7 @@ def test_the_same_request_again_is_answered_from_memory_and_counts_nothing(
     assert card_state(store).failures == 1 and caller_rows(store) == 1
 
 
-def test_wrong_pins_lock_escalate_and_end_in_a_hard_lock(store: Store,
-                                                         new_call: Calls) -> None:
+def test_wrong_pins_lock_escalate_and_end_in_a_hard_lock(store: Store, new_call: Calls) -> None:
     callers = iter(f"vault:v2:{i:04d}" for i in range(100))  # no caller limit in the way
     at = T0
 
@@ -131,15 +143,19 @@ def test_the_second_lock_lasts_twice_as_long(store: Store, new_call: Calls) -> N
     assert card_state(store) == CardState(6, T0 + 60 + 120)
 
 
-def test_a_correct_pin_forgets_the_cards_failures_not_the_callers(store: Store,
-                                                                  new_call: Calls) -> None:
+def test_a_correct_pin_forgets_the_cards_failures_not_the_callers(
+    store: Store, new_call: Calls
+) -> None:
     run(store, WRONG, T0, call_sid=new_call())
     run(store, WRONG, T0, call_sid=new_call())
     assert outcome(run(store, RIGHT, T0, call_sid=new_call())) is LookupOutcome.FOUND
     assert card_state(store) == CardState()
     assert caller_rows(store) == 2  # one good card must not buy more guesses on others
     assert [run(store, WRONG, T0, call_sid=new_call()).lock for _ in range(3)] == [
-        None, None, LockKind.CARD]
+        None,
+        None,
+        LockKind.CARD,
+    ]
 
 
 def test_unknown_card_is_a_caller_failure(store: Store, new_call: Calls) -> None:
@@ -148,16 +164,17 @@ def test_unknown_card_is_a_caller_failure(store: Store, new_call: Calls) -> None
     assert caller_rows(store) == 1 and card_state(store) == CardState()
 
 
-def test_a_caller_is_cut_off_at_the_limit_without_a_lookup(store: Store,
-                                                           new_call: Calls) -> None:
+def test_a_caller_is_cut_off_at_the_limit_without_a_lookup(store: Store, new_call: Calls) -> None:
     decisions = [run(store, UNKNOWN, T0 + i, call_sid=new_call()) for i in range(10)]
     assert [d.caller_cut_off for d in decisions] == [False] * 9 + [True]
     cut = run(store, RIGHT, T0 + 20, call_sid=new_call())  # even the right card and PIN
     assert outcome(cut) is LookupOutcome.CALLER_CUT_OFF and not cut.compared
     assert caller_rows(store) == 10  # a cut-off call is not itself counted
     # Another number is not affected.
-    assert outcome(run(store, RIGHT, T0 + 20, call_sid=new_call(), caller=OTHER_CALLER)) \
+    assert (
+        outcome(run(store, RIGHT, T0 + 20, call_sid=new_call(), caller=OTHER_CALLER))
         is LookupOutcome.FOUND
+    )
     # The window slides: an hour after the first failure, one more try is allowed.
     assert outcome(run(store, RIGHT, T0 + 3600.5, call_sid=new_call())) is LookupOutcome.FOUND
 
@@ -167,12 +184,10 @@ def test_locked_attempts_count_for_the_caller(store: Store, new_call: Calls) -> 
         run(store, WRONG, T0, call_sid=new_call(), caller=OTHER_CALLER)
     for i in range(10):
         assert outcome(run(store, RIGHT, T0 + i, call_sid=new_call())) is LookupOutcome.LOCKED
-    assert outcome(run(store, RIGHT, T0 + 61, call_sid=new_call())) \
-        is LookupOutcome.CALLER_CUT_OFF
+    assert outcome(run(store, RIGHT, T0 + 61, call_sid=new_call())) is LookupOutcome.CALLER_CUT_OFF
 
 
-def test_a_second_lookup_in_a_call_is_refused_and_counts(store: Store,
-                                                         new_call: Calls) -> None:
+def test_a_second_lookup_in_a_call_is_refused_and_counts(store: Store, new_call: Calls) -> None:
     sid = new_call()
     assert outcome(run(store, WRONG, T0, call_sid=sid, key="first")) is LookupOutcome.NOT_FOUND
     second = run(store, RIGHT, T0 + 1, call_sid=sid, key="second")
@@ -180,12 +195,13 @@ def test_a_second_lookup_in_a_call_is_refused_and_counts(store: Store,
     assert card_state(store).failures == 2 and caller_rows(store) == 2
     # Its own retry gets its own answer back and counts nothing more.
     assert run(store, RIGHT, T0 + 2, call_sid=sid, key="second").replayed == (
-        409, '{"detail": "this call already had its lookup"}')
+        409,
+        '{"detail": "this call already had its lookup"}',
+    )
     assert card_state(store).failures == 2
 
 
-def test_requests_without_a_key_are_never_each_others_retry(store: Store,
-                                                            new_call: Calls) -> None:
+def test_requests_without_a_key_are_never_each_others_retry(store: Store, new_call: Calls) -> None:
     sid = new_call()
     assert outcome(run(store, RIGHT, T0, call_sid=sid, key=None)) is LookupOutcome.FOUND
     again = run(store, RIGHT, T0 + 1, call_sid=sid, key=None)
@@ -193,8 +209,9 @@ def test_requests_without_a_key_are_never_each_others_retry(store: Store,
     assert card_state(store).failures == 1
 
 
-def test_older_key_versions_are_asked_for_and_the_account_upgraded(tmp_path: Path,
-                                                                   new_call: Calls) -> None:
+def test_older_key_versions_are_asked_for_and_the_account_upgraded(
+    tmp_path: Path, new_call: Calls
+) -> None:
     store = Store(tmp_path / "s.sqlite3")
     v1 = Verifiers("vault:v1:Y2FyZA==", "vault:v1:cGlu")
     store.upsert_account("AC1", "1.00", v1.card, v1.pin)
@@ -209,5 +226,4 @@ def test_older_key_versions_are_asked_for_and_the_account_upgraded(tmp_path: Pat
     # On the last pass an unknown card is unknown, whatever versions were not tried.
     v3 = Verifiers("vault:v3:eA==", "vault:v3:eQ==")
     assert run(store, v3, T0, call_sid=new_call()).need_versions == (2,)
-    assert outcome(run(store, v3, T0, call_sid=new_call(), final=True)) \
-        is LookupOutcome.NOT_FOUND
+    assert outcome(run(store, v3, T0, call_sid=new_call(), final=True)) is LookupOutcome.NOT_FOUND

@@ -16,20 +16,34 @@ from service.cli import build_parser, log_level, main
 from service.cli.devenv import ANY, ROOT, DevEnv, dev_environment, find_dev_env
 
 
-@pytest.mark.parametrize(("command", "verbose", "configured", "level"), [
-    ("keys", 0, "INFO", "WARNING"), ("keys", 1, "INFO", "INFO"), ("keys", 2, "INFO", "DEBUG"),
-    ("accounts", 0, "ERROR", "ERROR"), ("doctor", 0, "DEBUG", "WARNING"),
-    ("serve", 0, "DEBUG", "DEBUG"), ("serve", 2, "WARNING", "WARNING"),
-    ("dev", 0, "INFO", "INFO"), ("operator", 0, "INFO", "INFO"),
-])
+@pytest.mark.parametrize(
+    ("command", "verbose", "configured", "level"),
+    [
+        ("keys", 0, "INFO", "WARNING"),
+        ("keys", 1, "INFO", "INFO"),
+        ("keys", 2, "INFO", "DEBUG"),
+        ("accounts", 0, "ERROR", "ERROR"),
+        ("doctor", 0, "DEBUG", "WARNING"),
+        ("serve", 0, "DEBUG", "DEBUG"),
+        ("serve", 2, "WARNING", "WARNING"),
+        ("dev", 0, "INFO", "INFO"),
+        ("operator", 0, "INFO", "INFO"),
+    ],
+)
 def test_log_level(command: str, verbose: int, configured: str, level: str) -> None:
     assert log_level(command, verbose, configured) == level
 
 
-@pytest.mark.parametrize(("argv", "count"), [
-    (["keys", "status"], 0), (["-v", "keys", "status"], 1), (["keys", "status", "-v"], 1),
-    (["keys", "-vv", "status"], 2), (["--verbose", "doctor", "--json"], 1),
-])
+@pytest.mark.parametrize(
+    ("argv", "count"),
+    [
+        (["keys", "status"], 0),
+        (["-v", "keys", "status"], 1),
+        (["keys", "status", "-v"], 1),
+        (["keys", "-vv", "status"], 2),
+        (["--verbose", "doctor", "--json"], 1),
+    ],
+)
 def test_verbose_before_or_after_the_command(argv: list[str], count: int) -> None:
     assert build_parser().parse_args(argv).verbose == count
 
@@ -45,8 +59,10 @@ def clean(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pipeline: io.StringIO
     return tmp_path
 
 
-def test_a_configuration_error_is_one_line(clean: Path, capsys: pytest.CaptureFixture[str],
-                                           ) -> None:
+def test_a_configuration_error_is_one_line(
+    clean: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert main(["keys", "status"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ivr-vault: configuration error: VAULT_ROLE_ID")
@@ -54,7 +70,9 @@ def test_a_configuration_error_is_one_line(clean: Path, capsys: pytest.CaptureFi
 
 
 def test_a_foreign_exception_is_one_masked_line_without_traceback(
-        clean: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    clean: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def broken(*_: object) -> int:
         raise RuntimeError("pin 4321\nsecond line")
@@ -62,8 +80,9 @@ def test_a_foreign_exception_is_one_masked_line_without_traceback(
     monkeypatch.setattr("service.cli.call._call", broken)
     assert main(["call"]) == 1
     err = capsys.readouterr().err
-    assert err == ("ivr-vault: unexpected error: RuntimeError: pin **** second line "
-                   "(-v shows where)\n")
+    assert err == (
+        "ivr-vault: unexpected error: RuntimeError: pin **** second line (-v shows where)\n"
+    )
     assert main(["-v", "call"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "pin ****" in err and "4321" not in err  # through the scrubber
@@ -73,8 +92,10 @@ def test_a_foreign_exception_is_one_masked_line_without_traceback(
 def write_dev(directory: Path, *roles: str) -> DevEnv:
     dev = directory / ".dev"
     dev.mkdir()
-    (dev / "vault.env").write_text("# DEV ONLY\nexport VAULT_ADDR=http://127.0.0.1:18200\n"
-                                   "export VAULT_TOKEN=s.root\nexport BAO_ADDR=x\n")
+    (dev / "vault.env").write_text(
+        "# DEV ONLY\nexport VAULT_ADDR=http://127.0.0.1:18200\n"
+        "export VAULT_TOKEN=s.root\nexport BAO_ADDR=x\n"
+    )
     for role in roles:
         (dev / role).mkdir()
         (dev / role / "role_id").write_text("r\n")
@@ -96,8 +117,10 @@ def test_dev_environment_per_identity(tmp_path: Path) -> None:
     env, said = dev_environment({"PATH": "/bin"}, "ivr-keyadmin", dev)
     assert env["VAULT_ADDR"] == dev.addr
     assert env["VAULT_ROLE_ID_FILE"] == str(dev.dir / "ivr-keyadmin" / "role_id")
-    assert said == (f"using the dev Vault at {dev.addr} ({dev.dir}/vault.env), as "
-                    f"ivr-keyadmin ({dev.dir}/ivr-keyadmin/)")
+    assert said == (
+        f"using the dev Vault at {dev.addr} ({dev.dir}/vault.env), as "
+        f"ivr-keyadmin ({dev.dir}/ivr-keyadmin/)"
+    )
     assert "VAULT_TOKEN" not in env  # never the root token for a key-admin command
     env, said = dev_environment({}, ROOT, dev)
     assert env["VAULT_TOKEN"] == "s.root" and said.endswith("with its root token (dev only)")
@@ -118,19 +141,36 @@ def test_credentials_in_the_environment_win(tmp_path: Path) -> None:
 def test_every_command_that_uses_vault_says_who_it_is_there() -> None:
     parser = build_parser()
     identities = {}
-    for argv in (["keys", "status"], ["keys", "rotate"], ["legacy", "convert"],
-                 ["accounts", "add", "--account", "a", "--balance", "1"],
-                 ["accounts", "unlock", "--account", "a"], ["accounts", "check-keys"],
-                 ["backup", "--out", "f"], ["bootstrap"], ["doctor"], ["serve", "backend"],
-                 ["dev"], ["call"]):
-        identities[argv[0] + " " + argv[1] if len(argv) > 1 and not argv[1].startswith("-")
-                   else argv[0]] = getattr(parser.parse_args(argv), "dev_identity", None)
+    for argv in (
+        ["keys", "status"],
+        ["keys", "rotate"],
+        ["legacy", "convert"],
+        ["accounts", "add", "--account", "a", "--balance", "1"],
+        ["accounts", "unlock", "--account", "a"],
+        ["accounts", "check-keys"],
+        ["backup", "--out", "f"],
+        ["bootstrap"],
+        ["doctor"],
+        ["serve", "backend"],
+        ["dev"],
+        ["call"],
+    ):
+        identities[
+            argv[0] + " " + argv[1] if len(argv) > 1 and not argv[1].startswith("-") else argv[0]
+        ] = getattr(parser.parse_args(argv), "dev_identity", None)
     assert identities == {
-        "keys status": "ivr-keyadmin", "keys rotate": "ivr-keyadmin",
-        "legacy convert": "ivr-keyadmin", "accounts add": "ivr-backend",
-        "accounts unlock": "ivr-keyadmin", "accounts check-keys": "ivr-backend",
-        "backup": "ivr-backup", "bootstrap": ROOT, "doctor": ANY,
-        "serve backend": None, "dev": None, "call": None,
+        "keys status": "ivr-keyadmin",
+        "keys rotate": "ivr-keyadmin",
+        "legacy convert": "ivr-keyadmin",
+        "accounts add": "ivr-backend",
+        "accounts unlock": "ivr-keyadmin",
+        "accounts check-keys": "ivr-backend",
+        "backup": "ivr-backup",
+        "bootstrap": ROOT,
+        "doctor": ANY,
+        "serve backend": None,
+        "dev": None,
+        "call": None,
     }
     assert {"serve", "dev", "operator"} == cli.SERVICE_COMMANDS
 

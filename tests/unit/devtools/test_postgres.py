@@ -12,23 +12,26 @@ from service.errors import ConfigError
 
 
 def test_without_postgresql_the_error_says_how_to_install_it(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(postgres.shutil, "which", lambda name: None)
     monkeypatch.setattr(postgres, "glob", lambda pattern: [])
     with pytest.raises(ConfigError) as missing:
         postgres.find_bindir()
-    assert str(missing.value) == ("PostgreSQL not found (initdb, postgres): sudo apt-get "
-                                  "install postgresql (.ci/run installs it)")
+    assert str(missing.value) == (
+        "PostgreSQL not found (initdb, postgres): sudo apt-get "
+        "install postgresql (.ci/run installs it)"
+    )
 
 
-def test_debians_newest_version_is_chosen(monkeypatch: pytest.MonkeyPatch,
-                                          tmp_path: Path) -> None:
+def test_debians_newest_version_is_chosen(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for version in ("9", "15", "13"):
         bindir = tmp_path / version / "bin"
         bindir.mkdir(parents=True)
         (bindir / "initdb").touch()
         (bindir / "postgres").touch()
     monkeypatch.setattr(postgres.shutil, "which", lambda name: None)
-    monkeypatch.setattr(postgres, "glob",
-                        lambda pattern: [str(p) for p in tmp_path.glob("*/bin/initdb")])
+    monkeypatch.setattr(
+        postgres, "glob", lambda pattern: [str(p) for p in tmp_path.glob("*/bin/initdb")]
+    )
     assert postgres.find_bindir() == tmp_path / "15" / "bin"

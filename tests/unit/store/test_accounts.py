@@ -33,8 +33,9 @@ def store(tmp_path: Path) -> Store:
     return s
 
 
-@pytest.mark.parametrize(("verifier", "version"), [
-    ("vault:v1:abc", 1), ("vault:v12:abc=", 12), ("vault:v3:", 3)])
+@pytest.mark.parametrize(
+    ("verifier", "version"), [("vault:v1:abc", 1), ("vault:v12:abc=", 12), ("vault:v3:", 3)]
+)
 def test_verifier_version(verifier: str, version: int) -> None:
     assert verifier_version(verifier) == version
 
@@ -54,12 +55,12 @@ def test_inputs_bind_the_pin_to_its_card_and_keep_callers_apart() -> None:
 
 def test_the_schema_has_no_place_for_digits(store: Store) -> None:
     with sqlite3.connect(store.path) as db:
-        columns = {table: {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-                   for table in ("accounts", "card_lockout", "caller_failures",
-                                 "call_answers")}
+        columns = {
+            table: {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            for table in ("accounts", "card_lockout", "caller_failures", "call_answers")
+        }
     assert columns == {
-        "accounts": {"id", "account", "balance", "card_verifier", "pin_verifier",
-                     "lookup_version"},
+        "accounts": {"id", "account", "balance", "card_verifier", "pin_verifier", "lookup_version"},
         "card_lockout": {"account_id", "failures", "locked_until", "hard"},
         "caller_failures": {"caller", "at"},  # the caller number's HMAC, never the number
         "call_answers": {"call_sid", "request_key", "status", "body", "at"},
@@ -77,9 +78,11 @@ def test_each_thread_keeps_one_connection_and_close_closes_them_all(store: Store
             both_running.wait(timeout=10)
         first = store._db.connection()
         assert store._db.connection() is first  # reused, not one per statement
-        pragmas = (first.execute("PRAGMA journal_mode").fetchone()[0],
-                   first.execute("PRAGMA synchronous").fetchone()[0],
-                   first.execute("PRAGMA busy_timeout").fetchone()[0])
+        pragmas = (
+            first.execute("PRAGMA journal_mode").fetchone()[0],
+            first.execute("PRAGMA synchronous").fetchone()[0],
+            first.execute("PRAGMA busy_timeout").fetchone()[0],
+        )
         assert pragmas == ("wal", 1, 0)  # WAL, NORMAL, SQLite's sleeping handler off
         return first
 
@@ -109,9 +112,9 @@ def test_a_writer_in_another_process_is_waited_for(store: Store) -> None:
     assert hold - 0.05 < waited < hold + 0.2
 
 
-def test_a_writer_that_never_lets_go_fails_after_the_wait(store: Store,
-                                                        monkeypatch: pytest.MonkeyPatch
-                                                        ) -> None:
+def test_a_writer_that_never_lets_go_fails_after_the_wait(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sqlite_local, "BUSY_WAIT_S", 0.2)
     aid = account_id(store)
     other = sqlite3.connect(store.path, isolation_level=None)

@@ -22,8 +22,10 @@ from tests.support.store import OLD_ACCOUNTS, state_of
 
 def history(path: Path) -> list[tuple[int, str]]:
     with closing(sqlite3.connect(path)) as db:
-        return [(int(v), str(n)) for v, n in
-                db.execute("SELECT version, name FROM schema_migrations ORDER BY version")]
+        return [
+            (int(v), str(n))
+            for v, n in db.execute("SELECT version, name FROM schema_migrations ORDER BY version")
+        ]
 
 
 def test_migrations_are_numbered_once_and_in_order() -> None:
@@ -38,21 +40,25 @@ def test_opening_a_new_sqlite_store_migrates_it(tmp_path: Path) -> None:
     Store(path).close()
     assert history(path) == [(m.version, m.name) for m in MIGRATIONS]
     line = migrate_store(StoreUrl.sqlite(str(path)))
-    assert line == (f"account store sqlite:///{path}: schema at version {LATEST}, nothing "
-                    "to migrate")
+    assert line == (
+        f"account store sqlite:///{path}: schema at version {LATEST}, nothing to migrate"
+    )
 
 
 def test_a_store_from_before_versioned_migrations_is_taken_as_it_is(tmp_path: Path) -> None:
     """Issue 12's store: every table there, but no schema_migrations. Its rows stay."""
     path = tmp_path / "issue12.sqlite3"
     with closing(sqlite3.connect(path)) as db, db:
-        db.executescript(OLD_ACCOUNTS + """
+        db.executescript(
+            OLD_ACCOUNTS
+            + """
             CREATE TABLE card_lockout (account_id INTEGER PRIMARY KEY REFERENCES
                 accounts(id) ON DELETE CASCADE, failures INTEGER NOT NULL,
                 locked_until REAL NOT NULL, hard INTEGER NOT NULL);
             INSERT INTO accounts VALUES (7, 'AC1', '1.00', 'vault:v1:YQ==', 'vault:v1:Yg==', 1);
             INSERT INTO card_lockout VALUES (7, 4, 0, 0);
-        """)
+        """
+        )
     line = migrate_store(StoreUrl.sqlite(str(path)))
     assert line.startswith(f"account store sqlite:///{path}: migrated to version {LATEST}")
     store = Store(path)
@@ -69,7 +75,9 @@ def test_a_store_from_before_carries_counts_and_locks_over(tmp_path: Path) -> No
     card_lockout rows and are dropped."""
     path = tmp_path / "old.sqlite3"
     with closing(sqlite3.connect(path)) as db, db:
-        db.executescript(OLD_ACCOUNTS + """
+        db.executescript(
+            OLD_ACCOUNTS
+            + """
             CREATE TABLE pin_failures (account_id INTEGER NOT NULL, at REAL NOT NULL,
                 request_key TEXT);
             CREATE TABLE locks (account_id INTEGER PRIMARY KEY, until REAL NOT NULL);
@@ -80,7 +88,8 @@ def test_a_store_from_before_carries_counts_and_locks_over(tmp_path: Path) -> No
             INSERT INTO accounts VALUES (3, 'AC3', '3.00', 'vault:v1:ZQ==', 'vault:v1:Zg==', 1);
             INSERT INTO pin_failures VALUES (1, 10, 'a'), (1, 11, 'b'), (1, 12, NULL);
             INSERT INTO locks VALUES (2, 5000);
-        """)
+        """
+        )
     store = Store(path)
     assert state_of(store, "vault:v1:YQ==") == CardState(3)
     assert state_of(store, "vault:v1:Yw==") == CardState(0, 5000.0)
@@ -100,4 +109,5 @@ def test_a_store_from_a_newer_release_is_refused_not_touched(tmp_path: Path) -> 
         Store(path)
     assert str(refused.value) == (
         f"sqlite:///{path}: the account store's schema is at version {LATEST + 1}, newer "
-        f"than this release knows ({LATEST}): run the release that migrated it")
+        f"than this release knows ({LATEST}): run the release that migrated it"
+    )

@@ -34,16 +34,22 @@ def test_prompts_are_worded_as_in_the_tutorial() -> None:
     assert TUTORIAL["not_found"] == twiml.NOT_FOUND
     assert TUTORIAL["not_found"] == twiml.LOCKED  # no oracle for someone guessing PINs
     assert twiml.account_found("AC12345678", "12.55") == twiml.say_and_hang_up(
-        TUTORIAL["found"].format(account="AC12345678", balance="12.55"))
+        TUTORIAL["found"].format(account="AC12345678", balance="12.55")
+    )
 
 
 def test_gather_asks_for_four_dtmf_digits() -> None:
     root = parse(twiml.gather(twiml.ASK_CARD, twiml.action_url("/voice/card")))
     (gather,) = list(root)
     assert gather.tag == "Gather"
-    assert gather.attrib == {"input": "dtmf", "numDigits": "4", "timeout": "10",
-                             "action": "/voice/card", "method": "POST",
-                             "actionOnEmptyResult": "true"}
+    assert gather.attrib == {
+        "input": "dtmf",
+        "numDigits": "4",
+        "timeout": "10",
+        "action": "/voice/card",
+        "method": "POST",
+        "actionOnEmptyResult": "true",
+    }
     assert [(say.tag, say.text) for say in gather] == [("Say", twiml.ASK_CARD)]
 
 
@@ -63,8 +69,9 @@ def test_ciphertext_in_the_action_url_survives_the_xml_round_trip() -> None:
     assert twiml.action_url("/voice") == "/voice"
 
 
-@pytest.mark.parametrize("text", [twiml.NOT_FOUND, twiml.TRY_LATER, twiml.CALL_AGAIN,
-                                  twiml.TOO_MANY_TRIES])
+@pytest.mark.parametrize(
+    "text", [twiml.NOT_FOUND, twiml.TRY_LATER, twiml.CALL_AGAIN, twiml.TOO_MANY_TRIES]
+)
 def test_goodbyes_say_then_hang_up(text: str) -> None:
     root = parse(twiml.say_and_hang_up(text))
     assert [(verb.tag, verb.text) for verb in root] == [("Say", text), ("Hangup", None)]
@@ -73,6 +80,5 @@ def test_goodbyes_say_then_hang_up(text: str) -> None:
 def test_text_is_escaped_not_interpreted() -> None:
     root = parse(twiml.account_found("AC1<Hangup/>&", "1 & 2"))
     (say, hangup) = list(root)
-    assert say.text == ("Thank you. Your account number is AC1<Hangup/>& "
-                        "and your balance is 1 & 2")
+    assert say.text == ("Thank you. Your account number is AC1<Hangup/>& and your balance is 1 & 2")
     assert hangup.tag == "Hangup"
