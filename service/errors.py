@@ -5,6 +5,7 @@ at the boundary where they arise, so callers handle one tree::
 
     IvrVaultError
     ├── ConfigError                  a setting is missing or invalid (names it, never its value)
+    ├── BadInput                     an operator's input (a prompt, stdin, a flag) is not acceptable
     ├── VaultError                   anything that went wrong talking to Vault
     │   ├── VaultUnavailable         refused, reset, sealed, 5xx
     │   │   ├── VaultTimeout         no answer within the timeout
@@ -48,6 +49,11 @@ class IvrVaultError(Exception):
 
 class ConfigError(IvrVaultError):
     """A setting is missing or invalid. The message names the setting, never its value."""
+
+
+class BadInput(IvrVaultError):
+    """What an operator typed or piped in is not acceptable (``ivr-vault: bad input: …``,
+    exit status 2). The message says what was expected, never what was given."""
 
 
 class VaultError(IvrVaultError):

@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
-from service.errors import ConfigError, IvrVaultError
+from service.errors import BadInput, ConfigError, IvrVaultError
 from service.settings import Settings
 
 Command = Callable[[argparse.Namespace, Settings], int]
@@ -30,8 +30,8 @@ Command = Callable[[argparse.Namespace, Settings], int]
 # also sets ``dev_identity`` (the AppRole it runs as there; service/cli/devenv.py). Imported
 # when the parser is built, so that a command pulls in only what it runs.
 REGISTRARS: tuple[str, ...] = tuple(f"service.cli.{name}" for name in (
-    "dev", "serve", "bootstrap", "call", "accounts", "keys", "legacy", "twilio", "backup",
-    "operator", "doctor", "store"))
+    "dev", "serve", "bootstrap", "call", "accounts", "callers", "keys", "legacy", "twilio",
+    "backup", "operator", "doctor", "store"))
 
 # Commands whose logs are a service's: LOG_LEVEL applies, and -v changes nothing. With
 # the services: `operator`, compose's unattended steps around Vault (`unseal --watch` runs
@@ -120,6 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args, settings)
     except ConfigError as exc:
         print(f"ivr-vault: configuration error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except BadInput as exc:
+        print(f"ivr-vault: bad input: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except IvrVaultError as exc:
         print(f"ivr-vault: {type(exc).__name__}: {_one_line(str(exc))}", file=sys.stderr)
