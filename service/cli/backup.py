@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service.cli.dev import DEV_DIR
-from service.errors import ConfigError
+from service.errors import BadInput, ConfigError
 from service.settings import Secret, Settings
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ def _restore(args: argparse.Namespace, settings: Settings) -> int:
     from service.vault.client import VaultClient
     from service.vault.operator_init import VaultServer
 
+    _refuse_under_make_run(args, settings)
     backup = read_backup(Path(args.source))  # checked whole before anything is touched
     dev_vault = None
     verify: str | bool = True
@@ -86,6 +87,19 @@ def _restore(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _refuse_under_make_run(args: argparse.Namespace, settings: Settings) -> None:
+    """``make run`` holds the dev Vault's data and the store: a restore into them while
+    it runs would fail halfway (its Vault holds the data directory) or be undone."""
+    from service.devtools.launcher import running_pid
+
+    dev_store = settings.store.engine == "sqlite" and Path(
+        settings.store.path).resolve().is_relative_to(DEV_DIR.resolve())
+    pid = running_pid(DEV_DIR) if args.dev or dev_store else None
+    if pid is not None:
+        raise BadInput(f"make run is running in this directory (pid {pid}) and holds "
+                       f"{DEV_DIR}/: stop it (Ctrl-C) first, then restore")
+
+
 def _unseal(server: VaultServer, args: argparse.Namespace, dev_vault: DevVault | None,
             ) -> None:
     from service.vault.operator_init import DevKeyring
@@ -97,13 +111,13 @@ def _unseal(server: VaultServer, args: argparse.Namespace, dev_vault: DevVault |
     if args.unseal_keys_file:
         keyring = DevKeyring(Path(args.unseal_keys_file))
         if not any(server.try_unseal(keys.unseal_keys) for keys in keyring.read()):
-            raise ConfigError("--unseal-keys-file: none of its keys opens this Vault")
+            raise BadInput("--unseal-keys-file: none of its keys opens this Vault")
     elif sys.stdin.isatty():
         needed = int(server.seal_status()["t"])
         shares = [Secret(getpass.getpass(f"unseal key share {i + 1} of {needed}: "))
                   for i in range(needed)]
         if not server.try_unseal(shares):
-            raise ConfigError("unseal: these shares do not open this Vault")
+            raise BadInput("unseal: these shares do not open this Vault")
     else:
         print("ivr-vault: unseal it now with those keys (bao operator unseal), then "
               "start the services")

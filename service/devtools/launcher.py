@@ -88,6 +88,21 @@ def hold_lock(state_dir: Path, stack: ExitStack) -> None:
     handle.flush()
 
 
+def running_pid(state_dir: Path) -> str | None:
+    """The PID of the ``make run`` (or ``make run-ha``) holding ``state_dir``'s lock, if
+    one does: a command that would pull its Vault or store from under it asks first."""
+    lock = state_dir / "run.lock"
+    if not lock.is_file():
+        return None
+    with lock.open("r") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "?"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
 def stop_on_signals() -> None:
     """SIGTERM and SIGINT both unwind the launcher, stopping what it started."""
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.devtools.devstack import _die_with_parent, stop_process, wait_http
-from service.errors import ConfigError
+from service.errors import ConfigError, ServiceNotReady
 from service.vault.bootstrap import layout_dir
 
 READY_TIMEOUT_S = 20.0
@@ -66,10 +66,10 @@ class DevProxy:
         try:
             # Not proxied: Caddy itself answers 404, so it is up.
             wait_http(f"{self.url}/healthz", timeout=READY_TIMEOUT_S, process=self.process,
-                      ok=(404,))
-        except (RuntimeError, TimeoutError) as exc:
+                      ok=(404,), log=self.log_path)
+        except ServiceNotReady as exc:
             self.stop()
-            raise type(exc)(f"caddy: {exc}; see {self.log_path}") from None
+            raise ServiceNotReady(f"caddy: {exc}") from None
 
     def stop(self) -> None:
         if self.process is not None:

@@ -37,11 +37,11 @@ from service.web.outbound import client_session
 _UNAVAILABLE = frozenset({429, 500, 502, 503})
 
 
-def _error_for(status: int, operation: str, body: bytes) -> VaultError:
-    """A non-2xx answer as our error. Messages name the operation and status only: a body
-    may echo the request (plaintext)."""
+def _error_for(status: int, operation: str, body: bytes, addr: str) -> VaultError:
+    """A non-2xx answer as our error. Messages name the operation, the node and the
+    status only: a body may echo the request (plaintext)."""
     if status == 403:
-        return VaultPermissionDenied(f"{operation}: permission denied")
+        return VaultPermissionDenied(f"{operation}: permission denied", addr=addr, status=status)
     if status == 400:
         # Per-item batch results ride in a 400's body (one failed item fails the call).
         try:
@@ -49,12 +49,14 @@ def _error_for(status: int, operation: str, body: bytes) -> VaultError:
         except ValueError:
             parsed = None
         return VaultRequestError(f"{operation}: Vault refused the request",
-                                 response_json=parsed if isinstance(parsed, dict) else None)
+                                 response_json=parsed if isinstance(parsed, dict) else None,
+                                 addr=addr, status=status)
     if status == 404:
-        return VaultNotFound(f"{operation}: not found")
+        return VaultNotFound(f"{operation}: not found", addr=addr, status=status)
     if status in _UNAVAILABLE:
-        return VaultUnavailable(f"{operation}: Vault is sealed or failing ({status})")
-    return VaultError(f"{operation}: Vault error ({status})")
+        return VaultUnavailable(f"{operation}: Vault is sealed or failing", addr=addr,
+                                status=status)
+    return VaultError(f"{operation}: Vault error", addr=addr, status=status)
 
 
 class AsyncVault:
@@ -159,19 +161,21 @@ class AsyncVault:
             except TimeoutError:  # aiohttp's own timeout errors subclass it too
                 endpoints.failed(addr)
                 if last:
-                    raise VaultTimeout(f"{operation}: no answer from Vault in time") from None
+                    raise VaultTimeout(f"{operation}: no answer from Vault in time",
+                                       addr=addr) from None
                 continue
             except aiohttp.ClientError:
                 endpoints.failed(addr)
                 if last:
-                    raise VaultUnavailable(f"{operation}: cannot reach Vault") from None
+                    raise VaultUnavailable(f"{operation}: cannot reach Vault",
+                                           addr=addr) from None
                 continue
             if status < 500:
                 endpoints.worked(addr)
                 break
             endpoints.failed(addr)  # the last node's 5xx is raised below
         if status >= 300:
-            raise _error_for(status, operation, body)
+            raise _error_for(status, operation, body, addr)
         if status == 204 or not body:
             return {}
         try:
@@ -180,5 +184,5 @@ class AsyncVault:
             parsed = None
         if not isinstance(parsed, dict):
             # A 200 that is not Vault's JSON (a proxy's error page, a truncated body).
-            raise VaultError(f"{operation}: unexpected answer from Vault")
+            raise VaultError(f"{operation}: unexpected answer from Vault", addr=addr)
         return parsed

@@ -90,37 +90,49 @@ class TokenState:
         return float("inf") if self.ttl == 0 else self.ttl - (now - self.issued_at)
 
 
+# The status each of these hvac exceptions stands for (hvac.utils.raise_for_error).
+_HVAC_STATUS: dict[type[Exception], int] = {
+    hvac.exceptions.InternalServerError: 500, hvac.exceptions.BadGateway: 502,
+    hvac.exceptions.VaultDown: 503}
+
+
 @contextmanager
-def translate_errors(operation: str) -> Iterator[None]:
-    """Turn hvac and requests exceptions into ours. The message names the operation and
-    the status; it never includes a request or response body (they may hold plaintext)."""
+def translate_errors(operation: str, addr: str | None = None) -> Iterator[None]:
+    """Turn hvac and requests exceptions into ours. The message names the operation, the
+    node asked (``addr``) and the HTTP status; it never includes a request or response
+    body (they may hold plaintext)."""
     try:
         yield
     except hvac.exceptions.Forbidden:
-        raise VaultPermissionDenied(f"{operation}: permission denied") from None
+        raise VaultPermissionDenied(f"{operation}: permission denied", addr=addr,
+                                    status=403) from None
     except (hvac.exceptions.VaultDown, hvac.exceptions.InternalServerError,
-            hvac.exceptions.BadGateway):
-        raise VaultUnavailable(f"{operation}: Vault is sealed or failing") from None
+            hvac.exceptions.BadGateway) as exc:
+        raise VaultUnavailable(f"{operation}: Vault is sealed or failing", addr=addr,
+                               status=_HVAC_STATUS[type(exc)]) from None
     except hvac.exceptions.InvalidRequest as exc:
         raise VaultRequestError(f"{operation}: Vault refused the request",
-                                response_json=getattr(exc, "json", None)) from None
+                                response_json=getattr(exc, "json", None), addr=addr,
+                                status=400) from None
     except hvac.exceptions.InvalidPath:
-        raise VaultNotFound(f"{operation}: not found") from None
+        raise VaultNotFound(f"{operation}: not found", addr=addr, status=404) from None
     except hvac.exceptions.RateLimitExceeded:
-        raise VaultUnavailable(f"{operation}: Vault rate limit exceeded") from None
+        raise VaultUnavailable(f"{operation}: Vault rate limit exceeded", addr=addr,
+                               status=429) from None
     except hvac.exceptions.VaultError as exc:
-        raise VaultError(f"{operation}: Vault error ({type(exc).__name__})") from None
+        raise VaultError(f"{operation}: Vault error ({type(exc).__name__})",
+                         addr=addr) from None
     except requests.exceptions.JSONDecodeError:
         # Before RequestException, of which it is a subclass: Vault was reached.
-        raise VaultError(f"{operation}: unexpected answer from Vault") from None
+        raise VaultError(f"{operation}: unexpected answer from Vault", addr=addr) from None
     except requests.exceptions.Timeout:
-        raise VaultTimeout(f"{operation}: no answer from Vault in time") from None
+        raise VaultTimeout(f"{operation}: no answer from Vault in time", addr=addr) from None
     except requests.exceptions.RequestException:
-        raise VaultUnavailable(f"{operation}: cannot reach Vault") from None
+        raise VaultUnavailable(f"{operation}: cannot reach Vault", addr=addr) from None
     except (KeyError, TypeError, ValueError):
         # A 200 that is not Vault's JSON (a proxy's error page, a truncated body): the
         # answer cannot be trusted, and must not escape as a foreign exception.
-        raise VaultError(f"{operation}: unexpected answer from Vault") from None
+        raise VaultError(f"{operation}: unexpected answer from Vault", addr=addr) from None
 
 
 class VaultClient:
@@ -202,7 +214,7 @@ class VaultClient:
         (403, 400, 404, 429) is the cluster's and is raised at once, translated."""
         order = self.endpoints.order()
         for tried, addr in enumerate(order, start=1):
-            with translate_errors(operation):
+            with translate_errors(operation, addr):
                 try:
                     result = call(self._nodes[addr])
                 except _FAIL_OVER:
@@ -235,7 +247,7 @@ class VaultClient:
             self._set_token(self._credentials.reveal())
             data = self._on_any_node(
                 "token lookup", lambda node: node.auth.token.lookup_self()["data"])
-            with translate_errors("token lookup"):
+            with translate_errors("token lookup", self.addr):
                 state = TokenState(self._credentials, now, float(data.get("ttl") or 0),
                                    bool(data.get("renewable")))
         else:
@@ -244,11 +256,12 @@ class VaultClient:
                 auth = self._on_any_node("approle login", lambda node: node.auth.approle.login(
                     role_id=credentials.role_id.reveal(),
                     secret_id=credentials.secret_id.reveal(), use_token=False)["auth"])
-                with translate_errors("approle login"):
+                with translate_errors("approle login", self.addr):
                     state = TokenState(Secret(auth["client_token"]), now,
                                        float(auth["lease_duration"]), bool(auth["renewable"]))
-            except (VaultPermissionDenied, VaultRequestError):
-                raise VaultAuthError("approle login: role-id or secret-id refused") from None
+            except (VaultPermissionDenied, VaultRequestError) as exc:
+                raise VaultAuthError("approle login: role-id or secret-id refused",
+                                     addr=self.addr, status=exc.status) from None
             self._set_token(state.token.reveal())
         self.logins += 1
         log.info("vault login", ttl_s=state.ttl, renewable=state.renewable)
@@ -257,7 +270,7 @@ class VaultClient:
     def _renew(self, state: TokenState) -> TokenState:
         now = self._clock()
         auth = self._on_any_node("token renew", lambda node: node.auth.token.renew_self()["auth"])
-        with translate_errors("token renew"):
+        with translate_errors("token renew", self.addr):
             renewed = TokenState(state.token, now, float(auth["lease_duration"]),
                                  bool(auth["renewable"]))
         self.renewals += 1
@@ -346,7 +359,7 @@ class VaultClient:
                 continue
             if isinstance(response, dict):
                 return response
-            with translate_errors(operation):
+            with translate_errors(operation, self.addr):
                 if response.status_code == 204 or not response.content:
                     return {}
                 body: JSON = response.json()
@@ -367,7 +380,7 @@ class VaultClient:
         self._token_state()
         response = self._on_any_node(operation, lambda node: node.adapter.request(
             "GET", f"/v1/{path}"))
-        with translate_errors(operation):
+        with translate_errors(operation, self.addr):
             if isinstance(response, dict):
                 raise TypeError("a JSON answer where binary data was expected")
             return bytes(response.content)

@@ -59,6 +59,11 @@ def test_make_run_backup_lose_vault_restore_served(start_dev: Callable[..., DevR
         if "=" in line and not line.startswith("#"):
             secret = line.split("=", 1)[1].encode()
             assert secret not in content.snapshot + content.store
+    # While make run holds .dev/, restore refuses before touching anything, naming it.
+    early = ivr_vault(run, "restore", "--from", str(backup), "--dev")
+    assert (early.returncode, early.stderr.splitlines()[-1]) == (
+        2, f"ivr-vault: bad input: make run is running in this directory (pid "
+           f"{run.process.pid}) and holds .dev/: stop it (Ctrl-C) first, then restore")
     assert ctrl_c(run) == 0
 
     shutil.rmtree(run.state / "vault-data")  # Vault's data is lost

@@ -4,6 +4,7 @@ directory, on free ports, stopped with Ctrl-C. Everything it starts must stop wi
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from service.devtools.devstack import DevVault
+from service.devtools.devstack import DevVault, free_port
 from service.devtools.postgres import LocalPostgres
+from service.errors import ServiceNotReady
 from service.settings import Secret
 from service.store.accounts import Store
 from service.store.migrations import LATEST
@@ -168,3 +170,14 @@ def test_dev_on_a_postgresql_store(start_dev: Callable[..., DevRun],
     assert not (run.state / "accounts.sqlite3").exists()
     with closing(Store(url)) as store:
         assert store.has_account("AC12345678")
+
+
+def test_a_vault_that_exits_at_start_is_named_by_pid_port_and_log(tmp_path: Path) -> None:
+    """The launcher's own start-up error: which process (its PID), on which port, and
+    where it said why; not a foreign RuntimeError that ends in "unexpected error"."""
+    with pytest.raises(ServiceNotReady) as caught:
+        DevVault.start(tmp_path, port=(port := free_port()), binary="/bin/false")
+    message = str(caught.value)
+    assert re.fullmatch(
+        rf"pid [0-9]+ exited with status 1 before http://127\.0\.0\.1:{port}/v1/sys/health "
+        rf"answered \(its log: {re.escape(str(tmp_path / 'vault-server.log'))}\)", message)

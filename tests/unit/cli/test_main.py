@@ -131,3 +131,24 @@ def test_every_command_that_uses_vault_says_who_it_is_there() -> None:
         "serve backend": None, "dev": None, "call": None,
     }
     assert {"serve", "dev", "operator"} == cli.SERVICE_COMMANDS
+
+
+@pytest.mark.parametrize(("argv", "stdin", "said"), [
+    (["doctor", "--credentials", "nobody=/tmp"], "",
+     "--credentials: expected ROLE=DIR with ROLE one of "),
+    (["accounts", "add", "--account", "AC1", "--balance", "1.00"], "12ab\n",
+     "card last 4 digits: expected exactly 4 digits"),
+    (["callers", "reset"], "0044 20 7946 0000\n",
+     "caller number: expected E.164 (+ and up to 15 digits), client:NAME, sip:URI or "
+     "anonymous"),
+])
+def test_bad_input_is_called_bad_input_with_exit_2(
+        clean: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        argv: list[str], stdin: str, said: str) -> None:
+    """What an operator typed is not a configuration error: one line, "bad input", exit 2,
+    nothing echoed (the digits typed are not in it), before any Vault is asked."""
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ivr-vault: bad input: {said}") and err.count("\n") == 1
+    assert "12ab" not in err and "7946" not in err
