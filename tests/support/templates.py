@@ -58,6 +58,15 @@ def _checked(values: tuple[str, ...], kinds: tuple[Arg, ...],
         elif kind is Arg.LISTEN_HOST:
             assert value in listen_hosts, value
             ipaddress.ip_address(value)
+        elif kind is Arg.STATUS:
+            assert value.isascii() and value.isdigit() and 100 <= int(value) <= 599, value
+        elif kind is Arg.HTTP_VERSION:
+            assert value in ("HTTP/1.0", "HTTP/1.1", "HTTP/2"), value
+        elif kind is Arg.REQUEST_PATH:
+            # A Vault API path, digits only in runs under four; nothing after a "?".
+            path, _, query = value.partition("?")
+            assert path.startswith("/v1") and not _has_digit(query), value
+            assert max(map(len, re.findall(r"[0-9]+", path))) < 4, value
         else:
             raise AssertionError(f"a digit in a {kind.value} argument: {value!r}")
         yield value
