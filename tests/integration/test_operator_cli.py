@@ -43,6 +43,15 @@ def test_make_run_then_the_operator_cli_from_another_terminal(
     assert logged[0]["ttl_s"] == 1800.0  # ivr-keyadmin's token_ttl, readable
     assert "ivr-dtmf" in json.loads(verbose.stdout)
 
+    # -vv: the Vault client's request lines show method, path and status (not digits).
+    debug = ivr_vault(run, "keys", "status", "--json", "-vv")
+    assert debug.returncode == 0, debug.stderr
+    requests = [json.loads(line)["event"] for line in debug.stderr.splitlines()[1:]
+                if '"logger": "urllib3.connectionpool"' in line]
+    port = addr.rsplit(":", 1)[1]
+    assert f'http://***.*.*.*:{port} "GET /v1/transit/keys/ivr-dtmf HTTP/1.1" 200 ' \
+        in "\n".join(requests), requests
+
     # With VAULT_ADDR set, .dev/ is not read: no identity, one line, exit 2.
     elsewhere = ivr_vault(run, "keys", "status", VAULT_ADDR=addr)
     assert elsewhere.returncode == 2
@@ -54,11 +63,17 @@ def test_make_run_then_the_operator_cli_from_another_terminal(
     assert added.returncode == 0, added.stderr
     assert added.stderr == f"{using}, as ivr-backend (.dev/ivr-backend/)\n"
 
-    # An error the service raises: one line, no traceback.
-    refused = ivr_vault(run, "keys", "rotate", "--key", "ivr-nosuch")
+    # An error the service raises: one line, no traceback, naming the node and the status.
+    refused = ivr_vault(run, "keys", "status", VAULT_ADDR=addr, VAULT_TOKEN="not-a-token")
     assert refused.returncode == 1
-    assert refused.stderr.splitlines()[1:] == [
-        "ivr-vault: VaultPermissionDenied: rotate key: permission denied"]
+    assert refused.stderr.splitlines() == [
+        f"ivr-vault: VaultPermissionDenied: token lookup: permission denied (HTTP 403 from "
+        f"{addr})"]
+    # A key that does not exist: bad input, exit 2 (not Vault's 403 for it).
+    nosuch = ivr_vault(run, "keys", "rotate", "--key", "ivr-nosuch")
+    assert (nosuch.returncode, nosuch.stderr.splitlines()[1:]) == (2, [
+        "ivr-vault: bad input: --key ivr-nosuch: no such Transit key (keys under transit/: "
+        "ivr-dtmf, ivr-lookup)"])
 
     doctor = ivr_vault(run, "doctor", WEBHOOK_PORT=str(run.webhook_port),
                        BACKEND_URL=f"http://127.0.0.1:{backend_port}")
