@@ -77,9 +77,13 @@ def log_level(command: str, verbose: int, settings_level: str) -> str:
 def _environment(args: argparse.Namespace, environ: Mapping[str, str]) -> Mapping[str, str]:
     """The environment the command runs with: with make run's Vault when it is in this
     directory and the command may use it (one line on stderr says so)."""
-    from service.cli.devenv import dev_environment, find_dev_env
+    from service.cli.devenv import dev_environment, find_dev_env, unsourced
 
     identity: str | None = getattr(args, "dev_identity", None)
+    if identity is not None:
+        environ, dropped = unsourced(environ)  # each command as its own identity, not root
+        if dropped:
+            print(f"ivr-vault: {dropped}", file=sys.stderr, flush=True)
     dev = find_dev_env(environ) if identity is not None else None
     args.dev_env = dev
     if dev is None or identity is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,12 +35,25 @@ def _backup(args: argparse.Namespace, settings: Settings) -> int:
                           "VAULT_ADDR unset to use .dev/ivr-backup/)")
     vault = VaultClient.from_settings(settings, credentials=creds, pool_size=2,
                                       timeout=max(settings.vault_timeout, 30))
-    out = Path(args.out)
+    out = Path(args.out) if args.out else default_out(time.time())
+    if args.out is None:
+        out.parent.mkdir(mode=0o700, exist_ok=True)
+    elif not out.parent.is_dir():
+        raise BadInput(f"--out: no directory {out.parent}/ to write {out.name} into")
     manifest = write_backup(vault, settings.store, out)
     print(f"ivr-vault: backup written to {out} (mode 0600): the Raft snapshot of Vault "
           f"cluster {manifest.cluster_id} and the account store {settings.store}. "
           "It opens only with that Vault's unseal keys: keep them, elsewhere.")
     return 0
+
+
+# Where a backup goes without --out: a directory of its own, which git ignores, never the
+# checkout's root (docs/backup.md).
+BACKUP_DIR = Path("backups")
+
+
+def default_out(now: float) -> Path:
+    return BACKUP_DIR / time.strftime("ivr-backup-%Y%m%dT%H%M%SZ.tar.gz", time.gmtime(now))
 
 
 def _restore(args: argparse.Namespace, settings: Settings) -> int:
@@ -129,7 +143,8 @@ def _unseal(server: VaultServer, args: argparse.Namespace, dev_vault: DevVault |
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("backup", help="write Vault's Raft snapshot and the account store "
                                       "into one file (mode 0600)")
-    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--out", metavar="FILE",
+                   help="where to write it (default: backups/ivr-backup-<UTC time>.tar.gz)")
     p.set_defaults(func=_backup, dev_identity="ivr-backup")
     p = sub.add_parser("restore", help="bring back Vault's data and the account store from "
                                        "a backup (docs/backup.md)")

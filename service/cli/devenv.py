@@ -64,6 +64,34 @@ def find_dev_env(environ: Mapping[str, str], dev_dir: Path = DEV_DIR) -> DevEnv 
                   values.get("STORE_URL"))
 
 
+# What ``source .dev/vault.env`` puts in a shell.
+_SOURCED = ("VAULT_ADDR", "VAULT_TOKEN", "BAO_ADDR", "BAO_TOKEN")
+
+
+def unsourced(environ: Mapping[str, str], dev_dir: Path = DEV_DIR,
+              ) -> tuple[dict[str, str], str | None]:
+    """``environ`` as if ``.dev/vault.env`` had never been sourced into it: when its
+    ``VAULT_ADDR`` is that file's, the address and the file's root token are dropped (a
+    token of another value stays: someone chose it), so that a command runs as its own
+    identity, not as root, and ``make run`` starts its own Vault again instead of asking a
+    Vault that stopped with the last one. The second value says so in one line, or None
+    when nothing was dropped."""
+    addr = environ.get("VAULT_ADDR") or environ.get("BAO_ADDR")
+    try:
+        text = (dev_dir / "vault.env").read_text(encoding="utf-8") if addr else ""
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    values = dict(_EXPORT.findall(text))
+    if not addr or addr != values.get("VAULT_ADDR", values.get("BAO_ADDR")):
+        return dict(environ), None
+    token = values.get("VAULT_TOKEN")
+    dropped = [name for name in _SOURCED if name in environ and (
+        name.endswith("_ADDR") or environ[name] == token)]
+    env = {name: value for name, value in environ.items() if name not in dropped}
+    return env, (f"{', '.join(dropped)} come from {dev_dir / 'vault.env'} (sourced "
+                 "earlier): not used; nothing needs sourcing")
+
+
 def names_credentials(environ: Mapping[str, str]) -> bool:
     return any(environ.get(name) or environ.get(f"{name}_FILE") for name in _CREDENTIALS)
 

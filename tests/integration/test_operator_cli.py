@@ -6,9 +6,21 @@ identity, say which in one line, log nothing else unless asked (-v), and fail in
 from __future__ import annotations
 
 import json
+import stat
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
-from tests.support.devrun import READY_LINE, DevRun, descendants, ivr_vault, vault_env
+from tests.support.devrun import (
+    READY_LINE,
+    DevRun,
+    base_env,
+    ctrl_c,
+    descendants,
+    ivr_vault,
+    vault_env,
+)
 
 
 def test_make_run_then_the_operator_cli_from_another_terminal(
@@ -81,3 +93,41 @@ def test_make_run_then_the_operator_cli_from_another_terminal(
     assert doctor.stdout.splitlines()[-1] == "all checks passed"
     assert "logs in (make run .dev/ivr-keyadmin/)" in doctor.stdout
     assert doctor.stderr == f"{using}\n"
+
+
+def test_nothing_needs_sourcing_and_a_sourced_shell_is_no_trap(
+        start_dev: Callable[..., DevRun]) -> None:
+    """The banner shows the bao CLI with the address inline and the token read from its
+    file (it works as printed); a shell that sourced .dev/vault.env runs each operator
+    command as that command's own identity, not as root; and after Ctrl-C, make run from
+    that shell starts the same Vault again, at the same address."""
+    run = start_dev()
+    run.wait_for(READY_LINE)
+    addr = vault_env(run)["VAULT_ADDR"]
+    bao_line = next(line.strip() for line in run.output().splitlines()
+                    if ".venv/bin/bao status" in line)
+    assert bao_line == f"VAULT_ADDR={addr} VAULT_TOKEN=$(cat .dev/root-token) " \
+                       ".venv/bin/bao status"
+    token_file = run.state / "root-token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert token_file.read_text().strip() == vault_env(run)["VAULT_TOKEN"]
+    venv_bin = Path(sys.executable).parent
+    status = subprocess.run(["bash", "-c", bao_line.replace(".venv/bin/", f"{venv_bin}/")],
+                            cwd=run.cwd, env=base_env(run.cwd), capture_output=True,
+                            text=True, timeout=30, check=False)
+    assert status.returncode == 0 and "Sealed" in status.stdout, status.stderr
+
+    sourced = vault_env(run)  # what `source .dev/vault.env` leaves in a shell
+    keys = ivr_vault(run, "keys", "status", "--json", "-v", **sourced)
+    assert keys.returncode == 0, keys.stderr
+    said = keys.stderr.splitlines()
+    assert said[0] == ("ivr-vault: VAULT_ADDR, VAULT_TOKEN, BAO_ADDR, BAO_TOKEN come from "
+                       ".dev/vault.env (sourced earlier): not used; nothing needs sourcing")
+    assert said[1].endswith("as ivr-keyadmin (.dev/ivr-keyadmin/)")
+    assert json.loads(said[2])["ttl_s"] == 1800.0  # the key-admin's token, not root's (0)
+
+    assert ctrl_c(run) == 0
+    again = start_dev(**sourced)
+    again.wait_for(READY_LINE)
+    assert "come from .dev/vault.env (sourced earlier)" in again.output()
+    assert vault_env(again)["VAULT_ADDR"] == addr  # the shell's address is right again

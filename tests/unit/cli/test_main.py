@@ -11,7 +11,7 @@ import pytest
 
 from service import cli
 from service.cli import build_parser, log_level, main
-from service.cli.devenv import ANY, ROOT, DevEnv, dev_environment, find_dev_env
+from service.cli.devenv import ANY, ROOT, DevEnv, dev_environment, find_dev_env, unsourced
 
 
 @pytest.mark.parametrize(("command", "verbose", "configured", "level"), [
@@ -152,3 +152,20 @@ def test_bad_input_is_called_bad_input_with_exit_2(
     err = capsys.readouterr().err
     assert err.startswith(f"ivr-vault: bad input: {said}") and err.count("\n") == 1
     assert "12ab" not in err and "7946" not in err
+
+
+def test_unsourced_drops_only_what_source_dev_vault_env_put_there(tmp_path: Path) -> None:
+    dev = tmp_path / ".dev"
+    write_dev(tmp_path)
+    sourced = {"VAULT_ADDR": "http://127.0.0.1:18200", "VAULT_TOKEN": "s.root",
+               "BAO_ADDR": "x", "PATH": "/bin"}
+    env, said = unsourced(sourced, dev)
+    assert env == {"PATH": "/bin"}
+    assert said == (f"VAULT_ADDR, VAULT_TOKEN, BAO_ADDR come from {dev}/vault.env (sourced "
+                    "earlier): not used; nothing needs sourcing")
+    # A token someone chose stays; another Vault's address is left alone entirely.
+    chosen = {**sourced, "VAULT_TOKEN": "s.keyadmin"}
+    assert unsourced(chosen, dev)[0] == {"VAULT_TOKEN": "s.keyadmin", "PATH": "/bin"}
+    other = {**sourced, "VAULT_ADDR": "https://vault.example:8200"}
+    assert unsourced(other, dev) == (other, None)
+    assert unsourced({"PATH": "/bin"}, dev) == ({"PATH": "/bin"}, None)

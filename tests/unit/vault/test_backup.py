@@ -53,8 +53,8 @@ def test_a_damaged_backup_is_called_damaged(tmp_path: Path, damage: str) -> None
 
 
 def test_restore_of_a_truncated_backup_is_one_line_exit_2(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        pipeline: io.StringIO) -> None:
     monkeypatch.chdir(tmp_path)
     path = a_backup(tmp_path / "b.tar.gz")
     path.write_bytes(path.read_bytes()[:-200])
@@ -67,3 +67,16 @@ def test_restore_of_a_truncated_backup_is_one_line_exit_2(
 def test_a_missing_backup_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="no such file"):
         read_backup(tmp_path / "nowhere.tar.gz")
+
+
+def test_backup_out_into_a_missing_directory_is_bad_input(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        pipeline: io.StringIO) -> None:
+    """Said before any Vault is asked (the address below answers nothing)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:9")
+    monkeypatch.setenv("VAULT_TOKEN", "t")
+    out = tmp_path / "nowhere" / "b.tar.gz"
+    assert main(["backup", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"ivr-vault: bad input: --out: no directory {out.parent}/ to write b.tar.gz into\n")
