@@ -88,7 +88,8 @@ def unsourced(environ: Mapping[str, str], dev_dir: Path = DEV_DIR,
     dropped = [name for name in _SOURCED if name in environ and (
         name.endswith("_ADDR") or environ[name] == token)]
     env = {name: value for name, value in environ.items() if name not in dropped}
-    return env, (f"{', '.join(dropped)} come from {dev_dir / 'vault.env'} (sourced "
+    verb = "comes" if len(dropped) == 1 else "come"
+    return env, (f"{', '.join(dropped)} {verb} from {dev_dir / 'vault.env'} (sourced "
                  "earlier): not used; nothing needs sourcing")
 
 

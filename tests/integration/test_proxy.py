@@ -30,7 +30,7 @@ FOUND = "Thank you. Your account number is AC12345678 and your balance is 12.55"
 
 @pytest.fixture(autouse=True, scope="module")
 def _caddy_installed() -> None:
-    require("caddy", "caddy")
+    require("caddy")
 
 
 @dataclass
@@ -62,7 +62,7 @@ class Caddy:
                "WEBHOOK_UPSTREAM": upstream, "CADDY_ADMIN": "off"}
         with (home / "caddy.log").open("ab") as log:
             process = subprocess.Popen(
-                ["caddy", "run", "--config", str(layout_dir() / "proxy" / "Caddyfile"),
+                [require("caddy"), "run", "--config", str(layout_dir() / "proxy" / "Caddyfile"),
                  "--adapter", "caddyfile"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
         caddy = cls(process, port, home)
