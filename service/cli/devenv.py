@@ -71,22 +71,23 @@ _SOURCED = ("VAULT_ADDR", "VAULT_TOKEN", "BAO_ADDR", "BAO_TOKEN")
 def unsourced(environ: Mapping[str, str], dev_dir: Path = DEV_DIR,
               ) -> tuple[dict[str, str], str | None]:
     """``environ`` as if ``.dev/vault.env`` had never been sourced into it: when its
-    ``VAULT_ADDR`` is that file's, the address and the file's root token are dropped (a
-    token of another value stays: someone chose it), so that a command runs as its own
-    identity, not as root, and ``make run`` starts its own Vault again instead of asking a
-    Vault that stopped with the last one. The second value says so in one line, or None
-    when nothing was dropped."""
+    ``VAULT_ADDR`` is that file's and its token is that file's root token (or none), they
+    are dropped, so that a command runs as its own identity, not as root, and ``make run``
+    starts its own Vault again instead of asking a Vault that stopped with the last one. A
+    token of another value was chosen by someone: then nothing is dropped. The second
+    value says what was dropped, in one line, or None."""
     addr = environ.get("VAULT_ADDR") or environ.get("BAO_ADDR")
     try:
         text = (dev_dir / "vault.env").read_text(encoding="utf-8") if addr else ""
     except (OSError, UnicodeDecodeError):
         text = ""
     values = dict(_EXPORT.findall(text))
-    if not addr or addr != values.get("VAULT_ADDR", values.get("BAO_ADDR")):
-        return dict(environ), None
     token = values.get("VAULT_TOKEN")
-    dropped = [name for name in _SOURCED if name in environ and (
-        name.endswith("_ADDR") or environ[name] == token)]
+    tokens = {environ[name] for name in ("VAULT_TOKEN", "BAO_TOKEN") if environ.get(name)}
+    if not addr or addr != values.get("VAULT_ADDR", values.get("BAO_ADDR")) or (
+            tokens - {token}):
+        return dict(environ), None
+    dropped = [name for name in _SOURCED if name in environ]
     env = {name: value for name, value in environ.items() if name not in dropped}
     verb = "comes" if len(dropped) == 1 else "come"
     return env, (f"{', '.join(dropped)} {verb} from {dev_dir / 'vault.env'} (sourced "

@@ -163,9 +163,11 @@ def test_unsourced_drops_only_what_source_dev_vault_env_put_there(tmp_path: Path
     assert env == {"PATH": "/bin"}
     assert said == (f"VAULT_ADDR, VAULT_TOKEN, BAO_ADDR come from {dev}/vault.env (sourced "
                     "earlier): not used; nothing needs sourcing")
-    # A token someone chose stays; another Vault's address is left alone entirely.
+    # The address alone (no token): dropped too, or the command would have no identity.
+    assert unsourced({"VAULT_ADDR": "http://127.0.0.1:18200"}, dev)[0] == {}
+    # A token someone chose: nothing is dropped (that address with that token is meant).
     chosen = {**sourced, "VAULT_TOKEN": "s.keyadmin"}
-    assert unsourced(chosen, dev)[0] == {"VAULT_TOKEN": "s.keyadmin", "PATH": "/bin"}
+    assert unsourced(chosen, dev) == (chosen, None)
     other = {**sourced, "VAULT_ADDR": "https://vault.example:8200"}
     assert unsourced(other, dev) == (other, None)
     assert unsourced({"PATH": "/bin"}, dev) == ({"PATH": "/bin"}, None)
