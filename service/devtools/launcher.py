@@ -50,7 +50,8 @@ def _write_private(path: Path, text: str) -> None:
 
 def write_vault_env(path: Path, addr: str, token: str,
                     extra: Mapping[str, str] | None = None) -> None:
-    """``.dev/vault.env``, for ``source .dev/vault.env`` and for tools that read it.
+    """``.dev/vault.env``, which ``ivr-vault`` reads (nothing needs it sourced), and beside
+    it ``root-token`` (:data:`ROOT_TOKEN_FILE`), the token alone for the bao CLI.
 
     Format: lines ``export NAME=VALUE`` (values have no spaces and no quotes), for
     ``VAULT_ADDR`` (``make run-ha``: its three nodes, comma-separated), ``VAULT_TOKEN``,
