@@ -32,11 +32,24 @@ def _has_digit(text: str) -> bool:
     return any(c.isdigit() or c.isnumeric() for c in text)
 
 
+# Kinds whose value names one of the test's own processes (a leak test checks it is one
+# it started); the others (an HTTP status, a Vault API path) are proven by their check
+# alone: three digits, or digit runs under four, cannot be a typed four-digit entry.
+PROCESS_KINDS = frozenset({Arg.PORT, Arg.PID, Arg.LISTEN_HOST})
+
+
 def shown_arguments(logger: object, event: object,
                     listen_hosts: Collection[str] = ()) -> list[str] | None:
     """The arguments a known template shows verbatim in ``event``, each checked as the
     template's kind demands (raises AssertionError when one is not); None when the line
     is not one of the templates (its digits must then all be masked)."""
+    shown = shown_with_kinds(logger, event, listen_hosts)
+    return None if shown is None else [value for value, _ in shown]
+
+
+def shown_with_kinds(logger: object, event: object, listen_hosts: Collection[str] = (),
+                     ) -> list[tuple[str, Arg]] | None:
+    """:func:`shown_arguments`, each with the kind the template says it is."""
     if not isinstance(logger, str) or not isinstance(event, str):
         return None
     for (name, msg), pattern in _PATTERNS.items():
@@ -48,7 +61,7 @@ def shown_arguments(logger: object, event: object,
 
 
 def _checked(values: tuple[str, ...], kinds: tuple[Arg, ...],
-             listen_hosts: Collection[str]) -> Iterator[str]:
+             listen_hosts: Collection[str]) -> Iterator[tuple[str, Arg]]:
     for value, kind in zip(values, kinds, strict=True):
         if not _has_digit(value):
             continue
@@ -69,4 +82,4 @@ def _checked(values: tuple[str, ...], kinds: tuple[Arg, ...],
             assert max(map(len, re.findall(r"[0-9]+", path))) < 4, value
         else:
             raise AssertionError(f"a digit in a {kind.value} argument: {value!r}")
-        yield value
+        yield value, kind
