@@ -33,13 +33,15 @@ def _backup(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("VAULT_ROLE_ID/VAULT_SECRET_ID: not set (nor *_FILE, nor "
                           "VAULT_TOKEN): no backup identity (in a make run directory, leave "
                           "VAULT_ADDR unset to use .dev/ivr-backup/)")
-    vault = VaultClient.from_settings(settings, credentials=creds, pool_size=2,
-                                      timeout=max(settings.vault_timeout, 30))
     out = Path(args.out) if args.out else default_out(time.time())
     if args.out is None:
         out.parent.mkdir(mode=0o700, exist_ok=True)
+    elif out.is_dir():
+        raise BadInput(f"--out: {out} is a directory; name the file to write")
     elif not out.parent.is_dir():
         raise BadInput(f"--out: no directory {out.parent}/ to write {out.name} into")
+    vault = VaultClient.from_settings(settings, credentials=creds, pool_size=2,
+                                      timeout=max(settings.vault_timeout, 30))
     manifest = write_backup(vault, settings.store, out)
     print(f"ivr-vault: backup written to {out} (mode 0600): the Raft snapshot of Vault "
           f"cluster {manifest.cluster_id} and the account store {settings.store}. "

@@ -80,3 +80,6 @@ def test_backup_out_into_a_missing_directory_is_bad_input(
     assert main(["backup", "--out", str(out)]) == 2
     assert capsys.readouterr().err == (
         f"ivr-vault: bad input: --out: no directory {out.parent}/ to write b.tar.gz into\n")
+    assert main(["backup", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"ivr-vault: bad input: --out: {tmp_path} is a directory; name the file to write\n")
