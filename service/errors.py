@@ -5,6 +5,7 @@ at the boundary where they arise, so callers handle one tree::
 
     IvrVaultError
     ├── ConfigError                  a setting is missing or invalid (names it, never its value)
+    ├── BadInput                     an operator's input (a prompt, stdin, a flag) is not acceptable
     ├── VaultError                   anything that went wrong talking to Vault
     │   ├── VaultUnavailable         refused, reset, sealed, 5xx
     │   │   ├── VaultTimeout         no answer within the timeout
@@ -19,7 +20,7 @@ at the boundary where they arise, so callers handle one tree::
     │   ├── StoreConflict            a write would break a unique key (an account with this card)
     │   └── StoreSchemaMismatch      the schema is not this release's: run `ivr-vault store migrate`
     ├── BackendUnavailable           the webhook got no answer from the backend (refused, timed out)
-    ├── ServiceNotReady              make run-ha: a service started but will not become ready
+    ├── ServiceNotReady              a process make run started will not become ready (PID, port)
     ├── ItemFailed                   Transit refused one item of a batch encrypt
     ├── DecryptionError              one opaque error for every failed decryption
     ├── CoalescerError               the batching machinery broke its contract
@@ -50,10 +51,26 @@ class ConfigError(IvrVaultError):
     """A setting is missing or invalid. The message names the setting, never its value."""
 
 
+class BadInput(IvrVaultError):
+    """What an operator typed or piped in is not acceptable (``ivr-vault: bad input: …``,
+    exit status 2). The message says what was expected, never what was given."""
+
+
 class VaultError(IvrVaultError):
-    """Talking to Vault failed. ``kind`` is a short label safe for logs and metrics."""
+    """Talking to Vault failed. ``kind`` is a short label safe for logs and metrics.
+    ``addr`` (the node asked) and ``status`` (its HTTP status, when it answered) are the
+    facts an operator needs first; the message ends with them: ``rotate key: permission
+    denied (HTTP 403 from http://127.0.0.1:8200)``, ``token lookup: cannot reach Vault
+    (http://127.0.0.1:8200)``."""
 
     kind = "vault"
+
+    def __init__(self, message: str, *, addr: str | None = None,
+                 status: int | None = None) -> None:
+        self.addr, self.status = addr, status
+        where = " from " if status is not None and addr else ""
+        fact = (f"HTTP {status}" if status is not None else "") + where + (addr or "")
+        super().__init__(f"{message} ({fact})" if fact else message)
 
 
 class VaultUnavailable(VaultError):
@@ -86,9 +103,9 @@ class VaultRequestError(VaultError):
 
     kind = "bad_request"
 
-    def __init__(self, message: str, *,
-                 response_json: Mapping[str, Any] | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, response_json: Mapping[str, Any] | None = None,
+                 addr: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, addr=addr, status=status)
         self.response_json = response_json
 
 
@@ -126,9 +143,9 @@ class BackendUnavailable(IvrVaultError):
 
 
 class ServiceNotReady(IvrVaultError):
-    """A process that ``make run`` or ``make run-ha`` started will not become ready by
-    waiting (its ``ivr-lookup`` check failed, it exited). The message names it, its
-    address or its log file."""
+    """A process that ``make run``, ``make run-ha`` or the tests started will not become
+    ready by waiting (its ``ivr-lookup`` check failed, it exited, it never answered). The
+    message names it (its PID, its URL and so its port) and its log file."""
 
 
 class ItemFailed(IvrVaultError):

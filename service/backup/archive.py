@@ -15,6 +15,7 @@ names accounts and balances.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -22,6 +23,7 @@ import os
 import tarfile
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from typing import Any
 import structlog
 
 from service.backup.transfer import export_to_sqlite, import_from_sqlite
-from service.errors import ConfigError
+from service.errors import BadInput
 from service.settings import StoreUrl
 from service.vault.client import VaultClient
 from service.vault.operator_init import VaultServer
@@ -104,21 +106,33 @@ def read_backup(path: Path) -> Backup:
             for info in tar.getmembers():
                 handle = tar.extractfile(info) if info.isfile() else None
                 if info.name not in (MANIFEST, SNAPSHOT, STORE) or handle is None:
-                    raise ConfigError(f"--from: unexpected member in the backup: {info.name}")
+                    raise BadInput(f"--from: {path}: unexpected member in the backup: "
+                                   f"{info.name}")
                 members[info.name] = handle.read()
+    except FileNotFoundError:
+        raise BadInput(f"--from: no such file: {path}") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile, tarfile.ReadError) as exc:
+        # A copy cut short, or bytes changed in transit: gzip's stream is damaged.
+        raise BadInput(f"--from: {path}: the backup is damaged (truncated or corrupted: "
+                       f"{type(exc).__name__})") from None
     except (OSError, tarfile.TarError) as exc:
-        raise ConfigError(f"--from: not a readable backup ({type(exc).__name__})") from None
+        raise BadInput(f"--from: {path}: not a readable backup ({type(exc).__name__})"
+                       ) from None
     if set(members) != {MANIFEST, SNAPSHOT, STORE}:
-        raise ConfigError("--from: the backup is incomplete")
-    raw = json.loads(members[MANIFEST])
-    if raw.get("format") != FORMAT:
-        raise ConfigError("--from: unknown backup format")
-    manifest = Manifest(float(raw["created"]), str(raw["cluster_id"]),
-                        str(raw["vault_version"]), dict(raw["sha256"]))
+        raise BadInput(f"--from: {path}: the backup is incomplete (damaged)")
+    try:
+        raw = json.loads(members[MANIFEST])
+        if raw.get("format") != FORMAT:
+            raise BadInput(f"--from: {path}: unknown backup format")
+        manifest = Manifest(float(raw["created"]), str(raw["cluster_id"]),
+                            str(raw["vault_version"]), dict(raw["sha256"]))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise BadInput(f"--from: {path}: {MANIFEST} is not readable; the backup is "
+                       "damaged") from None
     for name in (SNAPSHOT, STORE):
         if _digest(members[name]) != manifest.sha256.get(name):
-            raise ConfigError(f"--from: {name} does not match its digest; the backup is "
-                              "damaged")
+            raise BadInput(f"--from: {path}: {name} does not match its digest; the backup "
+                           "is damaged")
     return Backup(manifest, members[SNAPSHOT], members[STORE])
 
 

@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
-from service.errors import ConfigError, IvrVaultError
+from service.errors import BadInput, ConfigError, IvrVaultError
 from service.settings import Settings
 
 Command = Callable[[argparse.Namespace, Settings], int]
@@ -39,8 +39,8 @@ DESCRIPTION = (
 # also sets ``dev_identity`` (the AppRole it runs as there; service/cli/devenv.py). Imported
 # when the parser is built, so that a command pulls in only what it runs.
 REGISTRARS: tuple[str, ...] = tuple(f"service.cli.{name}" for name in (
-    "dev", "serve", "bootstrap", "call", "accounts", "keys", "legacy", "twilio", "backup",
-    "operator", "doctor", "store"))
+    "dev", "serve", "bootstrap", "call", "accounts", "callers", "keys", "legacy", "twilio",
+    "backup", "operator", "doctor", "store"))
 
 # Commands whose logs are a service's: LOG_LEVEL applies, and -v changes nothing. With
 # the services: `operator`, compose's unattended steps around Vault (`unseal --watch` runs
@@ -86,9 +86,13 @@ def log_level(command: str, verbose: int, settings_level: str) -> str:
 def _environment(args: argparse.Namespace, environ: Mapping[str, str]) -> Mapping[str, str]:
     """The environment the command runs with: with make run's Vault when it is in this
     directory and the command may use it (one line on stderr says so)."""
-    from service.cli.devenv import dev_environment, find_dev_env
+    from service.cli.devenv import dev_environment, find_dev_env, unsourced
 
     identity: str | None = getattr(args, "dev_identity", None)
+    if identity is not None:
+        environ, dropped = unsourced(environ)  # each command as its own identity, not root
+        if dropped:
+            print(f"ivr-vault: {dropped}", file=sys.stderr, flush=True)
     dev = find_dev_env(environ) if identity is not None else None
     args.dev_env = dev
     if dev is None or identity is None:
@@ -129,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args, settings)
     except ConfigError as exc:
         print(f"ivr-vault: configuration error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except BadInput as exc:
+        print(f"ivr-vault: bad input: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except IvrVaultError as exc:
         print(f"ivr-vault: {type(exc).__name__}: {_one_line(str(exc))}", file=sys.stderr)

@@ -14,7 +14,7 @@ import time
 
 import structlog
 
-from service.errors import ConfigError, EnrolmentRefused
+from service.errors import BadInput, EnrolmentRefused
 from service.formats import is_four_digits
 from service.settings import Settings
 
@@ -25,7 +25,7 @@ def _read_secret_digits(label: str) -> str:
     """From a prompt on a terminal, else one line of stdin; never from argv."""
     value = getpass.getpass(f"{label}: ") if sys.stdin.isatty() else sys.stdin.readline().strip()
     if not is_four_digits(value):
-        raise ConfigError(f"{label}: expected exactly 4 digits")
+        raise BadInput(f"{label}: expected exactly 4 digits")
     return value
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service.cli.dev import DEV_DIR
-from service.errors import ConfigError
+from service.errors import BadInput, ConfigError
 from service.settings import Secret, Settings
 
 if TYPE_CHECKING:
@@ -32,9 +33,15 @@ def _backup(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("VAULT_ROLE_ID/VAULT_SECRET_ID: not set (nor *_FILE, nor "
                           "VAULT_TOKEN): no backup identity (in a make run directory, leave "
                           "VAULT_ADDR unset to use .dev/ivr-backup/)")
+    out = Path(args.out) if args.out else default_out(time.time())
+    if args.out is None:
+        out.parent.mkdir(mode=0o700, exist_ok=True)
+    elif out.is_dir():
+        raise BadInput(f"--out: {out} is a directory; name the file to write")
+    elif not out.parent.is_dir():
+        raise BadInput(f"--out: no directory {out.parent}/ to write {out.name} into")
     vault = VaultClient.from_settings(settings, credentials=creds, pool_size=2,
                                       timeout=max(settings.vault_timeout, 30))
-    out = Path(args.out)
     manifest = write_backup(vault, settings.store, out)
     print(f"ivr-vault: backup written to {out} (mode 0600): the Raft snapshot of Vault "
           f"cluster {manifest.cluster_id} and the account store {settings.store}. "
@@ -42,11 +49,21 @@ def _backup(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# Where a backup goes without --out: a directory of its own, which git ignores, never the
+# checkout's root (docs/backup.md).
+BACKUP_DIR = Path("backups")
+
+
+def default_out(now: float) -> Path:
+    return BACKUP_DIR / time.strftime("ivr-backup-%Y%m%dT%H%M%SZ.tar.gz", time.gmtime(now))
+
+
 def _restore(args: argparse.Namespace, settings: Settings) -> int:
     from service.backup.archive import read_backup, restore_snapshot, restore_store
     from service.vault.client import VaultClient
     from service.vault.operator_init import VaultServer
 
+    _refuse_under_make_run(args, settings)
     backup = read_backup(Path(args.source))  # checked whole before anything is touched
     dev_vault = None
     verify: str | bool = True
@@ -86,6 +103,19 @@ def _restore(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _refuse_under_make_run(args: argparse.Namespace, settings: Settings) -> None:
+    """``make run`` holds the dev Vault's data and the store: a restore into them while
+    it runs would fail halfway (its Vault holds the data directory) or be undone."""
+    from service.devtools.launcher import running_pid
+
+    dev_store = settings.store.engine == "sqlite" and Path(
+        settings.store.path).resolve().is_relative_to(DEV_DIR.resolve())
+    pid = running_pid(DEV_DIR) if args.dev or dev_store else None
+    if pid is not None:
+        raise BadInput(f"make run is running in this directory (pid {pid}) and holds "
+                       f"{DEV_DIR}/: stop it (Ctrl-C) first, then restore")
+
+
 def _unseal(server: VaultServer, args: argparse.Namespace, dev_vault: DevVault | None,
             ) -> None:
     from service.vault.operator_init import DevKeyring
@@ -97,13 +127,13 @@ def _unseal(server: VaultServer, args: argparse.Namespace, dev_vault: DevVault |
     if args.unseal_keys_file:
         keyring = DevKeyring(Path(args.unseal_keys_file))
         if not any(server.try_unseal(keys.unseal_keys) for keys in keyring.read()):
-            raise ConfigError("--unseal-keys-file: none of its keys opens this Vault")
+            raise BadInput("--unseal-keys-file: none of its keys opens this Vault")
     elif sys.stdin.isatty():
         needed = int(server.seal_status()["t"])
         shares = [Secret(getpass.getpass(f"unseal key share {i + 1} of {needed}: "))
                   for i in range(needed)]
         if not server.try_unseal(shares):
-            raise ConfigError("unseal: these shares do not open this Vault")
+            raise BadInput("unseal: these shares do not open this Vault")
     else:
         print("ivr-vault: unseal it now with those keys (bao operator unseal), then "
               "start the services")
@@ -115,7 +145,8 @@ def _unseal(server: VaultServer, args: argparse.Namespace, dev_vault: DevVault |
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("backup", help="write Vault's Raft snapshot and the account store "
                                       "into one file (mode 0600)")
-    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--out", metavar="FILE",
+                   help="where to write it (default: backups/ivr-backup-<UTC time>.tar.gz)")
     p.set_defaults(func=_backup, dev_identity="ivr-backup")
     p = sub.add_parser("restore", help="bring back Vault's data and the account store from "
                                        "a backup (docs/backup.md)")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from service.settings import Settings
 
@@ -14,13 +16,23 @@ DEV_DIR = Path(".dev")
 
 
 def _dev(args: argparse.Namespace, settings: Settings) -> int:
+    from service.cli.devenv import unsourced
+
+    # A shell that sourced .dev/vault.env still names the last make run's Vault: start that
+    # one again, at the same address (its port), so that the shell's address stays right.
+    environ, dropped = unsourced(os.environ)
+    if dropped:
+        port = urlsplit(os.environ.get("VAULT_ADDR") or os.environ["BAO_ADDR"]).port
+        if not args.ha and port and not environ.get("DEV_VAULT_PORT"):
+            environ["DEV_VAULT_PORT"] = str(port)
+        print(f"ivr-vault: {dropped}", file=sys.stderr, flush=True)
     if args.ha:
         from service.devtools.ha import run_ha
 
-        return run_ha(settings, os.environ, state_dir=DEV_DIR)
+        return run_ha(settings, environ, state_dir=DEV_DIR)
     from service.devtools.launcher import run_dev
 
-    return run_dev(settings, os.environ, state_dir=DEV_DIR)
+    return run_dev(settings, environ, state_dir=DEV_DIR)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

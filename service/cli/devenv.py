@@ -64,6 +64,36 @@ def find_dev_env(environ: Mapping[str, str], dev_dir: Path = DEV_DIR) -> DevEnv 
                   values.get("STORE_URL"))
 
 
+# What ``source .dev/vault.env`` puts in a shell.
+_SOURCED = ("VAULT_ADDR", "VAULT_TOKEN", "BAO_ADDR", "BAO_TOKEN")
+
+
+def unsourced(environ: Mapping[str, str], dev_dir: Path = DEV_DIR,
+              ) -> tuple[dict[str, str], str | None]:
+    """``environ`` as if ``.dev/vault.env`` had never been sourced into it: when its
+    ``VAULT_ADDR`` is that file's and its token is that file's root token (or none), they
+    are dropped, so that a command runs as its own identity, not as root, and ``make run``
+    starts its own Vault again instead of asking a Vault that stopped with the last one. A
+    token of another value was chosen by someone: then nothing is dropped. The second
+    value says what was dropped, in one line, or None."""
+    addr = environ.get("VAULT_ADDR") or environ.get("BAO_ADDR")
+    try:
+        text = (dev_dir / "vault.env").read_text(encoding="utf-8") if addr else ""
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    values = dict(_EXPORT.findall(text))
+    token = values.get("VAULT_TOKEN")
+    tokens = {environ[name] for name in ("VAULT_TOKEN", "BAO_TOKEN") if environ.get(name)}
+    if not addr or addr != values.get("VAULT_ADDR", values.get("BAO_ADDR")) or (
+            tokens - {token}):
+        return dict(environ), None
+    dropped = [name for name in _SOURCED if name in environ]
+    env = {name: value for name, value in environ.items() if name not in dropped}
+    verb = "comes" if len(dropped) == 1 else "come"
+    return env, (f"{', '.join(dropped)} {verb} from {dev_dir / 'vault.env'} (sourced "
+                 "earlier): not used; nothing needs sourcing")
+
+
 def names_credentials(environ: Mapping[str, str]) -> bool:
     return any(environ.get(name) or environ.get(f"{name}_FILE") for name in _CREDENTIALS)
 

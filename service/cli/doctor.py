@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from service.errors import ConfigError
+from service.errors import BadInput
 from service.settings import Settings
 
 
@@ -23,8 +23,8 @@ def _doctor(args: argparse.Namespace, settings: Settings) -> int:
     for item in args.credentials:
         role, _, directory = item.partition("=")
         if role not in IDENTITIES or not directory:
-            raise ConfigError(f"--credentials: expected ROLE=DIR with ROLE one of "
-                              f"{', '.join(IDENTITIES)}")
+            raise BadInput(f"--credentials: expected ROLE=DIR with ROLE one of "
+                           f"{', '.join(IDENTITIES)}")
         given[role] = Path(directory)
     options = Options(getattr(args, "settings_error", None), given, dev_dirs,
                       args.webhook_url, args.backend_url)

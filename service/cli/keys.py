@@ -12,7 +12,7 @@ import sys
 from contextlib import closing
 from typing import Any, TextIO
 
-from service.errors import RetireRefused
+from service.errors import BadInput, RetireRefused
 from service.keys import lifecycle as keys
 from service.keys.rewrap import DEFAULT_BATCH, RewrapResult, rewrap_key
 from service.settings import Settings, parse_duration
@@ -61,9 +61,15 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 def _rotate(args: argparse.Namespace, settings: Settings) -> int:
     vault = keys.operator_vault(settings)
     name = args.key or settings.dtmf_key
+    keys.require_key(vault, settings, name)
     latest = keys.rotate(vault, settings, name)
-    print(f"{name}: rotated; new encryptions use v{latest}, older versions still decrypt "
-          "until retired")
+    if keys.is_hmac_key(settings, name):
+        print(f"{name}: rotated; new verifiers use v{latest} (each account's move to "
+              f"v{latest} at its next successful lookup), older versions still verify "
+              "until retired")
+    else:
+        print(f"{name}: rotated; new encryptions use v{latest}, older versions still "
+              "decrypt until retired")
     return 0
 
 
@@ -73,10 +79,11 @@ def _retire(args: argparse.Namespace, settings: Settings) -> int:
     try:
         keys.check_window(older_than, settings.call_max_age)  # before any Vault call
         vault = keys.operator_vault(settings)
+        keys.require_key(vault, settings, name)
         key = keys.KeyStatus.from_vault(name, keys.read_key(vault, settings, name),
                                         keys.stored_counts(settings, name))
         plan = keys.plan_retirement(key, older_than, settings.call_max_age,
-                                    verifiers=name == settings.lookup_key)
+                                    verifiers=keys.is_hmac_key(settings, name))
     except RetireRefused as exc:
         print(f"ivr-vault: refused: {exc}", file=sys.stderr)
         return 1
@@ -122,12 +129,19 @@ def summary(result: RewrapResult) -> str:
 
 
 def _rewrap(args: argparse.Namespace, settings: Settings) -> int:
+    for name in args.key or ():
+        if keys.is_hmac_key(settings, name):
+            raise BadInput(f"--key {name}: an HMAC key has no ciphertexts to rewrap (its "
+                           "verifiers move to the latest version at each account's next "
+                           "successful lookup; docs/keys.md)")
     with closing(SealedStore(settings.store)) as store:
         names = args.key or store.key_names()
         if not names:
             print("ivr-vault: no stored ciphertexts to rewrap")
             return 0
         vault = keys.operator_vault(settings)
+        for name in args.key or ():
+            keys.require_key(vault, settings, name)
         failed = False
         for name in names:
             bar: Any = ProgressBar(name, sys.stderr) if sys.stderr.isatty() else None

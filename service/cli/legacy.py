@@ -13,7 +13,7 @@ import sys
 from contextlib import closing
 from typing import Any
 
-from service.errors import LegacyFormatError, LegacyImportError, VaultNotFound
+from service.errors import BadInput, LegacyFormatError, LegacyImportError, VaultNotFound
 from service.keys.legacy import convert_ciphertext, import_key
 from service.keys.lifecycle import LEGACY_KEY, operator_vault
 from service.settings import Settings
@@ -51,8 +51,7 @@ def _import_key(args: argparse.Namespace, settings: Settings) -> int:
     try:
         key = parse_legacy_key(_read_key_text())
     except LegacyFormatError as exc:
-        print(f"ivr-vault: refused: {exc}", file=sys.stderr)
-        return 1
+        raise BadInput(str(exc)) from None
     vault = operator_vault(settings)
     try:
         import_key(_VaultAdapter(vault), args.name, key, mount_point=settings.transit_mount)
@@ -74,8 +73,7 @@ def _convert(args: argparse.Namespace, settings: Settings) -> int:
         try:
             converted.append(convert_ciphertext(line))
         except LegacyFormatError as exc:
-            print(f"ivr-vault: line {number}: {exc}; nothing converted", file=sys.stderr)
-            return 1
+            raise BadInput(f"line {number}: {exc}; nothing converted") from None
     for ciphertext in converted:
         print(ciphertext)
     if args.store:

@@ -17,7 +17,8 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from service.errors import ConfigError, TwilioApiError
+from service.errors import BadInput, ConfigError, TwilioApiError
+from service.formats import caller_bucket
 from service.settings import Settings
 
 TWILIO_API = "https://api.twilio.com"
@@ -64,8 +65,10 @@ def twilio_client(settings: Settings, *, timeout: float = 15.0) -> Client:
                   http_client=_RebasedHttpClient(settings.twilio_api_base_url, timeout))
 
 
-def configure_number(client: Client, number: str, voice_url: str) -> str:
-    """Set the number's voice URL (POST); returns the number's SID."""
+def configure_number(client: Client, number: str, voice_url: str,
+                     api_url: str = TWILIO_API) -> str:
+    """Set the number's voice URL (POST); returns the number's SID. ``api_url`` is where
+    the requests go (TWILIO_API_BASE_URL), named when it cannot be reached."""
     try:
         matches = client.incoming_phone_numbers.list(phone_number=number, limit=2)
         if not matches:
@@ -84,7 +87,8 @@ def configure_number(client: Client, number: str, voice_url: str) -> str:
             raise TwilioApiError(f"Twilio's API failed ({type(exc).__name__})") from None
         raise TwilioApiError(f"Twilio refused the request (HTTP {status})") from None
     except requests.RequestException as exc:
-        raise TwilioApiError(f"cannot reach Twilio's API ({type(exc).__name__})") from None
+        raise TwilioApiError(f"cannot reach Twilio's API at {api_url} "
+                             f"({type(exc).__name__})") from None
     return sid
 
 
@@ -100,9 +104,12 @@ def _configure_number(args: argparse.Namespace, settings: Settings) -> int:
     # twilio-python logs every request and response header at INFO; an operator wants the
     # one result line.
     logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
+    if not args.number.startswith("+") or caller_bucket(args.number) != args.number:
+        raise BadInput("--number: expected E.164, a + then the country code and number, "
+                       "at most 15 digits (+15551234567)")
     client = twilio_client(settings)
     url = _voice_url(args, settings)
-    sid = configure_number(client, args.number, url)
+    sid = configure_number(client, args.number, url, settings.twilio_api_base_url)
     print(f"ivr-vault: {args.number} ({sid}) now sends calls to POST {url}")
     print(PCI_REMINDER)
     return 0

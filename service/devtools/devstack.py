@@ -82,19 +82,25 @@ def find_vault_binary() -> str:
 
 
 def wait_http(url: str, *, timeout: float, process: subprocess.Popen[bytes] | None = None,
-              ok: tuple[int, ...] = (200,), verify: str | bool = True) -> None:
+              ok: tuple[int, ...] = (200,), verify: str | bool = True,
+              log: Path | None = None) -> None:
+    """Until ``url`` answers one of ``ok``. :class:`ServiceNotReady` names the process's
+    PID, the URL (its port) and ``log`` (where the process said why) when the process
+    exits first or nothing answers in time."""
     deadline = time.monotonic() + timeout
+    where = f" (its log: {log})" if log is not None else ""
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             # Ours, not a RuntimeError: printed as it is (an address, a port, an exit
             # status), where an unexpected error's digits would be masked.
-            raise ServiceNotReady(
-                f"process exited with {process.returncode} before {url} answered")
+            raise ServiceNotReady(f"pid {process.pid} exited with status {process.returncode} "
+                                  f"before {url} answered{where}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url, timeout=1.0, verify=_tls(verify)).status_code in ok:
                 return
         time.sleep(0.05)
-    raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
+    started = f" (pid {process.pid})" if process is not None else ""
+    raise ServiceNotReady(f"{url}{started} did not answer within {timeout:.0f}s{where}")
 
 
 def dev_server_config(*, data_dir: str, port: int, cluster_port: int, audit_log: str,
@@ -204,7 +210,7 @@ class DevVault:
         self.process = self._spawn(binary or find_vault_binary())
         try:
             wait_http(f"{self.addr}/v1/sys/health", timeout=30, process=self.process,
-                      ok=LISTENING)
+                      ok=LISTENING, log=self.server_log)
         except BaseException:
             self.stop()
             raise
@@ -325,7 +331,9 @@ class ServiceProcess:
             )
         if wait:
             try:
-                wait_http(f"{self.url}/healthz", timeout=30, process=self.process)
+                wait_http(f"{self.url}/healthz", timeout=30, process=self.process,
+                          log=None if to_terminal or terminal_fd is not None
+                          else self.stderr_path)
             except BaseException:
                 self.stop()
                 raise

@@ -38,6 +38,7 @@ from typing import Any
 from service.devtools.devstack import ServiceProcess, free_port, wait_http
 from service.devtools.launcher import (
     READY_TIMEOUT_S,
+    ROOT_TOKEN_FILE,
     hold_lock,
     prepare_store,
     secret_file,
@@ -275,8 +276,10 @@ ivr-vault (HA) is running.
   backends  {", ".join(b.url for b in ha.backends)}   (internal)
   vault     {", ".join(ha.vault.addrs)}
   store     {ha.store}
-  every process: {ha.state_dir}/cluster.json; logs: {ha.ha_dir}/logs/; \
-source {ha.state_dir}/vault.env for the CLI
+  every process: {ha.state_dir}/cluster.json; logs: {ha.ha_dir}/logs/
+Operator commands need nothing sourced (.venv/bin/ivr-vault keys status). The bao CLI, as root:
+  VAULT_ADDR={ha.vault.addrs[0]} VAULT_TOKEN=$(cat {ha.state_dir / ROOT_TOKEN_FILE}) \
+.venv/bin/bao status
 A process that dies is started again (kill -TERM a pid from cluster.json: a rolling restart).
 
 Place a test call:

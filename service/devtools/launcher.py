@@ -29,7 +29,7 @@ import structlog
 
 from service.backend.enrolment import seed_demo
 from service.devtools.devstack import DevVault, ServiceProcess, wait_http
-from service.errors import ConfigError
+from service.errors import ConfigError, VaultError
 from service.settings import Settings
 from service.store.migrations import migrate_store
 from service.vault.bootstrap import bootstrap, issue_credentials
@@ -38,6 +38,8 @@ from service.vault.client import VaultClient
 log = structlog.get_logger("ivr.dev")
 
 READY_TIMEOUT_S = 30.0
+# Beside vault.env: the dev root token alone (dev only). A file's name, not a secret.
+ROOT_TOKEN_FILE = "root-token"  # noqa: S105
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -49,7 +51,8 @@ def _write_private(path: Path, text: str) -> None:
 
 def write_vault_env(path: Path, addr: str, token: str,
                     extra: Mapping[str, str] | None = None) -> None:
-    """``.dev/vault.env``, for ``source .dev/vault.env`` and for tools that read it.
+    """``.dev/vault.env``, which ``ivr-vault`` reads (nothing needs it sourced), and beside
+    it ``root-token`` (:data:`ROOT_TOKEN_FILE`), the token alone for the bao CLI.
 
     Format: lines ``export NAME=VALUE`` (values have no spaces and no quotes), for
     ``VAULT_ADDR`` (``make run-ha``: its three nodes, comma-separated), ``VAULT_TOKEN``,
@@ -57,11 +60,14 @@ def write_vault_env(path: Path, addr: str, token: str,
     ``extra`` (``make run-ha``: where the account store is); lines starting with ``#`` are
     comments. Mode 0600: the token is the dev Vault's root token (dev only).
     """
-    lines = ["# DEV ONLY: the make-run Vault and its root token (source this file).\n"]
+    lines = ["# DEV ONLY: the make-run Vault and its root token. Nothing needs it sourced:\n"
+             "# ivr-vault commands find it; the bao CLI: VAULT_TOKEN=$(cat root-token).\n"]
     for prefix, value in (("VAULT", addr), ("BAO", addr.split(",", maxsplit=1)[0])):
         lines += [f"export {prefix}_ADDR={value}\n", f"export {prefix}_TOKEN={token}\n"]
     lines += [f"export {name}={value}\n" for name, value in (extra or {}).items()]
     _write_private(path, "".join(lines))
+    # The token alone, for `VAULT_TOKEN=$(cat .dev/root-token)`: never in a terminal.
+    _write_private(path.with_name(ROOT_TOKEN_FILE), token + "\n")
 
 
 def secret_file(path: Path, from_env: str | None) -> Path:
@@ -87,6 +93,21 @@ def hold_lock(state_dir: Path, stack: ExitStack) -> None:
     handle.truncate()
     handle.write(str(os.getpid()))
     handle.flush()
+
+
+def running_pid(state_dir: Path) -> str | None:
+    """The PID of the ``make run`` (or ``make run-ha``) holding ``state_dir``'s lock, if
+    one does: a command that would pull its Vault or store from under it asks first."""
+    lock = state_dir / "run.lock"
+    if not lock.is_file():
+        return None
+    with lock.open("r") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "?"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
 
 
 def stop_on_signals() -> None:
@@ -142,7 +163,8 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) 
         check_ports(listeners(settings, environ))
         stop_on_signals()
 
-        if environ.get("VAULT_ADDR") and environ.get("VAULT_TOKEN"):
+        external = environ.get("VAULT_ADDR") if environ.get("VAULT_TOKEN") else None
+        if external:
             vault_addr, root = ",".join(settings.vault_addr), settings.vault_token
             assert root is not None
             print(f"Using the Vault at {vault_addr} (VAULT_ADDR).")
@@ -156,7 +178,15 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) 
                   f"{dev_vault.keyring.path}; audit log {dev_vault.audit_log}")
 
         admin = VaultClient(vault_addr.split(","), root, timeout=10)
-        layout = bootstrap(admin)
+        try:
+            layout = bootstrap(admin)
+        except VaultError as exc:
+            if not external:
+                raise
+            print(f"ivr-vault: the Vault that VAULT_ADDR and VAULT_TOKEN name cannot be used "
+                  f"({type(exc).__name__}: {exc}); for make run's own Vault: unset "
+                  "VAULT_ADDR VAULT_TOKEN BAO_ADDR BAO_TOKEN", file=sys.stderr, flush=True)
+            return 1
         creds = issue_credentials(admin, ["ivr-webhook", "ivr-backend", "ivr-keyadmin",
                                           "ivr-backup"],
                                   approle_mount=layout.approle_mount)
@@ -192,21 +222,10 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) 
                   "says why and what to do); stopping.", file=sys.stderr, flush=True)
             return 1
         wait_http(f"{webhook.url}/readyz", timeout=READY_TIMEOUT_S)
-        call = ".venv/bin/ivr-vault call --card 1234 --pin 4321"
-        if public_base_url != "http://127.0.0.1:8080":
-            call += f" --url {public_base_url or webhook.url}"  # call's own default is 8080
-
         try:  # a Ctrl-C the moment the block is printed is a clean stop too
-            print(f"""
-ivr-vault is running.
-  webhook  {webhook.url}   (Twilio voice URL: {public_base_url or "<proxy's URL>"}/voice)
-  backend  {backend.url}   (internal)
-  vault    {vault_addr}    (source {state_dir}/vault.env to use the vault/bao CLI)
-
-Place a test call:
-  {call}
-Ctrl-C stops everything.
-""", flush=True)
+            print(banner(webhook.url, backend.url, vault_addr, public_base_url,
+                         root_token_file=None if external else state_dir / ROOT_TOKEN_FILE),
+                  flush=True)
             while all(p.process is not None and p.process.poll() is None
                       for p in (backend, webhook)):
                 time.sleep(0.5)
@@ -215,6 +234,33 @@ Ctrl-C stops everything.
         except KeyboardInterrupt:
             print("\nivr-vault: stopping.", flush=True)
             return 0
+
+
+def banner(webhook: str, backend: str, vault_addr: str, public_base_url: str | None, *,
+           root_token_file: Path | None) -> str:
+    """What ``make run`` prints once everything answers. The bao line reads the root token
+    from its file (``root_token_file``; None: a Vault of the operator's own, VAULT_ADDR),
+    so that the token never lands in a terminal's scrollback."""
+    call = ".venv/bin/ivr-vault call --card 1234 --pin 4321"
+    if public_base_url != "http://127.0.0.1:8080":
+        call += f" --url {public_base_url or webhook}"  # call's own default is 8080
+    addr = vault_addr.split(",", maxsplit=1)[0]
+    bao = (f"VAULT_ADDR={addr} VAULT_TOKEN=$(cat {root_token_file}) .venv/bin/bao status"
+           if root_token_file is not None else
+           f"VAULT_ADDR={addr} .venv/bin/bao status   (with your own VAULT_TOKEN)")
+    return f"""
+ivr-vault is running.
+  webhook  {webhook}   (Twilio voice URL: {public_base_url or "<proxy's URL>"}/voice)
+  backend  {backend}   (internal)
+  vault    {vault_addr}
+
+Place a test call:
+  {call}
+Operator commands need nothing sourced: in this directory each finds this Vault and runs
+as its own identity (.venv/bin/ivr-vault keys status). The bao CLI, as root (dev only):
+  {bao}
+Ctrl-C stops everything.
+"""
 
 
 def prepare_store(settings: Settings) -> None:

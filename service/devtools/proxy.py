@@ -4,13 +4,13 @@ the webhooks with active health checks on their /readyz."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.devtools.devstack import _die_with_parent, stop_process, wait_http
+from service.devtools.tools import HOW, find_tool
 from service.errors import ConfigError, ServiceNotReady
 from service.vault.bootstrap import layout_dir
 
@@ -18,9 +18,9 @@ READY_TIMEOUT_S = 20.0
 
 
 def find_caddy() -> str:
-    found = shutil.which("caddy")
+    found = find_tool("caddy")
     if found is None:
-        raise ConfigError("caddy not found: sudo apt-get install caddy (.ci/run installs it)")
+        raise ConfigError(f"caddy not found: {HOW['caddy']}")
     return found
 
 
@@ -66,10 +66,10 @@ class DevProxy:
         try:
             # Not proxied: Caddy itself answers 404, so it is up.
             wait_http(f"{self.url}/healthz", timeout=READY_TIMEOUT_S, process=self.process,
-                      ok=(404,))
-        except (ServiceNotReady, TimeoutError) as exc:
+                      ok=(404,), log=self.log_path)
+        except ServiceNotReady as exc:
             self.stop()
-            raise type(exc)(f"caddy: {exc}; see {self.log_path}") from None
+            raise ServiceNotReady(f"caddy: {exc}") from None
 
     def stop(self) -> None:
         if self.process is not None:

@@ -20,7 +20,7 @@ from service.doctor.identities import (
 )
 from service.doctor.keys import expected_periods, key_checks
 from service.doctor.report import Check, Report, report
-from service.doctor.store import canary_check, schema_status
+from service.doctor.store import canary_check, cut_off_check, schema_status
 from service.doctor.vault_state import vault_addresses, vault_checks
 from service.errors import ConfigError, VaultError
 from service.keys import lifecycle
@@ -128,5 +128,7 @@ def _store_rows(settings: Settings, schema: Check, backend: Source | None,
         return [schema, Check.failed(name, "not checked", "see the store schema row")]
     if backend is None:
         return [schema, Check.failed(name, "not checked: needs the backend identity",
-                                     "see the identity ivr-backend row")]
-    return [schema, canary_check(settings, lambda: connect(backend.credentials))]
+                                     "see the identity ivr-backend row"),
+                cut_off_check(settings)]
+    return [schema, canary_check(settings, lambda: connect(backend.credentials)),
+            cut_off_check(settings)]

@@ -7,11 +7,13 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+from service.backend.callers import cut_off_now
 from service.backend.enrolment import check_store_keys
 from service.backend.keycheck import WAY_OUT
 from service.doctor.report import Check
 from service.errors import IvrVaultError
 from service.settings import Settings
+from service.store.accounts import Store
 from service.store.database import open_database
 from service.store.migrations import LATEST, missing_tables, schema_version
 from service.vault.client import VaultClient
@@ -68,3 +70,23 @@ def canary_check(settings: Settings, backend: Callable[[], VaultClient]) -> Chec
                             f"{WAY_OUT} (a store made before canaries: `ivr-vault accounts "
                             "check-keys --adopt`, only if this Vault made it)")
     return Check.passed(name, "this Vault reproduces every canary the store holds")
+
+
+def cut_off_check(settings: Settings) -> Check:
+    """How many caller numbers are cut off now: never a failure (the lockout doing its
+    work), a reminder with the way out when there are any. Read from the store alone."""
+    name = "caller numbers cut off"
+    try:
+        store = Store(settings.store, pool_size=1)
+        try:
+            count = cut_off_now(store, settings)
+        finally:
+            store.close()
+    except (IvrVaultError, sqlite3.Error) as exc:
+        return Check.failed(name, f"not counted ({type(exc).__name__})",
+                            "see the store schema row")
+    if count == 0:
+        return Check.passed(name, "none")
+    return Check.reminder(name, f"{count} now (CALLER_FAILURE_LIMIT failed lookups within "
+                                "CALLER_FAILURE_WINDOW); one that should call again: "
+                                "`ivr-vault callers reset`")

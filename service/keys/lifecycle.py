@@ -15,7 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from service.errors import ConfigError, RetireRefused, VaultNotFound, VaultPermissionDenied
+from service.errors import (
+    BadInput,
+    ConfigError,
+    RetireRefused,
+    VaultNotFound,
+    VaultPermissionDenied,
+)
 from service.settings import Settings
 from service.store.accounts import Store
 from service.store.sealed import SealedStore
@@ -102,6 +108,31 @@ class KeyStatus:
                          for v, t in sorted(self.created.items())},
             "stored_records": {str(v): n for v, n in sorted(self.stored_records.items())},
         }
+
+
+def transit_keys(vault: VaultClient, settings: Settings) -> list[str]:
+    """The names of the Transit keys (a LIST the key-admin may make). Vault answers 403,
+    not 404, for a key outside the policy, so "no such key" is decided from this list."""
+    try:
+        answer = vault.request("LIST", f"{settings.transit_mount}/keys", "list keys")
+    except VaultNotFound:  # Vault's answer to a LIST with nothing in it
+        return []
+    return sorted(str(name) for name in answer.get("data", {}).get("keys", []))
+
+
+def require_key(vault: VaultClient, settings: Settings, name: str) -> None:
+    """Raise :class:`BadInput` naming the keys there are when ``name`` is not one."""
+    names = transit_keys(vault, settings)
+    if name not in names:
+        raise BadInput(f"--key {name}: no such Transit key (keys under "
+                       f"{settings.transit_mount}/: {', '.join(names) or 'none'})")
+
+
+def is_hmac_key(settings: Settings, name: str) -> bool:
+    """The key that makes HMAC verifiers (``ivr-lookup``): it encrypts nothing, so it has
+    no ciphertexts to rewrap; its verifiers move to the latest version at each account's
+    next successful lookup."""
+    return name == settings.lookup_key
 
 
 def read_key(vault: VaultClient, settings: Settings, name: str) -> dict[str, Any]:

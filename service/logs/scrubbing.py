@@ -293,6 +293,18 @@ def _is_sensitive_key(key: str, stems: frozenset[str]) -> bool:
     return any(stem in norm for stem in stems)
 
 
+_HTTP_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "LIST"})
+# A Vault API path as our code builds it: /v1/ and names (mounts, keys, roles). Digits only
+# in runs of at most three ("v1", a key version below 1000, like key_version's bound): a
+# run of four could be shaped like a PIN, and is masked with the rest of the path.
+_API_PATH: Final = re.compile(r"/v1(/[A-Za-z0-9_.\-]+)*/?")
+_FOUR_DIGITS: Final = re.compile(r"[0-9]{4}")
+
+
+def _is_api_path(path: str) -> bool:
+    return _API_PATH.fullmatch(path) is not None and _FOUR_DIGITS.search(path) is None
+
+
 def fingerprint(ciphertext: str) -> str:
     """A short, digit-free, non-reversible fingerprint of a ciphertext (10 letters a-p).
 
@@ -441,6 +453,11 @@ class Scrubber:
                 continue
             arg, kind = next(args)
             text = spec.group() % (arg,)
+            if kind is Arg.REQUEST_PATH and type(arg) is str:
+                path, mark, query = text.partition("?")
+                pieces.append((path if _is_api_path(path) else mask_digits(path))
+                              + mask_digits(mark + query))
+                continue
             pieces.append(text if self._shows(kind, arg) else mask_digits(text))
         pieces.append(mask_digits(event.msg[position:]))
         if next(args, None) is not None:
@@ -459,6 +476,12 @@ class Scrubber:
             return type(value) is str and value in self._listen_hosts
         if kind is Arg.ERRNO:
             return type(value) is int and value in errno.errorcode
+        if kind is Arg.METHOD:
+            return type(value) is str and value in _HTTP_METHODS
+        if kind is Arg.HTTP_VERSION:
+            return type(value) is str and value in ("HTTP/1.0", "HTTP/1.1", "HTTP/2")
+        if kind is Arg.STATUS:
+            return _is_http_status(value)
         return False
 
     def _scrub_items(self, items: Any, depth: int) -> list[Scrubbed]:

@@ -40,6 +40,11 @@ class Arg(enum.Enum):
     SCHEME = "scheme"  # "http" or "https"
     LISTEN_HOST = "listen_host"  # equal to a configured listen address, an IP literal
     ERRNO = "errno"  # an int the kernel names (errno.errorcode): 98, address in use
+    METHOD = "method"  # an HTTP method of Vault's API: GET, POST, PUT, DELETE, LIST, ...
+    REQUEST_PATH = "request_path"  # a Vault API path (/v1/...) built by our code; its query
+    # string, if any, stays masked (a ciphertext may ride in one)
+    HTTP_VERSION = "http_version"  # "HTTP/1.1" and the like
+    STATUS = "status"  # an int, 100-599: the answer's HTTP status
     TEXT = "text"  # anything else: masked
 
 
@@ -61,6 +66,12 @@ KNOWN_TEMPLATES: Final[Mapping[tuple[str, str], tuple[Arg, ...]]] = MappingProxy
     ("uvicorn.error", "Uvicorn running on %s://[%s]:%d (Press CTRL+C to quit)"):
         (Arg.SCHEME, Arg.LISTEN_HOST, Arg.PORT),
     ("uvicorn.error", BIND_FAILED): (Arg.ERRNO, Arg.LISTEN_HOST, Arg.PORT, Arg.TEXT),
+    # urllib3 2.x, connectionpool.py: each request of the blocking Vault client (requests,
+    # under hvac), at DEBUG: what -vv is for. Method, path and status show; the host, and
+    # the length (a four-digit one is shaped like a PIN), stay masked.
+    ("urllib3.connectionpool", '%s://%s:%s "%s %s %s" %s %s'):
+        (Arg.SCHEME, Arg.TEXT, Arg.PORT, Arg.METHOD, Arg.REQUEST_PATH, Arg.HTTP_VERSION,
+         Arg.STATUS, Arg.TEXT),
 })
 
 # One printf conversion (what ``%`` formatting understands), or a literal ``%%``.

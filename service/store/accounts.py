@@ -117,6 +117,25 @@ class Store:
             return before
         return self._run(work, write=True)
 
+    # -- callers ------------------------------------------------------------------------
+
+    def reset_caller(self, caller: str) -> int:
+        """Forget every failed lookup of one caller number (its keyed HMAC at the latest
+        ``ivr-lookup`` version, as the lookup counts it): an operator's ``callers reset``.
+        Returns how many were forgotten."""
+        def work(db: Connection) -> int:
+            self._ledger(db).caller_failures(caller, 0.0)  # PostgreSQL: the caller's lock
+            return db.execute("DELETE FROM caller_failures WHERE caller=?", (caller,)).rowcount
+        return int(self._run(work, write=True))
+
+    def cut_off_callers(self, since: float, limit: int) -> int:
+        """How many caller numbers had at least ``limit`` failed lookups after ``since``:
+        the numbers cut off now (doctor's row)."""
+        (count,) = self._run(lambda db: db.execute(
+            "SELECT COUNT(*) FROM (SELECT caller FROM caller_failures WHERE at > ?"
+            " GROUP BY caller HAVING COUNT(*) >= ?) AS cut", (since, limit)).fetchone())
+        return int(count)
+
     def lookup_versions(self) -> list[int]:
         """The ``ivr-lookup`` versions that stored verifiers use, newest first."""
         return self._run(lambda db: self._ledger(db).versions())

@@ -133,12 +133,13 @@ class AsyncVault:
                 # (aiohttp's own timeout errors subclass TimeoutError too)
                 endpoints.failed(addr)
                 if last:
-                    raise no_answer(operation, timed_out=isinstance(exc, TimeoutError)) from None
+                    raise no_answer(operation, timed_out=isinstance(exc, TimeoutError),
+                                    addr=addr) from None
                 continue
             if not fails_over(status):
                 endpoints.worked(addr)
-                return parse_body(status, body, operation)
+                return parse_body(status, body, operation, addr)
             endpoints.failed(addr)
             if last:
-                raise error_for_status(status, operation, body)
+                raise error_for_status(status, operation, body, addr)
         raise AssertionError("unreachable")

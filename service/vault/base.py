@@ -55,48 +55,54 @@ def fails_over(status: int | None) -> bool:
     return status is None or status >= 500
 
 
-def error_for_status(status: int, operation: str, body: bytes = b"") -> VaultError:
-    """A non-2xx answer as our error."""
+def error_for_status(status: int, operation: str, body: bytes = b"",
+                     addr: str | None = None) -> VaultError:
+    """A non-2xx answer as our error; the message ends with the status and ``addr``, the
+    node that gave it."""
     if status == 403:
-        return VaultPermissionDenied(f"{operation}: permission denied")
+        return VaultPermissionDenied(f"{operation}: permission denied", addr=addr,
+                                     status=status)
     if status == 400:
         # Per-item batch results ride in a 400's body (one failed item fails the call).
         parsed = _json_object(body)
         return VaultRequestError(f"{operation}: Vault refused the request",
-                                 response_json=parsed)
+                                 response_json=parsed, addr=addr, status=status)
     if status == 404:
-        return VaultNotFound(f"{operation}: not found")
+        return VaultNotFound(f"{operation}: not found", addr=addr, status=status)
     if status == 429:
-        return VaultUnavailable(f"{operation}: Vault rate limit exceeded")
+        return VaultUnavailable(f"{operation}: Vault rate limit exceeded", addr=addr,
+                                status=status)
     # 501 (not initialised) and 504 (a gateway's timeout) fail over, but if the last node
     # says so too, it is an error of its own, not "sealed".
     if status in _UNAVAILABLE:
-        return VaultUnavailable(f"{operation}: Vault is sealed or failing ({status})")
-    return VaultError(f"{operation}: Vault error ({status})")
+        return VaultUnavailable(f"{operation}: Vault is sealed or failing", addr=addr,
+                                status=status)
+    return VaultError(f"{operation}: Vault error", addr=addr, status=status)
 
 
-def no_answer(operation: str, *, timed_out: bool) -> VaultError:
-    """No answer from the last node tried."""
+def no_answer(operation: str, *, timed_out: bool, addr: str | None = None) -> VaultError:
+    """No answer from the last node tried (``addr``)."""
     if timed_out:
-        return VaultTimeout(f"{operation}: no answer from Vault in time")
-    return VaultUnavailable(f"{operation}: cannot reach Vault")
+        return VaultTimeout(f"{operation}: no answer from Vault in time", addr=addr)
+    return VaultUnavailable(f"{operation}: cannot reach Vault", addr=addr)
 
 
-def unexpected(operation: str) -> VaultError:
+def unexpected(operation: str, addr: str | None = None) -> VaultError:
     """Vault was reached, but what came back is not Vault's answer (a proxy's error page,
     a truncated body): it cannot be trusted, and is not "cannot reach Vault"."""
-    return VaultError(f"{operation}: unexpected answer from Vault")
+    return VaultError(f"{operation}: unexpected answer from Vault", addr=addr)
 
 
-def parse_body(status: int, body: bytes, operation: str) -> JSON:
-    """The JSON object of a 2xx answer (``{}`` for none); an error for anything else."""
+def parse_body(status: int, body: bytes, operation: str, addr: str | None = None) -> JSON:
+    """The JSON object of a 2xx answer (``{}`` for none); an error for anything else
+    (naming ``addr``, the node that answered)."""
     if status >= 300:
-        raise error_for_status(status, operation, body)
+        raise error_for_status(status, operation, body, addr)
     if status == 204 or not body:
         return {}
     parsed = _json_object(body)
     if parsed is None:
-        raise unexpected(operation)
+        raise unexpected(operation, addr)
     return parsed
 
 

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import hvac
 import hvac.adapters
@@ -95,33 +96,41 @@ def choose_credentials(settings: Settings, *, approle_dir: Path | None = None,
 
 
 @contextmanager
-def translate_errors(operation: str) -> Iterator[None]:
+def translate_errors(operation: str, addr: str | None = None) -> Iterator[None]:
     """Turn hvac and requests exceptions into ours, by the one status table
-    (:func:`~service.vault.base.error_for_status`). The message names the operation and
-    the status; it never includes a request or response body (they may hold plaintext)."""
+    (:func:`~service.vault.base.error_for_status`). The message names the operation, the
+    status and the node asked (``addr``); it never includes a request or response body
+    (they may hold plaintext)."""
     try:
         yield
     except hvac.exceptions.InvalidRequest as exc:
         json_body = getattr(exc, "json", None)
         raise VaultRequestError(f"{operation}: Vault refused the request",
                                 response_json=json_body if isinstance(json_body, dict) else None,
-                                ) from None
+                                addr=addr, status=400) from None
     except hvac.exceptions.VaultError as exc:
         status = _HVAC_STATUS.get(type(exc))
         if status is None:
-            raise VaultError(f"{operation}: Vault error ({type(exc).__name__})") from None
-        raise error_for_status(status, operation) from None
+            raise VaultError(f"{operation}: Vault error ({type(exc).__name__})",
+                             addr=addr) from None
+        raise error_for_status(status, operation, addr=addr) from None
     except requests.exceptions.JSONDecodeError:
         # Before RequestException, of which it is a subclass: Vault was reached.
-        raise unexpected(operation) from None
+        raise unexpected(operation, addr) from None
     except requests.exceptions.Timeout:
-        raise no_answer(operation, timed_out=True) from None
+        raise no_answer(operation, timed_out=True, addr=addr) from None
     except requests.exceptions.RequestException:
-        raise no_answer(operation, timed_out=False) from None
+        raise no_answer(operation, timed_out=False, addr=addr) from None
     except (KeyError, TypeError, ValueError):
         # A 200 that is not Vault's JSON (a proxy's error page, a truncated body): the
         # answer cannot be trusted, and must not escape as a foreign exception.
-        raise unexpected(operation) from None
+        raise unexpected(operation, addr) from None
+
+
+def _node_of(response: requests.Response) -> str:
+    """The node that gave ``response`` (``http://host:port``), for the error's message."""
+    url = urlsplit(response.url)
+    return f"{url.scheme}://{url.netloc}"
 
 
 class VaultClient:
@@ -198,7 +207,7 @@ class VaultClient:
 
     def _send(self, operation: str, method: str, path: str, *,
               answers: Callable[[int], bool] = lambda status: not fails_over(status),
-              refusal: Callable[[int, str, bytes], VaultError] = error_for_status,
+              refusal: Callable[[int, str, bytes, str], VaultError] = error_for_status,
               **kwargs: Any) -> requests.Response:
         """One call on the node that last worked; on no answer or an answer that
         :func:`~service.vault.base.fails_over` (or that ``answers`` rejects), on the next
@@ -214,21 +223,22 @@ class VaultClient:
                 self.endpoints.failed(addr)
                 if last:
                     timed_out = isinstance(exc, requests.exceptions.Timeout)
-                    raise no_answer(operation, timed_out=timed_out) from None
+                    raise no_answer(operation, timed_out=timed_out, addr=addr) from None
                 continue
             except requests.exceptions.RequestException:
-                raise no_answer(operation, timed_out=False) from None
+                raise no_answer(operation, timed_out=False, addr=addr) from None
             if answers(response.status_code):
                 self.endpoints.worked(addr)
                 return response
             self.endpoints.failed(addr)
             if last:
-                raise refusal(response.status_code, operation, response.content)
+                raise refusal(response.status_code, operation, response.content, addr)
         raise AssertionError("unreachable")
 
     def _json(self, operation: str, method: str, path: str, **kwargs: Any) -> JSON:
         response = self._send(operation, method, path, **kwargs)
-        return parse_body(response.status_code, response.content, operation)
+        return parse_body(response.status_code, response.content, operation,
+                          _node_of(response))
 
     @classmethod
     def from_settings(cls, settings: Settings, *, pool_size: int = 32,
@@ -251,7 +261,7 @@ class VaultClient:
         if isinstance(self._credentials, Secret):
             self._set_token(self._credentials.reveal())
             data = self._json("token lookup", "GET", "auth/token/lookup-self")
-            with translate_errors("token lookup"):
+            with translate_errors("token lookup", self.addr):
                 state = TokenState(self._credentials, now, float(data["data"].get("ttl") or 0),
                                    bool(data["data"].get("renewable")))
         elif isinstance(self._credentials, JwtCredentials):
@@ -260,10 +270,11 @@ class VaultClient:
                 answer = self._json("jwt login", "POST", f"auth/{jwt_credentials.mount}/login",
                                     json={"role": jwt_credentials.role,
                                           "jwt": jwt_credentials.read_token()})
-            except (VaultPermissionDenied, VaultRequestError):
+            except (VaultPermissionDenied, VaultRequestError) as exc:
                 raise VaultAuthError("jwt login: service-account token refused for role "
-                                     f"{jwt_credentials.role}") from None
-            with translate_errors("jwt login"):
+                                     f"{jwt_credentials.role}", addr=exc.addr,
+                                     status=exc.status) from None
+            with translate_errors("jwt login", self.addr):
                 auth = answer["auth"]
                 state = TokenState(Secret(auth["client_token"]), now,
                                    float(auth["lease_duration"]), bool(auth["renewable"]))
@@ -274,9 +285,10 @@ class VaultClient:
                 answer = self._json("approle login", "POST", "auth/approle/login", json={
                     "role_id": credentials.role_id.reveal(),
                     "secret_id": credentials.secret_id.reveal()})
-            except (VaultPermissionDenied, VaultRequestError):
-                raise VaultAuthError("approle login: role-id or secret-id refused") from None
-            with translate_errors("approle login"):
+            except (VaultPermissionDenied, VaultRequestError) as exc:
+                raise VaultAuthError("approle login: role-id or secret-id refused",
+                                     addr=exc.addr, status=exc.status) from None
+            with translate_errors("approle login", self.addr):
                 auth = answer["auth"]
                 state = TokenState(Secret(auth["client_token"]), now,
                                    float(auth["lease_duration"]), bool(auth["renewable"]))
@@ -288,7 +300,7 @@ class VaultClient:
     def _renew(self, state: TokenState) -> TokenState:
         now = self._clock()
         answer = self._json("token renew", "POST", "auth/token/renew-self", json={})
-        with translate_errors("token renew"):
+        with translate_errors("token renew", self.addr):
             auth = answer["auth"]
             renewed = TokenState(state.token, now, float(auth["lease_duration"]),
                                  bool(auth["renewable"]))
@@ -328,7 +340,8 @@ class VaultClient:
         self.tokens.valid()
         response = self._send(operation, "GET", path)
         if response.status_code >= 300:
-            raise error_for_status(response.status_code, operation, response.content)
+            raise error_for_status(response.status_code, operation, response.content,
+                                   _node_of(response))
         return bytes(response.content)
 
     def upload(self, path: str, operation: str, data: bytes) -> None:
@@ -336,7 +349,8 @@ class VaultClient:
         self.tokens.valid()
         response = self._send(operation, "POST", path, data=data)
         if response.status_code >= 300:
-            raise error_for_status(response.status_code, operation, response.content)
+            raise error_for_status(response.status_code, operation, response.content,
+                                   _node_of(response))
 
     def revoke_self(self) -> None:
         """Best effort on shutdown: a token nobody holds any more should not stay valid."""
@@ -353,10 +367,11 @@ class VaultClient:
         answers as an unsealed one (active or standby: 200, 429, 473)."""
         response = self._send("health", "GET", "sys/health",
                               answers=lambda status: status in (200, 429, 473),
-                              refusal=lambda status, operation, _: VaultUnavailable(
-                                  f"{operation}: Vault is sealed or failing ({status})"),
+                              refusal=lambda status, operation, _, addr: VaultUnavailable(
+                                  f"{operation}: Vault is sealed or failing", addr=addr,
+                                  status=status),
                               params={"standbyok": "true", "perfstandbyok": "true"})
-        return parse_body(200, response.content, "health")
+        return parse_body(200, response.content, "health", _node_of(response))
 
     def close(self) -> None:
         self._hvac.adapter.close()  # the one session every node's client shares

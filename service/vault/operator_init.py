@@ -148,19 +148,19 @@ class VaultServer:
         self._hvac.adapter.close()
 
     def seal_status(self) -> dict[str, Any]:
-        with translate_errors("seal status"):
+        with translate_errors("seal status", self.addr):
             status: dict[str, Any] = self._hvac.sys.read_seal_status()
             return status
 
     def health_status(self) -> int:
         """The HTTP status of ``sys/health`` (see :data:`LISTENING`)."""
-        with translate_errors("health"):
+        with translate_errors("health", self.addr):
             response = self._hvac.adapter.request("GET", "/v1/sys/health",
                                                   raise_exception=False)
             return 200 if isinstance(response, dict) else int(response.status_code)
 
     def initialise(self, *, shares: int = 1, threshold: int = 1) -> InitKeys:
-        with translate_errors("init"):
+        with translate_errors("init", self.addr):
             answer = self._hvac.sys.initialize(secret_shares=shares,
                                                secret_threshold=threshold)
             return InitKeys(tuple(Secret(k) for k in answer["keys_base64"]),
@@ -170,7 +170,7 @@ class VaultServer:
         """Submit one Vault's keys; False when they are not this Vault's. Progress left by
         an earlier attempt is reset first, so a wrong share never mixes with right ones."""
         try:
-            with translate_errors("unseal"):
+            with translate_errors("unseal", self.addr):
                 self._hvac.sys.submit_unseal_key(reset=True)
                 for key in keys:
                     status = self._hvac.sys.submit_unseal_key(key=key.reveal())
@@ -182,7 +182,7 @@ class VaultServer:
 
     def accepts_token(self, token: Secret) -> bool:
         try:
-            with translate_errors("token lookup"):
+            with translate_errors("token lookup", self.addr):
                 self._hvac.adapter.request("GET", "/v1/auth/token/lookup-self",
                                            headers={"X-Vault-Token": token.reveal()})
             return True
@@ -208,7 +208,7 @@ class VaultServer:
 
         def submitted() -> bool:
             try:
-                with translate_errors("unseal"):
+                with translate_errors("unseal", self.addr):
                     for key in keys.unseal_keys:
                         self._hvac.sys.submit_unseal_key(key=key.reveal())
             except VaultRequestError:
@@ -236,7 +236,7 @@ def open_cluster(servers: Sequence[VaultServer], keyring: DevKeyring, *,
     statuses = [server.seal_status() for server in servers]
     if not any(status["initialized"] for status in statuses):
         if not initialise_if_new:
-            raise VaultSealed("Vault is not initialised yet")
+            raise VaultSealed("Vault is not initialised yet", addr=servers[0].addr)
         started = time.monotonic()
         keys = servers[0].initialise()
         keyring.add(keys)  # at once: these keys exist nowhere else
@@ -252,12 +252,13 @@ def open_cluster(servers: Sequence[VaultServer], keyring: DevKeyring, *,
             if opened is None:
                 raise VaultSealed(f"none of the unseal keys in {keyring.path} opens this "
                                   "Vault: restore the keys file that belongs to its data "
-                                  "(docs/backup.md)")
+                                  "(docs/backup.md)", addr=server.addr)
     if opened is None:  # every initialised node was open already: whose token is valid?
         active = _wait_for_active(servers)  # a token lookup needs an active node
         opened = next((k for k in blocks if active.accepts_token(k.root_token)), None)
         if opened is None:
-            raise VaultSealed(f"no root token in {keyring.path} is valid for this Vault")
+            raise VaultSealed(f"no root token in {keyring.path} is valid for this Vault",
+                              addr=active.addr)
     joining = [s for s, status in zip(servers, statuses, strict=True)
                if not status["initialized"]]
     if joining:

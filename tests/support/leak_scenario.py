@@ -50,8 +50,8 @@ class Captured:
     server_log: Path = Path()
     webhook_settings: Settings | None = None
     backend_settings: Settings | None = None
-    # The ports, PIDs and listen address of the service processes started: the only
-    # numbers uvicorn's start lines may show.
+    # The ports, PIDs and listen address of the processes started: the only such numbers
+    # uvicorn's start lines (and, for the Vault's port, urllib3's request lines) may show.
     known: set[str] = field(default_factory=set)
 
     def started(self, process: ServiceProcess) -> None:
@@ -140,6 +140,7 @@ def _run_cli(cap: Captured, name: str, args: list[str], env: dict[str, str],
 
 def run_scenario(cap: Captured, vault: DevVault, stack: Stack, no_vault: ServiceProcess) -> None:
     (c0, p0), (c1, p1), (c2, p2), (c3, p3), (c4, p4), (c5, p5), (c6, _), (c7, p7) = cap.pairs
+    cap.known.add(str(vault.port))  # the Vault the services and the CLI ask
     backend_env = dict(stack.backend.env)
     add_account(Settings.from_environ(backend_env), account=SEEDED[0], balance=SEEDED[1],
                 last4=c0, pin=p0)

@@ -22,7 +22,7 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from service.logs.scrubbing import ALLOWED_FIELDS, is_digit_like
-from tests.support.templates import shown_arguments
+from tests.support.templates import PROCESS_KINDS, shown_with_kinds
 
 # Digits the keypad never sends but a hostile client can: the webhook must refuse them, and
 # they must not be logged either.
@@ -122,15 +122,15 @@ def template_findings(parsed: dict[str, object], where: str,
     of a process it started. Returns the line with those arguments taken out of its event
     (provably not a caller's digits), and the problems found."""
     try:
-        shown = shown_arguments(parsed.get("logger"), parsed.get("event"), known)
+        shown = shown_with_kinds(parsed.get("logger"), parsed.get("event"), known)
     except AssertionError as exc:
         return parsed, [f"{where}: template argument fails its check: {exc}"]
     if shown is None:
         return parsed, []
     problems = [f"{where}: {value!r} is no port, PID or address of this test's processes"
-                for value in shown if value not in known]
+                for value, kind in shown if kind in PROCESS_KINDS and value not in known]
     event = str(parsed["event"])
-    for value in shown:
+    for value, _ in shown:
         event = event.replace(value, "", 1)
     return {**parsed, "event": event}, problems
 

@@ -2,7 +2,7 @@
 the same code ``make run-ha`` starts), and a database of its own for each test.
 
 Never mocked and never skipped: without PostgreSQL the tests that need it fail, with the
-one line that says how to install it (``.ci/run`` installs it in CI).
+one line that says how to install it (``make test`` installs it).
 """
 
 from __future__ import annotations

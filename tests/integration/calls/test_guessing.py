@@ -18,6 +18,7 @@ cut-off call never had its PIN compared.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -264,3 +265,67 @@ def test_withheld_numbers_share_one_count(spray: Stack, client: httpx.Client) ->
     assert (outcomes["not_found"], outcomes["caller_cut_off"]) == (10, 2)
     assert place_call(client, spray.twilio_token, spray.webhook.url, CARD, PIN,
                       "client:alice") == FOUND
+
+
+# -- the way out of a cut-off --------------------------------------------------------------
+
+
+def callers_reset(stack: Stack, number: str, identity: RoleCredentials | None = None,
+                  ) -> subprocess.CompletedProcess[str]:
+    """``ivr-vault callers reset`` with the number on stdin, as the backend's identity and
+    store (or ``identity``'s AppRole on the same store)."""
+    env = {**stack.backend.env, "LOG_FORMAT": "json"}
+    if identity is not None:
+        directory = stack.dir / f"reset-{identity.role}"
+        identity.write(directory)
+        env |= {"VAULT_ROLE_ID_FILE": str(directory / "role_id"),
+                "VAULT_SECRET_ID_FILE": str(directory / "secret_id")}
+    return subprocess.run([sys.executable, "-m", "service", "callers", "reset"],
+                          input=f"{number}\n", env=env, cwd=stack.dir, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_callers_reset_lets_a_cut_off_number_call_again(
+        burst: Stack, credentials: dict[str, RoleCredentials]) -> None:
+    """On each store engine: a number cut off after 10 failed lookups is let back in by
+    ``callers reset`` (its next call is a lookup again, not the goodbye); only the backend's
+    identity can (the key-admin may not HMAC); its log line names the number by the
+    lookup's ``caller_fp``, never its digits; bad input is refused with status 2."""
+    caller = "+15005550177"
+    with httpx.Client(timeout=20) as client:
+        def call(card: str) -> str:
+            return place_call(client, burst.twilio_token, burst.webhook.url, card, "1234",
+                              caller)
+
+        before = pin_outcomes(burst.webhook.url)
+        assert [call(f"{n:04d}") for n in range(7000, 7011)] == [texts.NOT_FOUND] * 11
+        outcomes = pin_outcomes(burst.webhook.url) - before
+        assert (outcomes["not_found"], outcomes["caller_cut_off"]) == (10, 1)
+
+        refused = callers_reset(burst, caller, credentials["ivr-keyadmin"])
+        assert refused.returncode == 1
+        assert "VaultPermissionDenied" in refused.stderr.splitlines()[-1], refused.stderr
+
+        done = callers_reset(burst, caller)
+        assert done.returncode == 0, done.stderr
+        logs = burst.backend.stdout_path.read_text() + burst.backend.stderr_path.read_text()
+        cut_off = [line for line in logs.splitlines()
+                   if "caller cut off after repeated failed lookups" in line]
+        caller_fp = json.loads(cut_off[-1])["caller_fp"]
+        assert done.stdout == (f"ivr-vault: caller {caller_fp} reset: 10 failed lookups "
+                               "forgotten (it was cut off); caller_fp is how the backend's "
+                               "log lines name it\n")
+        logged = [json.loads(line) for line in done.stderr.splitlines()
+                  if "reset by an operator" in line]
+        assert len(logged) == 1 and logged[0]["caller_fp"] == caller_fp
+        assert "5005550177" not in done.stdout + done.stderr
+
+        before = pin_outcomes(burst.webhook.url)
+        assert call("7011") == texts.NOT_FOUND
+        assert (pin_outcomes(burst.webhook.url) - before)["not_found"] == 1  # looked up
+
+    for bad in ("5005550177", "+1 500 555", ""):
+        refused = callers_reset(burst, bad)
+        assert (refused.returncode, refused.stderr.splitlines()[-1]) == (
+            2, "ivr-vault: bad input: caller number: expected E.164 (+ and up to 15 digits), "
+               "client:NAME, sip:URI or anonymous"), refused.stderr

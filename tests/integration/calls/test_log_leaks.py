@@ -149,7 +149,7 @@ def test_no_typed_digit_in_service_output(captured: Captured) -> None:
                                          detector, captured.known)
     for name, text in captured.cli_output.items():
         if name.endswith(".stderr"):  # the CLI's log lines (-vv): the same pipeline, JSON
-            findings += service_log_findings(f"cli {name}", text, detector)
+            findings += service_log_findings(f"cli {name}", text, detector, captured.known)
         else:  # what the CLI prints for its user: free text, no typed digits either
             findings += [f"cli {name}: {hit!r}" for hit in detector.find(text)]
     assert findings == []

@@ -4,6 +4,7 @@ directory, on free ports, stopped with Ctrl-C. Everything it starts must stop wi
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from service.devtools.devstack import DevVault
+from service.devtools.devstack import DevVault, free_port
 from service.devtools.postgres import LocalPostgres
+from service.errors import ServiceNotReady
 from service.settings import Secret
 from service.store.accounts import Store
 from service.store.migrations import LATEST
@@ -186,3 +188,14 @@ def test_a_taken_port_stops_make_run_before_it_starts_anything(
     assert f"port {port} on 127.0.0.1 is taken" in out and f"set {setting}" in out, out
     assert "Traceback" not in out and "*" not in out
     assert not (run.state / "vault-data").exists()
+
+
+def test_a_vault_that_exits_at_start_is_named_by_pid_port_and_log(tmp_path: Path) -> None:
+    """The launcher's own start-up error: which process (its PID), on which port, and
+    where it said why; not a foreign RuntimeError that ends in "unexpected error"."""
+    with pytest.raises(ServiceNotReady) as caught:
+        DevVault.start(tmp_path, port=(port := free_port()), binary="/bin/false")
+    message = str(caught.value)
+    assert re.fullmatch(
+        rf"pid [0-9]+ exited with status 1 before http://127\.0\.0\.1:{port}/v1/sys/health "
+        rf"answered \(its log: {re.escape(str(tmp_path / 'vault-server.log'))}\)", message)

@@ -12,6 +12,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from tests.support.stack import ROLES, Stack, make_stack
 IDENTITY_ROWS = {f"identity {role}" for role in ROLES}
 KEY_ROWS = {"key rotation", "key retirement"}
 CANARY = "store canary (ivr-lookup)"
+CUT_OFF = "caller numbers cut off"
 
 
 @dataclass
@@ -95,9 +97,9 @@ def test_a_healthy_stack_passes_every_check(doctored: Doctored) -> None:
     assert table[-1] == "all checks passed"
     marks = [line[0] for line in table[:-1] if not line.startswith(" ")]
     assert marks.count("✗") == 0 and marks.count("!") == 1  # the PCI Mode reminder
-    assert len(marks) == 13
+    assert len(marks) == 14
     for name in ("settings", f"vault {doctored.vault.addr}", *sorted(IDENTITY_ROWS),
-                 *sorted(KEY_ROWS), "store schema", CANARY, "backend /readyz",
+                 *sorted(KEY_ROWS), "store schema", CANARY, CUT_OFF, "backend /readyz",
                  "webhook /readyz", "public URL"):
         assert any(line.startswith(f"✓ {name} ") for line in table), name
     assert done.stderr == ""  # quiet: no log line, no "using the dev Vault" (VAULT_ADDR set)
@@ -246,6 +248,25 @@ def test_store_canary_from_another_vault(doctored: Doctored, tmp_path: Path) -> 
     assert set(rows) == {CANARY}
     assert "cannot reproduce the account store's canary" in detail(report, CANARY)
     assert "docs/backup.md#restore" in rows[CANARY]
+
+
+def test_numbers_cut_off_now_are_counted_with_the_way_out(doctored: Doctored,
+                                                          tmp_path: Path) -> None:
+    """Two numbers at CALLER_FAILURE_LIMIT (10) failed lookups within the window, one
+    below it, one whose failures have aged out: "2 now", a reminder, never a failure."""
+    def spray(db: sqlite3.Connection) -> None:
+        now = time.time()
+        for caller, count, at in (("vault:v1:YQ==", 10, now), ("vault:v1:Yg==", 12, now),
+                                  ("vault:v1:Yw==", 9, now),
+                                  ("vault:v1:ZA==", 10, now - 2 * 86_400)):
+            db.executemany("INSERT INTO caller_failures(caller, at) VALUES (?, ?)",
+                           [(caller, at - n) for n in range(count)])
+
+    report = doctored.run(STORE_PATH=str(store_copy(doctored, tmp_path, spray)))
+    row = next(check for check in report.checks if check.name == CUT_OFF)
+    assert (row.status, row.detail.split(" (")[0]) == ("reminder", "2 now")
+    assert "`ivr-vault callers reset`" in row.detail
+    assert report.ok
 
 
 def test_backend_down(doctored: Doctored) -> None:

@@ -6,9 +6,21 @@ identity, say which in one line, log nothing else unless asked (-v), and fail in
 from __future__ import annotations
 
 import json
+import stat
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
-from tests.support.devrun import READY_LINE, DevRun, descendants, ivr_vault, vault_env
+from tests.support.devrun import (
+    READY_LINE,
+    DevRun,
+    base_env,
+    ctrl_c,
+    descendants,
+    ivr_vault,
+    vault_env,
+)
 
 
 def test_make_run_then_the_operator_cli_from_another_terminal(
@@ -43,8 +55,19 @@ def test_make_run_then_the_operator_cli_from_another_terminal(
     assert logged[0]["ttl_s"] == 1800.0  # ivr-keyadmin's token_ttl, readable
     assert "ivr-dtmf" in json.loads(verbose.stdout)
 
-    # With VAULT_ADDR set, .dev/ is not read: no identity, one line, exit 2.
-    elsewhere = ivr_vault(run, "keys", "status", VAULT_ADDR=addr)
+    # -vv: the Vault client's request lines show method, path and status (not digits).
+    debug = ivr_vault(run, "keys", "status", "--json", "-vv")
+    assert debug.returncode == 0, debug.stderr
+    requests = [json.loads(line)["event"] for line in debug.stderr.splitlines()[1:]
+                if '"logger": "urllib3.connectionpool"' in line]
+    port = addr.rsplit(":", 1)[1]
+    assert f'http://***.*.*.*:{port} "GET /v1/transit/keys/ivr-dtmf HTTP/1.1" 200 ' \
+        in "\n".join(requests), requests
+
+    # With VAULT_ADDR set (to anything but .dev/vault.env's own address: that one counts
+    # as sourced), .dev/ is not read: no identity, one line, exit 2.
+    elsewhere = ivr_vault(run, "keys", "status", VAULT_ADDR=addr.replace("127.0.0.1",
+                                                                         "localhost"))
     assert elsewhere.returncode == 2
     assert elsewhere.stderr.startswith("ivr-vault: configuration error: VAULT_ROLE_ID")
     assert len(elsewhere.stderr.splitlines()) == 1 and "using" not in elsewhere.stderr
@@ -54,11 +77,17 @@ def test_make_run_then_the_operator_cli_from_another_terminal(
     assert added.returncode == 0, added.stderr
     assert added.stderr == f"{using}, as ivr-backend (.dev/ivr-backend/)\n"
 
-    # An error the service raises: one line, no traceback.
-    refused = ivr_vault(run, "keys", "rotate", "--key", "ivr-nosuch")
+    # An error the service raises: one line, no traceback, naming the node and the status.
+    refused = ivr_vault(run, "keys", "status", VAULT_ADDR=addr, VAULT_TOKEN="not-a-token")
     assert refused.returncode == 1
-    assert refused.stderr.splitlines()[1:] == [
-        "ivr-vault: VaultPermissionDenied: rotate key: permission denied"]
+    assert refused.stderr.splitlines()[-1] == (
+        f"ivr-vault: VaultPermissionDenied: token lookup: permission denied (HTTP 403 from "
+        f"{addr})")
+    # A key that does not exist: bad input, exit 2 (not Vault's 403 for it).
+    nosuch = ivr_vault(run, "keys", "rotate", "--key", "ivr-nosuch")
+    assert (nosuch.returncode, nosuch.stderr.splitlines()[1:]) == (2, [
+        "ivr-vault: bad input: --key ivr-nosuch: no such Transit key (keys under transit/: "
+        "ivr-dtmf, ivr-lookup)"])
 
     doctor = ivr_vault(run, "doctor", WEBHOOK_PORT=str(run.webhook_port),
                        BACKEND_URL=f"http://127.0.0.1:{backend_port}")
@@ -66,3 +95,41 @@ def test_make_run_then_the_operator_cli_from_another_terminal(
     assert doctor.stdout.splitlines()[-1] == "all checks passed"
     assert "logs in (make run .dev/ivr-keyadmin/)" in doctor.stdout
     assert doctor.stderr == f"{using}\n"
+
+
+def test_nothing_needs_sourcing_and_a_sourced_shell_is_no_trap(
+        start_dev: Callable[..., DevRun]) -> None:
+    """The banner shows the bao CLI with the address inline and the token read from its
+    file (it works as printed); a shell that sourced .dev/vault.env runs each operator
+    command as that command's own identity, not as root; and after Ctrl-C, make run from
+    that shell starts the same Vault again, at the same address."""
+    run = start_dev()
+    run.wait_for(READY_LINE)
+    addr = vault_env(run)["VAULT_ADDR"]
+    bao_line = next(line.strip() for line in run.output().splitlines()
+                    if ".venv/bin/bao status" in line)
+    assert bao_line == f"VAULT_ADDR={addr} VAULT_TOKEN=$(cat .dev/root-token) " \
+                       ".venv/bin/bao status"
+    token_file = run.state / "root-token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert token_file.read_text().strip() == vault_env(run)["VAULT_TOKEN"]
+    venv_bin = Path(sys.executable).parent
+    status = subprocess.run(["bash", "-c", bao_line.replace(".venv/bin/", f"{venv_bin}/")],
+                            cwd=run.cwd, env=base_env(run.cwd), capture_output=True,
+                            text=True, timeout=30, check=False)
+    assert status.returncode == 0 and "Sealed" in status.stdout, status.stderr
+
+    sourced = vault_env(run)  # what `source .dev/vault.env` leaves in a shell
+    keys = ivr_vault(run, "keys", "status", "--json", "-v", **sourced)
+    assert keys.returncode == 0, keys.stderr
+    said = keys.stderr.splitlines()
+    assert said[0] == ("ivr-vault: VAULT_ADDR, VAULT_TOKEN, BAO_ADDR, BAO_TOKEN come from "
+                       ".dev/vault.env (sourced earlier): not used; nothing needs sourcing")
+    assert said[1].endswith("as ivr-keyadmin (.dev/ivr-keyadmin/)")
+    assert json.loads(said[2])["ttl_s"] == 1800.0  # the key-admin's token, not root's (0)
+
+    assert ctrl_c(run) == 0
+    again = start_dev(**sourced)
+    again.wait_for(READY_LINE)
+    assert "come from .dev/vault.env (sourced earlier)" in again.output()
+    assert vault_env(again)["VAULT_ADDR"] == addr  # the shell's address is right again

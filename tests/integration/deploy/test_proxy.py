@@ -29,7 +29,7 @@ from tests.support.tools import require
 
 @pytest.fixture(autouse=True, scope="module")
 def _caddy_installed() -> None:
-    require("caddy", "caddy")
+    require("caddy")
 
 
 @dataclass
@@ -61,7 +61,7 @@ class Caddy:
                "WEBHOOK_UPSTREAM": upstream, "CADDY_ADMIN": "off"}
         with (home / "caddy.log").open("ab") as log:
             process = subprocess.Popen(
-                ["caddy", "run", "--config", str(layout_dir() / "proxy" / "Caddyfile"),
+                [require("caddy"), "run", "--config", str(layout_dir() / "proxy" / "Caddyfile"),
                  "--adapter", "caddyfile"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
         caddy = cls(process, port, home)

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from service.cli.twilio import PCI_REMINDER
+from service.devtools.devstack import free_port
 
 ACCOUNT = "AC" + "0" * 31 + "1"
 NUMBER_SID = "PN" + "a" * 32
@@ -160,3 +161,27 @@ def test_missing_credentials_or_plain_http_stop_before_any_request(
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and named in result.stderr
     assert recorder.requests == []
+
+
+@pytest.mark.parametrize("number", ["15551234567", "+1 555 123 4567", "+0155512345",
+                                    "+1555123456789012", "anonymous"])
+def test_a_number_not_in_e164_is_bad_input_before_any_request(recorder: Recorder,
+                                                               number: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "twilio", "configure-number", "--number", number],
+        env={"PATH": "/usr/bin:/bin", "TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_AUTH_TOKEN": "t",
+             "TWILIO_API_BASE_URL": recorder.url, "PUBLIC_BASE_URL": "https://x.example"},
+        capture_output=True, text=True, timeout=60, check=False)
+    assert (result.returncode, result.stderr) == (2, (
+        "ivr-vault: bad input: --number: expected E.164, a + then the country code and "
+        "number, at most 15 digits (+15551234567)\n"))
+    assert recorder.requests == []
+
+
+def test_an_unreachable_api_is_named_by_its_url() -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    result = _run({"TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_AUTH_TOKEN": "t",
+                   "TWILIO_API_BASE_URL": nowhere, "PUBLIC_BASE_URL": "https://x.example"})
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"ivr-vault: TwilioApiError: cannot reach Twilio's API at {nowhere} (ConnectionError)"]

@@ -129,7 +129,7 @@ def report(drill: str, figures: Figures, **recovery: float) -> None:
 
 @pytest.fixture(scope="module")
 def ha() -> Iterator[Ha]:
-    require("caddy", "caddy")
+    require("caddy")
     # Not under pytest's own temporary directory (mode 0700): run as root, PostgreSQL runs
     # as the postgres user, which must pass through to its data in .dev/ha/.
     cwd = Path(tempfile.mkdtemp(prefix="ivr-run-ha-"))

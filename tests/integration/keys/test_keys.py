@@ -163,3 +163,33 @@ def test_operator_identity_from_make_run_only_without_vault_addr(pv: PrivateVaul
     assert "ivr-dtmf" in json.loads(found.stdout)
     assert found.stderr == (f"ivr-vault: using the dev Vault at {pv.vault.addr} "
                             "(.dev/vault.env), as ivr-keyadmin (.dev/ivr-keyadmin/)\n")
+
+
+def test_an_hmac_key_is_rotated_in_its_own_words_and_never_rewrapped(pv: PrivateVault,
+                                                                       ) -> None:
+    before = int(str(pv.key("ivr-lookup")["latest_version"]))
+    rotated = pv.cli("keys", "rotate", "--key", "ivr-lookup")
+    assert rotated.returncode == 0, rotated.stderr
+    assert rotated.stdout == (
+        f"ivr-lookup: rotated; new verifiers use v{before + 1} (each account's move to "
+        f"v{before + 1} at its next successful lookup), older versions still verify until "
+        "retired\n")
+    refused = pv.cli("keys", "rewrap", "--key", "ivr-lookup")
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert refused.stderr.splitlines() == [
+        "ivr-vault: bad input: --key ivr-lookup: an HMAC key has no ciphertexts to rewrap "
+        "(its verifiers move to the latest version at each account's next successful "
+        "lookup; docs/keys.md)"]
+
+
+@pytest.mark.parametrize("command", [("rotate",), ("retire", "--older-than", "4h"),
+                                     ("rewrap",)])
+def test_a_key_that_does_not_exist_is_no_such_key(pv: PrivateVault,
+                                                  command: tuple[str, ...]) -> None:
+    """Not "permission denied": Vault answers 403 for a key outside the key-admin's
+    policy, so the answer comes from a LIST of the mount's keys."""
+    result = pv.cli("keys", *command, "--key", "nope")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "ivr-vault: bad input: --key nope: no such Transit key (keys under transit/: "
+        "ivr-dtmf, ivr-lookup)"]

@@ -94,7 +94,7 @@ def test_ciphertexts_from_the_tutorials_own_code_decrypt_in_transit(
     plaintexts = [random_pin() for _ in range(5)] + ["4321"]
     script = tmp_path / "aes.js"
     script.write_text(TUTORIAL_ENCRYPT_JS)
-    node = require("node", "nodejs")
+    node = require("node")
     out = subprocess.run(
         [node, str(script)],
         input=json.dumps({"key": TUTORIAL_KEY_HEX, "plaintexts": plaintexts}),

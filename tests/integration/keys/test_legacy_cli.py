@@ -41,8 +41,9 @@ def transit_decrypt(pv: PrivateVault, ciphertext: str, key: str = "ivr-legacy") 
 
 def test_import_key_reads_stdin_as_keyadmin(pv: PrivateVault) -> None:
     bad = pv.cli("legacy", "import-key", input="not-a-key-" + KEY_HEX[:20] + "\n")
-    assert bad.returncode == 1
-    assert "64 hex" in bad.stderr and KEY_HEX[:20] not in bad.stderr + bad.stdout
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("ivr-vault: bad input: ") and "64 hex" in bad.stderr
+    assert KEY_HEX[:20] not in bad.stderr + bad.stdout
 
     done = pv.cli("legacy", "import-key", input=KEY_HEX + "\n")
     assert done.returncode == 0, done.stderr
@@ -97,9 +98,10 @@ def test_convert_rejects_a_bad_line_without_quoting_it(pv: PrivateVault) -> None
     before = SealedStore(pv.store_path).version_counts("ivr-legacy")
     lines = [tutorial_encrypt(KEY_HEX, "1234"), "zz" + KEY_HEX[:30]]
     result = pv.cli("legacy", "convert", "--store", input="\n".join(lines) + "\n")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stdout == ""
-    assert "line 2: ciphertext is not hex; nothing converted" in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "ivr-vault: bad input: line 2: ciphertext is not hex; nothing converted")
     assert KEY_HEX[:30] not in result.stderr
     assert SealedStore(pv.store_path).version_counts("ivr-legacy") == before
 

@@ -10,6 +10,7 @@ the old unseal keys, given here by ``--unseal-keys-file``).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -47,10 +48,15 @@ def test_make_run_backup_lose_vault_restore_served(start_dev: Callable[..., DevR
     assert added.returncode == 0, added.stderr
     # The backup identity is .dev/ivr-backup's AppRole: no token in its environment, and
     # no VAULT_ADDR (.dev/vault.env says where make run's Vault is).
-    backup = run.cwd / "ivr-backup.tar.gz"
-    made = ivr_vault(run, "backup", "--out", str(backup))
+    # Without --out: into backups/ (mode 0700, ignored by git), never the checkout's root.
+    made = ivr_vault(run, "backup")
     assert made.returncode == 0, made.stderr
     assert "as ivr-backup (.dev/ivr-backup/)" in made.stderr
+    (backup,) = (run.cwd / "backups").iterdir()
+    assert re.fullmatch(r"ivr-backup-[0-9]{8}T[0-9]{6}Z\.tar\.gz", backup.name)
+    assert f"backup written to backups/{backup.name} " in made.stdout
+    assert stat.S_IMODE((run.cwd / "backups").stat().st_mode) == 0o700
+    assert "backups/" in (Path(__file__).parents[2] / ".gitignore").read_text().split()
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600
     with tarfile.open(backup) as tar:
         assert sorted(tar.getnames()) == ["accounts.sqlite3", "manifest.json", "vault.snap"]
@@ -60,6 +66,11 @@ def test_make_run_backup_lose_vault_restore_served(start_dev: Callable[..., DevR
         if "=" in line and not line.startswith("#"):
             secret = line.split("=", 1)[1].encode()
             assert secret not in content.snapshot + content.store
+    # While make run holds .dev/, restore refuses before touching anything, naming it.
+    early = ivr_vault(run, "restore", "--from", str(backup), "--dev")
+    assert (early.returncode, early.stderr.splitlines()[-1]) == (
+        2, f"ivr-vault: bad input: make run is running in this directory (pid "
+           f"{run.process.pid}) and holds .dev/: stop it (Ctrl-C) first, then restore")
     assert ctrl_c(run) == 0
 
     shutil.rmtree(run.state / "vault-data")  # Vault's data is lost

@@ -138,6 +138,25 @@ def test_caller_failures_count_in_a_sliding_window(store: Store) -> None:
     assert count_rows(store, "caller_failures") == 1
 
 
+def test_reset_caller_forgets_one_number_and_cut_offs_are_counted(store: Store) -> None:
+    """``callers reset``'s store half, and doctor's count: a number is cut off at ``limit``
+    failures within the window; resetting it forgets its rows and no other number's."""
+    now, window, limit = time.time(), 86_400.0, 3
+    other = "vault:v1:b3RoZXI="
+    for n in range(limit):
+        store.transaction(lambda ledger, t=now - n: ledger.add_caller_failure(CALLER, t,
+                                                                              window))
+        store.transaction(lambda ledger, t=now - n: ledger.add_caller_failure(other, t,
+                                                                              window))
+    assert store.cut_off_callers(now - window, limit) == 2
+    assert store.cut_off_callers(now - window, limit + 1) == 0
+    assert store.reset_caller(CALLER) == limit
+    assert store.cut_off_callers(now - window, limit) == 1
+    assert store.transaction(lambda ledger: ledger.caller_failures(CALLER, 0.0)) == 0
+    assert store.transaction(lambda ledger: ledger.caller_failures(other, 0.0)) == limit
+    assert store.reset_caller(CALLER) == 0  # nothing left: still not an error
+
+
 def test_answers_are_per_call_and_expire(store: Store) -> None:
     now, ttl = 1_000_000.0, 900.0
     assert store.answer("CA1", "k", now, ttl) is None

@@ -13,7 +13,7 @@ import pytest
 
 from service import cli
 from service.cli import build_parser, log_level, main
-from service.cli.devenv import ANY, ROOT, DevEnv, dev_environment, find_dev_env
+from service.cli.devenv import ANY, ROOT, DevEnv, dev_environment, find_dev_env, unsourced
 
 
 @pytest.mark.parametrize(("command", "verbose", "configured", "level"), [
@@ -152,3 +152,43 @@ def test_help_is_plain_text_for_users() -> None:
         text = parser.format_help()
         for markup in ("``", ":func:", ":class:", ":mod:", "service/", ".py"):
             assert markup not in text, (parser.prog, markup)
+
+
+@pytest.mark.parametrize(("argv", "stdin", "said"), [
+    (["doctor", "--credentials", "nobody=/tmp"], "",
+     "--credentials: expected ROLE=DIR with ROLE one of "),
+    (["accounts", "add", "--account", "AC1", "--balance", "1.00"], "12ab\n",
+     "card last 4 digits: expected exactly 4 digits"),
+    (["callers", "reset"], "0044 20 7946 0000\n",
+     "caller number: expected E.164 (+ and up to 15 digits), client:NAME, sip:URI or "
+     "anonymous"),
+])
+def test_bad_input_is_called_bad_input_with_exit_2(
+        clean: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        argv: list[str], stdin: str, said: str) -> None:
+    """What an operator typed is not a configuration error: one line, "bad input", exit 2,
+    nothing echoed (the digits typed are not in it), before any Vault is asked."""
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ivr-vault: bad input: {said}") and err.count("\n") == 1
+    assert "12ab" not in err and "7946" not in err
+
+
+def test_unsourced_drops_only_what_source_dev_vault_env_put_there(tmp_path: Path) -> None:
+    dev = tmp_path / ".dev"
+    write_dev(tmp_path)
+    sourced = {"VAULT_ADDR": "http://127.0.0.1:18200", "VAULT_TOKEN": "s.root",
+               "BAO_ADDR": "x", "PATH": "/bin"}
+    env, said = unsourced(sourced, dev)
+    assert env == {"PATH": "/bin"}
+    assert said == (f"VAULT_ADDR, VAULT_TOKEN, BAO_ADDR come from {dev}/vault.env (sourced "
+                    "earlier): not used; nothing needs sourcing")
+    # The address alone (no token): dropped too, or the command would have no identity.
+    assert unsourced({"VAULT_ADDR": "http://127.0.0.1:18200"}, dev)[0] == {}
+    # A token someone chose: nothing is dropped (that address with that token is meant).
+    chosen = {**sourced, "VAULT_TOKEN": "s.keyadmin"}
+    assert unsourced(chosen, dev) == (chosen, None)
+    other = {**sourced, "VAULT_ADDR": "https://vault.example:8200"}
+    assert unsourced(other, dev) == (other, None)
+    assert unsourced({"PATH": "/bin"}, dev) == ({"PATH": "/bin"}, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import inspect
 import io
 import json
 import logging
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 import structlog
+import urllib3.connectionpool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -325,6 +327,34 @@ def test_uvicorn_start_lines_show_the_real_port_and_pid(pipeline: io.StringIO) -
         "Started server process [****]",  # another logger: not the template
     ]
     assert out[4]["ttl_s"] == 3600.0 and out[5]["type"] == "aes256-gcm96"
+
+
+def test_the_vault_clients_request_lines_show_method_path_and_status(
+        pipeline: io.StringIO) -> None:
+    """-vv's urllib3 lines (issue 26): through the real logging call urllib3 makes, the
+    method, the Vault API path and the status show; the host and the length stay masked;
+    a query string (where a ciphertext could ride) and a path with a run of four digits
+    are masked."""
+    configure_logging(stream=pipeline, level="debug")
+    pool = logging.getLogger("urllib3.connectionpool")
+    template = '%s://%s:%s "%s %s %s" %s %s'
+    # The installed urllib3 still logs its requests with this very template.
+    assert repr(template)[1:-1] in inspect.getsource(urllib3.connectionpool)
+    pool.debug(template, "http", "127.0.0.1", 8200, "POST", "/v1/transit/encrypt/ivr-dtmf",
+               "HTTP/1.1", 200, 1234)
+    pool.debug(template, "http", "127.0.0.1", 8200, "LIST", "/v1/transit/keys", "HTTP/1.1",
+               403, None)
+    pool.debug(template, "https", "vault", 8200, "GET",
+               "/v1/transit/keys/ivr-dtmf?ciphertext=vault:v1:QUJD4321", "HTTP/1.1", 404, 0)
+    pool.debug(template, "http", "vault", 8200, "GET", "/v1/accounts/4321", "HTTP/1.1",
+               200, 5)
+    assert [o["event"] for o in lines(pipeline)] == [
+        'http://***.*.*.*:8200 "POST /v1/transit/encrypt/ivr-dtmf HTTP/1.1" 200 ****',
+        'http://***.*.*.*:8200 "LIST /v1/transit/keys HTTP/1.1" 403 None',
+        'https://vault:8200 "GET /v1/transit/keys/ivr-dtmf?ciphertext=vault:v*:QUJD**** '
+        'HTTP/1.1" 404 *',
+        'http://vault:8200 "GET /v*/accounts/**** HTTP/1.1" 200 *',
+    ]
 
 
 def test_a_template_with_a_caller_string_for_a_number_writes_the_fixed_line(
