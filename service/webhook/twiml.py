@@ -9,17 +9,20 @@ from urllib.parse import urlencode
 
 from twilio.twiml.voice_response import VoiceResponse
 
+ASK_ACCOUNT = ("Please enter your {digits}-digit account number. If you are calling from "
+               "the phone registered on your account, press star.")
 ASK_CARD = "Please enter last 4 digits of your payment card number."
 ASK_PIN = "Please enter your unique 4 digit identification number"
 NOT_FOUND = "We were not able to locate you in our system. Goodbye."
-RETRY = "Sorry, that was not 4 digits."
+RETRY = "Sorry, that was not {digits} digits."
+# The key that says "I am calling from my registered phone" at the first prompt.
+REGISTERED_KEY = "*"
 TOO_MANY_TRIES = "Sorry, we could not get your entry. Please call again later. Goodbye."
 TRY_LATER = ("We are sorry, we cannot complete your request right now. "
              "Please call again later. Goodbye.")
 CALL_AGAIN = "We are sorry, your session has expired. Please call again. Goodbye."
 LOCKED = NOT_FOUND  # a locked card hears the generic message: no oracle for guessers
 
-GATHER_DIGITS = 4
 GATHER_TIMEOUT_S = 10
 
 
@@ -29,17 +32,29 @@ def action_url(path: str, **query: str | int) -> str:
     return path + ("?" + urlencode(query) if query else "")
 
 
-def gather(prompt: str, action: str, *, preface: str | None = None) -> str:
-    """Ask for 4 keypad digits. An empty result (timeout) still posts to ``action``, so
-    the re-prompt logic lives in one place."""
+def ask_account(digits: int) -> str:
+    return ASK_ACCOUNT.format(digits=digits)
+
+
+def retry(digits: int) -> str:
+    return RETRY.format(digits=digits)
+
+
+def gather(prompt: str, action: str, *, digits: int, finish_on_key: str | None = None,
+           preface: str | None = None) -> str:
+    """Ask for ``digits`` keypad digits. An empty result (timeout) still posts to
+    ``action``, so the re-prompt logic lives in one place. ``finish_on_key``: a key that
+    ends the gather early (Twilio's default, ``#``, when None)."""
     response = VoiceResponse()
+    options = {} if finish_on_key is None else {"finish_on_key": finish_on_key}
     g = response.gather(
         input="dtmf",
-        num_digits=GATHER_DIGITS,
+        num_digits=digits,
         timeout=GATHER_TIMEOUT_S,
         action=action,
         method="POST",
         action_on_empty_result=True,
+        **options,
     )
     if preface:
         g.say(preface)

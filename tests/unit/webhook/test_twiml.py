@@ -37,8 +37,18 @@ def test_prompts_are_worded_as_in_the_tutorial() -> None:
         TUTORIAL["found"].format(account="AC12345678", balance="12.55"))
 
 
+def test_the_first_prompt_asks_for_the_account_number_or_star() -> None:
+    assert twiml.ask_account(8) == (
+        "Please enter your 8-digit account number. If you are calling from the phone "
+        "registered on your account, press star.")
+    root = parse(twiml.gather(twiml.ask_account(8), "/voice/account", digits=8,
+                              finish_on_key=twiml.REGISTERED_KEY))
+    (gather,) = list(root)
+    assert (gather.attrib["numDigits"], gather.attrib["finishOnKey"]) == ("8", "*")
+
+
 def test_gather_asks_for_four_dtmf_digits() -> None:
-    root = parse(twiml.gather(twiml.ASK_CARD, twiml.action_url("/voice/card")))
+    root = parse(twiml.gather(twiml.ASK_CARD, twiml.action_url("/voice/card"), digits=4))
     (gather,) = list(root)
     assert gather.tag == "Gather"
     assert gather.attrib == {"input": "dtmf", "numDigits": "4", "timeout": "10",
@@ -48,15 +58,16 @@ def test_gather_asks_for_four_dtmf_digits() -> None:
 
 
 def test_retry_prefaces_the_prompt() -> None:
-    root = parse(twiml.gather(twiml.ASK_PIN, "/voice/pin", preface=twiml.RETRY))
-    assert [say.text for say in root.iter("Say")] == [twiml.RETRY, twiml.ASK_PIN]
+    root = parse(twiml.gather(twiml.ASK_PIN, "/voice/pin", digits=4, preface=twiml.retry(4)))
+    assert [say.text for say in root.iter("Say")] == ["Sorry, that was not 4 digits.",
+                                                      twiml.ASK_PIN]
 
 
 def test_ciphertext_in_the_action_url_survives_the_xml_round_trip() -> None:
     ciphertext = "vault:v12:AB+cd/EF=="
     action = twiml.action_url("/voice/pin", card=ciphertext, attempt=2)
     assert action == "/voice/pin?card=vault%3Av12%3AAB%2Bcd%2FEF%3D%3D&attempt=2"
-    gather = parse(twiml.gather(twiml.ASK_PIN, action)).find("Gather")
+    gather = parse(twiml.gather(twiml.ASK_PIN, action, digits=4)).find("Gather")
     assert gather is not None
     query = parse_qs(urlsplit(gather.attrib["action"]).query)
     assert query == {"card": [ciphertext], "attempt": ["2"]}
