@@ -36,7 +36,7 @@ from service.settings import StoreUrl
 from service.store.database import Connection, Database, store_url
 from service.store.identity import matches, new_reference
 from service.store.ledger import Account, Answer, CardState
-from service.store.migrations import open_current
+from service.store.migrations import legacy_accounts, open_current
 from service.vault.formats import transit_version
 
 T = TypeVar("T")
@@ -146,9 +146,7 @@ class Store:
 
     def legacy_accounts(self) -> int:
         """How many accounts are still found by their card alone (no account number)."""
-        (count,) = self._run(lambda db: db.execute(
-            "SELECT COUNT(*) FROM accounts WHERE legacy_card IS NOT NULL").fetchone())
-        return int(count)
+        return legacy_accounts(self._db)
 
     def reference(self, account: str) -> str | None:
         """The account's letters-only reference (audit lines), or None."""

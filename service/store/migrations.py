@@ -248,6 +248,14 @@ def missing_tables(database: Database) -> list[str]:
     return [name for name, _ in TABLES if name not in present]
 
 
+def legacy_accounts(database: Database) -> int:
+    """How many accounts migrated from before issue 19 have no account number yet (found
+    by their card alone while LEGACY_CARD_LOOKUP allows it); read only."""
+    (count,) = database.run(lambda db: db.execute(
+        "SELECT COUNT(*) FROM accounts WHERE legacy_card IS NOT NULL").fetchone())
+    return int(count)
+
+
 def schema_version(database: Database) -> int:
     """The latest migration applied to this store; 0 before any."""
     return database.run(lambda db: _version(db, database.engine))
