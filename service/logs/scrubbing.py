@@ -111,7 +111,7 @@ def _is_http_status(value: object) -> bool:
 # tests/integration/test_log_leaks.py checks that every route of both apps is listed here.
 KNOWN_ROUTES: Final[frozenset[str]] = frozenset(
     {
-        "/voice", "/voice/card", "/voice/pin", "/v1/lookup", "/openapi.json",
+        "/voice", "/voice/account", "/voice/card", "/voice/pin", "/v1/lookup", "/openapi.json",
         "/healthz", "/readyz", "/metrics",
     }
 )  # fmt: skip

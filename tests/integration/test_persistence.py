@@ -21,6 +21,8 @@ from service.store.accounts import Store
 from service.vault.bootstrap import Layout
 from service.vault.client import VaultClient
 from tests.support.devrun import (
+    ADDED_NUMBER,
+    ADDED_STDIN,
     FOUND,
     READY_LINE,
     DevRun,
@@ -48,9 +50,9 @@ def test_accounts_survive_ctrl_c_and_make_run_again(start_dev: Callable[..., Dev
     assert "unseal key and root token (dev only) in .dev/vault-keys.dev-only" in run.output()
     assert (run.state / "vault.env").read_text().startswith("# DEV ONLY")
     added = ivr_vault(run, "accounts", "add", "--account", "AC55556666", "--balance", "7.00",
-                      stdin="5555\n7351\n", **vault_env(run))
+                      stdin=ADDED_STDIN, **vault_env(run))
     assert added.returncode == 0, added.stderr
-    assert call(run, "7351", card="5555").stdout.splitlines()[-1] == ADDED
+    assert call(run, "7351", card="5555", number=ADDED_NUMBER).stdout.splitlines()[-1] == ADDED
 
     # The dev-only keys: beside the data, private, and saying what they are.
     keyring = run.state / "vault-keys.dev-only"
@@ -70,7 +72,7 @@ def test_accounts_survive_ctrl_c_and_make_run_again(start_dev: Callable[..., Dev
     assert "demo account AC12345678 already in the store; not seeded again" in out
     assert "provisioned" not in out
     assert "vault initialised" not in out  # the same Vault, unsealed, not a new one
-    assert call(again, "7351", card="5555").stdout.splitlines()[-1] == ADDED
+    assert call(again, "7351", card="5555", number=ADDED_NUMBER).stdout.splitlines()[-1] == ADDED
     assert call(again, "4321").stdout.splitlines()[-1] == FOUND
     assert vault_env(again)["VAULT_TOKEN"] == root
     assert ctrl_c(again) == 0
