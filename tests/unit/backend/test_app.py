@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -257,6 +258,36 @@ def test_the_registered_path_and_its_refusals(backend: Backend) -> None:
     for bad in ({"registered": "yes"}, {"stir_verstat": "A B"}, {"stir_verstat": 7}):
         assert backend.lookup({**backend.ciphertexts(new_call_sid()), **bad}
                               ).status_code == 422
+
+
+def test_one_lookup_is_one_decrypt_one_hmac_and_two_thread_hops(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What docs/security.md states: per lookup, on either path, one Transit decrypt and
+    one Transit HMAC (batches), and two hops to the store's threads (the remembered
+    answer's read, the decision's transaction)."""
+    backend.lookup(backend.ciphertexts(new_call_sid()), key="warm-up")  # canary recorded
+    counts: Counter[str] = Counter()
+    transit = backend.transit
+    for name in ("decrypt", "hmac"):
+        original = getattr(transit, name)
+
+        async def counted(*args: Any, _original: Any = original, _name: str = name,
+                          **kwargs: Any) -> Any:
+            counts[_name] += 1
+            return await _original(*args, **kwargs)
+        monkeypatch.setattr(transit, name, counted)
+    submit = transit.executor.submit
+
+    def hop(*args: Any, **kwargs: Any) -> Any:
+        counts["thread hops"] += 1
+        return submit(*args, **kwargs)
+    monkeypatch.setattr(transit.executor, "submit", hop)
+    bodies = [backend.ciphertexts(new_call_sid()),
+              {**backend.ciphertexts(new_call_sid(), number=None), "registered": True}]
+    for n, body in enumerate(bodies):
+        counts.clear()
+        assert backend.lookup(body, key=f"key-{n}").status_code == 200
+        assert counts == {"decrypt": 1, "hmac": 1, "thread hops": 2}, counts
 
 
 def test_vault_unavailable_is_503_and_nothing_is_decided(backend: Backend) -> None:
