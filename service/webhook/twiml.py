@@ -14,7 +14,8 @@ ASK_ACCOUNT = ("Please enter your {digits}-digit account number. If you are call
 ASK_CARD = "Please enter last 4 digits of your payment card number."
 ASK_PIN = "Please enter your unique 4 digit identification number"
 NOT_FOUND = "We were not able to locate you in our system. Goodbye."
-RETRY = "Sorry, that was not {digits} digits."
+_RETRY = "Sorry, that was not {digits} digits."
+RETRY = _RETRY.format(digits=4)  # the card and the PIN
 # The key that says "I am calling from my registered phone" at the first prompt.
 REGISTERED_KEY = "*"
 TOO_MANY_TRIES = "Sorry, we could not get your entry. Please call again later. Goodbye."
@@ -37,7 +38,7 @@ def ask_account(digits: int) -> str:
 
 
 def retry(digits: int) -> str:
-    return RETRY.format(digits=digits)
+    return _RETRY.format(digits=digits)
 
 
 def gather(prompt: str, action: str, *, digits: int, finish_on_key: str | None = None,

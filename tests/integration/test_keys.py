@@ -74,7 +74,7 @@ def test_status_json_reports_versions_and_stored_verifiers(pv: PrivateVault) -> 
         created = time.strptime(entry["created"], "%Y-%m-%dT%H:%M:%SZ")
         assert abs(time.mktime(created) - time.mktime(time.gmtime())) < 600
     assert dtmf["stored_records"] == {}  # the store keeps no ivr-dtmf ciphertexts
-    assert data["ivr-lookup"]["stored_records"] == {"1": 1}
+    assert data["ivr-lookup"]["stored_records"] == {"1": 3}  # the demo: card+PIN, number, phone
     assert data["ivr-lookup"]["stored_records"] == {
         str(v): n for v, n in Store(pv.store_path).version_counts().items()}
 
@@ -128,13 +128,13 @@ def test_retire_waits_for_the_newer_version_to_age_then_recovers(pv: PrivateVaul
 
 
 def test_retire_refuses_a_version_stored_verifiers_still_use(pv: PrivateVault) -> None:
-    assert Store(pv.store_path).version_counts() == {1: 1}
+    assert Store(pv.store_path).version_counts() == {1: 3}
     assert pv.cli("keys", "rotate", "--key", "ivr-lookup").returncode == 0
     time.sleep(1.1)
     result = pv.cli("keys", "retire", "--key", "ivr-lookup", "--older-than", "1s",
                     env=pv.cli_env(CALL_MAX_AGE="1s"))
     assert result.returncode == 1
-    assert "v1 (1 records)" in result.stderr and "next successful lookup" in result.stderr
+    assert "v1 (3 records)" in result.stderr and "next successful lookup" in result.stderr
     assert pv.key("ivr-lookup")["min_decryption_version"] == 1
 
 
