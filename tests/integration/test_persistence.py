@@ -32,6 +32,7 @@ from tests.support.devrun import (
     ivr_vault,
     vault_env,
 )
+from tests.support.store import put
 
 ADDED = "Thank you. Your account number is AC55556666 and your balance is 7.00"
 
@@ -121,11 +122,12 @@ def test_check_keys_adopts_a_store_from_before_canaries(dev_vault: DevVault,
     made them adopts its canaries; then checked like any other."""
     store_path = tmp_path / "old.sqlite3"
     admin = VaultClient(dev_vault.addr, dev_vault.root_token, timeout=10)
-    card_v, pin_v = [r["hmac"] for r in admin.write("transit/hmac/ivr-lookup", "hmac", {
-        "batch_input": [{"input": "Y2FyZDoxMjM0"}, {"input": "cGluOjEyMzQ6NDMyMQ=="}]})[
-        "data"]["batch_results"]]
+    number_v, card_v, pin_v = [r["hmac"] for r in admin.write(
+        "transit/hmac/ivr-lookup", "hmac", {"batch_input": [
+            {"input": "YWNjdG5vOjMxNDE1OTI2"}, {"input": "Y2FyZDoxMjM0"},
+            {"input": "cGluOjEyMzQ6NDMyMQ=="}]})["data"]["batch_results"]]
     store = Store(store_path)
-    store.upsert_account("AC12345678", "12.55", card_v, pin_v)  # as before canaries
+    put(store, number=number_v, card=card_v, pin=pin_v)  # as before canaries
     store.close()
     env = {**dev_vault.env(), "STORE_PATH": str(store_path)}
     before = cli(tmp_path, "accounts", "check-keys", **env)
