@@ -437,9 +437,10 @@ class Settings:
         "`ivr-vault accounts unlock`. Failures are forgotten only on a correct PIN or an "
         "unlock, never by time.", Bounded(int, 1, 1000))
     caller_failure_limit: int = setting(
-        "10", "Failed lookups (wrong PIN, unknown card, locked card) from one caller number "
-        "within CALLER_FAILURE_WINDOW, after which that number hears the goodbye with no "
-        "lookup. Withheld numbers share one count.", Bounded(int, 1, 100_000))
+        "10", "Failed lookups (unknown account, wrong card or PIN, locked account) from one "
+        "caller number within CALLER_FAILURE_WINDOW, after which that number hears the "
+        "goodbye with no lookup. Withheld numbers share one count, with its own limit "
+        "(WITHHELD_FAILURE_LIMIT).", Bounded(int, 1, 100_000))
     caller_failure_window: float = setting(
         "24h", "Sliding window of CALLER_FAILURE_LIMIT.", Duration())
     withheld_failure_limit: int = setting(
