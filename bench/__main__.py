@@ -134,7 +134,8 @@ def main() -> int:
                                        base_url=url, auth_token=bench.twilio_token)
 
         def call_file(name: str, url: str, seconds: float, rate: int) -> Path:
-            sids = [load.new_call_sid() for _ in range(int(rate * seconds / 3) + 500)]
+            sids = [load.new_call_sid()
+                    for _ in range(int(rate * seconds / load.REQUESTS_PER_CALL) + 500)]
             calls = list(zip(sids, bench.card_ciphertexts(sids), strict=True))
             return load.write_requests(work / f"calls-{name}.txt", load.call_requests(calls),
                                        base_url=url, auth_token=bench.twilio_token)

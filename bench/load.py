@@ -59,21 +59,30 @@ def new_call_sid() -> str:
     return "CA" + secrets.token_hex(16)
 
 
+# The card step after the caller pressed star (the registered-phone path: the demo
+# account has the From below registered on it).
+CARD_STEP = "/voice/card?registered=1"
+REQUESTS_PER_CALL = 4  # /voice, /voice/account, /voice/card, /voice/pin
+
+
 def card_requests(count: int) -> list[Request]:
-    return [Request("/voice/card", call_params(new_call_sid(), "1234")) for _ in range(count)]
+    return [Request(CARD_STEP, call_params(new_call_sid(), "1234")) for _ in range(count)]
 
 
 def call_requests(calls: Sequence[tuple[str, str]]) -> list[Request]:
-    """A whole call per (CallSid, card ciphertext): /voice, /voice/card, /voice/pin. The
-    card ciphertext of the PIN step is made beforehand (it rides in the signed URL), so
-    the three steps can be pre-signed; /voice/card still encrypts afresh."""
+    """A whole call per (CallSid, card ciphertext): /voice, /voice/account (star),
+    /voice/card, /voice/pin. The card ciphertext of the PIN step is made beforehand (it
+    rides in the signed URL), so the steps can be pre-signed; /voice/card still encrypts
+    afresh."""
     out = []
     for sid, card_ct in calls:
         out.append(Request("/voice", call_params(sid)))
-        out.append(Request("/voice/card", call_params(sid, "1234")))
+        out.append(Request("/voice/account", (*call_params(sid, ""), ("FinishedOnKey", "*"))))
+        out.append(Request(CARD_STEP, call_params(sid, "1234")))
         # The PIN step carries its issue time (STEP_MAX_AGE): the time these are made.
         out.append(Request("/voice/pin?" + urlencode({"card": card_ct,
-                                                      "issued": int(time.time())}),
+                                                      "issued": int(time.time()),
+                                                      "registered": 1}),
                            call_params(sid, "4321")))
     return out
 

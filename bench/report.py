@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench import clients
+from bench.load import REQUESTS_PER_CALL
 from bench.model import BALANCER, CALL_C, CARD_C, CLIENT_SIDE, Point
 
 if TYPE_CHECKING:
@@ -170,8 +171,8 @@ def analysis(s: Summary) -> list[str]:
     v = s.values
     vault, base, call = s.card["vault"][CARD_C], s.card["baseline"][CARD_C], s.calls[CALL_C]
     hook_v, vault_v, hook_b = _cpu(vault, "webhook"), _cpu(vault, "vault"), _cpu(base, "baseline")
-    per_call = {name: 3 * _cpu(call, name) for name in CALL_PROCS}
-    busy = sum(per_call.values()) * call.med("rps") / 3 / 1000
+    per_call = {name: REQUESTS_PER_CALL * _cpu(call, name) for name in CALL_PROCS}
+    busy = sum(per_call.values()) * call.med("rps") / REQUESTS_PER_CALL / 1000
     needed = CALL_C / (TARGETS["call_p50"] / 1000)  # req/s for that mean latency
     srv = s.server
     one, two = srv.get(VAULT_1W), srv.get(VAULT_2W)
@@ -220,12 +221,14 @@ def analysis(s: Summary) -> list[str]:
     return [*lines,
         f"- **Whole call: CPU {v['cpu']:.2f} ms per request** ({_verdict('cpu', v['cpu'])}), "
         f"**p50 {v['call_p50']:.1f} ms** ({_verdict('call_p50', v['call_p50'])}), **p99 "
-        f"{v['call_p99']:.1f} ms** ({_verdict('call_p99', v['call_p99'])}). One call (three "
-        f"webhook requests) costs ~{per_call['webhook']:.1f} ms CPU in the webhook, "
+        f"{v['call_p99']:.1f} ms** ({_verdict('call_p99', v['call_p99'])}). One call ("
+        f"{REQUESTS_PER_CALL} webhook requests) costs ~{per_call['webhook']:.1f} ms CPU in "
+        "the webhook, "
         f"~{per_call['backend']:.1f} ms in the backend and ~{per_call['vault']:.1f} ms in "
         f"Vault (before this round: {3 * PREVIOUS_CALL['webhook']:.1f}, "
         f"{3 * PREVIOUS_CALL['backend']:.1f} and {3 * PREVIOUS_CALL['vault']:.1f} ms). At "
-        f"{call.med('rps') / 3:.0f} calls/s the three processes use {busy:.1f} of the 2 "
+        f"{call.med('rps') / REQUESTS_PER_CALL:.0f} calls/s the three processes use "
+        f"{busy:.1f} of the 2 "
         "cores, wrk the rest: latency is queueing for CPU. wrk's 16 connections send back to "
         f"back with no caller pause, so the mean latency is {CALL_C} / throughput (Little's "
         f"law: {CALL_C / call.med('rps') * 1000:.1f} ms at {call.med('rps'):.0f} req/s); "
@@ -299,9 +302,10 @@ def ha_section(s: Summary) -> list[str]:
     runs = len(ha.topology.runs)
 
     def row(label: str, point: Point, cpu: float) -> str:
-        return (f"| {label} | {point.med('rps') / 3:.0f} | {point.med('rps'):.0f} | "
+        return (f"| {label} | {point.med('rps') / REQUESTS_PER_CALL:.0f} | "
+                f"{point.med('rps'):.0f} | "
                 f"{point.med('p50_ms'):.1f} | {point.med('p99_ms'):.1f} | {cpu:.2f} | "
-                f"{3 * cpu:.2f} | {statistics.median(point.transit):.3f} |")
+                f"{REQUESTS_PER_CALL * cpu:.2f} | {statistics.median(point.transit):.3f} |")
 
     where = ", ".join(f"{name} {statistics.median(ms):.2f}"
                       for name, ms in sorted(ha.topology.cpu.items()))

@@ -37,10 +37,16 @@ def ciphertext_version(ciphertext: str) -> int | None:
     return transit_version(ciphertext) if CIPHERTEXT.fullmatch(ciphertext) else None
 
 
-def is_four_digits(entry: str) -> bool:
-    """Exactly four ASCII digits. Other scripts' digits are refused, not normalised: a
-    caller's keypad only sends 0-9 (``str.isdigit`` alone accepts ``١٢٣٤``)."""
-    return len(entry) == 4 and entry.isascii() and entry.isdigit()
+# The card's last digits and the PIN; the account number's length is a setting
+# (ACCOUNT_NUMBER_DIGITS).
+CARD_DIGITS: Final = 4
+PIN_DIGITS: Final = 4
+
+
+def is_digits(entry: str, count: int) -> bool:
+    """Exactly ``count`` ASCII digits. Other scripts' digits are refused, not normalised:
+    a caller's keypad only sends 0-9 (``str.isdigit`` alone accepts ``١٢٣٤``)."""
+    return len(entry) == count and entry.isascii() and entry.isdigit()
 
 
 # -- the caller's number (Twilio's ``From``) ------------------------------------------------

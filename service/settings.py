@@ -508,11 +508,32 @@ class Settings:
         "`ivr-vault accounts unlock`. Failures are forgotten only on a correct PIN or an "
         "unlock, never by time.", Bounded(int, 1, 1000))
     caller_failure_limit: int = setting(
-        "10", "Failed lookups (wrong PIN, unknown card, locked card) from one caller number "
-        "within CALLER_FAILURE_WINDOW, after which that number hears the goodbye with no "
-        "lookup. Withheld numbers share one count.", Bounded(int, 1, 100_000))
+        "10", "Failed lookups (unknown account, wrong card or PIN, locked account) from one "
+        "caller number within CALLER_FAILURE_WINDOW, after which that number hears the "
+        "goodbye with no lookup. Withheld numbers share one count, with its own limit "
+        "(WITHHELD_FAILURE_LIMIT).", Bounded(int, 1, 100_000))
     caller_failure_window: float = setting(
         "24h", "Sliding window of CALLER_FAILURE_LIMIT.", Duration())
+    withheld_failure_limit: int = setting(
+        "100", "Failed lookups from withheld (or unrecognisable) caller IDs, which all share "
+        "one bucket, within WITHHELD_FAILURE_WINDOW, after which every withheld caller hears "
+        "the goodbye with no lookup (docs/security.md: the numbers).",
+        Bounded(int, 1, 1_000_000))
+    withheld_failure_window: float = setting(
+        "10m", "Sliding window of WITHHELD_FAILURE_LIMIT: the longest one attacker's burst "
+        "cuts withheld callers off after it stops.", Duration())
+    account_number_digits: int = setting(
+        "8", "Digits of the account number a caller types at the first prompt (and "
+        "enrolment reads).", Bounded(int, 4, 16))
+    caller_id_requires_attestation: str = setting(
+        "off", "`on`: the registered-phone path (the caller presses star) identifies only "
+        "calls Twilio attested with STIR/SHAKEN `TN-Validation-Passed-A`; any other is a "
+        "failure, like a wrong PIN.", Choice(("off", "on")))
+    legacy_card_lookup: str = setting(
+        "auto", "Accounts migrated from before account numbers, not given one yet, found by "
+        "their card last-4 alone: `auto` (while the store holds any, checked at backend "
+        "start), `on` or `off`. `ivr-vault doctor` counts them.",
+        Choice(("auto", "on", "off")))
     web_concurrency: int = setting(
         "1", "uvicorn worker processes per service.", Bounded(int, 1, 64))
     shutdown_drain: float = setting(

@@ -7,6 +7,7 @@ status and body in one table, :data:`ANSWERS`.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from collections.abc import AsyncIterator, Mapping
@@ -54,7 +55,8 @@ ANSWERS: Final[Mapping[LookupOutcome, tuple[int, str | None]]] = {
     LookupOutcome.CALLER_CUT_OFF: (429, "too many failed lookups from this caller"),
     LookupOutcome.SECOND_LOOKUP: (409, "this call already had its lookup"),
     LookupOutcome.UNDECRYPTABLE: (422, "ciphertext could not be decrypted for this call"),
-    LookupOutcome.MALFORMED: (422, "decrypted values are not 4-digit entries"),
+    LookupOutcome.MALFORMED: (422, "decrypted values are not entries of the expected "
+                                   "number of digits"),
 }
 
 
@@ -130,6 +132,17 @@ def _replayed(answer: tuple[int, str]) -> Response:
     return JSONResponse(json.loads(saved), status_code=status)
 
 
+def _card_only(settings: Settings, store: Store) -> bool:
+    """LEGACY_CARD_LOOKUP as this backend applies it: ``auto`` is on while the store holds
+    accounts migrated without an account number (counted once, at start-up)."""
+    if settings.legacy_card_lookup != "auto":
+        return settings.legacy_card_lookup == "on"
+    remaining = store.legacy_accounts()
+    if remaining:
+        log.info("card-only lookup on for migrated accounts", legacy_accounts=remaining)
+    return remaining > 0
+
+
 async def openapi_endpoint(request: Request) -> Response:
     return JSONResponse(OPENAPI)
 
@@ -158,8 +171,10 @@ def create_backend_app(settings: Settings, *,
                 except VaultError as exc:
                     log.warning("ivr-lookup canaries not checked at start-up; will check "
                                 "before the first lookup", kind=exc.kind)
+                card_only = await asyncio.get_running_loop().run_in_executor(
+                    transit.executor, _card_only, settings, store)
                 app.state.lookup = Lookup(settings, transit, store, metrics, transit.executor,
-                                          keys=keys)
+                                          keys=keys, card_only=card_only)
                 freeze_startup_heap()
                 yield
         finally:

@@ -1,7 +1,7 @@
 """A caller number's failed lookups, from an operator's side: ``ivr-vault callers reset``.
 
 A number is counted by its keyed HMAC (``HMAC(ivr-lookup, "caller:" + number)``,
-:func:`~service.store.accounts.caller_input`) at the latest key version, as the lookup
+:func:`~service.store.identity.caller_input`) at the latest key version, as the lookup
 counts it; only the backend's identity (or an operator token with its policy) may make
 that HMAC: the key-admin may not. The number is never stored, logged or printed; the log
 line names it as the lookup's do, by ``caller_fp``.
@@ -20,7 +20,8 @@ from service.errors import BadInput
 from service.formats import ANONYMOUS_CALLER, caller_bucket
 from service.logs.scrubbing import fingerprint
 from service.settings import Settings
-from service.store.accounts import Store, caller_input
+from service.store.accounts import Store
+from service.store.identity import caller_input
 from service.vault.client import VaultClient
 from service.vault.session import transit_session
 from service.web.metrics import Metrics
@@ -55,15 +56,17 @@ def reset_caller(settings: Settings, number: str, *,
             return caller_v
 
     caller_v = asyncio.run(hmac())
-    policy = LockoutPolicy.from_settings(settings)
+    # Withheld numbers share one bucket with its own limit and window, as the lookup has it.
+    limit, window = LockoutPolicy.from_settings(settings).caller_bucket(
+        withheld=number == ANONYMOUS_CALLER)
     store = Store(settings.store)
     try:
         recent = store.transaction(lambda ledger: ledger.caller_failures(
-            caller_v, time.time() - policy.caller_window))
+            caller_v, time.time() - window))
         forgotten = store.reset_caller(caller_v)
     finally:
         store.close()
-    done = CallerReset(fingerprint(caller_v), forgotten, policy.caller_cut_off(recent))
+    done = CallerReset(fingerprint(caller_v), forgotten, recent >= limit)
     log.warning("caller number's failed lookups reset by an operator",
                 caller_fp=done.caller_fp, was_cut_off=done.was_cut_off)
     return done

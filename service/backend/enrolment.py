@@ -1,4 +1,20 @@
-"""Provisioning accounts: verifiers made by Transit HMAC, stored; digits never stored.
+"""Enrolling accounts: verifiers made by Transit HMAC, bound to each account, stored;
+digits never stored. The one place enrolment's rules live (issue 19); ``accounts add``,
+``accounts update --set-account-number`` and any bulk import go through it.
+
+The API, in the order a caller uses it:
+
+- :class:`Enrolment`: one account as an operator gives it (digits in memory only).
+- :func:`problem`: the checks that need neither Vault nor the store (the label, the amount,
+  the digits, the caller numbers, the account number against the label, a weak PIN): one
+  plain phrase that never quotes a digit, or None.
+- :func:`make_records`: Transit's HMACs of many rows, in batches (``batch_input``) of
+  whole rows, :data:`ROWS_PER_CALL` rows per Transit call, then bound to fresh salts.
+- :meth:`~service.store.accounts.Store.add_accounts`: the store's checks (label, account
+  number, a caller number with the same last-4 on another account) and the writes, one
+  transaction per batch.
+- :func:`enrol`: all of it for a batch, with the ``ivr-lookup`` canary check; per row,
+  None or the refusal line.
 
 Every enrolment refuses a weak PIN (:mod:`.pin_rules`), with one exception:
 :func:`seed_demo`, the tutorial's demo account, whose PIN 4321 is itself weak. Only
@@ -13,37 +29,198 @@ version it uses, if that version is new to the store.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from service.backend.keycheck import CANARY_INPUT, KeyCheck, check_keys
 from service.backend.pin_rules import weakness
 from service.errors import EnrolmentRefused
+from service.formats import CARD_DIGITS, PIN_DIGITS, is_digits
 from service.money import parse_balance
 from service.settings import Settings
-from service.store.accounts import Store, card_input, pin_input
+from service.store.accounts import AccountRecord, Refusal, Store
+from service.store.identity import (
+    bind,
+    card_input,
+    new_salt,
+    number_input,
+    pin_input,
+    registered_input,
+)
 from service.vault.client import VaultClient
 from service.vault.session import transit_session
+from service.vault.transit import Transit
 from service.web.metrics import Metrics
 
 DEMO_ACCOUNT = ("AC12345678", "12.55")
 DEMO_CARD, DEMO_PIN = "1234", "4321"  # the tutorial's test account
+# The demo's account number (not the label's digits), and the caller number registered on
+# it: the simulator's default From (Twilio's test number), so that both paths work.
+DEMO_ACCOUNT_NUMBER = "31415926"
+DEMO_CALLER = "+15005550006"
+
+# Whole rows per Transit call: a row is at most 3 + MAX_CALLERS inputs, and a call stays
+# under the listener's 1,000 JSON strings (service/vault/transit.py: MAX_BATCH).
+ROWS_PER_CALL = 16
+MAX_CALLERS = 5
+
+LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+AMOUNT = re.compile(r"[0-9]{1,12}(\.[0-9]{1,2})?")
+E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+
+REFUSALS = {
+    Refusal.LABEL_EXISTS: "account {account} already exists; change it with "
+                          "`ivr-vault accounts update`",
+    Refusal.NUMBER_ENROLLED: "that account number is already enrolled on another account",
+    Refusal.CALLER_SAME_CARD: "a caller number is already registered on another account "
+                              "with the same card last-4 (the two could not be told apart)",
+    Refusal.NO_ACCOUNT: "no account {account}",
+}
 
 
-def add_account(settings: Settings, *, account: str, balance: str, last4: str, pin: str,
-                vault: VaultClient | None = None) -> None:
-    """Runs with the backend identity (HMAC with ``ivr-lookup``), or an operator token.
-    Raises :class:`EnrolmentRefused` for a weak PIN or a balance that is not an amount of
-    BALANCE_CURRENCY, before anything reaches Vault, and
-    :class:`~service.errors.LookupKeyMismatch` when this Vault cannot reproduce the
-    store's canaries; either way nothing is written."""
-    why = weakness(pin)
-    if why is not None:
-        raise EnrolmentRefused(f"PIN refused: {why}; choose another")
+@dataclass(frozen=True)
+class Enrolment:
+    """One account to enrol. ``callers``: E.164 numbers registered on it."""
+
+    account: str
+    balance: str
+    account_number: str
+    last4: str
+    pin: str
+    callers: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:  # never the digits, should one be logged or printed
+        return f"Enrolment(account={self.account!r}, callers={len(self.callers)})"
+
+
+def label_digits(label: str) -> str:
+    return "".join(c for c in label if c.isascii() and c.isdigit())
+
+
+def number_problem(account: str, number: str, settings: Settings) -> str | None:
+    digits = settings.account_number_digits
+    if not is_digits(number, digits):
+        return f"account number: expected exactly {digits} digits"
+    if number == label_digits(account):
+        return ("account number: must not be the digits of the account's label (the "
+                "label is read back to callers; the account number is a secret)")
+    return None
+
+
+def problem(row: Enrolment, settings: Settings, *, check_pin: bool = True) -> str | None:
+    """Why ``row`` cannot be enrolled as given, before Vault or the store; None if it
+    can. Never quotes a digit of it."""
+    if not LABEL.fullmatch(row.account):
+        return "account: expected letters, digits, '.', '_' or '-' (at most 64)"
+    if not AMOUNT.fullmatch(row.balance):
+        return "balance: expected an amount such as 12.55"
     try:
-        parse_balance(balance, settings.balance_currency)  # JPY: 1255, never 12.55
+        parse_balance(row.balance, settings.balance_currency)  # JPY: 1255, never 12.55
     except ValueError as exc:
-        raise EnrolmentRefused(str(exc)) from None
-    _enrol(settings, account, balance, last4, pin, vault=vault)
+        return str(exc)
+    why = number_problem(row.account, row.account_number, settings)
+    if why is not None:
+        return why
+    if not is_digits(row.last4, CARD_DIGITS):
+        return f"card last-4: expected exactly {CARD_DIGITS} digits"
+    if not is_digits(row.pin, PIN_DIGITS):
+        return f"PIN: expected exactly {PIN_DIGITS} digits"
+    if len(row.callers) > MAX_CALLERS:
+        return f"caller numbers: at most {MAX_CALLERS}"
+    if any(not E164.fullmatch(c) for c in row.callers):
+        return "caller number: expected E.164 (+ then up to 15 digits)"
+    if check_pin:
+        weak = weakness(row.pin)
+        if weak is not None:
+            return f"PIN refused: {weak}; choose another"
+    return None
+
+
+async def make_records(transit: Transit, rows: Sequence[Enrolment]) -> list[AccountRecord]:
+    """The verifiers of ``rows`` (already checked by :func:`problem`): Transit HMACs of
+    whole rows in batches, bound to a fresh salt per account."""
+    records: list[AccountRecord] = []
+    for start in range(0, len(rows), ROWS_PER_CALL):
+        chunk = rows[start:start + ROWS_PER_CALL]
+        inputs = [item for row in chunk for item in (
+            number_input(row.account_number), card_input(row.last4),
+            pin_input(row.last4, row.pin), *map(registered_input, row.callers))]
+        outputs = iter(await transit.hmac(inputs))
+        for row in chunk:
+            number_v, card_v, pin_v = next(outputs), next(outputs), next(outputs)
+            callers = tuple(next(outputs) for _ in row.callers)
+            salt = new_salt()
+            records.append(AccountRecord(row.account, row.balance, salt, number_v, card_v,
+                                         bind(salt, card_v), bind(salt, pin_v), callers))
+    return records
+
+
+def enrol(settings: Settings, rows: Sequence[Enrolment], *, check_pin: bool = True,
+          vault: VaultClient | None = None) -> list[str | None]:
+    """Enrol ``rows``: per row, None when written, else the one line that refuses it
+    (nothing of that row written). Runs with the backend identity (HMAC with
+    ``ivr-lookup``), or an operator token. Raises
+    :class:`~service.errors.LookupKeyMismatch` when this Vault cannot reproduce the
+    store's canaries: then nothing is written."""
+    lines: list[str | None] = [problem(row, settings, check_pin=check_pin) for row in rows]
+    todo = [i for i, line in enumerate(lines) if line is None]
+    if not todo:
+        return lines
+    store = Store(settings.store)
+    try:
+        async def made() -> tuple[list[AccountRecord], str]:
+            async with transit_session(settings, Metrics(), threads=2, vault=vault) as transit:
+                await _check_canaries(transit, settings, store)
+                (canary,) = await transit.hmac([CANARY_INPUT])
+                return await make_records(transit, [rows[i] for i in todo]), canary
+
+        records, canary = asyncio.run(made())
+        store.add_canary(canary, time.time())
+        for i, refusal in zip(todo, store.add_accounts(records), strict=True):
+            if refusal is not None:
+                lines[i] = REFUSALS[refusal].format(account=rows[i].account)
+    finally:
+        store.close()
+    return lines
+
+
+def add_account(settings: Settings, row: Enrolment, *,
+                vault: VaultClient | None = None) -> None:
+    """Enrol one account; :class:`EnrolmentRefused` with the line that says why not."""
+    (line,) = enrol(settings, [row], vault=vault)
+    if line is not None:
+        raise EnrolmentRefused(line)
+
+
+def set_account_number(settings: Settings, account: str, number: str, *,
+                       vault: VaultClient | None = None) -> None:
+    """Give ``account`` its account number (which ends its card-only lookup);
+    :class:`EnrolmentRefused` with the line that says why not."""
+    why = number_problem(account, number, settings)
+    if why is not None:
+        raise EnrolmentRefused(why)
+    store = Store(settings.store)
+    try:
+        async def made() -> str:
+            async with transit_session(settings, Metrics(), threads=2, vault=vault) as transit:
+                await _check_canaries(transit, settings, store)
+                (number_v,) = await transit.hmac([number_input(number)])
+                return number_v
+
+        refusal = store.set_account_number(account, asyncio.run(made()))
+    finally:
+        store.close()
+    if refusal is not None:
+        raise EnrolmentRefused(REFUSALS[refusal].format(account=account))
+
+
+async def _check_canaries(transit: Transit, settings: Settings, store: Store) -> None:
+    check = await check_keys(transit, settings.lookup_key, store.canaries(),
+                             store.lookup_versions())
+    if not check.ok:
+        raise check.error()
 
 
 def seed_demo(settings: Settings, *, vault: VaultClient | None = None) -> str:
@@ -58,30 +235,11 @@ def seed_demo(settings: Settings, *, vault: VaultClient | None = None) -> str:
         store.close()
     if present:
         return f"demo account {DEMO_ACCOUNT[0]} already in the store; not seeded again"
-    _enrol(settings, *DEMO_ACCOUNT, DEMO_CARD, DEMO_PIN, vault=vault)
+    row = Enrolment(*DEMO_ACCOUNT, DEMO_ACCOUNT_NUMBER, DEMO_CARD, DEMO_PIN, (DEMO_CALLER,))
+    (line,) = enrol(settings, [row], check_pin=False, vault=vault)
+    if line is not None:
+        raise EnrolmentRefused(line)
     return f"demo account {DEMO_ACCOUNT[0]} provisioned (development only: its PIN is weak)"
-
-
-def _enrol(settings: Settings, account: str, balance: str, last4: str, pin: str, *,
-           vault: VaultClient | None) -> None:
-    store = Store(settings.store)
-    try:
-        async def made() -> tuple[str, str, str]:
-            async with transit_session(settings, Metrics(), threads=2, vault=vault) as transit:
-                # One Transit call: the verifiers and the canary at the same key version.
-                card_v, pin_v, canary = await transit.hmac(
-                    [card_input(last4), pin_input(last4, pin), CANARY_INPUT])
-                check = await check_keys(transit, settings.lookup_key, store.canaries(),
-                                         store.lookup_versions())
-                if not check.ok:
-                    raise check.error()
-                return card_v, pin_v, canary
-
-        card_v, pin_v, canary = asyncio.run(made())
-        store.add_canary(canary, time.time())
-        store.upsert_account(account, balance, card_v, pin_v)
-    finally:
-        store.close()
 
 
 def check_store_keys(settings: Settings, *, adopt: bool = False,

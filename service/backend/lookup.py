@@ -1,13 +1,15 @@
 """The lookup: decrypt, HMAC, then decide in one transaction. HTTP is :mod:`.app`'s business.
 
-A call's card, PIN and caller number are decrypted in one Transit batch and HMACed with
-``ivr-lookup`` in one batch, before any store work: no Vault call ever happens inside the
-transaction. :func:`~service.backend.decision.decide` then checks, compares and records in
-one transaction (``Store.transaction``: SQLite's ``BEGIN IMMEDIATE``, or PostgreSQL's row
-locks), so concurrent lookups of one card are decided one after the other, on one backend
-or several: a burst of wrong PINs is evaluated exactly up to the lock. Only when the card
-is unknown at the latest key version and older versions are still stored does the lookup
-HMAC at those versions and decide again.
+A call's entries (account number if typed, card, PIN) and caller number are decrypted in
+one Transit batch and HMACed with ``ivr-lookup`` in one batch (the identifier, the card,
+the PIN, the caller's failure bucket), before any store work: no Vault call ever happens
+inside the transaction. The card and PIN HMACs are bound to each candidate account by its
+salt locally (``service/store/identity.py``). :func:`~service.backend.decision.decide`
+then checks, compares and records in one transaction (``Store.transaction``: SQLite's
+``BEGIN IMMEDIATE``, or PostgreSQL's row locks), so concurrent lookups of one account are
+decided one after the other, on one backend or several. Only when something is not found
+at the latest key version and older versions are still stored does the lookup HMAC at
+those versions and decide again.
 """
 
 from __future__ import annotations
@@ -25,25 +27,34 @@ import structlog
 from service.backend.decision import (
     Attempt,
     Decision,
+    Hmacs,
     HttpAnswer,
+    Identification,
     LookupOutcome,
     LookupResult,
-    Verifiers,
     decide,
 )
 from service.backend.keycheck import LookupKeys
 from service.backend.policy import LockKind, LockoutPolicy
 from service.backend.schema import LookupRequest
 from service.errors import DecryptionError
-from service.formats import caller_bucket, ciphertext_version, is_four_digits
+from service.formats import (
+    ANONYMOUS_CALLER,
+    CARD_DIGITS,
+    PIN_DIGITS,
+    caller_bucket,
+    ciphertext_version,
+    is_digits,
+)
 from service.logs.scrubbing import fingerprint
 from service.settings import Settings
-from service.store.accounts import (
-    Store,
+from service.store.accounts import Store, verifier_version
+from service.store.identity import (
     caller_input,
     card_input,
+    number_input,
     pin_input,
-    verifier_version,
+    registered_input,
 )
 from service.store.ledger import Answer
 from service.vault.transit import Transit, call_context
@@ -59,17 +70,23 @@ T = TypeVar("T")
 _MAX_PASSES = 3
 
 
-async def verifiers(transit: Transit, last4: str, pin: str, *,
-                    key_version: int | None = None) -> tuple[str, str]:
-    """The card and PIN verifiers of an entry: what the store holds instead of digits."""
-    card_v, pin_v = await transit.hmac([card_input(last4), pin_input(last4, pin)],
-                                       key_version=key_version)
-    return card_v, pin_v
+# The one StirVerstat value that attests the caller owns the number (Twilio, "Trusted
+# Calling with SHAKEN/STIR": full attestation).
+ATTESTED = "TN-Validation-Passed-A"
 
 
-def _entry(plaintext: bytes) -> str | None:
+async def entry_hmacs(transit: Transit, identity: bytes | None, last4: str, pin: str, *,
+                      key_version: int | None = None) -> Hmacs:
+    """Transit's HMACs of a call's identifier, card and PIN at one key version."""
+    inputs = [card_input(last4), pin_input(last4, pin)]
+    outputs = await transit.hmac([*inputs, *([identity] if identity else [])],
+                                 key_version=key_version)
+    return Hmacs(outputs[2] if identity else None, outputs[0], outputs[1])
+
+
+def _entry(plaintext: bytes, digits: int) -> str | None:
     text = plaintext.decode("ascii", "replace")
-    return text if is_four_digits(text) else None
+    return text if is_digits(text, digits) else None
 
 
 @dataclass
@@ -82,6 +99,7 @@ class Lookup:
     metrics: Metrics
     executor: ThreadPoolExecutor  # for the store's blocking calls
     keys: LookupKeys | None = None  # the ivr-lookup canaries (keycheck.py)
+    card_only: bool = False  # LEGACY_CARD_LOOKUP, as decided at start-up
 
     @property
     def answer_ttl(self) -> float:
@@ -102,29 +120,38 @@ class Lookup:
                        request_key: str | None = None) -> Decision:
         """Decide. Raises :class:`~service.errors.VaultError` when Vault cannot answer:
         then nothing was decided and nothing written."""
+        context = partial(call_context, request.call_sid)
+        items = [(request.card_last4, context("card_last4")), (request.pin, context("pin")),
+                 (request.caller, context("caller"))]
+        if request.account_number is not None:
+            items.append((request.account_number, context("account_number")))
         try:
-            card_pt, pin_pt, caller_pt = await self.transit.decrypt([
-                (request.card_last4, call_context(request.call_sid, "card_last4")),
-                (request.pin, call_context(request.call_sid, "pin")),
-                (request.caller, call_context(request.call_sid, "caller")),
-            ])
+            plaintexts = await self.transit.decrypt(items)
         except DecryptionError:
             annotate(card_version=ciphertext_version(request.card_last4))
             return Decision(LookupResult(LookupOutcome.UNDECRYPTABLE))
-        last4, pin = _entry(card_pt), _entry(pin_pt)
-        if last4 is None or pin is None:
+        last4, pin = _entry(plaintexts[0], CARD_DIGITS), _entry(plaintexts[1], PIN_DIGITS)
+        number = (_entry(plaintexts[3], self.settings.account_number_digits)
+                  if request.account_number is not None else "")
+        if last4 is None or pin is None or number is None:
             return Decision(LookupResult(LookupOutcome.MALFORMED))
-        caller = caller_bucket(caller_pt.decode("utf-8", "replace"))
-        card_v, pin_v, caller_v = await self.transit.hmac(
-            [card_input(last4), pin_input(last4, pin), caller_input(caller)])
+        caller = caller_bucket(plaintexts[2].decode("utf-8", "replace"))
+        withheld = caller == ANONYMOUS_CALLER
+        identified_by, identity = self._identity(request, number, caller)
+        # One Transit call: the identifier, the card, the PIN and the caller's bucket.
+        inputs = [card_input(last4), pin_input(last4, pin), caller_input(caller),
+                  *([identity] if identity else [])]
+        outputs = await self.transit.hmac(inputs)
+        latest = Hmacs(outputs[3] if identity else None, outputs[0], outputs[1])
+        caller_v = outputs[2]
         if self.keys is not None:
             # The latest version's canary is on record before any verifier made with it
             # can be stored (a verifier upgrade in the decision); after the first lookup
             # at a version this costs nothing.
-            await self.keys.record(verifier_version(card_v))
+            await self.keys.record(verifier_version(latest.card))
 
-        attempt = Attempt(request.call_sid, request_key, caller_v,
-                          (Verifiers(card_v, pin_v),))
+        attempt = Attempt(request.call_sid, request_key, caller_v, withheld, identified_by,
+                          (latest,), card_only=self.card_only)
         policy = LockoutPolicy.from_settings(self.settings)
         for passes in range(1, _MAX_PASSES + 1):
             decision: Decision = await self.db(self.store.transaction, partial(
@@ -132,23 +159,42 @@ class Lookup:
                 answer_ttl=self.answer_ttl, final=passes == _MAX_PASSES))
             if not decision.need_versions:
                 break
-            older = [Verifiers(*await verifiers(self.transit, last4, pin, key_version=v))
+            older = [await entry_hmacs(self.transit, identity, last4, pin, key_version=v)
                      for v in decision.need_versions]
             attempt = replace(attempt, candidates=(*attempt.candidates, *older))
         self._report(decision, caller_v)
         return decision
 
+    def _identity(self, request: LookupRequest, number: str, caller: str,
+                  ) -> tuple[Identification, bytes | None]:
+        """How the caller is identified, and the input to HMAC for it: None on the
+        registered-phone path from a withheld number, or, with
+        CALLER_ID_REQUIRES_ATTESTATION, an unattested one (no account is then found)."""
+        if request.account_number is not None:
+            return Identification.ACCOUNT_NUMBER, number_input(number)
+        if not request.registered:
+            return Identification.NONE, None
+        attested = request.stir_verstat == ATTESTED
+        if caller == ANONYMOUS_CALLER or (
+                self.settings.caller_id_requires_attestation == "on" and not attested):
+            annotate(identification="unattested" if caller != ANONYMOUS_CALLER else "withheld")
+            return Identification.CALLER, None
+        return Identification.CALLER, registered_input(caller)
+
     def _report(self, decision: Decision, caller_v: str) -> None:
         """Metrics and log lines, once the decision has committed. Never a digit: the
-        account number is masked by the scrubber, the caller is a fingerprint of its HMAC."""
+        account is named by its letters-only reference, the caller by a fingerprint of its
+        HMAC."""
         if decision.wrong_pin:
             self.metrics.wrong_pins.inc()
         if decision.upgraded:
             annotate(verifier_upgraded=True)
+        if decision.legacy:
+            annotate(card_only_lookup=True)
         if decision.lock is not None:
             self.metrics.lockouts.labels(decision.lock.value).inc()
             log.warning("card locked after consecutive wrong PINs", kind=decision.lock.value,
-                        account=decision.account)
+                        account_ref=decision.account)
         if decision.caller_cut_off:
             self.metrics.lockouts.labels(LockKind.CALLER.value).inc()
             log.warning("caller cut off after repeated failed lookups",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 from typing import Final
 
-from service.formats import is_four_digits
+from service.formats import PIN_DIGITS, is_digits
 
 # The 100 most frequent PINs, most frequent first: the top 100 rows of SecLists'
 # Passwords/Common-Credentials/four-digit-pin-codes-sorted-by-frequency-withcount.csv
@@ -52,7 +52,7 @@ def _is_sequence(pin: str) -> bool:
 def weakness(pin: str) -> str | None:
     """Why enrolment refuses ``pin`` (a short phrase that never quotes it), or None when it
     is acceptable. ``pin`` must be 4 ASCII digits."""
-    if not is_four_digits(pin):
+    if not is_digits(pin, PIN_DIGITS):
         raise ValueError("a PIN is exactly 4 digits")
     if _is_repeated(pin):
         return "one digit repeated"

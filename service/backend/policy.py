@@ -9,6 +9,7 @@ the card.
 
 Per caller number: failed lookups within a sliding ``caller_window``; at ``caller_limit``
 the number is cut off (it hears the goodbye, with no lookup) until its failures age out.
+Withheld numbers share one bucket, with its own ``withheld_limit`` and ``withheld_window``.
 """
 
 from __future__ import annotations
@@ -39,12 +40,23 @@ class LockoutPolicy:
     hard_limit: int
     caller_limit: int
     caller_window: float
+    withheld_limit: int = 100
+    withheld_window: float = 600.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LockoutPolicy:
         return cls(settings.lockout_threshold, settings.lockout_duration,
                    settings.lockout_hard_limit, settings.caller_failure_limit,
-                   settings.caller_failure_window)
+                   settings.caller_failure_window, settings.withheld_failure_limit,
+                   settings.withheld_failure_window)
+
+    def caller_bucket(self, *, withheld: bool) -> tuple[int, float]:
+        """The failure limit and window of a caller's bucket: withheld numbers share one,
+        with its own (issue 19: one attacker must not cut every withheld caller off for
+        the day)."""
+        if withheld:
+            return self.withheld_limit, self.withheld_window
+        return self.caller_limit, self.caller_window
 
     def lock_seconds(self, nth: int) -> float:
         """How long the ``nth`` lock (1, 2, …) lasts: the duration, doubled for each lock

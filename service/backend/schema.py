@@ -18,6 +18,14 @@ _MAX_CIPHERTEXT = 512
 # ``caller``: Twilio's ``From``, as the webhook encrypted it (context ``CallSid:caller``).
 FIELDS: dict[str, str] = {"call_sid": CALL_SID_PATTERN, "card_last4": CIPHERTEXT_PATTERN,
                           "pin": CIPHERTEXT_PATTERN, "caller": CIPHERTEXT_PATTERN}
+# Identification (issue 19), at most one of the first two: the typed account number,
+# encrypted (context ``CallSid:account_number``), or ``registered``: the caller pressed the
+# registered-phone key. Neither: the card-only lookup of migrated accounts.
+# ``stir_verstat``: Twilio's signed ``StirVerstat`` (CALLER_ID_REQUIRES_ATTESTATION).
+STIR_VERSTAT_PATTERN = r"^[A-Za-z0-9-]{1,64}$"
+OPTIONAL: dict[str, str] = {"account_number": CIPHERTEXT_PATTERN,
+                            "stir_verstat": STIR_VERSTAT_PATTERN}
+ALLOWED = (*FIELDS, *OPTIONAL, "registered")
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,17 @@ class LookupRequest:
     card_last4: str
     pin: str
     caller: str
+    account_number: str | None = None
+    registered: bool = False
+    stir_verstat: str | None = None
+
+
+def _check(name: str, value: object, pattern: str) -> list[dict[str, str]]:
+    if not isinstance(value, str):
+        return [{"loc": f"body.{name}", "msg": "must be a string"}]
+    if len(value) > _MAX_CIPHERTEXT or not re.fullmatch(pattern, value):
+        return [{"loc": f"body.{name}", "msg": f"must match {pattern}"}]
+    return []
 
 
 def parse_lookup(body: bytes) -> LookupRequest:
@@ -40,19 +59,27 @@ def parse_lookup(body: bytes) -> LookupRequest:
     if not isinstance(data, dict):
         raise SchemaError([{"loc": "body", "msg": "expected a JSON object"}])
     # An unknown field's name is caller data too (it could be digits): not echoed.
-    problems = [{"loc": "body", "msg": f"unexpected field; allowed: {', '.join(FIELDS)}"}
-                ] if any(name not in FIELDS for name in data) else []
+    problems = [{"loc": "body", "msg": f"unexpected field; allowed: {', '.join(ALLOWED)}"}
+                ] if any(name not in ALLOWED for name in data) else []
     for name, pattern in FIELDS.items():
         value = data.get(name)
         if value is None:
             problems.append({"loc": f"body.{name}", "msg": "required"})
-        elif not isinstance(value, str):
-            problems.append({"loc": f"body.{name}", "msg": "must be a string"})
-        elif len(value) > _MAX_CIPHERTEXT or not re.fullmatch(pattern, value):
-            problems.append({"loc": f"body.{name}", "msg": f"must match {pattern}"})
+        else:
+            problems += _check(name, value, pattern)
+    for name, pattern in OPTIONAL.items():
+        if data.get(name) is not None:
+            problems += _check(name, data[name], pattern)
+    registered = data.get("registered", False)
+    if not isinstance(registered, bool):
+        problems.append({"loc": "body.registered", "msg": "must be a boolean"})
+    elif registered and data.get("account_number") is not None:
+        problems.append({"loc": "body.registered",
+                         "msg": "not with account_number: one identification per lookup"})
     if problems:
         raise SchemaError(problems)
-    return LookupRequest(data["call_sid"], data["card_last4"], data["pin"], data["caller"])
+    return LookupRequest(data["call_sid"], data["card_last4"], data["pin"], data["caller"],
+                         data.get("account_number"), registered, data.get("stir_verstat"))
 
 
 _ERROR = {"type": "object", "properties": {"detail": {}}, "required": ["detail"]}
@@ -68,9 +95,10 @@ OPENAPI: dict[str, Any] = {
                 "additionalProperties": False,
                 "required": list(FIELDS),
                 "properties": {
-                    name: {"type": "string", "pattern": pattern,
-                           "maxLength": _MAX_CIPHERTEXT}
-                    for name, pattern in FIELDS.items()
+                    **{name: {"type": "string", "pattern": pattern,
+                              "maxLength": _MAX_CIPHERTEXT}
+                       for name, pattern in (FIELDS | OPTIONAL).items()},
+                    "registered": {"type": "boolean", "default": False},
                 },
             },
             "Account": {
@@ -85,7 +113,8 @@ OPENAPI: dict[str, Any] = {
     "paths": {
         "/v1/lookup": {
             "post": {
-                "summary": "Find the account for a call's card and PIN ciphertexts",
+                "summary": "Find the account for a call's identification, card and PIN "
+                           "ciphertexts",
                 "description": "One lookup per call: a retry with the same Idempotency-Key "
                                "gets the first answer again; another key is refused (409).",
                 "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
@@ -97,11 +126,11 @@ OPENAPI: dict[str, Any] = {
                         "schema": {"$ref": "#/components/schemas/Account"}}}},
                     **{code: {"description": text, "content": {"application/json": {
                         "schema": {"$ref": "#/components/schemas/Error"}}}}
-                       for code, text in (("404", "unknown card or wrong PIN"),
+                       for code, text in (("404", "no such account, wrong card or wrong PIN"),
                                           ("409", "this call already had its lookup"),
                                           ("415", "not JSON"),
                                           ("422", "malformed or undecryptable"),
-                                          ("423", "locked after repeated wrong PINs"),
+                                          ("423", "locked after repeated wrong entries"),
                                           ("429", "too many failed lookups from this "
                                                   "caller number"),
                                           ("503", "Vault unavailable"))},

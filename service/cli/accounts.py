@@ -1,8 +1,11 @@
-"""``ivr-vault accounts add|unlock|seed-demo``: provision accounts, lift locks.
+"""``ivr-vault accounts add|update|unlock|seed-demo|check-keys``: provision accounts, lift
+locks.
 
-The card and PIN digits come from a prompt or stdin, never argv. ``add`` refuses a weak PIN
-(``service/backend/pin_rules.py``) with one line on stderr and exit status 2, never echoing
-it. ``seed-demo`` is for development only: the demo PIN is weak by design.
+The digits (account number, card last-4, PIN) and the caller numbers come from a prompt or
+stdin, one per line, never argv. Every refusal (a weak PIN, a bad amount, an existing
+label, an account number already enrolled ...) is one plain line on stderr and exit
+status 2, never echoing a digit and never a raw constraint message. ``seed-demo`` is for
+development only: the demo PIN is weak by design.
 """
 
 from __future__ import annotations
@@ -11,35 +14,80 @@ import argparse
 import getpass
 import sys
 import time
+from collections.abc import Callable
 
 import structlog
 
-from service.errors import BadInput, EnrolmentRefused
-from service.formats import is_four_digits
+from service.errors import BadInput, EnrolmentRefused, StoreConflict
 from service.settings import Settings
 
 log = structlog.get_logger("ivr.accounts")
 
+Reader = Callable[[str, bool], str]
 
-def _read_secret_digits(label: str) -> str:
-    """From a prompt on a terminal, else one line of stdin; never from argv."""
-    value = getpass.getpass(f"{label}: ") if sys.stdin.isatty() else sys.stdin.readline().strip()
-    if not is_four_digits(value):
-        raise BadInput(f"{label}: expected exactly 4 digits")
-    return value
+
+def _read_line(label: str, secret: bool) -> str:
+    """One entry: from a prompt on a terminal (hidden when ``secret``), else one line of
+    stdin; never from argv. EOF reads as an empty line."""
+    if sys.stdin.isatty():
+        return (getpass.getpass(f"{label}: ") if secret else input(f"{label}: ")).strip()
+    return sys.stdin.readline().strip()
+
+
+def read_enrolment(account: str, balance: str, read: Reader = _read_line,
+                   ) -> tuple[str, str, str, tuple[str, ...]]:
+    """The account number, card last-4, PIN, then caller numbers until an empty line or
+    EOF."""
+    number = read("account number", True)
+    card = read("card last 4 digits", True)
+    pin = read("PIN", True)
+    callers: list[str] = []
+    while True:
+        caller = read("caller number registered on the account (E.164; empty: done)", False)
+        if not caller:
+            return number, card, pin, tuple(callers)
+        callers.append(caller)
+
+
+def _refused(line: str) -> int:
+    print(f"ivr-vault: {line}", file=sys.stderr)
+    return 2
 
 
 def _add(args: argparse.Namespace, settings: Settings) -> int:
-    from service.backend.enrolment import add_account
+    from service.backend.enrolment import Enrolment, add_account, problem
 
-    card = _read_secret_digits("card last 4 digits")
-    pin = _read_secret_digits("PIN")
+    number, card, pin, callers = read_enrolment(args.account, args.balance)
+    row = Enrolment(args.account, args.balance, number, card, pin, callers)
+    malformed = problem(row, settings, check_pin=False)
+    if malformed is not None:  # what was typed or piped in: "bad input", exit 2
+        raise BadInput(malformed)
     try:
-        add_account(settings, account=args.account, balance=args.balance, last4=card, pin=pin)
+        add_account(settings, row)
     except EnrolmentRefused as exc:
-        print(f"ivr-vault: {exc}", file=sys.stderr)
-        return 2
-    print(f"ivr-vault: account {args.account} provisioned")
+        return _refused(str(exc))
+    except StoreConflict:  # another enrolment took the label or number meanwhile
+        return _refused(f"account {args.account} conflicts with one enrolled meanwhile; "
+                        "check with `ivr-vault accounts update` and run again")
+    print(f"ivr-vault: account {args.account} provisioned"
+          + (f" ({len(callers)} caller numbers registered)" if callers else ""))
+    return 0
+
+
+def _update(args: argparse.Namespace, settings: Settings) -> int:
+    from service.backend.enrolment import set_account_number
+
+    if not args.set_account_number:
+        return _refused("accounts update: nothing to change (--set-account-number)")
+    number = _read_line("account number", True)
+    try:
+        set_account_number(settings, args.account, number)
+    except EnrolmentRefused as exc:
+        return _refused(str(exc))
+    except StoreConflict:
+        return _refused("that account number is already enrolled on another account")
+    print(f"ivr-vault: account {args.account}: account number set (its card-only lookup "
+          "has ended)")
     return 0
 
 
@@ -56,6 +104,7 @@ def _unlock(args: argparse.Namespace, settings: Settings) -> int:
     store = Store(settings.store)
     try:
         before = store.unlock(args.account)
+        reference = store.reference(args.account)
     finally:
         store.close()
     if before is None:
@@ -63,7 +112,8 @@ def _unlock(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     state = ("hard-locked" if before.hard else "locked" if before.locked(time.time())
              else "not locked")
-    log.warning("account unlocked by an operator", account=args.account, operator=operator,
+    # The letters-only reference: the label may hold digits, which the scrubber masks.
+    log.warning("account unlocked by an operator", account_ref=reference, operator=operator,
                 was=state)
     print(f"ivr-vault: account {args.account} unlocked (was {state}; "
           f"{before.failures} consecutive wrong PINs forgotten)")
@@ -96,11 +146,19 @@ def _check_keys(args: argparse.Namespace, settings: Settings) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     accounts = sub.add_parser("accounts", help="account store").add_subparsers(
         dest="accounts_command", required=True)
-    p = accounts.add_parser("add", help="provision an account; card and PIN from a prompt "
-                                        "or stdin, never argv; weak PINs are refused")
-    p.add_argument("--account", required=True)
+    p = accounts.add_parser("add", help="provision an account; from a prompt or stdin, one "
+                                        "per line, never argv: its account number, card "
+                                        "last-4, PIN, then caller numbers (E.164) until an "
+                                        "empty line; weak PINs are refused")
+    p.add_argument("--account", required=True, help="the label read back to callers")
     p.add_argument("--balance", required=True)
     p.set_defaults(func=_add, dev_identity="ivr-backend")
+    p = accounts.add_parser("update", help="change an account: --set-account-number reads "
+                                           "it from a prompt or stdin (ends the account's "
+                                           "card-only lookup)")
+    p.add_argument("--account", required=True)
+    p.add_argument("--set-account-number", action="store_true")
+    p.set_defaults(func=_update, dev_identity="ivr-backend")
     p = accounts.add_parser("unlock", help="forget an account's wrong PINs and lift its "
                                            "lock; as the key-admin (operator) identity")
     p.add_argument("--account", required=True)

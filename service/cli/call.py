@@ -1,4 +1,7 @@
-"""``ivr-vault call``: play Twilio against a running webhook and print what the caller hears."""
+"""``ivr-vault call``: play Twilio against a running webhook and print what the caller hears.
+
+The digits given here are a simulator's test digits, as ``--card`` and ``--pin`` always
+were; a real caller's never pass through a command line."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ import httpx
 from service.cli.dev import DEV_DIR
 from service.errors import ConfigError
 from service.settings import Settings
+
+DEFAULT_FROM = "+15005550006"  # Twilio's test number; registered on the demo account
 
 
 def _auth_token(settings: Settings) -> str:
@@ -23,12 +28,13 @@ def _auth_token(settings: Settings) -> str:
 
 
 def _call(args: argparse.Namespace, settings: Settings) -> int:
-    from service.devtools.caller import Caller
+    from service.devtools.caller import REGISTERED, Caller
 
     url = args.url or settings.public_base_url or "http://127.0.0.1:8080"
     entries = [args.card, args.pin]
     with httpx.Client(timeout=20, verify=args.cacert or True) as client:
-        caller = Caller(url, _auth_token(settings), client, show_voice=True)
+        caller = Caller(url, _auth_token(settings), client, show_voice=True, caller=args.from_,
+                        identify=args.account_number or REGISTERED)
         try:
             result = caller.play([e for e in entries if e is not None], to=args.to,
                                  lang=args.lang)
@@ -41,6 +47,15 @@ def _call(args: argparse.Namespace, settings: Settings) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("call", help="play Twilio against a running webhook")
+    p.add_argument("--from", dest="from_", default=DEFAULT_FROM, metavar="NUMBER",
+                   help=f"the caller's number, Twilio's From (default {DEFAULT_FROM}, the "
+                        "number registered on the demo account)")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--account-number", metavar="DIGITS",
+                     help="keys to type at the account-number prompt (test digits)")
+    who.add_argument("--registered", action="store_true",
+                     help="press star at the account-number prompt: the registered-phone "
+                          "path (what the caller does without --account-number)")
     p.add_argument("--card", help="keys to press at the card prompt")
     p.add_argument("--pin", help="keys to press at the PIN prompt")
     p.add_argument("--to", help="the number called, whose locale the caller hears "

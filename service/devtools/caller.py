@@ -1,11 +1,15 @@
 """``ivr-vault call``: play Twilio against a running webhook.
 
 A new CallSid per call, each request signed as Twilio signs it, each ``<Gather action>``
-followed, every sentence the caller hears printed. The entries to type are consumed one
-per ``<Gather>``; when they run out the caller stays silent (an empty ``Digits``), as a
-caller who does not answer would. A language menu (a ``<Gather>`` posting to
-``/voice/language``) is answered apart, with the key of the ``<Say>`` in ``lang``'s language
-(its options are keys 1, 2, ... in order), and consumes no entry.
+followed, every sentence the caller hears printed. Each prompt is answered by the step it
+belongs to (its action's path), never by its words, so translated prompts change nothing:
+at ``/voice/account`` the caller types ``identify`` (an account number), or presses star
+(:data:`REGISTERED`: the registered-phone path); at the card and PIN steps the entries are
+consumed one per ``<Gather>``; when they run out the caller stays silent (an empty
+``Digits``), as a caller who does not answer would.
+A language menu (a ``<Gather>`` posting to ``/voice/language``) is answered apart, with the
+key of the ``<Say>`` in ``lang``'s language (its options are keys 1, 2, ... in order), and
+consumes no entry.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from service.webhook.signature import compute_signature
 MAX_STEPS = 20
 MENU_PATH = "/voice/language"
 DEFAULT_TO = "+15005550001"
+# Press star at the account-number prompt: "I am calling from my registered phone".
+REGISTERED = "*"
+ACCOUNT_STEP = "/voice/account"
 
 
 def new_call_sid() -> str:
@@ -69,6 +76,8 @@ class Caller:
     account_sid: str = field(default_factory=lambda: "AC" + secrets.token_hex(16))
     caller: str = "+15005550006"  # the From number (Twilio's test number)
     show_voice: bool = False  # say() also gets each change of language and voice
+    identify: str = REGISTERED  # the answer at the account step: digits, or star
+    stir_verstat: str | None = None  # Twilio's StirVerstat parameter, when set
 
     def post(self, url: str, params: dict[str, str],
              headers: dict[str, str] | None = None) -> httpx.Response:
@@ -85,6 +94,8 @@ class Caller:
         base = {"CallSid": call_sid, "AccountSid": self.account_sid, "From": self.caller,
                 "To": to or DEFAULT_TO, "CallStatus": "in-progress", "Direction": "inbound",
                 "ApiVersion": "2010-04-01"}
+        if self.stir_verstat is not None:
+            base["StirVerstat"] = self.stir_verstat
         url = self.base_url.rstrip("/") + "/voice"
         params = dict(base)
         result = CallResult()
@@ -105,9 +116,19 @@ class Caller:
             if is_gather and urlsplit(url).path.endswith(MENU_PATH):
                 params["Digits"] = menu_key(result.said[start:], lang)
             elif is_gather:
-                params["Digits"] = pending.pop(0) if pending else ""
+                params.update(self._answer(urlsplit(url).path, pending))
         self.say("[too many steps; giving up]")
         return result
+
+    def _answer(self, step: str, pending: list[str]) -> dict[str, str]:
+        """What the caller keys at ``step``: the identification at the account step, else
+        the next entry. Pressing star alone posts an empty ``Digits`` with
+        ``FinishedOnKey``, as Twilio does."""
+        if step == ACCOUNT_STEP:
+            if self.identify == REGISTERED:
+                return {"Digits": "", "FinishedOnKey": REGISTERED}
+            return {"Digits": self.identify, "FinishedOnKey": ""}
+        return {"Digits": pending.pop(0) if pending else ""}
 
     def _perform(self, document: str, result: CallResult) -> tuple[str, bool] | None:
         """Speak the document; the next (action, is_gather), or None when the call ends."""

@@ -15,7 +15,7 @@ from service.errors import IvrVaultError
 from service.settings import Settings
 from service.store.accounts import Store
 from service.store.database import open_database
-from service.store.migrations import LATEST, missing_tables, schema_version
+from service.store.migrations import LATEST, legacy_accounts, missing_tables, schema_version
 from service.vault.client import VaultClient
 
 MIGRATE_FIX = "`ivr-vault store migrate` (docs/deployment.md), or restore the store"
@@ -34,6 +34,8 @@ def schema_status(settings: Settings) -> Check:
         database = open_database(url, pool_size=1)
         try:
             version, missing = schema_version(database), missing_tables(database)
+            legacy = (legacy_accounts(database)
+                      if version == LATEST and not missing else 0)
         finally:
             database.close()
     except (IvrVaultError, sqlite3.Error) as exc:
@@ -49,8 +51,11 @@ def schema_status(settings: Settings) -> Check:
     if missing:
         return Check.failed(name, f"{url.display}: tables missing: {', '.join(missing)}",
                             "restore the store from its backup (docs/backup.md)")
+    remaining = (f"; {legacy} migrated accounts still found by their card alone "
+                 "(LEGACY_CARD_LOOKUP; give each its account number: `ivr-vault accounts "
+                 "update --account A --set-account-number`)" if legacy else "")
     return Check.passed(name, f"{url.display}: reachable; schema at version {LATEST} "
-                              "(this release's)")
+                              f"(this release's){remaining}")
 
 
 def canary_check(settings: Settings, backend: Callable[[], VaultClient]) -> Check:

@@ -113,8 +113,8 @@ def _is_http_status(value: object) -> bool:
 # tests/integration/calls/test_log_leaks.py checks that every route of both apps is listed here.
 KNOWN_ROUTES: Final[frozenset[str]] = frozenset(
     {
-        "/voice", "/voice/language", "/voice/card", "/voice/pin", "/v1/lookup",
-        "/openapi.json",
+        "/voice", "/voice/language", "/voice/account", "/voice/card", "/voice/pin",
+        "/v1/lookup", "/openapi.json",
         "/healthz", "/readyz", "/metrics",
     }
 )  # fmt: skip

@@ -1,13 +1,21 @@
 """The account store: HMAC verifiers, never a digit, on SQLite or PostgreSQL (``STORE_URL``).
 
-A card is found by ``HMAC(ivr-lookup, "card:" + last4)``; its PIN is checked against
-``HMAC(ivr-lookup, "pin:" + last4 + ":" + pin)``, so equal PINs on different cards have
-different verifiers. Verifiers carry their key version (``vault:vN:...``); after
-``ivr-lookup`` rotates, a record is re-made with the latest version at its next
-successful lookup. A card's consecutive wrong PINs and its lock, the failed lookups of
-each caller number (by its keyed HMAC ``HMAC(ivr-lookup, "caller:" + number)``, never the
-number) and each call's remembered answers live here too, so a backend restart or a new
-call resets none of them, and on PostgreSQL every backend replica shares them.
+An account is identified first, then verified (issue 19; the verifier scheme is
+``service/store/identity.py``'s and docs/security.md's):
+
+- by its account number: ``number_verifier`` = ``HMAC(ivr-lookup, "acctno:" + digits)``,
+  unique; or by a caller number registered on it (``caller_registrations``, by
+  ``HMAC(ivr-lookup, "callerid:" + number)``; a household's number on several accounts);
+- then its card and PIN verifiers, bound to the account by its salt, are compared.
+
+A migrated account (made before issue 19) keeps its unsalted verifiers until its next
+successful lookup, and is found by its card alone (``legacy_card``) until an operator sets
+its account number. Verifiers carry their key version (``vault:vN:...``); after
+``ivr-lookup`` rotates, they are re-made at the latest version at the next successful
+lookup. An account's consecutive wrong PINs and its lock, the failed lookups of each caller
+number (by its keyed HMAC ``HMAC(ivr-lookup, "caller:" + number)``, never the number) and
+each call's remembered answers live here too, so a backend restart or a new call resets
+none of them, and on PostgreSQL every backend replica shares them.
 
 The store's calls block; the backend makes them from a thread pool. A lookup's whole
 decision (the lock check, the PIN comparison, every write it implies) runs in one
@@ -18,15 +26,18 @@ transaction through :meth:`Store.transaction` and a ledger (the contract:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from service.formats import transit_version
 from service.settings import StoreUrl
 from service.store.database import Connection, Database, store_url
+from service.store.identity import matches, new_reference
 from service.store.ledger import Account, Answer, CardState
-from service.store.migrations import open_current
+from service.store.migrations import legacy_accounts, open_current
 
 T = TypeVar("T")
 
@@ -40,17 +51,33 @@ def verifier_version(verifier: str) -> int:
     return version
 
 
-def card_input(last4: str) -> bytes:
-    return f"card:{last4}".encode()
+class Refusal(StrEnum):
+    """Why the store refused to enrol an account (enrolment words each one plainly)."""
+
+    LABEL_EXISTS = "label_exists"
+    NUMBER_ENROLLED = "number_enrolled"
+    CALLER_SAME_CARD = "caller_same_card"
+    NO_ACCOUNT = "no_account"
 
 
-def pin_input(last4: str, pin: str) -> bytes:
-    return f"pin:{last4}:{pin}".encode()
+@dataclass(frozen=True)
+class AccountRecord:
+    """One account as enrolment writes it: verifiers made by Transit, bound locally; no
+    digit. ``card_hmac`` is Transit's HMAC of the card before binding: it is never stored,
+    only compared with the accounts already registered on the same caller numbers."""
 
+    account: str
+    balance: str
+    salt: str
+    number_verifier: str
+    card_hmac: str
+    card_verifier: str
+    pin_verifier: str
+    callers: tuple[str, ...]  # registered-number verifiers
 
-def caller_input(caller: str) -> bytes:
-    """What is HMACed for a caller number's failure count (``caller_bucket``'s output)."""
-    return f"caller:{caller}".encode()
+    @property
+    def version(self) -> int:
+        return verifier_version(self.card_verifier)
 
 
 class Store:
@@ -92,16 +119,40 @@ class Store:
 
     # -- accounts -------------------------------------------------------------------
 
-    def upsert_account(self, account: str, balance: str, card_verifier: str,
-                       pin_verifier: str) -> None:
-        version = verifier_version(card_verifier)
-        self._run(lambda db: db.execute(
-            "INSERT INTO accounts(account, balance, card_verifier, pin_verifier,"
-            " lookup_version) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT(account) DO UPDATE SET balance=excluded.balance,"
-            " card_verifier=excluded.card_verifier, pin_verifier=excluded.pin_verifier,"
-            " lookup_version=excluded.lookup_version",
-            (account, balance, card_verifier, pin_verifier, version)), write=True)
+    def add_accounts(self, records: Sequence[AccountRecord]) -> list[Refusal | None]:
+        """Enrol ``records`` in one transaction: for each, None (written) or why it was
+        refused (nothing of it written). Labels and account numbers are unique; a caller
+        number already registered on an account with the same card last-4 is refused (the
+        two could not be told apart on the registered-phone path)."""
+        def work(db: Connection) -> list[Refusal | None]:
+            return [_add(db, record) for record in records]
+        return self._run(work, write=True)
+
+    def set_account_number(self, account: str, number_verifier: str) -> Refusal | None:
+        """Give an account its account number, which ends its card-only lookup."""
+        def work(db: Connection) -> Refusal | None:
+            row = db.execute("SELECT id FROM accounts WHERE account=?", (account,)).fetchone()
+            if row is None:
+                return Refusal.NO_ACCOUNT
+            taken = db.execute("SELECT id FROM accounts WHERE number_verifier=?",
+                               (number_verifier,)).fetchone()
+            if taken is not None and int(taken[0]) != int(row[0]):
+                return Refusal.NUMBER_ENROLLED
+            db.execute("UPDATE accounts SET number_verifier=?, number_version=?,"
+                       " legacy_card=NULL WHERE id=?",
+                       (number_verifier, verifier_version(number_verifier), row[0]))
+            return None
+        return self._run(work, write=True)
+
+    def legacy_accounts(self) -> int:
+        """How many accounts are still found by their card alone (no account number)."""
+        return legacy_accounts(self._db)
+
+    def reference(self, account: str) -> str | None:
+        """The account's letters-only reference (audit lines), or None."""
+        row = self._run(lambda db: db.execute(
+            "SELECT ref FROM accounts WHERE account=?", (account,)).fetchone())
+        return str(row[0]) if row else None
 
     def unlock(self, account: str) -> CardState | None:
         """Forget an account's wrong PINs and lift its lock (an operator's
@@ -141,8 +192,12 @@ class Store:
         return self._run(lambda db: self._ledger(db).versions())
 
     def version_counts(self) -> dict[int, int]:
+        """Key version → how many verifier sets use it (an account's card and PIN, its
+        account number, each registration)."""
         rows = self._run(lambda db: db.execute(
-            "SELECT lookup_version, COUNT(*) FROM accounts GROUP BY lookup_version"
+            "SELECT v, COUNT(*) FROM (SELECT lookup_version AS v FROM accounts"
+            " UNION ALL SELECT number_version FROM accounts WHERE number_version IS NOT NULL"
+            " UNION ALL SELECT lookup_version FROM caller_registrations) AS used GROUP BY v"
         ).fetchall())
         return {int(v): int(n) for v, n in rows}
 
@@ -167,9 +222,56 @@ class Store:
             (verifier_version(canary), canary, now)), write=True)
 
 
+def _add(db: Connection, record: AccountRecord) -> Refusal | None:
+    if db.execute("SELECT 1 FROM accounts WHERE account=?", (record.account,)).fetchone():
+        return Refusal.LABEL_EXISTS
+    if db.execute("SELECT 1 FROM accounts WHERE number_verifier=?",
+                  (record.number_verifier,)).fetchone():
+        return Refusal.NUMBER_ENROLLED
+    for caller in record.callers:
+        rows = db.execute(f"SELECT {_columns_of('a')} FROM caller_registrations r"  # noqa: S608
+                          " JOIN accounts a ON a.id=r.account_id WHERE r.caller_verifier=?",
+                          (caller,)).fetchall()
+        for row in rows:
+            other = _account(row)
+            # Compared at the same key version only: an account whose verifiers are
+            # behind the latest is not checked (it is re-made at its next lookup).
+            if other.lookup_version == record.version and matches(
+                    other.card_verifier, other.salt, record.card_hmac, salted=other.salted):
+                return Refusal.CALLER_SAME_CARD
+    (account_id,) = db.execute(
+        "INSERT INTO accounts(account, ref, balance, salt, number_verifier, number_version,"
+        " card_verifier, pin_verifier, salted, legacy_card, lookup_version)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, NULL, ?) RETURNING id",
+        (record.account, new_reference(), record.balance, record.salt,
+         record.number_verifier, verifier_version(record.number_verifier),
+         record.card_verifier, record.pin_verifier, record.version)).fetchone()
+    for caller in dict.fromkeys(record.callers):
+        db.execute("INSERT INTO caller_registrations(caller_verifier, account_id,"
+                   " lookup_version) VALUES (?, ?, ?)",
+                   (caller, account_id, verifier_version(caller)))
+    return None
+
+
 # Statements below interpolate nothing but this module's constants (a column list, a
 # table name, ROW_LOCK): values always go in as parameters (hence the noqa: S608).
-_ACCOUNT = "id, account, balance, card_verifier, pin_verifier, lookup_version"
+_COLUMNS = ("id", "account", "ref", "balance", "salt", "card_verifier", "pin_verifier",
+            "salted", "legacy_card", "lookup_version", "number_version")
+
+
+def _columns_of(alias: str) -> str:
+    return ", ".join(f"{alias}.{column}" for column in _COLUMNS)
+
+
+_ACCOUNT = ", ".join(_COLUMNS)
+
+
+def _account(row: Sequence[Any]) -> Account:
+    (id_, account, ref, balance, salt, card_v, pin_v, salted, legacy, version,
+     number_version) = row
+    return Account(int(id_), str(account), str(ref), str(balance), str(salt), str(card_v),
+                   str(pin_v), bool(salted), None if legacy is None else str(legacy),
+                   int(version), None if number_version is None else int(number_version))
 
 
 class SqliteLedger:
@@ -178,6 +280,7 @@ class SqliteLedger:
     both engines'; :class:`PostgresLedger` adds the locks."""
 
     ROW_LOCK = ""  # appended to a SELECT of the row a decision goes on to write
+    ROW_LOCK_OF_ACCOUNT = ""  # the same, in a join: only the account row
 
     def __init__(self, db: Connection) -> None:
         self._db = db
@@ -195,21 +298,36 @@ class SqliteLedger:
                          " DO UPDATE SET status=excluded.status, body=excluded.body,"
                          " at=excluded.at", (call_sid, request_key, *answer, now))
 
-    def account(self, card_verifier: str) -> Account | None:
+    def _one(self, column: str, value: str) -> Account | None:
         row = self._db.execute(f"SELECT {_ACCOUNT} FROM accounts"  # noqa: S608
-                               f" WHERE card_verifier=?{self.ROW_LOCK}",
-                               (card_verifier,)).fetchone()
-        return Account(*row) if row else None
+                               f" WHERE {column}=?{self.ROW_LOCK}", (value,)).fetchone()
+        return _account(row) if row else None
+
+    def account_by_number(self, number_verifier: str) -> Account | None:
+        return self._one("number_verifier", number_verifier)
+
+    def legacy_account(self, card_verifier: str) -> Account | None:
+        return self._one("legacy_card", card_verifier)
+
+    def accounts_by_caller(self, caller_verifier: str) -> list[tuple[Account, int]]:
+        rows = self._db.execute(
+            f"SELECT {_columns_of('a')}, r.lookup_version FROM caller_registrations r"  # noqa: S608
+            " JOIN accounts a ON a.id=r.account_id WHERE r.caller_verifier=?"
+            f" ORDER BY a.id{self.ROW_LOCK_OF_ACCOUNT}", (caller_verifier,)).fetchall()
+        return [(_account(row[:-1]), int(row[-1])) for row in rows]
 
     def account_id(self, account: str) -> int | None:
-        """The id of the account of that name, locked like :meth:`account`."""
+        """The id of the account of that label, locked like :meth:`account_by_number`."""
         row = self._db.execute(f"SELECT id FROM accounts WHERE account=?{self.ROW_LOCK}",  # noqa: S608
                                (account,)).fetchone()
         return int(row[0]) if row else None
 
     def versions(self) -> list[int]:
-        rows = self._db.execute("SELECT DISTINCT lookup_version FROM accounts"
-                                " ORDER BY lookup_version DESC").fetchall()
+        rows = self._db.execute(
+            "SELECT DISTINCT lookup_version FROM accounts UNION"
+            " SELECT DISTINCT number_version FROM accounts WHERE number_version IS NOT NULL"
+            " UNION SELECT DISTINCT lookup_version FROM caller_registrations"
+            " ORDER BY 1 DESC").fetchall()
         return [int(r[0]) for r in rows]
 
     def card_state(self, account_id: int) -> CardState:
@@ -229,12 +347,22 @@ class SqliteLedger:
                          " hard=excluded.hard",
                          (account_id, state.failures, state.locked_until, int(state.hard)))
 
-    def replace_verifiers(self, account_id: int, card_verifier: str,
-                          pin_verifier: str) -> None:
-        self._db.execute("UPDATE accounts SET card_verifier=?, pin_verifier=?,"
-                         " lookup_version=? WHERE id=?",
-                         (card_verifier, pin_verifier, verifier_version(card_verifier),
-                          account_id))
+    def replace_verifiers(self, account_id: int, card_verifier: str, pin_verifier: str,
+                          legacy_card: str | None) -> None:
+        self._db.execute("UPDATE accounts SET card_verifier=?, pin_verifier=?, salted=1,"
+                         " legacy_card=?, lookup_version=? WHERE id=?",
+                         (card_verifier, pin_verifier, legacy_card,
+                          verifier_version(card_verifier), account_id))
+
+    def replace_number(self, account_id: int, number_verifier: str) -> None:
+        self._db.execute("UPDATE accounts SET number_verifier=?, number_version=?"
+                         " WHERE id=?", (number_verifier, verifier_version(number_verifier),
+                                         account_id))
+
+    def replace_registration(self, account_id: int, old: str, new: str) -> None:
+        self._db.execute("UPDATE caller_registrations SET caller_verifier=?,"
+                         " lookup_version=? WHERE caller_verifier=? AND account_id=?",
+                         (new, verifier_version(new), old, account_id))
 
     def caller_failures(self, caller: str, since: float) -> int:
         (count,) = self._db.execute("SELECT COUNT(*) FROM caller_failures"
@@ -261,9 +389,11 @@ class PostgresLedger(SqliteLedger):
        second lookup in the call, waits, then sees the first one's answer;
     2. the caller (:meth:`caller_failures`): an advisory lock on the number's HMAC, so
        that a caller's concurrent failures are counted one after the other;
-    3. the card (:meth:`account`): ``SELECT … FOR UPDATE`` on the account row, which
-       always exists, instead of the lockout row, which may not yet; ``unlock`` and
-       ``upsert_account`` take the same row.
+    3. the account (:meth:`account_by_number`, :meth:`accounts_by_caller` in id order,
+       :meth:`legacy_account`): ``SELECT … FOR UPDATE`` on the account row, which always
+       exists, instead of the lockout row, which may not yet; ``unlock`` takes the same
+       row. A decision locks the accounts of one identification only (the card-only
+       lookup runs when identification found none), so two never wait for each other.
 
     Each statement at READ COMMITTED reads what committed before it started, so what is
     read after a lock is what the previous holder wrote. The sweeps of expired rows skip
@@ -276,6 +406,7 @@ class PostgresLedger(SqliteLedger):
     """
 
     ROW_LOCK = " FOR UPDATE"
+    ROW_LOCK_OF_ACCOUNT = " FOR UPDATE OF a"
 
     def answers(self, call_sid: str) -> dict[str, Answer]:
         self._lock("call", call_sid)

@@ -11,8 +11,8 @@ together or not at all. No Vault call happens inside it (the lookup makes them b
 - PostgreSQL (``PostgresLedger``), shared by backend replicas: the same methods, each
   taking the lock of what it reads before reading it: ``answers()`` an advisory lock on
   the call, ``caller_failures()`` one on the caller, ``account()`` ``SELECT … FOR UPDATE``
-  on the account row (serialising one card's decisions). So the decision must read the
-  call's answers, then the caller's failures, then the account, before the card's state,
+  on the account rows (serialising one account's decisions). So the decision must read the
+  call's answers, then the caller's failures, then the account(s), before the card's state,
   as :func:`~service.backend.decision.decide` does; it does not change otherwise.
 """
 
@@ -24,12 +24,20 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class Account:
+    """An account as a decision sees it: its label (``account``, read back to the caller),
+    its letters-only ``ref`` (audit lines), and its verifiers (never digits)."""
+
     id: int
     account: str
+    ref: str
     balance: str
+    salt: str
     card_verifier: str
     pin_verifier: str
-    lookup_version: int
+    salted: bool  # False: verifiers carried over from before issue 19, not yet re-made
+    legacy_card: str | None  # the card-only lookup's verifier, until an account number
+    lookup_version: int  # of card_verifier, pin_verifier and legacy_card
+    number_version: int | None  # of the account-number verifier, if it has one
 
 
 @dataclass(frozen=True)
@@ -61,8 +69,18 @@ class Ledger(Protocol):
         """Keep ``answer`` for this call and key (and forget any older than ``ttl``)."""
         ...
 
-    def account(self, card_verifier: str) -> Account | None:
-        """The account with this card verifier, locked for this transaction."""
+    def account_by_number(self, number_verifier: str) -> Account | None:
+        """The account with this account-number verifier, locked for this transaction."""
+        ...
+
+    def accounts_by_caller(self, caller_verifier: str) -> list[tuple[Account, int]]:
+        """The accounts this caller number is registered on, each with the key version of
+        its registration, locked (in id order)."""
+        ...
+
+    def legacy_account(self, card_verifier: str) -> Account | None:
+        """The account a card-only lookup finds (a migrated account with no account
+        number yet), locked."""
         ...
 
     def versions(self) -> list[int]:
@@ -73,10 +91,14 @@ class Ledger(Protocol):
 
     def set_card_state(self, account_id: int, state: CardState) -> None: ...
 
-    def replace_verifiers(self, account_id: int, card_verifier: str,
-                          pin_verifier: str) -> None:
-        """Re-made at the latest key version (after ``ivr-lookup`` rotated)."""
+    def replace_verifiers(self, account_id: int, card_verifier: str, pin_verifier: str,
+                          legacy_card: str | None) -> None:
+        """Re-made, bound to the account's salt, at the latest key version."""
         ...
+
+    def replace_number(self, account_id: int, number_verifier: str) -> None: ...
+
+    def replace_registration(self, account_id: int, old: str, new: str) -> None: ...
 
     def caller_failures(self, caller: str, since: float) -> int:
         """How many failed lookups this caller (its keyed HMAC) had after ``since``."""

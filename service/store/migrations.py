@@ -130,12 +130,77 @@ def _carry_over_windowed_lockout(db: Connection, engine: Engine) -> None:
             db.execute(f"DROP TABLE {old}")
 
 
+# Issue 19: an account is identified (its account number, or a caller number registered
+# on it) before its card and PIN are verified, so many accounts may share a last-4. The
+# accounts table is rebuilt (SQLite cannot drop a UNIQUE constraint in place); its lockout
+# rows are kept aside meanwhile, since dropping the parent would cascade to them.
+_IDENTIFICATION = (
+    """CREATE TABLE accounts_v3 (
+        id {id},
+        account TEXT NOT NULL UNIQUE,
+        ref TEXT NOT NULL UNIQUE,
+        balance TEXT NOT NULL,
+        salt TEXT NOT NULL,
+        number_verifier TEXT UNIQUE,
+        number_version INTEGER,
+        card_verifier TEXT NOT NULL,
+        pin_verifier TEXT NOT NULL,
+        salted INTEGER NOT NULL,
+        legacy_card TEXT UNIQUE,
+        lookup_version INTEGER NOT NULL)""",
+    # A migrated account keeps today's verifiers, unsalted, until its next successful
+    # lookup; its card verifier also stays, as legacy_card, the index of the card-only
+    # lookup (LEGACY_CARD_LOOKUP) until an operator sets its account number.
+    """INSERT INTO accounts_v3(id, account, ref, balance, salt, number_verifier,
+        number_version, card_verifier, pin_verifier, salted, legacy_card, lookup_version)
+        SELECT id, account, 'migrating-' || id, balance, '', NULL, NULL, card_verifier,
+        pin_verifier, 0, card_verifier, lookup_version FROM accounts""",
+    "CREATE TABLE lockout_kept AS SELECT account_id, failures, locked_until, hard"
+    " FROM card_lockout",
+    "DROP TABLE card_lockout",
+    "DROP TABLE accounts",
+    "ALTER TABLE accounts_v3 RENAME TO accounts",
+    """CREATE TABLE card_lockout (
+        account_id INTEGER PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+        failures INTEGER NOT NULL,
+        locked_until DOUBLE PRECISION NOT NULL,
+        hard INTEGER NOT NULL)""",
+    "INSERT INTO card_lockout SELECT account_id, failures, locked_until, hard"
+    " FROM lockout_kept",
+    "DROP TABLE lockout_kept",
+    "CREATE INDEX accounts_by_version ON accounts(lookup_version)",
+    # The caller numbers registered on an account, by their keyed HMAC (unsalted, so that
+    # a call's From is found through this index); a household's number on several.
+    """CREATE TABLE caller_registrations (
+        caller_verifier TEXT NOT NULL,
+        account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        lookup_version INTEGER NOT NULL,
+        PRIMARY KEY (caller_verifier, account_id))""",
+    "CREATE INDEX registrations_by_account ON caller_registrations(account_id)",
+)
+
+
+def _fill_references(db: Connection, engine: Engine) -> None:
+    """Each migrated account gets its random salt and letters-only reference; on
+    PostgreSQL the id sequence of the rebuilt table follows the ids carried over."""
+    from service.store.identity import new_reference, new_salt
+
+    for (account_id,) in db.execute("SELECT id FROM accounts").fetchall():
+        db.execute("UPDATE accounts SET ref=?, salt=? WHERE id=?",
+                   (new_reference(), new_salt(), account_id))
+    if engine == "postgresql":
+        db.execute("SELECT setval(pg_get_serial_sequence('accounts', 'id'),"
+                   " COALESCE((SELECT MAX(id) FROM accounts), 0) + 1, false)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     # The schema before versioned migrations, as SQLite stores already have it (IF NOT EXISTS:
     # a store made before versioned migrations takes this as a no-op).
     Migration(1, "accounts, lockouts, caller failures, call answers, canaries, sealed "
                  "records", _BASELINE),
     Migration(2, "carry pre-issue-11 lockout counts over", step=_carry_over_windowed_lockout),
+    Migration(3, "identification: account numbers, caller registrations, salted verifiers",
+              _IDENTIFICATION, step=_fill_references),
 )
 LATEST = MIGRATIONS[-1].version
 
@@ -143,8 +208,10 @@ LATEST = MIGRATIONS[-1].version
 # export or import (service/backup/transfer.py) copies. tests/integration/store/
 # test_store_engines.py checks them against the schema both engines really have.
 TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("accounts", ("id", "account", "balance", "card_verifier", "pin_verifier",
-                  "lookup_version")),
+    ("accounts", ("id", "account", "ref", "balance", "salt", "number_verifier",
+                  "number_version", "card_verifier", "pin_verifier", "salted",
+                  "legacy_card", "lookup_version")),
+    ("caller_registrations", ("caller_verifier", "account_id", "lookup_version")),
     ("card_lockout", ("account_id", "failures", "locked_until", "hard")),
     ("caller_failures", ("caller", "at")),
     ("call_answers", ("call_sid", "request_key", "status", "body", "at")),
@@ -179,6 +246,14 @@ def missing_tables(database: Database) -> list[str]:
                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
     present = database.run(lambda db: {str(row[0]) for row in db.execute(listing).fetchall()})
     return [name for name, _ in TABLES if name not in present]
+
+
+def legacy_accounts(database: Database) -> int:
+    """How many accounts migrated from before issue 19 have no account number yet (found
+    by their card alone while LEGACY_CARD_LOOKUP allows it); read only."""
+    (count,) = database.run(lambda db: db.execute(
+        "SELECT COUNT(*) FROM accounts WHERE legacy_card IS NOT NULL").fetchone())
+    return int(count)
 
 
 def schema_version(database: Database) -> int:

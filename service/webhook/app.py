@@ -1,10 +1,14 @@
-"""The Twilio-facing webhook: /voice → /voice/card → /voice/pin (→ /voice/language first,
-when LANGUAGE_MENU offers several locales).
+"""The Twilio-facing webhook: /voice → /voice/account → /voice/card → /voice/pin
+(→ /voice/language first, when LANGUAGE_MENU offers several locales).
 
-Each entry is encrypted by Transit the moment it arrives, with a context that binds it
-to this call and this field; from then on only ciphertext moves. A ``/voice*`` route
-answers valid TwiML or an empty 4xx, never a 5xx: Twilio would read "an application
-error has occurred" to the caller.
+The first prompt is the same for every caller: the account number, or star for "I am
+calling from the phone registered on my account". Nothing the caller hears before the
+result depends on who is calling; the webhook asks the backend nothing before the PIN
+step, where the one lookup decides. Each entry is encrypted by Transit the moment it
+arrives, with a context that binds it to this call and this field; from then on only
+ciphertext moves (in the signed action URLs: ``number`` or ``registered=1``, ``card``).
+A ``/voice*`` route answers valid TwiML or an empty 4xx, never a 5xx: Twilio would read
+"an application error has occurred" to the caller.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.errors import BackendUnavailable, IvrVaultError, VaultError, WebhookRefused
-from service.formats import ciphertext_version
+from service.formats import CARD_DIGITS, PIN_DIGITS, ciphertext_version
 from service.logs.scrubbing import ciphertext_fields
 from service.settings import Settings
 from service.vault import session
@@ -95,9 +99,16 @@ def _goodbye(state: WebhookState, form: TwilioForm, key: str) -> str:
     return twiml.say_and_hang_up(locale.text(key), locale.say)
 
 
-def _first_prompt(locale: Locale) -> str:
-    return twiml.gather(locale.text("ask_card"),
-                        twiml.action_url("/voice/card", **locale.query), say=locale.say)
+def _ask_account(state: WebhookState, locale: Locale, action: str, *,
+                 preface: str | None = None) -> str:
+    digits = state.settings.account_number_digits
+    return twiml.gather(locale.text("ask_account", digits=str(digits)), action,
+                        say=locale.say, digits=digits, finish_on_key=twiml.REGISTERED_KEY,
+                        preface=preface)
+
+
+def _first_prompt(state: WebhookState, locale: Locale) -> str:
+    return _ask_account(state, locale, twiml.action_url("/voice/account", **locale.query))
 
 
 async def voice(state: WebhookState, form: TwilioForm) -> str:
@@ -107,7 +118,7 @@ async def voice(state: WebhookState, form: TwilioForm) -> str:
         return twiml.menu([(offered.text("menu_option", digit=str(key)), offered.say)
                            for key, offered in enumerate(menu, start=1)],
                           twiml.action_url("/voice/language"))
-    return _first_prompt(_locale(state, form))
+    return _first_prompt(state, _locale(state, form))
 
 
 async def language(state: WebhookState, form: TwilioForm) -> str:
@@ -118,39 +129,91 @@ async def language(state: WebhookState, form: TwilioForm) -> str:
         state.locales.menu_choice(form.params.get("Digits"))
     locale = chosen or _locale(state, form)
     annotate(outcome="language_chosen" if chosen else "language_default", locale=locale.tag)
-    return _first_prompt(locale)
+    return _first_prompt(state, locale)
 
 
-def _retry_or_goodbye(state: WebhookState, form: TwilioForm, prompt: str,
-                      action: Callable[[int], str]) -> str:
-    """Ask again, posting to ``action(next attempt)``; after MAX_ATTEMPTS, goodbye."""
+def _retry_or_goodbye(state: WebhookState, form: TwilioForm, ask: Callable[[str, str], str],
+                      action: Callable[[int], str], retry: str) -> str:
+    """Ask again (``ask(action, preface)``), posting to ``action(next attempt)``; after
+    MAX_ATTEMPTS, goodbye."""
     attempt = _attempt(form)
     locale = _locale(state, form)
     if attempt >= state.settings.max_attempts:
         annotate(outcome="too_many_tries", attempt=attempt)
         return twiml.say_and_hang_up(locale.text("too_many_tries"), locale.say)
     annotate(outcome="reprompted", attempt=attempt)
-    return twiml.gather(locale.text(prompt), action(attempt + 1), say=locale.say,
-                        preface=locale.text("retry"))
+    return ask(action(attempt + 1), retry)
+
+
+def _gather(locale: Locale, key: str, digits: int) -> Callable[[str, str], str]:
+    return lambda action, preface: twiml.gather(locale.text(key), action, say=locale.say,
+                                                digits=digits, preface=preface)
+
+
+async def account(state: WebhookState, form: TwilioForm) -> str:
+    call_sid = form.call_sid
+    assert call_sid is not None  # checked by the dispatcher
+    locale = _locale(state, form)
+    if form.pressed_only(twiml.REGISTERED_KEY):
+        annotate(outcome="registered_phone")
+        return twiml.gather(locale.text("ask_card"),
+                            twiml.action_url("/voice/card", registered=1, **locale.query),
+                            say=locale.say, digits=CARD_DIGITS)
+    count = state.settings.account_number_digits
+    digits = form.digits(count)
+    if digits is None:
+        return _retry_or_goodbye(
+            state, form,
+            lambda action, preface: _ask_account(state, locale, action, preface=preface),
+            lambda n: twiml.action_url("/voice/account", attempt=n, **locale.query),
+            locale.text("retry_account", digits=str(count)))
+    encrypted = await state.transit.encrypt(digits.encode(),
+                                            call_context(call_sid, "account_number"))
+    annotate(outcome="account_number_encrypted", **ciphertext_fields(encrypted.ciphertext))
+    return twiml.gather(locale.text("ask_card"),
+                        twiml.action_url("/voice/card", number=encrypted.ciphertext,
+                                         **locale.query),
+                        say=locale.say, digits=CARD_DIGITS)
+
+
+def _identification(form: TwilioForm) -> dict[str, str | int] | None:
+    """The signed identification a step carries on: ``number`` (a ciphertext) or
+    ``registered=1``, exactly one; None when it is neither, repeated or garbled."""
+    number, registered = form.query.get("number"), form.query.get("registered")
+    if {"?number", "?registered"} & form.duplicated:
+        return None
+    if number is not None and registered is None and ciphertext_version(number) is not None:
+        return {"number": number}
+    if registered == "1" and number is None:
+        return {"registered": 1}
+    return None
 
 
 async def card(state: WebhookState, form: TwilioForm) -> str:
     call_sid = form.call_sid
     assert call_sid is not None  # checked by the dispatcher
-    digits = form.digits()
+    identification = _identification(form)
+    if identification is None:
+        annotate(outcome="bad_identification")
+        return _goodbye(state, form, "call_again")
+    digits = form.digits(CARD_DIGITS)
     locale = _locale(state, form)
     if digits is None:
-        return _retry_or_goodbye(state, form, "ask_card", lambda n: twiml.action_url(
-            "/voice/card", attempt=n, **locale.query))
+        return _retry_or_goodbye(
+            state, form, _gather(locale, "ask_card", CARD_DIGITS),
+            lambda n: twiml.action_url("/voice/card", **identification, attempt=n,
+                                       **locale.query),
+            locale.text("retry"))
     encrypted = await state.transit.encrypt(digits.encode(), call_context(call_sid, "card_last4"))
     annotate(outcome="card_encrypted", **ciphertext_fields(encrypted.ciphertext))
     return twiml.gather(locale.text("ask_pin"),
-                        _pin_action(encrypted.ciphertext, **locale.query), say=locale.say)
+                        _pin_action(encrypted.ciphertext, **identification, **locale.query),
+                        say=locale.say, digits=PIN_DIGITS)
 
 
 def _pin_action(card_ct: str, **query: str | int) -> str:
-    """The PIN step's action URL: the card ciphertext and the time it was issued, both
-    covered by Twilio's signature of the request that comes back."""
+    """The PIN step's action URL: the card ciphertext, the identification and the time it
+    was issued, all covered by Twilio's signature of the request that comes back."""
     return twiml.action_url("/voice/pin", card=card_ct, issued=int(time.time()), **query)
 
 
@@ -166,22 +229,33 @@ async def pin(state: WebhookState, form: TwilioForm) -> str:
     if not form.step_is_fresh(time.time(), state.settings.step_max_age):
         annotate(outcome="step_expired")
         return _goodbye(state, form, "call_again")
-    digits = form.digits()
+    identification = _identification(form)
+    if identification is None:
+        annotate(outcome="bad_identification")
+        return _goodbye(state, form, "call_again")
+    digits = form.digits(PIN_DIGITS)
     locale = _locale(state, form)
     if digits is None:
-        return _retry_or_goodbye(state, form, "ask_pin",
-                                 lambda n: _pin_action(card_ct, attempt=n, **locale.query))
+        return _retry_or_goodbye(
+            state, form, _gather(locale, "ask_pin", PIN_DIGITS),
+            lambda n: _pin_action(card_ct, **identification, attempt=n, **locale.query),
+            locale.text("retry"))
     # The caller's number goes to the backend encrypted, like the entries: it is personal
     # data, and the backend keeps only its keyed HMAC.
     encrypted, caller = await asyncio.gather(
         state.transit.encrypt(digits.encode(), call_context(call_sid, "pin")),
         state.transit.encrypt(form.caller.encode(), call_context(call_sid, "caller")))
     annotate(**ciphertext_fields(encrypted.ciphertext))
+    body: dict[str, str | bool] = {"call_sid": call_sid, "card_last4": card_ct,
+                                   "pin": encrypted.ciphertext, "caller": caller.ciphertext}
+    if "number" in identification:
+        body["account_number"] = str(identification["number"])
+    else:
+        body["registered"] = True
+    if form.stir_verstat is not None:
+        body["stir_verstat"] = form.stir_verstat
     try:
-        status, answer = await state.backend.lookup(
-            {"call_sid": call_sid, "card_last4": card_ct, "pin": encrypted.ciphertext,
-             "caller": caller.ciphertext},
-            idempotency_key=form.request_key)
+        status, answer = await state.backend.lookup(body, idempotency_key=form.request_key)
     except BackendUnavailable as exc:
         annotate(outcome="backend_unavailable", error=str(exc))
         return _goodbye(state, form, "try_later")
@@ -274,6 +348,7 @@ def create_webhook_app(settings: Settings, *,
     routes = [
         Route("/voice", _route(voice, needs_call=False), methods=["POST"]),
         Route("/voice/language", _route(language, needs_call=False), methods=["POST"]),
+        Route("/voice/account", _route(account), methods=["POST"]),
         Route("/voice/card", _route(card), methods=["POST"]),
         Route("/voice/pin", _route(pin), methods=["POST"]),
         *health_routes(ready, metrics, drain),

@@ -26,7 +26,8 @@ Answer = tuple[int, bytes]
 class BackendClient(Protocol):
     """What the webhook needs of the backend."""
 
-    async def lookup(self, body: Mapping[str, str], *, idempotency_key: str) -> Answer:
+    async def lookup(self, body: Mapping[str, str | bool], *, idempotency_key: str,
+                     ) -> Answer:
         """The answer to one lookup; :class:`BackendUnavailable` when there is none."""
         ...
 
@@ -50,7 +51,8 @@ class HttpBackend:
         self._endpoints = Endpoints(urls, name="backend", spread=True)
         self._proxy = {url: proxy_for(url) for url in urls}
 
-    async def lookup(self, body: Mapping[str, str], *, idempotency_key: str) -> Answer:
+    async def lookup(self, body: Mapping[str, str | bool], *, idempotency_key: str,
+                     ) -> Answer:
         payload = dict(body)
         answer: Answer | None = None
         failure = "no replica"

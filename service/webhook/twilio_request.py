@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 
 from service.errors import WebhookRefused
-from service.formats import ANONYMOUS_CALLER, CALL_SID, caller_bucket, is_four_digits
+from service.formats import ANONYMOUS_CALLER, CALL_SID, caller_bucket, is_digits
 from service.settings import Settings
 from service.web.media_type import media_type
 from service.webhook.signature import is_valid_signature, public_url, request_key
@@ -40,12 +40,29 @@ class TwilioForm:
         sid = self.params.get("CallSid", "")
         return sid if CALL_SID.fullmatch(sid) and "CallSid" not in self.duplicated else None
 
-    def digits(self) -> str | None:
-        """The caller's entry if it is exactly four ASCII digits, else None."""
+    def digits(self, count: int) -> str | None:
+        """The caller's entry if it is exactly ``count`` ASCII digits, else None."""
         if "Digits" in self.duplicated:
             return None
         value = self.params.get("Digits", "")
-        return value if is_four_digits(value) else None
+        return value if is_digits(value, count) else None
+
+    def pressed_only(self, key: str) -> bool:
+        """The caller ended the gather with ``key`` before any digit (Twilio posts an empty
+        ``Digits`` and ``FinishedOnKey``: DESIGN §7)."""
+        if {"Digits", "FinishedOnKey"} & self.duplicated:
+            return False
+        return self.params.get("Digits", "") == "" and self.params.get("FinishedOnKey") == key
+
+    @property
+    def stir_verstat(self) -> str | None:
+        """Twilio's STIR/SHAKEN verification result of the caller ID, as signed; None when
+        absent, repeated or not shaped like one."""
+        value = self.params.get("StirVerstat")
+        if value is None or "StirVerstat" in self.duplicated:
+            return None
+        ok = 0 < len(value) <= 64 and value.isascii() and value.replace("-", "").isalnum()
+        return value if ok else None
 
     @property
     def caller(self) -> str:

@@ -14,21 +14,29 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from service.webhook.locales.en_us import CATALOG as EN_US
 
+ASK_ACCOUNT = EN_US.messages["ask_account"]  # with {digits}
 ASK_CARD = EN_US.messages["ask_card"]
 ASK_PIN = EN_US.messages["ask_pin"]
 NOT_FOUND = EN_US.messages["not_found"]
-RETRY = EN_US.messages["retry"]
+RETRY = EN_US.messages["retry"]  # the card and the PIN
+RETRY_ACCOUNT = EN_US.messages["retry_account"]  # with {digits}
 TOO_MANY_TRIES = EN_US.messages["too_many_tries"]
 TRY_LATER = EN_US.messages["try_later"]
 CALL_AGAIN = EN_US.messages["call_again"]
 FOUND = EN_US.messages["found"]  # with {account} and {balance}
 LOCKED = NOT_FOUND  # a locked card hears the generic message: no oracle for guessers
+# The key that says "I am calling from my registered phone" at the first prompt.
+REGISTERED_KEY = "*"
 
 # A <Say>'s attributes: {"language": "ja-JP", "voice": "Polly.Mizuki"}.
 SayAttributes = Mapping[str, str]
 
-GATHER_DIGITS = 4
 GATHER_TIMEOUT_S = 10
+
+
+def ask_account(digits: int) -> str:
+    """The en-US first prompt for an account number of ``digits`` digits."""
+    return ASK_ACCOUNT.format(digits=digits)
 
 
 def action_url(path: str, **query: str | int) -> str:
@@ -37,18 +45,21 @@ def action_url(path: str, **query: str | int) -> str:
     return path + ("?" + urlencode(query) if query else "")
 
 
-def gather(prompt: str, action: str, *, say: SayAttributes,
-           preface: str | None = None) -> str:
-    """Ask for 4 keypad digits. An empty result (timeout) still posts to ``action``, so
-    the re-prompt logic lives in one place."""
+def gather(prompt: str, action: str, *, say: SayAttributes, digits: int,
+           finish_on_key: str | None = None, preface: str | None = None) -> str:
+    """Ask for ``digits`` keypad digits. An empty result (timeout) still posts to
+    ``action``, so the re-prompt logic lives in one place. ``finish_on_key``: a key that
+    ends the gather early (Twilio's default, ``#``, when None)."""
     response = VoiceResponse()
+    options = {} if finish_on_key is None else {"finish_on_key": finish_on_key}
     g = response.gather(
         input="dtmf",
-        num_digits=GATHER_DIGITS,
+        num_digits=digits,
         timeout=GATHER_TIMEOUT_S,
         action=action,
         method="POST",
         action_on_empty_result=True,
+        **options,
     )
     if preface:
         g.say(preface, **say)

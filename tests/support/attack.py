@@ -12,6 +12,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from twilio.request_validator import RequestValidator
 
+from service.backend.enrolment import DEMO_ACCOUNT_NUMBER
 from service.devtools.caller import new_call_sid
 from service.webhook.signature import compute_signature
 
@@ -87,20 +88,25 @@ def hangs_up(root: ET.Element) -> bool:
 
 
 def pin_url(client: httpx.Client, token: str, webhook_url: str, call_sid: str, card: str,
-            caller: str = CALLER) -> str:
-    """Enter the card; the absolute URL of the PIN step the webhook asks Twilio to post."""
-    root = twiml(signed_post(client, token, webhook_url + "/voice/card",
-                             [*base_params(call_sid, caller), ("Digits", card)]))
-    action = gather_action(root)
-    assert action is not None, spoken(root)
-    return urljoin(webhook_url + "/voice/card", action)
+            caller: str = CALLER, number: str = DEMO_ACCOUNT_NUMBER) -> str:
+    """Type the account number, then the card; the absolute URL of the PIN step the
+    webhook asks Twilio to post."""
+    url = webhook_url + "/voice/account"
+    for digits in (number, card):
+        root = twiml(signed_post(client, token, url,
+                                 [*base_params(call_sid, caller), ("Digits", digits)]))
+        action = gather_action(root)
+        assert action is not None, spoken(root)
+        url = urljoin(url, action)
+    return url
 
 
 def place_call(client: httpx.Client, token: str, webhook_url: str, card: str, pin: str,
-               caller: str = CALLER) -> str:
-    """A whole call from ``caller`` (a new CallSid): what the caller hears at the end."""
+               caller: str = CALLER, number: str = DEMO_ACCOUNT_NUMBER) -> str:
+    """A whole call from ``caller`` (a new CallSid) that types ``number``: what the caller
+    hears at the end."""
     call_sid = new_call_sid()
-    url = pin_url(client, token, webhook_url, call_sid, card, caller)
+    url = pin_url(client, token, webhook_url, call_sid, card, caller, number)
     return spoken(twiml(signed_post(client, token, url,
                                     [*base_params(call_sid, caller), ("Digits", pin)])))
 

@@ -104,11 +104,19 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def call(run: DevRun, pin: str, card: str = "1234", **extra: str,
-         ) -> subprocess.CompletedProcess[str]:
-    """``ivr-vault call`` from the dev directory, exactly as printed (plus --url)."""
+# An account the tests add with `accounts add` (label AC55556666, card 5555, PIN 7351):
+# its account number, and the lines `accounts add` reads.
+ADDED_NUMBER = "24680135"
+ADDED_STDIN = f"{ADDED_NUMBER}\n5555\n7351\n"
+
+
+def call(run: DevRun, pin: str, card: str = "1234", *, number: str | None = None,
+         **extra: str) -> subprocess.CompletedProcess[str]:
+    """``ivr-vault call`` from the dev directory, exactly as printed (plus --url): on the
+    registered-phone path (the demo's number), or with ``number`` typed."""
+    who = ["--account-number", number] if number else ["--registered"]
     return subprocess.run(
-        [sys.executable, "-m", "service", "call", "--card", card, "--pin", pin,
+        [sys.executable, "-m", "service", "call", *who, "--card", card, "--pin", pin,
          "--url", f"http://127.0.0.1:{run.webhook_port}"],
         cwd=run.cwd, env=base_env(run.cwd, **extra), capture_output=True, text=True,
         timeout=60, check=False)

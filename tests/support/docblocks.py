@@ -1,6 +1,6 @@
 """The shell blocks of README.md and docs/*.md, as a reader would copy them.
 
-Convention (docs/README of the convention: tests/integration/test_docs_commands.py runs
+Convention (docs/README of the convention: tests/integration/deploy/test_docs_commands.py runs
 them). A fenced block whose info string starts with ``sh`` (or ``bash``) is run, in order,
 against a ``make run`` stack, in its directory, unless its info string marks it:
 

@@ -1,8 +1,9 @@
 """The scenario behind tests/integration/calls/test_log_leaks.py: what is typed, and how, on real
 processes.
 
-Random card/PIN pairs through the real call flow (one account seeded with ``add_account``,
-one with the CLI), the same digits sent in hostile ways, and the failure paths: backend
+Random card/PIN pairs and account numbers through the real call flow (one account seeded
+with ``add_account``, with a caller number registered on it, one with the CLI), on both
+identification paths, the same digits sent in hostile ways, and the failure paths: backend
 stopped mid-call, Vault hung (SIGSTOP) and Vault unreachable. Everything typed is recorded
 in :class:`Captured` so the tests can search every output for it afterwards.
 """
@@ -18,9 +19,9 @@ from pathlib import Path
 
 import httpx
 
-from service.backend.enrolment import DEMO_CARD, DEMO_PIN, add_account
+from service.backend.enrolment import DEMO_CARD, DEMO_PIN, Enrolment, add_account
 from service.backend.pin_rules import weakness
-from service.devtools.caller import Caller, new_call_sid
+from service.devtools.caller import REGISTERED, Caller, new_call_sid
 from service.devtools.devstack import DevVault, ServiceProcess
 from service.settings import Settings
 from service.webhook import twiml
@@ -34,6 +35,7 @@ JA_NUMBER = "+81312345678"
 LOCALE_ENV = {"LANGUAGE_MENU": "ja-JP,en-US", "LOCALE_BY_NUMBER": f"{JA_NUMBER}=ja-JP"}
 CLI_SEEDED = ("ACCLISEEDED", "0.50")
 PAIRS = 8
+NUMBERS = 4  # account numbers typed: two enrolled, two unknown
 
 
 @dataclass
@@ -41,6 +43,8 @@ class Captured:
     """What the scenario typed, saw, and where each process wrote its output."""
 
     pairs: list[tuple[str, str]]
+    numbers: list[str] = field(default_factory=list)  # 8-digit account numbers
+    registered: str = ""  # a caller number registered on the seeded account
     typed: list[str] = field(default_factory=list)
     heard: dict[str, list[str]] = field(default_factory=dict)
     statuses: dict[str, int] = field(default_factory=dict)
@@ -61,7 +65,20 @@ class Captured:
     def detector(self) -> LeakDetector:
         plaintexts = [f"card:{c}".encode() for c, _ in self.pairs]
         plaintexts += [f"pin:{c}:{p}".encode() for c, p in self.pairs]
+        plaintexts += [f"acctno:{n}".encode() for n in self.numbers]
+        plaintexts += [f"callerid:{self.registered}".encode()]
         return LeakDetector(self.typed, plaintexts)
+
+
+def draw_numbers(rng: random.Random, baseline: str) -> list[str]:
+    """Distinct random account numbers (8 digits) found nowhere before the first call, and
+    not starting like a year."""
+    values: list[str] = []
+    while len(values) < NUMBERS:
+        value = f"{rng.randrange(10_000_000, 100_000_000)}"
+        if value not in values and value not in baseline and value[:2] not in ("19", "20"):
+            values.append(value)
+    return values
 
 
 def draw_pairs(rng: random.Random, baseline: str) -> list[tuple[str, str]]:
@@ -92,7 +109,7 @@ def _call_params(call_sid: str, **extra: str) -> dict[str, str]:
 
 
 def _hostile(cap: Captured, caller: Caller, stack: Stack, client: httpx.Client,
-             card: str, pin: str) -> None:
+             card: str, pin: str, number: str) -> None:
     base, sid = stack.webhook.url, new_call_sid()
     cap.statuses["get_with_query_digits"] = client.get(
         f"{base}/voice/card?Digits={card}&CallSid={sid}").status_code
@@ -101,13 +118,23 @@ def _hostile(cap: Captured, caller: Caller, stack: Stack, client: httpx.Client,
     for script in SCRIPTS:
         odd = in_script(card, script)
         cap.typed.append(odd)
-        response = _signed(caller, "/voice/card", _call_params(sid, Digits=odd))
+        response = _signed(caller, "/voice/card?registered=1", _call_params(sid, Digits=odd))
         cap.heard[f"script_{script}"] = [response.text]
-    response = _signed(caller, f"/voice/card?Digits={card}", _call_params(sid))
+        odd_number = in_script(number, script)
+        cap.typed.append(odd_number)
+        response = _signed(caller, "/voice/account", _call_params(sid, Digits=odd_number))
+        cap.heard[f"account_script_{script}"] = [response.text]
+    response = _signed(caller, f"/voice/account?Digits={number}", _call_params(sid))
+    cap.heard["account_query_digits"] = [response.text]
+    response = _signed(caller, f"/voice/card?number={number}", _call_params(sid, Digits=card))
+    cap.heard["plain_number_in_query"] = [response.text]
+    response = _signed(caller, f"/voice/card?registered=1&Digits={card}", _call_params(sid))
     cap.heard["query_digits"] = [response.text]
-    response = _signed(caller, f"/voice/pin?card={card}", _call_params(sid, Digits=pin))
+    response = _signed(caller, f"/voice/pin?card={card}&registered=1",
+                       _call_params(sid, Digits=pin))
     cap.heard["plain_card_in_query"] = [response.text]
-    response = _signed(caller, "/voice/card", _call_params(sid, Digits=f"{card} {pin}#"))
+    response = _signed(caller, "/voice/card?registered=1",
+                       _call_params(sid, Digits=f"{card} {pin}#"))
     cap.heard["too_many_digits"] = [response.text]
     cap.statuses["bad_utf8"] = client.post(
         f"{base}/voice/card", content=b"Digits=" + card.encode() + b"\xff\xfe",
@@ -120,7 +147,7 @@ def _hostile(cap: Captured, caller: Caller, stack: Stack, client: httpx.Client,
         sock.sendall(f"POST /voice/card?Digits={card} HTTP/1.1\r\nHost: x\r\nDigits: {card}"
                      f"\r\nContent-Length: {pin}{pin}x\r\n\r\n".encode())
         cap.statuses["not_http"] = int(sock.recv(64).split()[1])
-    body = {"call_sid": sid, "card_last4": card, "pin": pin}
+    body = {"call_sid": sid, "card_last4": card, "pin": pin, "account_number": number}
     cap.statuses["backend_wrong_token"] = client.post(
         f"{stack.backend.url}/v1/lookup", json=body,
         headers={"Authorization": "Bearer wrong"}).status_code
@@ -141,15 +168,18 @@ def _run_cli(cap: Captured, name: str, args: list[str], env: dict[str, str],
 def run_scenario(cap: Captured, vault: DevVault, stack: Stack, no_vault: ServiceProcess) -> None:
     (c0, p0), (c1, p1), (c2, p2), (c3, p3), (c4, p4), (c5, p5), (c6, _), (c7, p7) = cap.pairs
     cap.known.add(str(vault.port))  # the Vault the services and the CLI ask
+    n0, n1, n2, n3 = cap.numbers
     backend_env = dict(stack.backend.env)
-    add_account(Settings.from_environ(backend_env), account=SEEDED[0], balance=SEEDED[1],
-                last4=c0, pin=p0)
+    add_account(Settings.from_environ(backend_env),
+                Enrolment(SEEDED[0], SEEDED[1], n0, c0, p0, (cap.registered,)))
     # -vv: operator commands are quiet by default; here they say all they ever would.
     _run_cli(cap, "accounts_add", ["-vv", "accounts", "add", "--account", CLI_SEEDED[0],
-                                   "--balance", CLI_SEEDED[1]], backend_env, f"{c1}\n{p1}\n")
+                                   "--balance", CLI_SEEDED[1]], backend_env,
+             f"{n1}\n{c1}\n{p1}\n")
     with httpx.Client(timeout=15) as client:
         def play(name: str, entries: list[str], url: str = stack.webhook.url,
-                 on_prompt: dict[str, object] | None = None, **how: str) -> None:
+                 on_prompt: dict[str, object] | None = None, identify: str = n2,
+                 caller: str = "+15005550006", **how: str) -> None:
             heard: list[str] = []
 
             def say(text: str) -> None:
@@ -157,12 +187,14 @@ def run_scenario(cap: Captured, vault: DevVault, stack: Stack, no_vault: Service
                 if on_prompt and text in on_prompt:
                     on_prompt.pop(text)()  # type: ignore[operator]
 
-            Caller(url, stack.twilio_token, client, say=say).play(entries, **how)
+            Caller(url, stack.twilio_token, client, say=say, identify=identify,
+                   caller=caller).play(entries, **how)
             cap.heard[name] = heard
 
-        play("seeded", [c0, p0])
-        play("unknown", [c2, p2])
-        play("wrong_pin", [c0, p3])
+        play("seeded", [c0, p0], identify=n0)
+        play("registered", [c0, p0], identify=REGISTERED, caller=cap.registered)
+        play("unknown", [c2, p2], identify=n3)
+        play("wrong_pin", [c0, p3], identify=n0)
         play("backend_stopped", [c4, p4], on_prompt={twiml.ASK_PIN: stack.backend.stop})
         stack.backend.start()
         cap.started(stack.backend)  # a new PID
@@ -173,10 +205,10 @@ def run_scenario(cap: Captured, vault: DevVault, stack: Stack, no_vault: Service
         play("ja_chosen", [c0, p0], lang="ja-JP")  # found, in the menu's Japanese
         play("ja_by_number", [c2, p2], to=JA_NUMBER)  # unknown, the number's Japanese
         _hostile(cap, Caller(stack.webhook.url, stack.twilio_token, client), stack, client,
-                 c3, p3)
+                 c3, p3, n2)
     cli_env = {**stack.webhook.env, "TWILIO_AUTH_TOKEN_FILE": str(stack.dir / "twilio")}
-    _run_cli(cap, "call", ["-vv", "call", "--card", c1, "--pin", p1, "--url",
-                           stack.webhook.url], cli_env)
+    _run_cli(cap, "call", ["-vv", "call", "--account-number", n1, "--card", c1, "--pin", p1,
+                           "--url", stack.webhook.url], cli_env)
 
 
 def access_lines(cap: Captured) -> list[dict[str, object]]:

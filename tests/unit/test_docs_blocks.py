@@ -1,5 +1,5 @@
 """The docs' shell blocks follow tests/support/docblocks.py's convention: each is run by
-tests/integration/test_docs_commands.py or marked with a known reason not to be; a
+tests/integration/deploy/test_docs_commands.py or marked with a known reason not to be; a
 misspelt marker is an error, never a block silently run or silently left out."""
 
 from __future__ import annotations

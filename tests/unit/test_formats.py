@@ -16,7 +16,7 @@ from service.formats import (
     MAX_CALLER_ID,
     caller_bucket,
     ciphertext_version,
-    is_four_digits,
+    is_digits,
     transit_version,
 )
 from service.logs.scrubbing import ALLOWED_FIELDS, ciphertext_fields
@@ -66,7 +66,7 @@ def test_ciphertext_fields_keep_the_scrubbers_version_bound() -> None:
     ("1234", True), ("0000", True), ("123", False), ("12345", False), ("12a4", False),
     ("١٢٣٤", False), ("①②③④", False), ("12 4", False), ("", False)])
 def test_four_ascii_digits(entry: str, ok: bool) -> None:
-    assert is_four_digits(entry) is ok
+    assert is_digits(entry, 4) is ok
 
 
 def test_batch_results_from_an_answer_and_from_a_400() -> None:

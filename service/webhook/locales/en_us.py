@@ -24,6 +24,7 @@ CATALOG = Catalog(
                         "calling from the phone registered on your account, press star."),
         "ask_card": "Please enter last 4 digits of your payment card number.",
         "ask_pin": "Please enter your unique 4 digit identification number",
+        "retry_account": "Sorry, that was not {digits} digits.",
         "retry": "Sorry, that was not 4 digits.",
         "too_many_tries": ("Sorry, we could not get your entry. Please call again later. "
                            "Goodbye."),

@@ -19,13 +19,15 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from service.devtools.caller import Caller, new_call_sid
+from service.devtools.caller import REGISTERED, Caller, new_call_sid
 from service.devtools.devstack import DevVault
 from service.vault.bootstrap import RoleCredentials
 from service.webhook import twiml
 from service.webhook.signature import compute_signature
 from tests.support.demo import ANSWER, FOUND
 from tests.support.stack import Stack, Stacks, role_client
+
+ASK_ACCOUNT = twiml.ASK_ACCOUNT.format(digits=8)
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +36,12 @@ def own_stack(module_stack: Stacks) -> Stack:
     return module_stack("e2e")
 
 
-def play(stack: Stack, entries: list[str], **kwargs: str) -> tuple[list[str], bool]:
+def play(stack: Stack, entries: list[str], *, identify: str = REGISTERED,
+         **kwargs: str) -> tuple[list[str], bool]:
     heard: list[str] = []
     with httpx.Client(timeout=10) as client:
-        result = Caller(stack.webhook.url, stack.twilio_token, client, say=heard.append
-                        ).play(entries, **kwargs)
+        result = Caller(stack.webhook.url, stack.twilio_token, client, say=heard.append,
+                        identify=identify).play(entries, **kwargs)
     assert set(result.statuses) == {200}
     return heard, result.completed
 
@@ -54,13 +57,13 @@ def cli_call(stack: Stack, cwd: Path, *args: str) -> subprocess.CompletedProcess
 def test_happy_path_through_caller(stack: Stack) -> None:
     heard, completed = play(stack, ["1234", "4321"])
     assert completed
-    assert heard == [twiml.ASK_CARD, twiml.ASK_PIN, FOUND]
+    assert heard == [ASK_ACCOUNT, twiml.ASK_CARD, twiml.ASK_PIN, FOUND]
 
 
 def test_wrong_pin_through_caller(own_stack: Stack) -> None:
     heard, completed = play(own_stack, ["1234", "0000"])
     assert completed
-    assert heard == [twiml.ASK_CARD, twiml.ASK_PIN, twiml.NOT_FOUND]
+    assert heard == [ASK_ACCOUNT, twiml.ASK_CARD, twiml.ASK_PIN, twiml.NOT_FOUND]
 
 
 def test_unknown_card_hears_the_same_goodbye(own_stack: Stack) -> None:
@@ -72,8 +75,8 @@ def test_cli_call_happy_path_and_wrong_pin(own_stack: Stack, tmp_path: Path) -> 
     ok = cli_call(own_stack, tmp_path, "--card", "1234", "--pin", "4321")
     assert ok.returncode == 0, ok.stderr
     # The voice is printed once, before the first sentence: every <Say> uses it.
-    assert ok.stdout.splitlines() == ["[language=en-US voice=Polly.Joanna]", twiml.ASK_CARD,
-                                      twiml.ASK_PIN, FOUND]
+    assert ok.stdout.splitlines() == ["[language=en-US voice=Polly.Joanna]", ASK_ACCOUNT,
+                                      twiml.ASK_CARD, twiml.ASK_PIN, FOUND]
 
     wrong = cli_call(own_stack, tmp_path, "--card", "1234", "--pin", "0000")
     assert wrong.returncode == 0, wrong.stderr
@@ -100,7 +103,7 @@ def test_cli_call_with_a_wrong_auth_token_is_refused(own_stack: Stack, tmp_path:
 def card_ciphertext(stack: Stack, client: httpx.Client, call_sid: str) -> str:
     """What the webhook puts in the PIN step's action URL for this call's card entry."""
     caller = Caller(stack.webhook.url, stack.twilio_token, client)
-    response = caller.post(stack.webhook.url + "/voice/card",
+    response = caller.post(stack.webhook.url + "/voice/card?registered=1",
                            {"CallSid": call_sid, "Digits": "1234"})
     assert response.status_code == 200
     gather = ET.fromstring(response.text).find("Gather")
@@ -114,8 +117,10 @@ def pin_step(stack: Stack, client: httpx.Client, call_sid: str, card_ct: str,
              ) -> list[str]:
     caller = Caller(stack.webhook.url, stack.twilio_token, client)
     url = stack.webhook.url + "/voice/pin?" + str(httpx.QueryParams(
-        {"card": card_ct, "issued": int(time.time())}))
-    response = caller.post(url, {"CallSid": call_sid, "Digits": "4321"})
+        {"card": card_ct, "issued": int(time.time()), "registered": 1}))
+    # From: the number registered on the demo account (the registered-phone path).
+    response = caller.post(url, {"CallSid": call_sid, "Digits": "4321",
+                                 "From": caller.caller})
     assert response.status_code == 200
     return ["".join(say.itertext()) for say in ET.fromstring(response.text).iter("Say")]
 
@@ -126,7 +131,8 @@ def lookup(stack: Stack, client: httpx.Client, body: dict[str, str],
     body's call, as the webhook would."""
     caller = webhook_encrypt(stack.vault, credentials, body["call_sid"], "caller",
                              "+15005550006")
-    return client.post(stack.backend.url + "/v1/lookup", json={"caller": caller, **body},
+    return client.post(stack.backend.url + "/v1/lookup",
+                       json={"caller": caller, "registered": True, **body},
                        headers={"Authorization": f"Bearer {stack.backend_token}"})
 
 
@@ -189,15 +195,16 @@ def test_accounts_add_reads_digits_from_stdin_and_the_call_finds_them(own_stack:
     added = subprocess.run(
         [sys.executable, "-m", "service", "accounts", "add", "--account", "AC87654321",
          "--balance", "99.10"],
-        input="8642\n5813\n", cwd=tmp_path, env=env, capture_output=True, text=True,
-        timeout=60, check=False)
+        input="24681357\n8642\n5813\n", cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=60, check=False)
     assert added.returncode == 0, added.stderr
     assert "8642" not in added.stdout + added.stderr
     assert b"8642" not in own_stack.store_path.read_bytes()
-    heard, _ = play(own_stack, ["8642", "5813"])
+    assert b"24681357" not in own_stack.store_path.read_bytes()
+    heard, _ = play(own_stack, ["8642", "5813"], identify="24681357")
     assert heard[-1] == ("Thank you. Your account number is AC87654321 and your balance "
                          "is 99.10")
-    heard, _ = play(own_stack, ["8642", "4321"])
+    heard, _ = play(own_stack, ["8642", "4321"], identify="24681357")
     assert heard[-1] == twiml.NOT_FOUND
 
 
@@ -211,8 +218,8 @@ def test_accounts_add_refuses_a_weak_pin_in_one_line_exit_2(own_stack: Stack, tm
     refused = subprocess.run(
         [sys.executable, "-m", "service", "accounts", "add", "--account", "AC55555555",
          "--balance", "1.00"],
-        input=f"2468\n{pin}\n", cwd=tmp_path, env=env, capture_output=True, text=True,
-        timeout=60, check=False)
+        input=f"97531864\n2468\n{pin}\n", cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=60, check=False)
     assert refused.returncode == 2
     assert refused.stderr == f"ivr-vault: PIN refused: {rule}; choose another\n"
     assert refused.stdout == "" and pin not in refused.stderr
@@ -224,9 +231,9 @@ def test_the_action_url_is_covered_by_the_signature(stack: Stack) -> None:
     call = new_call_sid()
     with httpx.Client(timeout=10) as client:
         card_ct = card_ciphertext(stack, client, call)
-        params = {"CallSid": call, "Digits": "4321"}
+        params = {"CallSid": call, "Digits": "4321", "From": "+15005550006"}
         signed_url = stack.webhook.url + "/voice/pin?" + str(httpx.QueryParams(
-            {"card": card_ct, "issued": int(time.time())}))
+            {"card": card_ct, "issued": int(time.time()), "registered": 1}))
         signature = compute_signature(stack.twilio_token, signed_url, list(params.items()))
         # The signature of the real URL on a URL whose ciphertext was changed: refused.
         forged = signed_url.replace("vault%3Av", "vault%3Av9")

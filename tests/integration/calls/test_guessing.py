@@ -7,9 +7,10 @@ exactly as Twilio would send it.
 - Burst: 40 concurrent wrong PINs on one card, on a backend of two worker processes:
   exactly LOCKOUT_THRESHOLD are evaluated, the rest meet the lock. On either store: SQLite,
   and PostgreSQL with each worker's own connection pool, as two replicas would have.
-- Spray: one caller number across many cards is cut off after CALLER_FAILURE_LIMIT failed
-  lookups, even for the right card and PIN; other numbers are not; withheld numbers share
-  one count. The store keeps only the number's keyed HMAC.
+- Spray: one caller number across many account numbers is cut off after
+  CALLER_FAILURE_LIMIT failed lookups, even for the right account; other numbers are not;
+  withheld numbers share one count (its own limit: WITHHELD_FAILURE_LIMIT, here 10). The
+  store keeps only the number's keyed HMAC.
 
 Every refusal sounds like a wrong PIN to the caller. Which one it was is read from the
 webhook's ``ivr_requests_total{route="/voice/pin"}`` (and from the store): a locked or
@@ -217,20 +218,21 @@ def test_a_burst_of_40_wrong_pins_evaluates_exactly_the_threshold(burst: Stack) 
 
 @pytest.fixture(scope="module")
 def spray(module_stack: Stacks) -> Stack:
-    return module_stack("spray")
+    # The withheld bucket's limit as the caller limit (it has its own: 100 by default).
+    return module_stack("spray", backend_env={"WITHHELD_FAILURE_LIMIT": "10"})
 
 
 SPRAYER = "+15005550199"
 
 
-def test_a_spray_across_cards_cuts_the_number_off(spray: Stack, client: httpx.Client) -> None:
-    """The commonest PINs on card after card from one number: after CALLER_FAILURE_LIMIT
+def test_a_spray_across_account_numbers_cuts_the_number_off(spray: Stack,
+                                                           client: httpx.Client) -> None:
+    """Account number after account number from one number: after CALLER_FAILURE_LIMIT
     (10) failed lookups that number hears the goodbye with no lookup, even for the right
-    card and PIN. Another number is served."""
+    account, card and PIN. Another number is served."""
     before = pin_outcomes(spray.webhook.url)
-    cards = [f"{n:04d}" for n in range(5000, 5010)]
-    heard = [place_call(client, spray.twilio_token, spray.webhook.url, card, "1234", SPRAYER)
-             for card in cards]
+    heard = [place_call(client, spray.twilio_token, spray.webhook.url, CARD, "1234", SPRAYER,
+                        f"5000{n:04d}") for n in range(10)]
     assert heard == [texts.NOT_FOUND] * 10
     assert place_call(client, spray.twilio_token, spray.webhook.url, CARD, PIN,
                       SPRAYER) == texts.NOT_FOUND
@@ -256,8 +258,8 @@ def test_withheld_numbers_share_one_count(spray: Stack, client: httpx.Client) ->
     withheld = ["anonymous", "Restricted", "+266696687", "", "UNKNOWN", "+7378742833",
                 "private", "+86282452253", "Anonymous", "+2562533"]
     for n, caller in enumerate(withheld):
-        assert place_call(client, spray.twilio_token, spray.webhook.url, f"60{n:02d}", "1234",
-                          caller) == texts.NOT_FOUND
+        assert place_call(client, spray.twilio_token, spray.webhook.url, CARD, "1234",
+                          caller, f"6000{n:04d}") == texts.NOT_FOUND
     for caller in ("blocked", "not-a-number"):  # withheld, or unreadable: the same count
         assert place_call(client, spray.twilio_token, spray.webhook.url, CARD, PIN,
                           caller) == texts.NOT_FOUND

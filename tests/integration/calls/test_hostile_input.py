@@ -62,7 +62,7 @@ def test_missing_empty_or_garbled_signature(stack: Stack, client: httpx.Client,
     headers = {"Content-Type": "application/x-www-form-urlencoded"}
     if signature is not None:
         headers["X-Twilio-Signature"] = signature
-    for path in ("/voice", "/voice/card", "/voice/pin?card=vault:v1:AAAA"):
+    for path in ("/voice", "/voice/account", "/voice/card", "/voice/pin?card=vault:v1:AAAA"):
         response = client.post(_url(stack, path), content=b"CallSid=CA" + b"0" * 32,
                                headers={k: v.encode("utf-8") for k, v in headers.items()})
         assert response.status_code == 403, path
@@ -90,7 +90,7 @@ def test_wrong_content_type(stack: Stack, client: httpx.Client, content_type: st
 
 
 def test_get_is_not_allowed(stack: Stack, client: httpx.Client) -> None:
-    for path in ("/voice", "/voice/card", "/voice/pin"):
+    for path in ("/voice", "/voice/account", "/voice/card", "/voice/pin"):
         response = client.get(_url(stack, path))
         assert response.status_code == 405, path
 
@@ -145,7 +145,7 @@ def test_chunked_body_cut_off_at_the_limit(stack: Stack) -> None:
 
 def test_digits_of_megabytes(stack: Stack, client: httpx.Client) -> None:
     pairs = [*base_params(), ("Digits", "1" * 2_000_000)]
-    assert signed_post(client, stack.twilio_token, _url(stack, "/voice/card"),
+    assert signed_post(client, stack.twilio_token, _url(stack, "/voice/card?registered=1"),
                        pairs).status_code == 413
 
 
@@ -158,26 +158,26 @@ BAD_DIGITS = ["", "123", "12345", "abcd", "12a4", "*123", "123#", "****", "####"
 
 @pytest.mark.parametrize("digits", BAD_DIGITS, ids=[repr(d) for d in BAD_DIGITS])
 def test_bad_digits_reprompt_the_card(stack: Stack, client: httpx.Client, digits: str) -> None:
-    root = twiml(signed_post(client, stack.twilio_token, _url(stack, "/voice/card"),
+    root = twiml(signed_post(client, stack.twilio_token, _url(stack, "/voice/card?registered=1"),
                              [*base_params(), ("Digits", digits)]))
     assert spoken(root) == f"{texts.RETRY} {texts.ASK_CARD}"
-    assert gather_action(root) == "/voice/card?attempt=2"
+    assert gather_action(root) == "/voice/card?registered=1&attempt=2"
 
 
 def test_missing_digits_reprompt(stack: Stack, client: httpx.Client) -> None:
-    root = twiml(signed_post(client, stack.twilio_token, _url(stack, "/voice/card"),
+    root = twiml(signed_post(client, stack.twilio_token, _url(stack, "/voice/card?registered=1"),
                              base_params()))
-    assert gather_action(root) == "/voice/card?attempt=2"
+    assert gather_action(root) == "/voice/card?registered=1&attempt=2"
 
 
 def test_three_tries_then_goodbye(stack: Stack, client: httpx.Client) -> None:
     params = base_params()
-    path = "/voice/card"
+    path = "/voice/card?registered=1"
     for attempt in (2, 3):
         root = twiml(signed_post(client, stack.twilio_token, _url(stack, path),
                                  [*params, ("Digits", "١٢٣٤")]))
         path = gather_action(root) or ""
-        assert path == f"/voice/card?attempt={attempt}"
+        assert path == f"/voice/card?registered=1&attempt={attempt}"
     root = twiml(signed_post(client, stack.twilio_token, _url(stack, path),
                              [*params, ("Digits", "12")]))
     assert hangs_up(root) and spoken(root) == texts.TOO_MANY_TRIES
@@ -187,15 +187,15 @@ def test_three_tries_then_goodbye(stack: Stack, client: httpx.Client) -> None:
 def test_forged_attempt_counter_never_breaks_the_flow(stack: Stack, client: httpx.Client,
                                                       attempt: str) -> None:
     root = twiml(signed_post(client, stack.twilio_token,
-                             _url(stack, f"/voice/card?attempt={quote(attempt)}"),
+                             _url(stack, f"/voice/card?registered=1&attempt={quote(attempt)}"),
                              [*base_params(), ("Digits", "")]))
     assert gather_action(root) is not None or hangs_up(root)
 
 
 def test_repeated_digits_parameter_is_not_an_entry(stack: Stack, client: httpx.Client) -> None:
-    root = twiml(signed_post(client, stack.twilio_token, _url(stack, "/voice/card"),
+    root = twiml(signed_post(client, stack.twilio_token, _url(stack, "/voice/card?registered=1"),
                              [*base_params(), ("Digits", "1234"), ("Digits", "1234")]))
-    assert gather_action(root) == "/voice/card?attempt=2"
+    assert gather_action(root) == "/voice/card?registered=1&attempt=2"
 
 
 @pytest.mark.parametrize("call_sid", [None, "", "CA123", "ca" + "0" * 32, "CA" + "G" * 32,
@@ -214,7 +214,8 @@ def test_missing_or_malformed_call_sid(stack: Stack, client: httpx.Client,
 
 def test_repeated_call_sid(stack: Stack, client: httpx.Client) -> None:
     params = [*base_params(), ("CallSid", new_call_sid()), ("Digits", "1234")]
-    root = twiml(signed_post(client, stack.twilio_token, _url(stack, "/voice/card"), params))
+    root = twiml(signed_post(client, stack.twilio_token,
+                             _url(stack, "/voice/card?registered=1"), params))
     assert hangs_up(root) and spoken(root) == texts.TRY_LATER
 
 
@@ -222,7 +223,8 @@ def test_repeated_call_sid(stack: Stack, client: httpx.Client) -> None:
 
 
 def _card_ciphertext(stack: Stack, client: httpx.Client, call_sid: str) -> str:
-    root = twiml(signed_post(client, stack.twilio_token, _url(stack, "/voice/card"),
+    root = twiml(signed_post(client, stack.twilio_token,
+                             _url(stack, "/voice/card?registered=1"),
                              [*base_params(call_sid), ("Digits", "1234")]))
     action = gather_action(root)
     assert action is not None
@@ -239,7 +241,7 @@ def _flip(ciphertext: str) -> str:
 def _pin_url(stack: Stack, card: str, extra_query: str = "") -> str:
     """The PIN step's URL as the card step issues it: the card and the issue time."""
     return _url(stack, f"/voice/pin?card={quote(card, safe='')}&issued={int(time.time())}"
-                       f"{extra_query}")
+                       f"&registered=1{extra_query}")
 
 
 def _pin_step(stack: Stack, client: httpx.Client, call_sid: str, card: str,
@@ -322,11 +324,11 @@ def test_a_host_header_that_is_not_a_host_is_refused_not_a_500(host_derived: Sta
                                                                 host: str) -> None:
     """With PUBLIC_BASE_URL empty, ``Host: x:abc`` made the signature check raise (a 500).
     Now: 403, empty body, and the webhook keeps serving."""
-    url = host_derived.webhook.url + "/voice/card"
+    url = host_derived.webhook.url + "/voice/card?registered=1"
     pairs = [*base_params(), ("Digits", "1234")]
     with socket.create_connection(("127.0.0.1", host_derived.webhook.port), timeout=5) as sock:
         body = urlencode(pairs).encode()
-        signature = compute_signature(host_derived.twilio_token, f"http://{host}/voice/card",
+        signature = compute_signature(host_derived.twilio_token, f"http://{host}/voice/card?registered=1",
                                       pairs)
         sock.sendall(b"POST /voice/card HTTP/1.1\r\nHost: " + host.encode() +
                      b"\r\nContent-Type: application/x-www-form-urlencoded\r\n"

@@ -31,6 +31,7 @@ from tests.support.leak_scenario import (
     SEEDED,
     Captured,
     access_lines,
+    draw_numbers,
     draw_pairs,
     run_scenario,
 )
@@ -68,8 +69,11 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Captured]:
             service_logs = [p for proc in processes for p in (proc.stdout_path, proc.stderr_path)]
             baseline = "".join(p.read_text() for p in [*service_logs, vault.server_log])
             seed = int.from_bytes(os.urandom(8), "big")
-            cap = Captured(draw_pairs(random.Random(seed), baseline))
+            rng = random.Random(seed)
+            cap = Captured(draw_pairs(rng, baseline), draw_numbers(rng, baseline),
+                           f"+1555{rng.randrange(1_000_000, 10_000_000)}")
             cap.typed += [d for pair in cap.pairs for d in pair]
+            cap.typed += [*cap.numbers, cap.registered[1:]]
             cap.service_logs, cap.audit_log, cap.server_log = (service_logs, vault.audit_log,
                                                                 vault.server_log)
             for proc in processes:
@@ -100,7 +104,9 @@ def _outcomes(cap: Captured) -> dict[str, set[str]]:
 def test_the_scenario_took_every_path(captured: Captured) -> None:
     """Without this, "nothing leaked" could mean "nothing happened"."""
     heard, statuses = captured.heard, captured.statuses
-    assert f"account number is {SEEDED[0]} and your balance is {SEEDED[1]}" in heard["seeded"][-1]
+    for name in ("seeded", "registered"):
+        assert f"account number is {SEEDED[0]} and your balance is {SEEDED[1]}" \
+            in heard[name][-1], name
     assert CLI_SEEDED[0] in captured.cli_output["call.stdout"]
     for name in ("unknown", "wrong_pin", "after_recovery"):
         assert heard[name][-1] == twiml.NOT_FOUND, name
@@ -108,11 +114,14 @@ def test_the_scenario_took_every_path(captured: Captured) -> None:
         assert heard[name][-1] == twiml.TRY_LATER, name
     assert heard["backend_stopped"][-2] == twiml.ASK_PIN  # stopped mid-call, not before
     for name in [f"script_{s}" for s in SCRIPTS] + ["query_digits", "too_many_digits"]:
-        assert twiml.RETRY in heard[name][0], name
+        assert twiml.retry(4) in heard[name][0], name
+    for name in [f"account_script_{s}" for s in SCRIPTS] + ["account_query_digits"]:
+        assert twiml.retry(8) in heard[name][0], name
     assert twiml.CALL_AGAIN in heard["plain_card_in_query"][0]
     ja = CATALOGS["ja-JP"]
     assert heard["ja_chosen"][-1] == ja.text("found", account=SEEDED[0], balance=SEEDED[1])
     assert heard["ja_by_number"][-1] == ja.text("not_found")
+    assert twiml.CALL_AGAIN in heard["plain_number_in_query"][0]
     assert statuses == {"cli_accounts_add": 0, "cli_call": 0, "get_with_query_digits": 405,
                         "unsigned_post": 403, "bad_utf8": 400, "backend_wrong_token": 401,
                         "backend_plain_digits": 422,
@@ -120,7 +129,8 @@ def test_the_scenario_took_every_path(captured: Captured) -> None:
     outcomes = _outcomes(captured)
     assert {"found", "not_found", "backend_unavailable", "refused_signature",
             "refused_malformed_form", "bad_card_ciphertext", "reprompted", "unauthorized",
-            "invalid", "language_chosen", "language_default"} <= set(outcomes)
+            "invalid", "language_chosen", "language_default", "account_number_encrypted",
+            "registered_phone", "bad_identification"} <= set(outcomes)
     assert {"timeout", "unavailable"} <= outcomes["vault_unavailable"]
     audit = captured.audit_log.read_text()
     for path in ("transit/encrypt/ivr-dtmf", "transit/decrypt/ivr-dtmf", "transit/hmac/ivr-lookup"):
@@ -129,7 +139,8 @@ def test_the_scenario_took_every_path(captured: Captured) -> None:
 
 def test_access_lines_name_known_routes_verbatim(captured: Captured) -> None:
     routes = {str(line["route"]) for line in access_lines(captured)}
-    assert {"/voice", "/voice/card", "/voice/pin", "/v1/lookup", "/healthz"} <= routes
+    assert {"/voice", "/voice/account", "/voice/card", "/voice/pin", "/v1/lookup",
+            "/healthz"} <= routes
     assert routes <= KNOWN_ROUTES
 
 

@@ -60,7 +60,7 @@ def test_a_signature_over_the_url_without_its_port_is_accepted(stack: Stack,
     """The webhook listens on http://127.0.0.1:PORT; Twilio signed http://127.0.0.1/..."""
     assert urlsplit(stack.webhook.url).port  # a non-default port, part of PUBLIC_BASE_URL
     call_sid = new_call_sid()
-    card_url = stack.webhook.url + "/voice/card"
+    card_url = stack.webhook.url + "/voice/card?registered=1"
     pairs = [*base_params(call_sid), ("Digits", "1234")]
     root = twiml(post(client, stack, card_url, pairs, sign_url=without_port(card_url)))
     assert spoken(root) == texts.ASK_PIN
@@ -74,7 +74,7 @@ def test_a_signature_over_the_url_without_its_port_is_accepted(stack: Stack,
 
 def test_a_signature_over_another_port_is_still_refused(stack: Stack,
                                                         client: httpx.Client) -> None:
-    url = stack.webhook.url + "/voice/card"
+    url = stack.webhook.url + "/voice/card?registered=1"
     other = urlsplit(url)._replace(netloc=f"127.0.0.1:{urlsplit(url).port + 1}").geturl()
     response = post(client, stack, url, [*base_params(), ("Digits", "1234")], sign_url=other)
     assert (response.status_code, response.content) == (403, b"")
@@ -86,16 +86,16 @@ def test_a_repeated_parameter_signed_sorted_and_once_is_accepted(stack: Stack,
     each name's values sorted and de-duplicated, so the signature covers ``b`` once."""
     pairs = [*base_params(), ("Digits", "1234"), ("Extra", "b"), ("Extra", "a"),
              ("Extra", "b")]
-    root = twiml(post(client, stack, stack.webhook.url + "/voice/card", pairs))
+    root = twiml(post(client, stack, stack.webhook.url + "/voice/card?registered=1", pairs))
     assert spoken(root) == texts.ASK_PIN
 
 
 def test_repeated_digits_call_sid_or_card_stay_refused_however_signed(
         stack: Stack, client: httpx.Client) -> None:
-    card_url = stack.webhook.url + "/voice/card"
+    card_url = stack.webhook.url + "/voice/card?registered=1"
     digits = post(client, stack, card_url,
                   [*base_params(), ("Digits", "1234"), ("Digits", "5678")])
-    assert gather_action(twiml(digits)) == "/voice/card?attempt=2"  # not an entry
+    assert gather_action(twiml(digits)) == "/voice/card?registered=1&attempt=2"  # not an entry
     call_sids = post(client, stack, card_url,
                      [*base_params(), ("CallSid", new_call_sid()), ("Digits", "1234")])
     assert hangs_up(twiml(call_sids)) and spoken(twiml(call_sids)) == texts.TRY_LATER

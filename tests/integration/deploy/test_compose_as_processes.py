@@ -185,7 +185,8 @@ def test_prod_tls_manual_unseal_bootstrap_once_no_demo(local_compose: Callable[.
     # No demo account: the operator provisions one with the backend's identity
     # (`docker compose run --rm -T backend accounts add ...`), digits on stdin.
     added = subprocess.run([str(BIN / "ivr-vault"), "accounts", "add", "--account",
-                            "AC12345678", "--balance", "12.55"], input="1234\n7351\n",
+                            "AC12345678", "--balance", "12.55"],
+                           input="31415926\n1234\n7351\n+15005550006\n",
                            env=local.environment("backend"), capture_output=True, text=True,
                            timeout=60, check=False)
     assert added.returncode == 0, added.stderr

@@ -98,7 +98,7 @@ def test_readyz_is_503_while_vault_hangs_and_recovers(ops: Ops) -> None:
         # A caller in the middle of a call hears a calm goodbye, counted as a Vault error.
         caller = Caller(ops.stack.webhook.url, ops.stack.twilio_token,
                         httpx.Client(timeout=10), say=lambda _: None)
-        card = caller.post(f"{ops.stack.webhook.url}/voice/card",
+        card = caller.post(f"{ops.stack.webhook.url}/voice/card?registered=1",
                            {"CallSid": new_call_sid(), "Digits": "1234"})
         assert card.status_code == 200 and "<Hangup" in card.text
     finally:
@@ -241,7 +241,8 @@ def test_sigterm_lets_the_request_in_flight_finish_and_revokes_the_tokens(ops: O
     ops.vault.pause()  # the encrypt below hangs in Vault: a request in flight
     try:
         request = threading.Thread(target=lambda: answer.append(caller.post(
-            f"{stack.webhook.url}/voice/card", {"CallSid": new_call_sid(), "Digits": "1234"})))
+            f"{stack.webhook.url}/voice/card?registered=1",
+            {"CallSid": new_call_sid(), "Digits": "1234"})))
         request.start()
         time.sleep(0.4)
         webhook.send_signal(signal.SIGTERM)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.support.devrun import (
+    ADDED_STDIN,
     READY_LINE,
     DevRun,
     base_env,
@@ -73,7 +74,7 @@ def test_make_run_then_the_operator_cli_from_another_terminal(
     assert len(elsewhere.stderr.splitlines()) == 1 and "using" not in elsewhere.stderr
 
     added = ivr_vault(run, "accounts", "add", "--account", "AC55556666", "--balance", "7.00",
-                      stdin="5555\n7351\n")
+                      stdin=ADDED_STDIN)
     assert added.returncode == 0, added.stderr
     assert added.stderr == f"{using}, as ivr-backend (.dev/ivr-backend/)\n"
 

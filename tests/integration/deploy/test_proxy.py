@@ -135,7 +135,7 @@ def test_a_whole_call_through_the_proxy(setup: str, request: pytest.FixtureReque
 def _card_step(proxied: Proxied, client: httpx.Client) -> tuple[str, list[tuple[str, str]]]:
     """Play up to the PIN prompt; return the signed-for URL of the PIN step and params."""
     params = base_params()
-    url = f"{proxied.caddy.url}/voice/card"
+    url = f"{proxied.caddy.url}/voice/card?registered=1"
     token = proxied.stack.twilio_token
     root = twiml(signed_post(client, token, url, [*params, ("Digits", "1234")]))
     action = gather_action(root)

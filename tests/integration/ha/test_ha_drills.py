@@ -62,6 +62,7 @@ WARM_S = 3.0  # load before the failure
 AFTER_S = 3.0  # load after recovery
 RECOVER_WITHIN_S = 60.0
 FIGURES: dict[str, dict[str, Any]] = {}
+NUMBER = "86420975"  # the account number of the account the burst drill adds
 
 
 @dataclass
@@ -258,7 +259,7 @@ def test_a_burst_of_wrong_pins_locks_at_exactly_the_threshold(ha: Ha) -> None:
     # and the PostgreSQL store, all from .dev/.
     added = subprocess.run(
         [sys.executable, "-m", "service", "accounts", "add", "--account", "AC55500011",
-         "--balance", "3.10"], input="5678\n7351\n", cwd=ha.run.cwd,
+         "--balance", "3.10"], input=f"{NUMBER}\n5678\n7351\n", cwd=ha.run.cwd,
         env=base_env(ha.run.cwd), capture_output=True, text=True, timeout=60, check=False)
     assert added.returncode == 0, added.stderr
     backends = [b["url"] for b in ha.role("backend")]
@@ -270,7 +271,7 @@ def test_a_burst_of_wrong_pins_locks_at_exactly_the_threshold(ha: Ha) -> None:
         heard: list[str] = []
         with httpx.Client(timeout=15) as client:
             Caller(ha.proxy_url, ha.twilio_token, client, say=heard.append,
-                   caller=f"+1555010{i:04d}").play(["5678", f"{1000 + i:04d}"])
+                   caller=f"+1555010{i:04d}", identify=NUMBER).play(["5678", f"{1000 + i:04d}"])
         return heard[-1]
 
     with ThreadPoolExecutor(max_workers=40) as pool:
@@ -289,5 +290,5 @@ def test_a_burst_of_wrong_pins_locks_at_exactly_the_threshold(ha: Ha) -> None:
     with httpx.Client(timeout=15) as client:
         last: list[str] = []
         Caller(ha.proxy_url, ha.twilio_token, client, say=last.append,
-               caller="+15550109999").play(["5678", "7351"])
+               caller="+15550109999", identify=NUMBER).play(["5678", "7351"])
     assert last[-1] == texts.NOT_FOUND

@@ -57,7 +57,7 @@ def timed(func: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
 def pin_url(lab: Lab, call_sid: str) -> str:
     """Take a call as far as the PIN prompt (while everything is up)."""
     root = twiml(signed_post(lab.client, lab.stack.twilio_token,
-                             lab.stack.webhook.url + "/voice/card",
+                             lab.stack.webhook.url + "/voice/card?registered=1",
                              [*base_params(call_sid), ("Digits", "1234")]))
     action = gather_action(root)
     assert action is not None
@@ -77,7 +77,7 @@ def assert_calm(lab: Lab, *, pin_step: tuple[str, str] | None = None,
 
     def card() -> httpx.Response:
         with httpx.Client(timeout=15) as c:
-            return signed_post(c, token, webhook + "/voice/card",
+            return signed_post(c, token, webhook + "/voice/card?registered=1",
                                [*base_params(), ("Digits", "1234")])
 
     calls: list[Callable[[], httpx.Response]] = [voice]
@@ -97,7 +97,7 @@ def assert_calm(lab: Lab, *, pin_step: tuple[str, str] | None = None,
         assert took < CALM_WITHIN_S, (call.__name__, took)
         root = twiml(response)
         if call is voice:
-            assert gather_action(root) == "/voice/card"
+            assert gather_action(root) == "/voice/account"
         else:
             assert hangs_up(root) and spoken(root) == texts.TRY_LATER, call.__name__
 
@@ -168,7 +168,7 @@ def test_backend_down(lab: Lab) -> None:
         # The card step needs only Vault: it still works. The PIN step ends calmly.
         assert_calm(lab, pin_step=(url, call_sid), card_step=False)
         assert twiml(signed_post(lab.client, lab.stack.twilio_token,
-                                 lab.stack.webhook.url + "/voice/card",
+                                 lab.stack.webhook.url + "/voice/card?registered=1",
                                  [*base_params(), ("Digits", "1234")]))
         assert_not_ready(lab.stack.webhook.url)
     finally:

@@ -93,9 +93,9 @@ def replicas(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
 def card_step(client: httpx.Client, r: Replicas, webhook: ServiceProcess, call_sid: str,
               card: str = "1234") -> str:
     """The card step on ``webhook``; the PIN step's path and query, as Twilio gets it."""
-    root = twiml(signed_post(client, r.token, webhook.url + "/voice/card",
+    root = twiml(signed_post(client, r.token, webhook.url + "/voice/card?registered=1",
                              [*base_params(call_sid), ("Digits", card)],
-                             sign_url=PUBLIC + "/voice/card"))
+                             sign_url=PUBLIC + "/voice/card?registered=1"))
     action = gather_action(root)
     assert action is not None, spoken(root)
     return action
@@ -103,8 +103,8 @@ def card_step(client: httpx.Client, r: Replicas, webhook: ServiceProcess, call_s
 
 def pin_step(client: httpx.Client, r: Replicas, webhook: ServiceProcess, call_sid: str,
              action: str, pin: str = "4321") -> str:
-    url = urljoin(webhook.url + "/voice/card", action)
-    signed_for = urljoin(PUBLIC + "/voice/card", action)
+    url = urljoin(webhook.url + "/voice/card?registered=1", action)
+    signed_for = urljoin(PUBLIC + "/voice/card?registered=1", action)
     return spoken(twiml(signed_post(client, r.token, url,
                                     [*base_params(call_sid), ("Digits", pin)],
                                     sign_url=signed_for)))
@@ -154,7 +154,7 @@ def test_a_lookup_sent_again_to_the_other_backend_gets_the_same_answer(
     finally:
         encrypter.close()
     body = {"call_sid": call_sid, "card_last4": card, "pin": out[0]["ciphertext"],
-            "caller": out[1]["ciphertext"]}
+            "caller": out[1]["ciphertext"], "registered": True}
     bearer = {"Authorization": f"Bearer {replicas.stack.backend_token}"}
     first, second = replicas.backends
     answers = [httpx.post(f"{backend.url}/v1/lookup", json=body, timeout=10,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from service.backend.enrolment import add_account
+from service.backend.enrolment import Enrolment, add_account
 from service.errors import VaultPermissionDenied, VaultRequestError
 from service.settings import Settings
 from service.store.accounts import Store
@@ -54,7 +54,7 @@ def test_status_json_reports_versions_and_stored_verifiers(pv: PrivateVault) -> 
         "VAULT_ADDR": pv.vault.addr, "STORE_PATH": str(pv.store_path),
         "VAULT_ROLE_ID": pv.credentials["ivr-backend"].role_id,
         "VAULT_SECRET_ID": pv.credentials["ivr-backend"].secret_id})
-    add_account(settings, account="AC00000001", balance="1.00", last4="1111", pin="2719")
+    add_account(settings, Enrolment("AC00000001", "1.00", "51627384", "1111", "2719"))
     before = status_json(pv)["ivr-dtmf"]["latest_version"]
     rotated = pv.cli("keys", "rotate")
     assert rotated.returncode == 0, rotated.stderr
@@ -74,7 +74,7 @@ def test_status_json_reports_versions_and_stored_verifiers(pv: PrivateVault) -> 
         created = time.strptime(entry["created"], "%Y-%m-%dT%H:%M:%SZ")
         assert abs(time.mktime(created) - time.mktime(time.gmtime())) < 600
     assert dtmf["stored_records"] == {}  # the store keeps no ivr-dtmf ciphertexts
-    assert data["ivr-lookup"]["stored_records"] == {"1": 1}
+    assert data["ivr-lookup"]["stored_records"] == {"1": 2}  # card and PIN, account number
     assert data["ivr-lookup"]["stored_records"] == {
         str(v): n for v, n in Store(pv.store_path).version_counts().items()}
 
@@ -128,13 +128,13 @@ def test_retire_waits_for_the_newer_version_to_age_then_recovers(pv: PrivateVaul
 
 
 def test_retire_refuses_a_version_stored_verifiers_still_use(pv: PrivateVault) -> None:
-    assert Store(pv.store_path).version_counts() == {1: 1}
+    assert Store(pv.store_path).version_counts() == {1: 2}
     assert pv.cli("keys", "rotate", "--key", "ivr-lookup").returncode == 0
     time.sleep(1.1)
     result = pv.cli("keys", "retire", "--key", "ivr-lookup", "--older-than", "1s",
                     env=pv.cli_env(CALL_MAX_AGE="1s"))
     assert result.returncode == 1
-    assert "v1 (1 records)" in result.stderr and "next successful lookup" in result.stderr
+    assert "v1 (2 records)" in result.stderr and "next successful lookup" in result.stderr
     assert pv.key("ivr-lookup")["min_decryption_version"] == 1
 
 

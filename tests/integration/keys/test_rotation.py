@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 import httpx
 import pytest
 
+from service.backend.enrolment import DEMO_ACCOUNT_NUMBER
 from service.devtools.caller import Caller, new_call_sid
 from service.devtools.devstack import ServiceProcess
 from service.formats import ciphertext_version
@@ -63,7 +64,10 @@ class Call:
         url = self.caller.base_url + "/voice"
         first = self.caller.post(url, self.params())
         assert first.status_code == 200
-        card_url = urljoin(url, _gather_action(first.text))
+        account_url = urljoin(url, _gather_action(first.text))
+        star = self.caller.post(account_url, {**self.params(""), "FinishedOnKey": "*"})
+        assert star.status_code == 200  # the registered-phone path
+        card_url = urljoin(account_url, _gather_action(star.text))
         second = self.caller.post(card_url, self.params(card))
         assert second.status_code == 200
         self.pin_url = urljoin(card_url, _gather_action(second.text))
@@ -161,19 +165,25 @@ def test_rotation_under_live_traffic_drops_no_call(pv: PrivateVault, rstack: Sta
 def test_lookup_verifier_is_remade_at_next_lookup_after_rotation(pv: PrivateVault,
                                                                  rstack: Stack) -> None:
     store = Store(pv.store_path)
-    assert store.version_counts() == {1: 1}
+    # The demo account's verifiers: card and PIN, account number, one registered number.
+    assert store.version_counts() == {1: 3}
     assert pv.cli("keys", "rotate", "--key", "ivr-lookup").returncode == 0
-    assert store.version_counts() == {1: 1}  # nothing changes until someone calls
+    assert store.version_counts() == {1: 3}  # nothing changes until someone calls
     with httpx.Client(timeout=10) as client:
         caller = Caller(rstack.webhook.url, rstack.twilio_token, client, say=lambda _: None)
-        assert caller.play(["1234", "4321"]).heard[-1] == FOUND
-        assert store.version_counts() == {2: 1}
+        assert caller.play(["1234", "4321"]).heard[-1] == FOUND  # the registered phone
+        # Re-made: what this call's entries give (card and PIN, the registration used);
+        # the account number waits for a call that types it.
+        assert store.version_counts() == {2: 2, 1: 1}
         assert caller.play(["1234", "4321"]).heard[-1] == FOUND  # found at v2 directly
+        caller.identify = DEMO_ACCOUNT_NUMBER
+        assert caller.play(["1234", "4321"]).heard[-1] == FOUND
+        assert store.version_counts() == {2: 3}
     upgraded = [line for line in log_lines(rstack.backend)
                 if line.get("verifier_upgraded") is True]
-    assert len(upgraded) == 1
+    assert len(upgraded) == 2
     status = json.loads(pv.cli("keys", "status", "--json").stdout)
-    assert status["ivr-lookup"]["stored_records"] == {"2": 1}
+    assert status["ivr-lookup"]["stored_records"] == {"2": 3}
 
 
 def test_retired_ciphertext_hears_call_again_and_is_logged_without_digits(

@@ -27,7 +27,16 @@ from service.errors import VaultPermissionDenied
 from service.settings import Secret
 from service.vault.client import AppRoleCredentials, VaultClient
 from tests.support.demo import FOUND
-from tests.support.devrun import READY_LINE, DevRun, call, ctrl_c, ivr_vault, vault_env
+from tests.support.devrun import (
+    ADDED_NUMBER,
+    ADDED_STDIN,
+    READY_LINE,
+    DevRun,
+    call,
+    ctrl_c,
+    ivr_vault,
+    vault_env,
+)
 from tests.support.keys import private_vault
 from tests.support.stack import ROLES, make_stack
 
@@ -44,7 +53,7 @@ def test_make_run_backup_lose_vault_restore_served(start_dev: Callable[..., DevR
     run = start_dev()
     run.wait_for(READY_LINE)
     added = ivr_vault(run, "accounts", "add", "--account", "AC55556666", "--balance", "7.00",
-                      stdin="5555\n7351\n", **vault_env(run))
+                      stdin=ADDED_STDIN, **vault_env(run))
     assert added.returncode == 0, added.stderr
     # The backup identity is .dev/ivr-backup's AppRole: no token in its environment, and
     # no VAULT_ADDR (.dev/vault.env says where make run's Vault is).
@@ -86,7 +95,7 @@ def test_make_run_backup_lose_vault_restore_served(start_dev: Callable[..., DevR
     again = start_dev()
     again.wait_for(READY_LINE)
     assert "already in the store; not seeded again" in again.output()
-    assert call(again, "7351", card="5555").stdout.splitlines()[-1] == ADDED
+    assert call(again, "7351", card="5555", number=ADDED_NUMBER).stdout.splitlines()[-1] == ADDED
     assert call(again, "4321").stdout.splitlines()[-1] == FOUND
     assert ctrl_c(again) == 0
 

@@ -22,6 +22,8 @@ from service.vault.bootstrap import Layout
 from service.vault.client import VaultClient
 from tests.support.demo import FOUND
 from tests.support.devrun import (
+    ADDED_NUMBER,
+    ADDED_STDIN,
     READY_LINE,
     DevRun,
     call,
@@ -30,6 +32,7 @@ from tests.support.devrun import (
     ivr_vault,
     vault_env,
 )
+from tests.support.store import put
 
 ADDED = "Thank you. Your account number is AC55556666 and your balance is 7.00"
 
@@ -48,9 +51,9 @@ def test_accounts_survive_ctrl_c_and_make_run_again(start_dev: Callable[..., Dev
     assert "unseal key and root token (dev only) in .dev/vault-keys.dev-only" in run.output()
     assert (run.state / "vault.env").read_text().startswith("# DEV ONLY")
     added = ivr_vault(run, "accounts", "add", "--account", "AC55556666", "--balance", "7.00",
-                      stdin="5555\n7351\n", **vault_env(run))
+                      stdin=ADDED_STDIN, **vault_env(run))
     assert added.returncode == 0, added.stderr
-    assert call(run, "7351", card="5555").stdout.splitlines()[-1] == ADDED
+    assert call(run, "7351", card="5555", number=ADDED_NUMBER).stdout.splitlines()[-1] == ADDED
 
     # The dev-only keys: beside the data, private, and saying what they are.
     keyring = run.state / "vault-keys.dev-only"
@@ -70,7 +73,7 @@ def test_accounts_survive_ctrl_c_and_make_run_again(start_dev: Callable[..., Dev
     assert "demo account AC12345678 already in the store; not seeded again" in out
     assert "provisioned" not in out
     assert "vault initialised" not in out  # the same Vault, unsealed, not a new one
-    assert call(again, "7351", card="5555").stdout.splitlines()[-1] == ADDED
+    assert call(again, "7351", card="5555", number=ADDED_NUMBER).stdout.splitlines()[-1] == ADDED
     assert call(again, "4321").stdout.splitlines()[-1] == FOUND
     assert vault_env(again)["VAULT_TOKEN"] == root
     assert ctrl_c(again) == 0
@@ -119,11 +122,12 @@ def test_check_keys_adopts_a_store_from_before_canaries(dev_vault: DevVault,
     made them adopts its canaries; then checked like any other."""
     store_path = tmp_path / "old.sqlite3"
     admin = VaultClient(dev_vault.addr, dev_vault.root_token, timeout=10)
-    card_v, pin_v = [r["hmac"] for r in admin.write("transit/hmac/ivr-lookup", "hmac", {
-        "batch_input": [{"input": "Y2FyZDoxMjM0"}, {"input": "cGluOjEyMzQ6NDMyMQ=="}]})[
-        "data"]["batch_results"]]
+    number_v, card_v, pin_v = [r["hmac"] for r in admin.write(
+        "transit/hmac/ivr-lookup", "hmac", {"batch_input": [
+            {"input": "YWNjdG5vOjMxNDE1OTI2"}, {"input": "Y2FyZDoxMjM0"},
+            {"input": "cGluOjEyMzQ6NDMyMQ=="}]})["data"]["batch_results"]]
     store = Store(store_path)
-    store.upsert_account("AC12345678", "12.55", card_v, pin_v)  # as before canaries
+    put(store, number=number_v, card=card_v, pin=pin_v)  # as before canaries
     store.close()
     env = {**dev_vault.env(), "STORE_PATH": str(store_path)}
     before = cli(tmp_path, "accounts", "check-keys", **env)

@@ -28,7 +28,7 @@ import psycopg
 import pytest
 
 from service.backend.app import http_answer
-from service.backend.decision import Attempt, Decision, Verifiers, decide
+from service.backend.decision import Attempt, Decision, Hmacs, Identification, decide
 from service.backend.policy import LockoutPolicy
 from service.backup.archive import read_backup, restore_store
 from service.backup.transfer import export_to_sqlite, import_from_sqlite
@@ -36,7 +36,7 @@ from service.devtools.devstack import DevVault, free_port
 from service.devtools.postgres import LocalPostgres
 from service.errors import StoreConflict, StoreSchemaMismatch, StoreUnavailable
 from service.settings import Settings, StoreUrl
-from service.store.accounts import SqliteLedger, Store
+from service.store.accounts import Refusal, SqliteLedger, Store
 from service.store.ledger import CardState
 from service.store.migrations import (
     LATEST,
@@ -47,8 +47,21 @@ from service.store.migrations import (
 )
 from service.store.sealed import SealedStore
 from tests.support.postgres import ENGINES, database_name, pg_store_url, url_with_password
-from tests.support.store import CARD_V1, PIN_V1, account_id, by_card, count_rows, state_of
+from tests.support.store import (
+    CALLER_ID_V1,
+    CARD_V1,
+    NUMBER_V1,
+    PIN_V1,
+    account_id,
+    by_number,
+    count_rows,
+    put,
+    query,
+    refused,
+    state_of,
+)
 
+NUMBER_V3 = "vault:v3:bnVtYmVyLXYz"
 CARD_V3 = "vault:v3:Y2FyZC12Mw=="
 PIN_V3 = "vault:v3:cGluLXYz"
 CALLER = "vault:v1:Y2FsbGVy"
@@ -57,7 +70,7 @@ CALLER = "vault:v1:Y2FsbGVy"
 @pytest.fixture
 def store(store_url: StoreUrl) -> Iterator[Store]:
     s = Store(store_url)
-    s.upsert_account("AC12345678", "12.55", CARD_V1, PIN_V1)
+    put(s, callers=(CALLER_ID_V1,))
     yield s
     s.close()
 
@@ -65,37 +78,58 @@ def store(store_url: StoreUrl) -> Iterator[Store]:
 # -- what the store keeps ----------------------------------------------------------------
 
 
-def test_find_and_upsert(store: Store) -> None:
-    account = by_card(store, CARD_V1)
+def test_enrol_and_find(store: Store) -> None:
+    account = by_number(store)
     assert account is not None
-    assert (account.account, account.balance, account.pin_verifier, account.lookup_version) \
-        == ("AC12345678", "12.55", PIN_V1, 1)
-    assert by_card(store, CARD_V3) is None
-    store.upsert_account("AC12345678", "99.00", CARD_V3, PIN_V3)  # same account, re-made
-    assert by_card(store, CARD_V1) is None
-    updated = by_card(store, CARD_V3)
-    assert updated is not None and updated.id == account.id
-    assert (updated.balance, updated.lookup_version) == ("99.00", 3)
+    assert (account.account, account.balance, account.lookup_version, account.salted,
+            account.legacy_card, account.number_version) == ("AC12345678", "12.55", 1, True,
+                                                             None, 1)
+    assert account.card_verifier not in (CARD_V1, PIN_V1) and account.ref.isalpha()
+    assert by_number(store, NUMBER_V3) is None
+    ((found, version),) = store.transaction(
+        lambda ledger: ledger.accounts_by_caller(CALLER_ID_V1))
+    assert (found, version) == (account, 1)
     assert store.has_account("AC12345678") and not store.has_account("AC00000000")
+    assert store.reference("AC12345678") == account.ref
+
+
+def test_many_accounts_share_a_card_and_a_pin_never_a_verifier(store: Store) -> None:
+    put(store, "AC00000002", "1.00", number=NUMBER_V3)  # the same card and PIN HMACs
+    rows = query(store, "SELECT card_verifier, pin_verifier, salt FROM accounts")
+    assert len(rows) == 2 and all(len({row[i] for row in rows}) == 2 for i in range(3))
 
 
 def test_versions_and_replacement(store: Store) -> None:
-    store.upsert_account("AC00000002", "1.00", CARD_V3, PIN_V3)
+    put(store, "AC00000002", "1.00", number=NUMBER_V3, card=CARD_V3, pin=PIN_V3)
     assert store.lookup_versions() == [3, 1]
-    assert store.version_counts() == {1: 1, 3: 1}
+    assert store.version_counts() == {1: 3, 3: 2}  # verifiers, number, registration
     aid = account_id(store)
-    store.transaction(lambda ledger: ledger.replace_verifiers(
-        aid, "vault:v3:bmV3LWNhcmQ=", "vault:v3:bmV3LXBpbg=="))
+    store.transaction(lambda ledger: (
+        ledger.replace_verifiers(aid, "vault:v3:bmV3LWNhcmQ=", "vault:v3:bmV3LXBpbg==", None),
+        ledger.replace_number(aid, "vault:v3:bnVtYmVyMw=="),
+        ledger.replace_registration(aid, CALLER_ID_V1, "vault:v3:Y2FsbGVyMw==")))
     assert store.lookup_versions() == [3]
-    assert store.version_counts() == {3: 2}
+    assert store.version_counts() == {3: 5}
 
 
-def test_card_verifiers_are_unique_and_the_error_quotes_no_value(store: Store) -> None:
-    with pytest.raises(StoreConflict) as refused:
-        store.upsert_account("AC00000002", "1.00", CARD_V1, PIN_V3)
-    assert "card_verifier" in str(refused.value)
-    assert CARD_V1 not in str(refused.value) and "AC00000002" not in str(refused.value)
-    assert not store.has_account("AC00000002")
+def test_what_enrolment_refuses_and_the_unique_error_quotes_no_value(store: Store) -> None:
+    assert refused(store, account="AC12345678", number=NUMBER_V3) is Refusal.LABEL_EXISTS
+    assert refused(store, account="AC2", number=NUMBER_V1) is Refusal.NUMBER_ENROLLED
+    # The same caller number with the same card on another account: not told apart.
+    assert refused(store, account="AC2", number=NUMBER_V3,
+                   callers=(CALLER_ID_V1,)) is Refusal.CALLER_SAME_CARD
+    assert not store.has_account("AC2")
+    assert refused(store, account="AC2", number=NUMBER_V3, card=CARD_V3,
+                   callers=(CALLER_ID_V1,)) is None  # another card: a household
+    assert count_rows(store, "caller_registrations") == 2
+    with pytest.raises(StoreConflict) as conflict:  # the constraint, under the checks
+        store._db.run(lambda db: db.execute(
+            "UPDATE accounts SET number_verifier=? WHERE account='AC2'", (NUMBER_V1,)),
+            write=True)
+    assert "number_verifier" in str(conflict.value)
+    assert NUMBER_V1 not in str(conflict.value) and "AC2" not in str(conflict.value)
+    assert store.set_account_number("AC2", NUMBER_V1) is Refusal.NUMBER_ENROLLED
+    assert store.set_account_number("AC9", NUMBER_V1) is Refusal.NO_ACCOUNT
 
 
 def test_card_state_round_trips_and_a_clean_state_leaves_no_row(store: Store) -> None:
@@ -218,13 +252,13 @@ def test_a_transaction_is_all_or_nothing(store: Store) -> None:
     def broken(ledger: SqliteLedger) -> None:
         ledger.set_card_state(aid, CardState(2))
         ledger.remember("CA1", "k", (200, "{}"), now, 900)
-        ledger.replace_verifiers(aid, "not a verifier", PIN_V3)
+        ledger.replace_verifiers(aid, "not a verifier", PIN_V3, None)
 
     with pytest.raises(ValueError, match="not a Transit HMAC"):
         store.transaction(broken)
     assert state_of(store) == CardState()  # rolled back with the rest
     assert store.answer("CA1", "k", now + 1, 900) is None
-    assert store.version_counts() == {1: 1}
+    assert store.version_counts() == {1: 3}
 
 
 # -- what concurrency cannot break -------------------------------------------------------
@@ -238,7 +272,7 @@ def test_no_increment_is_lost(store: Store) -> None:
 
     def increment(n: int) -> None:
         def work(ledger: SqliteLedger) -> None:
-            account = ledger.account(CARD_V1)
+            account = ledger.account_by_number(NUMBER_V1)
             assert account is not None
             state = ledger.card_state(account.id)
             time.sleep(0.002)  # widen the window a lost update would need
@@ -253,8 +287,14 @@ def test_no_increment_is_lost(store: Store) -> None:
     assert state_of(store) == CardState(48)
 
 
-RIGHT = Verifiers(CARD_V1, PIN_V1)
-WRONG = Verifiers(CARD_V1, "vault:v1:d3Jvbmc=")
+RIGHT = Hmacs(NUMBER_V1, CARD_V1, PIN_V1)
+WRONG = Hmacs(NUMBER_V1, CARD_V1, "vault:v1:d3Jvbmc=")
+
+
+def attempt(n: int | str, caller: str, hmacs: Hmacs, *, key: str | None = None) -> Attempt:
+    sid = f"CA{n:032x}" if isinstance(n, int) else n
+    return Attempt(sid, key or f"key-{n}", caller, False, Identification.ACCOUNT_NUMBER,
+                   (hmacs,))
 POLICY = LockoutPolicy(threshold=5, duration=900, hard_limit=10, caller_limit=1000,
                        caller_window=3600)
 
@@ -283,8 +323,7 @@ def test_a_burst_of_wrong_pins_on_two_backends_evaluates_exactly_the_threshold(
         store: Store) -> None:
     other = Store(store.url)  # a second backend: its own connections
     try:
-        attempts = [Attempt(f"CA{n:032x}", f"key-{n}", f"vault:v1:Y2FsbGVy{n}", (WRONG,))
-                    for n in range(24)]
+        attempts = [attempt(n, f"vault:v1:Y2FsbGVy{n}", WRONG) for n in range(24)]
         decisions = race([store, other], attempts)
     finally:
         other.close()
@@ -302,16 +341,16 @@ def test_two_backends_racing_one_request_decide_it_once(store: Store) -> None:
     other = Store(store.url)
     try:
         for n in range(12):
-            attempt = Attempt(f"CA{n:032x}", f"key-{n}", CALLER, (WRONG,))
-            decisions = race([store, other], [attempt, attempt])
+            one = attempt(n, CALLER, WRONG)
+            decisions = race([store, other], [one, one])
             assert outcomes(decisions) == {"not_found": 1, "replayed": 1}, n
             replayed = next(d.replayed for d in decisions if d.replayed)
             assert replayed == (404, '{"detail": "not found"}')
             store.unlock("AC12345678")  # so that every round compares
         # A second lookup in one call (another request key), raced: one is the lookup,
         # the other its call's second lookup, counted against the card too.
-        first = Attempt("CA" + "f" * 32, "key-a", CALLER, (RIGHT,))
-        second = Attempt("CA" + "f" * 32, "key-b", CALLER, (RIGHT,))
+        first = attempt("CA" + "f" * 32, CALLER, RIGHT, key="key-a")
+        second = attempt("CA" + "f" * 32, CALLER, RIGHT, key="key-b")
         decided = outcomes(race([store, other], [first, second]))
         assert decided == {"found": 1, "second_lookup": 1}
     finally:
@@ -320,12 +359,12 @@ def test_two_backends_racing_one_request_decide_it_once(store: Store) -> None:
 
 
 def test_a_callers_concurrent_failures_are_counted_one_by_one(store: Store) -> None:
-    """One number guessing many unknown cards at once: exactly CALLER_FAILURE_LIMIT
-    lookups happen, the rest are cut off."""
+    """One number guessing many unknown account numbers at once: exactly
+    CALLER_FAILURE_LIMIT lookups happen, the rest are cut off."""
     policy = LockoutPolicy(threshold=5, duration=900, hard_limit=10, caller_limit=6,
                            caller_window=3600)
-    attempts = [Attempt(f"CA{n:032x}", f"key-{n}", CALLER,
-                        (Verifiers(f"vault:v1:dW5rbm93bi0{n}", PIN_V1),)) for n in range(16)]
+    attempts = [attempt(n, CALLER, Hmacs(f"vault:v1:dW5rbm93bi0{n}", CARD_V1, PIN_V1))
+                for n in range(16)]
     other = Store(store.url)
     try:
         decisions = race([store, other], attempts, policy)
@@ -408,15 +447,15 @@ def test_a_store_round_trips_through_a_sqlite_file_into_either_engine(
         assert restored.answer("CA1", "k", 1e9 + 1, 1e10) == (404, "{}")
         assert restored.canaries() == {1: "vault:v1:Y2FuYXJ5"}
         # New rows get new ids after the restored ones.
-        restored.upsert_account("AC00000002", "1.00", CARD_V3, PIN_V3)
-        assert account_id(restored, CARD_V3) > aid
+        put(restored, "AC00000002", "1.00", number=NUMBER_V3, card=CARD_V3, pin=PIN_V3)
+        assert account_id(restored, NUMBER_V3) > aid
     finally:
         restored.close()
     back = tmp_path / "back.sqlite3"
     export_to_sqlite(target, back)
     import_from_sqlite(back, StoreUrl.sqlite(str(tmp_path / "again.sqlite3")))
     again = Store(tmp_path / "again.sqlite3")
-    assert again.version_counts() == {1: 1, 3: 1}
+    assert again.version_counts() == {1: 3, 3: 2}
     again.close()
 
 
@@ -509,7 +548,7 @@ def test_backup_and_restore_of_a_postgresql_store(
     (those copied aside first) and into a SQLite one."""
     source = pg_store_url(postgres, "backup_source")
     store = Store(source)
-    store.upsert_account("AC12345678", "12.55", CARD_V1, PIN_V1)
+    put(store)
     aid = account_id(store)
     store.transaction(lambda ledger: ledger.set_card_state(aid, CardState(2)))
     store.close()
@@ -522,12 +561,12 @@ def test_backup_and_restore_of_a_postgresql_store(
     backup = read_backup(out)
     (tmp_path / "member.sqlite3").write_bytes(backup.store)
     member = Store(tmp_path / "member.sqlite3")
-    assert member.version_counts() == {1: 1} and state_of(member) == CardState(2)
+    assert member.version_counts() == {1: 2} and state_of(member) == CardState(2)
     member.close()
 
     target = pg_store_url(postgres, "backup_target")
     other = Store(target)
-    other.upsert_account("AC99999999", "0.01", CARD_V3, PIN_V3)
+    put(other, "AC99999999", "0.01", number=NUMBER_V3, card=CARD_V3, pin=PIN_V3)
     other.close()
     monkeypatch.chdir(tmp_path)  # a PostgreSQL store's copy aside goes to the working dir
     aside = restore_store(backup, target)

@@ -2,7 +2,7 @@
 JWT method and a role per identity (service/vault/jwt_auth.py), and the client logs in with
 a token file (service/vault/jwt_login.py), as a pod does with its projected token. The
 signing key pair is the test's own (tests/support/service_account.py); the policy matrix
-for these identities is tests/integration/test_policy_matrix.py's ``jwt`` half."""
+for these identities is tests/integration/vault/test_policy_matrix.py's ``jwt`` half."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -27,12 +28,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.backend.app import ANSWERS, create_backend_app
 from service.backend.decision import LookupOutcome
+from service.backend.enrolment import Enrolment, make_records
 from service.backend.keycheck import CANARY_INPUT
 from service.backend.policy import LockKind
 from service.devtools.caller import new_call_sid
 from service.errors import VaultTimeout
 from service.settings import Secret, Settings
-from service.store.accounts import Store, card_input, pin_input
+from service.store.accounts import Store
 from service.web.metrics import vault_error_kinds
 from tests.support.fake_transit import FakeTransit, fake_session
 
@@ -42,7 +44,7 @@ with warnings.catch_warnings():  # Starlette would have httpx2; the users chose 
 
 BEARER = "backend-bearer-for-tests"
 AUTH = {"Authorization": f"Bearer {BEARER}"}
-CARD, PIN = "1234", "4321"
+NUMBER, CARD, PIN = "31415926", "1234", "4321"
 CALLER = "+15005550006"
 THRESHOLD, HARD_LIMIT, CALLER_LIMIT = 3, 6, 8
 
@@ -53,11 +55,15 @@ class Backend:
     transit: FakeTransit
 
     def ciphertexts(self, call_sid: str, card: str = CARD, pin: str = PIN,
-                    caller: str = CALLER) -> dict[str, str]:
-        return {"call_sid": call_sid,
+                    caller: str = CALLER, number: str | None = NUMBER) -> dict[str, str]:
+        body = {"call_sid": call_sid,
                 "card_last4": self.transit.seal(card.encode(), f"{call_sid}:card_last4".encode()),
                 "pin": self.transit.seal(pin.encode(), f"{call_sid}:pin".encode()),
                 "caller": self.transit.seal(caller.encode(), f"{call_sid}:caller".encode())}
+        if number is not None:
+            body["account_number"] = self.transit.seal(
+                number.encode(), f"{call_sid}:account_number".encode())
+        return body
 
     def lookup(self, body: object, *, key: str | None = None,
                headers: dict[str, str] | None = None) -> httpx.Response:
@@ -80,11 +86,12 @@ def backend(tmp_path: Path) -> Iterator[Backend]:
                         backend_token=Secret(BEARER), store_path=str(tmp_path / "s.sqlite3"),
                         lockout_threshold=THRESHOLD, lockout_hard_limit=HARD_LIMIT,
                         caller_failure_limit=CALLER_LIMIT)
-    card_v, pin_v, canary = asyncio.run(transit.hmac([card_input(CARD), pin_input(CARD, PIN),
-                                                      CANARY_INPUT]))
+    (canary,) = asyncio.run(transit.hmac([CANARY_INPUT]))
+    records = asyncio.run(make_records(transit, [
+        Enrolment("AC12345678", "12.55", NUMBER, CARD, PIN, (CALLER,))]))
     store = Store(settings.store_path)
     store.add_canary(canary, 0.0)  # as enrolment records it
-    store.upsert_account("AC12345678", "12.55", card_v, pin_v)
+    assert store.add_accounts(records) == [None]
     store.close()
     app = create_backend_app(settings, transit_session=fake_session(transit))
     with TestClient(app, raise_server_exceptions=False) as client:
@@ -227,9 +234,63 @@ def test_decrypted_entries_that_are_not_4_digits_are_malformed(backend: Backend,
     with structlog.testing.capture_logs() as logs:
         response = backend.lookup(backend.ciphertexts(new_call_sid(), card, pin))
     assert (response.status_code, response.json()) == (
-        422, {"detail": "decrypted values are not 4-digit entries"})
+        422, {"detail": "decrypted values are not entries of the expected number of digits"})
     assert access_lines(logs) == [("malformed", 422)]
     assert backend.metric("ivr_lookups_total", outcome="malformed") == 1
+
+
+@pytest.mark.parametrize("number", ["1234567", "123456789", "1234567a"])
+def test_a_decrypted_account_number_of_another_length_is_malformed(backend: Backend,
+                                                                   number: str) -> None:
+    response = backend.lookup(backend.ciphertexts(new_call_sid(), number=number))
+    assert response.status_code == 422
+
+
+def test_the_registered_path_and_its_refusals(backend: Backend) -> None:
+    """Identified by the registered caller number; an unregistered number, a withheld
+    one, or both identifications at once: no account, or a precise 422."""
+    registered = {**backend.ciphertexts(new_call_sid(), number=None), "registered": True}
+    assert backend.lookup(registered).json() == {"account": "AC12345678", "balance": "12.55"}
+    for caller in ("+15005550007", "anonymous"):
+        other = {**backend.ciphertexts(new_call_sid(), number=None, caller=caller),
+                 "registered": True}
+        assert backend.lookup(other).status_code == 404
+    both = {**backend.ciphertexts(new_call_sid()), "registered": True}
+    response = backend.lookup(both)
+    assert response.status_code == 422 and "one identification" in response.text
+    for bad in ({"registered": "yes"}, {"stir_verstat": "A B"}, {"stir_verstat": 7}):
+        assert backend.lookup({**backend.ciphertexts(new_call_sid()), **bad}
+                              ).status_code == 422
+
+
+def test_one_lookup_is_one_decrypt_one_hmac_and_two_thread_hops(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What docs/security.md states: per lookup, on either path, one Transit decrypt and
+    one Transit HMAC (batches), and two hops to the store's threads (the remembered
+    answer's read, the decision's transaction)."""
+    backend.lookup(backend.ciphertexts(new_call_sid()), key="warm-up")  # canary recorded
+    counts: Counter[str] = Counter()
+    transit = backend.transit
+    for name in ("decrypt", "hmac"):
+        original = getattr(transit, name)
+
+        async def counted(*args: Any, _original: Any = original, _name: str = name,
+                          **kwargs: Any) -> Any:
+            counts[_name] += 1
+            return await _original(*args, **kwargs)
+        monkeypatch.setattr(transit, name, counted)
+    submit = transit.executor.submit
+
+    def hop(*args: Any, **kwargs: Any) -> Any:
+        counts["thread hops"] += 1
+        return submit(*args, **kwargs)
+    monkeypatch.setattr(transit.executor, "submit", hop)
+    bodies = [backend.ciphertexts(new_call_sid()),
+              {**backend.ciphertexts(new_call_sid(), number=None), "registered": True}]
+    for n, body in enumerate(bodies):
+        counts.clear()
+        assert backend.lookup(body, key=f"key-{n}").status_code == 200
+        assert counts == {"decrypt": 1, "hmac": 1, "thread hops": 2}, counts
 
 
 def test_vault_unavailable_is_503_and_nothing_is_decided(backend: Backend) -> None:
@@ -288,8 +349,8 @@ def test_the_hard_limit_holds_until_an_unlock(backend: Backend, tmp_path: Path) 
 
 
 def test_a_caller_number_is_cut_off_after_its_limit(backend: Backend) -> None:
-    for n in range(CALLER_LIMIT):  # unknown cards: no card is locked on the way
-        assert backend.lookup(backend.ciphertexts(new_call_sid(), card=f"9{n:03d}")
+    for n in range(CALLER_LIMIT):  # unknown accounts: none is locked on the way
+        assert backend.lookup(backend.ciphertexts(new_call_sid(), number=f"9{n:07d}")
                               ).status_code == 404
     assert backend.metric("ivr_lockouts_total", kind="caller") == 1
     with structlog.testing.capture_logs() as logs:

@@ -2,7 +2,8 @@
 clocks: what each outcome reads, compares, counts and remembers, in one transaction.
 
 Verifiers here are fixed strings shaped like Transit HMACs; Vault is the integration tests'
-business (tests/integration/calls/test_guessing.py runs the same policy on real processes).
+business (tests/integration/calls/test_guessing.py and test_identification.py run the same policy
+on real processes).
 """
 
 from __future__ import annotations
@@ -15,17 +16,28 @@ from pathlib import Path
 import pytest
 
 from service.backend.app import http_answer
-from service.backend.decision import Attempt, Decision, LookupOutcome, Verifiers, decide
+from service.backend.decision import (
+    Attempt,
+    Decision,
+    Hmacs,
+    Identification,
+    LookupOutcome,
+    decide,
+)
 from service.backend.policy import LockKind, LockoutPolicy
 from service.store.accounts import Store
 from service.store.ledger import CardState
+from tests.support.store import put, query
 
-RIGHT = Verifiers("vault:v2:Y2FyZA==", "vault:v2:cmlnaHQ=")
-WRONG = Verifiers(RIGHT.card, "vault:v2:d3Jvbmc=")
-UNKNOWN = Verifiers("vault:v2:b3RoZXI=", "vault:v2:cGlu")
+NUMBER, CARD, PIN = "vault:v2:bnVtYmVy", "vault:v2:Y2FyZA==", "vault:v2:cmlnaHQ="
+RIGHT = Hmacs(NUMBER, CARD, PIN)
+WRONG = Hmacs(NUMBER, CARD, "vault:v2:d3Jvbmc=")
+WRONG_CARD = Hmacs(NUMBER, "vault:v2:b3RoZXI=", PIN)
+UNKNOWN = Hmacs("vault:v2:bm9ib2R5", CARD, PIN)
 CALLER, OTHER_CALLER = "vault:v2:Y2FsbGVyLWE=", "vault:v2:Y2FsbGVyLWI="
+REGISTERED = "vault:v2:cmVnaXN0ZXJlZA=="
 POLICY = LockoutPolicy(threshold=3, duration=60, hard_limit=6, caller_limit=10,
-                       caller_window=3600)
+                       caller_window=3600, withheld_limit=4, withheld_window=600)
 T0 = 1_000_000.0
 TTL = 4 * 3600.0
 
@@ -33,7 +45,7 @@ TTL = 4 * 3600.0
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     s = Store(tmp_path / "accounts.sqlite3")
-    s.upsert_account("AC12345678", "12.55", RIGHT.card, RIGHT.pin)
+    put(s, number=NUMBER, card=CARD, pin=PIN, callers=(REGISTERED,))
     return s
 
 
@@ -53,11 +65,13 @@ def new_call() -> Calls:
     return Calls()
 
 
-def run(store: Store, verifiers: Verifiers | tuple[Verifiers, ...], at: float, *,
+def run(store: Store, hmacs: Hmacs | tuple[Hmacs, ...], at: float, *,
         call_sid: str, key: str | None = "key", caller: str = CALLER,
-        final: bool = False, policy: LockoutPolicy = POLICY) -> Decision:
-    candidates = verifiers if isinstance(verifiers, tuple) else (verifiers,)
-    attempt = Attempt(call_sid, key, caller, candidates)
+        by: Identification = Identification.ACCOUNT_NUMBER, withheld: bool = False,
+        card_only: bool = False, final: bool = False,
+        policy: LockoutPolicy = POLICY) -> Decision:
+    candidates = hmacs if isinstance(hmacs, tuple) else (hmacs,)
+    attempt = Attempt(call_sid, key, caller, withheld, by, candidates, card_only=card_only)
     return store.transaction(lambda ledger: decide(
         ledger, attempt, policy=policy, now=at, answer=http_answer, answer_ttl=TTL,
         final=final))
@@ -106,8 +120,8 @@ def test_wrong_pins_lock_escalate_and_end_in_a_hard_lock(store: Store,
     callers = iter(f"vault:v2:{i:04d}" for i in range(100))  # no caller limit in the way
     at = T0
 
-    def guess(verifiers: Verifiers) -> Decision:
-        return run(store, verifiers, at, call_sid=new_call(), caller=next(callers))
+    def guess(hmacs: Hmacs) -> Decision:
+        return run(store, hmacs, at, call_sid=new_call(), caller=next(callers))
 
     first = [guess(WRONG) for _ in range(3)]
     assert [d.lock for d in first] == [None, None, LockKind.CARD]
@@ -125,7 +139,7 @@ def test_wrong_pins_lock_escalate_and_end_in_a_hard_lock(store: Store,
 
 
 def test_the_second_lock_lasts_twice_as_long(store: Store, new_call: Calls) -> None:
-    policy = LockoutPolicy(3, 60, 100, 1000, 3600)
+    policy = LockoutPolicy(3, 60, 100, 1000, 3600, 1000, 600)
     for at in (T0, T0, T0, T0 + 60, T0 + 60, T0 + 60):
         run(store, WRONG, at, call_sid=new_call(), policy=policy)
     assert card_state(store) == CardState(6, T0 + 60 + 120)
@@ -142,15 +156,109 @@ def test_a_correct_pin_forgets_the_cards_failures_not_the_callers(store: Store,
         None, None, LockKind.CARD]
 
 
-def test_unknown_card_is_a_caller_failure(store: Store, new_call: Calls) -> None:
-    decision = run(store, UNKNOWN, T0, call_sid=new_call())
+def test_unknown_account_number_is_a_caller_failure(store: Store, new_call: Calls) -> None:
+    decision = run(store, UNKNOWN, T0, call_sid=new_call(), final=True)
     assert outcome(decision) is LookupOutcome.NOT_FOUND and not decision.compared
     assert caller_rows(store) == 1 and card_state(store) == CardState()
 
 
+def test_a_wrong_card_of_a_known_account_counts_against_it(store: Store,
+                                                          new_call: Calls) -> None:
+    decision = run(store, WRONG_CARD, T0, call_sid=new_call())
+    assert outcome(decision) is LookupOutcome.NOT_FOUND and decision.wrong_pin
+    assert card_state(store).failures == 1 and caller_rows(store) == 1
+    assert decision.account is not None and decision.account.isalpha()  # its reference
+
+
+def test_two_accounts_with_the_same_card_and_pin_each_need_their_own_number(
+        store: Store, new_call: Calls) -> None:
+    other_number = "vault:v2:b3RoZXItbnVtYmVy"
+    put(store, "AC2", "2.00", number=other_number, card=CARD, pin=PIN)
+    verifiers = query(store, "SELECT card_verifier, pin_verifier FROM accounts")
+    assert len({row[0] for row in verifiers}) == 2 and len({row[1] for row in verifiers}) == 2
+    first = run(store, RIGHT, T0, call_sid=new_call())
+    second = run(store, Hmacs(other_number, CARD, PIN), T0, call_sid=new_call())
+    assert first.result is not None and first.result.account == "AC12345678"
+    assert second.result is not None and second.result.account == "AC2"
+
+
+def test_the_registered_number_finds_the_account_whose_card_matches(
+        store: Store, new_call: Calls) -> None:
+    """A household's number on two accounts: the card tells them apart. A card that
+    matches neither is nobody's failure but the caller's."""
+    put(store, "AC2", "2.00", number="vault:v2:c2Vjb25k", card="vault:v2:Y2FyZDI=",
+        pin="vault:v2:cGluMg==", callers=(REGISTERED,))
+    found = run(store, Hmacs(REGISTERED, "vault:v2:Y2FyZDI=", "vault:v2:cGluMg=="), T0,
+                call_sid=new_call(), by=Identification.CALLER)
+    assert found.result is not None and found.result.account == "AC2"
+    first = run(store, Hmacs(REGISTERED, CARD, PIN), T0, call_sid=new_call(),
+                by=Identification.CALLER)
+    assert first.result is not None and first.result.account == "AC12345678"
+    nobody = run(store, Hmacs(REGISTERED, "vault:v2:bm9uZQ==", PIN), T0,
+                 call_sid=new_call(), by=Identification.CALLER)
+    assert outcome(nobody) is LookupOutcome.NOT_FOUND and not nobody.wrong_pin
+    assert card_state(store) == CardState() and caller_rows(store) == 1
+    wrong_pin = run(store, Hmacs(REGISTERED, CARD, "vault:v2:eA=="), T0,
+                    call_sid=new_call(), by=Identification.CALLER)
+    assert outcome(wrong_pin) is LookupOutcome.NOT_FOUND and wrong_pin.wrong_pin
+
+
+def test_an_unregistered_or_unattested_number_finds_nothing(store: Store,
+                                                            new_call: Calls) -> None:
+    for identity in ("vault:v2:dW5yZWdpc3RlcmVk", None):
+        decision = run(store, Hmacs(identity, CARD, PIN), T0, call_sid=new_call(),
+                       by=Identification.CALLER, final=True)
+        assert outcome(decision) is LookupOutcome.NOT_FOUND and not decision.compared
+    assert caller_rows(store) == 2 and card_state(store) == CardState()
+
+
+def test_withheld_callers_share_a_bucket_with_its_own_window(store: Store,
+                                                             new_call: Calls) -> None:
+    anonymous = "vault:v2:YW5vbnltb3Vz"
+    for i in range(4):
+        run(store, UNKNOWN, T0 + i, call_sid=new_call(), caller=anonymous, withheld=True,
+            final=True)
+    cut = run(store, RIGHT, T0 + 10, call_sid=new_call(), caller=anonymous, withheld=True)
+    assert outcome(cut) is LookupOutcome.CALLER_CUT_OFF
+    # The shared bucket's window (600 s), not the caller window (3,600 s).
+    back = run(store, RIGHT, T0 + 605, call_sid=new_call(), caller=anonymous, withheld=True)
+    assert outcome(back) is LookupOutcome.FOUND
+
+
+def test_the_card_only_lookup_finds_a_migrated_account_and_salts_it(
+        tmp_path: Path, new_call: Calls) -> None:
+    """A migrated account (unsalted verifiers, no account number): found by its card
+    alone while allowed; its first success binds its verifiers to its salt and keeps the
+    card-only index until an account number is set."""
+    store = Store(tmp_path / "s.sqlite3")
+    store._db.run(lambda db: db.execute(
+        "INSERT INTO accounts(account, ref, balance, salt, card_verifier, pin_verifier,"
+        " salted, legacy_card, lookup_version) VALUES ('AC9', 'LEGACYREF', '9.00',"
+        " '0011223344556677', ?, ?, 0, ?, 2)", (CARD, PIN, CARD)), write=True)
+    star = Hmacs(None, CARD, PIN)
+    refused = run(store, star, T0, call_sid=new_call(), by=Identification.CALLER,
+                  final=True)
+    assert outcome(refused) is LookupOutcome.NOT_FOUND
+    found = run(store, star, T0, call_sid=new_call(), by=Identification.CALLER,
+                card_only=True)
+    assert found.result is not None and found.result.account == "AC9"
+    assert found.legacy and found.upgraded
+    ((card_v, pin_v, salted, legacy),) = query(
+        store, "SELECT card_verifier, pin_verifier, salted, legacy_card FROM accounts")
+    assert (salted, legacy) == (1, CARD) and card_v != CARD and pin_v != PIN
+    again = run(store, UNKNOWN, T0, call_sid=new_call(), card_only=True)  # any number
+    assert again.result is not None and again.result.account == "AC9"
+    assert store.set_account_number("AC9", NUMBER) is None
+    assert store.legacy_accounts() == 0
+    assert outcome(run(store, star, T0, call_sid=new_call(), by=Identification.CALLER,
+                       card_only=True, final=True)) is LookupOutcome.NOT_FOUND
+    assert run(store, RIGHT, T0, call_sid=new_call()).result == found.result
+
+
 def test_a_caller_is_cut_off_at_the_limit_without_a_lookup(store: Store,
                                                            new_call: Calls) -> None:
-    decisions = [run(store, UNKNOWN, T0 + i, call_sid=new_call()) for i in range(10)]
+    decisions = [run(store, UNKNOWN, T0 + i, call_sid=new_call(), final=True)
+                 for i in range(10)]
     assert [d.caller_cut_off for d in decisions] == [False] * 9 + [True]
     cut = run(store, RIGHT, T0 + 20, call_sid=new_call())  # even the right card and PIN
     assert outcome(cut) is LookupOutcome.CALLER_CUT_OFF and not cut.compared
@@ -196,18 +304,19 @@ def test_requests_without_a_key_are_never_each_others_retry(store: Store,
 def test_older_key_versions_are_asked_for_and_the_account_upgraded(tmp_path: Path,
                                                                    new_call: Calls) -> None:
     store = Store(tmp_path / "s.sqlite3")
-    v1 = Verifiers("vault:v1:Y2FyZA==", "vault:v1:cGlu")
-    store.upsert_account("AC1", "1.00", v1.card, v1.pin)
-    v2 = Verifiers("vault:v2:Y2FyZDI=", "vault:v2:cGluMg==")
+    v1 = Hmacs("vault:v1:bnVtYmVy", "vault:v1:Y2FyZA==", "vault:v1:cGlu")
+    put(store, "AC1", "1.00", number=v1.identity, card=v1.card, pin=v1.pin)
+    v2 = Hmacs("vault:v2:bnVtYmVyMg==", "vault:v2:Y2FyZDI=", "vault:v2:cGluMg==")
     sid = new_call()
     asked = run(store, v2, T0, call_sid=sid)
     assert asked.need_versions == (1,) and asked.result is None
     assert store.answer(sid, "key", T0, TTL) is None and caller_rows(store) == 0  # no write
     found = run(store, (v2, v1), T0, call_sid=sid)
     assert outcome(found) is LookupOutcome.FOUND and found.upgraded
-    assert store.version_counts() == {2: 1}
-    # On the last pass an unknown card is unknown, whatever versions were not tried.
-    v3 = Verifiers("vault:v3:eA==", "vault:v3:eQ==")
+    assert store.version_counts() == {2: 2}  # its card and PIN, and its account number
+    assert outcome(run(store, v2, T0, call_sid=new_call())) is LookupOutcome.FOUND
+    # On the last pass an unknown account is unknown, whatever versions were not tried.
+    v3 = Hmacs("vault:v3:eg==", "vault:v3:eA==", "vault:v3:eQ==")
     assert run(store, v3, T0, call_sid=new_call()).need_versions == (2,)
     assert outcome(run(store, v3, T0, call_sid=new_call(), final=True)) \
         is LookupOutcome.NOT_FOUND

@@ -13,11 +13,12 @@ import pytest
 import structlog
 
 from service.backend.app import create_backend_app
+from service.backend.enrolment import Enrolment, make_records
 from service.backend.keycheck import CANARY_INPUT, check_keys
 from service.devtools.caller import new_call_sid
 from service.errors import VaultRequestError
 from service.settings import Secret, Settings
-from service.store.accounts import Store, card_input, pin_input
+from service.store.accounts import Store
 from tests.support.fake_transit import FakeTransit, fake_session
 
 with warnings.catch_warnings():  # Starlette would have httpx2; the users chose httpx
@@ -25,18 +26,19 @@ with warnings.catch_warnings():  # Starlette would have httpx2; the users chose 
     from starlette.testclient import TestClient
 
 BEARER = "backend-bearer-for-tests"
-CARD, PIN = "1234", "4321"
+NUMBER, CARD, PIN = "31415926", "1234", "4321"
 OLD_VAULT, NEW_VAULT = b"the key of the Vault that made the store", b"another Vault's key"
 
 
 def enrol(store_path: Path, transit: FakeTransit, *, canary: bool = True) -> None:
     """What enrolment writes: the verifiers and (since canaries exist) the canary."""
-    card_v, pin_v, made = asyncio.run(transit.hmac([card_input(CARD), pin_input(CARD, PIN),
-                                                    CANARY_INPUT]))
+    (made,) = asyncio.run(transit.hmac([CANARY_INPUT]))
+    records = asyncio.run(make_records(transit, [
+        Enrolment("AC12345678", "12.55", NUMBER, CARD, PIN)]))
     store = Store(store_path)
     if canary:
         store.add_canary(made, 0.0)
-    store.upsert_account("AC12345678", "12.55", card_v, pin_v)
+    assert store.add_accounts(records) == [None]
     store.close()
 
 
@@ -50,7 +52,8 @@ def lookup(client: TestClient, transit: FakeTransit) -> tuple[int, object]:
     response = client.post("/v1/lookup", headers={"Authorization": f"Bearer {BEARER}"}, json={
         "call_sid": sid, "card_last4": transit.seal(CARD.encode(), f"{sid}:card_last4".encode()),
         "pin": transit.seal(PIN.encode(), f"{sid}:pin".encode()),
-        "caller": transit.seal(b"+15005550006", f"{sid}:caller".encode())})
+        "caller": transit.seal(b"+15005550006", f"{sid}:caller".encode()),
+        "account_number": transit.seal(NUMBER.encode(), f"{sid}:account_number".encode())})
     return response.status_code, response.json()
 
 

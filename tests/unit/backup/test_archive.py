@@ -1,6 +1,6 @@
 """Reading a backup file (service/backup/archive.py): a damaged one is called damaged, in
 the one line ``ivr-vault restore`` prints, exit 2, before anything is touched. Files only:
-writing and restoring with a real Vault is tests/integration/test_backup.py."""
+writing and restoring with a real Vault is tests/integration/store/test_backup.py."""
 
 from __future__ import annotations
 

@@ -158,7 +158,7 @@ def test_help_is_plain_text_for_users() -> None:
     (["doctor", "--credentials", "nobody=/tmp"], "",
      "--credentials: expected ROLE=DIR with ROLE one of "),
     (["accounts", "add", "--account", "AC1", "--balance", "1.00"], "12ab\n",
-     "card last 4 digits: expected exactly 4 digits"),
+     "account number: expected exactly 8 digits"),
     (["callers", "reset"], "0044 20 7946 0000\n",
      "caller number: expected E.164 (+ and up to 15 digits), client:NAME, sip:URI or "
      "anonymous"),

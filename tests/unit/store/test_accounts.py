@@ -15,21 +15,26 @@ from pathlib import Path
 import pytest
 
 from service.store import sqlite as sqlite_local
-from service.store.accounts import (
-    Store,
+from service.store.accounts import Store, verifier_version
+from service.store.identity import (
+    bind,
     caller_input,
     card_input,
+    matches,
+    new_reference,
+    new_salt,
+    number_input,
     pin_input,
-    verifier_version,
+    registered_input,
 )
 from service.store.ledger import CardState
-from tests.support.store import CARD_V1, PIN_V1, account_id, by_card, state_of
+from tests.support.store import CARD_V1, account_id, by_number, put, state_of
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     s = Store(tmp_path / "sub" / "accounts.sqlite3")
-    s.upsert_account("AC12345678", "12.55", CARD_V1, PIN_V1)
+    put(s)
     return s
 
 
@@ -50,16 +55,39 @@ def test_inputs_bind_the_pin_to_its_card_and_keep_callers_apart() -> None:
     assert pin_input("1234", "4321") != pin_input("5678", "4321")
     assert caller_input("+15005550006") == b"caller:+15005550006"
     assert caller_input("1234") != card_input("1234")
+    assert number_input("12345678") == b"acctno:12345678"
+    assert registered_input("+15005550006") != caller_input("+15005550006")
 
+
+def test_a_verifier_bound_to_one_account_is_no_other_accounts() -> None:
+    """The same card (Transit's same HMAC) on two accounts: two stored verifiers that say
+    nothing of each other, each matching only with its own salt; the version prefix
+    stays, for rotation."""
+    salts = new_salt(), new_salt()
+    first, second = (bind(salt, CARD_V1) for salt in salts)
+    assert first != second and first.startswith("vault:v1:") and CARD_V1 not in first
+    assert matches(first, salts[0], CARD_V1, salted=True)
+    assert not matches(first, salts[1], CARD_V1, salted=True)
+    assert not matches(first, salts[0], "vault:v1:b3RoZXI=", salted=True)
+    assert matches(CARD_V1, salts[0], CARD_V1, salted=False)  # migrated, not yet re-made
+
+
+def test_references_are_letters_only() -> None:
+    references = {new_reference() for _ in range(100)}
+    assert len(references) == 100
+    assert all(r.isascii() and r.isalpha() and r.isupper() and len(r) == 12
+               for r in references)
 
 def test_the_schema_has_no_place_for_digits(store: Store) -> None:
     with sqlite3.connect(store.path) as db:
         columns = {table: {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
                    for table in ("accounts", "card_lockout", "caller_failures",
-                                 "call_answers")}
+                                 "call_answers", "caller_registrations")}
     assert columns == {
-        "accounts": {"id", "account", "balance", "card_verifier", "pin_verifier",
-                     "lookup_version"},
+        "accounts": {"id", "account", "ref", "balance", "salt", "number_verifier",
+                     "number_version", "card_verifier", "pin_verifier", "salted",
+                     "legacy_card", "lookup_version"},
+        "caller_registrations": {"caller_verifier", "account_id", "lookup_version"},
         "card_lockout": {"account_id", "failures", "locked_until", "hard"},
         "caller_failures": {"caller", "at"},  # the caller number's HMAC, never the number
         "call_answers": {"call_sid", "request_key", "status", "body", "at"},
@@ -91,7 +119,7 @@ def test_each_thread_keeps_one_connection_and_close_closes_them_all(store: Store
     for db in [*others, mine]:
         with pytest.raises(sqlite3.ProgrammingError):
             db.execute("SELECT 1")
-    assert by_card(store, CARD_V1) is not None  # a later use opens a new one
+    assert by_number(store) is not None  # a later use opens a new one
 
 
 def test_a_writer_in_another_process_is_waited_for(store: Store) -> None:

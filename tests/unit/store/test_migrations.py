@@ -14,10 +14,19 @@ import pytest
 
 from service.errors import StoreSchemaMismatch
 from service.settings import StoreUrl
-from service.store.accounts import Store
+from service.store.accounts import SqliteLedger, Store
 from service.store.ledger import CardState
 from service.store.migrations import ID_COLUMN, LATEST, MIGRATIONS, migrate_store
-from tests.support.store import OLD_ACCOUNTS, state_of
+from tests.support.store import OLD_ACCOUNTS, OLD_LOCKOUT
+
+
+def state_of(store: Store, card: str) -> CardState:
+    """A migrated account's state, found as the card-only lookup finds it."""
+    def read(ledger: SqliteLedger) -> CardState:
+        account = ledger.legacy_account(card)
+        assert account is not None
+        return ledger.card_state(account.id)
+    return store.transaction(read)
 
 
 def history(path: Path) -> list[tuple[int, str]]:
@@ -46,10 +55,7 @@ def test_a_store_from_before_versioned_migrations_is_taken_as_it_is(tmp_path: Pa
     """Issue 12's store: every table there, but no schema_migrations. Its rows stay."""
     path = tmp_path / "issue12.sqlite3"
     with closing(sqlite3.connect(path)) as db, db:
-        db.executescript(OLD_ACCOUNTS + """
-            CREATE TABLE card_lockout (account_id INTEGER PRIMARY KEY REFERENCES
-                accounts(id) ON DELETE CASCADE, failures INTEGER NOT NULL,
-                locked_until REAL NOT NULL, hard INTEGER NOT NULL);
+        db.executescript(OLD_ACCOUNTS + OLD_LOCKOUT + """
             INSERT INTO accounts VALUES (7, 'AC1', '1.00', 'vault:v1:YQ==', 'vault:v1:Yg==', 1);
             INSERT INTO card_lockout VALUES (7, 4, 0, 0);
         """)
@@ -89,6 +95,37 @@ def test_a_store_from_before_carries_counts_and_locks_over(tmp_path: Path) -> No
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
     assert not {"pin_failures", "locks", "idempotency"} & tables
     Store(path).close()  # opening it again changes nothing
+
+
+def test_a_store_from_before_issue_19_keeps_its_verifiers_and_its_card_lookup(
+        tmp_path: Path) -> None:
+    """Issue 19's rebuild of the accounts table: ids, verifiers (unsalted, until the next
+    successful lookup), lockout rows and the card-only lookup carried over; each account
+    given a salt and a reference; many accounts per card allowed from then on."""
+    path = tmp_path / "v2.sqlite3"
+    with closing(sqlite3.connect(path)) as db, db:
+        db.executescript(OLD_ACCOUNTS + OLD_LOCKOUT + """
+            INSERT INTO accounts VALUES (7, 'AC1', '1.00', 'vault:v1:YQ==', 'vault:v1:Yg==', 1);
+            INSERT INTO accounts VALUES (9, 'AC2', '2.00', 'vault:v1:Yw==', 'vault:v1:ZA==', 1);
+            INSERT INTO card_lockout VALUES (9, 3, 0, 0);
+        """)
+    store = Store(path)
+    try:
+        assert state_of(store, "vault:v1:Yw==") == CardState(3)
+        first = store.transaction(lambda ledger: ledger.legacy_account("vault:v1:YQ=="))
+        assert first is not None and (first.id, first.account, first.salted) == (7, "AC1",
+                                                                                 False)
+        assert (first.card_verifier, first.pin_verifier) == ("vault:v1:YQ==",
+                                                             "vault:v1:Yg==")
+        assert first.ref.isalpha() and len(first.salt) == 32
+        assert store.legacy_accounts() == 2
+        with closing(sqlite3.connect(path)) as db:  # the card is no longer unique
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("INSERT INTO accounts(account, ref, balance, salt, card_verifier,"
+                       " pin_verifier, salted, lookup_version) VALUES ('AC3', 'X', '1',"
+                       " '00', 'vault:v1:YQ==', 'p', 1, 1)")
+    finally:
+        store.close()
 
 
 def test_a_store_from_a_newer_release_is_refused_not_touched(tmp_path: Path) -> None:

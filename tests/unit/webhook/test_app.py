@@ -48,7 +48,7 @@ FOUND = {"account": "AC12345678", "balance": "12.55"}
 
 @dataclass(frozen=True)
 class LookupSent:
-    body: dict[str, str]
+    body: dict[str, str | bool]
     idempotency_key: str
 
 
@@ -60,7 +60,7 @@ class ScriptedBackend:
     answer: tuple[int, object] | None = (200, FOUND)
     requests: list[LookupSent] = field(default_factory=list)
 
-    async def lookup(self, body: Mapping[str, str], *, idempotency_key: str,
+    async def lookup(self, body: Mapping[str, str | bool], *, idempotency_key: str,
                      ) -> tuple[int, bytes]:
         self.requests.append(LookupSent(dict(body), idempotency_key))
         if self.answer is None:
@@ -111,8 +111,14 @@ def query(action: str | None) -> dict[str, list[str]]:
 
 
 def pin_path(card: str, *, age: float = 0.0, **extra: str) -> str:
-    """The PIN step's action URL as the card step issues it, ``age`` seconds ago."""
-    return "/voice/pin?" + urlencode({"card": card, "issued": int(time.time() - age), **extra})
+    """The PIN step's action URL as the card step issues it, ``age`` seconds ago (on the
+    registered-phone path unless ``extra`` says otherwise)."""
+    identification = extra or {"registered": "1"}
+    return "/voice/pin?" + urlencode({"card": card, "issued": int(time.time() - age),
+                                      **identification})
+
+
+CARD_STEP = "/voice/card?registered=1"  # the card step after the caller pressed star
 
 
 # -- not a Twilio request: 403, empty body ------------------------------------------------
@@ -145,24 +151,69 @@ def test_a_form_twilio_would_not_send_is_refused_before_the_signature(webhook: W
 # -- the call flow's TwiML ------------------------------------------------------------------
 
 
-def test_voice_asks_for_the_card(webhook: Webhook) -> None:
+def test_voice_asks_every_caller_for_the_account_number_or_star(webhook: Webhook) -> None:
     root = twiml(webhook.post("/voice"))
     gather = root.find("Gather")
     assert gather is not None
-    assert (gather.attrib["action"], gather.attrib["numDigits"], gather.attrib["input"],
-            gather.attrib["method"]) == ("/voice/card", "4", "dtmf", "POST")
+    assert (gather.attrib["action"], gather.attrib["numDigits"], gather.attrib["finishOnKey"],
+            gather.attrib["input"], gather.attrib["method"]) == (
+        "/voice/account", "8", "*", "dtmf", "POST")
+    assert spoken(root) == texts.ask_account(8)
+
+
+def test_star_alone_takes_the_registered_phone_path_without_asking_anything(
+        webhook: Webhook) -> None:
+    root = twiml(webhook.post("/voice/account", new_call_sid(), Digits="", FinishedOnKey="*"))
     assert spoken(root) == texts.ASK_CARD
+    assert gather_action(root) == CARD_STEP
+    assert webhook.transit.encrypted == [] and webhook.backend.requests == []
+
+
+def test_the_account_number_is_encrypted_for_this_call_and_rides_on(webhook: Webhook) -> None:
+    sid = new_call_sid()
+    root = twiml(webhook.post("/voice/account", sid, Digits="31415926", FinishedOnKey=""))
+    assert spoken(root) == texts.ASK_CARD
+    number = webhook.transit.seal(b"31415926", f"{sid}:account_number".encode())
+    assert query(gather_action(root)) == {"number": [number]}
+    assert webhook.transit.encrypted == [(b"31415926", f"{sid}:account_number".encode())]
+    card = twiml(webhook.post(str(gather_action(root)), sid, Digits="1234"))
+    assert query(gather_action(card))["number"] == [number]
+    assert webhook.backend.requests == []  # nothing asked before the PIN step
+
+
+@pytest.mark.parametrize("digits", ["", "1234567", "123456789", "1234567a", "#"])
+def test_a_bad_account_number_reprompts_then_says_goodbye(webhook: Webhook,
+                                                          digits: str) -> None:
+    sid = new_call_sid()
+    first = twiml(webhook.post("/voice/account", sid, Digits=digits))
+    assert spoken(first) == f"Sorry, that was not 8 digits. {texts.ask_account(8)}"
+    assert gather_action(first) == "/voice/account?attempt=2"
+    twiml(webhook.post("/voice/account?attempt=2", sid, Digits=digits))
+    last = twiml(webhook.post("/voice/account?attempt=3", sid, Digits=digits))
+    assert hangs_up(last) and spoken(last) == texts.TOO_MANY_TRIES
+    assert webhook.transit.encrypted == []
+
+
+@pytest.mark.parametrize("path", ["/voice/card", "/voice/card?number=1234",
+                                  "/voice/card?registered=2",
+                                  "/voice/card?registered=1&registered=1",
+                                  "/voice/card?registered=1&number=vault:v1:YQ=="])
+def test_a_card_step_without_one_signed_identification_ends_the_call(webhook: Webhook,
+                                                                    path: str) -> None:
+    root = twiml(webhook.post(path, new_call_sid(), Digits="1234"))
+    assert hangs_up(root) and spoken(root) == texts.CALL_AGAIN
+    assert webhook.transit.encrypted == []
 
 
 @pytest.mark.parametrize("digits", ["", "123", "12345", "12a4", "١٢٣٤", "12 4"])
 def test_a_bad_card_entry_reprompts_then_says_goodbye(webhook: Webhook, digits: str) -> None:
     sid = new_call_sid()
-    first = twiml(webhook.post("/voice/card", sid, Digits=digits))
-    assert spoken(first) == f"{texts.RETRY} {texts.ASK_CARD}"
-    assert gather_action(first) == "/voice/card?attempt=2"
-    second = twiml(webhook.post("/voice/card?attempt=2", sid, Digits=digits))
-    assert gather_action(second) == "/voice/card?attempt=3"
-    last = twiml(webhook.post("/voice/card?attempt=3", sid, Digits=digits))
+    first = twiml(webhook.post(CARD_STEP, sid, Digits=digits))
+    assert spoken(first) == f"Sorry, that was not 4 digits. {texts.ASK_CARD}"
+    assert gather_action(first) == "/voice/card?registered=1&attempt=2"
+    second = twiml(webhook.post("/voice/card?registered=1&attempt=2", sid, Digits=digits))
+    assert gather_action(second) == "/voice/card?registered=1&attempt=3"
+    last = twiml(webhook.post("/voice/card?registered=1&attempt=3", sid, Digits=digits))
     assert hangs_up(last) and spoken(last) == texts.TOO_MANY_TRIES
     assert webhook.transit.encrypted == []  # nothing that is not 4 digits is encrypted
 
@@ -170,17 +221,18 @@ def test_a_bad_card_entry_reprompts_then_says_goodbye(webhook: Webhook, digits: 
 def test_the_card_is_encrypted_for_this_call_and_rides_in_the_pin_action(webhook: Webhook,
                                                                          ) -> None:
     sid = new_call_sid()
-    root = twiml(webhook.post("/voice/card", sid, Digits="1234"))
+    root = twiml(webhook.post(CARD_STEP, sid, Digits="1234"))
     assert spoken(root) == texts.ASK_PIN
     assert webhook.transit.encrypted == [(b"1234", f"{sid}:card_last4".encode())]
     action = gather_action(root)
     assert action is not None and action.startswith("/voice/pin?")
     (card,) = query(action)["card"]
     assert card == webhook.transit.seal(b"1234", f"{sid}:card_last4".encode())
+    assert query(action)["registered"] == ["1"]
     # The issue time rides along, under the same signature as the card.
     (issued,) = query(action)["issued"]
     assert abs(int(issued) - time.time()) < 5
-    assert "1234" not in webhook.post("/voice/card", sid, Digits="1234").text
+    assert "1234" not in webhook.post(CARD_STEP, sid, Digits="1234").text
 
 
 # -- the PIN: the backend's answer becomes a sentence --------------------------------------
@@ -216,7 +268,18 @@ def test_the_backends_answer_is_what_the_caller_hears(
     pin = webhook.transit.seal(b"4321", f"{sid}:pin".encode())
     caller = webhook.transit.seal(b"+15005550006", f"{sid}:caller".encode())
     assert request.body == {"call_sid": sid, "card_last4": card, "pin": pin,
-                            "caller": caller}
+                            "caller": caller, "registered": True}
+
+
+def test_the_lookup_carries_the_account_number_and_the_attestation(webhook: Webhook) -> None:
+    sid = new_call_sid()
+    card = webhook.transit.seal(b"1234", f"{sid}:card_last4".encode())
+    number = webhook.transit.seal(b"31415926", f"{sid}:account_number".encode())
+    twiml(webhook.post(pin_path(card, number=number), sid, Digits="4321",
+                       StirVerstat="TN-Validation-Passed-A"))
+    (request,) = webhook.backend.requests
+    assert request.body["account_number"] == number and "registered" not in request.body
+    assert request.body["stir_verstat"] == "TN-Validation-Passed-A"
 
 
 def test_the_idempotency_key_is_what_twilio_signed_never_an_unsigned_header(
@@ -276,9 +339,9 @@ def test_a_bad_pin_entry_reprompts_and_keeps_the_card(webhook: Webhook) -> None:
     sid = new_call_sid()
     card = webhook.transit.seal(b"1234", f"{sid}:card_last4".encode())
     root = twiml(webhook.post(pin_path(card, age=60), sid, Digits="43"))
-    assert spoken(root) == f"{texts.RETRY} {texts.ASK_PIN}"
+    assert spoken(root) == f"Sorry, that was not 4 digits. {texts.ASK_PIN}"
     again = query(gather_action(root))
-    assert (again["card"], again["attempt"]) == ([card], ["2"])
+    assert (again["card"], again["attempt"], again["registered"]) == ([card], ["2"], ["1"])
     assert abs(int(again["issued"][0]) - time.time()) < 5  # issued afresh
     assert webhook.backend.requests == []
 
@@ -297,7 +360,7 @@ def test_a_call_without_a_call_sid_hears_a_calm_goodbye(webhook: Webhook) -> Non
 def test_an_exception_becomes_calm_twiml_not_a_5xx(webhook: Webhook,
                                                    failure: Exception) -> None:
     webhook.transit.fail_with = failure
-    root = twiml(webhook.post("/voice/card", Digits="1234"))
+    root = twiml(webhook.post(CARD_STEP, Digits="1234"))
     assert hangs_up(root) and spoken(root) == texts.TRY_LATER
     if isinstance(failure, VaultUnavailable):
         assert webhook.metric("ivr_vault_errors_total", kind="unavailable") == 1

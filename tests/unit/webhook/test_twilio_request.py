@@ -56,7 +56,20 @@ def test_the_caller_is_from_validated() -> None:
 
 def test_repeated_digits_or_call_sid_are_ambiguous() -> None:
     sid = "CA" + "0" * 32
-    assert form({"CallSid": sid, "Digits": "1234"}).digits() == "1234"
+    assert form({"CallSid": sid, "Digits": "1234"}).digits(4) == "1234"
+    assert form({"CallSid": sid, "Digits": "1234"}).digits(8) is None
     assert form({"CallSid": sid, "Digits": "1234"}, duplicated=frozenset({"Digits"})
-                ).digits() is None
+                ).digits(4) is None
     assert form({"CallSid": sid}, duplicated=frozenset({"CallSid"})).call_sid is None
+
+
+def test_star_alone_and_the_attestation() -> None:
+    star = {"Digits": "", "FinishedOnKey": "*"}
+    assert form(star).pressed_only("*")
+    assert not form({**star, "Digits": "1"}).pressed_only("*")
+    assert not form({"Digits": ""}).pressed_only("*")  # a timeout, not a key
+    assert not form(star, duplicated=frozenset({"FinishedOnKey"})).pressed_only("*")
+    assert form({"StirVerstat": "TN-Validation-Passed-A"}).stir_verstat == \
+        "TN-Validation-Passed-A"
+    assert form({"StirVerstat": "x y"}).stir_verstat is None
+    assert form({}).stir_verstat is None

@@ -49,8 +49,19 @@ def test_the_account_label_is_read_character_by_character() -> None:
         "</Say><Hangup /></Response>")
 
 
+def test_the_first_prompt_asks_for_the_account_number_or_star() -> None:
+    assert twiml.ask_account(8) == (
+        "Please enter your 8-digit account number. If you are calling from the phone "
+        "registered on your account, press star.")
+    root = parse(twiml.gather(twiml.ask_account(8), "/voice/account", say=SAY, digits=8,
+                              finish_on_key=twiml.REGISTERED_KEY))
+    (gather,) = list(root)
+    assert (gather.attrib["numDigits"], gather.attrib["finishOnKey"]) == ("8", "*")
+
+
 def test_gather_asks_for_four_dtmf_digits() -> None:
-    root = parse(twiml.gather(twiml.ASK_CARD, twiml.action_url("/voice/card"), say=SAY))
+    root = parse(twiml.gather(twiml.ASK_CARD, twiml.action_url("/voice/card"), say=SAY,
+                              digits=4))
     (gather,) = list(root)
     assert gather.tag == "Gather"
     assert gather.attrib == {"input": "dtmf", "numDigits": "4", "timeout": "10",
@@ -62,7 +73,7 @@ def test_gather_asks_for_four_dtmf_digits() -> None:
 
 def test_en_us_is_todays_document_with_language_and_voice_added() -> None:
     """Byte for byte what the webhook answered before locales, but for the attributes."""
-    assert twiml.gather(twiml.ASK_CARD, "/voice/card", say=SAY) == (
+    assert twiml.gather(twiml.ASK_CARD, "/voice/card", say=SAY, digits=4) == (
         '<?xml version="1.0" encoding="UTF-8"?><Response><Gather action="/voice/card" '
         'actionOnEmptyResult="true" input="dtmf" method="POST" numDigits="4" timeout="10">'
         '<Say language="en-US" voice="Polly.Joanna">Please enter last 4 digits of your '
@@ -70,15 +81,17 @@ def test_en_us_is_todays_document_with_language_and_voice_added() -> None:
 
 
 def test_retry_prefaces_the_prompt() -> None:
-    root = parse(twiml.gather(twiml.ASK_PIN, "/voice/pin", preface=twiml.RETRY, say=SAY))
-    assert [say.text for say in root.iter("Say")] == [twiml.RETRY, twiml.ASK_PIN]
+    root = parse(twiml.gather(twiml.ASK_PIN, "/voice/pin", digits=4, preface=twiml.RETRY,
+                              say=SAY))
+    assert [say.text for say in root.iter("Say")] == ["Sorry, that was not 4 digits.",
+                                                      twiml.ASK_PIN]
 
 
 def test_ciphertext_in_the_action_url_survives_the_xml_round_trip() -> None:
     ciphertext = "vault:v12:AB+cd/EF=="
     action = twiml.action_url("/voice/pin", card=ciphertext, attempt=2)
     assert action == "/voice/pin?card=vault%3Av12%3AAB%2Bcd%2FEF%3D%3D&attempt=2"
-    gather = parse(twiml.gather(twiml.ASK_PIN, action, say=SAY)).find("Gather")
+    gather = parse(twiml.gather(twiml.ASK_PIN, action, say=SAY, digits=4)).find("Gather")
     assert gather is not None
     query = parse_qs(urlsplit(gather.attrib["action"]).query)
     assert query == {"card": [ciphertext], "attempt": ["2"]}
