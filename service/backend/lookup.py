@@ -47,6 +47,7 @@ from service.store.accounts import (
 from service.store.ledger import Answer
 from service.vault.formats import caller_bucket, ciphertext_version, is_four_digits
 from service.vault.transit import Transit, call_context
+from service.web import budget
 from service.web.access_log import annotate
 from service.web.metrics import Metrics
 
@@ -70,6 +71,13 @@ async def verifiers(transit: Transit, last4: str, pin: str, *,
 def _entry(plaintext: bytes) -> str | None:
     text = plaintext.decode("ascii", "replace")
     return text if is_four_digits(text) else None
+
+
+def _transaction_limit(left: float | None) -> float | None:
+    """What the store's transaction may take of the budget ``left`` (none: no limit). One
+    that starts with nothing left still gets a moment: the wait is bounded by the edge's
+    own timeout, this limit is what frees the transaction's locks."""
+    return None if left is None else max(0.05, left)
 
 
 @dataclass
@@ -101,7 +109,9 @@ class Lookup:
     async def __call__(self, request: LookupRequest, answer: HttpAnswer,
                        request_key: str | None = None) -> Decision:
         """Decide. Raises :class:`~service.errors.VaultError` when Vault cannot answer:
-        then nothing was decided and nothing written."""
+        then nothing was decided and nothing written. Within a request's budget
+        (:mod:`service.web.budget`) the store's transaction ends with StoreUnavailable
+        past it, lock waits included, and commits nothing."""
         try:
             card_pt, pin_pt, caller_pt = await self.transit.decrypt([
                 (request.card_last4, call_context(request.call_sid, "card_last4")),
@@ -127,9 +137,12 @@ class Lookup:
                           (Verifiers(card_v, pin_v),))
         policy = LockoutPolicy.from_settings(self.settings)
         for passes in range(1, _MAX_PASSES + 1):
-            decision: Decision = await self.db(self.store.transaction, partial(
-                decide, attempt=attempt, policy=policy, now=time.time(), answer=answer,
-                answer_ttl=self.answer_ttl, final=passes == _MAX_PASSES))
+            timeout = _transaction_limit(budget.left())
+            decision: Decision = await self.db(partial(
+                self.store.transaction, partial(
+                    decide, attempt=attempt, policy=policy, now=time.time(), answer=answer,
+                    answer_ttl=self.answer_ttl, final=passes == _MAX_PASSES),
+                timeout=timeout))
             if not decision.need_versions:
                 break
             older = [Verifiers(*await verifiers(self.transit, last4, pin, key_version=v))

@@ -10,6 +10,13 @@ signed calls through Caddy (every answer checked), one piece dies at a time:
 - a webhook, SIGTERMed (a rolling restart): /readyz turns 503 at once, Caddy stops sending
   to it, it finishes what it holds and exits, the launcher starts its replacement.
 
+Then the silent faults (issue #25): one piece at a time is paused (SIGSTOP) for 10 s and
+resumed, as a frozen or partitioned host would be, answering nothing and resetting nothing:
+the Vault leader, a backend, a webhook behind Caddy. The load then comes from several
+numbers, each calling its own account, and once the fault is on, wrong PINs on accounts of
+their own; after each, the store must hold exactly what was decided (lockout exactness, one
+lookup per call: tests/support/drills.py), and no webhook request may take past its budget.
+
 PostgreSQL is the store (make run-ha's own, persistent under .dev/ha/). Not one call may
 fail. Then a burst of concurrent wrong PINs, spread over both webhooks
 and both backends, still locks the card after exactly LOCKOUT_THRESHOLD compared PINs.
@@ -31,6 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -51,6 +59,7 @@ from tests.support.devrun import (
     start_dev,
     stop_dev,
 )
+from tests.support.drills import Mix, StoreCheck, check_store, provision
 from tests.support.load import CallLoad, Failure, Figures
 from tests.support.tools import require
 from tests.support.waiting import wait_until
@@ -60,6 +69,12 @@ pytestmark = pytest.mark.timeout(900)
 WARM_S = 3.0  # load before the failure
 AFTER_S = 3.0  # load after recovery
 RECOVER_WITHIN_S = 60.0
+PAUSE_S = 10.0  # how long a paused piece stays silent
+RIGHT_CALLERS = 8  # each from its own number, to its own account; 2 more place wrong PINs
+WRONG_ACCOUNTS = 24  # the wrong PINs' accounts: up to LOCKOUT_THRESHOLD counted on each
+# No webhook request may take past REQUEST_BUDGET (2.5 s); what the load measures includes
+# Caddy and the client on this loaded machine, hence the margin up to the 3 s ceiling.
+MAX_REQUEST_MS = 3000
 FIGURES: dict[str, dict[str, Any]] = {}
 
 
@@ -104,10 +119,30 @@ class Ha:
     def ready(self, name: str) -> bool:
         return status(f"{self.member(name)['url']}/readyz") == 200
 
+    def backend_settings(self) -> Settings:
+        """The backend's identity and the store, for provisioning accounts."""
+        env = self.vault_env()
+        return Settings.from_environ({
+            "VAULT_ADDR": env["VAULT_ADDR"], "STORE_URL": env["STORE_URL"],
+            "VAULT_ROLE_ID_FILE": str(self.dev / "ivr-backend" / "role_id"),
+            "VAULT_SECRET_ID_FILE": str(self.dev / "ivr-backend" / "secret_id")})
 
-def status(url: str) -> int | None:
+    def logged_since(self, role: str, text: str, since_wall: float) -> list[float]:
+        """Wall-clock times of the log lines of every ``role`` process that contain
+        ``text``, from ``since_wall`` on."""
+        found = []
+        for path in (self.dev / "ha" / "logs").glob(f"{role}-*.stderr.log"):
+            for line in path.read_text(errors="replace").splitlines():
+                if text in line:
+                    stamp = datetime.fromisoformat(line.split(" ", 1)[0].replace("Z", "+00:00"))
+                    if stamp.timestamp() >= since_wall:
+                        found.append(stamp.timestamp())
+        return sorted(found)
+
+
+def status(url: str, timeout: float = 2) -> int | None:
     try:
-        return httpx.get(url, timeout=2).status_code
+        return httpx.get(url, timeout=timeout).status_code
     except httpx.HTTPError:
         return None
 
@@ -290,3 +325,110 @@ def test_a_burst_of_wrong_pins_locks_at_exactly_the_threshold(ha: Ha) -> None:
         Caller(ha.proxy_url, ha.twilio_token, client, say=last.append,
                caller="+15550109999").play(["5678", "7351"])
     assert last[-1] == texts.NOT_FOUND
+
+
+@dataclass
+class Paused:
+    """What a pause drill measured."""
+
+    figures: Figures
+    failures: list[Failure]
+    store: StoreCheck
+    over_budget: list[int]  # ms of the requests that took past MAX_REQUEST_MS
+
+
+def pause_drill(ha: Ha, drill: str, victim: dict[str, Any], *,
+                detected: Callable[[float, float], float | None],
+                recovered: Callable[[float, float], float | None]) -> Paused:
+    """Under the mixed load (tests/support/drills.py), SIGSTOP ``victim`` for PAUSE_S,
+    then SIGCONT; the load goes on until ``recovered`` and AFTER_S more.
+    ``detected(started, wall)`` / ``recovered(healed, wall)``: seconds from the fault's
+    start / its end (monotonic, and the same moment on the wall clock, for log lines) to
+    the first request served around the silent piece / to the piece serving again; None:
+    not yet."""
+    prefix = f"AC9{len(FIGURES):02d}"  # accounts of this drill's own
+    settings = ha.backend_settings()
+    mix = Mix(provision(settings, RIGHT_CALLERS, prefix=prefix + "1"),
+              provision(settings, WRONG_ACCOUNTS, prefix=prefix + "2"))
+    with CallLoad(ha.proxy_url, ha.twilio_token, callers=mix.callers, dials=mix) as load:
+        time.sleep(WARM_S)
+        started, wall = load.mark(), time.time()
+        mix.armed.set()
+        os.kill(victim["pid"], signal.SIGSTOP)
+        try:
+            detect = wait_until(lambda: detected(started, wall) is not None,
+                                what=f"{drill}: served around", since=started,
+                                timeout=PAUSE_S)
+            time.sleep(max(0.0, started + PAUSE_S - time.monotonic()))
+        finally:
+            os.kill(victim["pid"], signal.SIGCONT)
+        healed, healed_wall = load.mark(), time.time()
+        wait_until(lambda: recovered(healed, healed_wall) is not None,
+                   what=f"{drill}: serving again", since=healed, timeout=RECOVER_WITHIN_S)
+        time.sleep(AFTER_S)
+        figures = load.figures(started)
+    store = check_store(ha.vault_env()["STORE_URL"], load.placed, mix.wrong)
+    over = [round(s * 1000) for t, s in load.latencies
+            if t >= started and s * 1000 > MAX_REQUEST_MS]
+    report(drill, figures, time_to_detect=detected(started, wall) or detect,
+           time_to_recover=recovered(healed, healed_wall) or 0.0)
+    FIGURES[drill].update(wrong_pins_decided=sum(store.decided.values()),
+                          miscounted=len(store.miscounted),
+                          two_lookups=len(store.calls_with_two_lookups))
+    return Paused(figures, load.failures, store, over)
+
+
+def assert_silence_survived(paused: Paused) -> None:
+    assert paused.figures.failed == 0, paused.failures[:5]
+    assert paused.figures.calls >= 20
+    assert not paused.over_budget, paused.over_budget[:10]
+    # The wrong PINs were decided during the drill, and each one counted exactly once.
+    assert sum(paused.store.decided.values()) >= 10, paused.store.decided
+    assert paused.store.miscounted == {}
+    assert paused.store.calls_with_two_lookups == []
+
+
+def first_logged(ha: Ha, role: str, text: str) -> Callable[[float, float], float | None]:
+    """Seconds from the moment given to the first such log line after it."""
+    def seconds(_monotonic: float, wall: float) -> float | None:
+        stamps = ha.logged_since(role, text, wall)
+        return stamps[0] - wall if stamps else None
+    return seconds
+
+
+def test_sigstop_the_vault_leader(ha: Ha) -> None:
+    leader = ha.leader()
+    assert leader is not None
+
+    def elected(started: float, _wall: float) -> float | None:
+        for node in ha.role("vault"):
+            if node["name"] != leader["name"] and status(
+                    f"{node['url']}/v1/sys/health", timeout=0.5) == 200:
+                return time.monotonic() - started
+        return None
+
+    def back(healed: float, _wall: float) -> float | None:
+        answered = status(f"{leader['url']}/v1/sys/health", timeout=0.5) in (200, 429)
+        return time.monotonic() - healed if answered else None
+
+    assert_silence_survived(pause_drill(ha, "vault leader SIGSTOP 10 s", leader,
+                                        detected=elected, recovered=back))
+
+
+def test_sigstop_a_backend(ha: Ha) -> None:
+    assert_silence_survived(pause_drill(
+        ha, "backend SIGSTOP 10 s", ha.member("backend-1"),
+        detected=first_logged(ha, "webhook", "address failed; trying the others"),
+        recovered=first_logged(ha, "webhook", "address answers again")))
+
+
+def test_sigstop_a_webhook_behind_the_proxy(ha: Ha) -> None:
+    victim = ha.member("webhook-1")
+
+    def back(healed: float, _wall: float) -> float | None:
+        return time.monotonic() - healed if ha.ready("webhook-1") else None
+
+    paused = pause_drill(ha, "webhook SIGSTOP 10 s", victim,
+                         detected=lambda started, _wall: time.monotonic() - started,
+                         recovered=back)
+    assert_silence_survived(paused)
