@@ -49,12 +49,13 @@ def found(account: str, balance: str) -> str:
     return f"Thank you. Your account number is {account} and your balance is {balance}"
 
 
-def provision(settings: Settings, count: int, *, prefix: str) -> list[Account]:
-    """``count`` accounts named ``prefix`` + a number, each with its own card and PIN."""
+def provision(settings: Settings, count: int, *, prefix: str, first_card: int,
+              ) -> list[Account]:
+    """``count`` accounts named ``prefix`` + a number, with the cards from
+    ``first_card`` on (a card is one account's: the store refuses a second), PINs spread."""
     made = []
     for i in range(count):
-        # Cards 2000-2999, PINs spread and never weak (no run, no repeat).
-        account = Account(f"{prefix}{i:04d}", f"{i + 1}.25", f"{2000 + i % 1000:04d}",
+        account = Account(f"{prefix}{i:04d}", f"{i + 1}.25", f"{first_card + i:04d}",
                           f"{(7351 + 37 * i) % 10000:04d}")
         add_account(settings, account=account.account, balance=account.balance,
                     last4=account.card, pin=account.pin)
