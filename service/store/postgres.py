@@ -140,7 +140,12 @@ class PostgresDatabase:
         except psycopg.IntegrityError as exc:
             where = exc.diag.constraint_name or exc.diag.table_name or "a constraint"
             raise StoreConflict(f"{self.url.display}: {where} would be violated") from None
-        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+        # IdleInTransactionSessionTimeout: the server ended this session's transaction
+        # while this process was stopped (IDLE_IN_TRANSACTION_S); nothing committed. It is
+        # an InternalError to psycopg: without it here, a backend resumed after a pause
+        # answered 500.
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout,
+                psycopg.errors.IdleInTransactionSessionTimeout) as exc:
             raise StoreUnavailable(f"{self.url.display}: {self._reason(exc)}") from None
 
     def run(self, work: Callable[[PgConnection], T], *, write: bool = False,
