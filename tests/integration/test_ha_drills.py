@@ -26,6 +26,7 @@ it, and the time to recover); docs/deployment.md#past-one-machine quotes them.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -59,7 +60,13 @@ from tests.support.devrun import (
     start_dev,
     stop_dev,
 )
-from tests.support.drills import Mix, StoreCheck, check_store, provision
+from tests.support.drills import (
+    Drilled,
+    Moment,
+    assert_no_call_lost,
+    assert_store_exact,
+    fault_drill,
+)
 from tests.support.load import CallLoad, Failure, Figures
 from tests.support.tools import require
 from tests.support.waiting import wait_until
@@ -70,11 +77,7 @@ WARM_S = 3.0  # load before the failure
 AFTER_S = 3.0  # load after recovery
 RECOVER_WITHIN_S = 60.0
 PAUSE_S = 10.0  # how long a paused piece stays silent
-RIGHT_CALLERS = 8  # each from its own number, to its own account; 2 more place wrong PINs
-WRONG_ACCOUNTS = 24  # the wrong PINs' accounts: up to LOCKOUT_THRESHOLD counted on each
-# No webhook request may take past REQUEST_BUDGET (2.5 s); what the load measures includes
-# Caddy and the client on this loaded machine, hence the margin up to the 3 s ceiling.
-MAX_REQUEST_MS = 3000
+DRILLS = itertools.count()  # each drill's own accounts and cards, even after one failed
 FIGURES: dict[str, dict[str, Any]] = {}
 
 
@@ -327,94 +330,21 @@ def test_a_burst_of_wrong_pins_locks_at_exactly_the_threshold(ha: Ha) -> None:
     assert last[-1] == texts.NOT_FOUND
 
 
-@dataclass
-class Paused:
-    """What a pause drill measured."""
-
-    figures: Figures
-    failures: list[Failure]
-    store: StoreCheck
-    started: float  # monotonic, when the pause began
-    latencies: list[tuple[float, float]]  # (sent at, seconds) of every request
-
-    @property
-    def over_budget(self) -> list[tuple[float, int]]:
-        """(sent at, from the fault's start; ms) of the requests past MAX_REQUEST_MS,
-        in the whole run."""
-        return [(round(t - self.started, 2), round(s * 1000)) for t, s in self.latencies
-                if s * 1000 > MAX_REQUEST_MS]
-
-
-Moment = Callable[[float, float], float | None]
-
-
-def first(moment: Moment) -> tuple[Moment, list[float]]:
-    """``moment``, keeping the first value it returns (what the drill reports)."""
-    seen: list[float] = []
-
-    def kept(monotonic: float, wall: float) -> float | None:
-        value = moment(monotonic, wall)
-        if value is not None and not seen:
-            seen.append(value)
-        return value
-    return kept, seen
-
-
-def pause_drill(ha: Ha, drill: str, victim: dict[str, Any], *, detected: Moment,
-                recovered: Moment) -> Paused:
-    """Under the mixed load (tests/support/drills.py), SIGSTOP ``victim`` for PAUSE_S,
-    then SIGCONT; the load goes on until ``recovered`` and AFTER_S more.
-    ``detected(started, wall)`` / ``recovered(healed, wall)``: seconds from the fault's
-    start / its end (monotonic, and the same moment on the wall clock, for log lines) to
-    the first request served around the silent piece / to the piece serving again; None:
-    not yet."""
-    n = len(FIGURES)  # accounts and cards of this drill's own: 2000 + 64 n on
-    settings = ha.backend_settings()
-    mix = Mix(provision(settings, RIGHT_CALLERS, prefix=f"AC9{n:02d}1",
-                        first_card=2000 + 64 * n),
-              provision(settings, WRONG_ACCOUNTS, prefix=f"AC9{n:02d}2",
-                        first_card=2032 + 64 * n))
-    detected, detect = first(detected)
-    recovered, recover = first(recovered)
-    with CallLoad(ha.proxy_url, ha.twilio_token, callers=mix.callers, dials=mix) as load:
-        loaded = load.mark()
-        time.sleep(WARM_S)
-        started, wall = load.mark(), time.time()
-        mix.armed.set()
-        os.kill(victim["pid"], signal.SIGSTOP)
-        try:
-            wait_until(lambda: detected(started, wall) is not None,
-                       what=f"{drill}: served around", since=started, timeout=PAUSE_S)
-            time.sleep(max(0.0, started + PAUSE_S - time.monotonic()))
-        finally:
-            os.kill(victim["pid"], signal.SIGCONT)
-        healed, healed_wall = load.mark(), time.time()
-        wait_until(lambda: recovered(healed, healed_wall) is not None,
-                   what=f"{drill}: serving again", since=healed, timeout=RECOVER_WITHIN_S)
-        time.sleep(AFTER_S)
-        # Every call of the run: one that started just before the fault may be the one
-        # it breaks (its next step lands on the silent piece).
-        figures = load.figures(loaded)
-    store = check_store(ha.vault_env()["STORE_URL"], load.placed, mix.wrong)
-    report(drill, figures, time_to_detect=detect[0], time_to_recover=recover[0])
-    FIGURES[drill].update(wrong_pins_decided=sum(store.decided.values()),
-                          miscounted=len(store.miscounted),
-                          two_lookups=len(store.calls_with_two_lookups))
-    return Paused(figures, load.failures, store, started, list(load.latencies))
-
-
-def assert_store_exact(paused: Paused) -> None:
-    # The wrong PINs were decided during the drill, and each one counted exactly once.
-    assert sum(paused.store.decided.values()) >= 10, paused.store.decided
-    assert paused.store.miscounted == {}
-    assert paused.store.calls_with_two_lookups == []
-
-
-def assert_silence_survived(paused: Paused) -> None:
-    assert paused.figures.failed == 0, paused.failures[:5]
-    assert paused.figures.calls >= 20
-    assert not paused.over_budget, paused.over_budget[:10]
-    assert_store_exact(paused)
+def pause_drill(ha: Ha, drill: str, victim: dict[str, Any], *, detected: Moment | None,
+                recovered: Moment) -> Drilled:
+    """SIGSTOP ``victim`` for PAUSE_S under the mixed load, then SIGCONT
+    (tests/support/drills.py: the load, the figures, the store's checks)."""
+    n = next(DRILLS)
+    drilled = fault_drill(
+        url=ha.proxy_url, auth_token=ha.twilio_token, settings=ha.backend_settings(),
+        store_url=ha.vault_env()["STORE_URL"], cards_from=2000 + 64 * n, prefix=f"AC9{n:02d}",
+        begin=lambda: os.kill(victim["pid"], signal.SIGSTOP),
+        end=lambda: os.kill(victim["pid"], signal.SIGCONT),
+        hold_s=PAUSE_S, detected=detected, recovered=recovered)
+    FIGURES[drill] = drilled.summary()
+    print(f"\ndrill {drill}: {drilled.figures}; detected after {drilled.detect}, "
+          f"recovered {drilled.recover} s after")
+    return drilled
 
 
 def first_logged(ha: Ha, role: str, text: str) -> Moment:
@@ -440,12 +370,12 @@ def test_sigstop_the_vault_leader(ha: Ha) -> None:
         answered = status(f"{leader['url']}/v1/sys/health", timeout=0.5) in (200, 429)
         return time.monotonic() - healed if answered else None
 
-    assert_silence_survived(pause_drill(ha, "vault leader SIGSTOP 10 s", leader,
-                                        detected=elected, recovered=back))
+    assert_no_call_lost(pause_drill(ha, "vault leader SIGSTOP 10 s", leader,
+                                    detected=elected, recovered=back))
 
 
 def test_sigstop_a_backend(ha: Ha) -> None:
-    assert_silence_survived(pause_drill(
+    assert_no_call_lost(pause_drill(
         ha, "backend SIGSTOP 10 s", ha.member("backend-1"),
         detected=first_logged(ha, "webhook", "address failed; trying the others"),
         recovered=first_logged(ha, "webhook", "address answers again")))
@@ -466,8 +396,7 @@ def test_sigstop_a_webhook_behind_the_proxy(ha: Ha) -> None:
     def back(healed: float, _wall: float) -> float | None:
         return time.monotonic() - healed if ha.ready("webhook-1") else None
 
-    paused = pause_drill(ha, drill, ha.member("webhook-1"),
-                         detected=lambda started, _wall: 0.0, recovered=back)
+    paused = pause_drill(ha, drill, ha.member("webhook-1"), detected=None, recovered=back)
     # Detected, as the load saw it: the last request that went to the frozen webhook.
     FIGURES[drill]["time_to_detect"] = max((t for t, _ in paused.over_budget), default=0.0)
     print(f"drill {drill}: requests held by the frozen webhook (sent at s, took ms): "
