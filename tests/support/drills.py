@@ -76,8 +76,12 @@ def random_number() -> str:
 @dataclass
 class Mix:
     """Caller thread ``i < len(right)`` calls its own account with the right PIN from its
-    own number; the others, once :attr:`armed` (the fault is on), place wrong PINs on the
+    own number; the next :attr:`SHARED` all call the demo account from the demo number
+    (one account and one number for several callers: their lookups queue on the same
+    locks); the last two, once :attr:`armed` (the fault is on), place wrong PINs on the
     ``wrong`` accounts in turn, each from a fresh number (before that, the demo call)."""
+
+    SHARED = 2
 
     right: list[Account]
     wrong: list[Account]
@@ -86,12 +90,12 @@ class Mix:
 
     @property
     def callers(self) -> int:
-        return len(self.right) + 2
+        return len(self.right) + self.SHARED + 2
 
     def __call__(self, i: int, n: int) -> Dial:
         if i < len(self.right):
             return self.right[i].right(f"+1555030{i:04d}")
-        if not self.armed.is_set():
+        if i < len(self.right) + self.SHARED or not self.armed.is_set():
             return Dial()
         return self.wrong[next(self._turn) % len(self.wrong)].wrong(random_number())
 
