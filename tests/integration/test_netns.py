@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -108,3 +109,20 @@ def test_not_root_fails_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
         Network().__enter__()
     assert str(failed.value).count("\n") == 0
     assert "need root" in str(failed.value)
+
+
+def test_a_second_network_waits_for_the_first() -> None:
+    entered = threading.Event()
+
+    def second() -> None:
+        with Network():
+            entered.set()
+
+    with Network() as first:
+        first.host("a")
+        waiting = threading.Thread(target=second)
+        waiting.start()
+        assert not entered.wait(1.0)  # not sweeping the first one's hosts away
+        assert [h.rsplit("-", 1)[-1] for h in netns.leftovers()] == ["a"]
+    waiting.join(timeout=30)
+    assert entered.is_set()

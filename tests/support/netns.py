@@ -18,7 +18,9 @@ refusal: what a partition looks like to TCP).
   the bridge's address (as Twilio reaches the proxy).
 - **Clean-up.** Everything is named ``ivr-nx…``. :class:`Network` removes it on exit, even
   when the test fails, after killing every process it started; it also removes what a
-  crashed run left before it builds anything.
+  crashed run left before it builds anything. One network at a time on this machine (a
+  lock file, :data:`LOCK`): a second test run waits rather than sweeping the first's
+  hosts away; a run that crashed released it with its process.
 - **Root.** Namespaces, links and iptables need root; CI runs as root. Otherwise the test
   fails with one line saying so.
 - **Delay.** This kernel has no ``netem`` qdisc (``tc qdisc add … netem`` answers "qdisc kind
@@ -28,13 +30,15 @@ refusal: what a partition looks like to TCP).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import os
 import signal
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import pytest
 
@@ -46,6 +50,7 @@ SUBNET = "10.225.0"
 GATEWAY = f"{SUBNET}.1"  # the bridge: the root namespace's side
 FIRST_HOST = 10
 IPTABLES = "iptables-legacy"  # the kernel's x_tables; the nf_tables variant may be absent
+LOCK = Path("/run/lock/ivr-nx.lock")
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -121,13 +126,20 @@ class Network:
     hosts: dict[str, Host] = field(default_factory=dict)
     processes: list[subprocess.Popen[Any]] = field(default_factory=list)
     _numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(FIRST_HOST))
+    _lock: IO[bytes] | None = None
 
     def __enter__(self) -> Network:
         require_root()
-        sweep()
-        _ip("link", "add", BRIDGE, "type", "bridge")
-        _ip("addr", "add", f"{GATEWAY}/24", "dev", BRIDGE)
-        _ip("link", "set", BRIDGE, "up")
+        self._lock = LOCK.open("ab")
+        fcntl.flock(self._lock, fcntl.LOCK_EX)  # released by close(), or by dying
+        try:
+            sweep()
+            _ip("link", "add", BRIDGE, "type", "bridge")
+            _ip("addr", "add", f"{GATEWAY}/24", "dev", BRIDGE)
+            _ip("link", "set", BRIDGE, "up")
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -140,6 +152,9 @@ class Network:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(timeout=10)
         sweep()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def host(self, name: str) -> Host:
         number = next(self._numbers)
