@@ -36,8 +36,8 @@ from service.store.accounts import Store
 from service.vault import session
 from service.vault.formats import ciphertext_version
 from service.vault.session import TransitSession, freeze_startup_heap
+from service.web import budget
 from service.web.access_log import AccessLogMiddleware, annotate
-from service.web.budget import within
 from service.web.health import Drain, health_routes
 from service.web.limits import BodyLimitMiddleware
 from service.web.media_type import media_type
@@ -69,14 +69,10 @@ def _error(status: int, detail: object) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
 
 
-# The seconds the webhook has left for this lookup (service/webhook/backend_client.py).
-BUDGET_HEADER = "x-request-budget"
-
-
 def request_budget(request: Request, settings: Settings) -> float:
     """The seconds this lookup may take: what the webhook says it has left, at most this
     backend's own REQUEST_BUDGET (a missing or unreadable header: that)."""
-    raw = request.headers.get(BUDGET_HEADER, "")
+    raw = request.headers.get(budget.HEADER, "")
     try:
         given = float(raw) if len(raw) <= 16 else math.nan
     except ValueError:
@@ -112,15 +108,15 @@ async def lookup_endpoint(request: Request) -> Response:
     key = request.headers.get("idempotency-key") or None
     if key is not None and (len(key) > 200 or not key.isascii()):
         return _error(422, [{"loc": "header:Idempotency-Key", "msg": "invalid"}])
-    budget = request_budget(request, lookup.settings)
+    seconds = request_budget(request, lookup.settings)
     # Past the budget the webhook has stopped waiting: nothing this backend decides after
     # it reaches the caller, so it stops waiting too (for Vault; the store's transaction
     # has its own limit from the same deadline, lookup.py) and frees what it holds.
     try:
-        async with within(budget):
+        async with budget.within(seconds):
             return await _decide(lookup, parsed, key)
     except TimeoutError:
-        annotate(outcome="budget_spent", budget_ms=round(budget * 1000))
+        annotate(outcome="budget_spent", budget_ms=round(seconds * 1000))
         return _error(503, "request budget spent")
 
 

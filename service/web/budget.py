@@ -14,6 +14,10 @@ import contextvars
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+# What a client tells the service it calls it has left of its budget, in seconds (the
+# webhook's lookups; the backend bounds its own work by it).
+HEADER = "X-Request-Budget"
+
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "ivr_request_deadline", default=None)
 

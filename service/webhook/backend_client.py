@@ -24,9 +24,6 @@ from service.web.outbound import client_session, proxy_for
 Answer = tuple[int, bytes]
 """The backend's status and raw body."""
 
-# What the webhook tells the backend it has left of its request budget, in seconds
-# (service/backend/app.py reads it).
-BUDGET_HEADER = "X-Request-Budget"
 # A liveness probe of one replica, for /readyz (2 s in all): every replica is asked at
 # once and the first to answer decides, so that a silent one (paused, cut off) does not
 # make every webhook unready while the other answers. Before this, one backend SIGSTOPped
@@ -59,8 +56,8 @@ class HttpBackend:
 
     Within a request's budget (:mod:`service.web.budget`) each replica still to be tried
     gets an equal share of what is left (at most BACKEND_TIMEOUT), and is told its share
-    (:data:`BUDGET_HEADER`), so that a silent replica leaves the next one time to answer,
-    and the backend stops working on a lookup nobody waits for."""
+    (:data:`service.web.budget.HEADER`), so that a silent replica leaves the next one time
+    to answer, and the backend stops working on a lookup nobody waits for."""
 
     def __init__(self, session: aiohttp.ClientSession, urls: Sequence[str], *,
                  timeout: float) -> None:
@@ -86,7 +83,7 @@ class HttpBackend:
                         f"{url}/v1/lookup", json=payload, proxy=self._proxy[url],
                         timeout=aiohttp.ClientTimeout(total=share),
                         headers={"Idempotency-Key": idempotency_key,
-                                 BUDGET_HEADER: f"{share:.3f}"}) as response:
+                                 budget.HEADER: f"{share:.3f}"}) as response:
                     status, raw = response.status, await response.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self._endpoints.failed(url)
