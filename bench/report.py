@@ -293,6 +293,13 @@ def _all_cpu(point: Point) -> float:
     return sum(statistics.median(runs) for runs in point.cpu.values())
 
 
+def drills_section() -> list[str]:
+    """The failure drills' figures: measured by the tests, not by this bench, and kept by
+    hand in bench/drills.md so that a bench run does not drop them."""
+    path = Path(__file__).with_name("drills.md")
+    return path.read_text(encoding="utf-8").rstrip("\n").split("\n") if path.exists() else []
+
+
 def ha_section(s: Summary) -> list[str]:
     """make run-ha's topology beside the single-node stack, and the webhook-to-backend
     choice it rests on (bench/ha.py)."""
@@ -470,6 +477,7 @@ def markdown(s: Summary, chart: str) -> str:
         f"`{NO_LINGER}`: the adaptive linger off. Both are their own backend and webhook, "
         "measured in turn with the bench's own.",
         *ha_section(s),
+        *drills_section(),
         "",
         f"## `make run`'s configuration (`POST /voice/card`, c={CARD_C})",
         "",

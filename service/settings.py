@@ -466,6 +466,11 @@ class Settings:
         required_by=SERVICES)
     backend_timeout: float = setting(
         "2.0", "Seconds the webhook waits for the backend.", Bounded(float, 0.05, 12))
+    request_budget: float = setting(
+        "2.5", "Seconds a caller's webhook request may take; past it the caller hears the "
+        "calm goodbye (Twilio waits 15 s; a caller should not). What is left of it goes to "
+        "the backend with each lookup, which gives up on Vault and the store in time. The "
+        "backend bounds a lookup by its own value too.", Bounded(float, 0.1, 3))
     webhook_host: str = setting("127.0.0.1", "Webhook listen address.", Text())
     webhook_port: int = setting("8080", "Webhook listen port.", Bounded(int, 0, 65535))
     backend_host: str = setting("127.0.0.1", "Backend listen address.", Text())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import math
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -24,7 +25,7 @@ from service.backend.decision import LookupOutcome, LookupResult
 from service.backend.keycheck import LookupKeys
 from service.backend.lookup import Lookup
 from service.backend.policy import LockKind
-from service.backend.schema import OPENAPI, parse_lookup
+from service.backend.schema import OPENAPI, LookupRequest, parse_lookup
 from service.errors import (
     IvrVaultError,
     SchemaError,
@@ -37,6 +38,7 @@ from service.settings import Settings
 from service.store.accounts import Store
 from service.vault import session
 from service.vault.session import TransitSession, freeze_startup_heap
+from service.web import budget
 from service.web.access_log import AccessLogMiddleware, annotate
 from service.web.health import Drain, health_routes
 from service.web.limits import BodyLimitMiddleware
@@ -71,6 +73,19 @@ def _error(status: int, detail: object) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
 
 
+def request_budget(request: Request, settings: Settings) -> float:
+    """The seconds this lookup may take: what the webhook says it has left, at most this
+    backend's own REQUEST_BUDGET (a missing or unreadable header: that)."""
+    raw = request.headers.get(budget.HEADER, "")
+    try:
+        given = float(raw) if len(raw) <= 16 else math.nan
+    except ValueError:
+        given = math.nan
+    if math.isnan(given):
+        return settings.request_budget
+    return min(max(given, 0.0), settings.request_budget)
+
+
 def _authorized(request: Request, settings: Settings) -> bool:
     token = settings.backend_token
     header = request.headers.get("authorization", "")
@@ -97,6 +112,19 @@ async def lookup_endpoint(request: Request) -> Response:
     key = request.headers.get("idempotency-key") or None
     if key is not None and (len(key) > 200 or not key.isascii()):
         return _error(422, [{"loc": "header:Idempotency-Key", "msg": "invalid"}])
+    seconds = request_budget(request, lookup.settings)
+    # Past the budget the webhook has stopped waiting: nothing this backend decides after
+    # it reaches the caller, so it stops waiting too (for Vault; the store's transaction
+    # has its own limit from the same deadline, lookup.py) and frees what it holds.
+    try:
+        async with budget.within(seconds):
+            return await _decide(lookup, parsed, key)
+    except TimeoutError:
+        annotate(outcome="budget_spent", budget_ms=round(seconds * 1000))
+        return _error(503, "request budget spent")
+
+
+async def _decide(lookup: Lookup, parsed: LookupRequest, key: str | None) -> Response:
     try:
         if key is not None:
             remembered = await lookup.remembered(parsed.call_sid, key)
@@ -161,7 +189,7 @@ def create_backend_app(settings: Settings, *,
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # A connection for each thread that may run store work (PostgreSQL).
-        store = Store(settings.store, pool_size=session.THREADS)
+        store = Store(settings.store, pool_size=session.THREADS, serving=True)
         try:
             async with transit_session(settings, metrics) as transit:
                 # Store work shares the Vault client's pool: both are short blocking calls.

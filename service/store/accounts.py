@@ -83,11 +83,13 @@ class AccountRecord:
 class Store:
     """The account store on either engine. Opening it prepares the schema
     (``service/store/migrations.py``: SQLite migrates, PostgreSQL checks);
-    ``pool_size`` is how many threads may use it at once (PostgreSQL connections)."""
+    ``pool_size`` is how many threads may use it at once (PostgreSQL connections);
+    ``serving``: the backend's store, which serves callers (server-side limits)."""
 
-    def __init__(self, target: StoreUrl | str | Path, *, pool_size: int = 4) -> None:
+    def __init__(self, target: StoreUrl | str | Path, *, pool_size: int = 4,
+                 serving: bool = False) -> None:
         self.url = store_url(target)
-        self._db: Database = open_current(self.url, pool_size=pool_size)
+        self._db: Database = open_current(self.url, pool_size=pool_size, serving=serving)
         self._run = self._db.run  # work on one connection, optionally one transaction
         self._ledger = PostgresLedger if self._db.engine == "postgresql" else SqliteLedger
 
@@ -102,11 +104,13 @@ class Store:
 
     # -- the lookup ---------------------------------------------------------------------
 
-    def transaction(self, work: Callable[[SqliteLedger], T]) -> T:
+    def transaction(self, work: Callable[[SqliteLedger], T], *,
+                    timeout: float | None = None) -> T:
         """Run ``work`` in one transaction: it sees and writes the store while no other
         decision of the same card, call or caller can, in this process or another (SQLite:
-        no other decision at all); all its writes commit together, or none if it raises."""
-        return self._run(lambda db: work(self._ledger(db)), write=True)
+        no other decision at all); all its writes commit together, or none if it raises
+        (PostgreSQL: StoreUnavailable past ``timeout`` seconds, waits for locks included)."""
+        return self._run(lambda db: work(self._ledger(db)), write=True, timeout=timeout)
 
     def answer(self, call_sid: str, request_key: str, now: float,
                ttl: float) -> Answer | None:

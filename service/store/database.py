@@ -49,8 +49,10 @@ class Database(Protocol):
         """The store's URL as logs and errors may show it (no password)."""
         ...
 
-    def run(self, work: Callable[[Connection], T], *, write: bool = False) -> T:
-        """``work`` on one connection; with ``write``, inside one transaction."""
+    def run(self, work: Callable[[Connection], T], *, write: bool = False,
+            timeout: float | None = None) -> T:
+        """``work`` on one connection; with ``write``, inside one transaction, which
+        PostgreSQL ends past ``timeout`` seconds (SQLite's is local and ignores it)."""
         ...
 
     def close(self) -> None: ...
@@ -61,13 +63,15 @@ def store_url(target: StoreUrl | str | Path) -> StoreUrl:
     return target if isinstance(target, StoreUrl) else StoreUrl.sqlite(str(target))
 
 
-def open_database(url: StoreUrl, *, pool_size: int = 4) -> Database:
+def open_database(url: StoreUrl, *, pool_size: int = 4, serving: bool = False) -> Database:
     """The engine ``url`` names. ``pool_size``: PostgreSQL connections at most, as many as
-    threads that run store work at once (SQLite keeps one per thread anyway)."""
+    threads that run store work at once (SQLite keeps one per thread anyway). ``serving``:
+    the backend's, which serve callers' lookups (PostgreSQL: the server-side limits of
+    ``service/store/postgres.py``)."""
     if url.engine == "postgresql":
         from service.store.postgres import PostgresDatabase  # psycopg only when used
 
-        return PostgresDatabase(url, pool_size=pool_size)
+        return PostgresDatabase(url, pool_size=pool_size, serving=serving)
     path = Path(url.path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return ThreadConnections(path)

@@ -296,9 +296,9 @@ def prepare(database: Database) -> None:
         f"needs {LATEST}: run `ivr-vault store migrate` (docs/deployment.md)")
 
 
-def open_current(url: StoreUrl, *, pool_size: int) -> Database:
+def open_current(url: StoreUrl, *, pool_size: int, serving: bool = False) -> Database:
     """The store's database, its schema this release's (:func:`prepare`)."""
-    database = open_database(url, pool_size=pool_size)
+    database = open_database(url, pool_size=pool_size, serving=serving)
     try:
         prepare(database)
     except BaseException:

@@ -40,6 +40,24 @@ CONNECT_TIMEOUT_S = 5.0
 # and /readyz says {"store": false} within its own 2 s (measured: tests/integration/store/
 # test_store_outage.py; with 5 s, /readyz said only that it timed out).
 WAIT_S = 1.0
+# The connections that serve callers' lookups (``serving=True``: the backend's) carry
+# limits the server applies to them, so that a backend that stops mid-transaction (paused,
+# frozen, cut off) does not hold its call, caller and account locks until TCP notices
+# (about 2 h by default), making the other backend's retry of the same call, and every
+# lookup of that account or caller number, wait. A decision's transaction runs its few
+# statements back to back (milliseconds); one idle for IDLE_IN_TRANSACTION_S has a client
+# that stopped: the server ends it and its locks go, within the webhook's request budget
+# (2.5 s), so that the retry on the other backend still answers (measured: make run-ha,
+# one backend SIGSTOPped for 10 s: tests/integration/ha/test_ha_drills.py). The keepalives
+# and TCP_USER_TIMEOUT find a dead peer in seconds, on both ends: the server frees the
+# session of a backend that is gone, the backend drops a connection to a server that is.
+IDLE_IN_TRANSACTION_S = 1.0
+TCP_USER_TIMEOUT_S = 5.0
+KEEPALIVE = {"idle": 5, "interval": 2, "count": 3}  # seconds, seconds, probes
+SERVING_OPTIONS = (
+    f"-c idle_in_transaction_session_timeout={round(IDLE_IN_TRANSACTION_S * 1000)}"
+    f" -c tcp_user_timeout={round(TCP_USER_TIMEOUT_S * 1000)}"
+    + "".join(f" -c tcp_keepalives_{k}={v}" for k, v in KEEPALIVE.items()))
 
 
 @functools.lru_cache(maxsize=512)
@@ -67,13 +85,16 @@ class PostgresDatabase:
     engine: Literal["postgresql"] = "postgresql"
 
     def __init__(self, url: StoreUrl, *, pool_size: int = 4,
-                 timeout: float = CONNECT_TIMEOUT_S, wait: float = WAIT_S) -> None:
+                 timeout: float = CONNECT_TIMEOUT_S, wait: float = WAIT_S,
+                 serving: bool = False) -> None:
         assert url.conninfo is not None
         self.url = url
         conninfo = url.conninfo.reveal()
         self._password = str(_conninfo_field(conninfo, "password") or "")
         connect: dict[str, Any] = {"autocommit": True,
                                    "connect_timeout": max(1, round(timeout))}
+        if serving:
+            connect.update(_serving_limits(conninfo))
         # One connection first: a store that cannot be reached fails here at once, with
         # libpq's own reason in one line (the pool would retry in the background, log a
         # warning each time, and then say only that it timed out).
@@ -119,15 +140,36 @@ class PostgresDatabase:
         except psycopg.IntegrityError as exc:
             where = exc.diag.constraint_name or exc.diag.table_name or "a constraint"
             raise StoreConflict(f"{self.url.display}: {where} would be violated") from None
-        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+        # IdleInTransactionSessionTimeout: the server ended this session's transaction
+        # while this process was stopped (IDLE_IN_TRANSACTION_S); nothing committed. It is
+        # an InternalError to psycopg: without it here, a backend resumed after a pause
+        # answered 500.
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout,
+                psycopg.errors.IdleInTransactionSessionTimeout) as exc:
             raise StoreUnavailable(f"{self.url.display}: {self._reason(exc)}") from None
 
-    def run(self, work: Callable[[PgConnection], T], *, write: bool = False) -> T:
+    def run(self, work: Callable[[PgConnection], T], *, write: bool = False,
+            timeout: float | None = None) -> T:
+        """``timeout`` (with ``write``): the transaction's statements, and its waits for
+        locks, end with an error past it (StoreUnavailable: nothing committed)."""
         with self._connection() as conn:
             if not write:
                 return work(conn)
             with conn.raw.transaction():
+                if timeout is not None:
+                    limit = f"{max(1, round(timeout * 1000))}ms"
+                    conn.raw.execute("SELECT set_config('statement_timeout', %s, true),"
+                                     " set_config('lock_timeout', %s, true)", (limit, limit))
                 return work(conn)
+
+
+def _serving_limits(conninfo: str) -> dict[str, Any]:
+    """libpq's own keepalives and TCP_USER_TIMEOUT, and the server's limits as startup
+    options, after any ``options`` the STORE_URL gives."""
+    given = str(_conninfo_field(conninfo, "options") or "")
+    return {"keepalives": 1, **{f"keepalives_{k}": v for k, v in KEEPALIVE.items()},
+            "tcp_user_timeout": round(TCP_USER_TIMEOUT_S * 1000),
+            "options": f"{given} {SERVING_OPTIONS}".strip()}
 
 
 def _conninfo_field(conninfo: str, name: str) -> object:

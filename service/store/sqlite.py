@@ -74,7 +74,8 @@ class ThreadConnections:
             self._opened.clear()
             self._local = threading.local()
 
-    def run(self, work: Callable[[sqlite3.Connection], T], *, write: bool = False) -> T:
+    def run(self, work: Callable[[sqlite3.Connection], T], *, write: bool = False,
+            timeout: float | None = None) -> T:
         """``work`` on this thread's connection; with ``write``, inside one BEGIN IMMEDIATE
         transaction. Retried from the start while another process holds the database."""
         deadline: float | None = None

@@ -26,7 +26,21 @@ import aiohttp
 from service.errors import VaultPermissionDenied, VaultUnavailable
 from service.vault.base import JSON, TokenState, error_for_status, fails_over, no_answer, parse_body
 from service.vault.client import VaultClient
+from service.web import budget
 from service.web.outbound import client_session
+
+
+def _share(timeout: float, order: list[str], tried: int) -> aiohttp.ClientTimeout:
+    """Within a request's budget (service/web/budget.py), each node still to be tried
+    gets an equal share of what is left, at most VAULT_TIMEOUT: a silent node (a paused
+    or cut-off leader) then leaves the next one time to answer. With VAULT_TIMEOUT alone
+    (2 s of the webhook's 2.5), a call in flight when the leader froze was lost: 2 to 4
+    calls per 10 s pause on make run-ha (tests/integration/ha/test_ha_drills.py)."""
+    left = budget.left()
+    if left is not None:
+        timeout = min(timeout, max(0.05, left / (len(order) - tried + 1)))
+    return aiohttp.ClientTimeout(total=timeout)
+
 
 
 class AsyncVault:
@@ -126,6 +140,8 @@ class AsyncVault:
             try:
                 async with self._client().post(f"{addr}/v1/{path}", data=data,
                                                headers=headers,
+                                               timeout=_share(self._vault.target.timeout, order,
+                                                              tried),
                                                proxy=proxies[addr]) as response:
                     status = response.status
                     body = await response.read()

@@ -8,6 +8,7 @@ client"). aiohttp's exceptions are translated here, at the boundary, into
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
@@ -16,11 +17,19 @@ import aiohttp
 
 from service.errors import BackendUnavailable
 from service.settings import Settings
+from service.web import budget
 from service.web.failover import Endpoints
 from service.web.outbound import client_session, proxy_for
 
 Answer = tuple[int, bytes]
 """The backend's status and raw body."""
+
+# A liveness probe of one replica, for /readyz (2 s in all): every replica is asked at
+# once and the first to answer decides, so that a silent one (paused, cut off) does not
+# make every webhook unready while the other answers. Before this, one backend SIGSTOPped
+# on make run-ha made /readyz of both webhooks time out, Caddy took both out, and 82 % of
+# calls heard Caddy's 503 (tests/integration/ha/test_ha_drills.py, the paused backend).
+PROBE_TIMEOUT_S = 1.0
 
 
 class BackendClient(Protocol):
@@ -44,10 +53,17 @@ class HttpBackend:
     """The backend replicas at ``urls`` over one keep-alive aiohttp session. Lookups take
     turns; one that gets no answer or a 5xx goes to the next replica, with the same
     Idempotency-Key, so the second replica answers what the first decided, if it did
-    (service/web/failover.py; a 4xx is a decision and is returned as it is)."""
+    (service/web/failover.py; a 4xx is a decision and is returned as it is).
 
-    def __init__(self, session: aiohttp.ClientSession, urls: Sequence[str]) -> None:
+    Within a request's budget (:mod:`service.web.budget`) each replica still to be tried
+    gets an equal share of what is left (at most BACKEND_TIMEOUT), and is told its share
+    (:data:`service.web.budget.HEADER`), so that a silent replica leaves the next one time
+    to answer, and the backend stops working on a lookup nobody waits for."""
+
+    def __init__(self, session: aiohttp.ClientSession, urls: Sequence[str], *,
+                 timeout: float) -> None:
         self._session = session
+        self._timeout = timeout
         self._endpoints = Endpoints(urls, name="backend", spread=True)
         self._proxy = {url: proxy_for(url) for url in urls}
 
@@ -56,11 +72,20 @@ class HttpBackend:
         payload = dict(body)
         answer: Answer | None = None
         failure = "no replica"
-        for url in self._endpoints.order():
+        order = self._endpoints.order()
+        for tried, url in enumerate(order):
+            left = budget.left()
+            share = self._timeout if left is None else min(self._timeout,
+                                                           left / (len(order) - tried))
+            if share <= 0:
+                failure = "request budget spent"
+                break
             try:
-                async with self._session.post(f"{url}/v1/lookup", json=payload,
-                                              headers={"Idempotency-Key": idempotency_key},
-                                              proxy=self._proxy[url]) as response:
+                async with self._session.post(
+                        f"{url}/v1/lookup", json=payload, proxy=self._proxy[url],
+                        timeout=aiohttp.ClientTimeout(total=share),
+                        headers={"Idempotency-Key": idempotency_key,
+                                 budget.HEADER: f"{share:.3f}"}) as response:
                     status, raw = response.status, await response.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self._endpoints.failed(url)
@@ -76,16 +101,26 @@ class HttpBackend:
         raise BackendUnavailable(f"lookup: {failure}")
 
     async def healthy(self) -> bool:
-        """Some replica answers its liveness route."""
-        for url in self._endpoints.addresses:
-            try:
-                async with self._session.get(f"{url}/healthz",
-                                             proxy=self._proxy[url]) as response:
-                    if response.status == 200:
-                        return True
-            except (aiohttp.ClientError, TimeoutError):
-                continue
-        return False
+        """Some replica answers its liveness route (all asked at once, the first yes
+        decides)."""
+        probes = [asyncio.ensure_future(self._alive(url)) for url in self._endpoints.addresses]
+        try:
+            for probe in asyncio.as_completed(probes):
+                if await probe:
+                    return True
+            return False
+        finally:
+            for probe in probes:
+                probe.cancel()
+
+    async def _alive(self, url: str) -> bool:
+        try:
+            async with self._session.get(
+                    f"{url}/healthz", proxy=self._proxy[url],
+                    timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)) as response:
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
 
 
 @asynccontextmanager
@@ -99,4 +134,4 @@ async def http_backend(settings: Settings) -> AsyncIterator[BackendClient]:
                               limit=64 * len(urls),
                               headers={"Authorization": f"Bearer {token.reveal()}"},
                               ) as session:
-        yield HttpBackend(session, urls)
+        yield HttpBackend(session, urls, timeout=settings.backend_timeout)

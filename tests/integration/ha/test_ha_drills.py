@@ -10,6 +10,13 @@ signed calls through Caddy (every answer checked), one piece dies at a time:
 - a webhook, SIGTERMed (a rolling restart): /readyz turns 503 at once, Caddy stops sending
   to it, it finishes what it holds and exits, the launcher starts its replacement.
 
+Then the silent faults (issue #25): one piece at a time is paused (SIGSTOP) for 10 s and
+resumed, as a frozen or partitioned host would be, answering nothing and resetting nothing:
+the Vault leader, a backend, a webhook behind Caddy. The load then comes from several
+numbers, each calling its own account, and once the fault is on, wrong PINs on accounts of
+their own; after each, the store must hold exactly what was decided (lockout exactness, one
+lookup per call: tests/support/drills.py), and no webhook request may take past its budget.
+
 PostgreSQL is the store (make run-ha's own, persistent under .dev/ha/). Not one call may
 fail. Then a burst of concurrent wrong PINs, spread over both webhooks
 and both backends, still locks the card after exactly LOCKOUT_THRESHOLD compared PINs.
@@ -19,6 +26,7 @@ it, and the time to recover); docs/past-one-machine.md quotes them.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -31,6 +39,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -52,6 +61,13 @@ from tests.support.devrun import (
     start_dev,
     stop_dev,
 )
+from tests.support.drills import (
+    Drilled,
+    Moment,
+    assert_no_call_lost,
+    assert_store_exact,
+    fault_drill,
+)
 from tests.support.load import CallLoad, Failure, Figures
 from tests.support.tools import require
 from tests.support.waiting import wait_until
@@ -61,6 +77,8 @@ pytestmark = pytest.mark.timeout(900)
 WARM_S = 3.0  # load before the failure
 AFTER_S = 3.0  # load after recovery
 RECOVER_WITHIN_S = 60.0
+PAUSE_S = 10.0  # how long a paused piece stays silent
+DRILLS = itertools.count()  # each drill's own accounts and cards, even after one failed
 FIGURES: dict[str, dict[str, Any]] = {}
 NUMBER = "86420975"  # the account number of the account the burst drill adds
 
@@ -106,10 +124,30 @@ class Ha:
     def ready(self, name: str) -> bool:
         return status(f"{self.member(name)['url']}/readyz") == 200
 
+    def backend_settings(self) -> Settings:
+        """The backend's identity and the store, for provisioning accounts."""
+        env = self.vault_env()
+        return Settings.from_environ({
+            "VAULT_ADDR": env["VAULT_ADDR"], "STORE_URL": env["STORE_URL"],
+            "VAULT_ROLE_ID_FILE": str(self.dev / "ivr-backend" / "role_id"),
+            "VAULT_SECRET_ID_FILE": str(self.dev / "ivr-backend" / "secret_id")})
 
-def status(url: str) -> int | None:
+    def logged_since(self, role: str, text: str, since_wall: float) -> list[float]:
+        """Wall-clock times of the log lines of every ``role`` process that contain
+        ``text``, from ``since_wall`` on."""
+        found = []
+        for path in (self.dev / "ha" / "logs").glob(f"{role}-*.stderr.log"):
+            for line in path.read_text(errors="replace").splitlines():
+                if text in line:
+                    stamp = datetime.fromisoformat(line.split(" ", 1)[0].replace("Z", "+00:00"))
+                    if stamp.timestamp() >= since_wall:
+                        found.append(stamp.timestamp())
+        return sorted(found)
+
+
+def status(url: str, timeout: float = 2) -> int | None:
     try:
-        return httpx.get(url, timeout=2).status_code
+        return httpx.get(url, timeout=timeout).status_code
     except httpx.HTTPError:
         return None
 
@@ -292,3 +330,80 @@ def test_a_burst_of_wrong_pins_locks_at_exactly_the_threshold(ha: Ha) -> None:
         Caller(ha.proxy_url, ha.twilio_token, client, say=last.append,
                caller="+15550109999", identify=NUMBER).play(["5678", "7351"])
     assert last[-1] == texts.NOT_FOUND
+
+
+def pause_drill(ha: Ha, drill: str, victim: dict[str, Any], *, detected: Moment | None,
+                recovered: Moment) -> Drilled:
+    """SIGSTOP ``victim`` for PAUSE_S under the mixed load, then SIGCONT
+    (tests/support/drills.py: the load, the figures, the store's checks)."""
+    n = next(DRILLS)
+    drilled = fault_drill(
+        url=ha.proxy_url, auth_token=ha.twilio_token, settings=ha.backend_settings(),
+        store_url=ha.vault_env()["STORE_URL"], cards_from=2000 + 64 * n, prefix=f"AC9{n:02d}",
+        begin=lambda: os.kill(victim["pid"], signal.SIGSTOP),
+        end=lambda: os.kill(victim["pid"], signal.SIGCONT),
+        hold_s=PAUSE_S, detected=detected, recovered=recovered)
+    FIGURES[drill] = drilled.summary()
+    print(f"\ndrill {drill}: {drilled.figures}; detected after {drilled.detect}, "
+          f"recovered {drilled.recover} s after")
+    return drilled
+
+
+def first_logged(ha: Ha, role: str, text: str) -> Moment:
+    """Seconds from the moment given to the first such log line after it."""
+    def seconds(_monotonic: float, wall: float) -> float | None:
+        stamps = ha.logged_since(role, text, wall)
+        return stamps[0] - wall if stamps else None
+    return seconds
+
+
+def test_sigstop_the_vault_leader(ha: Ha) -> None:
+    leader = ha.leader()
+    assert leader is not None
+
+    def elected(started: float, _wall: float) -> float | None:
+        for node in ha.role("vault"):
+            if node["name"] != leader["name"] and status(
+                    f"{node['url']}/v1/sys/health", timeout=0.5) == 200:
+                return time.monotonic() - started
+        return None
+
+    def back(healed: float, _wall: float) -> float | None:
+        answered = status(f"{leader['url']}/v1/sys/health", timeout=0.5) in (200, 429)
+        return time.monotonic() - healed if answered else None
+
+    assert_no_call_lost(pause_drill(ha, "vault leader SIGSTOP 10 s", leader,
+                                    detected=elected, recovered=back))
+
+
+def test_sigstop_a_backend(ha: Ha) -> None:
+    assert_no_call_lost(pause_drill(
+        ha, "backend SIGSTOP 10 s", ha.member("backend-1"),
+        detected=first_logged(ha, "webhook", "address failed; trying the others"),
+        recovered=first_logged(ha, "webhook", "address answers again")))
+
+
+# Caddy's active check of a webhook's /readyz times out after 3 s (proxy/Caddyfile.ha:
+# not less, since /readyz itself may take its 2 s while Vault is slow, and a shorter
+# timeout would take every webhook out at once), every 0.5 s; a request in flight on a
+# frozen webhook waits for it (Caddy 2.6 cannot send a POST again: its retries lose the
+# body). So a frozen webhook can cost the calls that reach it within that bound; after it,
+# none.
+PROXY_NOTICES_WITHIN_S = 3.5 + 0.5  # and a margin for this loaded machine
+
+
+def test_sigstop_a_webhook_behind_the_proxy(ha: Ha) -> None:
+    drill = "webhook SIGSTOP 10 s"
+
+    def back(healed: float, _wall: float) -> float | None:
+        return time.monotonic() - healed if ha.ready("webhook-1") else None
+
+    paused = pause_drill(ha, drill, ha.member("webhook-1"), detected=None, recovered=back)
+    # Detected, as the load saw it: the last request that went to the frozen webhook.
+    FIGURES[drill]["time_to_detect"] = max((t for t, _ in paused.over_budget), default=0.0)
+    print(f"drill {drill}: requests held by the frozen webhook (sent at s, took ms): "
+          f"{paused.over_budget}")
+    late = [f for f in paused.failures if f.at - paused.started > PROXY_NOTICES_WITHIN_S]
+    assert not late, late[:5]
+    assert all(t <= PROXY_NOTICES_WITHIN_S for t, _ in paused.over_budget), paused.over_budget
+    assert_store_exact(paused)

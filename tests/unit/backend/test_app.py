@@ -25,8 +25,9 @@ import httpx
 import pytest
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.requests import Request
 
-from service.backend.app import ANSWERS, create_backend_app
+from service.backend.app import ANSWERS, create_backend_app, request_budget
 from service.backend.decision import LookupOutcome
 from service.backend.enrolment import Enrolment, make_records
 from service.backend.keycheck import CANARY_INPUT
@@ -388,3 +389,30 @@ def test_every_closed_label_is_exported_at_zero_from_the_start(backend: Backend)
                 + [("ivr_vault_errors_total", (("kind", k),)) for k in vault_error_kinds()])
     assert {key: samples.get(key) for key in expected} == dict.fromkeys(expected, 0.0)
     assert {"timeout", "sealed", "forbidden", "unavailable"} <= set(vault_error_kinds())
+
+
+# -- the request budget (issue #25) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("header", "budget"), [
+    (None, 2.5), ("1.25", 1.25), ("0.001", 0.001), ("9", 2.5), ("inf", 2.5), ("-1", 0.0),
+    ("0", 0.0), ("nan", 2.5), ("soon", 2.5), ("", 2.5), ("1" * 17, 2.5), ("1e-3", 0.001)])
+def test_the_budget_is_the_webhooks_within_the_backends_own(header: str | None,
+                                                            budget: float) -> None:
+    scope = {"type": "http", "headers": [] if header is None else
+             [(b"x-request-budget", header.encode())]}
+    assert request_budget(Request(scope), Settings()) == budget
+
+
+def test_a_lookup_with_no_budget_left_decides_nothing(backend: Backend) -> None:
+    call_sid = new_call_sid()
+    spent = backend.lookup(backend.ciphertexts(call_sid, pin="9999"), key="k1",
+                           headers={"X-Request-Budget": "0"})
+    assert spent.status_code == 503
+    assert spent.json() == {"detail": "request budget spent"}
+    # Nothing was decided: no wrong PIN counted, and the retry on a replica with time
+    # left decides it, once.
+    assert backend.metric("ivr_wrong_pins_total") == 0
+    assert backend.lookup(backend.ciphertexts(call_sid, pin="9999"), key="k1",
+                          headers={"X-Request-Budget": "1.5"}).status_code == 404
+    assert backend.metric("ivr_wrong_pins_total") == 1
