@@ -109,20 +109,15 @@ def number_problem(account: str, number: str, settings: Settings) -> str | None:
     return None
 
 
-def problem(row: Enrolment, settings: Settings, *, check_pin: bool = True) -> str | None:
-    """Why ``row`` cannot be enrolled as given, before Vault or the store; None if it
-    can. Never quotes a digit of it."""
+def malformed(row: Enrolment, settings: Settings) -> str | None:
+    """What is wrong with the shape of ``row`` as typed or read (``accounts add`` calls it
+    bad input); None when every entry is well formed. Never quotes a digit of it."""
     if not LABEL.fullmatch(row.account):
         return "account: expected letters, digits, '.', '_' or '-' (at most 64)"
     if not AMOUNT.fullmatch(row.balance):
         return "balance: expected an amount such as 12.55"
-    try:
-        parse_balance(row.balance, settings.balance_currency)  # JPY: 1255, never 12.55
-    except ValueError as exc:
-        return str(exc)
-    why = number_problem(row.account, row.account_number, settings)
-    if why is not None:
-        return why
+    if not is_digits(row.account_number, settings.account_number_digits):
+        return f"account number: expected exactly {settings.account_number_digits} digits"
     if not is_digits(row.last4, CARD_DIGITS):
         return f"card last-4: expected exactly {CARD_DIGITS} digits"
     if not is_digits(row.pin, PIN_DIGITS):
@@ -131,7 +126,22 @@ def problem(row: Enrolment, settings: Settings, *, check_pin: bool = True) -> st
         return f"caller numbers: at most {MAX_CALLERS}"
     if any(not E164.fullmatch(c) for c in row.callers):
         return "caller number: expected E.164 (+ then up to 15 digits)"
+    return None
+
+
+def problem(row: Enrolment, settings: Settings, *, check_pin: bool = True) -> str | None:
+    """Why ``row`` cannot be enrolled as given, before Vault or the store; None if it
+    can. Never quotes a digit of it. ``check_pin=False``: the demo account's exception
+    (its weak PIN, and its tutorial balance whatever BALANCE_CURRENCY says)."""
+    why = (malformed(row, settings)
+           or number_problem(row.account, row.account_number, settings))
+    if why is not None:
+        return why
     if check_pin:
+        try:
+            parse_balance(row.balance, settings.balance_currency)  # JPY: 1255, never 12.55
+        except ValueError as exc:
+            return str(exc)
         weak = weakness(row.pin)
         if weak is not None:
             return f"PIN refused: {weak}; choose another"

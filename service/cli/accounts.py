@@ -55,13 +55,13 @@ def _refused(line: str) -> int:
 
 
 def _add(args: argparse.Namespace, settings: Settings) -> int:
-    from service.backend.enrolment import Enrolment, add_account, problem
+    from service.backend.enrolment import Enrolment, add_account, malformed
 
     number, card, pin, callers = read_enrolment(args.account, args.balance)
     row = Enrolment(args.account, args.balance, number, card, pin, callers)
-    malformed = problem(row, settings, check_pin=False)
-    if malformed is not None:  # what was typed or piped in: "bad input", exit 2
-        raise BadInput(malformed)
+    shape = malformed(row, settings)
+    if shape is not None:  # what was typed or piped in: "bad input", exit 2
+        raise BadInput(shape)
     try:
         add_account(settings, row)
     except EnrolmentRefused as exc:

@@ -202,7 +202,7 @@ def run_scenario(cap: Captured, vault: DevVault, stack: Stack, no_vault: Service
         vault.resume()
         play("vault_unreachable", [c6], url=no_vault.url)
         play("after_recovery", [c7, p7])
-        play("ja_chosen", [c0, p0], lang="ja-JP")  # found, in the menu's Japanese
+        play("ja_chosen", [c0, p0], identify=n0, lang="ja-JP")  # found, in the menu's Japanese
         play("ja_by_number", [c2, p2], to=JA_NUMBER)  # unknown, the number's Japanese
         _hostile(cap, Caller(stack.webhook.url, stack.twilio_token, client), stack, client,
                  c3, p3, n2)

@@ -177,6 +177,7 @@ def test_withheld_callers_are_cut_off_only_for_their_buckets_window(bench: Bench
 
 
 def test_enrolment_refusals_are_one_plain_line_and_exit_2(bench: Bench) -> None:
+    """A malformed entry is bad input; a well-formed one the rules refuse says why."""
     cases = {
         ("AC70000001", "1.00", f"74185296\n1111\n{PIN}\n"):
             "ivr-vault: account AC70000001 already exists; change it with "
@@ -189,14 +190,14 @@ def test_enrolment_refusals_are_one_plain_line_and_exit_2(bench: Bench) -> None:
         ("AC70000009", "1.00", "74185296\n1111\n1234\n"):
             "ivr-vault: PIN refused: a straight sequence of digits; choose another",
         ("AC70000009", "lots", f"74185296\n1111\n{PIN}\n"):
-            "ivr-vault: balance: expected an amount such as 12.55",
+            "ivr-vault: bad input: balance: expected an amount such as 12.55",
         ("AC70000009", "1.00", f"74185296\n{CARD}\n3917\n{TWINS[0][3]}\n"):
             "ivr-vault: a caller number is already registered on another account with the "
             "same card last-4 (the two could not be told apart)",
         ("AC70000009", "1.00", f"7418529\n{CARD}\n{PIN}\n"):
-            "ivr-vault: account number: expected exactly 8 digits",
+            "ivr-vault: bad input: account number: expected exactly 8 digits",
         ("AC70000009", "1.00", f"74185296\n{CARD}\n{PIN}\n5550100001\n"):
-            "ivr-vault: caller number: expected E.164 (+ then up to 15 digits)",
+            "ivr-vault: bad input: caller number: expected E.164 (+ then up to 15 digits)",
     }
     for (account, balance, lines), line in cases.items():
         refused = bench.add(account, balance, lines)

@@ -25,8 +25,8 @@ import httpx
 import pytest
 from twilio.twiml import voice_response as vr
 
-from service.backend.enrolment import add_account
-from service.devtools.caller import Caller
+from service.backend.enrolment import Enrolment, add_account
+from service.devtools.caller import REGISTERED, Caller
 from service.devtools.devstack import DevVault
 from service.vault.bootstrap import RoleCredentials
 from service.webhook.locales.registry import CATALOGS
@@ -34,7 +34,8 @@ from tests.support.stack import Stack, make_stack
 
 JA_NUMBER = "+81312345678"
 US_NUMBER = "+15005550001"
-YEN_ACCOUNT = ("AC24681357", "1255", "8642", "5813")  # account, balance, card, PIN
+YEN_ACCOUNT = ("AC24681357", "1255", "97531864", "8642", "5813")  # account, balance, number,
+# card, PIN
 EN, JA = CATALOGS["en-US"], CATALOGS["ja-JP"]
 VOICE = {"en-US": "Polly.Joanna", "ja-JP": "Polly.Mizuki"}
 
@@ -95,12 +96,14 @@ class Recorder:
             self.documents.append(response.text)
 
 
-def call(stack: Stack, entries: list[str], **how: str) -> tuple[list[str], list[str]]:
-    """One whole call: what the caller heard and every TwiML document answered."""
+def call(stack: Stack, entries: list[str], identify: str = REGISTERED,
+         **how: str) -> tuple[list[str], list[str]]:
+    """One whole call (identified by ``identify``: an account number, or star from the
+    demo's registered number): what the caller heard and every TwiML document answered."""
     recorder = Recorder()
     with httpx.Client(timeout=10, event_hooks={"response": [recorder]}) as client:
-        result = Caller(stack.webhook.url, stack.twilio_token, client,
-                        say=lambda _: None).play(entries, **how)
+        result = Caller(stack.webhook.url, stack.twilio_token, client, say=lambda _: None,
+                        identify=identify).play(entries, **how)
     assert result.completed and set(result.statuses) == {200}
     return result.heard, recorder.documents
 
@@ -112,9 +115,7 @@ def numbers(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
     running = make_stack(dev_vault, credentials, tmp_path_factory.mktemp("locales"),
                          webhook_env={**yen, "LOCALE_BY_NUMBER": f"{JA_NUMBER}=ja-JP"},
                          backend_env=yen)
-    account, balance, card, pin = YEN_ACCOUNT
-    add_account(running.backend_settings(), account=account, balance=balance, last4=card,
-                pin=pin)
+    add_account(running.backend_settings(), Enrolment(*YEN_ACCOUNT))
     yield running
     running.stop()
 
@@ -136,25 +137,28 @@ def menu(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
 ])
 def test_a_whole_call_in_the_called_numbers_locale(numbers: Stack, to: str, language: str,
                                                    found: str) -> None:
-    _, _, card, pin = YEN_ACCOUNT
-    heard, documents = call(numbers, [card, pin], to=to)
+    _, _, number, card, pin = YEN_ACCOUNT
+    heard, documents = call(numbers, [card, pin], number, to=to)
     catalog = CATALOGS[language]
-    assert heard == [catalog.text("ask_card"), catalog.text("ask_pin"), found]
-    assert [len(check_document(d, language)) for d in documents] == [1, 1, 1]
+    assert heard == [catalog.text("ask_account", digits="8"), catalog.text("ask_card"),
+                     catalog.text("ask_pin"), found]
+    assert [len(check_document(d, language)) for d in documents] == [1, 1, 1, 1]
     # The label is read character by character; the typed digits are never read back.
     result = ET.fromstring(documents[-1]).find("Say")
     assert result is not None and [e.text for e in result] == ["AC24681357"]
+    assert number not in documents[-1]
     assert card not in documents[-1] and pin not in documents[-1]
 
 
 def test_japanese_retries_wrong_pins_and_goodbyes(numbers: Stack) -> None:
-    _, _, card, _ = YEN_ACCOUNT
-    heard, documents = call(numbers, ["12", card, "0000"], to=JA_NUMBER)
-    assert heard == [JA.text("ask_card"), JA.text("retry"), JA.text("ask_card"),
-                     JA.text("ask_pin"), JA.text("not_found")]
+    _, _, number, card, _ = YEN_ACCOUNT
+    heard, documents = call(numbers, ["12", card, "0000"], number, to=JA_NUMBER)
+    assert heard == [JA.text("ask_account", digits="8"), JA.text("ask_card"),
+                     JA.text("retry"), JA.text("ask_card"), JA.text("ask_pin"),
+                     JA.text("not_found")]
     for document in documents:
         check_document(document, "ja-JP")
-    heard, documents = call(numbers, ["", "", ""], to=JA_NUMBER)
+    heard, documents = call(numbers, ["", "", ""], number, to=JA_NUMBER)
     assert heard[-1] == JA.text("too_many_tries")
     for document in documents:
         check_document(document, "ja-JP")
@@ -186,7 +190,8 @@ def test_the_language_menu_and_the_choice_carried_in_the_signed_url(
         assert element.tag in DOCUMENTED and set(element.attrib) <= DOCUMENTED[element.tag]
     catalog = CATALOGS[language]
     demo = catalog.text("found", account="AC12345678", balance="12.55")
-    assert heard[2:] == [catalog.text("ask_card"), catalog.text("ask_pin"), demo]
+    assert heard[2:] == [catalog.text("ask_account", digits="8"), catalog.text("ask_card"),
+                         catalog.text("ask_pin"), demo]
     actions = []
     for document in documents[1:]:
         check_document(document, language)
@@ -195,7 +200,7 @@ def test_the_language_menu_and_the_choice_carried_in_the_signed_url(
             actions.append(parse_qs(urlsplit(gather.attrib["action"]).query).get("lang"))
     # Chosen in the menu: every next action URL carries it. Not chosen: none does, and
     # the call goes on in the number's locale.
-    assert actions == ([[lang], [lang]] if lang else [None, None])
+    assert actions == ([[lang]] * 3 if lang else [None] * 3)
 
 
 def test_the_menu_key_is_logged_as_the_locale_it_chose(menu: Stack) -> None:
@@ -219,7 +224,7 @@ def test_the_menu_key_is_logged_as_the_locale_it_chose(menu: Stack) -> None:
 def test_a_choice_outside_the_menu_is_not_honoured(menu: Stack) -> None:
     caller = Caller(menu.webhook.url, menu.twilio_token, httpx.Client(timeout=10))
     try:
-        response = caller.post(menu.webhook.url + "/voice/card?lang=fr-FR",
+        response = caller.post(menu.webhook.url + "/voice/card?registered=1&lang=fr-FR",
                                {"CallSid": "CA" + "1" * 32, "To": US_NUMBER, "Digits": "12"})
     finally:
         caller.client.close()
@@ -237,11 +242,13 @@ def cli(stack: Stack, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]
 
 def test_the_simulator_shows_what_a_caller_of_a_number_hears(numbers: Stack,
                                                              tmp_path: Path) -> None:
-    _, _, card, pin = YEN_ACCOUNT
-    done = cli(numbers, tmp_path, "--to", JA_NUMBER, "--card", card, "--pin", pin)
+    _, _, number, card, pin = YEN_ACCOUNT
+    done = cli(numbers, tmp_path, "--to", JA_NUMBER, "--account-number", number, "--card", card,
+               "--pin", pin)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
-        "[language=ja-JP voice=Polly.Mizuki]", JA.text("ask_card"), JA.text("ask_pin"),
+        "[language=ja-JP voice=Polly.Mizuki]", JA.text("ask_account", digits="8"),
+        JA.text("ask_card"), JA.text("ask_pin"),
         "ありがとうございます。お客様のアカウント番号はAC24681357、残高は1,255円です。"]
 
 
@@ -251,7 +258,8 @@ def test_the_simulator_answers_the_menu_with_lang(menu: Stack, tmp_path: Path) -
     assert done.stdout.splitlines() == [
         "[language=ja-JP voice=Polly.Mizuki]", "日本語は1を押してください。",
         "[language=en-US voice=Polly.Joanna]", "For English press 2.",
-        "[language=ja-JP voice=Polly.Mizuki]", JA.text("ask_card"), JA.text("ask_pin"),
+        "[language=ja-JP voice=Polly.Mizuki]", JA.text("ask_account", digits="8"),
+        JA.text("ask_card"), JA.text("ask_pin"),
         JA.text("found", account="AC12345678", balance="12.55")]
 
 
@@ -281,7 +289,7 @@ def test_accounts_add_refuses_a_yen_balance_with_cents(numbers: Stack, tmp_path:
     before = numbers.store_path.read_bytes()
     refused = subprocess.run(
         [sys.executable, "-m", "service", "accounts", "add", "--account", "AC13572468",
-         "--balance", "12.55"], input="9753\n2864\n", cwd=tmp_path, env=env,
+         "--balance", "12.55"], input="86420135\n9753\n2864\n\n", cwd=tmp_path, env=env,
         capture_output=True, text=True, timeout=60, check=False)
     assert refused.returncode == 2
     assert refused.stderr == ("ivr-vault: balance: JPY has no minor units; write a whole "

@@ -114,9 +114,9 @@ def test_the_scenario_took_every_path(captured: Captured) -> None:
         assert heard[name][-1] == twiml.TRY_LATER, name
     assert heard["backend_stopped"][-2] == twiml.ASK_PIN  # stopped mid-call, not before
     for name in [f"script_{s}" for s in SCRIPTS] + ["query_digits", "too_many_digits"]:
-        assert twiml.retry(4) in heard[name][0], name
+        assert twiml.RETRY in heard[name][0], name
     for name in [f"account_script_{s}" for s in SCRIPTS] + ["account_query_digits"]:
-        assert twiml.retry(8) in heard[name][0], name
+        assert twiml.RETRY_ACCOUNT.format(digits=8) in heard[name][0], name
     assert twiml.CALL_AGAIN in heard["plain_card_in_query"][0]
     ja = CATALOGS["ja-JP"]
     assert heard["ja_chosen"][-1] == ja.text("found", account=SEEDED[0], balance=SEEDED[1])

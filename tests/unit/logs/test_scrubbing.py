@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import re
 from decimal import Decimal
 from fractions import Fraction
@@ -403,15 +404,19 @@ template_keys = st.sampled_from(sorted(KNOWN_TEMPLATES))
 def test_caller_digits_in_template_arguments_are_masked(key: tuple[str, str],
                                                         data: st.DataObject) -> None:
     """Text arguments are what a caller's digits would be: none survives, whatever the
-    template. Only a checked int (a port, a PID) or the configured address shows."""
+    template. Only a checked int (a port, a PID, an errno the kernel names, an HTTP
+    status) or the configured address shows."""
     kinds = KNOWN_TEMPLATES[key]
     specs = [m.group() for m in SPEC.finditer(key[1])]
     args = tuple(data.draw(st.integers() if spec == "%d" else digit_text) for spec in specs)
     text = render(key[1], *args, logger=key[0], hosts=frozenset({"127.0.0.1"}))
     assert isinstance(text, str)
     shown = [str(a) for a, kind in zip(args, kinds, strict=True)
-             if type(a) is int and kind in (Arg.PORT, Arg.PID)
-             and 1 <= a <= (65_535 if kind is Arg.PORT else PID_MAX)]
+             if type(a) is int and (
+                 (kind in (Arg.PORT, Arg.PID)
+                  and 1 <= a <= (65_535 if kind is Arg.PORT else PID_MAX))
+                 or (kind is Arg.ERRNO and a in errno.errorcode)
+                 or (kind is Arg.STATUS and 100 <= a <= 599))]
     shown += [a for a in args if a == "127.0.0.1"]  # DTMF has no dot: never a caller's
     for value in shown:
         text = text.replace(value, "", 1)
