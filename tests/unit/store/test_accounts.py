@@ -86,7 +86,7 @@ def test_the_schema_has_no_place_for_digits(store: Store) -> None:
     assert columns == {
         "accounts": {"id", "account", "ref", "balance", "salt", "number_verifier",
                      "number_version", "card_verifier", "pin_verifier", "salted",
-                     "legacy_card", "lookup_version"},
+                     "legacy_card", "lookup_version", "last_success"},
         "caller_registrations": {"caller_verifier", "account_id", "lookup_version"},
         "card_lockout": {"account_id", "failures", "locked_until", "hard"},
         "caller_failures": {"caller", "at"},  # the caller number's HMAC, never the number
