@@ -33,6 +33,7 @@ from pathlib import Path
 from service.backend.enrolment import (
     REFUSALS,
     Enrolment,
+    calls,
     check_canaries,
     make_records,
     problem,
@@ -72,6 +73,7 @@ class Summary:
     updated: int = 0
     refused: int = 0
     seconds: float = 0.0
+    transit_calls: int = 0  # HMAC calls (the canary's and the rows')
 
 
 Refuse = Callable[[int, str], None]  # (line number, why)
@@ -212,12 +214,13 @@ def import_file(settings: Settings, path: Path, *, update: bool = False,
                                    vault=vault) as transit:
             await check_canaries(transit, settings, store)
             (canary,) = await transit.hmac([CANARY_INPUT])
+            summary.transit_calls += 1
             store.add_canary(canary, time.time())
             version = verifier_version(canary)  # every row at the version it started with
             loop = asyncio.get_running_loop()
             pending: asyncio.Future[None] | None = None
-            rows = _chain(first, lines)
-            while chunk := list(islice(rows, CHUNK_ROWS)):
+            every = _chain(first, lines)
+            while chunk := list(islice(every, CHUNK_ROWS)):
                 summary.rows += len(chunk)
                 good: list[Line] = []
                 early: list[tuple[int, str]] = []
@@ -227,9 +230,10 @@ def import_file(settings: Settings, path: Path, *, update: bool = False,
                         good.append(line)
                     else:
                         early.append((line.number, why))
-                records = await make_records(
-                    transit, [line.row for line in good if line.row is not None],
-                    key_version=version, parallel=parallel)
+                rows_ok = [line.row for line in good if line.row is not None]
+                summary.transit_calls += sum(1 for _ in calls(rows_ok))
+                records = await make_records(transit, rows_ok, key_version=version,
+                                             parallel=parallel)
                 if pending is not None:
                     await pending
                 pending = loop.run_in_executor(writer, write, good, records, early,

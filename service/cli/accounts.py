@@ -200,7 +200,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     print(f"ivr-vault: import {path.name}: {summary.rows} rows: {summary.added} added, "
           f"{summary.skipped} already present, {summary.updated} updated, "
           f"{summary.refused} refused ({summary.rows / max(summary.seconds, 1e-9):.0f} "
-          "rows/s)")
+          f"rows/s, {summary.transit_calls} Transit calls)")
     return 2 if summary.refused else 0
 
 
