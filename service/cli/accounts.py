@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -106,42 +107,42 @@ def _update(args: argparse.Namespace, settings: Settings) -> int:
     if change is None and args.balance is None:
         return _refused("accounts update: nothing to change (--balance, "
                         + ", ".join("--" + name.replace("_", "-") for name in UPDATES) + ")")
-    said = []
+    if args.balance is not None and not enrolment.AMOUNT.fullmatch(args.balance):
+        return _refused(enrolment.BAD_AMOUNT)  # before anything is changed
+    done: dict[str, str] = {}  # change → what it did
     try:
-        if args.balance is not None:
-            enrolment.set_balance(settings, args.account, args.balance)
-            said.append("balance changed")
         if change == "set_account_number":
             number = _read_line("account number", True)
             enrolment.set_account_number(settings, args.account, number)
-            said.append("account number set (its card-only lookup has ended)")
+            done[change] = "account number set (its card-only lookup has ended)"
         elif change in ("reset_pin", "change_card"):
             new_card = change == "change_card"
             last4 = _read_line("new card last 4 digits" if new_card else
                                "the account's card last 4 digits", True)
             pin = _read_line("new PIN", True)
             enrolment.change_card(settings, args.account, last4, pin, new_card=new_card)
-            said.append("card and PIN changed" if new_card else "PIN reset")
+            done[change] = "card and PIN changed" if new_card else "PIN reset"
         elif change == "add_callers":
             last4 = _read_line("the account's card last 4 digits", True)
             callers = _read_numbers("caller number to register")
             enrolment.add_callers(settings, args.account, last4, callers)
-            said.append(f"{len(callers)} caller numbers registered")
+            done[change] = f"{len(callers)} caller numbers registered"
         elif change == "remove_callers":
             callers = _read_numbers("caller number to unregister")
             removed = enrolment.remove_callers(settings, args.account, callers)
-            said.append(f"{removed} of {len(callers)} caller numbers unregistered")
+            done[change] = f"{removed} of {len(callers)} caller numbers unregistered"
+        if args.balance is not None:
+            enrolment.set_balance(settings, args.account, args.balance)
+            done["balance"] = "balance changed"
     except EnrolmentRefused as exc:
         return _refused(str(exc))
     except StoreConflict:  # another enrolment took the number meanwhile
         return _refused("that account number is already enrolled on another account")
     finally:
-        if said:  # the changes made, even when a later one was refused
-            done = (["balance"] if args.balance is not None else []) + \
-                ([change] if change is not None and len(said) > (args.balance is not None)
-                 else [])
-            _audit(settings, args.account, "account changed by an operator", changes=done)
-    print(f"ivr-vault: account {args.account}: {'; '.join(said)}")
+        if done:  # what was changed, even when what followed was refused
+            _audit(settings, args.account, "account changed by an operator",
+                   changes=list(done))
+    print(f"ivr-vault: account {args.account}: {'; '.join(done.values())}")
     return 0
 
 
@@ -173,7 +174,8 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
         for summary in store.summaries():
             print(json_line(summary, now) if args.json else table_line(summary, now))
     except BrokenPipeError:  # `| head`: the reader has what it wanted
-        sys.stderr.close()
+        # Python would flush stdout again at exit and complain: point it at /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     finally:
         store.close()
