@@ -3,14 +3,14 @@
 On each engine (SQLite, then PostgreSQL started by ``service/devtools/postgres.py``), with
 one dev Vault and real backend and webhook processes:
 
-1. 1,000 generated accounts imported (``ivr-vault accounts import``), then whole calls
-   (the simulator, ``service/devtools/caller.py``: account number, card, PIN; each one
-   checked to find its account) timed from the first request to the last: p50 and p99;
-2. the other N - 1,000 imported, timed: accounts/s, Transit calls per account (the
-   importer's own count), the importer's peak RSS (its VmHWM);
-3. the same calls with N accounts in the store, over accounts drawn from all N;
-4. the store's bytes per account: its growth between 1 and 2, divided by the accounts
-   added (SQLite: the file after a checkpoint; PostgreSQL: ``pg_database_size``).
+1. two stores: 1,000 generated accounts imported (``ivr-vault accounts import``) into
+   each, then the other N - 1,000 into the second, timed: accounts/s, Transit calls per
+   account (the importer's own count), the importer's peak RSS (its VmHWM) and CPU;
+2. the second store's bytes per account: its growth during that import, divided by the
+   accounts added (SQLite: the files after a checkpoint; PostgreSQL: ``pg_database_size``);
+3. whole calls (the simulator, ``service/devtools/caller.py``: account number, card, PIN;
+   each checked to find its account) timed from the first request to the last, against
+   each store through its own backend and webhook, runs alternating: p50 and p99.
 
 Before that, Vault alone: Transit HMACs in the importer's batches and parallelism, items/s
 (the bound on accounts/s: an account with one caller number is 4 HMAC inputs).
@@ -59,6 +59,7 @@ from service.web.metrics import Metrics
 HERE = Path(__file__).resolve().parent
 SMALL = 1_000
 CONCURRENCY = 4  # calls at once
+RUNS = 4  # alternating runs per store
 PARALLEL = 4  # the importer's Transit calls at once (its default)
 TARGET_RATE, TARGET_RSS, TARGET_P99 = 4_000.0, 250.0, 1.2
 SUMMARY = re.compile(r"\((\d+) rows/s, (\d+) Transit calls\)")
@@ -156,9 +157,9 @@ def _hwm_kb(pid: int) -> int:
 
 
 def calls(webhook: ServiceProcess, token: str, population: int, count: int,
-          ) -> tuple[float, float, int]:
+          ) -> tuple[list[float], int]:
     """``count`` whole calls, CONCURRENCY at once, each as an account drawn from the first
-    ``population``: (p50 ms, p99 ms, calls that did not find their account)."""
+    ``population``: (each call's ms, calls that did not find their account)."""
     chosen = [random.randrange(population) for _ in range(count)]
     durations: list[float] = []
     failed = 0
@@ -182,9 +183,12 @@ def calls(webhook: ServiceProcess, token: str, population: int, count: int,
 
     with ThreadPoolExecutor(CONCURRENCY) as pool:
         list(pool.map(one, chosen))
+    return durations, failed
+
+
+def p50_p99(durations: list[float]) -> tuple[float, float]:
     ordered = sorted(durations)
-    return (statistics.median(ordered), ordered[min(len(ordered) - 1,
-                                                     int(len(ordered) * 0.99))], failed)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
 def store_bytes(env: dict[str, str]) -> int:
@@ -222,28 +226,42 @@ def services(env_for: dict[str, dict[str, str]], log_dir: Path,
         backend.stop()
 
 
-def measure_engine(engine: str, store_env: dict[str, str], roles: dict[str, dict[str, str]],
-                   n: int, files: tuple[Path, Path], work: Path, count: int) -> Figures:
-    work.mkdir(parents=True, exist_ok=True)
-    env_for = {role: {**env, **store_env} for role, env in roles.items()}
-    run_import(env_for["backend"], files[0], work)
-    with services(env_for, work) as (webhook, token):
-        calls(webhook, token, SMALL, 50)  # warm up
-        small = calls(webhook, token, SMALL, count)
-        log(f"{engine}: {SMALL} accounts: p50 {small[0]:.1f} ms p99 {small[1]:.1f} ms")
-        before = store_bytes(store_env)
-        done = run_import(env_for["backend"], files[1], work)
-        log(f"{engine}: imported {done.added} in {done.seconds:.1f} s "
-            f"({done.added / done.seconds:.0f}/s), {done.transit_calls} Transit calls, peak "
-            f"RSS {done.rss_mb:.0f} MB, CPU {done.cpu_s * 1000 / done.added:.3f} ms/account")
-        grown = store_bytes(store_env) - before
-        calls(webhook, token, n, 50)  # warm up
-        large = calls(webhook, token, n, count)
-        log(f"{engine}: {n} accounts: p50 {large[0]:.1f} ms p99 {large[1]:.1f} ms")
+def measure_engine(engine: str, stores: tuple[dict[str, str], dict[str, str]],
+                   roles: dict[str, dict[str, str]], n: int, files: tuple[Path, Path],
+                   work: Path, count: int) -> Figures:
+    """Two stores, SMALL and ``n`` accounts, each served by its own backend and webhook;
+    their calls alternate (A B A B ...), so that the load of this shared machine falls on
+    both alike."""
+    envs = [{role: {**env, **store} for role, env in roles.items()} for store in stores]
+    dirs = [work / "small", work / "large"]
+    for directory in dirs:
+        directory.mkdir(parents=True, exist_ok=True)
+    run_import(envs[0]["backend"], files[0], dirs[0])
+    run_import(envs[1]["backend"], files[0], dirs[1])
+    before = store_bytes(stores[1])
+    done = run_import(envs[1]["backend"], files[1], dirs[1])
+    log(f"{engine}: imported {done.added} in {done.seconds:.1f} s "
+        f"({done.added / done.seconds:.0f}/s), {done.transit_calls} Transit calls, peak "
+        f"RSS {done.rss_mb:.0f} MB, CPU {done.cpu_s * 1000 / done.added:.3f} ms/account")
+    grown = store_bytes(stores[1]) - before
+    durations: list[list[float]] = [[], []]
+    failed = 0
+    with services(envs[0], dirs[0]) as small, services(envs[1], dirs[1]) as large:
+        sides = ((small, SMALL), (large, n))
+        for (webhook, token), population in sides:
+            calls(webhook, token, population, 50)  # warm up
+        for _ in range(RUNS):
+            for side, ((webhook, token), population) in enumerate(sides):
+                took, missed = calls(webhook, token, population, count // RUNS)
+                durations[side] += took
+                failed += missed
+    small_p, large_p = p50_p99(durations[0]), p50_p99(durations[1])
+    log(f"{engine}: whole call p50/p99 {SMALL} accounts {small_p[0]:.1f}/{small_p[1]:.1f} ms, "
+        f"{n} accounts {large_p[0]:.1f}/{large_p[1]:.1f} ms")
     added = max(done.added, 1)
     return Figures(engine, n, done.added / done.seconds, done.transit_calls / added,
-                   done.rss_mb, done.cpu_s * 1000 / added, small[:2], large[:2],
-                   grown / added, small[2] + large[2])
+                   done.rss_mb, done.cpu_s * 1000 / added, small_p, large_p,
+                   grown / added, failed)
 
 
 def run(quick: bool, work: Path, n: int) -> tuple[list[Figures], float]:
@@ -270,15 +288,18 @@ def run(quick: bool, work: Path, n: int) -> tuple[list[Figures], float]:
         bound = hmac_bound(Settings.from_environ(
             {**roles["backend"], "STORE_PATH": str(work / "unused.sqlite3")}), 200_000)
         log(f"Vault alone: {bound:.0f} HMAC items/s")
-        figures = [measure_engine("SQLite", {"STORE_PATH": str(work / "sqlite" /
-                                                                "accounts.sqlite3")},
-                                  roles, n, files, work / "sqlite", count)]
+        figures = [measure_engine(
+            "SQLite", ({"STORE_PATH": str(work / "sqlite" / "small.sqlite3")},
+                       {"STORE_PATH": str(work / "sqlite" / "large.sqlite3")}),
+            roles, n, files, work / "sqlite", count)]
         postgres = LocalPostgres(work / "pg")
         exits.callback(postgres.stop)
         postgres.start()
-        url = postgres.new_database("scale")
-        migrate_store(Settings.from_environ({"STORE_URL": url}).store)
-        figures.append(measure_engine("PostgreSQL", {"STORE_URL": url},
+        urls = [postgres.new_database(name) for name in ("small", "large")]
+        for url in urls:
+            migrate_store(Settings.from_environ({"STORE_URL": url}).store)
+        figures.append(measure_engine("PostgreSQL", ({"STORE_URL": urls[0]},
+                                                     {"STORE_URL": urls[1]}),
                                       roles, n, files, work / "postgresql", count))
     return figures, bound
 
