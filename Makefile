@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run run-ha test test-tools test-unit lint docs bench clean
+.PHONY: run run-ha test test-tools test-unit lint docs bench bench-scale clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,7 +68,8 @@ docs: $(STAMP)
 	$(BIN)/python -m service.devtools.chart_files --write
 
 # The benchmark (bench/RESULTS.md). BENCH_QUICK=1: a short run (~4 min) into bench/.work/;
-# BENCH_HA=0: without make run-ha's topology.
+# BENCH_HA=0: without make run-ha's topology; BENCH_SCALE=0: without "Accounts at scale",
+# which `make bench-scale` runs alone (1,000,000 accounts per engine; BENCH_QUICK=1: 100,000).
 # wrk is a Debian package: installed here when missing (needs root), else say how.
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
@@ -76,6 +77,9 @@ bench: $(STAMP)
 	  || { echo "make bench: needs wrk: sudo apt-get install -y wrk" >&2; exit 1; }
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench
+
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench.scale
 
 clean:
 	rm -rf .dev .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,8 @@
 """``make bench`` (``python -m bench``): measure, write RESULTS.md and chart.png, and end
 with one summary line. ``BENCH_QUICK=1``: a short run (about 4 minutes) into bench/.work/.
 ``BENCH_HA=0``: without the section on make run-ha's topology (bench/ha.py).
+``BENCH_SCALE=0``: without "Accounts at scale" (bench/scale.py: 1,000,000 accounts imported
+into each engine, quick: 100,000), which runs first, alone on its own Vault.
 
 Every point is measured several times, service and baseline interleaved (A B A B ...) so
 that drift on this shared machine hits both alike; the median run is reported.
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from bench import clients, load, report, stack
 from bench import ha as bench_ha
+from bench import scale as bench_scale
 from bench.model import CALL_C, CARD_C, Plan, Point
 
 HERE = Path(__file__).resolve().parent
@@ -116,6 +119,10 @@ def main() -> int:
     work = HERE / ".work"
     started = time.monotonic()
     load_before = os.getloadavg()[0]
+    scale_line = None
+    if os.environ.get("BENCH_SCALE", "1") != "0":
+        log("accounts at scale (bench/scale.py)")
+        scale_line = bench_scale.measure(plan.quick, plan.out_dir)
     with ExitStack() as exits:
         log("starting dev Vault, backend, webhook and baseline on loopback")
         bench = stack.start(work / "run", exits)
@@ -205,6 +212,8 @@ def main() -> int:
     log(f"wrote {plan.out_dir / 'RESULTS.md'} and chart.png "
         f"in {time.monotonic() - started:.0f} s")
     print(summary.line(), flush=True)
+    if scale_line is not None:
+        print(scale_line, flush=True)
     return 0
 
 

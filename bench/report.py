@@ -570,4 +570,8 @@ def chart(s: Summary, path: Path) -> None:
 def write(s: Summary, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     chart(s, out_dir / "chart.png")
-    (out_dir / "RESULTS.md").write_text(markdown(s, "chart.png"), encoding="utf-8")
+    text = markdown(s, "chart.png")
+    scale = out_dir / "scale.md"  # bench/scale.py's section, when it ran
+    if scale.exists():
+        text += "\n" + scale.read_text(encoding="utf-8")
+    (out_dir / "RESULTS.md").write_text(text, encoding="utf-8")

@@ -230,6 +230,7 @@ def _judge(ledger: Ledger, attempt: Attempt, found: _Found | None, *,
                         lock=lock, account=account.ref)
     if state != CardState():
         ledger.set_card_state(account.id, CardState())
+    ledger.succeeded(account.id, now)
     upgraded = _upgrade(ledger, attempt.candidates[0], found)
     return Decision(LookupResult(LookupOutcome.FOUND, account.account, account.balance),
                     compared=True, upgraded=upgraded, legacy=found.legacy)

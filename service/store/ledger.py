@@ -91,6 +91,9 @@ class Ledger(Protocol):
 
     def set_card_state(self, account_id: int, state: CardState) -> None: ...
 
+    def succeeded(self, account_id: int, now: float) -> None:
+        """Record the account's last successful lookup (``accounts list``)."""
+
     def replace_verifiers(self, account_id: int, card_verifier: str, pin_verifier: str,
                           legacy_card: str | None) -> None:
         """Re-made, bound to the account's salt, at the latest key version."""

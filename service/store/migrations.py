@@ -147,7 +147,8 @@ _IDENTIFICATION = (
         pin_verifier TEXT NOT NULL,
         salted INTEGER NOT NULL,
         legacy_card TEXT UNIQUE,
-        lookup_version INTEGER NOT NULL)""",
+        lookup_version INTEGER NOT NULL,
+        last_success DOUBLE PRECISION)""",
     # A migrated account keeps today's verifiers, unsalted, until its next successful
     # lookup; its card verifier also stays, as legacy_card, the index of the card-only
     # lookup (LEGACY_CARD_LOOKUP) until an operator sets its account number.
@@ -210,7 +211,7 @@ LATEST = MIGRATIONS[-1].version
 TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("accounts", ("id", "account", "ref", "balance", "salt", "number_verifier",
                   "number_version", "card_verifier", "pin_verifier", "salted",
-                  "legacy_card", "lookup_version")),
+                  "legacy_card", "lookup_version", "last_success")),
     ("caller_registrations", ("caller_verifier", "account_id", "lookup_version")),
     ("card_lockout", ("account_id", "failures", "locked_until", "hard")),
     ("caller_failures", ("caller", "at")),

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from service.backend.enrolment import ROWS_PER_CALL, Enrolment, make_records, problem
+from service.backend.enrolment import ITEMS_PER_CALL, Enrolment, make_records, problem
 from service.cli.accounts import read_enrolment
 from service.settings import Settings
 from service.store.identity import matches
@@ -58,9 +58,9 @@ def test_records_are_batched_by_whole_rows_and_bound_to_their_own_salt() -> None
         return await original(inputs, **kwargs)  # type: ignore[arg-type]
     transit.hmac = counted  # type: ignore[method-assign]
     rows = [Enrolment(f"AC{n}", "1.00", f"{40000000 + n}", "5678", "7351", ("+15005550006",))
-            for n in range(ROWS_PER_CALL * 2 + 1)]
-    records = asyncio.run(make_records(transit, rows))
-    assert calls == [ROWS_PER_CALL * 4, ROWS_PER_CALL * 4, 4]  # number, card, PIN, caller
+            for n in range(ITEMS_PER_CALL // 4 * 2 + 1)]  # 4 inputs a row: number, card,
+    records = asyncio.run(make_records(transit, rows))  # PIN and its caller number
+    assert calls == [ITEMS_PER_CALL // 4 * 4, ITEMS_PER_CALL // 4 * 4, 4]
     assert len({r.card_verifier for r in records}) == len(rows)  # the same card, salted
     assert len({r.card_hmac for r in records}) == 1
     assert all(matches(r.card_verifier, r.salt, r.card_hmac, salted=True) for r in records)

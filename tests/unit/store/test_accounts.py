@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from service.store import sqlite as sqlite_local
-from service.store.accounts import Store, verifier_version
+from service.store.accounts import Refusal, Store, verifier_version
 from service.store.identity import (
     bind,
     caller_input,
@@ -28,7 +28,16 @@ from service.store.identity import (
     registered_input,
 )
 from service.store.ledger import CardState
-from tests.support.store import CARD_V1, account_id, by_number, put, state_of
+from tests.support.store import (
+    CARD_V1,
+    NUMBER_V1,
+    account_id,
+    by_number,
+    count_rows,
+    put,
+    record,
+    state_of,
+)
 
 
 @pytest.fixture
@@ -86,7 +95,7 @@ def test_the_schema_has_no_place_for_digits(store: Store) -> None:
     assert columns == {
         "accounts": {"id", "account", "ref", "balance", "salt", "number_verifier",
                      "number_version", "card_verifier", "pin_verifier", "salted",
-                     "legacy_card", "lookup_version"},
+                     "legacy_card", "lookup_version", "last_success"},
         "caller_registrations": {"caller_verifier", "account_id", "lookup_version"},
         "card_lockout": {"account_id", "failures", "locked_until", "hard"},
         "caller_failures": {"caller", "at"},  # the caller number's HMAC, never the number
@@ -151,3 +160,54 @@ def test_a_writer_that_never_lets_go_fails_after_the_wait(store: Store,
         other.execute("ROLLBACK")
         other.close()
     assert state_of(store) == CardState()
+
+
+def _v(text: str) -> str:
+    """A Transit-shaped HMAC of ``text`` (a stand-in: no Vault in unit tests)."""
+    return "vault:v1:" + text.encode().hex()
+
+
+def test_a_batch_is_checked_as_if_its_accounts_were_added_one_by_one(store: Store) -> None:
+    """Set-based enrolment (three reads, two writes per batch) refuses exactly what adding
+    one at a time would: against the store, and against the batch's earlier records."""
+    put(store, "ACHOUSE", number=_v("n-house"), card=_v("c1"), callers=(_v("home"),))
+    refusals = store.add_accounts([
+        record("ACONE", number=_v("n1"), card=_v("c1"), callers=(_v("x"),)),
+        record("ACONE", number=_v("n2")),  # its label, earlier in the batch
+        record("ACTHREE", number=_v("n1")),  # its number, earlier in the batch
+        record("ACFOUR", number=_v("n4"), card=_v("c1"), callers=(_v("x"),)),
+        record("ACFIVE", number=_v("n5"), card=_v("c2"), callers=(_v("x"), _v("x"))),
+        record("AC12345678", number=_v("n6")),  # in the store
+        record("ACSEVEN", number=NUMBER_V1),  # in the store
+        record("ACEIGHT", number=_v("n8"), card=_v("c1"), callers=(_v("home"),)),
+        record("ACNINE", number=_v("n9"), card=_v("c2"), callers=(_v("home"),)),
+    ])
+    assert refusals == [None, Refusal.LABEL_EXISTS, Refusal.NUMBER_ENROLLED,
+                        Refusal.CALLER_SAME_CARD, None, Refusal.LABEL_EXISTS,
+                        Refusal.NUMBER_ENROLLED, Refusal.CALLER_SAME_CARD, None]
+    assert [s.account for s in store.summaries()] == [
+        "AC12345678", "ACHOUSE", "ACONE", "ACFIVE", "ACNINE"]
+    assert [s.callers for s in store.summaries()] == [0, 1, 1, 1, 1]
+    assert by_number(store, _v("n5")) is not None and by_number(store, _v("n4")) is None
+
+
+def test_the_listing_reads_page_by_page_and_knows_no_digit(store: Store) -> None:
+    for i in range(6):
+        put(store, f"ACPAGE{chr(65 + i)}", number=_v(f"page{i}"), callers=(_v(f"p{i}"),))
+    pages = [s.account for s in store.summaries(page=4)]
+    assert pages == ["AC12345678", *(f"ACPAGE{chr(65 + i)}" for i in range(6))]
+    first = next(store.summaries())
+    assert (first.by_number, first.callers, first.legacy, first.state, first.last_success) \
+        == (True, 0, False, CardState(), None)
+    assert first.ref.isalpha()
+
+
+def test_an_account_removed_takes_its_registrations_and_lockout(store: Store) -> None:
+    put(store, "ACGONE", number=_v("gone"), callers=(_v("g"),))
+    aid = account_id(store, _v("gone"))
+    store.transaction(lambda ledger: ledger.set_card_state(aid, CardState(3, 0, False)))
+    reference = store.remove("ACGONE")
+    assert reference is not None and reference.isalpha()
+    assert store.remove("ACGONE") is None
+    assert count_rows(store, "caller_registrations") == 0
+    assert count_rows(store, "card_lockout") == 0
