@@ -121,4 +121,4 @@ async def verified_form(request: Request, settings: Settings) -> TwilioForm:
     params, duplicated = _single(pairs)
     query, query_dup = _single(query_pairs)
     return TwilioForm(params, query, duplicated | {f"?{q}" for q in query_dup},
-                      request_key(signature, url, pairs))
+                      request_key(url, pairs))

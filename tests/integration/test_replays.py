@@ -35,6 +35,7 @@ from service.webhook import twiml as texts
 from tests.support.attack import (
     FOUND,
     base_params,
+    gather_action,
     pin_outcomes,
     pin_url,
     place_call,
@@ -152,6 +153,39 @@ def test_an_old_replay_ends_the_call_without_a_lookup(private: Stack,
     assert (pin_outcomes(private.webhook.url) - before)["step_expired"] == 2
     assert backend_outcomes(private) == {"not_found": 1}  # the backend never saw them
     assert card_failures(private) == 1
+
+
+@pytest.fixture
+def derived(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
+            tmp_path: Path) -> Iterator[Stack]:
+    """A stack with no PUBLIC_BASE_URL: the webhook rebuilds the URL from ``Host`` (the
+    proxy in TRUSTED_PROXIES sends no X-Forwarded-Host here)."""
+    running = make_stack(dev_vault, credentials, tmp_path,
+                         webhook_env={"PUBLIC_BASE_URL": "", "TRUSTED_PROXIES": "127.0.0.1/32"})
+    yield running
+    running.stop()
+
+
+def test_a_replay_with_a_shifted_port_in_host_counts_once(derived: Stack,
+                                                          client: httpx.Client) -> None:
+    """The review's attack (#20 item 3): the signature holds for the URL with or without
+    its port, so one captured PIN step replayed with ``Host: ivr.test:1`` ... ``:9`` was
+    10 fresh guesses and locked the card. The key is the port-less URL now: one guess."""
+    call_sid = new_call_sid()
+    public = "http://ivr.test"
+    card = signed_post(client, derived.twilio_token, derived.webhook.url + "/voice/card",
+                       [*base_params(call_sid), ("Digits", CARD)],
+                       sign_url=public + "/voice/card", headers={"Host": "ivr.test"})
+    action = gather_action(twiml(card))
+    assert action is not None
+    pairs = [*base_params(call_sid), ("Digits", "0000")]
+    heard = [spoken(twiml(signed_post(client, derived.twilio_token,
+                                      derived.webhook.url + action, pairs,
+                                      sign_url=public + action, headers={"Host": host})))
+             for host in ["ivr.test", *(f"ivr.test:{port}" for port in range(1, 10))]]
+    assert heard == [texts.NOT_FOUND] * 10
+    assert backend_outcomes(derived) == {"not_found": 1, "replayed": 9}
+    assert card_failures(derived) == 1
 
 
 def backend_outcomes(stack: Stack) -> dict[str, int]:
