@@ -50,6 +50,7 @@ from service.devtools.postgres import LocalPostgres
 from service.devtools.proxy import DevProxy
 from service.devtools.vault_cluster import DevVaultCluster
 from service.errors import IvrVaultError, ServiceNotReady
+from service.files import write_private
 from service.settings import Settings
 from service.vault.bootstrap import bootstrap, issue_credentials
 
@@ -94,10 +95,7 @@ class HaStack:
 
     def write_cluster_json(self) -> None:
         path = self.state_dir / "cluster.json"
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps({"processes": self.members()}, indent=2) + "\n",
-                           encoding="utf-8")
-        os.replace(partial, path)
+        write_private(path, json.dumps({"processes": self.members()}, indent=2) + "\n")
 
     def restart_the_dead(self) -> list[str]:
         """Start again every process that exited; the names of those started. One that

@@ -29,6 +29,7 @@ import structlog
 from service.backend.enrolment import seed_demo
 from service.devtools.devstack import DevVault, ServiceProcess, wait_http
 from service.errors import ConfigError
+from service.files import write_private
 from service.settings import Settings
 from service.store.migrations import migrate_store
 from service.vault.bootstrap import bootstrap, issue_credentials
@@ -37,13 +38,6 @@ from service.vault.client import VaultClient
 log = structlog.get_logger("ivr.dev")
 
 READY_TIMEOUT_S = 30.0
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.chmod(path, 0o600)
 
 
 def write_vault_env(path: Path, addr: str, token: str,
@@ -60,15 +54,15 @@ def write_vault_env(path: Path, addr: str, token: str,
     for prefix, value in (("VAULT", addr), ("BAO", addr.split(",", maxsplit=1)[0])):
         lines += [f"export {prefix}_ADDR={value}\n", f"export {prefix}_TOKEN={token}\n"]
     lines += [f"export {name}={value}\n" for name, value in (extra or {}).items()]
-    _write_private(path, "".join(lines))
+    write_private(path, "".join(lines))
 
 
 def secret_file(path: Path, from_env: str | None) -> Path:
     """Use the value from the environment when given, else keep (or make) a dev one."""
     if from_env:
-        _write_private(path, from_env + "\n")
+        write_private(path, from_env + "\n")
     elif not path.exists():
-        _write_private(path, secrets.token_urlsafe(32) + "\n")
+        write_private(path, secrets.token_urlsafe(32) + "\n")
     return path
 
 

@@ -36,6 +36,7 @@ import psycopg
 
 from service.devtools.devstack import _die_with_parent, free_port, stop_process
 from service.errors import ConfigError
+from service.files import write_private
 
 USER = DATABASE = "ivr"
 READY_TIMEOUT_S = 30.0
@@ -54,12 +55,6 @@ def find_bindir() -> Path:
         if (bindir / "postgres").exists():
             return bindir
     raise ConfigError(HINT)
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
 
 
 def _reachable(path: Path, uid: int, gid: int) -> bool:
@@ -145,7 +140,7 @@ class LocalPostgres:
         # The password reaches initdb in a file only the server's user reads, removed at
         # once; never on a command line.
         pwfile = self.base / "initdb-password"
-        _write_private(pwfile, password + "\n")
+        write_private(pwfile, password + "\n")
         os.chown(pwfile, self._uid, self._gid)
         try:
             done = subprocess.run(
@@ -157,7 +152,7 @@ class LocalPostgres:
             pwfile.unlink()
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed: {done.stderr.decode(errors='replace')}")
-        _write_private(self.passfile, f"127.0.0.1:*:*:{USER}:{password}\n")
+        write_private(self.passfile, f"127.0.0.1:*:*:{USER}:{password}\n")
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         options = ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
