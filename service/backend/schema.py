@@ -11,13 +11,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.errors import SchemaError
+from service.step_time import ISSUED_PATTERN
 from service.vault.formats import CALL_SID_PATTERN, CIPHERTEXT_PATTERN
 
 _MAX_CIPHERTEXT = 512
 
 # ``caller``: Twilio's ``From``, as the webhook encrypted it (context ``CallSid:caller``).
+# ``issued``: the PIN step's signed issue time, Unix seconds (service/step_time.py).
 FIELDS: dict[str, str] = {"call_sid": CALL_SID_PATTERN, "card_last4": CIPHERTEXT_PATTERN,
-                          "pin": CIPHERTEXT_PATTERN, "caller": CIPHERTEXT_PATTERN}
+                          "pin": CIPHERTEXT_PATTERN, "caller": CIPHERTEXT_PATTERN,
+                          "issued": ISSUED_PATTERN}
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class LookupRequest:
     card_last4: str
     pin: str
     caller: str
+    issued: str
 
 
 def parse_lookup(body: bytes) -> LookupRequest:
@@ -52,7 +56,8 @@ def parse_lookup(body: bytes) -> LookupRequest:
             problems.append({"loc": f"body.{name}", "msg": f"must match {pattern}"})
     if problems:
         raise SchemaError(problems)
-    return LookupRequest(data["call_sid"], data["card_last4"], data["pin"], data["caller"])
+    return LookupRequest(data["call_sid"], data["card_last4"], data["pin"], data["caller"],
+                         data["issued"])
 
 
 _ERROR = {"type": "object", "properties": {"detail": {}}, "required": ["detail"]}
@@ -99,6 +104,8 @@ OPENAPI: dict[str, Any] = {
                         "schema": {"$ref": "#/components/schemas/Error"}}}}
                        for code, text in (("404", "unknown card or wrong PIN"),
                                           ("409", "this call already had its lookup"),
+                                          ("410", "the PIN step is older than "
+                                                  "CALL_MAX_AGE (`issued`)"),
                                           ("415", "not JSON"),
                                           ("422", "malformed or undecryptable"),
                                           ("423", "locked after repeated wrong PINs"),

@@ -8,7 +8,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.doctor.endpoints import local_url, pci_reminder, public_url_check, readyz_check
+from service.doctor.endpoints import (
+    local_url,
+    pci_reminder,
+    public_url_check,
+    readyz_check,
+    step_age_check,
+)
 from service.doctor.identities import (
     IDENTITIES,
     Source,
@@ -100,11 +106,12 @@ def run_doctor(settings: Settings, options: Options) -> Report:
     checks += _key_rows(keys, settings)
     checks += _store_rows(settings, schema, sources.get("ivr-backend"), connect)
     # Each replica BACKEND_URL names (make run-ha, the HA compose: two), or the one asked.
-    checks += [readyz_check("backend", url)
-               for url in ([options.backend_url] if options.backend_url
-                           else settings.backend_url)]
-    checks.append(readyz_check("webhook", options.webhook_url or local_url(
-        settings.webhook_host, settings.webhook_port)))
+    backend_urls = [options.backend_url] if options.backend_url else settings.backend_url
+    checks += [readyz_check("backend", url) for url in backend_urls]
+    webhook_url = options.webhook_url or local_url(settings.webhook_host,
+                                                   settings.webhook_port)
+    checks.append(readyz_check("webhook", webhook_url))
+    checks.append(step_age_check(webhook_url, backend_urls))
     checks.append(public_url_check(settings))
     checks.append(pci_reminder())
     return report(checks)

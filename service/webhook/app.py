@@ -53,6 +53,7 @@ BACKEND_ANSWERS: Final[Mapping[int, tuple[str, str]]] = {
     429: ("caller_cut_off", twiml.NOT_FOUND),
     409: ("second_lookup", twiml.NOT_FOUND),
     422: ("ciphertext_rejected", twiml.CALL_AGAIN),
+    410: ("step_expired", twiml.CALL_AGAIN),  # older than the backend's CALL_MAX_AGE
 }
 BACKEND_FAILED: Final = ("backend_error", twiml.TRY_LATER)
 
@@ -136,7 +137,7 @@ async def pin(state: WebhookState, form: TwilioForm) -> str:
     try:
         status, answer = await state.backend.lookup(
             {"call_sid": call_sid, "card_last4": card_ct, "pin": encrypted.ciphertext,
-             "caller": caller.ciphertext},
+             "caller": caller.ciphertext, "issued": form.query["issued"]},
             idempotency_key=form.request_key)
     except BackendUnavailable as exc:
         annotate(outcome="backend_unavailable", error=str(exc))
@@ -229,7 +230,8 @@ def create_webhook_app(settings: Settings, *,
         Route("/voice", _route(voice, needs_call=False), methods=["POST"]),
         Route("/voice/card", _route(card), methods=["POST"]),
         Route("/voice/pin", _route(pin), methods=["POST"]),
-        *health_routes(ready, metrics, drain),
+        *health_routes(ready, metrics, drain, limits={
+            "step_max_age_s": settings.step_max_age}),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -13,14 +13,12 @@ from starlette.requests import Request
 
 from service.errors import WebhookRefused
 from service.settings import Settings
+from service.step_time import issued_is_fresh
 from service.vault.formats import ANONYMOUS_CALLER, CALL_SID, caller_bucket, is_four_digits
 from service.web.media_type import media_type
 from service.webhook.signature import is_valid_signature, public_url, request_key
 
 _MAX_FIELDS = 64
-# Clocks of two webhook replicas may disagree a little: an issue time up to this far in the
-# future is still fresh.
-STEP_CLOCK_SKEW_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -61,15 +59,6 @@ class TwilioForm:
         if "?issued" in self.duplicated:
             return False
         return issued_is_fresh(self.query.get("issued"), now, max_age)
-
-
-def issued_is_fresh(issued: str | None, now: float, max_age: float) -> bool:
-    """``issued``: Unix seconds as ASCII digits (at most 12). Fresh when no older than
-    ``max_age`` and no further than :data:`STEP_CLOCK_SKEW_S` in the future."""
-    if issued is None or not (issued.isascii() and issued.isdigit()) or len(issued) > 12:
-        return False
-    age = now - int(issued)
-    return -STEP_CLOCK_SKEW_S <= age <= max_age
 
 
 def _parse_pairs(raw: bytes) -> list[tuple[str, str]]:

@@ -129,7 +129,8 @@ def lookup(stack: Stack, client: httpx.Client, body: dict[str, str],
     body's call, as the webhook would."""
     caller = webhook_encrypt(stack.vault, credentials, body["call_sid"], "caller",
                              "+15005550006")
-    return client.post(stack.backend.url + "/v1/lookup", json={"caller": caller, **body},
+    return client.post(stack.backend.url + "/v1/lookup",
+                       json={"caller": caller, "issued": str(int(time.time())), **body},
                        headers={"Authorization": f"Bearer {stack.backend_token}"})
 
 

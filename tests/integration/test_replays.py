@@ -155,6 +155,26 @@ def test_an_old_replay_ends_the_call_without_a_lookup(private: Stack,
     assert card_failures(private) == 1
 
 
+def test_a_backend_with_a_shorter_memory_refuses_a_step_it_forgot(
+        dev_vault: DevVault, credentials: dict[str, RoleCredentials], tmp_path: Path,
+        client: httpx.Client) -> None:
+    """#20 item 6: the webhook accepts a step for STEP_MAX_AGE (5 min here), a backend
+    told CALL_MAX_AGE=3s forgets the call's answers after 3 s: a replay in between used to
+    be decided afresh (a second failure counted). The backend gets the step's signed issue
+    time and refuses it (410, "session expired") once older than its own memory."""
+    short = make_stack(dev_vault, credentials, tmp_path, backend_env={"CALL_MAX_AGE": "3s"})
+    try:
+        call_sid = new_call_sid()
+        url = pin_url(client, short.twilio_token, short.webhook.url, call_sid, CARD)
+        assert deliver(client, short, url, call_sid, "0000") == texts.NOT_FOUND
+        time.sleep(4.2)  # past the backend's CALL_MAX_AGE, within the webhook's STEP_MAX_AGE
+        assert deliver(client, short, url, call_sid, "0000") == texts.CALL_AGAIN
+        assert card_failures(short) == 1
+        assert backend_outcomes(short) == {"not_found": 1, "step_expired": 1}
+    finally:
+        short.stop()
+
+
 @pytest.fixture
 def derived(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
             tmp_path: Path) -> Iterator[Stack]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import closing
@@ -54,7 +55,8 @@ class Backend:
         return {"call_sid": call_sid,
                 "card_last4": self.transit.seal(card.encode(), f"{call_sid}:card_last4".encode()),
                 "pin": self.transit.seal(pin.encode(), f"{call_sid}:pin".encode()),
-                "caller": self.transit.seal(caller.encode(), f"{call_sid}:caller".encode())}
+                "caller": self.transit.seal(caller.encode(), f"{call_sid}:caller".encode()),
+                "issued": str(int(time.time()))}
 
     def lookup(self, body: object, *, key: str | None = None,
                headers: dict[str, str] | None = None) -> httpx.Response:

@@ -6,6 +6,7 @@ tests/integration/test_persistence.py's business."""
 from __future__ import annotations
 
 import asyncio
+import time
 import warnings
 from pathlib import Path
 
@@ -50,7 +51,8 @@ def lookup(client: TestClient, transit: FakeTransit) -> tuple[int, object]:
     response = client.post("/v1/lookup", headers={"Authorization": f"Bearer {BEARER}"}, json={
         "call_sid": sid, "card_last4": transit.seal(CARD.encode(), f"{sid}:card_last4".encode()),
         "pin": transit.seal(PIN.encode(), f"{sid}:pin".encode()),
-        "caller": transit.seal(b"+15005550006", f"{sid}:caller".encode())})
+        "caller": transit.seal(b"+15005550006", f"{sid}:caller".encode()),
+        "issued": str(int(time.time()))})
     return response.status_code, response.json()
 
 

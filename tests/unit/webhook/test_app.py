@@ -208,7 +208,8 @@ def test_the_backends_answer_is_what_the_caller_hears(
     webhook.backend.answer = answer
     sid = new_call_sid()
     card = webhook.transit.seal(b"1234", f"{sid}:card_last4".encode())
-    root = twiml(webhook.post(pin_path(card), sid, Digits="4321"))
+    path = pin_path(card)
+    root = twiml(webhook.post(path, sid, Digits="4321"))
     assert hangs_up(root) and spoken(root) == heard
     assert webhook.metric("ivr_requests_total", route="/voice/pin", outcome=outcome) == 1
 
@@ -216,7 +217,7 @@ def test_the_backends_answer_is_what_the_caller_hears(
     pin = webhook.transit.seal(b"4321", f"{sid}:pin".encode())
     caller = webhook.transit.seal(b"+15005550006", f"{sid}:caller".encode())
     assert request.body == {"call_sid": sid, "card_last4": card, "pin": pin,
-                            "caller": caller}
+                            "caller": caller, "issued": parse_qs(urlsplit(path).query)["issued"][0]}
 
 
 def test_the_idempotency_key_is_what_twilio_signed_never_an_unsigned_header(
