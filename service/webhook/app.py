@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from service.errors import BackendUnavailable, IvrVaultError, VaultError, WebhookRefused
 from service.logs.scrubbing import ciphertext_fields
@@ -31,7 +32,7 @@ from service.vault.session import TransitSession, freeze_startup_heap
 from service.vault.transit import Transit, call_context
 from service.web.access_log import AccessLogMiddleware, annotate
 from service.web.health import Drain, health_routes
-from service.web.limits import BodyLimitMiddleware
+from service.web.limits import BodyLimitMiddleware, ConcurrencyLimitMiddleware
 from service.web.metrics import Metrics
 from service.webhook import twiml
 from service.webhook.backend_client import BackendClient, BackendSession, http_backend
@@ -157,6 +158,12 @@ async def pin(state: WebhookState, form: TwilioForm) -> str:
     return twiml.say_and_hang_up(sentence)
 
 
+async def _too_busy(scope: Scope, receive: Receive, send: Send) -> None:
+    """More calls at once than VOICE_CONCURRENCY: a calm goodbye, as for any failure."""
+    annotate(outcome="too_busy")
+    await _twiml(twiml.say_and_hang_up(twiml.TRY_LATER))(scope, receive, send)
+
+
 def _route(handler: Handler, *, needs_call: bool = True,
            ) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
@@ -234,6 +241,10 @@ def create_webhook_app(settings: Settings, *,
             "step_max_age_s": settings.step_max_age}),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
+    # Inside the body limit (added first: Starlette's last added is outermost), so that a
+    # client still sending its body holds no slot.
+    app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.voice_concurrency,
+                       prefix="/voice", overflow=_too_busy)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessLogMiddleware, on_complete=metrics.count_request)
     return app

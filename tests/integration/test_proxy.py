@@ -53,13 +53,14 @@ class Caddy:
         return httpx.Client(verify=context, timeout=10, **kwargs)  # type: ignore[arg-type]
 
     @classmethod
-    def start(cls, home: Path, upstream: str, port: int | None = None) -> Caddy:
+    def start(cls, home: Path, upstream: str, port: int | None = None,
+              env: dict[str, str] | None = None) -> Caddy:
         port = port or free_port()
         home.mkdir(parents=True, exist_ok=True)
         env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home),
                "XDG_DATA_HOME": str(home / "data"), "XDG_CONFIG_HOME": str(home / "config"),
                "SITE_ADDRESS": f"localhost:{port}, 127.0.0.1:{port}",
-               "WEBHOOK_UPSTREAM": upstream, "CADDY_ADMIN": "off"}
+               "WEBHOOK_UPSTREAM": upstream, "CADDY_ADMIN": "off", **(env or {})}
         with (home / "caddy.log").open("ab") as log:
             process = subprocess.Popen(
                 ["caddy", "run", "--config", str(layout_dir() / "proxy" / "Caddyfile"),
@@ -90,12 +91,13 @@ class Proxied:
     caddy: Caddy
 
 
-def _proxied(dev_vault: DevVault, credentials: dict[str, RoleCredentials], directory: Path,
-             webhook_env: dict[str, str], caddy_port: int) -> Iterator[Proxied]:
+def proxied_stack(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
+                  directory: Path, webhook_env: dict[str, str], caddy_port: int,
+                  caddy_env: dict[str, str] | None = None) -> Iterator[Proxied]:
     stack = make_stack(dev_vault, credentials, directory, webhook_env=webhook_env)
     try:
         caddy = Caddy.start(directory / "caddy", f"127.0.0.1:{stack.webhook.port}",
-                            port=caddy_port)
+                            port=caddy_port, env=caddy_env)
         try:
             yield Proxied(stack, caddy)
         finally:
@@ -108,7 +110,7 @@ def _proxied(dev_vault: DevVault, credentials: dict[str, RoleCredentials], direc
 def forwarded(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxied]:
     """No PUBLIC_BASE_URL: the URL comes from Caddy's X-Forwarded-*; Caddy is trusted."""
-    yield from _proxied(dev_vault, credentials, tmp_path_factory.mktemp("proxy-fwd"),
+    yield from proxied_stack(dev_vault, credentials, tmp_path_factory.mktemp("proxy-fwd"),
                         {"PUBLIC_BASE_URL": "", "TRUSTED_PROXIES": "127.0.0.1/32"}, free_port())
 
 
@@ -117,7 +119,7 @@ def fixed(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxied]:
     """A fixed PUBLIC_BASE_URL and no trusted proxy at all."""
     port = free_port()
-    yield from _proxied(dev_vault, credentials, tmp_path_factory.mktemp("proxy-fixed"),
+    yield from proxied_stack(dev_vault, credentials, tmp_path_factory.mktemp("proxy-fixed"),
                         {"PUBLIC_BASE_URL": f"https://localhost:{port}", "TRUSTED_PROXIES": ""},
                         port)
 
