@@ -168,8 +168,12 @@ def start_ha(settings: Settings, environ: Mapping[str, str], *, state_dir: Path,
         c.write(state_dir / role)
 
     postgres = _start_store(ha_dir, stack)
-    store = {"STORE_URL": postgres.url}  # no password: it is in the passfile it names
-    write_vault_env(state_dir / "vault.env", vault_addr, vault.root_token.reveal(), store)
+    # No password in either: it is in the passfile they name. The backends log in as the
+    # runtime role (DML only); the operator (.dev/vault.env: migrate, restore) and the
+    # schema step below as the migration role.
+    store = {"STORE_URL": postgres.url}
+    owner = {"STORE_URL": postgres.owner_url}
+    write_vault_env(state_dir / "vault.env", vault_addr, vault.root_token.reveal(), owner)
 
     twilio_file = secret_file(state_dir / "twilio-auth-token",
                               environ.get("TWILIO_AUTH_TOKEN"))
@@ -188,7 +192,7 @@ def start_ha(settings: Settings, environ: Mapping[str, str], *, state_dir: Path,
             env.setdefault("SHUTDOWN_DRAIN", str(WEBHOOK_DRAIN_S))
         return env
 
-    prepare_store(Settings.from_environ(service_env("backend")))  # migrate, seed
+    prepare_store(Settings.from_environ({**service_env("backend"), **owner}))  # migrate, seed
 
     backends = [_service("backend", i, port, service_env("backend"), logs)
                 for i, port in enumerate(backend_ports, start=1)]

@@ -35,6 +35,7 @@ import pytest
 from service.backend.enrolment import DEMO_CARD, DEMO_PIN
 from service.devtools.caller import new_call_sid
 from service.devtools.devstack import DevVault
+from service.devtools.postgres import RUNTIME
 from service.settings import Settings
 from service.store.accounts import Store
 from service.store.migrations import migrate_store
@@ -181,6 +182,8 @@ def burst(request: pytest.FixtureRequest, dev_vault: DevVault,
         (directory / "store-url").write_text(url_with_password(server, name))
         env["STORE_URL_FILE"] = str(directory / "store-url")
         migrate_store(Settings.from_environ(env).store)
+        # The backends as the runtime role, as in production.
+        (directory / "store-url").write_text(url_with_password(server, name, RUNTIME))
     running = make_stack(dev_vault, credentials, directory, backend_env=env)
     yield running
     running.stop()

@@ -52,8 +52,8 @@ def server() -> Iterator[LocalPostgres]:
 def stack(server: LocalPostgres, dev_vault: DevVault,
           credentials: dict[str, RoleCredentials],
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    env = {"STORE_URL": server.url}
-    migrate_store(Settings.from_environ(env).store)
+    env = {"STORE_URL": server.url}  # the backends': the runtime role
+    migrate_store(Settings.from_environ({"STORE_URL": server.owner_url}).store)
     running = make_stack(dev_vault, credentials, tmp_path_factory.mktemp("store-outage"),
                          backend_env=env)
     yield running
