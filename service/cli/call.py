@@ -8,6 +8,7 @@ import sys
 import httpx
 
 from service.cli.dev import DEV_DIR
+from service.cli.devenv import UntrustedDevDir, read_private
 from service.errors import ConfigError
 from service.settings import Settings
 
@@ -15,9 +16,13 @@ from service.settings import Settings
 def _auth_token(settings: Settings) -> str:
     if settings.twilio_auth_token is not None:
         return settings.twilio_auth_token.reveal()
-    path = DEV_DIR / "twilio-auth-token"
-    if path.exists():
-        return path.read_text(encoding="utf-8").strip()
+    try:  # only from a .dev/ that is this user's alone (service/cli/devenv.py)
+        text = read_private(DEV_DIR, "twilio-auth-token")
+    except UntrustedDevDir as exc:
+        raise ConfigError(f"TWILIO_AUTH_TOKEN: not set, and {DEV_DIR}/ is not used: "
+                          f"{exc}") from None
+    if text is not None:
+        return text.strip()
     raise ConfigError("TWILIO_AUTH_TOKEN: not set, and no .dev/twilio-auth-token "
                       "(is `make run` running in this directory?)")
 

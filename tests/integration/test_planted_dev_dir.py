@@ -117,3 +117,17 @@ def test_a_dev_dir_not_ours_alone_is_not_used(tmp_path: Path, listener: Listener
            "another user's": "it belongs to uid 65534, not to this user (0)"}[how]
     assert f"ivr-vault: .dev/ not used: {why}\n" in done.stderr
     assert "planted" not in done.stderr + done.stdout
+
+
+def test_call_takes_no_twilio_token_from_a_dev_dir_others_may_write(tmp_path: Path) -> None:
+    dev = tmp_path / ".dev"
+    dev.mkdir(mode=0o777)
+    dev.chmod(0o777)
+    (dev / "twilio-auth-token").write_text("planted-token\n")
+    done = subprocess.run([sys.executable, "-m", "service", "call", "--card", "1234",
+                           "--pin", "4321", "--url", "http://127.0.0.1:9"], cwd=tmp_path,
+                          env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert (done.returncode, done.stderr) == (2, (
+        "ivr-vault: configuration error: TWILIO_AUTH_TOKEN: not set, and .dev/ is not "
+        "used: others may write to it (mode 0777)\n"))
