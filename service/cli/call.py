@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import httpx
 
 from service.cli.dev import DEV_DIR
-from service.cli.devenv import UntrustedDevDir, read_private
+from service.cli.devenv import UntrustedDevDir, cannot_tell, read_cluster, read_private
 from service.errors import ConfigError
 from service.settings import Settings
 
@@ -27,10 +28,25 @@ def _auth_token(settings: Settings) -> str:
                       "(is `make run` running in this directory?)")
 
 
+def _stack_url(settings: Settings) -> str:
+    """Where to call without --url: PUBLIC_BASE_URL when set; else the stack running in
+    this directory (.dev/cluster.json: make run-ha's proxy, make run's webhook), not
+    whatever has the default port; outside a make run directory, the default."""
+    if os.environ.get("PUBLIC_BASE_URL") and settings.public_base_url:
+        return settings.public_base_url
+    cluster = read_cluster()
+    if cluster is not None:
+        for url in (*cluster.get("proxy", []), *cluster.get("webhook", [])):
+            return url
+    if DEV_DIR.is_dir():
+        raise ConfigError(f"{cannot_tell('webhook')}; or give --url")
+    return settings.public_base_url or "http://127.0.0.1:8080"
+
+
 def _call(args: argparse.Namespace, settings: Settings) -> int:
     from service.devtools.caller import Caller
 
-    url = args.url or settings.public_base_url or "http://127.0.0.1:8080"
+    url = args.url or _stack_url(settings)
     entries = [args.card, args.pin]
     with httpx.Client(timeout=20, verify=args.cacert or True) as client:
         caller = Caller(url, _auth_token(settings), client)
@@ -47,6 +63,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("call", help="play Twilio against a running webhook")
     p.add_argument("--card", help="keys to press at the card prompt")
     p.add_argument("--pin", help="keys to press at the PIN prompt")
-    p.add_argument("--url", help="webhook base URL (default PUBLIC_BASE_URL)")
+    p.add_argument("--url", help="webhook base URL (default: PUBLIC_BASE_URL when set, else "
+                                 "the stack in .dev/cluster.json)")
     p.add_argument("--cacert", help="CA bundle for an https URL")
     p.set_defaults(func=_call)

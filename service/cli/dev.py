@@ -11,6 +11,9 @@ from service.settings import Settings
 
 # Where ``make run`` keeps its state; ``ivr-vault call`` finds the dev Twilio token here.
 DEV_DIR = Path(".dev")
+# Written there by ``make run`` and ``make run-ha``: every process with its role, name, pid
+# and URL; read by ``doctor`` and ``call`` to find the stack running in this directory.
+CLUSTER_JSON = "cluster.json"
 
 
 def _dev(args: argparse.Namespace, settings: Settings) -> int:

@@ -26,6 +26,7 @@ line says why it was not used, and the command goes on as if it were not there.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -34,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.cli.dev import DEV_DIR
+from service.cli.dev import CLUSTER_JSON, DEV_DIR
 from service.errors import ConfigError
 
 ROOT = "root"  # the identity of `bootstrap`: the dev Vault's root token (dev only)
@@ -159,3 +160,29 @@ def dev_environment(environ: Mapping[str, str], identity: str,
         env["VAULT_SECRET_ID_FILE"] = str(found / "secret_id")
         said += f", as {identity} ({found}/)"
     return env, said
+
+
+def read_cluster(dev_dir: Path = DEV_DIR) -> dict[str, list[str]] | None:
+    """``.dev/cluster.json`` (``make run``, ``make run-ha``): each role's URLs, or None
+    when there is none (no stack runs here), it is unreadable, or ``.dev/`` is not this
+    user's alone (said on stderr)."""
+    try:
+        text = read_private(dev_dir, CLUSTER_JSON)
+    except UntrustedDevDir as exc:
+        print(f"ivr-vault: {dev_dir}/ not used: {exc}", file=sys.stderr, flush=True)
+        return None
+    try:
+        processes = json.loads(text)["processes"] if text is not None else None
+        urls: dict[str, list[str]] = {}
+        for process in processes or ():
+            urls.setdefault(str(process["role"]), []).append(str(process["url"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+    return urls or None
+
+
+def cannot_tell(what: str, dev_dir: Path = DEV_DIR) -> str:
+    """Why the stack in this directory is unknown: the one line doctor and call say."""
+    return (f"cannot tell which {what} runs here: {dev_dir}/ has no {CLUSTER_JSON} "
+            f"(is `make run` running in this directory?)")
+

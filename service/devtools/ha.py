@@ -23,7 +23,6 @@ comes back. Ctrl-C stops everything; every child also dies with this process.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -38,19 +37,21 @@ from typing import Any
 from service.devtools.devstack import ServiceProcess, free_port, wait_http
 from service.devtools.launcher import (
     READY_TIMEOUT_S,
+    cluster_member,
+    forget_cluster_json,
     hold_lock,
     prepare_store,
     secret_file,
     service_environment,
     stop_on_signals,
     wait_backend_ready,
+    write_cluster_json,
     write_vault_env,
 )
 from service.devtools.postgres import LocalPostgres
 from service.devtools.proxy import DevProxy
 from service.devtools.vault_cluster import DevVaultCluster
 from service.errors import IvrVaultError, ServiceNotReady
-from service.files import write_private
 from service.settings import Settings
 from service.vault.bootstrap import bootstrap, issue_credentials
 
@@ -86,16 +87,15 @@ class HaStack:
         """cluster.json's ``processes``."""
         found: list[dict[str, Any]] = []
         for node in self.vault.nodes:
-            found.append(_member("vault", node.node_id, node.process, node.addr))
-        found.append(_member("postgres", "postgres", self.postgres.process, self.store))
+            found.append(cluster_member("vault", node.node_id, node.process, node.addr))
+        found.append(cluster_member("postgres", "postgres", self.postgres.process, self.store))
         for service in (*self.backends, *self.webhooks):
-            found.append(_member(service.role, service.label, service.process, service.url))
-        found.append(_member("proxy", "proxy", self.proxy.process, self.proxy.url))
+            found.append(cluster_member(service.role, service.label, service.process, service.url))
+        found.append(cluster_member("proxy", "proxy", self.proxy.process, self.proxy.url))
         return found
 
     def write_cluster_json(self) -> None:
-        path = self.state_dir / "cluster.json"
-        write_private(path, json.dumps({"processes": self.members()}, indent=2) + "\n")
+        write_cluster_json(self.state_dir, self.members())
 
     def restart_the_dead(self) -> list[str]:
         """Start again every process that exited; the names of those started. One that
@@ -124,10 +124,6 @@ class HaStack:
         return started
 
 
-def _member(role: str, name: str, process: Any, url: str) -> dict[str, Any]:
-    return {"role": role, "name": name, "pid": process.pid if process else None, "url": url}
-
-
 def run_ha(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, _private_dir_mode())
@@ -136,7 +132,7 @@ def run_ha(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) -
         stop_on_signals()
         started = time.monotonic()
         ha = start_ha(settings, environ, state_dir=state_dir, stack=stack)
-        stack.callback(_forget_cluster_json, state_dir / "cluster.json")
+        stack.callback(forget_cluster_json, state_dir)
         ha.write_cluster_json()
         print(f"ivr-vault: make run-ha ready in {time.monotonic() - started:.1f} s",
               flush=True)
@@ -258,11 +254,6 @@ def _start_store(ha_dir: Path, stack: ExitStack) -> LocalPostgres:
     postgres.start()
     stack.callback(postgres.stop)
     return postgres
-
-
-def _forget_cluster_json(path: Path) -> None:
-    """Once stopped, nothing in it is true any more."""
-    path.unlink(missing_ok=True)
 
 
 def _banner(ha: HaStack) -> str:

@@ -13,6 +13,7 @@ says so in one error line and never becomes ready; ``make run`` then stops, exit
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import secrets
 import signal
@@ -22,11 +23,13 @@ from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import httpx
 import structlog
 
 from service.backend.enrolment import seed_demo
+from service.cli.dev import CLUSTER_JSON
 from service.devtools.devstack import DevVault, ServiceProcess, wait_http
 from service.errors import ConfigError
 from service.files import write_private
@@ -38,6 +41,21 @@ from service.vault.client import VaultClient
 log = structlog.get_logger("ivr.dev")
 
 READY_TIMEOUT_S = 30.0
+
+
+def cluster_member(role: str, name: str, process: Any, url: str) -> dict[str, Any]:
+    """One process in ``.dev/cluster.json``: what ``doctor`` and ``call`` read to find the
+    stack running in this directory (service/cli/devenv.py ``read_cluster``)."""
+    return {"role": role, "name": name, "pid": process.pid if process else None, "url": url}
+
+
+def write_cluster_json(state_dir: Path, members: list[dict[str, Any]]) -> None:
+    write_private(state_dir / CLUSTER_JSON, json.dumps({"processes": members}, indent=2) + "\n")
+
+
+def forget_cluster_json(state_dir: Path) -> None:
+    """Once stopped, nothing in it is true any more."""
+    (state_dir / CLUSTER_JSON).unlink(missing_ok=True)
 
 
 def write_vault_env(path: Path, addr: str, token: str,
@@ -110,11 +128,13 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) 
         if environ.get("VAULT_ADDR") and environ.get("VAULT_TOKEN"):
             vault_addr, root = ",".join(settings.vault_addr), settings.vault_token
             assert root is not None
+            dev_process = None
             print(f"Using the Vault at {vault_addr} (VAULT_ADDR).")
         else:
             dev_vault = DevVault.start(state_dir, port=_vault_port(environ))
             stack.callback(dev_vault.stop)
             vault_addr, root = dev_vault.addr, dev_vault.root_token
+            dev_process = dev_vault.process
             write_vault_env(state_dir / "vault.env", vault_addr, root.reveal())
             print(f"Dev Vault (OpenBao, server mode) at {vault_addr}; data in "
                   f"{dev_vault.data_dir}, unseal key and root token (dev only) in "
@@ -157,9 +177,15 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) 
                   "says why and what to do); stopping.", file=sys.stderr, flush=True)
             return 1
         wait_http(f"{webhook.url}/readyz", timeout=READY_TIMEOUT_S)
+        # Which stack runs here, for doctor and call (another make run may use other ports).
+        stack.callback(forget_cluster_json, state_dir)
+        write_cluster_json(state_dir, [
+            cluster_member("vault", "vault", dev_process, vault_addr),
+            cluster_member("backend", "backend", backend.process, backend.url),
+            cluster_member("webhook", "webhook", webhook.process, webhook.url)])
         call = ".venv/bin/ivr-vault call --card 1234 --pin 4321"
-        if public_base_url != "http://127.0.0.1:8080":
-            call += f" --url {public_base_url or webhook.url}"  # call's own default is 8080
+        if public_base_url and public_base_url != webhook.url:
+            call += f" --url {public_base_url}"  # what signatures are checked against
 
         try:  # a Ctrl-C the moment the block is printed is a clean stop too
             print(f"""

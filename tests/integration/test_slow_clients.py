@@ -30,7 +30,8 @@ from service.devtools.devstack import DevVault, free_port
 from service.vault.bootstrap import RoleCredentials
 from service.web.limits import BODY_TIMEOUT_S
 from service.web.slow_clients import HEADER_TIMEOUT_S, MAX_HEADER_BYTES
-from tests.integration.test_proxy import FOUND, Caddy, Proxied, proxied_stack
+from tests.support.caddy import Caddy, Proxied, proxied_stack
+from tests.support.devrun import FOUND
 from tests.support.tools import require
 
 READ_HEADER_S, READ_BODY_S = 3.0, 4.0
