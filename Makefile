@@ -6,13 +6,27 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run run-ha test test-tools test-unit lint docs bench bench-scale clean
+.PHONY: run run-ha test test-tools test-unit lint docs bench bench-scale clean lock
 
-$(STAMP): pyproject.toml
+# The runtime dependencies exactly as requirements.lock pins them (the image's), so the
+# tests run what ships; the dev tools resolve within them.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
+
+# requirements.lock afresh: ivr-vault alone in a clean venv, its closure pinned (then
+# `make test` reinstalls to match).
+lock:
+	rm -rf $(VENV)-lock && $(PYTHON) -m venv $(VENV)-lock
+	$(VENV)-lock/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)-lock/bin/python -m pip install --quiet .
+	{ grep '^#' requirements.lock; $(VENV)-lock/bin/python -m pip freeze \
+	  | grep -vi '^ivr[-_]vault' | awk -F'==' '{n=tolower($$1); gsub(/[_.]/,"-",n); print n"=="$$2}' \
+	  | LC_ALL=C sort -t= -k1,1; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+	rm -rf $(VENV)-lock build  # setuptools builds in the tree
 
 run: $(STAMP)
 	$(BIN)/ivr-vault dev

@@ -493,6 +493,10 @@ class Settings:
         Choice(("debug", "info", "warning", "error"), upper=True))
     max_body_bytes: int = setting(
         "16384", "Largest request body accepted (413 above).", Bounded(int, 1024, 1 << 20))
+    voice_concurrency: int = setting(
+        "128", "Webhook: `/voice*` requests one process handles at once (counted once the "
+        "body is in); more hear a calm goodbye (\"please call again later\"), never a 5xx. "
+        "Above the bench's highest concurrency (64).", Bounded(int, 1, 100_000))
     max_attempts: int = setting(
         "3", "Tries a caller gets for one entry before goodbye.", Bounded(int, 1, 10))
     call_max_age: float = setting(

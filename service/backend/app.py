@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import json
 import math
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -35,6 +36,7 @@ from service.errors import (
 )
 from service.formats import ciphertext_version
 from service.settings import Settings
+from service.step_time import issued_is_fresh
 from service.store.accounts import Store
 from service.vault import session
 from service.vault.session import TransitSession, freeze_startup_heap
@@ -108,6 +110,12 @@ async def lookup_endpoint(request: Request) -> Response:
         annotate(outcome="invalid")
         return _error(422, exc.problems)
     annotate(call_sid=parsed.call_sid, key_version=ciphertext_version(parsed.card_last4))
+    # A step older than this backend remembers a call's answers (CALL_MAX_AGE) would be
+    # decided afresh, its first answer forgotten: refused, whatever the webhook's
+    # STEP_MAX_AGE says (the webhook checks its own; doctor compares the two).
+    if not issued_is_fresh(parsed.issued, time.time(), lookup.answer_ttl):
+        annotate(outcome="step_expired")
+        return _error(410, "this PIN step is older than CALL_MAX_AGE")
 
     key = request.headers.get("idempotency-key") or None
     if key is not None and (len(key) > 200 or not key.isascii()):
@@ -225,7 +233,8 @@ def create_backend_app(settings: Settings, *,
     routes = [
         Route("/v1/lookup", lookup_endpoint, methods=["POST"]),
         Route("/openapi.json", openapi_endpoint, methods=["GET"]),
-        *health_routes(ready, metrics, drain),
+        *health_routes(ready, metrics, drain, limits={
+            "call_max_age_s": settings.call_max_age}),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -12,12 +12,15 @@ from typing import Any
 
 from service.errors import SchemaError
 from service.formats import CALL_SID_PATTERN, CIPHERTEXT_PATTERN
+from service.step_time import ISSUED_PATTERN
 
 _MAX_CIPHERTEXT = 512
 
 # ``caller``: Twilio's ``From``, as the webhook encrypted it (context ``CallSid:caller``).
+# ``issued``: the PIN step's signed issue time, Unix seconds (service/step_time.py).
 FIELDS: dict[str, str] = {"call_sid": CALL_SID_PATTERN, "card_last4": CIPHERTEXT_PATTERN,
-                          "pin": CIPHERTEXT_PATTERN, "caller": CIPHERTEXT_PATTERN}
+                          "pin": CIPHERTEXT_PATTERN, "caller": CIPHERTEXT_PATTERN,
+                          "issued": ISSUED_PATTERN}
 # Identification (issue 19), at most one of the first two: the typed account number,
 # encrypted (context ``CallSid:account_number``), or ``registered``: the caller pressed the
 # registered-phone key. Neither: the card-only lookup of migrated accounts.
@@ -34,6 +37,7 @@ class LookupRequest:
     card_last4: str
     pin: str
     caller: str
+    issued: str
     account_number: str | None = None
     registered: bool = False
     stir_verstat: str | None = None
@@ -79,7 +83,8 @@ def parse_lookup(body: bytes) -> LookupRequest:
     if problems:
         raise SchemaError(problems)
     return LookupRequest(data["call_sid"], data["card_last4"], data["pin"], data["caller"],
-                         data.get("account_number"), registered, data.get("stir_verstat"))
+                         data["issued"], data.get("account_number"), registered,
+                         data.get("stir_verstat"))
 
 
 _ERROR = {"type": "object", "properties": {"detail": {}}, "required": ["detail"]}
@@ -128,6 +133,8 @@ OPENAPI: dict[str, Any] = {
                         "schema": {"$ref": "#/components/schemas/Error"}}}}
                        for code, text in (("404", "no such account, wrong card or wrong PIN"),
                                           ("409", "this call already had its lookup"),
+                                          ("410", "the PIN step is older than "
+                                                  "CALL_MAX_AGE (`issued`)"),
                                           ("415", "not JSON"),
                                           ("422", "malformed or undecryptable"),
                                           ("423", "locked after repeated wrong entries"),

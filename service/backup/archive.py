@@ -32,6 +32,7 @@ import structlog
 
 from service.backup.transfer import export_to_sqlite, import_from_sqlite
 from service.errors import BadInput
+from service.files import private_writer
 from service.settings import StoreUrl
 from service.vault.client import VaultClient
 from service.vault.operator_init import VaultServer
@@ -74,19 +75,11 @@ def write_backup(vault: VaultClient, store_url: StoreUrl, out: Path) -> Manifest
                         {SNAPSHOT: _digest(snapshot), STORE: _digest(store)})
     members = {MANIFEST: json.dumps(manifest.as_json(), indent=2).encode(),
                SNAPSHOT: snapshot, STORE: store}
-    partial = out.with_name(out.name + ".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
-            for name, data in members.items():
-                info = tarfile.TarInfo(name)
-                info.size, info.mode, info.mtime = len(data), 0o600, int(manifest.created)
-                tar.addfile(info, io.BytesIO(data))
-        os.chmod(partial, 0o600)
-        os.replace(partial, out)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with private_writer(out) as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o600, int(manifest.created)
+            tar.addfile(info, io.BytesIO(data))
     log.info("backup written", snapshot_bytes=len(snapshot), store_bytes=len(store))
     return manifest
 

@@ -4,8 +4,12 @@ passes (reminders never fail). See service/doctor/ and docs/operations.md#doctor
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 from pathlib import Path
 
+from service.cli.dev import DEV_DIR
+from service.cli.devenv import cannot_tell, read_cluster
 from service.errors import BadInput
 from service.settings import Settings
 
@@ -26,8 +30,20 @@ def _doctor(args: argparse.Namespace, settings: Settings) -> int:
             raise BadInput(f"--credentials: expected ROLE=DIR with ROLE one of "
                            f"{', '.join(IDENTITIES)}")
         given[role] = Path(directory)
+    webhook_url, unknown = args.webhook_url, None
+    named = args.webhook_url or args.backend_url or any(
+        os.environ.get(name) for name in ("BACKEND_URL", "WEBHOOK_HOST", "WEBHOOK_PORT"))
+    if not named:  # the stack running in this directory, not whatever has the default ports
+        cluster = read_cluster()
+        if cluster is not None:
+            webhook_url = next(iter(cluster.get("webhook", [])), None)
+            if cluster.get("backend"):
+                settings = dataclasses.replace(settings,
+                                               backend_url=tuple(cluster["backend"]))
+        elif DEV_DIR.is_dir():
+            unknown = cannot_tell("stack")
     options = Options(getattr(args, "settings_error", None), given, dev_dirs,
-                      args.webhook_url, args.backend_url)
+                      webhook_url, args.backend_url, unknown)
     result = run_doctor(settings, options)
     print(result.as_json() if args.json else result.table())
     return 0 if result.ok else 1
@@ -41,6 +57,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="an identity's role_id and secret_id files (repeatable; default: "
                         "make run's .dev/ROLE/, or the environment's AppRole)")
     p.add_argument("--webhook-url", metavar="URL",
-                   help="the webhook's own address (default WEBHOOK_HOST:WEBHOOK_PORT)")
-    p.add_argument("--backend-url", metavar="URL", help="the backend (default BACKEND_URL)")
+                   help="the webhook's own address (default: make run's, from "
+                        ".dev/cluster.json; else WEBHOOK_HOST:WEBHOOK_PORT)")
+    p.add_argument("--backend-url", metavar="URL",
+                   help="the backend (default: make run's, from .dev/cluster.json; else "
+                        "BACKEND_URL)")
     p.set_defaults(func=_doctor, dev_identity="any", reports_settings=True)

@@ -123,7 +123,11 @@ def uvicorn_options() -> dict[str, Any]:
 
     return {
         "loop": "uvloop",
-        "http": "httptools",
+        # httptools, with a header size cap and a header deadline (service/web/slow_clients.py)
+        "http": "service.web.slow_clients:BoundedHttpToolsProtocol",
+        # Caddy drops its idle connections to the webhook after 4 s (proxy/Caddyfile), before
+        # this closes them: never a request sent on a connection being closed.
+        "timeout_keep_alive": 5,
         # Forwarded headers are judged by the webhook itself against TRUSTED_PROXIES.
         "proxy_headers": False,
         "server_header": False,

@@ -23,7 +23,6 @@ comes back. Ctrl-C stops everything; every child also dies with this process.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -35,6 +34,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from service.cluster import cluster_member, forget_cluster_json, write_cluster_json
 from service.devtools.devstack import ServiceProcess, free_port, wait_http
 from service.devtools.launcher import (
     READY_TIMEOUT_S,
@@ -86,19 +86,15 @@ class HaStack:
         """cluster.json's ``processes``."""
         found: list[dict[str, Any]] = []
         for node in self.vault.nodes:
-            found.append(_member("vault", node.node_id, node.process, node.addr))
-        found.append(_member("postgres", "postgres", self.postgres.process, self.store))
+            found.append(cluster_member("vault", node.node_id, node.process, node.addr))
+        found.append(cluster_member("postgres", "postgres", self.postgres.process, self.store))
         for service in (*self.backends, *self.webhooks):
-            found.append(_member(service.role, service.label, service.process, service.url))
-        found.append(_member("proxy", "proxy", self.proxy.process, self.proxy.url))
+            found.append(cluster_member(service.role, service.label, service.process, service.url))
+        found.append(cluster_member("proxy", "proxy", self.proxy.process, self.proxy.url))
         return found
 
     def write_cluster_json(self) -> None:
-        path = self.state_dir / "cluster.json"
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps({"processes": self.members()}, indent=2) + "\n",
-                           encoding="utf-8")
-        os.replace(partial, path)
+        write_cluster_json(self.state_dir, self.members())
 
     def restart_the_dead(self) -> list[str]:
         """Start again every process that exited; the names of those started. One that
@@ -127,10 +123,6 @@ class HaStack:
         return started
 
 
-def _member(role: str, name: str, process: Any, url: str) -> dict[str, Any]:
-    return {"role": role, "name": name, "pid": process.pid if process else None, "url": url}
-
-
 def run_ha(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, _private_dir_mode())
@@ -139,7 +131,7 @@ def run_ha(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) -
         stop_on_signals()
         started = time.monotonic()
         ha = start_ha(settings, environ, state_dir=state_dir, stack=stack)
-        stack.callback(_forget_cluster_json, state_dir / "cluster.json")
+        stack.callback(forget_cluster_json, state_dir)
         ha.write_cluster_json()
         print(f"ivr-vault: make run-ha ready in {time.monotonic() - started:.1f} s",
               flush=True)
@@ -171,8 +163,12 @@ def start_ha(settings: Settings, environ: Mapping[str, str], *, state_dir: Path,
         c.write(state_dir / role)
 
     postgres = _start_store(ha_dir, stack)
-    store = {"STORE_URL": postgres.url}  # no password: it is in the passfile it names
-    write_vault_env(state_dir / "vault.env", vault_addr, vault.root_token.reveal(), store)
+    # No password in either: it is in the passfile they name. The backends log in as the
+    # runtime role (DML only); the operator (.dev/vault.env: migrate, restore) and the
+    # schema step below as the migration role.
+    store = {"STORE_URL": postgres.url}
+    owner = {"STORE_URL": postgres.owner_url}
+    write_vault_env(state_dir / "vault.env", vault_addr, vault.root_token.reveal(), owner)
 
     twilio_file = secret_file(state_dir / "twilio-auth-token",
                               environ.get("TWILIO_AUTH_TOKEN"))
@@ -191,7 +187,7 @@ def start_ha(settings: Settings, environ: Mapping[str, str], *, state_dir: Path,
             env.setdefault("SHUTDOWN_DRAIN", str(WEBHOOK_DRAIN_S))
         return env
 
-    prepare_store(Settings.from_environ(service_env("backend")))  # migrate, seed
+    prepare_store(Settings.from_environ({**service_env("backend"), **owner}))  # migrate, seed
 
     backends = [_service("backend", i, port, service_env("backend"), logs)
                 for i, port in enumerate(backend_ports, start=1)]
@@ -257,11 +253,6 @@ def _start_store(ha_dir: Path, stack: ExitStack) -> LocalPostgres:
     postgres.start()
     stack.callback(postgres.stop)
     return postgres
-
-
-def _forget_cluster_json(path: Path) -> None:
-    """Once stopped, nothing in it is true any more."""
-    path.unlink(missing_ok=True)
 
 
 def _banner(ha: HaStack) -> str:

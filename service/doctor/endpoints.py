@@ -4,6 +4,7 @@ Twilio setting no API shows (Voice PCI Mode)."""
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 import httpx
@@ -54,6 +55,44 @@ def readyz_check(role: str, base_url: str) -> Check:
                                   f"{role}'s readiness", start)
     fix = "; ".join(_READY_FIXES.get(k, f"{k}: see the service's log") for k in failing)
     return Check.failed(name, f"{url}: not ready ({shown})", fix)
+
+
+def _limit(base_url: str, name: str) -> float | None:
+    """A setting a service shows in its ``/readyz`` (``limits``), or None."""
+    try:
+        shown = httpx.get(f"{base_url.rstrip('/')}/readyz", timeout=TIMEOUT_S).json()
+        value = shown["limits"][name]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def step_age_check(webhook_url: str, backend_urls: Sequence[str]) -> Check:
+    """The webhook's STEP_MAX_AGE is at most every backend's CALL_MAX_AGE: a step the
+    webhook still accepts must be one the backend still remembers. (The backend refuses
+    an older one with 410, so a mismatch costs calls, not safety: callers of a slow step
+    hear "session expired".)"""
+    name = "step age vs backend memory"
+    step = _limit(webhook_url, "step_max_age_s")
+    memories = {url: _limit(url, "call_max_age_s") for url in backend_urls}
+    unknown = [url for url, memory in memories.items() if memory is None]
+    if step is None or unknown:
+        who = ", ".join(([] if step is not None else [webhook_url]) + unknown)
+        # Not a second ✗ for a service that does not answer: its /readyz row says so.
+        return Check.reminder(name, f"cannot tell: no limits in the /readyz of {who}")
+    short = {url: memory for url, memory in memories.items()
+             if memory is not None and memory < step}
+    if short:
+        shown = ", ".join(f"{url} {memory:g} s" for url, memory in short.items())
+        return Check.failed(name, f"the webhook's STEP_MAX_AGE ({step:g} s) is longer than "
+                                  f"CALL_MAX_AGE at {shown}: the backend refuses steps it "
+                                  "no longer remembers, and those callers hear \"session "
+                                  "expired\"",
+                            "give the backends a CALL_MAX_AGE of at least the webhook's "
+                            "STEP_MAX_AGE, or shorten STEP_MAX_AGE")
+    least = min(m for m in memories.values() if m is not None)
+    return Check.passed(name, f"STEP_MAX_AGE {step:g} s ≤ CALL_MAX_AGE {least:g} s of "
+                              f"{len(memories)} backend(s)")
 
 
 def is_development_host(host: str) -> bool:

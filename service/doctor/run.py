@@ -8,7 +8,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.doctor.endpoints import local_url, pci_reminder, public_url_check, readyz_check
+from service.doctor.endpoints import (
+    local_url,
+    pci_reminder,
+    public_url_check,
+    readyz_check,
+    step_age_check,
+)
 from service.doctor.identities import (
     IDENTITIES,
     Source,
@@ -39,6 +45,9 @@ class Options:
     dev_dirs: Mapping[str, Path] = field(default_factory=dict)  # make run's .dev/ROLE/
     webhook_url: str | None = None
     backend_url: str | None = None
+    # Why the services to probe are unknown (a make run directory with no cluster.json):
+    # then said in one row instead of probing the default ports, maybe another stack's.
+    stack_unknown: str | None = None
 
 
 def settings_check(settings: Settings, error: ConfigError | None) -> Check:
@@ -103,11 +112,17 @@ def run_doctor(settings: Settings, options: Options) -> Report:
     checks += _key_rows(keys, settings)
     checks += _store_rows(settings, schema, sources.get("ivr-backend"), connect)
     # Each replica BACKEND_URL names (make run-ha, the HA compose: two), or the one asked.
-    checks += [readyz_check("backend", url)
-               for url in ([options.backend_url] if options.backend_url
-                           else settings.backend_url)]
-    checks.append(readyz_check("webhook", options.webhook_url or local_url(
-        settings.webhook_host, settings.webhook_port)))
+    if options.stack_unknown:
+        checks.append(Check.failed("services", options.stack_unknown,
+                                   "start make run here, or name the services: "
+                                   "--webhook-url and --backend-url (or BACKEND_URL)"))
+    else:
+        backend_urls = [options.backend_url] if options.backend_url else settings.backend_url
+        checks += [readyz_check("backend", url) for url in backend_urls]
+        webhook_url = options.webhook_url or local_url(settings.webhook_host,
+                                                       settings.webhook_port)
+        checks.append(readyz_check("webhook", webhook_url))
+        checks.append(step_age_check(webhook_url, backend_urls))
     checks.append(public_url_check(settings))
     checks.append(pci_reminder())
     return report(checks)

@@ -16,6 +16,7 @@ of failing closed.
 
 from __future__ import annotations
 
+import base64
 import collections
 import errno
 import functools
@@ -268,8 +269,35 @@ def _mask_char(ch: str) -> str:
     return ch
 
 
+# Defence in depth (#20 item 9; no path emits them today): a digit run spelled in base64
+# (``MTIzNA==`` is ``1234``, ``NDMyMQ`` unpadded or URL-safe) has no digit left for the
+# masker to find, so a whole base64-looking token of up to 28 characters (19 digits) that
+# decodes to 2 or more ASCII digits is masked whole. Hex needs nothing: each ASCII digit is
+# ``30``-``39``, all digits, masked as they are. A digit byte's top six bits make the
+# token's first character M, N or O: text without one is skipped. (Measured on seven
+# typical access-line strings, the best of 7 runs: the pass on every string cost 67 µs
+# against 40 without; with this skip 8.6 µs against 10.4, within this machine's noise.)
+_BASE64_TOKEN: Final = re.compile(r"(?<![A-Za-z0-9+/_-])[MNO][A-Za-z0-9+/_-]{2,27}={0,2}"
+                                  r"(?![A-Za-z0-9+/_=-])")
+
+
+def _masked_if_digits(match: re.Match[str]) -> str:
+    token = match[0]
+    body = token.rstrip("=").replace("-", "+").replace("_", "/")
+    if len(body) % 4 == 1:
+        return token
+    try:
+        raw = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+    except ValueError:  # binascii.Error is one
+        return token
+    return MASK * len(token) if len(raw) >= 2 and raw.isdigit() else token
+
+
 def mask_digits(text: str) -> str:
-    """Replace every digit-like character in *text* with ``*`` (and control chars with ``?``)."""
+    """Replace every digit-like character in *text* with ``*`` (and control chars with ``?``),
+    and every base64 spelling of a short digit run with as many ``*``."""
+    if "M" in text or "N" in text or "O" in text:
+        text = _BASE64_TOKEN.sub(_masked_if_digits, text)
     if text.isascii():
         return text.translate(_ASCII_TABLE)
     return "".join(_mask_char(ch) for ch in text)

@@ -28,6 +28,13 @@ from service.errors import StoreSchemaMismatch
 from service.settings import StoreUrl
 from service.store.database import Connection, Database, Engine, open_database
 
+# The PostgreSQL role the backends' login role belongs to (#20 item 5). Each migration run
+# grants it the DML on every table of the schema (and the sequences behind identities), so
+# a table a new migration adds is covered without being named; it gets nothing else: no
+# CREATE, ALTER, DROP, TRUNCATE, and no server files or programs. Absent: nothing granted
+# (a single-role deployment, the migration role then serving too).
+RUNTIME_GROUP = "ivr_runtime"
+
 # pg_advisory_xact_lock key for migrations: "ivr-vaul" as a 64-bit integer.
 MIGRATION_LOCK = 0x6976722D7661756C
 
@@ -269,17 +276,40 @@ def migrate(database: Database) -> list[Migration]:
     def work(db: Connection) -> list[Migration]:
         if engine == "postgresql":
             db.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
-        db.execute(_HISTORY)
         current = _version(db, engine)
+        if current == 0:  # a role without CREATE may still find nothing to do
+            db.execute(_HISTORY)
         _refuse_newer(current, database.display)
         pending = [m for m in MIGRATIONS if m.version > current]
         for migration in pending:
             migration.apply(db, engine)
             db.execute("INSERT INTO schema_migrations(version, name, applied_at)"
                        " VALUES (?, ?, ?)", (migration.version, migration.name, time.time()))
+        if engine == "postgresql":
+            _grant_runtime(db)
         return pending
 
     return database.run(work, write=True)
+
+
+def _grant_runtime(db: Connection) -> None:
+    """:data:`RUNTIME_GROUP` may read and write every table of this schema; no more. Done
+    on every run by the schema's owner (a store migrated before the group existed gets
+    it too); anyone else (the runtime role finding nothing to migrate) grants nothing."""
+    if not db.execute("SELECT 1 FROM pg_roles WHERE rolname = ?", (RUNTIME_GROUP,)).fetchone():
+        return
+    (owner,) = db.execute("SELECT pg_has_role(current_user, nspowner, 'USAGE') FROM"
+                          " pg_namespace WHERE nspname = current_schema()").fetchone()
+    if not owner:
+        return
+    (schema,) = db.execute("SELECT current_schema()").fetchone()
+    if not str(schema).replace("_", "").isalnum():
+        raise StoreSchemaMismatch(f"schema {schema!r}: expected a plain name")
+    quoted = f'"{schema}"'
+    db.execute(f"GRANT USAGE ON SCHEMA {quoted} TO {RUNTIME_GROUP}")
+    db.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {quoted}"
+               f" TO {RUNTIME_GROUP}")
+    db.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {quoted} TO {RUNTIME_GROUP}")
 
 
 def prepare(database: Database) -> None:

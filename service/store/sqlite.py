@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from service.errors import StoreConflict
+from service.files import create_private
 
 T = TypeVar("T")
 
@@ -48,6 +49,7 @@ class ThreadConnections:
             return db
         # check_same_thread=False only so that close() may close it from another thread;
         # otherwise a connection is used by the thread that opened it and no other.
+        create_private(self.path)
         db = sqlite3.connect(self.path, timeout=0, isolation_level=None,
                              check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")

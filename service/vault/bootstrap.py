@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from service.errors import ConfigError, VaultNotFound, VaultRequestError
+from service.files import private_dir, write_private
 from service.vault.client import VaultClient
 
 log = structlog.get_logger("ivr.bootstrap")
@@ -89,13 +90,9 @@ class RoleCredentials:
 
     def write(self, directory: Path) -> None:
         """``role_id`` and ``secret_id`` files, readable by their owner only."""
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
         for name, value in (("role_id", self.role_id), ("secret_id", self.secret_id)):
-            path = directory / name
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(value + "\n")
-            os.chmod(path, 0o600)
+            write_private(directory / name, value + "\n")
 
 
 def ensure_mount(admin: VaultClient, path: str, kind: str, *, auth: bool) -> None:

@@ -12,7 +12,6 @@ people (docs/deployment.md#production), never into a file next to the data they 
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import requests
 import structlog
 
 from service.errors import VaultError, VaultRequestError, VaultSealed, VaultUnavailable
+from service.files import write_private
 from service.settings import Secret
 from service.vault.client import translate_errors
 
@@ -99,15 +99,7 @@ class DevKeyring:
         body = "\n".join(
             "".join(f"unseal_key={key.reveal()}\n" for key in keys.unseal_keys)
             + f"root_token={keys.root_token.reveal()}\n" for keys in keyring)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(self.path.name + ".partial")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(self.HEADER + "\n" + body)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(partial, 0o600)
-        os.replace(partial, self.path)
+        write_private(self.path, self.HEADER + "\n" + body)
 
     def add(self, keys: InitKeys) -> None:
         self.write([keys, *self.read()])
@@ -350,8 +342,4 @@ def _listening(server: VaultServer) -> bool:
 
 
 def _write_token(path: Path, token: Secret) -> None:
-    partial = path.with_name(path.name + ".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(token.reveal() + "\n")
-    os.replace(partial, path)
+    write_private(path, token.reveal() + "\n")

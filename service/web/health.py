@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -27,8 +27,12 @@ class Drain:
     draining: bool = False
 
 
-def health_routes(ready: ReadinessCheck, metrics: Metrics,
-                  drain: Drain | None = None) -> list[Route]:
+def health_routes(ready: ReadinessCheck, metrics: Metrics, drain: Drain | None = None,
+                  limits: Mapping[str, float] | None = None) -> list[Route]:
+    """``limits``: settings another component must agree with, shown in ``/readyz``
+    (``doctor`` compares the webhook's STEP_MAX_AGE with each backend's CALL_MAX_AGE)."""
+    shown = {"limits": dict(limits)} if limits else {}
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -44,8 +48,8 @@ def health_routes(ready: ReadinessCheck, metrics: Metrics,
             checks = {"timeout": False}
             metrics.record_readiness({})  # nothing confirmed
         ok = all(checks.values())
-        return JSONResponse({"status": "ready" if ok else "unavailable", "checks": checks},
-                            status_code=200 if ok else 503)
+        return JSONResponse({"status": "ready" if ok else "unavailable", "checks": checks,
+                             **shown}, status_code=200 if ok else 503)
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -26,6 +26,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from service.errors import BackendUnavailable, IvrVaultError, VaultError, WebhookRefused
 from service.formats import CARD_DIGITS, PIN_DIGITS, ciphertext_version
@@ -37,7 +38,7 @@ from service.vault.transit import Transit, call_context
 from service.web.access_log import AccessLogMiddleware, annotate
 from service.web.budget import within
 from service.web.health import Drain, health_routes
-from service.web.limits import BodyLimitMiddleware
+from service.web.limits import BodyLimitMiddleware, ConcurrencyLimitMiddleware
 from service.web.metrics import Metrics
 from service.webhook import twiml
 from service.webhook.backend_client import BackendClient, BackendSession, http_backend
@@ -59,6 +60,7 @@ BACKEND_ANSWERS: Final[Mapping[int, tuple[str, str]]] = {
     429: ("caller_cut_off", "not_found"),
     409: ("second_lookup", "not_found"),
     422: ("ciphertext_rejected", "call_again"),
+    410: ("step_expired", "call_again"),  # older than the backend's CALL_MAX_AGE
 }
 BACKEND_FAILED: Final = ("backend_error", "try_later")
 
@@ -245,7 +247,8 @@ async def pin(state: WebhookState, form: TwilioForm) -> str:
         state.transit.encrypt(form.caller.encode(), call_context(call_sid, "caller")))
     annotate(**ciphertext_fields(encrypted.ciphertext))
     body: dict[str, str | bool] = {"call_sid": call_sid, "card_last4": card_ct,
-                                   "pin": encrypted.ciphertext, "caller": caller.ciphertext}
+                                   "pin": encrypted.ciphertext, "caller": caller.ciphertext,
+                                   "issued": form.query["issued"]}
     if "number" in identification:
         body["account_number"] = str(identification["number"])
     else:
@@ -271,6 +274,17 @@ async def pin(state: WebhookState, form: TwilioForm) -> str:
     outcome, key = BACKEND_ANSWERS.get(status, BACKEND_FAILED)
     annotate(outcome=outcome)
     return _goodbye(state, form, key)
+
+
+def _too_busy(locale: Locale) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """More calls at once than VOICE_CONCURRENCY: a calm goodbye, as for any failure, in
+    the default locale (the form, and so the call's locale, is not read for it)."""
+    goodbye = twiml.say_and_hang_up(locale.text("try_later"), locale.say)
+
+    async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+        annotate(outcome="too_busy")
+        await _twiml(goodbye)(scope, receive, send)
+    return answer
 
 
 def _route(handler: Handler, *, needs_call: bool = True,
@@ -354,9 +368,14 @@ def create_webhook_app(settings: Settings, *,
         Route("/voice/account", _route(account), methods=["POST"]),
         Route("/voice/card", _route(card), methods=["POST"]),
         Route("/voice/pin", _route(pin), methods=["POST"]),
-        *health_routes(ready, metrics, drain),
+        *health_routes(ready, metrics, drain, limits={
+            "step_max_age_s": settings.step_max_age}),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
+    # Inside the body limit (added first: Starlette's last added is outermost), so that a
+    # client still sending its body holds no slot.
+    app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.voice_concurrency,
+                       prefix="/voice", overflow=_too_busy(locales.default))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessLogMiddleware, on_complete=metrics.count_request)
     return app

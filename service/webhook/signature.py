@@ -79,12 +79,25 @@ def is_valid_signature(auth_token: str, url: str, params: Params, signature: str
     return matched
 
 
-def request_key(signature: str, url: str, params: Params) -> str:
+def canonical_url(url: str) -> str:
+    """``url`` in the one spelling the request key uses: scheme and host in lower case, no
+    port. The signature holds for the URL with or without its port, so a key that kept
+    the port let one captured request be replayed as ``Host: ivr.test:1`` ... ``:9`` and
+    count ten times (#20 item 3)."""
+    parts = urlparse(url)
+    host = (parts.hostname or "").lower()
+    if ":" in host:  # an IPv6 literal: hostname drops its brackets
+        host = f"[{host}]"
+    return parts._replace(scheme=parts.scheme.lower(), netloc=host).geturl()
+
+
+def request_key(url: str, params: Params) -> str:
     """A key for "this very request", made only of what Twilio signed: SHA-256 over the
-    signature, the URL and the signed parameters. A Twilio retry sends the same three and
-    gets the same key; any other request (another step, another entry, a replay with fresh
-    unsigned headers but the same signed content aside) cannot choose it."""
-    canonical = json.dumps([signature, url, signed_params(params)], ensure_ascii=True,
+    URL in its canonical spelling and the signed parameters. A Twilio retry sends the same
+    and gets the same key; any other request (another step, another entry, a replay with
+    fresh unsigned headers or another port in ``Host``) cannot choose it. The signature
+    itself is left out: it differs between the URL's port spellings, the request doesn't."""
+    canonical = json.dumps([canonical_url(url), signed_params(params)], ensure_ascii=True,
                            separators=(",", ":"))
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 

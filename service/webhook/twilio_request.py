@@ -14,13 +14,11 @@ from starlette.requests import Request
 from service.errors import WebhookRefused
 from service.formats import ANONYMOUS_CALLER, CALL_SID, caller_bucket, is_digits
 from service.settings import Settings
+from service.step_time import issued_is_fresh
 from service.web.media_type import media_type
 from service.webhook.signature import is_valid_signature, public_url, request_key
 
 _MAX_FIELDS = 64
-# Clocks of two webhook replicas may disagree a little: an issue time up to this far in the
-# future is still fresh.
-STEP_CLOCK_SKEW_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -80,15 +78,6 @@ class TwilioForm:
         return issued_is_fresh(self.query.get("issued"), now, max_age)
 
 
-def issued_is_fresh(issued: str | None, now: float, max_age: float) -> bool:
-    """``issued``: Unix seconds as ASCII digits (at most 12). Fresh when no older than
-    ``max_age`` and no further than :data:`STEP_CLOCK_SKEW_S` in the future."""
-    if issued is None or not (issued.isascii() and issued.isdigit()) or len(issued) > 12:
-        return False
-    age = now - int(issued)
-    return -STEP_CLOCK_SKEW_S <= age <= max_age
-
-
 def _parse_pairs(raw: bytes) -> list[tuple[str, str]]:
     try:
         text = raw.decode("ascii") if raw.isascii() else raw.decode("utf-8")
@@ -138,4 +127,4 @@ async def verified_form(request: Request, settings: Settings) -> TwilioForm:
     params, duplicated = _single(pairs)
     query, query_dup = _single(query_pairs)
     return TwilioForm(params, query, duplicated | {f"?{q}" for q in query_dup},
-                      request_key(signature, url, pairs))
+                      request_key(url, pairs))

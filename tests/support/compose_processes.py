@@ -27,8 +27,8 @@ from psycopg import sql
 from service.devtools.caller import Caller
 from service.devtools.devstack import ServiceProcess, find_vault_binary, stop_process
 from service.devtools.postgres import DATABASE as PG_DATABASE
+from service.devtools.postgres import OWNER, RUNTIME, LocalPostgres
 from service.devtools.postgres import USER as PG_USER
-from service.devtools.postgres import LocalPostgres
 from tests.support.compose import Compose
 from tests.support.repo import ROOT
 
@@ -178,11 +178,17 @@ class LocalCompose:
         assert (env["POSTGRES_USER"], env["POSTGRES_DB"]) == (PG_USER, PG_DATABASE)
         password = Path(env["POSTGRES_PASSWORD_FILE"]).read_text(encoding="utf-8").strip()
         server = LocalPostgres(port=self.port(name))
-        url = server.start()
+        server.start()
         self.postgres[name] = server
-        with psycopg.connect(url, autocommit=True) as db:
-            db.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                sql.Identifier(PG_USER), sql.Literal(password)))
+        # postgres/roles.sh's roles (LocalPostgres makes them too), with db-secret's
+        # passwords, as that script gives them.
+        secrets = Path(env["POSTGRES_PASSWORD_FILE"]).parent
+        with psycopg.connect(server.url_for("postgres"), autocommit=True) as db:
+            for role, given in ((PG_USER, password),
+                                (OWNER, _read(secrets / "owner-password")),
+                                (RUNTIME, _read(secrets / "backend-password"))):
+                db.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(given)))
 
     def stop(self, name: str) -> None:
         if name in self.services:
@@ -229,3 +235,7 @@ class LocalCompose:
             Caller(public, self.secrets["TWILIO_AUTH_TOKEN"], client,
                    say=heard.append).play([card, pin])
         return heard
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8").strip()

@@ -1,13 +1,12 @@
-"""requirements.lock (the image's exact pins) against what the dev venv resolved.
+"""requirements.lock (the image's exact pins) against what the dev venv installed.
 
-``python -m tests.support.lock --write-lock`` regenerates it from the installed closure.
+``make lock`` regenerates it (ivr-vault alone in a clean venv); ``make test`` installs it.
 """
 
 from __future__ import annotations
 
 import importlib.metadata as md
 import re
-import sys
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
@@ -55,16 +54,3 @@ def read_lock() -> dict[str, str]:
             assert version and " " not in line, f"not an exact pin: {line}"
             pins[canonical(name)] = version
     return pins
-
-
-def write_lock() -> None:
-    header = [line for line in LOCK.read_text().splitlines() if line.startswith("#")]
-    pins = [f"{name}=={version}" for name, version in sorted(runtime_closure().items())]
-    LOCK.write_text("\n".join(header + pins) + "\n")
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] == ["--write-lock"]:
-        write_lock()
-    else:
-        sys.exit("usage: python -m tests.support.lock --write-lock")

@@ -51,8 +51,8 @@ class HostPostgres(LocalPostgres):
         super().__init__(state_dir, port=PG_PORT)
         self.host = host
 
-    def url_for(self, database: str) -> str:
-        return (f"postgresql://{USER}@{self.host.addr}:{self.port}/{database}"
+    def url_for(self, database: str, user: str = USER) -> str:
+        return (f"postgresql://{user}@{self.host.addr}:{self.port}/{database}"
                 f"?passfile={self.passfile.resolve()}")
 
     def _spawn(self) -> subprocess.Popen[bytes]:
@@ -179,7 +179,8 @@ def start_cluster(net: Network, directory: Path) -> NetCluster:
         return values
 
     settings = Settings.from_environ(env(backends[0]))
-    migrate_store(settings.store)
+    # The schema as the migration role; the backends run as the runtime role (DML only).
+    migrate_store(Settings.from_environ({"STORE_URL": postgres.owner_url}).store)
     seed_demo(settings)
     for service in (*backends, *webhooks):
         log = (logs / f"{service.name}.log").open("ab")

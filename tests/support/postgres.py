@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from service.devtools.postgres import LocalPostgres
+from service.devtools.postgres import OWNER, RUNTIME, LocalPostgres
 from service.errors import ConfigError
 from service.settings import Settings, StoreUrl
 from service.store.migrations import migrate_store
@@ -37,13 +37,19 @@ def database_name(label: str) -> str:
     return f"t{next(_numbers)}_{slug}"
 
 
-def pg_store_url(server: LocalPostgres, label: str, *, migrated: bool = True) -> StoreUrl:
-    """A new, empty database on ``server``, as STORE_URL names it; migrated unless asked
-    not to be."""
-    url = Settings.from_environ({"STORE_URL": server.new_database(database_name(label))}).store
-    if migrated:
-        migrate_store(url)
-    return url
+def pg_store_url(server: LocalPostgres, label: str, *, migrated: bool = True,
+                 owner: bool = False) -> StoreUrl:
+    """A new, empty database on ``server``, as STORE_URL names it: migrated (by the
+    migration role) and the runtime role's URL, as a backend has it; the migration role's
+    when not migrated (the test migrates) or when ``owner`` (a restore's target)."""
+    name = database_name(label)
+    owner_url = Settings.from_environ({"STORE_URL": server.new_database(name)}).store
+    if not migrated:
+        return owner_url
+    migrate_store(owner_url)
+    if owner:
+        return owner_url
+    return Settings.from_environ({"STORE_URL": server.url_for(name, RUNTIME)}).store
 
 
 def engine_store_url(engine: str, request: pytest.FixtureRequest, tmp_path: Path,
@@ -57,10 +63,18 @@ def engine_store_url(engine: str, request: pytest.FixtureRequest, tmp_path: Path
     return pg_store_url(request.getfixturevalue("postgres"), request.node.name)
 
 
-def url_with_password(server: LocalPostgres, database: str) -> str:
+def password_of(server: LocalPostgres, user: str) -> str:
+    """``user``'s password, from the server's libpq password file."""
+    for line in server.passfile.read_text().splitlines():
+        *_, name, password = line.split(":")
+        if name == user:
+            return password
+    raise KeyError(user)
+
+
+def url_with_password(server: LocalPostgres, database: str, user: str = OWNER) -> str:
     """What an operator puts in STORE_URL_FILE: the URL with the password in it."""
-    password = server.passfile.read_text().strip().rsplit(":", 1)[1]
-    return f"postgresql://ivr:{password}@127.0.0.1:{server.port}/{database}"
+    return f"postgresql://{user}:{password_of(server, user)}@127.0.0.1:{server.port}/{database}"
 
 
 def env_for(url: StoreUrl) -> dict[str, str]:

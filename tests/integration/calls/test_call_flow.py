@@ -132,7 +132,8 @@ def lookup(stack: Stack, client: httpx.Client, body: dict[str, str],
     caller = webhook_encrypt(stack.vault, credentials, body["call_sid"], "caller",
                              "+15005550006")
     return client.post(stack.backend.url + "/v1/lookup",
-                       json={"caller": caller, "registered": True, **body},
+                       json={"caller": caller, "registered": True,
+                             "issued": str(int(time.time())), **body},
                        headers={"Authorization": f"Bearer {stack.backend_token}"})
 
 

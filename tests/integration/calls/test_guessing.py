@@ -37,6 +37,7 @@ import pytest
 
 from service.backend.enrolment import DEMO_CARD, DEMO_PIN
 from service.devtools.caller import new_call_sid
+from service.devtools.postgres import RUNTIME
 from service.settings import Settings
 from service.store.accounts import Store
 from service.store.migrations import migrate_store
@@ -179,6 +180,8 @@ def burst(request: pytest.FixtureRequest, module_stack: Stacks,
         (directory / "store-url").write_text(url_with_password(server, name))
         env["STORE_URL_FILE"] = str(directory / "store-url")
         migrate_store(Settings.from_environ(env).store)
+        # The backends as the runtime role, as in production.
+        (directory / "store-url").write_text(url_with_password(server, name, RUNTIME))
     return module_stack("burst", directory=directory, backend_env=env)
 
 

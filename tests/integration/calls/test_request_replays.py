@@ -31,6 +31,7 @@ from service.devtools.caller import new_call_sid
 from service.webhook import twiml as texts
 from tests.support.attack import (
     base_params,
+    gather_action,
     pin_outcomes,
     pin_url,
     place_call,
@@ -146,6 +147,52 @@ def test_an_old_replay_ends_the_call_without_a_lookup(private: Stack,
     assert (pin_outcomes(private.webhook.url) - before)["step_expired"] == 2
     assert backend_outcomes(private) == {"not_found": 1}  # the backend never saw them
     assert card_failures(private) == 1
+
+
+def test_a_backend_with_a_shorter_memory_refuses_a_step_it_forgot(
+        new_stack: Stacks, client: httpx.Client) -> None:
+    """#20 item 6: the webhook accepts a step for STEP_MAX_AGE (5 min here), a backend
+    told CALL_MAX_AGE=3s forgets the call's answers after 3 s: a replay in between used to
+    be decided afresh (a second failure counted). The backend gets the step's signed issue
+    time and refuses it (410, "session expired") once older than its own memory."""
+    short = new_stack("short-memory", backend_env={"CALL_MAX_AGE": "3s"})
+    call_sid = new_call_sid()
+    url = pin_url(client, short.twilio_token, short.webhook.url, call_sid, CARD)
+    assert deliver(client, short, url, call_sid, "0000") == texts.NOT_FOUND
+    time.sleep(4.2)  # past the backend's CALL_MAX_AGE, within the webhook's STEP_MAX_AGE
+    assert deliver(client, short, url, call_sid, "0000") == texts.CALL_AGAIN
+    assert card_failures(short) == 1
+    assert backend_outcomes(short) == {"not_found": 1, "step_expired": 1}
+
+
+@pytest.fixture
+def derived(new_stack: Stacks) -> Stack:
+    """A stack with no PUBLIC_BASE_URL: the webhook rebuilds the URL from ``Host`` (the
+    proxy in TRUSTED_PROXIES sends no X-Forwarded-Host here)."""
+    return new_stack("derived", webhook_env={"PUBLIC_BASE_URL": "",
+                                             "TRUSTED_PROXIES": "127.0.0.1/32"})
+
+
+def test_a_replay_with_a_shifted_port_in_host_counts_once(derived: Stack,
+                                                          client: httpx.Client) -> None:
+    """The review's attack (#20 item 3): the signature holds for the URL with or without
+    its port, so one captured PIN step replayed with ``Host: ivr.test:1`` ... ``:9`` was
+    10 fresh guesses and locked the card. The key is the port-less URL now: one guess."""
+    call_sid = new_call_sid()
+    public = "http://ivr.test"
+    card = signed_post(client, derived.twilio_token, derived.webhook.url + "/voice/card",
+                       [*base_params(call_sid), ("Digits", CARD)],
+                       sign_url=public + "/voice/card", headers={"Host": "ivr.test"})
+    action = gather_action(twiml(card))
+    assert action is not None
+    pairs = [*base_params(call_sid), ("Digits", "0000")]
+    heard = [spoken(twiml(signed_post(client, derived.twilio_token,
+                                      derived.webhook.url + action, pairs,
+                                      sign_url=public + action, headers={"Host": host})))
+             for host in ["ivr.test", *(f"ivr.test:{port}" for port in range(1, 10))]]
+    assert heard == [texts.NOT_FOUND] * 10
+    assert backend_outcomes(derived) == {"not_found": 1, "replayed": 9}
+    assert card_failures(derived) == 1
 
 
 def backend_outcomes(stack: Stack) -> dict[str, int]:

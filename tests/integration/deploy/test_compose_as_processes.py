@@ -250,18 +250,25 @@ def test_ha_one_cluster_postgres_and_two_backends(
     made = local.run("db-secret")
     assert made.returncode == 0, made.stderr
     secret = local.volume("db-secret")
-    for name in ("password", "pgpass"):
+    names = ("password", "owner-password", "backend-password")
+    for name in (*names, "pgpass"):
         assert stat.S_IMODE((secret / name).stat().st_mode) == 0o600, name
-    password = (secret / "password").read_text().strip()
-    assert (secret / "pgpass").read_text() == f"*:*:*:ivr:{password}\n"
-    again = local.run("db-secret")  # a second `up` keeps the password
-    assert again.returncode == 0 and (secret / "password").read_text().strip() == password
+    passwords = [(secret / name).read_text().strip() for name in names]
+    assert len(set(passwords)) == 3
+    # The services' passfile: the migration role's and the runtime role's, not the
+    # superuser's (postgres/roles.sh makes the roles).
+    assert (secret / "pgpass").read_text() == (f"*:*:*:ivr_owner:{passwords[1]}\n"
+                                               f"*:*:*:ivr_backend:{passwords[2]}\n")
+    again = local.run("db-secret")  # a second `up` keeps the passwords
+    assert again.returncode == 0
+    assert [(secret / name).read_text().strip() for name in names] == passwords
     local.start("postgres")
     wait_until(lambda: local.healthy("postgres"), timeout=60, what="postgres healthy")
 
     init = local.run("vault-init")  # store migrate, bootstrap, credentials, demo account
     assert init.returncode == 0, init.stderr
-    assert "postgresql://" in init.stdout and password not in init.stdout + init.stderr
+    assert "postgresql://ivr_owner@" in init.stdout
+    assert not any(p in init.stdout + init.stderr for p in passwords)
     for name in ("backend", "backend-2", "webhook"):
         local.start(name)
         assert local.healthy(name), name

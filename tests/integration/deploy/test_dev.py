@@ -43,7 +43,8 @@ def test_dev_runs_the_whole_stack_and_ctrl_c_stops_it(start_dev: Callable[..., D
     webhook_url = f"http://127.0.0.1:{run.webhook_port}"
     assert f"webhook  {webhook_url}" in out
     assert f"backend  http://127.0.0.1:{run.env['BACKEND_PORT']}" in out
-    assert f"ivr-vault call --card 1234 --pin 4321 --url {webhook_url}" in out
+    # No --url: call finds this stack in .dev/cluster.json (test_operator_cli.py)
+    assert "Place a test call:\n  .venv/bin/ivr-vault call --card 1234 --pin 4321\n" in out
 
     # .dev/vault.env: both spellings, private, and the bao CLI works from it alone.
     env_vars = vault_env(run)

@@ -24,7 +24,7 @@ from service.doctor.report import Report
 from service.doctor.run import Options, run_doctor
 from service.settings import Settings
 from service.store.migrations import LATEST
-from service.vault.bootstrap import layout_dir
+from service.vault.bootstrap import RoleCredentials, layout_dir
 from service.vault.client import VaultClient
 from tests.support.keys import private_vault
 from tests.support.stack import ROLES, Stack, make_stack
@@ -33,6 +33,7 @@ IDENTITY_ROWS = {f"identity {role}" for role in ROLES}
 KEY_ROWS = {"key rotation", "key retirement"}
 CANARY = "store canary (ivr-lookup)"
 CUT_OFF = "caller numbers cut off"
+STEP_ROW = "step age vs backend memory"
 
 
 @dataclass
@@ -97,10 +98,10 @@ def test_a_healthy_stack_passes_every_check(doctored: Doctored) -> None:
     assert table[-1] == "all checks passed"
     marks = [line[0] for line in table[:-1] if not line.startswith(" ")]
     assert marks.count("✗") == 0 and marks.count("!") == 1  # the PCI Mode reminder
-    assert len(marks) == 14
+    assert len(marks) == 15
     for name in ("settings", f"vault {doctored.vault.addr}", *sorted(IDENTITY_ROWS),
                  *sorted(KEY_ROWS), "store schema", CANARY, CUT_OFF, "backend /readyz",
-                 "webhook /readyz", "public URL"):
+                 "webhook /readyz", STEP_ROW, "public URL"):
         assert any(line.startswith(f"✓ {name} ") for line in table), name
     assert done.stderr == ""  # quiet: no log line, no "using the dev Vault" (VAULT_ADDR set)
 
@@ -276,6 +277,26 @@ def test_backend_down(doctored: Doctored) -> None:
     assert set(rows) == {"backend /readyz"}
     assert detail(report, "backend /readyz").startswith(f"{nowhere}/readyz: no answer")
     assert "start the backend" in rows["backend /readyz"]
+    assert detail(report, STEP_ROW) == f"cannot tell: no limits in the /readyz of {nowhere}"
+
+
+def test_a_backend_that_forgets_steps_the_webhook_accepts(doctored: Doctored,
+                                                          tmp_path: Path) -> None:
+    """#20 item 6: the webhook accepts a PIN step for STEP_MAX_AGE (5 min), a backend
+    told CALL_MAX_AGE=3s remembers a call's answers for 3 s. It refuses older steps now
+    (tests/integration/calls/test_request_replays.py); doctor names the mismatch."""
+    assert detail(doctored.run(), STEP_ROW) == ("STEP_MAX_AGE 300 s ≤ CALL_MAX_AGE 14400 s "
+                                                "of 1 backend(s)")
+    credentials = {role: RoleCredentials(role, *(  # the module's own: issuing anew
+        (doctored.stack.dir / role / name).read_text().strip()  # would destroy them
+        for name in ("role_id", "secret_id"))) for role in ROLES}
+    short = make_stack(doctored.vault, credentials, tmp_path,
+                       backend_env={"CALL_MAX_AGE": "3s"})
+    try:
+        rows = failed(doctored.run(backend_url=short.backend.url))
+    finally:
+        short.stop()
+    assert STEP_ROW in rows and "CALL_MAX_AGE" in rows[STEP_ROW]
 
 
 def test_http_public_url(doctored: Doctored) -> None:

@@ -80,10 +80,12 @@ def test_healthz_and_readyz_when_everything_is_up(ops: Ops) -> None:
         assert _get(f"{service.url}/healthz").json() == {"status": "ok"}
     webhook = _get(f"{ops.stack.webhook.url}/readyz")
     assert webhook.status_code == 200
-    assert webhook.json() == {"status": "ready", "checks": {"vault": True, "backend": True}}
+    assert webhook.json() == {"status": "ready", "checks": {"vault": True, "backend": True},
+                              "limits": {"step_max_age_s": 300.0}}  # doctor compares them
     backend = _get(f"{ops.stack.backend.url}/readyz")
     assert (backend.status_code, backend.json()["checks"]) == (200, {"vault": True,
                                                                     "ivr-lookup": True})
+    assert backend.json()["limits"] == {"call_max_age_s": 14400.0}
 
 
 def test_readyz_is_503_while_vault_hangs_and_recovers(ops: Ops) -> None:

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.support.demo import FOUND
 from tests.support.devrun import (
     ADDED_STDIN,
     READY_LINE,
@@ -134,3 +135,38 @@ def test_nothing_needs_sourcing_and_a_sourced_shell_is_no_trap(
     again.wait_for(READY_LINE)
     assert "come from .dev/vault.env (sourced earlier)" in again.output()
     assert vault_env(again)["VAULT_ADDR"] == addr  # the shell's address is right again
+
+
+def test_doctor_and_call_find_the_stack_running_here(start_dev: Callable[..., DevRun]) -> None:
+    """#20 item 9: doctor probed the default ports (8080) whatever ran here; a second
+    ``make run`` on WEBHOOK_PORT=28080 got ✓ for another stack. ``make run`` writes
+    ``.dev/cluster.json`` (make run-ha's format); doctor and call, with nothing set and no
+    URL given, take the stack from it, and without it say they cannot tell."""
+    run = start_dev()  # its own free ports, never 8080
+    run.wait_for(READY_LINE)
+    processes = json.loads((run.state / "cluster.json").read_text())["processes"]
+    backend = f"http://127.0.0.1:{run.env['BACKEND_PORT']}"
+    assert {p["role"]: p["url"] for p in processes} == {
+        "vault": vault_env(run)["VAULT_ADDR"], "backend": backend,
+        "webhook": f"http://127.0.0.1:{run.webhook_port}"}
+    assert all(isinstance(p["pid"], int) for p in processes)
+
+    called = ivr_vault(run, "call", "--card", "1234", "--pin", "4321")  # no --url
+    assert called.returncode == 0 and called.stdout.splitlines()[-1] == FOUND, called.stderr
+    doctor = ivr_vault(run, "doctor")
+    assert doctor.returncode == 0, doctor.stdout
+    assert f"http://127.0.0.1:{run.webhook_port}/readyz: ready" in doctor.stdout
+    assert f"{backend}/readyz: ready" in doctor.stdout
+
+    assert ctrl_c(run) == 0
+    assert not (run.state / "cluster.json").exists()
+    called = ivr_vault(run, "call", "--card", "1234", "--pin", "4321")
+    assert (called.returncode, called.stderr) == (2, (
+        "ivr-vault: configuration error: cannot tell which webhook runs here: .dev/ has no "
+        "cluster.json (is `make run` running in this directory?); or give --url\n"))
+    doctor = ivr_vault(run, "doctor")
+    assert any(line.startswith("✗ services ") and line.endswith(
+        "cannot tell which stack runs here: .dev/ has no cluster.json (is `make run` "
+        "running in this directory?)") for line in doctor.stdout.splitlines()), doctor.stdout
+    assert "/readyz" not in doctor.stdout  # no other stack's ports probed
+

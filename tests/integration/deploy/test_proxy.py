@@ -7,23 +7,17 @@ Each test signs a request as Twilio would, then changes one thing and expects 40
 
 from __future__ import annotations
 
-import os
-import ssl
-import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
 from service.devtools.caller import Caller
-from service.devtools.devstack import DevVault, free_port, stop_process
-from service.vault.bootstrap import RoleCredentials, layout_dir
+from service.devtools.devstack import DevVault, free_port
+from service.vault.bootstrap import RoleCredentials
 from tests.support.attack import base_params, gather_action, signed_post, spoken, twiml
+from tests.support.caddy import Proxied, proxied_stack
 from tests.support.demo import FOUND
-from tests.support.stack import Stack, make_stack
 from tests.support.tools import require
 
 
@@ -32,82 +26,11 @@ def _caddy_installed() -> None:
     require("caddy")
 
 
-@dataclass
-class Caddy:
-    process: subprocess.Popen[bytes]
-    port: int
-    home: Path
-
-    @property
-    def url(self) -> str:
-        return f"https://localhost:{self.port}"
-
-    @property
-    def root_ca(self) -> Path:
-        return self.home / "data" / "caddy" / "pki" / "authorities" / "local" / "root.crt"
-
-    def client(self, **kwargs: object) -> httpx.Client:
-        # Real TLS verification against Caddy's own CA: no verify=False anywhere.
-        context = ssl.create_default_context(cafile=str(self.root_ca))
-        return httpx.Client(verify=context, timeout=10, **kwargs)  # type: ignore[arg-type]
-
-    @classmethod
-    def start(cls, home: Path, upstream: str, port: int | None = None) -> Caddy:
-        port = port or free_port()
-        home.mkdir(parents=True, exist_ok=True)
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home),
-               "XDG_DATA_HOME": str(home / "data"), "XDG_CONFIG_HOME": str(home / "config"),
-               "SITE_ADDRESS": f"localhost:{port}, 127.0.0.1:{port}",
-               "WEBHOOK_UPSTREAM": upstream, "CADDY_ADMIN": "off"}
-        with (home / "caddy.log").open("ab") as log:
-            process = subprocess.Popen(
-                [require("caddy"), "run", "--config", str(layout_dir() / "proxy" / "Caddyfile"),
-                 "--adapter", "caddyfile"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
-        caddy = cls(process, port, home)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            assert process.poll() is None, (home / "caddy.log").read_text()[-2000:]
-            if caddy.root_ca.exists():
-                try:
-                    with caddy.client() as client:
-                        if client.get(f"{caddy.url}/healthz").status_code == 404:
-                            return caddy
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.1)
-        caddy.stop()
-        raise TimeoutError("caddy did not start")
-
-    def stop(self) -> None:
-        stop_process(self.process)
-
-
-@dataclass
-class Proxied:
-    stack: Stack
-    caddy: Caddy
-
-
-def _proxied(dev_vault: DevVault, credentials: dict[str, RoleCredentials], directory: Path,
-             webhook_env: dict[str, str], caddy_port: int) -> Iterator[Proxied]:
-    stack = make_stack(dev_vault, credentials, directory, webhook_env=webhook_env)
-    try:
-        caddy = Caddy.start(directory / "caddy", f"127.0.0.1:{stack.webhook.port}",
-                            port=caddy_port)
-        try:
-            yield Proxied(stack, caddy)
-        finally:
-            caddy.stop()
-    finally:
-        stack.stop()
-
-
 @pytest.fixture(scope="module")
 def forwarded(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxied]:
     """No PUBLIC_BASE_URL: the URL comes from Caddy's X-Forwarded-*; Caddy is trusted."""
-    yield from _proxied(dev_vault, credentials, tmp_path_factory.mktemp("proxy-fwd"),
+    yield from proxied_stack(dev_vault, credentials, tmp_path_factory.mktemp("proxy-fwd"),
                         {"PUBLIC_BASE_URL": "", "TRUSTED_PROXIES": "127.0.0.1/32"}, free_port())
 
 
@@ -116,7 +39,7 @@ def fixed(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxied]:
     """A fixed PUBLIC_BASE_URL and no trusted proxy at all."""
     port = free_port()
-    yield from _proxied(dev_vault, credentials, tmp_path_factory.mktemp("proxy-fixed"),
+    yield from proxied_stack(dev_vault, credentials, tmp_path_factory.mktemp("proxy-fixed"),
                         {"PUBLIC_BASE_URL": f"https://localhost:{port}", "TRUSTED_PROXIES": ""},
                         port)
 

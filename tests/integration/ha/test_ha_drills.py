@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -219,6 +220,29 @@ def test_the_topology_and_its_files(ha: Ha) -> None:
     assert env["VAULT_ADDR"] in keys.stderr  # it says which Vault
     # Only /voice* is proxied: the webhooks' health and metrics stay internal.
     assert status(f"{ha.proxy_url}/readyz") == 404
+
+
+def test_its_private_files_are_private(ha: Ha) -> None:
+    """#20 item 4: ``make run-ha`` left the role folders at 0755 and the store files at
+    0644. Every secret it writes in .dev/ is 0600, every role folder 0700; a SQLite store
+    there (``make run``'s, or one the CLI opens) too, with its ``-wal``/``-shm``."""
+    opened = subprocess.run(  # the CLI opening .dev/accounts.sqlite3 creates it
+        [sys.executable, "-m", "service", "store", "migrate"], cwd=ha.run.cwd,
+        env={**base_env(ha.run.cwd), "STORE_URL": "sqlite:///.dev/accounts.sqlite3"},
+        capture_output=True, text=True, timeout=60, check=False)
+    assert opened.returncode == 0, opened.stderr
+    modes = {str(path.relative_to(ha.dev)): stat.S_IMODE(path.stat().st_mode)
+             for path in [*ha.dev.glob("ivr-*"), *ha.dev.glob("ivr-*/*"),
+                          *ha.dev.glob("accounts.sqlite3*"), ha.dev / "vault.env",
+                          ha.dev / "twilio-auth-token", ha.dev / "backend-token",
+                          ha.dev / "cluster.json"]}
+    roles = ["ivr-backend", "ivr-backup", "ivr-keyadmin", "ivr-webhook"]
+    assert sorted(name for name in modes if "/" not in name and name.startswith("ivr-")) \
+        == roles
+    assert "accounts.sqlite3" in modes
+    wrong = {name: oct(mode) for name, mode in modes.items()
+             if mode != (0o700 if name in roles else 0o600)}
+    assert not wrong
 
 
 def test_sigkill_the_vault_leader(ha: Ha) -> None:

@@ -154,7 +154,8 @@ def test_a_lookup_sent_again_to_the_other_backend_gets_the_same_answer(
     finally:
         encrypter.close()
     body = {"call_sid": call_sid, "card_last4": card, "pin": out[0]["ciphertext"],
-            "caller": out[1]["ciphertext"], "registered": True}
+            "caller": out[1]["ciphertext"], "registered": True,
+            "issued": str(int(time.time()))}
     bearer = {"Authorization": f"Bearer {replicas.stack.backend_token}"}
     first, second = replicas.backends
     answers = [httpx.post(f"{backend.url}/v1/lookup", json=body, timeout=10,

@@ -25,6 +25,7 @@ from service.backup.archive import RESTORE_PATH, read_backup
 from service.devtools.devstack import DevVault
 from service.errors import VaultPermissionDenied
 from service.settings import Secret
+from service.vault.bootstrap import Layout, issue_credentials
 from service.vault.client import AppRoleCredentials, VaultClient
 from tests.support.demo import FOUND
 from tests.support.devrun import (
@@ -38,7 +39,7 @@ from tests.support.devrun import (
     vault_env,
 )
 from tests.support.keys import private_vault
-from tests.support.stack import ROLES, make_stack
+from tests.support.stack import ROLES, Stack, make_stack
 
 ADDED = "Thank you. Your account number is AC55556666 and your balance is 7.00"
 
@@ -159,3 +160,30 @@ def test_restore_into_a_new_cluster_opens_with_the_old_keys(
             stack.stop()
     finally:
         new.stop()
+
+
+def test_a_planted_link_never_receives_the_backup(
+        dev_vault: DevVault, admin: VaultClient, layout: Layout, stack: Stack,
+        tmp_path: Path) -> None:
+    """The review's attack (#20 item 4): ``ln -s victim.txt bk/out.tgz.partial`` made
+    ``backup --out bk/out.tgz`` write the whole backup into ``victim.txt``. Links planted
+    at the old temporary name and at the output itself are left alone now; the backup is
+    a new 0600 file of its own."""
+    role = issue_credentials(admin, ["ivr-backup"], approle_mount=layout.approle_mount)
+    bk = tmp_path / "bk"
+    bk.mkdir()
+    victims = {name: tmp_path / name for name in ("victim.txt", "other.txt")}
+    for victim in victims.values():
+        victim.write_text("the victim's own words\n")
+    (bk / "out.tgz.partial").symlink_to(victims["victim.txt"])
+    (bk / "out.tgz").symlink_to(victims["other.txt"])
+    made = cli("backup", "--out", str(bk / "out.tgz"), cwd=tmp_path, env={
+        "VAULT_ADDR": dev_vault.addr, "VAULT_ROLE_ID": role["ivr-backup"].role_id,
+        "VAULT_SECRET_ID": role["ivr-backup"].secret_id, "STORE_PATH": str(stack.store_path)})
+    assert made.returncode == 0, made.stderr
+    for victim in victims.values():
+        assert victim.read_bytes() == b"the victim's own words\n"
+    out = bk / "out.tgz"
+    assert not out.is_symlink() and stat.S_IMODE(out.lstat().st_mode) == 0o600
+    assert read_backup(out).store  # a whole backup, where it was asked for
+    assert sorted(p.name for p in bk.iterdir()) == ["out.tgz", "out.tgz.partial"]

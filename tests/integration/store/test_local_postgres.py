@@ -19,16 +19,17 @@ import pytest
 
 from service.devtools.postgres import LocalPostgres
 from service.errors import ConfigError
+from tests.support.postgres import password_of, pg_store_url
 from tests.support.repo import ROOT
 
 
 def test_scram_over_tcp_and_a_url_without_its_password(postgres: LocalPostgres) -> None:
     url = postgres.url
-    assert url.startswith(f"postgresql://ivr@127.0.0.1:{postgres.port}/ivr?passfile=")
-    password = postgres.passfile.read_text().strip().rsplit(":", 1)[1]
-    assert password not in url
+    assert url.startswith(f"postgresql://ivr_backend@127.0.0.1:{postgres.port}/ivr?passfile=")
+    assert password_of(postgres, "ivr_backend") not in url
     assert stat.S_IMODE(postgres.passfile.stat().st_mode) == 0o600
-    with psycopg.connect(url) as db:
+    psycopg.connect(url).close()  # the runtime role logs in with the passfile
+    with psycopg.connect(postgres.url_for("ivr")) as db:  # the admin reads the server's rules
         method = db.execute("SELECT auth_method FROM pg_hba_file_rules"
                             " WHERE type = 'host' LIMIT 1").fetchone()
         assert method == ("scram-sha-256",)
@@ -43,14 +44,16 @@ def test_a_kept_cluster_keeps_its_data_and_a_temporary_one_goes() -> None:
     os.chmod(state, 0o711)  # the postgres user must reach it when this runs as root
     try:
         kept = LocalPostgres(state)
-        with psycopg.connect(kept.start(), autocommit=True) as db:
+        kept.start()
+        with psycopg.connect(kept.owner_url, autocommit=True) as db:
             db.execute("CREATE TABLE kept (n INTEGER)")
             db.execute("INSERT INTO kept VALUES (7)")
         pid = kept.process.pid if kept.process else 0
         kept.stop()
         assert not Path(f"/proc/{pid}").exists()
         again = LocalPostgres(state)  # another port, the same data and password
-        with psycopg.connect(again.start()) as db:
+        again.start()
+        with psycopg.connect(again.owner_url) as db:
             assert db.execute("SELECT n FROM kept").fetchone() == (7,)
         again.stop()
     finally:
@@ -104,3 +107,50 @@ def running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+FORBIDDEN = {
+    "CREATE": "CREATE TABLE planted (n INTEGER)",
+    "CREATE SCHEMA": "CREATE SCHEMA planted",
+    "ALTER": "ALTER TABLE accounts ADD COLUMN planted INTEGER",
+    "DROP": "DROP TABLE call_answers",
+    "TRUNCATE": "TRUNCATE card_lockout",
+    "COPY TO PROGRAM": "COPY (SELECT 1) TO PROGRAM 'touch /tmp/ivr-planted'",
+    "pg_read_file": "SELECT pg_read_file('PG_VERSION')",
+    "CREATE ROLE": "CREATE ROLE planted LOGIN",
+}
+
+
+def test_the_runtime_role_reads_and_writes_rows_and_nothing_else(
+        postgres: LocalPostgres) -> None:
+    """#20 item 5: the backends connected as the image's superuser, who may do all of
+    FORBIDDEN (on the old code, ``ivr``). The runtime role they use now has the DML on
+    every table the migrations made, granted by a rule (not a list), and nothing else."""
+    url = pg_store_url(postgres, "runtime_role")
+    assert url.conninfo is not None
+    conninfo = url.conninfo.reveal()
+    assert "ivr_backend@" in conninfo
+    with psycopg.connect(conninfo, autocommit=True) as db:
+        assert db.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+                          ).fetchone() == (False,)
+        db.execute("INSERT INTO lookup_canaries(version, hmac, at) VALUES (99, 'h', 0)")
+        db.execute("UPDATE lookup_canaries SET at = 1 WHERE version = 99")
+        assert db.execute("SELECT at FROM lookup_canaries WHERE version = 99").fetchone() \
+            == (1.0,)
+        db.execute("DELETE FROM lookup_canaries WHERE version = 99")
+        tables = {row[0] for row in db.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        for table in tables:  # every table, whichever migration made it
+            for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"):
+                assert db.execute("SELECT has_table_privilege(%s, %s)",
+                                  (table, privilege)).fetchone() == (True,), table
+        refused = {}
+        for name, statement in FORBIDDEN.items():
+            try:
+                db.execute(statement)
+            except psycopg.errors.InsufficientPrivilege:
+                refused[name] = True
+            else:
+                refused[name] = False
+    assert refused == dict.fromkeys(FORBIDDEN, True)
+    assert not Path("/tmp/ivr-planted").exists()

@@ -437,7 +437,7 @@ def test_a_store_round_trips_through_a_sqlite_file_into_either_engine(
     copy = tmp_path / "copy.sqlite3"
     export_to_sqlite(store_url, copy)
 
-    target = pg_store_url(request.getfixturevalue("postgres"), "restored")
+    target = pg_store_url(request.getfixturevalue("postgres"), "restored", owner=True)
     import_from_sqlite(copy, target)
     restored = Store(target)
     try:
@@ -499,7 +499,7 @@ def test_store_migrate_once_then_nothing(engine: str, request: pytest.FixtureReq
         server.new_database(name)
         (tmp_path / "store-url").write_text(url_with_password(server, name))
         env = {"STORE_URL_FILE": str(tmp_path / "store-url")}
-        shown = f"postgresql://ivr@127.0.0.1:{server.port}/{name}"
+        shown = f"postgresql://ivr_owner@127.0.0.1:{server.port}/{name}"
         password = urlsplit(url_with_password(server, name)).password
     first = ivr_vault("store", "migrate", env=env, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
@@ -564,7 +564,7 @@ def test_backup_and_restore_of_a_postgresql_store(
     assert member.version_counts() == {1: 2} and state_of(member) == CardState(2)
     member.close()
 
-    target = pg_store_url(postgres, "backup_target")
+    target = pg_store_url(postgres, "backup_target", owner=True)
     other = Store(target)
     put(other, "AC99999999", "0.01", number=NUMBER_V3, card=CARD_V3, pin=PIN_V3)
     other.close()

@@ -49,8 +49,8 @@ def server() -> Iterator[LocalPostgres]:
 
 @pytest.fixture(scope="module")
 def stack(server: LocalPostgres, module_stack: Stacks) -> Stack:
-    env = {"STORE_URL": server.url}
-    migrate_store(Settings.from_environ(env).store)
+    env = {"STORE_URL": server.url}  # the backends': the runtime role
+    migrate_store(Settings.from_environ({"STORE_URL": server.owner_url}).store)
     return module_stack("store-outage", backend_env=env)
 
 

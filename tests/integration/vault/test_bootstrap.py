@@ -130,3 +130,31 @@ def test_existing_key_with_wrong_settings_is_refused(admin: VaultClient, layout:
         bootstrap(admin, wrong)
     # It was not "fixed" behind the operator's back either.
     assert key(admin, name)["type"] == create["type"]
+
+
+def test_production_binds_the_operator_identities_and_bounds_their_secret_ids(
+        tmp_path: Path) -> None:
+    """#20 item 9: in production the key-admin and backup secret-ids were bound to no
+    network, and the backup one lasted 90 days with unlimited uses. The prod profile binds
+    every identity to the internal network (here 10.99.0.0/16: this test's 127.0.0.1 is
+    outside it) and gives backup a week and 14 logins, key-admin a day and 10."""
+    vault = DevVault.start(tmp_path / "vault")
+    try:
+        admin = VaultClient(vault.addr, vault.root_token, timeout=10)
+        layout = bootstrap(admin, Layout.load(profile="prod", bound_cidrs=["10.99.0.0/16"]))
+        creds = issue_credentials(admin, ["ivr-backup", "ivr-keyadmin"],
+                                  approle_mount=layout.approle_mount)
+        expected = {"ivr-backup": (7 * 86400, 14), "ivr-keyadmin": (86400, 10)}
+        for role, (ttl, uses) in expected.items():
+            found = admin.write(f"auth/{layout.approle_mount}/role/{role}/secret-id/lookup",
+                                "lookup", {"secret_id": creds[role].secret_id})["data"]
+            assert (found["secret_id_ttl"], found["secret_id_num_uses"]) == (ttl, uses), role
+            spec = admin.read(f"auth/{layout.approle_mount}/role/{role}", "role")["data"]
+            assert spec["secret_id_bound_cidrs"] == ["10.99.0.0/16"], role
+            assert spec["token_bound_cidrs"] == ["10.99.0.0/16"], role
+            outside = VaultClient(vault.addr, AppRoleCredentials(
+                Secret(creds[role].role_id), Secret(creds[role].secret_id)), timeout=10)
+            with pytest.raises(VaultAuthError):
+                outside.read("auth/token/lookup-self", "lookup")
+    finally:
+        vault.stop()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -60,7 +61,8 @@ class Backend:
         body = {"call_sid": call_sid,
                 "card_last4": self.transit.seal(card.encode(), f"{call_sid}:card_last4".encode()),
                 "pin": self.transit.seal(pin.encode(), f"{call_sid}:pin".encode()),
-                "caller": self.transit.seal(caller.encode(), f"{call_sid}:caller".encode())}
+                "caller": self.transit.seal(caller.encode(), f"{call_sid}:caller".encode()),
+                "issued": str(int(time.time()))}
         if number is not None:
             body["account_number"] = self.transit.seal(
                 number.encode(), f"{call_sid}:account_number".encode())

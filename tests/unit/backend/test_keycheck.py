@@ -6,6 +6,7 @@ tests/integration/store/test_persistence.py's business."""
 from __future__ import annotations
 
 import asyncio
+import time
 import warnings
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def lookup(client: TestClient, transit: FakeTransit) -> tuple[int, object]:
         "call_sid": sid, "card_last4": transit.seal(CARD.encode(), f"{sid}:card_last4".encode()),
         "pin": transit.seal(PIN.encode(), f"{sid}:pin".encode()),
         "caller": transit.seal(b"+15005550006", f"{sid}:caller".encode()),
-        "account_number": transit.seal(NUMBER.encode(), f"{sid}:account_number".encode())})
+        "account_number": transit.seal(NUMBER.encode(), f"{sid}:account_number".encode()),
+        "issued": str(int(time.time()))})
     return response.status_code, response.json()
 
 

@@ -14,6 +14,7 @@ import pytest
 from service import cli
 from service.cli import build_parser, log_level, main
 from service.cli.devenv import ANY, ROOT, DevEnv, dev_environment, find_dev_env, unsourced
+from service.errors import ConfigError
 
 
 @pytest.mark.parametrize(("command", "verbose", "configured", "level"), [
@@ -107,12 +108,43 @@ def test_dev_environment_per_identity(tmp_path: Path) -> None:
     assert set(env) == {"VAULT_ADDR"}
 
 
-def test_credentials_in_the_environment_win(tmp_path: Path) -> None:
+@pytest.mark.parametrize("given", [{"VAULT_TOKEN": "t"}, {"VAULT_ROLE_ID_FILE": "/x"},
+                                   {"VAULT_SECRET_ID": "y"}, {"VAULT_TOKEN_FILE": "/t"}])
+def test_credentials_in_the_environment_never_go_to_the_dev_address(
+        tmp_path: Path, given: dict[str, str]) -> None:
     dev = write_dev(tmp_path, "ivr-keyadmin")
-    for given in ({"VAULT_TOKEN": "t"}, {"VAULT_ROLE_ID_FILE": "/x"}, {"VAULT_SECRET_ID": "y"}):
-        env, said = dev_environment(given, "ivr-keyadmin", dev)
-        assert "VAULT_ROLE_ID_FILE" not in env or env["VAULT_ROLE_ID_FILE"] == "/x"
-        assert "as ivr-keyadmin" not in said
+    with pytest.raises(ConfigError, match=f"names credentials \\({next(iter(given))}\\)"):
+        find_dev_env(given, dev.dir)
+    assert find_dev_env({**given, "VAULT_ADDR": "https://vault.example"}, dev.dir) is None
+
+
+def test_a_dev_dir_that_others_may_write_to_is_not_used(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dev = write_dev(tmp_path)
+    dev.dir.chmod(0o777)
+    assert find_dev_env({}, dev.dir) is None
+    assert "not used: others may write to it (mode 0777)" in capsys.readouterr().err
+    dev.dir.chmod(0o755)
+    (dev.dir / "vault.env").chmod(0o666)
+    assert find_dev_env({}, dev.dir) is None
+    assert "others may write to its vault.env" in capsys.readouterr().err
+    (dev.dir / "vault.env").chmod(0o600)
+    assert find_dev_env({}, dev.dir) is not None
+
+
+def test_a_linked_dev_dir_or_vault_env_is_not_used(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "real").mkdir()
+    real = write_dev(tmp_path / "real")
+    (tmp_path / "link").mkdir()
+    (tmp_path / "link" / ".dev").symlink_to(real.dir)
+    assert find_dev_env({}, tmp_path / "link" / ".dev") is None
+    assert "not used: it is a symbolic link" in capsys.readouterr().err
+    planted = tmp_path / "planted" / ".dev"
+    planted.mkdir(parents=True)
+    (planted / "vault.env").symlink_to(real.dir / "vault.env")
+    assert find_dev_env({}, planted) is None
+    assert "cannot open its vault.env" in capsys.readouterr().err
 
 
 def test_every_command_that_uses_vault_says_who_it_is_there() -> None:

@@ -73,7 +73,18 @@ def test_only_the_proxy_publishes_a_port(compose: Compose) -> None:
     # Vault and the backend are not even on the proxy's network.
     for name in ("vault", "vault-unseal", "vault-init", "backend"):
         assert services[name]["networks"] == ["internal"], name
-    assert services["proxy"]["networks"] == ["edge"]
+    assert services["proxy"]["networks"] == ["front", "edge"]
+
+
+def test_the_webhook_cannot_reach_the_internet(compose: Compose) -> None:
+    """#20 item 8: the webhook holds the Twilio token, the backend bearer token and its
+    secret-id; it was on the ordinary bridge network ``edge``. Every network it is on is
+    ``internal: true`` now, the proxy reaching it through ``front``."""
+    services, networks = compose["services"], compose["networks"]
+    webhook = services["webhook"]["networks"]
+    assert webhook and all(networks[name].get("internal") is True for name in webhook)
+    assert set(webhook) & set(services["proxy"]["networks"]) == {"front"}
+    assert networks["edge"].get("internal") is not True  # the proxy's way out stays
 
 
 def test_health_checks_and_start_order(compose: Compose) -> None:

@@ -258,13 +258,48 @@ def test_ciphertext_fields() -> None:
     assert ciphertext_fields("not a ciphertext 1234").keys() == {"ct_fp"}
 
 
-def test_base64_of_digits_survives_masking_so_transit_bodies_are_redacted() -> None:
-    """Masking alone cannot hide base64: the keys that carry it are redacted whole."""
-    encoded = base64.b64encode(b"1234").decode()  # MTIzNA==
-    assert mask_digits(encoded) == encoded  # no digit in it, so the masker lets it through
-    payload = {"batch_input": [{"input": encoded}], "payload": encoded, "plaintext": encoded}
+def test_base64_of_long_input_survives_masking_so_transit_bodies_are_redacted() -> None:
+    """Masking catches short digit runs in base64 (below), not every base64 text: the keys
+    that carry Transit's input are redacted whole."""
+    encoded = base64.b64encode(b"card and pin").decode()  # Y2FyZCBhbmQgcGlu
+    assert mask_digits(encoded) == "Y*FyZCBhbmQgcGlu"  # its one digit only: not a digit run
+    short = base64.b64encode(b"1234").decode()  # MTIzNA==
+    payload = {"batch_input": [{"input": encoded}], "payload": short, "plaintext": encoded}
     out = Scrubber()(None, "info", {"event": "transit", **payload})
     assert all(out[key] == REDACTED for key in payload)
+
+
+def spellings(digits: bytes) -> list[str]:
+    """The base64 and hex spellings of ``digits`` a library could put in a message."""
+    b64 = base64.b64encode(digits).decode()
+    url = base64.urlsafe_b64encode(digits).decode()
+    return [b64, b64.rstrip("="), url, url.rstrip("="), digits.hex(), digits.hex().upper()]
+
+
+@given(st.text(alphabet="0123456789", min_size=2, max_size=19),
+       st.sampled_from(["{}", "pin={}", "got {} back", "[{}]", '"{}"', "{}\n"]))
+def test_base64_and_hex_spellings_of_short_digit_runs_are_masked(digits: str,
+                                                                 around: str) -> None:
+    """#20 item 9: defence in depth, no path emits them today."""
+    for spelled in spellings(digits.encode()):
+        out = mask_digits(around.format(spelled))
+        assert spelled not in out and len(out) == len(around.format(spelled))
+        assert digits not in out
+
+
+@example("MTIzNA==")
+@example("MTIzNDU2Nzg5MDEyMzQ1Njc4OQ==")
+@given(st.text(alphabet="0123456789", min_size=2, max_size=19).map(
+    lambda digits: base64.b64encode(digits.encode()).decode()))
+def test_no_short_digit_run_decodes_from_the_output(encoded: str) -> None:
+    out = mask_digits(encoded)
+    assert set(out) == {"*"}
+
+
+def test_words_and_ciphertexts_are_not_taken_for_base64_digits() -> None:
+    for text in ("NA", "Mock", "token refused", "vault:v:MTIzNA-not-digits",
+                 "ivr-lookup", "abc_def"):
+        assert mask_digits(text) == text
 
 
 def test_route_fields_are_verbatim_only_for_known_templates() -> None:

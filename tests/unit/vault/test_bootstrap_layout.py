@@ -24,12 +24,12 @@ def test_every_role_has_a_secret_id_ttl_and_the_services_unlimited_uses() -> Non
 
 def test_the_production_profile() -> None:
     layout = Layout.load(profile="prod", bound_cidrs=["172.30.53.0/24"])
-    for name in SERVICES:
+    for name in (*SERVICES, "ivr-keyadmin", "ivr-backup"):  # every identity (#20 item 9)
         assert layout.roles[name]["token_bound_cidrs"] == ["172.30.53.0/24"]
         assert layout.roles[name]["secret_id_bound_cidrs"] == ["172.30.53.0/24"]
-    keyadmin = layout.roles["ivr-keyadmin"]
+    keyadmin, backup = layout.roles["ivr-keyadmin"], layout.roles["ivr-backup"]
     assert (keyadmin["secret_id_ttl"], keyadmin["secret_id_num_uses"]) == ("24h", 10)
-    assert "token_bound_cidrs" not in keyadmin
+    assert (backup["secret_id_ttl"], backup["secret_id_num_uses"]) == ("168h", 14)
     assert layout.roles["ivr-backend"]["token_policies"] == ["ivr-backend"]  # merged, kept
 
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator, add_port, remove_port
 
 from service.webhook.signature import (
+    canonical_url,
     compute_signature,
     is_trusted_proxy,
     is_valid_signature,
@@ -258,26 +259,43 @@ def test_where_we_differ_on_purpose_an_ipv6_literal_with_a_port() -> None:
 
 def test_the_request_key_is_what_twilio_signed() -> None:
     url = URLS[1]
-    signature = compute_signature(TOKEN, url, PARAMS)
-    key = request_key(signature, url, PARAMS)
+    key = request_key(url, PARAMS)
     assert len(key) == 64 and int(key, 16) >= 0
-    # A retry sends the same signature, URL and parameters, in any order, repeats or not.
-    assert request_key(signature, url, list(reversed(PARAMS))) == key
-    assert request_key(signature, url, [*PARAMS, PARAMS[0]]) == key
+    # A retry sends the same URL and parameters, in any order, repeats or not.
+    assert request_key(url, list(reversed(PARAMS))) == key
+    assert request_key(url, [*PARAMS, PARAMS[0]]) == key
     # Anything signed that differs is another request.
     others = {
-        request_key(signature, url + "&attempt=2", PARAMS),
-        request_key(signature, url, [(k, "0000" if k == "Digits" else v) for k, v in PARAMS]),
-        request_key(compute_signature(TOKEN, URLS[0], PARAMS), url, PARAMS),
-        request_key(signature, url, [*PARAMS, ("Extra", "")]),
+        request_key(url + "&attempt=2", PARAMS),
+        request_key(url, [(k, "0000" if k == "Digits" else v) for k, v in PARAMS]),
+        request_key(url.replace("/voice/", "/voice/x"), PARAMS),
+        request_key(url, [*PARAMS, ("Extra", "")]),
     }
     assert key not in others and len(others) == 4
 
 
+@pytest.mark.parametrize("spelling", [
+    "https://ivr.example.com/voice/pin?attempt=1",
+    "https://ivr.example.com:443/voice/pin?attempt=1",
+    "https://ivr.example.com:1/voice/pin?attempt=1",
+    "https://IVR.Example.COM:8443/voice/pin?attempt=1",
+    "HTTPS://ivr.example.com:65535/voice/pin?attempt=1",
+])
+def test_the_request_key_does_not_depend_on_the_port(spelling: str) -> None:
+    """Every port spelling of one URL (each one the signature may hold for) is one key."""
+    assert request_key(spelling, PARAMS) == request_key(
+        "https://ivr.example.com/voice/pin?attempt=1", PARAMS)
+
+
+def test_the_canonical_url_keeps_an_ipv6_literal_whole() -> None:
+    assert canonical_url("http://[::1]:8080/voice?a=1") == "http://[::1]/voice?a=1"
+    assert canonical_url("http://[::1]/voice") == "http://[::1]/voice"
+
+
 def test_the_request_key_has_no_separator_to_confuse() -> None:
     """Values are JSON-encoded, so moving text between fields changes the key."""
-    assert request_key("s", "u", [("a", "bc")]) != request_key("s", "u", [("ab", "c")])
-    assert request_key("s|u", "", []) != request_key("s", "|u", [])
+    assert request_key("u", [("a", "bc")]) != request_key("u", [("ab", "c")])
+    assert request_key("u|a", []) != request_key("u", [("|a", "")])
 
 
 # -- the public URL, and whose forwarded headers count ---------------------------------

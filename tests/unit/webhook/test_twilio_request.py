@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from service.formats import ANONYMOUS_CALLER
-from service.webhook.twilio_request import STEP_CLOCK_SKEW_S, TwilioForm, issued_is_fresh
+from service.step_time import STEP_CLOCK_SKEW_S, issued_is_fresh
+from service.webhook.twilio_request import TwilioForm
 
 NOW = 1_700_000_000.0
 MAX_AGE = 300.0
