@@ -31,7 +31,7 @@ from service.vault.bootstrap import RoleCredentials
 from service.web.limits import BODY_TIMEOUT_S
 from service.web.slow_clients import HEADER_TIMEOUT_S, MAX_HEADER_BYTES
 from tests.support.caddy import Caddy, Proxied, proxied_stack
-from tests.support.devrun import FOUND
+from tests.support.demo import FOUND
 from tests.support.tools import require
 
 READ_HEADER_S, READ_BODY_S = 3.0, 4.0
@@ -43,7 +43,7 @@ PAD = b"X-Pad: " + b"a" * 1000 + b"\r\n"
 @pytest.fixture(scope="module")
 def proxied(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxied]:
-    require("caddy", "caddy")
+    require("caddy")
     yield from proxied_stack(
         dev_vault, credentials, tmp_path_factory.mktemp("slow"),
         {"PUBLIC_BASE_URL": "", "TRUSTED_PROXIES": "127.0.0.1/32"}, free_port(),

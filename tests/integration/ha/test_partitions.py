@@ -61,7 +61,7 @@ DRILLS = itertools.count()  # each drill's own accounts and cards, even after on
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[NetCluster]:
-    require("caddy", "caddy")
+    require("caddy")
     directory = Path(tempfile.mkdtemp(prefix="ivr-partitions-"))
     os.chmod(directory, 0o711)  # the postgres user passes through to its data
     try:

@@ -20,7 +20,8 @@ import pytest
 
 from service.devtools.devstack import DevVault
 from service.vault.bootstrap import RoleCredentials
-from tests.support.attack import FOUND, place_call
+from tests.support.attack import place_call
+from tests.support.demo import FOUND
 from tests.support.stack import Stack, make_stack
 
 BUDGET_S = 2.5  # REQUEST_BUDGET's default

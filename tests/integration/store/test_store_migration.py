@@ -21,8 +21,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service.vault.backup import read_backup
 
+from service.backup.archive import read_backup
 from service.devtools.caller import REGISTERED, Caller
 from service.devtools.devstack import DevVault
 from service.doctor.store import schema_status
