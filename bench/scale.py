@@ -1,4 +1,5 @@
-"""Accounts at scale (issue 19): ``python -m bench.scale``, and a section of ``make bench``.
+"""Accounts at scale (docs/security.md, identification): ``python -m bench.scale``, and a section
+of ``make bench``.
 
 On each engine (SQLite, then PostgreSQL started by ``service/devtools/postgres.py``), with
 one dev Vault and real backend and webhook processes:

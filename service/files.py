@@ -7,7 +7,7 @@ sees the old file or the new one, never half of one. The temporary file:
   without following a link (``O_NOFOLLOW``). The old code opened a fixed
   ``NAME.partial`` with ``O_TRUNC``: ``ln -s victim.txt bk/out.tgz.partial`` made
   ``ivr-vault backup --out bk/out.tgz`` write the whole backup into ``victim.txt``
-  (#20 item 4);
+  (docs/security.md, "private files through links");
 - is mode 0600 from creation (``tempfile.mkstemp``), whatever the umask, so no other user
   can open it between creation and a chmod;
 - is fsync'd before ``os.replace``, and the directory after, so a crash leaves the old

@@ -2,7 +2,7 @@
 (covered by Twilio's signature of the request that comes back), checked by the webhook
 against ``STEP_MAX_AGE`` and by the backend against its own ``CALL_MAX_AGE`` (how long it
 remembers a call's answers), so that a step older than the backend's memory is never
-decided afresh, whatever the webhook was told (#20 item 6)."""
+decided afresh, whatever the webhook was told (docs/security.md, "step age at the backend")."""
 
 from __future__ import annotations
 

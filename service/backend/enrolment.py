@@ -1,5 +1,6 @@
 """Enrolling accounts: verifiers made by Transit HMAC, bound to each account, stored;
-digits never stored. The one place enrolment's rules live (issue 19); ``accounts add``,
+digits never stored. The one place enrolment's rules live (docs/security.md, identification);
+``accounts add``,
 ``accounts update --set-account-number`` and any bulk import go through it.
 
 The API, in the order a caller uses it:
@@ -67,7 +68,7 @@ DEMO_ACCOUNT_NUMBER = "31415926"
 DEMO_CALLER = "+15005550006"
 
 # Inputs per Transit HMAC call, whole rows only. The listener refuses a request of more
-# than 1,000 JSON strings (max_request_json_strings, docs/shared DESIGN §7); an HMAC batch
+# than 1,000 JSON strings (max_request_json_strings, OpenBao's listener default); an HMAC batch
 # is 1 + 2 per input, and the coalescer may merge two calls at the latest version into one
 # (service/vault/coalescer.py, max_in_flight=2): 1 + 2 * 2 * 240 = 961 strings at most.
 ITEMS_PER_CALL = 240

@@ -52,7 +52,7 @@ class LockoutPolicy:
 
     def caller_bucket(self, *, withheld: bool) -> tuple[int, float]:
         """The failure limit and window of a caller's bucket: withheld numbers share one,
-        with its own (issue 19: one attacker must not cut every withheld caller off for
+        with its own (one attacker must not cut every withheld caller off for
         the day)."""
         if withheld:
             return self.withheld_limit, self.withheld_window

@@ -21,7 +21,8 @@ _MAX_CIPHERTEXT = 512
 FIELDS: dict[str, str] = {"call_sid": CALL_SID_PATTERN, "card_last4": CIPHERTEXT_PATTERN,
                           "pin": CIPHERTEXT_PATTERN, "caller": CIPHERTEXT_PATTERN,
                           "issued": ISSUED_PATTERN}
-# Identification (issue 19), at most one of the first two: the typed account number,
+# Identification (docs/security.md, identification), at most one of the first two: the typed
+# account number,
 # encrypted (context ``CallSid:account_number``), or ``registered``: the caller pressed the
 # registered-phone key. Neither: the card-only lookup of migrated accounts.
 # ``stir_verstat``: Twilio's signed ``StirVerstat`` (CALLER_ID_REQUIRES_ATTESTATION).

@@ -14,7 +14,8 @@ unless the environment names a store of its own.
 With ``VAULT_ADDR`` set, ``.dev/`` is never read: the dev credentials must not be offered to
 another Vault (a secret-id sent to a server is a secret-id that server's operator holds).
 
-The other way round, too (#20 item 2): an address from ``.dev/`` is never paired with
+The other way round, too (docs/security.md, "a planted .dev/"): an address from ``.dev/`` is never
+paired with
 credentials from the environment. A ``.dev/vault.env`` planted in a shared directory
 naming ``http://127.0.0.1:18999`` received the operator's ``VAULT_TOKEN`` (a
 ``lookup-self``) and an AppRole login with the real role and secret IDs. With credentials

@@ -42,7 +42,8 @@ from service.files import write_private
 from service.store.migrations import RUNTIME_GROUP
 
 USER = DATABASE = "ivr"  # initdb's superuser: creates roles and databases, nothing else
-# The two roles a deployment gives the store (#20 item 5, docs/deployment.md): the migration
+# The two roles a deployment gives the store (docs/security.md, "PostgreSQL least privilege",
+# docs/deployment.md): the migration
 # role owns the schema; the backends log in as the runtime role, a member of
 # RUNTIME_GROUP, which the migrations grant the DML on every table and nothing else.
 OWNER, RUNTIME = "ivr_owner", "ivr_backend"

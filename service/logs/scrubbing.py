@@ -269,7 +269,8 @@ def _mask_char(ch: str) -> str:
     return ch
 
 
-# Defence in depth (#20 item 9; no path emits them today): a digit run spelled in base64
+# Defence in depth (docs/security.md, "smaller items"; no path emits them today): a digit run
+# spelled in base64
 # (``MTIzNA==`` is ``1234``, ``NDMyMQ`` unpadded or URL-safe) has no digit left for the
 # masker to find, so a whole base64-looking token of up to 28 characters (19 digits) that
 # decodes to 2 or more ASCII digits is masked whole. Hex needs nothing: each ASCII digit is

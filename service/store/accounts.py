@@ -1,6 +1,7 @@
 """The account store: HMAC verifiers, never a digit, on SQLite or PostgreSQL (``STORE_URL``).
 
-An account is identified first, then verified (issue 19; the verifier scheme is
+An account is identified first, then verified (docs/security.md, identification; the verifier
+scheme is
 ``service/store/identity.py``'s and docs/security.md's):
 
 - by its account number: ``number_verifier`` = ``HMAC(ivr-lookup, "acctno:" + digits)``,
@@ -8,7 +9,7 @@ An account is identified first, then verified (issue 19; the verifier scheme is
   ``HMAC(ivr-lookup, "callerid:" + number)``; a household's number on several accounts);
 - then its card and PIN verifiers, bound to the account by its salt, are compared.
 
-A migrated account (made before issue 19) keeps its unsalted verifiers until its next
+A migrated account (made before schema 3) keeps its unsalted verifiers until its next
 successful lookup, and is found by its card alone (``legacy_card``) until an operator sets
 its account number. Verifiers carry their key version (``vault:vN:...``); after
 ``ivr-lookup`` rotates, they are re-made at the latest version at the next successful

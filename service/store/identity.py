@@ -72,6 +72,6 @@ def bind(salt: str, transit_hmac: str) -> str:
 
 def matches(stored: str, salt: str, transit_hmac: str, *, salted: bool) -> bool:
     """Whether ``transit_hmac`` is the entry behind ``stored`` (constant time). ``salted``
-    False: a verifier migrated from before issue 19, Transit's HMAC as it was."""
+    False: a verifier migrated from before schema 3, Transit's HMAC as it was."""
     candidate = bind(salt, transit_hmac) if salted else transit_hmac
     return hmac.compare_digest(candidate.encode(), stored.encode())

@@ -34,7 +34,7 @@ class Account:
     salt: str
     card_verifier: str
     pin_verifier: str
-    salted: bool  # False: verifiers carried over from before issue 19, not yet re-made
+    salted: bool  # False: verifiers carried over from before schema 3, not yet re-made
     legacy_card: str | None  # the card-only lookup's verifier, until an account number
     lookup_version: int  # of card_verifier, pin_verifier and legacy_card
     number_version: int | None  # of the account-number verifier, if it has one

@@ -28,7 +28,8 @@ from service.errors import StoreSchemaMismatch
 from service.settings import StoreUrl
 from service.store.database import Connection, Database, Engine, open_database
 
-# The PostgreSQL role the backends' login role belongs to (#20 item 5). Each migration run
+# The PostgreSQL role the backends' login role belongs to (docs/security.md, "PostgreSQL least
+# privilege"). Each migration run
 # grants it the DML on every table of the schema (and the sequences behind identities), so
 # a table a new migration adds is covered without being named; it gets nothing else: no
 # CREATE, ALTER, DROP, TRUNCATE, and no server files or programs. Absent: nothing granted
@@ -137,7 +138,7 @@ def _carry_over_windowed_lockout(db: Connection, engine: Engine) -> None:
             db.execute(f"DROP TABLE {old}")
 
 
-# Issue 19: an account is identified (its account number, or a caller number registered
+# Schema 3: an account is identified (its account number, or a caller number registered
 # on it) before its card and PIN are verified, so many accounts may share a last-4. The
 # accounts table is rebuilt (SQLite cannot drop a UNIQUE constraint in place); its lockout
 # rows are kept aside meanwhile, since dropping the parent would cascade to them.
@@ -257,7 +258,7 @@ def missing_tables(database: Database) -> list[str]:
 
 
 def legacy_accounts(database: Database) -> int:
-    """How many accounts migrated from before issue 19 have no account number yet (found
+    """How many accounts migrated from before schema 3 have no account number yet (found
     by their card alone while LEGACY_CARD_LOOKUP allows it); read only."""
     (count,) = database.run(lambda db: db.execute(
         "SELECT COUNT(*) FROM accounts WHERE legacy_card IS NOT NULL").fetchone())

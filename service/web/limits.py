@@ -4,7 +4,7 @@ A declared ``Content-Length`` over the limit is refused without reading a byte; 
 chunked body is read only until it crosses the limit; a body that has not arrived whole
 within :data:`BODY_TIMEOUT_S` gets 408 and the connection is closed (it used to wait on
 ``receive()`` forever: a client sending 1 byte every 5 s held its connection for good,
-#20 item 1). The accepted body is handed on to the app unchanged.
+docs/security.md, "slow clients"). The accepted body is handed on to the app unchanged.
 """
 
 from __future__ import annotations

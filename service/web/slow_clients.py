@@ -4,7 +4,7 @@ For a webhook reached without our proxy (proxy/servers.caddy does the same at th
 uvicorn 0.55 with httptools has neither: its keep-alive timer is armed only after a
 response, so a client that sends a request line and then a header byte every few seconds
 holds the connection forever; and ``h11_max_incomplete_event_size`` is h11's only, so a
-32 MB header was read whole (#20 item 1). Here:
+32 MB header was read whole (docs/security.md, "slow clients"). Here:
 
 - the request line and headers must arrive within :data:`HEADER_TIMEOUT_S` of the
   connection being made or of the previous answer; otherwise the connection is closed;

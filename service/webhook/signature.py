@@ -83,7 +83,7 @@ def canonical_url(url: str) -> str:
     """``url`` in the one spelling the request key uses: scheme and host in lower case, no
     port. The signature holds for the URL with or without its port, so a key that kept
     the port let one captured request be replayed as ``Host: ivr.test:1`` ... ``:9`` and
-    count ten times (#20 item 3)."""
+    count ten times (docs/security.md, "port-shifted replays")."""
     parts = urlparse(url)
     host = (parts.hostname or "").lower()
     if ":" in host:  # an IPv6 literal: hostname drops its brackets

@@ -47,7 +47,7 @@ class TwilioForm:
 
     def pressed_only(self, key: str) -> bool:
         """The caller ended the gather with ``key`` before any digit (Twilio posts an empty
-        ``Digits`` and ``FinishedOnKey``: DESIGN §7)."""
+        ``Digits`` and ``FinishedOnKey``, as Twilio documents)."""
         if {"Digits", "FinishedOnKey"} & self.duplicated:
             return False
         return self.params.get("Digits", "") == "" and self.params.get("FinishedOnKey") == key

@@ -55,6 +55,11 @@ class HostPostgres(LocalPostgres):
         return (f"postgresql://{user}@{self.host.addr}:{self.port}/{database}"
                 f"?passfile={self.passfile.resolve()}")
 
+    def _ensure_roles(self) -> None:
+        super()._ensure_roles()
+        # It writes the passfile for loopback; this server is reached at its host's address.
+        self.passfile.write_text(self.passfile.read_text().replace("127.0.0.1", self.host.addr))
+
     def _spawn(self) -> subprocess.Popen[bytes]:
         hba = self.data_dir / "pg_hba.conf"
         line = f"host all all {SUBNET}.0/24 scram-sha-256\n"

@@ -16,7 +16,7 @@ CARD_V1 = "vault:v1:Y2FyZC12MQ=="
 PIN_V1 = "vault:v1:cGluLXYx"
 CALLER_ID_V1 = "vault:v1:Y2FsbGVyaWQtdjE="
 
-# The accounts table as every store before issue 19 had it, for stores made by older
+# The accounts table as every store before schema 3 had it, for stores made by older
 # releases.
 OLD_ACCOUNTS = """CREATE TABLE accounts (id INTEGER PRIMARY KEY, account TEXT NOT NULL UNIQUE,
     balance TEXT NOT NULL, card_verifier TEXT NOT NULL UNIQUE,

@@ -18,7 +18,8 @@ CATALOG = Catalog(
             "Google.en-US-Wavenet-C", "Google.en-US-Wavenet-D"),
     messages=MappingProxyType({
         "menu_option": "For English press {digit}.",
-        # The identification step's first prompt (issue #19); the count follows
+        # The identification step's first prompt (docs/security.md, identification); the count
+        # follows
         # ACCOUNT_NUMBER_DIGITS.
         "ask_account": ("Please enter your {digits}-digit account number. If you are "
                         "calling from the phone registered on your account, press star."),

@@ -11,7 +11,7 @@ from service.webhook.locales.catalog import Catalog
 CATALOG = Catalog(
     tag="ja-JP",
     name="日本語",
-    # Twilio's ja-JP voices (DESIGN §7). Mizuki first: a Polly standard voice, on which
+    # Twilio's ja-JP voices (Twilio's docs). Mizuki first: a Polly standard voice, on which
     # every SSML tag works; the neural ones support <say-as> only in part.
     voices=("Polly.Mizuki", "Polly.Takumi", "Polly.Kazuha-Neural", "Polly.Tomoko-Neural",
             "Google.ja-JP-Standard-B", "Google.ja-JP-Standard-C", "Google.ja-JP-Standard-D",

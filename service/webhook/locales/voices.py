@@ -1,5 +1,5 @@
 """Which language a Twilio ``<Say>`` voice speaks. A voice whose language differs from the
-``<Say>``'s ``language`` makes Twilio fail the verb (DESIGN §7): such a pair is refused at
+``<Say>``'s ``language`` makes Twilio fail the verb (Twilio's docs): such a pair is refused at
 start-up, never discovered by a caller."""
 
 from __future__ import annotations

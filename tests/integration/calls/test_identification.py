@@ -1,4 +1,5 @@
-"""Identification before verification (issue 19), end to end on both engines: real
+"""Identification before verification (docs/security.md, identification), end to end on both
+engines: real
 OpenBao, real backend and webhook processes, accounts enrolled by the real CLI, calls
 played by the simulator (service/devtools/caller.py).
 

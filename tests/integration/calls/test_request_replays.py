@@ -151,7 +151,8 @@ def test_an_old_replay_ends_the_call_without_a_lookup(private: Stack,
 
 def test_a_backend_with_a_shorter_memory_refuses_a_step_it_forgot(
         new_stack: Stacks, client: httpx.Client) -> None:
-    """#20 item 6: the webhook accepts a step for STEP_MAX_AGE (5 min here), a backend
+    """docs/security.md, "step age at the backend": the webhook accepts a step for STEP_MAX_AGE (5
+    min here), a backend
     told CALL_MAX_AGE=3s forgets the call's answers after 3 s: a replay in between used to
     be decided afresh (a second failure counted). The backend gets the step's signed issue
     time and refuses it (410, "session expired") once older than its own memory."""
@@ -175,14 +176,16 @@ def derived(new_stack: Stacks) -> Stack:
 
 def test_a_replay_with_a_shifted_port_in_host_counts_once(derived: Stack,
                                                           client: httpx.Client) -> None:
-    """The review's attack (#20 item 3): the signature holds for the URL with or without
+    """The review's attack (docs/security.md, "port-shifted replays"): the signature holds for the
+    URL with or without
     its port, so one captured PIN step replayed with ``Host: ivr.test:1`` ... ``:9`` was
     10 fresh guesses and locked the card. The key is the port-less URL now: one guess."""
     call_sid = new_call_sid()
     public = "http://ivr.test"
-    card = signed_post(client, derived.twilio_token, derived.webhook.url + "/voice/card",
+    card_step = "/voice/card?registered=1"  # the demo's number, registered on its account
+    card = signed_post(client, derived.twilio_token, derived.webhook.url + card_step,
                        [*base_params(call_sid), ("Digits", CARD)],
-                       sign_url=public + "/voice/card", headers={"Host": "ivr.test"})
+                       sign_url=public + card_step, headers={"Host": "ivr.test"})
     action = gather_action(twiml(card))
     assert action is not None
     pairs = [*base_params(call_sid), ("Digits", "0000")]

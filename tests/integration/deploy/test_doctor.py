@@ -282,7 +282,8 @@ def test_backend_down(doctored: Doctored) -> None:
 
 def test_a_backend_that_forgets_steps_the_webhook_accepts(doctored: Doctored,
                                                           tmp_path: Path) -> None:
-    """#20 item 6: the webhook accepts a PIN step for STEP_MAX_AGE (5 min), a backend
+    """docs/security.md, "step age at the backend": the webhook accepts a PIN step for STEP_MAX_AGE
+    (5 min), a backend
     told CALL_MAX_AGE=3s remembers a call's answers for 3 s. It refuses older steps now
     (tests/integration/calls/test_request_replays.py); doctor names the mismatch."""
     assert detail(doctored.run(), STEP_ROW) == ("STEP_MAX_AGE 300 s ≤ CALL_MAX_AGE 14400 s "

@@ -77,7 +77,12 @@ def test_make_run_then_the_operator_cli_from_another_terminal(
     added = ivr_vault(run, "accounts", "add", "--account", "AC55556666", "--balance", "7.00",
                       stdin=ADDED_STDIN)
     assert added.returncode == 0, added.stderr
-    assert added.stderr == f"{using}, as ivr-backend (.dev/ivr-backend/)\n"
+    said, *audit = added.stderr.splitlines()
+    assert said == f"{using}, as ivr-backend (.dev/ivr-backend/)"
+    # The audit line names the account by its letters-only reference, never the label.
+    (line,) = (json.loads(text) for text in audit)
+    assert line["event"] == "account added by an operator" and line["account_ref"].isalpha()
+    assert "55556666" not in added.stderr
 
     # An error the service raises: one line, no traceback, naming the node and the status.
     refused = ivr_vault(run, "keys", "status", VAULT_ADDR=addr, VAULT_TOKEN="not-a-token")
@@ -138,7 +143,8 @@ def test_nothing_needs_sourcing_and_a_sourced_shell_is_no_trap(
 
 
 def test_doctor_and_call_find_the_stack_running_here(start_dev: Callable[..., DevRun]) -> None:
-    """#20 item 9: doctor probed the default ports (8080) whatever ran here; a second
+    """docs/security.md, "smaller items": doctor probed the default ports (8080) whatever ran here;
+    a second
     ``make run`` on WEBHOOK_PORT=28080 got ✓ for another stack. ``make run`` writes
     ``.dev/cluster.json`` (make run-ha's format); doctor and call, with nothing set and no
     URL given, take the stack from it, and without it say they cannot tell."""

@@ -1,4 +1,5 @@
-"""A planted ``.dev/`` never receives an operator's credentials (#20 item 2), with the real
+"""A planted ``.dev/`` never receives an operator's credentials (docs/security.md, "a planted
+.dev/"), with the real
 ``ivr-vault`` command and a real listener standing in for the attacker's "Vault".
 
 The review's attack: with ``VAULT_ADDR`` unset, the CLI took the address from

@@ -1,4 +1,5 @@
-"""Slow and oversized clients (#20 item 1), on real processes: the webhook behind the real
+"""Slow and oversized clients (docs/security.md, "slow clients"), on real processes: the webhook
+behind the real
 Caddy (proxy/Caddyfile with proxy/servers.caddy) with TLS, and the webhook alone.
 
 The review's attack: 40 TLS connections to Caddy, each sending about 900 KiB of headers

@@ -10,7 +10,8 @@ signed calls through Caddy (every answer checked), one piece dies at a time:
 - a webhook, SIGTERMed (a rolling restart): /readyz turns 503 at once, Caddy stops sending
   to it, it finishes what it holds and exits, the launcher starts its replacement.
 
-Then the silent faults (issue #25): one piece at a time is paused (SIGSTOP) for 10 s and
+Then the silent faults (docs/past-one-machine.md, silent faults): one piece at a time is paused
+(SIGSTOP) for 10 s and
 resumed, as a frozen or partitioned host would be, answering nothing and resetting nothing:
 the Vault leader, a backend, a webhook behind Caddy. The load then comes from several
 numbers, each calling its own account, and once the fault is on, wrong PINs on accounts of
@@ -223,7 +224,8 @@ def test_the_topology_and_its_files(ha: Ha) -> None:
 
 
 def test_its_private_files_are_private(ha: Ha) -> None:
-    """#20 item 4: ``make run-ha`` left the role folders at 0755 and the store files at
+    """docs/security.md, "private files through links": ``make run-ha`` left the role folders at
+    0755 and the store files at
     0644. Every secret it writes in .dev/ is 0600, every role folder 0700; a SQLite store
     there (``make run``'s, or one the CLI opens) too, with its ``-wal``/``-shm``."""
     opened = subprocess.run(  # the CLI opening .dev/accounts.sqlite3 creates it

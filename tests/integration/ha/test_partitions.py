@@ -1,4 +1,5 @@
-"""Silent faults between hosts (issue #25): make run-ha's topology with every piece on a
+"""Silent faults between hosts (docs/past-one-machine.md, silent faults): make run-ha's topology
+with every piece on a
 host of its own, a network namespace (tests/support/netcluster.py, netns.py), under whole
 signed calls through Caddy from the root namespace, as Twilio would place them: 8 numbers
 each calling its own account, and once the fault is on, wrong PINs on accounts of their

@@ -3,7 +3,7 @@ and never answers, as a frozen or partitioned one does; a killed one refuses at 
 which is what every earlier drill tried. Real processes on the session's Vault: a backend,
 and a webhook whose BACKEND_URL names the silent one first.
 
-Before issue #25's fixes the webhook's /readyz asked the backends one after the other with
+Before the silent-fault fixes the webhook's /readyz asked the backends one after the other with
 the request's whole 2 s and timed out on the silent one: on make run-ha both webhooks
 turned unready together and Caddy answered 503 to 5,854 of 6,179 calls. Now the replicas
 are asked at once, and each lookup attempt gets its share of the request budget.

@@ -1,4 +1,5 @@
-"""``ivr-vault accounts import`` on real OpenBao and both engines (issue 19): rows added,
+"""``ivr-vault accounts import`` on real OpenBao and both engines (docs/security.md,
+identification): rows added,
 bad rows refused by line number without a digit of them, a re-run skipping what is
 present, ``--update``, and an import SIGKILLed midway completed by a re-run with no
 duplicates. The files are made by service/devtools/accounts_file.py (the bench's too).

@@ -1,4 +1,5 @@
-"""An account's life through the real CLI (issue 19): add, list, update (balance, PIN
+"""An account's life through the real CLI (docs/security.md, identification): add, list, update
+(balance, PIN
 reset, card change, caller numbers), remove, on real OpenBao and both engines. Digits go
 in on stdin only; no output and no log line carries one; audit lines name the account by
 its letters-only reference.

@@ -39,6 +39,7 @@ from tests.support.devrun import (
     vault_env,
 )
 from tests.support.keys import private_vault
+from tests.support.repo import ROOT
 from tests.support.stack import ROLES, Stack, make_stack
 
 ADDED = "Thank you. Your account number is AC55556666 and your balance is 7.00"
@@ -66,7 +67,7 @@ def test_make_run_backup_lose_vault_restore_served(start_dev: Callable[..., DevR
     assert re.fullmatch(r"ivr-backup-[0-9]{8}T[0-9]{6}Z\.tar\.gz", backup.name)
     assert f"backup written to backups/{backup.name} " in made.stdout
     assert stat.S_IMODE((run.cwd / "backups").stat().st_mode) == 0o700
-    assert "backups/" in (Path(__file__).parents[2] / ".gitignore").read_text().split()
+    assert "backups/" in (ROOT / ".gitignore").read_text().split()
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600
     with tarfile.open(backup) as tar:
         assert sorted(tar.getnames()) == ["accounts.sqlite3", "manifest.json", "vault.snap"]
@@ -165,7 +166,8 @@ def test_restore_into_a_new_cluster_opens_with_the_old_keys(
 def test_a_planted_link_never_receives_the_backup(
         dev_vault: DevVault, admin: VaultClient, layout: Layout, stack: Stack,
         tmp_path: Path) -> None:
-    """The review's attack (#20 item 4): ``ln -s victim.txt bk/out.tgz.partial`` made
+    """The review's attack (docs/security.md, "private files through links"): ``ln -s victim.txt
+    bk/out.tgz.partial`` made
     ``backup --out bk/out.tgz`` write the whole backup into ``victim.txt``. Links planted
     at the old temporary name and at the output itself are left alone now; the backup is
     a new 0600 file of its own."""

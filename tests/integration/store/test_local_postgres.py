@@ -123,7 +123,8 @@ FORBIDDEN = {
 
 def test_the_runtime_role_reads_and_writes_rows_and_nothing_else(
         postgres: LocalPostgres) -> None:
-    """#20 item 5: the backends connected as the image's superuser, who may do all of
+    """docs/security.md, "PostgreSQL least privilege": the backends connected as the image's
+    superuser, who may do all of
     FORBIDDEN (on the old code, ``ivr``). The runtime role they use now has the DML on
     every table the migrations made, granted by a rule (not a list), and nothing else."""
     url = pg_store_url(postgres, "runtime_role")

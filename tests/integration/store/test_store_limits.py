@@ -1,4 +1,5 @@
-"""The backend's PostgreSQL connections against silence (issue #25), on a real server.
+"""The backend's PostgreSQL connections against silence (docs/past-one-machine.md, silent faults),
+on a real server.
 
 A backend that stops mid-transaction (paused, frozen, cut off) must not hold the locks of
 a call, a caller or an account for long: the server ends its transaction once it has been

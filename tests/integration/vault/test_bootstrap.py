@@ -134,7 +134,8 @@ def test_existing_key_with_wrong_settings_is_refused(admin: VaultClient, layout:
 
 def test_production_binds_the_operator_identities_and_bounds_their_secret_ids(
         tmp_path: Path) -> None:
-    """#20 item 9: in production the key-admin and backup secret-ids were bound to no
+    """docs/security.md, "smaller items": in production the key-admin and backup secret-ids were
+    bound to no
     network, and the backup one lasted 90 days with unlimited uses. The prod profile binds
     every identity to the internal network (here 10.99.0.0/16: this test's 127.0.0.1 is
     outside it) and gives backup a week and 14 logins, key-admin a day and 10."""

@@ -393,7 +393,7 @@ def test_every_closed_label_is_exported_at_zero_from_the_start(backend: Backend)
     assert {"timeout", "sealed", "forbidden", "unavailable"} <= set(vault_error_kinds())
 
 
-# -- the request budget (issue #25) ------------------------------------------------------
+# -- the request budget (docs/past-one-machine.md, silent faults) ---------------------
 
 
 @pytest.mark.parametrize(("header", "budget"), [

@@ -77,7 +77,8 @@ def test_only_the_proxy_publishes_a_port(compose: Compose) -> None:
 
 
 def test_the_webhook_cannot_reach_the_internet(compose: Compose) -> None:
-    """#20 item 8: the webhook holds the Twilio token, the backend bearer token and its
+    """docs/security.md, "the webhook's internal network": the webhook holds the Twilio token, the
+    backend bearer token and its
     secret-id; it was on the ordinary bridge network ``edge``. Every network it is on is
     ``internal: true`` now, the proxy reaching it through ``front``."""
     services, networks = compose["services"], compose["networks"]

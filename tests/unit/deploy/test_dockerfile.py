@@ -132,7 +132,8 @@ def test_lock_pins_every_runtime_dependency_within_pyproject_ranges() -> None:
 
 
 def test_the_tests_run_exactly_what_the_image_ships() -> None:
-    """#20 item 9: the lock pinned cryptography 50.0.2, httpx, idna and uvicorn at other
+    """docs/security.md, "smaller items": the lock pinned cryptography 50.0.2, httpx, idna and
+    uvicorn at other
     versions than the tests installed. `make test` installs with `-c requirements.lock`
     now, and `make lock` regenerates it: every runtime package here is the pinned one."""
     pins = read_lock()

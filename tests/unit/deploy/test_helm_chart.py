@@ -371,7 +371,7 @@ def pod_environment(objects: list[Obj], container: Obj, tmp_path: Any) -> dict[s
         environ[item["name"]] = item["value"]
     for name in [n for n in environ if n.endswith("_FILE")]:
         stand_in = tmp_path / name
-        stand_in.write_text("postgresql://ivr_runtime:pw@db:5432/ivr" if name == "STORE_URL_FILE"
+        stand_in.write_text("postgresql://ivr_backend:pw@db:5432/ivr" if name == "STORE_URL_FILE"
                             else "stand-in-secret", encoding="utf-8")
         environ[name] = str(stand_in)
     return environ

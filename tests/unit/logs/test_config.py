@@ -331,7 +331,7 @@ def test_uvicorn_start_lines_show_the_real_port_and_pid(pipeline: io.StringIO) -
 
 def test_the_vault_clients_request_lines_show_method_path_and_status(
         pipeline: io.StringIO) -> None:
-    """-vv's urllib3 lines (issue 26): through the real logging call urllib3 makes, the
+    """-vv's urllib3 lines (docs/logging.md): through the real logging call urllib3 makes, the
     method, the Vault API path and the status show; the host and the length stay masked;
     a query string (where a ciphertext could ride) and a path with a run of four digits
     are masked."""

@@ -280,7 +280,7 @@ def spellings(digits: bytes) -> list[str]:
        st.sampled_from(["{}", "pin={}", "got {} back", "[{}]", '"{}"', "{}\n"]))
 def test_base64_and_hex_spellings_of_short_digit_runs_are_masked(digits: str,
                                                                  around: str) -> None:
-    """#20 item 9: defence in depth, no path emits them today."""
+    """docs/security.md, "smaller items": defence in depth, no path emits them today."""
     for spelled in spellings(digits.encode()):
         out = mask_digits(around.format(spelled))
         assert spelled not in out and len(out) == len(around.format(spelled))

@@ -99,7 +99,7 @@ def test_a_store_from_before_carries_counts_and_locks_over(tmp_path: Path) -> No
 
 def test_a_store_from_before_issue_19_keeps_its_verifiers_and_its_card_lookup(
         tmp_path: Path) -> None:
-    """Issue 19's rebuild of the accounts table: ids, verifiers (unsalted, until the next
+    """Schema 3's rebuild of the accounts table: ids, verifiers (unsalted, until the next
     successful lookup), lockout rows and the card-only lookup carried over; each account
     given a salt and a reference; many accounts per card allowed from then on."""
     path = tmp_path / "v2.sqlite3"

@@ -24,7 +24,8 @@ def test_every_role_has_a_secret_id_ttl_and_the_services_unlimited_uses() -> Non
 
 def test_the_production_profile() -> None:
     layout = Layout.load(profile="prod", bound_cidrs=["172.30.53.0/24"])
-    for name in (*SERVICES, "ivr-keyadmin", "ivr-backup"):  # every identity (#20 item 9)
+    # Every identity (docs/security.md, "smaller items").
+    for name in (*SERVICES, "ivr-keyadmin", "ivr-backup"):
         assert layout.roles[name]["token_bound_cidrs"] == ["172.30.53.0/24"]
         assert layout.roles[name]["secret_id_bound_cidrs"] == ["172.30.53.0/24"]
     keyadmin, backup = layout.roles["ivr-keyadmin"], layout.roles["ivr-backup"]
