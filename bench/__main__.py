@@ -51,9 +51,17 @@ class RssSampler:
         self._thread.join()
 
 
-def measure(pids: dict[str, int], services: tuple[str, ...], url: str, requests_file: Path,
-            *, connections: int, seconds: float, point: Point,
-            rss: dict[str, float] | None = None) -> None:
+def measure(
+    pids: dict[str, int],
+    services: tuple[str, ...],
+    url: str,
+    requests_file: Path,
+    *,
+    connections: int,
+    seconds: float,
+    point: Point,
+    rss: dict[str, float] | None = None,
+) -> None:
     """One wrk run into ``point``, with the CPU each process spent per request (ms): where
     the time goes on a machine where wrk, Vault and the services share two cores.
     ``services``: the webhook and backend URLs whose /metrics count Transit calls."""
@@ -82,29 +90,46 @@ VARIANTS: dict[str, dict[str, str]] = {
 }
 
 
-def server_settings(bench: stack.Bench, plan: Plan, exits: ExitStack,
-                    card_file: Callable[[str, str, float, int], Path]) -> dict[str, Point]:
+def server_settings(
+    bench: stack.Bench,
+    plan: Plan,
+    exits: ExitStack,
+    card_file: Callable[[str, str, float, int], Path],
+) -> dict[str, Point]:
     assert bench.variant_env is not None
     urls = {}
     for i, (name, variant) in enumerate(VARIANTS.items()):
         if not variant:
             urls[name] = bench.baseline_url
             continue
-        _, urls[name] = stack.start_baseline(bench.webhook.log_dir,
-                                             bench.variant_env, exits, f"variant{i}", **variant)
-        load.run_wrk(urls[name], card_file(f"variant{i}", urls[name], 2, 4000),
-                     connections=8, seconds=2)  # warm up
+        _, urls[name] = stack.start_baseline(
+            bench.webhook.log_dir, bench.variant_env, exits, f"variant{i}", **variant
+        )
+        load.run_wrk(
+            urls[name], card_file(f"variant{i}", urls[name], 2, 4000), connections=8, seconds=2
+        )  # warm up
     # The service itself with two workers (WEB_CONCURRENCY), against its one-worker self.
     urls[report.VAULT_1W] = bench.webhook.url
     urls[report.VAULT_2W] = stack.start_webhook_variant(bench, exits, WEB_CONCURRENCY="2")
-    load.run_wrk(urls[report.VAULT_2W], card_file("variant", urls[report.VAULT_2W], 2, 4000),
-                 connections=8, seconds=2)  # warm up
+    load.run_wrk(
+        urls[report.VAULT_2W],
+        card_file("variant", urls[report.VAULT_2W], 2, 4000),
+        connections=8,
+        seconds=2,
+    )  # warm up
     points = {name: Point([]) for name in urls}
     services = (bench.webhook.url, bench.backend.url)
     for _ in range(plan.runs):
         for name, url in urls.items():
-            measure(bench.pids(), services, url, card_file("variant", url, plan.seconds, 6000),
-                    connections=CARD_C, seconds=plan.seconds, point=points[name])
+            measure(
+                bench.pids(),
+                services,
+                url,
+                card_file("variant", url, plan.seconds, 6000),
+                connections=CARD_C,
+                seconds=plan.seconds,
+                point=points[name],
+            )
     for name, point in points.items():
         log(f"server {name}: {point.med('rps'):.0f} req/s p99 {point.med('p99_ms'):.1f} ms")
     return points
@@ -136,23 +161,36 @@ def main() -> int:
         pairs = {"vault": own, report.MAKE_RUN: make_run, report.NO_LINGER: no_linger}
 
         def card_file(name: str, url: str, seconds: float, rate: int) -> Path:
-            return load.write_requests(work / f"card-{name}.txt",
-                                       load.card_requests(int(rate * seconds) + 1000),
-                                       base_url=url, auth_token=bench.twilio_token)
+            return load.write_requests(
+                work / f"card-{name}.txt",
+                load.card_requests(int(rate * seconds) + 1000),
+                base_url=url,
+                auth_token=bench.twilio_token,
+            )
 
         def call_file(name: str, url: str, seconds: float, rate: int) -> Path:
-            sids = [load.new_call_sid()
-                    for _ in range(int(rate * seconds / load.REQUESTS_PER_CALL) + 500)]
+            sids = [
+                load.new_call_sid()
+                for _ in range(int(rate * seconds / load.REQUESTS_PER_CALL) + 500)
+            ]
             calls = list(zip(sids, bench.card_ciphertexts(sids), strict=True))
-            return load.write_requests(work / f"calls-{name}.txt", load.call_requests(calls),
-                                       base_url=url, auth_token=bench.twilio_token)
+            return load.write_requests(
+                work / f"calls-{name}.txt",
+                load.call_requests(calls),
+                base_url=url,
+                auth_token=bench.twilio_token,
+            )
 
         log("async HTTP clients: the same Transit batches through httpx and aiohttp")
-        client_figures = clients.compare(bench.vault.addr, bench.vault.root_token.reveal(),
-                                         rounds=plan.runs)
+        client_figures = clients.compare(
+            bench.vault.addr, bench.vault.root_token.reveal(), rounds=plan.runs
+        )
 
-        warm = {**targets, report.MAKE_RUN: make_run.webhook.url,
-                report.NO_LINGER: no_linger.webhook.url}
+        warm = {
+            **targets,
+            report.MAKE_RUN: make_run.webhook.url,
+            report.NO_LINGER: no_linger.webhook.url,
+        }
         for name, url in warm.items():  # warm up: imports, pools, Vault login
             load.run_wrk(url, card_file(name, url, 2, 4000), connections=8, seconds=2)
         rest = {name: stack.rss_mb(pid) for name, pid in bench.pids().items()}
@@ -161,20 +199,32 @@ def main() -> int:
         for c in plan.card_concurrency:
             for _ in range(plan.runs):
                 for name, url in targets.items():
-                    measure(bench.pids(), (bench.webhook.url, bench.backend.url), url,
-                            card_file(name, url, plan.seconds, 6000), connections=c,
-                            seconds=plan.seconds, point=card[name].setdefault(c, Point([])))
+                    measure(
+                        bench.pids(),
+                        (bench.webhook.url, bench.backend.url),
+                        url,
+                        card_file(name, url, plan.seconds, 6000),
+                        connections=c,
+                        seconds=plan.seconds,
+                        point=card[name].setdefault(c, Point([])),
+                    )
                 if c == CARD_C:
                     url = make_run.webhook.url
-                    measure({**make_run.pids(), **vault_pid},
-                            (make_run.webhook.url, make_run.backend.url), url,
-                            card_file("make-run", url, plan.seconds, 6000), connections=c,
-                            seconds=plan.seconds,
-                            point=card[report.MAKE_RUN].setdefault(c, Point([])))
-            log(f"card c={c}: vault {card['vault'][c].med('rps'):.0f} req/s "
+                    measure(
+                        {**make_run.pids(), **vault_pid},
+                        (make_run.webhook.url, make_run.backend.url),
+                        url,
+                        card_file("make-run", url, plan.seconds, 6000),
+                        connections=c,
+                        seconds=plan.seconds,
+                        point=card[report.MAKE_RUN].setdefault(c, Point([])),
+                    )
+            log(
+                f"card c={c}: vault {card['vault'][c].med('rps'):.0f} req/s "
                 f"p99 {card['vault'][c].med('p99_ms'):.1f} ms; baseline "
                 f"{card['baseline'][c].med('rps'):.0f} req/s "
-                f"p99 {card['baseline'][c].med('p99_ms'):.1f} ms")
+                f"p99 {card['baseline'][c].med('p99_ms'):.1f} ms"
+            )
 
         server = server_settings(bench, plan, exits, card_file)
 
@@ -189,28 +239,42 @@ def main() -> int:
                         continue
                     url = pair.webhook.url
                     pids = bench.pids() if name == "vault" else {**pair.pids(), **vault_pid}
-                    measure(pids, (url, pair.backend.url), url,
-                            call_file(name, url, plan.seconds, 4000), connections=c,
-                            seconds=plan.seconds,
-                            point=calls[c] if name == "vault" else call_pairs[name],
-                            rss=under_load if name == "vault" else None)
-            log(f"call c={c}: {calls[c].med('rps'):.0f} req/s p50 "
+                    measure(
+                        pids,
+                        (url, pair.backend.url),
+                        url,
+                        call_file(name, url, plan.seconds, 4000),
+                        connections=c,
+                        seconds=plan.seconds,
+                        point=calls[c] if name == "vault" else call_pairs[name],
+                        rss=under_load if name == "vault" else None,
+                    )
+            log(
+                f"call c={c}: {calls[c].med('rps'):.0f} req/s p50 "
                 f"{calls[c].med('p50_ms'):.1f} ms p99 {calls[c].med('p99_ms'):.1f} ms; "
-                f"transit calls/request {statistics.median(calls[c].transit):.3f}")
+                f"transit calls/request {statistics.median(calls[c].transit):.3f}"
+            )
 
         ha_figures = None
         if plan.ha:
             shutil.rmtree(work / "ha", ignore_errors=True)  # a previous run's cluster
             ha_figures = bench_ha.measure(plan, work / "ha", exits, measure)
 
-        summary = report.Summary.build(card, calls, server, rest, under_load, plan.quick,
-                                       elapsed=time.monotonic() - started,
-                                       loadavg=(load_before, os.getloadavg()[0]),
-                                       pairs=call_pairs, clients=client_figures,
-                                       ha=ha_figures)
+        summary = report.Summary.build(
+            card,
+            calls,
+            server,
+            rest,
+            under_load,
+            plan.quick,
+            elapsed=time.monotonic() - started,
+            loadavg=(load_before, os.getloadavg()[0]),
+            pairs=call_pairs,
+            clients=client_figures,
+            ha=ha_figures,
+        )
         report.write(summary, plan.out_dir)
-    log(f"wrote {plan.out_dir / 'RESULTS.md'} and chart.png "
-        f"in {time.monotonic() - started:.0f} s")
+    log(f"wrote {plan.out_dir / 'RESULTS.md'} and chart.png in {time.monotonic() - started:.0f} s")
     print(summary.line(), flush=True)
     if scale_line is not None:
         print(scale_line, flush=True)

@@ -71,11 +71,18 @@ def main() -> None:
     options["http"] = os.environ.get("BENCH_HTTP", options["http"])
     workers = int(os.environ.get("BENCH_WORKERS", "1"))
     if workers > 1:
-        uvicorn.run("bench.baseline:app_from_environ", factory=True, workers=workers,
-                    host="127.0.0.1", port=settings.webhook_port, **options)
+        uvicorn.run(
+            "bench.baseline:app_from_environ",
+            factory=True,
+            workers=workers,
+            host="127.0.0.1",
+            port=settings.webhook_port,
+            **options,
+        )
     else:
-        uvicorn.run(create_baseline_app(settings), host="127.0.0.1",
-                    port=settings.webhook_port, **options)
+        uvicorn.run(
+            create_baseline_app(settings), host="127.0.0.1", port=settings.webhook_port, **options
+        )
 
 
 if __name__ == "__main__":

@@ -64,10 +64,12 @@ async def _round(post: Post, calls: int) -> tuple[float, float]:
 async def _compare(addr: str, token: str, rounds: int) -> dict[str, ClientFigures]:
     url = f"{addr}/v1/transit/encrypt/ivr-dtmf"
     headers = {"X-Vault-Token": token}
-    async with httpx.AsyncClient(timeout=5, headers=headers,
-                                 limits=httpx.Limits(max_keepalive_connections=IN_FLIGHT)
-                                 ) as hx, aiohttp.ClientSession(
-            headers=headers, timeout=aiohttp.ClientTimeout(total=5)) as aio:
+    async with (
+        httpx.AsyncClient(
+            timeout=5, headers=headers, limits=httpx.Limits(max_keepalive_connections=IN_FLIGHT)
+        ) as hx,
+        aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=5)) as aio,
+    ):
 
         async def via_httpx(payload: dict[str, Any]) -> dict[str, Any]:
             response = await hx.post(url, json=payload)

@@ -47,9 +47,15 @@ class WrkResult:
 
 
 def call_params(call_sid: str, digits: str | None = None) -> tuple[tuple[str, str], ...]:
-    params = {"CallSid": call_sid, "AccountSid": "AC" + "0" * 32, "From": "+15005550006",
-              "To": "+15005550001", "CallStatus": "in-progress", "Direction": "inbound",
-              "ApiVersion": "2010-04-01"}
+    params = {
+        "CallSid": call_sid,
+        "AccountSid": "AC" + "0" * 32,
+        "From": "+15005550006",
+        "To": "+15005550001",
+        "CallStatus": "in-progress",
+        "Direction": "inbound",
+        "ApiVersion": "2010-04-01",
+    }
     if digits is not None:
         params["Digits"] = digits
     return tuple(params.items())
@@ -80,15 +86,19 @@ def call_requests(calls: Sequence[tuple[str, str]]) -> list[Request]:
         out.append(Request("/voice/account", (*call_params(sid, ""), ("FinishedOnKey", "*"))))
         out.append(Request(CARD_STEP, call_params(sid, "1234")))
         # The PIN step carries its issue time (STEP_MAX_AGE): the time these are made.
-        out.append(Request("/voice/pin?" + urlencode({"card": card_ct,
-                                                      "issued": int(time.time()),
-                                                      "registered": 1}),
-                           call_params(sid, "4321")))
+        out.append(
+            Request(
+                "/voice/pin?"
+                + urlencode({"card": card_ct, "issued": int(time.time()), "registered": 1}),
+                call_params(sid, "4321"),
+            )
+        )
     return out
 
 
-def write_requests(path: Path, requests: Iterable[Request], *, base_url: str,
-                   auth_token: str) -> Path:
+def write_requests(
+    path: Path, requests: Iterable[Request], *, base_url: str, auth_token: str
+) -> Path:
     with path.open("w", encoding="ascii") as out:
         for r in requests:
             signature = compute_signature(auth_token, base_url + r.path, list(r.params))
@@ -105,16 +115,36 @@ def wrk_binary() -> str:
 
 def run_wrk(url: str, requests_file: Path, *, connections: int, seconds: float) -> WrkResult:
     threads = min(WRK_THREADS, connections)
-    command = [wrk_binary(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
-               "--timeout", "5s", "-s", str(LUA), url, "--", str(requests_file), str(threads)]
-    out = subprocess.run(command, capture_output=True, text=True, check=True,
-                         timeout=seconds + 60).stdout
+    command = [
+        wrk_binary(),
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(LUA),
+        url,
+        "--",
+        str(requests_file),
+        str(threads),
+    ]
+    out = subprocess.run(
+        command, capture_output=True, text=True, check=True, timeout=seconds + 60
+    ).stdout
     line = next((ln for ln in out.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no result:\n{out}")
     data = json.loads(line.removeprefix("BENCH_JSON "))
-    return WrkResult(requests=data["requests"], seconds=data["duration_us"] / 1e6,
-                     p50_ms=data["p50_us"] / 1e3, p90_ms=data["p90_us"] / 1e3,
-                     p99_ms=data["p99_us"] / 1e3, max_ms=data["max_us"] / 1e3,
-                     ok=data["ok"], bad=data["bad"], wrapped=bool(data["wrapped"]),
-                     errors=data["errors"])
+    return WrkResult(
+        requests=data["requests"],
+        seconds=data["duration_us"] / 1e6,
+        p50_ms=data["p50_us"] / 1e3,
+        p90_ms=data["p90_us"] / 1e3,
+        p99_ms=data["p99_us"] / 1e3,
+        max_ms=data["max_us"] / 1e3,
+        ok=data["ok"],
+        bad=data["bad"],
+        wrapped=bool(data["wrapped"]),
+        errors=data["errors"],
+    )

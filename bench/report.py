@@ -19,13 +19,27 @@ if TYPE_CHECKING:
 
 MAKE_RUN = "make run"  # the services as the dev launcher runs them
 NO_LINGER = "TRANSIT_LINGER=0"
-TARGETS = {"ratio": 0.9, "card_p99": 20.0, "call_p50": 10.0, "call_p99": 40.0,
-           "transit": 0.3, "cpu": 1.25, "make_run": 0.85}
+TARGETS = {
+    "ratio": 0.9,
+    "card_p99": 20.0,
+    "call_p50": 10.0,
+    "call_p99": 40.0,
+    "transit": 0.3,
+    "cpu": 1.25,
+    "make_run": 0.85,
+}
 # The last full `make bench` before this round (commit 95a0fca; the make run figure from
 # issue 14: ~1,500 req/s against the bench's 2,872): hvac/requests in a thread pool for
 # Transit, httpx to the backend, structlog's ConsoleRenderer, one write per log line.
-PREVIOUS = {"ratio": 0.76, "card_p99": 16.8, "call_p50": 21.8, "call_p99": 97.5,
-            "transit": 0.851, "cpu": 2.53, "make_run": 0.52}
+PREVIOUS = {
+    "ratio": 0.76,
+    "card_p99": 16.8,
+    "call_p50": 21.8,
+    "call_p99": 97.5,
+    "transit": 0.851,
+    "cpu": 2.53,
+    "make_run": 0.52,
+}
 PREVIOUS_CALL = {"rps": 651.0, "webhook": 1.19, "backend": 0.80, "vault": 0.55}
 CALL_PROCS = ("webhook", "backend", "vault")
 BATCH_NOTE = f"{clients.BATCH} items each, {clients.IN_FLIGHT} calls in flight, on uvloop"
@@ -46,28 +60,46 @@ class Summary:
     ha: HaFigures | None = None  # make run-ha's topology (bench/ha.py)
 
     @classmethod
-    def build(cls, card: dict[str, dict[int, Point]], calls: dict[int, Point],
-              server: dict[str, Point], rss_rest: dict[str, float],
-              rss_load: dict[str, float], quick: bool, *, elapsed: float,
-              loadavg: tuple[float, float], pairs: dict[str, Point],
-              clients: dict[str, ClientFigures], ha: HaFigures | None = None) -> Summary:
-        return cls(card, calls, server, rss_rest, rss_load, quick, elapsed, loadavg, pairs,
-                   clients, ha)
+    def build(
+        cls,
+        card: dict[str, dict[int, Point]],
+        calls: dict[int, Point],
+        server: dict[str, Point],
+        rss_rest: dict[str, float],
+        rss_load: dict[str, float],
+        quick: bool,
+        *,
+        elapsed: float,
+        loadavg: tuple[float, float],
+        pairs: dict[str, Point],
+        clients: dict[str, ClientFigures],
+        ha: HaFigures | None = None,
+    ) -> Summary:
+        return cls(
+            card, calls, server, rss_rest, rss_load, quick, elapsed, loadavg, pairs, clients, ha
+        )
 
     @property
     def values(self) -> dict[str, float]:
         vault, base = self.card["vault"][CARD_C], self.card["baseline"][CARD_C]
         call = self.calls[CALL_C]
-        return {"ratio": paired_ratio(vault, base), "card_p99": vault.med("p99_ms"),
-                "call_p50": call.med("p50_ms"), "call_p99": call.med("p99_ms"),
-                "transit": statistics.median(call.transit), "cpu": call_cpu(call),
-                "make_run": paired_ratio(self.card[MAKE_RUN][CARD_C], vault)}
+        return {
+            "ratio": paired_ratio(vault, base),
+            "card_p99": vault.med("p99_ms"),
+            "call_p50": call.med("p50_ms"),
+            "call_p99": call.med("p99_ms"),
+            "transit": statistics.median(call.transit),
+            "cpu": call_cpu(call),
+            "make_run": paired_ratio(self.card[MAKE_RUN][CARD_C], vault),
+        }
 
     def line(self) -> str:
         v = self.values
-        return (f"bench: ratio {v['ratio']:.2f} card p99 {v['card_p99']:.1f} ms "
-                f"call p50 {v['call_p50']:.1f} ms call p99 {v['call_p99']:.1f} ms "
-                f"transit calls/request {v['transit']:.3f} cpu/request {v['cpu']:.2f} ms")
+        return (
+            f"bench: ratio {v['ratio']:.2f} card p99 {v['card_p99']:.1f} ms "
+            f"call p50 {v['call_p50']:.1f} ms call p99 {v['call_p99']:.1f} ms "
+            f"transit calls/request {v['transit']:.3f} cpu/request {v['cpu']:.2f} ms"
+        )
 
 
 def call_cpu(point: Point) -> float:
@@ -96,8 +128,10 @@ def _runs_ok(points: list[Point]) -> str:
     bad = sum(r.bad + r.errors for r in runs)
     wrapped = sum(r.wrapped for r in runs)
     total = sum(r.requests for r in runs)
-    return (f"{total} requests measured, {bad} not answered as a working service would "
-            f"(non-200, error or fallback TwiML), {wrapped} runs reused a pre-signed request")
+    return (
+        f"{total} requests measured, {bad} not answered as a working service would "
+        f"(non-200, error or fallback TwiML), {wrapped} runs reused a pre-signed request"
+    )
 
 
 CPU_PROCS = ("webhook", "baseline", "backend", "vault")
@@ -110,8 +144,7 @@ VAULT_2W = "Vault webhook, 2 workers"
 
 
 def _cpu_row(label: str, point: Point) -> str:
-    cells = [f"{statistics.median(point.cpu[p]):.2f}" if p in point.cpu else "-"
-             for p in CPU_PROCS]
+    cells = [f"{statistics.median(point.cpu[p]):.2f}" if p in point.cpu else "-" for p in CPU_PROCS]
     return f"| {label} | " + " | ".join(cells) + " |"
 
 
@@ -124,31 +157,31 @@ AB_DECISIONS = {
     "round-vs-before": "this round's services against the last commit before it",
     "backend-client": "kept: the webhook calls the backend over aiohttp, not httpx",
     "linger": "kept: the adaptive linger against none (fewer Transit calls, less CPU per "
-              "card request; whole-call throughput within noise here, better in the bench's "
-              "own side-by-side run above)",
+    "card request; whole-call throughput within noise here, better in the bench's "
+    "own side-by-side run above)",
     "linger-until-as-large": "kept: the linger ends once the batch is as large as the last "
-                             "(card step better; the whole call is better with the full "
-                             "1 ms, a trade-off decided for the card step's target)",
+    "(card step better; the whole call is better with the full "
+    "1 ms, a trade-off decided for the card step's target)",
     "linger-at-least-8": "dropped: lingering until at least 8 items (fewer Transit calls, "
-                         "but less whole-call throughput and more CPU)",
+    "but less whole-call throughput and more CPU)",
     "linger-yield": "dropped: yielding loop iterations while items arrive, instead of the "
-                    "timer (whole call worse)",
+    "timer (whole call worse)",
     "adaptive-in-flight": "kept: a second batch in flight only once as large as the last "
-                          "(whole call better, card step worse: the same trade-off)",
+    "(whole call better, card step worse: the same trade-off)",
     "max-in-flight-1": "dropped: one batch in flight (card step worse)",
     "max-in-flight-4": "dropped: up to four batches in flight (no throughput gain)",
     "log-writer": "dropped: a writer thread for log lines (more webhook CPU per card request "
-                  "than lines joined per loop iteration; in an earlier run also more than one "
-                  "write per line)",
+    "than lines joined per loop iteration; in an earlier run also more than one "
+    "write per line)",
     "log-writer-loop": "kept: log lines joined into one write per event-loop iteration (less "
-                       "webhook CPU per card request; whole-call figures within noise)",
+    "webhook CPU per card request; whole-call figures within noise)",
     "console-renderer": "kept: a small console renderer instead of structlog's "
-                        "ConsoleRenderer (less webhook CPU per request)",
+    "ConsoleRenderer (less webhook CPU per request)",
     "ha-merge": "checked, not a change to keep or drop: the work past one machine "
-                "(several addresses, failover, the drain) against main before it; within "
-                "noise on both steps, so the single-node path pays nothing for it",
+    "(several addresses, failover, the drain) against main before it; within "
+    "noise on both steps, so the single-node path pays nothing for it",
     "scrubber-key-cache": "kept on the in-process measurement (an access line 49 -> 41 us): "
-                          "within noise here, at a load average of 6",
+    "within noise here, at a load average of 6",
 }
 
 
@@ -160,9 +193,13 @@ def _ab_tables() -> list[str]:
         decision = AB_DECISIONS.get(table.stem)
         out += [table.read_text(encoding="utf-8").rstrip("\n"), ""]
         if decision:
-            out[-2:-1] = [out[-2].replace(f"### A/B: {table.stem}\n",
-                                          f"### A/B: {table.stem}\n\n{decision.capitalize()}."
-                                          "\n", 1)]
+            out[-2:-1] = [
+                out[-2].replace(
+                    f"### A/B: {table.stem}\n",
+                    f"### A/B: {table.stem}\n\n{decision.capitalize()}.\n",
+                    1,
+                )
+            ]
     return out
 
 
@@ -217,8 +254,10 @@ def analysis(s: Summary) -> list[str]:
             f"(p99 {one.med('p99_ms'):.0f} -> {two.med('p99_ms'):.0f} ms): its second core is "
             "Vault's. Workers also split the coalescer (smaller batches, more Vault calls) and "
             "the /metrics registry (a scrape sees one worker). So the default stays one worker; "
-            "`WEB_CONCURRENCY=N` is there for machines with cores to spare.")
-    return [*lines,
+            "`WEB_CONCURRENCY=N` is there for machines with cores to spare."
+        )
+    return [
+        *lines,
         f"- **Whole call: CPU {v['cpu']:.2f} ms per request** ({_verdict('cpu', v['cpu'])}), "
         f"**p50 {v['call_p50']:.1f} ms** ({_verdict('call_p50', v['call_p50'])}), **p99 "
         f"{v['call_p99']:.1f} ms** ({_verdict('call_p99', v['call_p99'])}). One call ("
@@ -309,13 +348,16 @@ def ha_section(s: Summary) -> list[str]:
     runs = len(ha.topology.runs)
 
     def row(label: str, point: Point, cpu: float) -> str:
-        return (f"| {label} | {point.med('rps') / REQUESTS_PER_CALL:.0f} | "
-                f"{point.med('rps'):.0f} | "
-                f"{point.med('p50_ms'):.1f} | {point.med('p99_ms'):.1f} | {cpu:.2f} | "
-                f"{REQUESTS_PER_CALL * cpu:.2f} | {statistics.median(point.transit):.3f} |")
+        return (
+            f"| {label} | {point.med('rps') / REQUESTS_PER_CALL:.0f} | "
+            f"{point.med('rps'):.0f} | "
+            f"{point.med('p50_ms'):.1f} | {point.med('p99_ms'):.1f} | {cpu:.2f} | "
+            f"{REQUESTS_PER_CALL * cpu:.2f} | {statistics.median(point.transit):.3f} |"
+        )
 
-    where = ", ".join(f"{name} {statistics.median(ms):.2f}"
-                      for name, ms in sorted(ha.topology.cpu.items()))
+    where = ", ".join(
+        f"{name} {statistics.median(ms):.2f}" for name, ms in sorted(ha.topology.cpu.items())
+    )
     out = [
         "",
         "## Past one machine (`make run-ha`'s topology)",
@@ -332,8 +374,11 @@ def ha_section(s: Summary) -> list[str]:
         "| CPU ms/request, all processes | CPU ms/call | Transit calls/request |",
         "|---|---|---|---|---|---|---|---|",
         row("one of each (the bench's stack above)", one, call_cpu(one)),
-        row("make run-ha: 3 Vault nodes, 2 backends, 2 webhooks, Caddy", ha.topology,
-            _all_cpu(ha.topology)),
+        row(
+            "make run-ha: 3 Vault nodes, 2 backends, 2 webhooks, Caddy",
+            ha.topology,
+            _all_cpu(ha.topology),
+        ),
         "",
         f"Where the HA topology's CPU goes, ms per webhook request: {where}. What the "
         "single stack does not pay: the proxy's hop; a lookup's decision on PostgreSQL, "
@@ -362,9 +407,11 @@ def ha_section(s: Summary) -> list[str]:
         for name, point in ha.choice.items():
             kill = ha.kills[name].result
             lb = statistics.median(point.cpu["balancer"]) if "balancer" in point.cpu else 0
-            out.append(f"| {name} | {point.med('rps'):.0f} | {point.med('p50_ms'):.1f} | "
-                       f"{point.med('p99_ms'):.1f} | {_all_cpu(point):.2f} | {lb:.2f} | "
-                       f"{kill.requests} | {ha.kills[name].failed} | {kill.max_ms:.0f} |")
+            out.append(
+                f"| {name} | {point.med('rps'):.0f} | {point.med('p50_ms'):.1f} | "
+                f"{point.med('p99_ms'):.1f} | {_all_cpu(point):.2f} | {lb:.2f} | "
+                f"{kill.requests} | {ha.kills[name].failed} | {kill.max_ms:.0f} |"
+            )
         out += ["", _choice_verdict(ha)]
     return out
 
@@ -374,9 +421,11 @@ def _choice_verdict(ha: HaFigures) -> str:
     client, lb = ha.choice[CLIENT_SIDE], ha.choice[BALANCER]
     lost_client, lost_lb = ha.kills[CLIENT_SIDE].failed, ha.kills[BALANCER].failed
     if lost_client > lost_lb or lost_client:
-        return (f"**This run does not support the choice** of client-side failover "
-                f"(`service/web/failover.py`): under the SIGKILL it lost {lost_client} "
-                f"answers, the balancer {lost_lb}. Look at the webhook logs of the run.")
+        return (
+            f"**This run does not support the choice** of client-side failover "
+            f"(`service/web/failover.py`): under the SIGKILL it lost {lost_client} "
+            f"answers, the balancer {lost_lb}. Look at the webhook logs of the run."
+        )
     return (
         f"Chosen: client-side failover (`service/web/failover.py`). Under the SIGKILL it "
         f"lost {lost_client} answers, the balancer {lost_lb}: a lookup in flight on the "
@@ -387,31 +436,72 @@ def _choice_verdict(ha: HaFigures) -> str:
         f"{_all_cpu(lb):.2f} against {_all_cpu(client):.2f} ms CPU per request over every "
         f"process, p99 {lb.med('p99_ms'):.1f} against {client.med('p99_ms'):.1f} ms, "
         f"{lb.med('rps'):.0f} against {client.med('rps'):.0f} req/s (differences of a few "
-        "% are this shared machine's noise).")
+        "% are this shared machine's noise)."
+    )
 
 
 def markdown(s: Summary, chart: str) -> str:
     v = s.values
-    all_points = [*s.card["vault"].values(), *s.card["baseline"].values(),
-                  *s.card[MAKE_RUN].values(), *s.calls.values(), *s.pairs.values()]
+    all_points = [
+        *s.card["vault"].values(),
+        *s.card["baseline"].values(),
+        *s.card[MAKE_RUN].values(),
+        *s.calls.values(),
+        *s.pairs.values(),
+    ]
     if s.ha is not None:
         all_points += [s.ha.topology, *s.ha.choice.values()]
     command = "BENCH_QUICK=1 make bench" if s.quick else "make bench"
     rows = [
-        ("1. `POST /voice/card` throughput, c=32, Vault ÷ baseline", "≥ 0.90",
-         f"{PREVIOUS['ratio']:.2f}", f"{v['ratio']:.2f}", "ratio"),
-        ("1. `POST /voice/card` p99, c=32", "≤ 20 ms", f"{PREVIOUS['card_p99']:.1f} ms",
-         f"{v['card_p99']:.1f} ms", "card_p99"),
-        ("2. whole call, 16 concurrent, p50 per request", "≤ 10 ms",
-         f"{PREVIOUS['call_p50']:.1f} ms", f"{v['call_p50']:.1f} ms", "call_p50"),
-        ("2. whole call, 16 concurrent, p99 per request", "≤ 40 ms",
-         f"{PREVIOUS['call_p99']:.1f} ms", f"{v['call_p99']:.1f} ms", "call_p99"),
-        ("3. Transit HTTP calls per webhook request", "≤ 0.3", f"{PREVIOUS['transit']:.3f}",
-         f"{v['transit']:.3f}", "transit"),
-        ("4. CPU per webhook request, all processes (whole call)", "≤ 1.25 ms",
-         f"{PREVIOUS['cpu']:.2f} ms", f"{v['cpu']:.2f} ms", "cpu"),
-        ("5. `make run`'s card step ÷ the bench's, c=32", "≥ 0.85",
-         f"{PREVIOUS['make_run']:.2f}", f"{v['make_run']:.2f}", "make_run"),
+        (
+            "1. `POST /voice/card` throughput, c=32, Vault ÷ baseline",
+            "≥ 0.90",
+            f"{PREVIOUS['ratio']:.2f}",
+            f"{v['ratio']:.2f}",
+            "ratio",
+        ),
+        (
+            "1. `POST /voice/card` p99, c=32",
+            "≤ 20 ms",
+            f"{PREVIOUS['card_p99']:.1f} ms",
+            f"{v['card_p99']:.1f} ms",
+            "card_p99",
+        ),
+        (
+            "2. whole call, 16 concurrent, p50 per request",
+            "≤ 10 ms",
+            f"{PREVIOUS['call_p50']:.1f} ms",
+            f"{v['call_p50']:.1f} ms",
+            "call_p50",
+        ),
+        (
+            "2. whole call, 16 concurrent, p99 per request",
+            "≤ 40 ms",
+            f"{PREVIOUS['call_p99']:.1f} ms",
+            f"{v['call_p99']:.1f} ms",
+            "call_p99",
+        ),
+        (
+            "3. Transit HTTP calls per webhook request",
+            "≤ 0.3",
+            f"{PREVIOUS['transit']:.3f}",
+            f"{v['transit']:.3f}",
+            "transit",
+        ),
+        (
+            "4. CPU per webhook request, all processes (whole call)",
+            "≤ 1.25 ms",
+            f"{PREVIOUS['cpu']:.2f} ms",
+            f"{v['cpu']:.2f} ms",
+            "cpu",
+        ),
+        (
+            "5. `make run`'s card step ÷ the bench's, c=32",
+            "≥ 0.85",
+            f"{PREVIOUS['make_run']:.2f}",
+            f"{v['make_run']:.2f}",
+            "make_run",
+        ),
     ]
     out = [
         "# Benchmark results",
@@ -442,11 +532,13 @@ def markdown(s: Summary, chart: str) -> str:
     ]
     for c, point in sorted(s.card["vault"].items()):
         base = s.card["baseline"][c]
-        out.append(f"| {c} | {point.med('rps'):.0f} | {point.med('p50_ms'):.1f} | "
-                   f"{point.med('p99_ms'):.1f} | {base.med('rps'):.0f} | "
-                   f"{base.med('p50_ms'):.1f} | {base.med('p99_ms'):.1f} | "
-                   f"{paired_ratio(point, base):.2f} | "
-                   f"{statistics.median(point.transit):.3f} |")
+        out.append(
+            f"| {c} | {point.med('rps'):.0f} | {point.med('p50_ms'):.1f} | "
+            f"{point.med('p99_ms'):.1f} | {base.med('rps'):.0f} | "
+            f"{base.med('p50_ms'):.1f} | {base.med('p99_ms'):.1f} | "
+            f"{paired_ratio(point, base):.2f} | "
+            f"{statistics.median(point.transit):.3f} |"
+        )
     out += [
         "",
         "## Whole calls (`/voice`, `/voice/card`, `/voice/pin` + backend lookup)",
@@ -460,15 +552,19 @@ def markdown(s: Summary, chart: str) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for c, point in sorted(s.calls.items()):
-        out.append(f"| {c} | {point.med('rps'):.0f} | {point.med('p50_ms'):.1f} | "
-                   f"{point.med('p90_ms'):.1f} | {point.med('p99_ms'):.1f} | "
-                   f"{statistics.median(point.transit):.3f} | "
-                   f"{statistics.median(point.batch):.1f} |")
+        out.append(
+            f"| {c} | {point.med('rps'):.0f} | {point.med('p50_ms'):.1f} | "
+            f"{point.med('p90_ms'):.1f} | {point.med('p99_ms'):.1f} | "
+            f"{statistics.median(point.transit):.3f} | "
+            f"{statistics.median(point.batch):.1f} |"
+        )
     for name, point in s.pairs.items():
-        out.append(f"| {CALL_C}, {name} | {point.med('rps'):.0f} | {point.med('p50_ms'):.1f} | "
-                   f"{point.med('p90_ms'):.1f} | {point.med('p99_ms'):.1f} | "
-                   f"{statistics.median(point.transit):.3f} | "
-                   f"{statistics.median(point.batch):.1f} |")
+        out.append(
+            f"| {CALL_C}, {name} | {point.med('rps'):.0f} | {point.med('p50_ms'):.1f} | "
+            f"{point.med('p90_ms'):.1f} | {point.med('p99_ms'):.1f} | "
+            f"{statistics.median(point.transit):.3f} | "
+            f"{statistics.median(point.batch):.1f} |"
+        )
     make_run, vault = s.card[MAKE_RUN][CARD_C], s.card["vault"][CARD_C]
     out += [
         "",
@@ -496,8 +592,10 @@ def markdown(s: Summary, chart: str) -> str:
         "",
         "| client | CPU ms per Transit call | Transit calls/s |",
         "|---|---|---|",
-        *[f"| {name} | {f.median_cpu():.3f} | {f.median_rate():.0f} |"
-          for name, f in s.clients.items()],
+        *[
+            f"| {name} | {f.median_cpu():.3f} | {f.median_rate():.0f} |"
+            for name, f in s.clients.items()
+        ],
     ]
     out += [
         "",
@@ -508,8 +606,10 @@ def markdown(s: Summary, chart: str) -> str:
         "",
         "| settings | req/s | p50 ms | p99 ms |",
         "|---|---|---|---|",
-        *[f"| {name} | {p.med('rps'):.0f} | {p.med('p50_ms'):.1f} | {p.med('p99_ms'):.1f} |"
-          for name, p in s.server.items()],
+        *[
+            f"| {name} | {p.med('rps'):.0f} | {p.med('p50_ms'):.1f} | {p.med('p99_ms'):.1f} |"
+            for name, p in s.server.items()
+        ],
     ]
     out += [
         "",
@@ -529,8 +629,10 @@ def markdown(s: Summary, chart: str) -> str:
         "",
         "| process | at rest (after warm-up) | peak under whole-call load |",
         "|---|---|---|",
-        *[f"| {name} | {s.rss_rest[name]:.0f} | {s.rss_load.get(name, 0):.0f} |"
-          for name in s.rss_rest],
+        *[
+            f"| {name} | {s.rss_rest[name]:.0f} | {s.rss_load.get(name, 0):.0f} |"
+            for name in s.rss_rest
+        ],
         "",
         "The baseline webhook idles during the whole-call runs (its peak is its rest).",
         "",
@@ -545,19 +647,20 @@ def chart(s: Summary, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (thr, lat) = plt.subplots(1, 2, figsize=(12, 4.5))
-    series = [("Vault Transit /voice/card", s.card["vault"], "tab:blue"),
-              ("in-process AES baseline /voice/card", s.card["baseline"], "tab:gray"),
-              ("Vault whole call (per request)", s.calls, "tab:green")]
+    series = [
+        ("Vault Transit /voice/card", s.card["vault"], "tab:blue"),
+        ("in-process AES baseline /voice/card", s.card["baseline"], "tab:gray"),
+        ("Vault whole call (per request)", s.calls, "tab:green"),
+    ]
     for label, points, color in series:
         xs = sorted(points)
         thr.plot(xs, [points[c].med("rps") for c in xs], "o-", color=color, label=label)
-        lat.plot(xs, [points[c].med("p50_ms") for c in xs], "o-", color=color,
-                 label=f"{label} p50")
-        lat.plot(xs, [points[c].med("p99_ms") for c in xs], "s--", color=color,
-                 label=f"{label} p99")
+        lat.plot(xs, [points[c].med("p50_ms") for c in xs], "o-", color=color, label=f"{label} p50")
+        lat.plot(
+            xs, [points[c].med("p99_ms") for c in xs], "s--", color=color, label=f"{label} p99"
+        )
     thr.set(xlabel="concurrent connections", ylabel="requests/s", title="Throughput")
-    lat.set(xlabel="concurrent connections", ylabel="ms", title="Latency p50 / p99",
-            yscale="log")
+    lat.set(xlabel="concurrent connections", ylabel="ms", title="Latency p50 / p99", yscale="log")
     for ax in (thr, lat):
         ax.set_xscale("log", base=2)
         ax.grid(alpha=0.3)

@@ -87,6 +87,7 @@ def log(message: str) -> None:
 def hmac_bound(settings: Settings, items: int) -> float:
     """Vault's Transit HMAC items/s alone, in the importer's calls: ITEMS_PER_CALL inputs,
     PARALLEL at once."""
+
     async def run() -> float:
         async with transit_session(settings, Metrics(), threads=PARALLEL) as transit:
             (canary,) = await transit.hmac([b"bench"])
@@ -101,6 +102,7 @@ def hmac_bound(settings: Settings, items: int) -> float:
             began = time.monotonic()
             await asyncio.gather(*(one(s) for s in range(0, items, ITEMS_PER_CALL)))
             return items / (time.monotonic() - began)
+
     return asyncio.run(run())
 
 
@@ -121,9 +123,13 @@ def run_import(env: dict[str, str], path: Path, cwd: Path) -> Imported:
     peak, cpu = 0, 0.0
     with out.open("w") as stdout:
         began = time.monotonic()
-        process = subprocess.Popen([sys.executable, "-m", "service", "accounts", "import",
-                                    str(path)], cwd=cwd, env=env, stdout=stdout,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service", "accounts", "import", str(path)],
+            cwd=cwd,
+            env=env,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+        )
         while process.poll() is None:
             peak = max(peak, _hwm_kb(process.pid))
             cpu = max(cpu, _cpu_s(process.pid))
@@ -131,8 +137,9 @@ def run_import(env: dict[str, str], path: Path, cwd: Path) -> Imported:
         seconds = time.monotonic() - began
     said = out.read_text()
     if process.returncode != 0:
-        raise RuntimeError(f"accounts import {path.name} exited {process.returncode}: "
-                           f"{said[-500:]}")
+        raise RuntimeError(
+            f"accounts import {path.name} exited {process.returncode}: {said[-500:]}"
+        )
     match = SUMMARY.search(said)
     added = re.search(r"rows: (\d+) added", said)
     assert match and added, said[-500:]
@@ -157,8 +164,12 @@ def _hwm_kb(pid: int) -> int:
     return 0
 
 
-def calls(webhook: ServiceProcess, token: str, population: int, count: int,
-          ) -> tuple[list[float], int]:
+def calls(
+    webhook: ServiceProcess,
+    token: str,
+    population: int,
+    count: int,
+) -> tuple[list[float], int]:
     """``count`` whole calls, CONCURRENCY at once, each as an account drawn from the first
     ``population``: (each call's ms, calls that did not find their account)."""
     chosen = [random.randrange(population) for _ in range(count)]
@@ -172,14 +183,23 @@ def calls(webhook: ServiceProcess, token: str, population: int, count: int,
         heard: list[str] = []
         with httpx.Client(timeout=30) as client:
             began = time.monotonic()
-            result = Caller(webhook.url, token, client, say=heard.append,
-                            caller=f"+1666{secrets.randbelow(10**7):07d}",
-                            identify=number).play([last4, pin])
+            result = Caller(
+                webhook.url,
+                token,
+                client,
+                say=heard.append,
+                caller=f"+1666{secrets.randbelow(10**7):07d}",
+                identify=number,
+            ).play([last4, pin])
             took = (time.monotonic() - began) * 1000
         with lock:
             durations.append(took)
-            if not (result.completed and heard and heard[-1].startswith("Thank you.")
-                    and accounts_file.label(i) in heard[-1]):
+            if not (
+                result.completed
+                and heard
+                and heard[-1].startswith("Thank you.")
+                and accounts_file.label(i) in heard[-1]
+            ):
                 failed += 1
 
     with ThreadPoolExecutor(CONCURRENCY) as pool:
@@ -205,18 +225,28 @@ def store_bytes(env: dict[str, str]) -> int:
 
 
 @contextmanager
-def services(env_for: dict[str, dict[str, str]], log_dir: Path,
-             ) -> Iterator[tuple[ServiceProcess, str]]:
+def services(
+    env_for: dict[str, dict[str, str]],
+    log_dir: Path,
+) -> Iterator[tuple[ServiceProcess, str]]:
     token = secrets.token_urlsafe(24)
     (log_dir / "twilio").write_text(token)
     backend_port, webhook_port = free_port(), free_port()
-    backend = ServiceProcess("backend", backend_port,
-                             {**env_for["backend"], "BACKEND_PORT": str(backend_port)}, log_dir)
-    webhook = ServiceProcess("webhook", webhook_port, {
-        **env_for["webhook"], "WEBHOOK_PORT": str(webhook_port),
-        "BACKEND_URL": f"http://127.0.0.1:{backend_port}",
-        "TWILIO_AUTH_TOKEN_FILE": str(log_dir / "twilio"),
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{webhook_port}"}, log_dir)
+    backend = ServiceProcess(
+        "backend", backend_port, {**env_for["backend"], "BACKEND_PORT": str(backend_port)}, log_dir
+    )
+    webhook = ServiceProcess(
+        "webhook",
+        webhook_port,
+        {
+            **env_for["webhook"],
+            "WEBHOOK_PORT": str(webhook_port),
+            "BACKEND_URL": f"http://127.0.0.1:{backend_port}",
+            "TWILIO_AUTH_TOKEN_FILE": str(log_dir / "twilio"),
+            "PUBLIC_BASE_URL": f"http://127.0.0.1:{webhook_port}",
+        },
+        log_dir,
+    )
     try:
         backend.start()
         webhook.start()
@@ -227,9 +257,15 @@ def services(env_for: dict[str, dict[str, str]], log_dir: Path,
         backend.stop()
 
 
-def measure_engine(engine: str, stores: tuple[dict[str, str], dict[str, str]],
-                   roles: dict[str, dict[str, str]], n: int, files: tuple[Path, Path],
-                   work: Path, count: int) -> Figures:
+def measure_engine(
+    engine: str,
+    stores: tuple[dict[str, str], dict[str, str]],
+    roles: dict[str, dict[str, str]],
+    n: int,
+    files: tuple[Path, Path],
+    work: Path,
+    count: int,
+) -> Figures:
     """Two stores, SMALL and ``n`` accounts, each served by its own backend and webhook;
     their calls alternate (A B A B ...), so that the load of this shared machine falls on
     both alike."""
@@ -241,9 +277,11 @@ def measure_engine(engine: str, stores: tuple[dict[str, str], dict[str, str]],
     run_import(envs[1]["backend"], files[0], dirs[1])
     before = store_bytes(stores[1])
     done = run_import(envs[1]["backend"], files[1], dirs[1])
-    log(f"{engine}: imported {done.added} in {done.seconds:.1f} s "
+    log(
+        f"{engine}: imported {done.added} in {done.seconds:.1f} s "
         f"({done.added / done.seconds:.0f}/s), {done.transit_calls} Transit calls, peak "
-        f"RSS {done.rss_mb:.0f} MB, CPU {done.cpu_s * 1000 / done.added:.3f} ms/account")
+        f"RSS {done.rss_mb:.0f} MB, CPU {done.cpu_s * 1000 / done.added:.3f} ms/account"
+    )
     grown = store_bytes(stores[1]) - before
     durations: list[list[float]] = [[], []]
     failed = 0
@@ -257,20 +295,33 @@ def measure_engine(engine: str, stores: tuple[dict[str, str], dict[str, str]],
                 durations[side] += took
                 failed += missed
     small_p, large_p = p50_p99(durations[0]), p50_p99(durations[1])
-    log(f"{engine}: whole call p50/p99 {SMALL} accounts {small_p[0]:.1f}/{small_p[1]:.1f} ms, "
-        f"{n} accounts {large_p[0]:.1f}/{large_p[1]:.1f} ms")
+    log(
+        f"{engine}: whole call p50/p99 {SMALL} accounts {small_p[0]:.1f}/{small_p[1]:.1f} ms, "
+        f"{n} accounts {large_p[0]:.1f}/{large_p[1]:.1f} ms"
+    )
     added = max(done.added, 1)
-    return Figures(engine, n, done.added / done.seconds, done.transit_calls / added,
-                   done.rss_mb, done.cpu_s * 1000 / added, small_p, large_p,
-                   grown / added, failed)
+    return Figures(
+        engine,
+        n,
+        done.added / done.seconds,
+        done.transit_calls / added,
+        done.rss_mb,
+        done.cpu_s * 1000 / added,
+        small_p,
+        large_p,
+        grown / added,
+        failed,
+    )
 
 
 def run(quick: bool, work: Path, n: int) -> tuple[list[Figures], float]:
     count = 400 if quick else 1_000
     shutil.rmtree(work, ignore_errors=True)  # a previous run's stores and cluster
     work.mkdir(parents=True)
-    files = (accounts_file.write(work / "first.csv", SMALL),
-             accounts_file.write(work / "rest.csv", n - SMALL, start=SMALL))
+    files = (
+        accounts_file.write(work / "first.csv", SMALL),
+        accounts_file.write(work / "rest.csv", n - SMALL, start=SMALL),
+    )
     with ExitStack() as exits:
         vault = DevVault.start(work / "vault")
         exits.callback(vault.stop)
@@ -280,28 +331,51 @@ def run(quick: bool, work: Path, n: int) -> tuple[list[Figures], float]:
         for role, creds in issue_credentials(admin, ["ivr-webhook", "ivr-backend"]).items():
             creds.write(work / role)
             roles[role.removeprefix("ivr-")] = {
-                "PATH": os.environ.get("PATH", ""), "VAULT_ADDR": vault.addr,
+                "PATH": os.environ.get("PATH", ""),
+                "VAULT_ADDR": vault.addr,
                 "VAULT_ROLE_ID_FILE": str(work / role / "role_id"),
                 "VAULT_SECRET_ID_FILE": str(work / role / "secret_id"),
-                "BACKEND_TOKEN_FILE": str(work / "backend-token"), "LOG_FORMAT": "json",
-                "HOME": str(work)}
+                "BACKEND_TOKEN_FILE": str(work / "backend-token"),
+                "LOG_FORMAT": "json",
+                "HOME": str(work),
+            }
         (work / "backend-token").write_text(secrets.token_urlsafe(24))
-        bound = hmac_bound(Settings.from_environ(
-            {**roles["backend"], "STORE_PATH": str(work / "unused.sqlite3")}), 200_000)
+        bound = hmac_bound(
+            Settings.from_environ({**roles["backend"], "STORE_PATH": str(work / "unused.sqlite3")}),
+            200_000,
+        )
         log(f"Vault alone: {bound:.0f} HMAC items/s")
-        figures = [measure_engine(
-            "SQLite", ({"STORE_PATH": str(work / "sqlite" / "small.sqlite3")},
-                       {"STORE_PATH": str(work / "sqlite" / "large.sqlite3")}),
-            roles, n, files, work / "sqlite", count)]
+        figures = [
+            measure_engine(
+                "SQLite",
+                (
+                    {"STORE_PATH": str(work / "sqlite" / "small.sqlite3")},
+                    {"STORE_PATH": str(work / "sqlite" / "large.sqlite3")},
+                ),
+                roles,
+                n,
+                files,
+                work / "sqlite",
+                count,
+            )
+        ]
         postgres = LocalPostgres(work / "pg")
         exits.callback(postgres.stop)
         postgres.start()
         urls = [postgres.new_database(name) for name in ("small", "large")]
         for url in urls:
             migrate_store(Settings.from_environ({"STORE_URL": url}).store)
-        figures.append(measure_engine("PostgreSQL", ({"STORE_URL": urls[0]},
-                                                     {"STORE_URL": urls[1]}),
-                                      roles, n, files, work / "postgresql", count))
+        figures.append(
+            measure_engine(
+                "PostgreSQL",
+                ({"STORE_URL": urls[0]}, {"STORE_URL": urls[1]}),
+                roles,
+                n,
+                files,
+                work / "postgresql",
+                count,
+            )
+        )
     return figures, bound
 
 
@@ -312,8 +386,10 @@ def _size(n: int) -> str:
 def line(figures: list[Figures]) -> str:
     """The summary line, of the PostgreSQL figures (the engine the targets name)."""
     f = figures[-1]
-    return (f"scale: accounts {f.accounts} import {f.import_rate:.0f}/s rss {f.rss_mb:.0f} MB "
-            f"lookup p99 1k {f.small[1]:.1f} ms {_size(f.accounts)} {f.large[1]:.1f} ms")
+    return (
+        f"scale: accounts {f.accounts} import {f.import_rate:.0f}/s rss {f.rss_mb:.0f} MB "
+        f"lookup p99 1k {f.small[1]:.1f} ms {_size(f.accounts)} {f.large[1]:.1f} ms"
+    )
 
 
 def section(figures: list[Figures], bound: float, *, quick: bool, loadavg: float) -> str:
@@ -342,7 +418,8 @@ def section(figures: list[Figures], bound: float, *, quick: bool, loadavg: float
             f"| {f.engine} | {f.import_rate:,.0f} | {f.transit_per_account:.3f} | "
             f"{f.rss_mb:.0f} MB | {f.cpu_ms:.3f} ms | {f.small[0]:.1f} / {f.small[1]:.1f} ms | "
             f"{f.large[0]:.1f} / {f.large[1]:.1f} ms | {f.large[1] / f.small[1]:.2f} | "
-            f"{f.bytes_per_account:,.0f} | {f.failed_calls} |")
+            f"{f.bytes_per_account:,.0f} | {f.failed_calls} |"
+        )
     pg = figures[-1]
     rows += [
         "",
@@ -367,8 +444,9 @@ def measure(quick: bool, out_dir: Path) -> str:
     n = int(os.environ.get("BENCH_SCALE_ACCOUNTS", 100_000 if quick else 1_000_000))
     figures, bound = run(quick, HERE / ".work" / "scale", n)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "scale.md").write_text(section(figures, bound, quick=quick,
-                                              loadavg=os.getloadavg()[0]), encoding="utf-8")
+    (out_dir / "scale.md").write_text(
+        section(figures, bound, quick=quick, loadavg=os.getloadavg()[0]), encoding="utf-8"
+    )
     return line(figures)
 
 

@@ -42,8 +42,12 @@ class Bench:
     variant_env: Callable[[int], dict[str, str]] | None = None
 
     def pids(self) -> dict[str, int]:
-        procs = {"vault": self.vault.process, "backend": self.backend.process,
-                 "webhook": self.webhook.process, "baseline": self.baseline}
+        procs = {
+            "vault": self.vault.process,
+            "backend": self.backend.process,
+            "webhook": self.webhook.process,
+            "baseline": self.baseline,
+        }
         return {name: p.pid for name, p in procs.items() if p is not None}
 
     def card_ciphertexts(self, sids: list[str]) -> list[str]:
@@ -55,10 +59,20 @@ def card_ciphertexts(admin: VaultClient, sids: list[str]) -> list[str]:
     them, in batches (the bench's own Vault calls happen before measuring)."""
     out: list[str] = []
     for start in range(0, len(sids), 200):
-        chunk = sids[start:start + 200]
-        response = admin.write("transit/encrypt/ivr-dtmf", "bench encrypt", {
-            "batch_input": [{"plaintext": b64(DEMO_CARD.encode()),
-                             "context": b64(call_context(s, "card_last4"))} for s in chunk]})
+        chunk = sids[start : start + 200]
+        response = admin.write(
+            "transit/encrypt/ivr-dtmf",
+            "bench encrypt",
+            {
+                "batch_input": [
+                    {
+                        "plaintext": b64(DEMO_CARD.encode()),
+                        "context": b64(call_context(s, "card_last4")),
+                    }
+                    for s in chunk
+                ]
+            },
+        )
         out += [r["ciphertext"] for r in response["data"]["batch_results"]]
     return out
 
@@ -99,26 +113,37 @@ def start(workdir: Path, stack: ExitStack) -> Bench:
     (workdir / "twilio").write_text(twilio_token)
     (workdir / "backend-token").write_text(secrets.token_urlsafe(24))
     backend_port, webhook_port = free_port(), free_port()
-    base = {"PATH": os.environ.get("PATH", ""), "VAULT_ADDR": vault.addr,
-            "BACKEND_TOKEN_FILE": str(workdir / "backend-token"),
-            "STORE_PATH": str(workdir / "accounts.sqlite3"), "LOG_FORMAT": "json",
-            "HOME": str(workdir)}
+    base = {
+        "PATH": os.environ.get("PATH", ""),
+        "VAULT_ADDR": vault.addr,
+        "BACKEND_TOKEN_FILE": str(workdir / "backend-token"),
+        "STORE_PATH": str(workdir / "accounts.sqlite3"),
+        "LOG_FORMAT": "json",
+        "HOME": str(workdir),
+    }
 
     def env(role: str, **extra: str) -> dict[str, str]:
-        return {**base, "VAULT_ROLE_ID_FILE": str(workdir / f"ivr-{role}" / "role_id"),
-                "VAULT_SECRET_ID_FILE": str(workdir / f"ivr-{role}" / "secret_id"), **extra}
+        return {
+            **base,
+            "VAULT_ROLE_ID_FILE": str(workdir / f"ivr-{role}" / "role_id"),
+            "VAULT_SECRET_ID_FILE": str(workdir / f"ivr-{role}" / "secret_id"),
+            **extra,
+        }
 
     b_env = env("backend", BACKEND_PORT=str(backend_port))
     seed_demo(Settings.from_environ(b_env))
 
     def w_env(port: int) -> dict[str, str]:
-        return env("webhook", WEBHOOK_PORT=str(port),
-                   BACKEND_URL=f"http://127.0.0.1:{backend_port}",
-                   TWILIO_AUTH_TOKEN_FILE=str(workdir / "twilio"),
-                   PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
-                   # The PIN steps are signed before the run starts, which may be longer
-                   # than the default STEP_MAX_AGE.
-                   STEP_MAX_AGE="4h")
+        return env(
+            "webhook",
+            WEBHOOK_PORT=str(port),
+            BACKEND_URL=f"http://127.0.0.1:{backend_port}",
+            TWILIO_AUTH_TOKEN_FILE=str(workdir / "twilio"),
+            PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+            # The PIN steps are signed before the run starts, which may be longer
+            # than the default STEP_MAX_AGE.
+            STEP_MAX_AGE="4h",
+        )
 
     backend = ServiceProcess("backend", backend_port, b_env, workdir)
     stack.callback(backend.stop)
@@ -133,18 +158,25 @@ def start(workdir: Path, stack: ExitStack) -> Bench:
     return bench
 
 
-def start_baseline(workdir: Path, env_for: Callable[[int], dict[str, str]], stack: ExitStack,
-                   name: str = "baseline", **variant: str,
-                   ) -> tuple[subprocess.Popen[bytes], str]:
+def start_baseline(
+    workdir: Path,
+    env_for: Callable[[int], dict[str, str]],
+    stack: ExitStack,
+    name: str = "baseline",
+    **variant: str,
+) -> tuple[subprocess.Popen[bytes], str]:
     """The baseline webhook as its own process; ``variant`` sets BENCH_LOOP/HTTP/WORKERS."""
     port = free_port()
     with (workdir / f"{name}.log").open("ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "bench.baseline"],
-                                   env={**env_for(port), **variant},
-                                   stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT,
-                                   cwd=Path(__file__).resolve().parent.parent,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.baseline"],
+            env={**env_for(port), **variant},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parent.parent,
+            start_new_session=True,
+        )
     # Its own session: with several workers, stopping must reach the whole group.
     stack.callback(_stop_group, process)
     url = f"http://127.0.0.1:{port}"
@@ -188,8 +220,12 @@ def start_webhook_variant(bench: Bench, stack: ExitStack, **env: str) -> str:
     """Another webhook of the service (``ivr-vault serve webhook``) with extra environment,
     e.g. WEB_CONCURRENCY; same Vault, backend and credentials."""
     port = free_port()
-    variant_env = {**bench.webhook.env, "WEBHOOK_PORT": str(port),
-                   "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", **env}
+    variant_env = {
+        **bench.webhook.env,
+        "WEBHOOK_PORT": str(port),
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        **env,
+    }
     process = ServiceProcess("webhook", port, variant_env, bench.webhook.log_dir / "variant")
     stack.callback(process.stop)
     process.start()
@@ -213,23 +249,33 @@ class Pair:
     webhook: ServiceProcess
 
     def pids(self) -> dict[str, int]:
-        return {role: p.process.pid for role, p in (("backend", self.backend),
-                                                    ("webhook", self.webhook))
-                if p.process is not None}
+        return {
+            role: p.process.pid
+            for role, p in (("backend", self.backend), ("webhook", self.webhook))
+            if p.process is not None
+        }
 
 
-def start_pair(bench: Bench, stack: ExitStack, name: str, env: dict[str, str], *,
-               terminal: bool = False) -> Pair:
+def start_pair(
+    bench: Bench, stack: ExitStack, name: str, env: dict[str, str], *, terminal: bool = False
+) -> Pair:
     """Backend and webhook with extra environment. ``terminal``: their output goes to a
     pseudo-terminal that a thread reads, as under ``make run``."""
     backend_port, webhook_port = free_port(), free_port()
     b_env = {**bench.backend.env, "BACKEND_PORT": str(backend_port), **env}
-    w_env = {**bench.webhook.env, "WEBHOOK_PORT": str(webhook_port),
-             "PUBLIC_BASE_URL": f"http://127.0.0.1:{webhook_port}",
-             "BACKEND_URL": f"http://127.0.0.1:{backend_port}", **env}
+    w_env = {
+        **bench.webhook.env,
+        "WEBHOOK_PORT": str(webhook_port),
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{webhook_port}",
+        "BACKEND_URL": f"http://127.0.0.1:{backend_port}",
+        **env,
+    }
     log_dir = bench.webhook.log_dir / name
-    pair = Pair(name, ServiceProcess("backend", backend_port, b_env, log_dir),
-                ServiceProcess("webhook", webhook_port, w_env, log_dir))
+    pair = Pair(
+        name,
+        ServiceProcess("backend", backend_port, b_env, log_dir),
+        ServiceProcess("webhook", webhook_port, w_env, log_dir),
+    )
     for process in (pair.backend, pair.webhook):
         stack.callback(process.stop)
         if terminal:

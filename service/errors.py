@@ -65,8 +65,7 @@ class VaultError(IvrVaultError):
 
     kind = "vault"
 
-    def __init__(self, message: str, *, addr: str | None = None,
-                 status: int | None = None) -> None:
+    def __init__(self, message: str, *, addr: str | None = None, status: int | None = None) -> None:
         self.addr, self.status = addr, status
         where = " from " if status is not None and addr else ""
         fact = (f"HTTP {status}" if status is not None else "") + where + (addr or "")
@@ -103,8 +102,14 @@ class VaultRequestError(VaultError):
 
     kind = "bad_request"
 
-    def __init__(self, message: str, *, response_json: Mapping[str, Any] | None = None,
-                 addr: str | None = None, status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        response_json: Mapping[str, Any] | None = None,
+        addr: str | None = None,
+        status: int | None = None,
+    ) -> None:
         super().__init__(message, addr=addr, status=status)
         self.response_json = response_json
 

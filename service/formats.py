@@ -59,10 +59,22 @@ MAX_CALLER_ID: Final = 256
 # spelled on a keypad (Twilio translated ANONYMOUS, UNAVAILABLE, RESTRICTED and BLOCKED
 # into these digit strings; changelog 2022-11-16, "Upcoming changes to withheld caller ID
 # behavior for <Dial> calls"). Compared case-insensitively.
-WITHHELD_CALLER_IDS: Final = frozenset({
-    "", "anonymous", "restricted", "unknown", "private", "unavailable", "blocked", "withheld",
-    "+266696687", "+86282452253", "+7378742833", "+2562533",
-})
+WITHHELD_CALLER_IDS: Final = frozenset(
+    {
+        "",
+        "anonymous",
+        "restricted",
+        "unknown",
+        "private",
+        "unavailable",
+        "blocked",
+        "withheld",
+        "+266696687",
+        "+86282452253",
+        "+7378742833",
+        "+2562533",
+    }
+)
 # E.164: "+", then a country code that does not start with 0, at most 15 digits in all;
 # a Twilio Client identity; a SIP URI. Printable ASCII without spaces after the prefix.
 _CALLER_ID: Final = re.compile(r"\+[1-9][0-9]{0,14}|(client|sip):[!-~]+", re.IGNORECASE)
@@ -79,4 +91,4 @@ def caller_bucket(from_: str) -> str:
     if match is None:
         return ANONYMOUS_CALLER
     scheme = match[1]
-    return text if scheme is None else f"{scheme.lower()}:{text[len(scheme) + 1:]}"
+    return text if scheme is None else f"{scheme.lower()}:{text[len(scheme) + 1 :]}"

@@ -48,8 +48,11 @@ class Amount:
     def fields(self) -> dict[str, str]:
         """What a catalog's amount sentence may name: ``{amount}`` (grouped), ``{major}``
         (grouped), ``{minor}`` (cents as a number: ``5`` for ``.05``)."""
-        return {"amount": self.grouped, "major": f"{int(self.major):,}",
-                "minor": str(int(self.minor or "0"))}
+        return {
+            "amount": self.grouped,
+            "major": f"{int(self.major):,}",
+            "minor": str(int(self.minor or "0")),
+        }
 
     @property
     def whole(self) -> bool:
@@ -61,21 +64,26 @@ def parse_balance(text: str, currency: str) -> Amount:
     :class:`ValueError` with a sentence for an operator; the sentence never repeats the
     text (a balance is account data)."""
     if currency and currency not in MINOR_UNITS:
-        raise ValueError(f"{currency} is not a known currency "
-                         f"({', '.join(MINOR_UNITS)})")
+        raise ValueError(f"{currency} is not a known currency ({', '.join(MINOR_UNITS)})")
     places = MINOR_UNITS[currency] if currency else UNSPECIFIED_PLACES
     major, dot, minor = text.partition(".")
-    if not (major.isascii() and major.isdigit()) or (dot and not (minor.isascii()
-                                                                   and minor.isdigit())):
-        raise ValueError("balance: expected a number such as "
-                         f"{_example(places)}, digits and at most one point")
+    if not (major.isascii() and major.isdigit()) or (
+        dot and not (minor.isascii() and minor.isdigit())
+    ):
+        raise ValueError(
+            f"balance: expected a number such as {_example(places)}, digits and at most one point"
+        )
     if len(minor) > places or (currency and dot and len(minor) != places):
         if places == 0:
-            raise ValueError(f"balance: {currency} has no minor units; write a whole "
-                             f"number such as {_example(0)}")
-        raise ValueError(f"balance: {currency or 'an amount'} takes "
-                         f"{'exactly' if currency else 'at most'} {places} decimal places, "
-                         f"such as {_example(places)}")
+            raise ValueError(
+                f"balance: {currency} has no minor units; write a whole "
+                f"number such as {_example(0)}"
+            )
+        raise ValueError(
+            f"balance: {currency or 'an amount'} takes "
+            f"{'exactly' if currency else 'at most'} {places} decimal places, "
+            f"such as {_example(places)}"
+        )
     try:
         Decimal(text)
     except InvalidOperation:  # pragma: no cover - excluded by the checks above

@@ -145,8 +145,9 @@ class Bounded(Generic[N]):
         except ValueError:
             raise ConfigError(f"{name}: expected a {self._what}") from None
         if not self.low <= value <= self.high:
-            raise ConfigError(f"{name}: must be between {self._show(self.low)} and "
-                              f"{self._show(self.high)}")
+            raise ConfigError(
+                f"{name}: must be between {self._show(self.low)} and {self._show(self.high)}"
+            )
         return value
 
 
@@ -192,8 +193,9 @@ class Urls:
     def __call__(self, text: str | None, name: str) -> tuple[str, ...]:
         items = [item.strip() for item in (text or "").split(",")]
         if not all(items):
-            raise ConfigError(f"{name}: expected one or more http(s) URLs, comma-separated, "
-                              "none empty")
+            raise ConfigError(
+                f"{name}: expected one or more http(s) URLs, comma-separated, none empty"
+            )
         urls = tuple(Url()(item, name) for item in items)
         if len(set(urls)) != len(urls):
             raise ConfigError(f"{name}: an address is listed twice")
@@ -316,8 +318,9 @@ class StoreUrlText:
         if parts.scheme == "sqlite":
             path = parts.path[1:]
             if parts.netloc or parts.query or parts.fragment or not path:
-                raise ConfigError(f"{name}: expected sqlite:///relative/path or "
-                                  "sqlite:////absolute/path")
+                raise ConfigError(
+                    f"{name}: expected sqlite:///relative/path or sqlite:////absolute/path"
+                )
             return StoreUrl.sqlite(path)
         if parts.scheme not in ("postgresql", "postgres"):
             raise ConfigError(f"{name}: expected a sqlite:/// or postgresql:// URL")
@@ -329,13 +332,16 @@ class StoreUrlText:
             raise ConfigError(f"{name}: must not carry a fragment")
         password = parts.password is not None or "password" in parse_qs(parts.query)
         if password and not name.endswith("_FILE"):
-            raise ConfigError(f"{name}: carries a password; put the URL in the file named by "
-                              f"{name}_FILE, or the password in PGPASSFILE")
+            raise ConfigError(
+                f"{name}: carries a password; put the URL in the file named by "
+                f"{name}_FILE, or the password in PGPASSFILE"
+            )
         host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname or ""
         where = host if port is None else f"{host}:{port}"
         user = f"{parts.username}@" if parts.username else ""
-        return StoreUrl("postgresql", conninfo=Secret(text),
-                        display=f"postgresql://{user}{where}{parts.path}")
+        return StoreUrl(
+            "postgresql", conninfo=Secret(text), display=f"postgresql://{user}{where}{parts.path}"
+        )
 
 
 # -- the declaration ----------------------------------------------------------------------
@@ -383,9 +389,15 @@ def _read_file(path: str, file_var: str) -> str:
     return value
 
 
-def setting(default: str | None, meaning: str, parse: Parser[T], *, secret: bool = False,
-            required_by: tuple[Role, ...] = (),
-            required_when: tuple[str, str] | None = None) -> T:
+def setting(
+    default: str | None,
+    meaning: str,
+    parse: Parser[T],
+    *,
+    secret: bool = False,
+    required_by: tuple[Role, ...] = (),
+    required_when: tuple[str, str] | None = None,
+) -> T:
     """A field of :class:`Settings`. Its Python default is ``default`` parsed, so that
     ``Settings()`` and ``Settings.from_environ({})`` are the same object."""
     spec = Spec(default, meaning, parse, secret, required_by, required_when)
@@ -399,176 +411,291 @@ SERVICES: tuple[Role, ...] = ("webhook", "backend")
 @dataclass(frozen=True)
 class Settings:
     vault_addr: tuple[str, ...] = setting(
-        "http://127.0.0.1:8200", "Vault (or OpenBao) address; several (the nodes of a "
+        "http://127.0.0.1:8200",
+        "Vault (or OpenBao) address; several (the nodes of a "
         "cluster), comma-separated: a request goes to the one that last worked and fails "
         "over to the next on a refused connection, a timeout, a 5xx or a sealed node.",
-        Urls())
+        Urls(),
+    )
     vault_cacert: str | None = setting(
-        None, "CA bundle to verify Vault's TLS certificate.", OptionalText(accepts="a file path"))
+        None, "CA bundle to verify Vault's TLS certificate.", OptionalText(accepts="a file path")
+    )
     vault_auth: str = setting(
-        "approle", "How a service logs in to Vault: `approle` (VAULT_ROLE_ID and "
+        "approle",
+        "How a service logs in to Vault: `approle` (VAULT_ROLE_ID and "
         "VAULT_SECRET_ID; compose, `make run`) or `jwt` (its Kubernetes service-account "
         "token, VAULT_JWT_TOKEN_PATH, as role VAULT_JWT_ROLE; docs/kubernetes.md).",
-        Choice(("approle", "jwt")))
+        Choice(("approle", "jwt")),
+    )
     vault_role_id: Secret | None = setting(
-        None, "AppRole role-id of this service.", SecretText(), secret=True,
-        required_by=SERVICES, required_when=("vault_auth", "approle"))
+        None,
+        "AppRole role-id of this service.",
+        SecretText(),
+        secret=True,
+        required_by=SERVICES,
+        required_when=("vault_auth", "approle"),
+    )
     vault_secret_id: Secret | None = setting(
-        None, "AppRole secret-id of this service.", SecretText(), secret=True,
-        required_by=SERVICES, required_when=("vault_auth", "approle"))
+        None,
+        "AppRole secret-id of this service.",
+        SecretText(),
+        secret=True,
+        required_by=SERVICES,
+        required_when=("vault_auth", "approle"),
+    )
     vault_jwt_role: str | None = setting(
-        None, "The JWT auth role this service logs in as (`ivr-webhook`, `ivr-backend`); "
-        "bound to one service account by `ivr-vault bootstrap --jwt-…`.", OptionalText(),
-        required_by=SERVICES, required_when=("vault_auth", "jwt"))
+        None,
+        "The JWT auth role this service logs in as (`ivr-webhook`, `ivr-backend`); "
+        "bound to one service account by `ivr-vault bootstrap --jwt-…`.",
+        OptionalText(),
+        required_by=SERVICES,
+        required_when=("vault_auth", "jwt"),
+    )
     vault_jwt_token_path: str = setting(
-        "/var/run/secrets/ivr-vault/token", "The projected, audience-bound service-account "
+        "/var/run/secrets/ivr-vault/token",
+        "The projected, audience-bound service-account "
         "token (VAULT_AUTH=jwt); read again at every login, as the kubelet replaces it.",
-        Text())
+        Text(),
+    )
     vault_jwt_mount: str = setting(
-        "jwt", "Mount path of the JWT auth method (VAULT_AUTH=jwt).", Text(strip="/"))
+        "jwt", "Mount path of the JWT auth method (VAULT_AUTH=jwt).", Text(strip="/")
+    )
     vault_token: Secret | None = setting(
-        None, "A Vault token, for operator CLI commands only; services use AppRole.",
-        SecretText(), secret=True)
+        None,
+        "A Vault token, for operator CLI commands only; services use AppRole.",
+        SecretText(),
+        secret=True,
+    )
     vault_timeout: float = setting(
-        "2.0", "Seconds to wait for any single Vault call.", Bounded(float, 0.05, 60))
+        "2.0", "Seconds to wait for any single Vault call.", Bounded(float, 0.05, 60)
+    )
     transit_linger: float = setting(
-        "0.001", "Seconds (at most 0.001) a Transit batch waits for more items while the "
-        "previous batch carried several; 0: never wait.", Bounded(float, 0, 0.001))
-    transit_mount: str = setting(
-        "transit", "Mount path of the Transit engine.", Text(strip="/"))
+        "0.001",
+        "Seconds (at most 0.001) a Transit batch waits for more items while the "
+        "previous batch carried several; 0: never wait.",
+        Bounded(float, 0, 0.001),
+    )
+    transit_mount: str = setting("transit", "Mount path of the Transit engine.", Text(strip="/"))
     dtmf_key: str = setting("ivr-dtmf", "Transit key that encrypts caller entries.", Text())
     lookup_key: str = setting("ivr-lookup", "Transit HMAC key for account verifiers.", Text())
     twilio_auth_token: Secret | None = setting(
-        None, "Twilio auth token; verifies X-Twilio-Signature (webhook).", SecretText(),
-        secret=True, required_by=("webhook",))
+        None,
+        "Twilio auth token; verifies X-Twilio-Signature (webhook).",
+        SecretText(),
+        secret=True,
+        required_by=("webhook",),
+    )
     twilio_account_sid: str | None = setting(
-        None, "Twilio account SID, for `ivr-vault twilio configure-number` only.", OptionalText())
+        None, "Twilio account SID, for `ivr-vault twilio configure-number` only.", OptionalText()
+    )
     twilio_api_key: str | None = setting(
-        None, "Twilio API key SID (with TWILIO_API_SECRET), instead of the auth token, for "
-        "`ivr-vault twilio configure-number`.", OptionalText())
+        None,
+        "Twilio API key SID (with TWILIO_API_SECRET), instead of the auth token, for "
+        "`ivr-vault twilio configure-number`.",
+        OptionalText(),
+    )
     twilio_api_secret: Secret | None = setting(
-        None, "Secret of TWILIO_API_KEY.", SecretText(), secret=True)
+        None, "Secret of TWILIO_API_KEY.", SecretText(), secret=True
+    )
     twilio_api_base_url: str = setting(
         "https://api.twilio.com",
-        "Twilio REST API base URL (an egress proxy; the tests' local recorder).", Url())
+        "Twilio REST API base URL (an egress proxy; the tests' local recorder).",
+        Url(),
+    )
     public_base_url: str = setting(
         "http://127.0.0.1:8080",
         "The URL Twilio calls, without path; signatures are checked against it. "
-        "Empty: derive from trusted X-Forwarded-* headers.", Url(allow_empty=True))
+        "Empty: derive from trusted X-Forwarded-* headers.",
+        Url(allow_empty=True),
+    )
     trusted_proxies: tuple[IPNetwork, ...] = setting(
-        "", "Addresses/CIDRs whose X-Forwarded-Proto/Host are honoured.", Networks())
+        "", "Addresses/CIDRs whose X-Forwarded-Proto/Host are honoured.", Networks()
+    )
     backend_url: tuple[str, ...] = setting(
-        "http://127.0.0.1:8081", "Where the webhook finds the backend; several (replicas), "
+        "http://127.0.0.1:8081",
+        "Where the webhook finds the backend; several (replicas), "
         "comma-separated: lookups take turns, and one that gets no answer or a 5xx is sent "
-        "to the next (its Idempotency-Key makes that safe).", Urls())
+        "to the next (its Idempotency-Key makes that safe).",
+        Urls(),
+    )
     backend_token: Secret | None = setting(
-        None, "Bearer token between webhook and backend.", SecretText(), secret=True,
-        required_by=SERVICES)
+        None,
+        "Bearer token between webhook and backend.",
+        SecretText(),
+        secret=True,
+        required_by=SERVICES,
+    )
     backend_timeout: float = setting(
-        "2.0", "Seconds the webhook waits for the backend.", Bounded(float, 0.05, 12))
+        "2.0", "Seconds the webhook waits for the backend.", Bounded(float, 0.05, 12)
+    )
     request_budget: float = setting(
-        "2.5", "Seconds a caller's webhook request may take; past it the caller hears the "
+        "2.5",
+        "Seconds a caller's webhook request may take; past it the caller hears the "
         "calm goodbye (Twilio waits 15 s; a caller should not). What is left of it goes to "
         "the backend with each lookup, which gives up on Vault and the store in time. The "
-        "backend bounds a lookup by its own value too.", Bounded(float, 0.1, 3))
+        "backend bounds a lookup by its own value too.",
+        Bounded(float, 0.1, 3),
+    )
     webhook_host: str = setting("127.0.0.1", "Webhook listen address.", Text())
     webhook_port: int = setting("8080", "Webhook listen port.", Bounded(int, 0, 65535))
     backend_host: str = setting("127.0.0.1", "Backend listen address.", Text())
     backend_port: int = setting("8081", "Backend listen port.", Bounded(int, 0, 65535))
     store_url: StoreUrl | None = setting(
-        None, "The account store (backend, CLI): `sqlite:///PATH`, one file on one machine, "
+        None,
+        "The account store (backend, CLI): `sqlite:///PATH`, one file on one machine, "
         "or `postgresql://…`, one store shared by every backend replica (docs/deployment.md). "
         "A password only in STORE_URL_FILE, or libpq's PGPASSFILE. Unset: SQLite at "
-        "STORE_PATH.", StoreUrlText(), secret=True)
+        "STORE_PATH.",
+        StoreUrlText(),
+        secret=True,
+    )
     store_path: str = setting(
-        ".dev/accounts.sqlite3", "The SQLite account store's file while STORE_URL is unset "
-        "(short for `STORE_URL=sqlite:///PATH`).", Text())
+        ".dev/accounts.sqlite3",
+        "The SQLite account store's file while STORE_URL is unset "
+        "(short for `STORE_URL=sqlite:///PATH`).",
+        Text(),
+    )
     log_format: str = setting(
-        "json", "`json`: one object per line; `console`: for a person at a terminal.",
-        Choice(("json", "console")))
+        "json",
+        "`json`: one object per line; `console`: for a person at a terminal.",
+        Choice(("json", "console")),
+    )
     log_level: str = setting(
-        "INFO", "Minimum log level of the services (`serve`, `dev`, compose's `operator` "
+        "INFO",
+        "Minimum log level of the services (`serve`, `dev`, compose's `operator` "
         "steps). Other commands log warnings and errors (or only what this allows), "
         "INFO with `-v`, DEBUG with `-vv`.",
-        Choice(("debug", "info", "warning", "error"), upper=True))
+        Choice(("debug", "info", "warning", "error"), upper=True),
+    )
     max_body_bytes: int = setting(
-        "16384", "Largest request body accepted (413 above).", Bounded(int, 1024, 1 << 20))
+        "16384", "Largest request body accepted (413 above).", Bounded(int, 1024, 1 << 20)
+    )
     voice_concurrency: int = setting(
-        "128", "Webhook: `/voice*` requests one process handles at once (counted once the "
-        "body is in); more hear a calm goodbye (\"please call again later\"), never a 5xx. "
-        "Above the bench's highest concurrency (64).", Bounded(int, 1, 100_000))
+        "128",
+        "Webhook: `/voice*` requests one process handles at once (counted once the "
+        'body is in); more hear a calm goodbye ("please call again later"), never a 5xx. '
+        "Above the bench's highest concurrency (64).",
+        Bounded(int, 1, 100_000),
+    )
     max_attempts: int = setting(
-        "3", "Tries a caller gets for one entry before goodbye.", Bounded(int, 1, 10))
+        "3", "Tries a caller gets for one entry before goodbye.", Bounded(int, 1, 10)
+    )
     call_max_age: float = setting(
-        "4h", "Longest time a call can hold a ciphertext; `keys retire` keeps newer versions.",
-        Duration())
+        "4h",
+        "Longest time a call can hold a ciphertext; `keys retire` keeps newer versions.",
+        Duration(),
+    )
     step_max_age: float = setting(
-        "5m", "Oldest a PIN step's action URL may be when Twilio posts it (its issue time "
+        "5m",
+        "Oldest a PIN step's action URL may be when Twilio posts it (its issue time "
         "is in the signed URL); older: the caller hears a goodbye, with no lookup. At most "
-        "CALL_MAX_AGE; longer than the Gather timeout (10 s).", Duration())
+        "CALL_MAX_AGE; longer than the Gather timeout (10 s).",
+        Duration(),
+    )
     lockout_threshold: int = setting(
-        "5", "Consecutive wrong PINs that lock a card; every further THRESHOLD wrong PINs "
-        "(no correct PIN in between) lock it again.", Bounded(int, 1, 100))
+        "5",
+        "Consecutive wrong PINs that lock a card; every further THRESHOLD wrong PINs "
+        "(no correct PIN in between) lock it again.",
+        Bounded(int, 1, 100),
+    )
     lockout_duration: float = setting(
-        "15m", "How long the first lock lasts; the n-th lasts LOCKOUT_DURATION * 2^(n-1).",
-        Duration())
+        "15m",
+        "How long the first lock lasts; the n-th lasts LOCKOUT_DURATION * 2^(n-1).",
+        Duration(),
+    )
     lockout_hard_limit: int = setting(
-        "10", "Consecutive wrong PINs after which a card stays locked until "
+        "10",
+        "Consecutive wrong PINs after which a card stays locked until "
         "`ivr-vault accounts unlock`. Failures are forgotten only on a correct PIN or an "
-        "unlock, never by time.", Bounded(int, 1, 1000))
+        "unlock, never by time.",
+        Bounded(int, 1, 1000),
+    )
     caller_failure_limit: int = setting(
-        "10", "Failed lookups (unknown account, wrong card or PIN, locked account) from one "
+        "10",
+        "Failed lookups (unknown account, wrong card or PIN, locked account) from one "
         "caller number within CALLER_FAILURE_WINDOW, after which that number hears the "
         "goodbye with no lookup. Withheld numbers share one count, with its own limit "
-        "(WITHHELD_FAILURE_LIMIT).", Bounded(int, 1, 100_000))
+        "(WITHHELD_FAILURE_LIMIT).",
+        Bounded(int, 1, 100_000),
+    )
     caller_failure_window: float = setting(
-        "24h", "Sliding window of CALLER_FAILURE_LIMIT.", Duration())
+        "24h", "Sliding window of CALLER_FAILURE_LIMIT.", Duration()
+    )
     withheld_failure_limit: int = setting(
-        "100", "Failed lookups from withheld (or unrecognisable) caller IDs, which all share "
+        "100",
+        "Failed lookups from withheld (or unrecognisable) caller IDs, which all share "
         "one bucket, within WITHHELD_FAILURE_WINDOW, after which every withheld caller hears "
         "the goodbye with no lookup (docs/security.md: the numbers).",
-        Bounded(int, 1, 1_000_000))
+        Bounded(int, 1, 1_000_000),
+    )
     withheld_failure_window: float = setting(
-        "10m", "Sliding window of WITHHELD_FAILURE_LIMIT: the longest one attacker's burst "
-        "cuts withheld callers off after it stops.", Duration())
+        "10m",
+        "Sliding window of WITHHELD_FAILURE_LIMIT: the longest one attacker's burst "
+        "cuts withheld callers off after it stops.",
+        Duration(),
+    )
     account_number_digits: int = setting(
-        "8", "Digits of the account number a caller types at the first prompt (and "
-        "enrolment reads).", Bounded(int, 4, 16))
+        "8",
+        "Digits of the account number a caller types at the first prompt (and enrolment reads).",
+        Bounded(int, 4, 16),
+    )
     caller_id_requires_attestation: str = setting(
-        "off", "`on`: the registered-phone path (the caller presses star) identifies only "
+        "off",
+        "`on`: the registered-phone path (the caller presses star) identifies only "
         "calls Twilio attested with STIR/SHAKEN `TN-Validation-Passed-A`; any other is a "
-        "failure, like a wrong PIN.", Choice(("off", "on")))
+        "failure, like a wrong PIN.",
+        Choice(("off", "on")),
+    )
     legacy_card_lookup: str = setting(
-        "auto", "Accounts migrated from before account numbers, not given one yet, found by "
+        "auto",
+        "Accounts migrated from before account numbers, not given one yet, found by "
         "their card last-4 alone: `auto` (while the store holds any, checked at backend "
         "start), `on` or `off`. `ivr-vault doctor` counts them.",
-        Choice(("auto", "on", "off")))
+        Choice(("auto", "on", "off")),
+    )
     web_concurrency: int = setting(
-        "1", "uvicorn worker processes per service.", Bounded(int, 1, 64))
+        "1", "uvicorn worker processes per service.", Bounded(int, 1, 64)
+    )
     shutdown_drain: float = setting(
-        "0", "Seconds a service keeps serving after SIGTERM, /readyz answering 503 "
+        "0",
+        "Seconds a service keeps serving after SIGTERM, /readyz answering 503 "
         "meanwhile, so that a load balancer's health checks take it out of rotation before "
         "it stops accepting connections; then requests in flight finish. 0: stop accepting "
         "at once. Ctrl-C never waits; not applied with WEB_CONCURRENCY above 1.",
-        Bounded(float, 0, 60))
+        Bounded(float, 0, 60),
+    )
     locale: str = setting(
-        "en-US", "What callers hear by default: a locale with a message catalog "
-        "(`en-US`, `ja-JP`; docs/locales.md).", Text())
+        "en-US",
+        "What callers hear by default: a locale with a message catalog "
+        "(`en-US`, `ja-JP`; docs/locales.md).",
+        Text(),
+    )
     locale_by_number: tuple[tuple[str, str], ...] = setting(
-        "", "The locale of each called number (Twilio's `To`), as `+E164=LOCALE` pairs; "
-        "a number not listed hears LOCALE.", Pairs())
+        "",
+        "The locale of each called number (Twilio's `To`), as `+E164=LOCALE` pairs; "
+        "a number not listed hears LOCALE.",
+        Pairs(),
+    )
     locale_voices: tuple[tuple[str, str], ...] = setting(
-        "", "The `<Say>` voice of a locale, as `LOCALE=VOICE` pairs (`ja-JP=Polly.Takumi`); "
+        "",
+        "The `<Say>` voice of a locale, as `LOCALE=VOICE` pairs (`ja-JP=Polly.Takumi`); "
         "a voice of another language is refused. Unlisted: the locale's default "
-        "(en-US Polly.Joanna, ja-JP Polly.Mizuki).", Pairs())
+        "(en-US Polly.Joanna, ja-JP Polly.Mizuki).",
+        Pairs(),
+    )
     language_menu: tuple[str, ...] = setting(
-        "", "Locales offered in a language menu before the first prompt, in the order of "
+        "",
+        "Locales offered in a language menu before the first prompt, in the order of "
         "their keys (`ja-JP,en-US`: 1 for Japanese, 2 for English); at least two, or "
-        "empty for no menu.", Names())
+        "empty for no menu.",
+        Names(),
+    )
     balance_currency: str = setting(
-        "", "The currency of every balance: enrolment checks a balance against its minor "
+        "",
+        "The currency of every balance: enrolment checks a balance against its minor "
         "units (JPY: none) and callers hear it named. Empty: a plain number, as enrolled.",
-        CurrencyCode())
+        CurrencyCode(),
+    )
 
     @property
     def store(self) -> StoreUrl:
@@ -583,8 +710,12 @@ class Settings:
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        return cls(**{field.name: spec(field).read(env, env_name(field))
-                      for field in dataclasses.fields(cls)})
+        return cls(
+            **{
+                field.name: spec(field).read(env, env_name(field))
+                for field in dataclasses.fields(cls)
+            }
+        )
 
     def require(self, role: Role) -> Settings:
         """Fail start-up with one line naming what this role is missing."""
@@ -601,7 +732,8 @@ class Settings:
         if role == "webhook" and not self.public_base_url and not self.trusted_proxies:
             raise ConfigError(
                 "PUBLIC_BASE_URL: empty, and TRUSTED_PROXIES is empty too; "
-                "signatures could not be checked against any URL")
+                "signatures could not be checked against any URL"
+            )
         # The backend remembers a call's answers for CALL_MAX_AGE: a PIN step the webhook
         # still accepts must never be older than that memory.
         if role == "webhook" and self.step_max_age > self.call_max_age:
@@ -611,17 +743,22 @@ class Settings:
 # Settings that once existed and are now ignored: name → why. A service that finds one in its
 # environment says so once at start-up (``ivr-vault serve``), rather than let an operator
 # believe it still applies.
-RETIRED: Final[Mapping[str, str]] = MappingProxyType({
-    "LOCKOUT_WINDOW": "ignored: wrong PINs are forgotten only on a correct PIN or "
-                      "`ivr-vault accounts unlock`, never by time",
-})
+RETIRED: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "LOCKOUT_WINDOW": "ignored: wrong PINs are forgotten only on a correct PIN or "
+        "`ivr-vault accounts unlock`, never by time",
+    }
+)
 
 
 def retired_in(environ: Mapping[str, str]) -> list[str]:
     """One line per retired setting found in ``environ`` (its name and why; never its
     value)."""
-    return [f"{name}: {why}" for name, why in RETIRED.items()
-            if name in environ or f"{name}_FILE" in environ]
+    return [
+        f"{name}: {why}"
+        for name, why in RETIRED.items()
+        if name in environ or f"{name}_FILE" in environ
+    ]
 
 
 def spec(field: dataclasses.Field[Any]) -> Spec:

@@ -59,8 +59,10 @@ ANSWERS: Final[Mapping[LookupOutcome, tuple[int, str | None]]] = {
     LookupOutcome.CALLER_CUT_OFF: (429, "too many failed lookups from this caller"),
     LookupOutcome.SECOND_LOOKUP: (409, "this call already had its lookup"),
     LookupOutcome.UNDECRYPTABLE: (422, "ciphertext could not be decrypted for this call"),
-    LookupOutcome.MALFORMED: (422, "decrypted values are not entries of the expected "
-                                   "number of digits"),
+    LookupOutcome.MALFORMED: (
+        422,
+        "decrypted values are not entries of the expected number of digits",
+    ),
 }
 
 
@@ -183,9 +185,12 @@ async def openapi_endpoint(request: Request) -> Response:
     return JSONResponse(OPENAPI)
 
 
-def create_backend_app(settings: Settings, *,
-                       transit_session: TransitSession = session.transit_session,
-                       drain: Drain | None = None) -> Starlette:
+def create_backend_app(
+    settings: Settings,
+    *,
+    transit_session: TransitSession = session.transit_session,
+    drain: Drain | None = None,
+) -> Starlette:
     """The backend app. ``transit_session`` is the seam the unit tests use for a fake
     Transit; the default is Vault. ``drain``: set by the server on SIGTERM, it turns
     /readyz to 503."""
@@ -205,12 +210,23 @@ def create_backend_app(settings: Settings, *,
                 try:
                     await keys.check()  # a mismatch: one error line, and never ready
                 except VaultError as exc:
-                    log.warning("ivr-lookup canaries not checked at start-up; will check "
-                                "before the first lookup", kind=exc.kind)
+                    log.warning(
+                        "ivr-lookup canaries not checked at start-up; will check "
+                        "before the first lookup",
+                        kind=exc.kind,
+                    )
                 card_only = await asyncio.get_running_loop().run_in_executor(
-                    transit.executor, _card_only, settings, store)
-                app.state.lookup = Lookup(settings, transit, store, metrics, transit.executor,
-                                          keys=keys, card_only=card_only)
+                    transit.executor, _card_only, settings, store
+                )
+                app.state.lookup = Lookup(
+                    settings,
+                    transit,
+                    store,
+                    metrics,
+                    transit.executor,
+                    keys=keys,
+                    card_only=card_only,
+                )
                 freeze_startup_heap()
                 yield
         finally:
@@ -233,8 +249,7 @@ def create_backend_app(settings: Settings, *,
     routes = [
         Route("/v1/lookup", lookup_endpoint, methods=["POST"]),
         Route("/openapi.json", openapi_endpoint, methods=["GET"]),
-        *health_routes(ready, metrics, drain, limits={
-            "call_max_age_s": settings.call_max_age}),
+        *health_routes(ready, metrics, drain, limits={"call_max_age_s": settings.call_max_age}),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

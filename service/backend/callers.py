@@ -42,14 +42,18 @@ def caller_number(text: str) -> str:
     than quietly taken for ``anonymous``, as a call's ``From`` would be."""
     bucket = caller_bucket(text)
     if bucket == ANONYMOUS_CALLER and text.strip().lower() != ANONYMOUS_CALLER:
-        raise BadInput("caller number: expected E.164 (+ and up to 15 digits), client:NAME, "
-                       "sip:URI or anonymous")
+        raise BadInput(
+            "caller number: expected E.164 (+ and up to 15 digits), client:NAME, "
+            "sip:URI or anonymous"
+        )
     return bucket
 
 
-def reset_caller(settings: Settings, number: str, *,
-                 vault: VaultClient | None = None) -> CallerReset:
+def reset_caller(
+    settings: Settings, number: str, *, vault: VaultClient | None = None
+) -> CallerReset:
     """Forget ``number``'s failed lookups (already :func:`caller_number`'s bucket)."""
+
     async def hmac() -> str:
         async with transit_session(settings, Metrics(), threads=2, vault=vault) as transit:
             (caller_v,) = await transit.hmac([caller_input(number)])
@@ -58,17 +62,22 @@ def reset_caller(settings: Settings, number: str, *,
     caller_v = asyncio.run(hmac())
     # Withheld numbers share one bucket with its own limit and window, as the lookup has it.
     limit, window = LockoutPolicy.from_settings(settings).caller_bucket(
-        withheld=number == ANONYMOUS_CALLER)
+        withheld=number == ANONYMOUS_CALLER
+    )
     store = Store(settings.store)
     try:
-        recent = store.transaction(lambda ledger: ledger.caller_failures(
-            caller_v, time.time() - window))
+        recent = store.transaction(
+            lambda ledger: ledger.caller_failures(caller_v, time.time() - window)
+        )
         forgotten = store.reset_caller(caller_v)
     finally:
         store.close()
     done = CallerReset(fingerprint(caller_v), forgotten, recent >= limit)
-    log.warning("caller number's failed lookups reset by an operator",
-                caller_fp=done.caller_fp, was_cut_off=done.was_cut_off)
+    log.warning(
+        "caller number's failed lookups reset by an operator",
+        caller_fp=done.caller_fp,
+        was_cut_off=done.was_cut_off,
+    )
     return done
 
 

@@ -133,8 +133,16 @@ class _Need(Exception):
         self.versions = versions
 
 
-def decide(ledger: Ledger, attempt: Attempt, *, policy: LockoutPolicy, now: float,
-           answer: HttpAnswer, answer_ttl: float, final: bool = False) -> Decision:
+def decide(
+    ledger: Ledger,
+    attempt: Attempt,
+    *,
+    policy: LockoutPolicy,
+    now: float,
+    answer: HttpAnswer,
+    answer_ttl: float,
+    final: bool = False,
+) -> Decision:
     """Decide, reading and writing through ``ledger`` (one transaction). Writes nothing
     when it returns ``replayed`` or ``need_versions``; ``final`` says no other key
     versions will be offered (what is not found at those is not there)."""
@@ -145,8 +153,14 @@ def decide(ledger: Ledger, attempt: Attempt, *, policy: LockoutPolicy, now: floa
     limit, window = policy.caller_bucket(withheld=attempt.withheld)
     recent = ledger.caller_failures(attempt.caller, now - window)
     if recent >= limit:
-        return _answered(ledger, attempt, Decision(LookupResult(LookupOutcome.CALLER_CUT_OFF)),
-                         now=now, answer=answer, ttl=answer_ttl)
+        return _answered(
+            ledger,
+            attempt,
+            Decision(LookupResult(LookupOutcome.CALLER_CUT_OFF)),
+            now=now,
+            answer=answer,
+            ttl=answer_ttl,
+        )
 
     try:
         found = _identify(ledger, attempt, final=final)
@@ -187,16 +201,18 @@ def _identify(ledger: Ledger, attempt: Attempt, *, final: bool) -> _Found | None
             account = ledger.account_by_number(hmacs.identity)
             if account is not None:
                 entry = _at(ledger, attempt, account.lookup_version, final=final)
-                ok = entry is not None and matches(account.card_verifier, account.salt,
-                                                   entry.card, salted=account.salted)
+                ok = entry is not None and matches(
+                    account.card_verifier, account.salt, entry.card, salted=account.salted
+                )
                 return _Found(account, ok, entry or hmacs, hmacs)
         elif attempt.identified_by is Identification.CALLER:
             registered = ledger.accounts_by_caller(hmacs.identity)
             if registered:
                 for account, version in registered:
                     entry = _at(ledger, attempt, account.lookup_version, final=final)
-                    if entry is not None and matches(account.card_verifier, account.salt,
-                                                     entry.card, salted=account.salted):
+                    if entry is not None and matches(
+                        account.card_verifier, account.salt, entry.card, salted=account.salted
+                    ):
                         return _Found(account, True, entry, hmacs, registration=version)
                 return None  # a number registered, but on no account with this card
     if attempt.card_only:
@@ -209,8 +225,15 @@ def _identify(ledger: Ledger, attempt: Attempt, *, final: bool) -> _Found | None
     return None
 
 
-def _judge(ledger: Ledger, attempt: Attempt, found: _Found | None, *,
-           second: bool, policy: LockoutPolicy, now: float) -> Decision:
+def _judge(
+    ledger: Ledger,
+    attempt: Attempt,
+    found: _Found | None,
+    *,
+    second: bool,
+    policy: LockoutPolicy,
+    now: float,
+) -> Decision:
     if found is None:
         outcome = LookupOutcome.SECOND_LOOKUP if second else LookupOutcome.NOT_FOUND
         return Decision(LookupResult(outcome))
@@ -221,19 +244,29 @@ def _judge(ledger: Ledger, attempt: Attempt, found: _Found | None, *,
         return Decision(LookupResult(outcome))
     if second:
         lock = _fail(ledger, account, state, policy, now)
-        return Decision(LookupResult(LookupOutcome.SECOND_LOOKUP), lock=lock,
-                        account=account.ref)
-    if not (found.card_ok and matches(account.pin_verifier, account.salt, found.entry.pin,
-                                      salted=account.salted)):
+        return Decision(LookupResult(LookupOutcome.SECOND_LOOKUP), lock=lock, account=account.ref)
+    if not (
+        found.card_ok
+        and matches(account.pin_verifier, account.salt, found.entry.pin, salted=account.salted)
+    ):
         lock = _fail(ledger, account, state, policy, now)
-        return Decision(LookupResult(LookupOutcome.NOT_FOUND), compared=True, wrong_pin=True,
-                        lock=lock, account=account.ref)
+        return Decision(
+            LookupResult(LookupOutcome.NOT_FOUND),
+            compared=True,
+            wrong_pin=True,
+            lock=lock,
+            account=account.ref,
+        )
     if state != CardState():
         ledger.set_card_state(account.id, CardState())
     ledger.succeeded(account.id, now)
     upgraded = _upgrade(ledger, attempt.candidates[0], found)
-    return Decision(LookupResult(LookupOutcome.FOUND, account.account, account.balance),
-                    compared=True, upgraded=upgraded, legacy=found.legacy)
+    return Decision(
+        LookupResult(LookupOutcome.FOUND, account.account, account.balance),
+        compared=True,
+        upgraded=upgraded,
+        legacy=found.legacy,
+    )
 
 
 def _upgrade(ledger: Ledger, latest: Hmacs, found: _Found) -> bool:
@@ -241,9 +274,12 @@ def _upgrade(ledger: Ledger, latest: Hmacs, found: _Found) -> bool:
     version, bound to the account: only what this call's entries give."""
     account, upgraded = found.account, False
     if account.lookup_version < latest.version or not account.salted:
-        ledger.replace_verifiers(account.id, bind(account.salt, latest.card),
-                                 bind(account.salt, latest.pin),
-                                 latest.card if account.legacy_card is not None else None)
+        ledger.replace_verifiers(
+            account.id,
+            bind(account.salt, latest.card),
+            bind(account.salt, latest.pin),
+            latest.card if account.legacy_card is not None else None,
+        )
         upgraded = True
     identity = found.identity
     if identity is None or latest.identity is None or identity.version >= latest.version:
@@ -256,15 +292,23 @@ def _upgrade(ledger: Ledger, latest: Hmacs, found: _Found) -> bool:
     return True
 
 
-def _fail(ledger: Ledger, account: Account, state: CardState, policy: LockoutPolicy,
-          now: float) -> LockKind | None:
+def _fail(
+    ledger: Ledger, account: Account, state: CardState, policy: LockoutPolicy, now: float
+) -> LockKind | None:
     new_state, lock = policy.after_wrong_pin(state, now)
     ledger.set_card_state(account.id, new_state)
     return lock
 
 
-def _answered(ledger: Ledger, attempt: Attempt, decision: Decision, *, now: float,
-              answer: HttpAnswer, ttl: float) -> Decision:
+def _answered(
+    ledger: Ledger,
+    attempt: Attempt,
+    decision: Decision,
+    *,
+    now: float,
+    answer: HttpAnswer,
+    ttl: float,
+) -> Decision:
     """Remember the decision's answer for this call. A request without a key is kept under
     a key of its own, so that it still marks the call as looked up."""
     assert decision.result is not None

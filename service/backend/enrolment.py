@@ -81,10 +81,10 @@ BAD_AMOUNT = "balance: expected an amount such as 12.55"
 
 REFUSALS = {
     Refusal.LABEL_EXISTS: "account {account} already exists; change it with "
-                          "`ivr-vault accounts update`",
+    "`ivr-vault accounts update`",
     Refusal.NUMBER_ENROLLED: "that account number is already enrolled on another account",
     Refusal.CALLER_SAME_CARD: "a caller number is already registered on another account "
-                              "with the same card last-4 (the two could not be told apart)",
+    "with the same card last-4 (the two could not be told apart)",
     Refusal.NO_ACCOUNT: "no account {account}",
 }
 
@@ -113,8 +113,10 @@ def number_problem(account: str, number: str, settings: Settings) -> str | None:
     if not is_digits(number, digits):
         return f"account number: expected exactly {digits} digits"
     if number == label_digits(account):
-        return ("account number: must not be the digits of the account's label (the "
-                "label is read back to callers; the account number is a secret)")
+        return (
+            "account number: must not be the digits of the account's label (the "
+            "label is read back to callers; the account number is a secret)"
+        )
     return None
 
 
@@ -142,8 +144,7 @@ def problem(row: Enrolment, settings: Settings, *, check_pin: bool = True) -> st
     """Why ``row`` cannot be enrolled as given, before Vault or the store; None if it
     can. Never quotes a digit of it. ``check_pin=False``: the demo account's exception
     (its weak PIN, and its tutorial balance whatever BALANCE_CURRENCY says)."""
-    why = (malformed(row, settings)
-           or number_problem(row.account, row.account_number, settings))
+    why = malformed(row, settings) or number_problem(row.account, row.account_number, settings)
     if why is not None:
         return why
     if check_pin:
@@ -159,8 +160,12 @@ def problem(row: Enrolment, settings: Settings, *, check_pin: bool = True) -> st
 
 def row_inputs(row: Enrolment) -> list[bytes]:
     """What Transit HMACs for one row, in this order: account number, card, PIN, callers."""
-    return [number_input(row.account_number), card_input(row.last4),
-            pin_input(row.last4, row.pin), *map(registered_input, row.callers)]
+    return [
+        number_input(row.account_number),
+        card_input(row.last4),
+        pin_input(row.last4, row.pin),
+        *map(registered_input, row.callers),
+    ]
 
 
 def calls(rows: Sequence[Enrolment]) -> Iterator[Sequence[Enrolment]]:
@@ -177,9 +182,13 @@ def calls(rows: Sequence[Enrolment]) -> Iterator[Sequence[Enrolment]]:
         yield rows[start:]
 
 
-async def make_records(transit: Transit, rows: Sequence[Enrolment], *,
-                       key_version: int | None = None,
-                       parallel: int = 1) -> list[AccountRecord]:
+async def make_records(
+    transit: Transit,
+    rows: Sequence[Enrolment],
+    *,
+    key_version: int | None = None,
+    parallel: int = 1,
+) -> list[AccountRecord]:
     """The verifiers of ``rows`` (already checked by :func:`problem`): Transit HMACs of
     whole rows in batches, bound to a fresh salt per account. With ``key_version`` (the
     latest, as the caller learnt it), calls skip the coalescer and up to ``parallel`` run
@@ -188,16 +197,29 @@ async def make_records(transit: Transit, rows: Sequence[Enrolment], *,
 
     async def made(chunk: Sequence[Enrolment]) -> list[AccountRecord]:
         async with gate:
-            outputs = iter(await transit.hmac(
-                [item for row in chunk for item in row_inputs(row)], key_version=key_version))
+            outputs = iter(
+                await transit.hmac(
+                    [item for row in chunk for item in row_inputs(row)], key_version=key_version
+                )
+            )
         records = []
         for row in chunk:
             number_v, card_v, pin_v = next(outputs), next(outputs), next(outputs)
             callers = tuple(next(outputs) for _ in row.callers)
             salt = new_salt()
-            records.append(AccountRecord(row.account, row.balance, salt, number_v, card_v,
-                                         bind(salt, card_v), bind(salt, pin_v), callers,
-                                         pin_v))
+            records.append(
+                AccountRecord(
+                    row.account,
+                    row.balance,
+                    salt,
+                    number_v,
+                    card_v,
+                    bind(salt, card_v),
+                    bind(salt, pin_v),
+                    callers,
+                    pin_v,
+                )
+            )
         return records
 
     done = await asyncio.gather(*(made(chunk) for chunk in calls(rows)))
@@ -210,17 +232,22 @@ def same_content(stored: StoredAccount, record: AccountRecord) -> bool:
     the balance as text. No digit is needed: the store keeps none. A stored account whose
     verifiers are at an older ``ivr-lookup`` version than the row's compares as different
     (its verifiers cannot be recomputed without Transit at that version)."""
-    return (stored.balance == record.balance
-            and stored.number_verifier == record.number_verifier
-            and matches(stored.card_verifier, stored.salt, record.card_hmac,
-                        salted=stored.salted)
-            and matches(stored.pin_verifier, stored.salt, record.pin_hmac,
-                        salted=stored.salted)
-            and stored.callers == frozenset(record.callers))
+    return (
+        stored.balance == record.balance
+        and stored.number_verifier == record.number_verifier
+        and matches(stored.card_verifier, stored.salt, record.card_hmac, salted=stored.salted)
+        and matches(stored.pin_verifier, stored.salt, record.pin_hmac, salted=stored.salted)
+        and stored.callers == frozenset(record.callers)
+    )
 
 
-def enrol(settings: Settings, rows: Sequence[Enrolment], *, check_pin: bool = True,
-          vault: VaultClient | None = None) -> list[str | None]:
+def enrol(
+    settings: Settings,
+    rows: Sequence[Enrolment],
+    *,
+    check_pin: bool = True,
+    vault: VaultClient | None = None,
+) -> list[str | None]:
     """Enrol ``rows``: per row, None when written, else the one line that refuses it
     (nothing of that row written). Runs with the backend identity (HMAC with
     ``ivr-lookup``), or an operator token. Raises
@@ -232,6 +259,7 @@ def enrol(settings: Settings, rows: Sequence[Enrolment], *, check_pin: bool = Tr
         return lines
     store = Store(settings.store)
     try:
+
         async def made() -> tuple[list[AccountRecord], str]:
             async with transit_session(settings, Metrics(), threads=2, vault=vault) as transit:
                 await check_canaries(transit, settings, store)
@@ -248,16 +276,16 @@ def enrol(settings: Settings, rows: Sequence[Enrolment], *, check_pin: bool = Tr
     return lines
 
 
-def add_account(settings: Settings, row: Enrolment, *,
-                vault: VaultClient | None = None) -> None:
+def add_account(settings: Settings, row: Enrolment, *, vault: VaultClient | None = None) -> None:
     """Enrol one account; :class:`EnrolmentRefused` with the line that says why not."""
     (line,) = enrol(settings, [row], vault=vault)
     if line is not None:
         raise EnrolmentRefused(line)
 
 
-def set_account_number(settings: Settings, account: str, number: str, *,
-                       vault: VaultClient | None = None) -> None:
+def set_account_number(
+    settings: Settings, account: str, number: str, *, vault: VaultClient | None = None
+) -> None:
     """Give ``account`` its account number (which ends its card-only lookup);
     :class:`EnrolmentRefused` with the line that says why not."""
     why = number_problem(account, number, settings)
@@ -265,6 +293,7 @@ def set_account_number(settings: Settings, account: str, number: str, *,
         raise EnrolmentRefused(why)
     store = Store(settings.store)
     try:
+
         async def made() -> str:
             async with transit_session(settings, Metrics(), threads=2, vault=vault) as transit:
                 await check_canaries(transit, settings, store)
@@ -278,18 +307,26 @@ def set_account_number(settings: Settings, account: str, number: str, *,
         raise EnrolmentRefused(REFUSALS[refusal].format(account=account))
 
 
-CARD_MISMATCH = ("card last-4: not the account's card (a new card: "
-                 "`ivr-vault accounts update --change-card`)")
+CARD_MISMATCH = (
+    "card last-4: not the account's card (a new card: `ivr-vault accounts update --change-card`)"
+)
 
 
-def _with_transit(settings: Settings, store: Store, work: Callable[[Transit], Awaitable[T]],
-                  *, vault: VaultClient | None = None, threads: int = 2) -> T:
+def _with_transit(
+    settings: Settings,
+    store: Store,
+    work: Callable[[Transit], Awaitable[T]],
+    *,
+    vault: VaultClient | None = None,
+    threads: int = 2,
+) -> T:
     """``work`` with a Transit session, once this Vault reproduces the store's canaries."""
+
     async def run() -> T:
-        async with transit_session(settings, Metrics(), threads=threads,
-                                   vault=vault) as transit:
+        async with transit_session(settings, Metrics(), threads=threads, vault=vault) as transit:
             await check_canaries(transit, settings, store)
             return await work(transit)
+
     return asyncio.run(run())
 
 
@@ -300,8 +337,15 @@ def _existing(store: Store, account: str) -> StoredAccount:
     return stored
 
 
-def change_card(settings: Settings, account: str, last4: str, pin: str, *,
-                new_card: bool, vault: VaultClient | None = None) -> None:
+def change_card(
+    settings: Settings,
+    account: str,
+    last4: str,
+    pin: str,
+    *,
+    new_card: bool,
+    vault: VaultClient | None = None,
+) -> None:
     """A PIN reset (``new_card`` False: ``last4`` must be the account's card) or a card
     change (a new last-4 and PIN): the card and PIN verifiers re-made, with a new salt.
     :class:`EnrolmentRefused` with the line that says why not."""
@@ -315,15 +359,31 @@ def change_card(settings: Settings, account: str, last4: str, pin: str, *,
     store = Store(settings.store)
     try:
         stored = _existing(store, account)
-        card_h, pin_h = _with_transit(settings, store, lambda transit: transit.hmac(
-            [card_input(last4), pin_input(last4, pin)]), vault=vault)
-        if not new_card and not matches(stored.card_verifier, stored.salt, card_h,
-                                        salted=stored.salted):
+        card_h, pin_h = _with_transit(
+            settings,
+            store,
+            lambda transit: transit.hmac([card_input(last4), pin_input(last4, pin)]),
+            vault=vault,
+        )
+        if not new_card and not matches(
+            stored.card_verifier, stored.salt, card_h, salted=stored.salted
+        ):
             raise EnrolmentRefused(CARD_MISMATCH)
         salt = new_salt()
-        refusal = store.set_card(account, AccountRecord(
-            account, stored.balance, salt, stored.number_verifier or "", card_h,
-            bind(salt, card_h), bind(salt, pin_h), (), pin_h))
+        refusal = store.set_card(
+            account,
+            AccountRecord(
+                account,
+                stored.balance,
+                salt,
+                stored.number_verifier or "",
+                card_h,
+                bind(salt, card_h),
+                bind(salt, pin_h),
+                (),
+                pin_h,
+            ),
+        )
     finally:
         store.close()
     if refusal is not None:
@@ -350,8 +410,14 @@ def caller_problem(callers: Sequence[str]) -> str | None:
     return None
 
 
-def add_callers(settings: Settings, account: str, last4: str, callers: Sequence[str], *,
-                vault: VaultClient | None = None) -> None:
+def add_callers(
+    settings: Settings,
+    account: str,
+    last4: str,
+    callers: Sequence[str],
+    *,
+    vault: VaultClient | None = None,
+) -> None:
     """Register caller numbers on an account. Its card last-4 (checked against the
     account's) tells whether a number is already on another account with the same card."""
     why = caller_problem(callers)
@@ -362,23 +428,38 @@ def add_callers(settings: Settings, account: str, last4: str, callers: Sequence[
     store = Store(settings.store)
     try:
         stored = _existing(store, account)
-        card_h, *registered = _with_transit(settings, store, lambda transit: transit.hmac(
-            [card_input(last4), *map(registered_input, callers)]), vault=vault)
+        card_h, *registered = _with_transit(
+            settings,
+            store,
+            lambda transit: transit.hmac([card_input(last4), *map(registered_input, callers)]),
+            vault=vault,
+        )
         if not matches(stored.card_verifier, stored.salt, card_h, salted=stored.salted):
             raise EnrolmentRefused(CARD_MISMATCH)
         if len(stored.callers | set(registered)) > MAX_CALLERS:
             raise EnrolmentRefused(f"caller numbers: at most {MAX_CALLERS} per account")
-        refusal = store.register_callers(account, AccountRecord(
-            account, stored.balance, stored.salt, "", card_h, stored.card_verifier,
-            stored.pin_verifier, tuple(registered)))
+        refusal = store.register_callers(
+            account,
+            AccountRecord(
+                account,
+                stored.balance,
+                stored.salt,
+                "",
+                card_h,
+                stored.card_verifier,
+                stored.pin_verifier,
+                tuple(registered),
+            ),
+        )
     finally:
         store.close()
     if refusal is not None:
         raise EnrolmentRefused(REFUSALS[refusal].format(account=account))
 
 
-def remove_callers(settings: Settings, account: str, callers: Sequence[str], *,
-                   vault: VaultClient | None = None) -> int:
+def remove_callers(
+    settings: Settings, account: str, callers: Sequence[str], *, vault: VaultClient | None = None
+) -> int:
     """Unregister caller numbers from an account: how many were registered on it."""
     why = caller_problem(callers)
     if why is not None:
@@ -386,8 +467,12 @@ def remove_callers(settings: Settings, account: str, callers: Sequence[str], *,
     store = Store(settings.store)
     try:
         _existing(store, account)
-        registered = _with_transit(settings, store, lambda transit: transit.hmac(
-            [registered_input(c) for c in callers]), vault=vault)
+        registered = _with_transit(
+            settings,
+            store,
+            lambda transit: transit.hmac([registered_input(c) for c in callers]),
+            vault=vault,
+        )
         removed = store.unregister_callers(account, registered)
     finally:
         store.close()
@@ -397,8 +482,9 @@ def remove_callers(settings: Settings, account: str, callers: Sequence[str], *,
 
 
 async def check_canaries(transit: Transit, settings: Settings, store: Store) -> None:
-    check = await check_keys(transit, settings.lookup_key, store.canaries(),
-                             store.lookup_versions())
+    check = await check_keys(
+        transit, settings.lookup_key, store.canaries(), store.lookup_versions()
+    )
     if not check.ok:
         raise check.error()
 
@@ -422,24 +508,28 @@ def seed_demo(settings: Settings, *, vault: VaultClient | None = None) -> str:
     return f"demo account {DEMO_ACCOUNT[0]} provisioned (development only: its PIN is weak)"
 
 
-def check_store_keys(settings: Settings, *, adopt: bool = False,
-                     vault: VaultClient | None = None) -> KeyCheck:
+def check_store_keys(
+    settings: Settings, *, adopt: bool = False, vault: VaultClient | None = None
+) -> KeyCheck:
     """The backend's start-up check, on demand (``ivr-vault accounts check-keys``). With
     ``adopt``, versions stored verifiers use without a canary (a store made before
     canaries) get this Vault's: only for an operator who knows this Vault made them.
     A canary that does not match is never replaced."""
     store = Store(settings.store)
     try:
+
         async def checked() -> KeyCheck:
             async with transit_session(settings, Metrics(), threads=2, vault=vault) as transit:
-                check = await check_keys(transit, settings.lookup_key, store.canaries(),
-                                         store.lookup_versions())
+                check = await check_keys(
+                    transit, settings.lookup_key, store.canaries(), store.lookup_versions()
+                )
                 if adopt and check.unguarded and not check.mismatched:
                     for version in check.unguarded:
                         (canary,) = await transit.hmac([CANARY_INPUT], key_version=version)
                         store.add_canary(canary, time.time())
-                    check = await check_keys(transit, settings.lookup_key, store.canaries(),
-                                             store.lookup_versions())
+                    check = await check_keys(
+                        transit, settings.lookup_key, store.canaries(), store.lookup_versions()
+                    )
                 return check
 
         return asyncio.run(checked())

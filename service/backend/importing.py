@@ -51,8 +51,10 @@ HEADER = ("account", "balance", "account_number", "card_last4", "pin", "callers"
 # Rows per step (one store transaction, one `IN (...)` read of the labels present).
 CHUNK_ROWS = 1000
 MALFORMED_CSV = f"malformed: expected {len(HEADER)} columns ({','.join(HEADER)})"
-MALFORMED_JSON = ("malformed: expected one JSON object with the keys "
-                  f"{', '.join(HEADER)} (callers a list, the others strings)")
+MALFORMED_JSON = (
+    "malformed: expected one JSON object with the keys "
+    f"{', '.join(HEADER)} (callers a list, the others strings)"
+)
 
 
 @dataclass(frozen=True)
@@ -118,9 +120,19 @@ def _csv(text: io.TextIOWrapper, raw: io.BufferedReader) -> Iterator[Line]:
             yield Line(reader.line_num, None, MALFORMED_CSV, raw.tell())
             continue
         account, balance, number, last4, pin, callers = (f.strip() for f in fields)
-        yield Line(reader.line_num, Enrolment(
-            account, balance, number, last4, pin,
-            tuple(c.strip() for c in callers.split(";") if c.strip())), None, raw.tell())
+        yield Line(
+            reader.line_num,
+            Enrolment(
+                account,
+                balance,
+                number,
+                last4,
+                pin,
+                tuple(c.strip() for c in callers.split(";") if c.strip()),
+            ),
+            None,
+            raw.tell(),
+        )
 
 
 def _jsonl(text: io.TextIOWrapper, raw: io.BufferedReader) -> Iterator[Line]:
@@ -131,31 +143,50 @@ def _jsonl(text: io.TextIOWrapper, raw: io.BufferedReader) -> Iterator[Line]:
             obj = json.loads(content)
         except ValueError:
             obj = None
-        if (not isinstance(obj, dict) or set(obj) != set(HEADER)
-                or not all(isinstance(obj[k], str) for k in HEADER[:5])
-                or not isinstance(obj["callers"], list)
-                or not all(isinstance(c, str) for c in obj["callers"])):
+        if (
+            not isinstance(obj, dict)
+            or set(obj) != set(HEADER)
+            or not all(isinstance(obj[k], str) for k in HEADER[:5])
+            or not isinstance(obj["callers"], list)
+            or not all(isinstance(c, str) for c in obj["callers"])
+        ):
             yield Line(number, None, MALFORMED_JSON, raw.tell())
             continue
         account, balance, account_number, last4, pin = (obj[k].strip() for k in HEADER[:5])
-        yield Line(number, Enrolment(account, balance, account_number, last4, pin,
-                                     tuple(c.strip() for c in obj["callers"])),
-                   None, raw.tell())
+        yield Line(
+            number,
+            Enrolment(
+                account,
+                balance,
+                account_number,
+                last4,
+                pin,
+                tuple(c.strip() for c in obj["callers"]),
+            ),
+            None,
+            raw.tell(),
+        )
 
 
 class _Writer:
     """What a chunk's records become in the store (on the writer thread): added, skipped,
     updated or refused, counted in ``summary``."""
 
-    def __init__(self, store: Store, summary: Summary, *, update: bool, refuse: Refuse,
-                 progress: Progress) -> None:
+    def __init__(
+        self, store: Store, summary: Summary, *, update: bool, refuse: Refuse, progress: Progress
+    ) -> None:
         self.store, self.summary, self.update = store, summary, update
         self._refuse, self._progress = refuse, progress
         self._started = time.monotonic()
         self._refusals: list[tuple[int, str]] = []
 
-    def __call__(self, chunk: Sequence[Line], records: Sequence[AccountRecord],
-                 early: Sequence[tuple[int, str]], position: int) -> None:
+    def __call__(
+        self,
+        chunk: Sequence[Line],
+        records: Sequence[AccountRecord],
+        early: Sequence[tuple[int, str]],
+        position: int,
+    ) -> None:
         """Write one chunk; its refusals (``early``: the rows refused before Vault, then
         the store's) reported in line order."""
         self._refusals = list(early)
@@ -171,9 +202,14 @@ class _Writer:
             elif self.update:
                 changed.append((line, record))
             else:
-                self._refusals.append((line.number, f"account {record.account} already "
-                                                    "exists with other content (--update "
-                                                    "replaces it)"))
+                self._refusals.append(
+                    (
+                        line.number,
+                        f"account {record.account} already "
+                        "exists with other content (--update "
+                        "replaces it)",
+                    )
+                )
         self.summary.added += self._put(new, self.store.add_accounts)
         self.summary.updated += self._put(changed, self.store.replace_accounts)
         for number, why in sorted(self._refusals):
@@ -182,8 +218,11 @@ class _Writer:
         self.summary.seconds = time.monotonic() - self._started
         self._progress(self.summary, position)
 
-    def _put(self, pairs: Sequence[tuple[Line, AccountRecord]],
-             put: Callable[[Sequence[AccountRecord]], list[Refusal | None]]) -> int:
+    def _put(
+        self,
+        pairs: Sequence[tuple[Line, AccountRecord]],
+        put: Callable[[Sequence[AccountRecord]], list[Refusal | None]],
+    ) -> int:
         if not pairs:
             return 0
         written = 0
@@ -192,13 +231,21 @@ class _Writer:
                 written += 1
             else:
                 self._refusals.append(
-                    (line.number, REFUSALS[refusal].format(account=record.account)))
+                    (line.number, REFUSALS[refusal].format(account=record.account))
+                )
         return written
 
 
-def import_file(settings: Settings, path: Path, *, update: bool = False,
-                refuse: Refuse, progress: Progress, parallel: int = 4,
-                vault: VaultClient | None = None) -> Summary:
+def import_file(
+    settings: Settings,
+    path: Path,
+    *,
+    update: bool = False,
+    refuse: Refuse,
+    progress: Progress,
+    parallel: int = 4,
+    vault: VaultClient | None = None,
+) -> Summary:
     """Import ``path`` into the store (the module's docstring says how). Each refused row
     is handed to ``refuse``; ``progress`` after each chunk written."""
     lines = read_lines(path)
@@ -210,8 +257,7 @@ def import_file(settings: Settings, path: Path, *, update: bool = False,
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-writer")
 
     async def run() -> None:
-        async with transit_session(settings, Metrics(), threads=parallel,
-                                   vault=vault) as transit:
+        async with transit_session(settings, Metrics(), threads=parallel, vault=vault) as transit:
             await check_canaries(transit, settings, store)
             (canary,) = await transit.hmac([CANARY_INPUT])
             summary.transit_calls += 1
@@ -232,12 +278,14 @@ def import_file(settings: Settings, path: Path, *, update: bool = False,
                         early.append((line.number, why))
                 rows_ok = [line.row for line in good if line.row is not None]
                 summary.transit_calls += sum(1 for _ in calls(rows_ok))
-                records = await make_records(transit, rows_ok, key_version=version,
-                                             parallel=parallel)
+                records = await make_records(
+                    transit, rows_ok, key_version=version, parallel=parallel
+                )
                 if pending is not None:
                     await pending
-                pending = loop.run_in_executor(writer, write, good, records, early,
-                                               chunk[-1].position)
+                pending = loop.run_in_executor(
+                    writer, write, good, records, early, chunk[-1].position
+                )
             if pending is not None:
                 await pending
 

@@ -43,8 +43,12 @@ RECHECK_S = 5.0
 class Hmac(Protocol):
     """What the check needs of :class:`~service.vault.transit.Transit`."""
 
-    async def hmac(self, inputs: Sequence[bytes], *, key_version: int | None = None,
-                   ) -> list[str]: ...
+    async def hmac(
+        self,
+        inputs: Sequence[bytes],
+        *,
+        key_version: int | None = None,
+    ) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -72,12 +76,14 @@ class KeyCheck:
                 f"store's verifiers were made with {self.key} key versions this Vault does "
                 "not hold (another Vault, or this one before its data was lost) and no "
                 "caller would be found; restore Vault from the backup that matches this "
-                f"store: {WAY_OUT}")
+                f"store: {WAY_OUT}"
+            )
         return LookupKeyMismatch(
             f"{self.key}: the account store's verifiers have no canary (a store made before "
             "canaries), so nothing shows that this Vault made them; restore Vault from the "
             f"backup that matches this store ({WAY_OUT}), or, if this Vault did make them, "
-            "record its canaries: ivr-vault accounts check-keys --adopt")
+            "record its canaries: ivr-vault accounts check-keys --adopt"
+        )
 
     @property
     def first_version(self) -> int | None:
@@ -85,8 +91,9 @@ class KeyCheck:
         return versions[0] if versions else None
 
 
-async def check_keys(transit: Hmac, key: str, canaries: Mapping[int, str],
-                     versions_in_use: Iterable[int]) -> KeyCheck:
+async def check_keys(
+    transit: Hmac, key: str, canaries: Mapping[int, str], versions_in_use: Iterable[int]
+) -> KeyCheck:
     """Reproduce the canary of every version stored verifiers use (and of the latest
     version, when one is recorded) and compare. One Transit call at the latest version,
     which also proves the key usable; one more per older version in use. Raises

@@ -76,12 +76,19 @@ _MAX_PASSES = 3
 ATTESTED = "TN-Validation-Passed-A"
 
 
-async def entry_hmacs(transit: Transit, identity: bytes | None, last4: str, pin: str, *,
-                      key_version: int | None = None) -> Hmacs:
+async def entry_hmacs(
+    transit: Transit,
+    identity: bytes | None,
+    last4: str,
+    pin: str,
+    *,
+    key_version: int | None = None,
+) -> Hmacs:
     """Transit's HMACs of a call's identifier, card and PIN at one key version."""
     inputs = [card_input(last4), pin_input(last4, pin)]
-    outputs = await transit.hmac([*inputs, *([identity] if identity else [])],
-                                 key_version=key_version)
+    outputs = await transit.hmac(
+        [*inputs, *([identity] if identity else [])], key_version=key_version
+    )
     return Hmacs(outputs[2] if identity else None, outputs[0], outputs[1])
 
 
@@ -121,18 +128,21 @@ class Lookup:
 
     async def remembered(self, call_sid: str, request_key: str) -> Answer | None:
         """The answer already given to this very request, if any."""
-        return await self.db(self.store.answer, call_sid, request_key, time.time(),
-                             self.answer_ttl)
+        return await self.db(self.store.answer, call_sid, request_key, time.time(), self.answer_ttl)
 
-    async def __call__(self, request: LookupRequest, answer: HttpAnswer,
-                       request_key: str | None = None) -> Decision:
+    async def __call__(
+        self, request: LookupRequest, answer: HttpAnswer, request_key: str | None = None
+    ) -> Decision:
         """Decide. Raises :class:`~service.errors.VaultError` when Vault cannot answer:
         then nothing was decided and nothing written. Within a request's budget
         (:mod:`service.web.budget`) the store's transaction ends with StoreUnavailable
         past it, lock waits included, and commits nothing."""
         context = partial(call_context, request.call_sid)
-        items = [(request.card_last4, context("card_last4")), (request.pin, context("pin")),
-                 (request.caller, context("caller"))]
+        items = [
+            (request.card_last4, context("card_last4")),
+            (request.pin, context("pin")),
+            (request.caller, context("caller")),
+        ]
         if request.account_number is not None:
             items.append((request.account_number, context("account_number")))
         try:
@@ -141,16 +151,23 @@ class Lookup:
             annotate(card_version=ciphertext_version(request.card_last4))
             return Decision(LookupResult(LookupOutcome.UNDECRYPTABLE))
         last4, pin = _entry(plaintexts[0], CARD_DIGITS), _entry(plaintexts[1], PIN_DIGITS)
-        number = (_entry(plaintexts[3], self.settings.account_number_digits)
-                  if request.account_number is not None else "")
+        number = (
+            _entry(plaintexts[3], self.settings.account_number_digits)
+            if request.account_number is not None
+            else ""
+        )
         if last4 is None or pin is None or number is None:
             return Decision(LookupResult(LookupOutcome.MALFORMED))
         caller = caller_bucket(plaintexts[2].decode("utf-8", "replace"))
         withheld = caller == ANONYMOUS_CALLER
         identified_by, identity = self._identity(request, number, caller)
         # One Transit call: the identifier, the card, the PIN and the caller's bucket.
-        inputs = [card_input(last4), pin_input(last4, pin), caller_input(caller),
-                  *([identity] if identity else [])]
+        inputs = [
+            card_input(last4),
+            pin_input(last4, pin),
+            caller_input(caller),
+            *([identity] if identity else []),
+        ]
         outputs = await self.transit.hmac(inputs)
         latest = Hmacs(outputs[3] if identity else None, outputs[0], outputs[1])
         caller_v = outputs[2]
@@ -160,26 +177,49 @@ class Lookup:
             # at a version this costs nothing.
             await self.keys.record(verifier_version(latest.card))
 
-        attempt = Attempt(request.call_sid, request_key, caller_v, withheld, identified_by,
-                          (latest,), card_only=self.card_only)
+        attempt = Attempt(
+            request.call_sid,
+            request_key,
+            caller_v,
+            withheld,
+            identified_by,
+            (latest,),
+            card_only=self.card_only,
+        )
         policy = LockoutPolicy.from_settings(self.settings)
         for passes in range(1, _MAX_PASSES + 1):
             timeout = _transaction_limit(budget.left())
-            decision: Decision = await self.db(partial(
-                self.store.transaction, partial(
-                    decide, attempt=attempt, policy=policy, now=time.time(), answer=answer,
-                    answer_ttl=self.answer_ttl, final=passes == _MAX_PASSES),
-                timeout=timeout))
+            decision: Decision = await self.db(
+                partial(
+                    self.store.transaction,
+                    partial(
+                        decide,
+                        attempt=attempt,
+                        policy=policy,
+                        now=time.time(),
+                        answer=answer,
+                        answer_ttl=self.answer_ttl,
+                        final=passes == _MAX_PASSES,
+                    ),
+                    timeout=timeout,
+                )
+            )
             if not decision.need_versions:
                 break
-            older = [await entry_hmacs(self.transit, identity, last4, pin, key_version=v)
-                     for v in decision.need_versions]
+            older = [
+                await entry_hmacs(self.transit, identity, last4, pin, key_version=v)
+                for v in decision.need_versions
+            ]
             attempt = replace(attempt, candidates=(*attempt.candidates, *older))
         self._report(decision, caller_v)
         return decision
 
-    def _identity(self, request: LookupRequest, number: str, caller: str,
-                  ) -> tuple[Identification, bytes | None]:
+    def _identity(
+        self,
+        request: LookupRequest,
+        number: str,
+        caller: str,
+    ) -> tuple[Identification, bytes | None]:
         """How the caller is identified, and the input to HMAC for it: None on the
         registered-phone path from a withheld number, or, with
         CALLER_ID_REQUIRES_ATTESTATION, an unattested one (no account is then found)."""
@@ -189,7 +229,8 @@ class Lookup:
             return Identification.NONE, None
         attested = request.stir_verstat == ATTESTED
         if caller == ANONYMOUS_CALLER or (
-                self.settings.caller_id_requires_attestation == "on" and not attested):
+            self.settings.caller_id_requires_attestation == "on" and not attested
+        ):
             annotate(identification="unattested" if caller != ANONYMOUS_CALLER else "withheld")
             return Identification.CALLER, None
         return Identification.CALLER, registered_input(caller)
@@ -206,9 +247,13 @@ class Lookup:
             annotate(card_only_lookup=True)
         if decision.lock is not None:
             self.metrics.lockouts.labels(decision.lock.value).inc()
-            log.warning("card locked after consecutive wrong PINs", kind=decision.lock.value,
-                        account_ref=decision.account)
+            log.warning(
+                "card locked after consecutive wrong PINs",
+                kind=decision.lock.value,
+                account_ref=decision.account,
+            )
         if decision.caller_cut_off:
             self.metrics.lockouts.labels(LockKind.CALLER.value).inc()
-            log.warning("caller cut off after repeated failed lookups",
-                        caller_fp=fingerprint(caller_v))
+            log.warning(
+                "caller cut off after repeated failed lookups", caller_fp=fingerprint(caller_v)
+            )

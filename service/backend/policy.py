@@ -45,10 +45,15 @@ class LockoutPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LockoutPolicy:
-        return cls(settings.lockout_threshold, settings.lockout_duration,
-                   settings.lockout_hard_limit, settings.caller_failure_limit,
-                   settings.caller_failure_window, settings.withheld_failure_limit,
-                   settings.withheld_failure_window)
+        return cls(
+            settings.lockout_threshold,
+            settings.lockout_duration,
+            settings.lockout_hard_limit,
+            settings.caller_failure_limit,
+            settings.caller_failure_window,
+            settings.withheld_failure_limit,
+            settings.withheld_failure_window,
+        )
 
     def caller_bucket(self, *, withheld: bool) -> tuple[int, float]:
         """The failure limit and window of a caller's bucket: withheld numbers share one,
@@ -65,8 +70,11 @@ class LockoutPolicy:
             raise ValueError("locks are counted from 1")
         return min(self.duration * 2.0 ** min(nth - 1, 64), MAX_LOCK_S)
 
-    def after_wrong_pin(self, state: CardState, now: float,
-                        ) -> tuple[CardState, LockKind | None]:
+    def after_wrong_pin(
+        self,
+        state: CardState,
+        now: float,
+    ) -> tuple[CardState, LockKind | None]:
         """The card's state after one more wrong PIN (compared while it was not locked),
         and the lock this failure set, if any."""
         failures = state.failures + 1

@@ -18,17 +18,23 @@ _MAX_CIPHERTEXT = 512
 
 # ``caller``: Twilio's ``From``, as the webhook encrypted it (context ``CallSid:caller``).
 # ``issued``: the PIN step's signed issue time, Unix seconds (service/step_time.py).
-FIELDS: dict[str, str] = {"call_sid": CALL_SID_PATTERN, "card_last4": CIPHERTEXT_PATTERN,
-                          "pin": CIPHERTEXT_PATTERN, "caller": CIPHERTEXT_PATTERN,
-                          "issued": ISSUED_PATTERN}
+FIELDS: dict[str, str] = {
+    "call_sid": CALL_SID_PATTERN,
+    "card_last4": CIPHERTEXT_PATTERN,
+    "pin": CIPHERTEXT_PATTERN,
+    "caller": CIPHERTEXT_PATTERN,
+    "issued": ISSUED_PATTERN,
+}
 # Identification (docs/security.md, identification), at most one of the first two: the typed
 # account number,
 # encrypted (context ``CallSid:account_number``), or ``registered``: the caller pressed the
 # registered-phone key. Neither: the card-only lookup of migrated accounts.
 # ``stir_verstat``: Twilio's signed ``StirVerstat`` (CALLER_ID_REQUIRES_ATTESTATION).
 STIR_VERSTAT_PATTERN = r"^[A-Za-z0-9-]{1,64}$"
-OPTIONAL: dict[str, str] = {"account_number": CIPHERTEXT_PATTERN,
-                            "stir_verstat": STIR_VERSTAT_PATTERN}
+OPTIONAL: dict[str, str] = {
+    "account_number": CIPHERTEXT_PATTERN,
+    "stir_verstat": STIR_VERSTAT_PATTERN,
+}
 ALLOWED = (*FIELDS, *OPTIONAL, "registered")
 
 
@@ -64,8 +70,11 @@ def parse_lookup(body: bytes) -> LookupRequest:
     if not isinstance(data, dict):
         raise SchemaError([{"loc": "body", "msg": "expected a JSON object"}])
     # An unknown field's name is caller data too (it could be digits): not echoed.
-    problems = [{"loc": "body", "msg": f"unexpected field; allowed: {', '.join(ALLOWED)}"}
-                ] if any(name not in ALLOWED for name in data) else []
+    problems = (
+        [{"loc": "body", "msg": f"unexpected field; allowed: {', '.join(ALLOWED)}"}]
+        if any(name not in ALLOWED for name in data)
+        else []
+    )
     for name, pattern in FIELDS.items():
         value = data.get(name)
         if value is None:
@@ -79,13 +88,24 @@ def parse_lookup(body: bytes) -> LookupRequest:
     if not isinstance(registered, bool):
         problems.append({"loc": "body.registered", "msg": "must be a boolean"})
     elif registered and data.get("account_number") is not None:
-        problems.append({"loc": "body.registered",
-                         "msg": "not with account_number: one identification per lookup"})
+        problems.append(
+            {
+                "loc": "body.registered",
+                "msg": "not with account_number: one identification per lookup",
+            }
+        )
     if problems:
         raise SchemaError(problems)
-    return LookupRequest(data["call_sid"], data["card_last4"], data["pin"], data["caller"],
-                         data["issued"], data.get("account_number"), registered,
-                         data.get("stir_verstat"))
+    return LookupRequest(
+        data["call_sid"],
+        data["card_last4"],
+        data["pin"],
+        data["caller"],
+        data["issued"],
+        data.get("account_number"),
+        registered,
+        data.get("stir_verstat"),
+    )
 
 
 _ERROR = {"type": "object", "properties": {"detail": {}}, "required": ["detail"]}
@@ -101,9 +121,10 @@ OPENAPI: dict[str, Any] = {
                 "additionalProperties": False,
                 "required": list(FIELDS),
                 "properties": {
-                    **{name: {"type": "string", "pattern": pattern,
-                              "maxLength": _MAX_CIPHERTEXT}
-                       for name, pattern in (FIELDS | OPTIONAL).items()},
+                    **{
+                        name: {"type": "string", "pattern": pattern, "maxLength": _MAX_CIPHERTEXT}
+                        for name, pattern in (FIELDS | OPTIONAL).items()
+                    },
                     "registered": {"type": "boolean", "default": False},
                 },
             },
@@ -119,29 +140,52 @@ OPENAPI: dict[str, Any] = {
     "paths": {
         "/v1/lookup": {
             "post": {
-                "summary": "Find the account for a call's identification, card and PIN "
-                           "ciphertexts",
+                "summary": "Find the account for a call's identification, card and PIN ciphertexts",
                 "description": "One lookup per call: a retry with the same Idempotency-Key "
-                               "gets the first answer again; another key is refused (409).",
-                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
-                                "schema": {"type": "string", "maxLength": 200}}],
-                "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/LookupRequest"}}}},
+                "gets the first answer again; another key is refused (409).",
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "maxLength": 200},
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/LookupRequest"}
+                        }
+                    },
+                },
                 "responses": {
-                    "200": {"description": "found", "content": {"application/json": {
-                        "schema": {"$ref": "#/components/schemas/Account"}}}},
-                    **{code: {"description": text, "content": {"application/json": {
-                        "schema": {"$ref": "#/components/schemas/Error"}}}}
-                       for code, text in (("404", "no such account, wrong card or wrong PIN"),
-                                          ("409", "this call already had its lookup"),
-                                          ("410", "the PIN step is older than "
-                                                  "CALL_MAX_AGE (`issued`)"),
-                                          ("415", "not JSON"),
-                                          ("422", "malformed or undecryptable"),
-                                          ("423", "locked after repeated wrong entries"),
-                                          ("429", "too many failed lookups from this "
-                                                  "caller number"),
-                                          ("503", "Vault unavailable"))},
+                    "200": {
+                        "description": "found",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Account"}}
+                        },
+                    },
+                    **{
+                        code: {
+                            "description": text,
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Error"}
+                                }
+                            },
+                        }
+                        for code, text in (
+                            ("404", "no such account, wrong card or wrong PIN"),
+                            ("409", "this call already had its lookup"),
+                            ("410", "the PIN step is older than CALL_MAX_AGE (`issued`)"),
+                            ("415", "not JSON"),
+                            ("422", "malformed or undecryptable"),
+                            ("423", "locked after repeated wrong entries"),
+                            ("429", "too many failed lookups from this caller number"),
+                            ("503", "Vault unavailable"),
+                        )
+                    },
                     "401": {"description": "missing or wrong bearer token"},
                     "413": {"description": "body too large"},
                 },

@@ -53,8 +53,13 @@ class Manifest:
     sha256: dict[str, str]
 
     def as_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "created": self.created, "cluster_id": self.cluster_id,
-                "vault_version": self.vault_version, "sha256": self.sha256}
+        return {
+            "format": FORMAT,
+            "created": self.created,
+            "cluster_id": self.cluster_id,
+            "vault_version": self.vault_version,
+            "sha256": self.sha256,
+        }
 
 
 def _digest(data: bytes) -> str:
@@ -70,11 +75,17 @@ def write_backup(vault: VaultClient, store_url: StoreUrl, out: Path) -> Manifest
         copy = Path(tmp) / STORE
         export_to_sqlite(store_url, copy)
         store = copy.read_bytes()
-    manifest = Manifest(time.time(), str(status.get("cluster_id", "")),
-                        str(status.get("version", "")),
-                        {SNAPSHOT: _digest(snapshot), STORE: _digest(store)})
-    members = {MANIFEST: json.dumps(manifest.as_json(), indent=2).encode(),
-               SNAPSHOT: snapshot, STORE: store}
+    manifest = Manifest(
+        time.time(),
+        str(status.get("cluster_id", "")),
+        str(status.get("version", "")),
+        {SNAPSHOT: _digest(snapshot), STORE: _digest(store)},
+    )
+    members = {
+        MANIFEST: json.dumps(manifest.as_json(), indent=2).encode(),
+        SNAPSHOT: snapshot,
+        STORE: store,
+    }
     with private_writer(out) as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
@@ -99,33 +110,38 @@ def read_backup(path: Path) -> Backup:
             for info in tar.getmembers():
                 handle = tar.extractfile(info) if info.isfile() else None
                 if info.name not in (MANIFEST, SNAPSHOT, STORE) or handle is None:
-                    raise BadInput(f"--from: {path}: unexpected member in the backup: "
-                                   f"{info.name}")
+                    raise BadInput(f"--from: {path}: unexpected member in the backup: {info.name}")
                 members[info.name] = handle.read()
     except FileNotFoundError:
         raise BadInput(f"--from: no such file: {path}") from None
     except (EOFError, zlib.error, gzip.BadGzipFile, tarfile.ReadError) as exc:
         # A copy cut short, or bytes changed in transit: gzip's stream is damaged.
-        raise BadInput(f"--from: {path}: the backup is damaged (truncated or corrupted: "
-                       f"{type(exc).__name__})") from None
+        raise BadInput(
+            f"--from: {path}: the backup is damaged (truncated or corrupted: {type(exc).__name__})"
+        ) from None
     except (OSError, tarfile.TarError) as exc:
-        raise BadInput(f"--from: {path}: not a readable backup ({type(exc).__name__})"
-                       ) from None
+        raise BadInput(f"--from: {path}: not a readable backup ({type(exc).__name__})") from None
     if set(members) != {MANIFEST, SNAPSHOT, STORE}:
         raise BadInput(f"--from: {path}: the backup is incomplete (damaged)")
     try:
         raw = json.loads(members[MANIFEST])
         if raw.get("format") != FORMAT:
             raise BadInput(f"--from: {path}: unknown backup format")
-        manifest = Manifest(float(raw["created"]), str(raw["cluster_id"]),
-                            str(raw["vault_version"]), dict(raw["sha256"]))
+        manifest = Manifest(
+            float(raw["created"]),
+            str(raw["cluster_id"]),
+            str(raw["vault_version"]),
+            dict(raw["sha256"]),
+        )
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise BadInput(f"--from: {path}: {MANIFEST} is not readable; the backup is "
-                       "damaged") from None
+        raise BadInput(
+            f"--from: {path}: {MANIFEST} is not readable; the backup is damaged"
+        ) from None
     for name in (SNAPSHOT, STORE):
         if _digest(members[name]) != manifest.sha256.get(name):
-            raise BadInput(f"--from: {path}: {name} does not match its digest; the backup "
-                           "is damaged")
+            raise BadInput(
+                f"--from: {path}: {name} does not match its digest; the backup is damaged"
+            )
     return Backup(manifest, members[SNAPSHOT], members[STORE])
 
 

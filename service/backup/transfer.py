@@ -44,15 +44,21 @@ def export_to_sqlite(store: StoreUrl, target: Path) -> None:
     copy = open_current(StoreUrl.sqlite(str(target)), pool_size=1)  # the schema, empty
     assert isinstance(copy, ThreadConnections)
     try:
+
         def read(conn: PgConnection) -> None:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             for table, columns in TABLES:
                 rows = _rows(conn, table, columns)
 
-                def write(db: sqlite3.Connection, sql: str = _insert(table, columns),
-                          rows: Iterator[Any] = rows) -> None:
+                def write(
+                    db: sqlite3.Connection,
+                    sql: str = _insert(table, columns),
+                    rows: Iterator[Any] = rows,
+                ) -> None:
                     db.executemany(sql, rows)
+
                 copy.run(write, write=True)
+
         source.run(read, write=True)
     finally:
         source.close()
@@ -79,15 +85,17 @@ def import_from_sqlite(source: Path, store: StoreUrl) -> None:
                 conn.execute(f"TRUNCATE {names}")
                 with conn.raw.cursor() as cursor:
                     for table, columns in TABLES:
-                        with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN"
-                                         ) as copy:
+                        with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
                             for row in backup.connection().execute(_select(table, columns)):
                                 copy.write_row(tuple(row))
                 for table, columns in TABLES:
                     if "id" in columns:  # the next id assigned follows the ids restored
                         after = f"COALESCE((SELECT MAX(id) FROM {table}), 0) + 1"  # noqa: S608
-                        conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
-                                     f" {after}, false)")
+                        conn.execute(
+                            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+                            f" {after}, false)"
+                        )
+
             database.run(write, write=True)
         finally:
             database.close()

@@ -38,9 +38,24 @@ DESCRIPTION = (
 # ``func`` (a :data:`Command`) on its parsers; a command that may use ``make run``'s Vault
 # also sets ``dev_identity`` (the AppRole it runs as there; service/cli/devenv.py). Imported
 # when the parser is built, so that a command pulls in only what it runs.
-REGISTRARS: tuple[str, ...] = tuple(f"service.cli.{name}" for name in (
-    "dev", "serve", "bootstrap", "call", "accounts", "callers", "keys", "legacy", "twilio",
-    "backup", "operator", "doctor", "store"))
+REGISTRARS: tuple[str, ...] = tuple(
+    f"service.cli.{name}"
+    for name in (
+        "dev",
+        "serve",
+        "bootstrap",
+        "call",
+        "accounts",
+        "callers",
+        "keys",
+        "legacy",
+        "twilio",
+        "backup",
+        "operator",
+        "doctor",
+        "store",
+    )
+)
 
 # Commands whose logs are a service's: LOG_LEVEL applies, and -v changes nothing. With
 # the services: `operator`, compose's unattended steps around Vault (`unseal --watch` runs
@@ -53,8 +68,13 @@ _VERBOSE_HELP = "-v: also INFO log lines, -vv: DEBUG (operator commands are quie
 def _add_verbose(parser: argparse.ArgumentParser, *, top: bool) -> None:
     """``-v`` before or after the command: ``ivr-vault -v keys status`` and ``ivr-vault
     keys status -v`` (a subcommand's copy does not reset what the top one counted)."""
-    parser.add_argument("-v", "--verbose", action="count", help=_VERBOSE_HELP,
-                        default=0 if top else argparse.SUPPRESS)
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        help=_VERBOSE_HELP,
+        default=0 if top else argparse.SUPPRESS,
+    )
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():
@@ -125,10 +145,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A service joins the lines of one event-loop iteration into one write, off the
         # request path; a CLI command (and what it prints around its log lines) stays in
         # order, one write per line.
-        configure_logging(fmt="console" if console else "json",
-                          level=log_level(args.command, verbose, settings.log_level),
-                          background=args.command == "serve",
-                          listen_hosts=frozenset({settings.webhook_host, settings.backend_host}))
+        configure_logging(
+            fmt="console" if console else "json",
+            level=log_level(args.command, verbose, settings.log_level),
+            background=args.command == "serve",
+            listen_hosts=frozenset({settings.webhook_host, settings.backend_host}),
+        )
         func: Command = args.func
         return func(args, settings)
     except ConfigError as exc:
@@ -157,6 +179,10 @@ def _unexpected(exc: Exception, verbose: int) -> int:
         structlog.get_logger("ivr.cli").error("unexpected error", exc_info=exc)
     detail = _one_line(mask_digits(str(exc)))[:200]
     hint = "" if verbose else " (-v shows where)"
-    print(f"ivr-vault: unexpected error: {type(exc).__name__}"
-          + (f": {detail}" if detail else "") + hint, file=sys.stderr)
+    print(
+        f"ivr-vault: unexpected error: {type(exc).__name__}"
+        + (f": {detail}" if detail else "")
+        + hint,
+        file=sys.stderr,
+    )
     return 1

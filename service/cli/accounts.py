@@ -36,8 +36,11 @@ def _read_line(label: str, secret: bool) -> str:
     return sys.stdin.readline().strip()
 
 
-def read_enrolment(account: str, balance: str, read: Reader = _read_line,
-                   ) -> tuple[str, str, str, tuple[str, ...]]:
+def read_enrolment(
+    account: str,
+    balance: str,
+    read: Reader = _read_line,
+) -> tuple[str, str, str, tuple[str, ...]]:
     """The account number, card last-4, PIN, then caller numbers until an empty line or
     EOF."""
     number = read("account number", True)
@@ -69,11 +72,15 @@ def _add(args: argparse.Namespace, settings: Settings) -> int:
     except EnrolmentRefused as exc:
         return _refused(str(exc))
     except StoreConflict:  # another enrolment took the label or number meanwhile
-        return _refused(f"account {args.account} conflicts with one enrolled meanwhile; "
-                        "check with `ivr-vault accounts update` and run again")
+        return _refused(
+            f"account {args.account} conflicts with one enrolled meanwhile; "
+            "check with `ivr-vault accounts update` and run again"
+        )
     _audit(settings, args.account, "account added by an operator")
-    print(f"ivr-vault: account {args.account} provisioned"
-          + (f" ({len(callers)} caller numbers registered)" if callers else ""))
+    print(
+        f"ivr-vault: account {args.account} provisioned"
+        + (f" ({len(callers)} caller numbers registered)" if callers else "")
+    )
     return 0
 
 
@@ -98,8 +105,7 @@ def _audit(settings: Settings, account: str, event: str, **facts: object) -> Non
     log.warning(event, account_ref=reference, **facts)
 
 
-UPDATES = ("set_account_number", "reset_pin", "change_card", "add_callers",
-           "remove_callers")
+UPDATES = ("set_account_number", "reset_pin", "change_card", "add_callers", "remove_callers")
 
 
 def _update(args: argparse.Namespace, settings: Settings) -> int:
@@ -108,8 +114,11 @@ def _update(args: argparse.Namespace, settings: Settings) -> int:
 
     change = next((name for name in UPDATES if getattr(args, name)), None)
     if change is None and args.balance is None:
-        return _refused("accounts update: nothing to change (--balance, "
-                        + ", ".join("--" + name.replace("_", "-") for name in UPDATES) + ")")
+        return _refused(
+            "accounts update: nothing to change (--balance, "
+            + ", ".join("--" + name.replace("_", "-") for name in UPDATES)
+            + ")"
+        )
     if args.balance is not None and not enrolment.AMOUNT.fullmatch(args.balance):
         return _refused(enrolment.BAD_AMOUNT)  # before anything is changed
     done: dict[str, str] = {}  # change → what it did
@@ -120,8 +129,9 @@ def _update(args: argparse.Namespace, settings: Settings) -> int:
             done[change] = "account number set (its card-only lookup has ended)"
         elif change in ("reset_pin", "change_card"):
             new_card = change == "change_card"
-            last4 = _read_line("new card last 4 digits" if new_card else
-                               "the account's card last 4 digits", True)
+            last4 = _read_line(
+                "new card last 4 digits" if new_card else "the account's card last 4 digits", True
+            )
             pin = _read_line("new PIN", True)
             enrolment.change_card(settings, args.account, last4, pin, new_card=new_card)
             done[change] = "card and PIN changed" if new_card else "PIN reset"
@@ -143,8 +153,7 @@ def _update(args: argparse.Namespace, settings: Settings) -> int:
         return _refused("that account number is already enrolled on another account")
     finally:
         if done:  # what was changed, even when what followed was refused
-            _audit(settings, args.account, "account changed by an operator",
-                   changes=list(done))
+            _audit(settings, args.account, "account changed by an operator", changes=list(done))
     print(f"ivr-vault: account {args.account}: {'; '.join(done.values())}")
     return 0
 
@@ -192,20 +201,26 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     path = Path(args.file)
     reporter = Reporter(path)
     try:
-        summary = import_file(settings, path, update=args.update, refuse=reporter.refuse,
-                              progress=reporter.progress)
+        summary = import_file(
+            settings, path, update=args.update, refuse=reporter.refuse, progress=reporter.progress
+        )
     except EnrolmentRefused as exc:
         reporter.done()
         return _refused(str(exc))
     reporter.done()
     # Counts stay out of the log line (the scrubber masks numbers it does not know);
     # the summary below carries them.
-    log.warning("accounts imported by an operator", file=path.name,
-                outcome="rows refused" if summary.refused else "complete")
-    print(f"ivr-vault: import {path.name}: {summary.rows} rows: {summary.added} added, "
-          f"{summary.skipped} already present, {summary.updated} updated, "
-          f"{summary.refused} refused ({summary.rows / max(summary.seconds, 1e-9):.0f} "
-          f"rows/s, {summary.transit_calls} Transit calls)")
+    log.warning(
+        "accounts imported by an operator",
+        file=path.name,
+        outcome="rows refused" if summary.refused else "complete",
+    )
+    print(
+        f"ivr-vault: import {path.name}: {summary.rows} rows: {summary.added} added, "
+        f"{summary.skipped} already present, {summary.updated} updated, "
+        f"{summary.refused} refused ({summary.rows / max(summary.seconds, 1e-9):.0f} "
+        f"rows/s, {summary.transit_calls} Transit calls)"
+    )
     return 2 if summary.refused else 0
 
 
@@ -228,13 +243,17 @@ def _unlock(args: argparse.Namespace, settings: Settings) -> int:
     if before is None:
         print(f"ivr-vault: no account {args.account}", file=sys.stderr)
         return 1
-    state = ("hard-locked" if before.hard else "locked" if before.locked(time.time())
-             else "not locked")
+    state = (
+        "hard-locked" if before.hard else "locked" if before.locked(time.time()) else "not locked"
+    )
     # The letters-only reference: the label may hold digits, which the scrubber masks.
-    log.warning("account unlocked by an operator", account_ref=reference, operator=operator,
-                was=state)
-    print(f"ivr-vault: account {args.account} unlocked (was {state}; "
-          f"{before.failures} consecutive wrong PINs forgotten)")
+    log.warning(
+        "account unlocked by an operator", account_ref=reference, operator=operator, was=state
+    )
+    print(
+        f"ivr-vault: account {args.account} unlocked (was {state}; "
+        f"{before.failures} consecutive wrong PINs forgotten)"
+    )
     return 0
 
 
@@ -256,68 +275,106 @@ def _check_keys(args: argparse.Namespace, settings: Settings) -> int:
     if not check.ok:
         print(f"ivr-vault: {check.error()}", file=sys.stderr)
         return 1
-    print(f"ivr-vault: {settings.lookup_key}: this Vault reproduces the account store's "
-          "canaries")
+    print(f"ivr-vault: {settings.lookup_key}: this Vault reproduces the account store's canaries")
     return 0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     accounts = sub.add_parser("accounts", help="account store").add_subparsers(
-        dest="accounts_command", required=True)
-    p = accounts.add_parser("add", help="provision an account; from a prompt or stdin, one "
-                                        "per line, never argv: its account number, card "
-                                        "last-4, PIN, then caller numbers (E.164) until an "
-                                        "empty line; weak PINs are refused")
+        dest="accounts_command", required=True
+    )
+    p = accounts.add_parser(
+        "add",
+        help="provision an account; from a prompt or stdin, one "
+        "per line, never argv: its account number, card "
+        "last-4, PIN, then caller numbers (E.164) until an "
+        "empty line; weak PINs are refused",
+    )
     p.add_argument("--account", required=True, help="the label read back to callers")
     p.add_argument("--balance", required=True)
     p.set_defaults(func=_add, dev_identity="ivr-backend")
-    p = accounts.add_parser("update", help="change an account: --balance, and one change "
-                                           "whose digits come from a prompt or stdin, one "
-                                           "per line, never argv")
+    p = accounts.add_parser(
+        "update",
+        help="change an account: --balance, and one change "
+        "whose digits come from a prompt or stdin, one "
+        "per line, never argv",
+    )
     p.add_argument("--account", required=True)
     p.add_argument("--balance", help="the new balance (an amount such as 12.55)")
     change = p.add_mutually_exclusive_group()
-    change.add_argument("--set-account-number", action="store_true",
-                        help="reads the account number (ends a migrated account's card-only "
-                             "lookup)")
-    change.add_argument("--reset-pin", action="store_true",
-                        help="reads the account's card last-4, then the new PIN")
-    change.add_argument("--change-card", action="store_true",
-                        help="reads the new card last-4, then the new PIN")
-    change.add_argument("--add-callers", action="store_true",
-                        help="reads the account's card last-4, then caller numbers (E.164) "
-                             "to register until an empty line")
-    change.add_argument("--remove-callers", action="store_true",
-                        help="reads caller numbers (E.164) to unregister until an empty line")
+    change.add_argument(
+        "--set-account-number",
+        action="store_true",
+        help="reads the account number (ends a migrated account's card-only lookup)",
+    )
+    change.add_argument(
+        "--reset-pin", action="store_true", help="reads the account's card last-4, then the new PIN"
+    )
+    change.add_argument(
+        "--change-card", action="store_true", help="reads the new card last-4, then the new PIN"
+    )
+    change.add_argument(
+        "--add-callers",
+        action="store_true",
+        help="reads the account's card last-4, then caller numbers (E.164) "
+        "to register until an empty line",
+    )
+    change.add_argument(
+        "--remove-callers",
+        action="store_true",
+        help="reads caller numbers (E.164) to unregister until an empty line",
+    )
     p.set_defaults(func=_update, dev_identity="ivr-backend")
-    p = accounts.add_parser("remove", help="delete an account, its caller registrations and "
-                                           "its lockout")
+    p = accounts.add_parser(
+        "remove", help="delete an account, its caller registrations and its lockout"
+    )
     p.add_argument("--account", required=True)
     p.set_defaults(func=_remove, dev_identity="ivr-backend")
-    p = accounts.add_parser("list", help="every account: identification paths, lock state, "
-                                         "wrong PINs, last success; never a digit entry")
+    p = accounts.add_parser(
+        "list",
+        help="every account: identification paths, lock state, "
+        "wrong PINs, last success; never a digit entry",
+    )
     p.add_argument("--json", action="store_true", help="JSON Lines, one object per account")
     p.set_defaults(func=_list, dev_identity="ivr-backend")
-    p = accounts.add_parser("import", help="accounts from a .csv (header account,balance,"
-                                           "account_number,card_last4,pin,callers; callers "
-                                           "separated by ;) or .jsonl file, streamed; a row "
-                                           "already present is skipped; exit 2 when a row "
-                                           "was refused")
+    p = accounts.add_parser(
+        "import",
+        help="accounts from a .csv (header account,balance,"
+        "account_number,card_last4,pin,callers; callers "
+        "separated by ;) or .jsonl file, streamed; a row "
+        "already present is skipped; exit 2 when a row "
+        "was refused",
+    )
     p.add_argument("file")
-    p.add_argument("--update", action="store_true",
-                   help="replace an account whose label exists with other content")
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="replace an account whose label exists with other content",
+    )
     p.set_defaults(func=_import, dev_identity="ivr-backend")
-    p = accounts.add_parser("unlock", help="forget an account's wrong PINs and lift its "
-                                           "lock; as the key-admin (operator) identity")
+    p = accounts.add_parser(
+        "unlock",
+        help="forget an account's wrong PINs and lift its "
+        "lock; as the key-admin (operator) identity",
+    )
     p.add_argument("--account", required=True)
     p.set_defaults(func=_unlock, dev_identity="ivr-keyadmin")
-    p = accounts.add_parser("seed-demo", help="development only: provision the demo account "
-                                              "(card 1234, PIN 4321) with the backend's "
-                                              "identity, unless the store has it")
+    p = accounts.add_parser(
+        "seed-demo",
+        help="development only: provision the demo account "
+        "(card 1234, PIN 4321) with the backend's "
+        "identity, unless the store has it",
+    )
     p.set_defaults(func=_seed_demo, dev_identity="ivr-backend")
-    p = accounts.add_parser("check-keys", help="check that this Vault reproduces the store's "
-                                               "ivr-lookup canaries (as the backend does)")
-    p.add_argument("--adopt", action="store_true",
-                   help="record this Vault's canaries for verifier versions that have none "
-                        "(a store made before canaries); only if this Vault made them")
+    p = accounts.add_parser(
+        "check-keys",
+        help="check that this Vault reproduces the store's "
+        "ivr-lookup canaries (as the backend does)",
+    )
+    p.add_argument(
+        "--adopt",
+        action="store_true",
+        help="record this Vault's canaries for verifier versions that have none "
+        "(a store made before canaries); only if this Vault made them",
+    )
     p.set_defaults(func=_check_keys, dev_identity="ivr-backend")

@@ -35,20 +35,25 @@ def _bootstrap(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("VAULT_TOKEN: not set (bootstrap needs an administrative token)")
     cidrs = [c.strip() for c in args.bound_cidrs.split(",") if c.strip()]
     layout = Layout.load(profile=args.profile, bound_cidrs=cidrs)
-    admin = VaultClient.from_settings(settings, credentials=settings.vault_token,
-                                      timeout=max(settings.vault_timeout, 10))
+    admin = VaultClient.from_settings(
+        settings, credentials=settings.vault_token, timeout=max(settings.vault_timeout, 10)
+    )
     bootstrap(admin, layout)
     if args.jwt_service_account:
         _configure_jwt(args, admin, layout)
     targets = dict(item.split("=", 1) for item in args.credentials)
     for role, target in targets.items():
-        kept = None if args.rotate else current_credentials(
-            admin, role, Path(target), approle_mount=layout.approle_mount)
+        kept = (
+            None
+            if args.rotate
+            else current_credentials(admin, role, Path(target), approle_mount=layout.approle_mount)
+        )
         if kept is not None:
             print(f"ivr-vault: {role} credentials in {target} are valid; kept")
             continue
         issue_credentials(admin, [role], approle_mount=layout.approle_mount)[role].write(
-            Path(target))
+            Path(target)
+        )
         print(f"ivr-vault: wrote {role} credentials to {target} (older secret-ids destroyed)")
     if args.revoke_token:
         revoke_token(admin)
@@ -72,50 +77,93 @@ def _configure_jwt(args: argparse.Namespace, admin: VaultClient, layout: Layout)
 
     accounts = dict(item.split("=", 1) for item in args.jwt_service_account)
     auth = JwtAuth(
-        audience=args.jwt_audience, namespace=args.jwt_namespace, service_accounts=accounts,
+        audience=args.jwt_audience,
+        namespace=args.jwt_namespace,
+        service_accounts=accounts,
         pubkeys=tuple(read(path, "--jwt-pubkey-file") for path in args.jwt_pubkey_file),
         discovery_url=args.jwt_discovery_url,
         discovery_ca_pem=read(args.jwt_discovery_ca, "--jwt-discovery-ca")
-        if args.jwt_discovery_ca else "",
-        bound_issuer=args.jwt_issuer, mount=args.jwt_mount)
+        if args.jwt_discovery_ca
+        else "",
+        bound_issuer=args.jwt_issuer,
+        mount=args.jwt_mount,
+    )
     configure_jwt(admin, layout, auth)
-    print(f"ivr-vault: jwt auth at auth/{auth.mount}: "
-          + ", ".join(f"{role}={auth.subject(role)}" for role in accounts))
+    print(
+        f"ivr-vault: jwt auth at auth/{auth.mount}: "
+        + ", ".join(f"{role}={auth.subject(role)}" for role in accounts)
+    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bootstrap", help="create keys, policies and AppRoles (idempotent)")
-    p.add_argument("--credentials", action="append", default=[], metavar="ROLE=DIR",
-                   help="write ROLE's role_id and secret_id into DIR (repeatable); "
-                        "credentials already there are kept while Vault accepts them and "
-                        "a third of their life is left")
-    p.add_argument("--rotate", action="store_true",
-                   help="issue new secret-ids for --credentials even when the old ones are "
-                        "valid (they are destroyed: restart the services)")
-    p.add_argument("--profile", choices=["prod"],
-                   help="role settings for production (vault/layout.json)")
-    p.add_argument("--bound-cidrs", default="", metavar="CIDR[,CIDR]",
-                   help="with --profile: the addresses the services' AppRoles may be used "
-                        "from (token_bound_cidrs, secret_id_bound_cidrs)")
-    p.add_argument("--revoke-token", action="store_true",
-                   help="revoke VAULT_TOKEN when done (production: the root token)")
+    p.add_argument(
+        "--credentials",
+        action="append",
+        default=[],
+        metavar="ROLE=DIR",
+        help="write ROLE's role_id and secret_id into DIR (repeatable); "
+        "credentials already there are kept while Vault accepts them and "
+        "a third of their life is left",
+    )
+    p.add_argument(
+        "--rotate",
+        action="store_true",
+        help="issue new secret-ids for --credentials even when the old ones are "
+        "valid (they are destroyed: restart the services)",
+    )
+    p.add_argument(
+        "--profile", choices=["prod"], help="role settings for production (vault/layout.json)"
+    )
+    p.add_argument(
+        "--bound-cidrs",
+        default="",
+        metavar="CIDR[,CIDR]",
+        help="with --profile: the addresses the services' AppRoles may be used "
+        "from (token_bound_cidrs, secret_id_bound_cidrs)",
+    )
+    p.add_argument(
+        "--revoke-token",
+        action="store_true",
+        help="revoke VAULT_TOKEN when done (production: the root token)",
+    )
     jwt = p.add_argument_group(
         "service-account login (Kubernetes; docs/kubernetes.md)",
         "with --jwt-service-account, configure the JWT auth method and one role per "
-        "identity, bound to one service account and one audience")
-    jwt.add_argument("--jwt-service-account", action="append", default=[],
-                     metavar="ROLE=NAME", help="ROLE (ivr-webhook) is the service account "
-                     "NAME in --jwt-namespace (repeatable)")
+        "identity, bound to one service account and one audience",
+    )
+    jwt.add_argument(
+        "--jwt-service-account",
+        action="append",
+        default=[],
+        metavar="ROLE=NAME",
+        help="ROLE (ivr-webhook) is the service account NAME in --jwt-namespace (repeatable)",
+    )
     jwt.add_argument("--jwt-namespace", default="", metavar="NS")
-    jwt.add_argument("--jwt-audience", default="", metavar="AUD",
-                     help="the audience of the pods' projected tokens")
-    jwt.add_argument("--jwt-pubkey-file", action="append", default=[], metavar="PEM",
-                     help="a public key that signs service-account tokens (repeatable)")
-    jwt.add_argument("--jwt-discovery-url", default="", metavar="URL",
-                     help="instead of keys: the API server's issuer URL (OIDC discovery)")
-    jwt.add_argument("--jwt-discovery-ca", default="", metavar="FILE",
-                     help="the CA of --jwt-discovery-url")
-    jwt.add_argument("--jwt-issuer", default="", metavar="ISS",
-                     help="the tokens' issuer (bound_issuer)")
+    jwt.add_argument(
+        "--jwt-audience",
+        default="",
+        metavar="AUD",
+        help="the audience of the pods' projected tokens",
+    )
+    jwt.add_argument(
+        "--jwt-pubkey-file",
+        action="append",
+        default=[],
+        metavar="PEM",
+        help="a public key that signs service-account tokens (repeatable)",
+    )
+    jwt.add_argument(
+        "--jwt-discovery-url",
+        default="",
+        metavar="URL",
+        help="instead of keys: the API server's issuer URL (OIDC discovery)",
+    )
+    jwt.add_argument(
+        "--jwt-discovery-ca", default="", metavar="FILE", help="the CA of --jwt-discovery-url"
+    )
+    jwt.add_argument(
+        "--jwt-issuer", default="", metavar="ISS", help="the tokens' issuer (bound_issuer)"
+    )
     jwt.add_argument("--jwt-mount", default="jwt", metavar="PATH")
     p.set_defaults(func=_bootstrap, dev_identity="root")

@@ -27,16 +27,21 @@ def _reset(args: argparse.Namespace, settings: Settings) -> int:
 
     done = reset_caller(settings, _read_number())
     was = "it was cut off" if done.was_cut_off else "it was not cut off"
-    print(f"ivr-vault: caller {done.caller_fp} reset: {done.forgotten} failed lookups "
-          f"forgotten ({was}); caller_fp is how the backend's log lines name it")
+    print(
+        f"ivr-vault: caller {done.caller_fp} reset: {done.forgotten} failed lookups "
+        f"forgotten ({was}); caller_fp is how the backend's log lines name it"
+    )
     return 0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    callers = sub.add_parser("callers", help="caller numbers cut off after failed "
-                                             "lookups").add_subparsers(
-        dest="callers_command", required=True)
-    p = callers.add_parser("reset", help="forget one caller number's failed lookups (it may "
-                                         "call again); the number from a prompt or stdin, "
-                                         "never argv; as the backend's identity")
+    callers = sub.add_parser(
+        "callers", help="caller numbers cut off after failed lookups"
+    ).add_subparsers(dest="callers_command", required=True)
+    p = callers.add_parser(
+        "reset",
+        help="forget one caller number's failed lookups (it may "
+        "call again); the number from a prompt or stdin, "
+        "never argv; as the backend's identity",
+    )
     p.set_defaults(func=_reset, dev_identity="ivr-backend")

@@ -37,7 +37,10 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("dev", help="start a dev Vault, bootstrap it, run backend and webhook")
-    p.add_argument("--ha", action="store_true",
-                   help="make run-ha: a 3-node Vault cluster, 2 backends, 2 webhooks behind "
-                        "Caddy, a shared store (state in .dev/ha/)")
+    p.add_argument(
+        "--ha",
+        action="store_true",
+        help="make run-ha: a 3-node Vault cluster, 2 backends, 2 webhooks behind "
+        "Caddy, a shared store (state in .dev/ha/)",
+    )
     p.set_defaults(func=_dev)

@@ -81,23 +81,31 @@ def find_dev_env(environ: Mapping[str, str], dev_dir: Path = DEV_DIR) -> DevEnv 
     addr = values.get("VAULT_ADDR") or values.get("BAO_ADDR")
     if not addr:
         return None
-    named = [spelling for name in _CREDENTIALS for spelling in (name, f"{name}_FILE")
-             if environ.get(spelling)]
+    named = [
+        spelling
+        for name in _CREDENTIALS
+        for spelling in (name, f"{name}_FILE")
+        if environ.get(spelling)
+    ]
     if named:
         raise ConfigError(
             f"VAULT_ADDR is not set, and the environment names credentials ({', '.join(named)}):"
             f" they are never sent to the address in {dev_dir}/vault.env; set VAULT_ADDR, "
-            f"or unset them to use the identities in {dev_dir}/")
-    return DevEnv(dev_dir, addr, values.get("VAULT_TOKEN") or values.get("BAO_TOKEN"),
-                  values.get("STORE_URL"))
+            f"or unset them to use the identities in {dev_dir}/"
+        )
+    return DevEnv(
+        dev_dir, addr, values.get("VAULT_TOKEN") or values.get("BAO_TOKEN"), values.get("STORE_URL")
+    )
 
 
 # What ``source .dev/vault.env`` puts in a shell.
 _SOURCED = ("VAULT_ADDR", "VAULT_TOKEN", "BAO_ADDR", "BAO_TOKEN")
 
 
-def unsourced(environ: Mapping[str, str], dev_dir: Path = DEV_DIR,
-              ) -> tuple[dict[str, str], str | None]:
+def unsourced(
+    environ: Mapping[str, str],
+    dev_dir: Path = DEV_DIR,
+) -> tuple[dict[str, str], str | None]:
     """``environ`` as if ``.dev/vault.env`` had never been sourced into it: when its
     ``VAULT_ADDR`` is that file's and its token is that file's root token (or none), they
     are dropped, so that a command runs as its own identity, not as root, and ``make run``
@@ -112,14 +120,15 @@ def unsourced(environ: Mapping[str, str], dev_dir: Path = DEV_DIR,
     values = dict(_EXPORT.findall(text))
     token = values.get("VAULT_TOKEN")
     tokens = {environ[name] for name in ("VAULT_TOKEN", "BAO_TOKEN") if environ.get(name)}
-    if not addr or addr != values.get("VAULT_ADDR", values.get("BAO_ADDR")) or (
-            tokens - {token}):
+    if not addr or addr != values.get("VAULT_ADDR", values.get("BAO_ADDR")) or (tokens - {token}):
         return dict(environ), None
     dropped = [name for name in _SOURCED if name in environ]
     env = {name: value for name, value in environ.items() if name not in dropped}
     verb = "comes" if len(dropped) == 1 else "come"
-    return env, (f"{', '.join(dropped)} {verb} from {dev_dir / 'vault.env'} (sourced "
-                 "earlier): not used; nothing needs sourcing")
+    return env, (
+        f"{', '.join(dropped)} {verb} from {dev_dir / 'vault.env'} (sourced "
+        "earlier): not used; nothing needs sourcing"
+    )
 
 
 def names_credentials(environ: Mapping[str, str]) -> bool:
@@ -166,22 +175,24 @@ def read_private(dev_dir: Path, name: str) -> str | None:
 
 def _check_owned(info: os.stat_result, what: str) -> None:
     if info.st_uid != os.geteuid():
-        raise UntrustedDevDir(f"{what} belongs to uid {info.st_uid}, not to this user "
-                              f"({os.geteuid()})")
+        raise UntrustedDevDir(
+            f"{what} belongs to uid {info.st_uid}, not to this user ({os.geteuid()})"
+        )
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise UntrustedDevDir(f"others may write to {what} (mode "
-                              f"{stat.S_IMODE(info.st_mode):04o})")
+        raise UntrustedDevDir(f"others may write to {what} (mode {stat.S_IMODE(info.st_mode):04o})")
 
 
-def dev_environment(environ: Mapping[str, str], identity: str,
-                    dev: DevEnv) -> tuple[dict[str, str], str]:
+def dev_environment(
+    environ: Mapping[str, str], identity: str, dev: DevEnv
+) -> tuple[dict[str, str], str]:
     """``environ`` with the dev Vault's address and ``identity``'s credentials from
     ``.dev/`` (:func:`find_dev_env` found none in the environment); and the line that says
     so."""
     env = {**environ, "VAULT_ADDR": dev.addr}
     said = f"using the dev Vault at {dev.addr} ({dev.dir / 'vault.env'})"
-    if dev.store_url and not any(environ.get(name) for name in (
-            "STORE_URL", "STORE_URL_FILE", "STORE_PATH")):
+    if dev.store_url and not any(
+        environ.get(name) for name in ("STORE_URL", "STORE_URL_FILE", "STORE_PATH")
+    ):
         env["STORE_URL"] = dev.store_url  # make run-ha's store goes with its Vault
     if identity == ANY:
         return env, said
@@ -219,6 +230,7 @@ def read_cluster(dev_dir: Path = DEV_DIR) -> dict[str, list[str]] | None:
 
 def cannot_tell(what: str, dev_dir: Path = DEV_DIR) -> str:
     """Why the stack in this directory is unknown: the one line doctor and call say."""
-    return (f"cannot tell which {what} runs here: {dev_dir}/ has no {CLUSTER_JSON} "
-            f"(is `make run` running in this directory?)")
-
+    return (
+        f"cannot tell which {what} runs here: {dev_dir}/ has no {CLUSTER_JSON} "
+        f"(is `make run` running in this directory?)"
+    )

@@ -34,14 +34,19 @@ def _period(seconds: int) -> str:
 def render_table(statuses: dict[str, keys.KeyStatus]) -> str:
     lines = []
     for name, key in statuses.items():
-        lines.append(f"{name}  latest v{key.latest_version}  "
-                     f"min_decryption_version {key.min_decryption_version}  "
-                     f"min_encryption_version {key.min_encryption_version}  "
-                     f"auto_rotate_period {_period(key.auto_rotate_period)}")
+        lines.append(
+            f"{name}  latest v{key.latest_version}  "
+            f"min_decryption_version {key.min_decryption_version}  "
+            f"min_encryption_version {key.min_encryption_version}  "
+            f"auto_rotate_period {_period(key.auto_rotate_period)}"
+        )
         lines.append(f"  {'version':<8} {'created (UTC)':<21} {'stored':>7}  state")
         for version, created in sorted(key.created.items()):
-            state = "retired" if version < key.min_decryption_version else (
-                "latest" if version == key.latest_version else "decrypts")
+            state = (
+                "retired"
+                if version < key.min_decryption_version
+                else ("latest" if version == key.latest_version else "decrypts")
+            )
             stored = key.stored_records.get(version, 0)
             when = "unknown" if created is None else keys.iso(created)
             lines.append(f"  v{version:<7} {when:<21} {stored:>7}  {state}")
@@ -64,12 +69,16 @@ def _rotate(args: argparse.Namespace, settings: Settings) -> int:
     keys.require_key(vault, settings, name)
     latest = keys.rotate(vault, settings, name)
     if keys.is_hmac_key(settings, name):
-        print(f"{name}: rotated; new verifiers use v{latest} (each account's move to "
-              f"v{latest} at its next successful lookup), older versions still verify "
-              "until retired")
+        print(
+            f"{name}: rotated; new verifiers use v{latest} (each account's move to "
+            f"v{latest} at its next successful lookup), older versions still verify "
+            "until retired"
+        )
     else:
-        print(f"{name}: rotated; new encryptions use v{latest}, older versions still "
-              "decrypt until retired")
+        print(
+            f"{name}: rotated; new encryptions use v{latest}, older versions still "
+            "decrypt until retired"
+        )
     return 0
 
 
@@ -80,18 +89,22 @@ def _retire(args: argparse.Namespace, settings: Settings) -> int:
         keys.check_window(older_than, settings.call_max_age)  # before any Vault call
         vault = keys.operator_vault(settings)
         keys.require_key(vault, settings, name)
-        key = keys.KeyStatus.from_vault(name, keys.read_key(vault, settings, name),
-                                        keys.stored_counts(settings, name))
-        plan = keys.plan_retirement(key, older_than, settings.call_max_age,
-                                    verifiers=keys.is_hmac_key(settings, name))
+        key = keys.KeyStatus.from_vault(
+            name, keys.read_key(vault, settings, name), keys.stored_counts(settings, name)
+        )
+        plan = keys.plan_retirement(
+            key, older_than, settings.call_max_age, verifiers=keys.is_hmac_key(settings, name)
+        )
     except RetireRefused as exc:
         print(f"ivr-vault: refused: {exc}", file=sys.stderr)
         return 1
     if not plan.changes:
-        print(f"{name}: nothing to retire (min_decryption_version stays {plan.current}; "
-              f"v{plan.current + 1} is younger than {args.older_than})"
-              if plan.current < key.latest_version else
-              f"{name}: nothing to retire (only the latest version v{plan.current} decrypts)")
+        print(
+            f"{name}: nothing to retire (min_decryption_version stays {plan.current}; "
+            f"v{plan.current + 1} is younger than {args.older_than})"
+            if plan.current < key.latest_version
+            else f"{name}: nothing to retire (only the latest version v{plan.current} decrypts)"
+        )
         return 0
     retired = ", ".join(f"v{v}" for v in range(plan.current, plan.target))
     verb = "would retire" if args.dry_run else "retired"
@@ -110,30 +123,37 @@ class ProgressBar:
 
     def __call__(self, done: int, total: int) -> None:
         filled = BAR_WIDTH if total == 0 else BAR_WIDTH * done // total
-        self.stream.write(f"\r{self.key} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] "
-                          f"{done}/{total}")
+        self.stream.write(
+            f"\r{self.key} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{total}"
+        )
         if done >= total:
             self.stream.write("\n")
         self.stream.flush()
 
 
 def summary(result: RewrapResult) -> str:
-    line = (f"{result.key}: rewrapped {result.rewrapped} records to v{result.latest} "
-            f"in {result.batches} batches")
+    line = (
+        f"{result.key}: rewrapped {result.rewrapped} records to v{result.latest} "
+        f"in {result.batches} batches"
+    )
     if result.failed:
         shown = ", ".join(str(i) for i in result.failed[:10])
         more = " ..." if len(result.failed) > 10 else ""
-        line += (f"; {len(result.failed)} refused by Transit (retired version or damaged), "
-                 f"record ids {shown}{more}")
+        line += (
+            f"; {len(result.failed)} refused by Transit (retired version or damaged), "
+            f"record ids {shown}{more}"
+        )
     return line
 
 
 def _rewrap(args: argparse.Namespace, settings: Settings) -> int:
     for name in args.key or ():
         if keys.is_hmac_key(settings, name):
-            raise BadInput(f"--key {name}: an HMAC key has no ciphertexts to rewrap (its "
-                           "verifiers move to the latest version at each account's next "
-                           "successful lookup; docs/keys.md)")
+            raise BadInput(
+                f"--key {name}: an HMAC key has no ciphertexts to rewrap (its "
+                "verifiers move to the latest version at each account's next "
+                "successful lookup; docs/keys.md)"
+            )
     with closing(SealedStore(settings.store)) as store:
         names = args.key or store.key_names()
         if not names:
@@ -145,8 +165,9 @@ def _rewrap(args: argparse.Namespace, settings: Settings) -> int:
         failed = False
         for name in names:
             bar: Any = ProgressBar(name, sys.stderr) if sys.stderr.isatty() else None
-            result = rewrap_key(vault, settings, store, name, batch_size=args.batch_size,
-                                progress=bar)
+            result = rewrap_key(
+                vault, settings, store, name, batch_size=args.batch_size, progress=bar
+            )
             print(summary(result))
             failed = failed or not result.ok
     return 1 if failed else 0
@@ -172,17 +193,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--key", help="Transit key name")
     p.set_defaults(func=_rotate)
 
-    p = cmds.add_parser("retire", help="raise min_decryption_version past versions that "
-                                       "no call and no stored record can still use")
-    p.add_argument("--older-than", required=True, metavar="DURATION",
-                   help="retire v when v+1 is older than this (at least CALL_MAX_AGE)")
+    p = cmds.add_parser(
+        "retire",
+        help="raise min_decryption_version past versions that "
+        "no call and no stored record can still use",
+    )
+    p.add_argument(
+        "--older-than",
+        required=True,
+        metavar="DURATION",
+        help="retire v when v+1 is older than this (at least CALL_MAX_AGE)",
+    )
     p.add_argument("--key", help="Transit key name (default: DTMF_KEY)")
     p.add_argument("--dry-run", action="store_true", help="say what would change")
     p.set_defaults(func=_retire)
 
-    p = cmds.add_parser("rewrap", help="move every stored ciphertext to its key's latest "
-                                       "version (resumable)")
+    p = cmds.add_parser(
+        "rewrap", help="move every stored ciphertext to its key's latest version (resumable)"
+    )
     p.add_argument("--key", action="append", help="only this key (repeatable)")
-    p.add_argument("--batch-size", type=_batch_size, default=DEFAULT_BATCH,
-                   help=f"items per Transit call (1-{MAX_BATCH}, default {DEFAULT_BATCH})")
+    p.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default=DEFAULT_BATCH,
+        help=f"items per Transit call (1-{MAX_BATCH}, default {DEFAULT_BATCH})",
+    )
     p.set_defaults(func=_rewrap)

@@ -58,8 +58,10 @@ def _import_key(args: argparse.Namespace, settings: Settings) -> int:
     except (LegacyImportError, LegacyFormatError) as exc:
         print(f"ivr-vault: refused: {exc}", file=sys.stderr)
         return 1
-    print(f"{args.name}: tutorial key imported as v1 (not exportable, rotatable); convert "
-          "the ciphertexts, then rotate, rewrap and retire v1 (docs/keys.md)")
+    print(
+        f"{args.name}: tutorial key imported as v1 (not exportable, rotatable); convert "
+        "the ciphertexts, then rotate, rewrap and retire v1 (docs/keys.md)"
+    )
     return 0
 
 
@@ -89,14 +91,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group.set_defaults(dev_identity="ivr-keyadmin")
     cmds = group.add_subparsers(dest="legacy_command", required=True)
 
-    p = cmds.add_parser("import-key", help="import the tutorial key into Transit (BYOK); "
-                                           "the key from stdin or a prompt, never argv")
+    p = cmds.add_parser(
+        "import-key",
+        help="import the tutorial key into Transit (BYOK); "
+        "the key from stdin or a prompt, never argv",
+    )
     p.add_argument("--name", default=LEGACY_KEY, help=f"Transit key name (default {LEGACY_KEY})")
     p.set_defaults(func=_import_key)
 
-    p = cmds.add_parser("convert", help="tutorial ciphertexts on stdin, one per line -> "
-                                        "Transit ciphertexts on stdout")
+    p = cmds.add_parser(
+        "convert",
+        help="tutorial ciphertexts on stdin, one per line -> Transit ciphertexts on stdout",
+    )
     p.add_argument("--name", default=LEGACY_KEY, help=f"Transit key name (default {LEGACY_KEY})")
-    p.add_argument("--store", action="store_true",
-                   help="also keep them in the store's sealed_records (for keys rewrap)")
+    p.add_argument(
+        "--store",
+        action="store_true",
+        help="also keep them in the store's sealed_records (for keys rewrap)",
+    )
     p.set_defaults(func=_convert)

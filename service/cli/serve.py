@@ -42,17 +42,25 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         # answers for the worker that serves the scrape only. uvicorn's supervisor owns
         # the signals here: no drain (SHUTDOWN_DRAIN) before the workers stop.
         factory = WORKER_FACTORIES[args.role]
-        uvicorn.run(f"{factory.__module__}:{factory.__name__}", factory=True,
-                    workers=workers, host=host, port=port, **uvicorn_options())
+        uvicorn.run(
+            f"{factory.__module__}:{factory.__name__}",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            **uvicorn_options(),
+        )
         return 0
     from service.web.draining import DrainingServer
     from service.web.health import Drain
 
     drain = Drain()
-    app = (_webhook(settings, drain) if args.role == "webhook"
-           else _backend(settings, drain))
-    server = DrainingServer(uvicorn.Config(app, host=host, port=port, **uvicorn_options()),
-                            drain, settings.shutdown_drain)
+    app = _webhook(settings, drain) if args.role == "webhook" else _backend(settings, drain)
+    server = DrainingServer(
+        uvicorn.Config(app, host=host, port=port, **uvicorn_options()),
+        drain,
+        settings.shutdown_drain,
+    )
     server.run()
     # As uvicorn.run: a server that never started (its lifespan failed, the port was
     # taken) exits 3.
@@ -87,8 +95,12 @@ def _worker_settings() -> Settings:
 
     settings = Settings.from_environ()
     fmt: Literal["json", "console"] = "console" if settings.log_format == "console" else "json"
-    configure_logging(fmt=fmt, level=settings.log_level, background=True,
-                      listen_hosts=frozenset({settings.webhook_host, settings.backend_host}))
+    configure_logging(
+        fmt=fmt,
+        level=settings.log_level,
+        background=True,
+        listen_hosts=frozenset({settings.webhook_host, settings.backend_host}),
+    )
     return settings
 
 

@@ -23,6 +23,5 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = sub.add_parser("store", help="the account store (STORE_URL)")
     cmds = group.add_subparsers(dest="store_command", required=True)
-    p = cmds.add_parser("migrate", help="apply the schema migrations the store lacks "
-                                        "(idempotent)")
+    p = cmds.add_parser("migrate", help="apply the schema migrations the store lacks (idempotent)")
     p.set_defaults(func=_migrate)

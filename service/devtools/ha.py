@@ -105,8 +105,11 @@ class HaStack:
             try:
                 start()
             except (OSError, RuntimeError, TimeoutError, IvrVaultError) as exc:
-                print(f"ivr-vault: {name} did not start again ({exc}); trying again",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"ivr-vault: {name} did not start again ({exc}); trying again",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 return
             started.append(name)
 
@@ -133,13 +136,13 @@ def run_ha(settings: Settings, environ: Mapping[str, str], *, state_dir: Path) -
         ha = start_ha(settings, environ, state_dir=state_dir, stack=stack)
         stack.callback(forget_cluster_json, state_dir)
         ha.write_cluster_json()
-        print(f"ivr-vault: make run-ha ready in {time.monotonic() - started:.1f} s",
-              flush=True)
+        print(f"ivr-vault: make run-ha ready in {time.monotonic() - started:.1f} s", flush=True)
         return _supervise(ha)
 
 
-def start_ha(settings: Settings, environ: Mapping[str, str], *, state_dir: Path,
-             stack: ExitStack) -> HaStack:
+def start_ha(
+    settings: Settings, environ: Mapping[str, str], *, state_dir: Path, stack: ExitStack
+) -> HaStack:
     """Start the whole topology, kept in ``state_dir/ha``; every process is stopped when
     ``stack`` closes. (The bench measures the same topology through this function.)"""
     ha_dir = state_dir / "ha"
@@ -149,13 +152,19 @@ def start_ha(settings: Settings, environ: Mapping[str, str], *, state_dir: Path,
     vault = DevVaultCluster.start(ha_dir / "vault", wait_voters=False)
     stack.callback(vault.stop)
     vault_addr = ",".join(vault.addrs)
-    print(f"Dev Vault cluster (OpenBao, 3 nodes, Raft) at {vault_addr}; data and the "
-          f"dev-only keyring in {vault.state_dir}", flush=True)
+    print(
+        f"Dev Vault cluster (OpenBao, 3 nodes, Raft) at {vault_addr}; data and the "
+        f"dev-only keyring in {vault.state_dir}",
+        flush=True,
+    )
 
     admin = vault.admin()
     layout = bootstrap(admin)
-    creds = issue_credentials(admin, ["ivr-webhook", "ivr-backend", "ivr-keyadmin",
-                                      "ivr-backup"], approle_mount=layout.approle_mount)
+    creds = issue_credentials(
+        admin,
+        ["ivr-webhook", "ivr-backend", "ivr-keyadmin", "ivr-backup"],
+        approle_mount=layout.approle_mount,
+    )
     admin.close()
     for role, c in creds.items():
         # In .dev/ beside vault.env, as make run writes them: whichever ran last, the
@@ -170,32 +179,43 @@ def start_ha(settings: Settings, environ: Mapping[str, str], *, state_dir: Path,
     owner = {"STORE_URL": postgres.owner_url}
     write_vault_env(state_dir / "vault.env", vault_addr, vault.root_token.reveal(), owner)
 
-    twilio_file = secret_file(state_dir / "twilio-auth-token",
-                              environ.get("TWILIO_AUTH_TOKEN"))
+    twilio_file = secret_file(state_dir / "twilio-auth-token", environ.get("TWILIO_AUTH_TOKEN"))
     backend_file = secret_file(state_dir / "backend-token", environ.get("BACKEND_TOKEN"))
     backend_ports = [free_port() for _ in range(REPLICAS)]
     public = f"http://127.0.0.1:{settings.webhook_port}"  # Caddy's: what Twilio signs
 
     def service_env(role: str) -> dict[str, str]:
         env = service_environment(
-            environ, role, vault_addr=vault_addr, approle_dir=state_dir,
-            backend_token_file=backend_file, twilio_file=twilio_file,
+            environ,
+            role,
+            vault_addr=vault_addr,
+            approle_dir=state_dir,
+            backend_token_file=backend_file,
+            twilio_file=twilio_file,
             public_base_url=public,
             backend_url=",".join(f"http://127.0.0.1:{p}" for p in backend_ports),
-            store=store)
+            store=store,
+        )
         if role == "webhook":
             env.setdefault("SHUTDOWN_DRAIN", str(WEBHOOK_DRAIN_S))
         return env
 
     prepare_store(Settings.from_environ({**service_env("backend"), **owner}))  # migrate, seed
 
-    backends = [_service("backend", i, port, service_env("backend"), logs)
-                for i, port in enumerate(backend_ports, start=1)]
-    webhooks = [_service("webhook", i, free_port(), service_env("webhook"), logs)
-                for i in range(1, REPLICAS + 1)]
+    backends = [
+        _service("backend", i, port, service_env("backend"), logs)
+        for i, port in enumerate(backend_ports, start=1)
+    ]
+    webhooks = [
+        _service("webhook", i, free_port(), service_env("webhook"), logs)
+        for i in range(1, REPLICAS + 1)
+    ]
     _start_services(backends, webhooks, stack)
-    proxy = DevProxy.start(ha_dir / "caddy", port=settings.webhook_port,
-                           upstreams=[f"127.0.0.1:{w.port}" for w in webhooks])
+    proxy = DevProxy.start(
+        ha_dir / "caddy",
+        port=settings.webhook_port,
+        upstreams=[f"127.0.0.1:{w.port}" for w in webhooks],
+    )
     stack.callback(proxy.stop)
     vault.wait_voters()
     return HaStack(state_dir, vault, postgres, backends, webhooks, proxy, Path(twilio_file))
@@ -216,8 +236,9 @@ def _supervise(ha: HaStack) -> int:
         return 0
 
 
-def _start_services(backends: list[ServiceProcess], webhooks: list[ServiceProcess],
-                    stack: ExitStack) -> None:
+def _start_services(
+    backends: list[ServiceProcess], webhooks: list[ServiceProcess], stack: ExitStack
+) -> None:
     """Start them all and wait until each is ready (:class:`ServiceNotReady`: one that
     will not be, by waiting)."""
     for service in (*backends, *webhooks):
@@ -226,8 +247,9 @@ def _start_services(backends: list[ServiceProcess], webhooks: list[ServiceProces
     for backend in backends:
         refused = wait_backend_ready(backend)
         if refused:
-            raise ServiceNotReady(f"{backend.label} is not ready: {refused} (its log: "
-                                  f"{backend.stderr_path})")
+            raise ServiceNotReady(
+                f"{backend.label} is not ready: {refused} (its log: {backend.stderr_path})"
+            )
     for webhook in webhooks:
         wait_http(f"{webhook.url}/readyz", timeout=READY_TIMEOUT_S)
 
@@ -239,10 +261,10 @@ def _private_dir_mode() -> int:
     return 0o711 if os.geteuid() == 0 else 0o700
 
 
-def _service(role: str, index: int, port: int, env: dict[str, str],
-             logs: Path) -> ServiceProcess:
-    return ServiceProcess(role, port, {**env, f"{role.upper()}_PORT": str(port)}, logs,
-                          name=f"{role}-{index}")
+def _service(role: str, index: int, port: int, env: dict[str, str], logs: Path) -> ServiceProcess:
+    return ServiceProcess(
+        role, port, {**env, f"{role.upper()}_PORT": str(port)}, logs, name=f"{role}-{index}"
+    )
 
 
 def _start_store(ha_dir: Path, stack: ExitStack) -> LocalPostgres:

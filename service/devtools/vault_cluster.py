@@ -50,12 +50,16 @@ def cluster_ports(path: Path, size: int) -> list[tuple[int, int]]:
         ports = [(int(node["api"]), int(node["cluster"])) for node in saved["nodes"]]
         taken = [p for pair in ports for p in pair if not _port_free(p)]
         if taken:
-            raise ConfigError(f"the dev Vault cluster's ports {taken} are taken (its nodes "
-                              f"keep the ports in {path}); stop what uses them")
+            raise ConfigError(
+                f"the dev Vault cluster's ports {taken} are taken (its nodes "
+                f"keep the ports in {path}); stop what uses them"
+            )
         return ports
     ports = [(free_port(), free_port()) for _ in range(size)]
-    path.write_text(json.dumps({"nodes": [{"api": a, "cluster": c} for a, c in ports]},
-                               indent=2) + "\n", encoding="utf-8")
+    path.write_text(
+        json.dumps({"nodes": [{"api": a, "cluster": c} for a, c in ports]}, indent=2) + "\n",
+        encoding="utf-8",
+    )
     return ports
 
 
@@ -74,8 +78,9 @@ class DevVaultCluster:
         return DevKeyring(self.state_dir / "vault-keys.dev-only")
 
     @classmethod
-    def start(cls, state_dir: Path, *, size: int = NODES,
-              wait_voters: bool = True) -> DevVaultCluster:
+    def start(
+        cls, state_dir: Path, *, size: int = NODES, wait_voters: bool = True
+    ) -> DevVaultCluster:
         """Start the cluster kept in ``state_dir`` (a new one when there is none),
         unsealed, with a leader; ``wait_voters``: and every node a voter (else call
         :meth:`wait_voters` before relying on it surviving the loss of a node)."""
@@ -85,9 +90,18 @@ class DevVaultCluster:
         nodes = []
         for i, (api, cluster_port) in enumerate(ports, start=1):
             (state_dir / f"vault-{i}").mkdir(mode=0o700, exist_ok=True)
-            nodes.append(DevVault(peers[i - 1], Secret(""), state_dir / f"vault-{i}",
-                                  port=api, cluster_port=cluster_port, node_id=f"vault-{i}",
-                                  peers=peers, keyring_path=state_dir / "vault-keys.dev-only"))
+            nodes.append(
+                DevVault(
+                    peers[i - 1],
+                    Secret(""),
+                    state_dir / f"vault-{i}",
+                    port=api,
+                    cluster_port=cluster_port,
+                    node_id=f"vault-{i}",
+                    peers=peers,
+                    keyring_path=state_dir / "vault-keys.dev-only",
+                )
+            )
         cluster = cls(state_dir, nodes)
         try:
             binary = find_vault_binary()
@@ -121,8 +135,11 @@ class DevVaultCluster:
     def configure_autopilot(self) -> None:
         admin = self.admin()
         try:
-            admin.write("sys/storage/raft/autopilot/configuration", "autopilot config",
-                        {"server_stabilization_time": STABILIZATION})
+            admin.write(
+                "sys/storage/raft/autopilot/configuration",
+                "autopilot config",
+                {"server_stabilization_time": STABILIZATION},
+            )
         finally:
             admin.close()
 
@@ -135,16 +152,18 @@ class DevVaultCluster:
         try:
             while True:
                 try:
-                    state = admin.read("sys/storage/raft/autopilot/state",
-                                       "autopilot state")["data"]
-                    if state.get("healthy") and len(state.get("voters") or []) == len(
-                            self.nodes):
+                    state = admin.read("sys/storage/raft/autopilot/state", "autopilot state")[
+                        "data"
+                    ]
+                    if state.get("healthy") and len(state.get("voters") or []) == len(self.nodes):
                         return time.monotonic() - started
                 except VaultError:
                     pass  # no leader yet
                 if time.monotonic() - started > timeout:
-                    raise VaultUnavailable(f"the dev Vault cluster has no {len(self.nodes)} "
-                                           f"healthy voters after {timeout:.0f}s")
+                    raise VaultUnavailable(
+                        f"the dev Vault cluster has no {len(self.nodes)} "
+                        f"healthy voters after {timeout:.0f}s"
+                    )
                 time.sleep(0.2)
         finally:
             admin.close()

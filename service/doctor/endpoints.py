@@ -19,8 +19,7 @@ TIMEOUT_S = 5.0
 _READY_FIXES = {
     "vault": "the service cannot use Vault: see the vault and identity rows",
     "ivr-lookup": f"this Vault cannot reproduce the store's canary: {WAY_OUT}",
-    "backend": "the webhook cannot reach the backend at BACKEND_URL: start it, or fix "
-               "BACKEND_URL",
+    "backend": "the webhook cannot reach the backend at BACKEND_URL: start it, or fix BACKEND_URL",
     "timeout": "a check took longer than 2 s: Vault or the backend is slow to answer",
 }
 
@@ -51,8 +50,9 @@ def readyz_check(role: str, base_url: str) -> Check:
         return Check.passed(name, f"{url}: ready ({shown})")
     failing = [k for k, v in checks.items() if v is False]
     if response.status_code != 503 or not failing:
-        return Check.failed(name, f"{url}: answered {response.status_code}, not the "
-                                  f"{role}'s readiness", start)
+        return Check.failed(
+            name, f"{url}: answered {response.status_code}, not the {role}'s readiness", start
+        )
     fix = "; ".join(_READY_FIXES.get(k, f"{k}: see the service's log") for k in failing)
     return Check.failed(name, f"{url}: not ready ({shown})", fix)
 
@@ -80,19 +80,24 @@ def step_age_check(webhook_url: str, backend_urls: Sequence[str]) -> Check:
         who = ", ".join(([] if step is not None else [webhook_url]) + unknown)
         # Not a second ✗ for a service that does not answer: its /readyz row says so.
         return Check.reminder(name, f"cannot tell: no limits in the /readyz of {who}")
-    short = {url: memory for url, memory in memories.items()
-             if memory is not None and memory < step}
+    short = {
+        url: memory for url, memory in memories.items() if memory is not None and memory < step
+    }
     if short:
         shown = ", ".join(f"{url} {memory:g} s" for url, memory in short.items())
-        return Check.failed(name, f"the webhook's STEP_MAX_AGE ({step:g} s) is longer than "
-                                  f"CALL_MAX_AGE at {shown}: the backend refuses steps it "
-                                  "no longer remembers, and those callers hear \"session "
-                                  "expired\"",
-                            "give the backends a CALL_MAX_AGE of at least the webhook's "
-                            "STEP_MAX_AGE, or shorten STEP_MAX_AGE")
+        return Check.failed(
+            name,
+            f"the webhook's STEP_MAX_AGE ({step:g} s) is longer than "
+            f"CALL_MAX_AGE at {shown}: the backend refuses steps it "
+            'no longer remembers, and those callers hear "session '
+            'expired"',
+            "give the backends a CALL_MAX_AGE of at least the webhook's "
+            "STEP_MAX_AGE, or shorten STEP_MAX_AGE",
+        )
     least = min(m for m in memories.values() if m is not None)
-    return Check.passed(name, f"STEP_MAX_AGE {step:g} s ≤ CALL_MAX_AGE {least:g} s of "
-                              f"{len(memories)} backend(s)")
+    return Check.passed(
+        name, f"STEP_MAX_AGE {step:g} s ≤ CALL_MAX_AGE {least:g} s of {len(memories)} backend(s)"
+    )
 
 
 def is_development_host(host: str) -> bool:
@@ -115,16 +120,22 @@ def public_url_check(settings: Settings) -> Check:
     url = settings.public_base_url
     if not url:
         proxies = ", ".join(map(str, settings.trusted_proxies))
-        return Check.passed(name, "PUBLIC_BASE_URL empty: signatures are checked against "
-                                  f"the URL the trusted proxies ({proxies}) forward")
+        return Check.passed(
+            name,
+            "PUBLIC_BASE_URL empty: signatures are checked against "
+            f"the URL the trusted proxies ({proxies}) forward",
+        )
     parts = urlsplit(url)
     if is_development_host(parts.hostname or ""):
-        return Check.passed(name, f"{url}: a loopback URL (development); https is "
-                                  "required only for a public one")
+        return Check.passed(
+            name, f"{url}: a loopback URL (development); https is required only for a public one"
+        )
     if parts.scheme != "https":
-        return Check.failed(name, f"{url}: plain http on a public address",
-                            "PUBLIC_BASE_URL=https://… (the TLS proxy's URL, the one "
-                            "Twilio calls)")
+        return Check.failed(
+            name,
+            f"{url}: plain http on a public address",
+            "PUBLIC_BASE_URL=https://… (the TLS proxy's URL, the one Twilio calls)",
+        )
     return Check.passed(name, f"{url}: https")
 
 
@@ -134,4 +145,5 @@ def pci_reminder() -> Check:
         "not visible through Twilio's API, so not checked: turn on Voice PCI Mode (Console: "
         "Voice > Settings > General) so Twilio's own logs redact the digits callers type; "
         "it cannot be turned off again for that account, so give this service a "
-        "subaccount of its own (docs/deployment.md)")
+        "subaccount of its own (docs/deployment.md)",
+    )

@@ -39,10 +39,14 @@ PROBE_CONTEXT = b"doctor:probe"
 # Well-formed, decrypts to nothing: asked only of identities that must be refused.
 DUMMY_CIPHERTEXT = "vault:v1:" + base64.b64encode(bytes(44)).decode()
 
-REISSUE_FIX = ("issue new credentials: `ivr-vault bootstrap --credentials {role}=DIR` "
-               "with an administrative VAULT_TOKEN (make run: restart it)")
-POLICY_FIX = ("write policies/{role}.hcl back: `ivr-vault bootstrap` with an "
-              "administrative VAULT_TOKEN (it rewrites every policy)")
+REISSUE_FIX = (
+    "issue new credentials: `ivr-vault bootstrap --credentials {role}=DIR` "
+    "with an administrative VAULT_TOKEN (make run: restart it)"
+)
+POLICY_FIX = (
+    "write policies/{role}.hcl back: `ivr-vault bootstrap` with an "
+    "administrative VAULT_TOKEN (it rewrites every policy)"
+)
 
 
 def _b64(data: bytes) -> str:
@@ -63,7 +67,8 @@ def read_approle_dir(directory: Path) -> AppRoleCredentials | None:
     try:
         return AppRoleCredentials(
             Secret((directory / "role_id").read_text(encoding="utf-8").strip()),
-            Secret((directory / "secret_id").read_text(encoding="utf-8").strip()))
+            Secret((directory / "secret_id").read_text(encoding="utf-8").strip()),
+        )
     except (OSError, UnicodeDecodeError):
         return None
 
@@ -72,8 +77,10 @@ def find_sources(given: Mapping[str, Path], dev_dirs: Mapping[str, Path]) -> dic
     """Each identity's credentials from ``--credentials`` first, then ``.dev/``."""
     found: dict[str, Source] = {}
     for role in IDENTITIES:
-        for directory, label in ((given.get(role), "--credentials"),
-                                 (dev_dirs.get(role), "make run")):
+        for directory, label in (
+            (given.get(role), "--credentials"),
+            (dev_dirs.get(role), "make run"),
+        ):
             if directory is None:
                 continue
             creds = read_approle_dir(directory)
@@ -83,8 +90,9 @@ def find_sources(given: Mapping[str, Path], dev_dirs: Mapping[str, Path]) -> dic
     return found
 
 
-def environment_source(settings: Settings, connect: Callable[[AppRoleCredentials],
-                       VaultClient]) -> Source | None:
+def environment_source(
+    settings: Settings, connect: Callable[[AppRoleCredentials], VaultClient]
+) -> Source | None:
     """VAULT_ROLE_ID/VAULT_SECRET_ID of the environment, as the identity whose policy its
     token carries; None when unset, refused, or not one of ours."""
     if not (settings.vault_role_id and settings.vault_secret_id):
@@ -115,19 +123,40 @@ class Probe:
 
 def probes(role: str, settings: Settings, ciphertext: str | None) -> list[Probe]:
     mount, dtmf, lookup = settings.transit_mount, settings.dtmf_key, settings.lookup_key
-    encrypt = Probe(f"encrypt with {dtmf}", "POST", f"{mount}/encrypt/{dtmf}",
-                    {"plaintext": _b64(PROBE_PLAINTEXT), "context": _b64(PROBE_CONTEXT)},
-                    allowed=role == "ivr-webhook")
-    hmac_ = Probe(f"HMAC with {lookup}", "POST", f"{mount}/hmac/{lookup}",
-                  {"input": _b64(PROBE_PLAINTEXT)}, allowed=role == "ivr-backend")
-    decrypt = Probe(f"decrypt with {dtmf}", "POST", f"{mount}/decrypt/{dtmf}",
-                    {"ciphertext": ciphertext if role == "ivr-backend" and ciphertext
-                     else DUMMY_CIPHERTEXT, "context": _b64(PROBE_CONTEXT)},
-                    allowed=role == "ivr-backend")
-    read_key = Probe(f"read {dtmf}'s metadata", "GET", f"{mount}/keys/{dtmf}", None,
-                     allowed=role == "ivr-keyadmin")
-    export = Probe(f"export {dtmf}", "GET", f"{mount}/export/encryption-key/{dtmf}", None,
-                   allowed=False)
+    encrypt = Probe(
+        f"encrypt with {dtmf}",
+        "POST",
+        f"{mount}/encrypt/{dtmf}",
+        {"plaintext": _b64(PROBE_PLAINTEXT), "context": _b64(PROBE_CONTEXT)},
+        allowed=role == "ivr-webhook",
+    )
+    hmac_ = Probe(
+        f"HMAC with {lookup}",
+        "POST",
+        f"{mount}/hmac/{lookup}",
+        {"input": _b64(PROBE_PLAINTEXT)},
+        allowed=role == "ivr-backend",
+    )
+    decrypt = Probe(
+        f"decrypt with {dtmf}",
+        "POST",
+        f"{mount}/decrypt/{dtmf}",
+        {
+            "ciphertext": ciphertext if role == "ivr-backend" and ciphertext else DUMMY_CIPHERTEXT,
+            "context": _b64(PROBE_CONTEXT),
+        },
+        allowed=role == "ivr-backend",
+    )
+    read_key = Probe(
+        f"read {dtmf}'s metadata",
+        "GET",
+        f"{mount}/keys/{dtmf}",
+        None,
+        allowed=role == "ivr-keyadmin",
+    )
+    export = Probe(
+        f"export {dtmf}", "GET", f"{mount}/export/encryption-key/{dtmf}", None, allowed=False
+    )
     backup = Probe(f"back up {dtmf}", "GET", f"{mount}/backup/{dtmf}", None, allowed=False)
     return {
         "ivr-webhook": [encrypt, decrypt, hmac_, read_key],
@@ -146,8 +175,9 @@ class Outcome:
 
 def run_probe(client: VaultClient, probe: Probe, outcome: Outcome) -> None:
     try:
-        answer = client.request(probe.method, probe.path, f"doctor: {probe.says}",
-                                probe.payload, retry_denied=False)
+        answer = client.request(
+            probe.method, probe.path, f"doctor: {probe.says}", probe.payload, retry_denied=False
+        )
     except VaultPermissionDenied:
         if probe.allowed:
             outcome.problems.append(f"cannot {probe.says} (denied; its policy should allow it)")
@@ -155,14 +185,20 @@ def run_probe(client: VaultClient, probe: Probe, outcome: Outcome) -> None:
             outcome.denied.append(probe.says)
         return
     except VaultRequestError:
-        if probe.allowed and probe.says.startswith("decrypt") and \
-                probe.payload and probe.payload.get("ciphertext") == DUMMY_CIPHERTEXT:
+        if (
+            probe.allowed
+            and probe.says.startswith("decrypt")
+            and probe.payload
+            and probe.payload.get("ciphertext") == DUMMY_CIPHERTEXT
+        ):
             outcome.allowed.append(f"{probe.says} (policy; Transit refused the dummy)")
         elif probe.allowed:
             outcome.problems.append(f"{probe.says}: Transit refused the probe")
         else:
-            outcome.problems.append(f"can {probe.says}: the policy let it through (Transit "
-                                    "refused only the probe's content)")
+            outcome.problems.append(
+                f"can {probe.says}: the policy let it through (Transit "
+                "refused only the probe's content)"
+            )
         return
     except VaultError as exc:
         outcome.problems.append(f"could not check {probe.says} ({exc.kind})")
@@ -175,8 +211,9 @@ def run_probe(client: VaultClient, probe: Probe, outcome: Outcome) -> None:
 
 
 @contextmanager
-def logged_in(connect: Callable[[AppRoleCredentials], VaultClient],
-              source: Source) -> Iterator[VaultClient]:
+def logged_in(
+    connect: Callable[[AppRoleCredentials], VaultClient], source: Source
+) -> Iterator[VaultClient]:
     client = connect(source.credentials)
     try:
         yield client
@@ -185,19 +222,24 @@ def logged_in(connect: Callable[[AppRoleCredentials], VaultClient],
         client.close()
 
 
-def identity_check(client: VaultClient, source: Source, settings: Settings,
-                   ciphertext: str | None) -> tuple[Check, str | None]:
+def identity_check(
+    client: VaultClient, source: Source, settings: Settings, ciphertext: str | None
+) -> tuple[Check, str | None]:
     """One identity's row, and the probe ciphertext when this identity made one."""
     name = f"identity {source.role}"
     try:
         client.ensure_login()
     except VaultAuthError:
-        return Check.failed(name, f"login refused ({source.where}): role-id or secret-id "
-                                  "wrong, expired, used up, or bound to other addresses",
-                            REISSUE_FIX.format(role=source.role)), None
+        return Check.failed(
+            name,
+            f"login refused ({source.where}): role-id or secret-id "
+            "wrong, expired, used up, or bound to other addresses",
+            REISSUE_FIX.format(role=source.role),
+        ), None
     except VaultError as exc:
-        return Check.failed(name, f"could not log in ({exc.kind})",
-                            "see the vault row; Vault must answer first"), None
+        return Check.failed(
+            name, f"could not log in ({exc.kind})", "see the vault row; Vault must answer first"
+        ), None
     outcome = Outcome([], [], [], {})
     for probe in probes(source.role, settings, ciphertext):
         run_probe(client, probe, outcome)
@@ -206,13 +248,20 @@ def identity_check(client: VaultClient, source: Source, settings: Settings,
     if decrypted is not None and decrypted != _b64(PROBE_PLAINTEXT):
         outcome.problems.append("decrypting the probe gave back something else")
     if outcome.problems:
-        return Check.failed(name, "; ".join(outcome.problems),
-                            POLICY_FIX.format(role=source.role)), made
-    return Check.passed(name, f"logs in ({source.where}); may {', '.join(outcome.allowed)}; "
-                              f"denied {', '.join(outcome.denied)}"), made
+        return Check.failed(
+            name, "; ".join(outcome.problems), POLICY_FIX.format(role=source.role)
+        ), made
+    return Check.passed(
+        name,
+        f"logs in ({source.where}); may {', '.join(outcome.allowed)}; "
+        f"denied {', '.join(outcome.denied)}",
+    ), made
 
 
 def missing_check(role: str) -> Check:
-    return Check.failed(f"identity {role}", "no credentials to check it with",
-                        f"give doctor --credentials {role}=DIR (role_id and secret_id "
-                        "files), or run it in a make run directory without VAULT_ADDR")
+    return Check.failed(
+        f"identity {role}",
+        "no credentials to check it with",
+        f"give doctor --credentials {role}=DIR (role_id and secret_id "
+        "files), or run it in a make run directory without VAULT_ADDR",
+    )

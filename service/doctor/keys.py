@@ -34,8 +34,9 @@ def expected_periods(layout_keys: Mapping[str, Mapping[str, Any]]) -> dict[str, 
     return periods
 
 
-def rotation_check(keys: Mapping[str, KeyStatus], expected: Mapping[str, float],
-                   now: float) -> Check:
+def rotation_check(
+    keys: Mapping[str, KeyStatus], expected: Mapping[str, float], now: float
+) -> Check:
     """Each key the layout rotates: rotation on, and its latest version younger than the
     period (plus Vault's check interval)."""
     problems, seen = [], []
@@ -53,56 +54,78 @@ def rotation_check(keys: Mapping[str, KeyStatus], expected: Mapping[str, float],
             continue
         age = now - created
         if age > key.auto_rotate_period + ROTATION_GRACE_S:
-            problems.append(f"{name}: latest v{key.latest_version} is {_span(age)} old, past "
-                            f"its auto_rotate_period {_span(key.auto_rotate_period)}")
+            problems.append(
+                f"{name}: latest v{key.latest_version} is {_span(age)} old, past "
+                f"its auto_rotate_period {_span(key.auto_rotate_period)}"
+            )
         else:
-            seen.append(f"{name} v{key.latest_version} is {_span(age)} old, rotates every "
-                        f"{_span(key.auto_rotate_period)}")
+            seen.append(
+                f"{name} v{key.latest_version} is {_span(age)} old, rotates every "
+                f"{_span(key.auto_rotate_period)}"
+            )
     if problems:
-        return Check.failed("key rotation", "; ".join(problems),
-                            "`ivr-vault keys rotate --key NAME` now; `ivr-vault bootstrap` "
-                            "(admin token) sets auto_rotate_period back")
+        return Check.failed(
+            "key rotation",
+            "; ".join(problems),
+            "`ivr-vault keys rotate --key NAME` now; `ivr-vault bootstrap` "
+            "(admin token) sets auto_rotate_period back",
+        )
     return Check.passed("key rotation", "; ".join(seen) or "no key to rotate")
 
 
-def retirement_check(keys: Mapping[str, KeyStatus], call_max_age: float, now: float, *,
-                     mount: str = "transit") -> Check:
+def retirement_check(
+    keys: Mapping[str, KeyStatus], call_max_age: float, now: float, *, mount: str = "transit"
+) -> Check:
     """No version retired while a call could still hold one of its ciphertexts (the next
     version younger than CALL_MAX_AGE), and none that stored records still use: the rule
     of ``ivr-vault keys retire``, checked on what Vault holds now."""
     problems, fixes, seen = [], [], []
     for name, key in keys.items():
         floor = key.min_decryption_version
-        allowed = retirable_floor(dataclasses.replace(key, min_decryption_version=1),
-                                  call_max_age, now)
+        allowed = retirable_floor(
+            dataclasses.replace(key, min_decryption_version=1), call_max_age, now
+        )
         if floor > allowed:
             created = key.created.get(floor)
             young = "" if created is None else f" is only {_span(now - created)} old"
-            problems.append(f"{name}: v{floor - 1} is retired but v{floor}{young}, younger "
-                            f"than CALL_MAX_AGE ({_span(call_max_age)}): a call that began "
-                            f"before v{floor} cannot finish")
-            fixes.append(f"bao write {mount}/keys/{name}/config "
-                         f"min_decryption_version={allowed}")
+            problems.append(
+                f"{name}: v{floor - 1} is retired but v{floor}{young}, younger "
+                f"than CALL_MAX_AGE ({_span(call_max_age)}): a call that began "
+                f"before v{floor} cannot finish"
+            )
+            fixes.append(f"bao write {mount}/keys/{name}/config min_decryption_version={allowed}")
         stranded = {v: n for v, n in key.stored_records.items() if v < floor and n}
         if stranded:
             count = sum(stranded.values())
-            problems.append(f"{name}: {count} stored records use retired versions "
-                            f"({', '.join(f'v{v}' for v in sorted(stranded))}) and cannot "
-                            "be read")
-            fixes.append(f"bao write {mount}/keys/{name}/config "
-                         f"min_decryption_version={min(stranded)}, then `ivr-vault keys "
-                         "rewrap` (HMAC verifiers instead move at each account's next "
-                         "lookup)")
+            problems.append(
+                f"{name}: {count} stored records use retired versions "
+                f"({', '.join(f'v{v}' for v in sorted(stranded))}) and cannot "
+                "be read"
+            )
+            fixes.append(
+                f"bao write {mount}/keys/{name}/config "
+                f"min_decryption_version={min(stranded)}, then `ivr-vault keys "
+                "rewrap` (HMAC verifiers instead move at each account's next "
+                "lookup)"
+            )
         seen.append(f"{name} min_decryption_version {floor}")
     if problems:
-        return Check.failed("key retirement", "; ".join(problems),
-                            "; ".join(fixes) + " (as ivr-keyadmin)")
-    return Check.passed("key retirement", "; ".join(seen) + f"; CALL_MAX_AGE "
-                                          f"{_span(call_max_age)} respected")
+        return Check.failed(
+            "key retirement", "; ".join(problems), "; ".join(fixes) + " (as ivr-keyadmin)"
+        )
+    return Check.passed(
+        "key retirement", "; ".join(seen) + f"; CALL_MAX_AGE {_span(call_max_age)} respected"
+    )
 
 
-def key_checks(keys: Mapping[str, KeyStatus], settings: Settings,
-               expected: Mapping[str, float], now: float | None = None) -> list[Check]:
+def key_checks(
+    keys: Mapping[str, KeyStatus],
+    settings: Settings,
+    expected: Mapping[str, float],
+    now: float | None = None,
+) -> list[Check]:
     at = time.time() if now is None else now
-    return [rotation_check(keys, expected, at),
-            retirement_check(keys, settings.call_max_age, at, mount=settings.transit_mount)]
+    return [
+        rotation_check(keys, expected, at),
+        retirement_check(keys, settings.call_max_age, at, mount=settings.transit_mount),
+    ]

@@ -63,15 +63,25 @@ class Report:
             if check.fix:
                 lines.append(f"  {'':<{width}}  fix: {check.fix}")
         failed = len(self.failed)
-        lines.append("all checks passed" if not failed else
-                     f"{failed} of {sum(c.status != 'reminder' for c in self.checks)} "
-                     "checks failed")
+        lines.append(
+            "all checks passed"
+            if not failed
+            else f"{failed} of {sum(c.status != 'reminder' for c in self.checks)} checks failed"
+        )
         return "\n".join(lines)
 
     def as_json(self) -> str:
-        return json.dumps({"ok": self.ok, "checks": [
-            {"name": c.name, "status": c.status, "detail": c.detail, "fix": c.fix}
-            for c in self.checks]}, indent=2, ensure_ascii=False)
+        return json.dumps(
+            {
+                "ok": self.ok,
+                "checks": [
+                    {"name": c.name, "status": c.status, "detail": c.detail, "fix": c.fix}
+                    for c in self.checks
+                ],
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
 
 
 def report(checks: Sequence[Check]) -> Report:

@@ -60,17 +60,21 @@ def settings_check(settings: Settings, error: ConfigError | None) -> Check:
     except ConfigError as exc:
         return Check.failed("settings", f"inconsistent: {exc}", fix)
     # The setting that chose the store: STORE_URL (shown without its password) wins.
-    store = (f"STORE_URL {settings.store_url.display}" if settings.store_url is not None
-             else f"STORE_PATH {settings.store_path}")
-    return Check.passed("settings", f"valid (VAULT_ADDR {','.join(settings.vault_addr)}, "
-                                    f"{store})")
+    store = (
+        f"STORE_URL {settings.store_url.display}"
+        if settings.store_url is not None
+        else f"STORE_PATH {settings.store_path}"
+    )
+    return Check.passed("settings", f"valid (VAULT_ADDR {','.join(settings.vault_addr)}, {store})")
 
 
 def _key_rows(keys: Mapping[str, KeyStatus] | None, settings: Settings) -> list[Check]:
     if keys is None:
         fix = "see the identity ivr-keyadmin row: reading keys needs that identity"
-        return [Check.failed("key rotation", "not checked", fix),
-                Check.failed("key retirement", "not checked", fix)]
+        return [
+            Check.failed("key rotation", "not checked", fix),
+            Check.failed("key retirement", "not checked", fix),
+        ]
     return key_checks(keys, settings, expected_periods(Layout.load().keys))
 
 
@@ -86,8 +90,9 @@ def run_doctor(settings: Settings, options: Options) -> Report:
     verify: str | bool = settings.vault_cacert or True
 
     def connect(creds: AppRoleCredentials) -> VaultClient:
-        return VaultClient(addr, creds, timeout=max(settings.vault_timeout, 5.0),
-                           verify=verify, pool_size=2)
+        return VaultClient(
+            addr, creds, timeout=max(settings.vault_timeout, 5.0), verify=verify, pool_size=2
+        )
 
     sources = find_sources(options.credentials, options.dev_dirs)
     from_env = environment_source(settings, connect) if usable else None
@@ -113,14 +118,18 @@ def run_doctor(settings: Settings, options: Options) -> Report:
     checks += _store_rows(settings, schema, sources.get("ivr-backend"), connect)
     # Each replica BACKEND_URL names (make run-ha, the HA compose: two), or the one asked.
     if options.stack_unknown:
-        checks.append(Check.failed("services", options.stack_unknown,
-                                   "start make run here, or name the services: "
-                                   "--webhook-url and --backend-url (or BACKEND_URL)"))
+        checks.append(
+            Check.failed(
+                "services",
+                options.stack_unknown,
+                "start make run here, or name the services: "
+                "--webhook-url and --backend-url (or BACKEND_URL)",
+            )
+        )
     else:
         backend_urls = [options.backend_url] if options.backend_url else settings.backend_url
         checks += [readyz_check("backend", url) for url in backend_urls]
-        webhook_url = options.webhook_url or local_url(settings.webhook_host,
-                                                       settings.webhook_port)
+        webhook_url = options.webhook_url or local_url(settings.webhook_host, settings.webhook_port)
         checks.append(readyz_check("webhook", webhook_url))
         checks.append(step_age_check(webhook_url, backend_urls))
     checks.append(public_url_check(settings))
@@ -128,22 +137,34 @@ def run_doctor(settings: Settings, options: Options) -> Report:
     return report(checks)
 
 
-def _read_keys(client: VaultClient, settings: Settings, *,
-               stored: bool) -> dict[str, KeyStatus] | None:
+def _read_keys(
+    client: VaultClient, settings: Settings, *, stored: bool
+) -> dict[str, KeyStatus] | None:
     try:
         return lifecycle.status(client, settings, stored=stored)
     except VaultError:
         return None
 
 
-def _store_rows(settings: Settings, schema: Check, backend: Source | None,
-                connect: Callable[[AppRoleCredentials], VaultClient]) -> list[Check]:
+def _store_rows(
+    settings: Settings,
+    schema: Check,
+    backend: Source | None,
+    connect: Callable[[AppRoleCredentials], VaultClient],
+) -> list[Check]:
     name = f"store canary ({settings.lookup_key})"
     if not schema.ok:
         return [schema, Check.failed(name, "not checked", "see the store schema row")]
     if backend is None:
-        return [schema, Check.failed(name, "not checked: needs the backend identity",
-                                     "see the identity ivr-backend row"),
-                cut_off_check(settings)]
-    return [schema, canary_check(settings, lambda: connect(backend.credentials)),
-            cut_off_check(settings)]
+        return [
+            schema,
+            Check.failed(
+                name, "not checked: needs the backend identity", "see the identity ivr-backend row"
+            ),
+            cut_off_check(settings),
+        ]
+    return [
+        schema,
+        canary_check(settings, lambda: connect(backend.credentials)),
+        cut_off_check(settings),
+    ]

@@ -27,35 +27,53 @@ def schema_status(settings: Settings) -> Check:
     name = "store schema"
     url = settings.store
     if url.engine == "sqlite" and not Path(url.path).is_file():
-        return Check.failed(name, f"{url.display}: no store there",
-                            "set STORE_URL (or STORE_PATH) to the backend's store (make run: "
-                            ".dev/accounts.sqlite3), or `ivr-vault store migrate` to make one")
+        return Check.failed(
+            name,
+            f"{url.display}: no store there",
+            "set STORE_URL (or STORE_PATH) to the backend's store (make run: "
+            ".dev/accounts.sqlite3), or `ivr-vault store migrate` to make one",
+        )
     try:
         database = open_database(url, pool_size=1)
         try:
             version, missing = schema_version(database), missing_tables(database)
-            legacy = (legacy_accounts(database)
-                      if version == LATEST and not missing else 0)
+            legacy = legacy_accounts(database) if version == LATEST and not missing else 0
         finally:
             database.close()
     except (IvrVaultError, sqlite3.Error) as exc:
-        return Check.failed(name, f"{url.display}: not reachable ({type(exc).__name__})",
-                            "see that the database is up and STORE_URL names it")
+        return Check.failed(
+            name,
+            f"{url.display}: not reachable ({type(exc).__name__})",
+            "see that the database is up and STORE_URL names it",
+        )
     if version > LATEST:
-        return Check.failed(name, f"{url.display}: schema at version {version}, newer than "
-                                  f"this release knows ({LATEST})",
-                            "run the release that migrated it")
+        return Check.failed(
+            name,
+            f"{url.display}: schema at version {version}, newer than this release knows ({LATEST})",
+            "run the release that migrated it",
+        )
     if version < LATEST:
-        return Check.failed(name, f"{url.display}: schema at version {version}, this "
-                                  f"release needs {LATEST}", MIGRATE_FIX)
+        return Check.failed(
+            name,
+            f"{url.display}: schema at version {version}, this release needs {LATEST}",
+            MIGRATE_FIX,
+        )
     if missing:
-        return Check.failed(name, f"{url.display}: tables missing: {', '.join(missing)}",
-                            "restore the store from its backup (docs/backup.md)")
-    remaining = (f"; {legacy} migrated accounts still found by their card alone "
-                 "(LEGACY_CARD_LOOKUP; give each its account number: `ivr-vault accounts "
-                 "update --account A --set-account-number`)" if legacy else "")
-    return Check.passed(name, f"{url.display}: reachable; schema at version {LATEST} "
-                              f"(this release's){remaining}")
+        return Check.failed(
+            name,
+            f"{url.display}: tables missing: {', '.join(missing)}",
+            "restore the store from its backup (docs/backup.md)",
+        )
+    remaining = (
+        f"; {legacy} migrated accounts still found by their card alone "
+        "(LEGACY_CARD_LOOKUP; give each its account number: `ivr-vault accounts "
+        "update --account A --set-account-number`)"
+        if legacy
+        else ""
+    )
+    return Check.passed(
+        name, f"{url.display}: reachable; schema at version {LATEST} (this release's){remaining}"
+    )
 
 
 def canary_check(settings: Settings, backend: Callable[[], VaultClient]) -> Check:
@@ -67,13 +85,19 @@ def canary_check(settings: Settings, backend: Callable[[], VaultClient]) -> Chec
     try:
         check = check_store_keys(settings, vault=backend())
     except IvrVaultError as exc:
-        return Check.failed(name, f"could not check ({type(exc).__name__}: {exc})",
-                            "see the vault and identity ivr-backend rows")
+        return Check.failed(
+            name,
+            f"could not check ({type(exc).__name__}: {exc})",
+            "see the vault and identity ivr-backend rows",
+        )
     if not check.ok:
-        return Check.failed(name, str(check.error()).split(";")[0],
-                            f"restore Vault from the backup that matches this store: "
-                            f"{WAY_OUT} (a store made before canaries: `ivr-vault accounts "
-                            "check-keys --adopt`, only if this Vault made it)")
+        return Check.failed(
+            name,
+            str(check.error()).split(";")[0],
+            f"restore Vault from the backup that matches this store: "
+            f"{WAY_OUT} (a store made before canaries: `ivr-vault accounts "
+            "check-keys --adopt`, only if this Vault made it)",
+        )
     return Check.passed(name, "this Vault reproduces every canary the store holds")
 
 
@@ -88,10 +112,12 @@ def cut_off_check(settings: Settings) -> Check:
         finally:
             store.close()
     except (IvrVaultError, sqlite3.Error) as exc:
-        return Check.failed(name, f"not counted ({type(exc).__name__})",
-                            "see the store schema row")
+        return Check.failed(name, f"not counted ({type(exc).__name__})", "see the store schema row")
     if count == 0:
         return Check.passed(name, "none")
-    return Check.reminder(name, f"{count} now (CALLER_FAILURE_LIMIT failed lookups within "
-                                "CALLER_FAILURE_WINDOW); one that should call again: "
-                                "`ivr-vault callers reset`")
+    return Check.reminder(
+        name,
+        f"{count} now (CALLER_FAILURE_LIMIT failed lookups within "
+        "CALLER_FAILURE_WINDOW); one that should call again: "
+        "`ivr-vault callers reset`",
+    )

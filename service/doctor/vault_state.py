@@ -14,11 +14,19 @@ from service.settings import Settings
 TIMEOUT_S = 5.0
 
 # sys/health's status codes with standbyok/perfstandbyok (OpenBao, as Vault).
-_HEALTH = {200: "active", 429: "standby", 472: "DR standby", 473: "performance standby",
-           501: "not initialised", 503: "sealed"}
+_HEALTH = {
+    200: "active",
+    429: "standby",
+    472: "DR standby",
+    473: "performance standby",
+    501: "not initialised",
+    503: "sealed",
+}
 
-UNSEAL_FIX = ("unseal it: `bao operator unseal` by the share holders (make run: stop and "
-              "start make run; dev compose: vault-unseal does it)")
+UNSEAL_FIX = (
+    "unseal it: `bao operator unseal` by the share holders (make run: stop and "
+    "start make run; dev compose: vault-unseal does it)"
+)
 
 
 def vault_addresses(settings: Settings) -> list[str]:
@@ -45,20 +53,28 @@ def node_check(client: httpx.Client, addr: str) -> Check:
     try:
         status, health = _get(client, f"{addr}/v1/sys/health?standbyok=true&perfstandbyok=true")
     except httpx.HTTPError as exc:
-        return Check.failed(name, f"unreachable ({type(exc).__name__})",
-                            "start Vault, or set VAULT_ADDR to where it listens")
+        return Check.failed(
+            name,
+            f"unreachable ({type(exc).__name__})",
+            "start Vault, or set VAULT_ADDR to where it listens",
+        )
     state = _HEALTH.get(status)
     if state is None:
-        return Check.failed(name, f"sys/health answered {status}, not Vault's health",
-                            "VAULT_ADDR must be Vault's API address (…:8200)")
+        return Check.failed(
+            name,
+            f"sys/health answered {status}, not Vault's health",
+            "VAULT_ADDR must be Vault's API address (…:8200)",
+        )
     version = f"version {health.get('version') or 'unknown'}"
     if state == "not initialised":
-        return Check.failed(name, f"not initialised ({version})",
-                            "initialise it: `bao operator init` (docs/deployment.md#production)")
+        return Check.failed(
+            name,
+            f"not initialised ({version})",
+            "initialise it: `bao operator init` (docs/deployment.md#production)",
+        )
     if state == "sealed":
         return Check.failed(name, f"sealed ({version})", UNSEAL_FIX)
-    return Check.passed(name, f"initialised, unsealed, {state} ({version}); "
-                              f"{_ha(client, addr)}")
+    return Check.passed(name, f"initialised, unsealed, {state} ({version}); {_ha(client, addr)}")
 
 
 def _ha(client: httpx.Client, addr: str) -> str:
@@ -81,7 +97,11 @@ def vault_checks(settings: Settings) -> list[Check]:
     with httpx.Client(timeout=TIMEOUT_S, verify=_verify(settings)) as client:
         rows = [node_check(client, addr) for addr in addresses]
     if len(rows) > 1 and not any("active" in r.detail and r.ok for r in rows):
-        rows.append(Check.failed("vault cluster", "no node is active",
-                                 "see each node's row; a cluster needs an unsealed leader"))
+        rows.append(
+            Check.failed(
+                "vault cluster",
+                "no node is active",
+                "see each node's row; a cluster needs an unsealed leader",
+            )
+        )
     return rows
-

@@ -36,11 +36,14 @@ def operator_vault(settings: Settings) -> VaultClient:
     ``.dev/ivr-keyadmin``'s credentials there (service/cli/devenv.py)."""
     creds = choose_credentials(settings)
     if creds is None:
-        raise ConfigError("VAULT_ROLE_ID/VAULT_SECRET_ID: not set (nor *_FILE, nor "
-                          "VAULT_TOKEN): no key-admin identity (in a make run directory, "
-                          "leave VAULT_ADDR unset to use .dev/ivr-keyadmin/)")
-    return VaultClient.from_settings(settings, credentials=creds, pool_size=2,
-                                     timeout=max(settings.vault_timeout, 10))
+        raise ConfigError(
+            "VAULT_ROLE_ID/VAULT_SECRET_ID: not set (nor *_FILE, nor "
+            "VAULT_TOKEN): no key-admin identity (in a make run directory, "
+            "leave VAULT_ADDR unset to use .dev/ivr-keyadmin/)"
+        )
+    return VaultClient.from_settings(
+        settings, credentials=creds, pool_size=2, timeout=max(settings.vault_timeout, 10)
+    )
 
 
 # The Vault policies that make a token an operator's (a service's identity is not one).
@@ -53,8 +56,9 @@ def operator_identity(vault: VaultClient) -> str:
     operator policy, so that a service's credentials cannot stand in for an operator."""
     data = vault.read("auth/token/lookup-self", "token lookup").get("data") or {}
     if not OPERATOR_POLICIES & set(data.get("policies") or ()):
-        raise VaultPermissionDenied("token lookup: not an operator identity (needs the "
-                                    "ivr-keyadmin policy)")
+        raise VaultPermissionDenied(
+            "token lookup: not an operator identity (needs the ivr-keyadmin policy)"
+        )
     name = str(data.get("display_name") or "unknown")
     role = (data.get("meta") or {}).get("role_name")
     return f"{name}/{role}" if role else name
@@ -88,14 +92,19 @@ class KeyStatus:
     stored_records: dict[int, int] = field(default_factory=dict)
 
     @classmethod
-    def from_vault(cls, name: str, data: dict[str, Any],
-                   stored: dict[int, int]) -> KeyStatus:
+    def from_vault(cls, name: str, data: dict[str, Any], stored: dict[int, int]) -> KeyStatus:
         latest = int(data["latest_version"])
         known = {int(v): _created(t) for v, t in (data.get("keys") or {}).items()}
         created = {v: known.get(v) for v in range(1, latest + 1)}
-        return cls(name, latest, int(data["min_decryption_version"]),
-                   int(data.get("min_encryption_version") or 0),
-                   int(data.get("auto_rotate_period") or 0), created, stored)
+        return cls(
+            name,
+            latest,
+            int(data["min_decryption_version"]),
+            int(data.get("min_encryption_version") or 0),
+            int(data.get("auto_rotate_period") or 0),
+            created,
+            stored,
+        )
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -103,9 +112,13 @@ class KeyStatus:
             "min_decryption_version": self.min_decryption_version,
             "min_encryption_version": self.min_encryption_version,
             "auto_rotate_period": self.auto_rotate_period,
-            "versions": {str(v): {"created": None if t is None else iso(t),
-                                  "retired": v < self.min_decryption_version}
-                         for v, t in sorted(self.created.items())},
+            "versions": {
+                str(v): {
+                    "created": None if t is None else iso(t),
+                    "retired": v < self.min_decryption_version,
+                }
+                for v, t in sorted(self.created.items())
+            },
             "stored_records": {str(v): n for v, n in sorted(self.stored_records.items())},
         }
 
@@ -124,8 +137,10 @@ def require_key(vault: VaultClient, settings: Settings, name: str) -> None:
     """Raise :class:`BadInput` naming the keys there are when ``name`` is not one."""
     names = transit_keys(vault, settings)
     if name not in names:
-        raise BadInput(f"--key {name}: no such Transit key (keys under "
-                       f"{settings.transit_mount}/: {', '.join(names) or 'none'})")
+        raise BadInput(
+            f"--key {name}: no such Transit key (keys under "
+            f"{settings.transit_mount}/: {', '.join(names) or 'none'})"
+        )
 
 
 def is_hmac_key(settings: Settings, name: str) -> bool:
@@ -167,8 +182,7 @@ def key_names(settings: Settings) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def status(vault: VaultClient, settings: Settings, *,
-           stored: bool = True) -> dict[str, KeyStatus]:
+def status(vault: VaultClient, settings: Settings, *, stored: bool = True) -> dict[str, KeyStatus]:
     """Every key the service uses; optional ones (the legacy key) only when they exist.
     ``stored=False``: Vault's view only, the store not opened (``ivr-vault doctor``, when
     opening it would create the tables it found missing)."""
@@ -224,25 +238,38 @@ def check_window(older_than: float, call_max_age: float) -> None:
     if older_than < call_max_age:
         raise RetireRefused(
             f"--older-than {older_than:g}s is shorter than CALL_MAX_AGE ({call_max_age:g}s): "
-            "a call in progress could still hold a ciphertext of that version")
+            "a call in progress could still hold a ciphertext of that version"
+        )
 
 
-def plan_retirement(key: KeyStatus, older_than: float, call_max_age: float, *,
-                    verifiers: bool = False, now: float | None = None) -> RetirePlan:
+def plan_retirement(
+    key: KeyStatus,
+    older_than: float,
+    call_max_age: float,
+    *,
+    verifiers: bool = False,
+    now: float | None = None,
+) -> RetirePlan:
     """``verifiers``: the key makes HMAC verifiers, which cannot be rewrapped."""
     check_window(older_than, call_max_age)
     target = retirable_floor(key, older_than, time.time() if now is None else now)
     in_use = {v: n for v, n in key.stored_records.items() if v < target and n}
     if in_use:
         versions = ", ".join(f"v{v} ({n} records)" for v, n in sorted(in_use.items()))
-        remedy = ("verifiers move to the latest version at each account's next successful "
-                  "lookup" if verifiers else
-                  "run `ivr-vault keys rewrap` first")
-        raise RetireRefused(f"{key.name}: not retiring, stored data still uses {versions}; "
-                            f"{remedy}")
+        remedy = (
+            "verifiers move to the latest version at each account's next successful lookup"
+            if verifiers
+            else "run `ivr-vault keys rewrap` first"
+        )
+        raise RetireRefused(
+            f"{key.name}: not retiring, stored data still uses {versions}; {remedy}"
+        )
     return RetirePlan(key.name, key.min_decryption_version, target)
 
 
 def apply_retirement(vault: VaultClient, settings: Settings, plan: RetirePlan) -> None:
-    vault.write(f"{settings.transit_mount}/keys/{plan.key}/config", "configure key",
-                {"min_decryption_version": plan.target})
+    vault.write(
+        f"{settings.transit_mount}/keys/{plan.key}/config",
+        "configure key",
+        {"min_decryption_version": plan.target},
+    )

@@ -39,8 +39,9 @@ class RewrapResult:
         return not self.failed
 
 
-def _rewrap(vault: VaultClient, path: str, payload: dict[str, Any],
-            size: int) -> list[dict[str, Any]]:
+def _rewrap(
+    vault: VaultClient, path: str, payload: dict[str, Any], size: int
+) -> list[dict[str, Any]]:
     try:
         answer: BatchAnswer = vault.write(path, "transit rewrap", payload)
     except VaultRequestError as exc:
@@ -55,9 +56,15 @@ def _item(record: SealedRecord) -> dict[str, str]:
     return item
 
 
-def rewrap_key(vault: VaultClient, settings: Settings, store: SealedStore, key: str, *,
-               batch_size: int = DEFAULT_BATCH, progress: Progress | None = None,
-               ) -> RewrapResult:
+def rewrap_key(
+    vault: VaultClient,
+    settings: Settings,
+    store: SealedStore,
+    key: str,
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    progress: Progress | None = None,
+) -> RewrapResult:
     """Rewrap every row of ``key`` whose version is below the key's latest (read once at
     the start and pinned, so a rotation during the run does not move the goal)."""
     if not 1 <= batch_size <= MAX_BATCH:

@@ -95,7 +95,8 @@ class _BatchingStream:
         atexit.register(self.close)
         previous = signal.getsignal(signal.SIGTERM)
         if threading.current_thread() is threading.main_thread() and (
-                previous in (signal.SIG_DFL, None) or _is_flush_handler(previous)):
+            previous in (signal.SIG_DFL, None) or _is_flush_handler(previous)
+        ):
             signal.signal(signal.SIGTERM, self._flush_then_die)
 
     def write(self, text: str) -> None:
@@ -181,8 +182,9 @@ def console_line(logger: object, method_name: str, event_dict: EventDict) -> str
     head += f"[{level:<9}] {event!s:<30}"
     if name is not None:
         head += f" [{name}]"
-    kvs = " ".join(f"{k}={v}" if isinstance(v, str) else f"{k}={v!r}"
-                   for k, v in sorted(fields.items()))
+    kvs = " ".join(
+        f"{k}={v}" if isinstance(v, str) else f"{k}={v!r}" for k, v in sorted(fields.items())
+    )
     line = f"{head} {kvs}".rstrip() if kvs else head.rstrip()
     if stack is not None:
         line += "\n" + str(stack)
@@ -198,8 +200,7 @@ def _renderer(fmt: str) -> Processor:
     return console_line
 
 
-def _build_formatter(fmt: str,
-                     listen_hosts: frozenset[str]) -> structlog.stdlib.ProcessorFormatter:
+def _build_formatter(fmt: str, listen_hosts: frozenset[str]) -> structlog.stdlib.ProcessorFormatter:
     return structlog.stdlib.ProcessorFormatter(
         # A foreign record of a known template (uvicorn's port and PID lines) keeps its
         # arguments for the scrubber, which shows the safe ones (logs/templates.py); any

@@ -53,30 +53,47 @@ class Arg(enum.Enum):
 # arguments (:func:`_bind_failure`) and checked like any other.
 BIND_FAILED: Final = "[Errno %d] error while attempting to bind on address ('%s', %d): %s"
 _BIND_TEXT: Final = re.compile(
-    r"error while attempting to bind on address \('([^']*)', ([0-9]{1,5})\): ([a-z ]*)")
+    r"error while attempting to bind on address \('([^']*)', ([0-9]{1,5})\): ([a-z ]*)"
+)
 
 # (logger name, record.msg) → what each positional argument is. uvicorn 0.x,
 # uvicorn/server.py: the start and finish lines of a server process and its listener, and
 # the line that says its port is taken.
-KNOWN_TEMPLATES: Final[Mapping[tuple[str, str], tuple[Arg, ...]]] = MappingProxyType({
-    ("uvicorn.error", "Started server process [%d]"): (Arg.PID,),
-    ("uvicorn.error", "Finished server process [%d]"): (Arg.PID,),
-    ("uvicorn.error", "Uvicorn running on %s://%s:%d (Press CTRL+C to quit)"):
-        (Arg.SCHEME, Arg.LISTEN_HOST, Arg.PORT),
-    ("uvicorn.error", "Uvicorn running on %s://[%s]:%d (Press CTRL+C to quit)"):
-        (Arg.SCHEME, Arg.LISTEN_HOST, Arg.PORT),
-    ("uvicorn.error", BIND_FAILED): (Arg.ERRNO, Arg.LISTEN_HOST, Arg.PORT, Arg.TEXT),
-    # urllib3 2.x, connectionpool.py: each request of the blocking Vault client (requests,
-    # under hvac), at DEBUG: what -vv is for. Method, path and status show; the host, and
-    # the length (a four-digit one is shaped like a PIN), stay masked.
-    ("urllib3.connectionpool", '%s://%s:%s "%s %s %s" %s %s'):
-        (Arg.SCHEME, Arg.TEXT, Arg.PORT, Arg.METHOD, Arg.REQUEST_PATH, Arg.HTTP_VERSION,
-         Arg.STATUS, Arg.TEXT),
-})
+KNOWN_TEMPLATES: Final[Mapping[tuple[str, str], tuple[Arg, ...]]] = MappingProxyType(
+    {
+        ("uvicorn.error", "Started server process [%d]"): (Arg.PID,),
+        ("uvicorn.error", "Finished server process [%d]"): (Arg.PID,),
+        ("uvicorn.error", "Uvicorn running on %s://%s:%d (Press CTRL+C to quit)"): (
+            Arg.SCHEME,
+            Arg.LISTEN_HOST,
+            Arg.PORT,
+        ),
+        ("uvicorn.error", "Uvicorn running on %s://[%s]:%d (Press CTRL+C to quit)"): (
+            Arg.SCHEME,
+            Arg.LISTEN_HOST,
+            Arg.PORT,
+        ),
+        ("uvicorn.error", BIND_FAILED): (Arg.ERRNO, Arg.LISTEN_HOST, Arg.PORT, Arg.TEXT),
+        # urllib3 2.x, connectionpool.py: each request of the blocking Vault client (requests,
+        # under hvac), at DEBUG: what -vv is for. Method, path and status show; the host, and
+        # the length (a four-digit one is shaped like a PIN), stay masked.
+        ("urllib3.connectionpool", '%s://%s:%s "%s %s %s" %s %s'): (
+            Arg.SCHEME,
+            Arg.TEXT,
+            Arg.PORT,
+            Arg.METHOD,
+            Arg.REQUEST_PATH,
+            Arg.HTTP_VERSION,
+            Arg.STATUS,
+            Arg.TEXT,
+        ),
+    }
+)
 
 # One printf conversion (what ``%`` formatting understands), or a literal ``%%``.
 SPEC: Final = re.compile(
-    r"%(?:\([^)]*\))?[#0 +\-]*(?:\*|[0-9]+)?(?:\.(?:\*|[0-9]+))?[hlL]?[diouxXeEfFgGcrsa%]")
+    r"%(?:\([^)]*\))?[#0 +\-]*(?:\*|[0-9]+)?(?:\.(?:\*|[0-9]+))?[hlL]?[diouxXeEfFgGcrsa%]"
+)
 
 
 @dataclass(frozen=True)
@@ -90,8 +107,7 @@ class TemplateEvent:
     args: tuple[Any, ...]
 
 
-def capture_templates(logger: WrappedLogger, method_name: str,
-                      event_dict: EventDict) -> EventDict:
+def capture_templates(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """First processor of the pipeline's ``foreign_pre_chain``: a record of a known
     template keeps its message unformatted (a :class:`TemplateEvent`) for the scrubber;
     any other record keeps the event ``logging`` formatted, exactly as before.

@@ -116,8 +116,9 @@ class Store:
     ``pool_size`` is how many threads may use it at once (PostgreSQL connections);
     ``serving``: the backend's store, which serves callers (server-side limits)."""
 
-    def __init__(self, target: StoreUrl | str | Path, *, pool_size: int = 4,
-                 serving: bool = False) -> None:
+    def __init__(
+        self, target: StoreUrl | str | Path, *, pool_size: int = 4, serving: bool = False
+    ) -> None:
         self.url = store_url(target)
         self._db: Database = open_current(self.url, pool_size=pool_size, serving=serving)
         self._run = self._db.run  # work on one connection, optionally one transaction
@@ -134,21 +135,23 @@ class Store:
 
     # -- the lookup ---------------------------------------------------------------------
 
-    def transaction(self, work: Callable[[SqliteLedger], T], *,
-                    timeout: float | None = None) -> T:
+    def transaction(self, work: Callable[[SqliteLedger], T], *, timeout: float | None = None) -> T:
         """Run ``work`` in one transaction: it sees and writes the store while no other
         decision of the same card, call or caller can, in this process or another (SQLite:
         no other decision at all); all its writes commit together, or none if it raises
         (PostgreSQL: StoreUnavailable past ``timeout`` seconds, waits for locks included)."""
         return self._run(lambda db: work(self._ledger(db)), write=True, timeout=timeout)
 
-    def answer(self, call_sid: str, request_key: str, now: float,
-               ttl: float) -> Answer | None:
+    def answer(self, call_sid: str, request_key: str, now: float, ttl: float) -> Answer | None:
         """The answer already given to this very request, if any (a read, outside any
         transaction: a Twilio retry is answered without Vault)."""
-        row = self._run(lambda db: db.execute(
-            "SELECT status, body FROM call_answers WHERE call_sid=? AND request_key=?"
-            " AND at > ?", (call_sid, request_key, now - ttl)).fetchone())
+        row = self._run(
+            lambda db: db.execute(
+                "SELECT status, body FROM call_answers WHERE call_sid=? AND request_key=?"
+                " AND at > ?",
+                (call_sid, request_key, now - ttl),
+            ).fetchone()
+        )
         return (int(row[0]), str(row[1])) if row else None
 
     # -- accounts -------------------------------------------------------------------
@@ -162,25 +165,35 @@ class Store:
         Set-based, a few statements per :data:`BULK_ROWS` records whatever their number
         (PostgreSQL: a statement is a round trip; one statement per row made an import of
         1,000 rows take 25 s on this loaded machine)."""
+
         def work(db: Connection) -> list[Refusal | None]:
-            return [refusal for start in range(0, len(records), BULK_ROWS)
-                    for refusal in _add_all(db, records[start:start + BULK_ROWS])]
+            return [
+                refusal
+                for start in range(0, len(records), BULK_ROWS)
+                for refusal in _add_all(db, records[start : start + BULK_ROWS])
+            ]
+
         return self._run(work, write=True)
 
     def set_account_number(self, account: str, number_verifier: str) -> Refusal | None:
         """Give an account its account number, which ends its card-only lookup."""
+
         def work(db: Connection) -> Refusal | None:
             row = db.execute("SELECT id FROM accounts WHERE account=?", (account,)).fetchone()
             if row is None:
                 return Refusal.NO_ACCOUNT
-            taken = db.execute("SELECT id FROM accounts WHERE number_verifier=?",
-                               (number_verifier,)).fetchone()
+            taken = db.execute(
+                "SELECT id FROM accounts WHERE number_verifier=?", (number_verifier,)
+            ).fetchone()
             if taken is not None and int(taken[0]) != int(row[0]):
                 return Refusal.NUMBER_ENROLLED
-            db.execute("UPDATE accounts SET number_verifier=?, number_version=?,"
-                       " legacy_card=NULL WHERE id=?",
-                       (number_verifier, verifier_version(number_verifier), row[0]))
+            db.execute(
+                "UPDATE accounts SET number_verifier=?, number_version=?,"
+                " legacy_card=NULL WHERE id=?",
+                (number_verifier, verifier_version(number_verifier), row[0]),
+            )
             return None
+
         return self._run(work, write=True)
 
     def replace_accounts(self, records: Sequence[AccountRecord]) -> list[Refusal | None]:
@@ -188,8 +201,10 @@ class Store:
         (balance, salt, verifiers, registrations) replaced, its lockout kept. The same
         refusals, against the other accounts; :attr:`Refusal.NO_ACCOUNT` when the label
         is gone."""
+
         def work(db: Connection) -> list[Refusal | None]:
             return [_replace(db, record) for record in records]
+
         return self._run(work, write=True)
 
     def stored(self, accounts: Sequence[str]) -> dict[str, StoredAccount]:
@@ -202,19 +217,31 @@ class Store:
             rows = db.execute(
                 "SELECT id, account, balance, salt, salted, number_verifier, card_verifier,"  # noqa: S608
                 f" pin_verifier FROM accounts WHERE account IN ({marks})",
-                tuple(accounts)).fetchall()
+                tuple(accounts),
+            ).fetchall()
             ids = [int(row[0]) for row in rows]
             callers: dict[int, set[str]] = {i: set() for i in ids}
             if ids:
                 for account_id, caller in db.execute(
-                        "SELECT account_id, caller_verifier FROM caller_registrations"  # noqa: S608
-                        f" WHERE account_id IN ({', '.join('?' for _ in ids)})",
-                        tuple(ids)).fetchall():
+                    "SELECT account_id, caller_verifier FROM caller_registrations"  # noqa: S608
+                    f" WHERE account_id IN ({', '.join('?' for _ in ids)})",
+                    tuple(ids),
+                ).fetchall():
                     callers[int(account_id)].add(str(caller))
-            return {str(r[1]): StoredAccount(
-                str(r[1]), str(r[2]), str(r[3]), bool(r[4]),
-                None if r[5] is None else str(r[5]), str(r[6]), str(r[7]),
-                frozenset(callers[int(r[0])])) for r in rows}
+            return {
+                str(r[1]): StoredAccount(
+                    str(r[1]),
+                    str(r[2]),
+                    str(r[3]),
+                    bool(r[4]),
+                    None if r[5] is None else str(r[5]),
+                    str(r[6]),
+                    str(r[7]),
+                    frozenset(callers[int(r[0])]),
+                )
+                for r in rows
+            }
+
         return self._run(work)
 
     def summaries(self, *, page: int = 1000) -> Iterator[AccountSummary]:
@@ -222,6 +249,7 @@ class Store:
         page one indexed range read), so that a million accounts stream in bounded
         memory on either engine. Pages are read one after the other, not in one
         snapshot: an account added or removed meanwhile may or may not be listed."""
+
         def read(db: Connection, after: int) -> list[Any]:
             return db.execute(
                 "SELECT a.id, a.account, a.ref, a.number_verifier IS NOT NULL,"
@@ -229,88 +257,121 @@ class Store:
                 " (SELECT COUNT(*) FROM caller_registrations r WHERE r.account_id=a.id),"
                 " l.failures, l.locked_until, l.hard, a.last_success"
                 " FROM accounts a LEFT JOIN card_lockout l ON l.account_id=a.id"
-                " WHERE a.id > ? ORDER BY a.id LIMIT ?", (after, page)).fetchall()
+                " WHERE a.id > ? ORDER BY a.id LIMIT ?",
+                (after, page),
+            ).fetchall()
 
         after = 0
         while True:
             rows = self._run(functools.partial(read, after=after))
             for row in rows:
-                state = CardState() if row[6] is None else CardState(
-                    int(row[6]), float(row[7]), bool(row[8]))
-                yield AccountSummary(str(row[1]), str(row[2]), bool(row[3]), int(row[5]),
-                                     bool(row[4]), state,
-                                     None if row[9] is None else float(row[9]))
+                state = (
+                    CardState()
+                    if row[6] is None
+                    else CardState(int(row[6]), float(row[7]), bool(row[8]))
+                )
+                yield AccountSummary(
+                    str(row[1]),
+                    str(row[2]),
+                    bool(row[3]),
+                    int(row[5]),
+                    bool(row[4]),
+                    state,
+                    None if row[9] is None else float(row[9]),
+                )
             if len(rows) < page:
                 return
             after = int(rows[-1][0])
 
     def set_balance(self, account: str, balance: str) -> bool:
         """False when there is no such account."""
-        cursor = self._run(lambda db: db.execute(
-            "UPDATE accounts SET balance=? WHERE account=?", (balance, account)), write=True)
+        cursor = self._run(
+            lambda db: db.execute(
+                "UPDATE accounts SET balance=? WHERE account=?", (balance, account)
+            ),
+            write=True,
+        )
         return bool(cursor.rowcount)
 
     def set_card(self, account: str, record: AccountRecord) -> Refusal | None:
         """New card and PIN verifiers, bound to ``record``'s new salt: a PIN reset or a
         card change. Refused like an enrolment when a
         caller number registered on it is on another account with the same last-4."""
+
         def work(db: Connection) -> Refusal | None:
-            row = db.execute("SELECT id FROM accounts WHERE account=?",
-                             (account,)).fetchone()
+            row = db.execute("SELECT id FROM accounts WHERE account=?", (account,)).fetchone()
             if row is None:
                 return Refusal.NO_ACCOUNT
             account_id = int(row[0])
-            for (caller,) in db.execute("SELECT caller_verifier FROM caller_registrations"
-                                        " WHERE account_id=?", (account_id,)).fetchall():
+            for (caller,) in db.execute(
+                "SELECT caller_verifier FROM caller_registrations WHERE account_id=?", (account_id,)
+            ).fetchall():
                 if _same_card_elsewhere(db, str(caller), record, account_id):
                     return Refusal.CALLER_SAME_CARD
             # A migrated account still found by its card alone keeps that lookup, on
             # the new card's verifier, until it has an account number.
-            db.execute("UPDATE accounts SET salt=?, card_verifier=?, pin_verifier=?,"
-                       " salted=1, legacy_card=CASE WHEN legacy_card IS NULL THEN NULL"
-                       " ELSE ? END, lookup_version=? WHERE id=?",
-                       (record.salt, record.card_verifier, record.pin_verifier,
-                        record.card_hmac, record.version, account_id))
+            db.execute(
+                "UPDATE accounts SET salt=?, card_verifier=?, pin_verifier=?,"
+                " salted=1, legacy_card=CASE WHEN legacy_card IS NULL THEN NULL"
+                " ELSE ? END, lookup_version=? WHERE id=?",
+                (
+                    record.salt,
+                    record.card_verifier,
+                    record.pin_verifier,
+                    record.card_hmac,
+                    record.version,
+                    account_id,
+                ),
+            )
             return None
+
         return self._run(work, write=True)
 
     def register_callers(self, account: str, record: AccountRecord) -> Refusal | None:
         """Register ``record.callers`` on the account (``record.card_hmac``: its card, as
         the operator typed it and :meth:`stored` confirmed)."""
+
         def work(db: Connection) -> Refusal | None:
-            row = db.execute("SELECT id FROM accounts WHERE account=?",
-                             (account,)).fetchone()
+            row = db.execute("SELECT id FROM accounts WHERE account=?", (account,)).fetchone()
             if row is None:
                 return Refusal.NO_ACCOUNT
             account_id = int(row[0])
             for caller in dict.fromkeys(record.callers):
                 if _same_card_elsewhere(db, caller, record, account_id):
                     return Refusal.CALLER_SAME_CARD
-                db.execute("INSERT INTO caller_registrations(caller_verifier, account_id,"
-                           " lookup_version) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                           (caller, account_id, verifier_version(caller)))
+                db.execute(
+                    "INSERT INTO caller_registrations(caller_verifier, account_id,"
+                    " lookup_version) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                    (caller, account_id, verifier_version(caller)),
+                )
             return None
+
         return self._run(work, write=True)
 
     def unregister_callers(self, account: str, callers: Sequence[str]) -> int | None:
         """Remove these registrations from the account: how many there were, or None
         when there is no such account."""
+
         def work(db: Connection) -> int | None:
-            row = db.execute("SELECT id FROM accounts WHERE account=?",
-                             (account,)).fetchone()
+            row = db.execute("SELECT id FROM accounts WHERE account=?", (account,)).fetchone()
             if row is None:
                 return None
-            return sum(db.execute("DELETE FROM caller_registrations WHERE account_id=?"
-                                  " AND caller_verifier=?", (row[0], caller)).rowcount
-                       for caller in dict.fromkeys(callers))
+            return sum(
+                db.execute(
+                    "DELETE FROM caller_registrations WHERE account_id=? AND caller_verifier=?",
+                    (row[0], caller),
+                ).rowcount
+                for caller in dict.fromkeys(callers)
+            )
+
         return self._run(work, write=True)
 
     def remove(self, account: str) -> str | None:
         """Delete the account, its registrations and its lockout; its reference (the
         audit line's), or None when there is no such account."""
+
         def work(db: Connection) -> str | None:
-            row = db.execute("SELECT id, ref FROM accounts WHERE account=?",
-                             (account,)).fetchone()
+            row = db.execute("SELECT id, ref FROM accounts WHERE account=?", (account,)).fetchone()
             if row is None:
                 return None
             # Explicit, not only ON DELETE CASCADE: a SQLite connection without
@@ -319,6 +380,7 @@ class Store:
             db.execute("DELETE FROM card_lockout WHERE account_id=?", (row[0],))
             db.execute("DELETE FROM accounts WHERE id=?", (row[0],))
             return str(row[1])
+
         return self._run(work, write=True)
 
     def legacy_accounts(self) -> int:
@@ -327,14 +389,16 @@ class Store:
 
     def reference(self, account: str) -> str | None:
         """The account's letters-only reference (audit lines), or None."""
-        row = self._run(lambda db: db.execute(
-            "SELECT ref FROM accounts WHERE account=?", (account,)).fetchone())
+        row = self._run(
+            lambda db: db.execute("SELECT ref FROM accounts WHERE account=?", (account,)).fetchone()
+        )
         return str(row[0]) if row else None
 
     def unlock(self, account: str) -> CardState | None:
         """Forget an account's wrong PINs and lift its lock (an operator's
         ``accounts unlock``). Returns the state it had, or None when there is no such
         account."""
+
         def work(db: Connection) -> CardState | None:
             ledger = self._ledger(db)
             account_id = ledger.account_id(account)
@@ -343,6 +407,7 @@ class Store:
             before = ledger.card_state(account_id)
             db.execute("DELETE FROM card_lockout WHERE account_id=?", (account_id,))
             return before
+
         return self._run(work, write=True)
 
     # -- callers ------------------------------------------------------------------------
@@ -351,17 +416,23 @@ class Store:
         """Forget every failed lookup of one caller number (its keyed HMAC at the latest
         ``ivr-lookup`` version, as the lookup counts it): an operator's ``callers reset``.
         Returns how many were forgotten."""
+
         def work(db: Connection) -> int:
             self._ledger(db).caller_failures(caller, 0.0)  # PostgreSQL: the caller's lock
             return db.execute("DELETE FROM caller_failures WHERE caller=?", (caller,)).rowcount
+
         return int(self._run(work, write=True))
 
     def cut_off_callers(self, since: float, limit: int) -> int:
         """How many caller numbers had at least ``limit`` failed lookups after ``since``:
         the numbers cut off now (doctor's row)."""
-        (count,) = self._run(lambda db: db.execute(
-            "SELECT COUNT(*) FROM (SELECT caller FROM caller_failures WHERE at > ?"
-            " GROUP BY caller HAVING COUNT(*) >= ?) AS cut", (since, limit)).fetchone())
+        (count,) = self._run(
+            lambda db: db.execute(
+                "SELECT COUNT(*) FROM (SELECT caller FROM caller_failures WHERE at > ?"
+                " GROUP BY caller HAVING COUNT(*) >= ?) AS cut",
+                (since, limit),
+            ).fetchone()
+        )
         return int(count)
 
     def lookup_versions(self) -> list[int]:
@@ -371,32 +442,40 @@ class Store:
     def version_counts(self) -> dict[int, int]:
         """Key version → how many verifier sets use it (an account's card and PIN, its
         account number, each registration)."""
-        rows = self._run(lambda db: db.execute(
-            "SELECT v, COUNT(*) FROM (SELECT lookup_version AS v FROM accounts"
-            " UNION ALL SELECT number_version FROM accounts WHERE number_version IS NOT NULL"
-            " UNION ALL SELECT lookup_version FROM caller_registrations) AS used GROUP BY v"
-        ).fetchall())
+        rows = self._run(
+            lambda db: db.execute(
+                "SELECT v, COUNT(*) FROM (SELECT lookup_version AS v FROM accounts"
+                " UNION ALL SELECT number_version FROM accounts WHERE number_version IS NOT NULL"
+                " UNION ALL SELECT lookup_version FROM caller_registrations) AS used GROUP BY v"
+            ).fetchall()
+        )
         return {int(v): int(n) for v, n in rows}
 
     def has_account(self, account: str) -> bool:
-        row = self._run(lambda db: db.execute(
-            "SELECT 1 FROM accounts WHERE account=?", (account,)).fetchone())
+        row = self._run(
+            lambda db: db.execute("SELECT 1 FROM accounts WHERE account=?", (account,)).fetchone()
+        )
         return row is not None
 
     # -- ivr-lookup canaries ----------------------------------------------------------
 
     def canaries(self) -> dict[int, str]:
         """version → the canary HMAC recorded when that version was first used."""
-        rows = self._run(lambda db: db.execute(
-            "SELECT version, hmac FROM lookup_canaries").fetchall())
+        rows = self._run(
+            lambda db: db.execute("SELECT version, hmac FROM lookup_canaries").fetchall()
+        )
         return {int(v): str(h) for v, h in rows}
 
     def add_canary(self, canary: str, now: float) -> None:
         """Record a version's canary; a canary already recorded is never replaced."""
-        self._run(lambda db: db.execute(
-            "INSERT INTO lookup_canaries(version, hmac, at) VALUES (?, ?, ?)"
-            " ON CONFLICT(version) DO NOTHING",
-            (verifier_version(canary), canary, now)), write=True)
+        self._run(
+            lambda db: db.execute(
+                "INSERT INTO lookup_canaries(version, hmac, at) VALUES (?, ?, ?)"
+                " ON CONFLICT(version) DO NOTHING",
+                (verifier_version(canary), canary, now),
+            ),
+            write=True,
+        )
 
 
 # Records per set-based enrolment step: 11 parameters each in the accounts INSERT, well
@@ -415,20 +494,31 @@ def _add_all(db: Connection, records: Sequence[AccountRecord]) -> list[Refusal |
     if not records:
         return []
     labels = list(dict.fromkeys(r.account for r in records))
-    taken_labels = {str(row[0]) for row in db.execute(
-        f"SELECT account FROM accounts WHERE account IN ({_marks(len(labels))})",  # noqa: S608
-        labels).fetchall()}
+    taken_labels = {
+        str(row[0])
+        for row in db.execute(
+            f"SELECT account FROM accounts WHERE account IN ({_marks(len(labels))})",  # noqa: S608
+            labels,
+        ).fetchall()
+    }
     numbers = list(dict.fromkeys(r.number_verifier for r in records))
-    taken_numbers = {str(row[0]) for row in db.execute(
-        "SELECT number_verifier FROM accounts"  # noqa: S608
-        f" WHERE number_verifier IN ({_marks(len(numbers))})", numbers).fetchall()}
+    taken_numbers = {
+        str(row[0])
+        for row in db.execute(
+            "SELECT number_verifier FROM accounts"  # noqa: S608
+            f" WHERE number_verifier IN ({_marks(len(numbers))})",
+            numbers,
+        ).fetchall()
+    }
     callers = list(dict.fromkeys(c for r in records for c in r.callers))
     registered: dict[str, list[Account]] = {}
     if callers:
         for row in db.execute(
-                f"SELECT {_columns_of('a')}, r.caller_verifier FROM caller_registrations r"  # noqa: S608
-                " JOIN accounts a ON a.id=r.account_id"
-                f" WHERE r.caller_verifier IN ({_marks(len(callers))})", callers).fetchall():
+            f"SELECT {_columns_of('a')}, r.caller_verifier FROM caller_registrations r"  # noqa: S608
+            " JOIN accounts a ON a.id=r.account_id"
+            f" WHERE r.caller_verifier IN ({_marks(len(callers))})",
+            callers,
+        ).fetchall():
             registered.setdefault(str(row[-1]), []).append(_account(row[:-1]))
     cards_in_batch: dict[str, set[str]] = {}  # caller → Transit card HMACs added here
     out: list[Refusal | None] = []
@@ -439,9 +529,11 @@ def _add_all(db: Connection, records: Sequence[AccountRecord]) -> list[Refusal |
             refusal = Refusal.LABEL_EXISTS
         elif record.number_verifier in taken_numbers:
             refusal = Refusal.NUMBER_ENROLLED
-        elif any(record.card_hmac in cards_in_batch.get(c, ()) or any(
-                 _same_card(other, record) for other in registered.get(c, ()))
-                 for c in record.callers):
+        elif any(
+            record.card_hmac in cards_in_batch.get(c, ())
+            or any(_same_card(other, record) for other in registered.get(c, ()))
+            for c in record.callers
+        ):
             refusal = Refusal.CALLER_SAME_CARD
         out.append(refusal)
         if refusal is None:
@@ -451,22 +543,40 @@ def _add_all(db: Connection, records: Sequence[AccountRecord]) -> list[Refusal |
                 cards_in_batch.setdefault(caller, set()).add(record.card_hmac)
             todo.append(record)
     if todo:
-        values = [(r.account, new_reference(), r.balance, r.salt, r.number_verifier,
-                   verifier_version(r.number_verifier), r.card_verifier, r.pin_verifier,
-                   r.version) for r in todo]
-        ids = {str(account): int(id_) for id_, account in db.execute(
-            "INSERT INTO accounts(account, ref, balance, salt, number_verifier,"  # noqa: S608
-            " number_version, card_verifier, pin_verifier, salted, legacy_card,"
-            " lookup_version) VALUES "
-            + ", ".join("(?, ?, ?, ?, ?, ?, ?, ?, 1, NULL, ?)" for _ in values)
-            + " RETURNING id, account", [v for row in values for v in row]).fetchall()}
-        registrations = [(c, ids[r.account], verifier_version(c)) for r in todo
-                         for c in dict.fromkeys(r.callers)]
+        values = [
+            (
+                r.account,
+                new_reference(),
+                r.balance,
+                r.salt,
+                r.number_verifier,
+                verifier_version(r.number_verifier),
+                r.card_verifier,
+                r.pin_verifier,
+                r.version,
+            )
+            for r in todo
+        ]
+        ids = {
+            str(account): int(id_)
+            for id_, account in db.execute(
+                "INSERT INTO accounts(account, ref, balance, salt, number_verifier,"  # noqa: S608
+                " number_version, card_verifier, pin_verifier, salted, legacy_card,"
+                " lookup_version) VALUES "
+                + ", ".join("(?, ?, ?, ?, ?, ?, ?, ?, 1, NULL, ?)" for _ in values)
+                + " RETURNING id, account",
+                [v for row in values for v in row],
+            ).fetchall()
+        }
+        registrations = [
+            (c, ids[r.account], verifier_version(c)) for r in todo for c in dict.fromkeys(r.callers)
+        ]
         if registrations:
-            db.execute("INSERT INTO caller_registrations(caller_verifier, account_id,"  # noqa: S608
-                       " lookup_version) VALUES "
-                       + ", ".join("(?, ?, ?)" for _ in registrations),
-                       [v for row in registrations for v in row])
+            db.execute(
+                "INSERT INTO caller_registrations(caller_verifier, account_id,"  # noqa: S608
+                " lookup_version) VALUES " + ", ".join("(?, ?, ?)" for _ in registrations),
+                [v for row in registrations for v in row],
+            )
     return out
 
 
@@ -474,18 +584,21 @@ def _same_card(other: Account, record: AccountRecord) -> bool:
     # Compared at the same key version only: an account whose verifiers are behind the
     # latest is not checked (it is re-made at its next lookup).
     return other.lookup_version == record.version and matches(
-        other.card_verifier, other.salt, record.card_hmac, salted=other.salted)
+        other.card_verifier, other.salt, record.card_hmac, salted=other.salted
+    )
 
 
-def _same_card_elsewhere(db: Connection, caller: str, record: AccountRecord,
-                         account_id: int) -> bool:
+def _same_card_elsewhere(
+    db: Connection, caller: str, record: AccountRecord, account_id: int
+) -> bool:
     """Whether an account other than ``account_id`` registered on ``caller`` has the
     card of ``record.card_hmac`` (the two could not be told apart on that number)."""
-    rows = db.execute(f"SELECT {_columns_of('a')} FROM caller_registrations r"  # noqa: S608
-                      " JOIN accounts a ON a.id=r.account_id WHERE r.caller_verifier=?",
-                      (caller,)).fetchall()
-    return any(_same_card(other, record) for other in map(_account, rows)
-               if other.id != account_id)
+    rows = db.execute(
+        f"SELECT {_columns_of('a')} FROM caller_registrations r"  # noqa: S608
+        " JOIN accounts a ON a.id=r.account_id WHERE r.caller_verifier=?",
+        (caller,),
+    ).fetchall()
+    return any(_same_card(other, record) for other in map(_account, rows) if other.id != account_id)
 
 
 def _replace(db: Connection, record: AccountRecord) -> Refusal | None:
@@ -495,18 +608,28 @@ def _replace(db: Connection, record: AccountRecord) -> Refusal | None:
     if row is None:
         return Refusal.NO_ACCOUNT
     own = int(row[0])
-    taken = db.execute("SELECT id FROM accounts WHERE number_verifier=?",
-                       (record.number_verifier,)).fetchone()
+    taken = db.execute(
+        "SELECT id FROM accounts WHERE number_verifier=?", (record.number_verifier,)
+    ).fetchone()
     if taken is not None and int(taken[0]) != own:
         return Refusal.NUMBER_ENROLLED
     if any(_same_card_elsewhere(db, caller, record, own) for caller in record.callers):
         return Refusal.CALLER_SAME_CARD
-    db.execute("UPDATE accounts SET balance=?, salt=?, number_verifier=?,"
-               " number_version=?, card_verifier=?, pin_verifier=?, salted=1,"
-               " legacy_card=NULL, lookup_version=? WHERE id=?",
-               (record.balance, record.salt, record.number_verifier,
-                verifier_version(record.number_verifier), record.card_verifier,
-                record.pin_verifier, record.version, own))
+    db.execute(
+        "UPDATE accounts SET balance=?, salt=?, number_verifier=?,"
+        " number_version=?, card_verifier=?, pin_verifier=?, salted=1,"
+        " legacy_card=NULL, lookup_version=? WHERE id=?",
+        (
+            record.balance,
+            record.salt,
+            record.number_verifier,
+            verifier_version(record.number_verifier),
+            record.card_verifier,
+            record.pin_verifier,
+            record.version,
+            own,
+        ),
+    )
     db.execute("DELETE FROM caller_registrations WHERE account_id=?", (own,))
     _register(db, own, record.callers)
     return None
@@ -514,15 +637,28 @@ def _replace(db: Connection, record: AccountRecord) -> Refusal | None:
 
 def _register(db: Connection, account_id: int, callers: Sequence[str]) -> None:
     for caller in dict.fromkeys(callers):
-        db.execute("INSERT INTO caller_registrations(caller_verifier, account_id,"
-                   " lookup_version) VALUES (?, ?, ?)",
-                   (caller, account_id, verifier_version(caller)))
+        db.execute(
+            "INSERT INTO caller_registrations(caller_verifier, account_id,"
+            " lookup_version) VALUES (?, ?, ?)",
+            (caller, account_id, verifier_version(caller)),
+        )
 
 
 # Statements below interpolate nothing but this module's constants (a column list, a
 # table name, ROW_LOCK): values always go in as parameters (hence the noqa: S608).
-_COLUMNS = ("id", "account", "ref", "balance", "salt", "card_verifier", "pin_verifier",
-            "salted", "legacy_card", "lookup_version", "number_version")
+_COLUMNS = (
+    "id",
+    "account",
+    "ref",
+    "balance",
+    "salt",
+    "card_verifier",
+    "pin_verifier",
+    "salted",
+    "legacy_card",
+    "lookup_version",
+    "number_version",
+)
 
 
 def _columns_of(alias: str) -> str:
@@ -533,11 +669,20 @@ _ACCOUNT = ", ".join(_COLUMNS)
 
 
 def _account(row: Sequence[Any]) -> Account:
-    (id_, account, ref, balance, salt, card_v, pin_v, salted, legacy, version,
-     number_version) = row
-    return Account(int(id_), str(account), str(ref), str(balance), str(salt), str(card_v),
-                   str(pin_v), bool(salted), None if legacy is None else str(legacy),
-                   int(version), None if number_version is None else int(number_version))
+    (id_, account, ref, balance, salt, card_v, pin_v, salted, legacy, version, number_version) = row
+    return Account(
+        int(id_),
+        str(account),
+        str(ref),
+        str(balance),
+        str(salt),
+        str(card_v),
+        str(pin_v),
+        bool(salted),
+        None if legacy is None else str(legacy),
+        int(version),
+        None if number_version is None else int(number_version),
+    )
 
 
 class SqliteLedger:
@@ -552,21 +697,29 @@ class SqliteLedger:
         self._db = db
 
     def answers(self, call_sid: str) -> dict[str, Answer]:
-        rows = self._db.execute("SELECT request_key, status, body FROM call_answers"
-                                " WHERE call_sid=?", (call_sid,)).fetchall()
+        rows = self._db.execute(
+            "SELECT request_key, status, body FROM call_answers WHERE call_sid=?", (call_sid,)
+        ).fetchall()
         return {str(key): (int(status), str(body)) for key, status, body in rows}
 
-    def remember(self, call_sid: str, request_key: str, answer: Answer, now: float,
-                 ttl: float) -> None:
+    def remember(
+        self, call_sid: str, request_key: str, answer: Answer, now: float, ttl: float
+    ) -> None:
         self._sweep("call_answers", now - ttl)
-        self._db.execute("INSERT INTO call_answers(call_sid, request_key, status, body, at)"
-                         " VALUES (?, ?, ?, ?, ?) ON CONFLICT(call_sid, request_key)"
-                         " DO UPDATE SET status=excluded.status, body=excluded.body,"
-                         " at=excluded.at", (call_sid, request_key, *answer, now))
+        self._db.execute(
+            "INSERT INTO call_answers(call_sid, request_key, status, body, at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT(call_sid, request_key)"
+            " DO UPDATE SET status=excluded.status, body=excluded.body,"
+            " at=excluded.at",
+            (call_sid, request_key, *answer, now),
+        )
 
     def _one(self, column: str, value: str) -> Account | None:
-        row = self._db.execute(f"SELECT {_ACCOUNT} FROM accounts"  # noqa: S608
-                               f" WHERE {column}=?{self.ROW_LOCK}", (value,)).fetchone()
+        row = self._db.execute(
+            f"SELECT {_ACCOUNT} FROM accounts"  # noqa: S608
+            f" WHERE {column}=?{self.ROW_LOCK}",
+            (value,),
+        ).fetchone()
         return _account(row) if row else None
 
     def account_by_number(self, number_verifier: str) -> Account | None:
@@ -579,13 +732,17 @@ class SqliteLedger:
         rows = self._db.execute(
             f"SELECT {_columns_of('a')}, r.lookup_version FROM caller_registrations r"  # noqa: S608
             " JOIN accounts a ON a.id=r.account_id WHERE r.caller_verifier=?"
-            f" ORDER BY a.id{self.ROW_LOCK_OF_ACCOUNT}", (caller_verifier,)).fetchall()
+            f" ORDER BY a.id{self.ROW_LOCK_OF_ACCOUNT}",
+            (caller_verifier,),
+        ).fetchall()
         return [(_account(row[:-1]), int(row[-1])) for row in rows]
 
     def account_id(self, account: str) -> int | None:
         """The id of the account of that label, locked like :meth:`account_by_number`."""
-        row = self._db.execute(f"SELECT id FROM accounts WHERE account=?{self.ROW_LOCK}",  # noqa: S608
-                               (account,)).fetchone()
+        row = self._db.execute(
+            f"SELECT id FROM accounts WHERE account=?{self.ROW_LOCK}",  # noqa: S608
+            (account,),
+        ).fetchone()
         return int(row[0]) if row else None
 
     def versions(self) -> list[int]:
@@ -593,12 +750,15 @@ class SqliteLedger:
             "SELECT DISTINCT lookup_version FROM accounts UNION"
             " SELECT DISTINCT number_version FROM accounts WHERE number_version IS NOT NULL"
             " UNION SELECT DISTINCT lookup_version FROM caller_registrations"
-            " ORDER BY 1 DESC").fetchall()
+            " ORDER BY 1 DESC"
+        ).fetchall()
         return [int(r[0]) for r in rows]
 
     def card_state(self, account_id: int) -> CardState:
-        row = self._db.execute("SELECT failures, locked_until, hard FROM card_lockout"
-                               " WHERE account_id=?", (account_id,)).fetchone()
+        row = self._db.execute(
+            "SELECT failures, locked_until, hard FROM card_lockout WHERE account_id=?",
+            (account_id,),
+        ).fetchone()
         if row is None:
             return CardState()
         return CardState(int(row[0]), float(row[1]), bool(row[2]))
@@ -607,41 +767,48 @@ class SqliteLedger:
         if state == CardState():
             self._db.execute("DELETE FROM card_lockout WHERE account_id=?", (account_id,))
             return
-        self._db.execute("INSERT INTO card_lockout(account_id, failures, locked_until, hard)"
-                         " VALUES (?, ?, ?, ?) ON CONFLICT(account_id) DO UPDATE SET"
-                         " failures=excluded.failures, locked_until=excluded.locked_until,"
-                         " hard=excluded.hard",
-                         (account_id, state.failures, state.locked_until, int(state.hard)))
+        self._db.execute(
+            "INSERT INTO card_lockout(account_id, failures, locked_until, hard)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT(account_id) DO UPDATE SET"
+            " failures=excluded.failures, locked_until=excluded.locked_until,"
+            " hard=excluded.hard",
+            (account_id, state.failures, state.locked_until, int(state.hard)),
+        )
 
     def succeeded(self, account_id: int, now: float) -> None:
         self._db.execute("UPDATE accounts SET last_success=? WHERE id=?", (now, account_id))
 
-    def replace_verifiers(self, account_id: int, card_verifier: str, pin_verifier: str,
-                          legacy_card: str | None) -> None:
-        self._db.execute("UPDATE accounts SET card_verifier=?, pin_verifier=?, salted=1,"
-                         " legacy_card=?, lookup_version=? WHERE id=?",
-                         (card_verifier, pin_verifier, legacy_card,
-                          verifier_version(card_verifier), account_id))
+    def replace_verifiers(
+        self, account_id: int, card_verifier: str, pin_verifier: str, legacy_card: str | None
+    ) -> None:
+        self._db.execute(
+            "UPDATE accounts SET card_verifier=?, pin_verifier=?, salted=1,"
+            " legacy_card=?, lookup_version=? WHERE id=?",
+            (card_verifier, pin_verifier, legacy_card, verifier_version(card_verifier), account_id),
+        )
 
     def replace_number(self, account_id: int, number_verifier: str) -> None:
-        self._db.execute("UPDATE accounts SET number_verifier=?, number_version=?"
-                         " WHERE id=?", (number_verifier, verifier_version(number_verifier),
-                                         account_id))
+        self._db.execute(
+            "UPDATE accounts SET number_verifier=?, number_version=? WHERE id=?",
+            (number_verifier, verifier_version(number_verifier), account_id),
+        )
 
     def replace_registration(self, account_id: int, old: str, new: str) -> None:
-        self._db.execute("UPDATE caller_registrations SET caller_verifier=?,"
-                         " lookup_version=? WHERE caller_verifier=? AND account_id=?",
-                         (new, verifier_version(new), old, account_id))
+        self._db.execute(
+            "UPDATE caller_registrations SET caller_verifier=?,"
+            " lookup_version=? WHERE caller_verifier=? AND account_id=?",
+            (new, verifier_version(new), old, account_id),
+        )
 
     def caller_failures(self, caller: str, since: float) -> int:
-        (count,) = self._db.execute("SELECT COUNT(*) FROM caller_failures"
-                                    " WHERE caller=? AND at > ?", (caller, since)).fetchone()
+        (count,) = self._db.execute(
+            "SELECT COUNT(*) FROM caller_failures WHERE caller=? AND at > ?", (caller, since)
+        ).fetchone()
         return int(count)
 
     def add_caller_failure(self, caller: str, now: float, window: float) -> None:
         self._sweep("caller_failures", now - window)
-        self._db.execute("INSERT INTO caller_failures(caller, at) VALUES (?, ?)",
-                         (caller, now))
+        self._db.execute("INSERT INTO caller_failures(caller, at) VALUES (?, ?)", (caller, now))
 
     def _sweep(self, table: str, before: float) -> None:
         """Forget ``table``'s rows from ``before`` or earlier."""
@@ -687,10 +854,11 @@ class PostgresLedger(SqliteLedger):
 
     def _lock(self, kind: str, key: str) -> None:
         # A 64-bit hash of the key: two keys that collide only wait for each other.
-        self._db.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))",
-                         (f"{kind}:{key}",))
+        self._db.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (f"{kind}:{key}",))
 
     def _sweep(self, table: str, before: float) -> None:
-        self._db.execute(f"DELETE FROM {table} WHERE ctid IN"  # noqa: S608
-                         f" (SELECT ctid FROM {table} WHERE at <= ? FOR UPDATE SKIP LOCKED)",
-                         (before,))
+        self._db.execute(
+            f"DELETE FROM {table} WHERE ctid IN"  # noqa: S608
+            f" (SELECT ctid FROM {table} WHERE at <= ? FOR UPDATE SKIP LOCKED)",
+            (before,),
+        )

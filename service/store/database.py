@@ -49,8 +49,9 @@ class Database(Protocol):
         """The store's URL as logs and errors may show it (no password)."""
         ...
 
-    def run(self, work: Callable[[Connection], T], *, write: bool = False,
-            timeout: float | None = None) -> T:
+    def run(
+        self, work: Callable[[Connection], T], *, write: bool = False, timeout: float | None = None
+    ) -> T:
         """``work`` on one connection; with ``write``, inside one transaction, which
         PostgreSQL ends past ``timeout`` seconds (SQLite's is local and ignores it)."""
         ...

@@ -64,8 +64,9 @@ class Ledger(Protocol):
         """The answers this call's lookups were given, by request key."""
         ...
 
-    def remember(self, call_sid: str, request_key: str, answer: Answer, now: float,
-                 ttl: float) -> None:
+    def remember(
+        self, call_sid: str, request_key: str, answer: Answer, now: float, ttl: float
+    ) -> None:
         """Keep ``answer`` for this call and key (and forget any older than ``ttl``)."""
         ...
 
@@ -94,8 +95,9 @@ class Ledger(Protocol):
     def succeeded(self, account_id: int, now: float) -> None:
         """Record the account's last successful lookup (``accounts list``)."""
 
-    def replace_verifiers(self, account_id: int, card_verifier: str, pin_verifier: str,
-                          legacy_card: str | None) -> None:
+    def replace_verifiers(
+        self, account_id: int, card_verifier: str, pin_verifier: str, legacy_card: str | None
+    ) -> None:
         """Re-made, bound to the account's salt, at the latest key version."""
         ...
 

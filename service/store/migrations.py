@@ -112,8 +112,7 @@ _BASELINE = (
         context TEXT,
         created_at DOUBLE PRECISION NOT NULL,
         updated_at DOUBLE PRECISION NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS sealed_by_key_version ON"
-    " sealed_records(key_name, key_version, id)",
+    "CREATE INDEX IF NOT EXISTS sealed_by_key_version ON sealed_records(key_name, key_version, id)",
 )
 
 
@@ -124,15 +123,17 @@ def _carry_over_windowed_lockout(db: Connection, engine: Engine) -> None:
     began after it."""
     if engine != "sqlite":
         return
-    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master"
-                                           " WHERE type='table'").fetchall()}
+    tables = {
+        row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+    }
     if {"pin_failures", "locks"} <= tables:  # the old schema made both
         db.execute(
             "INSERT OR IGNORE INTO card_lockout(account_id, failures, locked_until, hard)"
             " SELECT a.id, (SELECT COUNT(*) FROM pin_failures f WHERE f.account_id=a.id),"
             " COALESCE((SELECT until FROM locks l WHERE l.account_id=a.id), 0), 0"
             " FROM accounts a WHERE a.id IN (SELECT account_id FROM pin_failures"
-            " UNION SELECT account_id FROM locks)")
+            " UNION SELECT account_id FROM locks)"
+        )
     for old in ("pin_failures", "locks", "idempotency"):
         if old in tables:
             db.execute(f"DROP TABLE {old}")
@@ -174,8 +175,7 @@ _IDENTIFICATION = (
         failures INTEGER NOT NULL,
         locked_until DOUBLE PRECISION NOT NULL,
         hard INTEGER NOT NULL)""",
-    "INSERT INTO card_lockout SELECT account_id, failures, locked_until, hard"
-    " FROM lockout_kept",
+    "INSERT INTO card_lockout SELECT account_id, failures, locked_until, hard FROM lockout_kept",
     "DROP TABLE lockout_kept",
     "CREATE INDEX accounts_by_version ON accounts(lookup_version)",
     # The caller numbers registered on an account, by their keyed HMAC (unsalted, so that
@@ -195,21 +195,30 @@ def _fill_references(db: Connection, engine: Engine) -> None:
     from service.store.identity import new_reference, new_salt
 
     for (account_id,) in db.execute("SELECT id FROM accounts").fetchall():
-        db.execute("UPDATE accounts SET ref=?, salt=? WHERE id=?",
-                   (new_reference(), new_salt(), account_id))
+        db.execute(
+            "UPDATE accounts SET ref=?, salt=? WHERE id=?",
+            (new_reference(), new_salt(), account_id),
+        )
     if engine == "postgresql":
-        db.execute("SELECT setval(pg_get_serial_sequence('accounts', 'id'),"
-                   " COALESCE((SELECT MAX(id) FROM accounts), 0) + 1, false)")
+        db.execute(
+            "SELECT setval(pg_get_serial_sequence('accounts', 'id'),"
+            " COALESCE((SELECT MAX(id) FROM accounts), 0) + 1, false)"
+        )
 
 
 MIGRATIONS: tuple[Migration, ...] = (
     # The schema before versioned migrations, as SQLite stores already have it (IF NOT EXISTS:
     # a store made before versioned migrations takes this as a no-op).
-    Migration(1, "accounts, lockouts, caller failures, call answers, canaries, sealed "
-                 "records", _BASELINE),
+    Migration(
+        1, "accounts, lockouts, caller failures, call answers, canaries, sealed records", _BASELINE
+    ),
     Migration(2, "carry pre-issue-11 lockout counts over", step=_carry_over_windowed_lockout),
-    Migration(3, "identification: account numbers, caller registrations, salted verifiers",
-              _IDENTIFICATION, step=_fill_references),
+    Migration(
+        3,
+        "identification: account numbers, caller registrations, salted verifiers",
+        _IDENTIFICATION,
+        step=_fill_references,
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 
@@ -217,16 +226,33 @@ LATEST = MIGRATIONS[-1].version
 # export or import (service/backup/transfer.py) copies. tests/integration/store/
 # test_store_engines.py checks them against the schema both engines really have.
 TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("accounts", ("id", "account", "ref", "balance", "salt", "number_verifier",
-                  "number_version", "card_verifier", "pin_verifier", "salted",
-                  "legacy_card", "lookup_version", "last_success")),
+    (
+        "accounts",
+        (
+            "id",
+            "account",
+            "ref",
+            "balance",
+            "salt",
+            "number_verifier",
+            "number_version",
+            "card_verifier",
+            "pin_verifier",
+            "salted",
+            "legacy_card",
+            "lookup_version",
+            "last_success",
+        ),
+    ),
     ("caller_registrations", ("caller_verifier", "account_id", "lookup_version")),
     ("card_lockout", ("account_id", "failures", "locked_until", "hard")),
     ("caller_failures", ("caller", "at")),
     ("call_answers", ("call_sid", "request_key", "status", "body", "at")),
     ("lookup_canaries", ("version", "hmac", "at")),
-    ("sealed_records", ("id", "key_name", "key_version", "ciphertext", "context",
-                        "created_at", "updated_at")),
+    (
+        "sealed_records",
+        ("id", "key_name", "key_version", "ciphertext", "context", "created_at", "updated_at"),
+    ),
 )
 
 _HISTORY = """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -236,23 +262,26 @@ _HISTORY = """CREATE TABLE IF NOT EXISTS schema_migrations (
 
 
 def _version(db: Connection, engine: Engine) -> int:
-    exists = ("SELECT COUNT(*) FROM sqlite_master WHERE type='table'"
-              " AND name='schema_migrations'" if engine == "sqlite" else
-              "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema()"
-              " AND tablename = 'schema_migrations'")
+    exists = (
+        "SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND name='schema_migrations'"
+        if engine == "sqlite"
+        else "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema()"
+        " AND tablename = 'schema_migrations'"
+    )
     if not db.execute(exists).fetchone()[0]:
         return 0
-    (version,) = db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
-                            ).fetchone()
+    (version,) = db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()
     return int(version)
 
 
 def missing_tables(database: Database) -> list[str]:
     """The tables of the latest schema (:data:`TABLES`) this store lacks, read only
     (``ivr-vault doctor``: a store at the right version with a table dropped by hand)."""
-    listing = ("SELECT name FROM sqlite_master WHERE type='table'"
-               if database.engine == "sqlite" else
-               "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+    listing = (
+        "SELECT name FROM sqlite_master WHERE type='table'"
+        if database.engine == "sqlite"
+        else "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+    )
     present = database.run(lambda db: {str(row[0]) for row in db.execute(listing).fetchall()})
     return [name for name, _ in TABLES if name not in present]
 
@@ -260,8 +289,11 @@ def missing_tables(database: Database) -> list[str]:
 def legacy_accounts(database: Database) -> int:
     """How many accounts migrated from before schema 3 have no account number yet (found
     by their card alone while LEGACY_CARD_LOOKUP allows it); read only."""
-    (count,) = database.run(lambda db: db.execute(
-        "SELECT COUNT(*) FROM accounts WHERE legacy_card IS NOT NULL").fetchone())
+    (count,) = database.run(
+        lambda db: db.execute(
+            "SELECT COUNT(*) FROM accounts WHERE legacy_card IS NOT NULL"
+        ).fetchone()
+    )
     return int(count)
 
 
@@ -284,8 +316,10 @@ def migrate(database: Database) -> list[Migration]:
         pending = [m for m in MIGRATIONS if m.version > current]
         for migration in pending:
             migration.apply(db, engine)
-            db.execute("INSERT INTO schema_migrations(version, name, applied_at)"
-                       " VALUES (?, ?, ?)", (migration.version, migration.name, time.time()))
+            db.execute(
+                "INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.name, time.time()),
+            )
         if engine == "postgresql":
             _grant_runtime(db)
         return pending
@@ -299,8 +333,10 @@ def _grant_runtime(db: Connection) -> None:
     it too); anyone else (the runtime role finding nothing to migrate) grants nothing."""
     if not db.execute("SELECT 1 FROM pg_roles WHERE rolname = ?", (RUNTIME_GROUP,)).fetchone():
         return
-    (owner,) = db.execute("SELECT pg_has_role(current_user, nspowner, 'USAGE') FROM"
-                          " pg_namespace WHERE nspname = current_schema()").fetchone()
+    (owner,) = db.execute(
+        "SELECT pg_has_role(current_user, nspowner, 'USAGE') FROM"
+        " pg_namespace WHERE nspname = current_schema()"
+    ).fetchone()
     if not owner:
         return
     (schema,) = db.execute("SELECT current_schema()").fetchone()
@@ -308,8 +344,9 @@ def _grant_runtime(db: Connection) -> None:
         raise StoreSchemaMismatch(f"schema {schema!r}: expected a plain name")
     quoted = f'"{schema}"'
     db.execute(f"GRANT USAGE ON SCHEMA {quoted} TO {RUNTIME_GROUP}")
-    db.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {quoted}"
-               f" TO {RUNTIME_GROUP}")
+    db.execute(
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {quoted} TO {RUNTIME_GROUP}"
+    )
     db.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {quoted} TO {RUNTIME_GROUP}")
 
 
@@ -325,7 +362,8 @@ def prepare(database: Database) -> None:
         return
     raise StoreSchemaMismatch(
         f"{database.display}: the account store's schema is at version {current}, this release "
-        f"needs {LATEST}: run `ivr-vault store migrate` (docs/deployment.md)")
+        f"needs {LATEST}: run `ivr-vault store migrate` (docs/deployment.md)"
+    )
 
 
 def open_current(url: StoreUrl, *, pool_size: int, serving: bool = False) -> Database:
@@ -343,7 +381,8 @@ def _refuse_newer(current: int, display: str) -> None:
     if current > LATEST:
         raise StoreSchemaMismatch(
             f"{display}: the account store's schema is at version {current}, newer than this "
-            f"release knows ({LATEST}): run the release that migrated it")
+            f"release knows ({LATEST}): run the release that migrated it"
+        )
 
 
 def migrate_store(url: StoreUrl) -> str:

@@ -57,7 +57,8 @@ KEEPALIVE = {"idle": 5, "interval": 2, "count": 3}  # seconds, seconds, probes
 SERVING_OPTIONS = (
     f"-c idle_in_transaction_session_timeout={round(IDLE_IN_TRANSACTION_S * 1000)}"
     f" -c tcp_user_timeout={round(TCP_USER_TIMEOUT_S * 1000)}"
-    + "".join(f" -c tcp_keepalives_{k}={v}" for k, v in KEEPALIVE.items()))
+    + "".join(f" -c tcp_keepalives_{k}={v}" for k, v in KEEPALIVE.items())
+)
 
 
 @functools.lru_cache(maxsize=512)
@@ -84,15 +85,20 @@ class PostgresDatabase:
 
     engine: Literal["postgresql"] = "postgresql"
 
-    def __init__(self, url: StoreUrl, *, pool_size: int = 4,
-                 timeout: float = CONNECT_TIMEOUT_S, wait: float = WAIT_S,
-                 serving: bool = False) -> None:
+    def __init__(
+        self,
+        url: StoreUrl,
+        *,
+        pool_size: int = 4,
+        timeout: float = CONNECT_TIMEOUT_S,
+        wait: float = WAIT_S,
+        serving: bool = False,
+    ) -> None:
         assert url.conninfo is not None
         self.url = url
         conninfo = url.conninfo.reveal()
         self._password = str(_conninfo_field(conninfo, "password") or "")
-        connect: dict[str, Any] = {"autocommit": True,
-                                   "connect_timeout": max(1, round(timeout))}
+        connect: dict[str, Any] = {"autocommit": True, "connect_timeout": max(1, round(timeout))}
         if serving:
             connect.update(_serving_limits(conninfo))
         # One connection first: a store that cannot be reached fails here at once, with
@@ -101,20 +107,25 @@ class PostgresDatabase:
         try:
             psycopg.connect(conninfo, **connect).close()
         except psycopg.Error as exc:
-            raise StoreUnavailable(f"{url.display}: cannot connect "
-                                   f"({self._reason(exc)})") from None
+            raise StoreUnavailable(f"{url.display}: cannot connect ({self._reason(exc)})") from None
         # check: a connection that died while idle (a PostgreSQL restart, a failover) is
         # replaced before use instead of failing the request that drew it; it costs one
         # empty round trip per use.
         self._pool = ConnectionPool(
-            conninfo, min_size=1, max_size=max(1, pool_size), open=False, timeout=wait,
-            name="ivr-store", check=ConnectionPool.check_connection, kwargs=connect)
+            conninfo,
+            min_size=1,
+            max_size=max(1, pool_size),
+            open=False,
+            timeout=wait,
+            name="ivr-store",
+            check=ConnectionPool.check_connection,
+            kwargs=connect,
+        )
         try:
             self._pool.open(wait=True, timeout=timeout)
         except PoolTimeout:
             self._pool.close()
-            raise StoreUnavailable(f"{url.display}: no connection within {timeout:g}s"
-                                   ) from None
+            raise StoreUnavailable(f"{url.display}: no connection within {timeout:g}s") from None
 
     @property
     def display(self) -> str:
@@ -123,8 +134,9 @@ class PostgresDatabase:
     def _reason(self, exc: BaseException) -> str:
         """libpq's first line (``… failed: Connection refused``), without the password,
         should it ever be in there."""
-        text = next((line.strip() for line in str(exc).splitlines() if line.strip()),
-                    type(exc).__name__).removeprefix("connection failed: ")
+        text = next(
+            (line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__
+        ).removeprefix("connection failed: ")
         if self._password:
             text = text.replace(self._password, "**********")
         return text
@@ -144,12 +156,21 @@ class PostgresDatabase:
         # while this process was stopped (IDLE_IN_TRANSACTION_S); nothing committed. It is
         # an InternalError to psycopg: without it here, a backend resumed after a pause
         # answered 500.
-        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout,
-                psycopg.errors.IdleInTransactionSessionTimeout) as exc:
+        except (
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+            PoolTimeout,
+            psycopg.errors.IdleInTransactionSessionTimeout,
+        ) as exc:
             raise StoreUnavailable(f"{self.url.display}: {self._reason(exc)}") from None
 
-    def run(self, work: Callable[[PgConnection], T], *, write: bool = False,
-            timeout: float | None = None) -> T:
+    def run(
+        self,
+        work: Callable[[PgConnection], T],
+        *,
+        write: bool = False,
+        timeout: float | None = None,
+    ) -> T:
         """``timeout`` (with ``write``): the transaction's statements, and its waits for
         locks, end with an error past it (StoreUnavailable: nothing committed)."""
         with self._connection() as conn:
@@ -158,8 +179,11 @@ class PostgresDatabase:
             with conn.raw.transaction():
                 if timeout is not None:
                     limit = f"{max(1, round(timeout * 1000))}ms"
-                    conn.raw.execute("SELECT set_config('statement_timeout', %s, true),"
-                                     " set_config('lock_timeout', %s, true)", (limit, limit))
+                    conn.raw.execute(
+                        "SELECT set_config('statement_timeout', %s, true),"
+                        " set_config('lock_timeout', %s, true)",
+                        (limit, limit),
+                    )
                 return work(conn)
 
 
@@ -167,9 +191,12 @@ def _serving_limits(conninfo: str) -> dict[str, Any]:
     """libpq's own keepalives and TCP_USER_TIMEOUT, and the server's limits as startup
     options, after any ``options`` the STORE_URL gives."""
     given = str(_conninfo_field(conninfo, "options") or "")
-    return {"keepalives": 1, **{f"keepalives_{k}": v for k, v in KEEPALIVE.items()},
-            "tcp_user_timeout": round(TCP_USER_TIMEOUT_S * 1000),
-            "options": f"{given} {SERVING_OPTIONS}".strip()}
+    return {
+        "keepalives": 1,
+        **{f"keepalives_{k}": v for k, v in KEEPALIVE.items()},
+        "tcp_user_timeout": round(TCP_USER_TIMEOUT_S * 1000),
+        "options": f"{given} {SERVING_OPTIONS}".strip(),
+    }
 
 
 def _conninfo_field(conninfo: str, name: str) -> object:

@@ -50,50 +50,76 @@ class SealedStore:
     def close(self) -> None:
         self._db.close()
 
-    def add(self, key_name: str, ciphertexts: Iterable[str],
-            context: str | None = None) -> list[int]:
+    def add(
+        self, key_name: str, ciphertexts: Iterable[str], context: str | None = None
+    ) -> list[int]:
         """Insert in one transaction: all rows or none."""
         now = time.time()
         rows = [(key_name, _version(ct), ct, context, now, now) for ct in ciphertexts]
 
         def work(db: Connection) -> list[int]:
-            return [int(db.execute(
-                "INSERT INTO sealed_records(key_name, key_version, ciphertext, context,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-                row).fetchone()[0]) for row in rows]
+            return [
+                int(
+                    db.execute(
+                        "INSERT INTO sealed_records(key_name, key_version, ciphertext, context,"
+                        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                        row,
+                    ).fetchone()[0]
+                )
+                for row in rows
+            ]
+
         return self._run(work, write=True)
 
     def get(self, record_id: int) -> SealedRecord | None:
-        row = self._run(lambda db: db.execute(
-            "SELECT id, key_name, key_version, ciphertext, context FROM sealed_records"
-            " WHERE id=?", (record_id,)).fetchone())
+        row = self._run(
+            lambda db: db.execute(
+                "SELECT id, key_name, key_version, ciphertext, context FROM sealed_records"
+                " WHERE id=?",
+                (record_id,),
+            ).fetchone()
+        )
         return SealedRecord(*row) if row else None
 
     def key_names(self) -> list[str]:
-        rows = self._run(lambda db: db.execute(
-            "SELECT DISTINCT key_name FROM sealed_records ORDER BY key_name").fetchall())
+        rows = self._run(
+            lambda db: db.execute(
+                "SELECT DISTINCT key_name FROM sealed_records ORDER BY key_name"
+            ).fetchall()
+        )
         return [str(r[0]) for r in rows]
 
     def version_counts(self, key_name: str) -> dict[int, int]:
-        rows = self._run(lambda db: db.execute(
-            "SELECT key_version, COUNT(*) FROM sealed_records WHERE key_name=?"
-            " GROUP BY key_version", (key_name,)).fetchall())
+        rows = self._run(
+            lambda db: db.execute(
+                "SELECT key_version, COUNT(*) FROM sealed_records WHERE key_name=?"
+                " GROUP BY key_version",
+                (key_name,),
+            ).fetchall()
+        )
         return {int(v): int(n) for v, n in rows}
 
     def count_below(self, key_name: str, version: int) -> int:
-        (count,) = self._run(lambda db: db.execute(
-            "SELECT COUNT(*) FROM sealed_records WHERE key_name=? AND key_version<?",
-            (key_name, version)).fetchone())
+        (count,) = self._run(
+            lambda db: db.execute(
+                "SELECT COUNT(*) FROM sealed_records WHERE key_name=? AND key_version<?",
+                (key_name, version),
+            ).fetchone()
+        )
         return int(count)
 
-    def behind(self, key_name: str, latest: int, *, after_id: int,
-               limit: int) -> list[SealedRecord]:
+    def behind(
+        self, key_name: str, latest: int, *, after_id: int, limit: int
+    ) -> list[SealedRecord]:
         """The next ``limit`` rows (by id, after ``after_id``) whose version is below
         ``latest``. Selecting by version makes a rerun pick up exactly the unfinished rows."""
-        rows = self._run(lambda db: db.execute(
-            "SELECT id, key_name, key_version, ciphertext, context FROM sealed_records"
-            " WHERE key_name=? AND key_version<? AND id>? ORDER BY id LIMIT ?",
-            (key_name, latest, after_id, limit)).fetchall())
+        rows = self._run(
+            lambda db: db.execute(
+                "SELECT id, key_name, key_version, ciphertext, context FROM sealed_records"
+                " WHERE key_name=? AND key_version<? AND id>? ORDER BY id LIMIT ?",
+                (key_name, latest, after_id, limit),
+            ).fetchall()
+        )
         return [SealedRecord(*r) for r in rows]
 
     def replace(self, updates: Sequence[tuple[int, str, str]]) -> int:
@@ -104,7 +130,13 @@ class SealedStore:
         rows = [(new, _version(new), now, record_id, old) for record_id, old, new in updates]
 
         def work(db: Connection) -> int:
-            return sum(db.execute(
-                "UPDATE sealed_records SET ciphertext=?, key_version=?, updated_at=?"
-                " WHERE id=? AND ciphertext=?", row).rowcount for row in rows)
+            return sum(
+                db.execute(
+                    "UPDATE sealed_records SET ciphertext=?, key_version=?, updated_at=?"
+                    " WHERE id=? AND ciphertext=?",
+                    row,
+                ).rowcount
+                for row in rows
+            )
+
         return self._run(work, write=True)

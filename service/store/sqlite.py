@@ -50,8 +50,7 @@ class ThreadConnections:
         # check_same_thread=False only so that close() may close it from another thread;
         # otherwise a connection is used by the thread that opened it and no other.
         create_private(self.path)
-        db = sqlite3.connect(self.path, timeout=0, isolation_level=None,
-                             check_same_thread=False)
+        db = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         # WAL with synchronous=NORMAL syncs at checkpoints, not at every commit: a
         # committed transaction survives a crash of this process (it is in the WAL file),
@@ -76,8 +75,13 @@ class ThreadConnections:
             self._opened.clear()
             self._local = threading.local()
 
-    def run(self, work: Callable[[sqlite3.Connection], T], *, write: bool = False,
-            timeout: float | None = None) -> T:
+    def run(
+        self,
+        work: Callable[[sqlite3.Connection], T],
+        *,
+        write: bool = False,
+        timeout: float | None = None,
+    ) -> T:
         """``work`` on this thread's connection; with ``write``, inside one BEGIN IMMEDIATE
         transaction. Retried from the start while another process holds the database."""
         deadline: float | None = None

@@ -42,7 +42,6 @@ def _share(timeout: float, order: list[str], tried: int) -> aiohttp.ClientTimeou
     return aiohttp.ClientTimeout(total=timeout)
 
 
-
 class AsyncVault:
     """Vault API calls for one identity, on the running event loop.
 
@@ -73,7 +72,8 @@ class AsyncVault:
                 if not self._vault.tokens.retry_after_denial(state, attempt):
                     raise
                 await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._vault.ensure_login)
+                    self._executor, self._vault.ensure_login
+                )
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
@@ -91,7 +91,8 @@ class AsyncVault:
         if refresh is None or refresh.get_loop() is not asyncio.get_running_loop():
             loop = asyncio.get_running_loop()
             refresh = asyncio.ensure_future(
-                loop.run_in_executor(self._executor, self._vault.ensure_login))
+                loop.run_in_executor(self._executor, self._vault.ensure_login)
+            )
             self._refresh = refresh
             refresh.add_done_callback(self._refresh_done)
         if state is not None:
@@ -123,9 +124,12 @@ class AsyncVault:
             # The environment (CA bundle; proxies per node, below) as VaultClient read it.
             target = self._vault.target
             self._session = client_session(
-                target.addresses, timeout=target.timeout, limit=self._pool_size,
+                target.addresses,
+                timeout=target.timeout,
+                limit=self._pool_size,
                 verify=target.verify,
-                headers={"X-Vault-Request": "true", "Content-Type": "application/json"})
+                headers={"X-Vault-Request": "true", "Content-Type": "application/json"},
+            )
         return self._session
 
     async def _post(self, path: str, operation: str, data: bytes, state: TokenState) -> JSON:
@@ -138,19 +142,22 @@ class AsyncVault:
         for tried, addr in enumerate(order, start=1):
             last = tried == len(order)
             try:
-                async with self._client().post(f"{addr}/v1/{path}", data=data,
-                                               headers=headers,
-                                               timeout=_share(self._vault.target.timeout, order,
-                                                              tried),
-                                               proxy=proxies[addr]) as response:
+                async with self._client().post(
+                    f"{addr}/v1/{path}",
+                    data=data,
+                    headers=headers,
+                    timeout=_share(self._vault.target.timeout, order, tried),
+                    proxy=proxies[addr],
+                ) as response:
                     status = response.status
                     body = await response.read()
             except (TimeoutError, aiohttp.ClientError) as exc:
                 # (aiohttp's own timeout errors subclass TimeoutError too)
                 endpoints.failed(addr)
                 if last:
-                    raise no_answer(operation, timed_out=isinstance(exc, TimeoutError),
-                                    addr=addr) from None
+                    raise no_answer(
+                        operation, timed_out=isinstance(exc, TimeoutError), addr=addr
+                    ) from None
                 continue
             if not fails_over(status):
                 endpoints.worked(addr)

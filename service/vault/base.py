@@ -55,28 +55,32 @@ def fails_over(status: int | None) -> bool:
     return status is None or status >= 500
 
 
-def error_for_status(status: int, operation: str, body: bytes = b"",
-                     addr: str | None = None) -> VaultError:
+def error_for_status(
+    status: int, operation: str, body: bytes = b"", addr: str | None = None
+) -> VaultError:
     """A non-2xx answer as our error; the message ends with the status and ``addr``, the
     node that gave it."""
     if status == 403:
-        return VaultPermissionDenied(f"{operation}: permission denied", addr=addr,
-                                     status=status)
+        return VaultPermissionDenied(f"{operation}: permission denied", addr=addr, status=status)
     if status == 400:
         # Per-item batch results ride in a 400's body (one failed item fails the call).
         parsed = _json_object(body)
-        return VaultRequestError(f"{operation}: Vault refused the request",
-                                 response_json=parsed, addr=addr, status=status)
+        return VaultRequestError(
+            f"{operation}: Vault refused the request",
+            response_json=parsed,
+            addr=addr,
+            status=status,
+        )
     if status == 404:
         return VaultNotFound(f"{operation}: not found", addr=addr, status=status)
     if status == 429:
-        return VaultUnavailable(f"{operation}: Vault rate limit exceeded", addr=addr,
-                                status=status)
+        return VaultUnavailable(f"{operation}: Vault rate limit exceeded", addr=addr, status=status)
     # 501 (not initialised) and 504 (a gateway's timeout) fail over, but if the last node
     # says so too, it is an error of its own, not "sealed".
     if status in _UNAVAILABLE:
-        return VaultUnavailable(f"{operation}: Vault is sealed or failing", addr=addr,
-                                status=status)
+        return VaultUnavailable(
+            f"{operation}: Vault is sealed or failing", addr=addr, status=status
+        )
     return VaultError(f"{operation}: Vault error", addr=addr, status=status)
 
 
@@ -148,9 +152,13 @@ class TokenKeeper:
     neither renewed nor replaced. Both do the I/O; the keeper decides when.
     """
 
-    def __init__(self, login: Callable[[], TokenState],
-                 renew: Callable[[TokenState], TokenState] | None, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        login: Callable[[], TokenState],
+        renew: Callable[[TokenState], TokenState] | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._login = login
         self._renew = renew
         self._clock = clock

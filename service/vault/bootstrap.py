@@ -49,20 +49,29 @@ class Layout:
     policies: Mapping[str, str]
 
     @classmethod
-    def load(cls, root: Path | None = None, *, profile: str | None = None,
-             bound_cidrs: Sequence[str] = ()) -> Layout:
+    def load(
+        cls,
+        root: Path | None = None,
+        *,
+        profile: str | None = None,
+        bound_cidrs: Sequence[str] = (),
+    ) -> Layout:
         """The layout; with ``profile``, its role settings over the defaults, and its
         ``bound_cidr_roles`` bound to ``bound_cidrs`` (token and secret-id use)."""
         root = root or layout_dir()
         try:
             data = json.loads((root / "vault" / "layout.json").read_text(encoding="utf-8"))
-            policies = {p.stem: p.read_text(encoding="utf-8")
-                        for p in sorted((root / "policies").glob("*.hcl"))}
+            policies = {
+                p.stem: p.read_text(encoding="utf-8")
+                for p in sorted((root / "policies").glob("*.hcl"))
+            }
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"IVR_LAYOUT_DIR: cannot read vault/layout.json or policies/ "
-                              f"({type(exc).__name__})") from None
-        layout = cls(data["transit_mount"], data["keys"], data["approle_mount"],
-                     data["roles"], policies)
+            raise ConfigError(
+                f"IVR_LAYOUT_DIR: cannot read vault/layout.json or policies/ ({type(exc).__name__})"
+            ) from None
+        layout = cls(
+            data["transit_mount"], data["keys"], data["approle_mount"], data["roles"], policies
+        )
         if profile is None:
             if bound_cidrs:
                 raise ConfigError("--bound-cidrs: needs a --profile that names the roles")
@@ -70,12 +79,17 @@ class Layout:
         if profile not in data.get("profiles", {}):
             raise ConfigError(f"--profile: no profile {profile!r} in vault/layout.json")
         chosen = data["profiles"][profile]
-        roles = {name: {**spec, **chosen.get("roles", {}).get(name, {})}
-                 for name, spec in layout.roles.items()}
+        roles = {
+            name: {**spec, **chosen.get("roles", {}).get(name, {})}
+            for name, spec in layout.roles.items()
+        }
         if bound_cidrs:
             for name in chosen.get("bound_cidr_roles", []):
-                roles[name] = {**roles[name], "token_bound_cidrs": list(bound_cidrs),
-                               "secret_id_bound_cidrs": list(bound_cidrs)}
+                roles[name] = {
+                    **roles[name],
+                    "token_bound_cidrs": list(bound_cidrs),
+                    "secret_id_bound_cidrs": list(bound_cidrs),
+                }
         return replace(layout, roles=roles)
 
 
@@ -121,8 +135,13 @@ def _ensure_key(admin: VaultClient, mount: str, name: str, spec: Mapping[str, An
 
 
 def _ensure_role(admin: VaultClient, mount: str, name: str, spec: Mapping[str, Any]) -> None:
-    payload = {"token_no_default_policy": True, "bind_secret_id": True,
-               "token_type": "service", "secret_id_num_uses": 0, **spec}
+    payload = {
+        "token_no_default_policy": True,
+        "bind_secret_id": True,
+        "token_type": "service",
+        "secret_id_num_uses": 0,
+        **spec,
+    }
     admin.write(f"auth/{mount}/role/{name}", "write approle role", payload)
 
 
@@ -141,8 +160,9 @@ def bootstrap(admin: VaultClient, layout: Layout | None = None) -> Layout:
     return layout
 
 
-def issue_credentials(admin: VaultClient, roles: Iterable[str], *,
-                      approle_mount: str = "approle") -> dict[str, RoleCredentials]:
+def issue_credentials(
+    admin: VaultClient, roles: Iterable[str], *, approle_mount: str = "approle"
+) -> dict[str, RoleCredentials]:
     """A role-id and a fresh secret-id for each named role; every other secret-id of the
     role is destroyed (by accessor: the secret-ids themselves are never listed)."""
     result = {}
@@ -153,8 +173,11 @@ def issue_credentials(admin: VaultClient, roles: Iterable[str], *,
         destroyed = 0
         for accessor in _secret_id_accessors(admin, base):
             if accessor != secret["secret_id_accessor"]:
-                admin.write(f"{base}/secret-id-accessor/destroy", "destroy secret-id",
-                            {"secret_id_accessor": accessor})
+                admin.write(
+                    f"{base}/secret-id-accessor/destroy",
+                    "destroy secret-id",
+                    {"secret_id_accessor": accessor},
+                )
                 destroyed += 1
         log.info("secret-id issued", role=role, destroyed=destroyed)
         result[role] = RoleCredentials(role, role_id, secret["secret_id"])
@@ -169,8 +192,9 @@ def _secret_id_accessors(admin: VaultClient, base: str) -> list[str]:
     return list(listing.get("data", {}).get("keys", []))
 
 
-def current_credentials(admin: VaultClient, role: str, directory: Path, *,
-                        approle_mount: str = "approle") -> RoleCredentials | None:
+def current_credentials(
+    admin: VaultClient, role: str, directory: Path, *, approle_mount: str = "approle"
+) -> RoleCredentials | None:
     """The credentials already in ``directory``, if Vault still accepts them and their
     secret-id has more than a third of its life left; else None (issue new ones).
     Re-running the init step must not replace a secret-id that running services still
@@ -181,12 +205,12 @@ def current_credentials(admin: VaultClient, role: str, directory: Path, *,
     except OSError:
         return None
     base = f"auth/{approle_mount}/role/{role}"
-    if not role_id or role_id != admin.read(f"{base}/role-id", "read role-id")["data"][
-            "role_id"]:
+    if not role_id or role_id != admin.read(f"{base}/role-id", "read role-id")["data"]["role_id"]:
         return None
     try:
-        found = admin.write(f"{base}/secret-id/lookup", "look up secret-id",
-                            {"secret_id": secret_id}).get("data")
+        found = admin.write(
+            f"{base}/secret-id/lookup", "look up secret-id", {"secret_id": secret_id}
+        ).get("data")
     except (VaultNotFound, VaultRequestError):
         return None
     if not found:
@@ -203,8 +227,7 @@ def vault_timestamp(rfc3339: str) -> float:
     """Vault's timestamps carry nanoseconds and a zone; Python parses microseconds."""
     head, _, rest = rfc3339.partition(".")
     zone = rest.lstrip("0123456789") if rest else rfc3339[19:]
-    return datetime.fromisoformat(head[:19] + (zone.replace("Z", "+00:00") or "+00:00")
-                                  ).timestamp()
+    return datetime.fromisoformat(head[:19] + (zone.replace("Z", "+00:00") or "+00:00")).timestamp()
 
 
 def revoke_token(admin: VaultClient) -> None:

@@ -58,11 +58,16 @@ log = structlog.get_logger("ivr.vault")
 # The status of each hvac exception, for the calls made through hvac's own methods
 # (service/vault/operator_init.py): the same table as every other answer.
 _HVAC_STATUS: dict[type[hvac.exceptions.VaultError], int] = {
-    hvac.exceptions.InvalidRequest: 400, hvac.exceptions.Unauthorized: 401,
-    hvac.exceptions.Forbidden: 403, hvac.exceptions.InvalidPath: 404,
-    hvac.exceptions.PreconditionFailed: 412, hvac.exceptions.RateLimitExceeded: 429,
-    hvac.exceptions.InternalServerError: 500, hvac.exceptions.VaultNotInitialized: 501,
-    hvac.exceptions.BadGateway: 502, hvac.exceptions.VaultDown: 503,
+    hvac.exceptions.InvalidRequest: 400,
+    hvac.exceptions.Unauthorized: 401,
+    hvac.exceptions.Forbidden: 403,
+    hvac.exceptions.InvalidPath: 404,
+    hvac.exceptions.PreconditionFailed: 412,
+    hvac.exceptions.RateLimitExceeded: 429,
+    hvac.exceptions.InternalServerError: 500,
+    hvac.exceptions.VaultNotInitialized: 501,
+    hvac.exceptions.BadGateway: 502,
+    hvac.exceptions.VaultDown: 503,
 }
 
 
@@ -75,23 +80,29 @@ class AppRoleCredentials:
 Credentials = AppRoleCredentials | JwtCredentials | Secret
 
 
-def choose_credentials(settings: Settings, *, approle_dir: Path | None = None,
-                       ) -> Credentials | None:
+def choose_credentials(
+    settings: Settings,
+    *,
+    approle_dir: Path | None = None,
+) -> Credentials | None:
     """Who to be: with VAULT_AUTH=jwt, the service-account token as VAULT_JWT_ROLE; else
     VAULT_ROLE_ID/VAULT_SECRET_ID (or ``*_FILE``); else the ``role_id`` and
     ``secret_id`` files in ``approle_dir`` when given and present; else VAULT_TOKEN; None
     when there is nothing. The service's identity comes first, so that a broader token
     left in the environment is not used when the narrower identity is at hand."""
     if settings.vault_auth == "jwt" and settings.vault_jwt_role:
-        return JwtCredentials(settings.vault_jwt_role, Path(settings.vault_jwt_token_path),
-                              settings.vault_jwt_mount)
+        return JwtCredentials(
+            settings.vault_jwt_role, Path(settings.vault_jwt_token_path), settings.vault_jwt_mount
+        )
     if settings.vault_role_id and settings.vault_secret_id:
         return AppRoleCredentials(settings.vault_role_id, settings.vault_secret_id)
-    if approle_dir is not None and all((approle_dir / name).is_file()
-                                       for name in ("role_id", "secret_id")):
+    if approle_dir is not None and all(
+        (approle_dir / name).is_file() for name in ("role_id", "secret_id")
+    ):
         return AppRoleCredentials(
             Secret((approle_dir / "role_id").read_text(encoding="utf-8").strip()),
-            Secret((approle_dir / "secret_id").read_text(encoding="utf-8").strip()))
+            Secret((approle_dir / "secret_id").read_text(encoding="utf-8").strip()),
+        )
     return settings.vault_token
 
 
@@ -105,14 +116,18 @@ def translate_errors(operation: str, addr: str | None = None) -> Iterator[None]:
         yield
     except hvac.exceptions.InvalidRequest as exc:
         json_body = getattr(exc, "json", None)
-        raise VaultRequestError(f"{operation}: Vault refused the request",
-                                response_json=json_body if isinstance(json_body, dict) else None,
-                                addr=addr, status=400) from None
+        raise VaultRequestError(
+            f"{operation}: Vault refused the request",
+            response_json=json_body if isinstance(json_body, dict) else None,
+            addr=addr,
+            status=400,
+        ) from None
     except hvac.exceptions.VaultError as exc:
         status = _HVAC_STATUS.get(type(exc))
         if status is None:
-            raise VaultError(f"{operation}: Vault error ({type(exc).__name__})",
-                             addr=addr) from None
+            raise VaultError(
+                f"{operation}: Vault error ({type(exc).__name__})", addr=addr
+            ) from None
         raise error_for_status(status, operation, addr=addr) from None
     except requests.exceptions.JSONDecodeError:
         # Before RequestException, of which it is a subclass: Vault was reached.
@@ -164,27 +179,41 @@ class VaultClient:
         # requests would (proxy for each address, NO_PROXY, CA bundle when verify is True).
         proxies = {a: requests.utils.get_environ_proxies(a) for a in addrs}
         if verify is True:
-            verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get(
-                "CURL_CA_BUNDLE") or True
+            verify = (
+                os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+            )
         session.trust_env = False
         # hvac takes verification from a session it is given (its verify= is ignored when
         # the session's is truthy, as a new session's is): set it here, or VAULT_CACERT is
         # never used and a private CA's certificate is refused.
         session.verify = verify
-        self.target = Target(tuple(addrs), timeout, verify,
-                             {a: requests.utils.select_proxy(a, proxies[a]) for a in addrs})
+        self.target = Target(
+            tuple(addrs),
+            timeout,
+            verify,
+            {a: requests.utils.select_proxy(a, proxies[a]) for a in addrs},
+        )
         # A pool as large as the thread pool that uses it, so concurrent batches keep
         # their keep-alive connections instead of opening new ones (per node).
-        adapter = requests.adapters.HTTPAdapter(pool_connections=max(2, len(addrs)),
-                                                pool_maxsize=pool_size)
+        adapter = requests.adapters.HTTPAdapter(
+            pool_connections=max(2, len(addrs)), pool_maxsize=pool_size
+        )
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         # One hvac transport per node over the one session: a thread never changes another
         # thread's target address. Raw: every answer comes back as it is, and the rules of
         # service/vault/base.py decide what it means.
-        self._nodes = {a: hvac.Client(url=a, timeout=timeout, verify=verify, session=session,
-                                      proxies=proxies[a], adapter=hvac.adapters.RawAdapter)
-                       for a in addrs}
+        self._nodes = {
+            a: hvac.Client(
+                url=a,
+                timeout=timeout,
+                verify=verify,
+                session=session,
+                proxies=proxies[a],
+                adapter=hvac.adapters.RawAdapter,
+            )
+            for a in addrs
+        }
         self._credentials = credentials
         fixed = isinstance(credentials, Secret)
         self.tokens = TokenKeeper(self._login, None if fixed else self._renew, clock=clock)
@@ -205,10 +234,16 @@ class VaultClient:
         for node in self._nodes.values():
             node.token = token
 
-    def _send(self, operation: str, method: str, path: str, *,
-              answers: Callable[[int], bool] = lambda status: not fails_over(status),
-              refusal: Callable[[int, str, bytes, str], VaultError] = error_for_status,
-              **kwargs: Any) -> requests.Response:
+    def _send(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        answers: Callable[[int], bool] = lambda status: not fails_over(status),
+        refusal: Callable[[int, str, bytes, str], VaultError] = error_for_status,
+        **kwargs: Any,
+    ) -> requests.Response:
         """One call on the node that last worked; on no answer or an answer that
         :func:`~service.vault.base.fails_over` (or that ``answers`` rejects), on the next
         (each node once). The last node's failure is raised, translated; an answer is
@@ -218,7 +253,8 @@ class VaultClient:
             last = tried == len(order)
             try:
                 response: requests.Response = self._nodes[addr].adapter.request(
-                    method, f"/v1/{path}", raise_exception=False, **kwargs)
+                    method, f"/v1/{path}", raise_exception=False, **kwargs
+                )
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
                 self.endpoints.failed(addr)
                 if last:
@@ -237,22 +273,33 @@ class VaultClient:
 
     def _json(self, operation: str, method: str, path: str, **kwargs: Any) -> JSON:
         response = self._send(operation, method, path, **kwargs)
-        return parse_body(response.status_code, response.content, operation,
-                          _node_of(response))
+        return parse_body(response.status_code, response.content, operation, _node_of(response))
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, pool_size: int = 32,
-                      credentials: Credentials | None = None,
-                      timeout: float | None = None) -> VaultClient:
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        pool_size: int = 32,
+        credentials: Credentials | None = None,
+        timeout: float | None = None,
+    ) -> VaultClient:
         """A client for VAULT_ADDR (trusting VAULT_CACERT) as ``credentials``, by default
         those :func:`choose_credentials` finds in the settings."""
         creds = credentials or choose_credentials(settings)
         if creds is None:
-            raise VaultAuthError("no Vault credentials: set VAULT_ROLE_ID and VAULT_SECRET_ID, "
-                                 "or VAULT_AUTH=jwt and VAULT_JWT_ROLE")
+            raise VaultAuthError(
+                "no Vault credentials: set VAULT_ROLE_ID and VAULT_SECRET_ID, "
+                "or VAULT_AUTH=jwt and VAULT_JWT_ROLE"
+            )
         verify: str | bool = settings.vault_cacert or True
-        return cls(settings.vault_addr, creds, verify=verify, pool_size=pool_size,
-                   timeout=settings.vault_timeout if timeout is None else timeout)
+        return cls(
+            settings.vault_addr,
+            creds,
+            verify=verify,
+            pool_size=pool_size,
+            timeout=settings.vault_timeout if timeout is None else timeout,
+        )
 
     # -- authentication ---------------------------------------------------------------
 
@@ -262,36 +309,60 @@ class VaultClient:
             self._set_token(self._credentials.reveal())
             data = self._json("token lookup", "GET", "auth/token/lookup-self")
             with translate_errors("token lookup", self.addr):
-                state = TokenState(self._credentials, now, float(data["data"].get("ttl") or 0),
-                                   bool(data["data"].get("renewable")))
+                state = TokenState(
+                    self._credentials,
+                    now,
+                    float(data["data"].get("ttl") or 0),
+                    bool(data["data"].get("renewable")),
+                )
         elif isinstance(self._credentials, JwtCredentials):
             jwt_credentials = self._credentials
             try:
-                answer = self._json("jwt login", "POST", f"auth/{jwt_credentials.mount}/login",
-                                    json={"role": jwt_credentials.role,
-                                          "jwt": jwt_credentials.read_token()})
+                answer = self._json(
+                    "jwt login",
+                    "POST",
+                    f"auth/{jwt_credentials.mount}/login",
+                    json={"role": jwt_credentials.role, "jwt": jwt_credentials.read_token()},
+                )
             except (VaultPermissionDenied, VaultRequestError) as exc:
-                raise VaultAuthError("jwt login: service-account token refused for role "
-                                     f"{jwt_credentials.role}", addr=exc.addr,
-                                     status=exc.status) from None
+                raise VaultAuthError(
+                    f"jwt login: service-account token refused for role {jwt_credentials.role}",
+                    addr=exc.addr,
+                    status=exc.status,
+                ) from None
             with translate_errors("jwt login", self.addr):
                 auth = answer["auth"]
-                state = TokenState(Secret(auth["client_token"]), now,
-                                   float(auth["lease_duration"]), bool(auth["renewable"]))
+                state = TokenState(
+                    Secret(auth["client_token"]),
+                    now,
+                    float(auth["lease_duration"]),
+                    bool(auth["renewable"]),
+                )
             self._set_token(state.token.reveal())
         else:
             credentials = self._credentials
             try:
-                answer = self._json("approle login", "POST", "auth/approle/login", json={
-                    "role_id": credentials.role_id.reveal(),
-                    "secret_id": credentials.secret_id.reveal()})
+                answer = self._json(
+                    "approle login",
+                    "POST",
+                    "auth/approle/login",
+                    json={
+                        "role_id": credentials.role_id.reveal(),
+                        "secret_id": credentials.secret_id.reveal(),
+                    },
+                )
             except (VaultPermissionDenied, VaultRequestError) as exc:
-                raise VaultAuthError("approle login: role-id or secret-id refused",
-                                     addr=exc.addr, status=exc.status) from None
+                raise VaultAuthError(
+                    "approle login: role-id or secret-id refused", addr=exc.addr, status=exc.status
+                ) from None
             with translate_errors("approle login", self.addr):
                 auth = answer["auth"]
-                state = TokenState(Secret(auth["client_token"]), now,
-                                   float(auth["lease_duration"]), bool(auth["renewable"]))
+                state = TokenState(
+                    Secret(auth["client_token"]),
+                    now,
+                    float(auth["lease_duration"]),
+                    bool(auth["renewable"]),
+                )
             self._set_token(state.token.reveal())
         self.logins += 1
         log.info("vault login", ttl_s=state.ttl, renewable=state.renewable)
@@ -302,8 +373,9 @@ class VaultClient:
         answer = self._json("token renew", "POST", "auth/token/renew-self", json={})
         with translate_errors("token renew", self.addr):
             auth = answer["auth"]
-            renewed = TokenState(state.token, now, float(auth["lease_duration"]),
-                                 bool(auth["renewable"]))
+            renewed = TokenState(
+                state.token, now, float(auth["lease_duration"]), bool(auth["renewable"])
+            )
         self.renewals += 1
         return renewed
 
@@ -312,9 +384,15 @@ class VaultClient:
 
     # -- requests -------------------------------------------------------------------
 
-    def request(self, method: str, path: str, operation: str,
-                payload: Mapping[str, Any] | None = None, *,
-                retry_denied: bool = True) -> JSON:
+    def request(
+        self,
+        method: str,
+        path: str,
+        operation: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        retry_denied: bool = True,
+    ) -> JSON:
         """One Vault API call with a valid token. A 403 right after the token expired on
         the server (clock skew, revocation) gets one fresh login and one retry; a second
         403 is a real denial and is raised. ``retry_denied=False``: a 403 is raised at once
@@ -340,8 +418,9 @@ class VaultClient:
         self.tokens.valid()
         response = self._send(operation, "GET", path)
         if response.status_code >= 300:
-            raise error_for_status(response.status_code, operation, response.content,
-                                   _node_of(response))
+            raise error_for_status(
+                response.status_code, operation, response.content, _node_of(response)
+            )
         return bytes(response.content)
 
     def upload(self, path: str, operation: str, data: bytes) -> None:
@@ -349,8 +428,9 @@ class VaultClient:
         self.tokens.valid()
         response = self._send(operation, "POST", path, data=data)
         if response.status_code >= 300:
-            raise error_for_status(response.status_code, operation, response.content,
-                                   _node_of(response))
+            raise error_for_status(
+                response.status_code, operation, response.content, _node_of(response)
+            )
 
     def revoke_self(self) -> None:
         """Best effort on shutdown: a token nobody holds any more should not stay valid."""
@@ -365,12 +445,16 @@ class VaultClient:
     def health(self) -> JSON:
         """Unauthenticated: sealed/standby/initialised state, from the first node that
         answers as an unsealed one (active or standby: 200, 429, 473)."""
-        response = self._send("health", "GET", "sys/health",
-                              answers=lambda status: status in (200, 429, 473),
-                              refusal=lambda status, operation, _, addr: VaultUnavailable(
-                                  f"{operation}: Vault is sealed or failing", addr=addr,
-                                  status=status),
-                              params={"standbyok": "true", "perfstandbyok": "true"})
+        response = self._send(
+            "health",
+            "GET",
+            "sys/health",
+            answers=lambda status: status in (200, 429, 473),
+            refusal=lambda status, operation, _, addr: VaultUnavailable(
+                f"{operation}: Vault is sealed or failing", addr=addr, status=status
+            ),
+            params={"standbyok": "true", "perfstandbyok": "true"},
+        )
         return parse_body(200, response.content, "health", _node_of(response))
 
     def close(self) -> None:

@@ -138,8 +138,11 @@ class Coalescer(Generic[ItemT, ResultT]):
         # At most one batch task waits to start: everything queued until it runs is its batch.
         if self._starter is not None or self._in_flight >= self._max_in_flight or not self._queue:
             return
-        if (self._linger and self._in_flight
-                and len(self._queue) < min(self._previous_batch, self._max_batch)):
+        if (
+            self._linger
+            and self._in_flight
+            and len(self._queue) < min(self._previous_batch, self._max_batch)
+        ):
             return  # another batch in flight: a second one only once as large as the last
         self._in_flight += 1
         task = asyncio.get_running_loop().create_task(self._run_batch(), name=f"{self._name}-batch")
@@ -157,8 +160,9 @@ class Coalescer(Generic[ItemT, ResultT]):
             _log.error("%s: batch task failed: %r", self._name, exc)
 
     async def _run_batch(self) -> None:
-        delay = linger_delay(self._previous_batch, len(self._queue), max_batch=self._max_batch,
-                             bound=self._linger)
+        delay = linger_delay(
+            self._previous_batch, len(self._queue), max_batch=self._max_batch, bound=self._linger
+        )
         if delay:
             # Still the starter while lingering: what is submitted meanwhile joins this batch.
             await self._linger_for(delay)

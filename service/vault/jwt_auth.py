@@ -49,12 +49,18 @@ class JwtAuth:
 
 def method_config(auth: JwtAuth) -> dict[str, Any]:
     if bool(auth.pubkeys) == bool(auth.discovery_url):
-        raise ConfigError("--jwt-pubkey-file or --jwt-discovery-url: exactly one is needed "
-                          "to check service-account tokens")
+        raise ConfigError(
+            "--jwt-pubkey-file or --jwt-discovery-url: exactly one is needed "
+            "to check service-account tokens"
+        )
     config: dict[str, Any] = (
-        {"jwt_validation_pubkeys": list(auth.pubkeys)} if auth.pubkeys
-        else {"oidc_discovery_url": auth.discovery_url,
-              "oidc_discovery_ca_pem": auth.discovery_ca_pem})
+        {"jwt_validation_pubkeys": list(auth.pubkeys)}
+        if auth.pubkeys
+        else {
+            "oidc_discovery_url": auth.discovery_url,
+            "oidc_discovery_ca_pem": auth.discovery_ca_pem,
+        }
+    )
     if auth.bound_issuer:
         config["bound_issuer"] = auth.bound_issuer
     return config
@@ -64,10 +70,16 @@ def role_payload(layout: Layout, auth: JwtAuth, role: str) -> dict[str, Any]:
     if role not in layout.roles:
         raise ConfigError(f"--jwt-service-account: no role {role!r} in vault/layout.json")
     spec = layout.roles[role]
-    return {"role_type": "jwt", "bound_audiences": [auth.audience],
-            "bound_subject": auth.subject(role), "user_claim": "sub",
-            "token_no_default_policy": True, "token_type": "service",
-            **{name: spec[name] for name in _COPIED if name in spec}, **auth.extra}
+    return {
+        "role_type": "jwt",
+        "bound_audiences": [auth.audience],
+        "bound_subject": auth.subject(role),
+        "user_claim": "sub",
+        "token_no_default_policy": True,
+        "token_type": "service",
+        **{name: spec[name] for name in _COPIED if name in spec},
+        **auth.extra,
+    }
 
 
 def configure_jwt(admin: VaultClient, layout: Layout, auth: JwtAuth) -> None:
@@ -78,6 +90,7 @@ def configure_jwt(admin: VaultClient, layout: Layout, auth: JwtAuth) -> None:
     ensure_mount(admin, auth.mount, "jwt", auth=True)
     admin.write(f"auth/{auth.mount}/config", "configure jwt auth", config)
     for role in auth.service_accounts:
-        admin.write(f"auth/{auth.mount}/role/{role}", "write jwt role",
-                    role_payload(layout, auth, role))
+        admin.write(
+            f"auth/{auth.mount}/role/{role}", "write jwt role", role_payload(layout, auth, role)
+        )
     log.info("jwt auth configured", roles=len(auth.service_accounts))

@@ -29,13 +29,16 @@ class JwtCredentials:
         try:
             token = self.token_path.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise VaultAuthError(f"jwt login: cannot read the service-account token file "
-                                 f"{self.token_path} ({exc.strerror})") from None
+            raise VaultAuthError(
+                f"jwt login: cannot read the service-account token file "
+                f"{self.token_path} ({exc.strerror})"
+            ) from None
         except UnicodeDecodeError:
-            raise VaultAuthError(f"jwt login: the service-account token file "
-                                 f"{self.token_path} is not text") from None
+            raise VaultAuthError(
+                f"jwt login: the service-account token file {self.token_path} is not text"
+            ) from None
         if not token:
-            raise VaultAuthError(f"jwt login: the service-account token file "
-                                 f"{self.token_path} is empty")
+            raise VaultAuthError(
+                f"jwt login: the service-account token file {self.token_path} is empty"
+            )
         return token
-

@@ -98,7 +98,9 @@ class DevKeyring:
         """Replace the file atomically (a crash never leaves half a key), mode 0600."""
         body = "\n".join(
             "".join(f"unseal_key={key.reveal()}\n" for key in keys.unseal_keys)
-            + f"root_token={keys.root_token.reveal()}\n" for keys in keyring)
+            + f"root_token={keys.root_token.reveal()}\n"
+            for keys in keyring
+        )
         write_private(self.path, self.HEADER + "\n" + body)
 
     def add(self, keys: InitKeys) -> None:
@@ -127,8 +129,9 @@ class VaultServer:
     """The endpoints of one server that need no token (init, seal status, unseal,
     health), and the one routine that makes a dev Vault usable: :meth:`open`."""
 
-    def __init__(self, addr: str, *, verify: str | bool = True,
-                 timeout: float = REQUEST_TIMEOUT_S) -> None:
+    def __init__(
+        self, addr: str, *, verify: str | bool = True, timeout: float = REQUEST_TIMEOUT_S
+    ) -> None:
         self.addr = addr
         self.verify = verify
         session = requests.Session()
@@ -147,16 +150,15 @@ class VaultServer:
     def health_status(self) -> int:
         """The HTTP status of ``sys/health`` (see :data:`LISTENING`)."""
         with translate_errors("health", self.addr):
-            response = self._hvac.adapter.request("GET", "/v1/sys/health",
-                                                  raise_exception=False)
+            response = self._hvac.adapter.request("GET", "/v1/sys/health", raise_exception=False)
             return 200 if isinstance(response, dict) else int(response.status_code)
 
     def initialise(self, *, shares: int = 1, threshold: int = 1) -> InitKeys:
         with translate_errors("init", self.addr):
-            answer = self._hvac.sys.initialize(secret_shares=shares,
-                                               secret_threshold=threshold)
-            return InitKeys(tuple(Secret(k) for k in answer["keys_base64"]),
-                            Secret(answer["root_token"]))
+            answer = self._hvac.sys.initialize(secret_shares=shares, secret_threshold=threshold)
+            return InitKeys(
+                tuple(Secret(k) for k in answer["keys_base64"]), Secret(answer["root_token"])
+            )
 
     def try_unseal(self, keys: Sequence[Secret]) -> bool:
         """Submit one Vault's keys; False when they are not this Vault's. Progress left by
@@ -175,22 +177,21 @@ class VaultServer:
     def accepts_token(self, token: Secret) -> bool:
         try:
             with translate_errors("token lookup", self.addr):
-                self._hvac.adapter.request("GET", "/v1/auth/token/lookup-self",
-                                           headers={"X-Vault-Token": token.reveal()})
+                self._hvac.adapter.request(
+                    "GET", "/v1/auth/token/lookup-self", headers={"X-Vault-Token": token.reveal()}
+                )
             return True
         except VaultError:
             return False
 
     def wait_listening(self, *, timeout: float = 30.0) -> None:
-        _wait_until(lambda: self.health_status() in LISTENING, timeout=timeout,
-                    what="reachable")
+        _wait_until(lambda: self.health_status() in LISTENING, timeout=timeout, what="reachable")
 
     def wait_active(self, *, timeout: float = ACTIVE_TIMEOUT_S) -> None:
         _wait_until(lambda: self.health_status() == 200, timeout=timeout, what="active")
 
     def wait_sealed(self, *, timeout: float = ACTIVE_TIMEOUT_S) -> None:
-        _wait_until(lambda: bool(self.seal_status()["sealed"]), timeout=timeout,
-                    what="sealed")
+        _wait_until(lambda: bool(self.seal_status()["sealed"]), timeout=timeout, what="sealed")
 
     def join(self, keys: InitKeys, *, timeout: float = ACTIVE_TIMEOUT_S) -> None:
         """A new node of a Raft cluster (its config has ``retry_join``) is given the
@@ -209,14 +210,18 @@ class VaultServer:
 
         _wait_until(submitted, timeout=timeout, what="joined")
 
-    def open(self, keyring: DevKeyring, *, initialise_if_new: bool,
-             wait: bool = True) -> InitKeys:
+    def open(self, keyring: DevKeyring, *, initialise_if_new: bool, wait: bool = True) -> InitKeys:
         """Make a (dev) Vault usable: :func:`open_cluster` of this one server."""
         return open_cluster([self], keyring, initialise_if_new=initialise_if_new, wait=wait)
 
 
-def open_cluster(servers: Sequence[VaultServer], keyring: DevKeyring, *,
-                 initialise_if_new: bool, wait: bool = True) -> InitKeys:
+def open_cluster(
+    servers: Sequence[VaultServer],
+    keyring: DevKeyring,
+    *,
+    initialise_if_new: bool,
+    wait: bool = True,
+) -> InitKeys:
     """Make a (dev) Vault usable, one server or the nodes of a Raft cluster: initialise
     the first node when none is (one key share: dev only), unseal every initialised node
     with the first keyring block that opens it, hand a new node (``retry_join`` in its
@@ -232,8 +237,11 @@ def open_cluster(servers: Sequence[VaultServer], keyring: DevKeyring, *,
         started = time.monotonic()
         keys = servers[0].initialise()
         keyring.add(keys)  # at once: these keys exist nowhere else
-        log.info("vault initialised", keyring=str(keyring.path),
-                 seconds=round(time.monotonic() - started, 2))
+        log.info(
+            "vault initialised",
+            keyring=str(keyring.path),
+            seconds=round(time.monotonic() - started, 2),
+        )
         statuses[0] = servers[0].seal_status()
     blocks = keyring.read()
     opened: InitKeys | None = None
@@ -242,17 +250,20 @@ def open_cluster(servers: Sequence[VaultServer], keyring: DevKeyring, *,
             tried = [opened] if opened is not None else blocks
             opened = next((k for k in tried if server.try_unseal(k.unseal_keys)), None)
             if opened is None:
-                raise VaultSealed(f"none of the unseal keys in {keyring.path} opens this "
-                                  "Vault: restore the keys file that belongs to its data "
-                                  "(docs/backup.md)", addr=server.addr)
+                raise VaultSealed(
+                    f"none of the unseal keys in {keyring.path} opens this "
+                    "Vault: restore the keys file that belongs to its data "
+                    "(docs/backup.md)",
+                    addr=server.addr,
+                )
     if opened is None:  # every initialised node was open already: whose token is valid?
         active = _wait_for_active(servers)  # a token lookup needs an active node
         opened = next((k for k in blocks if active.accepts_token(k.root_token)), None)
         if opened is None:
-            raise VaultSealed(f"no root token in {keyring.path} is valid for this Vault",
-                              addr=active.addr)
-    joining = [s for s, status in zip(servers, statuses, strict=True)
-               if not status["initialized"]]
+            raise VaultSealed(
+                f"no root token in {keyring.path} is valid for this Vault", addr=active.addr
+            )
+    joining = [s for s, status in zip(servers, statuses, strict=True) if not status["initialized"]]
     if joining:
         _wait_for_active(servers)  # a node joins through the active one
     for server in joining:
@@ -261,8 +272,11 @@ def open_cluster(servers: Sequence[VaultServer], keyring: DevKeyring, *,
         keyring.promote(opened)
     if wait:
         _wait_for_active(servers)
-        _wait_until(lambda: not any(s.seal_status()["sealed"] for s in servers),
-                    timeout=ACTIVE_TIMEOUT_S, what="unsealed on every node")
+        _wait_until(
+            lambda: not any(s.seal_status()["sealed"] for s in servers),
+            timeout=ACTIVE_TIMEOUT_S,
+            what="unsealed on every node",
+        )
     return opened
 
 
@@ -297,9 +311,14 @@ def _wait_until(check: Callable[[], bool], *, timeout: float, what: str) -> None
         time.sleep(_POLL_S)
 
 
-def keep_unsealed(servers: Sequence[VaultServer], keyring: DevKeyring, *,
-                  initialise_if_new: bool, token_file: Path | None = None,
-                  interval: float | None = None) -> None:
+def keep_unsealed(
+    servers: Sequence[VaultServer],
+    keyring: DevKeyring,
+    *,
+    initialise_if_new: bool,
+    token_file: Path | None = None,
+    interval: float | None = None,
+) -> None:
     """docker compose's ``vault-unseal`` step (dev only): open the Vault (one server or
     the nodes of a cluster, :func:`open_cluster`), write its root token to ``token_file``
     for the init step, and with ``interval``, keep watching: a restarted node comes back
@@ -316,8 +335,7 @@ def keep_unsealed(servers: Sequence[VaultServer], keyring: DevKeyring, *,
             statuses = [s.seal_status() for s in up]
             closed = any(st["sealed"] or not st["initialized"] for st in statuses)
             if closed or state != "open":
-                keys = open_cluster(up, keyring, initialise_if_new=initialise_if_new,
-                                    wait=False)
+                keys = open_cluster(up, keyring, initialise_if_new=initialise_if_new, wait=False)
                 if token_file is not None:  # before Vault turns healthy: init may read it
                     _write_token(token_file, keys.root_token)
                 _wait_for_active(up)

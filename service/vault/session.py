@@ -32,13 +32,24 @@ THREADS = 16
 
 
 @asynccontextmanager
-async def transit_session(settings: Settings, metrics: Metrics, *, threads: int = THREADS,
-                          vault: VaultClient | None = None) -> AsyncIterator[Transit]:
+async def transit_session(
+    settings: Settings,
+    metrics: Metrics,
+    *,
+    threads: int = THREADS,
+    vault: VaultClient | None = None,
+) -> AsyncIterator[Transit]:
     vault = vault or VaultClient.from_settings(settings, pool_size=threads)
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vault")
-    transit = Transit(vault, mount=settings.transit_mount, dtmf_key=settings.dtmf_key,
-                      lookup_key=settings.lookup_key, executor=executor, metrics=metrics,
-                      linger=settings.transit_linger)
+    transit = Transit(
+        vault,
+        mount=settings.transit_mount,
+        dtmf_key=settings.dtmf_key,
+        lookup_key=settings.lookup_key,
+        executor=executor,
+        metrics=metrics,
+        linger=settings.transit_linger,
+    )
     loop = asyncio.get_running_loop()
     try:
         # Log in now so the first caller does not pay for it. If Vault is away or refuses

@@ -34,8 +34,9 @@ def _write(path: Path, data: bytes, mode: int) -> None:
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _subject_names(names: Sequence[str]) -> list[x509.GeneralName]:
@@ -57,24 +58,39 @@ def _load_ca(public: Path, ca_dir: Path) -> tuple[x509.Certificate, ec.EllipticC
             return cert, key
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ivr-vault private CA")])
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
-                                         key_encipherment=False, data_encipherment=False,
-                                         key_agreement=False, key_cert_sign=True,
-                                         crl_sign=True, encipher_only=False,
-                                         decipher_only=False), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
     _write(ca_dir / CA_KEY, _pem_key(key), 0o600)
     _write(public / CA_CERT, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     return cert, key
 
 
-def ensure_server_certificate(public: Path, key_dir: Path, ca_dir: Path, *,
-                              names: Sequence[str]) -> str:
+def ensure_server_certificate(
+    public: Path, key_dir: Path, ca_dir: Path, *, names: Sequence[str]
+) -> str:
     """Keep a server certificate and key that are there and valid for another 30 days
     (ours or the operator's); else make them, signed by our CA. Returns what it did."""
     now = datetime.datetime.now(datetime.UTC)
@@ -85,18 +101,22 @@ def ensure_server_certificate(public: Path, key_dir: Path, ca_dir: Path, *,
             return f"Vault's TLS certificate in {cert_path} is valid; kept"
     ca_cert, ca_key = _load_ca(public, ca_dir)
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=SERVER_DAYS))
-            .add_extension(x509.SubjectAlternativeName(_subject_names(names)), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=SERVER_DAYS))
+        .add_extension(x509.SubjectAlternativeName(_subject_names(names)), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     _write(key_path, _pem_key(key), 0o640)
     _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    return (f"made Vault's TLS certificate {cert_path} for {', '.join(names)}, signed by "
-            f"the private CA {public / CA_CERT}")
+    return (
+        f"made Vault's TLS certificate {cert_path} for {', '.join(names)}, signed by "
+        f"the private CA {public / CA_CERT}"
+    )

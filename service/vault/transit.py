@@ -58,12 +58,14 @@ def _hmac_value(result: dict[str, Any]) -> str:
     return str(result["hmac"])
 
 
-def _per_group(groups: Sequence[Sized], results: list[dict[str, Any]],
-               ) -> Iterator[list[dict[str, Any]]]:
+def _per_group(
+    groups: Sequence[Sized],
+    results: list[dict[str, Any]],
+) -> Iterator[list[dict[str, Any]]]:
     """Cut one flat batch result back into the groups that were flattened into it."""
     position = 0
     for group in groups:
-        yield results[position:position + len(group)]
+        yield results[position : position + len(group)]
         position += len(group)
 
 
@@ -91,17 +93,29 @@ class Transit:
         self._http = AsyncVault(vault, executor=executor)
         self._metrics = metrics or Metrics()
         self._encrypts: Coalescer[tuple[bytes, bytes], Encrypted] = Coalescer(
-            self._send_encrypts, max_batch=max_batch, max_in_flight=max_in_flight,
-            name="encrypt", linger=linger)
+            self._send_encrypts,
+            max_batch=max_batch,
+            max_in_flight=max_in_flight,
+            name="encrypt",
+            linger=linger,
+        )
         # A lookup's card and PIN travel as one group so that they share one Vault call.
         self._decrypts: Coalescer[tuple[_DecryptItem, ...], list[bytes]] = Coalescer(
-            self._send_decrypts, max_batch=max_batch // 2, max_in_flight=max_in_flight,
-            name="decrypt", linger=linger)
+            self._send_decrypts,
+            max_batch=max_batch // 2,
+            max_in_flight=max_in_flight,
+            name="decrypt",
+            linger=linger,
+        )
         # A lookup's card and PIN inputs travel as one group, like decrypts. Only calls at
         # the latest key version coalesce: key_version is per call, not per item.
         self._hmacs: Coalescer[tuple[bytes, ...], list[str]] = Coalescer(
-            self._send_hmacs, max_batch=max_batch // 2, max_in_flight=max_in_flight,
-            name="hmac", linger=linger)
+            self._send_hmacs,
+            max_batch=max_batch // 2,
+            max_in_flight=max_in_flight,
+            name="hmac",
+            linger=linger,
+        )
 
     # -- public API ---------------------------------------------------------------------
 
@@ -117,8 +131,12 @@ class Transit:
             raise DecryptionError()
         return await self._decrypts.submit(group)
 
-    async def hmac(self, inputs: Sequence[bytes], *, key_version: int | None = None,
-                   ) -> list[str]:
+    async def hmac(
+        self,
+        inputs: Sequence[bytes],
+        *,
+        key_version: int | None = None,
+    ) -> list[str]:
         """HMAC several inputs with the lookup key. At the latest version (the common
         case) concurrent calls share one Transit call; an explicit older ``key_version``
         (verifier migration, rare) goes on its own."""
@@ -126,8 +144,10 @@ class Transit:
             return []
         if key_version is None:
             return await self._hmacs.submit(tuple(inputs))
-        payload: dict[str, Any] = {"batch_input": [{"input": b64(i)} for i in inputs],
-                                   "key_version": key_version}
+        payload: dict[str, Any] = {
+            "batch_input": [{"input": b64(i)} for i in inputs],
+            "key_version": key_version,
+        }
         results = await self._call("hmac", f"hmac/{self._lookup_key}", payload, len(inputs))
         return [_hmac_value(result) for result in results]
 
@@ -143,11 +163,14 @@ class Transit:
 
     # -- batch senders ------------------------------------------------------------------
 
-    async def _send_encrypts(self, items: Sequence[tuple[bytes, bytes]],
-                             ) -> list[Encrypted | BaseException]:
+    async def _send_encrypts(
+        self,
+        items: Sequence[tuple[bytes, bytes]],
+    ) -> list[Encrypted | BaseException]:
         payload = {"batch_input": [{"plaintext": b64(p), "context": b64(c)} for p, c in items]}
-        results = await self._call("encrypt", f"encrypt/{self._dtmf_key}", payload, len(items),
-                                   per_item_errors=True)
+        results = await self._call(
+            "encrypt", f"encrypt/{self._dtmf_key}", payload, len(items), per_item_errors=True
+        )
         out: list[Encrypted | BaseException] = []
         for result in results:
             version = ciphertext_version(str(result.get("ciphertext", "")))
@@ -157,13 +180,17 @@ class Transit:
                 out.append(Encrypted(result["ciphertext"], version))
         return out
 
-    async def _send_decrypts(self, groups: Sequence[tuple[_DecryptItem, ...]],
-                             ) -> list[list[bytes] | BaseException]:
+    async def _send_decrypts(
+        self,
+        groups: Sequence[tuple[_DecryptItem, ...]],
+    ) -> list[list[bytes] | BaseException]:
         flat = [item for group in groups for item in group]
-        payload = {"batch_input": [{"ciphertext": i.ciphertext, "context": b64(i.context)}
-                                   for i in flat]}
-        results = await self._call("decrypt", f"decrypt/{self._dtmf_key}", payload, len(flat),
-                                   per_item_errors=True)
+        payload = {
+            "batch_input": [{"ciphertext": i.ciphertext, "context": b64(i.context)} for i in flat]
+        }
+        results = await self._call(
+            "decrypt", f"decrypt/{self._dtmf_key}", payload, len(flat), per_item_errors=True
+        )
         out: list[list[bytes] | BaseException] = []
         for chunk in _per_group(groups, results):
             try:
@@ -176,12 +203,15 @@ class Transit:
                 out.append(DecryptionError())
         return out
 
-    async def _send_hmacs(self, groups: Sequence[tuple[bytes, ...]],
-                          ) -> list[list[str] | BaseException]:
+    async def _send_hmacs(
+        self,
+        groups: Sequence[tuple[bytes, ...]],
+    ) -> list[list[str] | BaseException]:
         flat = [data for group in groups for data in group]
         payload = {"batch_input": [{"input": b64(data)} for data in flat]}
-        results = await self._call("hmac", f"hmac/{self._lookup_key}", payload, len(flat),
-                                   per_item_errors=True)
+        results = await self._call(
+            "hmac", f"hmac/{self._lookup_key}", payload, len(flat), per_item_errors=True
+        )
         out: list[list[str] | BaseException] = []
         for chunk in _per_group(groups, results):
             try:
@@ -192,8 +222,15 @@ class Transit:
 
     # -- plumbing -----------------------------------------------------------------------
 
-    async def _call(self, operation: str, path: str, payload: dict[str, Any], size: int, *,
-                    per_item_errors: bool = False) -> list[dict[str, Any]]:
+    async def _call(
+        self,
+        operation: str,
+        path: str,
+        payload: dict[str, Any],
+        size: int,
+        *,
+        per_item_errors: bool = False,
+    ) -> list[dict[str, Any]]:
         """One Transit batch call, with metrics. With
         ``per_item_errors``, a 400 that carries per-item results is not an error of the
         whole batch: Vault fails the call if any item fails, the others still succeeded."""
@@ -204,7 +241,8 @@ class Transit:
         try:
             try:
                 answer: BatchAnswer = await self._http.write(
-                    f"{self._mount}/{path}", f"transit {operation}", payload)
+                    f"{self._mount}/{path}", f"transit {operation}", payload
+                )
             except VaultRequestError as exc:
                 if not per_item_errors:
                     raise
@@ -214,8 +252,7 @@ class Transit:
             self._metrics.vault_errors.labels(exc.kind).inc()
             raise
         finally:
-            self._metrics.transit_latency.labels(operation).observe(
-                time.perf_counter() - started)
+            self._metrics.transit_latency.labels(operation).observe(time.perf_counter() - started)
 
     async def _run(self, func: Any, *args: Any) -> dict[str, Any]:
         loop = asyncio.get_running_loop()

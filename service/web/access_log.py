@@ -61,9 +61,13 @@ def _route_template(scope: Scope) -> str | None:
 class AccessLogMiddleware:
     """ASGI middleware writing one line per HTTP request once the response is done."""
 
-    def __init__(self, app: ASGIApp, *, logger_name: str = "ivr.access",
-                 on_complete: Callable[[str | None, int, Mapping[str, object]], None]
-                 | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        logger_name: str = "ivr.access",
+        on_complete: Callable[[str | None, int, Mapping[str, object]], None] | None = None,
+    ) -> None:
         self.app = app
         self._logger_name = logger_name
         # Called once per request with (route template or None, status, annotations):

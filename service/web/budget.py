@@ -19,7 +19,8 @@ from contextlib import asynccontextmanager
 HEADER = "X-Request-Budget"
 
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "ivr_request_deadline", default=None)
+    "ivr_request_deadline", default=None
+)
 
 
 @asynccontextmanager

@@ -36,9 +36,15 @@ class Endpoints:
     """Thread-safe: hvac's client calls it from a thread pool, the event loop's from the
     loop; every method holds the lock for a few dictionary operations only."""
 
-    def __init__(self, addresses: Sequence[str], *, name: str, spread: bool,
-                 cooldown: float = COOLDOWN_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        *,
+        name: str,
+        spread: bool,
+        cooldown: float = COOLDOWN_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if not addresses:
             raise ValueError("no address")
         self.addresses = tuple(addresses)
@@ -79,8 +85,7 @@ class Endpoints:
             fresh = index not in self._failed_at
             self._failed_at[index] = self._clock()
         if fresh and len(self.addresses) > 1:
-            log.warning("address failed; trying the others", dependency=self.name,
-                        address=address)
+            log.warning("address failed; trying the others", dependency=self.name, address=address)
 
     def worked(self, address: str) -> None:
         if not self._failed_at and (self.spread or self.addresses[self._current] == address):

@@ -27,8 +27,12 @@ class Drain:
     draining: bool = False
 
 
-def health_routes(ready: ReadinessCheck, metrics: Metrics, drain: Drain | None = None,
-                  limits: Mapping[str, float] | None = None) -> list[Route]:
+def health_routes(
+    ready: ReadinessCheck,
+    metrics: Metrics,
+    drain: Drain | None = None,
+    limits: Mapping[str, float] | None = None,
+) -> list[Route]:
     """``limits``: settings another component must agree with, shown in ``/readyz``
     (``doctor`` compares the webhook's STEP_MAX_AGE with each backend's CALL_MAX_AGE)."""
     shown = {"limits": dict(limits)} if limits else {}
@@ -38,8 +42,9 @@ def health_routes(ready: ReadinessCheck, metrics: Metrics, drain: Drain | None =
 
     async def readyz(request: Request) -> Response:
         if drain is not None and drain.draining:
-            return JSONResponse({"status": "draining", "checks": {"draining": False}},
-                                status_code=503)
+            return JSONResponse(
+                {"status": "draining", "checks": {"draining": False}}, status_code=503
+            )
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
                 checks = await ready()
@@ -48,8 +53,10 @@ def health_routes(ready: ReadinessCheck, metrics: Metrics, drain: Drain | None =
             checks = {"timeout": False}
             metrics.record_readiness({})  # nothing confirmed
         ok = all(checks.values())
-        return JSONResponse({"status": "ready" if ok else "unavailable", "checks": checks,
-                             **shown}, status_code=200 if ok else 503)
+        return JSONResponse(
+            {"status": "ready" if ok else "unavailable", "checks": checks, **shown},
+            status_code=200 if ok else 503,
+        )
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -104,6 +104,11 @@ class ConcurrencyLimitMiddleware:
 
 
 async def _refuse(send: Send, status: int) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-length", b"0"), (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-length", b"0"), (b"connection", b"close")],
+        }
+    )
     await send({"type": "http.response.body", "body": b""})

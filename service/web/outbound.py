@@ -34,9 +34,14 @@ def ssl_context(verify: str | bool) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=bundle)
 
 
-def client_session(urls: Sequence[str], *, timeout: float, limit: int,
-                   headers: Mapping[str, str], verify: str | bool = True,
-                   ) -> aiohttp.ClientSession:
+def client_session(
+    urls: Sequence[str],
+    *,
+    timeout: float,
+    limit: int,
+    headers: Mapping[str, str],
+    verify: str | bool = True,
+) -> aiohttp.ClientSession:
     """A session for one service at ``urls`` (its replicas or nodes; each request names
     its own proxy, :func:`proxy_for`): ``timeout`` bounds every request as a whole
     (connect, send, wait, read); no cookies, no environment lookups per request. TLS is
@@ -45,5 +50,8 @@ def client_session(urls: Sequence[str], *, timeout: float, limit: int,
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=limit, ssl=tls),
         timeout=aiohttp.ClientTimeout(total=timeout),
-        headers=dict(headers), trust_env=False,
-        cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False)
+        headers=dict(headers),
+        trust_env=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        raise_for_status=False,
+    )

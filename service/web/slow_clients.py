@@ -27,8 +27,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 HEADER_TIMEOUT_S = 10.0
 MAX_HEADER_BYTES = 16 * 1024
 
-_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n"
-              b"connection: close\r\n\r\n")
+_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n"
+    b"connection: close\r\n\r\n"
+)
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -52,8 +54,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._awaiting_headers:
             self._header_bytes += len(data)
         super().data_received(data)
-        if (self._awaiting_headers and self._header_bytes > MAX_HEADER_BYTES
-                and not self.transport.is_closing()):
+        if (
+            self._awaiting_headers
+            and self._header_bytes > MAX_HEADER_BYTES
+            and not self.transport.is_closing()
+        ):
             self.transport.write(_TOO_LARGE)
             self.transport.close()
 

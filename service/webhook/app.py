@@ -99,12 +99,18 @@ def _goodbye(state: WebhookState, form: TwilioForm, key: str) -> str:
     return twiml.say_and_hang_up(locale.text(key), locale.say)
 
 
-def _ask_account(state: WebhookState, locale: Locale, action: str, *,
-                 preface: str | None = None) -> str:
+def _ask_account(
+    state: WebhookState, locale: Locale, action: str, *, preface: str | None = None
+) -> str:
     digits = state.settings.account_number_digits
-    return twiml.gather(locale.text("ask_account", digits=str(digits)), action,
-                        say=locale.say, digits=digits, finish_on_key=twiml.REGISTERED_KEY,
-                        preface=preface)
+    return twiml.gather(
+        locale.text("ask_account", digits=str(digits)),
+        action,
+        say=locale.say,
+        digits=digits,
+        finish_on_key=twiml.REGISTERED_KEY,
+        preface=preface,
+    )
 
 
 def _first_prompt(state: WebhookState, locale: Locale) -> str:
@@ -115,9 +121,13 @@ async def voice(state: WebhookState, form: TwilioForm) -> str:
     annotate(outcome="prompted")
     menu = state.locales.menu
     if menu:
-        return twiml.menu([(offered.text("menu_option", digit=str(key)), offered.say)
-                           for key, offered in enumerate(menu, start=1)],
-                          twiml.action_url("/voice/language"))
+        return twiml.menu(
+            [
+                (offered.text("menu_option", digit=str(key)), offered.say)
+                for key, offered in enumerate(menu, start=1)
+            ],
+            twiml.action_url("/voice/language"),
+        )
     return _first_prompt(state, _locale(state, form))
 
 
@@ -125,15 +135,23 @@ async def language(state: WebhookState, form: TwilioForm) -> str:
     """The menu's answer. No key or another key: the called number's locale. The key is
     logged only as the locale it chose (a menu choice is not secret, but no caller key
     is ever logged as a digit)."""
-    chosen = None if "Digits" in form.duplicated else \
-        state.locales.menu_choice(form.params.get("Digits"))
+    chosen = (
+        None
+        if "Digits" in form.duplicated
+        else state.locales.menu_choice(form.params.get("Digits"))
+    )
     locale = chosen or _locale(state, form)
     annotate(outcome="language_chosen" if chosen else "language_default", locale=locale.tag)
     return _first_prompt(state, locale)
 
 
-def _retry_or_goodbye(state: WebhookState, form: TwilioForm, ask: Callable[[str, str], str],
-                      action: Callable[[int], str], retry: str) -> str:
+def _retry_or_goodbye(
+    state: WebhookState,
+    form: TwilioForm,
+    ask: Callable[[str, str], str],
+    action: Callable[[int], str],
+    retry: str,
+) -> str:
     """Ask again (``ask(action, preface)``), posting to ``action(next attempt)``; after
     MAX_ATTEMPTS, goodbye."""
     attempt = _attempt(form)
@@ -146,8 +164,9 @@ def _retry_or_goodbye(state: WebhookState, form: TwilioForm, ask: Callable[[str,
 
 
 def _gather(locale: Locale, key: str, digits: int) -> Callable[[str, str], str]:
-    return lambda action, preface: twiml.gather(locale.text(key), action, say=locale.say,
-                                                digits=digits, preface=preface)
+    return lambda action, preface: twiml.gather(
+        locale.text(key), action, say=locale.say, digits=digits, preface=preface
+    )
 
 
 async def account(state: WebhookState, form: TwilioForm) -> str:
@@ -156,24 +175,32 @@ async def account(state: WebhookState, form: TwilioForm) -> str:
     locale = _locale(state, form)
     if form.pressed_only(twiml.REGISTERED_KEY):
         annotate(outcome="registered_phone")
-        return twiml.gather(locale.text("ask_card"),
-                            twiml.action_url("/voice/card", registered=1, **locale.query),
-                            say=locale.say, digits=CARD_DIGITS)
+        return twiml.gather(
+            locale.text("ask_card"),
+            twiml.action_url("/voice/card", registered=1, **locale.query),
+            say=locale.say,
+            digits=CARD_DIGITS,
+        )
     count = state.settings.account_number_digits
     digits = form.digits(count)
     if digits is None:
         return _retry_or_goodbye(
-            state, form,
+            state,
+            form,
             lambda action, preface: _ask_account(state, locale, action, preface=preface),
             lambda n: twiml.action_url("/voice/account", attempt=n, **locale.query),
-            locale.text("retry_account", digits=str(count)))
-    encrypted = await state.transit.encrypt(digits.encode(),
-                                            call_context(call_sid, "account_number"))
+            locale.text("retry_account", digits=str(count)),
+        )
+    encrypted = await state.transit.encrypt(
+        digits.encode(), call_context(call_sid, "account_number")
+    )
     annotate(outcome="account_number_encrypted", **ciphertext_fields(encrypted.ciphertext))
-    return twiml.gather(locale.text("ask_card"),
-                        twiml.action_url("/voice/card", number=encrypted.ciphertext,
-                                         **locale.query),
-                        say=locale.say, digits=CARD_DIGITS)
+    return twiml.gather(
+        locale.text("ask_card"),
+        twiml.action_url("/voice/card", number=encrypted.ciphertext, **locale.query),
+        say=locale.say,
+        digits=CARD_DIGITS,
+    )
 
 
 def _identification(form: TwilioForm) -> dict[str, str | int] | None:
@@ -200,15 +227,20 @@ async def card(state: WebhookState, form: TwilioForm) -> str:
     locale = _locale(state, form)
     if digits is None:
         return _retry_or_goodbye(
-            state, form, _gather(locale, "ask_card", CARD_DIGITS),
-            lambda n: twiml.action_url("/voice/card", **identification, attempt=n,
-                                       **locale.query),
-            locale.text("retry"))
+            state,
+            form,
+            _gather(locale, "ask_card", CARD_DIGITS),
+            lambda n: twiml.action_url("/voice/card", **identification, attempt=n, **locale.query),
+            locale.text("retry"),
+        )
     encrypted = await state.transit.encrypt(digits.encode(), call_context(call_sid, "card_last4"))
     annotate(outcome="card_encrypted", **ciphertext_fields(encrypted.ciphertext))
-    return twiml.gather(locale.text("ask_pin"),
-                        _pin_action(encrypted.ciphertext, **identification, **locale.query),
-                        say=locale.say, digits=PIN_DIGITS)
+    return twiml.gather(
+        locale.text("ask_pin"),
+        _pin_action(encrypted.ciphertext, **identification, **locale.query),
+        say=locale.say,
+        digits=PIN_DIGITS,
+    )
 
 
 def _pin_action(card_ct: str, **query: str | int) -> str:
@@ -237,18 +269,26 @@ async def pin(state: WebhookState, form: TwilioForm) -> str:
     locale = _locale(state, form)
     if digits is None:
         return _retry_or_goodbye(
-            state, form, _gather(locale, "ask_pin", PIN_DIGITS),
+            state,
+            form,
+            _gather(locale, "ask_pin", PIN_DIGITS),
             lambda n: _pin_action(card_ct, **identification, attempt=n, **locale.query),
-            locale.text("retry"))
+            locale.text("retry"),
+        )
     # The caller's number goes to the backend encrypted, like the entries: it is personal
     # data, and the backend keeps only its keyed HMAC.
     encrypted, caller = await asyncio.gather(
         state.transit.encrypt(digits.encode(), call_context(call_sid, "pin")),
-        state.transit.encrypt(form.caller.encode(), call_context(call_sid, "caller")))
+        state.transit.encrypt(form.caller.encode(), call_context(call_sid, "caller")),
+    )
     annotate(**ciphertext_fields(encrypted.ciphertext))
-    body: dict[str, str | bool] = {"call_sid": call_sid, "card_last4": card_ct,
-                                   "pin": encrypted.ciphertext, "caller": caller.ciphertext,
-                                   "issued": form.query["issued"]}
+    body: dict[str, str | bool] = {
+        "call_sid": call_sid,
+        "card_last4": card_ct,
+        "pin": encrypted.ciphertext,
+        "caller": caller.ciphertext,
+        "issued": form.query["issued"],
+    }
     if "number" in identification:
         body["account_number"] = str(identification["number"])
     else:
@@ -269,8 +309,9 @@ async def pin(state: WebhookState, form: TwilioForm) -> str:
             annotate(outcome="backend_bad_answer")
             return _goodbye(state, form, "try_later")
         annotate(outcome="found")
-        return twiml.account_found(locale.catalog.messages["found"], account,
-                                   locale.amount(balance), locale.say)
+        return twiml.account_found(
+            locale.catalog.messages["found"], account, locale.amount(balance), locale.say
+        )
     outcome, key = BACKEND_ANSWERS.get(status, BACKEND_FAILED)
     annotate(outcome=outcome)
     return _goodbye(state, form, key)
@@ -284,11 +325,15 @@ def _too_busy(locale: Locale) -> Callable[[Scope, Receive, Send], Awaitable[None
     async def answer(scope: Scope, receive: Receive, send: Send) -> None:
         annotate(outcome="too_busy")
         await _twiml(goodbye)(scope, receive, send)
+
     return answer
 
 
-def _route(handler: Handler, *, needs_call: bool = True,
-           ) -> Callable[[Request], Awaitable[Response]]:
+def _route(
+    handler: Handler,
+    *,
+    needs_call: bool = True,
+) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         state: WebhookState = request.app.state.webhook
         try:
@@ -328,10 +373,13 @@ def _route(handler: Handler, *, needs_call: bool = True,
     return endpoint
 
 
-def create_webhook_app(settings: Settings, *,
-                       transit_session: TransitSession = session.transit_session,
-                       backend_session: BackendSession = http_backend,
-                       drain: Drain | None = None) -> Starlette:
+def create_webhook_app(
+    settings: Settings,
+    *,
+    transit_session: TransitSession = session.transit_session,
+    backend_session: BackendSession = http_backend,
+    drain: Drain | None = None,
+) -> Starlette:
     """The webhook app. ``transit_session`` and ``backend_session`` are the seams the
     unit tests use (a fake Transit, a scripted backend); the defaults are the real ones:
     Vault, and the backend over HTTP at BACKEND_URL. ``drain``: set by the server on
@@ -342,8 +390,10 @@ def create_webhook_app(settings: Settings, *,
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with transit_session(settings, metrics) as transit, \
-                backend_session(settings) as backend:
+        async with (
+            transit_session(settings, metrics) as transit,
+            backend_session(settings) as backend,
+        ):
             app.state.webhook = WebhookState(settings, transit, backend, metrics, locales)
             freeze_startup_heap()
             yield
@@ -368,14 +418,17 @@ def create_webhook_app(settings: Settings, *,
         Route("/voice/account", _route(account), methods=["POST"]),
         Route("/voice/card", _route(card), methods=["POST"]),
         Route("/voice/pin", _route(pin), methods=["POST"]),
-        *health_routes(ready, metrics, drain, limits={
-            "step_max_age_s": settings.step_max_age}),
+        *health_routes(ready, metrics, drain, limits={"step_max_age_s": settings.step_max_age}),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     # Inside the body limit (added first: Starlette's last added is outermost), so that a
     # client still sending its body holds no slot.
-    app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.voice_concurrency,
-                       prefix="/voice", overflow=_too_busy(locales.default))
+    app.add_middleware(
+        ConcurrencyLimitMiddleware,
+        limit=settings.voice_concurrency,
+        prefix="/voice",
+        overflow=_too_busy(locales.default),
+    )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessLogMiddleware, on_complete=metrics.count_request)
     return app

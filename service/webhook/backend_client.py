@@ -35,8 +35,12 @@ PROBE_TIMEOUT_S = 1.0
 class BackendClient(Protocol):
     """What the webhook needs of the backend."""
 
-    async def lookup(self, body: Mapping[str, str | bool], *, idempotency_key: str,
-                     ) -> Answer:
+    async def lookup(
+        self,
+        body: Mapping[str, str | bool],
+        *,
+        idempotency_key: str,
+    ) -> Answer:
         """The answer to one lookup; :class:`BackendUnavailable` when there is none."""
         ...
 
@@ -60,32 +64,40 @@ class HttpBackend:
     (:data:`service.web.budget.HEADER`), so that a silent replica leaves the next one time
     to answer, and the backend stops working on a lookup nobody waits for."""
 
-    def __init__(self, session: aiohttp.ClientSession, urls: Sequence[str], *,
-                 timeout: float) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, urls: Sequence[str], *, timeout: float
+    ) -> None:
         self._session = session
         self._timeout = timeout
         self._endpoints = Endpoints(urls, name="backend", spread=True)
         self._proxy = {url: proxy_for(url) for url in urls}
 
-    async def lookup(self, body: Mapping[str, str | bool], *, idempotency_key: str,
-                     ) -> Answer:
+    async def lookup(
+        self,
+        body: Mapping[str, str | bool],
+        *,
+        idempotency_key: str,
+    ) -> Answer:
         payload = dict(body)
         answer: Answer | None = None
         failure = "no replica"
         order = self._endpoints.order()
         for tried, url in enumerate(order):
             left = budget.left()
-            share = self._timeout if left is None else min(self._timeout,
-                                                           left / (len(order) - tried))
+            share = (
+                self._timeout if left is None else min(self._timeout, left / (len(order) - tried))
+            )
             if share <= 0:
                 failure = "request budget spent"
                 break
             try:
                 async with self._session.post(
-                        f"{url}/v1/lookup", json=payload, proxy=self._proxy[url],
-                        timeout=aiohttp.ClientTimeout(total=share),
-                        headers={"Idempotency-Key": idempotency_key,
-                                 budget.HEADER: f"{share:.3f}"}) as response:
+                    f"{url}/v1/lookup",
+                    json=payload,
+                    proxy=self._proxy[url],
+                    timeout=aiohttp.ClientTimeout(total=share),
+                    headers={"Idempotency-Key": idempotency_key, budget.HEADER: f"{share:.3f}"},
+                ) as response:
                     status, raw = response.status, await response.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self._endpoints.failed(url)
@@ -116,8 +128,10 @@ class HttpBackend:
     async def _alive(self, url: str) -> bool:
         try:
             async with self._session.get(
-                    f"{url}/healthz", proxy=self._proxy[url],
-                    timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)) as response:
+                f"{url}/healthz",
+                proxy=self._proxy[url],
+                timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S),
+            ) as response:
                 return response.status == 200
         except (aiohttp.ClientError, TimeoutError):
             return False
@@ -130,8 +144,10 @@ async def http_backend(settings: Settings) -> AsyncIterator[BackendClient]:
     token = settings.backend_token
     assert token is not None  # Settings.require("webhook") checked it
     urls = settings.backend_url
-    async with client_session(urls, timeout=settings.backend_timeout,
-                              limit=64 * len(urls),
-                              headers={"Authorization": f"Bearer {token.reveal()}"},
-                              ) as session:
+    async with client_session(
+        urls,
+        timeout=settings.backend_timeout,
+        limit=64 * len(urls),
+        headers={"Authorization": f"Bearer {token.reveal()}"},
+    ) as session:
         yield HttpBackend(session, urls, timeout=settings.backend_timeout)

@@ -97,8 +97,9 @@ def request_key(url: str, params: Params) -> str:
     and gets the same key; any other request (another step, another entry, a replay with
     fresh unsigned headers or another port in ``Host``) cannot choose it. The signature
     itself is left out: it differs between the URL's port spellings, the request doesn't."""
-    canonical = json.dumps([canonical_url(url), signed_params(params)], ensure_ascii=True,
-                           separators=(",", ":"))
+    canonical = json.dumps(
+        [canonical_url(url), signed_params(params)], ensure_ascii=True, separators=(",", ":")
+    )
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 

@@ -81,8 +81,13 @@ class TwilioForm:
 def _parse_pairs(raw: bytes) -> list[tuple[str, str]]:
     try:
         text = raw.decode("ascii") if raw.isascii() else raw.decode("utf-8")
-        return parse_qsl(text, keep_blank_values=True, strict_parsing=False,
-                         max_num_fields=_MAX_FIELDS, errors="strict")
+        return parse_qsl(
+            text,
+            keep_blank_values=True,
+            strict_parsing=False,
+            max_num_fields=_MAX_FIELDS,
+            errors="strict",
+        )
     except (UnicodeDecodeError, ValueError):
         raise WebhookRefused(400, "malformed form") from None
 
@@ -120,11 +125,15 @@ async def verified_form(request: Request, settings: Settings) -> TwilioForm:
     )
     token = settings.twilio_auth_token
     signature = request.headers.get("x-twilio-signature", "")
-    if url is None or token is None or not is_valid_signature(token.reveal(), url, pairs,
-                                                             signature):
+    if (
+        url is None
+        or token is None
+        or not is_valid_signature(token.reveal(), url, pairs, signature)
+    ):
         raise WebhookRefused(403, "signature")
 
     params, duplicated = _single(pairs)
     query, query_dup = _single(query_pairs)
-    return TwilioForm(params, query, duplicated | {f"?{q}" for q in query_dup},
-                      request_key(url, pairs))
+    return TwilioForm(
+        params, query, duplicated | {f"?{q}" for q in query_dup}, request_key(url, pairs)
+    )

@@ -45,8 +45,15 @@ def action_url(path: str, **query: str | int) -> str:
     return path + ("?" + urlencode(query) if query else "")
 
 
-def gather(prompt: str, action: str, *, say: SayAttributes, digits: int,
-           finish_on_key: str | None = None, preface: str | None = None) -> str:
+def gather(
+    prompt: str,
+    action: str,
+    *,
+    say: SayAttributes,
+    digits: int,
+    finish_on_key: str | None = None,
+    preface: str | None = None,
+) -> str:
     """Ask for ``digits`` keypad digits. An empty result (timeout) still posts to
     ``action``, so the re-prompt logic lives in one place. ``finish_on_key``: a key that
     ends the gather early (Twilio's default, ``#``, when None)."""
@@ -71,8 +78,14 @@ def menu(options: Sequence[tuple[str, SayAttributes]], action: str) -> str:
     """The language menu: one key, each option a ``<Say>`` in its own language. No key
     still posts to ``action``, which then goes on in the called number's locale."""
     response = VoiceResponse()
-    g = response.gather(input="dtmf", num_digits=1, timeout=GATHER_TIMEOUT_S, action=action,
-                        method="POST", action_on_empty_result=True)
+    g = response.gather(
+        input="dtmf",
+        num_digits=1,
+        timeout=GATHER_TIMEOUT_S,
+        action=action,
+        method="POST",
+        action_on_empty_result=True,
+    )
     for text, say in options:
         g.say(text, **say)
     return str(response)

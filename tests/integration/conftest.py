@@ -57,16 +57,22 @@ def credentials(admin: VaultClient, layout: Layout) -> dict[str, RoleCredentials
 
 
 @pytest.fixture(scope="session")
-def stack(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    dev_vault: DevVault,
+    credentials: dict[str, RoleCredentials],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
     running = make_stack(dev_vault, credentials, tmp_path_factory.mktemp("stack"))
     yield running
     running.stop()
 
 
 @pytest.fixture
-def new_stack(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
-              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stacks]:
+def new_stack(
+    dev_vault: DevVault,
+    credentials: dict[str, RoleCredentials],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stacks]:
     """Stacks of this test's own on the session's Vault (``new_stack("name", webhook_env=...,
     backend_env=...)``), each stopped when the test ends."""
     stacks = Stacks(dev_vault, credentials, tmp_path_factory.mktemp)
@@ -75,8 +81,11 @@ def new_stack(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
 
 
 @pytest.fixture(scope="module")
-def module_stack(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stacks]:
+def module_stack(
+    dev_vault: DevVault,
+    credentials: dict[str, RoleCredentials],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stacks]:
     """Stacks of this module's own on the session's Vault, each stopped when the module
     ends: for a module whose tests change what the session stack serves (lock cards,
     count failures) or need other settings."""

@@ -23,8 +23,13 @@ CALLER = "+15005550006"  # Twilio's test number, the default ``From``
 
 
 def base_params(call_sid: str | None = None, caller: str = CALLER) -> list[tuple[str, str]]:
-    return [("CallSid", call_sid or new_call_sid()), ("AccountSid", "AC" + "0" * 32),
-            ("From", caller), ("To", "+15005550001"), ("CallStatus", "in-progress")]
+    return [
+        ("CallSid", call_sid or new_call_sid()),
+        ("AccountSid", "AC" + "0" * 32),
+        ("From", caller),
+        ("To", "+15005550001"),
+        ("CallStatus", "in-progress"),
+    ]
 
 
 class MultiDict:
@@ -50,16 +55,30 @@ def reference_signature(token: str, url: str, pairs: Pairs) -> str:
     return str(RequestValidator(token).compute_signature(url, MultiDict(pairs)))
 
 
-def signed_post(client: httpx.Client, token: str, url: str, pairs: Pairs, *,
-                sign_url: str | None = None, sign_pairs: Pairs | None = None,
-                headers: dict[str, str] | None = None) -> httpx.Response:
+def signed_post(
+    client: httpx.Client,
+    token: str,
+    url: str,
+    pairs: Pairs,
+    *,
+    sign_url: str | None = None,
+    sign_pairs: Pairs | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     """POST ``pairs`` to ``url``, signed for ``sign_url``/``sign_pairs`` (default: the
     same), so a test can sign one request and send another."""
-    signature = compute_signature(token, sign_url or url,
-                                  list(pairs if sign_pairs is None else sign_pairs))
-    return client.post(url, content=urlencode(list(pairs)).encode(),
-                       headers={"Content-Type": "application/x-www-form-urlencoded",
-                                "X-Twilio-Signature": signature, **(headers or {})})
+    signature = compute_signature(
+        token, sign_url or url, list(pairs if sign_pairs is None else sign_pairs)
+    )
+    return client.post(
+        url,
+        content=urlencode(list(pairs)).encode(),
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Twilio-Signature": signature,
+            **(headers or {}),
+        },
+    )
 
 
 def twiml(response: httpx.Response) -> ET.Element:
@@ -87,28 +106,44 @@ def hangs_up(root: ET.Element) -> bool:
 # -- whole calls, as Twilio plays them ------------------------------------------------------
 
 
-def pin_url(client: httpx.Client, token: str, webhook_url: str, call_sid: str, card: str,
-            caller: str = CALLER, number: str = DEMO_ACCOUNT_NUMBER) -> str:
+def pin_url(
+    client: httpx.Client,
+    token: str,
+    webhook_url: str,
+    call_sid: str,
+    card: str,
+    caller: str = CALLER,
+    number: str = DEMO_ACCOUNT_NUMBER,
+) -> str:
     """Type the account number, then the card; the absolute URL of the PIN step the
     webhook asks Twilio to post."""
     url = webhook_url + "/voice/account"
     for digits in (number, card):
-        root = twiml(signed_post(client, token, url,
-                                 [*base_params(call_sid, caller), ("Digits", digits)]))
+        root = twiml(
+            signed_post(client, token, url, [*base_params(call_sid, caller), ("Digits", digits)])
+        )
         action = gather_action(root)
         assert action is not None, spoken(root)
         url = urljoin(url, action)
     return url
 
 
-def place_call(client: httpx.Client, token: str, webhook_url: str, card: str, pin: str,
-               caller: str = CALLER, number: str = DEMO_ACCOUNT_NUMBER) -> str:
+def place_call(
+    client: httpx.Client,
+    token: str,
+    webhook_url: str,
+    card: str,
+    pin: str,
+    caller: str = CALLER,
+    number: str = DEMO_ACCOUNT_NUMBER,
+) -> str:
     """A whole call from ``caller`` (a new CallSid) that types ``number``: what the caller
     hears at the end."""
     call_sid = new_call_sid()
     url = pin_url(client, token, webhook_url, call_sid, card, caller, number)
-    return spoken(twiml(signed_post(client, token, url,
-                                    [*base_params(call_sid, caller), ("Digits", pin)])))
+    return spoken(
+        twiml(signed_post(client, token, url, [*base_params(call_sid, caller), ("Digits", pin)]))
+    )
 
 
 def pin_outcomes(webhook_url: str) -> Counter[str]:

@@ -39,20 +39,36 @@ class Caddy:
         return httpx.Client(verify=context, timeout=10, **kwargs)  # type: ignore[arg-type]
 
     @classmethod
-    def start(cls, home: Path, upstream: str, port: int | None = None,
-              env: dict[str, str] | None = None) -> Caddy:
+    def start(
+        cls, home: Path, upstream: str, port: int | None = None, env: dict[str, str] | None = None
+    ) -> Caddy:
         port = port or free_port()
         home.mkdir(parents=True, exist_ok=True)
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home),
-               "XDG_DATA_HOME": str(home / "data"), "XDG_CONFIG_HOME": str(home / "config"),
-               "SITE_ADDRESS": f"localhost:{port}, 127.0.0.1:{port}",
-               "WEBHOOK_UPSTREAM": upstream, "CADDY_ADMIN": "off", **(env or {})}
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(home),
+            "XDG_DATA_HOME": str(home / "data"),
+            "XDG_CONFIG_HOME": str(home / "config"),
+            "SITE_ADDRESS": f"localhost:{port}, 127.0.0.1:{port}",
+            "WEBHOOK_UPSTREAM": upstream,
+            "CADDY_ADMIN": "off",
+            **(env or {}),
+        }
         with (home / "caddy.log").open("ab") as log:
             process = subprocess.Popen(
-                [require("caddy"), "run", "--config",
-                 str(layout_dir() / "proxy" / "Caddyfile"),
-                 "--adapter", "caddyfile"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
+                [
+                    require("caddy"),
+                    "run",
+                    "--config",
+                    str(layout_dir() / "proxy" / "Caddyfile"),
+                    "--adapter",
+                    "caddyfile",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+            )
         caddy = cls(process, port, home)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -78,13 +94,19 @@ class Proxied:
     caddy: Caddy
 
 
-def proxied_stack(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
-                  directory: Path, webhook_env: dict[str, str], caddy_port: int,
-                  caddy_env: dict[str, str] | None = None) -> Iterator[Proxied]:
+def proxied_stack(
+    dev_vault: DevVault,
+    credentials: dict[str, RoleCredentials],
+    directory: Path,
+    webhook_env: dict[str, str],
+    caddy_port: int,
+    caddy_env: dict[str, str] | None = None,
+) -> Iterator[Proxied]:
     stack = make_stack(dev_vault, credentials, directory, webhook_env=webhook_env)
     try:
-        caddy = Caddy.start(directory / "caddy", f"127.0.0.1:{stack.webhook.port}",
-                            port=caddy_port, env=caddy_env)
+        caddy = Caddy.start(
+            directory / "caddy", f"127.0.0.1:{stack.webhook.port}", port=caddy_port, env=caddy_env
+        )
         try:
             yield Proxied(stack, caddy)
         finally:

@@ -40,8 +40,7 @@ def interpolate(value: str, env: Mapping[str, str]) -> str:
             raise KeyError(f"{name}: {arg}")
         return value or ""
 
-    return re.sub(r"\$\$|\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}", substitute,
-                  value)
+    return re.sub(r"\$\$|\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}", substitute, value)
 
 
 def _target(volume: str) -> str:
@@ -60,8 +59,7 @@ def merge(base: Any, override: Any, path: tuple[str, ...] = ()) -> Any:
             merged[key] = merge(base[key], value, (*path, key)) if key in base else value
         return merged
     if isinstance(base, list) and isinstance(override, list):
-        if path[-1:] in (("command",), ("entrypoint",)) or path[-2:] == ("healthcheck",
-                                                                          "test"):
+        if path[-1:] in (("command",), ("entrypoint",)) or path[-2:] == ("healthcheck", "test"):
             return override
         if len(path) == 3 and path[0] == "services" and path[2] == "volumes":
             replaced = {_target(v) for v in override}
@@ -94,5 +92,7 @@ def load(env: Mapping[str, str], files: Sequence[str] = DEV) -> Compose:
 def schema_errors(document: object) -> list[str]:
     """Where ``document`` breaks the Compose Specification's schema (none: valid)."""
     schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
-    return [f"{list(e.absolute_path)}: {e.message}"
-            for e in jsonschema.Draft7Validator(schema).iter_errors(document)]
+    return [
+        f"{list(e.absolute_path)}: {e.message}"
+        for e in jsonschema.Draft7Validator(schema).iter_errors(document)
+    ]

@@ -62,8 +62,7 @@ class LocalCompose:
         pairs = []
         for volume in spec.get("volumes", []):
             source, target = volume.split(":")[:2]
-            pairs.append((target, ROOT / source if source.startswith(".")
-                          else self.volume(source)))
+            pairs.append((target, ROOT / source if source.startswith(".") else self.volume(source)))
         for secret in spec.get("secrets", []):
             path = self.tmp / "secrets" / secret
             path.parent.mkdir(exist_ok=True)
@@ -82,19 +81,28 @@ class LocalCompose:
         text = re.sub(rf"\b({services}):(\d+)\b", other, text)
         if name in self.ports:  # this container's own listen addresses
             own = self.ports[name]
-            text = re.sub(r"\b(?:0\.0\.0\.0|127\.0\.0\.1):(\d+)\b",
-                          lambda m: f"127.0.0.1:{own.get(int(m[1]), int(m[1]))}", text)
+            text = re.sub(
+                r"\b(?:0\.0\.0\.0|127\.0\.0\.1):(\d+)\b",
+                lambda m: f"127.0.0.1:{own.get(int(m[1]), int(m[1]))}",
+                text,
+            )
         return text.replace("0.0.0.0", "127.0.0.1")
 
     def environment(self, name: str, **extra: str) -> dict[str, str]:
-        env = {"PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-               "HOME": str(self.tmp), "PYTHONUNBUFFERED": "1"}
-        env.update({k: self.localize(str(v), name)
-                    for k, v in self.compose["services"][name].get("environment", {}).items()})
+        env = {
+            "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "HOME": str(self.tmp),
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.update(
+            {
+                k: self.localize(str(v), name)
+                for k, v in self.compose["services"][name].get("environment", {}).items()
+            }
+        )
         for key in ("WEBHOOK_PORT", "BACKEND_PORT"):
             if key in env:  # its own port: backend-2 is a backend too
-                env[key] = str(self.port(name if name in self.ports
-                                         else key.split("_")[0].lower()))
+                env[key] = str(self.port(name if name in self.ports else key.split("_")[0].lower()))
         return {**env, **extra}
 
     def log(self, name: str) -> Path:
@@ -117,8 +125,7 @@ class LocalCompose:
             config.mkdir()
             for target, host in self.mounts(name):
                 if target.startswith(OPENBAO_CONFIG_DIR + "/"):
-                    (config / Path(target).name).write_text(
-                        self.node_paths(host.read_text(), name))
+                    (config / Path(target).name).write_text(self.node_paths(host.read_text(), name))
             return [*wrapper, find_vault_binary(), "server", f"-config={config}"]
         return [str(BIN / "ivr-vault"), *command]
 
@@ -147,17 +154,29 @@ class LocalCompose:
 
     def run(self, name: str, **extra: str) -> subprocess.CompletedProcess[str]:
         """A one-shot service (``vault-tls``, ``vault-init``), as `up` or `run` runs it."""
-        return subprocess.run(self._argv(name), env=self.environment(name, **extra),
-                              cwd=self.cwd(name), capture_output=True, text=True,
-                              timeout=180, check=False)
+        return subprocess.run(
+            self._argv(name),
+            env=self.environment(name, **extra),
+            cwd=self.cwd(name),
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
 
     def start(self, name: str) -> None:
         """A long-running service, in the background; its output in ``log(name)``."""
         spec = self.compose["services"][name]
         command = spec.get("command", [])
         if command[:1] == ["serve"]:  # backend, backend-2, webhook: `serve ROLE`
-            process = ServiceProcess(command[1], self.port(name), self.environment(name),
-                                     self.tmp, extra_args=tuple(command[2:]), name=name)
+            process = ServiceProcess(
+                command[1],
+                self.port(name),
+                self.environment(name),
+                self.tmp,
+                extra_args=tuple(command[2:]),
+                name=name,
+            )
             self.services[name] = process.start()
             return
         if spec.get("image", "").startswith("postgres:"):
@@ -165,9 +184,14 @@ class LocalCompose:
             return
         with self.log(name).open("ab") as log:
             self.running[name] = subprocess.Popen(
-                self._argv(name), env=self.environment(name), cwd=self.cwd(name),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                self._argv(name),
+                env=self.environment(name),
+                cwd=self.cwd(name),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def _start_postgres(self, name: str) -> None:
         """The official image's server, as its entrypoint makes it: POSTGRES_USER owning
@@ -184,11 +208,16 @@ class LocalCompose:
         # passwords, as that script gives them.
         secrets = Path(env["POSTGRES_PASSWORD_FILE"]).parent
         with psycopg.connect(server.url_for("postgres"), autocommit=True) as db:
-            for role, given in ((PG_USER, password),
-                                (OWNER, _read(secrets / "owner-password")),
-                                (RUNTIME, _read(secrets / "backend-password"))):
-                db.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                    sql.Identifier(role), sql.Literal(given)))
+            for role, given in (
+                (PG_USER, password),
+                (OWNER, _read(secrets / "owner-password")),
+                (RUNTIME, _read(secrets / "backend-password")),
+            ):
+                db.execute(
+                    sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                        sql.Identifier(role), sql.Literal(given)
+                    )
+                )
 
     def stop(self, name: str) -> None:
         if name in self.services:
@@ -207,16 +236,22 @@ class LocalCompose:
     def healthy(self, name: str) -> bool:
         """The service's compose health check, run as the container would run it."""
         test = self.compose["services"][name]["healthcheck"]["test"]
-        argv = (["/bin/sh", "-c", self.localize(test[1], name)] if test[0] == "CMD-SHELL"
-                else [self.localize(part, name) for part in test[1:]])
+        argv = (
+            ["/bin/sh", "-c", self.localize(test[1], name)]
+            if test[0] == "CMD-SHELL"
+            else [self.localize(part, name) for part in test[1:]]
+        )
         if argv[0] == "bao":
             argv[0] = find_vault_binary()
         if argv[0] == "pg_isready":  # the container's default port is its own here
             argv += ["-p", str(self.port(name))]
-        env = (self.services[name].env if name in self.services
-               else self.environment(name))
-        return subprocess.run(argv, env=dict(env), capture_output=True, timeout=30,
-                              check=False).returncode == 0
+        env = self.services[name].env if name in self.services else self.environment(name)
+        return (
+            subprocess.run(
+                argv, env=dict(env), capture_output=True, timeout=30, check=False
+            ).returncode
+            == 0
+        )
 
     def call(self, card: str = "1234", pin: str = "4321") -> list[str]:
         """A signed call, as Twilio places it through the proxy: signed for the public URL
@@ -227,13 +262,14 @@ class LocalCompose:
         def redirect(request: httpx.Request) -> None:
             url = str(request.url)
             if url.startswith(public):
-                request.url = httpx.URL(actual + url[len(public):])
+                request.url = httpx.URL(actual + url[len(public) :])
                 request.headers["host"] = request.url.netloc.decode()
 
         heard: list[str] = []
         with httpx.Client(timeout=20, event_hooks={"request": [redirect]}) as client:
-            Caller(public, self.secrets["TWILIO_AUTH_TOKEN"], client,
-                   say=heard.append).play([card, pin])
+            Caller(public, self.secrets["TWILIO_AUTH_TOKEN"], client, say=heard.append).play(
+                [card, pin]
+            )
         return heard
 
 

@@ -48,8 +48,10 @@ class DevRun:
             except queue.Empty:
                 continue
             if line is None:
-                raise AssertionError(f"dev exited ({self.process.poll()}) before {text!r}:\n"
-                                     + "\n".join(self.lines[-40:]))
+                raise AssertionError(
+                    f"dev exited ({self.process.poll()}) before {text!r}:\n"
+                    + "\n".join(self.lines[-40:])
+                )
             self.lines.append(line)
             if text in line:
                 return
@@ -66,8 +68,12 @@ class DevRun:
 
 
 def base_env(cwd: Path, **extra: str) -> dict[str, str]:
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd),
-            "LANG": "C.UTF-8", **extra}
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(cwd),
+        "LANG": "C.UTF-8",
+        **extra,
+    }
 
 
 def descendants(pid: int) -> dict[int, list[str]]:
@@ -110,16 +116,33 @@ ADDED_NUMBER = "24680135"
 ADDED_STDIN = f"{ADDED_NUMBER}\n5555\n7351\n"
 
 
-def call(run: DevRun, pin: str, card: str = "1234", *, number: str | None = None,
-         **extra: str) -> subprocess.CompletedProcess[str]:
+def call(
+    run: DevRun, pin: str, card: str = "1234", *, number: str | None = None, **extra: str
+) -> subprocess.CompletedProcess[str]:
     """``ivr-vault call`` from the dev directory, exactly as printed (plus --url): on the
     registered-phone path (the demo's number), or with ``number`` typed."""
     who = ["--account-number", number] if number else ["--registered"]
     return subprocess.run(
-        [sys.executable, "-m", "service", "call", *who, "--card", card, "--pin", pin,
-         "--url", f"http://127.0.0.1:{run.webhook_port}"],
-        cwd=run.cwd, env=base_env(run.cwd, **extra), capture_output=True, text=True,
-        timeout=60, check=False)
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "call",
+            *who,
+            "--card",
+            card,
+            "--pin",
+            pin,
+            "--url",
+            f"http://127.0.0.1:{run.webhook_port}",
+        ],
+        cwd=run.cwd,
+        env=base_env(run.cwd, **extra),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def vault_env(run: DevRun) -> dict[str, str]:
@@ -127,20 +150,26 @@ def vault_env(run: DevRun) -> dict[str, str]:
     return dict(re.findall(r"^export (\w+)=(\S+)$", text, re.M))
 
 
-def start_dev(cwd: Path, *, sigint_ignored: bool = False, ha: bool = False,
-              **extra: str) -> DevRun:
+def start_dev(cwd: Path, *, sigint_ignored: bool = False, ha: bool = False, **extra: str) -> DevRun:
     """``ivr-vault dev`` (``ha``: ``dev --ha``, make run-ha) in ``cwd``, its stdout drained
     by a thread (see :meth:`DevRun.pump`)."""
     ports = {"WEBHOOK_PORT": str(free_port()), "BACKEND_PORT": str(free_port())}
     env = base_env(cwd, **{**ports, **extra})
     webhook_port = int(env["WEBHOOK_PORT"])
     process = subprocess.Popen(
-        [sys.executable, "-m", "service", "dev", *(["--ha"] if ha else [])], cwd=cwd, env=env,
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,  # its own group, as in a terminal
+        [sys.executable, "-m", "service", "dev", *(["--ha"] if ha else [])],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own group, as in a terminal
         # As a shell's `ivr-vault dev &` starts it: SIGINT ignored, inherited.
         preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-        if sigint_ignored else None)
+        if sigint_ignored
+        else None,
+    )
     run = DevRun(process, cwd, env, webhook_port)
     threading.Thread(target=run.pump, daemon=True).start()
     return run
@@ -157,13 +186,24 @@ def stop_dev(run: DevRun) -> None:
             run.process.wait()
 
 
-def ivr_vault(run: DevRun, *args: str, stdin: str = "", **env: str,
-              ) -> subprocess.CompletedProcess[str]:
+def ivr_vault(
+    run: DevRun,
+    *args: str,
+    stdin: str = "",
+    **env: str,
+) -> subprocess.CompletedProcess[str]:
     """Another ``ivr-vault`` command in the dev directory (``accounts add``, ``backup``...),
     with only what the caller puts in its environment."""
-    return subprocess.run([sys.executable, "-m", "service", *args], cwd=run.cwd,
-                          env=base_env(run.cwd, **env), input=stdin, capture_output=True,
-                          text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        cwd=run.cwd,
+        env=base_env(run.cwd, **env),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def ctrl_c(run: DevRun) -> int:

@@ -77,11 +77,13 @@ def blocks(path: Path) -> Iterator[Block]:
             raise ValueError(f"{path.relative_to(ROOT)}:{line}: {exc}") from None
         no_run, env = markers.get("no-run"), markers.get("env")
         if no_run is not None and no_run not in REASONS:
-            raise ValueError(f"{path.relative_to(ROOT)}:{line}: no-run={no_run}: not one "
-                             f"of {', '.join(REASONS)}")
+            raise ValueError(
+                f"{path.relative_to(ROOT)}:{line}: no-run={no_run}: not one of {', '.join(REASONS)}"
+            )
         if env is not None and env not in ENVS:
-            raise ValueError(f"{path.relative_to(ROOT)}:{line}: env={env}: not one of "
-                             f"{', '.join(sorted(ENVS))}")
+            raise ValueError(
+                f"{path.relative_to(ROOT)}:{line}: env={env}: not one of {', '.join(sorted(ENVS))}"
+            )
         yield Block(path, line, match[3], no_run, env)
 
 

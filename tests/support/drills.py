@@ -41,9 +41,13 @@ class Account:
     pin: str
 
     def right(self, caller: str) -> Dial:
-        return Dial((self.card, self.pin), FOUND.format(account=self.account,
-                                                        balance=self.balance),
-                    caller, self.account, self.number)
+        return Dial(
+            (self.card, self.pin),
+            FOUND.format(account=self.account, balance=self.balance),
+            caller,
+            self.account,
+            self.number,
+        )
 
     def wrong(self, caller: str) -> Dial:
         # Never the right PIN, and not a weak one the caller might be cut off for sooner.
@@ -51,17 +55,29 @@ class Account:
         return Dial((self.card, wrong), NOT_FOUND, caller, self.account, self.number)
 
 
-def provision(settings: Settings, count: int, *, prefix: str, first_card: int,
-              ) -> list[Account]:
+def provision(
+    settings: Settings,
+    count: int,
+    *,
+    prefix: str,
+    first_card: int,
+) -> list[Account]:
     """``count`` accounts named ``prefix`` + a number, with the cards from
     ``first_card`` on, each with an account number of its own, PINs spread."""
     made = []
     for i in range(count):
         number = f"{50_000_000 + first_card + i:08d}"  # unique: the cards are
-        account = Account(f"{prefix}{i:04d}", f"{i + 1}.25", number, f"{first_card + i:04d}",
-                          f"{(7351 + 37 * i) % 10000:04d}")
-        add_account(settings, Enrolment(account.account, account.balance, account.number,
-                                        account.card, account.pin))
+        account = Account(
+            f"{prefix}{i:04d}",
+            f"{i + 1}.25",
+            number,
+            f"{first_card + i:04d}",
+            f"{(7351 + 37 * i) % 10000:04d}",
+        )
+        add_account(
+            settings,
+            Enrolment(account.account, account.balance, account.number, account.card, account.pin),
+        )
         made.append(account)
     return made
 
@@ -107,8 +123,11 @@ class StoreCheck:
 
     @property
     def miscounted(self) -> dict[str, tuple[int, int]]:
-        return {a: (self.counted.get(a, 0), n) for a, n in self.decided.items()
-                if self.counted.get(a, 0) != n}
+        return {
+            a: (self.counted.get(a, 0), n)
+            for a, n in self.decided.items()
+            if self.counted.get(a, 0) != n
+        }
 
     @property
     def calls_with_two_lookups(self) -> list[str]:
@@ -120,11 +139,16 @@ def check_store(conninfo: str, placed: list[Placed], wrong: list[Account]) -> St
     account_of = {p.call_sid: p.dial.account for p in placed}
     names = [a.account for a in wrong]
     with psycopg.connect(conninfo) as db:
-        rows = db.execute("SELECT call_sid, status FROM call_answers"
-                          " WHERE call_sid = ANY(%s)", (sids,)).fetchall()
-        counted: dict[str, int] = dict(db.execute(
-            "SELECT a.account, l.failures FROM accounts a JOIN card_lockout l"
-            " ON l.account_id = a.id WHERE a.account = ANY(%s)", (names,)).fetchall())
+        rows = db.execute(
+            "SELECT call_sid, status FROM call_answers WHERE call_sid = ANY(%s)", (sids,)
+        ).fetchall()
+        counted: dict[str, int] = dict(
+            db.execute(
+                "SELECT a.account, l.failures FROM accounts a JOIN card_lockout l"
+                " ON l.account_id = a.id WHERE a.account = ANY(%s)",
+                (names,),
+            ).fetchall()
+        )
     decided = {name: 0 for name in names}
     for sid, status in rows:
         if status == 404 and account_of[sid] in decided:
@@ -164,19 +188,27 @@ class Drilled:
     def over_budget(self) -> list[tuple[float, int]]:
         """(sent at, from the fault's start; ms) of the requests past MAX_REQUEST_MS,
         in the whole run."""
-        return [(round(t - self.started, 2), round(s * 1000)) for t, s in self.latencies
-                if s * 1000 > MAX_REQUEST_MS]
+        return [
+            (round(t - self.started, 2), round(s * 1000))
+            for t, s in self.latencies
+            if s * 1000 > MAX_REQUEST_MS
+        ]
 
     def summary(self) -> dict[str, Any]:
         f = self.figures
-        return {"calls": f.calls, "failed": f.failed, "requests": f.requests,
-                "p50_ms": round(f.p50_ms, 1), "p99_ms": round(f.p99_ms, 1),
-                "max_ms": round(f.max_ms),
-                "time_to_detect": None if self.detect is None else round(self.detect, 2),
-                "time_to_recover": None if self.recover is None else round(self.recover, 2),
-                "wrong_pins_decided": sum(self.store.decided.values()),
-                "miscounted": len(self.store.miscounted),
-                "two_lookups": len(self.store.calls_with_two_lookups)}
+        return {
+            "calls": f.calls,
+            "failed": f.failed,
+            "requests": f.requests,
+            "p50_ms": round(f.p50_ms, 1),
+            "p99_ms": round(f.p99_ms, 1),
+            "max_ms": round(f.max_ms),
+            "time_to_detect": None if self.detect is None else round(self.detect, 2),
+            "time_to_recover": None if self.recover is None else round(self.recover, 2),
+            "wrong_pins_decided": sum(self.store.decided.values()),
+            "miscounted": len(self.store.miscounted),
+            "two_lookups": len(self.store.calls_with_two_lookups),
+        }
 
 
 def _first(moment: Moment, seen: list[float]) -> Moment:
@@ -185,21 +217,35 @@ def _first(moment: Moment, seen: list[float]) -> Moment:
         if value is not None and not seen:
             seen.append(value)
         return value
+
     return kept
 
 
-def fault_drill(*, url: str, auth_token: str, settings: Settings, store_url: str,
-                cards_from: int, prefix: str, begin: Callable[[], None],
-                end: Callable[[], None], hold_s: float, detected: Moment | None,
-                recovered: Moment | None) -> Drilled:
+def fault_drill(
+    *,
+    url: str,
+    auth_token: str,
+    settings: Settings,
+    store_url: str,
+    cards_from: int,
+    prefix: str,
+    begin: Callable[[], None],
+    end: Callable[[], None],
+    hold_s: float,
+    detected: Moment | None,
+    recovered: Moment | None,
+) -> Drilled:
     """Under the mixed load (:class:`Mix`, on accounts made for this drill), ``begin``
     the fault, hold it ``hold_s`` (having waited for ``detected``: the first request
     served around the silent piece), ``end`` it, wait for ``recovered`` (the piece serving
     again), AFTER_S more; then the store is checked. Figures over every call of the run:
     one that started just before the fault may be the one it breaks."""
-    mix = Mix(provision(settings, RIGHT_CALLERS, prefix=f"{prefix}1", first_card=cards_from),
-              provision(settings, WRONG_ACCOUNTS, prefix=f"{prefix}2",
-                        first_card=cards_from + RIGHT_CALLERS))
+    mix = Mix(
+        provision(settings, RIGHT_CALLERS, prefix=f"{prefix}1", first_card=cards_from),
+        provision(
+            settings, WRONG_ACCOUNTS, prefix=f"{prefix}2", first_card=cards_from + RIGHT_CALLERS
+        ),
+    )
     detect: list[float] = []
     recover: list[float] = []
     with CallLoad(url, auth_token, callers=mix.callers, dials=mix) as load:
@@ -210,20 +256,35 @@ def fault_drill(*, url: str, auth_token: str, settings: Settings, store_url: str
         begin()
         try:
             if detected is not None:
-                wait_until(lambda: _first(detected, detect)(started, wall) is not None,
-                           what="served around the fault", since=started, timeout=hold_s)
+                wait_until(
+                    lambda: _first(detected, detect)(started, wall) is not None,
+                    what="served around the fault",
+                    since=started,
+                    timeout=hold_s,
+                )
             time.sleep(max(0.0, started + hold_s - time.monotonic()))
         finally:
             end()
         healed, healed_wall = load.mark(), time.time()
         if recovered is not None:
-            wait_until(lambda: _first(recovered, recover)(healed, healed_wall) is not None,
-                       what="serving again", since=healed, timeout=RECOVER_WITHIN_S)
+            wait_until(
+                lambda: _first(recovered, recover)(healed, healed_wall) is not None,
+                what="serving again",
+                since=healed,
+                timeout=RECOVER_WITHIN_S,
+            )
         time.sleep(AFTER_S)
         figures = load.figures(loaded)
     store = check_store(store_url, load.placed, mix.wrong)
-    return Drilled(figures, list(load.failures), store, started, list(load.latencies),
-                   detect[0] if detect else None, recover[0] if recover else None)
+    return Drilled(
+        figures,
+        list(load.failures),
+        store,
+        started,
+        list(load.latencies),
+        detect[0] if detect else None,
+        recover[0] if recover else None,
+    )
 
 
 def assert_store_exact(drilled: Drilled) -> None:

@@ -67,12 +67,18 @@ class FakeTransit:
             out.append(plaintext)
         return out
 
-    async def hmac(self, inputs: Sequence[bytes], *, key_version: int | None = None,
-                   ) -> list[str]:
+    async def hmac(
+        self,
+        inputs: Sequence[bytes],
+        *,
+        key_version: int | None = None,
+    ) -> list[str]:
         self._check()
         version = key_version or self.version
-        return [f"vault:v{version}:{hashlib.sha256(self.hmac_key + data).hexdigest()}"
-                for data in inputs]
+        return [
+            f"vault:v{version}:{hashlib.sha256(self.hmac_key + data).hexdigest()}"
+            for data in inputs
+        ]
 
     async def aclose(self) -> None:
         self.closed = True

@@ -60,8 +60,13 @@ def _chart(path: Path) -> helm.Chart:
     return helm.Chart.load(path)
 
 
-def render(values: Mapping[str, Any] | None = None, *, chart: Path = CHART,
-           release: str = RELEASE, namespace: str = NAMESPACE) -> list[Obj]:
+def render(
+    values: Mapping[str, Any] | None = None,
+    *,
+    chart: Path = CHART,
+    release: str = RELEASE,
+    namespace: str = NAMESPACE,
+) -> list[Obj]:
     """Every object the chart renders (hooks included, helm tests and NOTES not), after the
     values were checked against the chart's values.schema.json."""
     texts = _render(chart, json.dumps(values or {}, sort_keys=True), release, namespace)
@@ -75,8 +80,11 @@ def _render(chart: Path, values: str, release: str, namespace: str) -> tuple[str
     merged = loaded.merge_values(json.loads(values))
     loaded.validate_schema(merged)
     manifests = loaded.render(merged, name=release, namespace=namespace, is_install=True)
-    return tuple(text for name, text in sorted(manifests.items())
-                 if name.endswith((".yaml", ".yml")) and "/templates/tests/" not in name)
+    return tuple(
+        text
+        for name, text in sorted(manifests.items())
+        if name.endswith((".yaml", ".yml")) and "/templates/tests/" not in name
+    )
 
 
 def render_set(name: str) -> list[Obj]:

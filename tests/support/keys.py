@@ -32,24 +32,42 @@ class PrivateVault:
 
     def cli_env(self, **extra: str) -> dict[str, str]:
         """The key-admin identity by *_FILE, as an operator would run it."""
-        return {"PATH": os.environ.get("PATH", ""), "HOME": str(self.dir),
-                "VAULT_ADDR": self.vault.addr, "LOG_FORMAT": "json",
-                "VAULT_ROLE_ID_FILE": str(self.dir / "ivr-keyadmin" / "role_id"),
-                "VAULT_SECRET_ID_FILE": str(self.dir / "ivr-keyadmin" / "secret_id"),
-                "STORE_PATH": str(self.store_path), **extra}
+        return {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(self.dir),
+            "VAULT_ADDR": self.vault.addr,
+            "LOG_FORMAT": "json",
+            "VAULT_ROLE_ID_FILE": str(self.dir / "ivr-keyadmin" / "role_id"),
+            "VAULT_SECRET_ID_FILE": str(self.dir / "ivr-keyadmin" / "secret_id"),
+            "STORE_PATH": str(self.store_path),
+            **extra,
+        }
 
-    def cli(self, *args: str, input: str | None = None, env: dict[str, str] | None = None,
-            cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "service", *args],
-                              env=self.cli_env() if env is None else env, input=input,
-                              capture_output=True, text=True, cwd=cwd or self.dir,
-                              timeout=timeout, check=False)
+    def cli(
+        self,
+        *args: str,
+        input: str | None = None,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "service", *args],
+            env=self.cli_env() if env is None else env,
+            input=input,
+            capture_output=True,
+            text=True,
+            cwd=cwd or self.dir,
+            timeout=timeout,
+            check=False,
+        )
 
     def keyadmin_token(self) -> str:
         creds = self.credentials["ivr-keyadmin"]
         client = hvac.Client(url=self.vault.addr, timeout=10)
-        auth = client.auth.approle.login(role_id=creds.role_id, secret_id=creds.secret_id,
-                                         use_token=False)["auth"]
+        auth = client.auth.approle.login(
+            role_id=creds.role_id, secret_id=creds.secret_id, use_token=False
+        )["auth"]
         return str(auth["client_token"])
 
     def key(self, name: str) -> dict[str, object]:
@@ -59,11 +77,17 @@ class PrivateVault:
     def bao(self, *args: str, token: str) -> subprocess.CompletedProcess[str]:
         """The vault/bao CLI, the token in the environment, never in argv."""
         binary = Path(sys.executable).with_name("bao")
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(self.dir),
-               "BAO_ADDR": self.vault.addr, "VAULT_ADDR": self.vault.addr,
-               "BAO_TOKEN": token, "VAULT_TOKEN": token}
-        return subprocess.run([str(binary), *args], env=env, capture_output=True, text=True,
-                              timeout=30, check=False)
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(self.dir),
+            "BAO_ADDR": self.vault.addr,
+            "VAULT_ADDR": self.vault.addr,
+            "BAO_TOKEN": token,
+            "VAULT_TOKEN": token,
+        }
+        return subprocess.run(
+            [str(binary), *args], env=env, capture_output=True, text=True, timeout=30, check=False
+        )
 
 
 @contextmanager

@@ -91,9 +91,13 @@ def draw_pairs(rng: random.Random, baseline: str) -> list[tuple[str, str]]:
     values: list[str] = []
     while len(values) < 2 * PAIRS:
         value = f"{rng.randrange(10_000):04d}"
-        if (value in values or value in (DEMO_CARD, DEMO_PIN, "0000")
-                or value[:2] in ("19", "20") or value in baseline
-                or weakness(value) is not None):
+        if (
+            value in values
+            or value in (DEMO_CARD, DEMO_PIN, "0000")
+            or value[:2] in ("19", "20")
+            or value in baseline
+            or weakness(value) is not None
+        ):
             continue
         values.append(value)
     return list(zip(values[::2], values[1::2], strict=True))
@@ -104,17 +108,32 @@ def _signed(caller: Caller, path: str, params: dict[str, str]) -> httpx.Response
 
 
 def _call_params(call_sid: str, **extra: str) -> dict[str, str]:
-    return {"CallSid": call_sid, "AccountSid": "AC" + "ab" * 16, "From": "+15005550006",
-            "To": "+15005550001", "CallStatus": "in-progress", **extra}
+    return {
+        "CallSid": call_sid,
+        "AccountSid": "AC" + "ab" * 16,
+        "From": "+15005550006",
+        "To": "+15005550001",
+        "CallStatus": "in-progress",
+        **extra,
+    }
 
 
-def _hostile(cap: Captured, caller: Caller, stack: Stack, client: httpx.Client,
-             card: str, pin: str, number: str) -> None:
+def _hostile(
+    cap: Captured,
+    caller: Caller,
+    stack: Stack,
+    client: httpx.Client,
+    card: str,
+    pin: str,
+    number: str,
+) -> None:
     base, sid = stack.webhook.url, new_call_sid()
     cap.statuses["get_with_query_digits"] = client.get(
-        f"{base}/voice/card?Digits={card}&CallSid={sid}").status_code
+        f"{base}/voice/card?Digits={card}&CallSid={sid}"
+    ).status_code
     cap.statuses["unsigned_post"] = client.post(
-        f"{base}/voice/card", data=_call_params(sid, Digits=card)).status_code
+        f"{base}/voice/card", data=_call_params(sid, Digits=card)
+    ).status_code
     for script in SCRIPTS:
         odd = in_script(card, script)
         cap.typed.append(odd)
@@ -130,36 +149,53 @@ def _hostile(cap: Captured, caller: Caller, stack: Stack, client: httpx.Client,
     cap.heard["plain_number_in_query"] = [response.text]
     response = _signed(caller, f"/voice/card?registered=1&Digits={card}", _call_params(sid))
     cap.heard["query_digits"] = [response.text]
-    response = _signed(caller, f"/voice/pin?card={card}&registered=1",
-                       _call_params(sid, Digits=pin))
+    response = _signed(
+        caller, f"/voice/pin?card={card}&registered=1", _call_params(sid, Digits=pin)
+    )
     cap.heard["plain_card_in_query"] = [response.text]
-    response = _signed(caller, "/voice/card?registered=1",
-                       _call_params(sid, Digits=f"{card} {pin}#"))
+    response = _signed(
+        caller, "/voice/card?registered=1", _call_params(sid, Digits=f"{card} {pin}#")
+    )
     cap.heard["too_many_digits"] = [response.text]
     cap.statuses["bad_utf8"] = client.post(
-        f"{base}/voice/card", content=b"Digits=" + card.encode() + b"\xff\xfe",
-        headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code
+        f"{base}/voice/card",
+        content=b"Digits=" + card.encode() + b"\xff\xfe",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    ).status_code
     cap.statuses["oversized_body"] = client.post(
-        f"{base}/voice/card", content=f"Digits={card}&pad={card * 20_000}".encode(),
-        headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code
+        f"{base}/voice/card",
+        content=f"Digits={card}&pad={card * 20_000}".encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    ).status_code
     # Not HTTP at all: uvicorn's own parser refuses it and logs through uvicorn.error.
     with socket.create_connection(("127.0.0.1", stack.webhook.port), timeout=5) as sock:
-        sock.sendall(f"POST /voice/card?Digits={card} HTTP/1.1\r\nHost: x\r\nDigits: {card}"
-                     f"\r\nContent-Length: {pin}{pin}x\r\n\r\n".encode())
+        sock.sendall(
+            f"POST /voice/card?Digits={card} HTTP/1.1\r\nHost: x\r\nDigits: {card}"
+            f"\r\nContent-Length: {pin}{pin}x\r\n\r\n".encode()
+        )
         cap.statuses["not_http"] = int(sock.recv(64).split()[1])
     body = {"call_sid": sid, "card_last4": card, "pin": pin, "account_number": number}
     cap.statuses["backend_wrong_token"] = client.post(
-        f"{stack.backend.url}/v1/lookup", json=body,
-        headers={"Authorization": "Bearer wrong"}).status_code
+        f"{stack.backend.url}/v1/lookup", json=body, headers={"Authorization": "Bearer wrong"}
+    ).status_code
     cap.statuses["backend_plain_digits"] = client.post(
-        f"{stack.backend.url}/v1/lookup", json=body,
-        headers={"Authorization": f"Bearer {stack.backend_token}"}).status_code
+        f"{stack.backend.url}/v1/lookup",
+        json=body,
+        headers={"Authorization": f"Bearer {stack.backend_token}"},
+    ).status_code
 
 
-def _run_cli(cap: Captured, name: str, args: list[str], env: dict[str, str],
-             stdin: str = "") -> None:
-    done = subprocess.run([sys.executable, "-m", "service", *args], input=stdin.encode(),
-                          capture_output=True, env=env, timeout=60, check=False)
+def _run_cli(
+    cap: Captured, name: str, args: list[str], env: dict[str, str], stdin: str = ""
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        input=stdin.encode(),
+        capture_output=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     cap.cli_output[f"{name}.stdout"] = done.stdout.decode("utf-8", "replace")
     cap.cli_output[f"{name}.stderr"] = done.stderr.decode("utf-8", "replace")
     cap.statuses[f"cli_{name}"] = done.returncode
@@ -170,16 +206,29 @@ def run_scenario(cap: Captured, vault: DevVault, stack: Stack, no_vault: Service
     cap.known.add(str(vault.port))  # the Vault the services and the CLI ask
     n0, n1, n2, n3 = cap.numbers
     backend_env = dict(stack.backend.env)
-    add_account(Settings.from_environ(backend_env),
-                Enrolment(SEEDED[0], SEEDED[1], n0, c0, p0, (cap.registered,)))
+    add_account(
+        Settings.from_environ(backend_env),
+        Enrolment(SEEDED[0], SEEDED[1], n0, c0, p0, (cap.registered,)),
+    )
     # -vv: operator commands are quiet by default; here they say all they ever would.
-    _run_cli(cap, "accounts_add", ["-vv", "accounts", "add", "--account", CLI_SEEDED[0],
-                                   "--balance", CLI_SEEDED[1]], backend_env,
-             f"{n1}\n{c1}\n{p1}\n")
+    _run_cli(
+        cap,
+        "accounts_add",
+        ["-vv", "accounts", "add", "--account", CLI_SEEDED[0], "--balance", CLI_SEEDED[1]],
+        backend_env,
+        f"{n1}\n{c1}\n{p1}\n",
+    )
     with httpx.Client(timeout=15) as client:
-        def play(name: str, entries: list[str], url: str = stack.webhook.url,
-                 on_prompt: dict[str, object] | None = None, identify: str = n2,
-                 caller: str = "+15005550006", **how: str) -> None:
+
+        def play(
+            name: str,
+            entries: list[str],
+            url: str = stack.webhook.url,
+            on_prompt: dict[str, object] | None = None,
+            identify: str = n2,
+            caller: str = "+15005550006",
+            **how: str,
+        ) -> None:
             heard: list[str] = []
 
             def say(text: str) -> None:
@@ -187,8 +236,9 @@ def run_scenario(cap: Captured, vault: DevVault, stack: Stack, no_vault: Service
                 if on_prompt and text in on_prompt:
                     on_prompt.pop(text)()  # type: ignore[operator]
 
-            Caller(url, stack.twilio_token, client, say=say, identify=identify,
-                   caller=caller).play(entries, **how)
+            Caller(url, stack.twilio_token, client, say=say, identify=identify, caller=caller).play(
+                entries, **how
+            )
             cap.heard[name] = heard
 
         play("seeded", [c0, p0], identify=n0)
@@ -204,11 +254,27 @@ def run_scenario(cap: Captured, vault: DevVault, stack: Stack, no_vault: Service
         play("after_recovery", [c7, p7])
         play("ja_chosen", [c0, p0], identify=n0, lang="ja-JP")  # found, in the menu's Japanese
         play("ja_by_number", [c2, p2], to=JA_NUMBER)  # unknown, the number's Japanese
-        _hostile(cap, Caller(stack.webhook.url, stack.twilio_token, client), stack, client,
-                 c3, p3, n2)
+        _hostile(
+            cap, Caller(stack.webhook.url, stack.twilio_token, client), stack, client, c3, p3, n2
+        )
     cli_env = {**stack.webhook.env, "TWILIO_AUTH_TOKEN_FILE": str(stack.dir / "twilio")}
-    _run_cli(cap, "call", ["-vv", "call", "--account-number", n1, "--card", c1, "--pin", p1,
-                           "--url", stack.webhook.url], cli_env)
+    _run_cli(
+        cap,
+        "call",
+        [
+            "-vv",
+            "call",
+            "--account-number",
+            n1,
+            "--card",
+            c1,
+            "--pin",
+            p1,
+            "--url",
+            stack.webhook.url,
+        ],
+        cli_env,
+    )
 
 
 def access_lines(cap: Captured) -> list[dict[str, object]]:
@@ -218,5 +284,3 @@ def access_lines(cap: Captured) -> list[dict[str, object]]:
             if isinstance(parsed, dict) and parsed.get("logger") == "ivr.access":
                 lines.append(parsed)
     return lines
-
-

@@ -28,8 +28,12 @@ from tests.support.templates import PROCESS_KINDS, shown_with_kinds
 # they must not be logged either.
 SCRIPTS = {
     name: "".join(chr(zero + i) for i in range(10))
-    for name, zero in (("arabic-indic", 0x0660), ("extended-arabic-indic", 0x06F0),
-                       ("fullwidth", 0xFF10), ("devanagari", 0x0966))
+    for name, zero in (
+        ("arabic-indic", 0x0660),
+        ("extended-arabic-indic", 0x06F0),
+        ("fullwidth", 0xFF10),
+        ("devanagari", 0x0966),
+    )
 }
 
 # Validated fields whose digits are the clock's, not a caller's: left out of the token search
@@ -115,8 +119,9 @@ def digit_problems(value: object, where: str = "") -> Iterator[str]:
         yield f"{where}: bare number {value!r}"
 
 
-def template_findings(parsed: dict[str, object], where: str,
-                      known: Collection[str]) -> tuple[dict[str, object], list[str]]:
+def template_findings(
+    parsed: dict[str, object], where: str, known: Collection[str]
+) -> tuple[dict[str, object], list[str]]:
     """A known template's line (uvicorn's PID and listener lines) may show its checked
     arguments; each must also be one this test knows to be a port, PID or listen address
     of a process it started. Returns the line with those arguments taken out of its event
@@ -127,16 +132,20 @@ def template_findings(parsed: dict[str, object], where: str,
         return parsed, [f"{where}: template argument fails its check: {exc}"]
     if shown is None:
         return parsed, []
-    problems = [f"{where}: {value!r} is no port, PID or address of this test's processes"
-                for value, kind in shown if kind in PROCESS_KINDS and value not in known]
+    problems = [
+        f"{where}: {value!r} is no port, PID or address of this test's processes"
+        for value, kind in shown
+        if kind in PROCESS_KINDS and value not in known
+    ]
     event = str(parsed["event"])
     for value, _ in shown:
         event = event.replace(value, "", 1)
     return {**parsed, "event": event}, problems
 
 
-def service_log_findings(name: str, text: str, detector: LeakDetector,
-                         known: Collection[str] = ()) -> list[str]:
+def service_log_findings(
+    name: str, text: str, detector: LeakDetector, known: Collection[str] = ()
+) -> list[str]:
     """Structural problems and typed digit strings in one of our services' outputs.
     ``known``: the ports, PIDs and listen addresses of the processes the test started,
     which uvicorn's start lines may show."""
@@ -153,8 +162,9 @@ def service_log_findings(name: str, text: str, detector: LeakDetector,
             findings.append(f"{where}: JSON escape in line")
         findings += list(digit_problems(parsed, where))
         searchable = {k: v for k, v in parsed.items() if k not in CLOCK_FIELDS}
-        findings += [f"{where}: {hit!r}" for hit in
-                     detector.find(json.dumps(searchable, ensure_ascii=False))]
+        findings += [
+            f"{where}: {hit!r}" for hit in detector.find(json.dumps(searchable, ensure_ascii=False))
+        ]
     return findings
 
 
@@ -181,8 +191,12 @@ def audit_findings(name: str, text: str, detector: LeakDetector) -> list[str]:
             continue
         findings += [f"{where}: base64 {hit!r}" for hit in detector.find_base64(line)]
         request, response = entry.get("request") or {}, entry.get("response") or {}
-        bodies = [request.get("data"), response.get("data"), entry.get("error"),
-                  request.get("path")]
+        bodies = [
+            request.get("data"),
+            response.get("data"),
+            entry.get("error"),
+            request.get("path"),
+        ]
         for text_value in strings_in(bodies):
             if not text_value.startswith(HMAC_PREFIX):
                 findings += [f"{where}: {hit!r}" for hit in detector.find(text_value)]

@@ -61,8 +61,10 @@ class Figures:
     max_ms: float
 
     def __str__(self) -> str:
-        return (f"{self.calls} calls ({self.requests} requests), {self.failed} failed, "
-                f"p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, max {self.max_ms:.0f} ms")
+        return (
+            f"{self.calls} calls ({self.requests} requests), {self.failed} failed, "
+            f"p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, max {self.max_ms:.0f} ms"
+        )
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -112,8 +114,9 @@ class CallLoad:
                 self.latencies.append((started, time.monotonic() - started))
 
         # Twilio waits 15 s for an answer; so does this caller.
-        with httpx.Client(timeout=15, event_hooks={"request": [sent],
-                                                   "response": [answered]}) as client:
+        with httpx.Client(
+            timeout=15, event_hooks={"request": [sent], "response": [answered]}
+        ) as client:
             for n in itertools.count():
                 if self._stop.is_set():
                     break
@@ -123,9 +126,14 @@ class CallLoad:
                 call_sid = new_call_sid()
                 error = ""
                 try:
-                    Caller(self.url, self.auth_token, client, say=heard.append,
-                           caller=dial.caller, identify=dial.identify,
-                           ).play(list(dial.entries), call_sid=call_sid)
+                    Caller(
+                        self.url,
+                        self.auth_token,
+                        client,
+                        say=heard.append,
+                        caller=dial.caller,
+                        identify=dial.identify,
+                    ).play(list(dial.entries), call_sid=call_sid)
                 except httpx.HTTPError as exc:
                     error = type(exc).__name__
                 failed = bool(error) or not heard or heard[-1] != dial.expected
@@ -145,6 +153,11 @@ class CallLoad:
             calls = [t for t in self.calls if since <= t <= end]
             failed = [f for f in self.failures if since <= f.at <= end]
             took = [s * 1000 for t, s in self.latencies if since <= t <= end]
-        return Figures(len(calls), len(failed), len(took),
-                       statistics.median(took) if took else 0.0, percentile(took, 0.99),
-                       max(took, default=0.0))
+        return Figures(
+            len(calls),
+            len(failed),
+            len(took),
+            statistics.median(took) if took else 0.0,
+            percentile(took, 0.99),
+            max(took, default=0.0),
+        )

@@ -29,8 +29,7 @@ def runtime_closure() -> dict[str, str]:
 
     def walk(text: str, extras: tuple[str, ...]) -> None:
         req = Requirement(text)
-        if req.marker and not any(req.marker.evaluate({**environment, "extra": e})
-                                  for e in extras):
+        if req.marker and not any(req.marker.evaluate({**environment, "extra": e}) for e in extras):
             return
         name = canonical(req.name)
         if name in seen and set(req.extras) <= seen[name]:

@@ -52,8 +52,10 @@ class HostPostgres(LocalPostgres):
         self.host = host
 
     def url_for(self, database: str, user: str = USER) -> str:
-        return (f"postgresql://{user}@{self.host.addr}:{self.port}/{database}"
-                f"?passfile={self.passfile.resolve()}")
+        return (
+            f"postgresql://{user}@{self.host.addr}:{self.port}/{database}"
+            f"?passfile={self.passfile.resolve()}"
+        )
 
     def _ensure_roles(self) -> None:
         super()._ensure_roles()
@@ -68,16 +70,36 @@ class HostPostgres(LocalPostgres):
                 file.write(line)
         # initdb wrote the password file for loopback.
         self.passfile.write_text(self.passfile.read_text().replace("127.0.0.1", self.host.addr))
-        as_user = ["setpriv", f"--reuid={self._uid}", f"--regid={self._gid}",
-                   "--clear-groups"] if os.geteuid() == 0 else []
+        as_user = (
+            ["setpriv", f"--reuid={self._uid}", f"--regid={self._gid}", "--clear-groups"]
+            if os.geteuid() == 0
+            else []
+        )
         log = self.log_path.open("ab")
         return self.host.popen(
-            [*as_user, str(self._bindir / "postgres"), "-D", str(self.data_dir),
-             "-c", f"listen_addresses={self.host.addr}", "-c", "unix_socket_directories=",
-             "-p", str(self.port), "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"})
+            [
+                *as_user,
+                str(self._bindir / "postgres"),
+                "-D",
+                str(self.data_dir),
+                "-c",
+                f"listen_addresses={self.host.addr}",
+                "-c",
+                "unix_socket_directories=",
+                "-p",
+                str(self.port),
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"},
+        )
 
 
 @dataclass
@@ -118,10 +140,14 @@ class NetCluster:
         return self.postgres.url
 
     def backend_settings(self) -> Settings:
-        return Settings.from_environ({
-            "VAULT_ADDR": ",".join(self.vault.addrs), "STORE_URL": self.store_url,
-            "VAULT_ROLE_ID_FILE": str(self.dir / "ivr-backend" / "role_id"),
-            "VAULT_SECRET_ID_FILE": str(self.dir / "ivr-backend" / "secret_id")})
+        return Settings.from_environ(
+            {
+                "VAULT_ADDR": ",".join(self.vault.addrs),
+                "STORE_URL": self.store_url,
+                "VAULT_ROLE_ID_FILE": str(self.dir / "ivr-backend" / "role_id"),
+                "VAULT_SECRET_ID_FILE": str(self.dir / "ivr-backend" / "secret_id"),
+            }
+        )
 
     def vault_host(self, node: DevVault) -> Host:
         return self.vault_hosts[self.vault.nodes.index(node)]
@@ -135,8 +161,11 @@ class NetCluster:
         """Machine ``index`` (1 or 2) of a three-machine deployment: its Vault node,
         backend and webhook (machine 3 holds the third Vault node; PostgreSQL and Caddy
         are with machine 1)."""
-        return [self.vault_hosts[index - 1], self.backends[index - 1].host,
-                self.webhooks[index - 1].host]
+        return [
+            self.vault_hosts[index - 1],
+            self.backends[index - 1].host,
+            self.webhooks[index - 1].host,
+        ]
 
 
 def start_cluster(net: Network, directory: Path) -> NetCluster:
@@ -152,8 +181,9 @@ def start_cluster(net: Network, directory: Path) -> NetCluster:
     vault = _start_vault(vault_hosts, directory / "vault", logs)
     admin = vault.admin()
     layout = bootstrap(admin)
-    creds = issue_credentials(admin, ["ivr-webhook", "ivr-backend"],
-                              approle_mount=layout.approle_mount)
+    creds = issue_credentials(
+        admin, ["ivr-webhook", "ivr-backend"], approle_mount=layout.approle_mount
+    )
     admin.close()
     for role, c in creds.items():
         c.write(directory / role)
@@ -170,13 +200,23 @@ def start_cluster(net: Network, directory: Path) -> NetCluster:
     proxy = Service("proxy", proxy_host, PROXY_PORT)
 
     def env(service: Service) -> dict[str, str]:
-        base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(directory),
-                "LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}
+        base = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(directory),
+            "LOG_FORMAT": "json",
+            "PYTHONUNBUFFERED": "1",
+        }
         values = service_environment(
-            base, service.role, vault_addr=",".join(vault.addrs), approle_dir=directory,
-            backend_token_file=directory / "backend-token", twilio_file=directory / "twilio",
-            public_base_url=proxy.url, backend_url=",".join(b.url for b in backends),
-            store={"STORE_URL": postgres.url})
+            base,
+            service.role,
+            vault_addr=",".join(vault.addrs),
+            approle_dir=directory,
+            backend_token_file=directory / "backend-token",
+            twilio_file=directory / "twilio",
+            public_base_url=proxy.url,
+            backend_url=",".join(b.url for b in backends),
+            store={"STORE_URL": postgres.url},
+        )
         role = service.role.upper()
         values.update({f"{role}_HOST": service.host.addr, f"{role}_PORT": str(service.port)})
         if service.role == "webhook":
@@ -191,14 +231,28 @@ def start_cluster(net: Network, directory: Path) -> NetCluster:
         log = (logs / f"{service.name}.log").open("ab")
         service.process = service.host.popen(
             [sys.executable, "-m", "service", "serve", service.role],
-            env=env(service), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            env=env(service),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     for service in (*backends, *webhooks):
         _wait_ok(f"{service.url}/readyz", service)
     proxy.process = _start_caddy(proxy, webhooks, directory / "caddy")
     _wait_ok(f"{proxy.url}/healthz", proxy, ok=404)
     vault.wait_voters()
-    return NetCluster(net, directory, vault, vault_hosts, postgres, backends, webhooks,
-                      proxy, twilio, {"logs": logs})
+    return NetCluster(
+        net,
+        directory,
+        vault,
+        vault_hosts,
+        postgres,
+        backends,
+        webhooks,
+        proxy,
+        twilio,
+        {"logs": logs},
+    )
 
 
 def _start_vault(hosts: list[Host], directory: Path, logs: Path) -> DevVaultCluster:
@@ -208,19 +262,35 @@ def _start_vault(hosts: list[Host], directory: Path, logs: Path) -> DevVaultClus
     for i, (host, addr) in enumerate(zip(hosts, peers, strict=True), start=1):
         state = directory / f"vault-{i}"
         state.mkdir(parents=True, mode=0o700, exist_ok=True)
-        node = DevVault(addr, Secret(""), state, port=VAULT_PORT, cluster_port=CLUSTER_PORT,
-                        node_id=f"vault-{i}", peers=peers,
-                        keyring_path=directory / "vault-keys.dev-only")
+        node = DevVault(
+            addr,
+            Secret(""),
+            state,
+            port=VAULT_PORT,
+            cluster_port=CLUSTER_PORT,
+            node_id=f"vault-{i}",
+            peers=peers,
+            keyring_path=directory / "vault-keys.dev-only",
+        )
         # The dev template listens on loopback; here each node is its host.
-        config = dev_server_config(data_dir="data", port=VAULT_PORT, cluster_port=CLUSTER_PORT,
-                                   audit_log="audit.log", node_id=f"vault-{i}", peers=peers)
+        config = dev_server_config(
+            data_dir="data",
+            port=VAULT_PORT,
+            cluster_port=CLUSTER_PORT,
+            audit_log="audit.log",
+            node_id=f"vault-{i}",
+            peers=peers,
+        )
         (state / "vault-server.hcl").write_text(config.replace("127.0.0.1", host.addr))
         log = (logs / f"vault-{i}.log").open("ab")
-        node.process = host.popen([binary, "server", "-config=vault-server.hcl"], cwd=state,
-                                  env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                                       "HOME": str(state)},
-                                  stdin=subprocess.DEVNULL, stdout=log,
-                                  stderr=subprocess.STDOUT)
+        node.process = host.popen(
+            [binary, "server", "-config=vault-server.hcl"],
+            cwd=state,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(state)},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         nodes.append(node)
     for node in nodes:
         _wait_ok(f"{node.addr}/v1/sys/health", node, ok=501)  # listening, not initialised
@@ -232,15 +302,30 @@ def _start_vault(hosts: list[Host], directory: Path, logs: Path) -> DevVaultClus
 
 def _start_caddy(proxy: Service, webhooks: list[Service], home: Path) -> subprocess.Popen[Any]:
     home.mkdir(parents=True, exist_ok=True)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
-           "XDG_DATA_HOME": str(home / "data"), "XDG_CONFIG_HOME": str(home / "config"),
-           "SITE_ADDRESS": proxy.url, "CADDY_ADMIN": "off",
-           "WEBHOOK_UPSTREAMS": "to " + " ".join(f"{w.host.addr}:{w.port}" for w in webhooks)}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "XDG_DATA_HOME": str(home / "data"),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "SITE_ADDRESS": proxy.url,
+        "CADDY_ADMIN": "off",
+        "WEBHOOK_UPSTREAMS": "to " + " ".join(f"{w.host.addr}:{w.port}" for w in webhooks),
+    }
     log = (home / "caddy.log").open("ab")
     return proxy.host.popen(
-        [find_caddy(), "run", "--config", str(layout_dir() / "proxy" / "Caddyfile.ha"),
-         "--adapter", "caddyfile"], env=env, stdin=subprocess.DEVNULL, stdout=log,
-        stderr=subprocess.STDOUT)
+        [
+            find_caddy(),
+            "run",
+            "--config",
+            str(layout_dir() / "proxy" / "Caddyfile.ha"),
+            "--adapter",
+            "caddyfile",
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _wait_ok(url: str, what: Any, *, ok: int = 200) -> None:

@@ -54,15 +54,17 @@ LOCK = Path("/run/lock/ivr-nx.lock")
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check,
-                          timeout=30)
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
 
 
 def require_root() -> None:
     """The test fails here, in one line, unless it runs as root with the tools."""
     if os.geteuid() != 0:
-        pytest.fail("the network-namespace drills need root (ip netns, veth pairs, "
-                    "iptables): run them as root, as CI does", pytrace=False)
+        pytest.fail(
+            "the network-namespace drills need root (ip netns, veth pairs, "
+            "iptables): run them as root, as CI does",
+            pytrace=False,
+        )
     require("ip")
     require(IPTABLES)
 
@@ -109,8 +111,9 @@ class Host:
         return process
 
     def run(self, command: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.argv(command), capture_output=True, text=True,
-                              timeout=60, check=False, **kwargs)
+        return subprocess.run(
+            self.argv(command), capture_output=True, text=True, timeout=60, check=False, **kwargs
+        )
 
     def iptables(self, *rule: str) -> None:
         done = self.run([IPTABLES, "-w", *rule])
@@ -192,8 +195,11 @@ class Network:
         """No packet between ``side`` and ``other`` (default: every other host), either
         way; the root namespace (the callers) still reaches both."""
         inside = list(side)
-        outside = list(other) if other is not None else [
-            h for h in self.hosts.values() if h not in inside]
+        outside = (
+            list(other)
+            if other is not None
+            else [h for h in self.hosts.values() if h not in inside]
+        )
         for a in inside:
             for b in outside:
                 self.sever(a, b)

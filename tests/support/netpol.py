@@ -40,9 +40,12 @@ def selects(selector: Obj | None, labels: Mapping[str, str]) -> bool:
     for expr in selector.get("matchExpressions") or []:
         key, op, values = expr["key"], expr["operator"], expr.get("values", [])
         present = key in labels
-        ok = {"In": present and labels.get(key) in values,
-              "NotIn": not present or labels.get(key) not in values,
-              "Exists": present, "DoesNotExist": not present}[op]
+        ok = {
+            "In": present and labels.get(key) in values,
+            "NotIn": not present or labels.get(key) not in values,
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[op]
         if not ok:
             return False
     return True
@@ -52,8 +55,9 @@ def peer_matches(peer: Obj, other: Party, policy_namespace: str) -> bool:
     if "ipBlock" in peer:
         address = ipaddress.ip_address(other.ip)
         block = peer["ipBlock"]
-        return (address in ipaddress.ip_network(block["cidr"])
-                and not any(address in ipaddress.ip_network(e) for e in block.get("except", [])))
+        return address in ipaddress.ip_network(block["cidr"]) and not any(
+            address in ipaddress.ip_network(e) for e in block.get("except", [])
+        )
     if not other.is_pod:
         return False
     if "namespaceSelector" in peer:
@@ -64,8 +68,7 @@ def peer_matches(peer: Obj, other: Party, policy_namespace: str) -> bool:
     return "podSelector" not in peer or selects(peer["podSelector"], other.labels)
 
 
-def port_matches(rule_ports: Iterable[Obj] | None, port: int, protocol: str,
-                 target: Party) -> bool:
+def port_matches(rule_ports: Iterable[Obj] | None, port: int, protocol: str, target: Party) -> bool:
     ports = list(rule_ports or [])
     if not ports:
         return True  # no ports: every port
@@ -83,34 +86,48 @@ def port_matches(rule_ports: Iterable[Obj] | None, port: int, protocol: str,
     return False
 
 
-def _direction_allows(policies: list[Obj], subject: Party, other: Party, port: int,
-                      protocol: str, kind: str, target: Party) -> bool:
+def _direction_allows(
+    policies: list[Obj],
+    subject: Party,
+    other: Party,
+    port: int,
+    protocol: str,
+    kind: str,
+    target: Party,
+) -> bool:
     """Does ``subject``'s side allow the connection in direction ``kind`` (Ingress/Egress)?"""
     key, peers_key = ("ingress", "from") if kind == "Ingress" else ("egress", "to")
-    selecting = [p for p in policies if p["metadata"]["namespace"] == subject.namespace
-                 and kind in p["spec"].get("policyTypes", ["Ingress"])
-                 and selects(p["spec"]["podSelector"], subject.labels)]
+    selecting = [
+        p
+        for p in policies
+        if p["metadata"]["namespace"] == subject.namespace
+        and kind in p["spec"].get("policyTypes", ["Ingress"])
+        and selects(p["spec"]["podSelector"], subject.labels)
+    ]
     if not selecting:
         return True
     for policy in selecting:
         namespace = policy["metadata"]["namespace"]
         for rule in policy["spec"].get(key) or []:
             peers = rule.get(peers_key)
-            if peers is not None and not any(peer_matches(peer, other, namespace)
-                                             for peer in peers):
+            if peers is not None and not any(
+                peer_matches(peer, other, namespace) for peer in peers
+            ):
                 continue
             if port_matches(rule.get("ports"), port, protocol, target):
                 return True
     return False
 
 
-def allowed(policies: list[Obj], source: Party, target: Party, port: int,
-            protocol: str = "TCP") -> bool:
+def allowed(
+    policies: list[Obj], source: Party, target: Party, port: int, protocol: str = "TCP"
+) -> bool:
     """Whether ``source`` may open a connection to ``target``'s ``port`` under
     ``policies``; only a pod's own namespace's policies isolate it."""
-    egress = (not source.is_pod
-              or _direction_allows(policies, source, target, port, protocol, "Egress", target))
-    ingress = (not target.is_pod
-               or _direction_allows(policies, target, source, port, protocol, "Ingress",
-                                    target))
+    egress = not source.is_pod or _direction_allows(
+        policies, source, target, port, protocol, "Egress", target
+    )
+    ingress = not target.is_pod or _direction_allows(
+        policies, target, source, port, protocol, "Ingress", target
+    )
     return egress and ingress

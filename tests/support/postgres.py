@@ -37,8 +37,9 @@ def database_name(label: str) -> str:
     return f"t{next(_numbers)}_{slug}"
 
 
-def pg_store_url(server: LocalPostgres, label: str, *, migrated: bool = True,
-                 owner: bool = False) -> StoreUrl:
+def pg_store_url(
+    server: LocalPostgres, label: str, *, migrated: bool = True, owner: bool = False
+) -> StoreUrl:
     """A new, empty database on ``server``, as STORE_URL names it: migrated (by the
     migration role) and the runtime role's URL, as a backend has it; the migration role's
     when not migrated (the test migrates) or when ``owner`` (a restore's target)."""
@@ -52,8 +53,11 @@ def pg_store_url(server: LocalPostgres, label: str, *, migrated: bool = True,
     return Settings.from_environ({"STORE_URL": server.url_for(name, RUNTIME)}).store
 
 
-def engine_store_url(engine: str, request: pytest.FixtureRequest, tmp_path: Path,
-                     ) -> StoreUrl:
+def engine_store_url(
+    engine: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+) -> StoreUrl:
     """A new, empty, migrated store on ``engine``: a SQLite file in ``tmp_path``, or a
     database of its own on the session's PostgreSQL (started only when asked for)."""
     if engine == "sqlite":

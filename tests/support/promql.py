@@ -6,8 +6,23 @@ from __future__ import annotations
 import re
 
 # Words of PromQL that look like metric names but are not.
-_KEYWORDS = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right", "and",
-                       "or", "unless", "bool", "offset", "inf", "nan"})
+_KEYWORDS = frozenset(
+    {
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "inf",
+        "nan",
+    }
+)
 # Prometheus makes this one itself for every scrape target.
 SYNTHETIC = frozenset({"up"})
 _SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
@@ -18,8 +33,9 @@ def metric_names(expr: str) -> set[str]:
     label names or durations."""
     text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
     text = re.sub(r"\{[^}]*\}", "", text)  # label matchers
-    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "",
-                  text)  # grouping label lists
+    text = re.sub(
+        r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text
+    )  # grouping label lists
     text = re.sub(r"\[[^\]]*\]", "", text)  # ranges and subqueries
     names = set()
     for match in re.finditer(r"(?<![\w.])([A-Za-z_:][A-Za-z0-9_:]*)(\s*\()?", text):

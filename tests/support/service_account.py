@@ -29,23 +29,52 @@ class Issuer:
 
     @property
     def public_pem(self) -> str:
-        return self.key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo,
-        ).decode()
+        return (
+            self.key.public_key()
+            .public_bytes(
+                serialization.Encoding.PEM,
+                serialization.PublicFormat.SubjectPublicKeyInfo,
+            )
+            .decode()
+        )
 
-    def token(self, namespace: str, name: str, *, audience: str, lifetime: float = 600,
-              issued: float | None = None) -> str:
+    def token(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        audience: str,
+        lifetime: float = 600,
+        issued: float | None = None,
+    ) -> str:
         now = time.time() if issued is None else issued
-        claims = {"iss": ISSUER, "sub": f"system:serviceaccount:{namespace}:{name}",
-                  "aud": [audience], "iat": int(now), "nbf": int(now),
-                  "exp": int(now + lifetime),
-                  "kubernetes.io": {"namespace": namespace,
-                                    "serviceaccount": {"name": name, "uid": "0000"}}}
+        claims = {
+            "iss": ISSUER,
+            "sub": f"system:serviceaccount:{namespace}:{name}",
+            "aud": [audience],
+            "iat": int(now),
+            "nbf": int(now),
+            "exp": int(now + lifetime),
+            "kubernetes.io": {
+                "namespace": namespace,
+                "serviceaccount": {"name": name, "uid": "0000"},
+            },
+        }
         return jwt.encode(claims, self.key, algorithm="RS256")
 
-    def write(self, path: Path, namespace: str, name: str, *, audience: str,
-              lifetime: float = 600, issued: float | None = None) -> Path:
+    def write(
+        self,
+        path: Path,
+        namespace: str,
+        name: str,
+        *,
+        audience: str,
+        lifetime: float = 600,
+        issued: float | None = None,
+    ) -> Path:
         """The token in ``path``, as the kubelet writes a projected token."""
-        path.write_text(self.token(namespace, name, audience=audience, lifetime=lifetime,
-                                   issued=issued), encoding="utf-8")
+        path.write_text(
+            self.token(namespace, name, audience=audience, lifetime=lifetime, issued=issued),
+            encoding="utf-8",
+        )
         return path

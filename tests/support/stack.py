@@ -23,9 +23,12 @@ ROLES = ("ivr-webhook", "ivr-backend", "ivr-keyadmin")
 
 
 def role_client(dev_vault: DevVault, creds: RoleCredentials, **kwargs: object) -> VaultClient:
-    return VaultClient(dev_vault.addr,
-                       AppRoleCredentials(Secret(creds.role_id), Secret(creds.secret_id)),
-                       timeout=5, **kwargs)  # type: ignore[arg-type]
+    return VaultClient(
+        dev_vault.addr,
+        AppRoleCredentials(Secret(creds.role_id), Secret(creds.secret_id)),
+        timeout=5,
+        **kwargs,  # type: ignore[arg-type]
+    )
 
 
 @dataclass
@@ -52,9 +55,15 @@ class Stack:
         self.backend.stop()
 
 
-def make_stack(dev_vault: DevVault, credentials: dict[str, RoleCredentials], directory: Path,
-               *, webhook_env: dict[str, str] | None = None,
-               backend_env: dict[str, str] | None = None, start: bool = True) -> Stack:
+def make_stack(
+    dev_vault: DevVault,
+    credentials: dict[str, RoleCredentials],
+    directory: Path,
+    *,
+    webhook_env: dict[str, str] | None = None,
+    backend_env: dict[str, str] | None = None,
+    start: bool = True,
+) -> Stack:
     """Write credentials where each service (and only it) can read them, seed the demo
     account with the backend's identity, and start both processes."""
     twilio_token = secrets.token_urlsafe(24)
@@ -64,10 +73,15 @@ def make_stack(dev_vault: DevVault, credentials: dict[str, RoleCredentials], dir
     (directory / "twilio").write_text(twilio_token)
     (directory / "backend-token").write_text(backend_token)
     backend_port, webhook_port = free_port(), free_port()
-    base = {"PATH": os.environ.get("PATH", ""), "VAULT_ADDR": dev_vault.addr,
-            "BACKEND_TOKEN_FILE": str(directory / "backend-token"),
-            "STORE_PATH": str(directory / "accounts.sqlite3"), "LOG_FORMAT": "json",
-            "PYTHONUNBUFFERED": "1", "HOME": str(directory)}
+    base = {
+        "PATH": os.environ.get("PATH", ""),
+        "VAULT_ADDR": dev_vault.addr,
+        "BACKEND_TOKEN_FILE": str(directory / "backend-token"),
+        "STORE_PATH": str(directory / "accounts.sqlite3"),
+        "LOG_FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",
+        "HOME": str(directory),
+    }
 
     def env_for(role: str, extra: dict[str, str] | None) -> dict[str, str]:
         env = dict(base)
@@ -76,17 +90,25 @@ def make_stack(dev_vault: DevVault, credentials: dict[str, RoleCredentials], dir
         return {**env, **(extra or {})}
 
     b_env = env_for("backend", {"BACKEND_PORT": str(backend_port), **(backend_env or {})})
-    w_env = env_for("webhook", {
-        "WEBHOOK_PORT": str(webhook_port),
-        "BACKEND_URL": f"http://127.0.0.1:{backend_port}",
-        "TWILIO_AUTH_TOKEN_FILE": str(directory / "twilio"),
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{webhook_port}",
-        **(webhook_env or {}),
-    })
+    w_env = env_for(
+        "webhook",
+        {
+            "WEBHOOK_PORT": str(webhook_port),
+            "BACKEND_URL": f"http://127.0.0.1:{backend_port}",
+            "TWILIO_AUTH_TOKEN_FILE": str(directory / "twilio"),
+            "PUBLIC_BASE_URL": f"http://127.0.0.1:{webhook_port}",
+            **(webhook_env or {}),
+        },
+    )
     seed_demo(Settings.from_environ(b_env))
-    stack = Stack(directory, dev_vault, twilio_token, backend_token,
-                  ServiceProcess("backend", backend_port, b_env, directory),
-                  ServiceProcess("webhook", webhook_port, w_env, directory))
+    stack = Stack(
+        directory,
+        dev_vault,
+        twilio_token,
+        backend_token,
+        ServiceProcess("backend", backend_port, b_env, directory),
+        ServiceProcess("webhook", webhook_port, w_env, directory),
+    )
     if start:
         stack.backend.start()
         stack.webhook.start()
@@ -98,15 +120,18 @@ class Stacks:
     for one test, ``module_stack`` for a module): each stack it starts, on the session's
     Vault in a directory of its own, is stopped by :meth:`stop_all` at the fixture's end."""
 
-    def __init__(self, dev_vault: DevVault, credentials: dict[str, RoleCredentials],
-                 mkdir: Callable[[str], Path]) -> None:
+    def __init__(
+        self,
+        dev_vault: DevVault,
+        credentials: dict[str, RoleCredentials],
+        mkdir: Callable[[str], Path],
+    ) -> None:
         self._vault, self._credentials, self._mkdir = dev_vault, credentials, mkdir
         self._started: list[Stack] = []
 
     def __call__(self, name: str, *, directory: Path | None = None, **kwargs: Any) -> Stack:
         """``kwargs``: :func:`make_stack`'s (``webhook_env``, ``backend_env``, ``start``)."""
-        stack = make_stack(self._vault, self._credentials, directory or self._mkdir(name),
-                           **kwargs)
+        stack = make_stack(self._vault, self._credentials, directory or self._mkdir(name), **kwargs)
         self._started.append(stack)
         return stack
 

@@ -26,17 +26,24 @@ OLD_LOCKOUT = """CREATE TABLE card_lockout (account_id INTEGER PRIMARY KEY REFER
     locked_until REAL NOT NULL, hard INTEGER NOT NULL);"""
 
 
-def record(account: str = "AC12345678", balance: str = "12.55", *, number: str = NUMBER_V1,
-           card: str = CARD_V1, pin: str = PIN_V1, callers: tuple[str, ...] = (),
-           salt: str | None = None) -> AccountRecord:
+def record(
+    account: str = "AC12345678",
+    balance: str = "12.55",
+    *,
+    number: str = NUMBER_V1,
+    card: str = CARD_V1,
+    pin: str = PIN_V1,
+    callers: tuple[str, ...] = (),
+    salt: str | None = None,
+) -> AccountRecord:
     """What enrolment would write for Transit's HMACs ``card`` and ``pin``."""
     salt = salt or new_salt()
-    return AccountRecord(account, balance, salt, number, card, bind(salt, card),
-                         bind(salt, pin), callers)
+    return AccountRecord(
+        account, balance, salt, number, card, bind(salt, card), bind(salt, pin), callers
+    )
 
 
-def put(store: Store, account: str = "AC12345678", balance: str = "12.55",
-        **kwargs: Any) -> None:
+def put(store: Store, account: str = "AC12345678", balance: str = "12.55", **kwargs: Any) -> None:
     (refusal,) = store.add_accounts([record(account, balance, **kwargs)])
     assert refusal is None, refusal
 

@@ -19,7 +19,7 @@ _GROUP = {"%d": r"([0-9*]+)", "%s": r"(.*?)"}
 def _pattern(msg: str) -> re.Pattern[str]:
     parts, position = [], 0
     for spec in SPEC.finditer(msg):
-        parts.append(re.escape(msg[position:spec.start()]))
+        parts.append(re.escape(msg[position : spec.start()]))
         parts.append(_GROUP[spec.group()])
         position = spec.end()
     parts.append(re.escape(msg[position:]))
@@ -39,8 +39,9 @@ def _has_digit(text: str) -> bool:
 PROCESS_KINDS = frozenset({Arg.PORT, Arg.PID, Arg.LISTEN_HOST})
 
 
-def shown_arguments(logger: object, event: object,
-                    listen_hosts: Collection[str] = ()) -> list[str] | None:
+def shown_arguments(
+    logger: object, event: object, listen_hosts: Collection[str] = ()
+) -> list[str] | None:
     """The arguments a known template shows verbatim in ``event``, each checked as the
     template's kind demands (raises AssertionError when one is not); None when the line
     is not one of the templates (its digits must then all be masked)."""
@@ -48,8 +49,11 @@ def shown_arguments(logger: object, event: object,
     return None if shown is None else [value for value, _ in shown]
 
 
-def shown_with_kinds(logger: object, event: object, listen_hosts: Collection[str] = (),
-                     ) -> list[tuple[str, Arg]] | None:
+def shown_with_kinds(
+    logger: object,
+    event: object,
+    listen_hosts: Collection[str] = (),
+) -> list[tuple[str, Arg]] | None:
     """:func:`shown_arguments`, each with the kind the template says it is."""
     if not isinstance(logger, str) or not isinstance(event, str):
         return None
@@ -61,8 +65,9 @@ def shown_with_kinds(logger: object, event: object, listen_hosts: Collection[str
     return None
 
 
-def _checked(values: tuple[str, ...], kinds: tuple[Arg, ...],
-             listen_hosts: Collection[str]) -> Iterator[tuple[str, Arg]]:
+def _checked(
+    values: tuple[str, ...], kinds: tuple[Arg, ...], listen_hosts: Collection[str]
+) -> Iterator[tuple[str, Arg]]:
     for value, kind in zip(values, kinds, strict=True):
         if not _has_digit(value):
             continue

@@ -7,8 +7,9 @@ import time
 from collections.abc import Callable
 
 
-def wait_until(check: Callable[[], bool], *, what: str, timeout: float,
-               since: float | None = None) -> float:
+def wait_until(
+    check: Callable[[], bool], *, what: str, timeout: float, since: float | None = None
+) -> float:
     """Seconds from ``since`` (a ``time.monotonic()``; by default, now) until ``check``
     holds; the test fails when it does not hold within ``timeout`` seconds of ``since``."""
     start = time.monotonic() if since is None else since

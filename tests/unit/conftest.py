@@ -14,8 +14,10 @@ import pytest
 @pytest.fixture(autouse=True)
 def no_processes_or_servers(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_args: object, **_kwargs: object) -> NoReturn:
-        raise AssertionError("a unit test starts no process and serves no socket: "
-                             "this test belongs in tests/integration/")
+        raise AssertionError(
+            "a unit test starts no process and serves no socket: "
+            "this test belongs in tests/integration/"
+        )
 
     monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
     monkeypatch.setattr(socket.socket, "listen", refuse)

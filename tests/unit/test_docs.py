@@ -28,7 +28,8 @@ _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _CODE_SPAN = re.compile(r"(`+)(.+?)\1")  # a run of n backticks is closed by a run of n
 _INLINE_LINK = re.compile(
     r"!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]"  # [text], one level of nested brackets allowed
-    r"\(\s*(<[^>]*>|[^\s()]+)(?:\s+(?:\"[^\"]*\"|'[^']*'))?\s*\)")  # (target "title")
+    r"\(\s*(<[^>]*>|[^\s()]+)(?:\s+(?:\"[^\"]*\"|'[^']*'))?\s*\)"
+)  # (target "title")
 _REFERENCE = re.compile(r"^ {0,3}\[[^\]]+\]:\s*(<[^>]*>|\S+)")  # [label]: target
 _HTML_LINK = re.compile(r"""\b(?:href|src)\s*=\s*["']([^"']+)["']""")
 _ATX_HEADING = re.compile(r"^ {0,3}#{1,6}(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
@@ -56,8 +57,12 @@ def _prose(text: str) -> Iterator[tuple[int, str]]:
                 fence = match[1]
                 continue
             yield number, line
-        elif match and match[1][0] == fence[0] and len(match[1]) >= len(fence) \
-                and not line.strip()[len(match[1]):].strip():
+        elif (
+            match
+            and match[1][0] == fence[0]
+            and len(match[1]) >= len(fence)
+            and not line.strip()[len(match[1]) :].strip()
+        ):
             fence = None
 
 
@@ -79,8 +84,9 @@ def github_slug(heading: str) -> str:
     space; each space made a hyphen (github-slugger's rules)."""
     text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading)
     text = re.sub(r"<[^>]+>", "", text).replace("`", "").replace("*", "").strip()
-    kept = (c for c in text.lower()
-            if c in "- " or unicodedata.category(c).startswith(_SLUG_CATEGORIES))
+    kept = (
+        c for c in text.lower() if c in "- " or unicodedata.category(c).startswith(_SLUG_CATEGORIES)
+    )
     return "".join(kept).replace(" ", "-")
 
 
@@ -109,8 +115,11 @@ def _git_ignored(root: Path, paths: list[Path]) -> set[Path]:
     ignore_file = root / ".gitignore"
     if not ignore_file.exists():
         return set()
-    patterns = [line.strip() for line in ignore_file.read_text(encoding="utf-8").splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip()
+        for line in ignore_file.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
 
     def ignored(path: Path) -> bool:
         relative = path.relative_to(root).as_posix()
@@ -158,8 +167,9 @@ def problems(root: Path, docs: list[Path]) -> list[str]:
         elif unquote(parts.fragment) not in anchors(target):
             found.append(f"{where}: no such heading in {target.relative_to(root).as_posix()}")
     for ignored in _git_ignored(root, list(resolved_targets)):
-        found += [f"{where}: git-ignored, a clone does not have it"
-                  for where in resolved_targets[ignored]]
+        found += [
+            f"{where}: git-ignored, a clone does not have it" for where in resolved_targets[ignored]
+        ]
     return found
 
 
@@ -172,11 +182,18 @@ def test_every_relative_link_resolves_inside_the_repository() -> None:
 
 
 def test_every_test_the_documents_name_exists() -> None:
-    defined = {name for path in (ROOT / "tests").rglob("*.py")
-               for name in re.findall(r"^\s*(?:async\s+)?def (test_\w+)",
-                                      path.read_text(encoding="utf-8"), re.M)}
-    named = {(doc.relative_to(ROOT).as_posix(), name) for doc in documents()
-             for name in re.findall(r"`(test_\w+)`", doc.read_text(encoding="utf-8"))}
+    defined = {
+        name
+        for path in (ROOT / "tests").rglob("*.py")
+        for name in re.findall(
+            r"^\s*(?:async\s+)?def (test_\w+)", path.read_text(encoding="utf-8"), re.M
+        )
+    }
+    named = {
+        (doc.relative_to(ROOT).as_posix(), name)
+        for doc in documents()
+        for name in re.findall(r"`(test_\w+)`", doc.read_text(encoding="utf-8"))
+    }
     assert len(named) > 50
     missing = sorted(f"{doc}: {name}" for doc, name in named if name not in defined)
     assert not missing, "no such test function:\n" + "\n".join(missing)
@@ -194,34 +211,42 @@ def test_the_module_map_names_every_module_and_no_other() -> None:
     documented = module_map((ROOT / "docs" / "architecture.md").read_text(encoding="utf-8"))
     on_disk = {
         f"service/{package.name}": {
-            path.stem for path in package.glob("*.py")
-            if path.stem != "__init__" or "def " in path.read_text(encoding="utf-8")}
+            path.stem
+            for path in package.glob("*.py")
+            if path.stem != "__init__" or "def " in path.read_text(encoding="utf-8")
+        }
         for package in sorted((ROOT / "service").iterdir())
-        if (package / "__init__.py").exists()}
+        if (package / "__init__.py").exists()
+    }
     assert len(on_disk) >= 9, on_disk
     assert documented == on_disk
 
 
-@pytest.mark.parametrize(("heading", "slug"), [
-    ("Security model", "security-model"),
-    ("One caller's digits, step by step", "one-callers-digits-step-by-step"),
-    ("Verifiers, not digits", "verifiers-not-digits"),
-    ("Migrating from the tutorial (`AES_SECRET`)", "migrating-from-the-tutorial-aes_secret"),
-    ("The `ivr-vault` command", "the-ivr-vault-command"),
-    ("1. Intro & set-up", "1-intro--set-up"),
-    ("Webhook → backend", "webhook--backend"),
-    ("See [the policy](../policies/x.hcl) **now**", "see-the-policy-now"),
-    ("Ünïcode Überschrift", "ünïcode-überschrift"),
-    # from github-slugger's own fixtures
-    ("heading with a - dash", "heading-with-a---dash"),
-    ("exchange.bind_headers(exchange, routing [, bindCallback])",
-     "exchangebind_headersexchange-routing--bindcallback"),
-    ("I ♥ unicode", "i--unicode"),
-    ("en\u2013dash", "endash"),
-    ("apostrophe\u2019s should be trimmed", "apostrophes-should-be-trimmed"),
-    ("Привет non-latin 你好", "привет-non-latin-你好"),
-    ("a² ½ b", "a--b"),
-])
+@pytest.mark.parametrize(
+    ("heading", "slug"),
+    [
+        ("Security model", "security-model"),
+        ("One caller's digits, step by step", "one-callers-digits-step-by-step"),
+        ("Verifiers, not digits", "verifiers-not-digits"),
+        ("Migrating from the tutorial (`AES_SECRET`)", "migrating-from-the-tutorial-aes_secret"),
+        ("The `ivr-vault` command", "the-ivr-vault-command"),
+        ("1. Intro & set-up", "1-intro--set-up"),
+        ("Webhook → backend", "webhook--backend"),
+        ("See [the policy](../policies/x.hcl) **now**", "see-the-policy-now"),
+        ("Ünïcode Überschrift", "ünïcode-überschrift"),
+        # from github-slugger's own fixtures
+        ("heading with a - dash", "heading-with-a---dash"),
+        (
+            "exchange.bind_headers(exchange, routing [, bindCallback])",
+            "exchangebind_headersexchange-routing--bindcallback",
+        ),
+        ("I ♥ unicode", "i--unicode"),
+        ("en\u2013dash", "endash"),
+        ("apostrophe\u2019s should be trimmed", "apostrophes-should-be-trimmed"),
+        ("Привет non-latin 你好", "привет-non-latin-你好"),
+        ("a² ½ b", "a--b"),
+    ],
+)
 def test_github_slugs(heading: str, slug: str) -> None:
     assert github_slug(heading) == slug
 
@@ -232,7 +257,8 @@ def test_the_checker_finds_every_kind_of_broken_link(tmp_path: Path) -> None:
     (tmp_path / "src" / "code.py").write_text("x = 1\n")
     (tmp_path / "docs" / "guide.md").write_text(
         "# Guide\n\n## Rotate\n\n## Rotate\n\n```md\n# Not a heading\n```\n"
-        "See [back](../README.md#top-level).\n")
+        "See [back](../README.md#top-level).\n"
+    )
     (tmp_path / "README.md").write_text(
         "# Top level\n\n"
         "[ok](docs/guide.md) [ok](docs/guide.md#rotate-1) [ok](src/) [ok](#top-level)\n"
@@ -246,7 +272,8 @@ def test_the_checker_finds_every_kind_of_broken_link(tmp_path: Path) -> None:
         "[bad anchor](docs/guide.md#rotate-2) [fenced heading](docs/guide.md#not-a-heading)\n"
         "[anchor into code](src/code.py#L1)\n"
         "[ref]: docs/gone.md\n"
-        '<img src="img/missing.png">\n')
+        '<img src="img/missing.png">\n'
+    )
     found = problems(tmp_path, documents(tmp_path))
     assert found == [
         "README.md:9: docs/missing.md: no such file",
@@ -262,6 +289,11 @@ def test_the_checker_finds_every_kind_of_broken_link(tmp_path: Path) -> None:
 
 
 def test_links_to_git_ignored_files_are_refused() -> None:
-    paths = [ROOT / ".venv", ROOT / "bench" / ".work" / "quick", ROOT / "service" / "x.pyc",
-             ROOT / "README.md", ROOT / "bench" / "RESULTS.md"]
+    paths = [
+        ROOT / ".venv",
+        ROOT / "bench" / ".work" / "quick",
+        ROOT / "service" / "x.pyc",
+        ROOT / "README.md",
+        ROOT / "bench" / "RESULTS.md",
+    ]
     assert _git_ignored(ROOT, paths) == set(paths[:3])

@@ -26,12 +26,17 @@ def test_a_misspelt_marker_is_an_error(info: str) -> None:
 def test_markers_and_languages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("tests.support.docblocks.ROOT", tmp_path)
     doc = tmp_path / "x.md"
-    doc.write_text("```sh\nls\n```\n\n```bash no-run=compose\ndocker compose up\n```\n\n"
-                   "```sh env=keyadmin\nbao read x\n```\n\n```json\n{}\n```\n"
-                   "```sh no-run=someday\nx\n```\n")
+    doc.write_text(
+        "```sh\nls\n```\n\n```bash no-run=compose\ndocker compose up\n```\n\n"
+        "```sh env=keyadmin\nbao read x\n```\n\n```json\n{}\n```\n"
+        "```sh no-run=someday\nx\n```\n"
+    )
     with pytest.raises(ValueError, match="no-run=someday: not one of"):
         list(blocks(doc))
     doc.write_text(doc.read_text().rsplit("```sh no-run=someday", 1)[0])
     found = [(b.line, b.text, b.no_run, b.env) for b in blocks(doc)]
-    assert found == [(1, "ls\n", None, None), (5, "docker compose up\n", "compose", None),
-                     (9, "bao read x\n", None, "keyadmin")]
+    assert found == [
+        (1, "ls\n", None, None),
+        (5, "docker compose up\n", "compose", None),
+        (9, "bao read x\n", None, "keyadmin"),
+    ]

@@ -41,7 +41,8 @@ def test_an_existing_file_is_replaced_and_its_mode_narrowed(tmp_path: Path) -> N
 
 
 def test_links_at_the_target_or_the_old_partial_name_are_never_written_through(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     victim = tmp_path / "victim.txt"
     victim.write_text("mine")
     out = tmp_path / "out.tgz"
@@ -69,8 +70,7 @@ def test_another_mode_is_set_before_the_file_appears(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("open_umask")
-def test_create_private_makes_an_empty_0600_file_and_keeps_an_existing_one(
-        tmp_path: Path) -> None:
+def test_create_private_makes_an_empty_0600_file_and_keeps_an_existing_one(tmp_path: Path) -> None:
     store = tmp_path / "accounts.sqlite3"
     create_private(store)
     assert store.read_bytes() == b"" and mode(store) == 0o600

@@ -34,9 +34,17 @@ def test_call_sid() -> None:
 def test_ciphertext_version_is_strict() -> None:
     assert ciphertext_version("vault:v7:QUJD") == 7
     assert ciphertext_version("vault:v123456789:QUJD==") == 123456789
-    for bad in ("", "vault:v0:QUJD", "vault:v1:", "vault:v1:QU JD", "vault:v1:QUJD\n",
-                "VAULT:v1:QUJD", "vault:v1:QUJD?x", "vault:v1234567890:QUJD",
-                "vault:v01:QUJD"):
+    for bad in (
+        "",
+        "vault:v0:QUJD",
+        "vault:v1:",
+        "vault:v1:QU JD",
+        "vault:v1:QUJD\n",
+        "VAULT:v1:QUJD",
+        "vault:v1:QUJD?x",
+        "vault:v1234567890:QUJD",
+        "vault:v01:QUJD",
+    ):
         assert ciphertext_version(bad) is None, bad
 
 
@@ -49,8 +57,7 @@ def test_transit_version_reads_only_the_prefix() -> None:
 
 def test_the_backend_schema_publishes_the_same_shapes() -> None:
     properties = OPENAPI["components"]["schemas"]["LookupRequest"]["properties"]
-    assert properties["card_last4"]["pattern"] == properties["pin"]["pattern"] \
-        == CIPHERTEXT_PATTERN
+    assert properties["card_last4"]["pattern"] == properties["pin"]["pattern"] == CIPHERTEXT_PATTERN
     assert properties["call_sid"]["pattern"] == CALL_SID.pattern
     assert re.fullmatch(CIPHERTEXT_PATTERN, "vault:v2:QUJD")
 
@@ -62,9 +69,20 @@ def test_ciphertext_fields_keep_the_scrubbers_version_bound() -> None:
     assert "key_version" not in ciphertext_fields("vault:v1234:QUJD")
 
 
-@pytest.mark.parametrize(("entry", "ok"), [
-    ("1234", True), ("0000", True), ("123", False), ("12345", False), ("12a4", False),
-    ("١٢٣٤", False), ("①②③④", False), ("12 4", False), ("", False)])
+@pytest.mark.parametrize(
+    ("entry", "ok"),
+    [
+        ("1234", True),
+        ("0000", True),
+        ("123", False),
+        ("12345", False),
+        ("12a4", False),
+        ("١٢٣٤", False),
+        ("①②③④", False),
+        ("12 4", False),
+        ("", False),
+    ],
+)
 def test_four_ascii_digits(entry: str, ok: bool) -> None:
     assert is_digits(entry, 4) is ok
 
@@ -77,8 +95,9 @@ def test_batch_results_from_an_answer_and_from_a_400() -> None:
 
 
 def test_a_400_without_item_results_is_raised_again() -> None:
-    refused = VaultRequestError("transit x: Vault refused the request",
-                                response_json={"errors": ["bad"]})
+    refused = VaultRequestError(
+        "transit x: Vault refused the request", response_json={"errors": ["bad"]}
+    )
     with pytest.raises(VaultRequestError) as caught:
         batch_results(refused, 1, "transit x")
     assert caught.value is refused
@@ -86,8 +105,10 @@ def test_a_400_without_item_results_is_raised_again() -> None:
         batch_results(VaultRequestError("no body"), 1, "transit x")
 
 
-@pytest.mark.parametrize("body", [{}, {"data": None}, {"data": {"batch_results": "x"}},
-                                  {"data": {"batch_results": [{}]}}])
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"data": None}, {"data": {"batch_results": "x"}}, {"data": {"batch_results": [{}]}}],
+)
 def test_results_of_the_wrong_shape_are_an_error(body: dict[str, object]) -> None:
     with pytest.raises(VaultRequestError, match=r"^transit x: unexpected batch result shape$"):
         batch_results(body, 2, "transit x")
@@ -96,32 +117,65 @@ def test_results_of_the_wrong_shape_are_an_error(body: dict[str, object]) -> Non
 # -- the caller's number --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("given", "bucket"), [
-    ("+15005550006", "+15005550006"),
-    (" +442071838750 ", "+442071838750"),
-    ("+123456789012345", "+123456789012345"),  # 15 digits: the most E.164 allows
-    ("client:alice", "client:alice"),
-    ("Client:Alice_01", "client:Alice_01"),
-    ("sip:alice@example.com", "sip:alice@example.com"),
-    ("SIP:bob@10.0.0.1:5060;transport=tls", "sip:bob@10.0.0.1:5060;transport=tls"),
-])
+@pytest.mark.parametrize(
+    ("given", "bucket"),
+    [
+        ("+15005550006", "+15005550006"),
+        (" +442071838750 ", "+442071838750"),
+        ("+123456789012345", "+123456789012345"),  # 15 digits: the most E.164 allows
+        ("client:alice", "client:alice"),
+        ("Client:Alice_01", "client:Alice_01"),
+        ("sip:alice@example.com", "sip:alice@example.com"),
+        ("SIP:bob@10.0.0.1:5060;transport=tls", "sip:bob@10.0.0.1:5060;transport=tls"),
+    ],
+)
 def test_a_caller_id_is_its_own_bucket(given: str, bucket: str) -> None:
     assert caller_bucket(given) == bucket
     assert caller_bucket(bucket) == bucket  # idempotent: the backend applies it again
 
 
-@pytest.mark.parametrize("withheld", [
-    "", "  ", "anonymous", "Anonymous", "RESTRICTED", "unknown", "Private", "unavailable",
-    "blocked", "+266696687", "+86282452253", "+7378742833", "+2562533"])
+@pytest.mark.parametrize(
+    "withheld",
+    [
+        "",
+        "  ",
+        "anonymous",
+        "Anonymous",
+        "RESTRICTED",
+        "unknown",
+        "Private",
+        "unavailable",
+        "blocked",
+        "+266696687",
+        "+86282452253",
+        "+7378742833",
+        "+2562533",
+    ],
+)
 def test_withheld_numbers_share_one_bucket(withheld: str) -> None:
     assert caller_bucket(withheld) == ANONYMOUS_CALLER
 
 
-@pytest.mark.parametrize("odd", [
-    "+1234567890123456",  # 16 digits
-    "+0123456", "+", "15005550006", "+1 500 555 0006", "+1500555000६", "tel:+15005550006",
-    "client:", "client:al ice", "sip:", "sip:é@example.com", "+15005550006\n+1",
-    "client:" + "a" * MAX_CALLER_ID, "\x00", "'; DROP TABLE accounts; --"])
+@pytest.mark.parametrize(
+    "odd",
+    [
+        "+1234567890123456",  # 16 digits
+        "+0123456",
+        "+",
+        "15005550006",
+        "+1 500 555 0006",
+        "+1500555000६",
+        "tel:+15005550006",
+        "client:",
+        "client:al ice",
+        "sip:",
+        "sip:é@example.com",
+        "+15005550006\n+1",
+        "client:" + "a" * MAX_CALLER_ID,
+        "\x00",
+        "'; DROP TABLE accounts; --",
+    ],
+)
 def test_anything_else_counts_as_withheld_never_an_error(odd: str) -> None:
     assert caller_bucket(odd) == ANONYMOUS_CALLER
 

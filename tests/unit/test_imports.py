@@ -66,7 +66,7 @@ def service_imports(path: Path) -> list[tuple[int, str]]:
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = package[:len(package) - node.level + 1] if node.level else []
+            base = package[: len(package) - node.level + 1] if node.level else []
             module = ".".join([*base, *(node.module or "").split(".")]).strip(".")
             if module == "service":
                 found += [(node.lineno, f"service.{alias.name}") for alias in node.names]
@@ -96,8 +96,11 @@ def violations() -> list[str]:
 
 
 def test_every_subpackage_and_module_is_on_a_floor() -> None:
-    units = {p.stem if p.is_file() else p.name for p in SERVICE.iterdir()
-             if (p.is_dir() and (p / "__init__.py").exists()) or p.suffix == ".py"}
+    units = {
+        p.stem if p.is_file() else p.name
+        for p in SERVICE.iterdir()
+        if (p.is_dir() and (p / "__init__.py").exists()) or p.suffix == ".py"
+    }
     units -= {"__init__"}
     on_floors = set().union(*FLOORS)
     assert {u for u in units if not (SERVICE / f"{u}.py").is_file()} <= on_floors
@@ -122,7 +125,9 @@ def test_the_scan_reads_real_imports() -> None:
     archive = {name for _, name in service_imports(SERVICE / "backup" / "archive.py")}
     assert {"service.backup.transfer", "service.vault.client"} <= archive
     assert {name for _, name in service_imports(SERVICE / "cli" / "dev.py")} >= {
-        "service.devtools.ha", "service.devtools.launcher"}
+        "service.devtools.ha",
+        "service.devtools.launcher",
+    }
 
 
 def test_imports_point_down_the_house() -> None:

@@ -31,8 +31,10 @@ def imported(tree: ast.Module) -> list[tuple[int, str]]:
             names += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = "." * node.level + (node.module or "")
-            names += [(node.lineno, base + alias.name if node.module is None else base)
-                      for alias in node.names]
+            names += [
+                (node.lineno, base + alias.name if node.module is None else base)
+                for alias in node.names
+            ]
     return names
 
 
@@ -46,23 +48,43 @@ def forbidden(name: str) -> bool:
 
 
 def test_the_rule_itself() -> None:
-    for bad in ("tests.conftest", "conftest", "tests.unit.logs.test_scrubbing",
-                "tests.integration.test_dockerfile", "tests.integration", ".test_scrubbing",
-                "..conftest"):
+    for bad in (
+        "tests.conftest",
+        "conftest",
+        "tests.unit.logs.test_scrubbing",
+        "tests.integration.test_dockerfile",
+        "tests.integration",
+        ".test_scrubbing",
+        "..conftest",
+    ):
         assert forbidden(bad), bad
-    for good in ("tests.support.stack", "tests.support", "tests", "service.logs.scrubbing",
-                 "pytest", "contest"):
+    for good in (
+        "tests.support.stack",
+        "tests.support",
+        "tests",
+        "service.logs.scrubbing",
+        "pytest",
+        "contest",
+    ):
         assert not forbidden(good), good
-    tree = ast.parse("from tests.unit.logs.test_scrubbing import GOOD_SID\n"
-                     "from . import conftest\nimport tests.support.digits\n")
+    tree = ast.parse(
+        "from tests.unit.logs.test_scrubbing import GOOD_SID\n"
+        "from . import conftest\nimport tests.support.digits\n"
+    )
     assert [name for _, name in imported(tree) if forbidden(name)] == [
-        "tests.unit.logs.test_scrubbing", ".conftest"]
+        "tests.unit.logs.test_scrubbing",
+        ".conftest",
+    ]
 
 
 def test_the_tree_is_scanned() -> None:
     names = {p.relative_to(TESTS).as_posix() for p in MODULES}
-    assert {"conftest.py", "integration/conftest.py", "support/stack.py",
-            "unit/test_suite_rules.py"} <= names
+    assert {
+        "conftest.py",
+        "integration/conftest.py",
+        "support/stack.py",
+        "unit/test_suite_rules.py",
+    } <= names
     assert any(n.startswith("integration/vault/test_") for n in names)
 
 
@@ -83,8 +105,9 @@ def test_a_conftest_holds_only_fixtures_and_hooks() -> None:
             if isinstance(node, ast.ClassDef):
                 helpers.append(f"{path.relative_to(TESTS)}: class {node.name}")
             elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                fixture = any(ast.unparse(d).startswith("pytest.fixture")
-                              for d in node.decorator_list)
+                fixture = any(
+                    ast.unparse(d).startswith("pytest.fixture") for d in node.decorator_list
+                )
                 if not (fixture or node.name.startswith("pytest_")):
                     helpers.append(f"{path.relative_to(TESTS)}: def {node.name}")
     assert helpers == [], "helpers belong in tests/support/"
@@ -92,7 +115,10 @@ def test_a_conftest_holds_only_fixtures_and_hooks() -> None:
 
 def test_every_integration_test_is_in_an_area() -> None:
     integration = TESTS / "integration"
-    outside = [p.relative_to(TESTS).as_posix() for p in integration.rglob("test_*.py")
-               if p.parent.parent != integration or p.parent.name not in AREAS]
+    outside = [
+        p.relative_to(TESTS).as_posix()
+        for p in integration.rglob("test_*.py")
+        if p.parent.parent != integration or p.parent.name not in AREAS
+    ]
     assert outside == [], f"move each into one of tests/integration/{{{','.join(AREAS)}}}/"
     assert {p.name for p in integration.iterdir() if p.is_dir() and p.name in AREAS} == set(AREAS)

@@ -55,21 +55,27 @@ def completeness_errors(reference: Catalog, other: Catalog) -> list[str]:
     """What ``other`` lacks against ``reference``: a missing key, an extra key, or a
     sentence that takes other fields than the reference's (a translation that dropped the
     account would never name it). Empty when complete."""
-    errors = [f"{other.tag}: missing {key}" for key in reference.messages
-              if key not in other.messages]
-    errors += [f"{other.tag}: {key} is not a key of {reference.tag}"
-               for key in other.messages if key not in reference.messages]
+    errors = [
+        f"{other.tag}: missing {key}" for key in reference.messages if key not in other.messages
+    ]
+    errors += [
+        f"{other.tag}: {key} is not a key of {reference.tag}"
+        for key in other.messages
+        if key not in reference.messages
+    ]
     for key, template in reference.messages.items():
         if key not in other.messages:
             continue
         fields = fields_of(other.messages[key])
         if key.startswith(AMOUNT_KEY):
             if not fields or not fields <= AMOUNT_FIELDS:
-                errors.append(f"{other.tag}: {key} must take some of the fields "
-                              f"{_braced(AMOUNT_FIELDS)}")
+                errors.append(
+                    f"{other.tag}: {key} must take some of the fields {_braced(AMOUNT_FIELDS)}"
+                )
         elif fields != fields_of(template):
-            errors.append(f"{other.tag}: {key} must take the fields "
-                          f"{_braced(fields_of(template)) or 'none'}")
+            errors.append(
+                f"{other.tag}: {key} must take the fields {_braced(fields_of(template)) or 'none'}"
+            )
     if not other.voices:
         errors.append(f"{other.tag}: no voice listed")
     return errors
@@ -79,8 +85,9 @@ def check_complete(catalogs: Mapping[str, Catalog], reference: str) -> None:
     """Refuse start-up, in one line, unless every catalog has every key of ``reference``
     with the same fields."""
     base = catalogs[reference]
-    errors = [error for catalog in catalogs.values()
-              for error in completeness_errors(base, catalog)]
+    errors = [
+        error for catalog in catalogs.values() for error in completeness_errors(base, catalog)
+    ]
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ConfigError(f"message catalog {errors[0]}{more}")

@@ -70,8 +70,9 @@ class Localization:
     menu: tuple[Locale, ...]  # key 1 chooses menu[0]
 
     @classmethod
-    def from_settings(cls, settings: Settings,
-                      catalogs: Mapping[str, Catalog] = CATALOGS) -> Localization:
+    def from_settings(
+        cls, settings: Settings, catalogs: Mapping[str, Catalog] = CATALOGS
+    ) -> Localization:
         check_complete(catalogs, REFERENCE)
         check_catalog_voices(catalogs)
         voices = dict(settings.locale_voices)
@@ -82,8 +83,9 @@ class Localization:
         def locale(setting: str, tag: str) -> Locale:
             if tag not in built:
                 catalog = _catalog(setting, tag, catalogs)
-                voice = check_voice("LOCALE_VOICES", catalog,
-                                    voices.get(tag, catalog.default_voice), catalogs)
+                voice = check_voice(
+                    "LOCALE_VOICES", catalog, voices.get(tag, catalog.default_voice), catalogs
+                )
                 built[tag] = Locale(catalog, voice, settings.balance_currency)
             return built[tag]
 
@@ -91,15 +93,15 @@ class Localization:
         by_number = {}
         for number, tag in settings.locale_by_number:
             if not _E164.fullmatch(number):
-                raise ConfigError("LOCALE_BY_NUMBER: expected +E.164 numbers "
-                                  "(+81312345678=ja-JP)")
+                raise ConfigError("LOCALE_BY_NUMBER: expected +E.164 numbers (+81312345678=ja-JP)")
             by_number[number] = locale("LOCALE_BY_NUMBER", tag)
         if len(settings.language_menu) == 1:
             raise ConfigError("LANGUAGE_MENU: list at least two locales, or none")
         if len(settings.language_menu) > 9:
             raise ConfigError("LANGUAGE_MENU: at most 9 locales, one keypad digit each")
-        menu = tuple(replace(locale("LANGUAGE_MENU", tag), chosen=True)
-                     for tag in settings.language_menu)
+        menu = tuple(
+            replace(locale("LANGUAGE_MENU", tag), chosen=True) for tag in settings.language_menu
+        )
         return cls(default, MappingProxyType(by_number), menu)
 
     def for_call(self, to: str | None, lang: str | None) -> Locale:
@@ -122,5 +124,6 @@ def _catalog(setting: str, tag: str, catalogs: Mapping[str, Catalog]) -> Catalog
     try:
         return catalogs[tag]
     except KeyError:
-        raise ConfigError(f"{setting}: {tag!r} is not a locale this service speaks "
-                          f"({', '.join(catalogs)})") from None
+        raise ConfigError(
+            f"{setting}: {tag!r} is not a locale this service speaks ({', '.join(catalogs)})"
+        ) from None

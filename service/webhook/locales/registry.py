@@ -13,4 +13,5 @@ from service.webhook.locales.catalog import Catalog
 REFERENCE: Final = "en-US"
 
 CATALOGS: Final[Mapping[str, Catalog]] = MappingProxyType(
-    {catalog.tag: catalog for catalog in (en_us.CATALOG, ja_jp.CATALOG)})
+    {catalog.tag: catalog for catalog in (en_us.CATALOG, ja_jp.CATALOG)}
+)

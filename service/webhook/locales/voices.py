@@ -24,18 +24,21 @@ def voice_language(voice: str, catalogs: Mapping[str, Catalog]) -> str | None:
     return match[1] if match else None
 
 
-def check_voice(setting: str, catalog: Catalog, voice: str,
-                catalogs: Mapping[str, Catalog]) -> str:
+def check_voice(setting: str, catalog: Catalog, voice: str, catalogs: Mapping[str, Catalog]) -> str:
     """``voice`` if ``catalog`` lists it; else a one-line :class:`ConfigError` naming
     ``setting``: another language's voice, or one not documented for this language."""
     if voice in catalog.voices:
         return voice
     spoken = voice_language(voice, catalogs)
     if spoken is not None and spoken != catalog.tag:
-        raise ConfigError(f"{setting}: {voice} speaks {spoken}, not {catalog.tag}; Twilio "
-                          "would fail every <Say> in that pair")
-    raise ConfigError(f"{setting}: {voice} is not a voice this service lists for "
-                      f"{catalog.tag} (one of {', '.join(catalog.voices)})")
+        raise ConfigError(
+            f"{setting}: {voice} speaks {spoken}, not {catalog.tag}; Twilio "
+            "would fail every <Say> in that pair"
+        )
+    raise ConfigError(
+        f"{setting}: {voice} is not a voice this service lists for "
+        f"{catalog.tag} (one of {', '.join(catalog.voices)})"
+    )
 
 
 def check_catalog_voices(catalogs: Mapping[str, Catalog]) -> None:
@@ -46,9 +49,11 @@ def check_catalog_voices(catalogs: Mapping[str, Catalog]) -> None:
         for voice in catalog.voices:
             match = _GOOGLE.fullmatch(voice)
             if match and match[1] != catalog.tag:
-                raise ConfigError(f"message catalog {catalog.tag}: {voice} speaks "
-                                  f"{match[1]}, not {catalog.tag}")
+                raise ConfigError(
+                    f"message catalog {catalog.tag}: {voice} speaks {match[1]}, not {catalog.tag}"
+                )
             if voice in seen:
-                raise ConfigError(f"message catalog {catalog.tag}: {voice} is listed by "
-                                  f"{seen[voice]} too")
+                raise ConfigError(
+                    f"message catalog {catalog.tag}: {voice} is listed by {seen[voice]} too"
+                )
             seen[voice] = catalog.tag

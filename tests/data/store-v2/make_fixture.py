@@ -32,18 +32,37 @@ def main(out: Path) -> None:
         bootstrap(admin)
         creds = issue_credentials(admin, [*ROLES, "ivr-backup"])
         stack = make_stack(vault, creds, home / "stack", start=False)  # seeds the demo
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home),
-               "VAULT_ADDR": vault.addr, "STORE_PATH": str(stack.store_path)}
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(home),
+            "VAULT_ADDR": vault.addr,
+            "STORE_PATH": str(stack.store_path),
+        }
         backend = creds["ivr-backend"]
-        subprocess.run([sys.executable, "-m", "service", "accounts", "add", "--account",
-                        "AC55500011", "--balance", "99.10"], input="5678\n7351\n", text=True,
-                       env={**env, "VAULT_ROLE_ID": backend.role_id,
-                            "VAULT_SECRET_ID": backend.secret_id}, check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "service",
+                "accounts",
+                "add",
+                "--account",
+                "AC55500011",
+                "--balance",
+                "99.10",
+            ],
+            input="5678\n7351\n",
+            text=True,
+            env={**env, "VAULT_ROLE_ID": backend.role_id, "VAULT_SECRET_ID": backend.secret_id},
+            check=True,
+        )
         role = creds["ivr-backup"]
-        subprocess.run([sys.executable, "-m", "service", "backup", "--out",
-                        str(out / "backup.tar.gz")], text=True,
-                       env={**env, "VAULT_ROLE_ID": role.role_id,
-                            "VAULT_SECRET_ID": role.secret_id}, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "service", "backup", "--out", str(out / "backup.tar.gz")],
+            text=True,
+            env={**env, "VAULT_ROLE_ID": role.role_id, "VAULT_SECRET_ID": role.secret_id},
+            check=True,
+        )
         shutil.copy(vault.keyring.path, out / "vault-keys.dev-only")
     finally:
         vault.stop()

@@ -30,8 +30,11 @@ MARKER = "s3cr3tMARKER"
 
 @pytest.fixture(scope="module")
 def api(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.backend.url, timeout=10,
-                      headers={"Authorization": f"Bearer {stack.backend_token}"}) as client:
+    with httpx.Client(
+        base_url=stack.backend.url,
+        timeout=10,
+        headers={"Authorization": f"Bearer {stack.backend_token}"},
+    ) as client:
         yield client
 
 
@@ -45,24 +48,32 @@ def api_schema(stack: Stack) -> schemathesis.BaseSchema:
 # schemathesis' own pytest plugin (``from_fixture``) does not run under pytest 9, so the
 # operation's Hypothesis strategy drives a plain @given loop: same generation, same checks.
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-def test_fuzz_the_openapi_document(api_schema: schemathesis.BaseSchema, stack: Stack,
-                                   mode: GenerationMode) -> None:
+def test_fuzz_the_openapi_document(
+    api_schema: schemathesis.BaseSchema, stack: Stack, mode: GenerationMode
+) -> None:
     operation = api_schema["/v1/lookup"]["POST"]
     auth = {"Authorization": f"Bearer {stack.backend_token}"}
     seen: set[int] = set()
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck),
-              database=None)
+    @settings(
+        max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), database=None
+    )
     def fuzz(case: schemathesis.Case) -> None:
         if mode == GenerationMode.POSITIVE and isinstance(case.body, dict):
             # A random issue time is a stale step (410) before anything else is looked
             # at: now, so that the fuzzing reaches the decryption and the decision.
             case.body["issued"] = str(int(time.time()))
         response = case.call_and_validate(
-            headers=auth, timeout=10,
-            checks=[not_a_server_error, status_code_conformance, content_type_conformance,
-                    response_schema_conformance])
+            headers=auth,
+            timeout=10,
+            checks=[
+                not_a_server_error,
+                status_code_conformance,
+                content_type_conformance,
+                response_schema_conformance,
+            ],
+        )
         seen.add(response.status_code)
 
     fuzz()
@@ -85,17 +96,29 @@ def test_openapi_document(api: httpx.Client) -> None:
     assert document["security"] == [{"bearer": []}]
 
 
-@pytest.mark.parametrize("authorization", [
-    None, "", "Bearer", "Basic dXNlcjpwYXNz", "Bearer wrong-token",
-    "Token {token}", "Bearer {token}x", "Bearer {short}", "bearer{token}",
-])
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        "Bearer",
+        "Basic dXNlcjpwYXNz",
+        "Bearer wrong-token",
+        "Token {token}",
+        "Bearer {token}x",
+        "Bearer {short}",
+        "bearer{token}",
+    ],
+)
 def test_bearer_token_required(stack: Stack, authorization: str | None) -> None:
     headers = {"Content-Type": "application/json"}
     if authorization is not None:
-        headers["Authorization"] = authorization.format(token=stack.backend_token,
-                                                        short=stack.backend_token[:-1])
-    response = httpx.post(f"{stack.backend.url}/v1/lookup", headers=headers, timeout=10,
-                          content=b"{}")
+        headers["Authorization"] = authorization.format(
+            token=stack.backend_token, short=stack.backend_token[:-1]
+        )
+    response = httpx.post(
+        f"{stack.backend.url}/v1/lookup", headers=headers, timeout=10, content=b"{}"
+    )
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
     assert response.content == b""
@@ -103,38 +126,55 @@ def test_bearer_token_required(stack: Stack, authorization: str | None) -> None:
 
 def test_auth_is_checked_before_the_body(stack: Stack) -> None:
     """An unauthenticated caller learns nothing about the schema."""
-    response = httpx.post(f"{stack.backend.url}/v1/lookup", content=b"not json",
-                          headers={"Content-Type": "application/json"}, timeout=10)
+    response = httpx.post(
+        f"{stack.backend.url}/v1/lookup",
+        content=b"not json",
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
     assert response.status_code == 401
 
 
-@pytest.mark.parametrize(("body", "problems"), [
-    (b"not json", [{"loc": "body", "msg": "not valid JSON"}]),
-    (b"[]", [{"loc": "body", "msg": "expected a JSON object"}]),
-    (b"\xff\xfe", [{"loc": "body", "msg": "not valid JSON"}]),
-    # Past ~1,000 levels json's decoder raises RecursionError: that was a 500.
-    (b"[" * 8000 + b"]" * 8000, [{"loc": "body", "msg": "nested too deeply"}]),
-    (b'{"a":' * 2500 + b"1" + b"}" * 2500, [{"loc": "body", "msg": "nested too deeply"}]),
-])
-def test_malformed_bodies(api: httpx.Client, body: bytes,
-                          problems: list[dict[str, str]]) -> None:
-    response = api.post("/v1/lookup", content=body,
-                        headers={"Content-Type": "application/json"})
+@pytest.mark.parametrize(
+    ("body", "problems"),
+    [
+        (b"not json", [{"loc": "body", "msg": "not valid JSON"}]),
+        (b"[]", [{"loc": "body", "msg": "expected a JSON object"}]),
+        (b"\xff\xfe", [{"loc": "body", "msg": "not valid JSON"}]),
+        # Past ~1,000 levels json's decoder raises RecursionError: that was a 500.
+        (b"[" * 8000 + b"]" * 8000, [{"loc": "body", "msg": "nested too deeply"}]),
+        (b'{"a":' * 2500 + b"1" + b"}" * 2500, [{"loc": "body", "msg": "nested too deeply"}]),
+    ],
+)
+def test_malformed_bodies(api: httpx.Client, body: bytes, problems: list[dict[str, str]]) -> None:
+    response = api.post("/v1/lookup", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 422
     assert response.json() == {"detail": problems}
 
 
 def test_422_names_fields_and_never_echoes_values(api: httpx.Client) -> None:
-    body = {"call_sid": f"CA{MARKER}", "card_last4": f"vault:v1:{MARKER}!",
-            "pin": 1234, MARKER: MARKER}
+    body = {
+        "call_sid": f"CA{MARKER}",
+        "card_last4": f"vault:v1:{MARKER}!",
+        "pin": 1234,
+        MARKER: MARKER,
+    }
     response = api.post("/v1/lookup", json=body)
     assert response.status_code == 422
     assert MARKER not in response.text and "1234" not in response.text
     by_loc = {p["loc"]: p["msg"] for p in response.json()["detail"]}
-    assert set(by_loc) == {"body", "body.call_sid", "body.card_last4", "body.pin",
-                           "body.caller", "body.issued"}
-    assert by_loc["body"] == ("unexpected field; allowed: call_sid, card_last4, pin, caller, "
-                              "issued, account_number, stir_verstat, registered")
+    assert set(by_loc) == {
+        "body",
+        "body.call_sid",
+        "body.card_last4",
+        "body.pin",
+        "body.caller",
+        "body.issued",
+    }
+    assert by_loc["body"] == (
+        "unexpected field; allowed: call_sid, card_last4, pin, caller, "
+        "issued, account_number, stir_verstat, registered"
+    )
     assert by_loc["body.pin"] == "must be a string"
     assert by_loc["body.call_sid"].startswith("must match ")
 
@@ -144,7 +184,8 @@ def test_missing_fields(api: httpx.Client) -> None:
     assert response.status_code == 422
     assert response.json()["detail"] == [
         {"loc": f"body.{name}", "msg": "required"}
-        for name in ("call_sid", "card_last4", "pin", "caller", "issued")]
+        for name in ("call_sid", "card_last4", "pin", "caller", "issued")
+    ]
 
 
 def test_wrong_content_type(api: httpx.Client) -> None:
@@ -153,18 +194,27 @@ def test_wrong_content_type(api: httpx.Client) -> None:
 
 
 def test_well_formed_but_undecryptable(api: httpx.Client) -> None:
-    body = {"call_sid": new_call_sid(), "card_last4": "vault:v1:" + "A" * 40,
-            "pin": "vault:v1:" + "B" * 40, "caller": "vault:v1:" + "C" * 40,
-            "issued": str(int(time.time()))}
+    body = {
+        "call_sid": new_call_sid(),
+        "card_last4": "vault:v1:" + "A" * 40,
+        "pin": "vault:v1:" + "B" * 40,
+        "caller": "vault:v1:" + "C" * 40,
+        "issued": str(int(time.time())),
+    }
     response = api.post("/v1/lookup", json=body)
     assert (response.status_code, response.json()) == (
-        422, {"detail": "ciphertext could not be decrypted for this call"})
+        422,
+        {"detail": "ciphertext could not be decrypted for this call"},
+    )
     assert "A" * 40 not in response.text
 
 
 def test_body_limit(api: httpx.Client) -> None:
-    response = api.post("/v1/lookup", content=b"{" + b" " * 20_000 + b"}",
-                        headers={"Content-Type": "application/json"})
+    response = api.post(
+        "/v1/lookup",
+        content=b"{" + b" " * 20_000 + b"}",
+        headers={"Content-Type": "application/json"},
+    )
     assert response.status_code == 413
 
 

@@ -23,7 +23,8 @@ from tests.support.stack import make_stack
 
 LINES = 2000
 
-SCRIPT = textwrap.dedent("""
+SCRIPT = (
+    textwrap.dedent("""
     import asyncio, os, signal, sys, structlog
     from service.logs.config import configure_logging
     configure_logging(fmt=sys.argv[1], background=True)
@@ -44,18 +45,29 @@ SCRIPT = textwrap.dedent("""
     # Not asyncio.run: its shutdown would run the loop once more and write what is
     # pending; here the process ends with the last lines still waiting for the loop.
     asyncio.new_event_loop().run_until_complete(main())
-""") % LINES
+""")
+    % LINES
+)
 
 
 def _run(fmt: str, end: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", SCRIPT, fmt, end], capture_output=True,
-                          text=True, timeout=60, cwd=ROOT,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"}, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", SCRIPT, fmt, end],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        check=False,
+    )
 
 
 def _numbers(stderr: str) -> list[str]:
-    return [json.loads(line)["n"] for line in stderr.splitlines()
-            if line.startswith("{") and '"line"' in line]
+    return [
+        json.loads(line)["n"]
+        for line in stderr.splitlines()
+        if line.startswith("{") and '"line"' in line
+    ]
 
 
 def _letters(i: int) -> str:
@@ -93,7 +105,8 @@ def test_console_lines_too() -> None:
 
 
 def test_sigterm_to_a_busy_service_loses_no_access_line(
-        dev_vault: DevVault, credentials: dict[str, RoleCredentials], tmp_path: Path) -> None:
+    dev_vault: DevVault, credentials: dict[str, RoleCredentials], tmp_path: Path
+) -> None:
     """A real webhook, SIGTERMed while requests are still arriving: every request it
     answered has its access line in the output when it has exited."""
     stack = make_stack(dev_vault, credentials, tmp_path, start=False)
@@ -106,9 +119,16 @@ def test_sigterm_to_a_busy_service_loses_no_access_line(
             with httpx.Client(timeout=5) as client:
                 for _ in range(150):
                     try:
-                        if client.post(url, content=b"x=1", headers={
-                                "Content-Type": "application/x-www-form-urlencoded",
-                        }).status_code == 403:
+                        if (
+                            client.post(
+                                url,
+                                content=b"x=1",
+                                headers={
+                                    "Content-Type": "application/x-www-form-urlencoded",
+                                },
+                            ).status_code
+                            == 403
+                        ):
                             answered += 1  # unsigned: refused, and logged
                     except httpx.HTTPError:
                         break  # the server is shutting down
@@ -116,8 +136,14 @@ def test_sigterm_to_a_busy_service_loses_no_access_line(
 
         with ThreadPoolExecutor(4) as pool:
             futures = [pool.submit(hammer, i) for i in range(4)]
-            while sum(1 for ln in stack.webhook.stderr_path.read_text().splitlines()
-                      if '"request"' in ln) < 50:
+            while (
+                sum(
+                    1
+                    for ln in stack.webhook.stderr_path.read_text().splitlines()
+                    if '"request"' in ln
+                )
+                < 50
+            ):
                 pass  # some requests answered and flushed: now stop it mid-stream
             assert stack.webhook.process is not None
             stack.webhook.process.send_signal(signal.SIGTERM)
@@ -126,10 +152,16 @@ def test_sigterm_to_a_busy_service_loses_no_access_line(
         assert stack.webhook.process.wait(timeout=20) == -signal.SIGTERM
     finally:
         stack.webhook.stop()
-    lines = [json.loads(ln) for ln in stack.webhook.stderr_path.read_text().splitlines()
-             if ln.startswith("{")]
-    refused = [a for a in lines if a["event"] == "request" and a["status_code"] == 403
-               and a["path"] == "/voice"]
+    lines = [
+        json.loads(ln)
+        for ln in stack.webhook.stderr_path.read_text().splitlines()
+        if ln.startswith("{")
+    ]
+    refused = [
+        a
+        for a in lines
+        if a["event"] == "request" and a["status_code"] == 403 and a["path"] == "/voice"
+    ]
     assert answered >= 50
     assert len(refused) == answered
     # Even uvicorn's very last line, logged after the app shut down, was written.

@@ -57,25 +57,39 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Captured]:
             stack_dir.mkdir()
             # DEBUG: every library says the most it ever will; all of it must still be clean.
             debug = {"LOG_LEVEL": "DEBUG"}
-            stack = make_stack(vault, pv.credentials, stack_dir,
-                               webhook_env={**debug, **LOCALE_ENV}, backend_env=debug)
+            stack = make_stack(
+                vault,
+                pv.credentials,
+                stack_dir,
+                webhook_env={**debug, **LOCALE_ENV},
+                backend_env=debug,
+            )
             processes += [stack.backend, stack.webhook]
             # A webhook whose Vault address has nothing listening: every encrypt is refused.
             no_vault = ServiceProcess("webhook", free_port(), {}, root / "no-vault")
-            no_vault.env = {**stack.webhook.env, "VAULT_ADDR": f"http://127.0.0.1:{free_port()}",
-                            "WEBHOOK_PORT": str(no_vault.port),
-                            "PUBLIC_BASE_URL": no_vault.url}
+            no_vault.env = {
+                **stack.webhook.env,
+                "VAULT_ADDR": f"http://127.0.0.1:{free_port()}",
+                "WEBHOOK_PORT": str(no_vault.port),
+                "PUBLIC_BASE_URL": no_vault.url,
+            }
             processes.append(no_vault.start())
             service_logs = [p for proc in processes for p in (proc.stdout_path, proc.stderr_path)]
             baseline = "".join(p.read_text() for p in [*service_logs, vault.server_log])
             seed = int.from_bytes(os.urandom(8), "big")
             rng = random.Random(seed)
-            cap = Captured(draw_pairs(rng, baseline), draw_numbers(rng, baseline),
-                           f"+1555{rng.randrange(1_000_000, 10_000_000)}")
+            cap = Captured(
+                draw_pairs(rng, baseline),
+                draw_numbers(rng, baseline),
+                f"+1555{rng.randrange(1_000_000, 10_000_000)}",
+            )
             cap.typed += [d for pair in cap.pairs for d in pair]
             cap.typed += [*cap.numbers, cap.registered[1:]]
-            cap.service_logs, cap.audit_log, cap.server_log = (service_logs, vault.audit_log,
-                                                                vault.server_log)
+            cap.service_logs, cap.audit_log, cap.server_log = (
+                service_logs,
+                vault.audit_log,
+                vault.server_log,
+            )
             for proc in processes:
                 cap.started(proc)
             cap.webhook_settings = Settings.from_environ(stack.webhook.env)
@@ -105,8 +119,9 @@ def test_the_scenario_took_every_path(captured: Captured) -> None:
     """Without this, "nothing leaked" could mean "nothing happened"."""
     heard, statuses = captured.heard, captured.statuses
     for name in ("seeded", "registered"):
-        assert f"account number is {SEEDED[0]} and your balance is {SEEDED[1]}" \
-            in heard[name][-1], name
+        assert (
+            f"account number is {SEEDED[0]} and your balance is {SEEDED[1]}" in heard[name][-1]
+        ), name
     assert CLI_SEEDED[0] in captured.cli_output["call.stdout"]
     for name in ("unknown", "wrong_pin", "after_recovery"):
         assert heard[name][-1] == twiml.NOT_FOUND, name
@@ -122,15 +137,34 @@ def test_the_scenario_took_every_path(captured: Captured) -> None:
     assert heard["ja_chosen"][-1] == ja.text("found", account=SEEDED[0], balance=SEEDED[1])
     assert heard["ja_by_number"][-1] == ja.text("not_found")
     assert twiml.CALL_AGAIN in heard["plain_number_in_query"][0]
-    assert statuses == {"cli_accounts_add": 0, "cli_call": 0, "get_with_query_digits": 405,
-                        "unsigned_post": 403, "bad_utf8": 400, "backend_wrong_token": 401,
-                        "backend_plain_digits": 422,
-                        "oversized_body": 413, "not_http": 400}
+    assert statuses == {
+        "cli_accounts_add": 0,
+        "cli_call": 0,
+        "get_with_query_digits": 405,
+        "unsigned_post": 403,
+        "bad_utf8": 400,
+        "backend_wrong_token": 401,
+        "backend_plain_digits": 422,
+        "oversized_body": 413,
+        "not_http": 400,
+    }
     outcomes = _outcomes(captured)
-    assert {"found", "not_found", "backend_unavailable", "refused_signature",
-            "refused_malformed_form", "bad_card_ciphertext", "reprompted", "unauthorized",
-            "invalid", "language_chosen", "language_default", "account_number_encrypted",
-            "registered_phone", "bad_identification"} <= set(outcomes)
+    assert {
+        "found",
+        "not_found",
+        "backend_unavailable",
+        "refused_signature",
+        "refused_malformed_form",
+        "bad_card_ciphertext",
+        "reprompted",
+        "unauthorized",
+        "invalid",
+        "language_chosen",
+        "language_default",
+        "account_number_encrypted",
+        "registered_phone",
+        "bad_identification",
+    } <= set(outcomes)
     assert {"timeout", "unavailable"} <= outcomes["vault_unavailable"]
     audit = captured.audit_log.read_text()
     for path in ("transit/encrypt/ivr-dtmf", "transit/decrypt/ivr-dtmf", "transit/hmac/ivr-lookup"):
@@ -139,15 +173,23 @@ def test_the_scenario_took_every_path(captured: Captured) -> None:
 
 def test_access_lines_name_known_routes_verbatim(captured: Captured) -> None:
     routes = {str(line["route"]) for line in access_lines(captured)}
-    assert {"/voice", "/voice/account", "/voice/card", "/voice/pin", "/v1/lookup",
-            "/healthz"} <= routes
+    assert {
+        "/voice",
+        "/voice/account",
+        "/voice/card",
+        "/voice/pin",
+        "/v1/lookup",
+        "/healthz",
+    } <= routes
     assert routes <= KNOWN_ROUTES
 
 
 def test_known_routes_cover_both_apps(captured: Captured) -> None:
     assert captured.webhook_settings and captured.backend_settings
-    apps = [create_webhook_app(captured.webhook_settings),
-            create_backend_app(captured.backend_settings)]
+    apps = [
+        create_webhook_app(captured.webhook_settings),
+        create_backend_app(captured.backend_settings),
+    ]
     served = {str(getattr(route, "path", "")) for app in apps for route in app.routes}
     assert served <= KNOWN_ROUTES, served - KNOWN_ROUTES
 
@@ -156,8 +198,9 @@ def test_no_typed_digit_in_service_output(captured: Captured) -> None:
     detector = captured.detector()
     findings: list[str] = []
     for path in captured.service_logs:
-        findings += service_log_findings(f"{path.parent.name}/{path.name}", path.read_text(),
-                                         detector, captured.known)
+        findings += service_log_findings(
+            f"{path.parent.name}/{path.name}", path.read_text(), detector, captured.known
+        )
     for name, text in captured.cli_output.items():
         if name.endswith(".stderr"):  # the CLI's log lines (-vv): the same pipeline, JSON
             findings += service_log_findings(f"cli {name}", text, detector, captured.known)
@@ -170,18 +213,27 @@ def test_no_typed_digit_in_service_output(captured: Captured) -> None:
 def test_start_lines_show_real_ports_and_pids(captured: Captured) -> None:
     """Readable where it is safe (issue 15): uvicorn's lines show each process's real PID
     and port, and the CLI's log lines their TTL, while every check above still holds."""
-    events = [line for path in captured.service_logs
-              for _, _, line in json_lines(path.read_text()) if isinstance(line, dict)]
+    events = [
+        line
+        for path in captured.service_logs
+        for _, _, line in json_lines(path.read_text())
+        if isinstance(line, dict)
+    ]
     started = {str(e["event"]) for e in events if e.get("logger") == "uvicorn.error"}
     pids = [value for value in captured.known if value.isdigit()]
     shown = {value for value in pids if f"Started server process [{value}]" in started}
-    listening = {value for value in pids
-                 if f"Uvicorn running on http://127.0.0.1:{value} (Press CTRL+C to quit)"
-                 in started}
+    listening = {
+        value
+        for value in pids
+        if f"Uvicorn running on http://127.0.0.1:{value} (Press CTRL+C to quit)" in started
+    }
     assert len(shown) == 4  # backend (twice: it was restarted), webhook, the no-Vault webhook
     assert len(listening) == 3  # their three ports
-    logins = [json.loads(line) for line in captured.cli_output["accounts_add.stderr"]
-              .splitlines() if '"vault login"' in line]
+    logins = [
+        json.loads(line)
+        for line in captured.cli_output["accounts_add.stderr"].splitlines()
+        if '"vault login"' in line
+    ]
     assert logins and logins[0]["ttl_s"] == 3600.0
 
 
@@ -208,19 +260,22 @@ def test_the_search_finds_planted_digits(captured: Captured, tmp_path: Path) -> 
     log = captured.service_logs[1].read_text()
     known = captured.known
     assert service_log_findings("copy", log, detector, known) == []
-    for planted in (f'{{"event": "x", "note": "Digits={card}"}}',
-                    f'{{"event": "x", "note": "{arabic}"}}',
-                    f'{{"event": "x", "status": {card}}}',
-                    f'{{"event": "x", "ttl_s": "{card}"}}',
-                    f'{{"event": "x", "port": {card}}}',
-                    f"plain text pin {pin}",
-                    # a template's line, with a number that is none of this test's processes
-                    f'{{"event": "Started server process [{card}]", "logger": "uvicorn.error"}}',
-                    '{"event": "Uvicorn running on http://127.0.0.1:' + card
-                    + ' (Press CTRL+C to quit)", "logger": "uvicorn.error"}',
-                    f'{{"event": "Uvicorn running on http://{card}.0.0.1:80 (Press CTRL+C to '
-                    'quit)", "logger": "uvicorn.error"}',
-                    f'{{"event": "Started server process [{card}]", "logger": "hvac"}}'):
+    for planted in (
+        f'{{"event": "x", "note": "Digits={card}"}}',
+        f'{{"event": "x", "note": "{arabic}"}}',
+        f'{{"event": "x", "status": {card}}}',
+        f'{{"event": "x", "ttl_s": "{card}"}}',
+        f'{{"event": "x", "port": {card}}}',
+        f"plain text pin {pin}",
+        # a template's line, with a number that is none of this test's processes
+        f'{{"event": "Started server process [{card}]", "logger": "uvicorn.error"}}',
+        '{"event": "Uvicorn running on http://127.0.0.1:'
+        + card
+        + ' (Press CTRL+C to quit)", "logger": "uvicorn.error"}',
+        f'{{"event": "Uvicorn running on http://{card}.0.0.1:80 (Press CTRL+C to '
+        'quit)", "logger": "uvicorn.error"}',
+        f'{{"event": "Started server process [{card}]", "logger": "hvac"}}',
+    ):
         assert service_log_findings("copy", log + planted + "\n", detector, known), planted
     hidden = base64.b64encode(f"pin:{card}:{pin}".encode()).decode()
     assert detector.find(f"context {hidden.rstrip('=')} end")
@@ -228,8 +283,11 @@ def test_the_search_finds_planted_digits(captured: Captured, tmp_path: Path) -> 
     assert not detector.find(f"CAab{card}cd 127.0.0.1:5{card}")
 
     audit = captured.audit_log.read_text()
-    line = next(row for row in audit.splitlines() if '"transit/encrypt/ivr-dtmf"' in row
-                and '"plaintext":"hmac-sha256:' in row)
+    line = next(
+        row
+        for row in audit.splitlines()
+        if '"transit/encrypt/ivr-dtmf"' in row and '"plaintext":"hmac-sha256:' in row
+    )
     start = line.index('"plaintext":"') + len('"plaintext":"')
     end = line.index('"', start)
     leaked = line[:start] + base64.b64encode(card.encode()).decode() + line[end:]

@@ -64,25 +64,36 @@ def card_failures(stack: Stack) -> int:
     return 0 if row is None else int(row[0])
 
 
-def deliver(client: httpx.Client, stack: Stack, url: str, call_sid: str, pin: str,
-            token: str | None = None) -> str:
+def deliver(
+    client: httpx.Client, stack: Stack, url: str, call_sid: str, pin: str, token: str | None = None
+) -> str:
     """One delivery of a signed PIN step (the same bytes each time for the same
     arguments), optionally with an ``I-Twilio-Idempotency-Token``."""
     headers = {"I-Twilio-Idempotency-Token": token} if token else {}
-    return spoken(twiml(signed_post(client, stack.twilio_token, url,
-                                    [*base_params(call_sid), ("Digits", pin)],
-                                    headers=headers)))
+    return spoken(
+        twiml(
+            signed_post(
+                client,
+                stack.twilio_token,
+                url,
+                [*base_params(call_sid), ("Digits", pin)],
+                headers=headers,
+            )
+        )
+    )
 
 
-def test_a_replay_with_fresh_unsigned_tokens_counts_once(private: Stack,
-                                                         client: httpx.Client) -> None:
+def test_a_replay_with_fresh_unsigned_tokens_counts_once(
+    private: Stack, client: httpx.Client
+) -> None:
     """The review's attack: one captured wrong-PIN request, replayed 8 times with a new
     I-Twilio-Idempotency-Token each, locked the owner out. Now it is one failure."""
     call_sid = new_call_sid()
     url = pin_url(client, private.twilio_token, private.webhook.url, call_sid, CARD)
     before = pin_outcomes(private.webhook.url)
-    heard = [deliver(client, private, url, call_sid, "0000", secrets.token_hex(16))
-             for _ in range(9)]
+    heard = [
+        deliver(client, private, url, call_sid, "0000", secrets.token_hex(16)) for _ in range(9)
+    ]
     assert heard == [texts.NOT_FOUND] * 9
     # The owner is not locked out.
     assert place_call(client, private.twilio_token, private.webhook.url, CARD, PIN) == FOUND
@@ -120,8 +131,9 @@ def test_a_retried_success_answers_the_same(private: Stack, client: httpx.Client
     assert backend_outcomes(private) == {"found": 1, "replayed": 2}
 
 
-def test_a_second_lookup_in_one_call_is_refused_and_counted(private: Stack,
-                                                            client: httpx.Client) -> None:
+def test_a_second_lookup_in_one_call_is_refused_and_counted(
+    private: Stack, client: httpx.Client
+) -> None:
     """A PIN step signed anew for a call that already had its lookup (not a retry: other
     digits, so another key) is refused, even with the right PIN, and counts as a failure."""
     call_sid = new_call_sid()
@@ -135,8 +147,7 @@ def test_a_second_lookup_in_one_call_is_refused_and_counted(private: Stack,
     assert card_failures(private) == 3
 
 
-def test_an_old_replay_ends_the_call_without_a_lookup(private: Stack,
-                                                      client: httpx.Client) -> None:
+def test_an_old_replay_ends_the_call_without_a_lookup(private: Stack, client: httpx.Client) -> None:
     call_sid = new_call_sid()
     url = pin_url(client, private.twilio_token, private.webhook.url, call_sid, CARD)
     assert deliver(client, private, url, call_sid, "0000") == texts.NOT_FOUND
@@ -150,7 +161,8 @@ def test_an_old_replay_ends_the_call_without_a_lookup(private: Stack,
 
 
 def test_a_backend_with_a_shorter_memory_refuses_a_step_it_forgot(
-        new_stack: Stacks, client: httpx.Client) -> None:
+    new_stack: Stacks, client: httpx.Client
+) -> None:
     """docs/security.md, "step age at the backend": the webhook accepts a step for STEP_MAX_AGE (5
     min here), a backend
     told CALL_MAX_AGE=3s forgets the call's answers after 3 s: a replay in between used to
@@ -170,12 +182,14 @@ def test_a_backend_with_a_shorter_memory_refuses_a_step_it_forgot(
 def derived(new_stack: Stacks) -> Stack:
     """A stack with no PUBLIC_BASE_URL: the webhook rebuilds the URL from ``Host`` (the
     proxy in TRUSTED_PROXIES sends no X-Forwarded-Host here)."""
-    return new_stack("derived", webhook_env={"PUBLIC_BASE_URL": "",
-                                             "TRUSTED_PROXIES": "127.0.0.1/32"})
+    return new_stack(
+        "derived", webhook_env={"PUBLIC_BASE_URL": "", "TRUSTED_PROXIES": "127.0.0.1/32"}
+    )
 
 
-def test_a_replay_with_a_shifted_port_in_host_counts_once(derived: Stack,
-                                                          client: httpx.Client) -> None:
+def test_a_replay_with_a_shifted_port_in_host_counts_once(
+    derived: Stack, client: httpx.Client
+) -> None:
     """The review's attack (docs/security.md, "port-shifted replays"): the signature holds for the
     URL with or without
     its port, so one captured PIN step replayed with ``Host: ivr.test:1`` ... ``:9`` was
@@ -183,16 +197,32 @@ def test_a_replay_with_a_shifted_port_in_host_counts_once(derived: Stack,
     call_sid = new_call_sid()
     public = "http://ivr.test"
     card_step = "/voice/card?registered=1"  # the demo's number, registered on its account
-    card = signed_post(client, derived.twilio_token, derived.webhook.url + card_step,
-                       [*base_params(call_sid), ("Digits", CARD)],
-                       sign_url=public + card_step, headers={"Host": "ivr.test"})
+    card = signed_post(
+        client,
+        derived.twilio_token,
+        derived.webhook.url + card_step,
+        [*base_params(call_sid), ("Digits", CARD)],
+        sign_url=public + card_step,
+        headers={"Host": "ivr.test"},
+    )
     action = gather_action(twiml(card))
     assert action is not None
     pairs = [*base_params(call_sid), ("Digits", "0000")]
-    heard = [spoken(twiml(signed_post(client, derived.twilio_token,
-                                      derived.webhook.url + action, pairs,
-                                      sign_url=public + action, headers={"Host": host})))
-             for host in ["ivr.test", *(f"ivr.test:{port}" for port in range(1, 10))]]
+    heard = [
+        spoken(
+            twiml(
+                signed_post(
+                    client,
+                    derived.twilio_token,
+                    derived.webhook.url + action,
+                    pairs,
+                    sign_url=public + action,
+                    headers={"Host": host},
+                )
+            )
+        )
+        for host in ["ivr.test", *(f"ivr.test:{port}" for port in range(1, 10))]
+    ]
     assert heard == [texts.NOT_FOUND] * 10
     assert backend_outcomes(derived) == {"not_found": 1, "replayed": 9}
     assert card_failures(derived) == 1

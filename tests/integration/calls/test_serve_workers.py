@@ -35,10 +35,19 @@ def test_two_workers_serve_whole_calls(new_stack: Stacks) -> None:
 
 
 def test_bad_web_concurrency_is_a_configuration_error(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "service", "serve", "webhook"],
-                            env={"WEB_CONCURRENCY": "many", "PATH": "/usr/bin:/bin",
-                                 "HOME": str(tmp_path), "VAULT_TOKEN": "x",
-                                 "TWILIO_AUTH_TOKEN": "t", "BACKEND_TOKEN": "b"},
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "serve", "webhook"],
+        env={
+            "WEB_CONCURRENCY": "many",
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "VAULT_TOKEN": "x",
+            "TWILIO_AUTH_TOKEN": "t",
+            "BACKEND_TOKEN": "b",
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 2, result.stderr
     assert "WEB_CONCURRENCY" in result.stderr

@@ -47,16 +47,24 @@ def without_port(url: str) -> str:
     return parts._replace(netloc=parts.hostname or "").geturl()
 
 
-def post(client: httpx.Client, stack: Stack, url: str, pairs: list[tuple[str, str]], *,
-         sign_url: str | None = None) -> httpx.Response:
+def post(
+    client: httpx.Client,
+    stack: Stack,
+    url: str,
+    pairs: list[tuple[str, str]],
+    *,
+    sign_url: str | None = None,
+) -> httpx.Response:
     """POST ``pairs`` to ``url`` with twilio-python's signature of ``sign_url``."""
     signature = reference_signature(stack.twilio_token, sign_url or url, pairs)
-    return signed_post(client, stack.twilio_token, url, pairs,
-                       headers={"X-Twilio-Signature": signature})
+    return signed_post(
+        client, stack.twilio_token, url, pairs, headers={"X-Twilio-Signature": signature}
+    )
 
 
-def test_a_signature_over_the_url_without_its_port_is_accepted(stack: Stack,
-                                                               client: httpx.Client) -> None:
+def test_a_signature_over_the_url_without_its_port_is_accepted(
+    stack: Stack, client: httpx.Client
+) -> None:
     """The webhook listens on http://127.0.0.1:PORT; Twilio signed http://127.0.0.1/..."""
     assert urlsplit(stack.webhook.url).port  # a non-default port, part of PUBLIC_BASE_URL
     call_sid = new_call_sid()
@@ -67,37 +75,44 @@ def test_a_signature_over_the_url_without_its_port_is_accepted(stack: Stack,
     action = gather_action(root)
     assert action is not None
     pin = stack.webhook.url + action
-    root = twiml(post(client, stack, pin, [*base_params(call_sid), ("Digits", "4321")],
-                      sign_url=without_port(pin)))
+    root = twiml(
+        post(
+            client,
+            stack,
+            pin,
+            [*base_params(call_sid), ("Digits", "4321")],
+            sign_url=without_port(pin),
+        )
+    )
     assert spoken(root) == FOUND
 
 
-def test_a_signature_over_another_port_is_still_refused(stack: Stack,
-                                                        client: httpx.Client) -> None:
+def test_a_signature_over_another_port_is_still_refused(stack: Stack, client: httpx.Client) -> None:
     url = stack.webhook.url + "/voice/card?registered=1"
     other = urlsplit(url)._replace(netloc=f"127.0.0.1:{urlsplit(url).port + 1}").geturl()
     response = post(client, stack, url, [*base_params(), ("Digits", "1234")], sign_url=other)
     assert (response.status_code, response.content) == (403, b"")
 
 
-def test_a_repeated_parameter_signed_sorted_and_once_is_accepted(stack: Stack,
-                                                                 client: httpx.Client) -> None:
+def test_a_repeated_parameter_signed_sorted_and_once_is_accepted(
+    stack: Stack, client: httpx.Client
+) -> None:
     """Twilio sends some parameters more than once on some calls; twilio-python signs
     each name's values sorted and de-duplicated, so the signature covers ``b`` once."""
-    pairs = [*base_params(), ("Digits", "1234"), ("Extra", "b"), ("Extra", "a"),
-             ("Extra", "b")]
+    pairs = [*base_params(), ("Digits", "1234"), ("Extra", "b"), ("Extra", "a"), ("Extra", "b")]
     root = twiml(post(client, stack, stack.webhook.url + "/voice/card?registered=1", pairs))
     assert spoken(root) == texts.ASK_PIN
 
 
 def test_repeated_digits_call_sid_or_card_stay_refused_however_signed(
-        stack: Stack, client: httpx.Client) -> None:
+    stack: Stack, client: httpx.Client
+) -> None:
     card_url = stack.webhook.url + "/voice/card?registered=1"
-    digits = post(client, stack, card_url,
-                  [*base_params(), ("Digits", "1234"), ("Digits", "5678")])
+    digits = post(client, stack, card_url, [*base_params(), ("Digits", "1234"), ("Digits", "5678")])
     assert gather_action(twiml(digits)) == "/voice/card?registered=1&attempt=2"  # not an entry
-    call_sids = post(client, stack, card_url,
-                     [*base_params(), ("CallSid", new_call_sid()), ("Digits", "1234")])
+    call_sids = post(
+        client, stack, card_url, [*base_params(), ("CallSid", new_call_sid()), ("Digits", "1234")]
+    )
     assert hangs_up(twiml(call_sids)) and spoken(twiml(call_sids)) == texts.TRY_LATER
     call_sid = new_call_sid()
     pin = pin_url(client, stack.twilio_token, stack.webhook.url, call_sid, "1234")

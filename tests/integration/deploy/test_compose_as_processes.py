@@ -41,16 +41,22 @@ NOT_FOUND = "We were not able to locate you in our system. Goodbye."
 
 
 def ports() -> dict[str, dict[int, int]]:
-    return {"vault": {8200: free_port(), 8201: free_port()},
-            "backend": {8081: free_port()}, "webhook": {8080: free_port()}}
+    return {
+        "vault": {8200: free_port(), 8201: free_port()},
+        "backend": {8081: free_port()},
+        "webhook": {8080: free_port()},
+    }
 
 
 @pytest.fixture
 def local_compose(tmp_path: Path) -> Iterator[Callable[..., LocalCompose]]:
     made: list[LocalCompose] = []
 
-    def make(files: tuple[str, ...] = ("docker-compose.yml",),
-             listen: dict[str, dict[int, int]] | None = None, **env: str) -> LocalCompose:
+    def make(
+        files: tuple[str, ...] = ("docker-compose.yml",),
+        listen: dict[str, dict[int, int]] | None = None,
+        **env: str,
+    ) -> LocalCompose:
         twilio = "twilio-" + os.urandom(8).hex()
         compose = load({"TWILIO_AUTH_TOKEN": twilio, **env}, files)
         local = LocalCompose(compose, tmp_path, listen or ports(), {"TWILIO_AUTH_TOKEN": twilio})
@@ -66,13 +72,15 @@ def secrets_in(local: LocalCompose, *texts: str) -> list[str]:
     """The dev Vault's root token or unseal key, wherever they appear in ``texts``."""
     root = (local.volume("vault-root") / "token").read_text().strip()
     keyring = (local.volume("vault-root") / "vault-keys.dev-only").read_text()
-    unseal = [line.split("=", 1)[1] for line in keyring.splitlines()
-              if line.startswith("unseal_key=")]
+    unseal = [
+        line.split("=", 1)[1] for line in keyring.splitlines() if line.startswith("unseal_key=")
+    ]
     return [s for s in (root, *unseal) for text in texts if s in text]
 
 
 def test_dev_up_restart_vault_and_down_up_keep_every_account(
-        local_compose: Callable[..., LocalCompose]) -> None:
+    local_compose: Callable[..., LocalCompose],
+) -> None:
     local = local_compose()
     local.start("vault")
     local.start("vault-unseal")
@@ -91,8 +99,9 @@ def test_dev_up_restart_vault_and_down_up_keep_every_account(
         for path in (volumes / f"{role}-creds").iterdir():
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
             assert not secrets_in(local, path.read_text())
-    assert ((volumes / "webhook-creds" / "role_id").read_text()
-            != (volumes / "backend-creds" / "role_id").read_text())
+    assert (volumes / "webhook-creds" / "role_id").read_text() != (
+        volumes / "backend-creds" / "role_id"
+    ).read_text()
     # The audit device of compose-server.hcl is live: the bootstrap is on record.
     assert "transit/keys/ivr-dtmf" in (volumes / "vault-logs" / "audit.log").read_text()
 
@@ -106,8 +115,11 @@ def test_dev_up_restart_vault_and_down_up_keep_every_account(
     local.stop("vault")
     local.start("vault")
     took = wait_until(lambda: local.healthy("vault"), timeout=30, what="unsealed again")
-    wait_until(lambda: local.healthy("backend") and local.healthy("webhook"), timeout=30,
-               what="services ready again")
+    wait_until(
+        lambda: local.healthy("backend") and local.healthy("webhook"),
+        timeout=30,
+        what="services ready again",
+    )
     assert local.call()[-1] == FOUND
     assert "vault unsealed" in local.log("vault-unseal").read_text()
     print(f"vault restart: unsealed and healthy {took:.1f} s after the start")
@@ -132,8 +144,9 @@ def test_dev_up_restart_vault_and_down_up_keep_every_account(
     assert not secrets_in(local, init.stdout + init.stderr, again.stdout + again.stderr, *logs)
 
 
-def test_prod_tls_manual_unseal_bootstrap_once_no_demo(local_compose: Callable[..., LocalCompose],
-                                                       tmp_path: Path) -> None:
+def test_prod_tls_manual_unseal_bootstrap_once_no_demo(
+    local_compose: Callable[..., LocalCompose], tmp_path: Path
+) -> None:
     # The services' AppRoles are bound to the internal network: here one address.
     local = local_compose(PROD, IVR_INTERNAL_SUBNET="127.0.0.1/32")
     made = local.run("vault-tls")
@@ -156,9 +169,21 @@ def test_prod_tls_manual_unseal_bootstrap_once_no_demo(local_compose: Callable[.
 
     # The operator, in the vault container (`docker compose exec vault bao operator init`):
     # five shares, three to unseal, printed once to the terminal.
-    init = subprocess.run([find_vault_binary(), "operator", "init", "-key-shares=5",
-                           "-key-threshold=3", "-format=json"], env=vault,
-                          capture_output=True, text=True, timeout=60, check=False)
+    init = subprocess.run(
+        [
+            find_vault_binary(),
+            "operator",
+            "init",
+            "-key-shares=5",
+            "-key-threshold=3",
+            "-format=json",
+        ],
+        env=vault,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert init.returncode == 0, init.stderr
     answer = json.loads(init.stdout)
     shares, root = [Secret(k) for k in answer["unseal_keys_b64"]], answer["root_token"]
@@ -176,19 +201,32 @@ def test_prod_tls_manual_unseal_bootstrap_once_no_demo(local_compose: Callable[.
     assert boot.returncode == 0, boot.stderr
     assert "bootstrap token revoked" in boot.stdout
     assert root not in boot.stdout + boot.stderr
-    revoked = httpx.get(f"{addr}/v1/auth/token/lookup-self", verify=tls, timeout=10,
-                        headers={"X-Vault-Token": root})
+    revoked = httpx.get(
+        f"{addr}/v1/auth/token/lookup-self", verify=tls, timeout=10, headers={"X-Vault-Token": root}
+    )
     assert revoked.status_code == 403
     plain = local.run("vault-init")  # every later `up`
     assert plain.returncode == 0 and "in place" in plain.stdout
 
     # No demo account: the operator provisions one with the backend's identity
     # (`docker compose run --rm -T backend accounts add ...`), digits on stdin.
-    added = subprocess.run([str(BIN / "ivr-vault"), "accounts", "add", "--account",
-                            "AC12345678", "--balance", "12.55"],
-                           input="31415926\n1234\n7351\n+15005550006\n",
-                           env=local.environment("backend"), capture_output=True, text=True,
-                           timeout=60, check=False)
+    added = subprocess.run(
+        [
+            str(BIN / "ivr-vault"),
+            "accounts",
+            "add",
+            "--account",
+            "AC12345678",
+            "--balance",
+            "12.55",
+        ],
+        input="31415926\n1234\n7351\n+15005550006\n",
+        env=local.environment("backend"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert added.returncode == 0, added.stderr
 
     for name in ("backend", "webhook"):
@@ -199,13 +237,18 @@ def test_prod_tls_manual_unseal_bootstrap_once_no_demo(local_compose: Callable[.
 
     # The webhook's AppRole works from the bound address only.
     creds = volumes / "webhook-creds"
-    login = {"role_id": (creds / "role_id").read_text().strip(),
-             "secret_id": (creds / "secret_id").read_text().strip()}
+    login = {
+        "role_id": (creds / "role_id").read_text().strip(),
+        "secret_id": (creds / "secret_id").read_text().strip(),
+    }
     for source, status in (("127.0.0.1", 200), ("127.0.0.2", 400)):
-        with httpx.Client(transport=httpx.HTTPTransport(local_address=source,
-                                                        verify=tls)) as client:
-            assert client.post(f"{addr}/v1/auth/approle/login", json=login,
-                               timeout=10).status_code == status, source
+        with httpx.Client(
+            transport=httpx.HTTPTransport(local_address=source, verify=tls)
+        ) as client:
+            assert (
+                client.post(f"{addr}/v1/auth/approle/login", json=login, timeout=10).status_code
+                == status
+            ), source
 
     # A restart comes back sealed and stays so until the share holders unseal it.
     local.stop("vault")
@@ -218,17 +261,23 @@ def test_prod_tls_manual_unseal_bootstrap_once_no_demo(local_compose: Callable[.
         server.wait_active()
     finally:
         server.close()
-    wait_until(lambda: local.healthy("backend") and local.healthy("webhook"), timeout=30,
-               what="services ready after the unseal")
+    wait_until(
+        lambda: local.healthy("backend") and local.healthy("webhook"),
+        timeout=30,
+        what="services ready after the unseal",
+    )
     assert local.call(pin="7351")[-1] == FOUND
 
 
 def test_probe_fails_when_no_service_answers(tmp_path: Path) -> None:
     dead = str(free_port())
-    result = subprocess.run(["python", "-m", "service.web.probe", "--ready"],
-                            env={"PATH": f"{BIN}:/usr/bin:/bin",
-                                 "WEBHOOK_PORT": dead, "BACKEND_PORT": dead},
-                            cwd=ROOT, capture_output=True, timeout=30)
+    result = subprocess.run(
+        ["python", "-m", "service.web.probe", "--ready"],
+        env={"PATH": f"{BIN}:/usr/bin:/bin", "WEBHOOK_PORT": dead, "BACKEND_PORT": dead},
+        cwd=ROOT,
+        capture_output=True,
+        timeout=30,
+    )
     assert result.returncode == 1
 
 
@@ -236,16 +285,22 @@ NODES = ("vault", "vault-2", "vault-3")
 
 
 def test_ha_one_cluster_postgres_and_two_backends(
-        local_compose: Callable[..., LocalCompose]) -> None:
-    listen = {**{node: {8200: free_port(), 8201: free_port()} for node in NODES},
-              "postgres": {5432: free_port()}, "backend": {8081: free_port()},
-              "backend-2": {8081: free_port()}, "webhook": {8080: free_port()}}
+    local_compose: Callable[..., LocalCompose],
+) -> None:
+    listen = {
+        **{node: {8200: free_port(), 8201: free_port()} for node in NODES},
+        "postgres": {5432: free_port()},
+        "backend": {8081: free_port()},
+        "backend-2": {8081: free_port()},
+        "webhook": {8080: free_port()},
+    }
     local = local_compose(HA, listen)
     for node in NODES:
         local.start(node)
     local.start("vault-unseal")  # initialises one node, the others join with its key
-    wait_until(lambda: all(local.healthy(n) for n in NODES), timeout=90,
-               what="three nodes unsealed")
+    wait_until(
+        lambda: all(local.healthy(n) for n in NODES), timeout=90, what="three nodes unsealed"
+    )
 
     made = local.run("db-secret")
     assert made.returncode == 0, made.stderr
@@ -257,8 +312,9 @@ def test_ha_one_cluster_postgres_and_two_backends(
     assert len(set(passwords)) == 3
     # The services' passfile: the migration role's and the runtime role's, not the
     # superuser's (postgres/roles.sh makes the roles).
-    assert (secret / "pgpass").read_text() == (f"*:*:*:ivr_owner:{passwords[1]}\n"
-                                               f"*:*:*:ivr_backend:{passwords[2]}\n")
+    assert (secret / "pgpass").read_text() == (
+        f"*:*:*:ivr_owner:{passwords[1]}\n*:*:*:ivr_backend:{passwords[2]}\n"
+    )
     again = local.run("db-secret")  # a second `up` keeps the passwords
     assert again.returncode == 0
     assert [(secret / name).read_text().strip() for name in names] == passwords
@@ -274,8 +330,10 @@ def test_ha_one_cluster_postgres_and_two_backends(
         assert local.healthy(name), name
     assert local.call()[-1] == FOUND
     # Every node answers for the one cluster: the leader (200) and two standbys (429).
-    health = [httpx.get(f"http://127.0.0.1:{listen[n][8200]}/v1/sys/health",
-                        timeout=5).status_code for n in NODES]
+    health = [
+        httpx.get(f"http://127.0.0.1:{listen[n][8200]}/v1/sys/health", timeout=5).status_code
+        for n in NODES
+    ]
     assert sorted(health) == [200, 429, 429], health
 
     # The leader dies: the services go to the other nodes; started again, it is unsealed

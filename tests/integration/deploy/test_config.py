@@ -58,9 +58,15 @@ TWILIO, BACKEND = "twilio-token-5a8c0e42", "backend-token-7d3f1b96"
 
 def _good_env(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "secret_id").write_text(SECRET_ID)
-    return {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "VAULT_ROLE_ID": ROLE_ID,
-            "VAULT_SECRET_ID_FILE": str(tmp_path / "secret_id"), "TWILIO_AUTH_TOKEN": TWILIO,
-            "BACKEND_TOKEN": BACKEND, "STORE_PATH": str(tmp_path / "store.sqlite3")}
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "VAULT_ROLE_ID": ROLE_ID,
+        "VAULT_SECRET_ID_FILE": str(tmp_path / "secret_id"),
+        "TWILIO_AUTH_TOKEN": TWILIO,
+        "BACKEND_TOKEN": BACKEND,
+        "STORE_PATH": str(tmp_path / "store.sqlite3"),
+    }
 
 
 CASES = [
@@ -70,12 +76,19 @@ CASES = [
     ("backend", {"LOCKOUT_DURATION": "soon"}, "LOCKOUT_DURATION", ()),
     ("webhook", {"STEP_MAX_AGE": "5h"}, "STEP_MAX_AGE", ()),
     ("webhook", {"LOG_FORMAT": "xml"}, "LOG_FORMAT", ()),
-    ("webhook", {"VAULT_ADDR": "https://ops:pa55-in-url-31@vault.internal"}, "VAULT_ADDR",
-     ("pa55-in-url-31",)),
-    ("webhook", {"PUBLIC_BASE_URL": "https://ivr.example.com/?sig=q8-hidden-22"},
-     "PUBLIC_BASE_URL", ("q8-hidden-22",)),
-    ("backend", {"BACKEND_TOKEN_FILE": "/nonexistent/backend-token"}, "BACKEND_TOKEN_FILE",
-     ()),
+    (
+        "webhook",
+        {"VAULT_ADDR": "https://ops:pa55-in-url-31@vault.internal"},
+        "VAULT_ADDR",
+        ("pa55-in-url-31",),
+    ),
+    (
+        "webhook",
+        {"PUBLIC_BASE_URL": "https://ivr.example.com/?sig=q8-hidden-22"},
+        "PUBLIC_BASE_URL",
+        ("q8-hidden-22",),
+    ),
+    ("backend", {"BACKEND_TOKEN_FILE": "/nonexistent/backend-token"}, "BACKEND_TOKEN_FILE", ()),
 ]
 
 
@@ -88,9 +101,16 @@ def test_a_bad_setting_stops_start_up_with_one_line_naming_it(tmp_path: Path) ->
                 env.pop(key)
             else:
                 env[key] = value
-        running.append(subprocess.Popen(
-            [sys.executable, "-m", "service", "serve", role], env=env, cwd=tmp_path,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        running.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "service", "serve", role],
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     try:
         for process, (role, _change, named, hidden) in zip(running, CASES, strict=True):
             stdout, stderr = process.communicate(timeout=60)
@@ -113,9 +133,13 @@ def test_a_bad_setting_stops_start_up_with_one_line_naming_it(tmp_path: Path) ->
 
 def test_the_same_environment_with_nothing_wrong_passes_the_check(tmp_path: Path) -> None:
     for role in ("webhook", "backend"):
-        result = subprocess.run([sys.executable, "-m", "service", "serve", role, "--check"],
-                                env=_good_env(tmp_path), capture_output=True, text=True,
-                                timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "service", "serve", role, "--check"],
+            env=_good_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == f"ivr-vault: {role} configuration is valid"
 
@@ -123,8 +147,13 @@ def test_the_same_environment_with_nothing_wrong_passes_the_check(tmp_path: Path
 def test_a_retired_setting_is_named_once_and_start_up_goes_on(tmp_path: Path) -> None:
     """LOCKOUT_WINDOW does nothing any more: one warning naming it (never its value)."""
     env = {**_good_env(tmp_path), "LOCKOUT_WINDOW": "77m", "LOG_FORMAT": "json"}
-    result = subprocess.run([sys.executable, "-m", "service", "serve", "backend", "--check"],
-                            env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "serve", "backend", "--check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("ivr-vault: backend configuration is valid")
     output = result.stdout + result.stderr

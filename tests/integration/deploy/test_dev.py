@@ -55,17 +55,24 @@ def test_dev_runs_the_whole_stack_and_ctrl_c_stops_it(start_dev: Callable[..., D
     assert (run.state / "vault-audit.log").exists()
     bao = str(Path(sys.executable).with_name("bao"))
     rotated = subprocess.run(
-        ["bash", "-c", 'source .dev/vault.env && "$BAO_BIN" write -f '
-                       "transit/keys/ivr-dtmf/rotate"],
-        cwd=run.cwd, env=base_env(run.cwd, BAO_BIN=bao), capture_output=True, text=True,
-        timeout=30, check=False)
+        ["bash", "-c", 'source .dev/vault.env && "$BAO_BIN" write -f transit/keys/ivr-dtmf/rotate'],
+        cwd=run.cwd,
+        env=base_env(run.cwd, BAO_BIN=bao),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert rotated.returncode == 0, rotated.stderr
     admin = VaultClient(env_vars["VAULT_ADDR"], Secret(env_vars["VAULT_TOKEN"]), timeout=5)
     assert admin.read("transit/keys/ivr-dtmf", "read key")["data"]["latest_version"] == 2
 
     # No secret on any command line: not the root token (by env to bao), nor the others.
-    secrets = [env_vars["VAULT_TOKEN"], (run.state / "twilio-auth-token").read_text().strip(),
-               (run.state / "backend-token").read_text().strip()]
+    secrets = [
+        env_vars["VAULT_TOKEN"],
+        (run.state / "twilio-auth-token").read_text().strip(),
+        (run.state / "backend-token").read_text().strip(),
+    ]
     children = descendants(run.process.pid)
     assert any(Path(argv[0]).name == "bao" for argv in children.values())
     assert sum("serve" in argv for argv in children.values()) == 2
@@ -78,15 +85,20 @@ def test_dev_runs_the_whole_stack_and_ctrl_c_stops_it(start_dev: Callable[..., D
     assert ok.returncode == 0, ok.stderr + ok.stdout
     assert ok.stdout.splitlines()[-1] == FOUND
     wrong = call(run, "0000")
-    assert wrong.stdout.splitlines()[-1] == \
-        "We were not able to locate you in our system. Goodbye."
+    assert wrong.stdout.splitlines()[-1] == "We were not able to locate you in our system. Goodbye."
     assert "NDMyMQ==" not in (run.state / "vault-audit.log").read_text()  # base64 "4321"
 
     # A second `dev` in the same directory fails at once, and says why.
     started = time.monotonic()
-    second = subprocess.run([sys.executable, "-m", "service", "dev"], cwd=run.cwd,
-                            env=run.env, capture_output=True, text=True, timeout=30,
-                            check=False)
+    second = subprocess.run(
+        [sys.executable, "-m", "service", "dev"],
+        cwd=run.cwd,
+        env=run.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert time.monotonic() - started < 10
     assert second.returncode == 2
     assert "already running in this directory" in second.stderr
@@ -112,8 +124,9 @@ def own_vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevVault]:
     vault.stop()
 
 
-def test_dev_on_an_existing_vault_honours_twilio_auth_token(start_dev: Callable[..., DevRun],
-                                                            own_vault: DevVault) -> None:
+def test_dev_on_an_existing_vault_honours_twilio_auth_token(
+    start_dev: Callable[..., DevRun], own_vault: DevVault
+) -> None:
     """VAULT_ADDR + VAULT_TOKEN: no Vault of its own; TWILIO_AUTH_TOKEN from the environment
     signs the calls. SIGINT to the launcher alone, even one started with SIGINT ignored,
     still stops both services, and leaves the Vault it did not start running."""
@@ -139,8 +152,7 @@ def test_dev_on_an_existing_vault_honours_twilio_auth_token(start_dev: Callable[
     while any(alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [argv for pid, argv in children.items() if alive(pid)]
-    assert VaultClient(dev_vault.addr, dev_vault.root_token, timeout=5).health()["sealed"] \
-        is False
+    assert VaultClient(dev_vault.addr, dev_vault.root_token, timeout=5).health()["sealed"] is False
 
 
 def test_a_killed_launcher_leaves_no_orphans(start_dev: Callable[..., DevRun]) -> None:
@@ -157,8 +169,9 @@ def test_a_killed_launcher_leaves_no_orphans(start_dev: Callable[..., DevRun]) -
     assert not [argv for pid, argv in children.items() if alive(pid)]
 
 
-def test_dev_on_a_postgresql_store(start_dev: Callable[..., DevRun],
-                                   postgres: LocalPostgres) -> None:
+def test_dev_on_a_postgresql_store(
+    start_dev: Callable[..., DevRun], postgres: LocalPostgres
+) -> None:
     """STORE_URL set: make run migrates that store, seeds the demo account into it, and
     its backend serves from it; no SQLite file is made."""
     url = pg_store_url(postgres, "make_run", migrated=False)
@@ -176,7 +189,8 @@ def test_dev_on_a_postgresql_store(start_dev: Callable[..., DevRun],
 
 @pytest.mark.parametrize("setting", ["WEBHOOK_PORT", "BACKEND_PORT", "DEV_VAULT_PORT"])
 def test_a_taken_port_stops_make_run_before_it_starts_anything(
-        start_dev: Callable[..., DevRun], setting: str) -> None:
+    start_dev: Callable[..., DevRun], setting: str
+) -> None:
     """The error names the port and the setting that moves it, in one line, and nothing
     was started: no Vault data, no process left."""
     with socket.socket() as taken:
@@ -199,4 +213,6 @@ def test_a_vault_that_exits_at_start_is_named_by_pid_port_and_log(tmp_path: Path
     message = str(caught.value)
     assert re.fullmatch(
         rf"pid [0-9]+ exited with status 1 before http://127\.0\.0\.1:{port}/v1/sys/health "
-        rf"answered \(its log: {re.escape(str(tmp_path / 'vault-server.log'))}\)", message)
+        rf"answered \(its log: {re.escape(str(tmp_path / 'vault-server.log'))}\)",
+        message,
+    )

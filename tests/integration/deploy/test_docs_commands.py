@@ -41,38 +41,59 @@ def checkout_copy(directory: Path) -> None:
 def keyadmin_token(run: DevRun, addr: str) -> str:
     role = run.state / "ivr-keyadmin"
     client = hvac.Client(url=addr, timeout=10)
-    auth = client.auth.approle.login(role_id=(role / "role_id").read_text().strip(),
-                                     secret_id=(role / "secret_id").read_text().strip(),
-                                     use_token=False)["auth"]
+    auth = client.auth.approle.login(
+        role_id=(role / "role_id").read_text().strip(),
+        secret_id=(role / "secret_id").read_text().strip(),
+        use_token=False,
+    )["auth"]
     return str(auth["client_token"])
 
 
 def run_block(block: Block, run: DevRun, env: dict[str, str]) -> str | None:
     """None when the block exits 0, else what went wrong, in a few lines."""
-    done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block.text], cwd=run.cwd,
-                          env=env, capture_output=True, text=True, timeout=180, check=False)
+    done = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", block.text],
+        cwd=run.cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     if done.returncode == 0:
         return None
     tail = "\n    ".join((done.stdout + done.stderr).strip().splitlines()[-8:])
     return f"{block.where}: exit {done.returncode}\n    {tail}"
 
 
-def test_every_runnable_shell_block_of_the_docs_runs(tmp_path: Path,
-                                                     start_dev: Callable[..., DevRun]) -> None:
+def test_every_runnable_shell_block_of_the_docs_runs(
+    tmp_path: Path, start_dev: Callable[..., DevRun]
+) -> None:
     checkout_copy(tmp_path)
     run = start_dev()
     run.wait_for(READY_LINE)
     addr = vault_env(run)["VAULT_ADDR"]
     backend = f"http://127.0.0.1:{run.env['BACKEND_PORT']}"
-    terminal = base_env(run.cwd, PATH=f"{VENV / 'bin'}:{os.environ.get('PATH', '')}",
-                        WEBHOOK_PORT=run.env["WEBHOOK_PORT"],
-                        BACKEND_PORT=run.env["BACKEND_PORT"], BACKEND_URL=backend,
-                        PUBLIC_BASE_URL=f"http://127.0.0.1:{run.webhook_port}")
+    terminal = base_env(
+        run.cwd,
+        PATH=f"{VENV / 'bin'}:{os.environ.get('PATH', '')}",
+        WEBHOOK_PORT=run.env["WEBHOOK_PORT"],
+        BACKEND_PORT=run.env["BACKEND_PORT"],
+        BACKEND_URL=backend,
+        PUBLIC_BASE_URL=f"http://127.0.0.1:{run.webhook_port}",
+    )
     keyadmin = {"VAULT_ADDR": addr, "VAULT_TOKEN": keyadmin_token(run, addr)}
 
     runnable = [block for block in all_blocks() if block.no_run is None]
-    failures = [failure for block in runnable if (failure := run_block(
-        block, run, {**terminal, **(keyadmin if block.env == "keyadmin" else {})}))]
+    failures = [
+        failure
+        for block in runnable
+        if (
+            failure := run_block(
+                block, run, {**terminal, **(keyadmin if block.env == "keyadmin" else {})}
+            )
+        )
+    ]
     print(f"docs: {len(runnable)} shell blocks run")  # the figure for the report
     assert len(runnable) >= 8
     assert failures == [], "\n".join(failures)

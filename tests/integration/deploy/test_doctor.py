@@ -43,28 +43,59 @@ class Doctored:
     stack: Stack
 
     def env(self, **extra: str) -> dict[str, str]:
-        return {"VAULT_ADDR": self.vault.addr, "STORE_PATH": str(self.stack.store_path),
-                "BACKEND_URL": self.stack.backend.url,
-                "PUBLIC_BASE_URL": self.stack.webhook.url, **extra}
+        return {
+            "VAULT_ADDR": self.vault.addr,
+            "STORE_PATH": str(self.stack.store_path),
+            "BACKEND_URL": self.stack.backend.url,
+            "PUBLIC_BASE_URL": self.stack.webhook.url,
+            **extra,
+        }
 
     def credentials(self) -> dict[str, Path]:
         return {role: self.stack.dir / role for role in ROLES}
 
-    def run(self, *, credentials: dict[str, Path] | None = None, webhook_url: str | None = None,
-            backend_url: str | None = None, **env: str) -> Report:
+    def run(
+        self,
+        *,
+        credentials: dict[str, Path] | None = None,
+        webhook_url: str | None = None,
+        backend_url: str | None = None,
+        **env: str,
+    ) -> Report:
         settings = Settings.from_environ(self.env(**env))
-        return run_doctor(settings, Options(
-            credentials=self.credentials() if credentials is None else credentials,
-            webhook_url=webhook_url or self.stack.webhook.url, backend_url=backend_url))
+        return run_doctor(
+            settings,
+            Options(
+                credentials=self.credentials() if credentials is None else credentials,
+                webhook_url=webhook_url or self.stack.webhook.url,
+                backend_url=backend_url,
+            ),
+        )
 
     def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         creds = [f"--credentials={role}={path}" for role, path in self.credentials().items()]
         return subprocess.run(
-            [sys.executable, "-m", "service", "doctor", *creds,
-             "--webhook-url", self.stack.webhook.url, *args],
-            cwd=self.stack.dir, capture_output=True, text=True, timeout=120, check=False,
-            env={"PATH": os.environ.get("PATH", ""), "HOME": str(self.stack.dir),
-                 **self.env(**env)})
+            [
+                sys.executable,
+                "-m",
+                "service",
+                "doctor",
+                *creds,
+                "--webhook-url",
+                self.stack.webhook.url,
+                *args,
+            ],
+            cwd=self.stack.dir,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={
+                "PATH": os.environ.get("PATH", ""),
+                "HOME": str(self.stack.dir),
+                **self.env(**env),
+            },
+        )
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +130,19 @@ def test_a_healthy_stack_passes_every_check(doctored: Doctored) -> None:
     marks = [line[0] for line in table[:-1] if not line.startswith(" ")]
     assert marks.count("✗") == 0 and marks.count("!") == 1  # the PCI Mode reminder
     assert len(marks) == 15
-    for name in ("settings", f"vault {doctored.vault.addr}", *sorted(IDENTITY_ROWS),
-                 *sorted(KEY_ROWS), "store schema", CANARY, CUT_OFF, "backend /readyz",
-                 "webhook /readyz", STEP_ROW, "public URL"):
+    for name in (
+        "settings",
+        f"vault {doctored.vault.addr}",
+        *sorted(IDENTITY_ROWS),
+        *sorted(KEY_ROWS),
+        "store schema",
+        CANARY,
+        CUT_OFF,
+        "backend /readyz",
+        "webhook /readyz",
+        STEP_ROW,
+        "public URL",
+    ):
         assert any(line.startswith(f"✓ {name} ") for line in table), name
     assert done.stderr == ""  # quiet: no log line, no "using the dev Vault" (VAULT_ADDR set)
 
@@ -138,8 +179,14 @@ def test_sealed_vault(doctored: Doctored) -> None:
         doctored.vault.unseal()
     node = f"vault {doctored.vault.addr}"
     rows = failed(report)
-    assert set(rows) == {node, *IDENTITY_ROWS, *KEY_ROWS, CANARY, "backend /readyz",
-                         "webhook /readyz"}
+    assert set(rows) == {
+        node,
+        *IDENTITY_ROWS,
+        *KEY_ROWS,
+        CANARY,
+        "backend /readyz",
+        "webhook /readyz",
+    }
     assert detail(report, node).startswith("sealed")
     assert "unseal" in rows[node]
 
@@ -187,8 +234,7 @@ def test_retired_key_version_too_new(doctored: Doctored) -> None:
         admin.write("transit/keys/ivr-dtmf/config", "restore", {"min_decryption_version": 1})
     rows = failed(report)
     assert set(rows) == {"key retirement"}
-    assert f"ivr-dtmf: v{latest - 1} is retired but v{latest}" in detail(report,
-                                                                          "key retirement")
+    assert f"ivr-dtmf: v{latest - 1} is retired but v{latest}" in detail(report, "key retirement")
     assert "CALL_MAX_AGE" in detail(report, "key retirement")
     assert "min_decryption_version=" in rows["key retirement"]
 
@@ -198,8 +244,7 @@ def test_auto_rotation_off(doctored: Doctored) -> None:
     try:
         report = doctored.run()
     finally:
-        doctored.admin.write("transit/keys/ivr-dtmf/config", "on",
-                             {"auto_rotate_period": "720h"})
+        doctored.admin.write("transit/keys/ivr-dtmf/config", "on", {"auto_rotate_period": "720h"})
     assert set(failed(report)) == {"key rotation"}
     assert "ivr-dtmf: auto-rotation is off" in detail(report, "key rotation")
 
@@ -211,8 +256,9 @@ def test_no_store(doctored: Doctored, tmp_path: Path) -> None:
     assert not (tmp_path / "none.sqlite3").exists()  # doctor created nothing
 
 
-def store_copy(doctored: Doctored, tmp_path: Path, change: Callable[[sqlite3.Connection],
-                                                                     object]) -> Path:
+def store_copy(
+    doctored: Doctored, tmp_path: Path, change: Callable[[sqlite3.Connection], object]
+) -> Path:
     copy = tmp_path / "copy.sqlite3"
     with sqlite3.connect(doctored.stack.store_path) as source, sqlite3.connect(copy) as target:
         source.backup(target)
@@ -226,15 +272,24 @@ def test_store_missing_a_table(doctored: Doctored, tmp_path: Path) -> None:
     assert set(failed(report)) == {"store schema", CANARY}
     assert "tables missing: caller_failures" in detail(report, "store schema")
     assert "restore the store" in failed(report)["store schema"]
-    tables = {row[0] for row in sqlite3.connect(copy).execute(
-        "SELECT name FROM sqlite_master WHERE type='table'")}
+    tables = {
+        row[0]
+        for row in sqlite3.connect(copy).execute(
+            "SELECT name FROM sqlite_master WHERE type='table'"
+        )
+    }
     assert "caller_failures" not in tables  # doctor looked, and changed nothing
 
 
 def test_store_schema_behind_this_release(doctored: Doctored, tmp_path: Path) -> None:
-    copy = store_copy(doctored, tmp_path, lambda db: db.execute(
-        "DELETE FROM schema_migrations WHERE version = (SELECT MAX(version)"
-        " FROM schema_migrations)"))
+    copy = store_copy(
+        doctored,
+        tmp_path,
+        lambda db: db.execute(
+            "DELETE FROM schema_migrations WHERE version = (SELECT MAX(version)"
+            " FROM schema_migrations)"
+        ),
+    )
     report = doctored.run(STORE_PATH=str(copy))
     assert "store schema" in failed(report)
     assert f"needs {LATEST}" in detail(report, "store schema")
@@ -242,8 +297,13 @@ def test_store_schema_behind_this_release(doctored: Doctored, tmp_path: Path) ->
 
 
 def test_store_canary_from_another_vault(doctored: Doctored, tmp_path: Path) -> None:
-    copy = store_copy(doctored, tmp_path, lambda db: db.execute(
-        "UPDATE lookup_canaries SET hmac = 'vault:v1:' || hex(randomblob(32))"))
+    copy = store_copy(
+        doctored,
+        tmp_path,
+        lambda db: db.execute(
+            "UPDATE lookup_canaries SET hmac = 'vault:v1:' || hex(randomblob(32))"
+        ),
+    )
     report = doctored.run(STORE_PATH=str(copy))
     rows = failed(report)
     assert set(rows) == {CANARY}
@@ -251,17 +311,24 @@ def test_store_canary_from_another_vault(doctored: Doctored, tmp_path: Path) -> 
     assert "docs/backup.md#restore" in rows[CANARY]
 
 
-def test_numbers_cut_off_now_are_counted_with_the_way_out(doctored: Doctored,
-                                                          tmp_path: Path) -> None:
+def test_numbers_cut_off_now_are_counted_with_the_way_out(
+    doctored: Doctored, tmp_path: Path
+) -> None:
     """Two numbers at CALLER_FAILURE_LIMIT (10) failed lookups within the window, one
     below it, one whose failures have aged out: "2 now", a reminder, never a failure."""
+
     def spray(db: sqlite3.Connection) -> None:
         now = time.time()
-        for caller, count, at in (("vault:v1:YQ==", 10, now), ("vault:v1:Yg==", 12, now),
-                                  ("vault:v1:Yw==", 9, now),
-                                  ("vault:v1:ZA==", 10, now - 2 * 86_400)):
-            db.executemany("INSERT INTO caller_failures(caller, at) VALUES (?, ?)",
-                           [(caller, at - n) for n in range(count)])
+        for caller, count, at in (
+            ("vault:v1:YQ==", 10, now),
+            ("vault:v1:Yg==", 12, now),
+            ("vault:v1:Yw==", 9, now),
+            ("vault:v1:ZA==", 10, now - 2 * 86_400),
+        ):
+            db.executemany(
+                "INSERT INTO caller_failures(caller, at) VALUES (?, ?)",
+                [(caller, at - n) for n in range(count)],
+            )
 
     report = doctored.run(STORE_PATH=str(store_copy(doctored, tmp_path, spray)))
     row = next(check for check in report.checks if check.name == CUT_OFF)
@@ -280,19 +347,27 @@ def test_backend_down(doctored: Doctored) -> None:
     assert detail(report, STEP_ROW) == f"cannot tell: no limits in the /readyz of {nowhere}"
 
 
-def test_a_backend_that_forgets_steps_the_webhook_accepts(doctored: Doctored,
-                                                          tmp_path: Path) -> None:
+def test_a_backend_that_forgets_steps_the_webhook_accepts(
+    doctored: Doctored, tmp_path: Path
+) -> None:
     """docs/security.md, "step age at the backend": the webhook accepts a PIN step for STEP_MAX_AGE
     (5 min), a backend
     told CALL_MAX_AGE=3s remembers a call's answers for 3 s. It refuses older steps now
     (tests/integration/calls/test_request_replays.py); doctor names the mismatch."""
-    assert detail(doctored.run(), STEP_ROW) == ("STEP_MAX_AGE 300 s ≤ CALL_MAX_AGE 14400 s "
-                                                "of 1 backend(s)")
-    credentials = {role: RoleCredentials(role, *(  # the module's own: issuing anew
-        (doctored.stack.dir / role / name).read_text().strip()  # would destroy them
-        for name in ("role_id", "secret_id"))) for role in ROLES}
-    short = make_stack(doctored.vault, credentials, tmp_path,
-                       backend_env={"CALL_MAX_AGE": "3s"})
+    assert detail(doctored.run(), STEP_ROW) == (
+        "STEP_MAX_AGE 300 s ≤ CALL_MAX_AGE 14400 s of 1 backend(s)"
+    )
+    credentials = {
+        role: RoleCredentials(
+            role,
+            *(  # the module's own: issuing anew
+                (doctored.stack.dir / role / name).read_text().strip()  # would destroy them
+                for name in ("role_id", "secret_id")
+            ),
+        )
+        for role in ROLES
+    }
+    short = make_stack(doctored.vault, credentials, tmp_path, backend_env={"CALL_MAX_AGE": "3s"})
     try:
         rows = failed(doctored.run(backend_url=short.backend.url))
     finally:

@@ -21,8 +21,14 @@ MONITORING = ROOT / "monitoring"
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([require("promtool"), *args], cwd=MONITORING,
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [require("promtool"), *args],
+        cwd=MONITORING,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def alert_rules() -> list[dict[str, object]]:
@@ -51,19 +57,32 @@ def test_promtool_test_fails_when_a_rule_changes(tmp_path: Path) -> None:
     (work / "tests").mkdir(parents=True)
     (work / "alerts.yml").write_text(rules.replace("* 60 > 10", "* 60 > 20"))
     shutil.copy(MONITORING / "tests" / "alerts_test.yml", work / "tests")
-    done = subprocess.run([require("promtool"), "test", "rules",
-                           "tests/alerts_test.yml"], cwd=work, capture_output=True, text=True,
-                          timeout=60, check=False)
+    done = subprocess.run(
+        [require("promtool"), "test", "rules", "tests/alerts_test.yml"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode != 0
     assert "IvrWrongPinSpray" in done.stdout + done.stderr
 
 
 def test_every_alert_has_a_test_that_fires_it() -> None:
     tests = yaml.safe_load((MONITORING / "tests" / "alerts_test.yml").read_text())["tests"]
-    fired = {case["alertname"] for test in tests for case in test.get("alert_rule_test", [])
-             if case.get("exp_alerts")}
-    quiet = {case["alertname"] for test in tests for case in test.get("alert_rule_test", [])
-             if not case.get("exp_alerts")}
+    fired = {
+        case["alertname"]
+        for test in tests
+        for case in test.get("alert_rule_test", [])
+        if case.get("exp_alerts")
+    }
+    quiet = {
+        case["alertname"]
+        for test in tests
+        for case in test.get("alert_rule_test", [])
+        if not case.get("exp_alerts")
+    }
     names = {str(rule["alert"]) for rule in alert_rules()}
     assert names == fired
     assert names - {"IvrServiceDown"} <= quiet  # and one where it stays quiet

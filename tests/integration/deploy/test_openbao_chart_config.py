@@ -53,17 +53,29 @@ class Node:
         return ssl.create_default_context(cafile=str(self.root / "openbao/tls/ca.crt"))
 
     def start(self) -> None:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.root),
-               # What the chart's StatefulSet sets for each pod (its own addresses).
-               "BAO_API_ADDR": self.addr,
-               "BAO_CLUSTER_ADDR": f"https://127.0.0.1:{self.cluster_port}"}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.root),
+            # What the chart's StatefulSet sets for each pod (its own addresses).
+            "BAO_API_ADDR": self.addr,
+            "BAO_CLUSTER_ADDR": f"https://127.0.0.1:{self.cluster_port}",
+        }
         with self.stdout.open("ab") as out:
             self.process = subprocess.Popen(
                 [find_vault_binary(), "server", *[f"-config={c}" for c in self.configs]],
-                cwd=self.root, stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, env=env)
-        wait_http(f"{self.addr}/v1/sys/health", timeout=30, process=self.process,
-                  ok=(200, 501, 503), verify=str(self.root / "openbao/tls/ca.crt"))
+                cwd=self.root,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        wait_http(
+            f"{self.addr}/v1/sys/health",
+            timeout=30,
+            process=self.process,
+            ok=(200, 501, 503),
+            verify=str(self.root / "openbao/tls/ca.crt"),
+        )
 
     def stop(self) -> None:
         if self.process is not None:
@@ -71,8 +83,14 @@ class Node:
 
     def call(self, method: str, path: str, token: str = "", **kwargs: Any) -> httpx.Response:
         headers = {"X-Vault-Token": token} if token else {}
-        return httpx.request(method, f"{self.addr}/v1/{path}", headers=headers,
-                             verify=self.tls(), timeout=10, **kwargs)
+        return httpx.request(
+            method,
+            f"{self.addr}/v1/{path}",
+            headers=headers,
+            verify=self.tls(),
+            timeout=10,
+            **kwargs,
+        )
 
     def health(self) -> dict[str, Any]:
         answer: dict[str, Any] = self.call("GET", "sys/health").json()
@@ -80,16 +98,19 @@ class Node:
 
 
 def server_config(*values: Path) -> str:
-    objects = render(load_values(*values), chart=OPENBAO_CHART, release="openbao",
-                     namespace="openbao")
+    objects = render(
+        load_values(*values), chart=OPENBAO_CHART, release="openbao", namespace="openbao"
+    )
     text: str = by_kind(objects, "ConfigMap")["openbao-config"]["data"][
-        "extraconfig-from-values.hcl"]
+        "extraconfig-from-values.hcl"
+    ]
     return text
 
 
 def server_args(*values: Path) -> str:
-    objects = render(load_values(*values), chart=OPENBAO_CHART, release="openbao",
-                     namespace="openbao")
+    objects = render(
+        load_values(*values), chart=OPENBAO_CHART, release="openbao", namespace="openbao"
+    )
     [server] = by_kind(objects, "StatefulSet").values()
     return " ".join(server["spec"]["template"]["spec"]["containers"][0]["args"])
 
@@ -124,15 +145,21 @@ def node(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Node]:
     if static:
         # The Secret openbao-unseal, as openbao-static-seal.yaml describes it, mounted
         # where the chart mounts it; the server reads it through the chart's extraArgs.
-        [seal_config] = re.findall(r"-config=(/openbao/userconfig/\S+)",
-                                   server_args(VALUES, STATIC_SEAL))
+        [seal_config] = re.findall(
+            r"-config=(/openbao/userconfig/\S+)", server_args(VALUES, STATIC_SEAL)
+        )
         secret = root / "openbao" / "userconfig" / "openbao-unseal"
         secret.mkdir(parents=True)
         (secret / "key").write_bytes(os.urandom(32))
-        (secret / "seal.hcl").write_text(localise(
-            'seal "static" {\n  current_key_id = "1"\n'
-            '  current_key = "file:///openbao/userconfig/openbao-unseal/key"\n}\n',
-            root, port, cluster_port))
+        (secret / "seal.hcl").write_text(
+            localise(
+                'seal "static" {\n  current_key_id = "1"\n'
+                '  current_key = "file:///openbao/userconfig/openbao-unseal/key"\n}\n',
+                root,
+                port,
+                cluster_port,
+            )
+        )
         configs.append(root / seal_config.lstrip("/"))
     running = Node(root, port, cluster_port, configs)
     running.start()
@@ -148,8 +175,12 @@ def test_the_charts_config_serves_tls_initialises_raft_and_audits_to_stdout(node
     keys, token = init.json()["keys_base64"], init.json()["root_token"]
     assert node.health()["sealed"] is True  # manual: sealed until a share holder unseals
     node.call("PUT", "sys/unseal", json={"key": keys[0]}).raise_for_status()
-    wait_http(f"{node.addr}/v1/sys/health", timeout=30, ok=(200,),
-              verify=str(node.root / "openbao/tls/ca.crt"))
+    wait_http(
+        f"{node.addr}/v1/sys/health",
+        timeout=30,
+        ok=(200,),
+        verify=str(node.root / "openbao/tls/ca.crt"),
+    )
     devices = node.call("GET", "sys/audit", token).json()
     assert devices["stdout/"]["type"] == "file"
     assert devices["stdout/"]["options"]["file_path"] == "stdout"
@@ -157,8 +188,11 @@ def test_the_charts_config_serves_tls_initialises_raft_and_audits_to_stdout(node
     [server] = raft["data"]["config"]["servers"]
     assert server["voter"] is True and server["leader"] is True
     node.call("GET", "sys/mounts", token).raise_for_status()
-    records = [json.loads(line) for line in node.stdout.read_text().splitlines()
-               if line.startswith("{") and '"type":"' in line]
+    records = [
+        json.loads(line)
+        for line in node.stdout.read_text().splitlines()
+        if line.startswith("{") and '"type":"' in line
+    ]
     paths = {r["request"]["path"] for r in records if r.get("type") == "request"}
     assert "sys/mounts" in paths
     # Audit values are HMAC'd: the root token never appears in the clear.
@@ -170,11 +204,19 @@ def test_with_the_static_seal_it_unseals_itself_even_after_a_restart(node: Node)
     init = node.call("PUT", "sys/init", json={"recovery_shares": 1, "recovery_threshold": 1})
     init.raise_for_status()
     assert "recovery_keys_base64" in init.json()
-    wait_http(f"{node.addr}/v1/sys/health", timeout=30, ok=(200,),
-              verify=str(node.root / "openbao/tls/ca.crt"))
+    wait_http(
+        f"{node.addr}/v1/sys/health",
+        timeout=30,
+        ok=(200,),
+        verify=str(node.root / "openbao/tls/ca.crt"),
+    )
     assert node.health()["sealed"] is False
     node.stop()
     node.start()
-    wait_http(f"{node.addr}/v1/sys/health", timeout=30, ok=(200,),
-              verify=str(node.root / "openbao/tls/ca.crt"))
+    wait_http(
+        f"{node.addr}/v1/sys/health",
+        timeout=30,
+        ok=(200,),
+        verify=str(node.root / "openbao/tls/ca.crt"),
+    )
     assert node.health()["sealed"] is False

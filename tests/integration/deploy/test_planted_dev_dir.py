@@ -68,8 +68,9 @@ def plant(cwd: Path, addr: str) -> Path:
     dev = cwd / ".dev"
     (dev / "ivr-keyadmin").mkdir(parents=True, mode=0o700)
     dev.chmod(0o700)
-    (dev / "vault.env").write_text(f"# DEV ONLY\nexport VAULT_ADDR={addr}\n"
-                                   "export VAULT_TOKEN=planted-root\n")
+    (dev / "vault.env").write_text(
+        f"# DEV ONLY\nexport VAULT_ADDR={addr}\nexport VAULT_TOKEN=planted-root\n"
+    )
     (dev / "vault.env").chmod(0o600)
     (dev / "ivr-keyadmin" / "role_id").write_text("planted-role\n")
     (dev / "ivr-keyadmin" / "secret_id").write_text("planted-secret\n")
@@ -77,30 +78,41 @@ def plant(cwd: Path, addr: str) -> Path:
 
 
 def keys_status(cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "service", "keys", "status"], cwd=cwd,
-                          env={"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), **env},
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "service", "keys", "status"],
+        cwd=cwd,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
-@pytest.mark.parametrize("given", [
-    {"VAULT_TOKEN": TOKEN},
-    {"VAULT_ROLE_ID": ROLE_ID, "VAULT_SECRET_ID": SECRET_ID},
-], ids=["token", "approle"])
+@pytest.mark.parametrize(
+    "given",
+    [
+        {"VAULT_TOKEN": TOKEN},
+        {"VAULT_ROLE_ID": ROLE_ID, "VAULT_SECRET_ID": SECRET_ID},
+    ],
+    ids=["token", "approle"],
+)
 def test_credentials_from_the_environment_never_reach_a_dev_address(
-        tmp_path: Path, listener: Listener, given: dict[str, str]) -> None:
+    tmp_path: Path, listener: Listener, given: dict[str, str]
+) -> None:
     plant(tmp_path, listener.addr)
     done = keys_status(tmp_path, **given)
     assert listener.seen == []
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith(
         "ivr-vault: configuration error: VAULT_ADDR is not set, and the environment names "
-        f"credentials ({', '.join(given)})")
+        f"credentials ({', '.join(given)})"
+    )
     assert not any(value in done.stderr + done.stdout for value in given.values())
 
 
 @pytest.mark.parametrize("how", ["others may write", "another user's"])
-def test_a_dev_dir_not_ours_alone_is_not_used(tmp_path: Path, listener: Listener,
-                                              how: str) -> None:
+def test_a_dev_dir_not_ours_alone_is_not_used(tmp_path: Path, listener: Listener, how: str) -> None:
     """Nothing in the environment: ``.dev/``'s own identity would be offered to its own
     address, and the command's answers (or an ``accounts add``'s digits, for HMAC) would
     come from there. Not when ``.dev/`` is writable by others or belongs to another."""
@@ -114,8 +126,10 @@ def test_a_dev_dir_not_ours_alone_is_not_used(tmp_path: Path, listener: Listener
             os.chown(path, 65534, 65534)
     done = keys_status(tmp_path)
     assert listener.seen == []
-    why = {"others may write": "others may write to it (mode 0777)",
-           "another user's": "it belongs to uid 65534, not to this user (0)"}[how]
+    why = {
+        "others may write": "others may write to it (mode 0777)",
+        "another user's": "it belongs to uid 65534, not to this user (0)",
+    }[how]
     assert f"ivr-vault: .dev/ not used: {why}\n" in done.stderr
     assert "planted" not in done.stderr + done.stdout
 
@@ -125,10 +139,30 @@ def test_call_takes_no_twilio_token_from_a_dev_dir_others_may_write(tmp_path: Pa
     dev.mkdir(mode=0o777)
     dev.chmod(0o777)
     (dev / "twilio-auth-token").write_text("planted-token\n")
-    done = subprocess.run([sys.executable, "-m", "service", "call", "--card", "1234",
-                           "--pin", "4321", "--url", "http://127.0.0.1:9"], cwd=tmp_path,
-                          env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
-                          capture_output=True, text=True, timeout=60, check=False)
-    assert (done.returncode, done.stderr) == (2, (
-        "ivr-vault: configuration error: TWILIO_AUTH_TOKEN: not set, and .dev/ is not "
-        "used: others may write to it (mode 0777)\n"))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "call",
+            "--card",
+            "1234",
+            "--pin",
+            "4321",
+            "--url",
+            "http://127.0.0.1:9",
+        ],
+        cwd=tmp_path,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (
+        2,
+        (
+            "ivr-vault: configuration error: TWILIO_AUTH_TOKEN: not set, and .dev/ is not "
+            "used: others may write to it (mode 0777)\n"
+        ),
+    )

@@ -27,21 +27,36 @@ def _caddy_installed() -> None:
 
 
 @pytest.fixture(scope="module")
-def forwarded(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
-              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxied]:
+def forwarded(
+    dev_vault: DevVault,
+    credentials: dict[str, RoleCredentials],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Proxied]:
     """No PUBLIC_BASE_URL: the URL comes from Caddy's X-Forwarded-*; Caddy is trusted."""
-    yield from proxied_stack(dev_vault, credentials, tmp_path_factory.mktemp("proxy-fwd"),
-                        {"PUBLIC_BASE_URL": "", "TRUSTED_PROXIES": "127.0.0.1/32"}, free_port())
+    yield from proxied_stack(
+        dev_vault,
+        credentials,
+        tmp_path_factory.mktemp("proxy-fwd"),
+        {"PUBLIC_BASE_URL": "", "TRUSTED_PROXIES": "127.0.0.1/32"},
+        free_port(),
+    )
 
 
 @pytest.fixture(scope="module")
-def fixed(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxied]:
+def fixed(
+    dev_vault: DevVault,
+    credentials: dict[str, RoleCredentials],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Proxied]:
     """A fixed PUBLIC_BASE_URL and no trusted proxy at all."""
     port = free_port()
-    yield from proxied_stack(dev_vault, credentials, tmp_path_factory.mktemp("proxy-fixed"),
-                        {"PUBLIC_BASE_URL": f"https://localhost:{port}", "TRUSTED_PROXIES": ""},
-                        port)
+    yield from proxied_stack(
+        dev_vault,
+        credentials,
+        tmp_path_factory.mktemp("proxy-fixed"),
+        {"PUBLIC_BASE_URL": f"https://localhost:{port}", "TRUSTED_PROXIES": ""},
+        port,
+    )
 
 
 @pytest.mark.parametrize("setup", ["forwarded", "fixed"])
@@ -49,8 +64,9 @@ def test_a_whole_call_through_the_proxy(setup: str, request: pytest.FixtureReque
     proxied: Proxied = request.getfixturevalue(setup)
     with proxied.caddy.client() as client:
         heard: list[str] = []
-        result = Caller(proxied.caddy.url, proxied.stack.twilio_token, client,
-                        say=heard.append).play(["1234", "4321"])
+        result = Caller(
+            proxied.caddy.url, proxied.stack.twilio_token, client, say=heard.append
+        ).play(["1234", "4321"])
     assert result.completed and set(result.statuses) == {200}
     assert heard[-1] == FOUND
 
@@ -67,8 +83,9 @@ def _card_step(proxied: Proxied, client: httpx.Client) -> tuple[str, list[tuple[
 
 
 @pytest.mark.parametrize("setup", ["forwarded", "fixed"])
-def test_any_change_to_a_signed_request_is_refused(setup: str,
-                                                   request: pytest.FixtureRequest) -> None:
+def test_any_change_to_a_signed_request_is_refused(
+    setup: str, request: pytest.FixtureRequest
+) -> None:
     proxied: Proxied = request.getfixturevalue(setup)
     token = proxied.stack.twilio_token
     with proxied.caddy.client() as client:
@@ -78,13 +95,18 @@ def test_any_change_to_a_signed_request_is_refused(setup: str,
         attempts = {
             "parameter": dict(url=pin_url, pairs=[*params, ("Digits", "4322")], sign_pairs=good),
             "added parameter": dict(url=pin_url, pairs=[*good, ("Extra", "1")], sign_pairs=good),
-            "query string": dict(url=pin_url.replace("card=vault%3Av", "card=vault%3Aw"),
-                                 pairs=good, sign_url=pin_url),
-            "path": dict(url=pin_url.replace("/voice/pin", "/voice/card"), pairs=good,
-                         sign_url=pin_url),
+            "query string": dict(
+                url=pin_url.replace("card=vault%3Av", "card=vault%3Aw"),
+                pairs=good,
+                sign_url=pin_url,
+            ),
+            "path": dict(
+                url=pin_url.replace("/voice/pin", "/voice/card"), pairs=good, sign_url=pin_url
+            ),
             "host": dict(url=other_host, pairs=good, sign_url=pin_url),
-            "scheme": dict(url=pin_url, pairs=good,
-                           sign_url=pin_url.replace("https://", "http://")),
+            "scheme": dict(
+                url=pin_url, pairs=good, sign_url=pin_url.replace("https://", "http://")
+            ),
         }
         if setup == "fixed":
             # A fixed PUBLIC_BASE_URL is the only URL signatures are checked against, so
@@ -106,8 +128,9 @@ def test_forwarded_headers_from_a_client_are_replaced_by_caddy(forwarded: Proxie
         # Signed for the real URL: Caddy overwrote the forged headers, so it passes.
         assert twiml(signed_post(client, token, url, base_params(), headers=evil))
         # Signed for the URL the forged headers name: refused.
-        forged = signed_post(client, token, url, base_params(), headers=evil,
-                             sign_url="http://evil.example/voice")
+        forged = signed_post(
+            client, token, url, base_params(), headers=evil, sign_url="http://evil.example/voice"
+        )
         assert forged.status_code == 403
 
 
@@ -121,14 +144,26 @@ def test_forwarded_headers_are_honoured_only_from_trusted_proxies(forwarded: Pro
     trusted = httpx.Client(timeout=5)
     stranger = httpx.Client(timeout=5, transport=httpx.HTTPTransport(local_address="127.0.0.2"))
     with trusted, stranger:
-        assert twiml(signed_post(trusted, token, f"{direct}/voice", base_params(),
-                                 sign_url=public, headers=claims))
-        refused = signed_post(stranger, token, f"{direct}/voice", base_params(),
-                              sign_url=public, headers=claims)
+        assert twiml(
+            signed_post(
+                trusted, token, f"{direct}/voice", base_params(), sign_url=public, headers=claims
+            )
+        )
+        refused = signed_post(
+            stranger, token, f"{direct}/voice", base_params(), sign_url=public, headers=claims
+        )
         assert refused.status_code == 403
         # From the stranger, only the URL it really called (its Host header) counts.
-        assert twiml(signed_post(stranger, token, f"{direct}/voice", base_params(),
-                                 headers=claims, sign_url=f"{direct}/voice"))
+        assert twiml(
+            signed_post(
+                stranger,
+                token,
+                f"{direct}/voice",
+                base_params(),
+                headers=claims,
+                sign_url=f"{direct}/voice",
+            )
+        )
 
 
 def test_fixed_public_base_url_ignores_everything_else(fixed: Proxied) -> None:
@@ -139,8 +174,9 @@ def test_fixed_public_base_url_ignores_everything_else(fixed: Proxied) -> None:
         assert signed_post(client, token, direct, base_params()).status_code == 403
         # Signed for the public URL and sent straight to the webhook: still valid, the
         # signature covers the public URL whichever way the request came.
-        assert twiml(signed_post(client, token, direct, base_params(),
-                                 sign_url=f"{fixed.caddy.url}/voice"))
+        assert twiml(
+            signed_post(client, token, direct, base_params(), sign_url=f"{fixed.caddy.url}/voice")
+        )
 
 
 def test_only_voice_routes_are_proxied(forwarded: Proxied) -> None:
@@ -155,8 +191,9 @@ def test_only_voice_routes_are_proxied(forwarded: Proxied) -> None:
 
 def test_security_headers_and_no_server_banner(forwarded: Proxied) -> None:
     with forwarded.caddy.client() as client:
-        response = signed_post(client, forwarded.stack.twilio_token,
-                               f"{forwarded.caddy.url}/voice", base_params())
+        response = signed_post(
+            client, forwarded.stack.twilio_token, f"{forwarded.caddy.url}/voice", base_params()
+        )
     assert response.status_code == 200
     headers = response.headers
     assert headers["strict-transport-security"].startswith("max-age=31536000")
@@ -179,8 +216,14 @@ def test_proxy_refuses_big_bodies(forwarded: Proxied) -> None:
                 yield b"x" * 1024
 
         # Chunked, no Content-Length: cut off once it passes the limit.
-        streamed = client.post(url, content=chunks(), headers={
-            "Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": "x"})
+        streamed = client.post(
+            url,
+            content=chunks(),
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Twilio-Signature": "x",
+            },
+        )
         assert streamed.status_code == 413
         # And the proxy keeps serving.
         assert twiml(signed_post(client, token, url, base_params()))

@@ -42,22 +42,33 @@ PAD = b"X-Pad: " + b"a" * 1000 + b"\r\n"
 
 
 @pytest.fixture(scope="module")
-def proxied(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxied]:
+def proxied(
+    dev_vault: DevVault,
+    credentials: dict[str, RoleCredentials],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Proxied]:
     require("caddy")
     yield from proxied_stack(
-        dev_vault, credentials, tmp_path_factory.mktemp("slow"),
-        {"PUBLIC_BASE_URL": "", "TRUSTED_PROXIES": "127.0.0.1/32"}, free_port(),
-        caddy_env={"CADDY_READ_HEADER_TIMEOUT": f"{READ_HEADER_S:g}s",
-                   "CADDY_READ_BODY_TIMEOUT": f"{READ_BODY_S:g}s"})
+        dev_vault,
+        credentials,
+        tmp_path_factory.mktemp("slow"),
+        {"PUBLIC_BASE_URL": "", "TRUSTED_PROXIES": "127.0.0.1/32"},
+        free_port(),
+        caddy_env={
+            "CADDY_READ_HEADER_TIMEOUT": f"{READ_HEADER_S:g}s",
+            "CADDY_READ_BODY_TIMEOUT": f"{READ_BODY_S:g}s",
+        },
+    )
 
 
 Connect = Callable[[], socket.socket]
 
 
 def request_head(extra: bytes = b"") -> bytes:
-    return (b"POST /voice/card HTTP/1.1\r\nHost: localhost\r\n"
-            b"Content-Type: application/x-www-form-urlencoded\r\n" + extra)
+    return (
+        b"POST /voice/card HTTP/1.1\r\nHost: localhost\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n" + extra
+    )
 
 
 def _closed(sock: socket.socket) -> bool:
@@ -148,8 +159,9 @@ def test_slow_clients_through_caddy_are_cut_off_and_calls_go_on(proxied: Proxied
             while not done.is_set():
                 start = time.monotonic()
                 said: list[str] = []
-                result = Caller(caddy.url, stack.twilio_token, client,
-                                say=said.append).play(["1234", "4321"])
+                result = Caller(caddy.url, stack.twilio_token, client, say=said.append).play(
+                    ["1234", "4321"]
+                )
                 call_ms.append((time.monotonic() - start) * 1000 / len(result.statuses))
                 heard.append(said[-1] if result.completed and said else repr(result))
                 time.sleep(0.2)
@@ -162,9 +174,11 @@ def test_slow_clients_through_caddy_are_cut_off_and_calls_go_on(proxied: Proxied
             caller.result()
     rss_after = rss_mb(stack.webhook.process.pid)
     by_kind = {kind: max(life for k, life in lives if k == kind) for kind in set(KINDS)}
-    print(f"\nslow clients through Caddy: longest life {by_kind}; {len(call_ms)} calls "
-          f"during the attack, p99 per request {p99(call_ms):.0f} ms; webhook RSS "
-          f"{rss_before:.0f} -> {rss_after:.0f} MB")
+    print(
+        f"\nslow clients through Caddy: longest life {by_kind}; {len(call_ms)} calls "
+        f"during the attack, p99 per request {p99(call_ms):.0f} ms; webhook RSS "
+        f"{rss_before:.0f} -> {rss_after:.0f} MB"
+    )
     assert by_kind["slow headers"] <= READ_HEADER_S + SLACK_S, by_kind
     assert by_kind["slow body"] <= READ_BODY_S + SLACK_S, by_kind
     assert by_kind["big headers"] <= READ_BODY_S + SLACK_S, by_kind
@@ -177,12 +191,15 @@ def test_slow_clients_straight_to_the_webhook_are_cut_off(proxied: Proxied) -> N
     stack = proxied.stack
     connect = plain_connect(stack.webhook.port)
     with ThreadPoolExecutor(max_workers=3) as pool:
-        slow = {kind: pool.submit(attacker, connect, kind)
-                for kind in ("slow headers", "slow body")}
+        slow = {
+            kind: pool.submit(attacker, connect, kind) for kind in ("slow headers", "slow body")
+        }
         sent, answer = huge_header(connect)
         lives = {kind: future.result() for kind, future in slow.items()}
-    print(f"\nstraight to the webhook: {lives}; a 32 MB header refused after "
-          f"{sent / 1024:.0f} KiB: {answer!r}")
+    print(
+        f"\nstraight to the webhook: {lives}; a 32 MB header refused after "
+        f"{sent / 1024:.0f} KiB: {answer!r}"
+    )
     assert lives["slow headers"] <= HEADER_TIMEOUT_S + SLACK_S, lives
     assert lives["slow body"] <= BODY_TIMEOUT_S + SLACK_S, lives
     # 431, or a reset that overtook it (the server closed with the client's bytes unread)
@@ -191,7 +208,8 @@ def test_slow_clients_straight_to_the_webhook_are_cut_off(proxied: Proxied) -> N
     heard: list[str] = []
     with httpx.Client(timeout=20) as client:  # and it still serves
         Caller(stack.webhook.url, stack.twilio_token, client, say=heard.append).play(
-            ["1234", "4321"])
+            ["1234", "4321"]
+        )
     assert heard[-1] == FOUND
 
 

@@ -94,8 +94,9 @@ class Ha:
         return self.run.state
 
     def processes(self) -> list[dict[str, Any]]:
-        processes: list[dict[str, Any]] = json.loads(
-            (self.dev / "cluster.json").read_text())["processes"]
+        processes: list[dict[str, Any]] = json.loads((self.dev / "cluster.json").read_text())[
+            "processes"
+        ]
         return processes
 
     def member(self, name: str) -> dict[str, Any]:
@@ -114,8 +115,7 @@ class Ha:
         return (self.dev / "twilio-auth-token").read_text().strip()
 
     def vault_env(self) -> dict[str, str]:
-        return dict(re.findall(r"^export (\w+)=(\S+)$", (self.dev / "vault.env").read_text(),
-                               re.M))
+        return dict(re.findall(r"^export (\w+)=(\S+)$", (self.dev / "vault.env").read_text(), re.M))
 
     def leader(self) -> dict[str, Any] | None:
         for node in self.role("vault"):
@@ -129,10 +129,14 @@ class Ha:
     def backend_settings(self) -> Settings:
         """The backend's identity and the store, for provisioning accounts."""
         env = self.vault_env()
-        return Settings.from_environ({
-            "VAULT_ADDR": env["VAULT_ADDR"], "STORE_URL": env["STORE_URL"],
-            "VAULT_ROLE_ID_FILE": str(self.dev / "ivr-backend" / "role_id"),
-            "VAULT_SECRET_ID_FILE": str(self.dev / "ivr-backend" / "secret_id")})
+        return Settings.from_environ(
+            {
+                "VAULT_ADDR": env["VAULT_ADDR"],
+                "STORE_URL": env["STORE_URL"],
+                "VAULT_ROLE_ID_FILE": str(self.dev / "ivr-backend" / "role_id"),
+                "VAULT_SECRET_ID_FILE": str(self.dev / "ivr-backend" / "secret_id"),
+            }
+        )
 
     def logged_since(self, role: str, text: str, since_wall: float) -> list[float]:
         """Wall-clock times of the log lines of every ``role`` process that contain
@@ -160,12 +164,19 @@ def replaced(ha: Ha, name: str, pid: int) -> Callable[[], bool]:
 
 
 def report(drill: str, figures: Figures, **recovery: float) -> None:
-    FIGURES[drill] = {"calls": figures.calls, "failed": figures.failed,
-                      "requests": figures.requests, "p50_ms": round(figures.p50_ms, 1),
-                      "p99_ms": round(figures.p99_ms, 1), "max_ms": round(figures.max_ms),
-                      **{k: round(v, 2) for k, v in recovery.items()}}
-    print(f"\ndrill {drill}: {figures}; " + ", ".join(
-        f"{k.replace('_', ' ')} {v:.2f} s" for k, v in recovery.items()))
+    FIGURES[drill] = {
+        "calls": figures.calls,
+        "failed": figures.failed,
+        "requests": figures.requests,
+        "p50_ms": round(figures.p50_ms, 1),
+        "p99_ms": round(figures.p99_ms, 1),
+        "max_ms": round(figures.max_ms),
+        **{k: round(v, 2) for k, v in recovery.items()},
+    }
+    print(
+        f"\ndrill {drill}: {figures}; "
+        + ", ".join(f"{k.replace('_', ' ')} {v:.2f} s" for k, v in recovery.items())
+    )
 
 
 @pytest.fixture(scope="module")
@@ -192,8 +203,9 @@ def ha() -> Iterator[Ha]:
 
 def test_the_topology_and_its_files(ha: Ha) -> None:
     roles = [p["role"] for p in ha.processes()]
-    assert sorted(roles) == sorted(["vault"] * 3 + ["postgres"] + ["backend"] * 2
-                                   + ["webhook"] * 2 + ["proxy"])
+    assert sorted(roles) == sorted(
+        ["vault"] * 3 + ["postgres"] + ["backend"] * 2 + ["webhook"] * 2 + ["proxy"]
+    )
     for process in ha.processes():
         assert alive(process["pid"]), process
         scheme = "postgresql" if process["role"] == "postgres" else "http"
@@ -207,16 +219,38 @@ def test_the_topology_and_its_files(ha: Ha) -> None:
     assert "passfile=" in store.query
     # `ivr-vault call` as printed, unchanged but for the proxy's port.
     called = subprocess.run(
-        [sys.executable, "-m", "service", "call", "--card", "1234", "--pin", "4321",
-         "--url", ha.proxy_url], cwd=ha.run.cwd, env=base_env(ha.run.cwd),
-        capture_output=True, text=True, timeout=60, check=False)
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "call",
+            "--card",
+            "1234",
+            "--pin",
+            "4321",
+            "--url",
+            ha.proxy_url,
+        ],
+        cwd=ha.run.cwd,
+        env=base_env(ha.run.cwd),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert called.returncode == 0, called.stderr
     assert FOUND in called.stdout
     # The operator CLI in the checkout finds the cluster by itself (.dev/vault.env and the
     # key-admin identity in .dev/), no VAULT_ADDR.
-    keys = subprocess.run([sys.executable, "-m", "service", "keys", "status", "--json"],
-                          cwd=ha.run.cwd, env=base_env(ha.run.cwd), capture_output=True,
-                          text=True, timeout=60, check=False)
+    keys = subprocess.run(
+        [sys.executable, "-m", "service", "keys", "status", "--json"],
+        cwd=ha.run.cwd,
+        env=base_env(ha.run.cwd),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert keys.returncode == 0, keys.stderr
     assert env["VAULT_ADDR"] in keys.stderr  # it says which Vault
     # Only /voice* is proxied: the webhooks' health and metrics stay internal.
@@ -229,21 +263,35 @@ def test_its_private_files_are_private(ha: Ha) -> None:
     0644. Every secret it writes in .dev/ is 0600, every role folder 0700; a SQLite store
     there (``make run``'s, or one the CLI opens) too, with its ``-wal``/``-shm``."""
     opened = subprocess.run(  # the CLI opening .dev/accounts.sqlite3 creates it
-        [sys.executable, "-m", "service", "store", "migrate"], cwd=ha.run.cwd,
+        [sys.executable, "-m", "service", "store", "migrate"],
+        cwd=ha.run.cwd,
         env={**base_env(ha.run.cwd), "STORE_URL": "sqlite:///.dev/accounts.sqlite3"},
-        capture_output=True, text=True, timeout=60, check=False)
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert opened.returncode == 0, opened.stderr
-    modes = {str(path.relative_to(ha.dev)): stat.S_IMODE(path.stat().st_mode)
-             for path in [*ha.dev.glob("ivr-*"), *ha.dev.glob("ivr-*/*"),
-                          *ha.dev.glob("accounts.sqlite3*"), ha.dev / "vault.env",
-                          ha.dev / "twilio-auth-token", ha.dev / "backend-token",
-                          ha.dev / "cluster.json"]}
+    modes = {
+        str(path.relative_to(ha.dev)): stat.S_IMODE(path.stat().st_mode)
+        for path in [
+            *ha.dev.glob("ivr-*"),
+            *ha.dev.glob("ivr-*/*"),
+            *ha.dev.glob("accounts.sqlite3*"),
+            ha.dev / "vault.env",
+            ha.dev / "twilio-auth-token",
+            ha.dev / "backend-token",
+            ha.dev / "cluster.json",
+        ]
+    }
     roles = ["ivr-backend", "ivr-backup", "ivr-keyadmin", "ivr-webhook"]
-    assert sorted(name for name in modes if "/" not in name and name.startswith("ivr-")) \
-        == roles
+    assert sorted(name for name in modes if "/" not in name and name.startswith("ivr-")) == roles
     assert "accounts.sqlite3" in modes
-    wrong = {name: oct(mode) for name, mode in modes.items()
-             if mode != (0o700 if name in roles else 0o600)}
+    wrong = {
+        name: oct(mode)
+        for name, mode in modes.items()
+        if mode != (0o700 if name in roles else 0o600)
+    }
     assert not wrong
 
 
@@ -254,24 +302,39 @@ def test_sigkill_the_vault_leader(ha: Ha) -> None:
         assert leader is not None
         started = load.mark()
         os.kill(leader["pid"], signal.SIGKILL)
-        elected = wait_until(lambda: (ha.leader() or leader)["name"] != leader["name"],
-                             what="a new leader", since=started, timeout=RECOVER_WITHIN_S)
-        wait_until(replaced(ha, leader["name"], leader["pid"]),
-                   what="the killed node started again", since=started,
-                   timeout=RECOVER_WITHIN_S)
-        rejoined = wait_until(lambda: status(f"{leader['url']}/v1/sys/health") in (200, 429),
-                              what="the killed node unsealed, in the cluster",
-                              since=started, timeout=RECOVER_WITHIN_S)
+        elected = wait_until(
+            lambda: (ha.leader() or leader)["name"] != leader["name"],
+            what="a new leader",
+            since=started,
+            timeout=RECOVER_WITHIN_S,
+        )
+        wait_until(
+            replaced(ha, leader["name"], leader["pid"]),
+            what="the killed node started again",
+            since=started,
+            timeout=RECOVER_WITHIN_S,
+        )
+        rejoined = wait_until(
+            lambda: status(f"{leader['url']}/v1/sys/health") in (200, 429),
+            what="the killed node unsealed, in the cluster",
+            since=started,
+            timeout=RECOVER_WITHIN_S,
+        )
         time.sleep(AFTER_S)
         figures = load.figures(started)
-    report("vault leader SIGKILL", figures, new_leader_after=elected,
-           killed_node_back_in_the_cluster_after=rejoined)
+    report(
+        "vault leader SIGKILL",
+        figures,
+        new_leader_after=elected,
+        killed_node_back_in_the_cluster_after=rejoined,
+    )
     assert figures.failed == 0, load.failures[:5]
     assert figures.calls >= 20
 
 
-def replica_drill(ha: Ha, name: str, sig: signal.Signals, *,
-                  unready_first: bool = False) -> tuple[Figures, list[Failure]]:
+def replica_drill(
+    ha: Ha, name: str, sig: signal.Signals, *, unready_first: bool = False
+) -> tuple[Figures, list[Failure]]:
     """Under load, ``sig`` to one replica; the load goes on until the launcher's
     replacement is ready, and AFTER_S more. With ``unready_first``: its /readyz must turn
     503 at once (the drain), while it still serves."""
@@ -283,13 +346,20 @@ def replica_drill(ha: Ha, name: str, sig: signal.Signals, *,
         os.kill(victim["pid"], sig)
         if unready_first:
             recovery["unready_after"] = wait_until(
-                lambda: status(f"{victim['url']}/readyz") != 200, what=f"{name} unready",
-                since=started, timeout=5)
-        wait_until(replaced(ha, name, victim["pid"]), what=f"{name} started again",
-                   since=started, timeout=RECOVER_WITHIN_S)
+                lambda: status(f"{victim['url']}/readyz") != 200,
+                what=f"{name} unready",
+                since=started,
+                timeout=5,
+            )
+        wait_until(
+            replaced(ha, name, victim["pid"]),
+            what=f"{name} started again",
+            since=started,
+            timeout=RECOVER_WITHIN_S,
+        )
         recovery["replacement_ready_after"] = wait_until(
-            lambda: ha.ready(name), what=f"{name} ready", since=started,
-            timeout=RECOVER_WITHIN_S)
+            lambda: ha.ready(name), what=f"{name} ready", since=started, timeout=RECOVER_WITHIN_S
+        )
         time.sleep(AFTER_S)
         figures = load.figures(started)
     report(f"{ha.member(name)['role']} {sig.name}", figures, **recovery)
@@ -310,10 +380,12 @@ def test_sigterm_a_webhook_is_a_rolling_restart(ha: Ha) -> None:
 
 def metric(url: str, name: str, **labels: str) -> float:
     text = httpx.get(f"{url}/metrics", timeout=5).text
-    return sum(sample.value for family in text_string_to_metric_families(text)
-               for sample in family.samples
-               if sample.name == name and all(sample.labels.get(k) == v
-                                               for k, v in labels.items()))
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 def test_a_burst_of_wrong_pins_locks_at_exactly_the_threshold(ha: Ha) -> None:
@@ -322,9 +394,25 @@ def test_a_burst_of_wrong_pins_locks_at_exactly_the_threshold(ha: Ha) -> None:
     # `accounts add` in the checkout, no VAULT_ADDR: the cluster, the backend's identity
     # and the PostgreSQL store, all from .dev/.
     added = subprocess.run(
-        [sys.executable, "-m", "service", "accounts", "add", "--account", "AC55500011",
-         "--balance", "3.10"], input=f"{NUMBER}\n5678\n7351\n", cwd=ha.run.cwd,
-        env=base_env(ha.run.cwd), capture_output=True, text=True, timeout=60, check=False)
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "accounts",
+            "add",
+            "--account",
+            "AC55500011",
+            "--balance",
+            "3.10",
+        ],
+        input=f"{NUMBER}\n5678\n7351\n",
+        cwd=ha.run.cwd,
+        env=base_env(ha.run.cwd),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert added.returncode == 0, added.stderr
     backends = [b["url"] for b in ha.role("backend")]
     wrong = {b: metric(b, "ivr_wrong_pins_total") for b in backends}
@@ -334,8 +422,14 @@ def test_a_burst_of_wrong_pins_locks_at_exactly_the_threshold(ha: Ha) -> None:
     def guess(i: int) -> str:
         heard: list[str] = []
         with httpx.Client(timeout=15) as client:
-            Caller(ha.proxy_url, ha.twilio_token, client, say=heard.append,
-                   caller=f"+1555010{i:04d}", identify=NUMBER).play(["5678", f"{1000 + i:04d}"])
+            Caller(
+                ha.proxy_url,
+                ha.twilio_token,
+                client,
+                say=heard.append,
+                caller=f"+1555010{i:04d}",
+                identify=NUMBER,
+            ).play(["5678", f"{1000 + i:04d}"])
         return heard[-1]
 
     with ThreadPoolExecutor(max_workers=40) as pool:
@@ -344,42 +438,66 @@ def test_a_burst_of_wrong_pins_locks_at_exactly_the_threshold(ha: Ha) -> None:
     compared = sum(metric(b, "ivr_wrong_pins_total") - wrong[b] for b in backends)
     per_backend = {b: metric(b, "ivr_lookups_total") - looked[b] for b in backends}
     locked = sum(metric(b, "ivr_lockouts_total", kind="card") - locks[b] for b in backends)
-    FIGURES["wrong PIN burst"] = {"calls": 40, "compared": compared, "locks": locked,
-                                  "lookups per backend": list(per_backend.values())}
-    print(f"\ndrill wrong PIN burst: 40 calls, {compared:.0f} PINs compared, "
-          f"{locked:.0f} lock, lookups per backend {list(per_backend.values())}")
+    FIGURES["wrong PIN burst"] = {
+        "calls": 40,
+        "compared": compared,
+        "locks": locked,
+        "lookups per backend": list(per_backend.values()),
+    }
+    print(
+        f"\ndrill wrong PIN burst: 40 calls, {compared:.0f} PINs compared, "
+        f"{locked:.0f} lock, lookups per backend {list(per_backend.values())}"
+    )
     assert compared == Settings().lockout_threshold and locked == 1
     assert all(n > 0 for n in per_backend.values()), per_backend
     # And the right PIN, now: locked (the lock holds across both backends).
     with httpx.Client(timeout=15) as client:
         last: list[str] = []
-        Caller(ha.proxy_url, ha.twilio_token, client, say=last.append,
-               caller="+15550109999", identify=NUMBER).play(["5678", "7351"])
+        Caller(
+            ha.proxy_url,
+            ha.twilio_token,
+            client,
+            say=last.append,
+            caller="+15550109999",
+            identify=NUMBER,
+        ).play(["5678", "7351"])
     assert last[-1] == texts.NOT_FOUND
 
 
-def pause_drill(ha: Ha, drill: str, victim: dict[str, Any], *, detected: Moment | None,
-                recovered: Moment) -> Drilled:
+def pause_drill(
+    ha: Ha, drill: str, victim: dict[str, Any], *, detected: Moment | None, recovered: Moment
+) -> Drilled:
     """SIGSTOP ``victim`` for PAUSE_S under the mixed load, then SIGCONT
     (tests/support/drills.py: the load, the figures, the store's checks)."""
     n = next(DRILLS)
     drilled = fault_drill(
-        url=ha.proxy_url, auth_token=ha.twilio_token, settings=ha.backend_settings(),
-        store_url=ha.vault_env()["STORE_URL"], cards_from=2000 + 64 * n, prefix=f"AC9{n:02d}",
+        url=ha.proxy_url,
+        auth_token=ha.twilio_token,
+        settings=ha.backend_settings(),
+        store_url=ha.vault_env()["STORE_URL"],
+        cards_from=2000 + 64 * n,
+        prefix=f"AC9{n:02d}",
         begin=lambda: os.kill(victim["pid"], signal.SIGSTOP),
         end=lambda: os.kill(victim["pid"], signal.SIGCONT),
-        hold_s=PAUSE_S, detected=detected, recovered=recovered)
+        hold_s=PAUSE_S,
+        detected=detected,
+        recovered=recovered,
+    )
     FIGURES[drill] = drilled.summary()
-    print(f"\ndrill {drill}: {drilled.figures}; detected after {drilled.detect}, "
-          f"recovered {drilled.recover} s after")
+    print(
+        f"\ndrill {drill}: {drilled.figures}; detected after {drilled.detect}, "
+        f"recovered {drilled.recover} s after"
+    )
     return drilled
 
 
 def first_logged(ha: Ha, role: str, text: str) -> Moment:
     """Seconds from the moment given to the first such log line after it."""
+
     def seconds(_monotonic: float, wall: float) -> float | None:
         stamps = ha.logged_since(role, text, wall)
         return stamps[0] - wall if stamps else None
+
     return seconds
 
 
@@ -389,8 +507,10 @@ def test_sigstop_the_vault_leader(ha: Ha) -> None:
 
     def elected(started: float, _wall: float) -> float | None:
         for node in ha.role("vault"):
-            if node["name"] != leader["name"] and status(
-                    f"{node['url']}/v1/sys/health", timeout=0.5) == 200:
+            if (
+                node["name"] != leader["name"]
+                and status(f"{node['url']}/v1/sys/health", timeout=0.5) == 200
+            ):
                 return time.monotonic() - started
         return None
 
@@ -398,15 +518,21 @@ def test_sigstop_the_vault_leader(ha: Ha) -> None:
         answered = status(f"{leader['url']}/v1/sys/health", timeout=0.5) in (200, 429)
         return time.monotonic() - healed if answered else None
 
-    assert_no_call_lost(pause_drill(ha, "vault leader SIGSTOP 10 s", leader,
-                                    detected=elected, recovered=back))
+    assert_no_call_lost(
+        pause_drill(ha, "vault leader SIGSTOP 10 s", leader, detected=elected, recovered=back)
+    )
 
 
 def test_sigstop_a_backend(ha: Ha) -> None:
-    assert_no_call_lost(pause_drill(
-        ha, "backend SIGSTOP 10 s", ha.member("backend-1"),
-        detected=first_logged(ha, "webhook", "address failed; trying the others"),
-        recovered=first_logged(ha, "webhook", "address answers again")))
+    assert_no_call_lost(
+        pause_drill(
+            ha,
+            "backend SIGSTOP 10 s",
+            ha.member("backend-1"),
+            detected=first_logged(ha, "webhook", "address failed; trying the others"),
+            recovered=first_logged(ha, "webhook", "address answers again"),
+        )
+    )
 
 
 # Caddy's active check of a webhook's /readyz times out after 3 s (proxy/Caddyfile.ha:
@@ -427,8 +553,10 @@ def test_sigstop_a_webhook_behind_the_proxy(ha: Ha) -> None:
     paused = pause_drill(ha, drill, ha.member("webhook-1"), detected=None, recovered=back)
     # Detected, as the load saw it: the last request that went to the frozen webhook.
     FIGURES[drill]["time_to_detect"] = max((t for t, _ in paused.over_budget), default=0.0)
-    print(f"drill {drill}: requests held by the frozen webhook (sent at s, took ms): "
-          f"{paused.over_budget}")
+    print(
+        f"drill {drill}: requests held by the frozen webhook (sent at s, took ms): "
+        f"{paused.over_budget}"
+    )
     late = [f for f in paused.failures if f.at - paused.started > PROXY_NOTICES_WITHIN_S]
     assert not late, late[:5]
     assert all(t <= PROXY_NOTICES_WITHIN_S for t, _ in paused.over_budget), paused.over_budget

@@ -17,17 +17,21 @@ import pytest
 from tests.support import netns
 from tests.support.netns import Host, Network
 
-SERVE = ("import socket, sys\n"
-         "s = socket.socket(); s.bind((sys.argv[1], 7070)); s.listen(8)\n"
-         "while True:\n"
-         "    c, _ = s.accept(); c.sendall(b'hello'); c.close()\n")
-PROBE = ("import socket, sys, time\n"
-         "t = time.monotonic()\n"
-         "try:\n"
-         "    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1.5)\n"
-         "    print('ok', c.recv(5).decode())\n"
-         "except OSError as e:\n"
-         "    print(type(e).__name__, round(time.monotonic() - t, 2))\n")
+SERVE = (
+    "import socket, sys\n"
+    "s = socket.socket(); s.bind((sys.argv[1], 7070)); s.listen(8)\n"
+    "while True:\n"
+    "    c, _ = s.accept(); c.sendall(b'hello'); c.close()\n"
+)
+PROBE = (
+    "import socket, sys, time\n"
+    "t = time.monotonic()\n"
+    "try:\n"
+    "    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1.5)\n"
+    "    print('ok', c.recv(5).decode())\n"
+    "except OSError as e:\n"
+    "    print(type(e).__name__, round(time.monotonic() - t, 2))\n"
+)
 
 
 def serve(host: Host) -> None:
@@ -50,8 +54,9 @@ def test_hosts_reach_each_other_and_nothing_beyond() -> None:
         assert probe(b, a) == "ok hello"
         # Its address, not loopback: nothing listens on b's own 127.0.0.1.
         assert probe(b, "127.0.0.1").startswith("ConnectionRefusedError")
-        routes = subprocess.run(["ip", "-n", b.ns, "route"], capture_output=True,
-                                text=True, check=True).stdout
+        routes = subprocess.run(
+            ["ip", "-n", b.ns, "route"], capture_output=True, text=True, check=True
+        ).stdout
         assert "default" not in routes, routes
         # Off the machine: no route at all, an immediate error.
         outcome = probe(b, "192.0.2.1", 80)
@@ -87,16 +92,27 @@ def test_nothing_is_left_even_when_the_test_fails() -> None:
         raise RuntimeError("a failing drill")
     assert server.poll() is not None
     assert netns.leftovers() == []
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True,
-                           check=True).stdout
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     assert netns.PREFIX not in links
 
 
 def test_a_crashed_runs_leftovers_are_removed_at_the_next_start() -> None:
     crashed = f"{netns.PREFIX}-crashed"
     subprocess.run(["ip", "netns", "add", crashed], check=True)
-    subprocess.run(["ip", "link", "add", f"{netns.PREFIX}99", "type", "veth", "peer",
-                    "name", f"{netns.PREFIX}99i"], check=True)
+    subprocess.run(
+        [
+            "ip",
+            "link",
+            "add",
+            f"{netns.PREFIX}99",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            f"{netns.PREFIX}99i",
+        ],
+        check=True,
+    )
     with Network() as net:
         assert crashed not in netns.leftovers()
         assert [h.name for h in net.hosts.values()] == []

@@ -56,16 +56,22 @@ def timed(func: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
 
 def pin_url(lab: Lab, call_sid: str) -> str:
     """Take a call as far as the PIN prompt (while everything is up)."""
-    root = twiml(signed_post(lab.client, lab.stack.twilio_token,
-                             lab.stack.webhook.url + "/voice/card?registered=1",
-                             [*base_params(call_sid), ("Digits", "1234")]))
+    root = twiml(
+        signed_post(
+            lab.client,
+            lab.stack.twilio_token,
+            lab.stack.webhook.url + "/voice/card?registered=1",
+            [*base_params(call_sid), ("Digits", "1234")],
+        )
+    )
     action = gather_action(root)
     assert action is not None
     return lab.stack.webhook.url + action
 
 
-def assert_calm(lab: Lab, *, pin_step: tuple[str, str] | None = None,
-                card_step: bool = True, parallel: int = 6) -> None:
+def assert_calm(
+    lab: Lab, *, pin_step: tuple[str, str] | None = None, card_step: bool = True, parallel: int = 6
+) -> None:
     """Every caller route answers valid TwiML within the budget, even with several
     callers at once; the ones that need the dependency end the call calmly."""
     token = lab.stack.twilio_token
@@ -77,8 +83,9 @@ def assert_calm(lab: Lab, *, pin_step: tuple[str, str] | None = None,
 
     def card() -> httpx.Response:
         with httpx.Client(timeout=15) as c:
-            return signed_post(c, token, webhook + "/voice/card?registered=1",
-                               [*base_params(), ("Digits", "1234")])
+            return signed_post(
+                c, token, webhook + "/voice/card?registered=1", [*base_params(), ("Digits", "1234")]
+            )
 
     calls: list[Callable[[], httpx.Response]] = [voice]
     if card_step:
@@ -114,8 +121,9 @@ def assert_recovers(lab: Lab) -> float:
     started = time.monotonic()
     while True:
         heard: list[str] = []
-        Caller(lab.stack.webhook.url, lab.stack.twilio_token, lab.client,
-               say=heard.append).play(["1234", "4321"])
+        Caller(lab.stack.webhook.url, lab.stack.twilio_token, lab.client, say=heard.append).play(
+            ["1234", "4321"]
+        )
         if heard and heard[-1] == FOUND:
             break
         assert time.monotonic() - started < RECOVER_WITHIN_S, heard
@@ -167,9 +175,14 @@ def test_backend_down(lab: Lab) -> None:
     try:
         # The card step needs only Vault: it still works. The PIN step ends calmly.
         assert_calm(lab, pin_step=(url, call_sid), card_step=False)
-        assert twiml(signed_post(lab.client, lab.stack.twilio_token,
-                                 lab.stack.webhook.url + "/voice/card?registered=1",
-                                 [*base_params(), ("Digits", "1234")]))
+        assert twiml(
+            signed_post(
+                lab.client,
+                lab.stack.twilio_token,
+                lab.stack.webhook.url + "/voice/card?registered=1",
+                [*base_params(), ("Digits", "1234")],
+            )
+        )
         assert_not_ready(lab.stack.webhook.url)
     finally:
         lab.stack.backend.start()
@@ -187,4 +200,3 @@ def test_backend_hung(lab: Lab) -> None:
     finally:
         process.send_signal(signal.SIGCONT)
     assert_recovers(lab)
-

@@ -96,6 +96,7 @@ def since(check: Callable[[], bool]) -> Moment:
 def logged(c: NetCluster, role: str, text: str) -> Moment:
     """Seconds from the moment given to the first JSON log line of a ``role`` process
     whose event is ``text``."""
+
     def seconds(_start: float, wall: float) -> float | None:
         stamps = []
         for path in c.logs["logs"].glob(f"{role}-*.log"):
@@ -109,16 +110,33 @@ def logged(c: NetCluster, role: str, text: str) -> Moment:
                 if at.timestamp() >= wall:
                     stamps.append(at.timestamp() - wall)
         return min(stamps) if stamps else None
+
     return seconds
 
 
-def drill(c: NetCluster, name: str, *, begin: Callable[[], None], hold_s: float = HOLD_S,
-          detected: Moment | None, recovered: Moment | None) -> Drilled:
+def drill(
+    c: NetCluster,
+    name: str,
+    *,
+    begin: Callable[[], None],
+    hold_s: float = HOLD_S,
+    detected: Moment | None,
+    recovered: Moment | None,
+) -> Drilled:
     n = next(DRILLS)
     drilled = fault_drill(
-        url=c.proxy_url, auth_token=c.twilio_token, settings=c.backend_settings(),
-        store_url=c.store_url, cards_from=3000 + 64 * n, prefix=f"AC8{n:02d}",
-        begin=begin, end=c.net.heal, hold_s=hold_s, detected=detected, recovered=recovered)
+        url=c.proxy_url,
+        auth_token=c.twilio_token,
+        settings=c.backend_settings(),
+        store_url=c.store_url,
+        cards_from=3000 + 64 * n,
+        prefix=f"AC8{n:02d}",
+        begin=begin,
+        end=c.net.heal,
+        hold_s=hold_s,
+        detected=detected,
+        recovered=recovered,
+    )
     FIGURES[name] = drilled.summary()
     reasons: dict[str, int] = {}
     for failure in drilled.failures:
@@ -132,8 +150,7 @@ def drill(c: NetCluster, name: str, *, begin: Callable[[], None], hold_s: float 
 def lost_only_before_the_proxy_noticed(drilled: Drilled) -> None:
     late = [f for f in drilled.failures if f.at - drilled.started > PROXY_NOTICES_WITHIN_S]
     assert not late, late[:5]
-    assert all(t <= PROXY_NOTICES_WITHIN_S for t, _ in drilled.over_budget), \
-        drilled.over_budget
+    assert all(t <= PROXY_NOTICES_WITHIN_S for t, _ in drilled.over_budget), drilled.over_budget
 
 
 def test_the_vault_leader_isolated(cluster: NetCluster) -> None:
@@ -152,20 +169,28 @@ def test_the_vault_leader_isolated(cluster: NetCluster) -> None:
             admin.close()
         return bool(state.get("healthy"))
 
-    assert_no_call_lost(drill(
-        cluster, "vault leader isolated 10 s", begin=lambda: cluster.net.isolate(host),
-        detected=since(lambda: any(status(f"{n.addr}/v1/sys/health") == 200
-                                   for n in others)),
-        recovered=since(rejoined)))
+    assert_no_call_lost(
+        drill(
+            cluster,
+            "vault leader isolated 10 s",
+            begin=lambda: cluster.net.isolate(host),
+            detected=since(lambda: any(status(f"{n.addr}/v1/sys/health") == 200 for n in others)),
+            recovered=since(rejoined),
+        )
+    )
 
 
 def test_a_backend_cut_from_postgresql_only(cluster: NetCluster) -> None:
     backend = cluster.backends[0]
-    assert_no_call_lost(drill(
-        cluster, "backend cut from PostgreSQL 10 s",
-        begin=lambda: cluster.net.sever(backend.host, cluster.postgres.host),
-        detected=logged(cluster, "webhook", "address failed; trying the others"),
-        recovered=logged(cluster, "webhook", "address answers again")))
+    assert_no_call_lost(
+        drill(
+            cluster,
+            "backend cut from PostgreSQL 10 s",
+            begin=lambda: cluster.net.sever(backend.host, cluster.postgres.host),
+            detected=logged(cluster, "webhook", "address failed; trying the others"),
+            recovered=logged(cluster, "webhook", "address answers again"),
+        )
+    )
 
 
 def test_a_lossy_link_between_the_webhooks_and_vault(cluster: NetCluster) -> None:
@@ -174,12 +199,19 @@ def test_a_lossy_link_between_the_webhooks_and_vault(cluster: NetCluster) -> Non
             for vault in cluster.vault_hosts:
                 cluster.net.sever(webhook.host, vault, loss=0.05)
 
-    drilled = drill(cluster, "webhooks-Vault 5 % loss 15 s", begin=lossy, hold_s=LOSSY_S,
-                    detected=None, recovered=None)
+    drilled = drill(
+        cluster,
+        "webhooks-Vault 5 % loss 15 s",
+        begin=lossy,
+        hold_s=LOSSY_S,
+        detected=None,
+        recovered=None,
+    )
     # Every call completes or hears the calm goodbye, within the budget; none hangs.
     assert not drilled.over_budget, drilled.over_budget[:10]
-    assert all(f.heard and f.heard[-1] == texts.TRY_LATER for f in drilled.failures), \
+    assert all(f.heard and f.heard[-1] == texts.TRY_LATER for f in drilled.failures), (
         drilled.failures[:5]
+    )
     assert_store_exact(drilled)
 
 
@@ -190,9 +222,13 @@ def test_one_webhook_cut_from_the_backends(cluster: NetCluster) -> None:
         for backend in cluster.backends:
             cluster.net.cut(webhook.host, backend.host)
 
-    drilled = drill(cluster, "webhook cut from the backends 10 s", begin=cut,
-                    detected=since(lambda: ready(webhook.url) == 503),
-                    recovered=since(lambda: ready(webhook.url) == 200))
+    drilled = drill(
+        cluster,
+        "webhook cut from the backends 10 s",
+        begin=cut,
+        detected=since(lambda: ready(webhook.url) == 503),
+        recovered=since(lambda: ready(webhook.url) == 200),
+    )
     lost_only_before_the_proxy_noticed(drilled)
     assert_store_exact(drilled)
 
@@ -200,13 +236,17 @@ def test_one_webhook_cut_from_the_backends(cluster: NetCluster) -> None:
 def test_the_minority_side(cluster: NetCluster) -> None:
     machine = cluster.machine(2)
     webhook = cluster.webhooks[1]
-    drilled = drill(cluster, "machine 2 cut off (minority) 10 s",
-                    begin=lambda: cluster.net.partition(machine),
-                    detected=None,
-                    recovered=since(lambda: ready(webhook.url) == 200))
+    drilled = drill(
+        cluster,
+        "machine 2 cut off (minority) 10 s",
+        begin=lambda: cluster.net.partition(machine),
+        detected=None,
+        recovered=since(lambda: ready(webhook.url) == 200),
+    )
     # As the load saw it: the last request that went to the cut-off webhook.
     FIGURES["machine 2 cut off (minority) 10 s"]["time_to_detect"] = max(
-        (t for t, _ in drilled.over_budget), default=0.0)
+        (t for t, _ in drilled.over_budget), default=0.0
+    )
     lost_only_before_the_proxy_noticed(drilled)
     # The cut-off backend decided nothing that the store does not hold: every decision
     # counted is in call_answers, and every one there is counted.

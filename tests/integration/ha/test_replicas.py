@@ -57,30 +57,50 @@ class Replicas:
 def _replica(service: ServiceProcess, name: str, **env: str) -> ServiceProcess:
     port = free_port()
     key = f"{service.role.upper()}_PORT"
-    return ServiceProcess(service.role, port, {**service.env, key: str(port), **env},
-                          service.log_dir, name=name)
+    return ServiceProcess(
+        service.role, port, {**service.env, key: str(port), **env}, service.log_dir, name=name
+    )
 
 
 @pytest.fixture(scope="module")
-def replicas(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
+def replicas(
+    dev_vault: DevVault,
+    credentials: dict[str, RoleCredentials],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Replicas]:
     directory = tmp_path_factory.mktemp("replicas")
     backend_a = free_port()
     backend_b = free_port()
-    stack = make_stack(dev_vault, credentials, directory, start=False,
-                       backend_env={"BACKEND_PORT": str(backend_a)},
-                       webhook_env={"PUBLIC_BASE_URL": PUBLIC, "SHUTDOWN_DRAIN": "1.5",
-                                    "BACKEND_URL": f"http://127.0.0.1:{backend_a},"
-                                                   f"http://127.0.0.1:{backend_b}"})
+    stack = make_stack(
+        dev_vault,
+        credentials,
+        directory,
+        start=False,
+        backend_env={"BACKEND_PORT": str(backend_a)},
+        webhook_env={
+            "PUBLIC_BASE_URL": PUBLIC,
+            "SHUTDOWN_DRAIN": "1.5",
+            "BACKEND_URL": f"http://127.0.0.1:{backend_a},http://127.0.0.1:{backend_b}",
+        },
+    )
     stack.backend.port = backend_a
     dead = f"http://127.0.0.1:{free_port()}"  # a Vault node that never answers
-    second = ServiceProcess("backend", backend_b, {**stack.backend.env,
-                                                   "BACKEND_PORT": str(backend_b),
-                                                   "VAULT_ADDR": f"{dead},{dev_vault.addr}"},
-                            directory, name="backend-b")
+    second = ServiceProcess(
+        "backend",
+        backend_b,
+        {
+            **stack.backend.env,
+            "BACKEND_PORT": str(backend_b),
+            "VAULT_ADDR": f"{dead},{dev_vault.addr}",
+        },
+        directory,
+        name="backend-b",
+    )
     backends = [stack.backend, second]
-    webhooks = [stack.webhook,
-                _replica(stack.webhook, "webhook-b", VAULT_ADDR=f"{dead},{dev_vault.addr}")]
+    webhooks = [
+        stack.webhook,
+        _replica(stack.webhook, "webhook-b", VAULT_ADDR=f"{dead},{dev_vault.addr}"),
+    ]
     try:
         for service in (*backends, *webhooks):
             service.start()
@@ -90,24 +110,41 @@ def replicas(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
             service.stop(sig=signal.SIGINT)
 
 
-def card_step(client: httpx.Client, r: Replicas, webhook: ServiceProcess, call_sid: str,
-              card: str = "1234") -> str:
+def card_step(
+    client: httpx.Client, r: Replicas, webhook: ServiceProcess, call_sid: str, card: str = "1234"
+) -> str:
     """The card step on ``webhook``; the PIN step's path and query, as Twilio gets it."""
-    root = twiml(signed_post(client, r.token, webhook.url + "/voice/card?registered=1",
-                             [*base_params(call_sid), ("Digits", card)],
-                             sign_url=PUBLIC + "/voice/card?registered=1"))
+    root = twiml(
+        signed_post(
+            client,
+            r.token,
+            webhook.url + "/voice/card?registered=1",
+            [*base_params(call_sid), ("Digits", card)],
+            sign_url=PUBLIC + "/voice/card?registered=1",
+        )
+    )
     action = gather_action(root)
     assert action is not None, spoken(root)
     return action
 
 
-def pin_step(client: httpx.Client, r: Replicas, webhook: ServiceProcess, call_sid: str,
-             action: str, pin: str = "4321") -> str:
+def pin_step(
+    client: httpx.Client,
+    r: Replicas,
+    webhook: ServiceProcess,
+    call_sid: str,
+    action: str,
+    pin: str = "4321",
+) -> str:
     url = urljoin(webhook.url + "/voice/card?registered=1", action)
     signed_for = urljoin(PUBLIC + "/voice/card?registered=1", action)
-    return spoken(twiml(signed_post(client, r.token, url,
-                                    [*base_params(call_sid), ("Digits", pin)],
-                                    sign_url=signed_for)))
+    return spoken(
+        twiml(
+            signed_post(
+                client, r.token, url, [*base_params(call_sid), ("Digits", pin)], sign_url=signed_for
+            )
+        )
+    )
 
 
 def whole_call(r: Replicas, card_on: ServiceProcess, pin_on: ServiceProcess) -> str:
@@ -118,8 +155,11 @@ def whole_call(r: Replicas, card_on: ServiceProcess, pin_on: ServiceProcess) -> 
 
 def lookups(backend: ServiceProcess) -> float:
     text = httpx.get(backend.url + "/metrics", timeout=5).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("ivr_lookups_total{"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("ivr_lookups_total{")
+    )
 
 
 def test_one_call_served_by_two_webhooks_in_turn(replicas: Replicas) -> None:
@@ -137,8 +177,8 @@ def test_lookups_take_turns_across_the_backends(replicas: Replicas) -> None:
 
 
 def test_a_lookup_sent_again_to_the_other_backend_gets_the_same_answer(
-        replicas: Replicas, dev_vault: DevVault,
-        credentials: dict[str, RoleCredentials]) -> None:
+    replicas: Replicas, dev_vault: DevVault, credentials: dict[str, RoleCredentials]
+) -> None:
     """What the webhook's failover relies on: the second backend answers what the first
     decided (the shared store remembers it under the Idempotency-Key)."""
     with httpx.Client(timeout=15) as client:
@@ -147,25 +187,49 @@ def test_a_lookup_sent_again_to_the_other_backend_gets_the_same_answer(
         card = httpx.URL(urljoin(PUBLIC, action)).params["card"]
     encrypter = role_client(dev_vault, credentials["ivr-webhook"])
     try:
-        out = encrypter.write("transit/encrypt/ivr-dtmf", "encrypt", {"batch_input": [
-            {"plaintext": b64(b"4321"), "context": b64(call_context(call_sid, "pin"))},
-            {"plaintext": b64(b"+15005550006"),
-             "context": b64(call_context(call_sid, "caller"))}]})["data"]["batch_results"]
+        out = encrypter.write(
+            "transit/encrypt/ivr-dtmf",
+            "encrypt",
+            {
+                "batch_input": [
+                    {"plaintext": b64(b"4321"), "context": b64(call_context(call_sid, "pin"))},
+                    {
+                        "plaintext": b64(b"+15005550006"),
+                        "context": b64(call_context(call_sid, "caller")),
+                    },
+                ]
+            },
+        )["data"]["batch_results"]
     finally:
         encrypter.close()
-    body = {"call_sid": call_sid, "card_last4": card, "pin": out[0]["ciphertext"],
-            "caller": out[1]["ciphertext"], "registered": True,
-            "issued": str(int(time.time()))}
+    body = {
+        "call_sid": call_sid,
+        "card_last4": card,
+        "pin": out[0]["ciphertext"],
+        "caller": out[1]["ciphertext"],
+        "registered": True,
+        "issued": str(int(time.time())),
+    }
     bearer = {"Authorization": f"Bearer {replicas.stack.backend_token}"}
     first, second = replicas.backends
-    answers = [httpx.post(f"{backend.url}/v1/lookup", json=body, timeout=10,
-                          headers={**bearer, "Idempotency-Key": "retried-request"})
-               for backend in (first, second)]
+    answers = [
+        httpx.post(
+            f"{backend.url}/v1/lookup",
+            json=body,
+            timeout=10,
+            headers={**bearer, "Idempotency-Key": "retried-request"},
+        )
+        for backend in (first, second)
+    ]
     assert [a.status_code for a in answers] == [200, 200]
     assert answers[0].json() == answers[1].json() == ANSWER
     # Another request in the same call is a second lookup, whichever backend gets it.
-    other = httpx.post(f"{second.url}/v1/lookup", json=body, timeout=10,
-                       headers={**bearer, "Idempotency-Key": "another-request"})
+    other = httpx.post(
+        f"{second.url}/v1/lookup",
+        json=body,
+        timeout=10,
+        headers={**bearer, "Idempotency-Key": "another-request"},
+    )
     assert other.status_code == 409
 
 
@@ -184,6 +248,7 @@ def test_a_backend_killed_holding_lookups(replicas: Replicas) -> None:
     victim.process.send_signal(signal.SIGSTOP)
     try:
         with ThreadPoolExecutor(max_workers=6) as pool:
+
             def pin(step: tuple[ServiceProcess, str, str]) -> tuple[str, float]:
                 started = time.monotonic()
                 with httpx.Client(timeout=15) as c:
@@ -215,6 +280,7 @@ def test_sigterm_mid_request_drains_then_answers(replicas: Replicas) -> None:
         process.send_signal(signal.SIGSTOP)
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
+
             def pin() -> str:
                 with httpx.Client(timeout=15) as c:
                     return pin_step(c, replicas, webhook, call_sid, action)
@@ -226,8 +292,15 @@ def test_sigterm_mid_request_drains_then_answers(replicas: Replicas) -> None:
             ready = httpx.get(webhook.url + "/readyz", timeout=5)
             assert (ready.status_code, ready.json()["status"]) == (503, "draining")
             with httpx.Client(timeout=15) as client:  # still serving while draining
-                assert twiml(signed_post(client, replicas.token, webhook.url + "/voice",
-                                         base_params(), sign_url=PUBLIC + "/voice"))
+                assert twiml(
+                    signed_post(
+                        client,
+                        replicas.token,
+                        webhook.url + "/voice",
+                        base_params(),
+                        sign_url=PUBLIC + "/voice",
+                    )
+                )
             for process in stopped:
                 process.send_signal(signal.SIGCONT)
             assert in_flight.result() == FOUND

@@ -37,12 +37,14 @@ def silent() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def stack(dev_vault: DevVault, credentials: dict[str, RoleCredentials], silent: str,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = make_stack(dev_vault, credentials, tmp_path_factory.mktemp("silent"),
-                         start=False)
-    running.webhook.env = {**running.webhook.env,
-                           "BACKEND_URL": f"{silent},{running.backend.url}"}
+def stack(
+    dev_vault: DevVault,
+    credentials: dict[str, RoleCredentials],
+    silent: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    running = make_stack(dev_vault, credentials, tmp_path_factory.mktemp("silent"), start=False)
+    running.webhook.env = {**running.webhook.env, "BACKEND_URL": f"{silent},{running.backend.url}"}
     running.backend.start()
     running.webhook.start()
     yield running
@@ -62,7 +64,8 @@ def test_lookups_go_around_the_silent_replica_within_the_budget(stack: Stack) ->
     with httpx.Client(timeout=15) as client:
         for _ in range(4):  # every turn of the two replicas, and past the cooldown
             started = time.monotonic()
-            assert place_call(client, stack.twilio_token, stack.webhook.url, "1234",
-                              "4321") == FOUND
+            assert (
+                place_call(client, stack.twilio_token, stack.webhook.url, "1234", "4321") == FOUND
+            )
             assert time.monotonic() - started < BUDGET_S + 1.0
             time.sleep(1.0)

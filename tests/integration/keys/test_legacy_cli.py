@@ -49,9 +49,14 @@ def test_import_key_reads_stdin_as_keyadmin(pv: PrivateVault) -> None:
     assert done.returncode == 0, done.stderr
     assert KEY_HEX not in done.stdout + done.stderr
     data = pv.key("ivr-legacy")
-    assert (data["type"], data["derived"], data["exportable"], data["allow_plaintext_backup"],
-            data["imported_key"], data["latest_version"]) == (
-        "aes256-gcm96", False, False, False, True, 1)
+    assert (
+        data["type"],
+        data["derived"],
+        data["exportable"],
+        data["allow_plaintext_backup"],
+        data["imported_key"],
+        data["latest_version"],
+    ) == ("aes256-gcm96", False, False, False, True, 1)
 
     again = pv.cli("legacy", "import-key", input=secrets.token_hex(32) + "\n")
     assert again.returncode == 1 and "already exists" in again.stderr
@@ -65,7 +70,12 @@ def test_import_key_prompts_without_echo_on_a_terminal(pv: PrivateVault) -> None
     controller, terminal = pty.openpty()
     process = subprocess.Popen(
         [sys.executable, "-m", "service", "legacy", "import-key", "--name", "ivr-legacy-tty"],
-        env=env, cwd=pv.dir, stdin=terminal, stdout=terminal, stderr=terminal)
+        env=env,
+        cwd=pv.dir,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+    )
     os.close(terminal)
     transcript = b""
     try:
@@ -101,7 +111,8 @@ def test_convert_rejects_a_bad_line_without_quoting_it(pv: PrivateVault) -> None
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.splitlines()[-1] == (
-        "ivr-vault: bad input: line 2: ciphertext is not hex; nothing converted")
+        "ivr-vault: bad input: line 2: ciphertext is not hex; nothing converted"
+    )
     assert KEY_HEX[:30] not in result.stderr
     assert SealedStore(pv.store_path).version_counts("ivr-legacy") == before
 
@@ -125,8 +136,15 @@ def test_migration_convert_rotate_rewrap_retire(pv: PrivateVault) -> None:
     assert rewrapped.returncode == 0, rewrapped.stderr
     assert f"rewrapped {len(plaintexts)} records to v2" in rewrapped.stdout
     time.sleep(2.1)
-    retired = pv.cli("keys", "retire", "--key", "ivr-legacy", "--older-than", "1s",
-                     env=pv.cli_env(CALL_MAX_AGE="1s"))
+    retired = pv.cli(
+        "keys",
+        "retire",
+        "--key",
+        "ivr-legacy",
+        "--older-than",
+        "1s",
+        env=pv.cli_env(CALL_MAX_AGE="1s"),
+    )
     assert retired.returncode == 0, retired.stderr
     assert pv.key("ivr-legacy")["min_decryption_version"] == 2
 

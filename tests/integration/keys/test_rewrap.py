@@ -32,14 +32,22 @@ def pv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateVault]:
         yield vault
 
 
-def seal(pv: PrivateVault, key: str, plaintexts: list[str], context: str | None = None,
-         ) -> list[int]:
+def seal(
+    pv: PrivateVault,
+    key: str,
+    plaintexts: list[str],
+    context: str | None = None,
+) -> list[int]:
     """Encrypt as the admin (the test's own power, not the operator's) and store."""
     cts: list[str] = []
     for start in range(0, len(plaintexts), 100):
-        batch = [{"plaintext": base64.b64encode(p.encode()).decode(),
-                  **({"context": context} if context else {})}
-                 for p in plaintexts[start:start + 100]]
+        batch = [
+            {
+                "plaintext": base64.b64encode(p.encode()).decode(),
+                **({"context": context} if context else {}),
+            }
+            for p in plaintexts[start : start + 100]
+        ]
         data = pv.admin.write(f"transit/encrypt/{key}", "encrypt", {"batch_input": batch})
         cts += [r["ciphertext"] for r in data["data"]["batch_results"]]
     return SealedStore(pv.store_path).add(key, cts, context=context)
@@ -50,18 +58,23 @@ def opened(pv: PrivateVault, key: str, ids: list[int]) -> list[str]:
     records = [store.get(i) for i in ids]
     out: list[str] = []
     for start in range(0, len(records), 100):
-        batch = [{"ciphertext": r.ciphertext, **({"context": r.context} if r.context else {})}
-                 for r in records[start:start + 100] if r is not None]
+        batch = [
+            {"ciphertext": r.ciphertext, **({"context": r.context} if r.context else {})}
+            for r in records[start : start + 100]
+            if r is not None
+        ]
         data = pv.admin.write(f"transit/decrypt/{key}", "decrypt", {"batch_input": batch})
-        out += [base64.b64decode(r["plaintext"]).decode()
-                for r in data["data"]["batch_results"]]
+        out += [base64.b64decode(r["plaintext"]).decode() for r in data["data"]["batch_results"]]
     return out
 
 
 def rewrap_calls(pv: PrivateVault, key: str) -> int:
     needle = f'"path":"transit/rewrap/{key}"'
-    return sum(1 for line in pv.vault.audit_log.read_text().splitlines()
-               if needle in line.replace(" ", "") and '"type":"request"' in line.replace(" ", ""))
+    return sum(
+        1
+        for line in pv.vault.audit_log.read_text().splitlines()
+        if needle in line.replace(" ", "") and '"type":"request"' in line.replace(" ", "")
+    )
 
 
 def test_rewrap_moves_every_record_to_latest_with_plaintext_intact(pv: PrivateVault) -> None:
@@ -76,8 +89,15 @@ def test_rewrap_moves_every_record_to_latest_with_plaintext_intact(pv: PrivateVa
     assert status["ivr-legacy"]["stored_records"] == {"1": 300}
     assert status["ivr-dtmf"]["stored_records"] == {"1": 40}
     time.sleep(2.1)
-    refused = pv.cli("keys", "retire", "--key", "ivr-legacy", "--older-than", "1s",
-                     env=pv.cli_env(CALL_MAX_AGE="1s"))
+    refused = pv.cli(
+        "keys",
+        "retire",
+        "--key",
+        "ivr-legacy",
+        "--older-than",
+        "1s",
+        env=pv.cli_env(CALL_MAX_AGE="1s"),
+    )
     assert refused.returncode == 1 and "rewrap" in refused.stderr
 
     calls_before = rewrap_calls(pv, "ivr-legacy")
@@ -96,8 +116,15 @@ def test_rewrap_moves_every_record_to_latest_with_plaintext_intact(pv: PrivateVa
 
     again = pv.cli("keys", "rewrap")
     assert "ivr-legacy: rewrapped 0 records to v3 in 0 batches" in again.stdout
-    retired = pv.cli("keys", "retire", "--key", "ivr-legacy", "--older-than", "1s",
-                     env=pv.cli_env(CALL_MAX_AGE="1s"))
+    retired = pv.cli(
+        "keys",
+        "retire",
+        "--key",
+        "ivr-legacy",
+        "--older-than",
+        "1s",
+        env=pv.cli_env(CALL_MAX_AGE="1s"),
+    )
     assert retired.returncode == 0, retired.stderr
     assert pv.key("ivr-legacy")["min_decryption_version"] == 3
     assert opened(pv, "ivr-legacy", legacy_ids[:5]) == legacy_pts[:5]
@@ -113,9 +140,22 @@ def test_rewrap_killed_midway_is_finished_by_a_rerun(pv: PrivateVault) -> None:
     assert total == 3300
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "service", "keys", "rewrap", "--key", "ivr-legacy",
-         "--batch-size", "5"], env=pv.cli_env(), cwd=pv.dir,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "keys",
+            "rewrap",
+            "--key",
+            "ivr-legacy",
+            "--batch-size",
+            "5",
+        ],
+        env=pv.cli_env(),
+        cwd=pv.dir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while store.version_counts("ivr-legacy").get(latest, 0) < 50:
@@ -133,9 +173,25 @@ def test_rewrap_killed_midway_is_finished_by_a_rerun(pv: PrivateVault) -> None:
     controller, terminal = pty.openpty()
     try:
         rerun = subprocess.run(
-            [sys.executable, "-m", "service", "keys", "rewrap", "--key", "ivr-legacy",
-             "--batch-size", "100"], env=pv.cli_env(), cwd=pv.dir, stdout=subprocess.PIPE,
-            stderr=terminal, text=True, timeout=60, check=False)
+            [
+                sys.executable,
+                "-m",
+                "service",
+                "keys",
+                "rewrap",
+                "--key",
+                "ivr-legacy",
+                "--batch-size",
+                "100",
+            ],
+            env=pv.cli_env(),
+            cwd=pv.dir,
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         os.close(terminal)
         drawn = b""
         while True:
@@ -151,7 +207,8 @@ def test_rewrap_killed_midway_is_finished_by_a_rerun(pv: PrivateVault) -> None:
     assert rerun.returncode == 0
     assert rerun.stdout.strip() == (
         f"ivr-legacy: rewrapped {total - moved} records to v{latest} in "
-        f"{-(-(total - moved) // 100)} batches")
+        f"{-(-(total - moved) // 100)} batches"
+    )
     bar = drawn.decode()
     assert "\r" in bar and re.search(rf"\[#{{30}}\] {total - moved}/{total - moved}", bar)
     assert store.version_counts("ivr-legacy") == {latest: total}
@@ -172,8 +229,7 @@ def test_rewrap_reports_records_transit_refuses_and_moves_the_rest(pv: PrivateVa
 
     result = pv.cli("keys", "rewrap", "--key", "ivr-dtmf", "--batch-size", "2")
     assert result.returncode == 1
-    assert f"1 refused by Transit (retired version or damaged), record ids {bad}" \
-        in result.stdout
+    assert f"1 refused by Transit (retired version or damaged), record ids {bad}" in result.stdout
     assert all(store.get(i).key_version == latest for i in good)  # type: ignore[union-attr]
     assert store.get(bad).key_version == latest - 1  # type: ignore[union-attr]
     assert opened(pv, "ivr-dtmf", good) == ["1111", "2222", "3333"]

@@ -39,8 +39,12 @@ def pv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateVault]:
 
 @pytest.fixture(scope="module")
 def rstack(pv: PrivateVault, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = make_stack(pv.vault, pv.credentials, tmp_path_factory.mktemp("rstack"),
-                         backend_env={"STORE_PATH": str(pv.store_path)})
+    running = make_stack(
+        pv.vault,
+        pv.credentials,
+        tmp_path_factory.mktemp("rstack"),
+        backend_env={"STORE_PATH": str(pv.store_path)},
+    )
     yield running
     running.stop()
 
@@ -54,9 +58,15 @@ class Call:
     pin_url: str = ""
 
     def params(self, digits: str | None = None) -> dict[str, str]:
-        base = {"CallSid": self.call_sid, "AccountSid": self.caller.account_sid,
-                "From": "+15005550006", "To": "+15005550001", "CallStatus": "in-progress",
-                "Direction": "inbound", "ApiVersion": "2010-04-01"}
+        base = {
+            "CallSid": self.call_sid,
+            "AccountSid": self.caller.account_sid,
+            "From": "+15005550006",
+            "To": "+15005550001",
+            "CallStatus": "in-progress",
+            "Direction": "inbound",
+            "ApiVersion": "2010-04-01",
+        }
         return base if digits is None else {**base, "Digits": digits}
 
     def enter_card(self, card: str) -> int:
@@ -99,9 +109,11 @@ def log_lines(service: ServiceProcess) -> list[dict[str, object]]:
 
 def pin_versions(stack: Stack) -> dict[str, int]:
     """CallSid -> key version of the PIN ciphertext, from the webhook's access lines."""
-    return {str(line["call_sid"]): int(str(line["key_version"]))
-            for line in log_lines(stack.webhook)
-            if line.get("path") == "/voice/pin" and "key_version" in line}
+    return {
+        str(line["call_sid"]): int(str(line["key_version"]))
+        for line in log_lines(stack.webhook)
+        if line.get("path") == "/voice/pin" and "key_version" in line
+    }
 
 
 def test_rotation_under_live_traffic_drops_no_call(pv: PrivateVault, rstack: Stack) -> None:
@@ -114,8 +126,7 @@ def test_rotation_under_live_traffic_drops_no_call(pv: PrivateVault, rstack: Sta
         rng = random.Random(seed)
         try:
             with httpx.Client(timeout=10) as client:
-                caller = Caller(rstack.webhook.url, rstack.twilio_token, client,
-                                say=lambda _: None)
+                caller = Caller(rstack.webhook.url, rstack.twilio_token, client, say=lambda _: None)
                 while not stop.is_set():
                     call = Call(caller, new_call_sid())
                     card_version = call.enter_card("1234")
@@ -127,8 +138,10 @@ def test_rotation_under_live_traffic_drops_no_call(pv: PrivateVault, rstack: Sta
             errors.append(exc)
 
     with httpx.Client(timeout=10) as client:
-        held = Call(Caller(rstack.webhook.url, rstack.twilio_token, client, say=lambda _: None),
-                    new_call_sid())
+        held = Call(
+            Caller(rstack.webhook.url, rstack.twilio_token, client, say=lambda _: None),
+            new_call_sid(),
+        )
         assert held.enter_card("1234") == 1  # a call that starts before any rotation
         threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
         for thread in threads:
@@ -162,8 +175,9 @@ def test_rotation_under_live_traffic_drops_no_call(pv: PrivateVault, rstack: Sta
     assert len({card_v for _, card_v, _, _ in results}) >= 3  # traffic spanned rotations
 
 
-def test_lookup_verifier_is_remade_at_next_lookup_after_rotation(pv: PrivateVault,
-                                                                 rstack: Stack) -> None:
+def test_lookup_verifier_is_remade_at_next_lookup_after_rotation(
+    pv: PrivateVault, rstack: Stack
+) -> None:
     store = Store(pv.store_path)
     # The demo account's verifiers: card and PIN, account number, one registered number.
     assert store.version_counts() == {1: 3}
@@ -179,15 +193,15 @@ def test_lookup_verifier_is_remade_at_next_lookup_after_rotation(pv: PrivateVaul
         caller.identify = DEMO_ACCOUNT_NUMBER
         assert caller.play(["1234", "4321"]).heard[-1] == FOUND
         assert store.version_counts() == {2: 3}
-    upgraded = [line for line in log_lines(rstack.backend)
-                if line.get("verifier_upgraded") is True]
+    upgraded = [line for line in log_lines(rstack.backend) if line.get("verifier_upgraded") is True]
     assert len(upgraded) == 2
     status = json.loads(pv.cli("keys", "status", "--json").stdout)
     assert status["ivr-lookup"]["stored_records"] == {"2": 3}
 
 
 def test_retired_ciphertext_hears_call_again_and_is_logged_without_digits(
-        pv: PrivateVault, rstack: Stack) -> None:
+    pv: PrivateVault, rstack: Stack
+) -> None:
     call_sid = "CA" + "ab" * 16
     card, pin = "8642", "9753"  # digits that appear nowhere else in these logs
     with httpx.Client(timeout=10) as client:
@@ -196,8 +210,7 @@ def test_retired_ciphertext_hears_call_again_and_is_logged_without_digits(
         held_version = call.enter_card(card)
         assert pv.cli("keys", "rotate").returncode == 0
         time.sleep(2.1)  # the new version outlives CALL_MAX_AGE=1s (+1 s timestamp resolution)
-        retired = pv.cli("keys", "retire", "--older-than", "1s",
-                         env=pv.cli_env(CALL_MAX_AGE="1s"))
+        retired = pv.cli("keys", "retire", "--older-than", "1s", env=pv.cli_env(CALL_MAX_AGE="1s"))
         assert retired.returncode == 0, retired.stderr
         assert pv.key("ivr-dtmf")["min_decryption_version"] == held_version + 1
 
@@ -207,27 +220,36 @@ def test_retired_ciphertext_hears_call_again_and_is_logged_without_digits(
         # a new call is not affected
         assert caller.play(["1234", "4321"]).heard[-1] == FOUND
 
-    webhook = [line for line in log_lines(rstack.webhook)
-               if line.get("call_sid") == call_sid and line.get("path") == "/voice/pin"]
+    webhook = [
+        line
+        for line in log_lines(rstack.webhook)
+        if line.get("call_sid") == call_sid and line.get("path") == "/voice/pin"
+    ]
     assert [line["outcome"] for line in webhook] == ["ciphertext_rejected"]
-    backend = [line for line in log_lines(rstack.backend)
-               if line.get("call_sid") == call_sid]
+    backend = [line for line in log_lines(rstack.backend) if line.get("call_sid") == call_sid]
     # 422 with a key_version below the key's min_decryption_version: a retired ciphertext.
-    assert [(line["outcome"], line["status_code"], line["key_version"]) for line in backend] \
-        == [("undecryptable", 422, held_version)]
-    for path in (rstack.webhook.stdout_path, rstack.webhook.stderr_path,
-                 rstack.backend.stdout_path, rstack.backend.stderr_path):
+    assert [(line["outcome"], line["status_code"], line["key_version"]) for line in backend] == [
+        ("undecryptable", 422, held_version)
+    ]
+    for path in (
+        rstack.webhook.stdout_path,
+        rstack.webhook.stderr_path,
+        rstack.backend.stdout_path,
+        rstack.backend.stderr_path,
+    ):
         text = path.read_text()
         # Bounded by non-digits: the same four digits inside a timestamp are not a leak.
         for entered in (card, pin):
             assert not re.search(rf"(?<![0-9]){entered}(?![0-9])", text), path
         assert "Traceback" not in text
     # uvicorn's start lines may show these processes' own ports and PIDs, nothing else.
-    known = {"127.0.0.1"} | {str(n) for p in (rstack.webhook, rstack.backend)
-                             for n in (p.port, p.process.pid if p.process else 0)}
+    known = {"127.0.0.1"} | {
+        str(n)
+        for p in (rstack.webhook, rstack.backend)
+        for n in (p.port, p.process.pid if p.process else 0)
+    }
     for line in log_lines(rstack.webhook) + log_lines(rstack.backend):
         line, problems = template_findings(line, "log", known)
         assert problems == []
         assert_no_digits(line, ALLOWED_FIELDS)
-    pv.admin.write("transit/keys/ivr-dtmf/config", "configure key",
-                   {"min_decryption_version": 1})
+    pv.admin.write("transit/keys/ivr-dtmf/config", "configure key", {"min_decryption_version": 1})

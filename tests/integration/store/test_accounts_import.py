@@ -41,8 +41,15 @@ class Importer:
         return [sys.executable, "-m", "service", "accounts", "import", str(path), *flags]
 
     def __call__(self, path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(self.command(path, *flags), cwd=self.cwd, env=self.env,
-                              capture_output=True, text=True, timeout=300, check=False)
+        done = subprocess.run(
+            self.command(path, *flags),
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         self.said.append(done.stdout + done.stderr)
         return done
 
@@ -55,12 +62,16 @@ class Importer:
 
 
 @pytest.fixture
-def importer(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
-             store_url: StoreUrl, tmp_path: Path) -> Importer:
-    stack = make_stack(dev_vault, credentials, tmp_path, backend_env=env_for(store_url),
-                       start=False)  # the backend's identity and this store; no services
-    return Importer({**stack.backend.env, "PATH": os.environ.get("PATH", "")}, tmp_path,
-                    store_url)
+def importer(
+    dev_vault: DevVault,
+    credentials: dict[str, RoleCredentials],
+    store_url: StoreUrl,
+    tmp_path: Path,
+) -> Importer:
+    stack = make_stack(
+        dev_vault, credentials, tmp_path, backend_env=env_for(store_url), start=False
+    )  # the backend's identity and this store; no services
+    return Importer({**stack.backend.env, "PATH": os.environ.get("PATH", "")}, tmp_path, store_url)
 
 
 def refusals(done: subprocess.CompletedProcess[str]) -> list[str]:
@@ -80,8 +91,7 @@ def ours_removed(text: str) -> str:
     return re.sub(r'"timestamp": "[^"]*"', "", text)
 
 
-def test_bad_rows_are_refused_by_line_and_a_rerun_skips_what_is_present(
-        importer: Importer) -> None:
+def test_bad_rows_are_refused_by_line_and_a_rerun_skips_what_is_present(importer: Importer) -> None:
     good = list(accounts_file.rows(GOOD))
     bad = [  # line numbers 52.. (the header is line 1)
         ("GENWEAKPIN", "1.00", "31313131", "4242", "2580", ["+15557770001"]),
@@ -102,15 +112,15 @@ def test_bad_rows_are_refused_by_line_and_a_rerun_skips_what_is_present(
         "choose another",
         "ivr-vault: accounts.csv line 53: that account number is already enrolled on "
         "another account",
-        "ivr-vault: accounts.csv line 54: caller number: expected E.164 (+ then up to 15 "
-        "digits)",
+        "ivr-vault: accounts.csv line 54: caller number: expected E.164 (+ then up to 15 digits)",
         "ivr-vault: accounts.csv line 55: balance: expected an amount such as 12.55",
         "ivr-vault: accounts.csv line 56: malformed: expected 6 columns (account,balance,"
         "account_number,card_last4,pin,callers)",
     ]
     assert first.stdout.strip().startswith(
         f"ivr-vault: import accounts.csv: 55 rows: {GOOD} added, 0 already present, "
-        "0 updated, 5 refused")
+        "0 updated, 5 refused"
+    )
     assert importer.count() == GOOD + 1  # and the demo account
 
     again = importer(path)
@@ -125,9 +135,22 @@ def test_bad_rows_are_refused_by_line_and_a_rerun_skips_what_is_present(
     changed[3] = (*good[3][:1], "999.99", *good[3][2:])
     changed[4] = (*good[4][:4], accounts_file.pin(4 + 1), good[4][5])
     jsonl = importer.cwd / "changed.jsonl"
-    jsonl.write_text("".join(json.dumps(dict(zip(
-        ("account", "balance", "account_number", "card_last4", "pin", "callers"), r,
-        strict=True))) + "\n" for r in changed) + "not json\n")
+    jsonl.write_text(
+        "".join(
+            json.dumps(
+                dict(
+                    zip(
+                        ("account", "balance", "account_number", "card_last4", "pin", "callers"),
+                        r,
+                        strict=True,
+                    )
+                )
+            )
+            + "\n"
+            for r in changed
+        )
+        + "not json\n"
+    )
     refused = importer(jsonl)
     assert refused.returncode == 2
     assert [line.split(": ", 1)[1] for line in refusals(refused)] == [
@@ -137,7 +160,8 @@ def test_bad_rows_are_refused_by_line_and_a_rerun_skips_what_is_present(
         "(--update replaces it)",
         "changed.jsonl line 51: malformed: expected one JSON object with the keys account, "
         "balance, account_number, card_last4, pin, callers (callers a list, the others "
-        "strings)"]
+        "strings)",
+    ]
     updated = importer(jsonl, "--update")
     assert updated.returncode == 2 and "2 updated, 1 refused" in updated.stdout
     settled = importer(jsonl, "--update")
@@ -148,11 +172,18 @@ def test_bad_rows_are_refused_by_line_and_a_rerun_skips_what_is_present(
 
 
 def test_an_import_killed_midway_completes_on_a_rerun_without_duplicates(
-        importer: Importer) -> None:
+    importer: Importer,
+) -> None:
     total = 30_000
     path = accounts_file.write(importer.cwd / "big.csv", total)
-    started = subprocess.Popen(importer.command(path), cwd=importer.cwd, env=importer.env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = subprocess.Popen(
+        importer.command(path),
+        cwd=importer.cwd,
+        env=importer.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while importer.count() < 3_000 and started.poll() is None:
@@ -167,10 +198,15 @@ def test_an_import_killed_midway_completes_on_a_rerun_without_duplicates(
 
     resumed = importer(path)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"{total} rows: {total + 1 - before} added, {before - 1} already present, " \
-           "0 updated, 0 refused" in resumed.stdout
+    assert (
+        f"{total} rows: {total + 1 - before} added, {before - 1} already present, "
+        "0 updated, 0 refused" in resumed.stdout
+    )
     assert importer.count() == total + 1
     assert importer.count("SELECT COUNT(DISTINCT number_verifier) FROM accounts") == total + 1
     assert importer.count("SELECT COUNT(*) FROM caller_registrations") == total + 1
-    assert not [d for d in digits_of(accounts_file.rows(total), pins=False)
-                if d in out + err + resumed.stdout + resumed.stderr]
+    assert not [
+        d
+        for d in digits_of(accounts_file.rows(total), pins=False)
+        if d in out + err + resumed.stdout + resumed.stderr
+    ]

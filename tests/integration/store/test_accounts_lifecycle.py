@@ -37,9 +37,16 @@ class Cli:
         self.env, self.cwd, self.outputs = env, cwd, []  # type: ignore[var-annotated]
 
     def __call__(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([sys.executable, "-m", "service", "accounts", *args],
-                              input=stdin, cwd=self.cwd, env=self.env, capture_output=True,
-                              text=True, timeout=120, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "service", "accounts", *args],
+            input=stdin,
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         self.outputs.append(done.stdout + done.stderr)
         return done
 
@@ -58,16 +65,27 @@ class Cli:
 
 
 @pytest.fixture
-def cli(dev_vault: DevVault, credentials: dict[str, RoleCredentials], store_url: StoreUrl,
-        tmp_path: Path) -> Cli:
-    stack = make_stack(dev_vault, credentials, tmp_path, backend_env=env_for(store_url),
-                       start=False)
+def cli(
+    dev_vault: DevVault,
+    credentials: dict[str, RoleCredentials],
+    store_url: StoreUrl,
+    tmp_path: Path,
+) -> Cli:
+    stack = make_stack(
+        dev_vault, credentials, tmp_path, backend_env=env_for(store_url), start=False
+    )
     return Cli({**stack.backend.env, "PATH": os.environ.get("PATH", "")}, tmp_path)
 
 
 def test_an_account_is_added_listed_changed_and_removed(cli: Cli) -> None:
-    added = cli("add", "--account", ACCOUNT, "--balance", "10.00",
-                stdin=f"{NUMBER}\n{CARD}\n{PIN}\n{PHONE}\n\n")
+    added = cli(
+        "add",
+        "--account",
+        ACCOUNT,
+        "--balance",
+        "10.00",
+        stdin=f"{NUMBER}\n{CARD}\n{PIN}\n{PHONE}\n\n",
+    )
     assert added.returncode == 0, added.stderr
     row = cli.listed()[ACCOUNT]
     assert row["identified_by"] == ["caller", "account_number"]
@@ -81,8 +99,10 @@ def test_an_account_is_added_listed_changed_and_removed(cli: Cli) -> None:
     # A PIN reset must name the account's own card; a weak PIN is refused.
     wrong = cli("update", "--account", ACCOUNT, "--reset-pin", stdin=f"{NEW_CARD}\n{NEW_PIN}\n")
     assert (wrong.returncode, wrong.stderr.strip()) == (
-        2, "ivr-vault: card last-4: not the account's card (a new card: "
-           "`ivr-vault accounts update --change-card`)")
+        2,
+        "ivr-vault: card last-4: not the account's card (a new card: "
+        "`ivr-vault accounts update --change-card`)",
+    )
     weak = cli("update", "--account", ACCOUNT, "--reset-pin", stdin=f"{CARD}\n1111\n")
     assert weak.returncode == 2 and "PIN refused" in weak.stderr
     reset = cli("update", "--account", ACCOUNT, "--reset-pin", stdin=f"{CARD}\n{NEW_PIN}\n")
@@ -93,8 +113,9 @@ def test_an_account_is_added_listed_changed_and_removed(cli: Cli) -> None:
     assert changed.returncode == 0, changed.stderr
     assert cli.matches(NEW_CARD, PIN, PHONE, "20.00")
 
-    more = cli("update", "--account", ACCOUNT, "--add-callers",
-               stdin=f"{NEW_CARD}\n{OTHER_PHONE}\n\n")
+    more = cli(
+        "update", "--account", ACCOUNT, "--add-callers", stdin=f"{NEW_CARD}\n{OTHER_PHONE}\n\n"
+    )
     assert more.returncode == 0, more.stderr
     assert cli.matches(NEW_CARD, PIN, f"{PHONE};{OTHER_PHONE}", "20.00")
     fewer = cli("update", "--account", ACCOUNT, "--remove-callers", stdin=f"{PHONE}\n{PHONE}\n\n")
@@ -110,19 +131,28 @@ def test_an_account_is_added_listed_changed_and_removed(cli: Cli) -> None:
     gone = cli("remove", "--account", ACCOUNT)
     assert (gone.returncode, gone.stderr.strip()) == (2, f"ivr-vault: no account {ACCOUNT}")
     nothing = cli("update", "--account", ACCOUNT, "--balance", "1.00")
-    assert (nothing.returncode, nothing.stderr.strip()) == (
-        2, f"ivr-vault: no account {ACCOUNT}")
+    assert (nothing.returncode, nothing.stderr.strip()) == (2, f"ivr-vault: no account {ACCOUNT}")
 
     everything = "\n".join(cli.outputs)
     assert not [s for s in SECRETS if s in everything]
-    audit = [json.loads(line) for out in cli.outputs for line in out.splitlines()
-             if line.startswith("{") and "by an operator" in line]
+    audit = [
+        json.loads(line)
+        for out in cli.outputs
+        for line in out.splitlines()
+        if line.startswith("{") and "by an operator" in line
+    ]
     assert {line["event"] for line in audit} == {
-        "account added by an operator", "account changed by an operator",
-        "account removed by an operator", "accounts imported by an operator"}
+        "account added by an operator",
+        "account changed by an operator",
+        "account removed by an operator",
+        "accounts imported by an operator",
+    }
     assert {line.get("account_ref") for line in audit} == {reference, None}
-    assert all(line.get("account_ref") for line in audit
-               if line["event"] != "accounts imported by an operator")
+    assert all(
+        line.get("account_ref")
+        for line in audit
+        if line["event"] != "accounts imported by an operator"
+    )
 
 
 def test_the_listing_streams_in_pages(cli: Cli) -> None:
@@ -134,4 +164,3 @@ def test_the_listing_streams_in_pages(cli: Cli) -> None:
     assert len(accounts) == len(set(accounts)) == 2_501  # and the demo account
     table = cli("list").stdout.splitlines()
     assert table[0].split()[:2] == ["account", "reference"] and len(table) == 2_502
-

@@ -46,16 +46,31 @@ ADDED = "Thank you. Your account number is AC55556666 and your balance is 7.00"
 
 
 def cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "service", *args], cwd=cwd,
-                          env={"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), **env},
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        cwd=cwd,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_make_run_backup_lose_vault_restore_served(start_dev: Callable[..., DevRun]) -> None:
     run = start_dev()
     run.wait_for(READY_LINE)
-    added = ivr_vault(run, "accounts", "add", "--account", "AC55556666", "--balance", "7.00",
-                      stdin=ADDED_STDIN, **vault_env(run))
+    added = ivr_vault(
+        run,
+        "accounts",
+        "add",
+        "--account",
+        "AC55556666",
+        "--balance",
+        "7.00",
+        stdin=ADDED_STDIN,
+        **vault_env(run),
+    )
     assert added.returncode == 0, added.stderr
     # The backup identity is .dev/ivr-backup's AppRole: no token in its environment, and
     # no VAULT_ADDR (.dev/vault.env says where make run's Vault is).
@@ -80,8 +95,10 @@ def test_make_run_backup_lose_vault_restore_served(start_dev: Callable[..., DevR
     # While make run holds .dev/, restore refuses before touching anything, naming it.
     early = ivr_vault(run, "restore", "--from", str(backup), "--dev")
     assert (early.returncode, early.stderr.splitlines()[-1]) == (
-        2, f"ivr-vault: bad input: make run is running in this directory (pid "
-           f"{run.process.pid}) and holds .dev/: stop it (Ctrl-C) first, then restore")
+        2,
+        f"ivr-vault: bad input: make run is running in this directory (pid "
+        f"{run.process.pid}) and holds .dev/: stop it (Ctrl-C) first, then restore",
+    )
     assert ctrl_c(run) == 0
 
     shutil.rmtree(run.state / "vault-data")  # Vault's data is lost
@@ -103,7 +120,8 @@ def test_make_run_backup_lose_vault_restore_served(start_dev: Callable[..., DevR
 
 
 def test_restore_into_a_new_cluster_opens_with_the_old_keys(
-        tmp_path_factory: pytest.TempPathFactory) -> None:
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
     """The production path: the old Vault is gone, a new one is initialised (its own keys,
     its own root token), the snapshot is forced in, and the Vault it becomes is the old one:
     sealed by the old keys, with the old AppRoles, so the old credentials work again."""
@@ -113,13 +131,25 @@ def test_restore_into_a_new_cluster_opens_with_the_old_keys(
         stack = make_stack(old, creds, home / "stack", start=False)  # seeds the demo account
         backup_role = creds["ivr-backup"]
         backup = home / "backup.tar.gz"
-        made = cli("backup", "--out", str(backup), cwd=home, env={
-            "VAULT_ADDR": old.addr, "VAULT_ROLE_ID": backup_role.role_id,
-            "VAULT_SECRET_ID": backup_role.secret_id, "STORE_PATH": str(stack.store_path)})
+        made = cli(
+            "backup",
+            "--out",
+            str(backup),
+            cwd=home,
+            env={
+                "VAULT_ADDR": old.addr,
+                "VAULT_ROLE_ID": backup_role.role_id,
+                "VAULT_SECRET_ID": backup_role.secret_id,
+                "STORE_PATH": str(stack.store_path),
+            },
+        )
         assert made.returncode == 0, made.stderr
         # The backup identity may take snapshots, not force one in.
-        backup_vault = VaultClient(old.addr, AppRoleCredentials(
-            Secret(backup_role.role_id), Secret(backup_role.secret_id)), timeout=10)
+        backup_vault = VaultClient(
+            old.addr,
+            AppRoleCredentials(Secret(backup_role.role_id), Secret(backup_role.secret_id)),
+            timeout=10,
+        )
         with pytest.raises(VaultPermissionDenied):
             backup_vault.upload(RESTORE_PATH, "restore", read_backup(backup).snapshot)
         with pytest.raises(VaultPermissionDenied):
@@ -130,19 +160,34 @@ def test_restore_into_a_new_cluster_opens_with_the_old_keys(
 
     new = DevVault.start(home / "new-vault", port=old.port)  # a new cluster, same address
     try:
-        restored = cli("restore", "--from", str(backup), "--unseal-keys-file",
-                       str(old.keyring.path), cwd=home,
-                       env={**new.env(), "STORE_PATH": str(stack.store_path)})
+        restored = cli(
+            "restore",
+            "--from",
+            str(backup),
+            "--unseal-keys-file",
+            str(old.keyring.path),
+            cwd=home,
+            env={**new.env(), "STORE_PATH": str(stack.store_path)},
+        )
         assert restored.returncode == 0, restored.stderr + restored.stdout
         assert "it sealed itself" in restored.stdout and "ivr-vault: unsealed" in restored.stdout
         # Its own root token went with its own data; the old Vault's is back.
         assert VaultClient(new.addr, old.root_token, timeout=5).read(
-            "auth/token/lookup-self", "lookup")["data"]
+            "auth/token/lookup-self", "lookup"
+        )["data"]
         assert not VaultClient(new.addr, new.root_token, timeout=5).health()["sealed"]
         # Restored into its own cluster (the same backup again): it stays unsealed.
-        same = cli("restore", "--from", str(backup), cwd=home,
-                   env={"VAULT_ADDR": new.addr, "VAULT_TOKEN": old.root_token.reveal(),
-                        "STORE_PATH": str(stack.store_path)})
+        same = cli(
+            "restore",
+            "--from",
+            str(backup),
+            cwd=home,
+            env={
+                "VAULT_ADDR": new.addr,
+                "VAULT_TOKEN": old.root_token.reveal(),
+                "STORE_PATH": str(stack.store_path),
+            },
+        )
         assert same.returncode == 0, same.stderr
         assert "same cluster; still unsealed" in same.stdout
 
@@ -152,10 +197,29 @@ def test_restore_into_a_new_cluster_opens_with_the_old_keys(
         stack.webhook.start()
         try:
             heard = subprocess.run(
-                [sys.executable, "-m", "service", "call", "--card", "1234", "--pin", "4321",
-                 "--url", stack.webhook.url], cwd=home, capture_output=True, text=True,
-                env={"PATH": os.environ.get("PATH", ""), "HOME": str(home),
-                     "TWILIO_AUTH_TOKEN": stack.twilio_token}, timeout=60, check=False)
+                [
+                    sys.executable,
+                    "-m",
+                    "service",
+                    "call",
+                    "--card",
+                    "1234",
+                    "--pin",
+                    "4321",
+                    "--url",
+                    stack.webhook.url,
+                ],
+                cwd=home,
+                capture_output=True,
+                text=True,
+                env={
+                    "PATH": os.environ.get("PATH", ""),
+                    "HOME": str(home),
+                    "TWILIO_AUTH_TOKEN": stack.twilio_token,
+                },
+                timeout=60,
+                check=False,
+            )
             assert heard.stdout.splitlines()[-1] == FOUND, heard.stdout + heard.stderr
         finally:
             stack.stop()
@@ -164,8 +228,8 @@ def test_restore_into_a_new_cluster_opens_with_the_old_keys(
 
 
 def test_a_planted_link_never_receives_the_backup(
-        dev_vault: DevVault, admin: VaultClient, layout: Layout, stack: Stack,
-        tmp_path: Path) -> None:
+    dev_vault: DevVault, admin: VaultClient, layout: Layout, stack: Stack, tmp_path: Path
+) -> None:
     """The review's attack (docs/security.md, "private files through links"): ``ln -s victim.txt
     bk/out.tgz.partial`` made
     ``backup --out bk/out.tgz`` write the whole backup into ``victim.txt``. Links planted
@@ -179,9 +243,18 @@ def test_a_planted_link_never_receives_the_backup(
         victim.write_text("the victim's own words\n")
     (bk / "out.tgz.partial").symlink_to(victims["victim.txt"])
     (bk / "out.tgz").symlink_to(victims["other.txt"])
-    made = cli("backup", "--out", str(bk / "out.tgz"), cwd=tmp_path, env={
-        "VAULT_ADDR": dev_vault.addr, "VAULT_ROLE_ID": role["ivr-backup"].role_id,
-        "VAULT_SECRET_ID": role["ivr-backup"].secret_id, "STORE_PATH": str(stack.store_path)})
+    made = cli(
+        "backup",
+        "--out",
+        str(bk / "out.tgz"),
+        cwd=tmp_path,
+        env={
+            "VAULT_ADDR": dev_vault.addr,
+            "VAULT_ROLE_ID": role["ivr-backup"].role_id,
+            "VAULT_SECRET_ID": role["ivr-backup"].secret_id,
+            "STORE_PATH": str(stack.store_path),
+        },
+    )
     assert made.returncode == 0, made.stderr
     for victim in victims.values():
         assert victim.read_bytes() == b"the victim's own words\n"

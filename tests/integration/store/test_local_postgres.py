@@ -30,11 +30,11 @@ def test_scram_over_tcp_and_a_url_without_its_password(postgres: LocalPostgres) 
     assert stat.S_IMODE(postgres.passfile.stat().st_mode) == 0o600
     psycopg.connect(url).close()  # the runtime role logs in with the passfile
     with psycopg.connect(postgres.url_for("ivr")) as db:  # the admin reads the server's rules
-        method = db.execute("SELECT auth_method FROM pg_hba_file_rules"
-                            " WHERE type = 'host' LIMIT 1").fetchone()
+        method = db.execute(
+            "SELECT auth_method FROM pg_hba_file_rules WHERE type = 'host' LIMIT 1"
+        ).fetchone()
         assert method == ("scram-sha-256",)
-        assert db.execute("SELECT current_setting('listen_addresses')").fetchone() == (
-            "127.0.0.1",)
+        assert db.execute("SELECT current_setting('listen_addresses')").fetchone() == ("127.0.0.1",)
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(f"postgresql://ivr:wrong@127.0.0.1:{postgres.port}/ivr").close()
 
@@ -64,8 +64,7 @@ def test_a_kept_cluster_keeps_its_data_and_a_temporary_one_goes() -> None:
     assert not temporary.base.exists()
 
 
-def test_a_directory_the_server_user_cannot_reach_is_refused_in_one_line(
-        tmp_path: Path) -> None:
+def test_a_directory_the_server_user_cannot_reach_is_refused_in_one_line(tmp_path: Path) -> None:
     """As root the server runs as the postgres user; pytest's own tmp_path (mode 0700
     under /tmp/pytest-of-root) is out of its reach. As another user it is its own."""
     server = LocalPostgres(tmp_path / "pg")
@@ -82,11 +81,18 @@ def test_a_killed_owner_leaves_no_server_behind(tmp_path: Path) -> None:
     SIGTERM from the kernel (PR_SET_PDEATHSIG, set after the switch to the postgres user)
     and shuts down."""
     owner = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\n"
-         "from service.devtools.postgres import LocalPostgres\n"
-         "server = LocalPostgres(); server.start()\n"
-         "print(server.process.pid, server.base, flush=True); time.sleep(120)"],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from service.devtools.postgres import LocalPostgres\n"
+            "server = LocalPostgres(); server.start()\n"
+            "print(server.process.pid, server.base, flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     try:
         assert owner.stdout is not None
         pid, base = owner.stdout.readline().split()
@@ -121,8 +127,7 @@ FORBIDDEN = {
 }
 
 
-def test_the_runtime_role_reads_and_writes_rows_and_nothing_else(
-        postgres: LocalPostgres) -> None:
+def test_the_runtime_role_reads_and_writes_rows_and_nothing_else(postgres: LocalPostgres) -> None:
     """docs/security.md, "PostgreSQL least privilege": the backends connected as the image's
     superuser, who may do all of
     FORBIDDEN (on the old code, ``ivr``). The runtime role they use now has the DML on
@@ -132,19 +137,22 @@ def test_the_runtime_role_reads_and_writes_rows_and_nothing_else(
     conninfo = url.conninfo.reveal()
     assert "ivr_backend@" in conninfo
     with psycopg.connect(conninfo, autocommit=True) as db:
-        assert db.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
-                          ).fetchone() == (False,)
+        assert db.execute(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+        ).fetchone() == (False,)
         db.execute("INSERT INTO lookup_canaries(version, hmac, at) VALUES (99, 'h', 0)")
         db.execute("UPDATE lookup_canaries SET at = 1 WHERE version = 99")
-        assert db.execute("SELECT at FROM lookup_canaries WHERE version = 99").fetchone() \
-            == (1.0,)
+        assert db.execute("SELECT at FROM lookup_canaries WHERE version = 99").fetchone() == (1.0,)
         db.execute("DELETE FROM lookup_canaries WHERE version = 99")
-        tables = {row[0] for row in db.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        tables = {
+            row[0]
+            for row in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        }
         for table in tables:  # every table, whichever migration made it
             for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"):
-                assert db.execute("SELECT has_table_privilege(%s, %s)",
-                                  (table, privilege)).fetchone() == (True,), table
+                assert db.execute(
+                    "SELECT has_table_privilege(%s, %s)", (table, privilege)
+                ).fetchone() == (True,), table
         refused = {}
         for name, statement in FORBIDDEN.items():
             try:

@@ -50,8 +50,17 @@ def test_accounts_survive_ctrl_c_and_make_run_again(start_dev: Callable[..., Dev
     assert "demo account AC12345678 provisioned" in run.output()
     assert "unseal key and root token (dev only) in .dev/vault-keys.dev-only" in run.output()
     assert (run.state / "vault.env").read_text().startswith("# DEV ONLY")
-    added = ivr_vault(run, "accounts", "add", "--account", "AC55556666", "--balance", "7.00",
-                      stdin=ADDED_STDIN, **vault_env(run))
+    added = ivr_vault(
+        run,
+        "accounts",
+        "add",
+        "--account",
+        "AC55556666",
+        "--balance",
+        "7.00",
+        stdin=ADDED_STDIN,
+        **vault_env(run),
+    )
     assert added.returncode == 0, added.stderr
     assert call(run, "7351", card="5555", number=ADDED_NUMBER).stdout.splitlines()[-1] == ADDED
 
@@ -87,8 +96,9 @@ def another_vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevVault
     vault.stop()
 
 
-def test_another_vault_with_the_old_store_is_refused(start_dev: Callable[..., DevRun],
-                                                     another_vault: DevVault) -> None:
+def test_another_vault_with_the_old_store_is_refused(
+    start_dev: Callable[..., DevRun], another_vault: DevVault
+) -> None:
     run = start_dev()
     ready(run)
     assert ctrl_c(run) == 0
@@ -102,8 +112,9 @@ def test_another_vault_with_the_old_store_is_refused(start_dev: Callable[..., De
     lines = [line for line in out.splitlines() if "[error" in line and "ivr-lookup" in line]
     assert len(lines) == 1, out
     assert "cannot reproduce the account store's canary" in lines[0]
-    assert "restore Vault from the backup that matches this store: docs/backup.md#restore" \
-        in lines[0]
+    assert (
+        "restore Vault from the backup that matches this store: docs/backup.md#restore" in lines[0]
+    )
     assert "ivr-vault: the backend is not ready: ivr-lookup" in out
     assert READY_LINE not in out
     assert took < 30
@@ -115,17 +126,27 @@ def test_another_vault_with_the_old_store_is_refused(start_dev: Callable[..., De
     assert "ivr-lookup: this Vault cannot reproduce" in checked.stderr
 
 
-def test_check_keys_adopts_a_store_from_before_canaries(dev_vault: DevVault,
-                                                         layout: Layout,
-                                                         tmp_path: Path) -> None:
+def test_check_keys_adopts_a_store_from_before_canaries(
+    dev_vault: DevVault, layout: Layout, tmp_path: Path
+) -> None:
     """Verifiers stored without a canary: refused until an operator who knows this Vault
     made them adopts its canaries; then checked like any other."""
     store_path = tmp_path / "old.sqlite3"
     admin = VaultClient(dev_vault.addr, dev_vault.root_token, timeout=10)
-    number_v, card_v, pin_v = [r["hmac"] for r in admin.write(
-        "transit/hmac/ivr-lookup", "hmac", {"batch_input": [
-            {"input": "YWNjdG5vOjMxNDE1OTI2"}, {"input": "Y2FyZDoxMjM0"},
-            {"input": "cGluOjEyMzQ6NDMyMQ=="}]})["data"]["batch_results"]]
+    number_v, card_v, pin_v = [
+        r["hmac"]
+        for r in admin.write(
+            "transit/hmac/ivr-lookup",
+            "hmac",
+            {
+                "batch_input": [
+                    {"input": "YWNjdG5vOjMxNDE1OTI2"},
+                    {"input": "Y2FyZDoxMjM0"},
+                    {"input": "cGluOjEyMzQ6NDMyMQ=="},
+                ]
+            },
+        )["data"]["batch_results"]
+    ]
     store = Store(store_path)
     put(store, number=number_v, card=card_v, pin=pin_v)  # as before canaries
     store.close()
@@ -140,6 +161,12 @@ def test_check_keys_adopts_a_store_from_before_canaries(dev_vault: DevVault,
 
 
 def cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "service", *args], cwd=cwd, capture_output=True,
-                          env={"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), **env},
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        cwd=cwd,
+        capture_output=True,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), **env},
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -81,13 +81,17 @@ def store(store_url: StoreUrl) -> Iterator[Store]:
 def test_enrol_and_find(store: Store) -> None:
     account = by_number(store)
     assert account is not None
-    assert (account.account, account.balance, account.lookup_version, account.salted,
-            account.legacy_card, account.number_version) == ("AC12345678", "12.55", 1, True,
-                                                             None, 1)
+    assert (
+        account.account,
+        account.balance,
+        account.lookup_version,
+        account.salted,
+        account.legacy_card,
+        account.number_version,
+    ) == ("AC12345678", "12.55", 1, True, None, 1)
     assert account.card_verifier not in (CARD_V1, PIN_V1) and account.ref.isalpha()
     assert by_number(store, NUMBER_V3) is None
-    ((found, version),) = store.transaction(
-        lambda ledger: ledger.accounts_by_caller(CALLER_ID_V1))
+    ((found, version),) = store.transaction(lambda ledger: ledger.accounts_by_caller(CALLER_ID_V1))
     assert (found, version) == (account, 1)
     assert store.has_account("AC12345678") and not store.has_account("AC00000000")
     assert store.reference("AC12345678") == account.ref
@@ -104,10 +108,13 @@ def test_versions_and_replacement(store: Store) -> None:
     assert store.lookup_versions() == [3, 1]
     assert store.version_counts() == {1: 3, 3: 2}  # verifiers, number, registration
     aid = account_id(store)
-    store.transaction(lambda ledger: (
-        ledger.replace_verifiers(aid, "vault:v3:bmV3LWNhcmQ=", "vault:v3:bmV3LXBpbg==", None),
-        ledger.replace_number(aid, "vault:v3:bnVtYmVyMw=="),
-        ledger.replace_registration(aid, CALLER_ID_V1, "vault:v3:Y2FsbGVyMw==")))
+    store.transaction(
+        lambda ledger: (
+            ledger.replace_verifiers(aid, "vault:v3:bmV3LWNhcmQ=", "vault:v3:bmV3LXBpbg==", None),
+            ledger.replace_number(aid, "vault:v3:bnVtYmVyMw=="),
+            ledger.replace_registration(aid, CALLER_ID_V1, "vault:v3:Y2FsbGVyMw=="),
+        )
+    )
     assert store.lookup_versions() == [3]
     assert store.version_counts() == {3: 5}
 
@@ -116,16 +123,23 @@ def test_what_enrolment_refuses_and_the_unique_error_quotes_no_value(store: Stor
     assert refused(store, account="AC12345678", number=NUMBER_V3) is Refusal.LABEL_EXISTS
     assert refused(store, account="AC2", number=NUMBER_V1) is Refusal.NUMBER_ENROLLED
     # The same caller number with the same card on another account: not told apart.
-    assert refused(store, account="AC2", number=NUMBER_V3,
-                   callers=(CALLER_ID_V1,)) is Refusal.CALLER_SAME_CARD
+    assert (
+        refused(store, account="AC2", number=NUMBER_V3, callers=(CALLER_ID_V1,))
+        is Refusal.CALLER_SAME_CARD
+    )
     assert not store.has_account("AC2")
-    assert refused(store, account="AC2", number=NUMBER_V3, card=CARD_V3,
-                   callers=(CALLER_ID_V1,)) is None  # another card: a household
+    assert (
+        refused(store, account="AC2", number=NUMBER_V3, card=CARD_V3, callers=(CALLER_ID_V1,))
+        is None
+    )  # another card: a household
     assert count_rows(store, "caller_registrations") == 2
     with pytest.raises(StoreConflict) as conflict:  # the constraint, under the checks
-        store._db.run(lambda db: db.execute(
-            "UPDATE accounts SET number_verifier=? WHERE account='AC2'", (NUMBER_V1,)),
-            write=True)
+        store._db.run(
+            lambda db: db.execute(
+                "UPDATE accounts SET number_verifier=? WHERE account='AC2'", (NUMBER_V1,)
+            ),
+            write=True,
+        )
     assert "number_verifier" in str(conflict.value)
     assert NUMBER_V1 not in str(conflict.value) and "AC2" not in str(conflict.value)
     assert store.set_account_number("AC2", NUMBER_V1) is Refusal.NUMBER_ENROLLED
@@ -157,8 +171,7 @@ def test_caller_failures_count_in_a_sliding_window(store: Store) -> None:
     now, window = 1_000_000.0, 86_400.0
     for at in (now, now + 10, now + 20):
         store.transaction(lambda ledger, t=at: ledger.add_caller_failure(CALLER, t, window))
-    store.transaction(lambda ledger: ledger.add_caller_failure("vault:v1:b3RoZXI=", now,
-                                                               window))
+    store.transaction(lambda ledger: ledger.add_caller_failure("vault:v1:b3RoZXI=", now, window))
 
     def count(at: float) -> int:
         return store.transaction(lambda ledger: ledger.caller_failures(CALLER, at - window))
@@ -167,8 +180,7 @@ def test_caller_failures_count_in_a_sliding_window(store: Store) -> None:
     assert count(now + window + 5) == 2  # the first has slid out of the window
     assert count(now + window + 25) == 0
     # Adding sweeps every caller's rows older than the window.
-    store.transaction(lambda ledger: ledger.add_caller_failure(CALLER, now + window + 25,
-                                                               window))
+    store.transaction(lambda ledger: ledger.add_caller_failure(CALLER, now + window + 25, window))
     assert count_rows(store, "caller_failures") == 1
 
 
@@ -178,10 +190,8 @@ def test_reset_caller_forgets_one_number_and_cut_offs_are_counted(store: Store) 
     now, window, limit = time.time(), 86_400.0, 3
     other = "vault:v1:b3RoZXI="
     for n in range(limit):
-        store.transaction(lambda ledger, t=now - n: ledger.add_caller_failure(CALLER, t,
-                                                                              window))
-        store.transaction(lambda ledger, t=now - n: ledger.add_caller_failure(other, t,
-                                                                              window))
+        store.transaction(lambda ledger, t=now - n: ledger.add_caller_failure(CALLER, t, window))
+        store.transaction(lambda ledger, t=now - n: ledger.add_caller_failure(other, t, window))
     assert store.cut_off_callers(now - window, limit) == 2
     assert store.cut_off_callers(now - window, limit + 1) == 0
     assert store.reset_caller(CALLER) == limit
@@ -194,17 +204,19 @@ def test_reset_caller_forgets_one_number_and_cut_offs_are_counted(store: Store) 
 def test_answers_are_per_call_and_expire(store: Store) -> None:
     now, ttl = 1_000_000.0, 900.0
     assert store.answer("CA1", "k", now, ttl) is None
-    store.transaction(lambda ledger: ledger.remember("CA1", "k", (404, '{"detail": "x"}'),
-                                                     now, ttl))
+    store.transaction(
+        lambda ledger: ledger.remember("CA1", "k", (404, '{"detail": "x"}'), now, ttl)
+    )
     store.transaction(lambda ledger: ledger.remember("CA1", "k2", (409, "{}"), now + 1, ttl))
     assert store.answer("CA1", "k", now + 10, ttl) == (404, '{"detail": "x"}')
     assert store.answer("CA2", "k", now + 10, ttl) is None
     assert store.answer("CA1", "k", now + ttl, ttl) is None  # expired
     assert store.transaction(lambda ledger: ledger.answers("CA1")) == {
-        "k": (404, '{"detail": "x"}'), "k2": (409, "{}")}
+        "k": (404, '{"detail": "x"}'),
+        "k2": (409, "{}"),
+    }
     # Remembering sweeps what expired.
-    store.transaction(lambda ledger: ledger.remember("CA3", "k", (200, "{}"), now + ttl + 5,
-                                                     ttl))
+    store.transaction(lambda ledger: ledger.remember("CA3", "k", (200, "{}"), now + ttl + 5, ttl))
     assert count_rows(store, "call_answers") == 1
 
 
@@ -227,21 +239,30 @@ def test_canaries_are_kept_once(store: Store) -> None:
 def test_sealed_records(store_url: StoreUrl) -> None:
     sealed = SealedStore(store_url)
     try:
-        ids = sealed.add("ivr-legacy", ["vault:v1:YQ==", "vault:v2:Yg==", "vault:v1:Yw=="],
-                         context="Y3R4")
+        ids = sealed.add(
+            "ivr-legacy", ["vault:v1:YQ==", "vault:v2:Yg==", "vault:v1:Yw=="], context="Y3R4"
+        )
         assert len(set(ids)) == 3
         assert sealed.key_names() == ["ivr-legacy"]
         assert sealed.version_counts("ivr-legacy") == {1: 2, 2: 1}
         behind = sealed.behind("ivr-legacy", 2, after_id=0, limit=10)
         assert [(r.id, r.ciphertext, r.context) for r in behind] == [
-            (ids[0], "vault:v1:YQ==", "Y3R4"), (ids[2], "vault:v1:Yw==", "Y3R4")]
+            (ids[0], "vault:v1:YQ==", "Y3R4"),
+            (ids[2], "vault:v1:Yw==", "Y3R4"),
+        ]
         # A row changed meanwhile is left alone.
-        changed = sealed.replace([(ids[0], "vault:v1:YQ==", "vault:v2:bmV3"),
-                                  (ids[2], "vault:v1:stale", "vault:v2:bm8=")])
+        changed = sealed.replace(
+            [
+                (ids[0], "vault:v1:YQ==", "vault:v2:bmV3"),
+                (ids[2], "vault:v1:stale", "vault:v2:bm8="),
+            ]
+        )
         assert changed == 1 and sealed.count_below("ivr-legacy", 2) == 1
         record = sealed.get(ids[0])
         assert record is not None and (record.key_version, record.ciphertext) == (
-            2, "vault:v2:bmV3")
+            2,
+            "vault:v2:bmV3",
+        )
     finally:
         sealed.close()
 
@@ -277,6 +298,7 @@ def test_no_increment_is_lost(store: Store) -> None:
             state = ledger.card_state(account.id)
             time.sleep(0.002)  # widen the window a lost update would need
             ledger.set_card_state(account.id, CardState(state.failures + 1))
+
         (store if n % 2 else other).transaction(work)
 
     try:
@@ -293,34 +315,49 @@ WRONG = Hmacs(NUMBER_V1, CARD_V1, "vault:v1:d3Jvbmc=")
 
 def attempt(n: int | str, caller: str, hmacs: Hmacs, *, key: str | None = None) -> Attempt:
     sid = f"CA{n:032x}" if isinstance(n, int) else n
-    return Attempt(sid, key or f"key-{n}", caller, False, Identification.ACCOUNT_NUMBER,
-                   (hmacs,))
-POLICY = LockoutPolicy(threshold=5, duration=900, hard_limit=10, caller_limit=1000,
-                       caller_window=3600)
+    return Attempt(sid, key or f"key-{n}", caller, False, Identification.ACCOUNT_NUMBER, (hmacs,))
 
 
-def race(stores: list[Store], attempts: list[Attempt], policy: LockoutPolicy = POLICY,
-         ) -> list[Decision]:
+POLICY = LockoutPolicy(
+    threshold=5, duration=900, hard_limit=10, caller_limit=1000, caller_window=3600
+)
+
+
+def race(
+    stores: list[Store],
+    attempts: list[Attempt],
+    policy: LockoutPolicy = POLICY,
+) -> list[Decision]:
     """Every attempt at once (a barrier), alternately on each store."""
     go = threading.Barrier(len(attempts))
 
     def one(n: int) -> Decision:
         go.wait(timeout=30)
-        return stores[n % len(stores)].transaction(lambda ledger: decide(
-            ledger, attempts[n], policy=policy, now=time.time(), answer=http_answer,
-            answer_ttl=3600))
+        return stores[n % len(stores)].transaction(
+            lambda ledger: decide(
+                ledger,
+                attempts[n],
+                policy=policy,
+                now=time.time(),
+                answer=http_answer,
+                answer_ttl=3600,
+            )
+        )
 
     with ThreadPoolExecutor(max_workers=len(attempts)) as pool:
         return list(pool.map(one, range(len(attempts))))
 
 
 def outcomes(decisions: list[Decision]) -> Counter[str]:
-    return Counter("replayed" if d.replayed else d.result.outcome.value  # type: ignore[union-attr]
-                   for d in decisions)
+    return Counter(
+        "replayed" if d.replayed else d.result.outcome.value  # type: ignore[union-attr]
+        for d in decisions
+    )
 
 
 def test_a_burst_of_wrong_pins_on_two_backends_evaluates_exactly_the_threshold(
-        store: Store) -> None:
+    store: Store,
+) -> None:
     other = Store(store.url)  # a second backend: its own connections
     try:
         attempts = [attempt(n, f"vault:v1:Y2FsbGVy{n}", WRONG) for n in range(24)]
@@ -361,10 +398,12 @@ def test_two_backends_racing_one_request_decide_it_once(store: Store) -> None:
 def test_a_callers_concurrent_failures_are_counted_one_by_one(store: Store) -> None:
     """One number guessing many unknown account numbers at once: exactly
     CALLER_FAILURE_LIMIT lookups happen, the rest are cut off."""
-    policy = LockoutPolicy(threshold=5, duration=900, hard_limit=10, caller_limit=6,
-                           caller_window=3600)
-    attempts = [attempt(n, CALLER, Hmacs(f"vault:v1:dW5rbm93bi0{n}", CARD_V1, PIN_V1))
-                for n in range(16)]
+    policy = LockoutPolicy(
+        threshold=5, duration=900, hard_limit=10, caller_limit=6, caller_window=3600
+    )
+    attempts = [
+        attempt(n, CALLER, Hmacs(f"vault:v1:dW5rbm93bi0{n}", CARD_V1, PIN_V1)) for n in range(16)
+    ]
     other = Store(store.url)
     try:
         decisions = race([store, other], attempts, policy)
@@ -378,10 +417,12 @@ def test_a_callers_concurrent_failures_are_counted_one_by_one(store: Store) -> N
 
 
 def columns(store: Store, table: str) -> tuple[str, ...]:
-    sql = (f"SELECT name FROM pragma_table_info('{table}') ORDER BY cid"
-           if store.url.engine == "sqlite" else
-           "SELECT column_name FROM information_schema.columns WHERE table_schema ="
-           f" current_schema() AND table_name = '{table}' ORDER BY ordinal_position")
+    sql = (
+        f"SELECT name FROM pragma_table_info('{table}') ORDER BY cid"
+        if store.url.engine == "sqlite"
+        else "SELECT column_name FROM information_schema.columns WHERE table_schema ="
+        f" current_schema() AND table_name = '{table}' ORDER BY ordinal_position"
+    )
     return tuple(row[0] for row in store._db.run(lambda db: db.execute(sql).fetchall()))
 
 
@@ -397,21 +438,27 @@ def test_migrating_again_changes_nothing(store_url: StoreUrl) -> None:
     assert migrate_store(store_url).endswith("nothing to migrate")
 
 
-def test_a_postgresql_store_is_checked_not_migrated_by_opening_it(
-        postgres: LocalPostgres) -> None:
+def test_a_postgresql_store_is_checked_not_migrated_by_opening_it(postgres: LocalPostgres) -> None:
     """(SQLite migrates on opening: tests/unit/store/test_migrations.py.)"""
     bare = pg_store_url(postgres, "bare", migrated=False)
-    with pytest.raises(StoreSchemaMismatch, match=r"version 0, this release needs \d+: "
-                                                 r"run `ivr-vault store migrate`"):
+    with pytest.raises(
+        StoreSchemaMismatch,
+        match=r"version 0, this release needs \d+: "
+        r"run `ivr-vault store migrate`",
+    ):
         Store(bare)
     assert "migrated to version" in migrate_store(bare)
     Store(bare).close()
 
 
 def test_a_store_migrated_by_a_newer_release_is_refused(store: Store) -> None:
-    store._db.run(lambda db: db.execute(
-        "INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)",
-        (LATEST + 1, "from the future", 0.0)), write=True)
+    store._db.run(
+        lambda db: db.execute(
+            "INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)",
+            (LATEST + 1, "from the future", 0.0),
+        ),
+        write=True,
+    )
     with pytest.raises(StoreSchemaMismatch, match="newer than this release"):
         Store(store.url)
     with pytest.raises(StoreSchemaMismatch, match="newer than this release"):
@@ -422,8 +469,11 @@ def test_a_store_migrated_by_a_newer_release_is_refused(store: Store) -> None:
 
 
 def test_a_store_round_trips_through_a_sqlite_file_into_either_engine(
-        store: Store, store_url: StoreUrl, tmp_path: Path, request: pytest.FixtureRequest,
-        ) -> None:
+    store: Store,
+    store_url: StoreUrl,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
     """What ``ivr-vault backup`` writes (one SQLite file) and ``restore`` reads back, for
     each engine; a copy restored into PostgreSQL, then written to."""
     aid = account_id(store)
@@ -459,11 +509,14 @@ def test_a_store_round_trips_through_a_sqlite_file_into_either_engine(
     again.close()
 
 
-def test_a_pg_error_never_shows_the_password(postgres: LocalPostgres, tmp_path: Path,
-                                            ) -> None:
+def test_a_pg_error_never_shows_the_password(
+    postgres: LocalPostgres,
+    tmp_path: Path,
+) -> None:
     secret_file = tmp_path / "store-url"
-    secret_file.write_text(f"postgresql://ivr:not-the-password-hunter2@127.0.0.1:"
-                           f"{postgres.port}/ivr\n")
+    secret_file.write_text(
+        f"postgresql://ivr:not-the-password-hunter2@127.0.0.1:{postgres.port}/ivr\n"
+    )
     url = Settings.from_environ({"STORE_URL_FILE": str(secret_file)}).store
     assert "hunter2" not in repr(url) + str(url) + url.display
     with pytest.raises(StoreUnavailable) as refused:
@@ -478,14 +531,21 @@ def test_a_pg_error_never_shows_the_password(postgres: LocalPostgres, tmp_path: 
 
 
 def ivr_vault(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "service", *args], cwd=cwd,
-                          env={"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), **env},
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        cwd=cwd,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_store_migrate_once_then_nothing(engine: str, request: pytest.FixtureRequest,
-                                         tmp_path: Path) -> None:
+def test_store_migrate_once_then_nothing(
+    engine: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     """``ivr-vault store migrate``: the whole schema the first time, nothing the second.
     On PostgreSQL the URL comes with its password from STORE_URL_FILE, which no output
     shows."""
@@ -503,11 +563,14 @@ def test_store_migrate_once_then_nothing(engine: str, request: pytest.FixtureReq
         password = urlsplit(url_with_password(server, name)).password
     first = ivr_vault("store", "migrate", env=env, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert first.stdout == f"ivr-vault: account store {shown}: migrated to version {LATEST} " \
+    assert (
+        first.stdout == f"ivr-vault: account store {shown}: migrated to version {LATEST} "
         f"({'; '.join(f'{m.version}: {m.name}' for m in MIGRATIONS)})\n"
+    )
     again = ivr_vault("store", "migrate", env=env, cwd=tmp_path)
-    assert again.stdout == (f"ivr-vault: account store {shown}: schema at version {LATEST}, "
-                            "nothing to migrate\n")
+    assert again.stdout == (
+        f"ivr-vault: account store {shown}: schema at version {LATEST}, nothing to migrate\n"
+    )
     if password:
         assert password not in first.stdout + first.stderr + again.stdout + again.stderr
 
@@ -515,9 +578,11 @@ def test_store_migrate_once_then_nothing(engine: str, request: pytest.FixtureReq
 def test_store_migrate_says_in_one_line_when_postgresql_is_away(tmp_path: Path) -> None:
     """Nothing listens there: exit 1, one line naming the store, never its password."""
     (tmp_path / "store-url").write_text(
-        f"postgresql://ivr:hunter2-not-shown@127.0.0.1:{free_port()}/ivr")
-    done = ivr_vault("store", "migrate", env={"STORE_URL_FILE": str(tmp_path / "store-url")},
-                     cwd=tmp_path)
+        f"postgresql://ivr:hunter2-not-shown@127.0.0.1:{free_port()}/ivr"
+    )
+    done = ivr_vault(
+        "store", "migrate", env={"STORE_URL_FILE": str(tmp_path / "store-url")}, cwd=tmp_path
+    )
     assert done.returncode == 1
     assert done.stderr.startswith("ivr-vault: StoreUnavailable: postgresql://ivr@127.0.0.1:")
     assert "cannot connect" in done.stderr and "Connection refused" in done.stderr
@@ -526,14 +591,14 @@ def test_store_migrate_says_in_one_line_when_postgresql_is_away(tmp_path: Path) 
 
 
 def test_bootstrap_migrates_the_store_it_is_given_and_no_other(
-        dev_vault: DevVault, postgres: LocalPostgres, tmp_path: Path) -> None:
+    dev_vault: DevVault, postgres: LocalPostgres, tmp_path: Path
+) -> None:
     url = pg_store_url(postgres, "bootstrap", migrated=False)
     assert url.conninfo is not None
     env = {**dev_vault.env(), "STORE_URL": url.conninfo.reveal()}
     done = ivr_vault("bootstrap", env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert f"ivr-vault: account store {url.display}: migrated to version {LATEST}" \
-        in done.stdout
+    assert f"ivr-vault: account store {url.display}: migrated to version {LATEST}" in done.stdout
     Store(url).close()  # now it opens
     plain = ivr_vault("bootstrap", env=dev_vault.env(), cwd=tmp_path)
     assert plain.returncode == 0 and "account store" not in plain.stdout
@@ -541,8 +606,8 @@ def test_bootstrap_migrates_the_store_it_is_given_and_no_other(
 
 
 def test_backup_and_restore_of_a_postgresql_store(
-        dev_vault: DevVault, postgres: LocalPostgres, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    dev_vault: DevVault, postgres: LocalPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``ivr-vault backup`` on a PostgreSQL store (Vault's snapshot beside the store as a
     SQLite file); ``restore``'s store step puts it into a PostgreSQL store with other rows
     (those copied aside first) and into a SQLite one."""
@@ -554,8 +619,13 @@ def test_backup_and_restore_of_a_postgresql_store(
     store.close()
     assert source.conninfo is not None
     out = tmp_path / "backup.tar.gz"
-    made = ivr_vault("backup", "--out", str(out), cwd=tmp_path,
-                     env={**dev_vault.env(), "STORE_URL": source.conninfo.reveal()})
+    made = ivr_vault(
+        "backup",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+        env={**dev_vault.env(), "STORE_URL": source.conninfo.reveal()},
+    )
     assert made.returncode == 0, made.stderr
     assert f"the account store {source.display}." in made.stdout
     backup = read_backup(out)

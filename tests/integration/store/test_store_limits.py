@@ -30,9 +30,10 @@ from tests.support.postgres import pg_store_url
 LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('call:CAsilent', 0))"
 
 
-def test_a_transaction_stops_waiting_for_a_lock_at_its_timeout(postgres: LocalPostgres,
-                                                                request: pytest.FixtureRequest,
-                                                                ) -> None:
+def test_a_transaction_stops_waiting_for_a_lock_at_its_timeout(
+    postgres: LocalPostgres,
+    request: pytest.FixtureRequest,
+) -> None:
     url = pg_store_url(postgres, request.node.name)
     assert url.conninfo is not None
     store = Store(url, serving=True)
@@ -51,21 +52,28 @@ def test_a_transaction_stops_waiting_for_a_lock_at_its_timeout(postgres: LocalPo
         store.close()
 
 
-def test_the_server_ends_a_serving_transaction_left_idle(postgres: LocalPostgres,
-                                                         request: pytest.FixtureRequest,
-                                                         ) -> None:
+def test_the_server_ends_a_serving_transaction_left_idle(
+    postgres: LocalPostgres,
+    request: pytest.FixtureRequest,
+) -> None:
     url = pg_store_url(postgres, request.node.name)
     assert url.conninfo is not None
     serving = PostgresDatabase(url, pool_size=1, serving=True)
     tools = PostgresDatabase(url, pool_size=1)
     try:
+
         def settings(db: PostgresDatabase) -> list[str]:
             names = ("idle_in_transaction_session_timeout", "tcp_user_timeout")
-            return db.run(lambda conn: [str(conn.raw.execute(f"SHOW {name}").fetchall()[0][0])
-                                        for name in names])
+            return db.run(
+                lambda conn: [
+                    str(conn.raw.execute(f"SHOW {name}").fetchall()[0][0]) for name in names
+                ]
+            )
 
-        assert settings(serving) == [f"{IDLE_IN_TRANSACTION_S:g}s",
-                                     str(round(TCP_USER_TIMEOUT_S * 1000))]
+        assert settings(serving) == [
+            f"{IDLE_IN_TRANSACTION_S:g}s",
+            str(round(TCP_USER_TIMEOUT_S * 1000)),
+        ]
         assert settings(tools)[0] == "0"  # an operator's long transaction is left alone
 
         def stop_holding_the_lock(conn: object) -> None:
@@ -79,8 +87,9 @@ def test_the_server_ends_a_serving_transaction_left_idle(postgres: LocalPostgres
         assert time.monotonic() - started < IDLE_IN_TRANSACTION_S + 3
         # The lock went with the session, long before TCP would have noticed a lost peer.
         with psycopg.connect(url.conninfo.reveal(), autocommit=True) as other:
-            free = other.execute("SELECT pg_try_advisory_lock("
-                                 "hashtextextended('call:CAsilent', 0))").fetchall()
+            free = other.execute(
+                "SELECT pg_try_advisory_lock(hashtextextended('call:CAsilent', 0))"
+            ).fetchall()
         assert free == [(True,)]
     finally:
         serving.close()

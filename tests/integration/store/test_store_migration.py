@@ -53,18 +53,22 @@ def schema_2_store(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, 
     member.write_bytes(read_backup(FIXTURE / "backup.tar.gz").store)
     database = open_database(url, pool_size=1)
     try:
+
         def load(db: Connection) -> None:
             db.execute(HISTORY)
             for migration in MIGRATIONS[:2]:
                 migration.apply(db, "postgresql")
-                db.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)",
-                           (migration.version, migration.name))
+                db.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, 0)",
+                    (migration.version, migration.name),
+                )
             with closing(sqlite3.connect(member)) as old:
                 for table in ("accounts", "card_lockout", "lookup_canaries"):
                     rows = old.execute(f"SELECT * FROM {table}").fetchall()
                     for row in rows:
                         marks = ", ".join("?" for _ in row)
                         db.execute(f"INSERT INTO {table} VALUES ({marks})", row)
+
         database.run(load, write=True)
         assert schema_version(database) == 2
     finally:
@@ -72,16 +76,28 @@ def schema_2_store(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, 
     return {"STORE_URL": url.conninfo.reveal()}
 
 
-def cli(*args: str, env: dict[str, str], cwd: Path, stdin: str = "",
-        ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "service", *args], cwd=cwd, input=stdin,
-                          env={"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), **env},
-                          capture_output=True, text=True, timeout=120, check=False)
+def cli(
+    *args: str,
+    env: dict[str, str],
+    cwd: Path,
+    stdin: str = "",
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        cwd=cwd,
+        input=stdin,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_store_of_the_release_before_is_restored_migrated_and_served(
-        engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     keys = tmp_path / "vault-keys.dev-only"  # the old Vault's: they open the snapshot
     shutil.copy(FIXTURE / "vault-keys.dev-only", keys)
     keys.chmod(0o600)
@@ -93,9 +109,15 @@ def test_a_store_of_the_release_before_is_restored_migrated_and_served(
         store_env = {"STORE_URL": url.conninfo.reveal()}
     vault = DevVault.start(tmp_path / "vault")  # a new cluster, its own keys
     try:
-        restored = cli("restore", "--from", str(FIXTURE / "backup.tar.gz"),
-                       "--unseal-keys-file", str(keys), cwd=tmp_path,
-                       env={**vault.env(), **store_env})
+        restored = cli(
+            "restore",
+            "--from",
+            str(FIXTURE / "backup.tar.gz"),
+            "--unseal-keys-file",
+            str(keys),
+            cwd=tmp_path,
+            env={**vault.env(), **store_env},
+        )
         assert restored.returncode == 0, restored.stderr + restored.stdout
         (old,) = DevKeyring(keys).read()
         admin = VaultClient(vault.addr, old.root_token, timeout=10)
@@ -108,8 +130,7 @@ def test_a_store_of_the_release_before_is_restored_migrated_and_served(
             migrated = cli("store", "migrate", cwd=tmp_path, env=store_env)
             assert migrated.returncode == 0, migrated.stderr
             assert "migrated to version 3 (3: identification" in migrated.stdout
-        stack = make_stack(vault, credentials, tmp_path / "stack",
-                           backend_env=store_env)
+        stack = make_stack(vault, credentials, tmp_path / "stack", backend_env=store_env)
         try:
             settings = Settings.from_environ(stack.backend.env)
             store = Store(settings.store)
@@ -118,14 +139,21 @@ def test_a_store_of_the_release_before_is_restored_migrated_and_served(
                 assert [r[0] for r in query(store, "SELECT salted FROM accounts")] == [0, 0]
             finally:
                 store.close()
-            assert "2 migrated accounts still found by their card alone" in \
-                schema_status(settings).detail
+            assert (
+                "2 migrated accounts still found by their card alone"
+                in schema_status(settings).detail
+            )
 
             def call(card: str, pin: str, identify: str = REGISTERED) -> str:
                 heard: list[str] = []
                 with httpx.Client(timeout=20) as client:
-                    Caller(stack.webhook.url, stack.twilio_token, client, say=heard.append,
-                           identify=identify).play([card, pin])
+                    Caller(
+                        stack.webhook.url,
+                        stack.twilio_token,
+                        client,
+                        say=heard.append,
+                        identify=identify,
+                    ).play([card, pin])
                 return heard[-1]
 
             # Star or any account number: the card-only lookup finds them.
@@ -135,26 +163,42 @@ def test_a_store_of_the_release_before_is_restored_migrated_and_served(
             assert call("1234", "4321") == DEMO  # again, now with salted verifiers
             store = Store(settings.store)
             try:
-                assert sorted(r[0] for r in query(store, "SELECT salted FROM accounts")) \
-                    == [1, 1]
+                assert sorted(r[0] for r in query(store, "SELECT salted FROM accounts")) == [1, 1]
             finally:
                 store.close()
 
-            updated = cli("accounts", "update", "--account", "AC55500011",
-                          "--set-account-number", cwd=tmp_path, stdin="86420975\n",
-                          env=stack.backend.env)
+            updated = cli(
+                "accounts",
+                "update",
+                "--account",
+                "AC55500011",
+                "--set-account-number",
+                cwd=tmp_path,
+                stdin="86420975\n",
+                env=stack.backend.env,
+            )
             assert updated.returncode == 0, updated.stderr
             assert "86420975" not in updated.stdout + updated.stderr
             assert call("5678", "7351") == twiml.NOT_FOUND  # its card-only lookup ended
             assert call("5678", "7351", identify="86420975") == ADDED
-            assert "1 migrated accounts still found by their card alone" in \
-                schema_status(settings).detail
-            refused = cli("accounts", "update", "--account", "AC12345678",
-                          "--set-account-number", cwd=tmp_path, stdin="86420975\n",
-                          env=stack.backend.env)
+            assert (
+                "1 migrated accounts still found by their card alone"
+                in schema_status(settings).detail
+            )
+            refused = cli(
+                "accounts",
+                "update",
+                "--account",
+                "AC12345678",
+                "--set-account-number",
+                cwd=tmp_path,
+                stdin="86420975\n",
+                env=stack.backend.env,
+            )
             assert (refused.returncode, refused.stderr.strip().splitlines()[-1]) == (
-                2, "ivr-vault: that account number is already enrolled on another "
-                   "account")
+                2,
+                "ivr-vault: that account number is already enrolled on another account",
+            )
         finally:
             stack.stop()
     finally:

@@ -39,8 +39,11 @@ class RotatedVault:
         return self.dir / "audit.log"
 
     def rotations(self) -> list[str]:
-        return [line for line in (self.dir / "rotate.log").read_text().splitlines()
-                if line.startswith("audit-rotate: ")]
+        return [
+            line
+            for line in (self.dir / "rotate.log").read_text().splitlines()
+            if line.startswith("audit-rotate: ")
+        ]
 
     def files(self) -> list[Path]:
         return sorted(self.dir.glob("audit.log*"))
@@ -49,16 +52,27 @@ class RotatedVault:
 def start(directory: Path, *, max_bytes: int, keep: int) -> RotatedVault:
     port, cluster = free_port(), free_port()
     (directory / "data").mkdir(parents=True, mode=0o700)
-    (directory / "server.hcl").write_text(dev_server_config(
-        data_dir="data", port=port, cluster_port=cluster, audit_log="audit.log"))
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(directory),
-           "AUDIT_LOG": str(directory / "audit.log"), "AUDIT_MAX_BYTES": str(max_bytes),
-           "AUDIT_KEEP": str(keep), "AUDIT_CHECK_SECONDS": "0.05"}
+    (directory / "server.hcl").write_text(
+        dev_server_config(data_dir="data", port=port, cluster_port=cluster, audit_log="audit.log")
+    )
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(directory),
+        "AUDIT_LOG": str(directory / "audit.log"),
+        "AUDIT_MAX_BYTES": str(max_bytes),
+        "AUDIT_KEEP": str(keep),
+        "AUDIT_CHECK_SECONDS": "0.05",
+    }
     with (directory / "rotate.log").open("ab") as out:
         process = subprocess.Popen(
             ["/bin/sh", str(SCRIPT), find_vault_binary(), "server", "-config=server.hcl"],
-            cwd=directory, env=env, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=directory,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     addr = f"http://127.0.0.1:{port}"
     server = VaultServer(addr)
     try:
@@ -91,8 +105,7 @@ def rotated(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RotatedV
         stop(vault)
 
 
-def hammer(vault: RotatedVault, *, until: int, threads: int = 2,
-           timeout: float = 90) -> list[str]:
+def hammer(vault: RotatedVault, *, until: int, threads: int = 2, timeout: float = 90) -> list[str]:
     """Requests from ``threads`` clients at once until ``until`` rotations happened; the
     request id of each answer."""
     ids: list[str] = []
@@ -100,8 +113,9 @@ def hammer(vault: RotatedVault, *, until: int, threads: int = 2,
     done = threading.Event()
 
     def work() -> None:
-        with httpx.Client(base_url=vault.addr, timeout=10,
-                          headers={"X-Vault-Token": vault.token}) as client:
+        with httpx.Client(
+            base_url=vault.addr, timeout=10, headers={"X-Vault-Token": vault.token}
+        ) as client:
             while not done.is_set():
                 answer = client.get(f"/v1/{PATH}")
                 answer.raise_for_status()
@@ -141,8 +155,10 @@ def test_rotation_while_requests_run_loses_no_entry(rotated: RotatedVault) -> No
     files = rotated.files()
     assert len(files) >= 5  # four rotated files and the live one
     entries = audit_entries(files)
-    counted = Counter((str((e["request"] or {})["id"]), e["type"])  # type: ignore[index]
-                      for e in entries)
+    counted = Counter(
+        (str((e["request"] or {})["id"]), e["type"])  # type: ignore[index]
+        for e in entries
+    )
     assert len(ids) == len(set(ids)) > 200
     for kind in ("request", "response"):
         logged = [rid for rid, t in counted if t == kind]
@@ -177,9 +193,15 @@ def test_sigterm_stops_the_server_and_the_script(rotated: RotatedVault) -> None:
 
 def test_the_script_ends_when_the_server_does(tmp_path: Path) -> None:
     """A server that exits by itself: the script exits with its status, no loop left."""
-    done = subprocess.run(["/bin/sh", str(SCRIPT), "sh", "-c", "sleep 0.3; exit 3"],
-                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                               "AUDIT_LOG": str(tmp_path / "audit.log"),
-                               "AUDIT_CHECK_SECONDS": "0.05"},
-                          capture_output=True, timeout=20, check=False)
+    done = subprocess.run(
+        ["/bin/sh", str(SCRIPT), "sh", "-c", "sleep 0.3; exit 3"],
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "AUDIT_LOG": str(tmp_path / "audit.log"),
+            "AUDIT_CHECK_SECONDS": "0.05",
+        },
+        capture_output=True,
+        timeout=20,
+        check=False,
+    )
     assert done.returncode == 3

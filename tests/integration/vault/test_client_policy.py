@@ -40,19 +40,37 @@ PROBE = "probe"
 
 # The first node's behaviour -> "fails over", or the error both clients must raise.
 TWO_NODES: list[tuple[str, str | type[VaultError]]] = [
-    ("500", "fails over"), ("501", "fails over"), ("502", "fails over"),
-    ("503", "fails over"), ("504", "fails over"), ("reset", "fails over"),
-    ("hang", "fails over"), ("refused", "fails over"),
-    ("400", VaultRequestError), ("403", VaultPermissionDenied), ("404", VaultNotFound),
-    ("418", VaultError), ("429", VaultUnavailable), ("garbage", VaultError),
+    ("500", "fails over"),
+    ("501", "fails over"),
+    ("502", "fails over"),
+    ("503", "fails over"),
+    ("504", "fails over"),
+    ("reset", "fails over"),
+    ("hang", "fails over"),
+    ("refused", "fails over"),
+    ("400", VaultRequestError),
+    ("403", VaultPermissionDenied),
+    ("404", VaultNotFound),
+    ("418", VaultError),
+    ("429", VaultUnavailable),
+    ("garbage", VaultError),
 ]
 # The same behaviours from the only node: what each becomes.
 ONE_NODE: list[tuple[str, type[VaultError]]] = [
-    ("500", VaultUnavailable), ("501", VaultError), ("502", VaultUnavailable),
-    ("503", VaultUnavailable), ("504", VaultError), ("reset", VaultUnavailable),
-    ("hang", VaultTimeout), ("refused", VaultUnavailable), ("400", VaultRequestError),
-    ("403", VaultPermissionDenied), ("404", VaultNotFound), ("418", VaultError),
-    ("429", VaultUnavailable), ("garbage", VaultError),
+    ("500", VaultUnavailable),
+    ("501", VaultError),
+    ("502", VaultUnavailable),
+    ("503", VaultUnavailable),
+    ("504", VaultError),
+    ("reset", VaultUnavailable),
+    ("hang", VaultTimeout),
+    ("refused", VaultUnavailable),
+    ("400", VaultRequestError),
+    ("403", VaultPermissionDenied),
+    ("404", VaultNotFound),
+    ("418", VaultError),
+    ("429", VaultUnavailable),
+    ("garbage", VaultError),
 ]
 
 
@@ -156,8 +174,9 @@ def probes(nodes: dict[str, Node], name: str) -> int:
 
 @pytest.mark.parametrize(("first", "expected"), TWO_NODES)
 @pytest.mark.anyio
-async def test_both_clients_fail_over_alike(nodes: dict[str, Node], first: str,
-                                            expected: str | type[VaultError]) -> None:
+async def test_both_clients_fail_over_alike(
+    nodes: dict[str, Node], first: str, expected: str | type[VaultError]
+) -> None:
     addrs = addresses(nodes, first, second=True)
     outcomes = {"blocking": blocking(addrs), "event loop": await on_the_loop(addrs)}
     for client, outcome in outcomes.items():
@@ -174,9 +193,12 @@ async def test_both_clients_fail_over_alike(nodes: dict[str, Node], first: str,
 @pytest.mark.parametrize(("only", "expected"), ONE_NODE)
 @pytest.mark.anyio
 async def test_both_clients_make_the_same_error_of_the_last_node(
-        nodes: dict[str, Node], only: str, expected: type[VaultError]) -> None:
+    nodes: dict[str, Node], only: str, expected: type[VaultError]
+) -> None:
     addrs = addresses(nodes, only, second=False)
     outcomes = {"blocking": blocking(addrs), "event loop": await on_the_loop(addrs)}
     assert {client: type(outcome) for client, outcome in outcomes.items()} == {
-        "blocking": expected, "event loop": expected}
+        "blocking": expected,
+        "event loop": expected,
+    }
     assert all("MTIzNA" not in str(outcome) for outcome in outcomes.values())

@@ -21,24 +21,29 @@ PLAINTEXT = base64.b64encode(b"1234").decode()
 
 
 @pytest.fixture
-def webhook(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
-            ) -> Iterator[VaultClient]:
+def webhook(
+    dev_vault: DevVault,
+    credentials: dict[str, RoleCredentials],
+) -> Iterator[VaultClient]:
     client = role_client(dev_vault, credentials["ivr-webhook"])
     yield client
     client.close()
 
 
 @pytest.fixture
-def backend(dev_vault: DevVault, credentials: dict[str, RoleCredentials],
-            ) -> Iterator[VaultClient]:
+def backend(
+    dev_vault: DevVault,
+    credentials: dict[str, RoleCredentials],
+) -> Iterator[VaultClient]:
     client = role_client(dev_vault, credentials["ivr-backend"])
     yield client
     client.close()
 
 
 def encrypt(client: VaultClient) -> str:
-    answer = client.write("transit/encrypt/ivr-dtmf", "encrypt",
-                          {"plaintext": PLAINTEXT, "context": CONTEXT})
+    answer = client.write(
+        "transit/encrypt/ivr-dtmf", "encrypt", {"plaintext": PLAINTEXT, "context": CONTEXT}
+    )
     ciphertext: str = answer["data"]["ciphertext"]
     return ciphertext
 
@@ -47,8 +52,9 @@ def test_webhook_encrypts_but_cannot_decrypt(webhook: VaultClient) -> None:
     ciphertext = encrypt(webhook)
     assert ciphertext.startswith("vault:v")
     with pytest.raises(VaultPermissionDenied):
-        webhook.write("transit/decrypt/ivr-dtmf", "decrypt",
-                      {"ciphertext": ciphertext, "context": CONTEXT})
+        webhook.write(
+            "transit/decrypt/ivr-dtmf", "decrypt", {"ciphertext": ciphertext, "context": CONTEXT}
+        )
 
 
 def test_webhook_cannot_read_the_key(webhook: VaultClient) -> None:
@@ -57,11 +63,14 @@ def test_webhook_cannot_read_the_key(webhook: VaultClient) -> None:
             webhook.read(path, "read key")
 
 
-def test_backend_decrypts_but_cannot_encrypt(webhook: VaultClient, backend: VaultClient,
-                                             ) -> None:
+def test_backend_decrypts_but_cannot_encrypt(
+    webhook: VaultClient,
+    backend: VaultClient,
+) -> None:
     ciphertext = encrypt(webhook)
-    answer = backend.write("transit/decrypt/ivr-dtmf", "decrypt",
-                           {"ciphertext": ciphertext, "context": CONTEXT})
+    answer = backend.write(
+        "transit/decrypt/ivr-dtmf", "decrypt", {"ciphertext": ciphertext, "context": CONTEXT}
+    )
     assert base64.b64decode(answer["data"]["plaintext"]) == b"1234"
     with pytest.raises(VaultPermissionDenied):
         encrypt(backend)

@@ -27,12 +27,21 @@ from tests.support.stack import role_client
 SID_A = "CA" + "a" * 32
 SID_B = "CA" + "b" * 32
 
+
 @asynccontextmanager
-async def transit_for(vault: VaultClient, metrics: Metrics | None = None,
-                      ) -> AsyncIterator[Transit]:
+async def transit_for(
+    vault: VaultClient,
+    metrics: Metrics | None = None,
+) -> AsyncIterator[Transit]:
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="test-vault")
-    transit = Transit(vault, mount="transit", dtmf_key="ivr-dtmf", lookup_key="ivr-lookup",
-                      executor=executor, metrics=metrics)
+    transit = Transit(
+        vault,
+        mount="transit",
+        dtmf_key="ivr-dtmf",
+        lookup_key="ivr-lookup",
+        executor=executor,
+        metrics=metrics,
+    )
     try:
         yield transit
     finally:
@@ -57,24 +66,31 @@ def counter(metrics: Metrics, name: str, **labels: str) -> float:
 
 
 @pytest.mark.anyio
-async def test_round_trip_across_identities(webhook_vault: VaultClient,
-                                            backend_vault: VaultClient) -> None:
+async def test_round_trip_across_identities(
+    webhook_vault: VaultClient, backend_vault: VaultClient
+) -> None:
     async with transit_for(webhook_vault) as webhook, transit_for(backend_vault) as backend:
         card = await webhook.encrypt(b"1234", call_context(SID_A, "card_last4"))
         pin = await webhook.encrypt(b"4321", call_context(SID_A, "pin"))
         assert card.key_version == ciphertext_version(card.ciphertext)
         assert b"1234" not in card.ciphertext.encode()
-        assert await backend.decrypt([(card.ciphertext, call_context(SID_A, "card_last4")),
-                                      (pin.ciphertext, call_context(SID_A, "pin"))]) \
-            == [b"1234", b"4321"]
+        assert await backend.decrypt(
+            [
+                (card.ciphertext, call_context(SID_A, "card_last4")),
+                (pin.ciphertext, call_context(SID_A, "pin")),
+            ]
+        ) == [b"1234", b"4321"]
         # Same digits, same call: a fresh nonce, a different ciphertext.
         again = await webhook.encrypt(b"1234", call_context(SID_A, "card_last4"))
         assert again.ciphertext != card.ciphertext
         for wrong in (call_context(SID_B, "card_last4"), call_context(SID_A, "pin")):
             with pytest.raises(DecryptionError):
                 await backend.decrypt([(card.ciphertext, wrong)])
-        tampered = card.ciphertext[:-6] + ("AAAA" if card.ciphertext[-6:-2] != "AAAA"
-                                           else "BBBB") + card.ciphertext[-2:]
+        tampered = (
+            card.ciphertext[:-6]
+            + ("AAAA" if card.ciphertext[-6:-2] != "AAAA" else "BBBB")
+            + card.ciphertext[-2:]
+        )
         with pytest.raises(DecryptionError):
             await backend.decrypt([(tampered, call_context(SID_A, "card_last4"))])
 
@@ -84,31 +100,40 @@ async def test_a_malformed_ciphertext_never_reaches_vault(backend_vault: VaultCl
     metrics = Metrics()
     async with transit_for(backend_vault, metrics) as backend:
         with pytest.raises(DecryptionError):
-            await backend.decrypt([("not-a-ciphertext", b"ctx"),
-                                   ("vault:v1:QUJD", b"ctx")])
+            await backend.decrypt([("not-a-ciphertext", b"ctx"), ("vault:v1:QUJD", b"ctx")])
     assert counter(metrics, "ivr_transit_http_calls_total", operation="decrypt") == 0
 
 
 @pytest.mark.anyio
 async def test_concurrent_requests_share_batches_and_fail_alone(
-        webhook_vault: VaultClient, backend_vault: VaultClient) -> None:
+    webhook_vault: VaultClient, backend_vault: VaultClient
+) -> None:
     metrics = Metrics()
-    async with transit_for(webhook_vault, metrics) as webhook, \
-            transit_for(backend_vault, metrics) as backend:
+    async with (
+        transit_for(webhook_vault, metrics) as webhook,
+        transit_for(backend_vault, metrics) as backend,
+    ):
         sids = [f"CA{i:032x}" for i in range(40)]
-        encrypted = await asyncio.gather(*(
-            webhook.encrypt(f"{i:04d}".encode(), call_context(sid, "pin"))
-            for i, sid in enumerate(sids)))
+        encrypted = await asyncio.gather(
+            *(
+                webhook.encrypt(f"{i:04d}".encode(), call_context(sid, "pin"))
+                for i, sid in enumerate(sids)
+            )
+        )
         calls = counter(metrics, "ivr_transit_http_calls_total", operation="encrypt")
         assert 1 <= calls < 40 / 2
         # One forged item in the same batch fails only its own caller.
-        results = await asyncio.gather(*(
-            backend.decrypt([(e.ciphertext, call_context(sid if i != 7 else SID_B, "pin"))])
-            for i, (e, sid) in enumerate(zip(encrypted, sids, strict=True))),
-            return_exceptions=True)
+        results = await asyncio.gather(
+            *(
+                backend.decrypt([(e.ciphertext, call_context(sid if i != 7 else SID_B, "pin"))])
+                for i, (e, sid) in enumerate(zip(encrypted, sids, strict=True))
+            ),
+            return_exceptions=True,
+        )
         assert isinstance(results[7], DecryptionError)
-        assert [r for i, r in enumerate(results) if i != 7] == \
-            [[f"{i:04d}".encode()] for i in range(40) if i != 7]
+        assert [r for i, r in enumerate(results) if i != 7] == [
+            [f"{i:04d}".encode()] for i in range(40) if i != 7
+        ]
         assert counter(metrics, "ivr_transit_http_calls_total", operation="decrypt") < 20
 
 
@@ -131,8 +156,9 @@ async def test_a_hung_vault_never_blocks_the_event_loop() -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)  # accepted by the kernel, never answered
-        vault = VaultClient(f"http://127.0.0.1:{listener.getsockname()[1]}",
-                            Secret("t"), timeout=0.6)
+        vault = VaultClient(
+            f"http://127.0.0.1:{listener.getsockname()[1]}", Secret("t"), timeout=0.6
+        )
 
         started = time.monotonic()
         ticks = 0
@@ -160,23 +186,36 @@ class CountingExecutor(ThreadPoolExecutor):
 
 @pytest.mark.anyio
 async def test_batches_go_out_on_the_event_loop_without_a_thread_hop(
-        webhook_vault: VaultClient, backend_vault: VaultClient) -> None:
+    webhook_vault: VaultClient, backend_vault: VaultClient
+) -> None:
     """After the login, encrypt, decrypt and HMAC batches never touch the thread pool:
     the pool is for logging in and renewing (and the backend's SQLite) only."""
     pools = {"webhook": CountingExecutor(), "backend": CountingExecutor()}
-    webhook = Transit(webhook_vault, mount="transit", dtmf_key="ivr-dtmf",
-                      lookup_key="ivr-lookup", executor=pools["webhook"])
-    backend = Transit(backend_vault, mount="transit", dtmf_key="ivr-dtmf",
-                      lookup_key="ivr-lookup", executor=pools["backend"])
+    webhook = Transit(
+        webhook_vault,
+        mount="transit",
+        dtmf_key="ivr-dtmf",
+        lookup_key="ivr-lookup",
+        executor=pools["webhook"],
+    )
+    backend = Transit(
+        backend_vault,
+        mount="transit",
+        dtmf_key="ivr-dtmf",
+        lookup_key="ivr-lookup",
+        executor=pools["backend"],
+    )
     try:
         first = await webhook.encrypt(b"1234", call_context(SID_A, "pin"))  # logs in
         await backend.decrypt([(first.ciphertext, call_context(SID_A, "pin"))])
         logins = {name: pool.submitted for name, pool in pools.items()}
         assert logins == {"webhook": 1, "backend": 1}
-        cts = await asyncio.gather(*(webhook.encrypt(b"1234", call_context(SID_A, "pin"))
-                                     for _ in range(50)))
-        await asyncio.gather(*(backend.decrypt([(c.ciphertext, call_context(SID_A, "pin"))])
-                               for c in cts))
+        cts = await asyncio.gather(
+            *(webhook.encrypt(b"1234", call_context(SID_A, "pin")) for _ in range(50))
+        )
+        await asyncio.gather(
+            *(backend.decrypt([(c.ciphertext, call_context(SID_A, "pin"))]) for c in cts)
+        )
         await backend.hmac([b"card:1234", b"pin:1234:4321"])
         assert {name: pool.submitted for name, pool in pools.items()} == logins
     finally:

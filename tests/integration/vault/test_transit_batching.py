@@ -31,28 +31,39 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def http_calls(metrics: Metrics, operation: str) -> float:
-    value = metrics.registry.get_sample_value("ivr_transit_http_calls_total",
-                                              {"operation": operation})
+    value = metrics.registry.get_sample_value(
+        "ivr_transit_http_calls_total", {"operation": operation}
+    )
     return value or 0.0
 
 
 def items_sent(metrics: Metrics, operation: str) -> float:
-    value = metrics.registry.get_sample_value("ivr_transit_items_total",
-                                              {"operation": operation})
+    value = metrics.registry.get_sample_value("ivr_transit_items_total", {"operation": operation})
     return value or 0.0
 
 
 def vault_errors(metrics: Metrics) -> float:
-    return sum(sample.value for metric in metrics.vault_errors.collect()
-               for sample in metric.samples if sample.name == "ivr_vault_errors_total")
+    return sum(
+        sample.value
+        for metric in metrics.vault_errors.collect()
+        for sample in metric.samples
+        if sample.name == "ivr_vault_errors_total"
+    )
 
 
 @contextmanager
 def transit_for(vault: VaultClient, layout: Layout, **kwargs: int) -> Iterator[Transit]:
     executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="test-vault")
     try:
-        yield Transit(vault, mount=layout.mount, dtmf_key="ivr-dtmf", lookup_key="ivr-lookup",
-                      executor=executor, metrics=Metrics(), **kwargs)
+        yield Transit(
+            vault,
+            mount=layout.mount,
+            dtmf_key="ivr-dtmf",
+            lookup_key="ivr-lookup",
+            executor=executor,
+            metrics=Metrics(),
+            **kwargs,
+        )
     finally:
         executor.shutdown(wait=True)
         vault.close()
@@ -64,26 +75,32 @@ def sid() -> str:
 
 @pytest.mark.anyio
 async def test_concurrent_calls_share_few_vault_calls_and_keep_order(
-        dev_vault: DevVault, layout: Layout, credentials: dict[str, RoleCredentials]) -> None:
+    dev_vault: DevVault, layout: Layout, credentials: dict[str, RoleCredentials]
+) -> None:
     n = 200
     calls = [(sid(), f"{i:04d}".encode()) for i in range(n)]
     webhook_vault = role_client(dev_vault, credentials["ivr-webhook"])
     backend_vault = role_client(dev_vault, credentials["ivr-backend"])
-    with transit_for(webhook_vault, layout) as webhook, transit_for(backend_vault,
-                                                                     layout) as backend:
+    with (
+        transit_for(webhook_vault, layout) as webhook,
+        transit_for(backend_vault, layout) as backend,
+    ):
         await webhook.encrypt(b"0000", b"warm:up")  # login outside the measured part
         before = http_calls(webhook._metrics, "encrypt")
-        encrypted = await asyncio.gather(*(
-            webhook.encrypt(digits, call_context(call, "card_last4"))
-            for call, digits in calls))
+        encrypted = await asyncio.gather(
+            *(webhook.encrypt(digits, call_context(call, "card_last4")) for call, digits in calls)
+        )
         sent = http_calls(webhook._metrics, "encrypt") - before
         # 200 concurrent callers; one HTTP call each would be 200.
         assert 1 <= sent <= 8, sent
         # Each caller got its own ciphertext back: it decrypts, under its own call's
         # context, to its own digits.
-        plain = await asyncio.gather(*(
-            backend.decrypt([(enc.ciphertext, call_context(call, "card_last4"))])
-            for enc, (call, _) in zip(encrypted, calls, strict=True)))
+        plain = await asyncio.gather(
+            *(
+                backend.decrypt([(enc.ciphertext, call_context(call, "card_last4"))])
+                for enc, (call, _) in zip(encrypted, calls, strict=True)
+            )
+        )
         assert [p[0] for p in plain] == [digits for _, digits in calls]
         assert http_calls(backend._metrics, "decrypt") <= 8
 
@@ -101,29 +118,37 @@ async def test_concurrent_calls_share_few_vault_calls_and_keep_order(
 
 @pytest.mark.anyio
 async def test_bad_ciphertext_fails_only_its_own_caller(
-        dev_vault: DevVault, layout: Layout, credentials: dict[str, RoleCredentials]) -> None:
+    dev_vault: DevVault, layout: Layout, credentials: dict[str, RoleCredentials]
+) -> None:
     webhook_vault = role_client(dev_vault, credentials["ivr-webhook"])
     backend_vault = role_client(dev_vault, credentials["ivr-backend"])
-    with transit_for(webhook_vault, layout) as webhook, transit_for(backend_vault,
-                                                                     layout) as backend:
+    with (
+        transit_for(webhook_vault, layout) as webhook,
+        transit_for(backend_vault, layout) as backend,
+    ):
         calls = [sid() for _ in range(12)]
-        cts = await asyncio.gather(*(webhook.encrypt(b"4321", call_context(c, "pin"))
-                                     for c in calls))
+        cts = await asyncio.gather(
+            *(webhook.encrypt(b"4321", call_context(c, "pin")) for c in calls)
+        )
         # Well-formed but wrong: another call's ciphertext under this call's context
         # (a replay), and one with its GCM tag flipped (tampered).
         replayed = (cts[0].ciphertext, call_context(calls[1], "pin"))
         prefix, body = cts[2].ciphertext.rsplit(":", 1)
         raw = bytearray(base64.b64decode(body))
         raw[-1] ^= 1
-        tampered = (f"{prefix}:{base64.b64encode(bytes(raw)).decode()}",
-                    call_context(calls[2], "pin"))
+        tampered = (
+            f"{prefix}:{base64.b64encode(bytes(raw)).decode()}",
+            call_context(calls[2], "pin"),
+        )
         await backend.decrypt([(cts[3].ciphertext, call_context(calls[3], "pin"))])  # login
         before = http_calls(backend._metrics, "decrypt")
-        groups = [[(ct.ciphertext, call_context(c, "pin"))] for ct, c in zip(cts, calls,
-                                                                             strict=True)]
+        groups = [
+            [(ct.ciphertext, call_context(c, "pin"))] for ct, c in zip(cts, calls, strict=True)
+        ]
         groups[1], groups[2] = [replayed], [tampered]
-        results = await asyncio.gather(*(backend.decrypt(g) for g in groups),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(backend.decrypt(g) for g in groups), return_exceptions=True
+        )
         # All of them in one Vault call, which Vault answered with HTTP 400...
         assert http_calls(backend._metrics, "decrypt") - before == 1
         # ...yet only the two bad callers failed, each with an opaque DecryptionError.
@@ -143,9 +168,10 @@ async def test_vault_dying_mid_batch_fails_only_that_batch(tmp_path: Path) -> No
         with transit_for(client, layout, max_in_flight=1) as transit:
             await transit.encrypt(b"1234", b"warm:up")
             vault.pause()  # the next batch reaches Vault and hangs there
-            doomed = [asyncio.ensure_future(transit.encrypt(b"1234", call_context(sid(),
-                                                                                  "card")))
-                      for _ in range(10)]
+            doomed = [
+                asyncio.ensure_future(transit.encrypt(b"1234", call_context(sid(), "card")))
+                for _ in range(10)
+            ]
             # The warm-up and all ten doomed items have left the queue for Vault.
             while items_sent(transit._metrics, "encrypt") < 11:
                 await asyncio.sleep(0.01)
@@ -159,8 +185,9 @@ async def test_vault_dying_mid_batch_fails_only_that_batch(tmp_path: Path) -> No
             vault.restart()  # the same address, data and root token, unsealed again
 
             # Same Transit, same pool: the dead connections are replaced, nothing stuck.
-            results = await asyncio.gather(*(
-                transit.encrypt(b"1234", call_context(sid(), "card")) for _ in range(20)))
+            results = await asyncio.gather(
+                *(transit.encrypt(b"1234", call_context(sid(), "card")) for _ in range(20))
+            )
             assert all(r.ciphertext.startswith("vault:v1:") for r in results)
     finally:
         vault.stop()
@@ -168,12 +195,15 @@ async def test_vault_dying_mid_batch_fails_only_that_batch(tmp_path: Path) -> No
 
 @pytest.mark.anyio
 async def test_aclose_sends_everything_queued_then_refuses(
-        dev_vault: DevVault, layout: Layout, credentials: dict[str, RoleCredentials]) -> None:
+    dev_vault: DevVault, layout: Layout, credentials: dict[str, RoleCredentials]
+) -> None:
     vault = role_client(dev_vault, credentials["ivr-webhook"])
     with transit_for(vault, layout, max_in_flight=1) as transit:
         await transit.encrypt(b"0000", b"warm:up")
-        tasks = [asyncio.ensure_future(transit.encrypt(b"5678", call_context(sid(), "pin")))
-                 for _ in range(300)]  # more than one batch (MAX_BATCH is 128)
+        tasks = [
+            asyncio.ensure_future(transit.encrypt(b"5678", call_context(sid(), "pin")))
+            for _ in range(300)
+        ]  # more than one batch (MAX_BATCH is 128)
         await asyncio.sleep(0)  # the first batch leaves; the rest is queued
         await transit.aclose()
         # Closing waited for every queued item to be sent and answered.

@@ -33,21 +33,36 @@ TTL_S = 3
 CONTEXT = base64.b64encode(b"CA00000000000000000000000000000000:pin").decode()
 
 
-def short_role(admin: VaultClient, name: str, *, ttl: str, max_ttl: str,
-               ) -> AppRoleCredentials:
+def short_role(
+    admin: VaultClient,
+    name: str,
+    *,
+    ttl: str,
+    max_ttl: str,
+) -> AppRoleCredentials:
     """A throw-away AppRole with the webhook's policy and a very short token TTL."""
-    admin.write(f"auth/approle/role/{name}", "write role", {
-        "token_policies": ["ivr-webhook"], "token_no_default_policy": True,
-        "token_ttl": ttl, "token_max_ttl": max_ttl, "token_type": "service"})
+    admin.write(
+        f"auth/approle/role/{name}",
+        "write role",
+        {
+            "token_policies": ["ivr-webhook"],
+            "token_no_default_policy": True,
+            "token_ttl": ttl,
+            "token_max_ttl": max_ttl,
+            "token_type": "service",
+        },
+    )
     role_id = admin.read(f"auth/approle/role/{name}/role-id", "role-id")["data"]["role_id"]
-    secret_id = admin.write(f"auth/approle/role/{name}/secret-id", "secret-id"
-                            )["data"]["secret_id"]
+    secret_id = admin.write(f"auth/approle/role/{name}/secret-id", "secret-id")["data"]["secret_id"]
     return AppRoleCredentials(Secret(role_id), Secret(secret_id))
 
 
 def encrypt(client: VaultClient) -> str:
-    answer = client.write("transit/encrypt/ivr-dtmf", "encrypt",
-                          {"plaintext": base64.b64encode(b"4321").decode(), "context": CONTEXT})
+    answer = client.write(
+        "transit/encrypt/ivr-dtmf",
+        "encrypt",
+        {"plaintext": base64.b64encode(b"4321").decode(), "context": CONTEXT},
+    )
     ciphertext: str = answer["data"]["ciphertext"]
     return ciphertext
 
@@ -87,8 +102,9 @@ def client_factory(dev_vault: DevVault) -> Iterator[Callable[[AppRoleCredentials
         client.close()
 
 
-def test_short_ttl_token_is_renewed_not_replaced(admin: VaultClient, client_factory: Callable[
-        [AppRoleCredentials], VaultClient]) -> None:
+def test_short_ttl_token_is_renewed_not_replaced(
+    admin: VaultClient, client_factory: Callable[[AppRoleCredentials], VaultClient]
+) -> None:
     client = client_factory(short_role(admin, "test-renew", ttl=f"{TTL_S}s", max_ttl="1h"))
     client.ensure_login()
     first = current_token(client)
@@ -101,8 +117,9 @@ def test_short_ttl_token_is_renewed_not_replaced(admin: VaultClient, client_fact
     assert 0 < ttl <= TTL_S
 
 
-def test_refused_renewal_leads_to_a_fresh_login(admin: VaultClient, client_factory: Callable[
-        [AppRoleCredentials], VaultClient]) -> None:
+def test_refused_renewal_leads_to_a_fresh_login(
+    admin: VaultClient, client_factory: Callable[[AppRoleCredentials], VaultClient]
+) -> None:
     client = client_factory(short_role(admin, "test-relogin", ttl=f"{TTL_S}s", max_ttl="1h"))
     encrypt(client)
     revoked = current_token(client)
@@ -119,8 +136,9 @@ def test_refused_renewal_leads_to_a_fresh_login(admin: VaultClient, client_facto
     assert client.logins == 2
 
 
-def test_revoked_token_mid_ttl_gets_one_relogin(admin: VaultClient, client_factory: Callable[
-        [AppRoleCredentials], VaultClient]) -> None:
+def test_revoked_token_mid_ttl_gets_one_relogin(
+    admin: VaultClient, client_factory: Callable[[AppRoleCredentials], VaultClient]
+) -> None:
     client = client_factory(short_role(admin, "test-revoked", ttl="1h", max_ttl="2h"))
     encrypt(client)
     admin.write("auth/token/revoke", "revoke", {"token": current_token(client)})
@@ -128,16 +146,19 @@ def test_revoked_token_mid_ttl_gets_one_relogin(admin: VaultClient, client_facto
     assert client.logins == 2
 
 
-def test_max_ttl_reached_leads_to_a_fresh_login(admin: VaultClient, client_factory: Callable[
-        [AppRoleCredentials], VaultClient]) -> None:
+def test_max_ttl_reached_leads_to_a_fresh_login(
+    admin: VaultClient, client_factory: Callable[[AppRoleCredentials], VaultClient]
+) -> None:
     client = client_factory(short_role(admin, "test-maxttl", ttl="2s", max_ttl="3s"))
     keep_calling(client, 4.5)
     assert client.logins >= 2
 
 
-def test_wrong_secret_id_is_an_auth_error(dev_vault: DevVault, admin: VaultClient,
-                                          client_factory: Callable[[AppRoleCredentials],
-                                                                   VaultClient]) -> None:
+def test_wrong_secret_id_is_an_auth_error(
+    dev_vault: DevVault,
+    admin: VaultClient,
+    client_factory: Callable[[AppRoleCredentials], VaultClient],
+) -> None:
     good = short_role(admin, "test-wrong-secret", ttl="1h", max_ttl="1h")
     client = client_factory(AppRoleCredentials(good.role_id, Secret("not-the-secret-id")))
     with pytest.raises(VaultAuthError) as caught:
@@ -145,8 +166,9 @@ def test_wrong_secret_id_is_an_auth_error(dev_vault: DevVault, admin: VaultClien
     assert "not-the-secret-id" not in str(caught.value)
 
 
-def test_a_real_denial_is_raised_after_one_relogin(admin: VaultClient, client_factory: Callable[
-        [AppRoleCredentials], VaultClient]) -> None:
+def test_a_real_denial_is_raised_after_one_relogin(
+    admin: VaultClient, client_factory: Callable[[AppRoleCredentials], VaultClient]
+) -> None:
     client = client_factory(short_role(admin, "test-denied", ttl="1h", max_ttl="1h"))
     with pytest.raises(VaultPermissionDenied):
         client.read("transit/keys/ivr-dtmf", "read key")
@@ -154,6 +176,7 @@ def test_a_real_denial_is_raised_after_one_relogin(admin: VaultClient, client_fa
 
 
 # -- failures translated at the boundary ----------------------------------------------
+
 
 @pytest.fixture
 def silent_server() -> Iterator[int]:
@@ -185,7 +208,8 @@ def silent_server() -> Iterator[int]:
 @pytest.mark.parametrize("credentials", ["token", "approle"])
 def test_hung_vault_times_out_within_the_timeout(silent_server: int, credentials: str) -> None:
     creds: AppRoleCredentials | Secret = (
-        Secret("t") if credentials == "token" else AppRoleCredentials(Secret("r"), Secret("s")))
+        Secret("t") if credentials == "token" else AppRoleCredentials(Secret("r"), Secret("s"))
+    )
     client = VaultClient(f"http://127.0.0.1:{silent_server}", creds, timeout=0.5)
     started = time.monotonic()
     with pytest.raises(VaultTimeout):
@@ -263,8 +287,9 @@ ODD_ANSWERS = [
 
 
 @pytest.mark.parametrize(("path", "expected"), ODD_ANSWERS)
-def test_odd_answers_become_our_errors(broken_server: str, path: str,
-                                       expected: type[VaultError]) -> None:
+def test_odd_answers_become_our_errors(
+    broken_server: str, path: str, expected: type[VaultError]
+) -> None:
     client = VaultClient(broken_server, Secret("t"), timeout=2)
     with pytest.raises(expected) as caught:
         client.write(path, "probe", {"plaintext": "MTIzNA=="})
@@ -285,6 +310,7 @@ def test_odd_login_and_health_answers_become_our_errors(broken_server: str) -> N
 
 # -- the event loop's client (AsyncVault): same identity, same errors --------------------
 
+
 @pytest.fixture
 def anyio_backend() -> tuple[str, dict[str, bool]]:
     """uvloop, as the services run (overrides the suite's plain asyncio)."""
@@ -303,16 +329,19 @@ async def aio_for(client: VaultClient) -> AsyncIterator[AsyncVault]:
 
 
 async def aio_encrypt(aio: AsyncVault) -> str:
-    answer = await aio.write("transit/encrypt/ivr-dtmf", "encrypt",
-                             {"plaintext": base64.b64encode(b"4321").decode(),
-                              "context": CONTEXT})
+    answer = await aio.write(
+        "transit/encrypt/ivr-dtmf",
+        "encrypt",
+        {"plaintext": base64.b64encode(b"4321").decode(), "context": CONTEXT},
+    )
     ciphertext: str = answer["data"]["ciphertext"]
     return ciphertext
 
 
 @pytest.mark.anyio
 async def test_async_client_shares_the_login_and_renews_off_the_loop(
-        admin: VaultClient, client_factory: Callable[[AppRoleCredentials], VaultClient]) -> None:
+    admin: VaultClient, client_factory: Callable[[AppRoleCredentials], VaultClient]
+) -> None:
     """Short-TTL token: every call succeeds on the one login, renewals happen in the
     pool (never on the event loop, which keeps ticking every 10 ms meanwhile)."""
     client = client_factory(short_role(admin, "test-aio-renew", ttl=f"{TTL_S}s", max_ttl="1h"))
@@ -333,7 +362,8 @@ async def test_async_client_shares_the_login_and_renews_off_the_loop(
 
 @pytest.mark.anyio
 async def test_async_client_relogs_in_once_after_a_403(
-        admin: VaultClient, client_factory: Callable[[AppRoleCredentials], VaultClient]) -> None:
+    admin: VaultClient, client_factory: Callable[[AppRoleCredentials], VaultClient]
+) -> None:
     client = client_factory(short_role(admin, "test-aio-revoked", ttl="1h", max_ttl="2h"))
     encrypt(client)
     admin.write("auth/token/revoke", "revoke", {"token": current_token(client)})
@@ -341,14 +371,14 @@ async def test_async_client_relogs_in_once_after_a_403(
         assert (await aio_encrypt(aio)).startswith("vault:v")  # 403, login, retry
         assert client.logins == 2
         with pytest.raises(VaultPermissionDenied):  # the webhook's policy: no decrypt
-            await aio.write("transit/decrypt/ivr-dtmf", "decrypt",
-                            {"ciphertext": "vault:v1:QUJD"})
+            await aio.write("transit/decrypt/ivr-dtmf", "decrypt", {"ciphertext": "vault:v1:QUJD"})
     assert client.logins == 3  # one fresh login for the real denial, not a loop
 
 
 @pytest.mark.anyio
-async def test_async_client_times_out_a_hung_vault_within_the_budget(silent_server: int,
-                                                                     ) -> None:
+async def test_async_client_times_out_a_hung_vault_within_the_budget(
+    silent_server: int,
+) -> None:
     client = VaultClient(f"http://127.0.0.1:{silent_server}", Secret("t"), timeout=0.5)
     ticks = 0
     async with aio_for(client) as aio:
@@ -377,7 +407,8 @@ async def test_async_client_unreachable_vault_is_unavailable_not_a_timeout() -> 
 @pytest.mark.parametrize(("path", "expected"), ODD_ANSWERS)
 @pytest.mark.anyio
 async def test_async_client_odd_answers_become_the_same_errors(
-        broken_server: str, path: str, expected: type[VaultError]) -> None:
+    broken_server: str, path: str, expected: type[VaultError]
+) -> None:
     client = VaultClient(broken_server, Secret("t"), timeout=2)
     with pytest.raises(expected) as caught:
         async with aio_for(client) as aio:
@@ -391,7 +422,8 @@ async def test_async_client_odd_answers_become_the_same_errors(
 
 @pytest.mark.anyio
 async def test_async_client_sealed_vault_is_unavailable(
-        tmp_path_factory: pytest.TempPathFactory) -> None:
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
     """A real dev Vault, sealed: 503, VaultUnavailable, as hvac's VaultDown becomes."""
     vault = DevVault.start(tmp_path_factory.mktemp("sealed-vault"))
     try:

@@ -56,23 +56,34 @@ class Backend:
     client: TestClient
     transit: FakeTransit
 
-    def ciphertexts(self, call_sid: str, card: str = CARD, pin: str = PIN,
-                    caller: str = CALLER, number: str | None = NUMBER) -> dict[str, str]:
-        body = {"call_sid": call_sid,
-                "card_last4": self.transit.seal(card.encode(), f"{call_sid}:card_last4".encode()),
-                "pin": self.transit.seal(pin.encode(), f"{call_sid}:pin".encode()),
-                "caller": self.transit.seal(caller.encode(), f"{call_sid}:caller".encode()),
-                "issued": str(int(time.time()))}
+    def ciphertexts(
+        self,
+        call_sid: str,
+        card: str = CARD,
+        pin: str = PIN,
+        caller: str = CALLER,
+        number: str | None = NUMBER,
+    ) -> dict[str, str]:
+        body = {
+            "call_sid": call_sid,
+            "card_last4": self.transit.seal(card.encode(), f"{call_sid}:card_last4".encode()),
+            "pin": self.transit.seal(pin.encode(), f"{call_sid}:pin".encode()),
+            "caller": self.transit.seal(caller.encode(), f"{call_sid}:caller".encode()),
+            "issued": str(int(time.time())),
+        }
         if number is not None:
             body["account_number"] = self.transit.seal(
-                number.encode(), f"{call_sid}:account_number".encode())
+                number.encode(), f"{call_sid}:account_number".encode()
+            )
         return body
 
-    def lookup(self, body: object, *, key: str | None = None,
-               headers: dict[str, str] | None = None) -> httpx.Response:
+    def lookup(
+        self, body: object, *, key: str | None = None, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
         extra = {"Idempotency-Key": key} if key else {}
-        return self.client.post("/v1/lookup", json=body,
-                                headers={**AUTH, **extra, **(headers or {})})
+        return self.client.post(
+            "/v1/lookup", json=body, headers={**AUTH, **extra, **(headers or {})}
+        )
 
     def metric(self, name: str, **labels: str) -> float:
         for family in text_string_to_metric_families(self.client.get("/metrics").text):
@@ -85,13 +96,19 @@ class Backend:
 @pytest.fixture
 def backend(tmp_path: Path) -> Iterator[Backend]:
     transit = FakeTransit()
-    settings = Settings(vault_role_id=Secret("role"), vault_secret_id=Secret("secret"),
-                        backend_token=Secret(BEARER), store_path=str(tmp_path / "s.sqlite3"),
-                        lockout_threshold=THRESHOLD, lockout_hard_limit=HARD_LIMIT,
-                        caller_failure_limit=CALLER_LIMIT)
+    settings = Settings(
+        vault_role_id=Secret("role"),
+        vault_secret_id=Secret("secret"),
+        backend_token=Secret(BEARER),
+        store_path=str(tmp_path / "s.sqlite3"),
+        lockout_threshold=THRESHOLD,
+        lockout_hard_limit=HARD_LIMIT,
+        caller_failure_limit=CALLER_LIMIT,
+    )
     (canary,) = asyncio.run(transit.hmac([CANARY_INPUT]))
-    records = asyncio.run(make_records(transit, [
-        Enrolment("AC12345678", "12.55", NUMBER, CARD, PIN, (CALLER,))]))
+    records = asyncio.run(
+        make_records(transit, [Enrolment("AC12345678", "12.55", NUMBER, CARD, PIN, (CALLER,))])
+    )
     store = Store(settings.store_path)
     store.add_canary(canary, 0.0)  # as enrolment records it
     assert store.add_accounts(records) == [None]
@@ -102,54 +119,73 @@ def backend(tmp_path: Path) -> Iterator[Backend]:
 
 
 def access_lines(logs: list[dict[str, Any]]) -> list[tuple[object, object]]:
-    return [(line.get("outcome"), line["status_code"]) for line in logs
-            if line.get("event") == "request" and line.get("path") == "/v1/lookup"]
+    return [
+        (line.get("outcome"), line["status_code"])
+        for line in logs
+        if line.get("event") == "request" and line.get("path") == "/v1/lookup"
+    ]
 
 
 # -- who and what may ask ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("authorization", [None, "Bearer wrong-token", f"Basic {BEARER}",
-                                           BEARER, "Bearer ", f"Bearer {BEARER}x"])
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer wrong-token", f"Basic {BEARER}", BEARER, "Bearer ", f"Bearer {BEARER}x"],
+)
 def test_without_the_bearer_token_401(backend: Backend, authorization: str | None) -> None:
     headers = {} if authorization is None else {"Authorization": authorization}
-    response = backend.client.post("/v1/lookup", json=backend.ciphertexts(new_call_sid()),
-                                   headers=headers)
+    response = backend.client.post(
+        "/v1/lookup", json=backend.ciphertexts(new_call_sid()), headers=headers
+    )
     assert (response.status_code, response.content) == (401, b"")
     assert response.headers["www-authenticate"] == "Bearer"
     assert backend.metric("ivr_lookups_total", outcome="found") == 0
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
-                                          "", "application/jsonx"])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "", "application/jsonx"]
+)
 def test_anything_but_json_is_415(backend: Backend, content_type: str) -> None:
-    response = backend.client.post("/v1/lookup", content=b'{"call_sid": "x"}',
-                                   headers={**AUTH, "Content-Type": content_type})
+    response = backend.client.post(
+        "/v1/lookup", content=b'{"call_sid": "x"}', headers={**AUTH, "Content-Type": content_type}
+    )
     assert response.status_code == 415
 
 
 def test_json_with_parameters_is_json(backend: Backend) -> None:
     response = backend.client.post(
-        "/v1/lookup", content=httpx.Request("POST", "/", json=backend.ciphertexts(
-            new_call_sid())).content,
-        headers={**AUTH, "Content-Type": "Application/JSON; charset=utf-8"})
+        "/v1/lookup",
+        content=httpx.Request("POST", "/", json=backend.ciphertexts(new_call_sid())).content,
+        headers={**AUTH, "Content-Type": "Application/JSON; charset=utf-8"},
+    )
     assert response.status_code == 200
 
 
 MARK = "98765"  # digits that must never come back in an answer
 
 
-@pytest.mark.parametrize("body", [
-    {"call_sid": f"CA{MARK}", "card_last4": f"vault:v1:{MARK}==", "pin": MARK},
-    {"call_sid": new_call_sid(), "card_last4": MARK, "pin": f"{MARK}:{MARK}"},
-    {"call_sid": new_call_sid(), "card_last4": int(MARK), "pin": [MARK]},
-    {"call_sid": new_call_sid(), MARK: MARK},
-    {"call_sid": new_call_sid(), "card_last4": "vault:v1:QUJD", "pin": "vault:v1:QUJD",
-     f"pin{MARK}": "x"},
-    [MARK], MARK,
-])
-def test_schema_problems_are_422_and_never_echo_a_value(backend: Backend, body: object,
-                                                       ) -> None:
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"call_sid": f"CA{MARK}", "card_last4": f"vault:v1:{MARK}==", "pin": MARK},
+        {"call_sid": new_call_sid(), "card_last4": MARK, "pin": f"{MARK}:{MARK}"},
+        {"call_sid": new_call_sid(), "card_last4": int(MARK), "pin": [MARK]},
+        {"call_sid": new_call_sid(), MARK: MARK},
+        {
+            "call_sid": new_call_sid(),
+            "card_last4": "vault:v1:QUJD",
+            "pin": "vault:v1:QUJD",
+            f"pin{MARK}": "x",
+        },
+        [MARK],
+        MARK,
+    ],
+)
+def test_schema_problems_are_422_and_never_echo_a_value(
+    backend: Backend,
+    body: object,
+) -> None:
     response = backend.lookup(body)
     assert response.status_code == 422
     problems = response.json()["detail"]
@@ -163,11 +199,14 @@ def test_deeply_nested_json_is_422_not_a_500(backend: Backend, depth: int) -> No
     """json's decoder raised RecursionError past ~1,000 levels: a 500 with a traceback.
     Both bodies stay under MAX_BODY_BYTES (16 KB), so they reach the parser."""
     for body in (b"[" * 3 * depth + b"]" * 3 * depth, b'{"a":' * depth + b"1" + b"}" * depth):
-        response = backend.client.post("/v1/lookup", content=body,
-                                       headers={**AUTH, "Content-Type": "application/json"})
+        response = backend.client.post(
+            "/v1/lookup", content=body, headers={**AUTH, "Content-Type": "application/json"}
+        )
         assert response.status_code == 422
-        assert response.json()["detail"] in ([{"loc": "body", "msg": "nested too deeply"}],
-                                              [{"loc": "body", "msg": "expected a JSON object"}])
+        assert response.json()["detail"] in (
+            [{"loc": "body", "msg": "nested too deeply"}],
+            [{"loc": "body", "msg": "expected a JSON object"}],
+        )
 
 
 def test_an_invalid_idempotency_key_is_422(backend: Backend) -> None:
@@ -187,14 +226,19 @@ def test_found(backend: Backend) -> None:
     with structlog.testing.capture_logs() as logs:
         response = backend.lookup(backend.ciphertexts(new_call_sid()))
     assert (response.status_code, response.json()) == (
-        200, {"account": "AC12345678", "balance": "12.55"})
+        200,
+        {"account": "AC12345678", "balance": "12.55"},
+    )
     assert access_lines(logs) == [("found", 200)]
     assert backend.metric("ivr_lookups_total", outcome="found") == 1
 
 
 @pytest.mark.parametrize(("card", "pin"), [("5678", PIN), (CARD, "0000")])
-def test_unknown_card_or_wrong_pin_is_the_same_404(backend: Backend, card: str, pin: str,
-                                                   ) -> None:
+def test_unknown_card_or_wrong_pin_is_the_same_404(
+    backend: Backend,
+    card: str,
+    pin: str,
+) -> None:
     with structlog.testing.capture_logs() as logs:
         response = backend.lookup(backend.ciphertexts(new_call_sid(), card, pin))
     assert (response.status_code, response.json()) == (404, {"detail": "not found"})
@@ -204,9 +248,12 @@ def test_unknown_card_or_wrong_pin_is_the_same_404(backend: Backend, card: str, 
 
 def test_locked_after_the_threshold_of_wrong_pins(backend: Backend) -> None:
     for n in range(THRESHOLD):  # each from another number: the caller limit stays out of it
-        assert backend.lookup(backend.ciphertexts(new_call_sid(), pin="0000",
-                                                  caller=f"+1500555{n:04d}")).status_code \
+        assert (
+            backend.lookup(
+                backend.ciphertexts(new_call_sid(), pin="0000", caller=f"+1500555{n:04d}")
+            ).status_code
             == 404
+        )
     assert backend.metric("ivr_lockouts_total", kind="card") == 1
     assert backend.metric("ivr_wrong_pins_total") == THRESHOLD
     with structlog.testing.capture_logs() as logs:
@@ -216,35 +263,41 @@ def test_locked_after_the_threshold_of_wrong_pins(backend: Backend) -> None:
     assert backend.metric("ivr_lookups_total", outcome="locked") == 1
 
 
-def test_a_ciphertext_of_another_call_is_undecryptable_and_logged_as_such(backend: Backend,
-                                                                         ) -> None:
+def test_a_ciphertext_of_another_call_is_undecryptable_and_logged_as_such(
+    backend: Backend,
+) -> None:
     """The access line and ivr_lookups_total say ``undecryptable`` (it used to be
     overwritten with ``rejected`` before it was logged)."""
     body = {**backend.ciphertexts(new_call_sid()), "call_sid": new_call_sid()}
     with structlog.testing.capture_logs() as logs:
         response = backend.lookup(body)
     assert (response.status_code, response.json()) == (
-        422, {"detail": "ciphertext could not be decrypted for this call"})
+        422,
+        {"detail": "ciphertext could not be decrypted for this call"},
+    )
     assert access_lines(logs) == [("undecryptable", 422)]
     assert backend.metric("ivr_lookups_total", outcome="undecryptable") == 1
-    assert backend.metric("ivr_requests_total", route="/v1/lookup",
-                          outcome="undecryptable") == 1
+    assert backend.metric("ivr_requests_total", route="/v1/lookup", outcome="undecryptable") == 1
 
 
 @pytest.mark.parametrize(("card", "pin"), [("12345", PIN), (CARD, "43a1"), ("", "")])
-def test_decrypted_entries_that_are_not_4_digits_are_malformed(backend: Backend, card: str,
-                                                               pin: str) -> None:
+def test_decrypted_entries_that_are_not_4_digits_are_malformed(
+    backend: Backend, card: str, pin: str
+) -> None:
     with structlog.testing.capture_logs() as logs:
         response = backend.lookup(backend.ciphertexts(new_call_sid(), card, pin))
     assert (response.status_code, response.json()) == (
-        422, {"detail": "decrypted values are not entries of the expected number of digits"})
+        422,
+        {"detail": "decrypted values are not entries of the expected number of digits"},
+    )
     assert access_lines(logs) == [("malformed", 422)]
     assert backend.metric("ivr_lookups_total", outcome="malformed") == 1
 
 
 @pytest.mark.parametrize("number", ["1234567", "123456789", "1234567a"])
-def test_a_decrypted_account_number_of_another_length_is_malformed(backend: Backend,
-                                                                   number: str) -> None:
+def test_a_decrypted_account_number_of_another_length_is_malformed(
+    backend: Backend, number: str
+) -> None:
     response = backend.lookup(backend.ciphertexts(new_call_sid(), number=number))
     assert response.status_code == 422
 
@@ -255,19 +308,21 @@ def test_the_registered_path_and_its_refusals(backend: Backend) -> None:
     registered = {**backend.ciphertexts(new_call_sid(), number=None), "registered": True}
     assert backend.lookup(registered).json() == {"account": "AC12345678", "balance": "12.55"}
     for caller in ("+15005550007", "anonymous"):
-        other = {**backend.ciphertexts(new_call_sid(), number=None, caller=caller),
-                 "registered": True}
+        other = {
+            **backend.ciphertexts(new_call_sid(), number=None, caller=caller),
+            "registered": True,
+        }
         assert backend.lookup(other).status_code == 404
     both = {**backend.ciphertexts(new_call_sid()), "registered": True}
     response = backend.lookup(both)
     assert response.status_code == 422 and "one identification" in response.text
     for bad in ({"registered": "yes"}, {"stir_verstat": "A B"}, {"stir_verstat": 7}):
-        assert backend.lookup({**backend.ciphertexts(new_call_sid()), **bad}
-                              ).status_code == 422
+        assert backend.lookup({**backend.ciphertexts(new_call_sid()), **bad}).status_code == 422
 
 
 def test_one_lookup_is_one_decrypt_one_hmac_and_two_thread_hops(
-        backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What docs/security.md states: per lookup, on either path, one Transit decrypt and
     one Transit HMAC (batches), and two hops to the store's threads (the remembered
     answer's read, the decision's transaction)."""
@@ -277,19 +332,24 @@ def test_one_lookup_is_one_decrypt_one_hmac_and_two_thread_hops(
     for name in ("decrypt", "hmac"):
         original = getattr(transit, name)
 
-        async def counted(*args: Any, _original: Any = original, _name: str = name,
-                          **kwargs: Any) -> Any:
+        async def counted(
+            *args: Any, _original: Any = original, _name: str = name, **kwargs: Any
+        ) -> Any:
             counts[_name] += 1
             return await _original(*args, **kwargs)
+
         monkeypatch.setattr(transit, name, counted)
     submit = transit.executor.submit
 
     def hop(*args: Any, **kwargs: Any) -> Any:
         counts["thread hops"] += 1
         return submit(*args, **kwargs)
+
     monkeypatch.setattr(transit.executor, "submit", hop)
-    bodies = [backend.ciphertexts(new_call_sid()),
-              {**backend.ciphertexts(new_call_sid(), number=None), "registered": True}]
+    bodies = [
+        backend.ciphertexts(new_call_sid()),
+        {**backend.ciphertexts(new_call_sid(), number=None), "registered": True},
+    ]
     for n, body in enumerate(bodies):
         counts.clear()
         assert backend.lookup(body, key=f"key-{n}").status_code == 200
@@ -312,8 +372,11 @@ def test_a_replay_gets_the_remembered_answer(backend: Backend) -> None:
     first = backend.lookup(backend.ciphertexts(sid), key="token-1")
     with structlog.testing.capture_logs() as logs:
         again = backend.lookup(backend.ciphertexts(sid), key="token-1")
-    assert (again.status_code, again.json()) == (first.status_code, first.json()) == (
-        200, {"account": "AC12345678", "balance": "12.55"})
+    assert (
+        (again.status_code, again.json())
+        == (first.status_code, first.json())
+        == (200, {"account": "AC12345678", "balance": "12.55"})
+    )
     assert access_lines(logs) == [("replayed", 200)]
     assert backend.metric("ivr_lookups_total", outcome="found") == 1  # decided once
 
@@ -333,8 +396,9 @@ def test_a_replayed_wrong_pin_counts_once(backend: Backend) -> None:
 
 def test_the_hard_limit_holds_until_an_unlock(backend: Backend, tmp_path: Path) -> None:
     def wrong(n: int) -> int:
-        return backend.lookup(backend.ciphertexts(new_call_sid(), pin="0000",
-                                                  caller=f"+1500555{n:04d}")).status_code
+        return backend.lookup(
+            backend.ciphertexts(new_call_sid(), pin="0000", caller=f"+1500555{n:04d}")
+        ).status_code
 
     assert [wrong(n) for n in range(THRESHOLD)] == [404] * THRESHOLD
     store = Store(tmp_path / "s.sqlite3")
@@ -353,16 +417,22 @@ def test_the_hard_limit_holds_until_an_unlock(backend: Backend, tmp_path: Path) 
 
 def test_a_caller_number_is_cut_off_after_its_limit(backend: Backend) -> None:
     for n in range(CALLER_LIMIT):  # unknown accounts: none is locked on the way
-        assert backend.lookup(backend.ciphertexts(new_call_sid(), number=f"9{n:07d}")
-                              ).status_code == 404
+        assert (
+            backend.lookup(backend.ciphertexts(new_call_sid(), number=f"9{n:07d}")).status_code
+            == 404
+        )
     assert backend.metric("ivr_lockouts_total", kind="caller") == 1
     with structlog.testing.capture_logs() as logs:
         cut = backend.lookup(backend.ciphertexts(new_call_sid()))  # the right card and PIN
     assert (cut.status_code, cut.json()) == (
-        429, {"detail": "too many failed lookups from this caller"})
+        429,
+        {"detail": "too many failed lookups from this caller"},
+    )
     assert access_lines(logs) == [("caller_cut_off", 429)]
-    assert backend.lookup(backend.ciphertexts(new_call_sid(), caller="+15005550007")
-                          ).status_code == 200
+    assert (
+        backend.lookup(backend.ciphertexts(new_call_sid(), caller="+15005550007")).status_code
+        == 200
+    )
     assert backend.metric("ivr_lockouts_total", kind="card") == 0
 
 
@@ -372,7 +442,9 @@ def test_a_second_lookup_in_one_call_is_409_and_a_failure(backend: Backend) -> N
     with structlog.testing.capture_logs() as logs:
         second = backend.lookup(backend.ciphertexts(sid), key="two")  # the right PIN
     assert (second.status_code, second.json()) == (
-        409, {"detail": "this call already had its lookup"})
+        409,
+        {"detail": "this call already had its lookup"},
+    )
     assert access_lines(logs) == [("second_lookup", 409)]
     assert backend.metric("ivr_wrong_pins_total") == 1  # the second PIN was not compared
     # It counted as the card's second failure: one more wrong PIN locks it.
@@ -383,12 +455,16 @@ def test_a_second_lookup_in_one_call_is_409_and_a_failure(backend: Backend) -> N
 def test_every_closed_label_is_exported_at_zero_from_the_start(backend: Backend) -> None:
     """Before any lookup, each outcome, lockout kind and Vault error kind is a series at 0:
     the alert rules and the dashboard see it on a fresh start, not "no data"."""
-    samples = {(s.name, tuple(s.labels.items())): s.value
-               for family in text_string_to_metric_families(backend.client.get("/metrics").text)
-               for s in family.samples}
-    expected = ([("ivr_lookups_total", (("outcome", o.value),)) for o in LookupOutcome]
-                + [("ivr_lockouts_total", (("kind", k.value),)) for k in LockKind]
-                + [("ivr_vault_errors_total", (("kind", k),)) for k in vault_error_kinds()])
+    samples = {
+        (s.name, tuple(s.labels.items())): s.value
+        for family in text_string_to_metric_families(backend.client.get("/metrics").text)
+        for s in family.samples
+    }
+    expected = (
+        [("ivr_lookups_total", (("outcome", o.value),)) for o in LookupOutcome]
+        + [("ivr_lockouts_total", (("kind", k.value),)) for k in LockKind]
+        + [("ivr_vault_errors_total", (("kind", k),)) for k in vault_error_kinds()]
+    )
     assert {key: samples.get(key) for key in expected} == dict.fromkeys(expected, 0.0)
     assert {"timeout", "sealed", "forbidden", "unavailable"} <= set(vault_error_kinds())
 
@@ -396,25 +472,47 @@ def test_every_closed_label_is_exported_at_zero_from_the_start(backend: Backend)
 # -- the request budget (docs/past-one-machine.md, silent faults) ---------------------
 
 
-@pytest.mark.parametrize(("header", "budget"), [
-    (None, 2.5), ("1.25", 1.25), ("0.001", 0.001), ("9", 2.5), ("inf", 2.5), ("-1", 0.0),
-    ("0", 0.0), ("nan", 2.5), ("soon", 2.5), ("", 2.5), ("1" * 17, 2.5), ("1e-3", 0.001)])
-def test_the_budget_is_the_webhooks_within_the_backends_own(header: str | None,
-                                                            budget: float) -> None:
-    scope = {"type": "http", "headers": [] if header is None else
-             [(b"x-request-budget", header.encode())]}
+@pytest.mark.parametrize(
+    ("header", "budget"),
+    [
+        (None, 2.5),
+        ("1.25", 1.25),
+        ("0.001", 0.001),
+        ("9", 2.5),
+        ("inf", 2.5),
+        ("-1", 0.0),
+        ("0", 0.0),
+        ("nan", 2.5),
+        ("soon", 2.5),
+        ("", 2.5),
+        ("1" * 17, 2.5),
+        ("1e-3", 0.001),
+    ],
+)
+def test_the_budget_is_the_webhooks_within_the_backends_own(
+    header: str | None, budget: float
+) -> None:
+    scope = {
+        "type": "http",
+        "headers": [] if header is None else [(b"x-request-budget", header.encode())],
+    }
     assert request_budget(Request(scope), Settings()) == budget
 
 
 def test_a_lookup_with_no_budget_left_decides_nothing(backend: Backend) -> None:
     call_sid = new_call_sid()
-    spent = backend.lookup(backend.ciphertexts(call_sid, pin="9999"), key="k1",
-                           headers={"X-Request-Budget": "0"})
+    spent = backend.lookup(
+        backend.ciphertexts(call_sid, pin="9999"), key="k1", headers={"X-Request-Budget": "0"}
+    )
     assert spent.status_code == 503
     assert spent.json() == {"detail": "request budget spent"}
     # Nothing was decided: no wrong PIN counted, and the retry on a replica with time
     # left decides it, once.
     assert backend.metric("ivr_wrong_pins_total") == 0
-    assert backend.lookup(backend.ciphertexts(call_sid, pin="9999"), key="k1",
-                          headers={"X-Request-Budget": "1.5"}).status_code == 404
+    assert (
+        backend.lookup(
+            backend.ciphertexts(call_sid, pin="9999"), key="k1", headers={"X-Request-Budget": "1.5"}
+        ).status_code
+        == 404
+    )
     assert backend.metric("ivr_wrong_pins_total") == 1

@@ -19,43 +19,68 @@ HEADER = "account,balance,account_number,card_last4,pin,callers\n"
 
 def test_a_csv_is_read_row_by_row_with_its_line_numbers(tmp_path: Path) -> None:
     path = tmp_path / "a.csv"
-    path.write_text(HEADER + "ACA,1.00,52718364,5678,7351,+15550100001; +15550100002\n"
-                    "\n"  # blank: skipped, but counted as a line
-                    "ACB,2.00,63829475,5678,7351,\n"
-                    "ACC,1.00\n"
-                    '"ACD,"x",1\n')
+    path.write_text(
+        HEADER + "ACA,1.00,52718364,5678,7351,+15550100001; +15550100002\n"
+        "\n"  # blank: skipped, but counted as a line
+        "ACB,2.00,63829475,5678,7351,\n"
+        "ACC,1.00\n"
+        '"ACD,"x",1\n'
+    )
     lines = list(read_lines(path))
     assert [(line.number, line.problem) for line in lines] == [
-        (2, None), (4, None), (5, MALFORMED_CSV), (6, MALFORMED_CSV)]
-    assert lines[0].row == Enrolment("ACA", "1.00", "52718364", "5678", "7351",
-                                     ("+15550100001", "+15550100002"))
+        (2, None),
+        (4, None),
+        (5, MALFORMED_CSV),
+        (6, MALFORMED_CSV),
+    ]
+    assert lines[0].row == Enrolment(
+        "ACA", "1.00", "52718364", "5678", "7351", ("+15550100001", "+15550100002")
+    )
     assert lines[1].row is not None and lines[1].row.callers == ()
     assert lines[-1].position == path.stat().st_size
 
 
 def test_json_lines_are_read_with_callers_as_a_list(tmp_path: Path) -> None:
     path = tmp_path / "a.jsonl"
-    path.write_text('{"account": "ACA", "balance": "1.00", "account_number": "52718364", '
-                    '"card_last4": "5678", "pin": "7351", "callers": ["+15550100001"]}\n'
-                    '{"account": "ACB", "balance": 1, "account_number": "1", "card_last4": '
-                    '"1", "pin": "1", "callers": []}\n'
-                    "[1, 2]\n"
-                    "not json at all 1234\n")
+    path.write_text(
+        '{"account": "ACA", "balance": "1.00", "account_number": "52718364", '
+        '"card_last4": "5678", "pin": "7351", "callers": ["+15550100001"]}\n'
+        '{"account": "ACB", "balance": 1, "account_number": "1", "card_last4": '
+        '"1", "pin": "1", "callers": []}\n'
+        "[1, 2]\n"
+        "not json at all 1234\n"
+    )
     lines = list(read_lines(path))
     assert [(line.number, line.problem) for line in lines] == [
-        (1, None), (2, MALFORMED_JSON), (3, MALFORMED_JSON), (4, MALFORMED_JSON)]
+        (1, None),
+        (2, MALFORMED_JSON),
+        (3, MALFORMED_JSON),
+        (4, MALFORMED_JSON),
+    ]
     assert lines[0].row is not None and lines[0].row.callers == ("+15550100001",)
 
 
-@pytest.mark.parametrize(("name", "content", "why"), [
-    ("a.txt", HEADER, "a.txt: expected a .csv or .jsonl file"),
-    ("a.csv", "account,balance\n", "the first line must be the header account,balance,"
-                                   "account_number,card_last4,pin,callers"),
-    ("a.csv", "", "the first line must be the header account,balance,"
-                  "account_number,card_last4,pin,callers"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "why"),
+    [
+        ("a.txt", HEADER, "a.txt: expected a .csv or .jsonl file"),
+        (
+            "a.csv",
+            "account,balance\n",
+            "the first line must be the header account,balance,"
+            "account_number,card_last4,pin,callers",
+        ),
+        (
+            "a.csv",
+            "",
+            "the first line must be the header account,balance,"
+            "account_number,card_last4,pin,callers",
+        ),
+    ],
+)
 def test_a_file_that_is_not_an_import_is_refused_in_one_line(
-        tmp_path: Path, name: str, content: str, why: str) -> None:
+    tmp_path: Path, name: str, content: str, why: str
+) -> None:
     path = tmp_path / name
     path.write_text(content)
     with pytest.raises(EnrolmentRefused) as refused:
@@ -75,17 +100,25 @@ def test_rows_are_cut_into_transit_calls_of_whole_rows() -> None:
 CARD, PIN, NUMBER, CALLER = (f"vault:v1:{t}" for t in ("Y2FyZA==", "cGlu", "bnVt", "Y2Fs"))
 
 
-def _record(balance: str = "1.00", *, card: str = CARD, pin: str = PIN,
-            number: str = NUMBER, callers: tuple[str, ...] = (CALLER,)) -> AccountRecord:
+def _record(
+    balance: str = "1.00",
+    *,
+    card: str = CARD,
+    pin: str = PIN,
+    number: str = NUMBER,
+    callers: tuple[str, ...] = (CALLER,),
+) -> AccountRecord:
     salt = new_salt()  # a row's own, new salt: never the stored one
-    return AccountRecord("ACA", balance, salt, number, card, bind(salt, card),
-                         bind(salt, pin), callers, pin)
+    return AccountRecord(
+        "ACA", balance, salt, number, card, bind(salt, card), bind(salt, pin), callers, pin
+    )
 
 
 def test_a_row_is_compared_with_an_account_by_its_verifiers() -> None:
     salt = new_salt()
-    stored = StoredAccount("ACA", "1.00", salt, True, NUMBER, bind(salt, CARD),
-                           bind(salt, PIN), frozenset({CALLER}))
+    stored = StoredAccount(
+        "ACA", "1.00", salt, True, NUMBER, bind(salt, CARD), bind(salt, PIN), frozenset({CALLER})
+    )
     assert same_content(stored, _record())
     assert not same_content(stored, _record("1.01"))
     assert not same_content(stored, _record(pin="vault:v1:b3RoZXI="))
@@ -93,6 +126,5 @@ def test_a_row_is_compared_with_an_account_by_its_verifiers() -> None:
     assert not same_content(stored, _record(number="vault:v1:b3RoZXI="))
     assert not same_content(stored, _record(callers=()))
     assert not same_content(stored, _record(pin="vault:v2:cGlu"))  # a later key version
-    migrated = StoredAccount("ACA", "1.00", salt, False, NUMBER, CARD, PIN,
-                             frozenset({CALLER}))
+    migrated = StoredAccount("ACA", "1.00", salt, False, NUMBER, CARD, PIN, frozenset({CALLER}))
     assert same_content(migrated, _record())

@@ -34,8 +34,9 @@ OLD_VAULT, NEW_VAULT = b"the key of the Vault that made the store", b"another Va
 def enrol(store_path: Path, transit: FakeTransit, *, canary: bool = True) -> None:
     """What enrolment writes: the verifiers and (since canaries exist) the canary."""
     (made,) = asyncio.run(transit.hmac([CANARY_INPUT]))
-    records = asyncio.run(make_records(transit, [
-        Enrolment("AC12345678", "12.55", NUMBER, CARD, PIN)]))
+    records = asyncio.run(
+        make_records(transit, [Enrolment("AC12345678", "12.55", NUMBER, CARD, PIN)])
+    )
     store = Store(store_path)
     if canary:
         store.add_canary(made, 0.0)
@@ -44,33 +45,51 @@ def enrol(store_path: Path, transit: FakeTransit, *, canary: bool = True) -> Non
 
 
 def settings(tmp_path: Path) -> Settings:
-    return Settings(vault_role_id=Secret("role"), vault_secret_id=Secret("secret"),
-                    backend_token=Secret(BEARER), store_path=str(tmp_path / "s.sqlite3"))
+    return Settings(
+        vault_role_id=Secret("role"),
+        vault_secret_id=Secret("secret"),
+        backend_token=Secret(BEARER),
+        store_path=str(tmp_path / "s.sqlite3"),
+    )
 
 
 def lookup(client: TestClient, transit: FakeTransit) -> tuple[int, object]:
     sid = new_call_sid()
-    response = client.post("/v1/lookup", headers={"Authorization": f"Bearer {BEARER}"}, json={
-        "call_sid": sid, "card_last4": transit.seal(CARD.encode(), f"{sid}:card_last4".encode()),
-        "pin": transit.seal(PIN.encode(), f"{sid}:pin".encode()),
-        "caller": transit.seal(b"+15005550006", f"{sid}:caller".encode()),
-        "account_number": transit.seal(NUMBER.encode(), f"{sid}:account_number".encode()),
-        "issued": str(int(time.time()))})
+    response = client.post(
+        "/v1/lookup",
+        headers={"Authorization": f"Bearer {BEARER}"},
+        json={
+            "call_sid": sid,
+            "card_last4": transit.seal(CARD.encode(), f"{sid}:card_last4".encode()),
+            "pin": transit.seal(PIN.encode(), f"{sid}:pin".encode()),
+            "caller": transit.seal(b"+15005550006", f"{sid}:caller".encode()),
+            "account_number": transit.seal(NUMBER.encode(), f"{sid}:account_number".encode()),
+            "issued": str(int(time.time())),
+        },
+    )
     return response.status_code, response.json()
 
 
-@pytest.mark.parametrize(("canary", "says"), [
-    (True, "cannot reproduce the account store's canary"),
-    (False, "no canary (a store made before canaries)"),
-])
+@pytest.mark.parametrize(
+    ("canary", "says"),
+    [
+        (True, "cannot reproduce the account store's canary"),
+        (False, "no canary (a store made before canaries)"),
+    ],
+)
 def test_another_vault_is_never_ready_and_never_answers_not_found(
-        tmp_path: Path, canary: bool, says: str) -> None:
+    tmp_path: Path, canary: bool, says: str
+) -> None:
     config = settings(tmp_path)
     enrol(Path(config.store_path), FakeTransit(hmac_key=OLD_VAULT), canary=canary)
     other = FakeTransit(hmac_key=NEW_VAULT)
-    with structlog.testing.capture_logs() as logs, TestClient(
+    with (
+        structlog.testing.capture_logs() as logs,
+        TestClient(
             create_backend_app(config, transit_session=fake_session(other)),
-            raise_server_exceptions=False) as client:
+            raise_server_exceptions=False,
+        ) as client,
+    ):
         ready = client.get("/readyz")
         status, body = lookup(client, other)
         client.get("/readyz")  # checked again: no second error line
@@ -78,8 +97,11 @@ def test_another_vault_is_never_ready_and_never_answers_not_found(
     assert ready.json()["checks"] == {"vault": True, "ivr-lookup": False}
     # The caller hears "please call again later", not "we were not able to locate you".
     assert (status, body) == (503, {"detail": "vault unavailable"})
-    errors = [line for line in logs  # (access lines of 503 answers are errors too)
-              if line["log_level"] == "error" and line["event"] != "request"]
+    errors = [
+        line
+        for line in logs  # (access lines of 503 answers are errors too)
+        if line["log_level"] == "error" and line["event"] != "request"
+    ]
     assert len(errors) == 1, errors
     assert errors[0]["event"].startswith("ivr-lookup: ")
     assert says in errors[0]["event"]
@@ -92,18 +114,22 @@ def test_the_vault_that_made_the_store_is_ready_and_serves(tmp_path: Path) -> No
     config = settings(tmp_path)
     same = FakeTransit(hmac_key=OLD_VAULT)
     enrol(Path(config.store_path), same)
-    with structlog.testing.capture_logs() as logs, TestClient(
-            create_backend_app(config, transit_session=fake_session(same))) as client:
+    with (
+        structlog.testing.capture_logs() as logs,
+        TestClient(create_backend_app(config, transit_session=fake_session(same))) as client,
+    ):
         ready = client.get("/readyz")
         assert lookup(client, same) == (200, {"account": "AC12345678", "balance": "12.55"})
-    assert (ready.status_code, ready.json()["checks"]) == (200, {"vault": True,
-                                                                 "ivr-lookup": True})
+    assert (ready.status_code, ready.json()["checks"]) == (200, {"vault": True, "ivr-lookup": True})
     assert not [line for line in logs if line["log_level"] == "error"]
 
 
 def test_an_empty_store_has_nothing_to_check(tmp_path: Path) -> None:
-    with TestClient(create_backend_app(settings(tmp_path), transit_session=fake_session(
-            FakeTransit(hmac_key=NEW_VAULT)))) as client:
+    with TestClient(
+        create_backend_app(
+            settings(tmp_path), transit_session=fake_session(FakeTransit(hmac_key=NEW_VAULT))
+        )
+    ) as client:
         assert client.get("/readyz").status_code == 200
 
 
@@ -111,8 +137,7 @@ def test_a_verifier_upgrade_records_the_new_versions_canary_first(tmp_path: Path
     config = settings(tmp_path)
     enrol(Path(config.store_path), FakeTransit(hmac_key=OLD_VAULT))  # at v1
     rotated = FakeTransit(hmac_key=OLD_VAULT, version=2)  # same key, rotated once
-    with TestClient(create_backend_app(config, transit_session=fake_session(rotated))
-                    ) as client:
+    with TestClient(create_backend_app(config, transit_session=fake_session(rotated))) as client:
         assert lookup(client, rotated)[0] == 200
     store = Store(config.store_path)
     try:
@@ -139,11 +164,13 @@ async def test_check_keys_versions() -> None:
     assert (await check_keys(rotated, "ivr-lookup", {1: v1, 2: v2}, [1, 2])).ok
     # A recorded canary no stored verifier uses any more (all upgraded, its version
     # perhaps retired) is not checked.
-    assert (await check_keys(_NoSuchVersion(hmac_key=OLD_VAULT, version=3), "ivr-lookup",
-                             {1: v1}, [])).ok
+    assert (
+        await check_keys(_NoSuchVersion(hmac_key=OLD_VAULT, version=3), "ivr-lookup", {1: v1}, [])
+    ).ok
     # A Vault that never had v2 (Transit refuses the version) cannot reproduce it.
-    result = await check_keys(_NoSuchVersion(hmac_key=OLD_VAULT, version=1), "ivr-lookup",
-                              {1: v1, 2: v2}, [1, 2])
+    result = await check_keys(
+        _NoSuchVersion(hmac_key=OLD_VAULT, version=1), "ivr-lookup", {1: v1, 2: v2}, [1, 2]
+    )
     assert (result.mismatched, result.unguarded) == ((2,), ())
     # Verifiers at a version with no canary: unguarded.
     result = await check_keys(rotated, "ivr-lookup", {1: v1}, [1, 2])

@@ -14,8 +14,9 @@ def test_a_repeated_digit_is_refused(pin: str) -> None:
     assert weakness(pin) == "one digit repeated"
 
 
-@pytest.mark.parametrize("pin", ["0123", "3456", "6789", "7890", "8901", "9012",
-                                 "3210", "9876", "0987", "1098", "2109"])
+@pytest.mark.parametrize(
+    "pin", ["0123", "3456", "6789", "7890", "8901", "9012", "3210", "9876", "0987", "1098", "2109"]
+)
 def test_straight_sequences_up_or_down_also_across_the_wrap_are_refused(pin: str) -> None:
     assert weakness(pin) is not None
 
@@ -31,8 +32,7 @@ def test_the_100_most_common_are_refused_and_the_list_is_the_sources() -> None:
     assert len(COMMON_PINS) == 100
     assert all(len(p) == 4 and p.isdigit() for p in COMMON_PINS)
     # The top of DataGenetics' published table, in its order: 1234 1111 0000 1212 7777.
-    assert {"1234", "1111", "0000", "1212", "7777", "1004", "2000", "6969", "2580"} \
-        <= COMMON_PINS
+    assert {"1234", "1111", "0000", "1212", "7777", "1004", "2000", "6969", "2580"} <= COMMON_PINS
     assert all(weakness(p) is not None for p in COMMON_PINS)
     assert weakness("1004") == "one of the 100 most common PINs"
 

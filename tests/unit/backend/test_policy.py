@@ -18,8 +18,12 @@ NOW = 1_000_000.0
 CLEAN = CardState()
 
 
-def wrong_pins(policy: LockoutPolicy, count: int, *, start: CardState = CLEAN,
-               ) -> tuple[CardState, list[LockKind | None]]:
+def wrong_pins(
+    policy: LockoutPolicy,
+    count: int,
+    *,
+    start: CardState = CLEAN,
+) -> tuple[CardState, list[LockKind | None]]:
     """``count`` wrong PINs, each made right after the lock before it ended (a patient
     guesser: a locked card compares nothing, so only unlocked tries are wrong PINs)."""
     state, locks, now = start, [], NOW
@@ -31,8 +35,9 @@ def wrong_pins(policy: LockoutPolicy, count: int, *, start: CardState = CLEAN,
 
 
 def test_defaults_are_the_issue_s() -> None:
-    expected = LockoutPolicy(threshold=5, duration=900, hard_limit=10, caller_limit=10,
-                             caller_window=86_400)
+    expected = LockoutPolicy(
+        threshold=5, duration=900, hard_limit=10, caller_limit=10, caller_window=86_400
+    )
     assert expected == DEFAULT
 
 
@@ -48,8 +53,9 @@ def test_the_fifth_wrong_pin_locks_for_fifteen_minutes_the_tenth_for_good() -> N
 
 
 def test_each_further_lock_doubles() -> None:
-    policy = LockoutPolicy(threshold=3, duration=60, hard_limit=12, caller_limit=10,
-                           caller_window=60)
+    policy = LockoutPolicy(
+        threshold=3, duration=60, hard_limit=12, caller_limit=10, caller_window=60
+    )
     assert [policy.lock_seconds(n) for n in (1, 2, 3)] == [60, 120, 240]
     state, locks = wrong_pins(policy, 12)
     assert [i + 1 for i, lock in enumerate(locks) if lock is LockKind.CARD] == [3, 6, 9]
@@ -68,10 +74,15 @@ def test_failures_are_not_forgotten_by_time() -> None:
     assert lock is LockKind.CARD and state.failures == 5
 
 
-@given(threshold=st.integers(1, 100), hard=st.integers(1, 1000), nth=st.integers(1, 1000),
-       duration=st.floats(1, 1e7))
-def test_lock_lengths_are_bounded_and_never_overflow(threshold: int, hard: int, nth: int,
-                                                     duration: float) -> None:
+@given(
+    threshold=st.integers(1, 100),
+    hard=st.integers(1, 1000),
+    nth=st.integers(1, 1000),
+    duration=st.floats(1, 1e7),
+)
+def test_lock_lengths_are_bounded_and_never_overflow(
+    threshold: int, hard: int, nth: int, duration: float
+) -> None:
     policy = LockoutPolicy(threshold, duration, max(hard, threshold), 10, 60)
     seconds = policy.lock_seconds(nth)
     assert 0 < seconds <= MAX_LOCK_S
@@ -80,13 +91,15 @@ def test_lock_lengths_are_bounded_and_never_overflow(threshold: int, hard: int, 
 
 @given(threshold=st.integers(1, 20), extra=st.integers(0, 40), count=st.integers(0, 80))
 def test_the_hard_lock_comes_at_the_hard_limit_and_nothing_before_it_is_hard(
-        threshold: int, extra: int, count: int) -> None:
+    threshold: int, extra: int, count: int
+) -> None:
     policy = LockoutPolicy(threshold, 60, threshold + extra, 10, 60)
     state, locks = wrong_pins(policy, min(count, policy.hard_limit))
     assert state.hard == (count >= policy.hard_limit)
     assert locks.count(LockKind.CARD_HARD) == (1 if count >= policy.hard_limit else 0)
-    expected_card_locks = sum(1 for n in range(1, min(count, policy.hard_limit - 1) + 1)
-                              if n % threshold == 0)
+    expected_card_locks = sum(
+        1 for n in range(1, min(count, policy.hard_limit - 1) + 1) if n % threshold == 0
+    )
     assert locks.count(LockKind.CARD) == expected_card_locks
 
 
@@ -95,7 +108,6 @@ def test_lock_numbers_start_at_one() -> None:
         DEFAULT.lock_seconds(0)
 
 
-@pytest.mark.parametrize(("failures", "cut_off"), [(0, False), (9, False), (10, True),
-                                                   (11, True)])
+@pytest.mark.parametrize(("failures", "cut_off"), [(0, False), (9, False), (10, True), (11, True)])
 def test_a_caller_is_cut_off_at_the_limit(failures: int, cut_off: bool) -> None:
     assert DEFAULT.caller_cut_off(failures) is cut_off

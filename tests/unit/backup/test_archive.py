@@ -20,8 +20,13 @@ from service.errors import BadInput
 def a_backup(path: Path) -> Path:
     """A well-formed backup file (as write_backup makes one) with made-up contents."""
     parts = {SNAPSHOT: b"raft snapshot " * 500, STORE: b"sqlite store " * 500}
-    manifest = {"format": FORMAT, "created": 1.0, "cluster_id": "c", "vault_version": "v",
-                "sha256": {n: hashlib.sha256(d).hexdigest() for n, d in parts.items()}}
+    manifest = {
+        "format": FORMAT,
+        "created": 1.0,
+        "cluster_id": "c",
+        "vault_version": "v",
+        "sha256": {n: hashlib.sha256(d).hexdigest() for n, d in parts.items()},
+    }
     with tarfile.open(path, mode="w:gz") as tar:
         for name, data in {MANIFEST: json.dumps(manifest).encode(), **parts}.items():
             info = tarfile.TarInfo(name)
@@ -42,7 +47,7 @@ def test_a_damaged_backup_is_called_damaged(tmp_path: Path, damage: str) -> None
         data = data[: len(data) // 2]
     elif damage == "flipped":  # a byte changed in the compressed stream
         middle = len(data) // 2
-        data = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:]
+        data = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
     else:
         data = b""
     path.write_bytes(data)
@@ -53,15 +58,19 @@ def test_a_damaged_backup_is_called_damaged(tmp_path: Path, damage: str) -> None
 
 
 def test_restore_of_a_truncated_backup_is_one_line_exit_2(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-        pipeline: io.StringIO) -> None:
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    pipeline: io.StringIO,
+) -> None:
     monkeypatch.chdir(tmp_path)
     path = a_backup(tmp_path / "b.tar.gz")
     path.write_bytes(path.read_bytes()[:-200])
     assert main(["restore", "--from", str(path), "--dev"]) == 2
     assert capsys.readouterr().err == (
         f"ivr-vault: bad input: --from: {path}: the backup is damaged (truncated or "
-        "corrupted: EOFError)\n")
+        "corrupted: EOFError)\n"
+    )
 
 
 def test_a_missing_backup_file_is_named(tmp_path: Path) -> None:
@@ -70,8 +79,11 @@ def test_a_missing_backup_file_is_named(tmp_path: Path) -> None:
 
 
 def test_backup_out_into_a_missing_directory_is_bad_input(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-        pipeline: io.StringIO) -> None:
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    pipeline: io.StringIO,
+) -> None:
     """Said before any Vault is asked (the address below answers nothing)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:9")
@@ -79,7 +91,9 @@ def test_backup_out_into_a_missing_directory_is_bad_input(
     out = tmp_path / "nowhere" / "b.tar.gz"
     assert main(["backup", "--out", str(out)]) == 2
     assert capsys.readouterr().err == (
-        f"ivr-vault: bad input: --out: no directory {out.parent}/ to write b.tar.gz into\n")
+        f"ivr-vault: bad input: --out: no directory {out.parent}/ to write b.tar.gz into\n"
+    )
     assert main(["backup", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err == (
-        f"ivr-vault: bad input: --out: {tmp_path} is a directory; name the file to write\n")
+        f"ivr-vault: bad input: --out: {tmp_path} is a directory; name the file to write\n"
+    )

@@ -18,20 +18,27 @@ NOW = 1_800_000_000.0
 
 
 def test_a_listing_line_says_how_an_account_is_found_and_its_lock() -> None:
-    locked = AccountSummary("ACA", "QWERTYUIOPAS", True, 2, False,
-                            CardState(5, NOW + 60, False), NOW - 3600)
+    locked = AccountSummary(
+        "ACA", "QWERTYUIOPAS", True, 2, False, CardState(5, NOW + 60, False), NOW - 3600
+    )
     assert json.loads(json_line(locked, NOW)) == {
-        "account": "ACA", "reference": "QWERTYUIOPAS",
-        "identified_by": ["caller", "account_number"], "callers": 2, "legacy_card": False,
-        "locked": True, "hard_locked": False, "failures": 5,
-        "last_success": "2027-01-15T07:00:00+00:00"}
+        "account": "ACA",
+        "reference": "QWERTYUIOPAS",
+        "identified_by": ["caller", "account_number"],
+        "callers": 2,
+        "legacy_card": False,
+        "locked": True,
+        "hard_locked": False,
+        "failures": 5,
+        "last_success": "2027-01-15T07:00:00+00:00",
+    }
     migrated = AccountSummary("ACB", "ASDFGHJKLZXC", False, 0, True, CardState(), None)
     row = json.loads(json_line(migrated, NOW))
     assert (row["identified_by"], row["locked"], row["last_success"]) == ([], False, None)
     assert "card only (migrated)" in table_line(migrated, NOW)
     assert "hard-locked" in table_line(
-        AccountSummary("ACC", "ZXCVBNMASDFG", True, 0, False, CardState(10, 0, True), None),
-        NOW)
+        AccountSummary("ACC", "ZXCVBNMASDFG", True, 0, False, CardState(10, 0, True), None), NOW
+    )
 
 
 class Terminal(io.StringIO):
@@ -40,7 +47,8 @@ class Terminal(io.StringIO):
 
 
 def test_progress_is_a_bar_on_a_terminal_and_plain_lines_otherwise(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "a.csv"
     path.write_text("x" * 1000)
     so_far = Summary(rows=4000, seconds=2.0)
@@ -51,7 +59,8 @@ def test_progress_is_a_bar_on_a_terminal_and_plain_lines_otherwise(
     assert terminal.getvalue() == f"\r[{'#' * 15}{'.' * 15}]  50% 4,000 rows 2,000/s "
     bar.refuse(7, "PIN refused: one digit repeated; choose another")
     assert terminal.getvalue().endswith(
-        "\rivr-vault: a.csv line 7: PIN refused: one digit repeated; choose another\n")
+        "\rivr-vault: a.csv line 7: PIN refused: one digit repeated; choose another\n"
+    )
 
     plain = io.StringIO()
     monkeypatch.setattr("sys.stderr", plain)

@@ -95,17 +95,26 @@ def test_health_checks_and_start_order(compose: Compose) -> None:
         assert check["test"][0] in ("CMD", "CMD-SHELL") and check["interval"], name
     for name in ("backend", "webhook"):
         assert services[name]["healthcheck"]["test"] == [
-            "CMD", "python", "-m", "service.web.probe", "--ready"]
+            "CMD",
+            "python",
+            "-m",
+            "service.web.probe",
+            "--ready",
+        ]
 
     def conditions(name: str) -> dict[str, str]:
         return {dep: spec["condition"] for dep, spec in services[name]["depends_on"].items()}
 
     assert conditions("vault-unseal") == {"vault": "service_started"}
     assert conditions("vault-init") == {"vault": "service_healthy"}
-    assert conditions("backend") == {"vault": "service_healthy",
-                                     "vault-init": "service_completed_successfully"}
-    assert conditions("webhook") == {"vault-init": "service_completed_successfully",
-                                     "backend": "service_healthy"}
+    assert conditions("backend") == {
+        "vault": "service_healthy",
+        "vault-init": "service_completed_successfully",
+    }
+    assert conditions("webhook") == {
+        "vault-init": "service_completed_successfully",
+        "backend": "service_healthy",
+    }
     assert conditions("proxy") == {"webhook": "service_healthy"}
     assert services["vault-init"]["restart"] == "no"
 
@@ -115,8 +124,9 @@ def test_proxy_uses_the_shared_caddyfile_with_its_placeholders(compose: Compose)
     assert "./proxy/Caddyfile:/etc/caddy/Caddyfile:ro" in proxy["volumes"]
     # The Caddyfile imports edge.caddy from its own directory.
     assert "./proxy/edge.caddy:/etc/caddy/edge.caddy:ro" in proxy["volumes"]
-    caddyfile = "".join((ROOT / "proxy" / name).read_text(encoding="utf-8")
-                        for name in ("Caddyfile", "edge.caddy"))
+    caddyfile = "".join(
+        (ROOT / "proxy" / name).read_text(encoding="utf-8") for name in ("Caddyfile", "edge.caddy")
+    )
     for name in proxy["environment"]:
         assert "{$" + name in caddyfile, name
     assert proxy["environment"]["WEBHOOK_UPSTREAM"] == "webhook:8080"
@@ -137,9 +147,11 @@ def test_the_root_token_never_reaches_a_service(compose: Compose) -> None:
         assert not {k for k in env if k.startswith(("VAULT_TOKEN", "BAO_TOKEN"))}, name
     # Each service mounts only its own credentials, read-only.
     assert {v for v in services["webhook"]["volumes"] if "creds" in v} == {
-        "webhook-creds:/creds/webhook:ro"}
+        "webhook-creds:/creds/webhook:ro"
+    }
     assert {v for v in services["backend"]["volumes"] if "creds" in v} == {
-        "backend-creds:/creds/backend:ro"}
+        "backend-creds:/creds/backend:ro"
+    }
     assert services["vault-init"]["environment"]["VAULT_TOKEN_FILE"] == "/vault-root/token"
     for name in ("vault-unseal", "vault-init", "backend", "webhook"):
         assert services[name]["read_only"] is True and services[name]["cap_drop"] == ["ALL"]
@@ -167,8 +179,12 @@ def test_vault_is_a_server_with_its_data_on_a_volume(compose: Compose) -> None:
     vault = compose["services"]["vault"]
     # The image's entrypoint still runs `server` (-config=/openbao/config, as its own
     # unprivileged user), under the audit log's rotation script.
-    assert vault["command"] == ["/bin/sh", "/openbao/rotate/audit-rotate.sh",
-                                "docker-entrypoint.sh", "server"]
+    assert vault["command"] == [
+        "/bin/sh",
+        "/openbao/rotate/audit-rotate.sh",
+        "docker-entrypoint.sh",
+        "server",
+    ]
     assert "./vault/audit-rotate.sh:/openbao/rotate/audit-rotate.sh:ro" in vault["volumes"]
     assert "entrypoint" not in vault and "user" not in vault
     assert "vault-data:/openbao/file" in vault["volumes"]
@@ -194,10 +210,12 @@ def test_prod_has_no_dev_unseal_no_dev_mode_and_no_demo_account(prod: Compose) -
     script = services["vault-init"]["command"][0]
     assert "seed-demo" not in script
     assert services["vault-init"]["environment"]["VAULT_TOKEN_FILE"] == ""
-    (bootstrap,) = [i for i in re.findall(r"ivr-vault ([^;|&]+)", script)
-                    if i.startswith("bootstrap")]
-    args = build_parser().parse_args(shlex.split(bootstrap.replace("$IVR_SERVICE_CIDRS",
-                                                                   "10.0.0.0/8")))
+    (bootstrap,) = [
+        i for i in re.findall(r"ivr-vault ([^;|&]+)", script) if i.startswith("bootstrap")
+    ]
+    args = build_parser().parse_args(
+        shlex.split(bootstrap.replace("$IVR_SERVICE_CIDRS", "10.0.0.0/8"))
+    )
     assert (args.profile, args.revoke_token) == ("prod", True)
     subnet = prod["networks"]["internal"]["ipam"]["config"][0]["subnet"]
     assert services["vault-init"]["environment"]["IVR_SERVICE_CIDRS"] == subnet

@@ -34,8 +34,16 @@ def test_valid_against_the_compose_specification_schema() -> None:
 
 def test_only_the_proxy_publishes_a_port_and_the_rest_is_internal(ha: Compose) -> None:
     services = ha["services"]
-    assert set(services) == {*NODES, *BACKENDS, "vault-unseal", "vault-init", "db-secret",
-                             "postgres", "webhook", "proxy"}
+    assert set(services) == {
+        *NODES,
+        *BACKENDS,
+        "vault-unseal",
+        "vault-init",
+        "db-secret",
+        "postgres",
+        "webhook",
+        "proxy",
+    }
     assert {n for n, s in services.items() if s.get("ports")} == {"proxy"}
     for name in (*NODES, *BACKENDS, "postgres", "vault-unseal", "vault-init"):
         assert services[name]["networks"] == ["internal"], name
@@ -73,8 +81,9 @@ def test_every_vault_client_names_every_node(ha: Compose) -> None:
     services = ha["services"]
     nodes = [f"http://{name}:8200" for name in NODES]
     for name in ("vault-unseal", "vault-init", *BACKENDS, "webhook"):
-        addr = Settings.from_environ({"VAULT_ADDR": services[name]["environment"]
-                                      ["VAULT_ADDR"]}).vault_addr
+        addr = Settings.from_environ(
+            {"VAULT_ADDR": services[name]["environment"]["VAULT_ADDR"]}
+        ).vault_addr
         assert list(addr) == nodes, name
     unseal = build_parser().parse_args(services["vault-unseal"]["command"])
     assert (unseal.operator_command, unseal.init) == ("unseal", True)
@@ -89,13 +98,20 @@ def test_postgres_pinned_and_its_password_in_no_environment(ha: Compose) -> None
     assert postgres["environment"]["POSTGRES_PASSWORD_FILE"] == "/db-secret/password"
     assert "POSTGRES_PASSWORD" not in postgres["environment"]
     assert postgres["depends_on"]["db-secret"]["condition"] == "service_completed_successfully"
-    holders = {n for n, s in services.items()
-               if any(v.startswith("db-secret:") for v in s.get("volumes", []))}
+    holders = {
+        n
+        for n, s in services.items()
+        if any(v.startswith("db-secret:") for v in s.get("volumes", []))
+    }
     assert holders == {"db-secret", "postgres", "vault-init", *BACKENDS}
     for name in ("vault-init", *BACKENDS):
         url = urlsplit(services[name]["environment"]["STORE_URL"])
         assert (url.scheme, url.hostname, url.port, url.password) == (
-            "postgresql", "postgres", 5432, None), name
+            "postgresql",
+            "postgres",
+            5432,
+            None,
+        ), name
         assert url.query == "passfile=/db-secret/pgpass"
         assert "db-secret:/db-secret:ro" in services[name]["volumes"]
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
@@ -106,11 +122,21 @@ def test_postgres_pinned_and_its_password_in_no_environment(ha: Compose) -> None
 def test_two_backends_alike_and_the_webhook_fails_over_between_them(ha: Compose) -> None:
     services = ha["services"]
     first, second = (services[name] for name in BACKENDS)
-    for key in ("image", "command", "read_only", "cap_drop", "networks", "expose",
-                "healthcheck", "security_opt", "tmpfs"):
+    for key in (
+        "image",
+        "command",
+        "read_only",
+        "cap_drop",
+        "networks",
+        "expose",
+        "healthcheck",
+        "security_opt",
+        "tmpfs",
+    ):
         assert second[key] == first[key], key
-    assert second["environment"] == {k: v for k, v in first["environment"].items()
-                                     if k != "STORE_PATH"}
+    assert second["environment"] == {
+        k: v for k, v in first["environment"].items() if k != "STORE_PATH"
+    }
     assert {v for v in second["volumes"] if "creds" in v} == {"backend-creds:/creds/backend:ro"}
     webhook = services["webhook"]
     assert webhook["deploy"]["replicas"] == 2
@@ -130,8 +156,10 @@ def test_caddy_balances_the_webhook_replicas(ha: Compose) -> None:
     assert "./proxy/edge.caddy:/etc/caddy/edge.caddy:ro" in proxy["volumes"]
     assert "./proxy/Caddyfile:/etc/caddy/Caddyfile:ro" not in proxy["volumes"]
     assert proxy["environment"]["WEBHOOK_UPSTREAMS"] == "dynamic a webhook 8080"
-    caddyfile = "".join((ROOT / "proxy" / name).read_text(encoding="utf-8")
-                        for name in ("Caddyfile.ha", "edge.caddy"))
+    caddyfile = "".join(
+        (ROOT / "proxy" / name).read_text(encoding="utf-8")
+        for name in ("Caddyfile.ha", "edge.caddy")
+    )
     for name in proxy["environment"]:
         assert "{$" + name in caddyfile, name
     assert "health_uri /readyz" in caddyfile and "lb_try_duration" in caddyfile

@@ -29,8 +29,9 @@ def dockerfile() -> tuple[dict[str, str], list[Stage]]:
     return read_dockerfile()
 
 
-def test_multi_stage_on_a_slim_python_base(dockerfile: tuple[dict[str, str], list[Stage]],
-                                           ) -> None:
+def test_multi_stage_on_a_slim_python_base(
+    dockerfile: tuple[dict[str, str], list[Stage]],
+) -> None:
     args, stages = dockerfile
     assert len(stages) >= 2
     for stage in stages:
@@ -44,17 +45,17 @@ def test_multi_stage_on_a_slim_python_base(dockerfile: tuple[dict[str, str], lis
 
 
 def test_runs_as_a_fixed_non_root_user_with_a_healthcheck(
-        dockerfile: tuple[dict[str, str], list[Stage]]) -> None:
+    dockerfile: tuple[dict[str, str], list[Stage]],
+) -> None:
     runtime = dockerfile[1][-1]
     users = runtime.all("USER")
     assert users == [f"{UID}:{UID}"]
     keywords = [kw for kw, _ in runtime.instructions]
     # Nothing runs as root after the switch.
-    assert "RUN" not in keywords[keywords.index("USER"):]
+    assert "RUN" not in keywords[keywords.index("USER") :]
     (healthcheck,) = runtime.all("HEALTHCHECK")
     assert '["python", "-m", "service.web.probe"]' in healthcheck
-    assert re.search(r"--timeout=\d+s", healthcheck) and re.search(r"--interval=\d+s",
-                                                                    healthcheck)
+    assert re.search(r"--timeout=\d+s", healthcheck) and re.search(r"--interval=\d+s", healthcheck)
     entrypoint = shlex.split(runtime.all("ENTRYPOINT")[0].strip("[]").replace(",", " "))
     command = shlex.split(runtime.all("CMD")[0].strip("[]").replace(",", " "))
     assert entrypoint == ["ivr-vault"]
@@ -63,7 +64,8 @@ def test_runs_as_a_fixed_non_root_user_with_a_healthcheck(
 
 
 def test_friendly_to_a_read_only_root_filesystem(
-        dockerfile: tuple[dict[str, str], list[Stage]]) -> None:
+    dockerfile: tuple[dict[str, str], list[Stage]],
+) -> None:
     build, runtime = dockerfile[1][0], dockerfile[1][-1]
     env: dict[str, str] = {}
     for args in runtime.all("ENV"):
@@ -91,30 +93,49 @@ def _ignored(path: str, patterns: list[str]) -> bool:
         negate = pattern.startswith("!")
         body = pattern[1:] if negate else pattern
         body = body.removeprefix("**/")
-        if (fnmatch.fnmatch(path, body) or fnmatch.fnmatch(Path(path).name, body)
-                or fnmatch.fnmatch(path, body.replace("/**", "/*"))):
+        if (
+            fnmatch.fnmatch(path, body)
+            or fnmatch.fnmatch(Path(path).name, body)
+            or fnmatch.fnmatch(path, body.replace("/**", "/*"))
+        ):
             ignored = not negate
     return ignored
 
 
 def test_build_context_carries_the_sources_and_no_local_state(
-        dockerfile: tuple[dict[str, str], list[Stage]]) -> None:
-    patterns = [p.strip() for p in (ROOT / ".dockerignore").read_text().splitlines()
-                if p.strip() and not p.startswith("#")]
+    dockerfile: tuple[dict[str, str], list[Stage]],
+) -> None:
+    patterns = [
+        p.strip()
+        for p in (ROOT / ".dockerignore").read_text().splitlines()
+        if p.strip() and not p.startswith("#")
+    ]
     for stage in dockerfile[1]:
         for copy in stage.all("COPY"):
             if copy.startswith("--from="):
                 continue
             for source in copy.split()[:-1]:
-                files = [source] if (ROOT / source).is_file() else [
-                    str(p.relative_to(ROOT)) for p in (ROOT / source).rglob("*.py")
-                    if "__pycache__" not in p.parts] or [
-                    str(p.relative_to(ROOT)) for p in (ROOT / source).rglob("*.hcl")]
+                files = (
+                    [source]
+                    if (ROOT / source).is_file()
+                    else [
+                        str(p.relative_to(ROOT))
+                        for p in (ROOT / source).rglob("*.py")
+                        if "__pycache__" not in p.parts
+                    ]
+                    or [str(p.relative_to(ROOT)) for p in (ROOT / source).rglob("*.hcl")]
+                )
                 assert files, source
                 for name in files:
                     assert not _ignored(name, patterns), name
-    for private in (".dev/vault.env", ".venv/bin/python", ".git/config", "secrets/token",
-                    "tests/conftest.py", "service/__pycache__/cli.cpython-311.pyc"):
+    for private in (
+        ".dev/vault.env",
+        ".venv/bin/python",
+        ".git/config",
+        "secrets/token",
+        "tests/conftest.py",
+        "service/__pycache__/cli.cpython-311.pyc",
+    ):
         assert _ignored(private, patterns), private
 
 
@@ -137,6 +158,9 @@ def test_the_tests_run_exactly_what_the_image_ships() -> None:
     versions than the tests installed. `make test` installs with `-c requirements.lock`
     now, and `make lock` regenerates it: every runtime package here is the pinned one."""
     pins = read_lock()
-    differ = {name: (version, pins.get(name)) for name, version in runtime_closure().items()
-              if pins.get(name) != version}
+    differ = {
+        name: (version, pins.get(name))
+        for name, version in runtime_closure().items()
+        if pins.get(name) != version
+    }
     assert not differ, f"installed vs requirements.lock: {differ}; run make lock"

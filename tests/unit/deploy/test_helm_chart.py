@@ -52,25 +52,65 @@ def env_of(container: Obj) -> dict[str, str]:
     return {item["name"]: item.get("value", "") for item in container.get("env", [])}
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("default", {"ConfigMap": 1, "Deployment": 2, "HorizontalPodAutoscaler": 2, "Job": 2,
-                 "NetworkPolicy": 5, "PodDisruptionBudget": 2, "Service": 2,
-                 "ServiceAccount": 2}),
-    ("ha", {"ConfigMap": 1, "Deployment": 2, "Job": 2, "NetworkPolicy": 5,
-            "PodDisruptionBudget": 2, "Service": 2, "ServiceAccount": 2}),
-    ("production", {"ConfigMap": 1, "Deployment": 2, "HorizontalPodAutoscaler": 2,
-                    "Ingress": 1, "Job": 2, "NetworkPolicy": 5, "PodDisruptionBudget": 2,
-                    "PrometheusRule": 1, "Service": 2, "ServiceAccount": 2,
-                    "ServiceMonitor": 1}),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (
+            "default",
+            {
+                "ConfigMap": 1,
+                "Deployment": 2,
+                "HorizontalPodAutoscaler": 2,
+                "Job": 2,
+                "NetworkPolicy": 5,
+                "PodDisruptionBudget": 2,
+                "Service": 2,
+                "ServiceAccount": 2,
+            },
+        ),
+        (
+            "ha",
+            {
+                "ConfigMap": 1,
+                "Deployment": 2,
+                "Job": 2,
+                "NetworkPolicy": 5,
+                "PodDisruptionBudget": 2,
+                "Service": 2,
+                "ServiceAccount": 2,
+            },
+        ),
+        (
+            "production",
+            {
+                "ConfigMap": 1,
+                "Deployment": 2,
+                "HorizontalPodAutoscaler": 2,
+                "Ingress": 1,
+                "Job": 2,
+                "NetworkPolicy": 5,
+                "PodDisruptionBudget": 2,
+                "PrometheusRule": 1,
+                "Service": 2,
+                "ServiceAccount": 2,
+                "ServiceMonitor": 1,
+            },
+        ),
+    ],
+)
 def test_what_each_value_set_renders(name: str, expected: dict[str, int]) -> None:
     assert dict(Counter(obj["kind"] for obj in render_set(name))) == expected
 
 
 @pytest.mark.parametrize("name", SETS)
 def test_lint_strict_finds_nothing_beyond_information(name: str) -> None:
-    report = helm.lint(CHART, load_values(VALUE_SETS[name]), strict=True,
-                       namespace=NAMESPACE, kube_version="v1.31.0")
+    report = helm.lint(
+        CHART,
+        load_values(VALUE_SETS[name]),
+        strict=True,
+        namespace=NAMESPACE,
+        kube_version="v1.31.0",
+    )
     assert report["errors"] == []
     # Severity 1 is information ("icon is recommended"); 2 warning, 3 error.
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
@@ -99,8 +139,16 @@ def test_a_wrong_field_is_caught_by_the_validation() -> None:
 # -- Pod security ---------------------------------------------------------------------
 
 # The restricted profile's volume types (Pod Security Standards).
-RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
-                      "persistentVolumeClaim", "projected", "secret"}
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
 
 
 def restricted_violations(pod: Obj) -> list[str]:
@@ -180,13 +228,15 @@ def test_replicas_budgets_autoscaling_and_spread(name: str) -> None:
     for dname, deployment in deployments.items():
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         scaler = scalers.get(dname)
-        replicas = (scaler["spec"]["minReplicas"] if scaler
-                    else deployment["spec"]["replicas"])
+        replicas = scaler["spec"]["minReplicas"] if scaler else deployment["spec"]["replicas"]
         assert replicas >= 2, dname
         if scaler:
             assert "replicas" not in deployment["spec"]  # the HPA owns the count
             assert scaler["spec"]["scaleTargetRef"] == {
-                "apiVersion": "apps/v1", "kind": "Deployment", "name": dname}
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": dname,
+            }
             [metric] = scaler["spec"]["metrics"]
             assert metric["resource"]["name"] == "cpu"
             assert 0 < metric["resource"]["target"]["averageUtilization"] <= 80
@@ -196,8 +246,10 @@ def test_replicas_budgets_autoscaling_and_spread(name: str) -> None:
         assert 1 <= budget["maxUnavailable"] < replicas
         assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
         spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
-        assert {s["topologyKey"] for s in spread} == {"kubernetes.io/hostname",
-                                                      "topology.kubernetes.io/zone"}
+        assert {s["topologyKey"] for s in spread} == {
+            "kubernetes.io/hostname",
+            "topology.kubernetes.io/zone",
+        }
         for constraint in spread:
             assert constraint["labelSelector"]["matchLabels"].items() <= labels.items()
     assert values["webhook"]["autoscaling"]["enabled"] == bool(scalers)
@@ -251,8 +303,11 @@ def test_pods_log_in_with_a_projected_audience_bound_token(name: str) -> None:
     # Bootstrap binds each role to exactly the account the Deployment runs as.
     bootstrap = by_kind(objects, "Job")["ivr-vault-bootstrap"]
     args = bootstrap["spec"]["template"]["spec"]["containers"][0]["args"]
-    pairs = dict(a.removeprefix("--jwt-service-account=").split("=", 1)
-                 for a in args if a.startswith("--jwt-service-account="))
+    pairs = dict(
+        a.removeprefix("--jwt-service-account=").split("=", 1)
+        for a in args
+        if a.startswith("--jwt-service-account=")
+    )
     assert pairs == bound
     assert f"--jwt-namespace={NAMESPACE}" in args
     assert f"--jwt-audience={values['vault']['jwt']['audience']}" in args
@@ -271,8 +326,10 @@ def test_bootstrap_then_migration_as_hooks_with_their_own_database_role() -> Non
         assert "hook-succeeded" in notes["helm.sh/hook-delete-policy"]
         weights[name] = int(notes["helm.sh/hook-weight"])
     assert weights["ivr-vault-bootstrap"] < weights["ivr-vault-migrate"]
-    secret_of = {name: {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
-                 for name, pod in ((o["metadata"]["name"], p) for o, p in pod_specs(objects))}
+    secret_of = {
+        name: {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+        for name, pod in ((o["metadata"]["name"], p) for o, p in pod_specs(objects))
+    }
     pg = values["postgresql"]
     assert pg["migration"]["secret"]["name"] in secret_of["ivr-vault-migrate"]
     assert pg["runtime"]["secret"]["name"] in secret_of["ivr-vault-backend"]
@@ -285,8 +342,9 @@ def test_no_secret_is_inline(name: str) -> None:
     objects = render_set(name)
     assert not [obj for obj in objects if obj["kind"] == "Secret"]
     for obj, pod in pod_specs(objects):
-        mounted = {m["mountPath"]: m["name"] for c in containers(pod)
-                   for m in c.get("volumeMounts", [])}
+        mounted = {
+            m["mountPath"]: m["name"] for c in containers(pod) for m in c.get("volumeMounts", [])
+        }
         secret_volumes = {v["name"] for v in pod["volumes"] if "secret" in v}
         for c in containers(pod):
             assert not c.get("envFrom", []) or all("secretRef" not in e for e in c["envFrom"])
@@ -315,13 +373,17 @@ def test_the_service_monitor_scrapes_both_services_as_the_alerts_expect() -> Non
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     services = by_kind(objects, "Service")
     selector = monitor["spec"]["selector"]
-    chosen = {name for name, svc in services.items()
-              if selector["matchLabels"].items() <= svc["metadata"]["labels"].items()
-              and all(svc["metadata"]["labels"].get(e["key"]) in e["values"]
-                      for e in selector["matchExpressions"])}
+    chosen = {
+        name
+        for name, svc in services.items()
+        if selector["matchLabels"].items() <= svc["metadata"]["labels"].items()
+        and all(
+            svc["metadata"]["labels"].get(e["key"]) in e["values"]
+            for e in selector["matchExpressions"]
+        )
+    }
     assert chosen == {"ivr-vault-webhook", "ivr-vault-backend"}
-    jobs = {services[name]["metadata"]["labels"][monitor["spec"]["jobLabel"]]
-            for name in chosen}
+    jobs = {services[name]["metadata"]["labels"][monitor["spec"]["jobLabel"]] for name in chosen}
     assert jobs == {"ivr-webhook", "ivr-backend"}  # monitoring/alerts.yml: job=~"ivr-.*"
     [endpoint] = monitor["spec"]["endpoints"]
     assert endpoint["path"] == "/metrics"
@@ -371,15 +433,20 @@ def pod_environment(objects: list[Obj], container: Obj, tmp_path: Any) -> dict[s
         environ[item["name"]] = item["value"]
     for name in [n for n in environ if n.endswith("_FILE")]:
         stand_in = tmp_path / name
-        stand_in.write_text("postgresql://ivr_backend:pw@db:5432/ivr" if name == "STORE_URL_FILE"
-                            else "stand-in-secret", encoding="utf-8")
+        stand_in.write_text(
+            "postgresql://ivr_backend:pw@db:5432/ivr"
+            if name == "STORE_URL_FILE"
+            else "stand-in-secret",
+            encoding="utf-8",
+        )
         environ[name] = str(stand_in)
     return environ
 
 
 @pytest.mark.parametrize("name", SETS)
 def test_each_pods_arguments_and_environment_are_what_the_program_accepts(
-        name: str, tmp_path: Any) -> None:
+    name: str, tmp_path: Any
+) -> None:
     """Every container's args parse with the real command line, and each service's
     environment is a configuration it starts with (Settings.require), logging in by JWT."""
     from service.cli import build_parser

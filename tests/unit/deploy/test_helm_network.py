@@ -21,22 +21,41 @@ from tests.support.netpol import Party, allowed
 
 GRAPH = yaml.safe_load((CHART / "files" / "trust-graph.yaml").read_text(encoding="utf-8"))
 STRANGERS = [
-    Party("stranger-here", NAMESPACE, {"app": "other"},
-          {"kubernetes.io/metadata.name": NAMESPACE}, ip="10.1.0.50",
-          ports={"http": 8080}),
-    Party("stranger-elsewhere", "default", {"app": "other"},
-          {"kubernetes.io/metadata.name": "default"}, ip="10.1.0.51", ports={"http": 8080}),
+    Party(
+        "stranger-here",
+        NAMESPACE,
+        {"app": "other"},
+        {"kubernetes.io/metadata.name": NAMESPACE},
+        ip="10.1.0.50",
+        ports={"http": 8080},
+    ),
+    Party(
+        "stranger-elsewhere",
+        "default",
+        {"app": "other"},
+        {"kubernetes.io/metadata.name": "default"},
+        ip="10.1.0.51",
+        ports={"http": 8080},
+    ),
     Party("internet", ip="203.0.113.9"),
 ]
 STRANGER_PORTS = [(8080, "TCP"), (443, "TCP"), (53, "UDP"), (5432, "TCP"), (8200, "TCP")]
 
 
 def own_pod(component: str, port: int | None) -> Party:
-    labels = {"app.kubernetes.io/name": "ivr-vault", "app.kubernetes.io/instance": RELEASE,
-              "app.kubernetes.io/component": component}
-    return Party(component, NAMESPACE, labels, {"kubernetes.io/metadata.name": NAMESPACE},
-                 ip=f"10.1.0.{10 + GRAPH['components'].index(component)}",
-                 ports={"http": port} if port else {})
+    labels = {
+        "app.kubernetes.io/name": "ivr-vault",
+        "app.kubernetes.io/instance": RELEASE,
+        "app.kubernetes.io/component": component,
+    }
+    return Party(
+        component,
+        NAMESPACE,
+        labels,
+        {"kubernetes.io/metadata.name": NAMESPACE},
+        ip=f"10.1.0.{10 + GRAPH['components'].index(component)}",
+        ports={"http": port} if port else {},
+    )
 
 
 def outside_party(name: str, peer: Obj) -> Party:
@@ -89,9 +108,12 @@ def reachable(policies: list[Obj], values: dict[str, Any]) -> set[tuple[str, str
 
 def expected(values: dict[str, Any]) -> set[tuple[str, str, int, str]]:
     found, listens = parties(values)
-    return {(edge["from"], edge["to"], port, protocol) for edge in GRAPH["edges"]
-            if edge["from"] in found and edge["to"] in found
-            for port, protocol in listens[edge["to"]]}
+    return {
+        (edge["from"], edge["to"], port, protocol)
+        for edge in GRAPH["edges"]
+        if edge["from"] in found and edge["to"] in found
+        for port, protocol in listens[edge["to"]]
+    }
 
 
 def rendered_policies(values: dict[str, Any]) -> list[Obj]:
@@ -109,9 +131,15 @@ def test_the_policies_allow_exactly_the_trust_graph(name: str) -> None:
     assert allowed_now == expected(values)
     # The edges the issue names are among them, whichever values.
     names = {(source, target) for source, target, _port, _proto in allowed_now}
-    assert {("ingressController", "webhook"), ("webhook", "backend"), ("webhook", "openbao"),
-            ("backend", "openbao"), ("backend", "postgresql"), ("webhook", "dns"),
-            ("backend", "dns")} <= names
+    assert {
+        ("ingressController", "webhook"),
+        ("webhook", "backend"),
+        ("webhook", "openbao"),
+        ("backend", "openbao"),
+        ("backend", "postgresql"),
+        ("webhook", "dns"),
+        ("backend", "dns"),
+    } <= names
     assert ("webhook", "postgresql") not in names and ("ingressController", "backend") not in names
 
 
@@ -134,9 +162,13 @@ def test_the_check_sees_a_missing_and_an_extra_edge() -> None:
         if policy["metadata"]["name"].endswith("-backend"):
             policy["spec"]["ingress"] = []
     assert ("webhook", "backend", 8081, "TCP") in expected(values) - reachable(missing, values)
-    extra = [*copy.deepcopy(policies), {
-        "metadata": {"name": "oops", "namespace": NAMESPACE},
-        "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}}]
+    extra = [
+        *copy.deepcopy(policies),
+        {
+            "metadata": {"name": "oops", "namespace": NAMESPACE},
+            "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]},
+        },
+    ]
     assert ("webhook", "internet", 443, "TCP") in reachable(extra, values) - expected(values)
     without_deny = [p for p in policies if not p["metadata"]["name"].endswith("default-deny")]
     # Every pod of the chart has its own policy, so the default deny is what isolates a

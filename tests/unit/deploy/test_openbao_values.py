@@ -28,8 +28,9 @@ SETS = {"manual unseal": (VALUES,), "static seal": (VALUES, STATIC_SEAL)}
 
 
 def rendered(name: str) -> list[Obj]:
-    return render(load_values(*SETS[name]), chart=OPENBAO_CHART, release="openbao",
-                  namespace="openbao")
+    return render(
+        load_values(*SETS[name]), chart=OPENBAO_CHART, release="openbao", namespace="openbao"
+    )
 
 
 def server_config(objects: list[Obj]) -> str:
@@ -60,11 +61,14 @@ def test_three_raft_nodes_joined_over_tls_with_the_audit_device() -> None:
     assert 'tls_cert_file   = "/openbao/tls/tls.crt"' in config
     assert re.search(r'audit "file" "\w+" \{', config)
     assert 'service_registration "kubernetes"' in config
-    env = {e["name"]: e.get("value") for e in
-           server["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {
+        e["name"]: e.get("value")
+        for e in server["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert env["BAO_ADDR"].startswith("https://")
-    mounts = {m["mountPath"] for m in server["spec"]["template"]["spec"]["containers"][0]
-              ["volumeMounts"]}
+    mounts = {
+        m["mountPath"] for m in server["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    }
     assert "/openbao/tls" in mounts
 
 
@@ -98,5 +102,9 @@ def test_the_charts_schema_refuses_a_wrong_value() -> None:
     """Our values pass the chart's schema because they are right, not because it accepts
     anything."""
     with pytest.raises(Exception, match="replicas"):
-        render({"server": {"ha": {"enabled": True, "replicas": "three"}}},
-               chart=OPENBAO_CHART, release="openbao", namespace="openbao")
+        render(
+            {"server": {"ha": {"enabled": True, "replicas": "three"}}},
+            chart=OPENBAO_CHART,
+            release="openbao",
+            namespace="openbao",
+        )

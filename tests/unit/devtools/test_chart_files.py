@@ -12,15 +12,17 @@ from service.settings import Settings, env_name, spec
 
 def test_the_generated_chart_files_are_current() -> None:
     assert chart_files.stale() == [], (
-        "stale chart files: run .venv/bin/python -m service.devtools.chart_files --write")
+        "stale chart files: run .venv/bin/python -m service.devtools.chart_files --write"
+    )
 
 
 def test_settings_in_the_schema_are_the_declared_ones_less_secrets_and_the_charts_own() -> None:
     schema = json.loads(chart_files.render_schema())
     settable = schema["properties"]["settings"]["properties"]
     declared = {env_name(f): spec(f) for f in dataclasses.fields(Settings)}
-    assert set(settable) == {name for name, s in declared.items()
-                             if not s.secret and name not in chart_files.MANAGED}
+    assert set(settable) == {
+        name for name, s in declared.items() if not s.secret and name not in chart_files.MANAGED
+    }
     assert set(declared) >= chart_files.MANAGED  # no stale name in the chart's own list
     assert schema["properties"]["settings"]["additionalProperties"] is False
     assert settable["LOG_FORMAT"]["pattern"] == "^(?i:json|console)$"

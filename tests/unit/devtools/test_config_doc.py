@@ -15,12 +15,15 @@ def test_docs_configuration_is_the_generated_text() -> None:
     written = config_doc.PATH.read_text(encoding="utf-8")
     assert written == config_doc.render(), (
         "docs/configuration.md is stale: run "
-        ".venv/bin/python -m service.devtools.config_doc --write")
+        ".venv/bin/python -m service.devtools.config_doc --write"
+    )
 
 
 def test_every_setting_has_a_row_with_its_default_bounds_and_file_variant() -> None:
-    rows = {line.split(" | ")[0].removeprefix("| "): line
-            for line in config_doc.render_table().splitlines()[2:]}
+    rows = {
+        line.split(" | ")[0].removeprefix("| "): line
+        for line in config_doc.render_table().splitlines()[2:]
+    }
     assert len(rows) == len(dataclasses.fields(Settings))
     for field in dataclasses.fields(Settings):
         name, declared = env_name(field), spec(field)
@@ -31,8 +34,9 @@ def test_every_setting_has_a_row_with_its_default_bounds_and_file_variant() -> N
     assert "Required by: webhook, backend." in rows["`BACKEND_TOKEN` or `BACKEND_TOKEN_FILE`"]
 
 
-def test_write_then_print(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_write_then_print(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     target = tmp_path / "docs" / "configuration.md"
     monkeypatch.setattr(config_doc, "PATH", target)
     assert config_doc.main(["--write"]) == 0

@@ -31,8 +31,12 @@ def test_free_ports_pass() -> None:
 def test_what_make_run_listens_on() -> None:
     env = {"WEBHOOK_PORT": "18080", "BACKEND_PORT": "18081", "DEV_VAULT_PORT": "18200"}
     assert listeners(Settings.from_environ(env), env) == [
-        ("WEBHOOK_PORT", "127.0.0.1", 18080), ("BACKEND_PORT", "127.0.0.1", 18081),
-        ("DEV_VAULT_PORT", "127.0.0.1", 18200)]
+        ("WEBHOOK_PORT", "127.0.0.1", 18080),
+        ("BACKEND_PORT", "127.0.0.1", 18081),
+        ("DEV_VAULT_PORT", "127.0.0.1", 18200),
+    ]
     external = {**env, "VAULT_ADDR": "http://127.0.0.1:8200", "VAULT_TOKEN": "t"}
     assert [s for s, _, _ in listeners(Settings.from_environ(external), external)] == [
-        "WEBHOOK_PORT", "BACKEND_PORT"]  # another Vault: its port is not ours to check
+        "WEBHOOK_PORT",
+        "BACKEND_PORT",
+    ]  # another Vault: its port is not ours to check

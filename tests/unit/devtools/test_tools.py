@@ -11,8 +11,7 @@ import pytest
 from service.devtools import tools
 
 
-def test_the_venvs_bin_comes_before_path(monkeypatch: pytest.MonkeyPatch,
-                                         tmp_path: Path) -> None:
+def test_the_venvs_bin_comes_before_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     venv, system = tmp_path / "venv" / "bin", tmp_path / "usr" / "bin"
     for directory in (venv, system):
         directory.mkdir(parents=True)

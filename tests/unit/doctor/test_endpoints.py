@@ -11,21 +11,37 @@ from service.doctor.report import Check, report
 from service.settings import Settings
 
 
-@pytest.mark.parametrize(("host", "development"), [
-    ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("[::1]", True),
-    ("localhost", True), ("api.localhost", True), ("LOCALHOST", True),
-    ("10.0.0.5", False), ("192.168.1.2", False), ("ivr.example.com", False),
-    ("localhost.example.com", False), ("", False),
-])
+@pytest.mark.parametrize(
+    ("host", "development"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("api.localhost", True),
+        ("LOCALHOST", True),
+        ("10.0.0.5", False),
+        ("192.168.1.2", False),
+        ("ivr.example.com", False),
+        ("localhost.example.com", False),
+        ("", False),
+    ],
+)
 def test_development_is_loopback_only(host: str, development: bool) -> None:
     assert is_development_host(host) is development
 
 
-@pytest.mark.parametrize(("url", "ok"), [
-    ("http://127.0.0.1:8080", True), ("http://localhost:8080", True),
-    ("https://ivr.example.com", True), ("http://ivr.example.com", False),
-    ("http://10.0.0.5:8080", False),
-])
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("http://127.0.0.1:8080", True),
+        ("http://localhost:8080", True),
+        ("https://ivr.example.com", True),
+        ("http://ivr.example.com", False),
+        ("http://10.0.0.5:8080", False),
+    ],
+)
 def test_public_url_must_be_https_off_loopback(url: str, ok: bool) -> None:
     check = public_url_check(Settings.from_environ({"PUBLIC_BASE_URL": url}))
     assert check.ok is ok
@@ -51,8 +67,11 @@ def test_every_failure_needs_a_fix() -> None:
 
 
 def test_the_report_fails_only_on_failures_and_renders_both_ways() -> None:
-    rows = [Check.passed("settings", "valid"), Check.reminder("Twilio PCI Mode", "turn on"),
-            Check.failed("public URL", "http", "use https")]
+    rows = [
+        Check.passed("settings", "valid"),
+        Check.reminder("Twilio PCI Mode", "turn on"),
+        Check.failed("public URL", "http", "use https"),
+    ]
     result = report(rows)
     assert not result.ok and [c.name for c in result.failed] == ["public URL"]
     assert result.table().splitlines() == [
@@ -64,5 +83,9 @@ def test_the_report_fails_only_on_failures_and_renders_both_ways() -> None:
     ]
     parsed = json.loads(result.as_json())
     assert parsed["ok"] is False and parsed["checks"][2] == {
-        "name": "public URL", "status": "fail", "detail": "http", "fix": "use https"}
+        "name": "public URL",
+        "status": "fail",
+        "detail": "http",
+        "fix": "use https",
+    }
     assert report(rows[:2]).ok and report(rows[:2]).table().endswith("all checks passed")

@@ -11,8 +11,9 @@ from service.settings import Settings
 def test_the_settings_row_names_store_url_without_its_password(tmp_path: Path) -> None:
     url = tmp_path / "store-url"  # with a password, the URL comes from a file only
     url.write_text("postgresql://ivr:s3cret@db.example:5432/ivr")
-    settings = Settings.from_environ({"STORE_URL_FILE": str(url),
-                                      "STORE_PATH": "/tmp/ignored.sqlite3"})
+    settings = Settings.from_environ(
+        {"STORE_URL_FILE": str(url), "STORE_PATH": "/tmp/ignored.sqlite3"}
+    )
     row = settings_check(settings, None)
     assert row.ok
     assert "STORE_URL postgresql://ivr@db.example:5432/ivr" in row.detail, row.detail

@@ -149,9 +149,9 @@ def test_no_digit_survives_the_real_pipeline(
     # A known template with caller text where the address goes: the port shows, not it.
     port = number if type(number) is int else 8080
     logging.getLogger("uvicorn.error").info(
-        "Uvicorn running on %s://%s:%d (Press CTRL+C to quit)", "http", text, port)
-    structlog.get_logger("ivr.prop").info("typed", ttl_s=text, port=text, keys=value,
-                                          type=text)
+        "Uvicorn running on %s://%s:%d (Press CTRL+C to quit)", "http", text, port
+    )
+    structlog.get_logger("ivr.prop").info("typed", ttl_s=text, port=text, keys=value, type=text)
     out = lines(pipeline)
     assert len(out) == 6
 
@@ -286,12 +286,26 @@ def test_a_taken_port_shows_its_address_and_port(pipeline: io.StringIO) -> None:
     configure_logging(stream=pipeline, listen_hosts=frozenset({"127.0.0.1"}))
     uvicorn_log = logging.getLogger("uvicorn.error")
     for host in ("127.0.0.1", "10.0.0.9"):
-        uvicorn_log.error(OSError(errno.EADDRINUSE, "error while attempting to bind on "
-                                  f"address ('{host}', 18080): address already in use"))
-    uvicorn_log.error(OSError(errno.EADDRINUSE, "error while attempting to bind on address "
-                              "('127.0.0.1', 18080): address already in use 4321"))
-    logging.getLogger("hvac").error(OSError(errno.EADDRINUSE, "error while attempting to "
-                                    "bind on address ('127.0.0.1', 18080): address in use"))
+        uvicorn_log.error(
+            OSError(
+                errno.EADDRINUSE,
+                "error while attempting to bind on "
+                f"address ('{host}', 18080): address already in use",
+            )
+        )
+    uvicorn_log.error(
+        OSError(
+            errno.EADDRINUSE,
+            "error while attempting to bind on address "
+            "('127.0.0.1', 18080): address already in use 4321",
+        )
+    )
+    logging.getLogger("hvac").error(
+        OSError(
+            errno.EADDRINUSE,
+            "error while attempting to bind on address ('127.0.0.1', 18080): address in use",
+        )
+    )
     out = lines(pipeline, hosts=frozenset({"127.0.0.1"}))
     assert [o["event"] for o in out] == [
         "[Errno 98] error while attempting to bind on address ('127.0.0.1', 18080): "
@@ -311,14 +325,15 @@ def test_uvicorn_start_lines_show_the_real_port_and_pid(pipeline: io.StringIO) -
     configure_logging(stream=pipeline, listen_hosts=frozenset({"127.0.0.1"}))
     uvicorn_log = logging.getLogger("uvicorn.error")
     uvicorn_log.info("Started server process [%d]", 4321)
-    uvicorn_log.info("Uvicorn running on %s://%s:%d (Press CTRL+C to quit)", "http",
-                     "127.0.0.1", 18080)
-    uvicorn_log.info("Uvicorn running on %s://%s:%d (Press CTRL+C to quit)", "http",
-                     "10.0.0.9", 18080)
+    uvicorn_log.info(
+        "Uvicorn running on %s://%s:%d (Press CTRL+C to quit)", "http", "127.0.0.1", 18080
+    )
+    uvicorn_log.info(
+        "Uvicorn running on %s://%s:%d (Press CTRL+C to quit)", "http", "10.0.0.9", 18080
+    )
     logging.getLogger("hvac").info("Started server process [%d]", 4321)
     structlog.get_logger("ivr.vault").info("vault login", ttl_s=3600.0, renewable=True)
-    structlog.get_logger("ivr.bootstrap").info("key created", key="ivr-dtmf",
-                                               type="aes256-gcm96")
+    structlog.get_logger("ivr.bootstrap").info("key created", key="ivr-dtmf", type="aes256-gcm96")
     out = lines(pipeline, hosts=frozenset({"127.0.0.1"}))
     assert [o["event"] for o in out[:4]] == [
         "Started server process [4321]",
@@ -329,8 +344,7 @@ def test_uvicorn_start_lines_show_the_real_port_and_pid(pipeline: io.StringIO) -
     assert out[4]["ttl_s"] == 3600.0 and out[5]["type"] == "aes256-gcm96"
 
 
-def test_the_vault_clients_request_lines_show_method_path_and_status(
-        pipeline: io.StringIO) -> None:
+def test_the_vault_clients_request_lines_show_method_path_and_status(pipeline: io.StringIO) -> None:
     """-vv's urllib3 lines (docs/logging.md): through the real logging call urllib3 makes, the
     method, the Vault API path and the status show; the host and the length stay masked;
     a query string (where a ciphertext could ride) and a path with a run of four digits
@@ -340,14 +354,32 @@ def test_the_vault_clients_request_lines_show_method_path_and_status(
     template = '%s://%s:%s "%s %s %s" %s %s'
     # The installed urllib3 still logs its requests with this very template.
     assert repr(template)[1:-1] in inspect.getsource(urllib3.connectionpool)
-    pool.debug(template, "http", "127.0.0.1", 8200, "POST", "/v1/transit/encrypt/ivr-dtmf",
-               "HTTP/1.1", 200, 1234)
-    pool.debug(template, "http", "127.0.0.1", 8200, "LIST", "/v1/transit/keys", "HTTP/1.1",
-               403, None)
-    pool.debug(template, "https", "vault", 8200, "GET",
-               "/v1/transit/keys/ivr-dtmf?ciphertext=vault:v1:QUJD4321", "HTTP/1.1", 404, 0)
-    pool.debug(template, "http", "vault", 8200, "GET", "/v1/accounts/4321", "HTTP/1.1",
-               200, 5)
+    pool.debug(
+        template,
+        "http",
+        "127.0.0.1",
+        8200,
+        "POST",
+        "/v1/transit/encrypt/ivr-dtmf",
+        "HTTP/1.1",
+        200,
+        1234,
+    )
+    pool.debug(
+        template, "http", "127.0.0.1", 8200, "LIST", "/v1/transit/keys", "HTTP/1.1", 403, None
+    )
+    pool.debug(
+        template,
+        "https",
+        "vault",
+        8200,
+        "GET",
+        "/v1/transit/keys/ivr-dtmf?ciphertext=vault:v1:QUJD4321",
+        "HTTP/1.1",
+        404,
+        0,
+    )
+    pool.debug(template, "http", "vault", 8200, "GET", "/v1/accounts/4321", "HTTP/1.1", 200, 5)
     assert [o["event"] for o in lines(pipeline)] == [
         'http://***.*.*.*:8200 "POST /v1/transit/encrypt/ivr-dtmf HTTP/1.1" 200 ****',
         'http://***.*.*.*:8200 "LIST /v1/transit/keys HTTP/1.1" 403 None',

@@ -126,6 +126,7 @@ def test_digits_in_keys_are_masked_without_losing_entries() -> None:
 
 # --- allow-list ------------------------------------------------------------------------------
 
+
 def test_allow_listed_fields_keep_valid_values() -> None:
     event = {
         "call_sid": GOOD_SID, "status_code": 404, "status": 200, "key_version": 3,
@@ -276,10 +277,11 @@ def spellings(digits: bytes) -> list[str]:
     return [b64, b64.rstrip("="), url, url.rstrip("="), digits.hex(), digits.hex().upper()]
 
 
-@given(st.text(alphabet="0123456789", min_size=2, max_size=19),
-       st.sampled_from(["{}", "pin={}", "got {} back", "[{}]", '"{}"', "{}\n"]))
-def test_base64_and_hex_spellings_of_short_digit_runs_are_masked(digits: str,
-                                                                 around: str) -> None:
+@given(
+    st.text(alphabet="0123456789", min_size=2, max_size=19),
+    st.sampled_from(["{}", "pin={}", "got {} back", "[{}]", '"{}"', "{}\n"]),
+)
+def test_base64_and_hex_spellings_of_short_digit_runs_are_masked(digits: str, around: str) -> None:
     """docs/security.md, "smaller items": defence in depth, no path emits them today."""
     for spelled in spellings(digits.encode()):
         out = mask_digits(around.format(spelled))
@@ -289,22 +291,34 @@ def test_base64_and_hex_spellings_of_short_digit_runs_are_masked(digits: str,
 
 @example("MTIzNA==")
 @example("MTIzNDU2Nzg5MDEyMzQ1Njc4OQ==")
-@given(st.text(alphabet="0123456789", min_size=2, max_size=19).map(
-    lambda digits: base64.b64encode(digits.encode()).decode()))
+@given(
+    st.text(alphabet="0123456789", min_size=2, max_size=19).map(
+        lambda digits: base64.b64encode(digits.encode()).decode()
+    )
+)
 def test_no_short_digit_run_decodes_from_the_output(encoded: str) -> None:
     out = mask_digits(encoded)
     assert set(out) == {"*"}
 
 
 def test_words_and_ciphertexts_are_not_taken_for_base64_digits() -> None:
-    for text in ("NA", "Mock", "token refused", "vault:v:MTIzNA-not-digits",
-                 "ivr-lookup", "abc_def"):
+    for text in (
+        "NA",
+        "Mock",
+        "token refused",
+        "vault:v:MTIzNA-not-digits",
+        "ivr-lookup",
+        "abc_def",
+    ):
         assert mask_digits(text) == text
 
 
 def test_route_fields_are_verbatim_only_for_known_templates() -> None:
-    out = Scrubber()(None, "info", {"route": "/v1/lookup", "path": "/v1/lookup/1234",
-                                    "backend_status": 404, "attempt": 4321})
+    out = Scrubber()(
+        None,
+        "info",
+        {"route": "/v1/lookup", "path": "/v1/lookup/1234", "backend_status": 404, "attempt": 4321},
+    )
     assert out["route"] == "/v1/lookup"  # a known template keeps its digit
     assert out["path"] == "/v*/lookup/****"  # anything else is masked, not dropped
     assert out["backend_status"] == 404 and out["attempt"] == REDACTED  # PIN-shaped: no
@@ -368,8 +382,12 @@ RUNNING6 = "Uvicorn running on %s://[%s]:%d (Press CTRL+C to quit)"
 STARTED = "Started server process [%d]"
 
 
-def render(msg: str, *args: object, logger: str = "uvicorn.error",
-           hosts: frozenset[str] = frozenset({"127.0.0.1", "::1", "localhost"})) -> object:
+def render(
+    msg: str,
+    *args: object,
+    logger: str = "uvicorn.error",
+    hosts: frozenset[str] = frozenset({"127.0.0.1", "::1", "localhost"}),
+) -> object:
     scrubber = Scrubber(listen_hosts=hosts)
     return scrubber(None, "info", {"event": TemplateEvent(logger, msg, args)})["event"]
 
@@ -384,9 +402,11 @@ def test_known_templates_show_ports_pids_and_listen_addresses() -> None:
     assert render(STARTED, 4321) == "Started server process [4321]"
     assert render("Finished server process [%d]", 77) == "Finished server process [77]"
     assert render(RUNNING, "http", "127.0.0.1", 8080) == (
-        "Uvicorn running on http://127.0.0.1:8080 (Press CTRL+C to quit)")
+        "Uvicorn running on http://127.0.0.1:8080 (Press CTRL+C to quit)"
+    )
     assert render(RUNNING6, "https", "::1", 443) == (
-        "Uvicorn running on https://[::1]:443 (Press CTRL+C to quit)")
+        "Uvicorn running on https://[::1]:443 (Press CTRL+C to quit)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -395,27 +415,40 @@ def test_known_templates_show_ports_pids_and_listen_addresses() -> None:
         (STARTED, (True,), "Started server process [*]"),  # a bool is no PID
         (STARTED, (0,), "Started server process [*]"),
         (STARTED, (4_194_305,), "Started server process [*******]"),
-        (RUNNING, ("http", "10.0.0.7", 8080), "Uvicorn running on http://**.*.*.*:8080 "
-                                              "(Press CTRL+C to quit)"),  # not configured
-        (RUNNING, ("http", "\u0661\u0662\u0667.\u0660.\u0660.\u0661", 70_000),
-         "Uvicorn running on http://***.*.*.*:***** (Press CTRL+C to quit)"),
-        (RUNNING, ("ftp4", "127.0.0.1", 80), "Uvicorn running on ftp*://127.0.0.1:80 "
-                                             "(Press CTRL+C to quit)"),
+        (
+            RUNNING,
+            ("http", "10.0.0.7", 8080),
+            "Uvicorn running on http://**.*.*.*:8080 (Press CTRL+C to quit)",
+        ),  # not configured
+        (
+            RUNNING,
+            ("http", "\u0661\u0662\u0667.\u0660.\u0660.\u0661", 70_000),
+            "Uvicorn running on http://***.*.*.*:***** (Press CTRL+C to quit)",
+        ),
+        (
+            RUNNING,
+            ("ftp4", "127.0.0.1", 80),
+            "Uvicorn running on ftp*://127.0.0.1:80 (Press CTRL+C to quit)",
+        ),
     ],
 )
-def test_arguments_that_fail_their_check_are_masked(msg: str, args: tuple[object, ...],
-                                                    shown: str) -> None:
+def test_arguments_that_fail_their_check_are_masked(
+    msg: str, args: tuple[object, ...], shown: str
+) -> None:
     assert render(msg, *args) == shown
 
 
 def test_a_listen_host_must_be_an_ip_literal_that_was_configured() -> None:
-    assert Scrubber(listen_hosts=frozenset({"127.0.0.1"})).render_template(
-        TemplateEvent("uvicorn.error", RUNNING, ("http", "127.0.0.1", 1))).endswith(
-        "127.0.0.1:1 (Press CTRL+C to quit)")
+    assert (
+        Scrubber(listen_hosts=frozenset({"127.0.0.1"}))
+        .render_template(TemplateEvent("uvicorn.error", RUNNING, ("http", "127.0.0.1", 1)))
+        .endswith("127.0.0.1:1 (Press CTRL+C to quit)")
+    )
     # not configured, or configured but a name (a name shows no digit it could hide)
     for hosts in (frozenset(), frozenset({"4321"}), frozenset({"1234.example"})):
         text = Scrubber(listen_hosts=hosts).render_template(
-            TemplateEvent("uvicorn.error", RUNNING, ("http", "4321", 1)))
+            TemplateEvent("uvicorn.error", RUNNING, ("http", "4321", 1))
+        )
         assert "4321" not in text
 
 
@@ -426,8 +459,7 @@ def test_the_template_is_matched_on_logger_and_unformatted_message() -> None:
 
 
 def test_a_template_whose_argument_cannot_be_formatted_fails_closed() -> None:
-    out = Scrubber()(None, "info", {"event": TemplateEvent("uvicorn.error", STARTED,
-                                                            ("4321",))})
+    out = Scrubber()(None, "info", {"event": TemplateEvent("uvicorn.error", STARTED, ("4321",))})
     assert out == dict(FAILURE_EVENT)
 
 
@@ -436,8 +468,9 @@ template_keys = st.sampled_from(sorted(KNOWN_TEMPLATES))
 
 @given(key=template_keys, data=st.data())
 @settings(max_examples=300)
-def test_caller_digits_in_template_arguments_are_masked(key: tuple[str, str],
-                                                        data: st.DataObject) -> None:
+def test_caller_digits_in_template_arguments_are_masked(
+    key: tuple[str, str], data: st.DataObject
+) -> None:
     """Text arguments are what a caller's digits would be: none survives, whatever the
     template. Only a checked int (a port, a PID, an errno the kernel names, an HTTP
     status) or the configured address shows."""
@@ -446,12 +479,16 @@ def test_caller_digits_in_template_arguments_are_masked(key: tuple[str, str],
     args = tuple(data.draw(st.integers() if spec == "%d" else digit_text) for spec in specs)
     text = render(key[1], *args, logger=key[0], hosts=frozenset({"127.0.0.1"}))
     assert isinstance(text, str)
-    shown = [str(a) for a, kind in zip(args, kinds, strict=True)
-             if type(a) is int and (
-                 (kind in (Arg.PORT, Arg.PID)
-                  and 1 <= a <= (65_535 if kind is Arg.PORT else PID_MAX))
-                 or (kind is Arg.ERRNO and a in errno.errorcode)
-                 or (kind is Arg.STATUS and 100 <= a <= 599))]
+    shown = [
+        str(a)
+        for a, kind in zip(args, kinds, strict=True)
+        if type(a) is int
+        and (
+            (kind in (Arg.PORT, Arg.PID) and 1 <= a <= (65_535 if kind is Arg.PORT else PID_MAX))
+            or (kind is Arg.ERRNO and a in errno.errorcode)
+            or (kind is Arg.STATUS and 100 <= a <= 599)
+        )
+    ]
     shown += [a for a in args if a == "127.0.0.1"]  # DTMF has no dot: never a caller's
     for value in shown:
         text = text.replace(value, "", 1)

@@ -47,8 +47,9 @@ def store(tmp_path: Path) -> Store:
     return s
 
 
-@pytest.mark.parametrize(("verifier", "version"), [
-    ("vault:v1:abc", 1), ("vault:v12:abc=", 12), ("vault:v3:", 3)])
+@pytest.mark.parametrize(
+    ("verifier", "version"), [("vault:v1:abc", 1), ("vault:v12:abc=", 12), ("vault:v3:", 3)]
+)
 def test_verifier_version(verifier: str, version: int) -> None:
     assert verifier_version(verifier) == version
 
@@ -84,18 +85,37 @@ def test_a_verifier_bound_to_one_account_is_no_other_accounts() -> None:
 def test_references_are_letters_only() -> None:
     references = {new_reference() for _ in range(100)}
     assert len(references) == 100
-    assert all(r.isascii() and r.isalpha() and r.isupper() and len(r) == 12
-               for r in references)
+    assert all(r.isascii() and r.isalpha() and r.isupper() and len(r) == 12 for r in references)
+
 
 def test_the_schema_has_no_place_for_digits(store: Store) -> None:
     with sqlite3.connect(store.path) as db:
-        columns = {table: {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-                   for table in ("accounts", "card_lockout", "caller_failures",
-                                 "call_answers", "caller_registrations")}
+        columns = {
+            table: {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            for table in (
+                "accounts",
+                "card_lockout",
+                "caller_failures",
+                "call_answers",
+                "caller_registrations",
+            )
+        }
     assert columns == {
-        "accounts": {"id", "account", "ref", "balance", "salt", "number_verifier",
-                     "number_version", "card_verifier", "pin_verifier", "salted",
-                     "legacy_card", "lookup_version", "last_success"},
+        "accounts": {
+            "id",
+            "account",
+            "ref",
+            "balance",
+            "salt",
+            "number_verifier",
+            "number_version",
+            "card_verifier",
+            "pin_verifier",
+            "salted",
+            "legacy_card",
+            "lookup_version",
+            "last_success",
+        },
         "caller_registrations": {"caller_verifier", "account_id", "lookup_version"},
         "card_lockout": {"account_id", "failures", "locked_until", "hard"},
         "caller_failures": {"caller", "at"},  # the caller number's HMAC, never the number
@@ -114,9 +134,11 @@ def test_each_thread_keeps_one_connection_and_close_closes_them_all(store: Store
             both_running.wait(timeout=10)
         first = store._db.connection()
         assert store._db.connection() is first  # reused, not one per statement
-        pragmas = (first.execute("PRAGMA journal_mode").fetchone()[0],
-                   first.execute("PRAGMA synchronous").fetchone()[0],
-                   first.execute("PRAGMA busy_timeout").fetchone()[0])
+        pragmas = (
+            first.execute("PRAGMA journal_mode").fetchone()[0],
+            first.execute("PRAGMA synchronous").fetchone()[0],
+            first.execute("PRAGMA busy_timeout").fetchone()[0],
+        )
         assert pragmas == ("wal", 1, 0)  # WAL, NORMAL, SQLite's sleeping handler off
         return first
 
@@ -146,9 +168,9 @@ def test_a_writer_in_another_process_is_waited_for(store: Store) -> None:
     assert hold - 0.05 < waited < hold + 0.2
 
 
-def test_a_writer_that_never_lets_go_fails_after_the_wait(store: Store,
-                                                        monkeypatch: pytest.MonkeyPatch
-                                                        ) -> None:
+def test_a_writer_that_never_lets_go_fails_after_the_wait(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sqlite_local, "BUSY_WAIT_S", 0.2)
     aid = account_id(store)
     other = sqlite3.connect(store.path, isolation_level=None)
@@ -171,22 +193,37 @@ def test_a_batch_is_checked_as_if_its_accounts_were_added_one_by_one(store: Stor
     """Set-based enrolment (three reads, two writes per batch) refuses exactly what adding
     one at a time would: against the store, and against the batch's earlier records."""
     put(store, "ACHOUSE", number=_v("n-house"), card=_v("c1"), callers=(_v("home"),))
-    refusals = store.add_accounts([
-        record("ACONE", number=_v("n1"), card=_v("c1"), callers=(_v("x"),)),
-        record("ACONE", number=_v("n2")),  # its label, earlier in the batch
-        record("ACTHREE", number=_v("n1")),  # its number, earlier in the batch
-        record("ACFOUR", number=_v("n4"), card=_v("c1"), callers=(_v("x"),)),
-        record("ACFIVE", number=_v("n5"), card=_v("c2"), callers=(_v("x"), _v("x"))),
-        record("AC12345678", number=_v("n6")),  # in the store
-        record("ACSEVEN", number=NUMBER_V1),  # in the store
-        record("ACEIGHT", number=_v("n8"), card=_v("c1"), callers=(_v("home"),)),
-        record("ACNINE", number=_v("n9"), card=_v("c2"), callers=(_v("home"),)),
-    ])
-    assert refusals == [None, Refusal.LABEL_EXISTS, Refusal.NUMBER_ENROLLED,
-                        Refusal.CALLER_SAME_CARD, None, Refusal.LABEL_EXISTS,
-                        Refusal.NUMBER_ENROLLED, Refusal.CALLER_SAME_CARD, None]
+    refusals = store.add_accounts(
+        [
+            record("ACONE", number=_v("n1"), card=_v("c1"), callers=(_v("x"),)),
+            record("ACONE", number=_v("n2")),  # its label, earlier in the batch
+            record("ACTHREE", number=_v("n1")),  # its number, earlier in the batch
+            record("ACFOUR", number=_v("n4"), card=_v("c1"), callers=(_v("x"),)),
+            record("ACFIVE", number=_v("n5"), card=_v("c2"), callers=(_v("x"), _v("x"))),
+            record("AC12345678", number=_v("n6")),  # in the store
+            record("ACSEVEN", number=NUMBER_V1),  # in the store
+            record("ACEIGHT", number=_v("n8"), card=_v("c1"), callers=(_v("home"),)),
+            record("ACNINE", number=_v("n9"), card=_v("c2"), callers=(_v("home"),)),
+        ]
+    )
+    assert refusals == [
+        None,
+        Refusal.LABEL_EXISTS,
+        Refusal.NUMBER_ENROLLED,
+        Refusal.CALLER_SAME_CARD,
+        None,
+        Refusal.LABEL_EXISTS,
+        Refusal.NUMBER_ENROLLED,
+        Refusal.CALLER_SAME_CARD,
+        None,
+    ]
     assert [s.account for s in store.summaries()] == [
-        "AC12345678", "ACHOUSE", "ACONE", "ACFIVE", "ACNINE"]
+        "AC12345678",
+        "ACHOUSE",
+        "ACONE",
+        "ACFIVE",
+        "ACNINE",
+    ]
     assert [s.callers for s in store.summaries()] == [0, 1, 1, 1, 1]
     assert by_number(store, _v("n5")) is not None and by_number(store, _v("n4")) is None
 
@@ -197,8 +234,13 @@ def test_the_listing_reads_page_by_page_and_knows_no_digit(store: Store) -> None
     pages = [s.account for s in store.summaries(page=4)]
     assert pages == ["AC12345678", *(f"ACPAGE{chr(65 + i)}" for i in range(6))]
     first = next(store.summaries())
-    assert (first.by_number, first.callers, first.legacy, first.state, first.last_success) \
-        == (True, 0, False, CardState(), None)
+    assert (first.by_number, first.callers, first.legacy, first.state, first.last_success) == (
+        True,
+        0,
+        False,
+        CardState(),
+        None,
+    )
     assert first.ref.isalpha()
 
 

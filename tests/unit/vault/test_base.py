@@ -30,11 +30,22 @@ def test_only_no_answer_or_a_5xx_fails_over() -> None:
     assert not any(fails_over(s) for s in (200, 204, 400, 403, 404, 412, 429, 473))
 
 
-@pytest.mark.parametrize(("status", "expected"), [
-    (400, VaultRequestError), (403, VaultPermissionDenied), (404, VaultNotFound),
-    (429, VaultUnavailable), (500, VaultUnavailable), (502, VaultUnavailable),
-    (503, VaultUnavailable), (401, VaultError), (418, VaultError), (501, VaultError),
-    (504, VaultError)])
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (400, VaultRequestError),
+        (403, VaultPermissionDenied),
+        (404, VaultNotFound),
+        (429, VaultUnavailable),
+        (500, VaultUnavailable),
+        (502, VaultUnavailable),
+        (503, VaultUnavailable),
+        (401, VaultError),
+        (418, VaultError),
+        (501, VaultError),
+        (504, VaultError),
+    ],
+)
 def test_the_status_table(status: int, expected: type[VaultError]) -> None:
     error = error_for_status(status, "probe", b'{"errors": ["1234 is the plaintext"]}')
     assert type(error) is expected
@@ -70,8 +81,9 @@ class Clock:
 class Identity:
     """login and renew as a Vault would answer them, counted."""
 
-    def __init__(self, clock: Clock, *, ttl: float = 30, renew_ttl: float = 30,
-                 renew_fails: bool = False) -> None:
+    def __init__(
+        self, clock: Clock, *, ttl: float = 30, renew_ttl: float = 30, renew_fails: bool = False
+    ) -> None:
         self.clock, self.ttl, self.renew_ttl, self.renew_fails = clock, ttl, renew_ttl, renew_fails
         self.calls: list[str] = []
 

@@ -41,10 +41,13 @@ def test_bound_cidrs_need_a_profile_and_a_known_one() -> None:
         Layout.load(profile="staging")
 
 
-@pytest.mark.parametrize(("text", "epoch"), [
-    ("2026-12-01T00:00:00Z", 1796083200.0),
-    ("2026-12-01T00:00:00.123456789Z", 1796083200.0),
-    ("2026-12-01T01:00:00.5+01:00", 1796083200.0),
-])
+@pytest.mark.parametrize(
+    ("text", "epoch"),
+    [
+        ("2026-12-01T00:00:00Z", 1796083200.0),
+        ("2026-12-01T00:00:00.123456789Z", 1796083200.0),
+        ("2026-12-01T01:00:00.5+01:00", 1796083200.0),
+    ],
+)
 def test_vault_timestamps(text: str, epoch: float) -> None:
     assert vault_timestamp(text) == epoch

@@ -32,17 +32,21 @@ def test_unreachable_vault_is_unavailable() -> None:
     assert (caught.value.addr, caught.value.status) == (addr, None)
 
 
-@pytest.mark.parametrize(("raised", "ours", "status"), [
-    (hvac.exceptions.Forbidden, VaultPermissionDenied, 403),
-    (hvac.exceptions.InvalidRequest, VaultRequestError, 400),
-    (hvac.exceptions.InvalidPath, VaultNotFound, 404),
-    (hvac.exceptions.RateLimitExceeded, VaultUnavailable, 429),
-    (hvac.exceptions.InternalServerError, VaultUnavailable, 500),
-    (hvac.exceptions.BadGateway, VaultUnavailable, 502),
-    (hvac.exceptions.VaultDown, VaultUnavailable, 503),
-])
+@pytest.mark.parametrize(
+    ("raised", "ours", "status"),
+    [
+        (hvac.exceptions.Forbidden, VaultPermissionDenied, 403),
+        (hvac.exceptions.InvalidRequest, VaultRequestError, 400),
+        (hvac.exceptions.InvalidPath, VaultNotFound, 404),
+        (hvac.exceptions.RateLimitExceeded, VaultUnavailable, 429),
+        (hvac.exceptions.InternalServerError, VaultUnavailable, 500),
+        (hvac.exceptions.BadGateway, VaultUnavailable, 502),
+        (hvac.exceptions.VaultDown, VaultUnavailable, 503),
+    ],
+)
 def test_an_answer_is_named_by_its_status_and_the_node_that_gave_it(
-        raised: type[Exception], ours: type[VaultError], status: int) -> None:
+    raised: type[Exception], ours: type[VaultError], status: int
+) -> None:
     with pytest.raises(ours) as caught, translate_errors("read key", "http://10.0.0.7:8200"):
         raise raised("a body that may echo the request: 4321")
     assert (caught.value.addr, caught.value.status) == ("http://10.0.0.7:8200", status)
@@ -50,11 +54,17 @@ def test_an_answer_is_named_by_its_status_and_the_node_that_gave_it(
     assert str(caught.value).startswith("read key: ") and "4321" not in str(caught.value)
 
 
-@pytest.mark.parametrize(("status", "ours"), [
-    (403, VaultPermissionDenied), (400, VaultRequestError), (404, VaultNotFound),
-    (503, VaultUnavailable), (418, VaultError)])
-def test_the_event_loop_client_names_the_same_facts(status: int,
-                                                    ours: type[VaultError]) -> None:
+@pytest.mark.parametrize(
+    ("status", "ours"),
+    [
+        (403, VaultPermissionDenied),
+        (400, VaultRequestError),
+        (404, VaultNotFound),
+        (503, VaultUnavailable),
+        (418, VaultError),
+    ],
+)
+def test_the_event_loop_client_names_the_same_facts(status: int, ours: type[VaultError]) -> None:
     error = error_for_status(status, "transit encrypt", b"4321", "https://vault.internal:8200")
     assert type(error) is ours
     assert str(error).endswith(f" (HTTP {status} from https://vault.internal:8200)")

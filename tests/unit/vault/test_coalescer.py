@@ -88,9 +88,7 @@ async def test_idle_submit_goes_out_at_once_alone() -> None:
 async def test_same_tick_submits_coalesce_into_one_batch() -> None:
     sender = FakeSender()
     c: Coalescer[int, str] = Coalescer(sender, max_batch=64)
-    assert await asyncio.gather(*(c.submit(i) for i in range(10))) == [
-        f"r{i}" for i in range(10)
-    ]
+    assert await asyncio.gather(*(c.submit(i) for i in range(10))) == [f"r{i}" for i in range(10)]
     assert sender.sizes == [10]
     await c.aclose()
 
@@ -313,7 +311,8 @@ async def test_aclose_flushes_queue_then_refuses_submits() -> None:
 
 @pytest.mark.anyio
 async def test_on_batch_hook_and_a_broken_hook_is_harmless(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     seen: list[tuple[int, float]] = []
 
     with caplog.at_level(logging.ERROR, logger="service.vault.coalescer"):
@@ -474,6 +473,7 @@ async def test_property_every_caller_gets_its_own_outcome(
 
 
 # -- adaptive linger, on a virtual clock -------------------------------------------------
+
 
 class VirtualClockLoop(asyncio.SelectorEventLoop):
     """An event loop whose clock moves only when it would otherwise wait: a timer due in

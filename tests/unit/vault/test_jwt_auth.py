@@ -19,8 +19,10 @@ def test_a_role_is_one_service_account_with_its_approles_policies_and_ttls() -> 
     assert payload["bound_subject"] == "system:serviceaccount:ivr:webhook-sa"
     assert payload["bound_audiences"] == ["ivr-vault"]
     assert payload["token_policies"] == approle["token_policies"] == ["ivr-webhook"]
-    assert (payload["token_ttl"], payload["token_max_ttl"]) == (approle["token_ttl"],
-                                                                approle["token_max_ttl"])
+    assert (payload["token_ttl"], payload["token_max_ttl"]) == (
+        approle["token_ttl"],
+        approle["token_max_ttl"],
+    )
     assert payload["token_no_default_policy"] is True
     # AppRole-only fields do not leak into the JWT role.
     assert not any(name.startswith("secret_id") for name in payload)
@@ -38,7 +40,18 @@ def test_exactly_one_way_to_check_signatures(pubkeys: tuple[str, ...], url: str)
 
 
 def test_discovery_with_its_ca_and_issuer() -> None:
-    config = method_config(JwtAuth("a", "n", {}, discovery_url="https://kubernetes.default.svc",
-                                   discovery_ca_pem="CA", bound_issuer="https://iss"))
-    assert config == {"oidc_discovery_url": "https://kubernetes.default.svc",
-                      "oidc_discovery_ca_pem": "CA", "bound_issuer": "https://iss"}
+    config = method_config(
+        JwtAuth(
+            "a",
+            "n",
+            {},
+            discovery_url="https://kubernetes.default.svc",
+            discovery_ca_pem="CA",
+            bound_issuer="https://iss",
+        )
+    )
+    assert config == {
+        "oidc_discovery_url": "https://kubernetes.default.svc",
+        "oidc_discovery_ca_pem": "CA",
+        "bound_issuer": "https://iss",
+    }

@@ -59,8 +59,6 @@ def make_app() -> Starlette:
     return Starlette(routes=routes, middleware=[Middleware(AccessLogMiddleware)])
 
 
-
-
 def access_lines(stream: io.StringIO) -> list[dict[str, Any]]:
     parsed = [json.loads(line) for line in stream.getvalue().splitlines()]
     for obj in parsed:

@@ -40,9 +40,14 @@ TOKEN = "twilio-auth-token-for-tests"
 BEARER = "backend-bearer-for-tests"
 BASE = "http://testserver"
 SETTINGS = Settings(
-    vault_role_id=Secret("role"), vault_secret_id=Secret("secret"),
-    twilio_auth_token=Secret(TOKEN), backend_token=Secret(BEARER),
-    public_base_url=BASE, backend_url="http://backend.invalid", max_attempts=3)
+    vault_role_id=Secret("role"),
+    vault_secret_id=Secret("secret"),
+    twilio_auth_token=Secret(TOKEN),
+    backend_token=Secret(BEARER),
+    public_base_url=BASE,
+    backend_url="http://backend.invalid",
+    max_attempts=3,
+)
 FOUND = {"account": "AC12345678", "balance": "12.55"}
 
 
@@ -60,8 +65,12 @@ class ScriptedBackend:
     answer: tuple[int, object] | None = (200, FOUND)
     requests: list[LookupSent] = field(default_factory=list)
 
-    async def lookup(self, body: Mapping[str, str | bool], *, idempotency_key: str,
-                     ) -> tuple[int, bytes]:
+    async def lookup(
+        self,
+        body: Mapping[str, str | bool],
+        *,
+        idempotency_key: str,
+    ) -> tuple[int, bytes]:
         self.requests.append(LookupSent(dict(body), idempotency_key))
         if self.answer is None:
             raise BackendUnavailable("lookup: ClientConnectorError")
@@ -98,8 +107,9 @@ class Webhook:
 @pytest.fixture
 def webhook() -> Iterator[Webhook]:
     transit, backend = FakeTransit(), ScriptedBackend()
-    app = create_webhook_app(SETTINGS, transit_session=fake_session(transit),
-                             backend_session=backend.session)
+    app = create_webhook_app(
+        SETTINGS, transit_session=fake_session(transit), backend_session=backend.session
+    )
     with TestClient(app, base_url=BASE, raise_server_exceptions=False) as client:
         yield Webhook(client, transit, backend)
     assert transit.closed  # the lifespan closed what it opened
@@ -114,8 +124,9 @@ def pin_path(card: str, *, age: float = 0.0, **extra: str) -> str:
     """The PIN step's action URL as the card step issues it, ``age`` seconds ago (on the
     registered-phone path unless ``extra`` says otherwise)."""
     identification = extra or {"registered": "1"}
-    return "/voice/pin?" + urlencode({"card": card, "issued": int(time.time() - age),
-                                      **identification})
+    return "/voice/pin?" + urlencode(
+        {"card": card, "issued": int(time.time() - age), **identification}
+    )
 
 
 CARD_STEP = "/voice/card?registered=1"  # the card step after the caller pressed star
@@ -129,21 +140,31 @@ def test_an_unsigned_or_missigned_request_is_403_with_an_empty_body(webhook: Web
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     answers = [
         webhook.client.post("/voice/card", content=b"Digits=1234", headers=form),
-        webhook.client.post("/voice/card", content=b"Digits=1234",
-                            headers={**form, "X-Twilio-Signature": "bm90IGl0"}),
+        webhook.client.post(
+            "/voice/card",
+            content=b"Digits=1234",
+            headers={**form, "X-Twilio-Signature": "bm90IGl0"},
+        ),
         signed_post(webhook.client, "another-token", BASE + "/voice/card", pairs),
-        signed_post(webhook.client, TOKEN, BASE + "/voice/card", pairs,
-                    sign_url=BASE + "/voice/pin"),
-        signed_post(webhook.client, TOKEN, BASE + "/voice/card", pairs,
-                    sign_pairs=[*pairs[:-1], ("Digits", "9999")]),
+        signed_post(
+            webhook.client, TOKEN, BASE + "/voice/card", pairs, sign_url=BASE + "/voice/pin"
+        ),
+        signed_post(
+            webhook.client,
+            TOKEN,
+            BASE + "/voice/card",
+            pairs,
+            sign_pairs=[*pairs[:-1], ("Digits", "9999")],
+        ),
     ]
     assert [(r.status_code, r.content) for r in answers] == [(403, b"")] * 5
     assert webhook.transit.encrypted == []
     assert webhook.metric("ivr_signature_failures_total") == 5
 
 
-def test_a_form_twilio_would_not_send_is_refused_before_the_signature(webhook: Webhook,
-                                                                      ) -> None:
+def test_a_form_twilio_would_not_send_is_refused_before_the_signature(
+    webhook: Webhook,
+) -> None:
     response = webhook.client.post("/voice", json={"CallSid": new_call_sid()})
     assert (response.status_code, response.content) == (415, b"")
 
@@ -155,14 +176,19 @@ def test_voice_asks_every_caller_for_the_account_number_or_star(webhook: Webhook
     root = twiml(webhook.post("/voice"))
     gather = root.find("Gather")
     assert gather is not None
-    assert (gather.attrib["action"], gather.attrib["numDigits"], gather.attrib["finishOnKey"],
-            gather.attrib["input"], gather.attrib["method"]) == (
-        "/voice/account", "8", "*", "dtmf", "POST")
+    assert (
+        gather.attrib["action"],
+        gather.attrib["numDigits"],
+        gather.attrib["finishOnKey"],
+        gather.attrib["input"],
+        gather.attrib["method"],
+    ) == ("/voice/account", "8", "*", "dtmf", "POST")
     assert spoken(root) == texts.ask_account(8)
 
 
 def test_star_alone_takes_the_registered_phone_path_without_asking_anything(
-        webhook: Webhook) -> None:
+    webhook: Webhook,
+) -> None:
     root = twiml(webhook.post("/voice/account", new_call_sid(), Digits="", FinishedOnKey="*"))
     assert spoken(root) == texts.ASK_CARD
     assert gather_action(root) == CARD_STEP
@@ -182,8 +208,7 @@ def test_the_account_number_is_encrypted_for_this_call_and_rides_on(webhook: Web
 
 
 @pytest.mark.parametrize("digits", ["", "1234567", "123456789", "1234567a", "#"])
-def test_a_bad_account_number_reprompts_then_says_goodbye(webhook: Webhook,
-                                                          digits: str) -> None:
+def test_a_bad_account_number_reprompts_then_says_goodbye(webhook: Webhook, digits: str) -> None:
     sid = new_call_sid()
     first = twiml(webhook.post("/voice/account", sid, Digits=digits))
     assert spoken(first) == f"Sorry, that was not 8 digits. {texts.ask_account(8)}"
@@ -194,12 +219,19 @@ def test_a_bad_account_number_reprompts_then_says_goodbye(webhook: Webhook,
     assert webhook.transit.encrypted == []
 
 
-@pytest.mark.parametrize("path", ["/voice/card", "/voice/card?number=1234",
-                                  "/voice/card?registered=2",
-                                  "/voice/card?registered=1&registered=1",
-                                  "/voice/card?registered=1&number=vault:v1:YQ=="])
-def test_a_card_step_without_one_signed_identification_ends_the_call(webhook: Webhook,
-                                                                    path: str) -> None:
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/voice/card",
+        "/voice/card?number=1234",
+        "/voice/card?registered=2",
+        "/voice/card?registered=1&registered=1",
+        "/voice/card?registered=1&number=vault:v1:YQ==",
+    ],
+)
+def test_a_card_step_without_one_signed_identification_ends_the_call(
+    webhook: Webhook, path: str
+) -> None:
     root = twiml(webhook.post(path, new_call_sid(), Digits="1234"))
     assert hangs_up(root) and spoken(root) == texts.CALL_AGAIN
     assert webhook.transit.encrypted == []
@@ -218,8 +250,9 @@ def test_a_bad_card_entry_reprompts_then_says_goodbye(webhook: Webhook, digits: 
     assert webhook.transit.encrypted == []  # nothing that is not 4 digits is encrypted
 
 
-def test_the_card_is_encrypted_for_this_call_and_rides_in_the_pin_action(webhook: Webhook,
-                                                                         ) -> None:
+def test_the_card_is_encrypted_for_this_call_and_rides_in_the_pin_action(
+    webhook: Webhook,
+) -> None:
     sid = new_call_sid()
     root = twiml(webhook.post(CARD_STEP, sid, Digits="1234"))
     assert spoken(root) == texts.ASK_PIN
@@ -238,25 +271,38 @@ def test_the_card_is_encrypted_for_this_call_and_rides_in_the_pin_action(webhook
 # -- the PIN: the backend's answer becomes a sentence --------------------------------------
 
 
-@pytest.mark.parametrize(("answer", "heard", "outcome"), [
-    ((200, FOUND), "Thank you. Your account number is AC12345678 and your balance is 12.55",
-     "found"),
-    ((404, {"detail": "not found"}), texts.NOT_FOUND, "not_found"),
-    ((423, {"detail": "locked"}), texts.NOT_FOUND, "locked"),  # no oracle for a guesser
-    ((429, {"detail": "too many failed lookups from this caller"}), texts.NOT_FOUND,
-     "caller_cut_off"),
-    ((409, {"detail": "this call already had its lookup"}), texts.NOT_FOUND, "second_lookup"),
-    ((422, {"detail": "ciphertext could not be decrypted for this call"}), texts.CALL_AGAIN,
-     "ciphertext_rejected"),
-    ((500, "Internal Server Error"), texts.TRY_LATER, "backend_error"),
-    ((503, {"detail": "vault unavailable"}), texts.TRY_LATER, "backend_error"),
-    ((401, ""), texts.TRY_LATER, "backend_error"),
-    ((200, {"account": "AC1"}), texts.TRY_LATER, "backend_bad_answer"),
-    ((200, "not json"), texts.TRY_LATER, "backend_bad_answer"),
-    (None, texts.TRY_LATER, "backend_unavailable"),
-])
+@pytest.mark.parametrize(
+    ("answer", "heard", "outcome"),
+    [
+        (
+            (200, FOUND),
+            "Thank you. Your account number is AC12345678 and your balance is 12.55",
+            "found",
+        ),
+        ((404, {"detail": "not found"}), texts.NOT_FOUND, "not_found"),
+        ((423, {"detail": "locked"}), texts.NOT_FOUND, "locked"),  # no oracle for a guesser
+        (
+            (429, {"detail": "too many failed lookups from this caller"}),
+            texts.NOT_FOUND,
+            "caller_cut_off",
+        ),
+        ((409, {"detail": "this call already had its lookup"}), texts.NOT_FOUND, "second_lookup"),
+        (
+            (422, {"detail": "ciphertext could not be decrypted for this call"}),
+            texts.CALL_AGAIN,
+            "ciphertext_rejected",
+        ),
+        ((500, "Internal Server Error"), texts.TRY_LATER, "backend_error"),
+        ((503, {"detail": "vault unavailable"}), texts.TRY_LATER, "backend_error"),
+        ((401, ""), texts.TRY_LATER, "backend_error"),
+        ((200, {"account": "AC1"}), texts.TRY_LATER, "backend_bad_answer"),
+        ((200, "not json"), texts.TRY_LATER, "backend_bad_answer"),
+        (None, texts.TRY_LATER, "backend_unavailable"),
+    ],
+)
 def test_the_backends_answer_is_what_the_caller_hears(
-        webhook: Webhook, answer: tuple[int, object] | None, heard: str, outcome: str) -> None:
+    webhook: Webhook, answer: tuple[int, object] | None, heard: str, outcome: str
+) -> None:
     webhook.backend.answer = answer
     sid = new_call_sid()
     card = webhook.transit.seal(b"1234", f"{sid}:card_last4".encode())
@@ -268,24 +314,33 @@ def test_the_backends_answer_is_what_the_caller_hears(
     (request,) = webhook.backend.requests
     pin = webhook.transit.seal(b"4321", f"{sid}:pin".encode())
     caller = webhook.transit.seal(b"+15005550006", f"{sid}:caller".encode())
-    assert request.body == {"call_sid": sid, "card_last4": card, "pin": pin,
-                            "caller": caller, "registered": True,
-                            "issued": parse_qs(urlsplit(path).query)["issued"][0]}
+    assert request.body == {
+        "call_sid": sid,
+        "card_last4": card,
+        "pin": pin,
+        "caller": caller,
+        "registered": True,
+        "issued": parse_qs(urlsplit(path).query)["issued"][0],
+    }
 
 
 def test_the_lookup_carries_the_account_number_and_the_attestation(webhook: Webhook) -> None:
     sid = new_call_sid()
     card = webhook.transit.seal(b"1234", f"{sid}:card_last4".encode())
     number = webhook.transit.seal(b"31415926", f"{sid}:account_number".encode())
-    twiml(webhook.post(pin_path(card, number=number), sid, Digits="4321",
-                       StirVerstat="TN-Validation-Passed-A"))
+    twiml(
+        webhook.post(
+            pin_path(card, number=number), sid, Digits="4321", StirVerstat="TN-Validation-Passed-A"
+        )
+    )
     (request,) = webhook.backend.requests
     assert request.body["account_number"] == number and "registered" not in request.body
     assert request.body["stir_verstat"] == "TN-Validation-Passed-A"
 
 
 def test_the_idempotency_key_is_what_twilio_signed_never_an_unsigned_header(
-        webhook: Webhook) -> None:
+    webhook: Webhook,
+) -> None:
     webhook.backend.answer = (404, {"detail": "not found"})
     sid = new_call_sid()
     path = pin_path(webhook.transit.seal(b"1234", f"{sid}:card_last4".encode()))
@@ -302,26 +357,30 @@ def test_the_idempotency_key_is_what_twilio_signed_never_an_unsigned_header(
 
 @pytest.mark.parametrize("issued", ["stale", "missing", "garbled", "repeated", "future"])
 def test_an_old_or_unreadable_pin_step_ends_the_call_without_a_lookup(
-        webhook: Webhook, issued: str) -> None:
+    webhook: Webhook, issued: str
+) -> None:
     sid = new_call_sid()
     card = webhook.transit.seal(b"1234", f"{sid}:card_last4".encode())
-    path = {"stale": pin_path(card, age=SETTINGS.step_max_age + 5),
-            "missing": "/voice/pin?" + urlencode({"card": card}),
-            "garbled": "/voice/pin?" + urlencode({"card": card, "issued": "soon"}),
-            "repeated": pin_path(card) + f"&issued={int(time.time())}",
-            "future": pin_path(card, age=-3600)}[issued]
+    path = {
+        "stale": pin_path(card, age=SETTINGS.step_max_age + 5),
+        "missing": "/voice/pin?" + urlencode({"card": card}),
+        "garbled": "/voice/pin?" + urlencode({"card": card, "issued": "soon"}),
+        "repeated": pin_path(card) + f"&issued={int(time.time())}",
+        "future": pin_path(card, age=-3600),
+    }[issued]
     root = twiml(webhook.post(path, sid, Digits="4321"))
     assert hangs_up(root) and spoken(root) == texts.CALL_AGAIN
-    assert webhook.metric("ivr_requests_total", route="/voice/pin",
-                          outcome="step_expired") == 1
+    assert webhook.metric("ivr_requests_total", route="/voice/pin", outcome="step_expired") == 1
     assert webhook.backend.requests == [] and webhook.transit.encrypted == []
 
 
-@pytest.mark.parametrize(("sent", "bucket"), [("+442071838750", "+442071838750"),
-                                              ("Anonymous", "anonymous"),
-                                              ("not a number", "anonymous")])
+@pytest.mark.parametrize(
+    ("sent", "bucket"),
+    [("+442071838750", "+442071838750"), ("Anonymous", "anonymous"), ("not a number", "anonymous")],
+)
 def test_the_caller_number_is_validated_then_encrypted_for_this_call(
-        webhook: Webhook, sent: str, bucket: str) -> None:
+    webhook: Webhook, sent: str, bucket: str
+) -> None:
     sid = new_call_sid()
     card = webhook.transit.seal(b"1234", f"{sid}:card_last4".encode())
     pairs = [(k, sent if k == "From" else v) for k, v in base_params(sid)]
@@ -356,10 +415,15 @@ def test_a_call_without_a_call_sid_hears_a_calm_goodbye(webhook: Webhook) -> Non
     assert hangs_up(root) and spoken(root) == texts.TRY_LATER
 
 
-@pytest.mark.parametrize("failure", [VaultUnavailable("transit encrypt: cannot reach Vault"),
-                                     RuntimeError("a bug"), KeyError("Digits")])
-def test_an_exception_becomes_calm_twiml_not_a_5xx(webhook: Webhook,
-                                                   failure: Exception) -> None:
+@pytest.mark.parametrize(
+    "failure",
+    [
+        VaultUnavailable("transit encrypt: cannot reach Vault"),
+        RuntimeError("a bug"),
+        KeyError("Digits"),
+    ],
+)
+def test_an_exception_becomes_calm_twiml_not_a_5xx(webhook: Webhook, failure: Exception) -> None:
     webhook.transit.fail_with = failure
     root = twiml(webhook.post(CARD_STEP, Digits="1234"))
     assert hangs_up(root) and spoken(root) == texts.TRY_LATER

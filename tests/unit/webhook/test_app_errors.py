@@ -28,10 +28,16 @@ def test_an_unexpected_error_still_answers_twiml() -> None:
 
     settings = Settings(twilio_auth_token=Secret("tok"), public_base_url="http://testserver")
     app = Starlette(routes=[Route("/voice/card", _route(buggy), methods=["POST"])])
-    app.state.webhook = WebhookState(settings, None, None, Metrics(),  # type: ignore[arg-type]
-                                     Localization.from_settings(settings))
+    app.state.webhook = WebhookState(
+        settings,
+        None,
+        None,
+        Metrics(),  # type: ignore[arg-type]
+        Localization.from_settings(settings),
+    )
     with TestClient(app, raise_server_exceptions=False) as test_client:
-        response = signed_post(test_client, "tok", "http://testserver/voice/card",
-                               [*base_params(), ("Digits", "1234")])
+        response = signed_post(
+            test_client, "tok", "http://testserver/voice/card", [*base_params(), ("Digits", "1234")]
+        )
     root = twiml(response)
     assert hangs_up(root) and spoken(root) == texts.TRY_LATER

@@ -37,7 +37,8 @@ def test_prompts_are_worded_as_in_the_tutorial() -> None:
     assert TUTORIAL["not_found"] == twiml.LOCKED  # no oracle for someone guessing PINs
     root = parse(twiml.account_found(TUTORIAL["found"], "AC12345678", "12.55", SAY))
     assert ["".join(say.itertext()) for say in root.iter("Say")] == [
-        TUTORIAL["found"].format(account="AC12345678", balance="12.55")]
+        TUTORIAL["found"].format(account="AC12345678", balance="12.55")
+    ]
 
 
 def test_the_account_label_is_read_character_by_character() -> None:
@@ -46,29 +47,41 @@ def test_the_account_label_is_read_character_by_character() -> None:
         '<?xml version="1.0" encoding="UTF-8"?><Response>'
         '<Say language="en-US" voice="Polly.Joanna">Thank you. Your account number is '
         '<say-as interpret-as="characters">AC12345678</say-as> and your balance is 12.55'
-        "</Say><Hangup /></Response>")
+        "</Say><Hangup /></Response>"
+    )
 
 
 def test_the_first_prompt_asks_for_the_account_number_or_star() -> None:
     assert twiml.ask_account(8) == (
         "Please enter your 8-digit account number. If you are calling from the phone "
-        "registered on your account, press star.")
-    root = parse(twiml.gather(twiml.ask_account(8), "/voice/account", say=SAY, digits=8,
-                              finish_on_key=twiml.REGISTERED_KEY))
+        "registered on your account, press star."
+    )
+    root = parse(
+        twiml.gather(
+            twiml.ask_account(8),
+            "/voice/account",
+            say=SAY,
+            digits=8,
+            finish_on_key=twiml.REGISTERED_KEY,
+        )
+    )
     (gather,) = list(root)
     assert (gather.attrib["numDigits"], gather.attrib["finishOnKey"]) == ("8", "*")
 
 
 def test_gather_asks_for_four_dtmf_digits() -> None:
-    root = parse(twiml.gather(twiml.ASK_CARD, twiml.action_url("/voice/card"), say=SAY,
-                              digits=4))
+    root = parse(twiml.gather(twiml.ASK_CARD, twiml.action_url("/voice/card"), say=SAY, digits=4))
     (gather,) = list(root)
     assert gather.tag == "Gather"
-    assert gather.attrib == {"input": "dtmf", "numDigits": "4", "timeout": "10",
-                             "action": "/voice/card", "method": "POST",
-                             "actionOnEmptyResult": "true"}
-    assert [(say.tag, say.text, say.attrib) for say in gather] == [
-        ("Say", twiml.ASK_CARD, SAY)]
+    assert gather.attrib == {
+        "input": "dtmf",
+        "numDigits": "4",
+        "timeout": "10",
+        "action": "/voice/card",
+        "method": "POST",
+        "actionOnEmptyResult": "true",
+    }
+    assert [(say.tag, say.text, say.attrib) for say in gather] == [("Say", twiml.ASK_CARD, SAY)]
 
 
 def test_en_us_is_todays_document_with_language_and_voice_added() -> None:
@@ -77,14 +90,16 @@ def test_en_us_is_todays_document_with_language_and_voice_added() -> None:
         '<?xml version="1.0" encoding="UTF-8"?><Response><Gather action="/voice/card" '
         'actionOnEmptyResult="true" input="dtmf" method="POST" numDigits="4" timeout="10">'
         '<Say language="en-US" voice="Polly.Joanna">Please enter last 4 digits of your '
-        "payment card number.</Say></Gather></Response>")
+        "payment card number.</Say></Gather></Response>"
+    )
 
 
 def test_retry_prefaces_the_prompt() -> None:
-    root = parse(twiml.gather(twiml.ASK_PIN, "/voice/pin", digits=4, preface=twiml.RETRY,
-                              say=SAY))
-    assert [say.text for say in root.iter("Say")] == ["Sorry, that was not 4 digits.",
-                                                      twiml.ASK_PIN]
+    root = parse(twiml.gather(twiml.ASK_PIN, "/voice/pin", digits=4, preface=twiml.RETRY, say=SAY))
+    assert [say.text for say in root.iter("Say")] == [
+        "Sorry, that was not 4 digits.",
+        twiml.ASK_PIN,
+    ]
 
 
 def test_ciphertext_in_the_action_url_survives_the_xml_round_trip() -> None:
@@ -98,8 +113,9 @@ def test_ciphertext_in_the_action_url_survives_the_xml_round_trip() -> None:
     assert twiml.action_url("/voice") == "/voice"
 
 
-@pytest.mark.parametrize("text", [twiml.NOT_FOUND, twiml.TRY_LATER, twiml.CALL_AGAIN,
-                                  twiml.TOO_MANY_TRIES])
+@pytest.mark.parametrize(
+    "text", [twiml.NOT_FOUND, twiml.TRY_LATER, twiml.CALL_AGAIN, twiml.TOO_MANY_TRIES]
+)
 def test_goodbyes_say_then_hang_up(text: str) -> None:
     root = parse(twiml.say_and_hang_up(text, SAY))
     assert [(verb.tag, verb.text) for verb in root] == [("Say", text), ("Hangup", None)]
@@ -109,18 +125,29 @@ def test_goodbyes_say_then_hang_up(text: str) -> None:
 def test_text_is_escaped_not_interpreted() -> None:
     root = parse(twiml.account_found(TUTORIAL["found"], "AC1<Hangup/>&", "1 & 2", SAY))
     (say, hangup) = list(root)
-    assert "".join(say.itertext()) == ("Thank you. Your account number is AC1<Hangup/>& "
-                                       "and your balance is 1 & 2")
+    assert "".join(say.itertext()) == (
+        "Thank you. Your account number is AC1<Hangup/>& and your balance is 1 & 2"
+    )
     assert hangup.tag == "Hangup"
 
 
 def test_the_menu_speaks_each_option_in_its_own_language() -> None:
     ja = {"language": "ja-JP", "voice": "Polly.Mizuki"}
-    root = parse(twiml.menu([("日本語は1を押してください。", ja), ("For English press 2.", SAY)],
-                            "/voice/language"))
+    root = parse(
+        twiml.menu(
+            [("日本語は1を押してください。", ja), ("For English press 2.", SAY)], "/voice/language"
+        )
+    )
     (gather,) = list(root)
-    assert gather.attrib == {"input": "dtmf", "numDigits": "1", "timeout": "10",
-                             "action": "/voice/language", "method": "POST",
-                             "actionOnEmptyResult": "true"}
+    assert gather.attrib == {
+        "input": "dtmf",
+        "numDigits": "1",
+        "timeout": "10",
+        "action": "/voice/language",
+        "method": "POST",
+        "actionOnEmptyResult": "true",
+    }
     assert [(say.text, say.attrib) for say in gather] == [
-        ("日本語は1を押してください。", ja), ("For English press 2.", SAY)]
+        ("日本語は1を押してください。", ja),
+        ("For English press 2.", SAY),
+    ]

@@ -32,16 +32,19 @@ def test_japanese_prompts_are_the_tutorials_own_words() -> None:
 def test_the_identification_prompt_takes_the_digit_count() -> None:
     assert CATALOGS["en-US"].text("ask_account", digits="8") == (
         "Please enter your 8-digit account number. If you are calling from the phone "
-        "registered on your account, press star.")
+        "registered on your account, press star."
+    )
     assert CATALOGS["ja-JP"].text("ask_account", digits="10") == (
         "10桁のアカウント番号を入力してください。ご登録の電話番号からおかけの場合は、"
-        "米印を押してください。")
+        "米印を押してください。"
+    )
 
 
 def _without(catalog: Catalog, key: str, **changed: str) -> Catalog:
     messages = {k: v for k, v in catalog.messages.items() if k != key}
-    return Catalog(catalog.tag, catalog.name, catalog.voices,
-                   MappingProxyType({**messages, **changed}))
+    return Catalog(
+        catalog.tag, catalog.name, catalog.voices, MappingProxyType({**messages, **changed})
+    )
 
 
 def test_a_missing_key_stops_the_start_in_one_line() -> None:
@@ -54,7 +57,8 @@ def test_a_missing_key_stops_the_start_in_one_line() -> None:
 def test_a_translation_that_drops_a_field_is_refused() -> None:
     ja = _without(CATALOGS["ja-JP"], "found", found="ありがとうございます。残高は{balance}です。")
     assert completeness_errors(CATALOGS[REFERENCE], ja) == [
-        "ja-JP: found must take the fields {account}, {balance}"]
+        "ja-JP: found must take the fields {account}, {balance}"
+    ]
 
 
 def test_an_amount_sentence_may_use_any_of_the_amount_fields_only() -> None:
@@ -62,7 +66,8 @@ def test_an_amount_sentence_may_use_any_of_the_amount_fields_only() -> None:
     assert completeness_errors(CATALOGS[REFERENCE], ok) == []
     bad = _without(CATALOGS["ja-JP"], "amount.JPY", **{"amount.JPY": "{yen}円"})
     assert completeness_errors(CATALOGS[REFERENCE], bad) == [
-        "ja-JP: amount.JPY must take some of the fields {amount}, {major}, {minor}"]
+        "ja-JP: amount.JPY must take some of the fields {amount}, {major}, {minor}"
+    ]
 
 
 def test_an_extra_key_and_several_errors_are_counted() -> None:
@@ -78,8 +83,9 @@ def test_a_catalog_lists_only_its_own_languages_voices() -> None:
     google = Catalog(ja.tag, ja.name, (*ja.voices, "Google.en-US-Standard-C"), ja.messages)
     with pytest.raises(ConfigError) as refused:
         check_catalog_voices({"ja-JP": google})
-    assert str(refused.value) == ("message catalog ja-JP: Google.en-US-Standard-C speaks "
-                                  "en-US, not ja-JP")
+    assert str(refused.value) == (
+        "message catalog ja-JP: Google.en-US-Standard-C speaks en-US, not ja-JP"
+    )
     polly = Catalog(ja.tag, ja.name, (*ja.voices, "Polly.Joanna"), ja.messages)
     with pytest.raises(ConfigError) as refused:
         check_catalog_voices({**CATALOGS, "ja-JP": polly})
