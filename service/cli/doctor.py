@@ -15,22 +15,23 @@ from service.settings import Settings
 
 
 def _doctor(args: argparse.Namespace, settings: Settings) -> int:
-    from service.doctor.identities import IDENTITIES
+    from service.doctor.identities import IDENTITIES, OPTIONAL_IDENTITIES
     from service.doctor.run import Options, run_doctor
 
     dev = getattr(args, "dev_env", None)
     dev_dirs = {}
     if dev is not None:
         dev_dirs = {
-            role: found for role in IDENTITIES if (found := dev.approle_dir(role)) is not None
+            role: found
+            for role in (*IDENTITIES, *OPTIONAL_IDENTITIES)
+            if (found := dev.approle_dir(role)) is not None
         }
     given = {}
     for item in args.credentials:
         role, _, directory = item.partition("=")
-        if role not in IDENTITIES or not directory:
-            raise BadInput(
-                f"--credentials: expected ROLE=DIR with ROLE one of {', '.join(IDENTITIES)}"
-            )
+        roles = (*IDENTITIES, *OPTIONAL_IDENTITIES)
+        if role not in roles or not directory:
+            raise BadInput(f"--credentials: expected ROLE=DIR with ROLE one of {', '.join(roles)}")
         given[role] = Path(directory)
     webhook_url, unknown = args.webhook_url, None
     named = (

@@ -33,6 +33,10 @@ from service.settings import Secret, Settings
 from service.vault.client import AppRoleCredentials, VaultClient
 
 IDENTITIES = ("ivr-webhook", "ivr-backend", "ivr-keyadmin")
+# Checked when its credentials are at hand (``--credentials ivr-backup=DIR``, or
+# ``.dev/ivr-backup/`` in a make run directory); a deployment that backs up from elsewhere
+# gives doctor none, and that is no failure.
+OPTIONAL_IDENTITIES = ("ivr-backup",)
 
 PROBE_PLAINTEXT = b"ivr-vault doctor probe"  # a fixed label, never caller data
 PROBE_CONTEXT = b"doctor:probe"
@@ -76,7 +80,7 @@ def read_approle_dir(directory: Path) -> AppRoleCredentials | None:
 def find_sources(given: Mapping[str, Path], dev_dirs: Mapping[str, Path]) -> dict[str, Source]:
     """Each identity's credentials from ``--credentials`` first, then ``.dev/``."""
     found: dict[str, Source] = {}
-    for role in IDENTITIES:
+    for role in (*IDENTITIES, *OPTIONAL_IDENTITIES):
         for directory, label in (
             (given.get(role), "--credentials"),
             (dev_dirs.get(role), "make run"),
@@ -119,6 +123,7 @@ class Probe:
     path: str
     payload: Mapping[str, Any] | None
     allowed: bool
+    binary: bool = False  # the answer is not JSON (a Raft snapshot)
 
 
 def probes(role: str, settings: Settings, ciphertext: str | None) -> list[Probe]:
@@ -158,10 +163,21 @@ def probes(role: str, settings: Settings, ciphertext: str | None) -> list[Probe]
         f"export {dtmf}", "GET", f"{mount}/export/encryption-key/{dtmf}", None, allowed=False
     )
     backup = Probe(f"back up {dtmf}", "GET", f"{mount}/backup/{dtmf}", None, allowed=False)
+    # What `ivr-vault backup` does: a whole snapshot, read and dropped (sealed under the
+    # barrier: it opens only with the unseal keys, which this identity never sees).
+    snapshot = Probe(
+        "take a Raft snapshot",
+        "GET",
+        "sys/storage/raft/snapshot",
+        None,
+        allowed=role == "ivr-backup",
+        binary=True,
+    )
     return {
         "ivr-webhook": [encrypt, decrypt, hmac_, read_key],
         "ivr-backend": [hmac_, decrypt, encrypt, read_key],
         "ivr-keyadmin": [read_key, decrypt, export, backup, hmac_],
+        "ivr-backup": [snapshot, encrypt, decrypt, hmac_, read_key],
     }[role]
 
 
@@ -175,9 +191,13 @@ class Outcome:
 
 def run_probe(client: VaultClient, probe: Probe, outcome: Outcome) -> None:
     try:
-        answer = client.request(
-            probe.method, probe.path, f"doctor: {probe.says}", probe.payload, retry_denied=False
-        )
+        if probe.binary:
+            client.download(probe.path, f"doctor: {probe.says}")
+            answer: dict[str, Any] = {}
+        else:
+            answer = client.request(
+                probe.method, probe.path, f"doctor: {probe.says}", probe.payload, retry_denied=False
+            )
     except VaultPermissionDenied:
         if probe.allowed:
             outcome.problems.append(f"cannot {probe.says} (denied; its policy should allow it)")

@@ -17,6 +17,7 @@ from service.doctor.endpoints import (
 )
 from service.doctor.identities import (
     IDENTITIES,
+    OPTIONAL_IDENTITIES,
     Source,
     environment_source,
     find_sources,
@@ -103,10 +104,11 @@ def run_doctor(settings: Settings, options: Options) -> Report:
     schema = schema_status(settings)
     ciphertext: str | None = None
     keys: dict[str, KeyStatus] | None = None
-    for role in IDENTITIES:
+    for role in (*IDENTITIES, *OPTIONAL_IDENTITIES):
         source = sources.get(role)
         if source is None:
-            checks.append(missing_check(role))
+            if role in IDENTITIES:
+                checks.append(missing_check(role))
             continue
         with logged_in(connect, source) as client:
             row, made = identity_check(client, source, settings, ciphertext)

@@ -24,7 +24,7 @@ from service.doctor.report import Report
 from service.doctor.run import Options, run_doctor
 from service.settings import Settings
 from service.store.migrations import LATEST
-from service.vault.bootstrap import RoleCredentials, layout_dir
+from service.vault.bootstrap import RoleCredentials, issue_credentials, layout_dir
 from service.vault.client import VaultClient
 from tests.support.keys import private_vault
 from tests.support.stack import ROLES, Stack, make_stack
@@ -381,3 +381,20 @@ def test_http_public_url(doctored: Doctored) -> None:
     assert set(rows) == {"public URL"}
     assert "https://" in rows["public URL"]
     assert doctored.run(PUBLIC_BASE_URL="https://ivr.example.com").ok
+
+
+def test_the_backup_identity_is_checked_when_its_credentials_are_given(
+    doctored: Doctored, tmp_path: Path
+) -> None:
+    """Its own row: it logs in, may take a Raft snapshot (what ``ivr-vault backup`` does)
+    and is denied every Transit operation. Without its credentials there is no row, and no
+    failure: a deployment may back up from elsewhere."""
+    issue_credentials(doctored.admin, ["ivr-backup"])["ivr-backup"].write(tmp_path / "backup")
+    report = doctored.run(credentials={**doctored.credentials(), "ivr-backup": tmp_path / "backup"})
+    row = next(check for check in report.checks if check.name == "identity ivr-backup")
+    assert row.ok, row.detail
+    assert (
+        "may take a Raft snapshot; denied encrypt with ivr-dtmf, decrypt with ivr-dtmf, "
+        "HMAC with ivr-lookup, read ivr-dtmf's metadata" in row.detail
+    )
+    assert "identity ivr-backup" not in {check.name for check in doctored.run().checks}
