@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,3 +140,21 @@ class Stacks:
     def stop_all(self) -> None:
         while self._started:
             self._started.pop().stop()
+
+
+def cli_call(stack: Stack, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`ivr-vault call ARGS` against ``stack``'s webhook, run in ``cwd`` as an operator would."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(cwd),
+        "TWILIO_AUTH_TOKEN": stack.twilio_token,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "service", "call", *args, "--url", stack.webhook.url],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

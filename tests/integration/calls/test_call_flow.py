@@ -25,7 +25,7 @@ from service.vault.bootstrap import RoleCredentials
 from service.webhook import twiml
 from service.webhook.signature import compute_signature
 from tests.support.demo import ANSWER, FOUND
-from tests.support.stack import Stack, Stacks, role_client
+from tests.support.stack import Stack, Stacks, cli_call, role_client
 
 ASK_ACCOUNT = twiml.ASK_ACCOUNT.format(digits=8)
 
@@ -46,23 +46,6 @@ def play(
         ).play(entries, **kwargs)
     assert set(result.statuses) == {200}
     return heard, result.completed
-
-
-def cli_call(stack: Stack, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(cwd),
-        "TWILIO_AUTH_TOKEN": stack.twilio_token,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "service", "call", *args, "--url", stack.webhook.url],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_happy_path_through_caller(stack: Stack) -> None:

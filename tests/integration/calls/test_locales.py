@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from service.devtools.caller import REGISTERED, Caller
 from service.devtools.devstack import DevVault
 from service.vault.bootstrap import RoleCredentials
 from service.webhook.locales.registry import CATALOGS
-from tests.support.stack import Stack, make_stack
+from tests.support.stack import Stack, cli_call, make_stack
 
 JA_NUMBER = "+81312345678"
 US_NUMBER = "+15005550001"
@@ -287,28 +286,11 @@ def test_a_choice_outside_the_menu_is_not_honoured(menu: Stack) -> None:
     assert ["".join(s.itertext()) for s in says] == [EN.text("retry"), EN.text("ask_card")]
 
 
-def cli(stack: Stack, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(cwd),
-        "TWILIO_AUTH_TOKEN": stack.twilio_token,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "service", "call", *args, "--url", stack.webhook.url],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_the_simulator_shows_what_a_caller_of_a_number_hears(
     numbers: Stack, tmp_path: Path
 ) -> None:
     _, _, number, card, pin = YEN_ACCOUNT
-    done = cli(
+    done = cli_call(
         numbers,
         tmp_path,
         "--to",
@@ -331,7 +313,7 @@ def test_the_simulator_shows_what_a_caller_of_a_number_hears(
 
 
 def test_the_simulator_answers_the_menu_with_lang(menu: Stack, tmp_path: Path) -> None:
-    done = cli(menu, tmp_path, "--lang", "ja-JP", "--card", "1234", "--pin", "4321")
+    done = cli_call(menu, tmp_path, "--lang", "ja-JP", "--card", "1234", "--pin", "4321")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "[language=ja-JP voice=Polly.Mizuki]",
