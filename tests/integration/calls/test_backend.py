@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -59,7 +60,7 @@ def test_fuzz_the_openapi_document(
     @settings(
         max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), database=None
     )
-    def fuzz(case: schemathesis.Case) -> None:
+    def fuzz(case: schemathesis.Case[Any]) -> None:
         if mode == GenerationMode.POSITIVE and isinstance(case.body, dict):
             # A random issue time is a stale step (410) before anything else is looked
             # at: now, so that the fuzzing reaches the decryption and the decision.

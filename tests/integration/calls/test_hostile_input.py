@@ -68,7 +68,7 @@ def test_missing_empty_or_garbled_signature(
         response = client.post(
             _url(stack, path),
             content=b"CallSid=CA" + b"0" * 32,
-            headers={k: v.encode("utf-8") for k, v in headers.items()},
+            headers={k.encode(): v.encode("utf-8") for k, v in headers.items()},
         )
         assert response.status_code == 403, path
         assert response.content == b""

@@ -89,7 +89,9 @@ def test_a_signature_over_the_url_without_its_port_is_accepted(
 
 def test_a_signature_over_another_port_is_still_refused(stack: Stack, client: httpx.Client) -> None:
     url = stack.webhook.url + "/voice/card?registered=1"
-    other = urlsplit(url)._replace(netloc=f"127.0.0.1:{urlsplit(url).port + 1}").geturl()
+    port = urlsplit(url).port
+    assert port is not None
+    other = urlsplit(url)._replace(netloc=f"127.0.0.1:{port + 1}").geturl()
     response = post(client, stack, url, [*base_params(), ("Digits", "1234")], sign_url=other)
     assert (response.status_code, response.content) == (403, b"")
 

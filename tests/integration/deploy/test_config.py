@@ -70,7 +70,8 @@ def _good_env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-CASES = [
+# role, settings changed (None: removed), the setting named, what must not be shown
+CASES: list[tuple[str, dict[str, str | None], str, tuple[str, ...]]] = [
     ("webhook", {"TWILIO_AUTH_TOKEN": None}, "TWILIO_AUTH_TOKEN", ()),
     ("backend", {"VAULT_SECRET_ID_FILE": None}, "VAULT_SECRET_ID", ()),
     ("webhook", {"WEBHOOK_PORT": "80a"}, "WEBHOOK_PORT", ()),

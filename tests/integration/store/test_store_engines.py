@@ -108,13 +108,13 @@ def test_versions_and_replacement(store: Store) -> None:
     assert store.lookup_versions() == [3, 1]
     assert store.version_counts() == {1: 3, 3: 2}  # verifiers, number, registration
     aid = account_id(store)
-    store.transaction(
-        lambda ledger: (
-            ledger.replace_verifiers(aid, "vault:v3:bmV3LWNhcmQ=", "vault:v3:bmV3LXBpbg==", None),
-            ledger.replace_number(aid, "vault:v3:bnVtYmVyMw=="),
-            ledger.replace_registration(aid, CALLER_ID_V1, "vault:v3:Y2FsbGVyMw=="),
-        )
-    )
+
+    def rekey(ledger: SqliteLedger) -> None:
+        ledger.replace_verifiers(aid, "vault:v3:bmV3LWNhcmQ=", "vault:v3:bmV3LXBpbg==", None)
+        ledger.replace_number(aid, "vault:v3:bnVtYmVyMw==")
+        ledger.replace_registration(aid, CALLER_ID_V1, "vault:v3:Y2FsbGVyMw==")
+
+    store.transaction(rekey)
     assert store.lookup_versions() == [3]
     assert store.version_counts() == {3: 5}
 
@@ -150,7 +150,7 @@ def test_card_state_round_trips_and_a_clean_state_leaves_no_row(store: Store) ->
     aid = account_id(store)
     assert state_of(store) == CardState()
     for state in (CardState(3), CardState(5, 1_000_900.25), CardState(10, 0.0, hard=True)):
-        store.transaction(lambda ledger, s=state: ledger.set_card_state(aid, s))
+        store.transaction(lambda ledger: ledger.set_card_state(aid, state))  # noqa: B023 (run at once)
         assert state_of(store) == state
     assert count_rows(store, "card_lockout") == 1
     store.transaction(lambda ledger: ledger.set_card_state(aid, CardState()))
@@ -170,7 +170,7 @@ def test_card_state_survives_a_new_store_object(store: Store) -> None:
 def test_caller_failures_count_in_a_sliding_window(store: Store) -> None:
     now, window = 1_000_000.0, 86_400.0
     for at in (now, now + 10, now + 20):
-        store.transaction(lambda ledger, t=at: ledger.add_caller_failure(CALLER, t, window))
+        store.transaction(lambda ledger: ledger.add_caller_failure(CALLER, at, window))  # noqa: B023
     store.transaction(lambda ledger: ledger.add_caller_failure("vault:v1:b3RoZXI=", now, window))
 
     def count(at: float) -> int:
@@ -190,8 +190,8 @@ def test_reset_caller_forgets_one_number_and_cut_offs_are_counted(store: Store) 
     now, window, limit = time.time(), 86_400.0, 3
     other = "vault:v1:b3RoZXI="
     for n in range(limit):
-        store.transaction(lambda ledger, t=now - n: ledger.add_caller_failure(CALLER, t, window))
-        store.transaction(lambda ledger, t=now - n: ledger.add_caller_failure(other, t, window))
+        store.transaction(lambda ledger: ledger.add_caller_failure(CALLER, now - n, window))  # noqa: B023
+        store.transaction(lambda ledger: ledger.add_caller_failure(other, now - n, window))  # noqa: B023
     assert store.cut_off_callers(now - window, limit) == 2
     assert store.cut_off_callers(now - window, limit + 1) == 0
     assert store.reset_caller(CALLER) == limit

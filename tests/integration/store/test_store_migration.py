@@ -16,6 +16,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Mapping
 from contextlib import closing
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def schema_2_store(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, 
 
 def cli(
     *args: str,
-    env: dict[str, str],
+    env: Mapping[str, str],
     cwd: Path,
     stdin: str = "",
 ) -> subprocess.CompletedProcess[str]:

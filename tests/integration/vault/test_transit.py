@@ -179,7 +179,7 @@ class CountingExecutor(ThreadPoolExecutor):
         super().__init__(max_workers=2)
         self.submitted = 0
 
-    def submit(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def,override]
+    def submit(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
         self.submitted += 1
         return super().submit(*args, **kwargs)  # type: ignore[arg-type]
 

@@ -185,10 +185,10 @@ async def test_vault_dying_mid_batch_fails_only_that_batch(tmp_path: Path) -> No
             vault.restart()  # the same address, data and root token, unsealed again
 
             # Same Transit, same pool: the dead connections are replaced, nothing stuck.
-            results = await asyncio.gather(
+            fresh = await asyncio.gather(
                 *(transit.encrypt(b"1234", call_context(sid(), "card")) for _ in range(20))
             )
-            assert all(r.ciphertext.startswith("vault:v1:") for r in results)
+            assert all(r.ciphertext.startswith("vault:v1:") for r in fresh)
     finally:
         vault.stop()
 
