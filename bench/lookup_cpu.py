@@ -53,7 +53,8 @@ async def _child(lookups: int) -> float:
         )
         (canary,) = await transit.hmac([CANARY_INPUT])
         records = await make_records(
-            transit, [Enrolment("AC12345678", "12.55", number, card, pin, (caller,))]
+            transit,  # type: ignore[arg-type]  # the fake is Transit's shape, not its type
+            [Enrolment("AC12345678", "12.55", number, card, pin, (caller,))],
         )
         store = Store(settings.store_path)
         store.add_canary(canary, 0.0)
