@@ -1,11 +1,12 @@
 """The backend's own CPU per lookup, this tree against another revision, alternating.
 
-    python -m bench.lookup_cpu [--rev REV] [--rounds 7] [--lookups 1500]
+    python -m bench.lookup_cpu [--rev REV] [--rounds 7] [--lookups 1500] [--engine postgresql]
 
 On a shared machine the whole-call A/B (bench/ab.py) moves by more than a lookup's thread
 hop; this isolates it. Each round runs, for each arm, a fresh process that builds the
-backend app (its lifespan, a real SQLite store in a temporary directory, the log pipeline
-writing to /dev/null) around the unit tests' fake Transit (tests/support/fake_transit.py:
+backend app (its lifespan, a real store: a SQLite file in a temporary directory, or a new
+database on a local PostgreSQL started once, whose own CPU is not in the figure; the log
+pipeline writing to /dev/null) around the unit tests' fake Transit (tests/support/fake_transit.py:
 no Vault, so Vault's and the network's time are not in the figure), sends ``--lookups``
 found lookups, each its own call with an Idempotency-Key, through ASGI in one event loop,
 and reports its own CPU time (``time.process_time``) per lookup. Arm B is ``git archive
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -23,13 +25,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 WARM_UP = 200
 
 
-async def _child(lookups: int) -> float:
+async def _child(lookups: int, store_url: str | None) -> float:
     import httpx
 
     from service.backend.app import create_backend_app
@@ -50,13 +54,14 @@ async def _child(lookups: int) -> float:
             vault_secret_id=Secret("secret"),
             backend_token=Secret("bench-bearer"),
             store_path=str(Path(tmp) / "s.sqlite3"),
+            store_url=Settings.from_environ({"STORE_URL": store_url}).store if store_url else None,
         )
         (canary,) = await transit.hmac([CANARY_INPUT])
         records = await make_records(
             transit,  # type: ignore[arg-type]  # the fake is Transit's shape, not its type
             [Enrolment("AC12345678", "12.55", number, card, pin, (caller,))],
         )
-        store = Store(settings.store_path)
+        store = Store(settings.store)
         store.add_canary(canary, 0.0)
         store.add_accounts(records)
         store.close()
@@ -105,11 +110,34 @@ def main() -> int:
     parser.add_argument("--rev", help="arm B's git revision")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--lookups", type=int, default=1500)
+    parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--store-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(asyncio.run(_child(args.lookups))))
+        print(json.dumps(asyncio.run(_child(args.lookups, args.store_url))))
         return 0
+    with ExitStack() as exits:
+        return _parent(args, exits)
+
+
+def _parent(args: argparse.Namespace, exits: ExitStack) -> int:
+    new_store: Callable[[], list[str]] = list
+    if args.engine == "postgresql":
+        from service.devtools.postgres import RUNTIME, LocalPostgres
+        from service.settings import Settings
+        from service.store.migrations import migrate_store
+
+        server = LocalPostgres(HERE / ".work" / "lookup-cpu" / "postgres")
+        server.start()
+        exits.callback(server.stop)
+        names = itertools.count(1)
+
+        def new_store() -> list[str]:
+            name = f"lookup_cpu_{os.getpid()}_{next(names)}"
+            migrate_store(Settings.from_environ({"STORE_URL": server.new_database(name)}).store)
+            return ["--store-url", server.url_for(name, RUNTIME)]
+
     arms: dict[str, dict[str, str]] = {"A: this tree": {}}
     if args.rev:
         src = _source(args.rev)
@@ -142,7 +170,8 @@ def main() -> int:
     load.append(os.getloadavg()[0])
     print(
         f"`python -m bench.lookup_cpu{f' --rev {args.rev}' if args.rev else ''}"
-        f" --rounds {args.rounds} --lookups {args.lookups}`; 1-minute load average"
+        f" --rounds {args.rounds} --lookups {args.lookups}"
+        f"{' --engine postgresql' if args.engine == 'postgresql' else ''}`; 1-minute load average"
         f" {load[0]:.1f} before, {load[1]:.1f} after.\n"
     )
     print("| arm | backend CPU ms per lookup, median | each round |")
