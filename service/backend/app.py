@@ -38,6 +38,7 @@ from service.formats import ciphertext_version
 from service.settings import Settings
 from service.step_time import issued_is_fresh
 from service.store.accounts import Store
+from service.store.ledger import Answer
 from service.vault import session
 from service.vault.session import TransitSession, freeze_startup_heap
 from service.web import budget
@@ -134,37 +135,67 @@ async def lookup_endpoint(request: Request) -> Response:
         return _error(503, "request budget spent")
 
 
+# Outcomes reached before the decision's transaction: a retry that reaches one of these
+# looks for its remembered answer on its own (see _decide).
+_BEFORE_THE_STORE = frozenset({LookupOutcome.UNDECRYPTABLE, LookupOutcome.MALFORMED})
+
+
 async def _decide(lookup: Lookup, parsed: LookupRequest, key: str | None) -> Response:
+    """The decision's transaction reads the call's remembered answers first
+    (decision.py, step 1), so a retry is answered there: one hop to the store's threads
+    per lookup, not a read before Vault and the transaction after. Only a lookup that
+    never reaches that transaction (Vault cannot answer, the entries no longer decrypt)
+    reads its remembered answer on its own, so a retry still gets the answer it was
+    given, whatever Vault does now."""
     try:
-        if key is not None:
-            remembered = await lookup.remembered(parsed.call_sid, key)
-            if remembered is not None:
-                return _replayed(remembered)
         # A "not found" is only an answer when this Vault can reproduce the store's
         # verifiers (keycheck.py); otherwise the caller hears "please call again later".
         if lookup.keys is not None and not await lookup.keys.usable():
-            annotate(outcome="vault_unavailable", error_kind="lookup_key")
-            return _error(503, "vault unavailable")
+            return await _vault_unavailable(lookup, parsed, key, "lookup_key")
         decision = await lookup(parsed, http_answer, key)
     except VaultError as exc:
         lookup.metrics.vault_errors.labels(exc.kind).inc()
-        annotate(outcome="vault_unavailable", error_kind=exc.kind)
-        return _error(503, "vault unavailable")
+        return await _vault_unavailable(lookup, parsed, key, exc.kind)
     except StoreUnavailable:
         # Nothing was decided, or it did not commit: a retry (on another replica) decides.
         annotate(outcome="store_unavailable")
         return _error(503, "store unavailable")
-    if decision.replayed is not None:  # the same request, decided while this one waited
+    if decision.replayed is not None:  # the same request, answered before
         return _replayed(decision.replayed)
     result = decision.result
     assert result is not None
+    if result.outcome in _BEFORE_THE_STORE:
+        remembered = await _remembered(lookup, parsed, key)
+        if remembered is not None:
+            return _replayed(remembered)
     lookup.metrics.lookups.labels(result.outcome.value).inc()
     annotate(outcome=result.outcome.value)
     status, body = http_answer(result)
     return JSONResponse(body, status_code=status)
 
 
-def _replayed(answer: tuple[int, str]) -> Response:
+async def _vault_unavailable(
+    lookup: Lookup, parsed: LookupRequest, key: str | None, kind: str
+) -> Response:
+    remembered = await _remembered(lookup, parsed, key)
+    if remembered is not None:
+        return _replayed(remembered)
+    annotate(outcome="vault_unavailable", error_kind=kind)
+    return _error(503, "vault unavailable")
+
+
+async def _remembered(lookup: Lookup, parsed: LookupRequest, key: str | None) -> Answer | None:
+    """The answer this very request was given, read outside any transaction, if any (a
+    store that cannot answer either: none, and the request's own failure stands)."""
+    if key is None:
+        return None
+    try:
+        return await lookup.remembered(parsed.call_sid, key)
+    except StoreUnavailable:
+        return None
+
+
+def _replayed(answer: Answer) -> Response:
     annotate(outcome="replayed")
     status, saved = answer
     return JSONResponse(json.loads(saved), status_code=status)

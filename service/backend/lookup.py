@@ -127,7 +127,8 @@ class Lookup:
         return await asyncio.get_running_loop().run_in_executor(self.executor, func, *args)
 
     async def remembered(self, call_sid: str, request_key: str) -> Answer | None:
-        """The answer already given to this very request, if any."""
+        """The answer already given to this very request, if any: read on its own only by
+        a lookup that cannot reach its transaction (app.py), which otherwise reads it."""
         return await self.db(self.store.answer, call_sid, request_key, time.time(), self.answer_ttl)
 
     async def __call__(

@@ -130,6 +130,10 @@ def uvicorn_options() -> dict[str, Any]:
     WEB_CONCURRENCY, each then holding its own Vault login, its own coalescer (smaller
     batches) and its own /metrics registry; more processes or replicas scale out too, which
     the stateless call flow allows.
+
+    uvicorn, not granian: granian's p99 was lower, but a whole call cost 17-20 % more CPU
+    over all processes, in smaller Transit batches (0.29-0.31 Transit calls per request
+    against 0.18-0.19: bench/ab/granian.md, issue 21).
     """
     from service.logs.config import UVICORN_LOG_KWARGS
 

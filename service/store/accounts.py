@@ -144,7 +144,8 @@ class Store:
 
     def answer(self, call_sid: str, request_key: str, now: float, ttl: float) -> Answer | None:
         """The answer already given to this very request, if any (a read, outside any
-        transaction: a Twilio retry is answered without Vault)."""
+        transaction: a retry answered when Vault cannot decide it; otherwise the
+        decision's transaction reads the call's answers itself)."""
         row = self._run(
             lambda db: db.execute(
                 "SELECT status, body FROM call_answers WHERE call_sid=? AND request_key=?"

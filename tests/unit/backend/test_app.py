@@ -18,7 +18,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -320,12 +320,12 @@ def test_the_registered_path_and_its_refusals(backend: Backend) -> None:
         assert backend.lookup({**backend.ciphertexts(new_call_sid()), **bad}).status_code == 422
 
 
-def test_one_lookup_is_one_decrypt_one_hmac_and_two_thread_hops(
+def test_one_lookup_is_one_decrypt_one_hmac_and_one_thread_hop(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What docs/security.md states: per lookup, on either path, one Transit decrypt and
-    one Transit HMAC (batches), and two hops to the store's threads (the remembered
-    answer's read, the decision's transaction)."""
+    one Transit HMAC (batches), and one hop to the store's threads (the decision's
+    transaction, which reads the remembered answers too); a retry the same."""
     backend.lookup(backend.ciphertexts(new_call_sid()), key="warm-up")  # canary recorded
     counts: Counter[str] = Counter()
     transit = backend.transit
@@ -353,7 +353,12 @@ def test_one_lookup_is_one_decrypt_one_hmac_and_two_thread_hops(
     for n, body in enumerate(bodies):
         counts.clear()
         assert backend.lookup(body, key=f"key-{n}").status_code == 200
-        assert counts == {"decrypt": 1, "hmac": 1, "thread hops": 2}, counts
+        assert counts == {"decrypt": 1, "hmac": 1, "thread hops": 1}, counts
+        counts.clear()
+        with structlog.testing.capture_logs() as logs:
+            assert backend.lookup(body, key=f"key-{n}").status_code == 200
+        assert access_lines(logs) == [("replayed", 200)]
+        assert counts == {"decrypt": 1, "hmac": 1, "thread hops": 1}, counts
 
 
 def test_vault_unavailable_is_503_and_nothing_is_decided(backend: Backend) -> None:
@@ -365,6 +370,39 @@ def test_vault_unavailable_is_503_and_nothing_is_decided(backend: Backend) -> No
 
 
 # -- a retry of the same request ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("failure", ["vault", "canaries", "undecryptable"])
+def test_a_retry_gets_its_remembered_answer_when_vault_cannot_decide_it(
+    backend: Backend, failure: str
+) -> None:
+    """The remembered answer is read in the decision's transaction, after Vault: a retry
+    that never gets there (Vault away, its canaries not reproduced, the entries no longer
+    decrypting) still gets the answer it was given, from a read of its own; a request
+    without a remembered answer gets the failure's own answer."""
+    sid = new_call_sid()
+    body = backend.ciphertexts(sid, pin="0000")
+    first = backend.lookup(body, key="token-1")
+    assert (first.status_code, first.json()) == (404, {"detail": "not found"})
+    lookup = backend.client.app.state.lookup  # type: ignore[attr-defined]
+    if failure == "vault":
+        backend.transit.fail_with = VaultTimeout("transit decrypt: no answer from Vault in time")
+        expected, outcome = (503, {"detail": "vault unavailable"}), "vault_unavailable"
+    elif failure == "canaries":
+        lookup.keys._last = replace(lookup.keys._last, mismatched=(1,))
+        lookup.keys._checked_at = lookup.keys.clock()
+        expected, outcome = (503, {"detail": "vault unavailable"}), "vault_unavailable"
+    else:
+        body = {**body, "pin": backend.transit.seal(b"0000", b"another call:pin")}
+        expected = (422, {"detail": "ciphertext could not be decrypted for this call"})
+        outcome = "undecryptable"
+    with structlog.testing.capture_logs() as logs:
+        again = backend.lookup(body, key="token-1")
+        other = backend.lookup(body, key="token-2")
+    assert (again.status_code, again.json()) == (404, {"detail": "not found"})
+    assert (other.status_code, other.json()) == expected
+    assert access_lines(logs) == [("replayed", 404), (outcome, expected[0])]
+    assert backend.metric("ivr_lookups_total", outcome="not_found") == 1  # decided once
 
 
 def test_a_replay_gets_the_remembered_answer(backend: Backend) -> None:
