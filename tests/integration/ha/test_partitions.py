@@ -11,7 +11,8 @@ with two lookups).
 - one backend cut from PostgreSQL only (it still reaches Vault and the webhooks);
 - a lossy link between the webhooks and Vault (5 % of packets, both ways, 15 s; this
   kernel has no netem, so no added delay);
-- an asymmetric cut: one webhook reaches Vault but not the backends;
+- an asymmetric cut: one webhook reaches Vault but not the backends (its PIN steps go
+  round again to the other webhook: 0 calls lost);
 - the minority side: one "machine" (a Vault node, a backend, a webhook) cut from the
   rest, where Caddy and PostgreSQL are.
 
@@ -20,6 +21,7 @@ Each prints its figures; docs/deployment.md and bench/RESULTS.md quote them.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -112,6 +114,17 @@ def logged(c: NetCluster, role: str, text: str) -> Moment:
         return min(stamps) if stamps else None
 
     return seconds
+
+
+def outcomes(c: NetCluster, role: str, outcome: str) -> int:
+    """How many requests the ``role`` processes logged with ``outcome``, so far."""
+    count = 0
+    for path in c.logs["logs"].glob(f"{role}-*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                count += isinstance(entry, dict) and entry.get("outcome") == outcome
+    return count
 
 
 def drill(
@@ -216,21 +229,28 @@ def test_a_lossy_link_between_the_webhooks_and_vault(cluster: NetCluster) -> Non
 
 
 def test_one_webhook_cut_from_the_backends(cluster: NetCluster) -> None:
+    """Until its /readyz turns 503 (about 1.1 s) and Caddy's next check, the cut webhook
+    still takes calls; a PIN step there reaches no backend and goes round again through
+    Caddy (a ``<Redirect>`` with its ciphertexts), to the webhook that does. Before, those
+    steps ran into the request budget and their callers heard "please call again later":
+    6 of 917 calls."""
     webhook = cluster.webhooks[0]
 
     def cut() -> None:
         for backend in cluster.backends:
             cluster.net.cut(webhook.host, backend.host)
 
+    name = "webhook cut from the backends 10 s"
     drilled = drill(
         cluster,
-        "webhook cut from the backends 10 s",
+        name,
         begin=cut,
         detected=since(lambda: ready(webhook.url) == 503),
         recovered=since(lambda: ready(webhook.url) == 200),
     )
-    lost_only_before_the_proxy_noticed(drilled)
-    assert_store_exact(drilled)
+    FIGURES[name]["steps_resent"] = outcomes(cluster, "webhook", "resent")
+    print(f"steps sent round again: {FIGURES[name]['steps_resent']}")
+    assert_no_call_lost(drilled)
 
 
 def test_the_minority_side(cluster: NetCluster) -> None:
