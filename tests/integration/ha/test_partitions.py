@@ -9,8 +9,9 @@ with two lookups).
 
 - the Vault leader's host cut off completely for 10 s;
 - one backend cut from PostgreSQL only (it still reaches Vault and the webhooks);
-- a lossy link between the webhooks and Vault (5 % of packets, both ways, 15 s; this
-  kernel has no netem, so no added delay);
+- a slow, lossy link between the webhooks and Vault (100 ms each way and 5 % of packets
+  lost, both ways, 15 s; this kernel has no netem: the delay is iptables' NFQUEUE and a
+  process in each webhook's host that holds each packet, tests/support/nfdelay.py);
 - an asymmetric cut: one webhook reaches Vault but not the backends (its PIN steps go
   round again to the other webhook: 0 calls lost);
 - the minority side: one "machine" (a Vault node, a backend, a webhook) cut from the
@@ -45,6 +46,7 @@ from tests.support.drills import (
     assert_store_exact,
     fault_drill,
 )
+from tests.support.load import percentile
 from tests.support.netcluster import NetCluster, start_cluster
 from tests.support.netns import Network
 from tests.support.tools import require
@@ -53,6 +55,8 @@ pytestmark = pytest.mark.timeout(600)
 
 HOLD_S = 10.0
 LOSSY_S = 15.0
+LOSS = 0.05
+DELAY_S = 0.1  # each way
 # Caddy checks a webhook's /readyz every 0.5 s and gives up on one after 3 s
 # (proxy/Caddyfile.ha); a webhook cut off, or ready no more, is out of rotation by then.
 # Calls whose requests reached it before may be lost (it cannot answer, or has nothing
@@ -206,20 +210,32 @@ def test_a_backend_cut_from_postgresql_only(cluster: NetCluster) -> None:
     )
 
 
-def test_a_lossy_link_between_the_webhooks_and_vault(cluster: NetCluster) -> None:
+def test_a_slow_lossy_link_between_the_webhooks_and_vault(cluster: NetCluster) -> None:
     def lossy() -> None:
         for webhook in cluster.webhooks:
             for vault in cluster.vault_hosts:
-                cluster.net.sever(webhook.host, vault, loss=0.05)
+                cluster.net.sever(webhook.host, vault, loss=LOSS)
+                cluster.net.delay(webhook.host, vault, DELAY_S)
 
+    name = "webhooks-Vault 100 ms each way, 5 % loss 15 s"
     drilled = drill(
         cluster,
-        "webhooks-Vault 5 % loss 15 s",
+        name,
         begin=lossy,
         hold_s=LOSSY_S,
         detected=None,
         recovered=None,
     )
+    # The run's figures mix the calls before and after with those under the fault: these
+    # are the requests sent while the link was slow (each Vault round trip 200 ms or more).
+    under = sorted(s * 1000 for t, s in drilled.latencies if 0 <= t - drilled.started <= LOSSY_S)
+    FIGURES[name]["under_fault"] = {
+        "requests": len(under),
+        "p50_ms": round(percentile(under, 0.5), 1),
+        "p99_ms": round(percentile(under, 0.99), 1),
+    }
+    print(f"under the fault: {FIGURES[name]['under_fault']}")
+    assert percentile(under, 0.5) >= 2 * DELAY_S * 1000  # the delay held: one round trip
     # Every call completes or hears the calm goodbye, within the budget; none hangs.
     assert not drilled.over_budget, drilled.over_budget[:10]
     assert all(f.heard and f.heard[-1] == texts.TRY_LATER for f in drilled.failures), (
