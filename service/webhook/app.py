@@ -359,8 +359,11 @@ async def _look_up(state: WebhookState, form: TwilioForm, step: PinStep) -> str:
             return _goodbye(state, form, "try_later")
         # This webhook reached no backend (cut off from them, as in
         # tests/integration/ha/test_partitions.py): the step goes round again through the
-        # proxy, which may hand it to a webhook that does. Once only; the same key, so a
-        # lookup this one started and a backend decided is answered, not decided twice.
+        # proxy, which may hand it to a webhook that does. Once only: this try took the
+        # budget (~2.4 s), longer than a webhook cut off takes to turn unready and leave
+        # Caddy's rotation (/readyz 503 after 1.1-1.6 s, checked every 0.5 s, in the
+        # drill). The same key, so a lookup this one started and a backend decided is
+        # answered, not decided twice.
         annotate(outcome="resent", error=error)
         return twiml.redirect(
             twiml.action_url(
