@@ -103,6 +103,20 @@ def request_key(url: str, params: Params) -> str:
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
+LOOKUP_KEY = re.compile(r"[0-9a-f]{64}")
+
+
+def lookup_key(auth_token: str, key: str) -> str:
+    """The backend's Idempotency-Key for the request whose :func:`request_key` is ``key``:
+    that key under HMAC-SHA256 with the auth token. ``key`` is a plain hash of what Twilio
+    signed, the caller's PIN among it, so a PIN would be one of 10,000 guesses away from
+    it; keyed, it can ride in a signed action URL (the PIN step sent round again to
+    another webhook: service/webhook/app.py) and sit in ``call_answers`` revealing
+    nothing. Every webhook has the token, so each computes the same key for the same
+    request, and Twilio's own retries keep it."""
+    return hmac.new(auth_token.encode(), f"lookup:{key}".encode(), hashlib.sha256).hexdigest()
+
+
 def is_trusted_proxy(client_host: str | None, trusted: Iterable[IPNetwork]) -> bool:
     if not client_host:
         return False

@@ -109,3 +109,11 @@ def account_found(sentence: str, account: str, balance: str, say: SayAttributes)
     spoken.append(after.format(balance=balance))
     response.hangup()
     return str(response)
+
+
+def redirect(action: str) -> str:
+    """Twilio requests ``action`` (POST, with the call's parameters and no ``Digits``) and
+    goes on with what it answers; the caller hears nothing meanwhile."""
+    response = VoiceResponse()
+    response.redirect(action, method="POST")
+    return str(response)

@@ -24,7 +24,9 @@ refusal: what a partition looks like to TCP).
 - **Root.** Namespaces, links and iptables need root; CI runs as root. Otherwise the test
   fails with one line saying so.
 - **Delay.** This kernel has no ``netem`` qdisc (``tc qdisc add … netem`` answers "qdisc kind
-  is unknown"), so a link can lose packets (iptables' ``statistic`` match) but not delay them.
+  is unknown"; ``modprobe sch_netem``: no modules at all), so a link loses packets with
+  iptables' ``statistic`` match, and is delayed by iptables' ``NFQUEUE`` target and a
+  process in the host that holds each packet (tests/support/nfdelay.py).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ import itertools
 import os
 import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +55,7 @@ GATEWAY = f"{SUBNET}.1"  # the bridge: the root namespace's side
 FIRST_HOST = 10
 IPTABLES = "iptables-legacy"  # the kernel's x_tables; the nf_tables variant may be absent
 LOCK = Path("/run/lock/ivr-nx.lock")
+QUEUE = 7  # the NFQUEUE number delayed packets go to (each host has its own queues)
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -128,6 +133,7 @@ class Network:
 
     hosts: dict[str, Host] = field(default_factory=dict)
     processes: list[subprocess.Popen[Any]] = field(default_factory=list)
+    delayers: dict[str, tuple[subprocess.Popen[str], float]] = field(default_factory=dict)
     _numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(FIRST_HOST))
     _lock: IO[bytes] | None = None
 
@@ -209,7 +215,37 @@ class Network:
         host.iptables("-A", "OUTPUT", "-d", f"{SUBNET}.0/24", "-j", "DROP")
         host.iptables("-A", "INPUT", "-s", f"{SUBNET}.0/24", "-j", "DROP")
 
+    def delay(self, host: Host, other: Host, seconds: float) -> None:
+        """Every packet between ``host`` and ``other``, either way, held ``seconds`` in
+        ``host`` (a delaying process there, nfdelay.py; one delay per host)."""
+        if host.name not in self.delayers:
+            delayer = host.popen(
+                [
+                    sys.executable,
+                    str(Path(__file__).with_name("nfdelay.py")),
+                    str(QUEUE),
+                    str(seconds),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert delayer.stdout is not None
+            if delayer.stdout.readline().strip() != "bound":
+                raise RuntimeError(f"{host.name}: the delaying process did not start")
+            self.delayers[host.name] = (delayer, seconds)
+        assert self.delayers[host.name][1] == seconds, "one delay per host"
+        host.iptables("-A", "OUTPUT", "-d", other.addr, "-j", "NFQUEUE", "--queue-num", str(QUEUE))
+        host.iptables("-A", "INPUT", "-s", other.addr, "-j", "NFQUEUE", "--queue-num", str(QUEUE))
+
     def heal(self) -> None:
         for host in self.hosts.values():
             host.iptables("-F", "OUTPUT")
             host.iptables("-F", "INPUT")
+        # The packets still held go on after their delay; a delayer stopped before would
+        # take them with it (the kernel drops what a closed queue holds).
+        if self.delayers:
+            time.sleep(max(seconds for _, seconds in self.delayers.values()) + 0.1)
+        for delayer, _ in self.delayers.values():
+            delayer.terminate()
+            delayer.wait(timeout=10)
+        self.delayers.clear()

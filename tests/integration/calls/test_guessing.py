@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 import pytest
@@ -235,7 +235,15 @@ def test_a_burst_of_40_wrong_pins_evaluates_exactly_the_threshold(burst: Stack) 
         with httpx.Client(timeout=30) as c:
             pairs = [*base_params(sid, caller), ("Digits", GUESSES[n % len(GUESSES)])]
             go.wait(timeout=30)
-            return spoken(twiml(signed_post(c, burst.twilio_token, url, pairs)))
+            root = twiml(signed_post(c, burst.twilio_token, url, pairs))
+            resent = root.find("Redirect")
+            if resent is not None and resent.text:
+                # No backend answered within the budget (40 lookups queue on one card's
+                # lock; on a loaded machine one took 2 s once): the step goes round again,
+                # with the same lookup key, and Twilio follows it.
+                again = urljoin(url, resent.text)
+                root = twiml(signed_post(c, burst.twilio_token, again, base_params(sid, caller)))
+            return spoken(root)
 
     with ThreadPoolExecutor(max_workers=attempts) as pool:
         heard = list(pool.map(guess, enumerate(urls)))

@@ -85,6 +85,40 @@ def test_a_cut_is_silence_and_heals() -> None:
         assert probe(b, a).startswith("TimeoutError") and probe(c, a) == "ok hello"
 
 
+TIMED = (
+    "import socket, sys, time\n"
+    "t = time.monotonic()\n"
+    "c = socket.create_connection((sys.argv[1], 7070), timeout=5)\n"
+    "print(round(time.monotonic() - t, 3), c.recv(5).decode())\n"
+)
+
+
+def connect_s(source: Host, target: Host) -> float:
+    """Seconds a TCP handshake from ``source`` to ``target`` takes (SYN, SYN-ACK)."""
+    seconds, answer = source.run([sys.executable, "-c", TIMED, target.addr]).stdout.split()
+    assert answer == "hello"
+    return float(seconds)
+
+
+def test_a_delay_holds_each_packet_both_ways_and_heals() -> None:
+    """No netem here: the NFQUEUE delayer (tests/support/nfdelay.py). A handshake is one
+    packet each way, so 100 ms each way is 200 ms; with loss on top the link still works;
+    healed, the delayer is gone and the link is fast again."""
+    with Network() as net:
+        a, b, c = net.host("a"), net.host("b"), net.host("c")
+        serve(a)
+        assert connect_s(b, a) < 0.1
+        net.delay(b, a, 0.1)
+        assert all(connect_s(b, a) >= 0.2 for _ in range(3))
+        assert connect_s(c, a) < 0.1  # only b's link to a
+        net.sever(b, a, loss=0.05)
+        assert connect_s(b, a) >= 0.2
+        (delayer,) = (process for process, _ in net.delayers.values())
+        net.heal()
+        assert delayer.poll() is not None and not net.delayers
+        assert connect_s(b, a) < 0.1
+
+
 def test_nothing_is_left_even_when_the_test_fails() -> None:
     with pytest.raises(RuntimeError, match="a failing drill"), Network() as net:
         host = net.host("a")

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from urllib.parse import urljoin
 
 import httpx
 import pytest
@@ -70,10 +71,16 @@ def pin_url(lab: Lab, call_sid: str) -> str:
 
 
 def assert_calm(
-    lab: Lab, *, pin_step: tuple[str, str] | None = None, card_step: bool = True, parallel: int = 6
+    lab: Lab,
+    *,
+    pin_step: tuple[str, str] | None = None,
+    card_step: bool = True,
+    parallel: int = 6,
+    resent: bool = False,
 ) -> None:
     """Every caller route answers valid TwiML within the budget, even with several
-    callers at once; the ones that need the dependency end the call calmly."""
+    callers at once; the ones that need the dependency end the call calmly (``resent``:
+    the PIN step after it went round again, as it does when no backend answered)."""
     token = lab.stack.twilio_token
     webhook = lab.stack.webhook.url
 
@@ -94,14 +101,29 @@ def assert_calm(
         url, call_sid = pin_step
 
         def pin() -> httpx.Response:
+            """The PIN step, and with ``resent`` the same step sent round again (a
+            ``<Redirect>``: another webhook might reach a backend), as Twilio follows it.
+            Each request within the budget."""
             with httpx.Client(timeout=15) as c:
-                return signed_post(c, token, url, [*base_params(call_sid), ("Digits", "4321")])
+                first, took = timed(
+                    lambda: signed_post(c, token, url, [*base_params(call_sid), ("Digits", "4321")])
+                )
+                assert took < CALM_WITHIN_S, ("pin", took)
+                if not resent:
+                    return first
+                (verb,) = list(twiml(first))
+                assert verb.tag == "Redirect" and verb.text, first.text
+                again, took = timed(
+                    lambda: signed_post(c, token, urljoin(url, verb.text), base_params(call_sid))
+                )
+                assert took < CALM_WITHIN_S, ("pin sent round", took)
+                return again
 
         calls += [pin] * 2
     with ThreadPoolExecutor(max_workers=len(calls)) as pool:
         results = list(pool.map(timed, calls))
     for (response, took), call in zip(results, calls, strict=True):
-        assert took < CALM_WITHIN_S, (call.__name__, took)
+        assert took < CALM_WITHIN_S or call.__name__ == "pin", (call.__name__, took)
         root = twiml(response)
         if call is voice:
             assert gather_action(root) == "/voice/account"
@@ -174,7 +196,7 @@ def test_backend_down(lab: Lab) -> None:
     lab.stack.backend.stop()
     try:
         # The card step needs only Vault: it still works. The PIN step ends calmly.
-        assert_calm(lab, pin_step=(url, call_sid), card_step=False)
+        assert_calm(lab, pin_step=(url, call_sid), card_step=False, resent=True)
         assert twiml(
             signed_post(
                 lab.client,
@@ -195,7 +217,7 @@ def test_backend_hung(lab: Lab) -> None:
     assert process is not None
     process.send_signal(signal.SIGSTOP)
     try:
-        assert_calm(lab, pin_step=(url, call_sid), card_step=False)
+        assert_calm(lab, pin_step=(url, call_sid), card_step=False, resent=True)
         assert_not_ready(lab.stack.webhook.url)
     finally:
         process.send_signal(signal.SIGCONT)

@@ -9,9 +9,12 @@ becomes a 5xx. Vault, the real backend and uvicorn are the integration tests' bu
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import time
 import warnings
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -26,7 +29,7 @@ from service.errors import BackendUnavailable, VaultUnavailable
 from service.settings import Secret, Settings
 from service.webhook import twiml as texts
 from service.webhook.app import create_webhook_app
-from service.webhook.signature import request_key
+from service.webhook.signature import lookup_key, request_key
 from tests.support.attack import base_params, gather_action, hangs_up, signed_post, spoken, twiml
 from tests.support.fake_transit import FakeTransit, fake_session
 
@@ -64,6 +67,7 @@ class ScriptedBackend:
 
     answer: tuple[int, object] | None = (200, FOUND)
     requests: list[LookupSent] = field(default_factory=list)
+    delay: float = 0.0  # seconds before it answers: a silent backend
 
     async def lookup(
         self,
@@ -72,6 +76,7 @@ class ScriptedBackend:
         idempotency_key: str,
     ) -> tuple[int, bytes]:
         self.requests.append(LookupSent(dict(body), idempotency_key))
+        await asyncio.sleep(self.delay)
         if self.answer is None:
             raise BackendUnavailable("lookup: ClientConnectorError")
         status, payload = self.answer
@@ -297,7 +302,6 @@ def test_the_card_is_encrypted_for_this_call_and_rides_in_the_pin_action(
         ((401, ""), texts.TRY_LATER, "backend_error"),
         ((200, {"account": "AC1"}), texts.TRY_LATER, "backend_bad_answer"),
         ((200, "not json"), texts.TRY_LATER, "backend_bad_answer"),
-        (None, texts.TRY_LATER, "backend_unavailable"),
     ],
 )
 def test_the_backends_answer_is_what_the_caller_hears(
@@ -349,10 +353,117 @@ def test_the_idempotency_key_is_what_twilio_signed_never_an_unsigned_header(
         headers = {"I-Twilio-Idempotency-Token": token} if token else {}
         signed_post(webhook.client, TOKEN, BASE + path, pairs, headers=headers)
     keys = {r.idempotency_key for r in webhook.backend.requests}
-    assert keys == {request_key(BASE + path, pairs)}
+    assert keys == {lookup_key(TOKEN, request_key(BASE + path, pairs))}
     # Another signed request of the same call (another entry) has another key.
     signed_post(webhook.client, TOKEN, BASE + path, [*base_params(sid), ("Digits", "1111")])
     assert len({r.idempotency_key for r in webhook.backend.requests}) == 2
+
+
+# -- no backend answered: the step goes round again, once -------------------------------
+
+
+FOUND_SAID = "Thank you. Your account number is AC12345678 and your balance is 12.55"
+
+
+def resend_url(root: ET.Element) -> str:
+    """The URL of a ``<Redirect>`` (POST), the document's only verb."""
+    (verb,) = list(root)
+    assert verb.tag == "Redirect" and verb.attrib["method"] == "POST", ET.tostring(root)
+    assert verb.text is not None
+    return verb.text
+
+
+@pytest.mark.parametrize("second", [None, (200, FOUND), (404, {"detail": "not found"})])
+def test_a_pin_step_no_backend_answered_goes_round_again_with_its_ciphertexts_once(
+    webhook: Webhook, second: tuple[int, object] | None
+) -> None:
+    webhook.backend.answer = None
+    sid = new_call_sid()
+    card = webhook.transit.seal(b"1234", f"{sid}:card_last4".encode())
+    number = webhook.transit.seal(b"31415926", f"{sid}:account_number".encode())
+    path = pin_path(card, number=number)
+    pairs = [*base_params(sid), ("Digits", "4321")]
+    first = twiml(signed_post(webhook.client, TOKEN, BASE + path, pairs))
+    assert not spoken(first)  # the caller hears nothing meanwhile
+    url = resend_url(first)
+    # Only ciphertexts and what the step carried already: never an entry in a URL.
+    pin = webhook.transit.seal(b"4321", f"{sid}:pin".encode())
+    key = lookup_key(TOKEN, request_key(BASE + path, pairs))
+    assert urlsplit(url).path == "/voice/pin"
+    assert query(url) == {
+        "card": [card],
+        "number": [number],
+        "issued": query(path)["issued"],
+        "pin": [pin],
+        "key": [key],
+    }
+    assert "4321" not in url and "31415926" not in url
+    assert webhook.metric("ivr_requests_total", route="/voice/pin", outcome="resent") == 1
+
+    # Twilio requests it (no Digits) through the proxy: the same lookup, the same key.
+    webhook.backend.answer = second
+    root = twiml(webhook.post(url, sid))
+    assert hangs_up(root)
+    if second is None:  # once only: then the calm goodbye
+        assert spoken(root) == texts.TRY_LATER
+        assert webhook.metric("ivr_requests_total", route="/voice/pin", outcome="resent") == 1
+    else:
+        assert spoken(root) == (texts.NOT_FOUND if second[0] == 404 else FOUND_SAID)
+    sent, again = webhook.backend.requests
+    assert again == sent and sent.idempotency_key == key
+
+
+def test_a_lookup_that_outlasts_the_budget_goes_round_within_it() -> None:
+    """A silent backend: the lookup is cut short of the budget, so that the step goes round
+    instead of the request's own deadline ending it with a goodbye (the 6 calls of the
+    asymmetric cut, tests/integration/ha/test_partitions.py, before)."""
+    transit, backend = FakeTransit(), ScriptedBackend(delay=5.0)
+    settings = dataclasses.replace(SETTINGS, request_budget=0.5)
+    app = create_webhook_app(
+        settings, transit_session=fake_session(transit), backend_session=backend.session
+    )
+    sid = new_call_sid()
+    path = pin_path(transit.seal(b"1234", f"{sid}:card_last4".encode()))
+    with TestClient(app, base_url=BASE, raise_server_exceptions=False) as client:
+        started = time.monotonic()
+        root = twiml(
+            signed_post(client, TOKEN, BASE + path, [*base_params(sid), ("Digits", "4321")])
+        )
+        took = time.monotonic() - started
+    assert query(resend_url(root))["pin"] == [transit.seal(b"4321", f"{sid}:pin".encode())]
+    assert 0.3 < took < 0.5
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"pin": "4321"},  # an entry, not a ciphertext
+        {"key": "0" * 63},
+        {"key": "A" * 64},
+        {"key": None},
+        {"pin": "vault:v1:"},
+    ],
+)
+def test_a_resent_step_that_is_not_what_we_sent_ends_the_call_without_a_lookup(
+    webhook: Webhook, bad: dict[str, str | None]
+) -> None:
+    sid = new_call_sid()
+    card = webhook.transit.seal(b"1234", f"{sid}:card_last4".encode())
+    fields = {"pin": webhook.transit.seal(b"4321", f"{sid}:pin".encode()), "key": "0" * 64}
+    fields.update(bad)
+    sent = {k: v for k, v in fields.items() if v is not None}
+    root = twiml(webhook.post(pin_path(card, registered="1", **sent), sid))
+    assert hangs_up(root) and spoken(root) == texts.CALL_AGAIN
+    assert webhook.backend.requests == []
+
+
+def test_a_resent_step_with_a_repeated_pin_ends_the_call(webhook: Webhook) -> None:
+    sid = new_call_sid()
+    card = webhook.transit.seal(b"1234", f"{sid}:card_last4".encode())
+    pin = webhook.transit.seal(b"4321", f"{sid}:pin".encode())
+    path = pin_path(card) + "&" + urlencode({"pin": pin, "key": "0" * 64}) + "&pin=" + pin
+    root = twiml(webhook.post(path, sid))
+    assert spoken(root) == texts.CALL_AGAIN and webhook.backend.requests == []
 
 
 @pytest.mark.parametrize("issued", ["stale", "missing", "garbled", "repeated", "future"])

@@ -13,10 +13,12 @@ from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator, add_port, remove_port
 
 from service.webhook.signature import (
+    LOOKUP_KEY,
     canonical_url,
     compute_signature,
     is_trusted_proxy,
     is_valid_signature,
+    lookup_key,
     public_url,
     request_key,
     url_variants,
@@ -453,3 +455,19 @@ def test_is_trusted_proxy() -> None:
     assert not is_trusted_proxy("192.168.0.1", PROXIES)
     assert not is_trusted_proxy("", PROXIES)
     assert not is_trusted_proxy("10.0.0.1", ())
+
+
+def test_the_lookup_key_is_the_request_key_under_the_auth_token() -> None:
+    """The PIN is among what the request key hashes; unkeyed, the key in a URL (a step sent
+    round again) would leave the PIN 10,000 guesses away. Keyed, another token gives
+    another key, and the same request the same one on every webhook."""
+    url = "https://ivr.test/voice/pin?card=vault%3Av1%3Aabc&issued=1"
+    keys = {
+        pin: request_key(url, [("CallSid", "CA" + "1" * 32), ("Digits", pin)])
+        for pin in ("0000", "4321")
+    }
+    looked_up = lookup_key("token", keys["4321"])
+    assert LOOKUP_KEY.fullmatch(looked_up)
+    assert looked_up == lookup_key("token", keys["4321"])
+    assert looked_up not in (keys["4321"], lookup_key("other-token", keys["4321"]))
+    assert lookup_key("token", keys["0000"]) != looked_up
