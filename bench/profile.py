@@ -26,15 +26,33 @@ from bench import load, stack
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "profiles"
 TOP = 45
-# The parts of a card step issue #21 names, as a substring of a frame on the stack.
+# The parts of a card step issue #21 names: frames (their names' beginnings) on the stack.
 PARTS = {
     "access line (AccessLogMiddleware._emit)": ("AccessLogMiddleware._emit",),
     "verified_form (parse, URL, signature, request key)": ("verified_form (",),
-    "  of which the signature check": ("is_valid_signature (",),
-    "  of which the request key": ("request_key (",),
-    "TwiML (webhook/twiml.py)": ("webhook/twiml.py",),
+    "  of which the signature check and the request key": (
+        "is_valid_signature (",
+        "request_key (",
+        "signed_request_key (",
+    ),
+    "  of which the request key alone": ("request_key (", "_request_key ("),
+    "TwiML (webhook/twiml.py)": (
+        "gather (",
+        "say_and_hang_up (",
+        "account_found (",
+        "menu (",
+        "action_url (",
+    ),
     "the response's socket writes (uvicorn send)": ("RequestResponseCycle.send (",),
-    "Transit request (service/vault/, aiohttp)": ("service/vault/", "aiohttp/"),
+    "Transit request (service/vault/, aiohttp)": (
+        "Coalescer.",
+        "Transit.",
+        "AsyncVault.",
+        "ClientSession.",
+        "ClientRequest.",
+        "StreamWriter.",
+        "ResponseHandler.",
+    ),
 }
 
 
@@ -93,7 +111,7 @@ def table(raw: Path, title: str, command: str) -> str:
         rows.append(f"| {100 * on_stack / total:.1f} | {100 * own[name] / total:.1f} | `{name}` |")
     rows += ["", "The parts of a card step:", "", "| %total | part |", "|---:|---|"]
     for part, needles in PARTS.items():
-        on = sum(c for frames, c in raw_stacks[thread] if any(n in frames for n in needles))
+        on = sum(c for frames, c in raw_stacks[thread] if any(f";{n}" in frames for n in needles))
         rows.append(f"| {100 * on / total:.1f} | {part} |")
     rows += ["", "Most samples on top:", "", "| %own | function |", "|---:|---|"]
     for name, on_top in own.most_common(20):
