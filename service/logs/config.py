@@ -60,7 +60,7 @@ class _PipelineHandler(logging.StreamHandler[TextIO]):
         super().__init__(stream)
         self._failure_line = failure_line
 
-    def handleError(self, record: logging.LogRecord) -> None:
+    def handleError(self, record: logging.LogRecord | None) -> None:
         # The stdlib version prints the record's msg and args to stderr: exactly the digits
         # the scrubber exists to hide. Say that something failed, nothing more.
         try:
@@ -68,6 +68,51 @@ class _PipelineHandler(logging.StreamHandler[TextIO]):
             self.flush()
         except Exception:  # noqa: S110 (nowhere safe left to report to)
             pass
+
+    def write_line(self, line: str) -> None:
+        """A line structlog rendered (scrubbed), written as ``emit`` writes a record's:
+        under the handler's lock, to the same stream, failing to the fixed line."""
+        self.acquire()
+        try:
+            self.stream.write(line + self.terminator)
+            self.flush()
+        except Exception:
+            self.handleError(None)
+        finally:
+            self.release()
+
+
+class _LineLogger:
+    """What structlog's native loggers write through (its "wrapped logger"): the chain's
+    rendered line goes to the pipeline's handler. ``name``: the logger's, for
+    ``add_logger_name``. No stdlib ``LogRecord`` is made for our own events: building
+    one and the ProcessorFormatter round trip were most of the access line's cost (#21,
+    bench/profiles/webhook-before.md)."""
+
+    def __init__(self, name: str, handler: _PipelineHandler) -> None:
+        self.name = name
+        self._handler = handler
+
+    def msg(self, line: str) -> None:
+        self._handler.write_line(line)
+
+    debug = info = warning = warn = error = critical = fatal = exception = log = msg
+
+
+class _LineLoggerFactory:
+    """structlog's logger_factory: one :class:`_LineLogger` per name, kept by the
+    configuration that made it (structlog calls the factory for each bound logger)."""
+
+    def __init__(self, handler: _PipelineHandler) -> None:
+        self._handler = handler
+        self._loggers: dict[str, _LineLogger] = {}
+
+    def __call__(self, *args: object) -> _LineLogger:
+        name = str(args[0]) if args and args[0] is not None else "ivr"
+        logger = self._loggers.get(name)
+        if logger is None:
+            logger = self._loggers.setdefault(name, _LineLogger(name, self._handler))
+        return logger
 
 
 class _BatchingStream:
@@ -200,18 +245,20 @@ def _renderer(fmt: str) -> Processor:
     return console_line
 
 
-def _build_formatter(fmt: str, listen_hosts: frozenset[str]) -> structlog.stdlib.ProcessorFormatter:
+def _last_processors(fmt: str, listen_hosts: frozenset[str]) -> list[Processor]:
+    """The end of every line's way, ours and foreign: the scrubber, last before the
+    renderer."""
+    return [Scrubber(listen_hosts=listen_hosts), _renderer(fmt)]
+
+
+def _build_formatter(last: list[Processor]) -> structlog.stdlib.ProcessorFormatter:
     return structlog.stdlib.ProcessorFormatter(
         # A foreign record of a known template (uvicorn's port and PID lines) keeps its
         # arguments for the scrubber, which shows the safe ones (logs/templates.py); any
         # other keeps the message logging formatted, as before.
         foreign_pre_chain=[capture_templates, *_shared_processors()],
         pass_foreign_args=True,
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            Scrubber(listen_hosts=listen_hosts),  # last before the renderer
-            _renderer(fmt),
-        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *last],
         keep_exc_info=False,
         keep_stack_info=False,
     )
@@ -292,7 +339,8 @@ def configure_logging(
     if background:
         out = cast(TextIO, _BatchingStream(out))  # write() and flush() are all it needs
     handler = _PipelineHandler(out, _FAILURE_LINES[fmt])
-    handler.setFormatter(_build_formatter(fmt, listen_hosts))
+    last = _last_processors(fmt, listen_hosts)
+    handler.setFormatter(_build_formatter(last))
 
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -323,14 +371,13 @@ def configure_logging(
     logging.raiseExceptions = False
     logging.captureWarnings(True)
 
+    # Our own events stay in structlog: filtered by level in the bound logger, through the
+    # same processors and the same scrubber and renderer objects as a foreign record, then
+    # written by the same handler (its lock, its stream, its failure line).
     structlog.configure(
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *_shared_processors(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[*_shared_processors(), *last],
+        logger_factory=_LineLoggerFactory(handler),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         context_class=dict,
         # Not cached: tests and CLI subcommands reconfigure, and capture_logs() must still work.
         cache_logger_on_first_use=False,

@@ -23,6 +23,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from service.web.one_write import one_write_per_response
+
 # Twilio sends its request at once, with about 1 KB of headers; it waits 15 s for an answer.
 HEADER_TIMEOUT_S = 10.0
 MAX_HEADER_BYTES = 16 * 1024
@@ -66,6 +68,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._awaiting_headers = False
         self._cancel_header_deadline()
         super().on_headers_complete()
+        if self.cycle is not None:
+            one_write_per_response(self.cycle)  # service/web/one_write.py: why
 
     def on_response_complete(self) -> None:
         pipelined = bool(self.pipeline)  # its headers are in already

@@ -13,8 +13,20 @@ the two side by side on random requests):
 Where we differ, on purpose: ``validate`` drops a port by cutting the netloc at its first
 ``:``, which garbles an IPv6 literal (``[::1]:8080`` → ``[``) and a ``user:pass@`` netloc;
 we drop just the port. Twilio never signs the garbled spellings, and our URLs never carry
-credentials. ``validate`` compares with a loop of ``==``; we compare every variant with
+credentials. ``validate`` compares with a loop of ``==``; we compare each variant with
 ``hmac.compare_digest``.
+
+The second spelling is computed only when the first does not match (the URL as it came
+first: what Twilio signs when its console URL is the public one). The verdict is
+``validate``'s either way: valid when either spelling matches. Why the time this takes
+tells an attacker nothing: each comparison is constant-time, so no prefix of an expected
+signature leaks; every refused request costs the same (both spellings computed and
+compared); and the one thing the number of HMACs depends on, whether the first spelling
+matched, happens only for a valid signature, whose sender chose that spelling and learns
+from the answer (TwiML, not 403) that it was accepted. Sorting the form, building the HMAC
+payload and parsing the URL happen once per request, shared by the check and the request
+key (#21: the check and the key were 6 % of the webhook's event-loop thread under the card
+step, bench/profiles/webhook-before.md).
 """
 
 from __future__ import annotations
@@ -26,7 +38,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Iterable, Sequence
-from urllib.parse import urlparse
+from urllib.parse import ParseResult, urlparse
 
 from service.settings import IPNetwork
 
@@ -43,40 +55,66 @@ def signed_params(params: Params) -> list[tuple[str, str]]:
 
 def compute_signature(auth_token: str, url: str, params: Params) -> str:
     """The signature Twilio sends for a POST to ``url`` with form ``params``."""
-    payload = url + "".join(name + value for name, value in signed_params(params))
-    digest = hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()
-    return base64.b64encode(digest).decode("ascii")
+    return _signature(_keyed(auth_token), url, _payload(signed_params(params))).decode("ascii")
+
+
+def _keyed(auth_token: str) -> hmac.HMAC:
+    return hmac.new(auth_token.encode(), digestmod=hashlib.sha1)
+
+
+def _payload(signed: list[tuple[str, str]]) -> bytes:
+    """What the signature covers after the URL: each name and value, in signed order."""
+    return "".join(name + value for name, value in signed).encode()
+
+
+def _signature(keyed: hmac.HMAC, url: str, payload: bytes) -> bytes:
+    mac = keyed.copy()
+    mac.update(url.encode())
+    mac.update(payload)
+    return base64.b64encode(mac.digest())
 
 
 def url_variants(url: str) -> list[str]:
-    """The two spellings of ``url`` a signature may cover: with the scheme's default port
-    added when it names none, and with any port removed. Raises ValueError for a port that
-    is not a number from 0 to 65535 (as ``urlparse(url).port`` does)."""
-    parts = urlparse(url)
+    """The two spellings of ``url`` a signature may cover, the URL as it came first (as
+    ``urlparse(url).geturl()`` spells it), then: with the scheme's default port added
+    when it names none, or with its port removed. Raises ValueError for a port that is not
+    a number from 0 to 65535 (as ``urlparse(url).port`` does)."""
+    return _variants(urlparse(url))
+
+
+def _variants(parts: ParseResult) -> list[str]:
     port = parts.port
     if port:  # falsy for 0 as in RequestValidator, which then adds a second port
         without = parts._replace(netloc=parts.netloc.rpartition(":")[0])
         return [parts.geturl(), without.geturl()]
     default = _DEFAULT_PORTS.get(parts.scheme, 80)
-    return [parts._replace(netloc=f"{parts.netloc}:{default}").geturl(), parts.geturl()]
+    return [parts.geturl(), parts._replace(netloc=f"{parts.netloc}:{default}").geturl()]
 
 
 def is_valid_signature(auth_token: str, url: str, params: Params, signature: str) -> bool:
-    """Constant-time check of ``signature`` against both spellings of ``url``. Every
-    variant is computed and compared, so the time taken does not depend on which one
-    (if any) matched. A URL whose port is not a port matches nothing."""
+    """Constant-time check of ``signature`` against the spellings of ``url`` (the module's
+    docstring: the second only when the first fails, and why that is safe). A URL whose
+    port is not a port matches nothing."""
+    return signed_request_key(auth_token, url, params, signature) is not None
+
+
+def signed_request_key(auth_token: str, url: str, params: Params, signature: str) -> str | None:
+    """The :func:`request_key` of a request whose ``signature`` is valid, None for any other:
+    the form sorted and the URL parsed once, for both."""
     if not signature or len(signature) > 128:
-        return False
+        return None
     try:
-        variants = url_variants(url)
+        parts = urlparse(url)
+        variants = _variants(parts)
     except ValueError:
-        return False
+        return None
     given = signature.encode("utf-8", "replace")
-    matched = False
+    signed = signed_params(params)
+    keyed, payload = _keyed(auth_token), _payload(signed)
     for variant in variants:
-        expected = compute_signature(auth_token, variant, params).encode("ascii")
-        matched |= hmac.compare_digest(expected, given)
-    return matched
+        if hmac.compare_digest(_signature(keyed, variant, payload), given):
+            return _request_key(parts, signed)
+    return None
 
 
 def canonical_url(url: str) -> str:
@@ -84,7 +122,10 @@ def canonical_url(url: str) -> str:
     port. The signature holds for the URL with or without its port, so a key that kept
     the port let one captured request be replayed as ``Host: ivr.test:1`` ... ``:9`` and
     count ten times (docs/security.md, "port-shifted replays")."""
-    parts = urlparse(url)
+    return _canonical(urlparse(url))
+
+
+def _canonical(parts: ParseResult) -> str:
     host = (parts.hostname or "").lower()
     if ":" in host:  # an IPv6 literal: hostname drops its brackets
         host = f"[{host}]"
@@ -96,10 +137,13 @@ def request_key(url: str, params: Params) -> str:
     URL in its canonical spelling and the signed parameters. A Twilio retry sends the same
     and gets the same key; any other request (another step, another entry, a replay with
     fresh unsigned headers or another port in ``Host``) cannot choose it. The signature
-    itself is left out: it differs between the URL's port spellings, the request doesn't."""
-    canonical = json.dumps(
-        [canonical_url(url), signed_params(params)], ensure_ascii=True, separators=(",", ":")
-    )
+    itself is left out: it differs between the URL's port spellings, the request doesn't;
+    so is which spelling matched."""
+    return _request_key(urlparse(url), signed_params(params))
+
+
+def _request_key(parts: ParseResult, signed: list[tuple[str, str]]) -> str:
+    canonical = json.dumps([_canonical(parts), signed], ensure_ascii=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 

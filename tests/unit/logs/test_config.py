@@ -394,3 +394,47 @@ def test_a_template_with_a_caller_string_for_a_number_writes_the_fixed_line(
 ) -> None:
     logging.getLogger("uvicorn.error").info("Started server process [%d]", "4321")
     assert lines(pipeline) == [{"event": "log handler failure", "level": "error"}]
+
+
+def test_our_events_make_no_log_record_and_pass_the_same_scrubber(
+    pipeline: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The access line's way (#21): a structlog event is rendered by structlog and written
+    by the pipeline's handler, without a stdlib LogRecord; it is scrubbed all the same."""
+    made: list[logging.LogRecord] = []
+    factory = logging.getLogRecordFactory()
+
+    def counting(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        made.append(record)
+        return record
+
+    monkeypatch.setattr(logging, "_logRecordFactory", counting)
+    structlog.get_logger("ivr.access").info(
+        "request", path="/voice/card", status_code=200, pin="4321", outcome="typed 1234"
+    )
+    logging.getLogger("uvicorn.error").info("a foreign record %s", "1234")
+    out = lines(pipeline)
+    assert made and {r.name for r in made} == {"uvicorn.error"}  # the formatter copies it
+    assert out[0] == {
+        "path": "/voice/card", "status_code": 200, "pin": REDACTED, "outcome": "typed ****",
+        "event": "request", "level": "info", "logger": "ivr.access",
+        "timestamp": out[0]["timestamp"],
+    }  # fmt: skip
+    assert out[1]["event"] == "a foreign record ****"
+
+
+def test_a_failed_write_of_our_event_is_the_fixed_line(pipeline: io.StringIO) -> None:
+    handler = logging.getLogger().handlers[0]
+    real_write = pipeline.write
+    calls: list[str] = []
+
+    def write_once_failing(text: str) -> int:
+        calls.append(text)
+        if len(calls) == 1:
+            raise OSError("card 1234")
+        return real_write(text)
+
+    handler.stream.write = write_once_failing  # type: ignore[attr-defined]
+    structlog.get_logger("ivr.test").warning("pin 4321")
+    assert lines(pipeline) == [{"event": "log handler failure", "level": "error"}]

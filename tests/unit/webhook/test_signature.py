@@ -21,6 +21,7 @@ from service.webhook.signature import (
     lookup_key,
     public_url,
     request_key,
+    signed_request_key,
     url_variants,
 )
 from tests.support.attack import MultiDict
@@ -74,14 +75,14 @@ def test_missing_or_malformed_signatures_are_refused(signature: str) -> None:
 @pytest.mark.parametrize(
     ("url", "variants"),
     [
-        ("https://h.example/voice", ["https://h.example:443/voice", "https://h.example/voice"]),
+        ("https://h.example/voice", ["https://h.example/voice", "https://h.example:443/voice"]),
         ("https://h.example:443/voice", ["https://h.example:443/voice", "https://h.example/voice"]),
         (
             "http://h.example/voice?a=1",
-            ["http://h.example:80/voice?a=1", "http://h.example/voice?a=1"],
+            ["http://h.example/voice?a=1", "http://h.example:80/voice?a=1"],
         ),
         ("http://h.example:80/voice", ["http://h.example:80/voice", "http://h.example/voice"]),
-        ("http://[::1]/voice", ["http://[::1]:80/voice", "http://[::1]/voice"]),
+        ("http://[::1]/voice", ["http://[::1]/voice", "http://[::1]:80/voice"]),
         # Any port is dropped, as RequestValidator drops it: Twilio's signing "is inconsistent".
         (
             "https://h.example:8443/voice",
@@ -91,10 +92,12 @@ def test_missing_or_malformed_signatures_are_refused(signature: str) -> None:
         # Only the port goes from an IPv6 literal (RequestValidator would leave "http://[").
         ("http://[::1]:8080/voice", ["http://[::1]:8080/voice", "http://[::1]/voice"]),
         # Spelled as urlparse().geturl() spells it: scheme lower case, an empty query dropped.
-        ("HTTPS://H.example/voice?", ["https://H.example:443/voice", "https://H.example/voice"]),
+        ("HTTPS://H.example/voice?", ["https://H.example/voice", "https://H.example:443/voice"]),
     ],
 )
-def test_url_variants_add_the_default_port_or_drop_any(url: str, variants: list[str]) -> None:
+def test_url_variants_are_the_url_then_the_default_port_added_or_any_dropped(
+    url: str, variants: list[str]
+) -> None:
     assert url_variants(url) == variants
 
 
@@ -350,6 +353,30 @@ def test_the_request_key_does_not_depend_on_the_port(spelling: str) -> None:
     assert request_key(spelling, PARAMS) == request_key(
         "https://ivr.example.com/voice/pin?attempt=1", PARAMS
     )
+
+
+@pytest.mark.parametrize(
+    ("signed", "received"),
+    [
+        ("https://ivr.example.com/voice/pin?a=1", "https://ivr.example.com/voice/pin?a=1"),
+        ("https://ivr.example.com:443/voice/pin?a=1", "https://ivr.example.com/voice/pin?a=1"),
+        ("https://ivr.example.com/voice/pin?a=1", "https://ivr.example.com:8443/voice/pin?a=1"),
+        (
+            "https://ivr.example.com:8443/voice/pin?a=1",
+            "https://ivr.example.com:8443/voice/pin?a=1",
+        ),
+    ],
+)
+def test_the_checked_request_key_does_not_depend_on_which_spelling_matched(
+    signed: str, received: str
+) -> None:
+    """The check tries the URL as received first and the other spelling only when that
+    fails; whichever matched, the request's key is the one request_key gives."""
+    signature = RequestValidator(TOKEN).compute_signature(signed, dict(PARAMS))
+    key = signed_request_key(TOKEN, received, PARAMS, signature)
+    assert key == request_key("https://ivr.example.com/voice/pin?a=1", PARAMS)
+    assert signed_request_key(TOKEN, received, PARAMS, signature[:-2] + "x=") is None
+    assert signed_request_key("another-token", received, PARAMS, signature) is None
 
 
 def test_the_canonical_url_keeps_an_ipv6_literal_whole() -> None:

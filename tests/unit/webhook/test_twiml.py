@@ -10,8 +10,11 @@ import xml.etree.ElementTree as ET
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.webhook import twiml
+from service.webhook.locales.registry import CATALOGS
 
 SAY = {"language": "en-US", "voice": "Polly.Joanna"}
 
@@ -151,3 +154,93 @@ def test_the_menu_speaks_each_option_in_its_own_language() -> None:
         ("日本語は1を押してください。", ja),
         ("For English press 2.", SAY),
     ]
+
+
+# Byte identity of the filled-in documents with VoiceResponse's (twiml.render_*), for every
+# document, both locales' sentences and voices, and values that XML must escape.
+LOCALES = st.sampled_from(sorted(CATALOGS))
+# Action URLs as the webhook makes them (urlencode: "&" between parameters) and anything
+# else: markup, quotes, whitespace entities, non-ASCII, lone surrogates.
+URL_TEXT = st.one_of(
+    st.builds(
+        twiml.action_url,
+        st.sampled_from(["/voice/account", "/voice/card", "/voice/pin"]),
+        card=st.text(),
+        attempt=st.integers(1, 99),
+        lang=st.sampled_from(sorted(CATALOGS)),
+    ),
+    st.text(alphabet=st.sampled_from("&<>\"'\r\n\t =?/%;#\ue000ab"), max_size=30),
+    st.text(alphabet=st.characters(codec=None, exclude_categories=())),
+    st.text(alphabet=st.one_of(st.characters(categories=["Cs"]), st.sampled_from("a&\u00e9"))),
+)
+
+
+def _say(tag: str, data: st.DataObject) -> dict[str, str]:
+    return {"language": tag, "voice": data.draw(st.sampled_from(CATALOGS[tag].voices))}
+
+
+@settings(max_examples=400, deadline=None)
+@given(tag=LOCALES, action=URL_TEXT, data=st.data())
+def test_gather_is_byte_identical_to_voice_response(
+    tag: str, action: str, data: st.DataObject
+) -> None:
+    messages = CATALOGS[tag].messages
+    prompt = data.draw(
+        st.sampled_from(["ask_card", "ask_pin", "ask_account"]).map(
+            lambda key: messages[key].format(digits="8")
+        )
+    )
+    options = {
+        "say": _say(tag, data),
+        "digits": data.draw(st.sampled_from([1, 4, 8, 12])),
+        "finish_on_key": data.draw(st.sampled_from([None, "*", "#"])),
+        "preface": data.draw(st.sampled_from([None, messages["retry"], ""])),
+    }
+    fast = twiml.gather(prompt, action, **options)  # type: ignore[arg-type]
+    assert fast == twiml.render_gather(prompt, action, **options)  # type: ignore[arg-type]
+    assert fast == twiml.gather(prompt, action, **options)  # type: ignore[arg-type]  # cached
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    tag=LOCALES,
+    account=st.one_of(st.just("AC12345678"), URL_TEXT),
+    balance=st.one_of(st.just("12.55"), URL_TEXT),
+    data=st.data(),
+)
+def test_account_found_is_byte_identical_to_voice_response(
+    tag: str, account: str, balance: str, data: st.DataObject
+) -> None:
+    sentence = CATALOGS[tag].messages["found"]
+    say = _say(tag, data)
+    assert twiml.account_found(sentence, account, balance, say) == (
+        twiml.render_account_found(sentence, account, balance, say)
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(tag=LOCALES, key=st.sampled_from(["not_found", "try_later", "call_again"]), data=st.data())
+def test_goodbyes_are_byte_identical_to_voice_response(
+    tag: str, key: str, data: st.DataObject
+) -> None:
+    text, say = CATALOGS[tag].messages[key], _say(tag, data)
+    assert twiml.say_and_hang_up(text, say) == twiml.render_say_and_hang_up(text, say)
+    options = [
+        (catalog.messages["menu_option"].format(digit=str(n)), _say(other, data))
+        for n, (other, catalog) in enumerate(CATALOGS.items(), start=1)
+    ]
+    assert twiml.menu(options, "/voice/language") == (twiml.render_menu(options, "/voice/language"))
+
+
+def test_a_value_is_filled_in_escaped_as_voice_response_escapes_it() -> None:
+    """The case the property test must cover, written out: an action URL joining its
+    parameters with "&" and a value holding markup."""
+    action = twiml.action_url("/voice/pin", card='x"/><Hangup/>', attempt=2)
+    document = twiml.gather(twiml.ASK_PIN, action, say=SAY, digits=4)
+    assert 'action="/voice/pin?card=x%22%2F%3E%3CHangup%2F%3E&amp;attempt=2"' in document
+    assert twiml.gather(twiml.ASK_PIN, 'a&b"<c>\n', say=SAY, digits=4) == (
+        twiml.render_gather(twiml.ASK_PIN, 'a&b"<c>\n', say=SAY, digits=4)
+    )
+    assert 'action="a&amp;b&quot;&lt;c&gt;&#10;"' in twiml.gather(
+        twiml.ASK_PIN, 'a&b"<c>\n', say=SAY, digits=4
+    )
