@@ -8,6 +8,9 @@ import base64
 import hashlib
 import io
 import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyrage
@@ -15,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pyrage import x25519
 
+from service.backup import signing
 from service.backup.archive import (
     FORMAT,
     MANIFEST,
@@ -22,8 +26,14 @@ from service.backup.archive import (
     SIGNATURE,
     SNAPSHOT,
     STORE,
+    Backup,
     Manifest,
+    Unlock,
+    open_backup,
 )
+from service.backup.sealed import read_identities
+from service.backup.signing import VERIFY_KEY_NAME, read_verify_keys
+from service.vault.client import VaultClient
 
 
 def manifest_for(members: dict[str, bytes], fmt: int, cluster_id: str = "c") -> bytes:
@@ -87,3 +97,34 @@ def flip_a_payload_byte(path: Path) -> None:
     middle = len(data) // 2 + 64
     data[middle] ^= 0x01
     path.write_bytes(bytes(data))
+
+
+@contextmanager
+def opened(path: Path, identity: Path, verify_key: Path | None = None) -> Iterator[Backup]:
+    """A sealed backup opened as ``restore --identity`` opens it (the verify key beside
+    the identity unless named)."""
+    verify = verify_key or identity.parent / VERIFY_KEY_NAME
+    unlock = Unlock(read_identities(identity), read_verify_keys(verify), identity, verify)
+    with open_backup(path, unlock, allow_unsealed=False) as backup:
+        yield backup
+
+
+@dataclass(frozen=True)
+class OperatorKeys:
+    """An operator's age identity file and, beside it, the backup signing key's public
+    half as Vault holds it."""
+
+    identity: Path
+    recipient: str
+
+    @property
+    def verify_key(self) -> Path:
+        return self.identity.parent / VERIFY_KEY_NAME
+
+    @classmethod
+    def make(cls, directory: Path, admin: VaultClient) -> OperatorKeys:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        made = x25519.Identity.generate()
+        (directory / "identity.txt").write_text(f"{made}\n")
+        (directory / VERIFY_KEY_NAME).write_text(signing.public_pem(admin, "transit"))
+        return cls(directory / "identity.txt", str(made.to_public()))
