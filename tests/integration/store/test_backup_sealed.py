@@ -54,9 +54,10 @@ class Lab:
     store: Path  # the store it was made from (the demo account)
     home: Path
 
-    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, python: bool = False, **env: str) -> subprocess.CompletedProcess[str]:
+        """``ivr-vault ARGS`` (``python``: ``python ARGS``) with only ``env``."""
         return subprocess.run(
-            [sys.executable, "-m", "service", *args],
+            [sys.executable, *(() if python else ("-m", "service")), *args],
             cwd=self.home,
             env={"PATH": os.environ.get("PATH", ""), "HOME": str(self.home), **env},
             capture_output=True,
@@ -258,3 +259,76 @@ def test_a_forged_plain_backup_is_refused_without_the_flag(lab: Lab, tmp_path: P
         "it only if you know where it came from, with --allow-unsealed\n",
     )
     assert_untouched(lab, target, before, marker)
+
+
+# The CLI under resource.getrusage: its own peak RSS (KiB) printed last on stderr.
+MEASURED = (
+    "import atexit, resource, runpy, sys\n"
+    "atexit.register(lambda: print('peak_rss_kib', resource.getrusage("
+    "resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr))\n"
+    "sys.argv = ['ivr-vault', *sys.argv[1:]]\n"
+    "runpy.run_module('service', run_name='__main__')\n"
+)
+LARGE_ROWS = 160_000  # x ~1.1 KB of random text: a store of ~190 MB
+RSS_BOUND_MIB = 160
+
+
+def fill(store: Path, rows: int) -> None:
+    """``rows`` remembered answers of random text: incompressible bulk, like a big store's."""
+    with closing(sqlite3.connect(store)) as db, db:
+        db.executemany(
+            "INSERT INTO call_answers (call_sid, request_key, status, body, at) "
+            "VALUES (?, ?, 200, ?, 0)",
+            ((f"CA{i:032x}", f"k{i}", os.urandom(512).hex()) for i in range(rows)),
+        )
+
+
+def test_a_large_store_is_backed_up_and_restored_in_bounded_memory(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """Streamed both ways: the store is larger than the bound, so a version holding it
+    whole (the release before read the store and the tarball's members into memory) would
+    not fit under it."""
+    big = tmp_path / "big.sqlite3"
+    shutil.copy(lab.store, big)
+    fill(big, LARGE_ROWS)
+    size_mib = big.stat().st_size / (1 << 20)
+    assert size_mib > RSS_BOUND_MIB + 20, size_mib
+    role = lab.pv.credentials["ivr-backup"]
+    out = tmp_path / "big.tar.gz.age"
+
+    def measured(*args: str, **env: str) -> tuple[subprocess.CompletedProcess[str], float]:
+        done = lab.run("-c", MEASURED, *args, python=True, **env)
+        peak = float(done.stderr.strip().splitlines()[-1].split()[-1]) / 1024
+        return done, peak
+
+    made, backup_peak = measured(
+        "backup",
+        "--out",
+        str(out),
+        VAULT_ADDR=lab.pv.vault.addr,
+        VAULT_ROLE_ID=role.role_id,
+        VAULT_SECRET_ID=role.secret_id,
+        STORE_PATH=str(big),
+        BACKUP_RECIPIENTS=lab.keys.recipient,
+    )
+    assert made.returncode == 0, made.stderr
+    target = tmp_path / "restored.sqlite3"
+    done, restore_peak = measured(
+        "restore",
+        "--from",
+        str(out),
+        "--identity",
+        str(lab.keys.identity),
+        VAULT_ADDR=lab.pv.vault.addr,
+        VAULT_TOKEN=lab.pv.vault.root_token.reveal(),
+        STORE_PATH=str(target),
+    )
+    assert done.returncode == 0, done.stderr
+    print(
+        f"store {size_mib:.0f} MiB, backup {out.stat().st_size / (1 << 20):.0f} MiB; "
+        f"peak RSS: backup {backup_peak:.0f} MiB, restore {restore_peak:.0f} MiB"
+    )
+    assert backup_peak < RSS_BOUND_MIB and restore_peak < RSS_BOUND_MIB
+    with closing(sqlite3.connect(target)) as db:
+        assert db.execute("SELECT COUNT(*) FROM call_answers").fetchone()[0] >= LARGE_ROWS
