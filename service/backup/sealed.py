@@ -100,18 +100,30 @@ class _Worker:
 
 @contextlib.contextmanager
 def encrypting(out: BinaryIO, to: Sequence[x25519.Recipient]) -> Iterator[BinaryIO]:
-    """A file to write the plaintext into; ``out`` receives it encrypted to ``to``. Raises
-    what age raised once the block ends."""
+    """A file to write the plaintext into; ``out`` receives it encrypted to ``to``. When
+    age fails (``out`` full), the writer's next write fails instead of waiting on the pipe
+    forever, and age's error is raised, not the writer's broken pipe."""
     read_fd, write_fd = os.pipe()
-    with os.fdopen(read_fd, "rb") as source:
-        worker = _Worker("age-encrypt", lambda: pyrage.encrypt_io(source, _buffered(out), list(to)))
+    source = os.fdopen(read_fd, "rb")
+
+    def run() -> None:
         try:
-            with os.fdopen(write_fd, "wb") as sink:
-                yield sink
+            pyrage.encrypt_io(_buffered(source), _buffered(out), list(to))
         finally:
-            error = worker.join()  # the sink is closed: age has read to the end
+            source.close()
+
+    worker = _Worker("age-encrypt", run)
+    failure: BaseException | None = None
+    try:
+        with os.fdopen(write_fd, "wb") as sink:
+            yield sink
+    except BaseException as exc:
+        failure = exc
+    error = worker.join()  # the sink is closed: age has read to the end, or failed
     if error is not None:
         raise error
+    if failure is not None:
+        raise failure
 
 
 class DecryptFailed(Exception):

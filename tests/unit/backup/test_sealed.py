@@ -9,6 +9,7 @@ import os
 import tracemalloc
 from pathlib import Path
 
+import pyrage
 import pytest
 from pyrage import x25519
 
@@ -79,3 +80,25 @@ def test_an_altered_stream_is_refused_even_when_the_reader_is_content(damage: st
         decrypting(io.BytesIO(bytes(data)), [identity]) as plain_in,
     ):
         plain_in.read(10)
+
+
+class Full(io.BytesIO):
+    """An output that fills up after 1 MiB, as a disk does."""
+
+    def write(self, data: bytes, /) -> int:  # type: ignore[override]
+        if self.tell() + len(data) > CHUNK:
+            raise OSError(28, "No space left on device")
+        return super().write(data)
+
+
+@pytest.mark.timeout(30)
+def test_an_output_that_fills_up_fails_the_writer_instead_of_hanging_it() -> None:
+    """age stops reading the pipe when its output fails: the writer gets the disk's error,
+    as age reports it (not a broken pipe, not a wait on a pipe nobody reads any more)."""
+    identity = x25519.Identity.generate()
+    with (
+        pytest.raises(pyrage.EncryptError, match="No space left on device"),
+        encrypting(Full(), [identity.to_public()]) as plain,
+    ):
+        for _ in range(16):
+            plain.write(os.urandom(CHUNK))
