@@ -137,6 +137,12 @@ def test_a_sealed_backup_restores_whole(
     done = lab.restore(lab.backup, store_env)
     assert done.returncode == 0, done.stderr + done.stdout
     assert "same cluster; still unsealed" in done.stdout
+    assert (
+        f"ivr-vault: {lab.backup}: made 20" in done.stdout
+        and f"from Vault cluster {cluster_of(lab)}; decrypted, its "
+        "signature and every member checked"
+        in done.stdout
+    )
     assert "warning" not in done.stderr
     assert not lab.has_key(marker)  # Vault's data is the backup's again
     restored = Store(target)
@@ -332,3 +338,7 @@ def test_a_large_store_is_backed_up_and_restored_in_bounded_memory(
     assert backup_peak < RSS_BOUND_MIB and restore_peak < RSS_BOUND_MIB
     with closing(sqlite3.connect(target)) as db:
         assert db.execute("SELECT COUNT(*) FROM call_answers").fetchone()[0] >= LARGE_ROWS
+
+
+def cluster_of(lab: Lab) -> str:
+    return str(lab.pv.admin.read("sys/seal-status", "seal status")["cluster_id"])
