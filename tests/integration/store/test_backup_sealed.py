@@ -18,7 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +27,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pyrage import x25519
 
+from service.backup.transfer import import_from_sqlite
 from service.errors import VaultNotFound
 from service.settings import StoreUrl
 from service.store.accounts import Store
+from service.store.migrations import TABLES
 from service.vault.client import VaultClient
 from tests.support.backups import (
     OperatorKeys,
@@ -42,6 +44,7 @@ from tests.support.demo import ACCOUNT
 from tests.support.keys import PrivateVault, private_vault
 from tests.support.postgres import ENGINES, pg_store_url
 from tests.support.stack import ROLES, make_stack
+from tests.support.store import query
 
 FORGED_BALANCE = "999999.00"
 
@@ -182,9 +185,10 @@ ATTACKS = {
 }
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("attack", list(ATTACKS))
 def test_a_backup_failing_a_check_is_refused_with_nothing_touched(
-    lab: Lab, attack: str, tmp_path: Path
+    lab: Lab, attack: str, engine: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     attacker = tmp_path / "attacker"
     attacker.mkdir()
@@ -209,9 +213,9 @@ def test_a_backup_failing_a_check_is_refused_with_nothing_touched(
             signer=Ed25519PrivateKey.generate() if attack == "forged signature" else None,
             cluster_id=forged.cluster_id,
         )
-    target, before, marker = untouched_before(lab, tmp_path)
+    target = target_store(lab, engine, tmp_path, request)
 
-    done = lab.restore(path, {"STORE_PATH": str(target)}, identity=identity)
+    done = lab.restore(path, target.env, identity=identity)
 
     says = ATTACKS[attack].format(identity=identity, verify=lab.keys.verify_key)
     assert (done.returncode, done.stderr, done.stdout) == (
@@ -219,25 +223,57 @@ def test_a_backup_failing_a_check_is_refused_with_nothing_touched(
         f"ivr-vault: bad input: --from: {path}: {says}\n",
         "",
     )
-    assert_untouched(lab, target, before, marker)
+    assert_untouched(lab, target)
 
 
-def untouched_before(lab: Lab, tmp_path: Path) -> tuple[Path, str, str]:
-    """A store to restore into (a copy of the backed-up one), its digest, and a marker
-    key made in Vault after the backup."""
-    target = tmp_path / "accounts.sqlite3"
-    shutil.copy(lab.store, target)
-    return target, digest(target), lab.marker()
+@dataclass
+class Target:
+    """A store to restore into (holding what the backed-up one holds) as it was before the
+    restore, and a marker key made in Vault after the backup."""
+
+    env: dict[str, str]
+    fingerprint: Callable[[], object]
+    before: object
+    marker: str
+    home: list[str]  # the working directory's files (a PostgreSQL store's copy aside goes there)
 
 
-def assert_untouched(lab: Lab, target: Path, before: str, marker: str) -> None:
-    assert digest(target) == before  # the store, byte for byte
-    assert [p.name for p in target.parent.glob("accounts.sqlite3*")] == ["accounts.sqlite3"]
-    assert lab.has_key(marker)  # Vault's data: no snapshot went in
+def target_store(lab: Lab, engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> Target:
+    if engine == "sqlite":
+        path = tmp_path / "accounts.sqlite3"
+        shutil.copy(lab.store, path)
+        env = {"STORE_PATH": str(path)}
+
+        def fingerprint() -> object:  # byte for byte, and nothing beside it
+            return digest(path), sorted(p.name for p in tmp_path.glob("accounts.sqlite3*"))
+
+    else:  # the migration role's URL, as a restore needs (docs/backup.md)
+        url = pg_store_url(request.getfixturevalue("postgres"), "attacked", owner=True)
+        import_from_sqlite(lab.store, url)
+        assert url.conninfo is not None
+        env = {"STORE_URL": url.conninfo.reveal()}
+
+        def fingerprint() -> object:  # every row of every table
+            store = Store(url)
+            try:
+                return [query(store, f"SELECT * FROM {table} ORDER BY 1") for table, _ in TABLES]
+            finally:
+                store.close()
+
+    return Target(env, fingerprint, fingerprint(), lab.marker(), sorted(os.listdir(lab.home)))
+
+
+def assert_untouched(lab: Lab, target: Target) -> None:
+    assert target.fingerprint() == target.before  # the store
+    assert sorted(os.listdir(lab.home)) == target.home  # no copy aside
+    assert lab.has_key(target.marker)  # Vault's data: no snapshot went in
     assert not VaultClient(lab.pv.vault.addr, lab.pv.vault.root_token, timeout=5).health()["sealed"]
 
 
-def test_a_forged_plain_backup_is_refused_without_the_flag(lab: Lab, tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_forged_plain_backup_is_refused_without_the_flag(
+    lab: Lab, engine: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """The attack on the release before: a plain tarball with the attacker's store and
     digests that match it (the manifest sat inside the same file) was restored; on that
     code this restore answered 0 and the demo account's balance became FORGED_BALANCE."""
@@ -247,7 +283,7 @@ def test_a_forged_plain_backup_is_refused_without_the_flag(lab: Lab, tmp_path: P
     path = plain_backup(
         attacker / "backup.tar.gz", forged.snapshot, forged.store, forged.cluster_id
     )
-    target, before, marker = untouched_before(lab, tmp_path)
+    target = target_store(lab, engine, tmp_path, request)
 
     done = lab.run(
         "restore",
@@ -255,7 +291,7 @@ def test_a_forged_plain_backup_is_refused_without_the_flag(lab: Lab, tmp_path: P
         str(path),
         VAULT_ADDR=lab.pv.vault.addr,
         VAULT_TOKEN=lab.pv.vault.root_token.reveal(),
-        STORE_PATH=str(target),
+        **target.env,
     )
 
     assert (done.returncode, done.stderr) == (
@@ -264,7 +300,7 @@ def test_a_forged_plain_backup_is_refused_without_the_flag(lab: Lab, tmp_path: P
         "were sealed): neither encrypted nor signed, nothing proves who made it; restore "
         "it only if you know where it came from, with --allow-unsealed\n",
     )
-    assert_untouched(lab, target, before, marker)
+    assert_untouched(lab, target)
 
 
 # The CLI under resource.getrusage: its own peak RSS (KiB) printed last on stderr.
