@@ -144,6 +144,9 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "read the backup key": lambda c, lab: c.read("transit/keys/ivr-backup-sign", "op"),
     "rotate the backup key": lambda c, lab: c.write("transit/keys/ivr-backup-sign/rotate", "op"),
+    "config the backup key (allowed setting)": lambda c, lab: c.write(
+        "transit/keys/ivr-backup-sign/config", "op", {"auto_rotate_period": "720h"}
+    ),
     "sign with ivr-dtmf": lambda c, lab: c.write(
         "transit/sign/ivr-dtmf", "op", {"input": PLAINTEXT}
     ),
