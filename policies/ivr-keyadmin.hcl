@@ -39,6 +39,12 @@ path "transit/keys/+/config" {
   }
 }
 
+# The backup signing key is the backup identity's alone: a rotation (auto_rotate_period)
+# would sign new backups with a version the operators' exported public key lacks.
+path "transit/keys/ivr-backup-sign/config" {
+  capabilities = ["deny"]
+}
+
 path "transit/rewrap/ivr-dtmf" {
   capabilities = ["update"]
 }

@@ -555,6 +555,13 @@ class Settings:
         "(short for `STORE_URL=sqlite:///PATH`).",
         Text(),
     )
+    backup_recipients: tuple[str, ...] = setting(
+        "",
+        "`ivr-vault backup`: the operators' age public keys (`age1…`, comma-separated) "
+        "a backup is encrypted to; `--recipient` adds more. Public keys, so no *_FILE "
+        "(docs/backup.md).",
+        Names(),
+    )
     log_format: str = setting(
         "json",
         "`json`: one object per line; `console`: for a person at a terminal.",

@@ -1,8 +1,11 @@
-"""``ivr-vault backup|restore``: Vault's Raft snapshot and the account store, as one file.
+"""``ivr-vault backup|restore``: Vault's Raft snapshot and the account store, as one file,
+encrypted to the operators' age public keys and signed by the backup identity.
 
-The runbook is docs/backup.md. ``backup`` runs as the ``ivr-backup`` identity (a
-snapshot, nothing else); ``restore`` needs a token of the target Vault that may force a
+The runbook is docs/backup.md. ``backup`` runs as the ``ivr-backup`` identity (a snapshot
+and a signature, nothing else); ``restore`` needs the age identity the backup was
+encrypted to, the signing key's public half, a token of the target Vault that may force a
 snapshot in (root), and afterwards the unseal keys of the Vault the backup came from.
+``backup-identity`` makes an operator's age key pair when the age tool is not at hand.
 """
 
 from __future__ import annotations
@@ -19,13 +22,23 @@ from service.errors import BadInput, ConfigError
 from service.settings import Secret, Settings
 
 if TYPE_CHECKING:
+    from service.backup.archive import Backup, Unlock
     from service.devtools.devstack import DevVault
     from service.vault.operator_init import VaultServer
 
 
 def _backup(args: argparse.Namespace, settings: Settings) -> int:
     from service.backup.archive import write_backup
+    from service.backup.sealed import recipients
     from service.vault.client import VaultClient, choose_credentials
+
+    keys = [*settings.backup_recipients, *args.recipient]
+    if not keys:
+        raise BadInput(
+            "--recipient: no age public key (nor BACKUP_RECIPIENTS): a backup is "
+            "encrypted to its operators' keys (docs/backup.md)"
+        )
+    to = recipients(keys, "--recipient/BACKUP_RECIPIENTS")
 
     # In a make run directory with no VAULT_ADDR, .dev/ivr-backup/ (service/cli/devenv.py).
     creds = choose_credentials(settings)
@@ -42,15 +55,41 @@ def _backup(args: argparse.Namespace, settings: Settings) -> int:
         raise BadInput(f"--out: {out} is a directory; name the file to write")
     elif not out.parent.is_dir():
         raise BadInput(f"--out: no directory {out.parent}/ to write {out.name} into")
+    elif out.resolve().is_relative_to(DEV_DIR.resolve()):
+        # .dev/ holds the dev Vault's unseal keys: a backup beside them would carry, to
+        # wherever it is copied, what opens its snapshot.
+        raise BadInput(
+            f"--out: not in {DEV_DIR}/, which holds the dev Vault's unseal keys; "
+            "keep backups apart from them"
+        )
     vault = VaultClient.from_settings(
         settings, credentials=creds, pool_size=2, timeout=max(settings.vault_timeout, 30)
     )
-    manifest = write_backup(vault, settings.store, out)
+    manifest = write_backup(vault, settings.store, out, to, settings.transit_mount)
     print(
         f"ivr-vault: backup written to {out} (mode 0600): the Raft snapshot of Vault "
-        f"cluster {manifest.cluster_id} and the account store {settings.store}. "
-        "It opens only with that Vault's unseal keys: keep them, elsewhere."
+        f"cluster {manifest.cluster_id} and the account store {settings.store}, "
+        f"encrypted to {len(to)} age recipient(s) and signed by the backup identity. "
+        "Its snapshot opens only with that Vault's unseal keys: keep them, elsewhere."
     )
+    return 0
+
+
+def _backup_identity(args: argparse.Namespace, settings: Settings) -> int:
+    """Make an age identity in FILE (mode 0600) unless one is there; print its public key."""
+    from pyrage import x25519
+
+    from service.backup.sealed import read_identities
+    from service.files import private_writer
+
+    path = Path(args.file)
+    if not path.exists():
+        made = x25519.Identity.generate()
+        with private_writer(path) as out:
+            out.write(f"# public key: {made.to_public()}\n{made}\n".encode())
+        print(f"ivr-vault: wrote a new age identity to {path} (mode 0600)", file=sys.stderr)
+    for identity in read_identities(path):
+        print(identity.to_public())
     return 0
 
 
@@ -60,16 +99,53 @@ BACKUP_DIR = Path("backups")
 
 
 def default_out(now: float) -> Path:
-    return BACKUP_DIR / time.strftime("ivr-backup-%Y%m%dT%H%M%SZ.tar.gz", time.gmtime(now))
+    return BACKUP_DIR / time.strftime("ivr-backup-%Y%m%dT%H%M%SZ.tar.gz.age", time.gmtime(now))
+
+
+def _unlock(args: argparse.Namespace) -> Unlock:
+    """The age identity and the signing key's public half, read before anything else
+    (restore's default --verify-key: the file beside the identity)."""
+    from service.backup.archive import Unlock
+    from service.backup.sealed import read_identities
+    from service.backup.signing import VERIFY_KEY_NAME, read_verify_keys
+
+    if args.identity is None:
+        return Unlock(None, None)
+    identity = Path(args.identity)
+    verify = Path(args.verify_key) if args.verify_key else identity.parent / VERIFY_KEY_NAME
+    return Unlock(read_identities(identity), read_verify_keys(verify), identity, verify)
 
 
 def _restore(args: argparse.Namespace, settings: Settings) -> int:
-    from service.backup.archive import read_backup, restore_snapshot, restore_store
+    from service.backup.archive import open_backup
+
+    _refuse_under_make_run(args, settings)
+    source = Path(args.source)
+    # Checked whole (decrypted, signature, digests) before anything is touched.
+    with open_backup(source, _unlock(args), allow_unsealed=args.allow_unsealed) as backup:
+        made = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(backup.manifest.created))
+        if backup.sealed:
+            # A genuine older backup verifies too: the time shows which one this is.
+            print(
+                f"ivr-vault: {source}: made {made} from Vault cluster "
+                f"{backup.manifest.cluster_id}; decrypted, its signature and every member "
+                "checked"
+            )
+        else:
+            print(
+                f"ivr-vault: warning: {source} is a plain backup (from before backups were "
+                "sealed): neither encrypted nor signed, nothing proves who made it; "
+                "restoring it as --allow-unsealed asks",
+                file=sys.stderr,
+            )
+        return _restore_checked(args, settings, backup)
+
+
+def _restore_checked(args: argparse.Namespace, settings: Settings, backup: Backup) -> int:
+    from service.backup.archive import restore_snapshot, restore_store
     from service.vault.client import VaultClient
     from service.vault.operator_init import VaultServer
 
-    _refuse_under_make_run(args, settings)
-    backup = read_backup(Path(args.source))  # checked whole before anything is touched
     dev_vault = None
     verify: str | bool = True
     if args.dev:
@@ -170,14 +246,45 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--out",
         metavar="FILE",
-        help="where to write it (default: backups/ivr-backup-<UTC time>.tar.gz)",
+        help="where to write it (default: backups/ivr-backup-<UTC time>.tar.gz.age)",
+    )
+    p.add_argument(
+        "--recipient",
+        action="append",
+        default=[],
+        metavar="AGE_PUBLIC_KEY",
+        help="encrypt to this age public key (age1…; repeatable), besides BACKUP_RECIPIENTS",
     )
     p.set_defaults(func=_backup, dev_identity="ivr-backup")
+    p = sub.add_parser(
+        "backup-identity",
+        help="make an age identity (key pair) in FILE unless one is there; print its "
+        "public key, for backup --recipient",
+    )
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(func=_backup_identity)
     p = sub.add_parser(
         "restore",
         help="bring back Vault's data and the account store from a backup (docs/backup.md)",
     )
     p.add_argument("--from", dest="source", required=True, metavar="FILE")
+    p.add_argument(
+        "--identity",
+        metavar="FILE",
+        help="the age identity the backup was encrypted to (AGE-SECRET-KEY-1…)",
+    )
+    p.add_argument(
+        "--verify-key",
+        metavar="FILE",
+        help="the backup signing key's public half (PEM, from `bootstrap "
+        "--backup-verify-key`; default: ivr-backup-verify.pem beside --identity)",
+    )
+    p.add_argument(
+        "--allow-unsealed",
+        action="store_true",
+        help="restore a plain backup from before backups were sealed (neither encrypted "
+        "nor signed), with a warning",
+    )
     p.add_argument(
         "--dev",
         action="store_true",

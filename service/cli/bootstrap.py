@@ -39,6 +39,15 @@ def _bootstrap(args: argparse.Namespace, settings: Settings) -> int:
         settings, credentials=settings.vault_token, timeout=max(settings.vault_timeout, 10)
     )
     bootstrap(admin, layout)
+    if args.backup_verify_key:
+        from service.backup.signing import public_pem
+        from service.files import write_private
+
+        write_private(Path(args.backup_verify_key), public_pem(admin, layout.mount), mode=0o644)
+        print(
+            f"ivr-vault: wrote the backup signing key's public half to {args.backup_verify_key}: "
+            "keep it beside the age identity backups are encrypted to (docs/backup.md)"
+        )
     if args.jwt_service_account:
         _configure_jwt(args, admin, layout)
     targets = dict(item.split("=", 1) for item in args.credentials)
@@ -121,6 +130,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="CIDR[,CIDR]",
         help="with --profile: the addresses the services' AppRoles may be used "
         "from (token_bound_cidrs, secret_id_bound_cidrs)",
+    )
+    p.add_argument(
+        "--backup-verify-key",
+        metavar="FILE",
+        help="write the public half of the key that signs backups (ivr-backup-sign) to "
+        "FILE (PEM), for `restore` to verify them with",
     )
     p.add_argument(
         "--revoke-token",

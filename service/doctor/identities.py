@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.backup.signing import SIGNING_KEY
 from service.doctor.report import Check
 from service.errors import (
     VaultAuthError,
@@ -173,11 +174,20 @@ def probes(role: str, settings: Settings, ciphertext: str | None) -> list[Probe]
         allowed=role == "ivr-backup",
         binary=True,
     )
+    # What `ivr-vault backup` signs its manifest with; a fixed label here. Only the backup
+    # identity may: a service that could would forge backups an operator trusts.
+    sign = Probe(
+        f"sign with {SIGNING_KEY}",
+        "POST",
+        f"{mount}/sign/{SIGNING_KEY}",
+        {"input": _b64(PROBE_PLAINTEXT)},
+        allowed=role == "ivr-backup",
+    )
     return {
-        "ivr-webhook": [encrypt, decrypt, hmac_, read_key],
-        "ivr-backend": [hmac_, decrypt, encrypt, read_key],
-        "ivr-keyadmin": [read_key, decrypt, export, backup, hmac_],
-        "ivr-backup": [snapshot, encrypt, decrypt, hmac_, read_key],
+        "ivr-webhook": [encrypt, decrypt, hmac_, read_key, sign],
+        "ivr-backend": [hmac_, decrypt, encrypt, read_key, sign],
+        "ivr-keyadmin": [read_key, decrypt, export, backup, hmac_, sign],
+        "ivr-backup": [snapshot, sign, encrypt, decrypt, hmac_, read_key],
     }[role]
 
 

@@ -154,6 +154,9 @@ def test_a_healthy_stack_passes_every_check(doctored: Doctored) -> None:
     row = next(r for r in answer["checks"] if r["name"] == "identity ivr-webhook")
     assert "may encrypt with ivr-dtmf" in row["detail"]
     assert "denied decrypt with ivr-dtmf, HMAC with ivr-lookup" in row["detail"]
+    for role in ("ivr-webhook", "ivr-backend", "ivr-keyadmin"):  # only ivr-backup signs
+        row = next(r for r in answer["checks"] if r["name"] == f"identity {role}")
+        assert row["detail"].endswith(", sign with ivr-backup-sign"), row["detail"]
 
 
 def test_invalid_settings(doctored: Doctored) -> None:
@@ -386,15 +389,15 @@ def test_http_public_url(doctored: Doctored) -> None:
 def test_the_backup_identity_is_checked_when_its_credentials_are_given(
     doctored: Doctored, tmp_path: Path
 ) -> None:
-    """Its own row: it logs in, may take a Raft snapshot (what ``ivr-vault backup`` does)
-    and is denied every Transit operation. Without its credentials there is no row, and no
-    failure: a deployment may back up from elsewhere."""
+    """Its own row: it logs in, may take a Raft snapshot and sign with the backup key (what
+    ``ivr-vault backup`` does) and is denied every other Transit operation. Without its
+    credentials there is no row, and no failure: a deployment may back up from elsewhere."""
     issue_credentials(doctored.admin, ["ivr-backup"])["ivr-backup"].write(tmp_path / "backup")
     report = doctored.run(credentials={**doctored.credentials(), "ivr-backup": tmp_path / "backup"})
     row = next(check for check in report.checks if check.name == "identity ivr-backup")
     assert row.ok, row.detail
     assert (
-        "may take a Raft snapshot; denied encrypt with ivr-dtmf, decrypt with ivr-dtmf, "
-        "HMAC with ivr-lookup, read ivr-dtmf's metadata" in row.detail
+        "may take a Raft snapshot, sign with ivr-backup-sign; denied encrypt with ivr-dtmf, "
+        "decrypt with ivr-dtmf, HMAC with ivr-lookup, read ivr-dtmf's metadata" in row.detail
     )
     assert "identity ivr-backup" not in {check.name for check in doctored.run().checks}

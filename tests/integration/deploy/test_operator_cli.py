@@ -44,7 +44,7 @@ def test_make_run_then_the_operator_cli_from_another_terminal(
         assert f"Started server process [{pid}]" in out
     for port in (run.webhook_port, backend_port):
         assert f"Uvicorn running on http://127.0.0.1:{port} (Press CTRL+C to quit)" in out
-    assert "type=aes256-gcm96" in out and "keys=2 roles=4" in out
+    assert "type=aes256-gcm96" in out and "keys=3 roles=4" in out
     assert "ttl_s=3600.0" in out
 
     addr = vault_env(run)["VAULT_ADDR"]
@@ -104,7 +104,7 @@ def test_make_run_then_the_operator_cli_from_another_terminal(
         2,
         [
             "ivr-vault: bad input: --key ivr-nosuch: no such Transit key (keys under transit/: "
-            "ivr-dtmf, ivr-lookup)"
+            "ivr-backup-sign, ivr-dtmf, ivr-lookup)"
         ],
     )
 

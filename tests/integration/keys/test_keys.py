@@ -225,5 +225,5 @@ def test_a_key_that_does_not_exist_is_no_such_key(
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines() == [
         "ivr-vault: bad input: --key nope: no such Transit key (keys under transit/: "
-        "ivr-dtmf, ivr-lookup)"
+        "ivr-backup-sign, ivr-dtmf, ivr-lookup)"
     ]

@@ -15,18 +15,18 @@ import shutil
 import stat
 import subprocess
 import sys
-import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from service.backup.archive import RESTORE_PATH, read_backup
+from service.backup.archive import RESTORE_PATH
 from service.devtools.devstack import DevVault
 from service.errors import VaultPermissionDenied
 from service.settings import Secret
 from service.vault.bootstrap import Layout, issue_credentials
 from service.vault.client import AppRoleCredentials, VaultClient
+from tests.support.backups import OperatorKeys, opened
 from tests.support.demo import FOUND
 from tests.support.devrun import (
     ADDED_NUMBER,
@@ -72,28 +72,39 @@ def test_make_run_backup_lose_vault_restore_served(start_dev: Callable[..., DevR
         **vault_env(run),
     )
     assert added.returncode == 0, added.stderr
+    # The operator's age key pair (outside .dev/, beside it the signing key's public half,
+    # exported by bootstrap with make run's root token).
+    keys = run.cwd / "operator"
+    keys.mkdir(mode=0o700)
+    recipient = ivr_vault(run, "backup-identity", str(keys / "identity.txt"))
+    assert recipient.returncode == 0, recipient.stderr
+    exported = ivr_vault(
+        run, "bootstrap", "--backup-verify-key", str(keys / "ivr-backup-verify.pem")
+    )
+    assert exported.returncode == 0, exported.stderr
     # The backup identity is .dev/ivr-backup's AppRole: no token in its environment, and
     # no VAULT_ADDR (.dev/vault.env says where make run's Vault is).
     # Without --out: into backups/ (mode 0700, ignored by git), never the checkout's root.
-    made = ivr_vault(run, "backup")
+    made = ivr_vault(run, "backup", BACKUP_RECIPIENTS=recipient.stdout.strip())
     assert made.returncode == 0, made.stderr
     assert "as ivr-backup (.dev/ivr-backup/)" in made.stderr
     (backup,) = (run.cwd / "backups").iterdir()
-    assert re.fullmatch(r"ivr-backup-[0-9]{8}T[0-9]{6}Z\.tar\.gz", backup.name)
+    assert re.fullmatch(r"ivr-backup-[0-9]{8}T[0-9]{6}Z\.tar\.gz\.age", backup.name)
     assert f"backup written to backups/{backup.name} " in made.stdout
     assert stat.S_IMODE((run.cwd / "backups").stat().st_mode) == 0o700
     assert "backups/" in (ROOT / ".gitignore").read_text().split()
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600
-    with tarfile.open(backup) as tar:
-        assert sorted(tar.getnames()) == ["accounts.sqlite3", "manifest.json", "vault.snap"]
-    content = read_backup(backup)
+    with opened(backup, keys / "identity.txt") as content:
+        assert content.sealed
+        inside = content.snapshot.read_bytes() + content.store.read_bytes()
     keyring = (run.state / "vault-keys.dev-only").read_text()
     for line in keyring.splitlines():  # never an unseal key or a token inside
         if "=" in line and not line.startswith("#"):
             secret = line.split("=", 1)[1].encode()
-            assert secret not in content.snapshot + content.store
+            assert secret not in inside
     # While make run holds .dev/, restore refuses before touching anything, naming it.
-    early = ivr_vault(run, "restore", "--from", str(backup), "--dev")
+    unlock = ("--identity", str(keys / "identity.txt"))
+    early = ivr_vault(run, "restore", "--from", str(backup), "--dev", *unlock)
     assert (early.returncode, early.stderr.splitlines()[-1]) == (
         2,
         f"ivr-vault: bad input: make run is running in this directory (pid "
@@ -106,7 +117,7 @@ def test_make_run_backup_lose_vault_restore_served(start_dev: Callable[..., DevR
     assert refused.process.wait(timeout=60) == 1
     assert "ivr-vault: the backend is not ready: ivr-lookup" in refused.output()
 
-    restored = ivr_vault(run, "restore", "--from", str(backup), "--dev")
+    restored = ivr_vault(run, "restore", "--from", str(backup), "--dev", *unlock)
     assert restored.returncode == 0, restored.stderr + restored.stdout
     assert "it sealed itself" in restored.stdout
     assert "account store restored to .dev/accounts.sqlite3" in restored.stdout
@@ -130,11 +141,14 @@ def test_restore_into_a_new_cluster_opens_with_the_old_keys(
         old, creds = pv.vault, pv.credentials
         stack = make_stack(old, creds, home / "stack", start=False)  # seeds the demo account
         backup_role = creds["ivr-backup"]
-        backup = home / "backup.tar.gz"
+        keys = OperatorKeys.make(home / "operator", pv.admin)
+        backup = home / "backup.tar.gz.age"
         made = cli(
             "backup",
             "--out",
             str(backup),
+            "--recipient",
+            keys.recipient,
             cwd=home,
             env={
                 "VAULT_ADDR": old.addr,
@@ -150,8 +164,8 @@ def test_restore_into_a_new_cluster_opens_with_the_old_keys(
             AppRoleCredentials(Secret(backup_role.role_id), Secret(backup_role.secret_id)),
             timeout=10,
         )
-        with pytest.raises(VaultPermissionDenied):
-            backup_vault.upload(RESTORE_PATH, "restore", read_backup(backup).snapshot)
+        with opened(backup, keys.identity) as content, pytest.raises(VaultPermissionDenied):
+            backup_vault.upload(RESTORE_PATH, "restore", content.snapshot.read_bytes())
         with pytest.raises(VaultPermissionDenied):
             backup_vault.write("transit/hmac/ivr-lookup", "hmac", {"input": "YQ=="})
     shutil.rmtree(home / "vault" / "vault-data")  # the data is lost; its keys are not
@@ -164,6 +178,8 @@ def test_restore_into_a_new_cluster_opens_with_the_old_keys(
             "restore",
             "--from",
             str(backup),
+            "--identity",
+            str(keys.identity),
             "--unseal-keys-file",
             str(old.keyring.path),
             cwd=home,
@@ -181,6 +197,8 @@ def test_restore_into_a_new_cluster_opens_with_the_old_keys(
             "restore",
             "--from",
             str(backup),
+            "--identity",
+            str(keys.identity),
             cwd=home,
             env={
                 "VAULT_ADDR": new.addr,
@@ -243,10 +261,13 @@ def test_a_planted_link_never_receives_the_backup(
         victim.write_text("the victim's own words\n")
     (bk / "out.tgz.partial").symlink_to(victims["victim.txt"])
     (bk / "out.tgz").symlink_to(victims["other.txt"])
+    keys = OperatorKeys.make(tmp_path / "operator", admin)
     made = cli(
         "backup",
         "--out",
         str(bk / "out.tgz"),
+        "--recipient",
+        keys.recipient,
         cwd=tmp_path,
         env={
             "VAULT_ADDR": dev_vault.addr,
@@ -260,5 +281,6 @@ def test_a_planted_link_never_receives_the_backup(
         assert victim.read_bytes() == b"the victim's own words\n"
     out = bk / "out.tgz"
     assert not out.is_symlink() and stat.S_IMODE(out.lstat().st_mode) == 0o600
-    assert read_backup(out).store  # a whole backup, where it was asked for
+    with opened(out, keys.identity) as content:  # a whole backup, where it was asked for
+        assert content.store.stat().st_size
     assert sorted(p.name for p in bk.iterdir()) == ["out.tgz", "out.tgz.partial"]

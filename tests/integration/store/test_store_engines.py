@@ -13,6 +13,7 @@ tests/unit/store/. The same burst through real backend processes: test_guessing.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -30,7 +31,7 @@ import pytest
 from service.backend.app import http_answer
 from service.backend.decision import Attempt, Decision, Hmacs, Identification, decide
 from service.backend.policy import LockoutPolicy
-from service.backup.archive import read_backup, restore_store
+from service.backup.archive import Backup, restore_store
 from service.backup.transfer import export_to_sqlite, import_from_sqlite
 from service.devtools.devstack import DevVault, free_port
 from service.devtools.postgres import LocalPostgres
@@ -46,6 +47,9 @@ from service.store.migrations import (
     schema_version,
 )
 from service.store.sealed import SealedStore
+from service.vault.bootstrap import Layout
+from service.vault.client import VaultClient
+from tests.support.backups import OperatorKeys, opened
 from tests.support.postgres import ENGINES, database_name, pg_store_url, url_with_password
 from tests.support.store import (
     CALLER_ID_V1,
@@ -606,7 +610,12 @@ def test_bootstrap_migrates_the_store_it_is_given_and_no_other(
 
 
 def test_backup_and_restore_of_a_postgresql_store(
-    dev_vault: DevVault, postgres: LocalPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    dev_vault: DevVault,
+    admin: VaultClient,
+    layout: Layout,  # bootstrapped: the backup signs with ivr-backup-sign
+    postgres: LocalPostgres,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``ivr-vault backup`` on a PostgreSQL store (Vault's snapshot beside the store as a
     SQLite file); ``restore``'s store step puts it into a PostgreSQL store with other rows
@@ -618,22 +627,31 @@ def test_backup_and_restore_of_a_postgresql_store(
     store.transaction(lambda ledger: ledger.set_card_state(aid, CardState(2)))
     store.close()
     assert source.conninfo is not None
-    out = tmp_path / "backup.tar.gz"
+    out = tmp_path / "backup.tar.gz.age"
+    keys = OperatorKeys.make(tmp_path / "operator", admin)
     made = ivr_vault(
         "backup",
         "--out",
         str(out),
+        "--recipient",
+        keys.recipient,
         cwd=tmp_path,
         env={**dev_vault.env(), "STORE_URL": source.conninfo.reveal()},
     )
     assert made.returncode == 0, made.stderr
-    assert f"the account store {source.display}." in made.stdout
-    backup = read_backup(out)
-    (tmp_path / "member.sqlite3").write_bytes(backup.store)
-    member = Store(tmp_path / "member.sqlite3")
-    assert member.version_counts() == {1: 2} and state_of(member) == CardState(2)
-    member.close()
+    assert f"the account store {source.display}, encrypted" in made.stdout
+    with opened(out, keys.identity) as backup:
+        shutil.copy(backup.store, tmp_path / "member.sqlite3")
+        member = Store(tmp_path / "member.sqlite3")
+        assert member.version_counts() == {1: 2} and state_of(member) == CardState(2)
+        member.close()
+        restore_into_either_engine(backup, postgres, tmp_path, monkeypatch)
 
+
+def restore_into_either_engine(
+    backup: Backup, postgres: LocalPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``restore``'s store step, from a backup opened and checked."""
     target = pg_store_url(postgres, "backup_target", owner=True)
     other = Store(target)
     put(other, "AC99999999", "0.01", number=NUMBER_V3, card=CARD_V3, pin=PIN_V3)

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.backup.archive import read_backup
+from service.backup.archive import Unlock, open_backup
 from service.devtools.caller import REGISTERED, Caller
 from service.devtools.devstack import DevVault
 from service.doctor.store import schema_status
@@ -51,7 +51,8 @@ def schema_2_store(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, 
     url = pg_store_url(request.getfixturevalue("postgres"), "schema_2", migrated=False)
     assert url.conninfo is not None
     member = tmp_path / "member.sqlite3"
-    member.write_bytes(read_backup(FIXTURE / "backup.tar.gz").store)
+    with open_backup(FIXTURE / "backup.tar.gz", Unlock(None, None), allow_unsealed=True) as old:
+        shutil.copy(old.store, member)
     database = open_database(url, pool_size=1)
     try:
 
@@ -110,16 +111,36 @@ def test_a_store_of_the_release_before_is_restored_migrated_and_served(
         store_env = {"STORE_URL": url.conninfo.reveal()}
     vault = DevVault.start(tmp_path / "vault")  # a new cluster, its own keys
     try:
+        # A backup of the release before is plain (neither encrypted nor signed): refused,
+        # nothing touched, unless asked for, and then restored with a warning.
+        restore = ("restore", "--from", str(FIXTURE / "backup.tar.gz"))
+        refused = cli(*restore, cwd=tmp_path, env={**vault.env(), **store_env})
+        assert (refused.returncode, refused.stderr.splitlines()) == (
+            2,
+            [
+                f"ivr-vault: bad input: --from: {FIXTURE / 'backup.tar.gz'} is a plain backup "
+                "(from before backups were sealed): neither encrypted nor signed, nothing "
+                "proves who made it; restore it only if you know where it came from, with "
+                "--allow-unsealed"
+            ],
+        )
+        assert not (tmp_path / "stack").exists()
+        assert not list(tmp_path.glob("accounts.before-restore-*"))
+        assert not VaultClient(vault.addr, vault.root_token, timeout=5).health()["sealed"]
         restored = cli(
-            "restore",
-            "--from",
-            str(FIXTURE / "backup.tar.gz"),
+            *restore,
+            "--allow-unsealed",
             "--unseal-keys-file",
             str(keys),
             cwd=tmp_path,
             env={**vault.env(), **store_env},
         )
         assert restored.returncode == 0, restored.stderr + restored.stdout
+        assert (
+            f"ivr-vault: warning: {FIXTURE / 'backup.tar.gz'} is a plain backup (from before "
+            "backups were sealed): neither encrypted nor signed, nothing proves who made it; "
+            "restoring it as --allow-unsealed asks"
+        ) in restored.stderr.splitlines()
         (old,) = DevKeyring(keys).read()
         admin = VaultClient(vault.addr, old.root_token, timeout=10)
         credentials = issue_credentials(admin, list(ROLES))

@@ -131,6 +131,25 @@ OPERATIONS: dict[str, Operation] = {
         "sys/policies/acl/ivr-keyadmin", "op", {"policy": 'path "*" { capabilities = ["sudo"] }'}
     ),
     "raft snapshot": lambda c, lab: c.download("sys/storage/raft/snapshot", "op"),
+    # The backup's manifest signature (docs/backup.md): only the backup identity signs,
+    # only on the plain path (not the one naming a hash), and nobody else even verifies.
+    "sign with the backup key": lambda c, lab: c.write(
+        "transit/sign/ivr-backup-sign", "op", {"input": PLAINTEXT}
+    ),
+    "sign with the backup key, hash in the path": lambda c, lab: c.write(
+        "transit/sign/ivr-backup-sign/sha2-512", "op", {"input": PLAINTEXT}
+    ),
+    "verify with the backup key": lambda c, lab: c.write(
+        "transit/verify/ivr-backup-sign", "op", {"input": PLAINTEXT, "signature": "vault:v1:AA=="}
+    ),
+    "read the backup key": lambda c, lab: c.read("transit/keys/ivr-backup-sign", "op"),
+    "rotate the backup key": lambda c, lab: c.write("transit/keys/ivr-backup-sign/rotate", "op"),
+    "config the backup key (allowed setting)": lambda c, lab: c.write(
+        "transit/keys/ivr-backup-sign/config", "op", {"auto_rotate_period": "720h"}
+    ),
+    "sign with ivr-dtmf": lambda c, lab: c.write(
+        "transit/sign/ivr-dtmf", "op", {"input": PLAINTEXT}
+    ),
     # Refused before the body is looked at: no identity may force data into Vault.
     "raft snapshot restore": lambda c, lab: c.upload(
         "sys/storage/raft/snapshot-force", "op", b"not a snapshot"
@@ -142,7 +161,7 @@ ALLOWED: dict[str, set[str]] = {
     "ivr-webhook": {"encrypt"},
     "ivr-backend": {"decrypt", "hmac"},
     "ivr-keyadmin": {"rewrap", "rotate", "read key", "config (allowed setting)"},
-    "ivr-backup": {"raft snapshot"},
+    "ivr-backup": {"raft snapshot", "sign with the backup key"},
 }
 
 # The same table, as docs/security.md shows it: read it top to bottom to check it against
