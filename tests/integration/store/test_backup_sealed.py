@@ -57,10 +57,14 @@ class Lab:
     store: Path  # the store it was made from (the demo account)
     home: Path
 
-    def run(self, *args: str, python: bool = False, **env: str) -> subprocess.CompletedProcess[str]:
-        """``ivr-vault ARGS`` (``python``: ``python ARGS``) with only ``env``."""
+    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """``ivr-vault ARGS`` with only ``env``."""
+        return self.python("-m", "service", *args, **env)
+
+    def python(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """``python ARGS`` with only ``env``."""
         return subprocess.run(
-            [sys.executable, *(() if python else ("-m", "service")), *args],
+            [sys.executable, *args],
             cwd=self.home,
             env={"PATH": os.environ.get("PATH", ""), "HOME": str(self.home), **env},
             capture_output=True,
@@ -340,7 +344,7 @@ def test_a_large_store_is_backed_up_and_restored_in_bounded_memory(
     out = tmp_path / "big.tar.gz.age"
 
     def measured(*args: str, **env: str) -> tuple[subprocess.CompletedProcess[str], float]:
-        done = lab.run("-c", MEASURED, *args, python=True, **env)
+        done = lab.python("-c", MEASURED, *args, **env)
         peak = float(done.stderr.strip().splitlines()[-1].split()[-1]) / 1024
         return done, peak
 
