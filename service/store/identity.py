@@ -15,7 +15,6 @@ Transit's version, kept so that rotation and re-making at the next lookup work a
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import secrets
 import string
@@ -100,7 +99,7 @@ def bind(salt: str, transit_hmac: str) -> str:
     version = transit_version(transit_hmac)
     if version is None:
         raise ValueError("not a Transit HMAC")
-    mac = hmac.new(bytes.fromhex(salt), transit_hmac.encode(), hashlib.sha256).digest()
+    mac = hmac.digest(bytes.fromhex(salt), transit_hmac.encode(), "sha256")  # one-shot, in C
     return f"vault:v{version}:{base64.b64encode(mac).decode()}"
 
 
