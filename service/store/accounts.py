@@ -489,12 +489,12 @@ def _marks(count: int) -> str:
     return ", ".join("?" for _ in range(count))
 
 
-# Many values in one statement. SQLite: one ``?`` each (the statement is parsed in C, in
-# microseconds). PostgreSQL: one array parameter per column, so the statement's text is
-# short and the same whatever the count: psycopg converts a statement of more than 4,096
-# characters or 50 parameters anew each time, in Python (a 500-row VALUES list of 11
-# columns: 21% of an import's samples under py-spy, bench/import_ab.py), and prepares
-# the short one once.
+# Many values in one condition. SQLite: one ``?`` each (the statement is parsed in C, in
+# microseconds). PostgreSQL: one array parameter, so the statement's text is short and the
+# same whatever the count: psycopg converts a statement of more than 4,096 characters or
+# 50 parameters anew each time, in Python (with the 500-row VALUES list of 11 columns
+# that :func:`_copy_new` replaced: 31% of an import's busy samples under py-spy,
+# bench/import_ab.py), and prepares the short one once.
 def _member(
     engine: Engine, column: str, kind: str, values: Sequence[Any]
 ) -> tuple[str, Sequence[Any]]:
@@ -569,7 +569,7 @@ def _copy_new(db: Connection, records: Sequence[AccountRecord]) -> None:
     """PostgreSQL: the ids drawn from the accounts' own sequence, then both tables
     written by ``COPY``, whose rows psycopg formats in C. A multi-row INSERT's parameters
     are adapted in Python: as 11 array parameters (``unnest``), 15% of an import's busy
-    samples under py-spy, as a 500-row VALUES list 21% (bench/import_ab.py)."""
+    samples under py-spy, as a 500-row VALUES list 31% (bench/import_ab.py)."""
     from service.store.postgres import PgConnection  # psycopg only on PostgreSQL
 
     assert isinstance(db, PgConnection)

@@ -53,11 +53,11 @@ def registered_input(caller: str) -> bytes:
 
 # Salts and references are drawn many at a time, one read of the kernel's random bytes
 # for all (secrets: a system call per draw). Drawn one by one, with a draw per letter,
-# they were 10% of an import's samples under py-spy (bench/import_ab.py).
+# they were 17% of an import's busy samples under py-spy (bench/import_ab.py).
 _REFERENCES = len(REFERENCE_LETTERS) ** REFERENCE_LENGTH  # 26^12 < 2^57
 _DRAW_BYTES = 8
 # Draws of 64 bits at or above the largest multiple of 26^12 are drawn again, so that
-# every reference is equally likely (1 draw in 190 or so).
+# every reference is equally likely (1 draw in 637).
 _DRAW_LIMIT = (1 << 64) - (1 << 64) % _REFERENCES
 
 
