@@ -520,20 +520,21 @@ _NEW_ACCOUNT = (
 _NEW_REGISTRATION = ("caller_verifier", "account_id", "lookup_version")
 
 
+def _content(record: AccountRecord) -> tuple[Any, ...]:
+    """balance, salt, number_verifier, number_version, card_verifier, pin_verifier."""
+    return (
+        record.balance,
+        record.salt,
+        record.number_verifier,
+        verifier_version(record.number_verifier),
+        record.card_verifier,
+        record.pin_verifier,
+    )
+
+
 def _new_accounts(records: Sequence[AccountRecord]) -> Iterator[tuple[Any, ...]]:
     for record, reference in zip(records, new_references(len(records)), strict=True):
-        yield (
-            record.account,
-            reference,
-            record.balance,
-            record.salt,
-            record.number_verifier,
-            verifier_version(record.number_verifier),
-            record.card_verifier,
-            record.pin_verifier,
-            1,
-            record.version,
-        )
+        yield (record.account, reference, *_content(record), 1, record.version)
 
 
 def _registrations(
@@ -693,16 +694,7 @@ def _replace(db: Connection, record: AccountRecord) -> Refusal | None:
         "UPDATE accounts SET balance=?, salt=?, number_verifier=?,"
         " number_version=?, card_verifier=?, pin_verifier=?, salted=1,"
         " legacy_card=NULL, lookup_version=? WHERE id=?",
-        (
-            record.balance,
-            record.salt,
-            record.number_verifier,
-            verifier_version(record.number_verifier),
-            record.card_verifier,
-            record.pin_verifier,
-            record.version,
-            own,
-        ),
+        (*_content(record), record.version, own),
     )
     db.execute("DELETE FROM caller_registrations WHERE account_id=?", (own,))
     _register(db, own, record.callers)
