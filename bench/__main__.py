@@ -3,6 +3,8 @@ with one summary line. ``BENCH_QUICK=1``: a short run (about 4 minutes) into ben
 ``BENCH_HA=0``: without the section on make run-ha's topology (bench/ha.py).
 ``BENCH_SCALE=0``: without "Accounts at scale" (bench/scale.py: 1,000,000 accounts imported
 into each engine, quick: 100,000), which runs first, alone on its own Vault.
+``BENCH_CALL_PATH``: the whole calls' identification (bench/load.py): ``mix`` (default),
+``star`` or ``number``.
 
 Every point is measured several times, service and baseline interleaved (A B A B ...) so
 that drift on this shared machine hits both alike; the median run is reported.
@@ -173,10 +175,9 @@ def main() -> int:
                 load.new_call_sid()
                 for _ in range(int(rate * seconds / load.REQUESTS_PER_CALL) + 500)
             ]
-            calls = list(zip(sids, bench.card_ciphertexts(sids), strict=True))
             return load.write_requests(
                 work / f"calls-{name}.txt",
-                load.call_requests(calls),
+                load.call_requests(bench.calls(sids)),
                 base_url=url,
                 auth_token=bench.twilio_token,
             )

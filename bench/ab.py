@@ -101,10 +101,9 @@ def _card_file(bench: stack.Bench, work: Path, v: Variant, seconds: int) -> Path
 
 def _call_file(bench: stack.Bench, work: Path, v: Variant, seconds: int) -> Path:
     sids = [load.new_call_sid() for _ in range(1500 * seconds + 500)]
-    calls = list(zip(sids, bench.card_ciphertexts(sids), strict=True))
     return load.write_requests(
         work / f"calls-{v.name}.txt",
-        load.call_requests(calls),
+        load.call_requests(bench.calls(sids)),
         base_url=v.pair.webhook.url,
         auth_token=bench.twilio_token,
     )

@@ -164,9 +164,11 @@ def measure(
         sids = [
             load.new_call_sid() for _ in range(int(rate * seconds / load.REQUESTS_PER_CALL) + 500)
         ]
-        calls = list(zip(sids, stack.card_ciphertexts(admin, sids), strict=True))
         return load.write_requests(
-            work / f"calls-{name}.txt", load.call_requests(calls), base_url=url, auth_token=token
+            work / f"calls-{name}.txt",
+            load.call_requests(stack.whole_calls(admin, sids)),
+            base_url=url,
+            auth_token=token,
         )
 
     services = tuple(s.url for s in (*ha.webhooks, *ha.backends))

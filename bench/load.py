@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
+from service.backend.enrolment import DEMO_ACCOUNT_NUMBER, DEMO_CARD, DEMO_PIN
 from service.webhook.signature import compute_signature
 
 LUA = Path(__file__).with_name("presigned.lua")
@@ -69,30 +70,54 @@ def new_call_sid() -> str:
 # account has the From below registered on it).
 CARD_STEP = "/voice/card?registered=1"
 REQUESTS_PER_CALL = 4  # /voice, /voice/account, /voice/card, /voice/pin
+# Which identification the whole calls take (BENCH_CALL_PATH): "mix", every other call
+# types the demo's account number (its /voice/account step encrypts it: one more Transit
+# call than star), the others press star; "star" or "number": one path only.
+CALL_PATHS = ("mix", "star", "number")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One whole call's pre-made ciphertexts (the webhook's own, made beforehand so that
+    its steps can be pre-signed): the card's, and the typed account number's (None: the
+    caller presses star)."""
+
+    sid: str
+    card: str
+    number: str | None = None
+
+
+def typed(path: str, count: int) -> list[bool]:
+    """Per call, whether it types the account number (``path``: one of CALL_PATHS)."""
+    if path not in CALL_PATHS:
+        raise SystemExit(f"BENCH_CALL_PATH: expected one of {', '.join(CALL_PATHS)}")
+    return [path == "number" or (path == "mix" and i % 2 == 1) for i in range(count)]
 
 
 def card_requests(count: int) -> list[Request]:
-    return [Request(CARD_STEP, call_params(new_call_sid(), "1234")) for _ in range(count)]
+    return [Request(CARD_STEP, call_params(new_call_sid(), DEMO_CARD)) for _ in range(count)]
 
 
-def call_requests(calls: Sequence[tuple[str, str]]) -> list[Request]:
-    """A whole call per (CallSid, card ciphertext): /voice, /voice/account (star),
-    /voice/card, /voice/pin. The card ciphertext of the PIN step is made beforehand (it
-    rides in the signed URL), so the steps can be pre-signed; /voice/card still encrypts
-    afresh."""
+def call_requests(calls: Sequence[Call]) -> list[Request]:
+    """A whole call per :class:`Call`: /voice, /voice/account (star, or the account
+    number), /voice/card, /voice/pin, each step's URL as the step before makes it (the
+    identification rides in it; the PIN step's carries the card ciphertext). /voice/account
+    and /voice/card still encrypt afresh."""
     out = []
-    for sid, card_ct in calls:
+    for call in calls:
+        sid = call.sid
         out.append(Request("/voice", call_params(sid)))
-        out.append(Request("/voice/account", (*call_params(sid, ""), ("FinishedOnKey", "*"))))
-        out.append(Request(CARD_STEP, call_params(sid, "1234")))
+        if call.number is None:
+            account = (*call_params(sid, ""), ("FinishedOnKey", "*"))
+            identification: dict[str, str | int] = {"registered": 1}
+        else:
+            account = (*call_params(sid, DEMO_ACCOUNT_NUMBER), ("FinishedOnKey", ""))
+            identification = {"number": call.number}
+        out.append(Request("/voice/account", account))
+        out.append(Request(f"/voice/card?{urlencode(identification)}", call_params(sid, DEMO_CARD)))
         # The PIN step carries its issue time (STEP_MAX_AGE): the time these are made.
-        out.append(
-            Request(
-                "/voice/pin?"
-                + urlencode({"card": card_ct, "issued": int(time.time()), "registered": 1}),
-                call_params(sid, "4321"),
-            )
-        )
+        query = {"card": call.card, "issued": int(time.time()), **identification}
+        out.append(Request(f"/voice/pin?{urlencode(query)}", call_params(sid, DEMO_PIN)))
     return out
 
 

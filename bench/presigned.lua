@@ -39,12 +39,12 @@ function request()
 end
 
 -- A 200 is not enough: "please try again later" is a 200 too. Count only the answers a
--- working service gives: the account number prompt, the card prompt, the PIN prompt with
--- a ciphertext, the account.
+-- working service gives: the first prompt (its gather posts to /voice/account; a re-prompt
+-- adds ?attempt=), the card prompt, the PIN prompt with a ciphertext, the account.
 function response(status, headers, body)
   if status == 200 and (body:find("vault%3Av", 1, true) or body:find("AC12345678", 1, true)
                         or body:find("payment card", 1, true)
-                        or body:find("digit account number", 1, true)) then
+                        or body:find('action="/voice/account"', 1, true)) then
     ok = ok + 1
   else
     bad = bad + 1

@@ -16,7 +16,10 @@ one dev Vault and real backend and webhook processes:
 Before that, Vault alone: Transit HMACs in the importer's batches and parallelism, items/s
 (the bound on accounts/s: an account with one caller number is 4 HMAC inputs).
 
-N is 1,000,000 (``BENCH_QUICK=1``: 100,000; ``BENCH_SCALE_ACCOUNTS`` sets it). Writes
+N is 1,000,000 (``BENCH_QUICK=1``: 100,000; ``BENCH_SCALE_ACCOUNTS`` sets it).
+``BENCH_SCALE_ENGINES``: the engines and their order (default ``sqlite,postgresql``; a
+full run takes 15-25 minutes per engine on the shared two cores, so
+``postgresql,sqlite`` measures the engine the targets name first). Writes
 ``scale.md`` (bench/, or bench/.work/quick/ when quick), which ``make bench``'s RESULTS.md
 quotes, and prints one line:
 ``scale: accounts N import R/s rss M MB lookup p99 1k X ms 1M Y ms``.
@@ -36,7 +39,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
@@ -63,6 +66,7 @@ CONCURRENCY = 4  # calls at once
 RUNS = 4  # alternating runs per store
 PARALLEL = 4  # the importer's Transit calls at once (its default)
 TARGET_RATE, TARGET_RSS, TARGET_P99 = 4_000.0, 250.0, 1.2
+ENGINES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 SUMMARY = re.compile(r"\((\d+) rows/s, (\d+) Transit calls\)")
 
 
@@ -115,16 +119,19 @@ class Imported:
     added: int
 
 
-def run_import(env: dict[str, str], path: Path, cwd: Path) -> Imported:
+def run_import(
+    env: dict[str, str], path: Path, cwd: Path, *, prefix: Sequence[str] = ()
+) -> Imported:
     """One ``accounts import``. Its peak RSS is the process's own VmHWM and its CPU time
     /proc's, read every 0.1 s until it exits (``wait4``'s ``ru_maxrss`` would count the
-    bench process it was forked from)."""
+    bench process it was forked from). ``prefix``: a command that runs it (a profiler;
+    then the figures are the profiler's)."""
     out = cwd / f"{path.stem}.out"
     peak, cpu = 0, 0.0
     with out.open("w") as stdout:
         began = time.monotonic()
         process = subprocess.Popen(
-            [sys.executable, "-m", "service", "accounts", "import", str(path)],
+            [*prefix, sys.executable, "-m", "service", "accounts", "import", str(path)],
             cwd=cwd,
             env=env,
             stdout=stdout,
@@ -283,6 +290,7 @@ def measure_engine(
         f"RSS {done.rss_mb:.0f} MB, CPU {done.cpu_s * 1000 / done.added:.3f} ms/account"
     )
     grown = store_bytes(stores[1]) - before
+    log(f"{engine}: store grew {grown / max(done.added, 1):.0f} bytes per account")
     durations: list[list[float]] = [[], []]
     failed = 0
     with services(envs[0], dirs[0]) as small, services(envs[1], dirs[1]) as large:
@@ -314,7 +322,7 @@ def measure_engine(
     )
 
 
-def run(quick: bool, work: Path, n: int) -> tuple[list[Figures], float]:
+def run(quick: bool, work: Path, n: int, engines: Sequence[str]) -> tuple[list[Figures], float]:
     count = 400 if quick else 1_000
     shutil.rmtree(work, ignore_errors=True)  # a previous run's stores and cluster
     work.mkdir(parents=True)
@@ -345,37 +353,25 @@ def run(quick: bool, work: Path, n: int) -> tuple[list[Figures], float]:
             200_000,
         )
         log(f"Vault alone: {bound:.0f} HMAC items/s")
-        figures = [
-            measure_engine(
-                "SQLite",
-                (
+        figures = []
+        for engine in engines:
+            if engine == "sqlite":
+                stores = (
                     {"STORE_PATH": str(work / "sqlite" / "small.sqlite3")},
                     {"STORE_PATH": str(work / "sqlite" / "large.sqlite3")},
-                ),
-                roles,
-                n,
-                files,
-                work / "sqlite",
-                count,
+                )
+            else:
+                postgres = LocalPostgres(work / "pg")
+                exits.callback(postgres.stop)
+                postgres.start()
+                urls = [postgres.new_database(name) for name in ("small", "large")]
+                for url in urls:
+                    migrate_store(Settings.from_environ({"STORE_URL": url}).store)
+                stores = ({"STORE_URL": urls[0]}, {"STORE_URL": urls[1]})
+            name = ENGINES[engine]
+            figures.append(
+                measure_engine(name, stores, roles, n, files, work / name.lower(), count)
             )
-        ]
-        postgres = LocalPostgres(work / "pg")
-        exits.callback(postgres.stop)
-        postgres.start()
-        urls = [postgres.new_database(name) for name in ("small", "large")]
-        for url in urls:
-            migrate_store(Settings.from_environ({"STORE_URL": url}).store)
-        figures.append(
-            measure_engine(
-                "PostgreSQL",
-                ({"STORE_URL": urls[0]}, {"STORE_URL": urls[1]}),
-                roles,
-                n,
-                files,
-                work / "postgresql",
-                count,
-            )
-        )
     return figures, bound
 
 
@@ -383,9 +379,14 @@ def _size(n: int) -> str:
     return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k"
 
 
+def targeted(figures: list[Figures]) -> Figures:
+    """The PostgreSQL figures (the engine the targets name), else the last."""
+    return next((f for f in figures if f.engine == "PostgreSQL"), figures[-1])
+
+
 def line(figures: list[Figures]) -> str:
-    """The summary line, of the PostgreSQL figures (the engine the targets name)."""
-    f = figures[-1]
+    """The summary line, of :func:`targeted`'s figures."""
+    f = targeted(figures)
     return (
         f"scale: accounts {f.accounts} import {f.import_rate:.0f}/s rss {f.rss_mb:.0f} MB "
         f"lookup p99 1k {f.small[1]:.1f} ms {_size(f.accounts)} {f.large[1]:.1f} ms"
@@ -420,7 +421,7 @@ def section(figures: list[Figures], bound: float, *, quick: bool, loadavg: float
             f"{f.large[0]:.1f} / {f.large[1]:.1f} ms | {f.large[1] / f.small[1]:.2f} | "
             f"{f.bytes_per_account:,.0f} | {f.failed_calls} |"
         )
-    pg = figures[-1]
+    pg = targeted(figures)
     rows += [
         "",
         f"Targets: import ≥ {TARGET_RATE:,.0f} accounts/s on PostgreSQL (or the measured "
@@ -442,7 +443,11 @@ def section(figures: list[Figures], bound: float, *, quick: bool, loadavg: float
 def measure(quick: bool, out_dir: Path) -> str:
     """Run the section, write ``out_dir/scale.md``; the summary line."""
     n = int(os.environ.get("BENCH_SCALE_ACCOUNTS", 100_000 if quick else 1_000_000))
-    figures, bound = run(quick, HERE / ".work" / "scale", n)
+    engines = os.environ.get("BENCH_SCALE_ENGINES", "sqlite,postgresql").split(",")
+    unknown = set(engines) - set(ENGINES)
+    if unknown or not engines:
+        raise SystemExit(f"BENCH_SCALE_ENGINES: expected some of {','.join(ENGINES)}")
+    figures, bound = run(quick, HERE / ".work" / "scale", n, engines)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "scale.md").write_text(
         section(figures, bound, quick=quick, loadavg=os.getloadavg()[0]), encoding="utf-8"

@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.backend.enrolment import DEMO_CARD, seed_demo
+from bench import load
+from service.backend.enrolment import DEMO_ACCOUNT_NUMBER, DEMO_CARD, seed_demo
 from service.devtools.devstack import DevVault, ServiceProcess, free_port, stop_process, wait_http
 from service.devtools.launcher import dev_output_env
 from service.settings import Settings
@@ -50,13 +51,27 @@ class Bench:
         }
         return {name: p.pid for name, p in procs.items() if p is not None}
 
-    def card_ciphertexts(self, sids: list[str]) -> list[str]:
-        return card_ciphertexts(self.admin, sids)
+    def calls(self, sids: list[str]) -> list[load.Call]:
+        return whole_calls(self.admin, sids)
 
 
-def card_ciphertexts(admin: VaultClient, sids: list[str]) -> list[str]:
-    """Card ciphertexts for pre-signed /voice/pin steps, as the webhook would have made
-    them, in batches (the bench's own Vault calls happen before measuring)."""
+def whole_calls(admin: VaultClient, sids: list[str]) -> list[load.Call]:
+    """The whole calls of ``sids``, on the identification paths BENCH_CALL_PATH names
+    (bench/load.py: "mix" by default), with the ciphertexts the webhook would have made
+    for their pre-signed steps."""
+    typing = load.typed(os.environ.get("BENCH_CALL_PATH", "mix"), len(sids))
+    cards = _ciphertexts(admin, sids, DEMO_CARD, "card_last4")
+    numbered = [sid for sid, t in zip(sids, typing, strict=True) if t]
+    numbers = iter(_ciphertexts(admin, numbered, DEMO_ACCOUNT_NUMBER, "account_number"))
+    return [
+        load.Call(sid, card, next(numbers) if t else None)
+        for sid, card, t in zip(sids, cards, typing, strict=True)
+    ]
+
+
+def _ciphertexts(admin: VaultClient, sids: list[str], plaintext: str, field: str) -> list[str]:
+    """``plaintext`` encrypted for each call's ``field``, as the webhook would have,
+    in batches (the bench's own Vault calls happen before measuring)."""
     out: list[str] = []
     for start in range(0, len(sids), 200):
         chunk = sids[start : start + 200]
@@ -66,8 +81,8 @@ def card_ciphertexts(admin: VaultClient, sids: list[str]) -> list[str]:
             {
                 "batch_input": [
                     {
-                        "plaintext": b64(DEMO_CARD.encode()),
-                        "context": b64(call_context(s, "card_last4")),
+                        "plaintext": b64(plaintext.encode()),
+                        "context": b64(call_context(s, field)),
                     }
                     for s in chunk
                 ]

@@ -49,6 +49,7 @@ from service.store.identity import (
     card_input,
     matches,
     new_salt,
+    new_salts,
     number_input,
     pin_input,
     registered_input,
@@ -203,10 +204,9 @@ async def make_records(
                 )
             )
         records = []
-        for row in chunk:
+        for row, salt in zip(chunk, new_salts(len(chunk)), strict=True):
             number_v, card_v, pin_v = next(outputs), next(outputs), next(outputs)
             callers = tuple(next(outputs) for _ in row.callers)
-            salt = new_salt()
             records.append(
                 AccountRecord(
                     row.account,

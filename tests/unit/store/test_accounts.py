@@ -7,8 +7,10 @@ tests/unit/backend/test_decision.py.)"""
 from __future__ import annotations
 
 import sqlite3
+import string
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,12 +19,15 @@ import pytest
 from service.store import sqlite as sqlite_local
 from service.store.accounts import Refusal, Store, verifier_version
 from service.store.identity import (
+    SALT_BYTES,
     bind,
     caller_input,
     card_input,
     matches,
     new_reference,
+    new_references,
     new_salt,
+    new_salts,
     number_input,
     pin_input,
     registered_input,
@@ -86,6 +91,19 @@ def test_references_are_letters_only() -> None:
     references = {new_reference() for _ in range(100)}
     assert len(references) == 100
     assert all(r.isascii() and r.isalpha() and r.isupper() and len(r) == 12 for r in references)
+
+
+def test_salts_and_references_drawn_many_at_a_time_are_each_new_and_every_letter_used() -> None:
+    """One read of random bytes for a whole batch (an import's): each still its own,
+    and the letters of the references spread over the whole alphabet."""
+    references = new_references(5000)
+    assert len(set(references)) == 5000
+    assert all(r.isascii() and r.isalpha() and r.isupper() and len(r) == 12 for r in references)
+    counts = Counter(letter for r in references for letter in r)
+    assert set(counts) == set(string.ascii_uppercase)
+    assert max(counts.values()) < 1.2 * min(counts.values())  # 60,000 letters, ~2,300 each
+    salts = new_salts(1000)
+    assert len(set(salts)) == 1000 and all(len(bytes.fromhex(s)) == SALT_BYTES for s in salts)
 
 
 def test_the_schema_has_no_place_for_digits(store: Store) -> None:
