@@ -58,7 +58,7 @@ async def _child(lookups: int, store_url: str | None) -> float:
         )
         (canary,) = await transit.hmac([CANARY_INPUT])
         records = await make_records(
-            transit,  # type: ignore[arg-type]  # the fake is Transit's shape, not its type
+            transit,
             [Enrolment("AC12345678", "12.55", number, card, pin, (caller,))],
         )
         store = Store(settings.store)

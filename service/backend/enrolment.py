@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from service.backend.keycheck import CANARY_INPUT, KeyCheck, check_keys
+from service.backend.keycheck import CANARY_INPUT, Hmac, KeyCheck, check_keys
 from service.backend.pin_rules import weakness
 from service.errors import EnrolmentRefused
 from service.formats import CARD_DIGITS, PIN_DIGITS, is_digits
@@ -184,7 +184,7 @@ def calls(rows: Sequence[Enrolment]) -> Iterator[Sequence[Enrolment]]:
 
 
 async def make_records(
-    transit: Transit,
+    transit: Hmac,
     rows: Sequence[Enrolment],
     *,
     key_version: int | None = None,

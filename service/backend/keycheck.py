@@ -41,7 +41,8 @@ RECHECK_S = 5.0
 
 
 class Hmac(Protocol):
-    """What the check needs of :class:`~service.vault.transit.Transit`."""
+    """What the check and :func:`~service.backend.enrolment.make_records` need of
+    :class:`~service.vault.transit.Transit` (which the unit tests' fake also provides)."""
 
     async def hmac(
         self,

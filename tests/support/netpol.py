@@ -7,7 +7,7 @@ selects is not isolated in that direction (networking.k8s.io/v1)."""
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,7 +87,7 @@ def port_matches(rule_ports: Iterable[Obj] | None, port: int, protocol: str, tar
 
 
 def _direction_allows(
-    policies: list[Obj],
+    policies: Sequence[Obj],
     subject: Party,
     other: Party,
     port: int,
@@ -120,7 +120,7 @@ def _direction_allows(
 
 
 def allowed(
-    policies: list[Obj], source: Party, target: Party, port: int, protocol: str = "TCP"
+    policies: Sequence[Obj], source: Party, target: Party, port: int, protocol: str = "TCP"
 ) -> bool:
     """Whether ``source`` may open a connection to ``target``'s ``port`` under
     ``policies``; only a pod's own namespace's policies isolate it."""

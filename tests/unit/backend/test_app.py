@@ -16,7 +16,7 @@ import sqlite3
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -81,9 +81,12 @@ class Backend:
         self, body: object, *, key: str | None = None, headers: dict[str, str] | None = None
     ) -> httpx.Response:
         extra = {"Idempotency-Key": key} if key else {}
-        return self.client.post(
+        response = self.client.post(
             "/v1/lookup", json=body, headers={**AUTH, **extra, **(headers or {})}
         )
+        # TestClient is typed against httpx2 (not installed), so mypy sees Any here.
+        assert isinstance(response, httpx.Response)
+        return response
 
     def metric(self, name: str, **labels: str) -> float:
         for family in text_string_to_metric_families(self.client.get("/metrics").text):
@@ -118,7 +121,7 @@ def backend(tmp_path: Path) -> Iterator[Backend]:
         yield Backend(client, transit)
 
 
-def access_lines(logs: list[dict[str, Any]]) -> list[tuple[object, object]]:
+def access_lines(logs: Sequence[Mapping[str, Any]]) -> list[tuple[object, object]]:
     return [
         (line.get("outcome"), line["status_code"])
         for line in logs

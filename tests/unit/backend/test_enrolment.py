@@ -5,6 +5,7 @@ tests/integration/calls/test_identification.py)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
@@ -36,7 +37,7 @@ GOOD = Enrolment("AC12345678", "12.55", "31415926", "5678", "7351", ("+150055500
 def test_each_problem_is_one_phrase_without_the_digits(
     change: dict[str, object], says: str
 ) -> None:
-    row = Enrolment(**{**GOOD.__dict__, **change})  # type: ignore[arg-type]
+    row = Enrolment(**{**GOOD.__dict__, **change})
     why = problem(row, Settings())
     assert why is not None and says in why
     secrets = [row.account_number, row.last4, row.pin, *(c[1:] for c in row.callers)]
@@ -52,7 +53,7 @@ def test_a_good_row_and_the_digits_setting() -> None:
     assert (
         problem(
             Enrolment(*GOOD.__dict__.values()),
-            Settings(),  # type: ignore[arg-type]
+            Settings(),
             check_pin=False,
         )
         is None
@@ -60,15 +61,16 @@ def test_a_good_row_and_the_digits_setting() -> None:
 
 
 def test_records_are_batched_by_whole_rows_and_bound_to_their_own_salt() -> None:
-    transit = FakeTransit()
     calls: list[int] = []
-    original = transit.hmac
 
-    async def counted(inputs: list[bytes], **kwargs: object) -> list[str]:
-        calls.append(len(inputs))
-        return await original(inputs, **kwargs)  # type: ignore[arg-type]
+    class Counted(FakeTransit):
+        async def hmac(
+            self, inputs: Sequence[bytes], *, key_version: int | None = None
+        ) -> list[str]:
+            calls.append(len(inputs))
+            return await super().hmac(inputs, key_version=key_version)
 
-    transit.hmac = counted  # type: ignore[method-assign]
+    transit = Counted()
     rows = [
         Enrolment(f"AC{n}", "1.00", f"{40000000 + n}", "5678", "7351", ("+15005550006",))
         for n in range(ITEMS_PER_CALL // 4 * 2 + 1)

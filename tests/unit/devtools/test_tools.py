@@ -4,6 +4,7 @@ PATH, so that the tests run the Caddy of the deployed version, not the machine's
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ def test_the_venvs_bin_comes_before_path(monkeypatch: pytest.MonkeyPatch, tmp_pa
         directory.mkdir(parents=True)
     for path in (venv / "python", venv / "caddy", system / "caddy", system / "node"):
         path.touch(mode=0o755)
-    monkeypatch.setattr(tools.sys, "executable", str(venv / "python"))
+    monkeypatch.setattr(sys, "executable", str(venv / "python"))
     monkeypatch.setenv("PATH", str(system))
     assert tools.find_tool("caddy") == str(venv / "caddy")
     assert tools.find_tool("node") == str(system / "node")  # not in the venv: PATH's

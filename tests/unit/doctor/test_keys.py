@@ -3,6 +3,8 @@ cases are in tests/integration/deploy/test_doctor.py)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from service.doctor.keys import ROTATION_GRACE_S, expected_periods, retirement_check, rotation_check
 from service.keys.lifecycle import KeyStatus
 
@@ -23,7 +25,7 @@ def key(
 
 
 def test_expected_periods_come_from_the_layout() -> None:
-    layout = {
+    layout: dict[str, dict[str, Any]] = {
         "ivr-dtmf": {"config": {"auto_rotate_period": "720h"}},
         "ivr-lookup": {"config": {"deletion_allowed": False}},
     }

@@ -150,8 +150,10 @@ def test_each_thread_keeps_one_connection_and_close_closes_them_all(store: Store
     def conn_of_this_thread(wait: bool = True) -> sqlite3.Connection:
         if wait:  # so that the pool really runs two threads
             both_running.wait(timeout=10)
-        first = store._db.connection()
-        assert store._db.connection() is first  # reused, not one per statement
+        db = store._db
+        assert isinstance(db, sqlite_local.ThreadConnections)  # a SQLite store's
+        first = db.connection()
+        assert db.connection() is first  # reused, not one per statement
         pragmas = (
             first.execute("PRAGMA journal_mode").fetchone()[0],
             first.execute("PRAGMA synchronous").fetchone()[0],

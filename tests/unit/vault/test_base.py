@@ -114,7 +114,7 @@ def test_login_once_then_renew_when_a_third_is_left() -> None:
 def test_a_refused_or_short_renewal_logs_in_again() -> None:
     for vault_kwargs in ({"renew_fails": True}, {"renew_ttl": 5}):
         clock = Clock()
-        vault = Identity(clock, **vault_kwargs)  # type: ignore[arg-type]
+        vault = Identity(clock, **vault_kwargs)
         keeper = TokenKeeper(vault.login, vault.renew, clock=clock)
         first = keeper.valid()
         clock.now += 25

@@ -553,7 +553,7 @@ def test_busy_service_lingers_up_to_the_bound_and_gathers_late_arrivals() -> Non
         first = asyncio.create_task(c.submit(0))
         await asyncio.sleep(0.0004)  # arrives while the batch lingers: joins it
         second = asyncio.create_task(c.submit(1))
-        assert await asyncio.gather(first, second) == ["r0", "r1"]
+        assert list(await asyncio.gather(first, second)) == ["r0", "r1"]
         assert sender.batches[1] == [0, 1]
         # Fewer than last time: it waited the whole bound, and not a moment longer.
         assert sender.sent_at[1] - start == pytest.approx(BOUND)

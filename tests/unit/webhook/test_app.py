@@ -48,7 +48,7 @@ SETTINGS = Settings(
     twilio_auth_token=Secret(TOKEN),
     backend_token=Secret(BEARER),
     public_base_url=BASE,
-    backend_url="http://backend.invalid",
+    backend_url=("http://backend.invalid",),
     max_attempts=3,
 )
 FOUND = {"account": "AC12345678", "balance": "12.55"}
@@ -449,10 +449,13 @@ def test_a_resent_step_that_is_not_what_we_sent_ends_the_call_without_a_lookup(
 ) -> None:
     sid = new_call_sid()
     card = webhook.transit.seal(b"1234", f"{sid}:card_last4".encode())
-    fields = {"pin": webhook.transit.seal(b"4321", f"{sid}:pin".encode()), "key": "0" * 64}
+    fields: dict[str, str | None] = {
+        "pin": webhook.transit.seal(b"4321", f"{sid}:pin".encode()),
+        "key": "0" * 64,
+    }
     fields.update(bad)
     sent = {k: v for k, v in fields.items() if v is not None}
-    root = twiml(webhook.post(pin_path(card, registered="1", **sent), sid))
+    root = twiml(webhook.post(pin_path(card) + "&" + urlencode(sent), sid))
     assert hangs_up(root) and spoken(root) == texts.CALL_AGAIN
     assert webhook.backend.requests == []
 
