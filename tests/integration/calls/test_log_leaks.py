@@ -292,6 +292,10 @@ def test_the_search_finds_planted_digits(captured: Captured, tmp_path: Path) -> 
     end = line.index('"', start)
     leaked = line[:start] + base64.b64encode(card.encode()).decode() + line[end:]
     assert unhashed_transit_strings(audit + leaked + "\n")
+    # The clear creation_time of a key version is let through only as a time of day.
+    planted = line[:start] + card + line[end:]
+    renamed = planted.replace('"plaintext":', '"creation_time":', 1)
+    assert unhashed_transit_strings(audit + renamed + "\n") == [card]
     assert audit_findings("copy", audit + leaked + "\n", detector)
     errored = line.replace('"type":"request"', f'"error":"bad input {pin}","type":"request"')
     assert audit_findings("copy", audit + errored + "\n", detector)

@@ -65,7 +65,9 @@ def test_past_the_limit_a_caller_hears_the_calm_goodbye(
     finally:
         os.kill(backend.pid, signal.SIGCONT)
     for future in held:
-        # The held calls end calmly (the budget ran out on the paused backend): a 200 TwiML.
-        assert hangs_up(document(future.result()))
+        # The held steps are not dropped: no backend answered within the budget, so each
+        # goes round again through the proxy (a Redirect, as for a webhook cut off from
+        # the backends), a 200 TwiML, never a 5xx.
+        assert document(future.result()).find("Redirect") is not None
     # The slots are free again: a whole call goes through.
     assert place_call(client, token, webhook, DEMO_CARD, DEMO_PIN) == FOUND
