@@ -57,7 +57,9 @@ def parse_ab(text: str) -> AbRun | None:
     return AbRun((header[1], header[2]), a, b, loadavg)
 
 
-def read_ab(path: Path = AB_RUN) -> AbRun | None:
+def read_ab(path: Path | None = None) -> AbRun | None:
+    """bench/ab/round3.md's figures (or ``path``'s); None if the file is not there."""
+    path = path or AB_RUN
     return parse_ab(path.read_text(encoding="utf-8")) if path.exists() else None
 
 

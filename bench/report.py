@@ -301,8 +301,9 @@ def analysis(s: Summary, ab: headline.AbRun | None) -> list[str]:
         "cores. p99 is the same queue's tail, and whatever else runs on the machine (load "
         f"average {s.loadavg[1]:.1f} after the run).",
         f"- **Transit calls per request {v['transit']:.3f}** "
-        f"({verdict('transit', v['transit'])}). A call needs four Transit "
-        "operations (encrypt card, encrypt PIN, decrypt, HMAC) for three webhook requests. "
+        f"({verdict('transit', v['transit'])}). A call's {REQUESTS_PER_CALL} webhook "
+        "requests need several Transit operations: the webhook encrypts each entry (and the "
+        "caller's number), the backend decrypts them in one batch and HMACs them in another. "
         "The coalescer sends at once when idle; under load a batch waits up to 1 ms "
         "(TRANSIT_LINGER) while the previous one carried several items, until it is as large "
         "as that one, and a second batch flies only once it is as large. Batches are what "
@@ -404,7 +405,7 @@ def ha_section(s: Summary) -> list[str]:
         f"{runs} runs, beside the single-node stack's figures from this same run (its store "
         "is SQLite, in the backend's own process). CPU is summed over every process of each "
         f"({ha.processes} in the HA topology, Caddy and PostgreSQL with its connections' "
-        "processes included); a call is three webhook requests.",
+        f"processes included); a call is {REQUESTS_PER_CALL} webhook requests.",
         "",
         "| topology | calls/s | webhook req/s | p50 ms | p99 ms "
         "| CPU ms/request, all processes | CPU ms/call | Transit calls/request |",
@@ -525,7 +526,7 @@ def markdown(s: Summary, chart: str) -> str:
         )
     out += [
         "",
-        "## Whole calls (`/voice`, `/voice/card`, `/voice/pin` + backend lookup)",
+        "## Whole calls (`/voice`, `/voice/account`, `/voice/card`, `/voice/pin` + backend lookup)",
         "",
         "Latency is per webhook request (what a caller waits between a keypress and the next "
         "prompt), over the mix of the three steps; one connection carries one call's "
