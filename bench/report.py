@@ -207,7 +207,7 @@ def _ab_tables() -> list[str]:
             out[-2:-1] = [
                 out[-2].replace(
                     f"### A/B: {table.stem}\n",
-                    f"### A/B: {table.stem}\n\n{decision.capitalize()}.\n",
+                    f"### A/B: {table.stem}\n\n{decision[:1].upper()}{decision[1:]}.\n",
                     1,
                 )
             ]

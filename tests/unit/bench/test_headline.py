@@ -219,6 +219,9 @@ def test_the_report_renders_round3s_table_with_and_without_the_ab_run(
     else:
         assert side_by_side == [] and per_call not in text
     assert "## Next steps" in text and "structlog-native path" not in text
+    # Each A/B file quoted with its decision, as written (capitals kept).
+    assert "### A/B: granian\n\n#21, rejected: uvicorn stays" in text
+    assert "whole call's webhook CPU lower" in text
 
 
 def test_the_quick_bench_line_keeps_its_format() -> None:
