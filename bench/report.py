@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench import clients
+from bench import clients, headline
 from bench.load import REQUESTS_PER_CALL
 from bench.model import BALANCER, CALL_C, CARD_C, CLIENT_SIDE, Point
 
@@ -19,28 +19,6 @@ if TYPE_CHECKING:
 
 MAKE_RUN = "make run"  # the services as the dev launcher runs them
 NO_LINGER = "TRANSIT_LINGER=0"
-TARGETS = {
-    "ratio": 0.9,
-    "card_p99": 20.0,
-    "call_p50": 10.0,
-    "call_p99": 40.0,
-    "transit": 0.3,
-    "cpu": 1.25,
-    "make_run": 0.85,
-}
-# The last full `make bench` before this round (commit 95a0fca; the make run figure from
-# issue 14: ~1,500 req/s against the bench's 2,872): hvac/requests in a thread pool for
-# Transit, httpx to the backend, structlog's ConsoleRenderer, one write per log line.
-PREVIOUS = {
-    "ratio": 0.76,
-    "card_p99": 16.8,
-    "call_p50": 21.8,
-    "call_p99": 97.5,
-    "transit": 0.851,
-    "cpu": 2.53,
-    "make_run": 0.52,
-}
-PREVIOUS_CALL = {"rps": 651.0, "webhook": 1.19, "backend": 0.80, "vault": 0.55}
 CALL_PROCS = ("webhook", "backend", "vault")
 BATCH_NOTE = f"{clients.BATCH} items each, {clients.IN_FLIGHT} calls in flight, on uvloop"
 
@@ -91,6 +69,8 @@ class Summary:
             "transit": statistics.median(call.transit),
             "cpu": call_cpu(call),
             "make_run": paired_ratio(self.card[MAKE_RUN][CARD_C], vault),
+            "card_cpu": _cpu(vault, "webhook"),
+            "card_rps": vault.med("rps"),
         }
 
     def line(self) -> str:
@@ -113,14 +93,6 @@ def paired_ratio(vault: Point, base: Point) -> float:
     about the same background load; on a shared machine that is steadier than a ratio of
     two medians."""
     return statistics.median(v.rps / b.rps for v, b in zip(vault.runs, base.runs, strict=True))
-
-
-def _verdict(key: str, value: float) -> str:
-    target = TARGETS[key]
-    held = value >= target if key in ("ratio", "make_run") else value <= target
-    if held:
-        return "holds"
-    return f"**misses** by {abs(value / target - 1) * 100:.0f} %"
 
 
 def _runs_ok(points: list[Point]) -> str:
@@ -146,6 +118,20 @@ VAULT_2W = "Vault webhook, 2 workers"
 def _cpu_row(label: str, point: Point) -> str:
     cells = [f"{statistics.median(point.cpu[p]):.2f}" if p in point.cpu else "-" for p in CPU_PROCS]
     return f"| {label} | " + " | ".join(cells) + " |"
+
+
+def _cpu_side_by_side(ab: headline.AbRun | None) -> list[str]:
+    """The whole call's rows of the round's A/B run (bench/ab/round3.md), if it ran."""
+    if ab is None:
+        return []
+    out = []
+    for label, column in ((f"after, {ab.labels[0]}", ab.a), (f"before, {ab.labels[1]}", ab.b)):
+        cells = [f"{column[f'call CPU ms/request, {p}']:.2f}" for p in CALL_PROCS]
+        out.append(
+            f"| whole call c={CALL_C}, side by side ({headline.AB_RUN.name}: {label}) "
+            f"| {cells[0]} | - | {cells[1]} | {cells[2]} |"
+        )
+    return out
 
 
 def _cpu(point: Point, name: str) -> float:
@@ -182,6 +168,31 @@ AB_DECISIONS = {
     "noise on both steps, so the single-node path pays nothing for it",
     "scrubber-key-cache": "kept on the in-process measurement (an access line 49 -> 41 us): "
     "within noise here, at a load average of 6",
+    # Round 3 (#21): r-21-webhook's and r-21-backend's notes (/work/notes/r2/).
+    "access-line-native": "#21, kept: our own events no longer become stdlib LogRecords, "
+    "through the same scrubber and renderer (less webhook CPU per card request; the whole "
+    "call's webhook CPU within noise)",
+    "twiml-templates": "#21, kept: each TwiML document rendered once by VoiceResponse, only "
+    "its varying values filled in per request (less webhook CPU on both steps; the "
+    '"answers not as a working service would give" here are the first prompt\'s, counted '
+    "by bench/presigned.lua before it knew the account-number prompt, both arms alike)",
+    "signature-once": "#21, kept: the form parsed and the HMAC payload built once, the "
+    "second URL spelling computed only when the first fails (less webhook CPU per card "
+    "request; the whole-call figures within this load's noise)",
+    "one-write": "#21, kept: the response's head and body in one socket write (p99 and the "
+    "whole call's webhook CPU lower; card CPU the same)",
+    "scrubber-key-plan": "#21, kept on the in-process measurement (the scrubber remembers "
+    "each key: an access line 34.8 -> 25.9 us): this A/B, at a load average of 12-15, "
+    "contradicts itself (card CPU lower, whole call's higher) and is noise",
+    "one-hop": "#21, kept on the backend's own CPU per lookup (bench/lookup_cpu.py, -15 % "
+    "on SQLite, -22 % on PostgreSQL); the whole-call A/B runs below are noise at a load "
+    "average of 10-15",
+    "granian": "#21, rejected: uvicorn stays (granian's p99 better, its CPU per whole call "
+    "17-20 % higher over all processes)",
+    "webhook-round3": "#21: the webhook's changes together (access line, TwiML, signature, "
+    "one write) against main before the issue (cf3f7f8), before the backend's were merged",
+    "round3": "#21: the round's before and after, the merged tree against main before the "
+    "issue (cf3f7f8); the headline table's before and after columns",
 }
 
 
@@ -196,21 +207,37 @@ def _ab_tables() -> list[str]:
             out[-2:-1] = [
                 out[-2].replace(
                     f"### A/B: {table.stem}\n",
-                    f"### A/B: {table.stem}\n\n{decision.capitalize()}.\n",
+                    f"### A/B: {table.stem}\n\n{decision[:1].upper()}{decision[1:]}.\n",
                     1,
                 )
             ]
     return out
 
 
-def analysis(s: Summary) -> list[str]:
+def _per_call_side_by_side(ab: headline.AbRun | None) -> str:
+    """The same three figures, before and after this round, from its one A/B run."""
+    rows = [f"call CPU ms/request, {name}" for name in CALL_PROCS]
+    if ab is None or any(r not in ab.a or r not in ab.b for r in rows):
+        return ""
+
+    def three(column: dict[str, float]) -> str:
+        a, b, c = (REQUESTS_PER_CALL * column[r] for r in rows)
+        return f"{a:.1f}, {b:.1f} and {c:.1f} ms"
+
+    return (
+        f" (side by side in bench/ab/{headline.AB_RUN.name}: {three(ab.b)} before this round, "
+        f"{headline.BEFORE_REV}; {three(ab.a)} after)"
+    )
+
+
+def analysis(s: Summary, ab: headline.AbRun | None) -> list[str]:
     """Why each figure is what it is, from this run's own numbers."""
-    v = s.values
+    v, verdict = s.values, headline.verdict
     vault, base, call = s.card["vault"][CARD_C], s.card["baseline"][CARD_C], s.calls[CALL_C]
     hook_v, vault_v, hook_b = _cpu(vault, "webhook"), _cpu(vault, "vault"), _cpu(base, "baseline")
     per_call = {name: REQUESTS_PER_CALL * _cpu(call, name) for name in CALL_PROCS}
     busy = sum(per_call.values()) * call.med("rps") / REQUESTS_PER_CALL / 1000
-    needed = CALL_C / (TARGETS["call_p50"] / 1000)  # req/s for that mean latency
+    needed = CALL_C / (headline.CALL_P50_MS / 1000)  # req/s for that mean latency
     srv = s.server
     one, two = srv.get(VAULT_1W), srv.get(VAULT_2W)
     fast, slow = srv.get(BASE_1W), srv.get(BASE_H11)
@@ -223,7 +250,7 @@ def analysis(s: Summary) -> list[str]:
     lines = [
         "## Why",
         "",
-        f"- **Throughput ratio {v['ratio']:.2f}** ({_verdict('ratio', v['ratio'])}). With one "
+        f"- **Throughput ratio {v['ratio']:.2f}** ({verdict('ratio', v['ratio'])}). With one "
         "worker the webhook is one Python process, at most one core: the baseline uses "
         f"{cores_b:.2f} of a core at c=32 ({hook_b:.2f} ms CPU per request). The Vault "
         f"variant spends {hook_v:.2f} ms per request in the webhook, so its own CPU would bound "
@@ -236,7 +263,7 @@ def analysis(s: Summary) -> list[str]:
         "with wrk and whatever else the machine runs. More batches in flight did not help "
         "(A/B max-in-flight-4 below), nor did sending at once whenever a slot is free, which "
         "helps this step and costs the whole call more (A/B adaptive-in-flight).",
-        f"- **Card p99 {v['card_p99']:.1f} ms** ({_verdict('card_p99', v['card_p99'])}): "
+        f"- **Card p99 {v['card_p99']:.1f} ms** ({verdict('card_p99', v['card_p99'])}): "
         f"the baseline's p99 in the same run is {base.med('p99_ms'):.1f} ms; the difference is "
         "the Transit round trip and the same waiting for the shared core.",
         f"- **Async HTTP client.** The same Transit encrypt batches ({BATCH_NOTE}) cost "
@@ -258,25 +285,25 @@ def analysis(s: Summary) -> list[str]:
         )
     return [
         *lines,
-        f"- **Whole call: CPU {v['cpu']:.2f} ms per request** ({_verdict('cpu', v['cpu'])}), "
-        f"**p50 {v['call_p50']:.1f} ms** ({_verdict('call_p50', v['call_p50'])}), **p99 "
-        f"{v['call_p99']:.1f} ms** ({_verdict('call_p99', v['call_p99'])}). One call ("
+        f"- **Whole call: CPU {v['cpu']:.2f} ms per request** ({verdict('cpu', v['cpu'])}), "
+        f"**p50 {v['call_p50']:.1f} ms** ({verdict('call_p50', v['call_p50'])}), **p99 "
+        f"{v['call_p99']:.1f} ms** ({verdict('call_p99', v['call_p99'])}). One call ("
         f"{REQUESTS_PER_CALL} webhook requests) costs ~{per_call['webhook']:.1f} ms CPU in "
         "the webhook, "
         f"~{per_call['backend']:.1f} ms in the backend and ~{per_call['vault']:.1f} ms in "
-        f"Vault (before this round: {3 * PREVIOUS_CALL['webhook']:.1f}, "
-        f"{3 * PREVIOUS_CALL['backend']:.1f} and {3 * PREVIOUS_CALL['vault']:.1f} ms). At "
+        f"Vault{_per_call_side_by_side(ab)}. At "
         f"{call.med('rps') / REQUESTS_PER_CALL:.0f} calls/s the three processes use "
         f"{busy:.1f} of the 2 "
         "cores, wrk the rest: latency is queueing for CPU. wrk's 16 connections send back to "
         f"back with no caller pause, so the mean latency is {CALL_C} / throughput (Little's "
         f"law: {CALL_C / call.med('rps') * 1000:.1f} ms at {call.med('rps'):.0f} req/s); "
-        f"p50 ≤ {TARGETS['call_p50']:.0f} ms needs ~{needed:.0f} req/s from the same two "
+        f"p50 ≤ {headline.CALL_P50_MS:.0f} ms needs ~{needed:.0f} req/s from the same two "
         "cores. p99 is the same queue's tail, and whatever else runs on the machine (load "
         f"average {s.loadavg[1]:.1f} after the run).",
         f"- **Transit calls per request {v['transit']:.3f}** "
-        f"({_verdict('transit', v['transit'])}). A call needs four Transit "
-        "operations (encrypt card, encrypt PIN, decrypt, HMAC) for three webhook requests. "
+        f"({verdict('transit', v['transit'])}). A call's {REQUESTS_PER_CALL} webhook "
+        "requests need several Transit operations: the webhook encrypts each entry (and the "
+        "caller's number), the backend decrypts them in one batch and HMACs them in another. "
         "The coalescer sends at once when idle; under load a batch waits up to 1 ms "
         "(TRANSIT_LINGER) while the previous one carried several items, until it is as large "
         "as that one, and a second batch flies only once it is as large. Batches are what "
@@ -292,7 +319,7 @@ def analysis(s: Summary) -> list[str]:
         f"{call.med('p50_ms'):.1f} against {off.med('p50_ms'):.1f} ms, CPU "
         f"{call_cpu(call):.2f} against {call_cpu(off):.2f} ms per request).",
         f"- **`make run` {v['make_run']:.2f}x the bench's card step** "
-        f"({_verdict('make_run', v['make_run'])}). The services as the "
+        f"({verdict('make_run', v['make_run'])}). The services as the "
         "dev launcher runs them (console log lines, PYTHONUNBUFFERED=1, on a terminal: here "
         "a pseudo-terminal read by a thread) served "
         f"{make_run.med('rps'):.0f} card requests/s against {vault.med('rps'):.0f}, at "
@@ -303,19 +330,29 @@ def analysis(s: Summary) -> list[str]:
         "",
         "## Next steps",
         "",
-        "- The access line is still a good part of the card step's CPU (LogRecord, structlog "
-        "chain, scrubber, renderer); a structlog-native path without the stdlib record would "
-        "cut it, if the single scrubbing handler is kept.",
+        "Round 3 (#21) did the access line (structlog-native, A/B access-line-native), "
+        "TwiML (twiml-templates), the signature check (signature-once), one socket write per "
+        "response (one-write) and the backend's one thread hop per lookup (one-hop). What "
+        "is left, from the webhook's profile after them (bench/profiles/webhook-after.md, "
+        "shares of its event-loop thread under card steps at c=32):",
+        "",
+        "- The one socket write per response, ~20 %: a system call per response, the floor "
+        "with uvicorn's protocol.",
+        "- `verified_form`, ~18 %: Starlette's body and headers, `parse_qsl`, the signature "
+        "check and the request key (~8 % of it).",
+        "- The Transit request, ~11 % (the coalescer's batch over aiohttp).",
         "- The card step idles while every connection waits for Vault: a linger that knows "
         "whether any request is still on its way to the coalescer (instead of waiting up to "
         "the bound) would close part of that gap.",
-        "- The backend hops to the thread pool three times per lookup for SQLite (remembered "
-        "answer, find, settle); one hop would do.",
-        "- Measure on a machine where load generator, Vault and services do not share two "
-        "cores; here every figure includes the others' CPU.",
+        "- granian instead of uvicorn was measured and rejected (A/B granian): better p99, "
+        "but 17-20 % more CPU per whole call over all processes (smaller Transit batches); "
+        "the issue adopts it only if better on both.",
+        "- Measure p50 and p99 on a quiet machine, where load generator, Vault and services "
+        "do not share two cores with other work; here every figure includes the others' CPU.",
         "",
-        "## Changes this round, A/B",
+        "## Changes of the last two rounds, A/B",
         "",
+        "Round 3's (#21) are marked so; the others are round 2's. "
         "Each change was measured against the code without it (`python -m bench.ab`: both "
         "variants as their own backend and webhook on one Vault, alternating runs, fresh "
         "pre-signed requests for each run, every answer checked) and kept only if it measured "
@@ -368,7 +405,7 @@ def ha_section(s: Summary) -> list[str]:
         f"{runs} runs, beside the single-node stack's figures from this same run (its store "
         "is SQLite, in the backend's own process). CPU is summed over every process of each "
         f"({ha.processes} in the HA topology, Caddy and PostgreSQL with its connections' "
-        "processes included); a call is three webhook requests.",
+        f"processes included); a call is {REQUESTS_PER_CALL} webhook requests.",
         "",
         "| topology | calls/s | webhook req/s | p50 ms | p99 ms "
         "| CPU ms/request, all processes | CPU ms/call | Transit calls/request |",
@@ -452,57 +489,7 @@ def markdown(s: Summary, chart: str) -> str:
     if s.ha is not None:
         all_points += [s.ha.topology, *s.ha.choice.values()]
     command = "BENCH_QUICK=1 make bench" if s.quick else "make bench"
-    rows = [
-        (
-            "1. `POST /voice/card` throughput, c=32, Vault ÷ baseline",
-            "≥ 0.90",
-            f"{PREVIOUS['ratio']:.2f}",
-            f"{v['ratio']:.2f}",
-            "ratio",
-        ),
-        (
-            "1. `POST /voice/card` p99, c=32",
-            "≤ 20 ms",
-            f"{PREVIOUS['card_p99']:.1f} ms",
-            f"{v['card_p99']:.1f} ms",
-            "card_p99",
-        ),
-        (
-            "2. whole call, 16 concurrent, p50 per request",
-            "≤ 10 ms",
-            f"{PREVIOUS['call_p50']:.1f} ms",
-            f"{v['call_p50']:.1f} ms",
-            "call_p50",
-        ),
-        (
-            "2. whole call, 16 concurrent, p99 per request",
-            "≤ 40 ms",
-            f"{PREVIOUS['call_p99']:.1f} ms",
-            f"{v['call_p99']:.1f} ms",
-            "call_p99",
-        ),
-        (
-            "3. Transit HTTP calls per webhook request",
-            "≤ 0.3",
-            f"{PREVIOUS['transit']:.3f}",
-            f"{v['transit']:.3f}",
-            "transit",
-        ),
-        (
-            "4. CPU per webhook request, all processes (whole call)",
-            "≤ 1.25 ms",
-            f"{PREVIOUS['cpu']:.2f} ms",
-            f"{v['cpu']:.2f} ms",
-            "cpu",
-        ),
-        (
-            "5. `make run`'s card step ÷ the bench's, c=32",
-            "≥ 0.85",
-            f"{PREVIOUS['make_run']:.2f}",
-            f"{v['make_run']:.2f}",
-            "make_run",
-        ),
-    ]
+    ab = headline.read_ab()
     out = [
         "# Benchmark results",
         "",
@@ -514,15 +501,13 @@ def markdown(s: Summary, chart: str) -> str:
         f"1-minute load average {s.loadavg[0]:.1f} before, {s.loadavg[1]:.1f} after "
         "(anything above ~2 means other work shared the cores).",
         "",
-        "| target | wanted | before this round | measured | |",
-        "|---|---|---|---|---|",
-        *[f"| {a} | {b} | {p} | {c} | {_verdict(key, v[key])} |" for a, b, p, c, key in rows],
+        *headline.table(v, ab),
         "",
         f"Checks: {_runs_ok(all_points)}.",
         "",
         f"![throughput and latency against concurrency]({chart})",
         "",
-        *analysis(s),
+        *analysis(s, ab),
         "",
         "## `POST /voice/card` (signature check, validation, encrypt, TwiML)",
         "",
@@ -541,7 +526,7 @@ def markdown(s: Summary, chart: str) -> str:
         )
     out += [
         "",
-        "## Whole calls (`/voice`, `/voice/card`, `/voice/pin` + backend lookup)",
+        "## Whole calls (`/voice`, `/voice/account`, `/voice/card`, `/voice/pin` + backend lookup)",
         "",
         "Latency is per webhook request (what a caller waits between a keypress and the next "
         "prompt), over the mix of the three steps; one connection carries one call's "
@@ -622,8 +607,7 @@ def markdown(s: Summary, chart: str) -> str:
         _cpu_row(f"card c={CARD_C}, {MAKE_RUN}", s.card[MAKE_RUN][CARD_C]),
         _cpu_row(f"whole call c={CALL_C}", s.calls[CALL_C]),
         *[_cpu_row(f"whole call c={CALL_C}, {name}", point) for name, point in s.pairs.items()],
-        f"| whole call c={CALL_C}, before this round | {PREVIOUS_CALL['webhook']:.2f} | - | "
-        f"{PREVIOUS_CALL['backend']:.2f} | {PREVIOUS_CALL['vault']:.2f} |",
+        *_cpu_side_by_side(ab),
         "",
         "## Memory (RSS, MB)",
         "",

@@ -1,0 +1,1 @@
+"""bench/: the benchmark's pure parts (its runs start processes: not here)."""
