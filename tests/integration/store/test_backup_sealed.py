@@ -308,10 +308,16 @@ def test_a_forged_plain_backup_is_refused_without_the_flag(
 
 
 # The CLI under resource.getrusage: its own peak RSS (KiB) printed last on stderr.
+# The peak is /proc's VmHWM, this process's own since its exec: ru_maxrss would carry the
+# parent's across fork and exec (Linux keeps the larger in the signal struct), and pytest
+# itself held 428 MiB in a whole run, which this test once reported as both peaks.
 MEASURED = (
-    "import atexit, resource, runpy, sys\n"
-    "atexit.register(lambda: print('peak_rss_kib', resource.getrusage("
-    "resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr))\n"
+    "import atexit, runpy, sys\n"
+    "def peak():\n"
+    "    for line in open('/proc/self/status'):\n"
+    "        if line.startswith('VmHWM:'):\n"
+    "            print('peak_rss_kib', line.split()[1], file=sys.stderr)\n"
+    "atexit.register(peak)\n"
     "sys.argv = ['ivr-vault', *sys.argv[1:]]\n"
     "runpy.run_module('service', run_name='__main__')\n"
 )
